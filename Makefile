@@ -1,0 +1,101 @@
+# bars: thin targets; each calls `bars <command>` inside the project's virtual environment.
+# On a fresh clone every target installs what it needs first (make install is implied).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BARS := $(BIN)/bars
+STAMP := $(VENV)/.installed
+
+DATA ?= movielens_small
+MODEL ?= dcn
+TRIALS ?=
+WORKERS ?=
+STORAGE ?=
+TIMEOUT ?=
+SEEDS ?= 5
+RAW ?=
+ROWS ?=
+RUN ?=
+PORT ?= 5000
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install lock data train sweep worker final leaderboard reproduce ui dashboard test test-slow lint \
+        bench bench-data bench-train bench-sweep bench-metrics clean
+
+help: ## List the targets
+	@echo "bars: open benchmarking for CTR prediction"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+	@echo
+	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN PORT ARGS"
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the locked dependencies (torch pinned first)
+
+lock: ## Re-freeze requirements.lock from the current .venv (after changing pyproject.toml)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' | LC_ALL=C sort > requirements.lock
+
+data: $(STAMP) ## Prepare a dataset: make data DATA=<name> [RAW=<dir>] [ROWS=<n>] [ARGS="overrides"]
+	$(BARS) prepare data=$(DATA) $(if $(RAW),data.raw_dir=$(abspath $(RAW))) $(if $(ROWS),data.rows=$(ROWS)) $(ARGS)
+
+train: $(STAMP) ## Train one run: make train MODEL=<m> DATA=<d> [ARGS="overrides"]
+	$(BARS) train model=$(MODEL) data=$(DATA) $(ARGS)
+
+sweep: $(STAMP) ## Optuna sweep: make sweep MODEL=<m> DATA=<d> [TRIALS=n] [WORKERS=k] [STORAGE=url] [TIMEOUT=s]
+	$(BARS) sweep model=$(MODEL) data=$(DATA) $(if $(TRIALS),sweep.trials=$(TRIALS)) \
+	  $(if $(WORKERS),sweep.workers=$(WORKERS)) $(if $(STORAGE),sweep.storage=$(STORAGE)) \
+	  $(if $(TIMEOUT),sweep.timeout=$(TIMEOUT)) $(ARGS)
+
+worker: $(STAMP) ## One sweep worker on an existing study (what a job runner starts on each node)
+	$(BARS) sweep model=$(MODEL) data=$(DATA) sweep.role=worker $(if $(STORAGE),sweep.storage=$(STORAGE)) $(ARGS)
+
+final: $(STAMP) ## Rerun the sweep's best config with SEEDS seeds: make final MODEL=<m> DATA=<d> [SEEDS=5]
+	$(BARS) final model=$(MODEL) data=$(DATA) final.seeds=$(SEEDS) $(ARGS)
+
+leaderboard: $(STAMP) ## Write results/ tables and plots from MLflow: make leaderboard [DATA=<d>]
+	$(BARS) leaderboard $(if $(filter command line,$(origin DATA)),leaderboard.data=$(DATA)) $(ARGS)
+
+reproduce: $(STAMP) ## Rerun one MLflow run exactly: make reproduce RUN=<run id>
+	$(BARS) reproduce run_id=$(RUN) $(ARGS)
+
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the project's store
+	$(BARS) ui --port $(PORT)
+
+dashboard: $(STAMP) ## optuna-dashboard on 127.0.0.1 over a sweep's storage: make dashboard MODEL=<m> DATA=<d>
+	$(BARS) dashboard model=$(MODEL) data=$(DATA) $(if $(STORAGE),sweep.storage=$(STORAGE)) $(ARGS)
+
+test: $(STAMP) ## Fast test suite (a few minutes) plus the import-layer contracts
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -n 2 $(ARGS)
+
+test-slow: $(STAMP) ## Long end-to-end tests (marked slow)
+	$(BIN)/python -m pytest -q -m slow $(ARGS)
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check bars tests datasets
+
+bench: bench-data bench-train bench-metrics bench-sweep ## All benchmarks (print figures)
+
+bench-data: $(STAMP) ## Preprocessing rows/s, peak RSS, load seconds on synthetic 1M and 4M rows
+	$(BARS) bench data $(ARGS)
+
+bench-train: $(STAMP) ## Training samples/s on CPU for every model
+	$(BARS) bench train $(ARGS)
+
+bench-metrics: $(STAMP) ## AUC over 10M scores
+	$(BARS) bench metrics $(ARGS)
+
+bench-sweep: $(STAMP) ## TPE+pruning vs random search: best val AUC vs trials and epochs
+	$(BARS) bench sweep $(ARGS)
+
+clean: ## Remove caches (keeps data/, mlflow.db and .venv)
+	rm -rf .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,47 @@
+"""`bars <command> [hydra overrides...]`: dispatch to the thin entry point of each command.
+
+Each command lives next to the code it drives and is a ``@hydra.main`` shell (or a small argparse shell for
+commands that take no config) around a plain function that tests call directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("bars.data.prepare", "Prepare a dataset: raw files -> Parquet splits + feature spec"),
+    "train": ("bars.run", "Train one model on one dataset under the BARS protocol, tracked in MLflow"),
+    "sweep": ("bars.sweep", "Optuna hyperparameter sweep (one or many workers)"),
+    "final": ("bars.final", "Rerun a sweep's best configuration with several seeds (stage=final)"),
+    "leaderboard": ("bars.leaderboard", "Write results/ tables and plots from MLflow"),
+    "reproduce": ("bars.reproduce", "Rerun one MLflow run exactly and compare metrics"),
+    "ui": ("bars.tracking", "Start the MLflow UI over the project's tracking store"),
+    "dashboard": ("bars.dashboard", "Start optuna-dashboard over a sweep's storage"),
+    "bench": ("bars.bench", "Benchmarks: data, train, metrics, sweep"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: bars <command> [overrides...]", "", "commands:"]
+    lines += [f"  {name:<12} {desc}" for name, (_, desc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"bars: unknown command {cmd!r}; commands are: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[cmd][0])
+    sys.argv = [f"bars {cmd}", *rest]
+    rc = module.main()
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Config helpers: the project root, Hydra composition for tests and tools, flattening and fingerprints.
+
+Entry points are thin ``@hydra.main`` shells; everything they do is a plain function taking the composed
+``DictConfig``. Tests build the same config with :func:`compose`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+def project_root() -> Path:
+    """The project folder (holds conf/, datasets/, data/, mlflow.db). ``BARS_HOME`` overrides it."""
+    return Path(os.environ.get("BARS_HOME", PROJECT_ROOT)).resolve()
+
+
+def _register_resolvers() -> None:
+    if not OmegaConf.has_resolver("bars_root"):
+        OmegaConf.register_new_resolver("bars_root", lambda: str(project_root()))
+
+
+_register_resolvers()
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:
+    """Compose the config exactly as the CLI would (same defaults, same overrides), without running a job."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    return cfg
+
+
+def to_container(cfg: Any) -> Any:
+    """Resolved plain Python containers (dicts/lists) from an OmegaConf node, or the value itself."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": [1, 2]}`` -> ``{"a.b": 1, "c": [1, 2]}`` (lists stay values)."""
+    d = to_container(d)
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict) and v:
+                out.update(flatten(v, key))
+            else:
+                out[key] = v
+    else:
+        out[prefix] = d
+    return out
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(to_container(obj), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint(obj: Any, length: int = 12) -> str:
+    """A short, stable hash of a config (key order does not matter)."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]

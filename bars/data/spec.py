@@ -1,0 +1,143 @@
+"""The feature spec: THE contract between data preparation and models.
+
+A dataset folder ``data/<name>/<fingerprint>/`` holds ``feature_spec.json`` next to the Parquet splits. Models
+are built from a :class:`FeatureSpec` alone; they never see raw values or file paths.
+
+Index convention for categorical and sequence fields (the same in every dataset):
+  0  = padding / missing value
+  1  = out-of-vocabulary (seen fewer than ``min_count`` times in train, or unseen in train)
+  2+ = known values, ordered by train count descending, then by value (deterministic)
+``vocab_size`` counts all indices, padding and OOV included, so an embedding table has ``vocab_size`` rows.
+
+Parquet column types: categorical -> int32, numeric -> float32, sequence -> fixed-size list<int32> of
+``max_len`` (0-padded at the end), label -> float32 (values 0.0 / 1.0).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+SPEC_VERSION = 1
+FEATURE_TYPES = ("categorical", "numeric", "sequence")
+PAD_INDEX = 0
+OOV_INDEX = 1
+FIRST_KNOWN_INDEX = 2
+
+FeatureType = Literal["categorical", "numeric", "sequence"]
+
+
+class SpecError(ValueError):
+    """A feature spec that is malformed or does not match the data it describes."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    type: FeatureType
+    vocab_size: int = 0  # categorical / sequence: rows of the embedding table (padding + OOV included)
+    max_len: int = 0  # sequence only: fixed length after padding / truncation
+    min_count: int = 1  # categorical / sequence: values seen fewer times in train map to OOV
+    source: str = ""  # free text: raw column(s) and transform, for humans
+    share_embedding: str = ""  # name of another field whose embedding table this field reuses (optional)
+
+    def __post_init__(self) -> None:
+        if self.type not in FEATURE_TYPES:
+            raise SpecError(f"feature {self.name!r}: type {self.type!r} is not one of {FEATURE_TYPES}")
+        if self.type in ("categorical", "sequence") and self.vocab_size < FIRST_KNOWN_INDEX:
+            raise SpecError(
+                f"feature {self.name!r}: vocab_size {self.vocab_size} must be >= {FIRST_KNOWN_INDEX} "
+                "(padding and OOV rows are always present)"
+            )
+        if self.type == "sequence" and self.max_len < 1:
+            raise SpecError(f"feature {self.name!r}: a sequence field needs max_len >= 1, got {self.max_len}")
+        if self.type != "sequence" and self.max_len:
+            raise SpecError(f"feature {self.name!r}: max_len is only for sequence fields")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    dataset: str
+    label: str
+    features: tuple[Feature, ...]
+    version: int = SPEC_VERSION
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise SpecError(f"feature spec for {self.dataset!r}: duplicate feature names {dup}")
+        if self.label in names:
+            raise SpecError(f"feature spec for {self.dataset!r}: label {self.label!r} is also a feature")
+        if not self.features:
+            raise SpecError(f"feature spec for {self.dataset!r}: no features")
+        for f in self.features:
+            if f.share_embedding and f.share_embedding not in names:
+                raise SpecError(f"feature {f.name!r}: share_embedding names unknown field {f.share_embedding!r}")
+
+    # -- views -------------------------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def by_type(self, kind: FeatureType) -> list[Feature]:
+        return [f for f in self.features if f.type == kind]
+
+    def __getitem__(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(f"no feature {name!r} in spec {self.dataset!r}; fields are {self.names}")
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.features)
+
+    # -- JSON --------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "version": self.version,
+            "dataset": self.dataset,
+            "label": self.label,
+            "features": [asdict(f) for f in self.features],
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, origin: str = "<dict>") -> FeatureSpec:
+        try:
+            version = d["version"]
+            if version != SPEC_VERSION:
+                raise SpecError(f"{origin}: feature spec version {version}, this bars reads {SPEC_VERSION}")
+            allowed = set(Feature.__dataclass_fields__)
+            feats = []
+            for i, fd in enumerate(d["features"]):
+                unknown = set(fd) - allowed
+                if unknown:
+                    raise SpecError(
+                        f"{origin}: features[{i}] has unknown keys {sorted(unknown)}; allowed {sorted(allowed)}"
+                    )
+                feats.append(Feature(**fd))
+            return cls(
+                dataset=d["dataset"], label=d["label"], features=tuple(feats), version=version,
+                notes=d.get("notes", {}),
+            )
+        except KeyError as e:
+            raise SpecError(f"{origin}: feature spec is missing key {e.args[0]!r}") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureSpec:
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise SpecError(f"{p}: feature spec not found") from None
+        except json.JSONDecodeError as e:
+            raise SpecError(f"{p}: not valid JSON ({e})") from None
+        return cls.from_dict(d, origin=str(p))
