@@ -1,0 +1,236 @@
+"""bars.tracking against a real MLflow SQLite store; everything is read back through MLflow's own API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from bars import tracking
+from bars.tracking import Tracker, TrackingWarning
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One SQLite store for the module (creating MLflow's tables takes a few seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def tracker(store) -> Tracker:
+    return Tracker(store, "bars-test", tries=2, first_delay=0.01)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_params_tags_metrics_artifacts_recorded(tracker, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    params = {"model": {"name": "dcn", "params": {"hidden": [400, 400], "dropout": 0.2}},
+              "long": "x" * 7000, "many": {f"k{i}": i for i in range(250)}}
+    extra = tmp_path / "note.txt"
+    extra.write_text("hello")
+    with tracker.run("dcn-test", tags={"model": "dcn", "data": "tiny", "seed": 2021}, params=params) as run:
+        for epoch in (1, 2, 3):
+            run.log_metrics({"train_loss": 1.0 / epoch, "val_auc": 0.6 + 0.01 * epoch}, step=epoch)
+        run.log_metrics({"test_auc": 0.7, "ignored": None})
+        run.set_tags({"best_epoch": 3})
+        run.log_dict(OmegaConf.create({"a": {"b": 1}}), "config.yaml")
+        run.log_dict({"fields": []}, "feature_spec.json")
+        run.log_artifact(extra)
+        fig, ax = plt.subplots()
+        ax.plot([1, 2, 3])
+        run.log_figure(fig, "learning_curve.png")
+        run_id = run.run_id
+
+    client = MlflowClient(tracking_uri=tracker.uri)
+    r = client.get_run(run_id)
+    assert r.info.status == "FINISHED"
+    assert r.info.run_name == "dcn-test"
+    p = r.data.params
+    assert p["model.name"] == "dcn"
+    assert p["model.params.hidden"] == "[400, 400]"
+    assert p["model.params.dropout"] == "0.2"
+    assert len(p["long"]) <= 6000 and p["long"].endswith("[truncated]")
+    assert sum(k.startswith("many.") for k in p) == 250  # > 100 params: batched
+    t = r.data.tags
+    assert t["model"] == "dcn" and t["data"] == "tiny" and t["seed"] == "2021" and t["best_epoch"] == "3"
+    assert t["stage"] == "single"
+    for key in ("hostname", "pid", "python", "torch", "cuda", "bars_version", "git_commit", "git_dirty",
+                "command"):
+        assert key in t, key
+    assert t["pid"] == str(os.getpid())
+    hist = client.get_metric_history(run_id, "val_auc")
+    assert [m.step for m in hist] == [1, 2, 3]
+    assert [round(m.value, 6) for m in hist] == [0.61, 0.62, 0.63]
+    assert r.data.metrics["test_auc"] == pytest.approx(0.7)
+    assert "ignored" not in r.data.metrics
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert names == {"config.yaml", "feature_spec.json", "note.txt", "learning_curve.png"}
+    png = Path(client.download_artifacts(run_id, "learning_curve.png", str(tmp_path)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # artifacts live next to the database, not in the working directory
+    db_dir = tracking.sqlite_path(tracker.uri).parent
+    assert r.info.artifact_uri.startswith((db_dir / "mlartifacts").as_uri())
+    cfg = tracking.load_run_config(run_id, tracker.uri)
+    assert cfg.a.b == 1
+
+
+def test_exception_marks_failed_and_reraises(tracker):
+    with pytest.raises(ValueError, match="boom"):
+        with tracker.run("failing") as run:
+            raise ValueError("boom")
+    r = tracker.client.get_run(run.run_id)
+    assert r.info.status == "FAILED"
+    assert r.data.tags["error"] == "ValueError: boom"
+    assert r.data.tags["error_type"] == "ValueError"
+    assert "Traceback" in r.data.tags["error_traceback"]
+
+
+def test_keyboard_interrupt_marks_killed(tracker):
+    with pytest.raises(KeyboardInterrupt):
+        with tracker.run("interrupted") as run:
+            raise KeyboardInterrupt
+    assert tracker.client.get_run(run.run_id).info.status == "KILLED"
+
+
+def test_parent_child_linkage(tracker):
+    with tracker.run("sweep", tags={"stage": "sweep"}) as parent:
+        for i in range(2):
+            with tracker.run(f"trial-{i}", tags={"stage": "trial", "trial": i}, parent_run_id=parent.run_id):
+                pass
+    exp = tracker.client.get_experiment_by_name("bars-test")
+    children = tracker.client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'")
+    assert sorted(c.data.tags["trial"] for c in children) == ["0", "1"]
+    assert all(c.data.tags["stage"] == "trial" and c.info.status == "FINISHED" for c in children)
+
+
+def test_unreachable_store_mid_run_does_not_raise(tracker, tmp_path):
+    """The store disappears after the run started: logging warns, the training code never sees an error."""
+    with tracker.run("goes-dark") as run:
+        pass
+    dead = Tracker(f"http://127.0.0.1:{_free_port()}", "bars-test", tries=3, first_delay=0.01)
+    run.tracker = dead  # the same run, now talking to a store that refuses connections
+    run.ended = False
+    f = tmp_path / "a.txt"
+    f.write_text("a")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        run.log_metrics({"val_auc": 0.5}, step=1)
+        assert dead._degraded
+        run.log_params({"a": 1})
+        run.set_tags({"b": 2})
+        run.log_artifact(f)
+        run.log_dict({"a": 1}, "x.json")
+        run.end("FINISHED")
+        assert time.perf_counter() - t0 < 20
+    assert sum(issubclass(w.category, TrackingWarning) for w in caught) >= 6
+    # an exception inside a run against a dead store still surfaces as the *original* exception
+    dead_run = tracking.TrackedRun(dead, "0" * 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dead_run.fail(RuntimeError("x"))
+    # starting a run against a dead store fails loudly (before any training time is spent)
+    with pytest.raises(Exception):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Tracker(f"http://127.0.0.1:{_free_port()}", "x", tries=1).start_run("never")
+
+
+def test_retry_recovers_from_transient_errors(tracker):
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise OSError("database is locked")
+        return "ok"
+
+    t = Tracker(tracker.uri, "bars-test", tries=5, first_delay=0.001)
+    assert t._call("flaky", flaky) == "ok" and calls["n"] == 3
+
+
+_CHILD = """
+import sys, time
+from bars.tracking import Tracker
+t = Tracker(sys.argv[1], "bars-test")
+run = t.start_run("doomed", tags={"model": "dcn"})
+print(run.run_id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_reconcile_ends_runs_of_killed_processes(tracker):
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, tracker.uri], stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = proc.stdout.readline().strip()
+        assert run_id, "child did not start its run"
+        assert tracker.client.get_run(run_id).info.status == "RUNNING"
+        assert run_id not in tracking.reconcile(tracker.uri, "bars-test")  # still alive: left alone
+        os.kill(proc.pid, signal.SIGKILL)  # a real kill -9: no cleanup code runs in the child
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with tracker.run("alive") as alive:  # a run of a live process (this one) must stay RUNNING
+        assert tracker.client.get_run(run_id).info.status == "RUNNING"
+        ended = tracking.reconcile(tracker.uri, "bars-test")
+        assert run_id in ended and alive.run_id not in ended
+        assert tracker.client.get_run(alive.run_id).info.status == "RUNNING"
+    r = tracker.client.get_run(run_id)
+    assert r.info.status == "FAILED"
+    assert r.data.tags["error_type"] == "ProcessDied"
+    assert tracking.reconcile(tracker.uri, None) == []
+
+
+def test_end_run_and_custom_liveness(tracker):
+    run = tracker.start_run("external")
+    tracking.end_run(run.run_id, "killed", {"trial_state": "pruned"}, uri=tracker.uri)
+    r = tracker.client.get_run(run.run_id)
+    assert r.info.status == "KILLED" and r.data.tags["trial_state"] == "pruned"
+    with pytest.raises(ValueError):
+        tracking.end_run(run.run_id, "DONE", uri=tracker.uri)
+    other = tracker.start_run("other-host", tags={"hostname": "elsewhere"})
+    assert other.run_id not in tracking.reconcile(tracker.uri, "bars-test")  # unknown host: left alone
+    assert tracking.reconcile(tracker.uri, "bars-test", is_alive=lambda tags: tags.get(
+        "hostname") != "elsewhere") == [other.run_id]
+
+
+def test_resolve_uri_is_absolute(monkeypatch, tmp_path):
+    monkeypatch.setenv("BARS_HOME", str(tmp_path))
+    assert tracking.resolve_uri("sqlite:///x/m.db") == f"sqlite:///{tmp_path / 'x' / 'm.db'}"
+    assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking.resolve_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
+    assert tracking.resolve_uri("http://h:5000") == "http://h:5000"
+
+
+def test_ui_command(capsys, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'ui' / 'mlflow.db'}"
+    cmd, env, cwd = tracking.ui_command(uri, port=5123)
+    assert cmd[cmd.index("--backend-store-uri") + 1] == uri
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5123"
+    assert cmd[cmd.index("--workers") + 1] == "1"
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false" and env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert cwd == tmp_path / "ui"
+    assert tracking.main(["--port", "5123", "--print-only", f"tracking.uri={uri}"]) == 0
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:5123" in out and uri in out
