@@ -1,0 +1,84 @@
+"""AutoInt (Song et al. 2019) and AutoInt+ (``use_dnn``): stacked multi-head self-attention over the field
+embeddings, flattened into a Linear; AutoInt+ adds an MLP over the flat embeddings, ``use_wide`` a first-order
+LR term. logit = Linear(flatten(attention^L(E))) [+ MLP(flat E)] [+ LR]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from bars.data.spec import FeatureSpec
+from bars.models._common import check_activation, check_dim, check_dropout, check_units, logits
+from bars.models.layers import MLP, FeatureEmbedding, LogisticRegression, MultiHeadSelfAttention
+from bars.models.registry import register
+
+
+@dataclass(frozen=True)
+class AutoIntConfig:
+    embedding_dim: int
+    attention_layers: int = 3
+    num_heads: int = 2
+    attention_dim: int = 40
+    use_residual: bool = True
+    use_scale: bool = False
+    layer_norm: bool = False
+    attention_dropout: float = 0.0
+    use_wide: bool = False
+    use_dnn: bool = True
+    dnn_hidden_units: tuple[int, ...] = (400, 400, 400)
+    activation: str = "relu"
+    batch_norm: bool = True
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        check_dim("embedding_dim", self.embedding_dim)
+        check_dim("attention_layers", self.attention_layers)
+        check_dim("num_heads", self.num_heads)
+        check_dim("attention_dim", self.attention_dim)
+        if self.attention_dim % self.num_heads:
+            raise ValueError(f"attention_dim {self.attention_dim} is not divisible by num_heads {self.num_heads}")
+        check_dropout("attention_dropout", self.attention_dropout)
+        check_units("dnn_hidden_units", self.dnn_hidden_units)
+        if self.use_dnn and not self.dnn_hidden_units:
+            raise ValueError("use_dnn needs dnn_hidden_units")
+        check_activation("activation", self.activation)
+        check_dropout("dropout", self.dropout)
+
+
+@register("autoint", AutoIntConfig)
+class AutoInt(nn.Module):
+    def __init__(self, spec: FeatureSpec, cfg: AutoIntConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = FeatureEmbedding(spec, cfg.embedding_dim)
+        self.attention = nn.Sequential(
+            *(
+                MultiHeadSelfAttention(
+                    cfg.embedding_dim if i == 0 else cfg.attention_dim,
+                    cfg.attention_dim,
+                    cfg.num_heads,
+                    cfg.attention_dropout,
+                    cfg.use_residual,
+                    cfg.use_scale,
+                    cfg.layer_norm,
+                )
+                for i in range(cfg.attention_layers)
+            )
+        )
+        self.fc = nn.Linear(self.embedding.num_fields * cfg.attention_dim, 1)
+        self.dnn = (
+            MLP(self.embedding.output_dim, cfg.dnn_hidden_units, cfg.activation, cfg.batch_norm, cfg.dropout, 1)
+            if cfg.use_dnn
+            else None
+        )
+        self.lr = LogisticRegression(spec, use_bias=False) if cfg.use_wide else None
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        emb = self.embedding(batch)
+        out = self.fc(self.attention(emb).flatten(start_dim=1))
+        if self.dnn is not None:
+            out = out + self.dnn(emb.flatten(start_dim=1))
+        if self.lr is not None:
+            out = out + self.lr(batch)
+        return logits(out)
