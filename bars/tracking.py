@@ -47,13 +47,13 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
-import mlflow  # noqa: E402
-from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
-from bars import __version__  # noqa: E402
-from bars.config import flatten, project_root  # noqa: E402
+from bars import __version__
+from bars.config import flatten, project_root
 
 MAX_PARAM_KEY = 250
 MAX_PARAM_VALUE = 6000
@@ -230,7 +230,7 @@ class Tracker:
                 out = fn(*args, **kwargs)
                 self._degraded = False
                 return out
-            except Exception as exc:  # noqa: BLE001 - a store error of any kind must not kill training
+            except Exception as exc:
                 permanent = _error_code(exc) in _PERMANENT_ERRORS
                 if attempt == tries or permanent:
                     if raise_errors:
@@ -264,10 +264,10 @@ class Tracker:
                 try:
                     self._experiment_id = self.client.create_experiment(
                         self.experiment, artifact_location=self.artifact_location())
-                except MlflowException as exc:  # created concurrently by another process
+                except MlflowException:  # created concurrently by another process
                     exp = self.client.get_experiment_by_name(self.experiment)
                     if exp is None:
-                        raise exc
+                        raise
                     self._experiment_id = exp.experiment_id
             else:
                 if exp.lifecycle_stage == "deleted":

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
@@ -93,9 +94,8 @@ def test_params_tags_metrics_artifacts_recorded(tracker, tmp_path):
 
 
 def test_exception_marks_failed_and_reraises(tracker):
-    with pytest.raises(ValueError, match="boom"):
-        with tracker.run("failing") as run:
-            raise ValueError("boom")
+    with pytest.raises(ValueError, match="boom"), tracker.run("failing") as run:
+        raise ValueError("boom")
     r = tracker.client.get_run(run.run_id)
     assert r.info.status == "FAILED"
     assert r.data.tags["error"] == "ValueError: boom"
@@ -104,9 +104,8 @@ def test_exception_marks_failed_and_reraises(tracker):
 
 
 def test_keyboard_interrupt_marks_killed(tracker):
-    with pytest.raises(KeyboardInterrupt):
-        with tracker.run("interrupted") as run:
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), tracker.run("interrupted") as run:
+        raise KeyboardInterrupt
     assert tracker.client.get_run(run.run_id).info.status == "KILLED"
 
 
@@ -149,10 +148,9 @@ def test_unreachable_store_mid_run_does_not_raise(tracker, tmp_path):
         warnings.simplefilter("ignore")
         dead_run.fail(RuntimeError("x"))
     # starting a run against a dead store fails loudly (before any training time is spent)
-    with pytest.raises(Exception):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            Tracker(f"http://127.0.0.1:{_free_port()}", "x", tries=1).start_run("never")
+    with pytest.raises(MlflowException), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Tracker(f"http://127.0.0.1:{_free_port()}", "x", tries=1).start_run("never")
 
 
 def test_retry_recovers_from_transient_errors(tracker):
