@@ -1,0 +1,119 @@
+"""`bars prepare data=<name> [data.raw_dir=...] [data.rows=...]`: raw files -> a verified dataset folder.
+
+:func:`prepare` runs ``datasets/<name>/prepare.py`` as a script (runpy; never imported), which defines
+``recipe(data: dict, raw_dir: Path) -> bars.data.engine.Recipe``. The output folder is
+``<paths.data>/<name>/<fingerprint>/``; the fingerprint hashes the preprocessing keys of ``cfg.data`` (not
+``raw_dir``, ``protocol_seed``, ``embedding_dim``), the raw layout found and the identity of the inputs (file
+name and size, or the pinned md5). An existing folder with a manifest is reused after a cheap check.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from bars.config import CONF_DIR, PROJECT_ROOT, fingerprint, to_container
+from bars.data.engine import Recipe, build
+from bars.data.errors import DataError
+from bars.data.writer import MANIFEST, SPEC, atomic_dir
+
+# cfg.data keys that never change the prepared bytes (locations and training knobs)
+NOT_FINGERPRINTED = frozenset(
+    {"raw_dir", "protocol_seed", "embedding_dim", "official_split", "download", "description"}
+)
+
+
+def datasets_dir() -> Path:
+    return PROJECT_ROOT / "datasets"
+
+
+def available_datasets() -> list[str]:
+    return sorted(p.parent.name for p in datasets_dir().glob("*/prepare.py"))
+
+
+def load_recipe(cfg: DictConfig) -> Recipe:
+    data = to_container(cfg.data)
+    name = data.get("name")
+    if not name:
+        raise DataError("config key data.name is missing")
+    script = datasets_dir() / name / "prepare.py"
+    if not script.is_file():
+        raise DataError(f"unknown dataset {name!r}: no {script}; available: {', '.join(available_datasets())}")
+    g = runpy.run_path(str(script), run_name=f"bars_dataset_{name}")
+    if "recipe" not in g:
+        raise DataError(f"{script}: defines no recipe(data, raw_dir) function")
+    raw_dir = Path(data.get("raw_dir") or datasets_dir() / name / "raw").expanduser()
+    recipe = g["recipe"](data, raw_dir)
+    recipe.params = {k: v for k, v in data.items() if k not in NOT_FINGERPRINTED}
+    return recipe
+
+
+def dataset_fingerprint(recipe: Recipe) -> str:
+    return fingerprint(recipe.fingerprint_payload())
+
+
+def _quick_verify(folder: Path) -> dict | None:
+    """A reusable folder has a readable manifest, a spec and split files of the recorded sizes."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        if not (folder / SPEC).is_file():
+            return None
+        for s in manifest["splits"].values():
+            if (folder / s["file"]).stat().st_size != s["bytes"]:
+                return None
+        return manifest
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def summary(folder: Path, manifest: dict, reused: bool) -> str:
+    lines = [f"dataset {manifest['dataset']} ({'reused' if reused else 'built'}): {folder}",
+             f"  fingerprint {manifest['fingerprint']}   layout {manifest.get('layout', '')}   "
+             f"split: {manifest.get('split', '')}"]
+    for k, s in manifest["splits"].items():
+        rate = s["positive_rate"]
+        lines.append(f"  {k:<6} {s['rows']:>12,} rows   positive rate {rate if rate is not None else '-'}")
+    return "\n".join(lines)
+
+
+def prepare(cfg: DictConfig, quiet: bool = False) -> Path:
+    """Build (or reuse) ``cfg.paths.data/<data.name>/<fingerprint>/`` and return it."""
+    recipe = load_recipe(cfg)
+    fp = dataset_fingerprint(recipe)
+    out = Path(str(cfg.paths.data)).expanduser() / recipe.name / fp
+    manifest = _quick_verify(out) if (out / MANIFEST).exists() else None
+    if manifest is not None:
+        if not quiet:
+            print(summary(out, manifest, reused=True))
+        return out
+    print(f"preparing {recipe.name} ({recipe.layout}) -> {out}", file=sys.stderr, flush=True)
+    with atomic_dir(out) as tmp:
+        manifest = build(recipe, tmp, fp)
+    if not quiet:
+        print(summary(out, manifest, reused=False))
+    return out
+
+
+def main() -> int:
+    import hydra
+
+    rc = {"code": 0}
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def _run(cfg: DictConfig) -> None:
+        try:
+            prepare(cfg)
+        except DataError as e:
+            print(f"bars prepare: error: {e}", file=sys.stderr)
+            rc["code"] = 1
+
+    _run()
+    return rc["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

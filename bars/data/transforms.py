@@ -1,0 +1,116 @@
+"""Reusable, vectorised transforms (polars expressions and numpy): bucketing, time fields, seeded split
+assignment, vocabularies with min count and OOV, and the encoders that apply them.
+
+Index convention (bars.data.spec): 0 = padding/missing, 1 = OOV, 2+ = known values by train count descending,
+then by value ascending (natural order of the column's dtype).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from bars.data.spec import FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX
+
+SPLITS = ("train", "valid", "test")
+
+
+# -- row transforms ---------------------------------------------------------------------------------------
+def criteo_bucket(col: str) -> pl.Expr:
+    """BARS x4 Criteo integer field: missing -> 0; x > 2 -> floor(ln(x)^2); else x (kept as is)."""
+    x = pl.col(col).fill_null(0)
+    return (
+        pl.when(x > 2).then((x.cast(pl.Float64).log() ** 2).floor().cast(pl.Int64)).otherwise(x).alias(col)
+    )
+
+
+def avazu_hour_fields(col: str = "hour") -> list[pl.Expr]:
+    """Avazu ``hour`` (YYMMDDHH) -> hour (HH), weekday (0 = Monday) and weekend (1 for Sat/Sun)."""
+    s = pl.col(col).cast(pl.Int64)
+    date = pl.date(2000 + s // 1_000_000, (s // 10_000) % 100, (s // 100) % 100)
+    weekday = date.dt.weekday() - 1  # polars: Monday = 1
+    return [
+        (s % 100).alias("hour"),
+        weekday.alias("weekday"),
+        (weekday >= 5).cast(pl.Int64).alias("weekend"),
+    ]
+
+
+def strip_libsvm(col: str) -> pl.Expr:
+    """``"5039:1"`` -> ``"5039"`` (the value of a one-hot libsvm token is its id)."""
+    return pl.col(col).str.split_exact(":", 1).struct.field("field_0").alias(col)
+
+
+def split_sequence(col: str, sep: str) -> pl.Expr:
+    """``"a|b||c"`` -> ``["a", "b", "c"]`` (empty tokens dropped; missing -> [])."""
+    return (
+        pl.col(col).fill_null("").str.split(sep).list.eval(pl.element().filter(pl.element() != "")).alias(col)
+    )
+
+
+# -- seeded split -----------------------------------------------------------------------------------------
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def assign_split(start: int, n: int, seed: int, ratios: tuple[float, float, float]) -> np.ndarray:
+    """Split id (0 train, 1 valid, 2 test) for rows ``start .. start+n-1`` of an input.
+
+    Each row is assigned independently from a hash of (seed, row number): deterministic, independent of
+    batch sizes and of the machine, streamable. Expected proportions are ``ratios`` (normalised).
+    """
+    r = np.asarray(ratios, dtype=np.float64)
+    edges = np.cumsum(r / r.sum())[:-1]
+    with np.errstate(over="ignore"):
+        key = np.arange(start, start + n, dtype=np.uint64) + _splitmix64(np.array([seed], dtype=np.uint64))
+    u = (_splitmix64(key) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return np.searchsorted(edges, u, side="right").astype(np.uint8)
+
+
+# -- vocabularies -----------------------------------------------------------------------------------------
+def vocab_query(train: Path | list[Path], col: str, min_count: int, sequence: bool = False) -> pl.LazyFrame:
+    """Known values of ``col`` in train with count >= min_count, in index order (count desc, value asc)."""
+    lf = pl.scan_parquet(train).select(pl.col(col))
+    if sequence:
+        lf = lf.explode(col)
+    return (
+        lf.drop_nulls()
+        .group_by(col)
+        .agg(pl.len().alias("count"))
+        .filter(pl.col("count") >= min_count)
+        .sort(["count", col], descending=[True, False])
+    )
+
+
+def encode_categorical(col: str, values: pl.Series) -> pl.Expr:
+    """Value -> index: missing -> 0, unseen/rare -> 1, known -> 2 + rank."""
+    idx = pl.Series(np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + len(values), dtype=np.int32))
+    mapped = pl.col(col).replace_strict(values, idx, default=OOV_INDEX, return_dtype=pl.Int32)
+    return pl.when(pl.col(col).is_null()).then(pl.lit(PAD_INDEX, pl.Int32)).otherwise(mapped).alias(col)
+
+
+def encode_sequence(col: str, values: pl.Series, max_len: int) -> pl.Expr:
+    """List of values -> fixed-size array of ``max_len`` indices: truncated, 0-padded at the end."""
+    idx = pl.Series(np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + len(values), dtype=np.int32))
+    enc = (
+        pl.col(col)
+        .list.head(max_len)
+        .list.eval(pl.element().replace_strict(values, idx, default=OOV_INDEX, return_dtype=pl.Int32))
+        .fill_null(pl.lit([], dtype=pl.List(pl.Int32)))
+    )
+    pad = pl.lit([PAD_INDEX] * max_len, dtype=pl.List(pl.Int32))
+    return pl.concat_list([enc, pad]).list.head(max_len).list.to_array(max_len).alias(col)
+
+
+def encode_numeric(col: str) -> pl.Expr:
+    """Numeric fields stay numeric: float32, missing -> 0.0."""
+    return pl.col(col).cast(pl.Float32).fill_null(0.0).fill_nan(0.0).alias(col)
