@@ -1,0 +1,509 @@
+"""The BARS training protocol (DESIGN section 4), exactly, and nothing else.
+
+``fit`` trains one model on one split and returns the best validation result with the best weights restored:
+
+- Adam(lr); loss per batch = mean BCE-with-logits + (lambda_e / 2) * sum ||W||^2 over the *whole* embedding tables
+  + (lambda_n / 2) * sum ||W||^2 over every other parameter (biases and norm layers included, as FuxiCTR does);
+- gradient norm clipped at ``clip_grad_norm`` (over all parameters);
+- initialisation: ``bars.models.layers.init_bars_`` (embeddings N(0, std) with a zero padding row, Linear
+  xavier-normal, bias 0), unless the model defines its own ``init_bars_(embedding_std)`` method;
+- validation AUC / logloss (``bars.metrics``) after every epoch. An epoch improves when ``val_auc >= best +
+  min_delta`` (FuxiCTR's rule: it counts ``val_auc < best + min_delta`` as no improvement). A non-improving epoch is a
+  strike: LR *= ``lr_decay_factor`` (floored at ``min_lr``). Training stops when ``max_strikes`` strikes are reached
+  (consecutive ones when ``reset_strikes_on_improvement``, FuxiCTR's patience, which the published numbers assume)
+  or after ``max_epochs``;
+- the best weights are kept in memory (and, when ``checkpoint_path`` is given, saved atomically at every
+  improvement: ``torch.save`` to a temporary file, then ``os.replace``) and restored before returning.
+
+Side effects arrive as callbacks (``on_epoch``): this module never imports mlflow or optuna.
+The hot loop does no per-batch host synchronisation on CUDA (losses are accumulated on the device and checked
+for NaN/inf every ``_CUDA_CHECK_EVERY`` batches); on CPU the check is free and done before every optimizer step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bars import metrics
+
+__all__ = [
+    "EpochLog",
+    "FitResult",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainConfigError",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "predict",
+    "regularization",
+    "resolve_device",
+    "save_checkpoint",
+    "seed_everything",
+]
+
+_CUDA_CHECK_EVERY = 64  # batches between host syncs for the NaN/inf check on accelerators
+
+
+class TrainConfigError(ValueError):
+    """A train config with unknown keys or invalid values."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A batch loss was NaN or infinite; the message names the epoch, the batch and the value."""
+
+    def __init__(self, epoch: int, batch: int, value: float) -> None:
+        self.epoch, self.batch, self.value = epoch, batch, value
+        super().__init__(
+            f"non-finite training loss {value} at epoch {epoch}, batch {batch} (1-based); training stopped. "
+            "Lower the learning rate or check the inputs (e.g. unscaled numeric features)."
+        )
+
+
+# ------------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class TrainConfig:
+    """The BARS protocol's knobs; fields == keys of ``conf/train/default.yaml``."""
+
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    batch_size: int = 4096
+    eval_batch_size: int = 16384
+    max_epochs: int = 100
+    embedding_regularizer: float = 0.0
+    net_regularizer: float = 0.0
+    clip_grad_norm: float = 10.0
+    embedding_init_std: float = 1e-4
+    monitor: str = "val_auc"
+    min_delta: float = 1e-6
+    lr_decay_factor: float = 0.1
+    min_lr: float = 1e-6
+    max_strikes: int = 2
+    reset_strikes_on_improvement: bool = True
+    device: str = "auto"
+    num_threads: int = 0
+    deterministic: bool = True
+
+    _MONITORS: ClassVar[dict[str, str]] = {"val_auc": "max", "val_logloss": "min"}
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.optimizer.lower() != "adam":
+            problems.append(f"optimizer {self.optimizer!r}: only 'adam' (the BARS protocol) is supported")
+        if self.monitor not in self._MONITORS:
+            problems.append(f"monitor {self.monitor!r} is not one of {sorted(self._MONITORS)}")
+        for name in ("learning_rate", "batch_size", "eval_batch_size", "max_epochs", "max_strikes"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("embedding_regularizer", "net_regularizer", "min_delta", "min_lr", "num_threads"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.lr_decay_factor <= 1:
+            problems.append(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor!r}")
+        if not self.clip_grad_norm > 0 and not math.isinf(self.clip_grad_norm):
+            problems.append(
+                f"clip_grad_norm must be > 0 (inf disables clipping), got {self.clip_grad_norm!r}"
+            )
+        if problems:
+            raise TrainConfigError("invalid train config: " + "; ".join(problems))
+
+    @property
+    def monitor_mode(self) -> str:
+        return self._MONITORS[self.monitor]
+
+    @classmethod
+    def fields(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_cfg(cls, node: Any) -> TrainConfig:
+        """From ``cfg.train`` (DictConfig or mapping). Strict: unknown keys raise, listing the valid ones."""
+        try:
+            from omegaconf import DictConfig, OmegaConf
+
+            if isinstance(node, DictConfig):
+                node = OmegaConf.to_container(node, resolve=True)
+        except ImportError:  # pragma: no cover
+            pass
+        if not isinstance(node, Mapping):
+            raise TrainConfigError(f"train config must be a mapping, got {type(node).__name__}")
+        valid = cls.fields()
+        unknown = sorted(set(node) - set(valid))
+        if unknown:
+            raise TrainConfigError(f"unknown train config key(s) {unknown}; valid keys are {valid}")
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in node:
+                continue
+            v = node[f.name]
+            want = (
+                f.type
+                if isinstance(f.type, type)
+                else {"float": float, "int": int, "bool": bool, "str": str}[f.type]
+            )
+            if want is float and isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = float(v)
+            elif want is float and isinstance(v, str):  # YAML 1.1 reads "1e-3" as a string
+                try:
+                    v = float(v)
+                except ValueError:
+                    pass
+            if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+                raise TrainConfigError(
+                    f"train.{f.name} must be {want.__name__}, got {v!r} ({type(v).__name__})"
+                )
+            kwargs[f.name] = v
+        return cls(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class EpochLog:
+    epoch: int  # 1-based
+    train_loss: float  # mean over the epoch's batches of the full objective (BCE + regularizers)
+    val_auc: float
+    val_logloss: float
+    lr: float  # learning rate used during this epoch (before any decay this epoch triggered)
+    samples_per_s: float  # training rows / training seconds (validation excluded)
+    seconds: float  # wall time of the epoch: training + validation
+    improved: bool
+    strikes: int  # strikes after this epoch
+
+
+@dataclass(frozen=True)
+class FitResult:
+    best_epoch: int
+    epochs: int
+    best_val: dict[str, float]  # {"auc": .., "logloss": ..} at best_epoch
+    history: list[EpochLog] = field(default_factory=list)
+    seconds: float = 0.0
+    stop_reason: str = ""  # "early_stopping" | "max_epochs"
+    device: str = "cpu"
+
+
+class Split(Protocol):
+    """What fit/evaluate need from ``bars.data.loader.SplitTensors``."""
+
+    features: dict[str, Tensor]
+    label: Tensor
+
+    def __len__(self) -> int: ...
+
+    def batches(
+        self, batch_size: int, shuffle: bool, seed: int, device: Any = None
+    ) -> Iterator[tuple[dict[str, Tensor], Tensor]]: ...
+
+
+# ------------------------------------------------------------------------------------------------- environment
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch (all devices). With ``deterministic``, also ask torch for deterministic
+    algorithms (on CUDA this sets ``CUBLAS_WORKSPACE_CONFIG`` and warns instead of failing on ops that have no
+    deterministic implementation)."""
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu``, ``cuda``, ``cuda:1``... are checked."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:<index>") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available (use device=auto or cpu)")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device {name!r} requested but only {n} CUDA device(s) exist")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' requested but MPS is not available")
+    return dev
+
+
+# ------------------------------------------------------------------------------------------------- pieces
+def _split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    own = getattr(model, "split_parameters", None)
+    if callable(own):
+        emb, net = own()
+    else:
+        from bars.models.layers import split_parameters
+
+        emb, net = split_parameters(model)
+    return [p for p in emb if p.requires_grad], [p for p in net if p.requires_grad]
+
+
+def _init(model: nn.Module, std: float) -> None:
+    own = getattr(model, "init_bars_", None)
+    if callable(own):
+        own(std)
+    else:
+        from bars.models.layers import init_bars_
+
+        init_bars_(model, std)
+
+
+def regularization(params: list[Tensor], lam: float) -> Tensor | None:
+    """``(lam / 2) * sum ||W||^2`` over ``params`` (differentiable); ``None`` when ``lam == 0`` or no params."""
+    if lam == 0 or not params:
+        return None
+    sq = torch.stack([p.square().sum() for p in params]).sum()
+    return sq * (lam / 2.0)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(model_or_state: nn.Module | Mapping[str, Tensor], path: str | Path) -> Path:
+    """Save a state dict atomically (temporary file in the same folder, then ``os.replace``)."""
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else dict(model_or_state)
+    path = Path(path)
+    _atomic_save({k: v.detach().cpu() for k, v in state.items()}, path)
+    return path
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, map_location: Any = "cpu") -> nn.Module:
+    """Load weights saved by :func:`save_checkpoint` / ``fit`` into ``model`` (``weights_only=True``, strict)."""
+    state = torch.load(Path(path), map_location=map_location, weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, batch_size: int = 16384, device: Any = None) -> Tensor:
+    """Probabilities (float32, on CPU) for every row of ``split`` in order; model in eval mode meanwhile."""
+    device = _model_device(model) if device is None else resolve_device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        n = len(split)
+        out = torch.empty(n, dtype=torch.float32, device=device)
+        start = 0
+        with torch.inference_mode():
+            for xb, _ in split.batches(batch_size, shuffle=False, seed=0, device=device):
+                logits = model(xb)
+                b = logits.shape[0]
+                out[start : start + b] = logits.reshape(-1).float()
+                start += b
+            if start != n:
+                raise RuntimeError(f"split yielded {start} rows in batches but has {n}")
+            probs = torch.sigmoid(out)
+        return probs.cpu()
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: nn.Module, split: Split, batch_size: int = 16384, device: Any = None) -> dict[str, float]:
+    """``{"auc": .., "logloss": ..}`` of ``model`` on ``split`` (probabilities = sigmoid(logits), float32)."""
+    probs = predict(model, split, batch_size, device).numpy()
+    y = split.label
+    y = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
+    return {"auc": metrics.auc(y, probs), "logloss": metrics.logloss(y, probs)}
+
+
+def _state_copy(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def _make_adam(params: list[nn.Parameter], lr: float, device: torch.device) -> torch.optim.Optimizer:
+    # fused Adam (one kernel over all parameters) on CPU and CUDA: same update rule as the loop implementation
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
+    except (RuntimeError, TypeError):  # pragma: no cover - older torch / other devices
+        return torch.optim.Adam(params, lr=lr)
+
+
+EvaluateFn = Callable[[nn.Module, Split, int, torch.device], Mapping[str, float]]
+
+
+# ------------------------------------------------------------------------------------------------- fit
+def fit(
+    model: nn.Module,
+    train: Split,
+    valid: Split,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    checkpoint_path: str | Path | None = None,
+    init: bool = True,
+    evaluate_fn: EvaluateFn | None = None,
+) -> FitResult:
+    """Train ``model`` under the BARS protocol; best weights are restored on return.
+
+    ``seed`` seeds python/numpy/torch before initialisation, and the shuffling of epoch ``e`` uses seed
+    ``seed * 1_000_003 + e``. ``init=False`` keeps the model's current weights. ``evaluate_fn(model, split,
+    batch_size, device) -> {"auc", "logloss"}`` replaces :func:`evaluate` (tests script validation curves with it).
+    An exception raised by ``on_epoch`` propagates (e.g. a pruning signal); the model then keeps its last weights.
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(
+            f"cfg must be a TrainConfig (use TrainConfig.from_cfg(cfg.train)), got {type(cfg).__name__}"
+        )
+    if len(train) == 0 or len(valid) == 0:
+        raise ValueError(f"empty split: train has {len(train)} rows, valid has {len(valid)}")
+    t_fit = time.perf_counter()
+    device = resolve_device(cfg.device)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(seed, deterministic=cfg.deterministic)
+    evaluate_fn = evaluate_fn or evaluate
+
+    model.to(device)
+    if init:
+        _init(model, cfg.embedding_init_std)
+    emb_params, net_params = _split_parameters(model)
+    params = emb_params + net_params
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    optimizer = _make_adam(params, cfg.learning_rate, device)
+    loss_fn = nn.BCEWithLogitsLoss()
+    lam_e, lam_n = float(cfg.embedding_regularizer), float(cfg.net_regularizer)
+    clip = float(cfg.clip_grad_norm)
+    check_every = 1 if device.type == "cpu" else _CUDA_CHECK_EVERY
+    sign = 1.0 if cfg.monitor_mode == "max" else -1.0
+
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    lr = float(cfg.learning_rate)
+    best_score = -math.inf
+    best_epoch = 0
+    best_val: dict[str, float] = {}
+    best_state: dict[str, Tensor] | None = None
+    strikes = 0
+    history: list[EpochLog] = []
+    stop_reason = "max_epochs"
+    n_train = len(train)
+    n_batches = math.ceil(n_train / cfg.batch_size)
+
+    for epoch in range(1, cfg.max_epochs + 1):
+        t_epoch = time.perf_counter()
+        model.train()
+        losses = torch.zeros(n_batches, dtype=torch.float32, device=device)
+        nb = 0
+        for xb, yb in train.batches(
+            cfg.batch_size, shuffle=True, seed=(seed * 1_000_003 + epoch) % 2**63, device=device
+        ):
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            reg_e = regularization(emb_params, lam_e)
+            if reg_e is not None:
+                loss = loss + reg_e
+            reg_n = regularization(net_params, lam_n)
+            if reg_n is not None:
+                loss = loss + reg_n
+            if check_every == 1 and not torch.isfinite(loss):
+                raise NonFiniteLossError(epoch, nb + 1, float(loss))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if not math.isinf(clip):
+                nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            losses[nb] = loss.detach()
+            nb += 1
+            if check_every > 1 and nb % check_every == 0:
+                _check_losses(losses[:nb], epoch)
+        if nb == 0:
+            raise ValueError("train split yielded no batches")
+        _check_losses(losses[:nb], epoch)
+        train_loss = float(losses[:nb].mean())
+        train_seconds = time.perf_counter() - t_epoch
+
+        val = evaluate_fn(model, valid, cfg.eval_batch_size, device)
+        val_auc, val_logloss = float(val["auc"]), float(val["logloss"])
+        score = sign * (val_auc if cfg.monitor == "val_auc" else val_logloss)
+        improved = score >= best_score + cfg.min_delta  # FuxiCTR: "< best + min_delta" is no improvement
+        epoch_lr = lr
+        if improved:
+            best_score, best_epoch = score, epoch
+            best_val = {"auc": val_auc, "logloss": val_logloss}
+            best_state = _state_copy(model)
+            if ckpt is not None:
+                save_checkpoint(best_state, ckpt)
+            if cfg.reset_strikes_on_improvement:
+                strikes = 0
+        else:
+            strikes += 1
+            lr = max(lr * cfg.lr_decay_factor, cfg.min_lr)
+            _set_lr(optimizer, lr)
+        log = EpochLog(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_auc=val_auc,
+            val_logloss=val_logloss,
+            lr=epoch_lr,
+            samples_per_s=n_train / train_seconds if train_seconds > 0 else float("inf"),
+            seconds=time.perf_counter() - t_epoch,
+            improved=improved,
+            strikes=strikes,
+        )
+        history.append(log)
+        if on_epoch is not None:
+            on_epoch(log)
+        if strikes >= cfg.max_strikes:
+            stop_reason = "early_stopping"
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(
+        best_epoch=best_epoch,
+        epochs=len(history),
+        best_val=best_val,
+        history=history,
+        seconds=time.perf_counter() - t_fit,
+        stop_reason=stop_reason,
+        device=str(device),
+    )
+
+
+def _check_losses(losses: Tensor, epoch: int) -> None:
+    bad = ~torch.isfinite(losses)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise NonFiniteLossError(epoch, i + 1, float(losses[i]))
