@@ -1,0 +1,306 @@
+"""One run: prepare/load data -> build the model -> fit under the BARS protocol -> test -> record in MLflow.
+
+:func:`train_one` is the plain function (sweeps, finals and tests call it with a composed config); :func:`main`
+is the thin Hydra shell behind ``bars train`` / ``make train MODEL=<m> DATA=<d> ARGS="overrides"``.
+
+Ordering inside a run: the MLflow run starts first (so a failure while preparing data is recorded too), then data,
+model, fit. Each epoch is logged to MLflow *before* the caller's ``on_epoch`` runs, so a sweep that prunes the
+trial from its ``on_epoch`` (by raising) still finds the epoch recorded. Any exception (``NonFiniteLossError``
+included) ends the run FAILED with the error in its tags and propagates, with a note naming the MLflow run.
+Final metrics (``val_*`` of the best epoch, ``test_*``) are logged at step = last epoch so that they are what
+MLflow shows as each metric's latest value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from bars.config import CONF_DIR, flatten, to_container
+
+EpochCallback = Callable[[Any], None]
+
+
+@dataclass
+class RunResult:
+    """What one run produced. ``metrics`` has val_auc, val_logloss, test_auc, test_logloss (+ n_params, epochs,
+    best_epoch, wall_seconds, seconds_per_epoch, samples_per_s)."""
+
+    run_id: str | None
+    metrics: dict[str, float]
+    epochs: int
+    best_epoch: int
+    seconds: float
+    n_params: int
+    device: str
+    stop_reason: str = ""
+    checkpoint: Path | None = None
+    history: list[Any] = field(default_factory=list)
+    tracking_uri: str | None = None
+
+
+class _NullRun:
+    """Stands in for a TrackedRun when tracking is disabled."""
+
+    run_id = None
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
+
+    def log_params(self, params: Any) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+
+    def log_artifact(self, path: Any, artifact_path: str | None = None) -> None: ...
+
+    def log_dict(self, d: Any, name: str) -> None: ...
+
+    def log_text(self, text: str, name: str) -> None: ...
+
+    def log_figure(self, fig: Any, name: str) -> None: ...
+
+
+def _get(obj: Any, *names: str, default: Any = None) -> Any:
+    """First attribute or key among ``names`` (the trainer's records are dataclasses or dicts)."""
+    for n in names:
+        if isinstance(obj, Mapping) and n in obj:
+            return obj[n]
+        if hasattr(obj, n):
+            return getattr(obj, n)
+    return default
+
+
+def _best_val(best_val: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for k in ("auc", "logloss"):
+        v = best_val.get(f"val_{k}", best_val.get(k))
+        if v is not None:
+            out[f"val_{k}"] = float(v)
+    return out
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"{cfg.model.name}__{cfg.data.name}__s{cfg.seed}"
+
+
+def learning_curve(history: list[Any], title: str = "") -> Any:
+    """A two-panel matplotlib Figure: train loss and validation AUC per epoch (no pyplot state touched)."""
+    from matplotlib.figure import Figure
+
+    epochs = [int(_get(h, "epoch")) for h in history]
+    fig = Figure(figsize=(9, 3.5), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(epochs, [float(_get(h, "train_loss")) for h in history], marker="o")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("train loss")
+    ax1.grid(alpha=0.3)
+    aucs = [float(_get(h, "val_auc")) for h in history]
+    ax2.plot(epochs, aucs, marker="o", color="tab:orange", label="val AUC")
+    if aucs:
+        best = max(range(len(aucs)), key=aucs.__getitem__)
+        ax2.scatter([epochs[best]], [aucs[best]], s=80, facecolors="none", edgecolors="k", label="best")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation AUC")
+    ax2.grid(alpha=0.3)
+    ax2.legend(loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x / 1e3:.1f}k" if x < 1e6 else f"{x / 1e6:.2f}M"
+
+
+def progress_line(log: Any, max_epochs: int) -> str:
+    mark = " *" if _get(log, "improved", default=False) else ""
+    return (f"epoch {int(_get(log, 'epoch')):>3}/{max_epochs}  train_loss {float(_get(log, 'train_loss')):.5f}  "
+            f"val_auc {float(_get(log, 'val_auc')):.5f}  val_logloss {float(_get(log, 'val_logloss')):.5f}  "
+            f"lr {float(_get(log, 'lr')):.0e}  {_fmt_rate(float(_get(log, 'samples_per_s', default=0.0)))} "
+            f"samples/s  {float(_get(log, 'seconds', default=0.0)):.1f}s{mark}")
+
+
+@contextlib.contextmanager
+def _tracked(cfg: DictConfig, tags: dict[str, Any], parent_run_id: str | None) -> Iterator[Any]:
+    if not cfg.tracking.enabled:
+        yield _NullRun()
+        return
+    from bars.tracking import Tracker
+
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
+    with tracker.run(run_name(cfg), tags=tags, params=cfg, parent_run_id=parent_run_id) as run:
+        run.uri = tracker.uri
+        yield run
+
+
+def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_run_id: str | None = None,
+              extra_tags: Mapping[str, Any] | None = None, quiet: bool = False) -> RunResult:
+    """Train and test one model on one dataset under ``cfg`` (a composed config); record it in MLflow.
+
+    ``on_epoch(EpochLog)`` runs after the epoch is logged; an exception it raises (e.g. optuna's TrialPruned)
+    ends the MLflow run FAILED and propagates. ``extra_tags`` override the default tags (``stage=single``...).
+    Returns a :class:`RunResult`; ``run_id`` is None when ``cfg.tracking.enabled`` is false.
+    """
+    t_start = time.perf_counter()
+    say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    seed = int(cfg.seed)
+    tags: dict[str, Any] = {"model": cfg.model.name, "data": cfg.data.name, "seed": seed, "stage": "single"}
+    tags.update(dict(extra_tags or {}))
+
+    run_id: str | None = None
+    try:
+        with _tracked(cfg, tags, parent_run_id) as run:
+            run_id = run.run_id
+            result = _train_in_run(cfg, run, seed, on_epoch, say, t_start)
+    except BaseException as exc:
+        if run_id is not None and hasattr(exc, "add_note"):
+            exc.add_note(f"MLflow run {run_id} ended {'FAILED' if isinstance(exc, Exception) else 'KILLED'} "
+                         f"(tracking uri {cfg.tracking.uri})")
+        raise
+    result.tracking_uri = getattr(run, "uri", None)
+    return result
+
+
+def _train_in_run(cfg: DictConfig, run: Any, seed: int, on_epoch: EpochCallback | None,
+                  say: Callable[..., None], t_start: float) -> RunResult:
+    from bars.data.loader import load_dataset
+    from bars.data.prepare import prepare
+    from bars.models import build
+    from bars.train import TrainConfig, evaluate, fit, resolve_device, seed_everything
+
+    run.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+
+    # data
+    folder = Path(prepare(cfg))
+    ds = load_dataset(folder)
+    for name in ("feature_spec.json", "manifest.json"):
+        if (folder / name).exists():
+            run.log_artifact(folder / name)
+    fingerprint = str(_get(ds, "fingerprint", default=folder.name))
+    n_rows = {s: len(ds.splits[s]) for s in ("train", "valid", "test")}
+    run.set_tags({"data_fingerprint": fingerprint, "data_folder": str(folder),
+                  **{f"rows_{s}": n for s, n in n_rows.items()}})
+
+    # model
+    tc = TrainConfig.from_cfg(cfg.train)
+    device = resolve_device(tc.device)
+    seed_everything(seed)
+    model = build(cfg.model.name, ds.spec, to_container(cfg.model.params))
+    n_params = int(sum(p.numel() for p in model.parameters()))
+    run.set_tags({"device": str(device), "n_params": n_params})
+    from bars.tracking import environment_report
+
+    run.log_text(environment_report(), "env.txt")
+
+    ckpt_dir = Path(cfg.paths.checkpoints) / (run.run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}")
+    ckpt = ckpt_dir / "best.pt"
+    run.set_tags({"checkpoint": str(ckpt)})
+    say(f"bars train: {cfg.model.name} on {cfg.data.name} (fingerprint {fingerprint}), seed {seed}, "
+        f"{n_params:,} parameters, device {device}; rows train {n_rows['train']:,} valid {n_rows['valid']:,} "
+        f"test {n_rows['test']:,}" + (f"; MLflow run {run.run_id}" if run.run_id else "; tracking disabled"))
+
+    def on_epoch_tracked(log: Any) -> None:
+        epoch = int(_get(log, "epoch"))
+        metrics = {k: _get(log, k) for k in ("train_loss", "val_auc", "val_logloss", "lr", "samples_per_s")}
+        metrics["epoch_seconds"] = _get(log, "seconds")
+        run.log_metrics({k: v for k, v in metrics.items() if v is not None and math.isfinite(float(v))},
+                        step=epoch)
+        say(progress_line(log, tc.max_epochs))
+        if on_epoch is not None:
+            on_epoch(log)
+
+    fr = fit(model, ds.splits["train"], ds.splits["valid"], tc, seed=seed, on_epoch=on_epoch_tracked,
+             checkpoint_path=ckpt)
+    history = list(_get(fr, "history", default=[]))
+    device_used = str(_get(fr, "device", default=device))
+    test = evaluate(model, ds.splits["test"], tc.eval_batch_size, device_used)
+
+    epochs = int(_get(fr, "epochs", default=len(history)))
+    best_epoch = int(_get(fr, "best_epoch", default=0))
+    wall = time.perf_counter() - t_start
+    fit_seconds = float(_get(fr, "seconds", default=wall))
+    rates = [float(_get(h, "samples_per_s")) for h in history if _get(h, "samples_per_s") is not None]
+    metrics: dict[str, float] = {
+        **_best_val(dict(_get(fr, "best_val", default={}))),
+        "test_auc": float(test["auc"]), "test_logloss": float(test["logloss"]),
+        "n_params": float(n_params), "epochs": float(epochs), "best_epoch": float(best_epoch),
+        "wall_seconds": wall, "fit_seconds": fit_seconds,
+        "seconds_per_epoch": fit_seconds / max(epochs, 1),
+        "samples_per_s_mean": sum(rates) / len(rates) if rates else 0.0,
+    }
+    run.log_metrics(metrics, step=max(epochs, 1))
+    run.set_tags({"stop_reason": str(_get(fr, "stop_reason", default="")), "best_epoch": best_epoch,
+                  "device": device_used})
+    if history:
+        run.log_figure(learning_curve(history, f"{cfg.model.name} on {cfg.data.name} (seed {seed})"),
+                       "learning_curve.png")
+        run.log_text(json.dumps([_plain(h) for h in history], indent=1), "history.json")
+
+    result = RunResult(run_id=run.run_id, metrics=metrics, epochs=epochs, best_epoch=best_epoch,
+                       seconds=wall, n_params=n_params, device=device_used,
+                       stop_reason=str(_get(fr, "stop_reason", default="")),
+                       checkpoint=ckpt if ckpt.exists() else None, history=history)
+    say(summary(cfg, result))
+    return result
+
+
+def _plain(h: Any) -> Any:
+    import dataclasses
+
+    if dataclasses.is_dataclass(h):
+        return dataclasses.asdict(h)
+    return dict(h) if isinstance(h, Mapping) else str(h)
+
+
+def summary(cfg: DictConfig, r: RunResult) -> str:
+    m = r.metrics
+    lines = [
+        "",
+        f"== {cfg.model.name} on {cfg.data.name} (seed {cfg.seed}) ==",
+        f"  val   AUC {m.get('val_auc', float('nan')):.5f}   logloss {m.get('val_logloss', float('nan')):.5f}"
+        f"   (best epoch {r.best_epoch})",
+        f"  test  AUC {m['test_auc']:.5f}   logloss {m['test_logloss']:.5f}",
+        f"  {r.epochs} epochs ({r.stop_reason or 'done'}), {r.seconds:.1f}s, "
+        f"{m['samples_per_s_mean']:,.0f} samples/s, {r.n_params:,} parameters, device {r.device}",
+    ]
+    if r.run_id:
+        lines.append(f"  MLflow run {r.run_id} in experiment '{cfg.tracking.experiment}' "
+                     f"({cfg.tracking.uri}); open it with `make ui`")
+    else:
+        lines.append("  tracking disabled (tracking.enabled=false): nothing recorded in MLflow")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """``bars train [hydra overrides]``: one run; exits non-zero with a clear error when the run fails."""
+    import hydra
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def _run(cfg: DictConfig) -> None:
+        try:
+            train_one(cfg)
+        except KeyboardInterrupt:
+            print("\nbars train: interrupted; the MLflow run was ended KILLED", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            notes = " ".join(getattr(exc, "__notes__", []))
+            print(f"\nbars train: FAILED: {type(exc).__name__}: {exc}" + (f"\n  {notes}" if notes else ""),
+                  file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+
+    _run()
+    return 0
+
+
+__all__ = ["RunResult", "learning_curve", "main", "progress_line", "summary", "train_one"]
