@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bars.config import CONF_DIR, flatten, to_container
+from bars.config import CONF_DIR, to_container
 
 EpochCallback = Callable[[Any], None]
 
@@ -267,11 +267,11 @@ def summary(cfg: DictConfig, r: RunResult) -> str:
     lines = [
         "",
         f"== {cfg.model.name} on {cfg.data.name} (seed {cfg.seed}) ==",
-        f"  val   AUC {m.get('val_auc', float('nan')):.5f}   logloss {m.get('val_logloss', float('nan')):.5f}"
-        f"   (best epoch {r.best_epoch})",
+        (f"  val   AUC {m.get('val_auc', float('nan')):.5f}   logloss {m.get('val_logloss', float('nan')):.5f}"
+        f"   (best epoch {r.best_epoch})"),
         f"  test  AUC {m['test_auc']:.5f}   logloss {m['test_logloss']:.5f}",
-        f"  {r.epochs} epochs ({r.stop_reason or 'done'}), {r.seconds:.1f}s, "
-        f"{m['samples_per_s_mean']:,.0f} samples/s, {r.n_params:,} parameters, device {r.device}",
+        (f"  {r.epochs} epochs ({r.stop_reason or 'done'}), {r.seconds:.1f}s, "
+        f"{m['samples_per_s_mean']:,.0f} samples/s, {r.n_params:,} parameters, device {r.device}"),
     ]
     if r.run_id:
         lines.append(f"  MLflow run {r.run_id} in experiment '{cfg.tracking.experiment}' "
@@ -292,7 +292,7 @@ def main() -> int:
         except KeyboardInterrupt:
             print("\nbars train: interrupted; the MLflow run was ended KILLED", file=sys.stderr, flush=True)
             raise SystemExit(130) from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: clear message, non-zero exit
             traceback.print_exc(file=sys.stderr)
             notes = " ".join(getattr(exc, "__notes__", []))
             print(f"\nbars train: FAILED: {type(exc).__name__}: {exc}" + (f"\n  {notes}" if notes else ""),
