@@ -66,16 +66,23 @@ def open_text(path: Path, member: str | None = None) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")
 
 
-def file_digest(path: Path, algo: str = "md5", chunk: int = 8 << 20) -> str:
+def file_digest(path: Path, algo: str = "md5", chunk: int = 8 << 20, content: bool = False) -> str:
+    """Hex digest of the file's bytes, or with ``content=True`` of its decompressed content if gzip."""
     h = hashlib.new(algo)
-    with open(path, "rb") as f:
+    opener = gzip.open if content and is_gzip(path) else open
+    with opener(path, "rb") as f:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()
 
 
-def verify_checksum(path: Path, expected: str, algo: str = "md5") -> None:
-    got = file_digest(path, algo)
+def verify_checksum(path: Path, expected: str, algo: str = "md5", content: bool = True) -> None:
+    """Raise DataError unless the digest matches (of the decompressed content for gzip files by default,
+    so ``train.csv`` and ``train.csv.gz`` both verify against the published md5 of ``train.csv``)."""
+    try:
+        got = file_digest(path, algo, content=content)
+    except (EOFError, OSError, zlib.error) as e:
+        raise DataError(f"{path}: cannot checksum ({e}); truncated or corrupt file?") from None
     if got.lower() != expected.lower():
         raise DataError(
             f"{path}: {algo} checksum mismatch: expected {expected}, got {got} "

@@ -22,7 +22,7 @@ def criteo_bucket(col: str) -> pl.Expr:
     """BARS x4 Criteo integer field: missing -> 0; x > 2 -> floor(ln(x)^2); else x (kept as is)."""
     x = pl.col(col).fill_null(0)
     return (
-        pl.when(x > 2).then((x.cast(pl.Float64).log() ** 2).floor().cast(pl.Int64)).otherwise(x).alias(col)
+        pl.when(x > 2).then((x.cast(pl.Float64).clip(1.0).log() ** 2).floor().cast(pl.Int64)).otherwise(x).alias(col)
     )
 
 

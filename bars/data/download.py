@@ -1,0 +1,131 @@
+"""Downloads: progress bar, resume via HTTP Range into ``<file>.part``, checksum, atomic rename.
+
+Only a verified file ever gets its final name: an interrupted download leaves ``<file>.part`` (resumed next
+time), a checksum mismatch removes the part file and raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bars.data.errors import DataError
+
+CHUNK = 1 << 20
+
+
+def _digest(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while b := f.read(CHUNK):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _check(path: Path, md5: str | None, sha256: str | None) -> str | None:
+    """None when fine, else a message."""
+    for algo, want in (("md5", md5), ("sha256", sha256)):
+        if want:
+            got = _digest(path, algo)
+            if got.lower() != want.lower():
+                return f"{algo} mismatch: expected {want}, got {got}"
+    return None
+
+
+def download_file(url: str, dest: str | Path, md5: str | None = None, sha256: str | None = None,
+                  timeout: float = 60.0, progress: bool = True) -> Path:
+    """Fetch ``url`` to ``dest`` (resuming ``dest.part``), verify, rename. Returns ``dest``."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        problem = _check(dest, md5, sha256)
+        if problem is None:
+            return dest
+        raise DataError(f"{dest}: existing file fails verification ({problem}); remove it to download again")
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "bars-download/1"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:  # the part file already holds everything
+            resp = None
+        else:
+            raise DataError(f"{url}: HTTP {e.code} {e.reason} (downloading to {dest})") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise DataError(f"{url}: cannot connect ({e}); download it by hand into {dest.parent}") from None
+    if resp is not None:
+        with resp:
+            status = getattr(resp, "status", 200)
+            if status != 206:  # server ignored the range: start over
+                offset = 0
+            length = resp.headers.get("Content-Length")
+            total = offset + int(length) if length is not None else None
+            mode = "ab" if offset else "wb"
+            with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                                              desc=dest.name, disable=not progress, file=sys.stderr) as bar:
+                try:
+                    while chunk := resp.read(CHUNK):
+                        f.write(chunk)
+                        bar.update(len(chunk))
+                except (OSError, TimeoutError) as e:
+                    raise DataError(f"{url}: download interrupted after {f.tell()} bytes ({e}); "
+                                    f"rerun to resume from {part}") from None
+            if total is not None and part.stat().st_size < total:
+                raise DataError(f"{url}: connection closed after {part.stat().st_size} of {total} bytes; "
+                                f"rerun to resume from {part}")
+    problem = _check(part, md5, sha256)
+    if problem is not None:
+        part.unlink()
+        raise DataError(f"{url}: downloaded file fails verification ({problem}); the partial file was removed")
+    os.replace(part, dest)
+    return dest
+
+
+def extract_members(archive: Path, dest_dir: Path, names: list[str]) -> list[Path]:
+    """Extract the members whose base name is in ``names`` into ``dest_dir`` (flat), each atomically."""
+    out = []
+    with zipfile.ZipFile(archive) as z:
+        for info in z.infolist():
+            base = os.path.basename(info.filename)
+            if base in names:
+                target = Path(dest_dir) / base
+                if target.exists():
+                    out.append(target)
+                    continue
+                tmp = target.with_name(base + ".part")
+                with z.open(info) as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+                os.replace(tmp, target)
+                out.append(target)
+    return out
+
+
+def ensure_download(data: dict, raw_dir: Path) -> bool:
+    """Download ``data.download.url`` into raw_dir and extract train/valid/test CSVs. False if not configured.
+
+    The archive's own checksum is checked when ``data.download.md5`` is set; the extracted CSVs are checked
+    against ``data.md5`` (the published values) before they are used.
+    """
+    dl = data.get("download") or {}
+    url = dl.get("url")
+    if not url:
+        return False
+    raw_dir = Path(raw_dir)
+    archive = raw_dir / (dl.get("file") or url.rsplit("/", 1)[-1])
+    print(f"downloading {url} -> {archive}", file=sys.stderr)
+    download_file(url, archive, md5=dl.get("md5"), sha256=dl.get("sha256"))
+    if zipfile.is_zipfile(archive):
+        extract_members(archive, raw_dir, dl.get("members") or [f"{k}.csv" for k in ("train", "valid", "test")])
+    return True
