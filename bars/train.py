@@ -437,7 +437,7 @@ def fit(
             if reg_n is not None:
                 loss = loss + reg_n
             if check_every == 1 and not torch.isfinite(loss):
-                raise NonFiniteLossError(epoch, nb + 1, float(loss))
+                raise NonFiniteLossError(epoch, nb + 1, float(loss.detach()))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if not math.isinf(clip):

@@ -1,0 +1,457 @@
+"""bars.train: the BARS protocol, with small local stand-ins for the model and the data (only the documented
+interfaces are used: a model ``forward(batch) -> logits [B]``, a split with ``.features``, ``.label``, ``len()`` and
+``.batches(batch_size, shuffle, seed, device)``)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bars import metrics
+from bars import train as T
+from bars.train import EpochLog, NonFiniteLossError, TrainConfig, TrainConfigError, fit
+
+# ------------------------------------------------------------------------------------------------ stand-ins
+
+
+class TinySplit:
+    def __init__(self, features: dict[str, torch.Tensor], label: torch.Tensor) -> None:
+        self.features, self.label = features, label
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def batches(self, batch_size, shuffle, seed, device=None):
+        n = len(self)
+        idx = (
+            torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+            if shuffle
+            else torch.arange(n)
+        )
+        for s in range(0, n, batch_size):
+            i = idx[s : s + batch_size]
+            yield {k: v[i] for k, v in self.features.items()}, self.label[i]
+
+
+class TinyModel(nn.Module):
+    """Two categorical fields -> one shared embedding table -> MLP -> logit. Defines its own parameter split and
+    initialisation, as any model may."""
+
+    def __init__(self, vocab: int = 50, dim: int = 4, hidden: int = 8, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim, padding_idx=0)
+        self.fc1 = nn.Linear(2 * dim, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, 1)
+
+    def forward(self, batch):
+        e = self.emb(torch.stack([batch["a"], batch["b"]], 1)).flatten(1)
+        return self.fc2(self.drop(torch.relu(self.fc1(e)))).squeeze(-1)
+
+    def split_parameters(self):
+        return [self.emb.weight], [self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias]
+
+    def init_bars_(self, std):
+        nn.init.normal_(self.emb.weight, 0, std)
+        with torch.no_grad():
+            self.emb.weight[0].zero_()
+        for m in (self.fc1, self.fc2):
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def make_split(n: int = 2000, vocab: int = 50, seed: int = 0) -> TinySplit:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(2, vocab, (n,), generator=g, dtype=torch.int32)
+    b = torch.randint(2, vocab, (n,), generator=g, dtype=torch.int32)
+    w = torch.linspace(-2, 2, vocab)
+    p = torch.sigmoid(w[a] + w.flip(0)[b])
+    y = (torch.rand(n, generator=g) < p).float()
+    return TinySplit({"a": a, "b": b}, y)
+
+
+def cfg(**kw) -> TrainConfig:
+    # one thread: tiny tensors gain nothing from more, and a busy machine makes OpenMP spin-waits costly
+    base = {
+        "batch_size": 256,
+        "eval_batch_size": 1000,
+        "max_epochs": 5,
+        "learning_rate": 1e-2,
+        "device": "cpu",
+        "num_threads": 1,
+    }
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Scripted:
+    """An evaluate_fn that replays a validation curve and snapshots the weights it was shown."""
+
+    def __init__(self, aucs):
+        self.aucs = list(aucs)
+        self.states: list[dict[str, torch.Tensor]] = []
+        self.lrs_seen: list[float] = []
+
+    def __call__(self, model, split, batch_size, device):
+        self.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {"auc": self.aucs[len(self.states) - 1], "logloss": 0.5}
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def test_default_yaml_keys_are_the_dataclass_fields():
+    from bars.config import compose
+
+    c = compose([])
+    assert sorted(c.train.keys()) == sorted(TrainConfig.fields())
+    tc = TrainConfig.from_cfg(c.train)
+    assert (tc.learning_rate, tc.batch_size, tc.clip_grad_norm, tc.max_strikes) == (1e-3, 4096, 10.0, 2)
+    assert (tc.embedding_init_std, tc.min_delta, tc.lr_decay_factor, tc.min_lr) == (1e-4, 1e-6, 0.1, 1e-6)
+    assert (
+        TrainConfig.from_cfg(compose(["train.batch_size=512", "train.learning_rate=0.01"]).train).batch_size
+        == 512
+    )
+
+
+def test_from_cfg_is_strict():
+    with pytest.raises(
+        TrainConfigError, match=r"unknown train config key\(s\) \['lr'\]; valid keys are .*learning_rate"
+    ):
+        TrainConfig.from_cfg({"lr": 0.1})
+    with pytest.raises(TrainConfigError, match="batch_size must be int"):
+        TrainConfig.from_cfg({"batch_size": "big"})
+    with pytest.raises(TrainConfigError, match="optimizer"):
+        TrainConfig.from_cfg({"optimizer": "sgd"})
+    with pytest.raises(TrainConfigError, match="monitor"):
+        TrainConfig(monitor="val_acc")
+    assert TrainConfig.from_cfg({"learning_rate": 1, "min_lr": "1e-6"}).learning_rate == 1.0
+    with pytest.raises(dataclasses_frozen()):
+        TrainConfig().batch_size = 3  # type: ignore[misc]
+
+
+def dataclasses_frozen():
+    import dataclasses
+
+    return dataclasses.FrozenInstanceError
+
+
+def test_resolve_device():
+    assert T.resolve_device("cpu") == torch.device("cpu")
+    assert T.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        T.resolve_device("banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            T.resolve_device("cuda:1")
+
+
+# ------------------------------------------------------------------------------------------------ protocol
+
+
+def test_early_stopping_and_lr_schedule_on_scripted_curve():
+    ev = Scripted([0.70, 0.72, 0.71, 0.73, 0.73, 0.72, 0.99])
+    logs: list[EpochLog] = []
+    model = TinyModel()
+    res = fit(
+        model,
+        make_split(500),
+        make_split(100, seed=1),
+        cfg(max_epochs=20, learning_rate=1e-3),
+        seed=1,
+        evaluate_fn=ev,
+        on_epoch=logs.append,
+    )
+    # 1 up, 2 up, 3 strike (lr 1e-4), 4 up (strikes reset), 5 equal = strike (lr 1e-5), 6 strike -> stop
+    assert [log.improved for log in logs] == [True, True, False, True, False, False]
+    assert [log.strikes for log in logs] == [0, 0, 1, 0, 1, 2]
+    assert [log.lr for log in logs] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5])
+    assert (res.best_epoch, res.epochs, res.stop_reason) == (4, 6, "early_stopping")
+    assert res.best_val == {"auc": 0.73, "logloss": 0.5}
+    assert res.history == logs and res.device == "cpu"
+    # best weights restored: the weights that scored 0.73 at epoch 4, not the last ones
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ev.states[3][k]), k
+    assert not all(torch.equal(v, ev.states[5][k]) for k, v in model.state_dict().items())
+
+
+def test_min_delta_counts_tiny_gains_as_strikes_and_lr_floor():
+    ev = Scripted([0.7, 0.7 + 5e-7, 0.7 + 9e-7, 0.69, 0.69, 0.69, 0.69])
+    logs: list[EpochLog] = []
+    res = fit(
+        TinyModel(),
+        make_split(300),
+        make_split(100, seed=1),
+        cfg(max_epochs=7, max_strikes=10, learning_rate=1e-4, min_lr=2e-6),
+        seed=0,
+        evaluate_fn=ev,
+        on_epoch=logs.append,
+    )
+    assert [log.improved for log in logs] == [True] + [False] * 6
+    assert [log.lr for log in logs] == pytest.approx([1e-4, 1e-4, 1e-5, 2e-6, 2e-6, 2e-6, 2e-6])
+    assert (res.best_epoch, res.stop_reason, res.epochs) == (1, "max_epochs", 7)
+
+
+def test_strikes_not_reset_when_configured():
+    ev = Scripted([0.70, 0.69, 0.71, 0.70, 0.8])
+    res = fit(
+        TinyModel(),
+        make_split(300),
+        make_split(100, seed=1),
+        cfg(max_epochs=10, reset_strikes_on_improvement=False),
+        seed=0,
+        evaluate_fn=ev,
+    )
+    assert (res.epochs, res.best_epoch, [h.strikes for h in res.history]) == (4, 3, [0, 1, 1, 2])
+
+
+def test_monitor_logloss_is_minimised():
+    class Curve:
+        vals = iter([0.5, 0.4, 0.45, 0.46])
+
+        def __call__(self, *a):
+            return {"auc": 0.6, "logloss": next(self.vals)}
+
+    res = fit(
+        TinyModel(),
+        make_split(300),
+        make_split(100, seed=1),
+        cfg(monitor="val_logloss"),
+        seed=0,
+        evaluate_fn=Curve(),
+    )
+    assert (res.best_epoch, res.epochs, res.best_val["logloss"]) == (2, 4, 0.4)
+
+
+def test_regularizer_math_with_explicit_weights():
+    """One batch, explicit weights: the reported loss is BCE + (le/2)||E||^2 (whole table, rows unused by the
+    batch included) + (ln/2)||W||^2 over every other parameter (biases included)."""
+    model = TinyModel(vocab=6, dim=2, hidden=3)
+    with torch.no_grad():
+        model.emb.weight.copy_(torch.arange(12, dtype=torch.float32).reshape(6, 2) / 10)
+        model.fc1.weight.copy_(
+            torch.tensor([[0.1, -0.2, 0.3, 0.0], [0.5, 0.1, -0.1, 0.2], [-0.3, 0.2, 0.1, 0.4]])
+        )
+        model.fc1.bias.copy_(torch.tensor([0.1, -0.1, 0.2]))
+        model.fc2.weight.copy_(torch.tensor([[1.0, -2.0, 0.5]]))
+        model.fc2.bias.copy_(torch.tensor([0.3]))
+    split = TinySplit(
+        {"a": torch.tensor([2, 3], dtype=torch.int32), "b": torch.tensor([2, 2], dtype=torch.int32)},
+        torch.tensor([1.0, 0.0]),
+    )
+    le, ln = 0.05, 0.01
+    with torch.no_grad():
+        p = torch.sigmoid(model(split.features)).double()
+        bce = -(torch.log(p[0]) + torch.log(1 - p[1])) / 2
+        emb_sq = (model.emb.weight.double() ** 2).sum()  # all 6 rows, though the batch uses 2
+        net_sq = sum(
+            (q.double() ** 2).sum()
+            for q in (model.fc1.weight, model.fc1.bias, model.fc2.weight, model.fc2.bias)
+        )
+    expected = float(bce + le / 2 * emb_sq + ln / 2 * net_sq)
+    res = fit(
+        model,
+        split,
+        split,
+        cfg(max_epochs=1, batch_size=2, embedding_regularizer=le, net_regularizer=ln),
+        seed=0,
+        init=False,
+        evaluate_fn=lambda *a: {"auc": 0.5, "logloss": 0.7},
+    )
+    assert res.history[0].train_loss == pytest.approx(expected, rel=1e-6)
+    assert float(T.regularization([model.emb.weight], 0.0) or 0.0) == 0.0
+
+
+def test_regularizer_gradient_reaches_unused_embedding_rows():
+    model = TinyModel(vocab=10, dim=2)
+    split = TinySplit(
+        {"a": torch.full((8,), 2, dtype=torch.int32), "b": torch.full((8,), 3, dtype=torch.int32)},
+        torch.tensor([0.0, 1.0] * 4),
+    )
+    model.init_bars_(1.0)
+    before = model.emb.weight.detach().clone()
+    fit(
+        model,
+        split,
+        split,
+        cfg(max_epochs=1, batch_size=8, embedding_regularizer=0.5),
+        seed=0,
+        init=False,
+        evaluate_fn=lambda *a: {"auc": 0.5, "logloss": 0.7},
+    )
+    after = model.emb.weight.detach()
+    assert not torch.equal(before[7], after[7])  # row 7 never looked up: moved by the whole-table regularizer
+    fit(
+        model2 := TinyModel(vocab=10, dim=2),
+        split,
+        split,
+        cfg(max_epochs=1, batch_size=8),
+        seed=0,
+        evaluate_fn=lambda *a: {"auc": 0.5, "logloss": 0.7},
+    )
+    assert model2.emb.weight.grad is None or float(model2.emb.weight.grad[7].abs().sum()) == 0.0
+
+
+def test_gradient_norm_is_clipped(monkeypatch):
+    seen = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **kw):
+        params = list(params)
+        total = real(params, max_norm, *a, **kw)
+        after = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None))
+        seen.append((float(total), float(after), max_norm))
+        return total
+
+    monkeypatch.setattr(T.nn.utils, "clip_grad_norm_", spy)
+
+    class Loud(TinyModel):  # huge logits -> huge gradients
+        def forward(self, batch):
+            return 1e4 * super().forward(batch)
+
+    fit(
+        Loud(),
+        make_split(512),
+        make_split(100, seed=1),
+        cfg(max_epochs=1, clip_grad_norm=10.0),
+        seed=0,
+        evaluate_fn=lambda *a: {"auc": 0.5, "logloss": 0.7},
+    )
+    assert len(seen) == 2 and all(m == 10.0 for *_, m in seen)
+    assert any(total > 10 for total, _, _ in seen)
+    for total, after, _ in seen:
+        assert after == pytest.approx(min(total, 10.0), rel=1e-4)
+
+
+def test_non_finite_loss_raises_with_epoch_and_batch():
+    bad = float("nan")
+
+    class Breaks(TinyModel):
+        calls = 0
+
+        def forward(self, batch):
+            out = super().forward(batch)
+            Breaks.calls += 1
+            return out * bad if Breaks.calls == 6 else out  # epoch 2 (3 batches/epoch), batch 3
+
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 3") as ei:
+        fit(
+            Breaks(),
+            make_split(600),
+            make_split(100, seed=1),
+            cfg(max_epochs=5, batch_size=200),
+            seed=0,
+            evaluate_fn=lambda *a: {"auc": 0.5 + 0.01 * Breaks.calls, "logloss": 0.7},
+        )
+    assert (ei.value.epoch, ei.value.batch) == (2, 3) and not math.isfinite(ei.value.value)
+    assert "nan" in str(ei.value)
+
+
+def test_infinite_loss_raises():
+    model = TinyModel()
+    model.init_bars_(1e-4)
+    with torch.no_grad():
+        model.emb.weight[5] = 1e25  # its square overflows float32: the regularized loss is inf
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss inf at epoch 1, batch 1"):
+        fit(
+            model,
+            make_split(300),
+            make_split(100, seed=1),
+            cfg(embedding_regularizer=0.1),
+            seed=0,
+            init=False,
+        )
+
+
+def test_on_epoch_exception_propagates():
+    class Prune(Exception):
+        pass
+
+    def hook(log):
+        if log.epoch == 2:
+            raise Prune
+
+    with pytest.raises(Prune):
+        fit(TinyModel(), make_split(300), make_split(100, seed=1), cfg(), seed=0, on_epoch=hook)
+
+
+# ------------------------------------------------------------------------------------------------ real learning
+
+
+def test_learns_and_is_deterministic():
+    tr, va = make_split(3000), make_split(1000, seed=1)
+    logs = []
+    c = cfg(max_epochs=3, batch_size=256)
+    r1 = fit(m1 := TinyModel(dropout=0.3), tr, va, c, seed=7, on_epoch=logs.append)
+    r2 = fit(m2 := TinyModel(dropout=0.3), tr, va, c, seed=7)
+    r3 = fit(TinyModel(dropout=0.3), tr, va, c, seed=8)
+    assert r1.best_val["auc"] > 0.7
+    assert all(log.samples_per_s > 0 and log.seconds > 0 for log in logs)
+    strip = [
+        (h.epoch, h.train_loss, h.val_auc, h.val_logloss, h.lr, h.improved, h.strikes) for h in r1.history
+    ]
+    assert strip == [
+        (h.epoch, h.train_loss, h.val_auc, h.val_logloss, h.lr, h.improved, h.strikes) for h in r2.history
+    ]
+    assert all(torch.equal(v, m2.state_dict()[k]) for k, v in m1.state_dict().items())
+    assert [h.train_loss for h in r3.history] != [h.train_loss for h in r1.history]
+    # evaluate() agrees with bars.metrics on predict(), and leaves the model's mode alone
+    m1.train()
+    ev = T.evaluate(m1, va, batch_size=1000)
+    assert m1.training
+    probs = T.predict(m1, va, batch_size=1000)
+    assert ev == {"auc": metrics.auc(va.label, probs), "logloss": metrics.logloss(va.label, probs)}
+    assert ev["auc"] == pytest.approx(r1.best_val["auc"], abs=1e-12)
+
+
+def test_checkpoint_is_atomic_and_loads_weights_only(tmp_path: Path, monkeypatch):
+    ck = tmp_path / "ck" / "best.pt"
+    ev = Scripted([0.6, 0.7, 0.65, 0.64])
+    model = TinyModel()
+    fit(model, make_split(300), make_split(100, seed=1), cfg(), seed=0, evaluate_fn=ev, checkpoint_path=ck)
+    assert sorted(os.listdir(ck.parent)) == ["best.pt"]  # no temporary files left behind
+    state = torch.load(ck, weights_only=True)
+    assert set(state) == set(model.state_dict())
+    for k, v in state.items():
+        assert torch.equal(v, ev.states[1][k])  # epoch 2 was best
+    fresh = T.load_checkpoint(TinyModel(), ck)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in fresh.state_dict().items())
+
+    # a save that dies halfway never replaces the good file and leaves no temporary file
+    good = ck.read_bytes()
+
+    def broken_save(obj, f, *a, **kw):
+        Path(f).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(T.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        T.save_checkpoint(model, ck)
+    assert ck.read_bytes() == good and sorted(os.listdir(ck.parent)) == ["best.pt"]
+
+
+def test_rejects_bad_inputs():
+    with pytest.raises(TypeError, match="TrainConfig"):
+        fit(TinyModel(), make_split(10), make_split(10), {"batch_size": 2}, seed=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="empty split"):
+        fit(
+            TinyModel(),
+            TinySplit({"a": torch.zeros(0), "b": torch.zeros(0)}, torch.zeros(0)),
+            make_split(10),
+            cfg(),
+            seed=0,
+        )
+
+
+def test_seed_everything_repeats_draws():
+    T.seed_everything(3)
+    a = (np.random.rand(), torch.rand(2))
+    T.seed_everything(3)
+    b = (np.random.rand(), torch.rand(2))
+    assert a[0] == b[0] and torch.equal(a[1], b[1])
