@@ -161,9 +161,11 @@ class FeatureEmbedding(nn.Module):
             parts.append(vals.unsqueeze(-1) * self.numeric_weight)
         for n, off in zip(self.seq_names, self._seq_offsets, strict=True):
             seq = batch[n].long()  # [B, L]
-            emb = self._lookup(seq, off - 1)  # [B, L, D], padding rows are zero
-            count = (seq > 0).sum(dim=1, keepdim=True).clamp_(min=1).to(emb.dtype)
-            parts.append((emb.sum(dim=1) / count).unsqueeze(1))
+            emb = self._lookup(seq, off - 1)  # [B, L, D]
+            mask = (seq > 0).to(emb.dtype)  # explicit, so pooling never depends on the padding row's value
+            count = mask.sum(dim=1, keepdim=True).clamp_(min=1.0)
+            pooled = torch.bmm(mask.unsqueeze(1), emb).squeeze(1)  # [B, D]: sum over non-padding positions
+            parts.append((pooled / count).unsqueeze(1))
         out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         if self._perm is not None:
             out = out.index_select(1, self.perm)

@@ -1,0 +1,280 @@
+"""Each shared layer checked once, against explicit weights and hand computations."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from bars.data.spec import Feature, FeatureSpec
+from bars.models.layers import (
+    CIN,
+    MLP,
+    BilinearFusion,
+    CrossNet,
+    CrossNetV2,
+    Dropout,
+    FeatureEmbedding,
+    FeatureSelection,
+    FMInteraction,
+    LogisticRegression,
+    MultiHeadSelfAttention,
+    init_bars_,
+    split_parameters,
+)
+
+torch.set_default_dtype(torch.float32)
+
+
+def spec_mixed() -> FeatureSpec:
+    return FeatureSpec(
+        dataset="t",
+        label="y",
+        features=(
+            Feature("a", "categorical", vocab_size=4),
+            Feature("x", "numeric"),
+            Feature("b", "categorical", vocab_size=3),
+            Feature("s", "sequence", vocab_size=4, max_len=3, share_embedding="a"),
+            Feature("t", "sequence", vocab_size=5, max_len=2),
+        ),
+    )
+
+
+def fill(emb: FeatureEmbedding) -> None:
+    with torch.no_grad():
+        emb.weight.copy_(torch.arange(emb.weight.numel(), dtype=torch.float32).view_as(emb.weight))
+        emb.weight[0].zero_()
+        emb.numeric_weight.copy_(torch.tensor([[1.0, -2.0]]))
+
+
+def test_feature_embedding_lookup_numeric_sequence_and_sharing():
+    spec = spec_mixed()
+    emb = FeatureEmbedding(spec, 2)
+    # tables: a (3 rows), b (2 rows), t (4 rows) + shared padding row; s reuses a
+    assert emb.weight.shape == (1 + 3 + 2 + 4, 2)
+    fill(emb)
+    batch = {
+        "a": torch.tensor([0, 3], dtype=torch.int32),
+        "x": torch.tensor([0.5, -1.0]),
+        "b": torch.tensor([2, 1], dtype=torch.int32),
+        "s": torch.tensor([[1, 0, 0], [2, 3, 0]], dtype=torch.int32),
+        "t": torch.tensor([[0, 0], [4, 4]], dtype=torch.int32),
+    }
+    out = emb(batch)
+    assert out.shape == (2, 5, 2)
+    ta, tb, tt = emb.table("a"), emb.table("b"), emb.table("t")
+    # categorical: index 0 -> zero vector, index i -> row i - 1 of the field's table
+    assert torch.equal(out[0, 0], torch.zeros(2))
+    assert torch.equal(out[1, 0], ta[2])
+    assert torch.equal(out[0, 2], tb[1]) and torch.equal(out[1, 2], tb[0])
+    # numeric: value * vector
+    assert torch.allclose(out[:, 1], torch.tensor([[0.5, -1.0], [-1.0, 2.0]]))
+    # sequence: masked mean over non-zero indices, shared with a's table
+    assert torch.allclose(out[0, 3], ta[0])
+    assert torch.allclose(out[1, 3], (ta[1] + ta[2]) / 2)
+    # empty sequence -> zero vector; repeated index -> that row
+    assert torch.equal(out[0, 4], torch.zeros(2))
+    assert torch.allclose(out[1, 4], tt[3])
+    assert torch.equal(emb.flat(batch), out.reshape(2, 10))
+
+
+def test_masked_pooling_ignores_padding_values_and_rows():
+    spec = FeatureSpec("t", "y", (Feature("s", "sequence", vocab_size=6, max_len=4),))
+    emb = FeatureEmbedding(spec, 3)
+    with torch.no_grad():
+        emb.weight[0].fill_(100.0)  # even a corrupted padding row must not leak into the pool
+    short = emb({"s": torch.tensor([[2, 5, 0, 0]], dtype=torch.int32)})
+    longer = emb({"s": torch.tensor([[2, 5, 0, 0, 0, 0]], dtype=torch.int32)})
+    t = emb.table("s")
+    expected = (t[1] + t[4]) / 2
+    assert torch.allclose(short[0, 0], expected) and torch.allclose(longer[0, 0], expected)
+    out = emb({"s": torch.tensor([[2, 5, 0, 0]], dtype=torch.int32)})
+    out.sum().backward()
+    assert emb.weight.grad[0].abs().sum() == 0  # padding row never learns
+
+
+def test_feature_embedding_subset_and_spec_order():
+    spec = spec_mixed()
+    emb = FeatureEmbedding(spec, 2, fields=["b", "x"])
+    assert emb.field_names == ("x", "b")  # spec order, not argument order
+    batch = {"x": torch.tensor([2.0]), "b": torch.tensor([1], dtype=torch.int32)}
+    out = emb(batch)
+    assert torch.allclose(out[0, 0], 2.0 * emb.numeric_weight[0])
+    assert torch.equal(out[0, 1], emb.table("b")[0])
+    with pytest.raises(ValueError, match="not in spec"):
+        FeatureEmbedding(spec, 2, fields=["zzz"])
+
+
+def test_logistic_regression_is_dim1_embedding_sum_plus_bias():
+    spec = spec_mixed()
+    lr = LogisticRegression(spec)
+    assert lr.embedding.dim == 1
+    with torch.no_grad():
+        lr.bias.fill_(0.5)
+    batch = {
+        "a": torch.tensor([3], dtype=torch.int32),
+        "x": torch.tensor([2.0]),
+        "b": torch.tensor([0], dtype=torch.int32),
+        "s": torch.tensor([[0, 0, 0]], dtype=torch.int32),
+        "t": torch.tensor([[1, 0]], dtype=torch.int32),
+    }
+    expected = 0.5 + lr.embedding.table("a")[2] + 2.0 * lr.embedding.numeric_weight[0] + lr.embedding.table("t")[0]
+    assert torch.allclose(lr(batch), expected.view(1, 1))
+    emb, net = split_parameters(lr)
+    assert {id(p) for p in emb} == {id(lr.embedding.weight), id(lr.embedding.numeric_weight)}
+    assert [id(p) for p in net] == [id(lr.bias)]
+
+
+def test_fm_interaction_equals_pairwise_sum():
+    torch.manual_seed(0)
+    e = torch.randn(3, 5, 4)
+    expected = torch.zeros(3)
+    for i, j in itertools.combinations(range(5), 2):
+        expected += (e[:, i] * e[:, j]).sum(-1)
+    assert torch.allclose(FMInteraction()(e).squeeze(1), expected, atol=1e-5)
+
+
+def test_crossnet_one_layer_by_hand():
+    net = CrossNet(3, 1)
+    with torch.no_grad():
+        net.w[0].weight.copy_(torch.tensor([[1.0, 0.5, -1.0]]))
+        net.b[0].copy_(torch.tensor([0.1, 0.2, 0.3]))
+    x0 = torch.tensor([[1.0, 2.0, 3.0]])
+    xw = 1.0 * 1 + 2.0 * 0.5 + 3.0 * -1  # = -1
+    expected = x0 * xw + torch.tensor([0.1, 0.2, 0.3]) + x0
+    assert torch.allclose(net(x0), expected)
+
+
+def test_crossnet_v2_one_layer_by_hand():
+    net = CrossNetV2(2, 1)
+    W = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    b = torch.tensor([0.5, 0.0])
+    with torch.no_grad():
+        net.layers[0].weight.copy_(W)
+        net.layers[0].bias.copy_(b)
+    x0 = torch.tensor([[2.0, 3.0]])
+    expected = x0 * (x0 @ W.T + b) + x0  # [2*(8+.5)+2, 3*(-3)+3]
+    assert torch.allclose(net(x0), expected)
+    assert torch.allclose(expected, torch.tensor([[19.0, -6.0]]))
+
+
+def test_cin_one_layer_by_hand():
+    torch.manual_seed(0)
+    cin = CIN(num_fields=2, hidden_units=[1], output_dim=1)
+    # one feature map: W over the 4 channels (h, m) in order (0,0), (0,1), (1,0), (1,1)
+    w = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    with torch.no_grad():
+        cin.convs[0].weight.copy_(w)
+        cin.convs[0].bias.zero_()
+        cin.fc.weight.fill_(1.0)
+        cin.fc.bias.zero_()
+    x = torch.randn(3, 2, 5)
+    z = (
+        1 * x[:, 0] * x[:, 0] + 2 * x[:, 0] * x[:, 1] + 3 * x[:, 1] * x[:, 0] + 4 * x[:, 1] * x[:, 1]
+    )  # [B, D]
+    assert torch.allclose(cin(x).squeeze(1), z.sum(-1), atol=1e-5)
+
+
+def test_cin_shapes_multi_layer():
+    cin = CIN(num_fields=4, hidden_units=[3, 2], output_dim=1)
+    assert cin.convs[0].in_features == 16 and cin.convs[1].in_features == 12
+    assert cin.fc.in_features == 5
+    assert cin(torch.randn(7, 4, 6)).shape == (7, 1)
+
+
+def test_mlp_structure_and_identity():
+    mlp = MLP(6, [5, 4], "relu", batch_norm=True, dropout=0.3, output_dim=1)
+    kinds = [type(m).__name__ for m in mlp.net]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout"] * 2 + ["Linear"]
+    assert mlp.output_dim == 1 and mlp(torch.randn(8, 6)).shape == (8, 1)
+    ident = MLP(6, [])
+    x = torch.randn(2, 6)
+    assert torch.equal(ident(x), x) and ident.output_dim == 6
+
+
+def test_dropout_rate_scale_and_eval():
+    torch.manual_seed(0)
+    d = Dropout(0.2)
+    x = torch.ones(1000, 1000)
+    y = d(x)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.8) < 0.003
+    assert torch.allclose(y[y != 0], torch.tensor(65536 / (65536 - round(0.2 * 65536))))
+    assert abs(y.mean().item() - 1.0) < 0.005
+    d.eval()
+    assert torch.equal(d(x), x)
+    torch.manual_seed(1)
+    a = Dropout(0.5)(x[:10])
+    torch.manual_seed(1)
+    assert torch.equal(a, Dropout(0.5)(x[:10]))  # seeded by torch's generator
+    with pytest.raises(ValueError):
+        Dropout(1.0)
+
+
+def test_self_attention_single_head_by_hand():
+    att = MultiHeadSelfAttention(2, 2, num_heads=1, use_residual=True, use_scale=False)
+    with torch.no_grad():
+        att.qkv.weight.copy_(torch.cat([torch.eye(2), torch.eye(2), 2 * torch.eye(2)]))  # q = k = x, v = 2x
+    x = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    scores = torch.softmax(x[0] @ x[0].T, dim=-1)
+    expected = torch.relu(scores @ (2 * x[0]) + x[0])
+    assert torch.allclose(att(x)[0], expected, atol=1e-6)
+
+
+def test_self_attention_heads_projection_and_norm():
+    att = MultiHeadSelfAttention(4, 6, num_heads=3, dropout=0.1, use_residual=True, use_scale=True, layer_norm=True)
+    assert att.res is not None
+    assert att(torch.randn(5, 7, 4)).shape == (5, 7, 6)
+    with pytest.raises(ValueError):
+        MultiHeadSelfAttention(4, 5, num_heads=2)
+
+
+def test_bilinear_fusion_by_hand():
+    f = BilinearFusion(4, 2, num_heads=2)
+    with torch.no_grad():
+        f.w_x.weight.fill_(1.0)
+        f.w_x.bias.fill_(0.5)
+        f.w_y.weight.fill_(-1.0)
+        f.w_xy.copy_(torch.tensor([[[1.0], [2.0]], [[3.0], [4.0]]]))  # heads: x chunks of 2, y chunks of 1
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    y = torch.tensor([[10.0, 20.0]])
+    bil = (1 * 1 + 2 * 2) * 10 + (3 * 3 + 4 * 4) * 20
+    expected = (1 + 2 + 3 + 4) + 0.5 - 30 + bil
+    assert torch.allclose(f(x, y), torch.tensor([[float(expected)]]))
+    with pytest.raises(ValueError):
+        BilinearFusion(5, 2, num_heads=2)
+
+
+def test_feature_selection_gate_range():
+    spec = spec_mixed()
+    fs = FeatureSelection(spec, 2, 10, [8], context=["a"])
+    flat = torch.ones(3, 10)
+    batch = {"a": torch.tensor([1, 2, 3], dtype=torch.int32)}
+    g = fs(batch, flat)
+    assert g.shape == (3, 10) and torch.all(g > 0) and torch.all(g < 2)
+    fs0 = FeatureSelection(spec, 2, 10, [8], context=[])
+    assert fs0.context is None and fs0(batch, flat).shape == (3, 10)
+
+
+def test_init_bars_and_split():
+    spec = spec_mixed()
+    model = nn.ModuleDict(
+        {"emb": FeatureEmbedding(spec, 4), "lr": LogisticRegression(spec), "mlp": MLP(20, [8], batch_norm=True),
+         "cross": CrossNet(20, 2)}
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(3.0)
+    init_bars_(model, embedding_std=1e-2)
+    assert torch.all(model["emb"].weight[0] == 0) and torch.all(model["lr"].embedding.weight[0] == 0)
+    assert model["emb"].weight[1:].abs().max() < 0.1
+    assert torch.all(model["mlp"].net[0].bias == 0) and torch.all(model["mlp"].net[1].weight == 1)
+    assert all(torch.all(b == 0) for b in model["cross"].b) and torch.all(model["lr"].bias == 0)
+    emb, net = split_parameters(model)
+    assert {id(p) for p in emb} == {
+        id(model["emb"].weight), id(model["emb"].numeric_weight),
+        id(model["lr"].embedding.weight), id(model["lr"].embedding.numeric_weight),
+    }
+    assert len(emb) + len(net) == len(list(model.parameters()))

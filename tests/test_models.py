@@ -1,0 +1,206 @@
+"""The model zoo against its configs: every registered model builds from conf/model/<m>.yaml on a tiny spec with
+categorical, numeric and sequence fields, returns finite logits [B], and sends gradients to every parameter."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import bars.models as models
+from bars.data.spec import Feature, FeatureSpec
+from bars.models import ModelConfigError, build, config_class, list_models
+from bars.models.layers import FeatureEmbedding, count_parameters, init_bars_, split_parameters
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+EXPECTED = {"lr", "fm", "dnn", "widedeep", "deepfm", "dcn", "dcnv2", "xdeepfm", "autoint", "finalmlp"}
+B = 16
+
+
+@pytest.fixture(scope="module")
+def spec() -> FeatureSpec:
+    return FeatureSpec(
+        dataset="tiny",
+        label="click",
+        features=(
+            Feature("user", "categorical", vocab_size=9),
+            Feature("price", "numeric"),
+            Feature("item", "categorical", vocab_size=7),
+            Feature("history", "sequence", vocab_size=7, max_len=4, share_embedding="item"),
+            Feature("tags", "sequence", vocab_size=5, max_len=3),
+        ),
+    )
+
+
+def make_batch(spec: FeatureSpec, n: int = B, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for f in spec.features:
+        if f.type == "categorical":
+            out[f.name] = torch.randint(0, f.vocab_size, (n,), generator=g, dtype=torch.int32)
+        elif f.type == "numeric":
+            out[f.name] = torch.randn(n, generator=g)
+        else:
+            seq = torch.randint(0, f.vocab_size, (n, f.max_len), generator=g, dtype=torch.int32)
+            seq[0] = 0  # one empty sequence
+            out[f.name] = seq
+    return out
+
+
+def yaml_params(name: str, embedding_dim: int = 4, **overrides) -> dict:
+    raw = OmegaConf.load(CONF / f"{name}.yaml")
+    cfg = OmegaConf.create({"data": {"embedding_dim": embedding_dim}, "model": raw})
+    params = OmegaConf.to_container(cfg.model.params, resolve=True)
+    params.update(overrides)
+    return params
+
+
+def test_registry_has_the_ten_models():
+    assert EXPECTED <= set(list_models())
+    assert list_models() == sorted(list_models())
+
+
+def test_config_files_and_registry_match():
+    files = {p.stem for p in CONF.glob("*.yaml")}
+    assert files == set(list_models()), f"yaml without model: {files - set(list_models())}; " \
+        f"model without yaml: {set(list_models()) - files}"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_yaml_keys_equal_dataclass_fields(name):
+    raw = OmegaConf.load(CONF / f"{name}.yaml")
+    assert raw.name == name
+    fields = [f.name for f in dataclasses.fields(config_class(name))]
+    assert list(raw.params.keys()) == fields
+    assert OmegaConf.to_container(raw.params)["embedding_dim"] == "${data.embedding_dim}"
+    cls = config_class(name)
+    assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_builds_from_yaml_forward_and_gradients(name, spec):
+    torch.manual_seed(0)
+    # an OmegaConf node straight from the composed config (lists are ListConfig) must work too
+    raw = OmegaConf.load(CONF / f"{name}.yaml")
+    node = OmegaConf.create({"data": {"embedding_dim": 4}, "model": raw}).model.params
+    model = build(name, spec, node)
+    init_bars_(model)
+    model.train()
+    batch = make_batch(spec)
+    out = model(batch)
+    assert out.shape == (B,) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert not dead, f"{name}: parameters without gradient: {dead}"
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(make_batch(spec, n=3, seed=1))).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_split_parameters_partitions(name, spec):
+    model = build(name, spec, yaml_params(name))
+    emb, net = split_parameters(model)
+    ids_e, ids_n = {id(p) for p in emb}, {id(p) for p in net}
+    assert not ids_e & ids_n
+    assert ids_e | ids_n == {id(p) for p in model.parameters()}
+    inside = {id(p) for m in model.modules() if isinstance(m, FeatureEmbedding) for p in m.parameters()}
+    assert ids_e == inside and emb
+    assert count_parameters(model) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_unknown_key_raises_listing_fields(name, spec):
+    params = yaml_params(name)
+    params["no_such_knob"] = 1
+    with pytest.raises(ModelConfigError) as e:
+        build(name, spec, params)
+    msg = str(e.value)
+    assert "no_such_knob" in msg and "embedding_dim: int" in msg
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_missing_embedding_dim_raises(name, spec):
+    params = yaml_params(name)
+    del params["embedding_dim"]
+    with pytest.raises(ModelConfigError, match="missing params \\['embedding_dim'\\]"):
+        build(name, spec, params)
+
+
+def test_unknown_model_lists_names(spec):
+    with pytest.raises(ModelConfigError) as e:
+        build("no_such_model", spec, {})
+    for n in list_models():
+        assert n in str(e.value)
+    with pytest.raises(ModelConfigError):
+        config_class("nope")
+
+
+def test_mistyped_values_raise(spec):
+    with pytest.raises(ModelConfigError, match="dropout"):
+        build("dnn", spec, yaml_params("dnn", dropout="0.2"))
+    with pytest.raises(ModelConfigError, match="batch_norm"):
+        build("dnn", spec, yaml_params("dnn", batch_norm=1))
+    with pytest.raises(ModelConfigError, match="hidden_units"):
+        build("dnn", spec, yaml_params("dnn", hidden_units=[400, "x"]))
+    with pytest.raises(ModelConfigError, match="model_structure"):
+        build("dcnv2", spec, yaml_params("dcnv2", model_structure="sideways"))
+    with pytest.raises(ModelConfigError, match="dropout"):
+        build("dnn", spec, yaml_params("dnn", dropout=1.5))  # __post_init__ range check
+    with pytest.raises(ModelConfigError, match="fs1_context"):
+        build("finalmlp", spec, yaml_params("finalmlp", fs1_context=["nope"]))
+
+
+def test_plain_values_are_coerced(spec):
+    cfg = models.make_config("dnn", yaml_params("dnn", dropout=0, hidden_units=[8, 4]))
+    assert cfg.hidden_units == (8, 4) and isinstance(cfg.dropout, float)
+
+
+@pytest.mark.parametrize("structure", ["stacked", "parallel", "crossnet_only"])
+def test_dcnv2_structures(structure, spec):
+    model = build("dcnv2", spec, yaml_params("dcnv2", model_structure=structure, dnn_hidden_units=[8, 8]))
+    assert model(make_batch(spec)).shape == (B,)
+
+
+def test_finalmlp_with_contexts_and_without_fs(spec):
+    torch.manual_seed(0)
+    m = build("finalmlp", spec, yaml_params("finalmlp", fs1_context=["user"], fs2_context=["item", "price"]))
+    init_bars_(m)
+    m(make_batch(spec)).sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+    m2 = build("finalmlp", spec, yaml_params("finalmlp", use_fs=False))
+    assert m2(make_batch(spec)).shape == (B,)
+
+
+def test_autoint_plain_and_wide(spec):
+    m = build("autoint", spec, yaml_params("autoint", use_dnn=False, use_wide=True, layer_norm=True, use_scale=True))
+    assert m(make_batch(spec)).shape == (B,)
+
+
+def test_init_bars(spec):
+    torch.manual_seed(0)
+    m = build("dcn", spec, yaml_params("dcn", embedding_dim=8))
+    init_bars_(m, embedding_std=1e-4)
+    w = m.embedding.weight
+    assert torch.all(w[0] == 0)
+    assert 0.5e-4 < w[1:].std().item() < 2e-4
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.Linear) and mod.bias is not None:
+            assert torch.all(mod.bias == 0)
+    fc = m.dnn.net[0]
+    expected = (2.0 / (fc.in_features + fc.out_features)) ** 0.5
+    assert abs(fc.weight.std().item() - expected) / expected < 0.1
+
+
+def test_deterministic_given_seed(spec):
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        m = build("dcn", spec, yaml_params("dcn"))
+        init_bars_(m)
+        outs.append(m(make_batch(spec)).detach())
+    assert torch.equal(outs[0], outs[1])
