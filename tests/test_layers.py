@@ -120,7 +120,9 @@ def test_logistic_regression_is_dim1_embedding_sum_plus_bias():
         "s": torch.tensor([[0, 0, 0]], dtype=torch.int32),
         "t": torch.tensor([[1, 0]], dtype=torch.int32),
     }
-    expected = 0.5 + lr.embedding.table("a")[2] + 2.0 * lr.embedding.numeric_weight[0] + lr.embedding.table("t")[0]
+    expected = (
+        0.5 + lr.embedding.table("a")[2] + 2.0 * lr.embedding.numeric_weight[0] + lr.embedding.table("t")[0]
+    )
     assert torch.allclose(lr(batch), expected.view(1, 1))
     emb, net = split_parameters(lr)
     assert {id(p) for p in emb} == {id(lr.embedding.weight), id(lr.embedding.numeric_weight)}
@@ -224,7 +226,9 @@ def test_self_attention_single_head_by_hand():
 
 
 def test_self_attention_heads_projection_and_norm():
-    att = MultiHeadSelfAttention(4, 6, num_heads=3, dropout=0.1, use_residual=True, use_scale=True, layer_norm=True)
+    att = MultiHeadSelfAttention(
+        4, 6, num_heads=3, dropout=0.1, use_residual=True, use_scale=True, layer_norm=True
+    )
     assert att.res is not None
     assert att(torch.randn(5, 7, 4)).shape == (5, 7, 6)
     with pytest.raises(ValueError):
@@ -261,8 +265,12 @@ def test_feature_selection_gate_range():
 def test_init_bars_and_split():
     spec = spec_mixed()
     model = nn.ModuleDict(
-        {"emb": FeatureEmbedding(spec, 4), "lr": LogisticRegression(spec), "mlp": MLP(20, [8], batch_norm=True),
-         "cross": CrossNet(20, 2)}
+        {
+            "emb": FeatureEmbedding(spec, 4),
+            "lr": LogisticRegression(spec),
+            "mlp": MLP(20, [8], batch_norm=True),
+            "cross": CrossNet(20, 2),
+        }
     )
     with torch.no_grad():
         for p in model.parameters():
@@ -274,7 +282,9 @@ def test_init_bars_and_split():
     assert all(torch.all(b == 0) for b in model["cross"].b) and torch.all(model["lr"].bias == 0)
     emb, net = split_parameters(model)
     assert {id(p) for p in emb} == {
-        id(model["emb"].weight), id(model["emb"].numeric_weight),
-        id(model["lr"].embedding.weight), id(model["lr"].embedding.numeric_weight),
+        id(model["emb"].weight),
+        id(model["emb"].numeric_weight),
+        id(model["lr"].embedding.weight),
+        id(model["lr"].embedding.numeric_weight),
     }
     assert len(emb) + len(net) == len(list(model.parameters()))

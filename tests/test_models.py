@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import bars.models as models
+from bars import models
 from bars.data.spec import Feature, FeatureSpec
 from bars.models import ModelConfigError, build, config_class, list_models
 from bars.models.layers import FeatureEmbedding, count_parameters, init_bars_, split_parameters
@@ -65,8 +65,9 @@ def test_registry_has_the_ten_models():
 
 def test_config_files_and_registry_match():
     files = {p.stem for p in CONF.glob("*.yaml")}
-    assert files == set(list_models()), f"yaml without model: {files - set(list_models())}; " \
-        f"model without yaml: {set(list_models()) - files}"
+    assert files == set(list_models()), (
+        f"yaml without model: {files - set(list_models())}; model without yaml: {set(list_models()) - files}"
+    )
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -177,7 +178,9 @@ def test_finalmlp_with_contexts_and_without_fs(spec):
 
 
 def test_autoint_plain_and_wide(spec):
-    m = build("autoint", spec, yaml_params("autoint", use_dnn=False, use_wide=True, layer_norm=True, use_scale=True))
+    m = build(
+        "autoint", spec, yaml_params("autoint", use_dnn=False, use_wide=True, layer_norm=True, use_scale=True)
+    )
     assert m(make_batch(spec)).shape == (B,)
 
 

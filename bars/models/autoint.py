@@ -37,7 +37,9 @@ class AutoIntConfig:
         check_dim("num_heads", self.num_heads)
         check_dim("attention_dim", self.attention_dim)
         if self.attention_dim % self.num_heads:
-            raise ValueError(f"attention_dim {self.attention_dim} is not divisible by num_heads {self.num_heads}")
+            raise ValueError(
+                f"attention_dim {self.attention_dim} is not divisible by num_heads {self.num_heads}"
+            )
         check_dropout("attention_dropout", self.attention_dropout)
         check_units("dnn_hidden_units", self.dnn_hidden_units)
         if self.use_dnn and not self.dnn_hidden_units:
@@ -68,7 +70,14 @@ class AutoInt(nn.Module):
         )
         self.fc = nn.Linear(self.embedding.num_fields * cfg.attention_dim, 1)
         self.dnn = (
-            MLP(self.embedding.output_dim, cfg.dnn_hidden_units, cfg.activation, cfg.batch_norm, cfg.dropout, 1)
+            MLP(
+                self.embedding.output_dim,
+                cfg.dnn_hidden_units,
+                cfg.activation,
+                cfg.batch_norm,
+                cfg.dropout,
+                1,
+            )
             if cfg.use_dnn
             else None
         )

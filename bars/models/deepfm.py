@@ -36,7 +36,12 @@ class DeepFM(nn.Module):
         self.lr = LogisticRegression(spec, use_bias=False)  # the MLP's output Linear carries the bias
         self.fm = FMInteraction()
         self.mlp = MLP(
-            self.embedding.output_dim, cfg.hidden_units, cfg.activation, cfg.batch_norm, cfg.dropout, output_dim=1
+            self.embedding.output_dim,
+            cfg.hidden_units,
+            cfg.activation,
+            cfg.batch_norm,
+            cfg.dropout,
+            output_dim=1,
         )
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:

@@ -34,7 +34,12 @@ class DNN(nn.Module):
         self.cfg = cfg
         self.embedding = FeatureEmbedding(spec, cfg.embedding_dim)
         self.mlp = MLP(
-            self.embedding.output_dim, cfg.hidden_units, cfg.activation, cfg.batch_norm, cfg.dropout, output_dim=1
+            self.embedding.output_dim,
+            cfg.hidden_units,
+            cfg.activation,
+            cfg.batch_norm,
+            cfg.dropout,
+            output_dim=1,
         )
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:

@@ -49,7 +49,9 @@ class FinalMLP(nn.Module):
         for key in ("fs1_context", "fs2_context"):
             unknown = [n for n in getattr(cfg, key) if n not in spec.names]
             if unknown:
-                raise ModelConfigError(f"finalmlp {key}: fields {unknown} are not in the spec; fields: {spec.names}")
+                raise ModelConfigError(
+                    f"finalmlp {key}: fields {unknown} are not in the spec; fields: {spec.names}"
+                )
         self.embedding = FeatureEmbedding(spec, cfg.embedding_dim)
         d = self.embedding.output_dim
         self.mlp1 = MLP(d, cfg.mlp1_hidden_units, cfg.mlp1_activation, cfg.mlp1_batch_norm, cfg.mlp1_dropout)

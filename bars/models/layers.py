@@ -67,7 +67,9 @@ class FeatureEmbedding(nn.Module):
         if fields is not None:
             missing = [n for n in fields if n not in spec.names]
             if missing:
-                raise ValueError(f"FeatureEmbedding: fields {missing} are not in spec; fields are {spec.names}")
+                raise ValueError(
+                    f"FeatureEmbedding: fields {missing} are not in spec; fields are {spec.names}"
+                )
         if not names:
             raise ValueError("FeatureEmbedding: no fields to embed")
         self.dim = dim
@@ -321,7 +323,7 @@ class CIN(nn.Module):
         self.fc = nn.Linear(sum(hidden_units), output_dim)
 
     def forward(self, x0: Tensor) -> Tensor:
-        b, f, d = x0.shape
+        b, _, d = x0.shape
         x = x0
         pooled = []
         for conv in self.convs:
@@ -354,7 +356,11 @@ class MultiHeadSelfAttention(nn.Module):
         self.scale = self.head_dim**-0.5 if use_scale else 1.0
         self.qkv = nn.Linear(input_dim, 3 * attention_dim, bias=False)
         self.use_residual = use_residual
-        self.res = nn.Linear(input_dim, attention_dim, bias=False) if use_residual and input_dim != attention_dim else None
+        self.res = (
+            nn.Linear(input_dim, attention_dim, bias=False)
+            if use_residual and input_dim != attention_dim
+            else None
+        )
         self.dropout = Dropout(dropout) if dropout > 0 else None
         self.norm = nn.LayerNorm(attention_dim) if layer_norm else None
 

@@ -35,7 +35,12 @@ class WideDeep(nn.Module):
         self.wide = LogisticRegression(spec, use_bias=False)  # the deep part's output Linear carries the bias
         self.embedding = FeatureEmbedding(spec, cfg.embedding_dim)
         self.deep = MLP(
-            self.embedding.output_dim, cfg.hidden_units, cfg.activation, cfg.batch_norm, cfg.dropout, output_dim=1
+            self.embedding.output_dim,
+            cfg.hidden_units,
+            cfg.activation,
+            cfg.batch_norm,
+            cfg.dropout,
+            output_dim=1,
         )
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
