@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -137,17 +138,48 @@ def _finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int) -> 
     return df.select(*exprs, lab.cast(pl.Float32).alias(recipe.label))
 
 
-def _stage(recipe: Recipe, stage: Path) -> tuple[dict[str, int], list[dict]]:
-    writers: dict[str, pq.ParquetWriter] = {}
-    schema: pa.Schema | None = None
+def _prefetch(it, depth: int = 2):
+    """Run the raw reader (C++ parsing, GIL released) one batch ahead of the polars transforms."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    end = object()
+
+    def work():
+        try:
+            for item in it:
+                q.put(item)
+            q.put(end)
+        except BaseException as e:  # handed to the consumer
+            q.put(e)
+
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    while True:
+        item = q.get()
+        if item is end:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    th.join()
+
+
+def _stage(recipe: Recipe, stage: Path) -> tuple[dict[str, int], list[dict], list[Path]]:
+    """Raw sources -> staged Parquet files with the transformed columns and a ``__split`` id column."""
     counts = dict.fromkeys(SPLITS, 0)
     inputs: list[dict] = []
+    files: list[Path] = []
     prog = _Progress("read")
     pool = cf.ThreadPoolExecutor(max_workers=1)
+    schema: pa.Schema | None = None
     try:
-        for src in recipe.sources:
+        for si, src in enumerate(recipe.sources):
             if not src.path.exists():
                 raise DataError(f"{src.path}: raw file not found")
+            if src.split is not None and src.split not in SPLITS:
+                raise DataError(f"{src.path}: split {src.split!r} is not one of {SPLITS}")
             if src.label not in src.types and src.fmt != "parquet":
                 src.types = {**src.types, src.label: "float"}
             info: dict = {"file": src.path.name, "split": src.split or "seeded", "bytes": src.path.stat().st_size}
@@ -159,45 +191,43 @@ def _stage(recipe: Recipe, stage: Path) -> tuple[dict[str, int], list[dict]]:
             else:
                 fut = pool.submit(file_digest, src.path, "sha256")
             n_src = 0
-            for line0, batch in read_batches(src, recipe.rows):
-                df = _finish_batch(recipe, src, pl.from_arrow(batch), line0)
-                if src.split is None:
-                    ids = T.assign_split(n_src, df.height, recipe.split_seed, recipe.split_ratios)
-                    parts = {k: df.filter(pl.Series(ids == i)) for i, k in enumerate(SPLITS)}
-                else:
-                    if src.split not in SPLITS:
-                        raise DataError(f"{src.path}: split {src.split!r} is not one of {SPLITS}")
-                    parts = {src.split: df}
-                n_src += df.height
-                for k, part in parts.items():
-                    if part.height == 0:
-                        continue
-                    table = part.to_arrow()
+            dst = stage / f"part{si}.parquet"
+            writer = None
+            try:
+                for line0, batch in _prefetch(read_batches(src, recipe.rows)):
+                    df = _finish_batch(recipe, src, pl.from_arrow(batch), line0)
+                    if src.split is None:
+                        ids = T.assign_split(n_src, df.height, recipe.split_seed, recipe.split_ratios)
+                    else:
+                        ids = np.full(df.height, SPLITS.index(src.split), dtype=np.uint8)
+                    for i, c in enumerate(np.bincount(ids, minlength=3)):
+                        counts[SPLITS[i]] += int(c)
+                    table = df.with_columns(pl.Series("__split", ids)).to_arrow()
                     if schema is None:
                         schema = table.schema
                     elif table.schema != schema:
                         table = table.cast(schema)
-                    if k not in writers:
-                        writers[k] = pq.ParquetWriter(stage / f"{k}.parquet", schema, compression="lz4")
-                    writers[k].write_table(table)
-                    counts[k] += part.height
-                prog.add(df.height)
+                    if writer is None:
+                        writer = pq.ParquetWriter(dst, schema, compression="lz4")
+                    writer.write_table(table)
+                    n_src += df.height
+                    prog.add(df.height)
+            finally:
+                if writer is not None:
+                    writer.close()
+            if writer is not None:
+                files.append(dst)
             info["rows"] = n_src
             if fut is not None:
                 info["sha256"] = fut.result()
             inputs.append(info)
     finally:
-        for w in writers.values():
-            w.close()
         pool.shutdown(wait=True)
     prog.done()
     if counts["train"] == 0:
         raise DataError(f"dataset {recipe.name!r}: the train split is empty (inputs: "
                         f"{[str(s.path) for s in recipe.sources]})")
-    for k in SPLITS:  # an empty valid/test split still gets a (0-row) file with the right schema
-        if k not in writers:
-            pq.write_table(schema.empty_table(), stage / f"{k}.parquet")
-    return counts, inputs
+    return counts, inputs, files
 
 
 def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
@@ -205,8 +235,8 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     t0 = time.perf_counter()
     stage = out / "_stage"
     stage.mkdir()
-    counts, inputs = _stage(recipe, stage)
-    train = stage / "train.parquet"
+    counts, inputs, staged = _stage(recipe, stage)
+    train = pl.scan_parquet(staged).filter(pl.col("__split") == 0)
 
     # vocabularies (train only) and sequence lengths
     t1 = time.perf_counter()
@@ -221,7 +251,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             if f.max_len:
                 max_lens[f.name] = int(f.max_len)
             else:
-                longest = pl.scan_parquet(train).select(pl.col(f.name).list.len().max()).collect().item() or 1
+                longest = train.select(pl.col(f.name).list.len().max()).collect().item() or 1
                 max_lens[f.name] = max(1, min(int(longest), recipe.max_len_cap))
     _log(f"  vocabularies: {len(cat)} fields in {time.perf_counter() - t1:.1f} s")
 
@@ -239,10 +269,10 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             raise DataError(f"field {f.name!r}: type {f.type!r} is not categorical, numeric or sequence")
     exprs.append(pl.col(recipe.label).cast(pl.Float32))
     splits = {}
-    for k in SPLITS:
+    for i, k in enumerate(SPLITS):
         dst = out / f"{k}.parquet"
-        pl.scan_parquet(stage / f"{k}.parquet").select(exprs).sink_parquet(
-            dst, compression="zstd", compression_level=1, row_group_size=256 * 1024
+        pl.scan_parquet(staged).filter(pl.col("__split") == i).select(exprs).sink_parquet(
+            dst, compression="lz4", row_group_size=256 * 1024
         )
         stats = pl.scan_parquet(dst).select(pl.len(), pl.col(recipe.label).sum()).collect()
         n, pos = int(stats.item(0, 0)), float(stats.item(0, 1) or 0.0)

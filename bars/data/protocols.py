@@ -67,16 +67,16 @@ def _no_input(data: dict, raw_dir: Path, expected: str) -> DataError:
 
 
 # -- Criteo --------------------------------------------------------------------------------------------------
-def criteo_recipe(data: dict, raw_dir: Path) -> Recipe:
-    """``data.integer_mode``: "bucket" (x4: floor(ln(x)^2) for x > 2, categorical) or "numeric" (x1)."""
+def criteo_recipe(data: dict, raw_dir: Path, raw_file: Path | None = None) -> Recipe:
+    """``raw_file``: a Kaggle-layout file to use directly. ``data.integer_mode``: "bucket" (x4: floor(ln(x)^2) for x > 2, categorical) or "numeric" (x1)."""
     mode = data.get("integer_mode", "bucket")
     if mode not in ("bucket", "numeric"):
         raise DataError(f"data.integer_mode: expected 'bucket' or 'numeric', got {mode!r}")
     mc = int(data.get("min_count", 1))
     int_type = "int" if mode == "bucket" else "float"
     types = {c: int_type for c in CRITEO_INT}
-    off = official_files(data, raw_dir)
-    raw = None if off else find_file(raw_dir, ["train.txt", "dac_sample.txt"])
+    off = None if raw_file else official_files(data, raw_dir)
+    raw = raw_file or (None if off else find_file(raw_dir, ["train.txt", "dac_sample.txt"]))
     if not off and raw is None and ensure_download(data, raw_dir):
         off = official_files(data, raw_dir)
     if off:

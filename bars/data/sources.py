@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from bars.data.errors import DataError
 
-BLOCK_SIZE = 16 << 20  # bytes of CSV text per batch
+BLOCK_SIZE = 32 << 20  # bytes of CSV text per batch
 
 
 @dataclass

@@ -77,9 +77,9 @@ def assign_split(start: int, n: int, seed: int, ratios: tuple[float, float, floa
 
 
 # -- vocabularies -----------------------------------------------------------------------------------------
-def vocab_query(train: Path | list[Path], col: str, min_count: int, sequence: bool = False) -> pl.LazyFrame:
+def vocab_query(train: pl.LazyFrame, col: str, min_count: int, sequence: bool = False) -> pl.LazyFrame:
     """Known values of ``col`` in train with count >= min_count, in index order (count desc, value asc)."""
-    lf = pl.scan_parquet(train).select(pl.col(col))
+    lf = train.select(pl.col(col))
     if sequence:
         lf = lf.explode(col)
     return (
