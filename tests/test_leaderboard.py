@@ -1,0 +1,257 @@
+"""bars.leaderboard against a real MLflow store (SQLite in a temp folder) populated with MLflow's own client.
+
+The key check: every number in results/<d>.csv and results/<d>.md equals what MLflow holds, read back here
+independently through MLflow's API (not through bars.records).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _leaderboard_store import LAYOUT, PROTOCOL_SEED, populate
+from scipy import stats
+
+from bars import leaderboard as lb
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lbstore")
+    uri = populate(root)
+    out = root / "results"
+    boards = lb.generate(uri, out, root=root)
+    return {"root": root, "uri": uri, "out": out, "boards": boards}
+
+
+def mlflow_finals(uri: str, data: str) -> dict[str, dict[int, object]]:
+    """model -> seed -> the newest FINISHED stage=final run, straight from MLflow's API."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(data)
+    runs = client.search_runs([exp.experiment_id], "tags.stage = 'final' and attributes.status = 'FINISHED'",
+                              max_results=1000)
+    out: dict[str, dict[int, object]] = {}
+    for r in sorted(runs, key=lambda r: r.info.start_time):
+        out.setdefault(r.data.tags["model"], {})[int(r.data.tags["seed"])] = r
+    return out
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as f:
+        return {row["model"]: row for row in csv.DictReader(f)}
+
+
+def md_table(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Model |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return header, rows
+
+
+def close(a: str, b: float) -> bool:
+    return abs(float(a) - b) <= 1e-12 * max(1.0, abs(b))
+
+
+@pytest.mark.parametrize("data", sorted(LAYOUT))
+def test_every_number_equals_the_mlflow_record(store, data):
+    finals = mlflow_finals(store["uri"], data)
+    table = read_csv(store["out"] / f"{data}.csv")
+    header, md = md_table(store["out"] / f"{data}.md")
+    published = lb.load_published()
+    split = lb.BARS_SPLITS.get(data)
+    assert set(table) == set(finals) == set(md) == set(LAYOUT[data])
+    for model, by_seed in finals.items():
+        row, mrow = table[model], md[model]
+        seeds = sorted(by_seed)
+        runs = [by_seed[s] for s in seeds]
+        auc = np.array([r.data.metrics["test_auc"] for r in runs])
+        ll = np.array([r.data.metrics["test_logloss"] for r in runs])
+        assert int(row["n"]) == len(runs) == LAYOUT[data][model] == int(mrow["n"])
+        assert row["seeds"] == " ".join(map(str, seeds))
+        assert row["run_ids"] == " ".join(r.info.run_id for r in runs)
+        assert close(row["test_auc_mean"], auc.mean()) and close(row["test_logloss_mean"], ll.mean())
+        assert mrow["Test AUC (mean ± std)"].startswith(f"{auc.mean():.4f} ± ")
+        assert mrow["Test logloss (mean ± std)"].startswith(f"{ll.mean():.4f} ± ")
+        if len(runs) > 1:
+            assert close(row["test_auc_std"], auc.std(ddof=1))
+            assert close(row["test_logloss_std"], ll.std(ddof=1))
+            assert mrow["Test AUC (mean ± std)"] == f"{auc.mean():.4f} ± {auc.std(ddof=1):.4f}"
+        else:
+            assert row["test_auc_std"] == "" and mrow["Test AUC (mean ± std)"].endswith("± n/a")
+        prot = by_seed[PROTOCOL_SEED[data]]
+        assert int(row["protocol_seed"]) == PROTOCOL_SEED[data]
+        assert row["protocol_run_id"] == prot.info.run_id
+        assert float(row["protocol_test_auc"]) == prot.data.metrics["test_auc"]  # exact: repr round-trips
+        assert float(row["protocol_test_logloss"]) == prot.data.metrics["test_logloss"]
+        seed = PROTOCOL_SEED[data]
+        assert mrow[f"Test AUC, seed {seed}"] == f"{prot.data.metrics['test_auc']:.4f}"
+        assert mrow[f"Test logloss, seed {seed}"] == f"{prot.data.metrics['test_logloss']:.4f}"
+        assert int(row["n_params"]) == int(prot.data.metrics["n_params"])
+        assert mrow["Params"] == f"{int(prot.data.metrics['n_params']):,}"
+        spe = np.mean([r.data.metrics["seconds_per_epoch"] for r in runs])
+        assert close(row["seconds_per_epoch"], spe) and mrow["s/epoch"] == f"{spe:.2f}"
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=store["uri"])
+        sps = np.mean([np.mean([m.value for m in client.get_metric_history(r.info.run_id, "samples_per_s")])
+                       for r in runs])
+        assert abs(float(row["samples_per_s"]) - sps) < 1e-6 and mrow["samples/s"] == f"{round(sps):,}"
+        assert row["device"] == "cpu" == mrow["Device"]
+        if split:
+            pub = published[(split, lb.bars_model_name(model, {m for _, m in published}))]
+            assert float(row["bars_auc"]) == pub.auc and mrow["BARS AUC"] == f"{pub.auc:.4f}"
+            assert close(row["diff_auc"], prot.data.metrics["test_auc"] - pub.auc)
+            assert mrow["Δ AUC²"] == f"{prot.data.metrics['test_auc'] - pub.auc:+.4f}"
+            assert close(row["diff_logloss"], prot.data.metrics["test_logloss"] - pub.logloss)
+        else:
+            assert row["bars_auc"] == "" and "BARS AUC" not in header
+        # the per-run table in the markdown
+        text = (store["out"] / f"{data}.md").read_text()
+        for s, r in zip(seeds, runs, strict=True):
+            line = (f"| {model} | {s} | {r.data.metrics['test_auc']:.6f} | {r.data.metrics['test_logloss']:.6f} "
+                    f"| `{r.info.run_id}` |")
+            assert line in text
+
+
+def test_significance_is_a_paired_t_test_over_matched_seeds(store):
+    data = "movielens_small"
+    finals = mlflow_finals(store["uri"], data)
+    table = read_csv(store["out"] / f"{data}.csv")
+    means = {m: np.mean([r.data.metrics["test_auc"] for r in s.values()]) for m, s in finals.items()}
+    best = max(means, key=means.get)
+    assert table[best]["significance"] == "best"
+    for model, by_seed in finals.items():
+        if model == best:
+            continue
+        seeds = sorted(set(by_seed) & set(finals[best]))
+        if len(seeds) < 2:
+            assert table[model]["significance"] == "n/a" and table[model]["p_value"] == ""
+            continue
+        p = stats.ttest_rel([finals[best][s].data.metrics["test_auc"] for s in seeds],
+                            [by_seed[s].data.metrics["test_auc"] for s in seeds]).pvalue
+        assert close(table[model]["p_value"], p)
+        assert table[model]["significance"] == ("ns" if p >= 0.05 else "sig")
+    assert table["fm"]["significance"] == "n/a"  # one seed only
+    md = (store["out"] / f"{data}.md").read_text()
+    assert "scipy.stats.ttest_rel" in md and "n/a: fewer than 2 matched seeds" in md
+
+
+def test_rows_exclude_failed_single_and_superseded_runs(store):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store["uri"])
+    exp = client.get_experiment_by_name("movielens_small")
+    every = client.search_runs([exp.experiment_id], max_results=1000)
+    csv_ids = " ".join(r["run_ids"] for r in read_csv(store["out"] / "movielens_small.csv").values()).split()
+    excluded = [r for r in every if r.data.tags.get("stage") != "final" or r.info.status != "FINISHED"
+                or r.data.tags.get("fixture_superseded")]
+    assert excluded and not {r.info.run_id for r in excluded} & set(csv_ids)
+    assert len(csv_ids) == sum(LAYOUT["movielens_small"].values())
+
+
+def test_trials_and_sweep_curves(store):
+    board = store["boards"]["movielens_small"]
+    rows = {r.model: r for r in board.rows}
+    assert rows["dcn"].trials == 5 and dict(rows["dcn"].trial_states) == {"complete": 3, "pruned": 1, "failed": 1}
+    assert rows["dcn"].best_config == "sweeps/dcn__movielens_small/best.overrides"
+    assert rows["fm"].trials == 0 and rows["fm"].best_config is None
+    md = (store["out"] / "movielens_small.md").read_text()
+    assert "[best.overrides](../sweeps/dcn__movielens_small/best.overrides)" in md
+    for pts in board.sweeps.values():
+        vals = [v for _, v in pts]
+        assert vals == sorted(vals) and [t for t, _ in pts] == [0, 1, 2]  # completed trials only, best so far
+
+
+def test_bars_mapping_is_explicit():
+    pub = lb.load_published()
+    names = {m for _, m in pub}
+    assert lb.BARS_SPLITS["frappe_x1"] == "Frappe_x1" and "movielens_small" not in lb.BARS_SPLITS
+    assert lb.bars_model_name("dcn", names) == "DCN"
+    assert lb.bars_model_name("autoint", names) == "AutoInt+"
+    assert lb.bars_model_name("autoint", names, {"model.params.use_dnn": "False"}) == "AutoInt"
+    assert lb.bars_model_name("widedeep", names) == "WideDeep"
+    assert lb.bars_model_name("xdeepfm", names) == "xDeepFM"
+    assert lb.bars_model_name("nonexistent", names) is None
+    assert pub[("Frappe_x1", "DCN")].auc == 0.983907
+
+
+def test_shipped_facts_equal_the_reference():
+    ref = ROOT.parent / "shared" / "reference" / "bars_published.csv"
+    if not ref.exists():
+        pytest.skip("../shared/reference not present")
+    shipped = ROOT / "bars" / "reference" / "bars_published.csv"
+    assert shipped.read_bytes() == ref.read_bytes()
+
+
+def test_output_is_deterministic(store):
+    lb.generate(store["uri"], store["root"] / "again", root=store["root"])
+    a, b = store["out"], store["root"] / "again"
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    assert not [n for n in names if n.startswith(".")]  # no temp files left behind
+    for n in names:
+        if n.endswith((".md", ".csv", ".html", ".png")):
+            assert (a / n).read_bytes() == (b / n).read_bytes(), n
+
+
+def test_provenance(store):
+    md = (store["out"] / "frappe_x1.md").read_text()
+    assert "- bars version: 0.1.0" in md
+    assert "- git commit: 1234567890abcdef1234567890abcdef12345678" in md
+    assert "- data fingerprint: 0f1e2d3c4b5a" in md
+    assert "- hardware: cpu" in md
+    assert "from MLflow at sqlite:///mlflow.db" in md  # the store inside the project folder, shown relative
+    assert re.search(r"newest run included ended: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", md)
+
+
+def test_index_html_is_self_contained(store):
+    page = (store["out"] / "index.html").read_text()
+    assert "<table" in page and "<script>" in page and "<style>" in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    assert "<link" not in page and "<script src" not in page
+    imgs = re.findall(r'<img src="([^"]+)"', page)
+    assert len(imgs) == 6 and all((store["out"] / i).is_file() for i in imgs)
+    for d in LAYOUT:
+        assert f'id="table-{d}"' in page
+
+
+def test_plots_are_pngs(store):
+    for d in LAYOUT:
+        for name in lb.plot_names(d).values():
+            assert (store["out"] / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_dataset_is_a_clear_error(store, tmp_path):
+    with pytest.raises(SystemExit, match="no finished final runs.*criteo_x1"):
+        lb.generate(store["uri"], tmp_path / "r", datasets=["criteo_x1"], root=store["root"])
+
+
+def test_cli_writes_one_dataset(store, tmp_path):
+    out = tmp_path / "results"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bars.cli", "leaderboard", "leaderboard.data=frappe_x1", f"paths.results={out}"],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "frappe_x1.md").is_file() and (out / "frappe_x1.csv").is_file()
+    assert not (out / "movielens_small.md").exists() and (out / "index.html").is_file()
+    assert "frappe_x1: 2 models" in proc.stdout
+    page = (out / "index.html").read_text()
+    assert 'id="table-movielens_small"' in page  # the index covers every dataset in MLflow
