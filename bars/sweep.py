@@ -51,6 +51,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
 SKIPPED_ATTR = "bars_skipped"
 WORKER_ATTR = "bars_worker"
+STALE_MIN_AGE = 5.0  # seconds: a RUNNING trial younger than this is never failed by the process check
 RESULT_KEYS = ("val_auc", "val_logloss", "epochs", "seconds")
 
 # The overrides of the sweep command that are not replayed by best.overrides (they configure the sweep, not the
@@ -299,11 +300,19 @@ def open_storage(url: str, cfg: DictConfig | None = None) -> optuna.storages.Bas
         kwargs = dict(
             heartbeat_interval=int(s.get("heartbeat_interval") or 10),
             grace_period=int(s.get("grace_period") or 30),
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=s.get("max_retry", 3)),
+            heartbeat_stale_trial_callback=_retry_callback(s.get("max_retry", 3)),
         )
         engine = {"pool_pre_ping": True}
         return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
     return optuna.storages.RDBStorage(url)
+
+
+def _retry_callback(max_retry: int | None) -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
 
 def sampler_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -434,9 +443,15 @@ def fail_stale_trials(study: optuna.Study, retry: bool) -> list[int]:
     ``retry`` a trial found dead by process id is retried with the same parameters too."""
     storage = study._storage
     failed: list[int] = []
+    now = time.time()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         ident = t.user_attrs.get(WORKER_ATTR)
         if ident is None or _alive(ident) is not False:
+            continue
+        # a retried trial inherits its user attributes (the dead worker's identity) until its new worker
+        # writes its own, a moment after it starts: leave young trials alone
+        started = t.datetime_start.timestamp() if t.datetime_start else 0.0
+        if now - started < STALE_MIN_AGE:
             continue
         try:
             if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
@@ -446,9 +461,13 @@ def fail_stale_trials(study: optuna.Study, retry: bool) -> list[int]:
         storage.set_trial_user_attr(t._trial_id, "bars_failed_reason", f"worker {ident} died")
         failed.append(t.number)
         if retry:
-            cb = getattr(storage, "failed_trial_callback", None)
+            cb = getattr(storage, "heartbeat_stale_trial_callback", None)
             if cb is not None:
-                cb(study, storage.get_trial(t._trial_id))
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    cb(study, storage.get_trial(t._trial_id))
     if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
         import warnings
 
@@ -640,9 +659,11 @@ def make_objective(ctx: TrialContext, study: optuna.Study) -> Callable[[optuna.T
         kwargs: dict[str, Any] = {}
         if _accepts(ctx.train_fn, "quiet"):
             kwargs["quiet"] = ctx.progress.mode != "verbose"
+        quiet = ctx.progress.mode != "verbose"
         try:
-            result = ctx.train_fn(tcfg, on_epoch=on_epoch, parent_run_id=ctx.parent_run_id, extra_tags=tags,
-                                  **kwargs)
+            with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+                result = ctx.train_fn(tcfg, on_epoch=on_epoch, parent_run_id=ctx.parent_run_id,
+                                      extra_tags=tags, **kwargs)
             run_id = getattr(result, "run_id", None)
             metrics = dict(getattr(result, "metrics", {}) or {})
             val = float(metrics["val_auc"])
@@ -747,7 +768,7 @@ class Progress:
         if self.mode == "off":
             return
         if self.mode == "relay":
-            print(PROGRESS_MARK + line, flush=True)
+            print(PROGRESS_MARK + line, file=sys.__stdout__, flush=True)
         elif self.mode == "live":
             self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
             self.stream.flush()
@@ -777,7 +798,7 @@ class Progress:
 
     def message(self, text: str) -> None:
         if self.mode == "relay":
-            print(PROGRESS_MARK + f"{self.label} {text}", flush=True)
+            print(PROGRESS_MARK + f"{self.label} {text}", file=sys.__stdout__, flush=True)
         elif self.mode != "off":
             if self.mode == "live":
                 self.stream.write("\r\x1b[2K")

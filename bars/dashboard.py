@@ -1,0 +1,56 @@
+"""`bars dashboard`: optuna-dashboard on 127.0.0.1 over a sweep's storage (journal file or postgresql://).
+
+``make dashboard MODEL=<m> DATA=<d> [STORAGE=url]``; the port is ``sweep.dashboard_port`` (default 8080). Reach
+it from another machine with an ssh tunnel (``ssh -L 8080:127.0.0.1:8080 host``): it never listens on a public
+address.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from omegaconf import DictConfig
+
+from bars.config import CONF_DIR
+
+
+def dashboard(cfg: DictConfig, *, host: str = "127.0.0.1", serve: bool = True) -> str:
+    from bars.sweep import is_journal, open_storage, storage_url
+
+    url = storage_url(cfg)
+    if is_journal(url):
+        from pathlib import Path
+
+        path = Path(url[len("journal://"):])
+        if not path.exists():
+            raise FileNotFoundError(f"no sweep storage at {path}: run `make sweep MODEL={cfg.model.name} "
+                                    f"DATA={cfg.data.name}` first (or pass STORAGE=...)")
+    storage = open_storage(url, cfg)
+    port = int(cfg.sweep.get("dashboard_port", 8080))
+    addr = f"http://{host}:{port}/dashboard/studies"
+    print(f"bars dashboard: optuna-dashboard over {url}\n                open {addr}  (Ctrl-C stops it)",
+          flush=True)
+    if serve:
+        from optuna_dashboard import run_server
+
+        run_server(storage, host=host, port=port)
+    return addr
+
+
+def main() -> int:
+    import hydra
+
+    rc = {"code": 0}
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        try:
+            dashboard(cfg)
+        except FileNotFoundError as e:
+            print(f"bars dashboard: error: {e}", file=sys.stderr)
+            rc["code"] = 2
+        except KeyboardInterrupt:
+            pass
+
+    _main()
+    return rc["code"]

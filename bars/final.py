@@ -1,0 +1,128 @@
+"""`bars final`: rerun a sweep's best configuration with several seeds, tagged ``stage=final`` in MLflow.
+
+``make final MODEL=<m> DATA=<d> [SEEDS=5]`` reads ``sweeps/<model>__<data>/best.overrides`` (written by
+``bars sweep``), and trains ``final.seeds`` runs with the full training protocol (no sweep epoch cap, no pruning):
+seed ``data.protocol_seed + i`` for ``i = 0 .. seeds-1``, so run 0 uses exactly the protocol seed (the
+BARS-comparable number the leaderboard reports) and the others measure the spread over training seeds (the data
+split is fixed by ``data.split_seed``). Each run is tagged ``stage=final``, ``final_index``, ``final_seeds``,
+``sweep_study`` and ``sweep_best_trial``; command-line overrides apply on top of the best configuration.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from bars.config import CONF_DIR, compose
+
+_NOT_FORWARDED = ("seed", "final.", "sweep.role", "sweep.workers", "hydra.")
+
+
+class FinalError(RuntimeError):
+    pass
+
+
+def overrides_path(cfg: DictConfig) -> Path:
+    p = cfg.final.get("overrides")
+    return Path(str(p)) if p else Path(str(cfg.sweep.dir)) / "best.overrides"
+
+
+def read_overrides(path: Path) -> list[str]:
+    if not path.exists():
+        raise FinalError(f"{path} does not exist: run the sweep first (make sweep MODEL=.. DATA=..), or point "
+                         f"final.overrides at a file of Hydra overrides (one per line)")
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def final_configs(cfg: DictConfig, cli_overrides: Sequence[str]) -> list[tuple[int, int, DictConfig]]:
+    """``(index, seed, config)`` per final run: the CLI overrides, then the best overrides, then the seed."""
+    best = read_overrides(overrides_path(cfg))
+    base = [o for o in cli_overrides if not o.split("=", 1)[0].lstrip("+~").startswith(_NOT_FORWARDED)]
+    best_keys = {o.split("=", 1)[0].lstrip("+~") for o in best}
+    # the command line wins over best.overrides for the keys it sets (e.g. train.device=cuda:1)
+    cli_keys = {o.split("=", 1)[0].lstrip("+~") for o in base}
+    merged = [o for o in best if o.split("=", 1)[0].lstrip("+~") not in cli_keys] + base
+    del best_keys
+    protocol_seed = int(cfg.data.protocol_seed)
+    out = []
+    for i in range(int(cfg.final.seeds)):
+        seed = protocol_seed + i
+        out.append((i, seed, compose([*merged, f"seed={seed}"])))
+    return out
+
+
+def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
+              train_fn: Callable[..., Any] | None = None) -> list[Any]:
+    if int(cfg.final.seeds) < 1:
+        raise FinalError(f"final.seeds must be >= 1, got {cfg.final.seeds}")
+    if train_fn is None:
+        from bars.run import train_one as train_fn
+    study = str(cfg.sweep.study)
+    best_trial = _best_trial_number(Path(str(cfg.sweep.dir)))
+    runs = final_configs(cfg, cli_overrides)
+    print(f"bars final: {len(runs)} runs of {study} with {overrides_path(cfg)}: seeds "
+          f"{', '.join(str(s) for _, s, _ in runs)}", flush=True)
+    results = []
+    for i, seed, rcfg in runs:
+        tags = {"stage": "final", "final_index": i, "final_seeds": len(runs), "sweep_study": study,
+                "protocol_seed_run": str(seed == int(rcfg.data.protocol_seed)).lower()}
+        if best_trial is not None:
+            tags["sweep_best_trial"] = best_trial
+        r = train_fn(rcfg, extra_tags=tags)
+        m = getattr(r, "metrics", {})
+        print(f"bars final: [{i + 1}/{len(runs)}] seed {seed}: val_auc {m.get('val_auc', float('nan')):.5f} "
+              f"test_auc {m.get('test_auc', float('nan')):.5f}", flush=True)
+        results.append(r)
+    aucs = [float(getattr(r, "metrics", {}).get("test_auc", float("nan"))) for r in results]
+    if aucs:
+        import statistics
+
+        sd = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
+        print(f"bars final: test AUC {statistics.mean(aucs):.5f} +- {sd:.5f} over {len(aucs)} seeds; "
+              f"protocol seed {runs[0][1]}: {aucs[0]:.5f}", flush=True)
+    return results
+
+
+def _best_trial_number(d: Path) -> int | None:
+    """The best trial's number from trials.csv (highest val_auc among complete trials), if present."""
+    import csv
+
+    p = d / "trials.csv"
+    if not p.exists():
+        return None
+    best = None
+    with p.open() as f:
+        for row in csv.DictReader(f):
+            try:
+                v = float(row.get("val_auc") or "nan")
+            except ValueError:
+                continue
+            if row.get("state") == "complete" and v == v and (best is None or v > best[0]):
+                best = (v, int(row["number"]))
+    return None if best is None else best[1]
+
+
+def main() -> int:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    rc = {"code": 0}
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        try:
+            run_final(cfg, list(HydraConfig.get().overrides.task))
+        except FinalError as e:
+            print(f"bars final: error: {e}", file=sys.stderr)
+            rc["code"] = 2
+
+    _main()
+    return rc["code"]
+
+
+__all__ = ["FinalError", "final_configs", "main", "read_overrides", "run_final"]
