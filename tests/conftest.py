@@ -1,0 +1,48 @@
+"""Shared fixtures. Keep it tidy: one fixture per need, documented."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bars.config import PROJECT_ROOT, compose
+
+SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """../shared/datasets (real public data; Frappe is read from there only, never copied into the repo)."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip("../shared/datasets not available")
+    return SHARED_DATASETS
+
+
+@pytest.fixture
+def data_cfg(tmp_path):
+    """``data_cfg("data=movielens_small", ...)``: a composed config whose paths.data is under tmp_path."""
+
+    def make(*overrides: str):
+        return compose([f"paths.data={tmp_path / 'data'}", *overrides])
+
+    return make
+
+
+@pytest.fixture
+def criteo_raw(tmp_path, shared_datasets) -> Path:
+    """A raw folder holding the real Kaggle Criteo head (train.txt.gz, 10,000 rows)."""
+    d = tmp_path / "criteo_raw"
+    d.mkdir()
+    shutil.copy(shared_datasets / "criteo_head10k" / "raw" / "train.txt.gz", d / "train.txt.gz")
+    return d
+
+
+@pytest.fixture(scope="session")
+def movielens_folder(tmp_path_factory) -> Path:
+    """The shipped movielens_small demo data, prepared once per session."""
+    from bars.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("ml")
+    return prepare(compose(["data=movielens_small", f"paths.data={root}"]), quiet=True)
