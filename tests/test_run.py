@@ -1,0 +1,157 @@
+"""bars.run end to end on a tiny tabular dataset (and movielens_small, slow), read back through MLflow's API."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bars.config import PROJECT_ROOT, compose
+from bars.run import RunResult, train_one
+
+
+def _write_csv(path: Path, n: int = 600, price: str | None = None) -> Path:
+    rng = np.random.default_rng(0)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "user", "item", "price", "hist"])
+        for _ in range(n):
+            u, it = int(rng.integers(0, 30)), int(rng.integers(0, 20))
+            y = int((u % 3 == 0) ^ bool(rng.random() < 0.2))
+            hist = "|".join(str(x) for x in rng.integers(0, 10, int(rng.integers(1, 4))))
+            w.writerow([y, f"u{u}", f"i{it}", price or f"{rng.random():.3f}", hist])
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, Path | str]:
+    root = tmp_path_factory.mktemp("run")
+    return {"root": root, "uri": f"sqlite:///{root / 'mlflow.db'}", "csv": _write_csv(root / "tiny.csv")}
+
+
+def _cfg(env, *extra: str, csv_file: Path | None = None):
+    root = env["root"]
+    return compose([
+        "model=dcn", "data=tabular", f"data.file={csv_file or env['csv']}", "data.categorical=[user,item]",
+        "data.numeric=[price]", "data.sequence=[hist]", "model.params.dnn_hidden_units=[16]",
+        "train.batch_size=128", "train.max_epochs=2", "train.num_threads=1", f"tracking.uri={env['uri']}",
+        "tracking.experiment=tiny", f"paths.data={root / 'data'}", f"paths.checkpoints={root / 'ckpt'}", *extra,
+    ])
+
+
+def test_train_one_records_everything(env):
+    client = MlflowClient(tracking_uri=env["uri"])
+    seen: list[tuple[int, list[int]]] = []
+
+    def on_epoch(log):  # runs after the epoch was logged: the sweep's pruning relies on this order
+        run = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
+                                 filter_string="attributes.status = 'RUNNING'")[0]
+        seen.append((log.epoch, [m.step for m in client.get_metric_history(run.info.run_id, "val_auc")]))
+
+    r = train_one(_cfg(env), on_epoch=on_epoch, quiet=True)
+    assert isinstance(r, RunResult) and r.run_id
+    assert seen == [(1, [1]), (2, [1, 2])]
+    assert r.epochs == 2 and 1 <= r.best_epoch <= 2 and r.n_params > 0 and r.device == "cpu"
+    assert r.checkpoint is not None and r.checkpoint == env["root"] / "ckpt" / r.run_id / "best.pt"
+    assert r.checkpoint.exists()
+
+    run = client.get_run(r.run_id)
+    assert run.info.status == "FINISHED"
+    p, t, m = run.data.params, run.data.tags, run.data.metrics
+    assert p["model.name"] == "dcn" and p["train.max_epochs"] == "2" and p["data.name"] == "tabular"
+    assert p["model.params.dnn_hidden_units"] == "[16]"
+    assert t["model"] == "dcn" and t["data"] == "tabular" and t["seed"] == "2021" and t["stage"] == "single"
+    assert len(t["data_fingerprint"]) >= 8 and t["device"] == "cpu" and t["n_params"] == str(r.n_params)
+    for key in ("git_commit", "python", "torch", "cuda", "hostname", "pid", "bars_version", "command"):
+        assert t.get(key), key
+    for key in ("train_loss", "val_auc", "val_logloss", "lr", "samples_per_s"):
+        assert [h.step for h in client.get_metric_history(r.run_id, key)][:2] == [1, 2], key
+    # the final values are MLflow's latest ones
+    for key in ("val_auc", "val_logloss", "test_auc", "test_logloss"):
+        assert m[key] == pytest.approx(r.metrics[key]), key
+    assert m["val_auc"] == pytest.approx(max(h.val_auc for h in r.history))
+    for key in ("n_params", "epochs", "best_epoch", "wall_seconds", "seconds_per_epoch"):
+        assert key in m, key
+    assert 0.0 <= m["test_auc"] <= 1.0
+    names = {a.path for a in client.list_artifacts(r.run_id)}
+    assert {"config.yaml", "feature_spec.json", "manifest.json", "learning_curve.png", "env.txt"} <= names
+    from bars.tracking import load_run_config
+
+    cfg_back = load_run_config(r.run_id, env["uri"])
+    assert cfg_back.model.name == "dcn" and cfg_back.train.max_epochs == 2
+
+
+def test_child_run_and_failure_in_callback(env):
+    """A sweep trial: child of a parent run, tagged stage=trial; an exception from on_epoch ends it FAILED."""
+    from bars.tracking import Tracker
+
+    tracker = Tracker(env["uri"], "tiny")
+    with tracker.run("sweep", tags={"stage": "sweep"}) as parent:
+
+        def prune(log):
+            raise RuntimeError(f"pruned at epoch {log.epoch}")
+
+        with pytest.raises(RuntimeError, match="pruned at epoch 1") as info:
+            train_one(_cfg(env), on_epoch=prune, parent_run_id=parent.run_id,
+                      extra_tags={"stage": "trial", "trial": 0}, quiet=True)
+    assert any("ended FAILED" in n for n in getattr(info.value, "__notes__", []))
+    client = MlflowClient(tracking_uri=env["uri"])
+    exp = client.get_experiment_by_name("tiny")
+    [child] = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'")
+    assert child.info.status == "FAILED"
+    assert child.data.tags["stage"] == "trial" and child.data.tags["trial"] == "0"
+    assert child.data.tags["error"] == "RuntimeError: pruned at epoch 1"
+    assert [h.step for h in client.get_metric_history(child.info.run_id, "val_auc")] == [1]
+
+
+def test_tracking_disabled(env, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'never.db'}"
+    r = train_one(_cfg(env, "tracking.enabled=false", f"tracking.uri={uri}", "train.max_epochs=1"), quiet=True)
+    assert r.run_id is None and r.epochs == 1 and "test_auc" in r.metrics
+    assert not (tmp_path / "never.db").exists()
+
+
+def test_nan_loss_ends_failed(env):
+    """Infinite inputs make the loss NaN: the run stops with NonFiniteLossError, recorded in MLflow."""
+    from bars.train import NonFiniteLossError
+
+    bad = _write_csv(env["root"] / "bad.csv", n=300, price="inf")
+    with pytest.raises(NonFiniteLossError) as info:
+        train_one(_cfg(env, "tracking.experiment=nan", csv_file=bad), quiet=True)
+    client = MlflowClient(tracking_uri=env["uri"])
+    [run] = client.search_runs([client.get_experiment_by_name("nan").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error_type"] == "NonFiniteLossError"
+    assert run.info.run_id in " ".join(info.value.__notes__)
+
+
+def test_cli_failure_is_clear_and_non_zero(env):
+    """`bars train` with a bad model key: a one-line error, exit code 1, the MLflow run FAILED."""
+    root = env["root"]
+    cmd = [sys.executable, "-m", "bars.cli", "train", "model=dcn", "data=tabular", f"data.file={env['csv']}",
+           "data.categorical=[user,item]", "+model.params.bogus_key=1", f"tracking.uri={env['uri']}",
+           "tracking.experiment=cli", f"paths.data={root / 'data'}", f"paths.checkpoints={root / 'ckpt'}"]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "bars train: FAILED" in proc.stderr and "bogus_key" in proc.stderr
+    client = MlflowClient(tracking_uri=env["uri"])
+    [run] = client.search_runs([client.get_experiment_by_name("cli").experiment_id])
+    assert run.info.status == "FAILED" and "bogus_key" in run.data.tags["error"]
+
+
+@pytest.mark.slow
+def test_movielens_small_one_epoch(tmp_path):
+    cfg = compose(["model=dcn", "data=movielens_small", "train.max_epochs=1",
+                   f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"paths.data={tmp_path / 'data'}",
+                   f"paths.checkpoints={tmp_path / 'ckpt'}"])
+    r = train_one(cfg)
+    assert r.metrics["test_auc"] > 0.7
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(r.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["data"] == "movielens_small"
