@@ -1,0 +1,221 @@
+"""`bars reproduce run_id=<id>` (`make reproduce RUN=<id>`): rerun one MLflow run exactly and compare metrics.
+
+1. Read the run's recorded resolved config (its ``config.yaml`` artifact) and tags from MLflow.
+2. Rebase machine-specific paths: ``paths.*`` and ``tracking.*`` come from the current project (so a run
+   recorded on another clone or machine reruns here); any other recorded string value that starts with the
+   recorded ``paths.root`` is moved under the current one (e.g. ``data.raw_dir``). Everything else — model,
+   data, train, seed — is exactly as recorded; overriding it is refused.
+3. Prepare the data with that config and check its fingerprint against the run's ``data_fingerprint`` tag.
+4. Rerun with tracking (tags ``stage=reproduce``, ``reproduce_of=<id>``), print the original and new metrics
+   side by side with |diff|, and exit 1 when they differ on CPU (where they must be identical), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+# Compared metrics: the run's outcome. Timing metrics (wall_seconds, samples/s) are shown but never compared.
+COMPARED = ("val_auc", "val_logloss", "test_auc", "test_logloss", "epochs", "best_epoch", "n_params")
+SHOWN = ("seconds_per_epoch", "samples_per_s_mean")
+ALLOWED_OVERRIDE_PREFIXES = ("run_id", "+run_id", "paths.", "tracking.", "hydra.")
+
+
+class ReproduceError(RuntimeError):
+    """The run cannot be reproduced as recorded (missing config, other data, unknown run)."""
+
+
+@dataclass
+class Comparison:
+    run_id: str
+    new_run_id: str | None
+    rows: list[tuple[str, float | None, float | None, float | None]]  # metric, original, new, |diff|
+    device: str
+    identical: bool
+
+    @property
+    def ok(self) -> bool:
+        """Identical, or not on CPU (GPU kernels may be non-deterministic; the table still shows |diff|)."""
+        return self.identical or not self.device.startswith("cpu")
+
+
+def rebase_config(recorded: Mapping[str, Any] | DictConfig, current: DictConfig) -> DictConfig:
+    """The recorded config with ``paths``/``tracking`` taken from ``current`` and paths under the recorded
+    project root moved under the current one. The experiment stays the recorded one."""
+    rec = OmegaConf.to_container(OmegaConf.create(recorded), resolve=True) \
+        if not isinstance(recorded, DictConfig) else OmegaConf.to_container(recorded, resolve=True)
+    cur_paths = OmegaConf.to_container(current.paths, resolve=True)
+    cur_tracking = OmegaConf.to_container(current.tracking, resolve=True)
+    old_root = str((rec.get("paths") or {}).get("root") or "")
+    new_root = str(cur_paths.get("root") or "")
+
+    def move(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: move(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [move(x) for x in v]
+        if isinstance(v, str) and old_root and new_root and (v == old_root or v.startswith(old_root + "/")):
+            return new_root + v[len(old_root):]
+        return v
+
+    out = {k: move(v) for k, v in rec.items() if k not in ("paths", "tracking")}
+    out["paths"] = cur_paths
+    tracking = dict(cur_tracking)
+    tracking["experiment"] = (rec.get("tracking") or {}).get("experiment") or (rec.get("data") or {}).get("name")
+    tracking["enabled"] = True
+    out["tracking"] = tracking
+    return OmegaConf.create(out)
+
+
+def data_fingerprint(folder: Path) -> str:
+    """The fingerprint of a prepared folder: its manifest's, else the folder name (which carries it)."""
+    import json
+
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        if manifest.get("fingerprint"):
+            return str(manifest["fingerprint"])
+    except (OSError, ValueError):
+        pass
+    return Path(folder).name
+
+
+def compare(old: Mapping[str, float], new: Mapping[str, float], device: str, run_id: str,
+            new_run_id: str | None) -> Comparison:
+    rows: list[tuple[str, float | None, float | None, float | None]] = []
+    identical = True
+    for key in COMPARED + SHOWN:
+        a, b = old.get(key), new.get(key)
+        if a is None and b is None:
+            continue
+        diff = abs(a - b) if a is not None and b is not None else None
+        if key in COMPARED and (a is None or b is None or not (a == b or (math.isnan(a) and math.isnan(b)))):
+            identical = False
+        rows.append((key, a, b, diff))
+    return Comparison(run_id, new_run_id, rows, device, identical)
+
+
+def format_table(c: Comparison) -> str:
+    def f(v: float | None) -> str:
+        if v is None:
+            return "—"
+        return f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.10g}"
+
+    lines = [f"{'metric':<20} {'original':>18} {'reproduced':>18} {'|diff|':>12}",
+             f"{'':<20} {c.run_id[:18]:>18} {(c.new_run_id or 'untracked')[:18]:>18}"]
+    for key, a, b, d in c.rows:
+        mark = "" if key in COMPARED else "  (timing, not compared)"
+        lines.append(f"{key:<20} {f(a):>18} {f(b):>18} {('—' if d is None else f'{d:.3g}'):>12}{mark}")
+    if c.identical:
+        verdict = "identical"
+    elif c.ok:
+        verdict = f"differ (device {c.device}: GPU kernels may be non-deterministic)"
+    else:
+        verdict = f"DIFFER on {c.device}, where they must be identical"
+    lines.append(f"result: {verdict}")
+    return "\n".join(lines)
+
+
+def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictConfig], Path] | None = None,
+              train_fn: Callable[..., Any] | None = None, out: Callable[[str], None] = print) -> Comparison:
+    """Rerun MLflow run ``run_id`` (from the store at ``current.tracking.uri``) and compare its metrics."""
+    from bars.records import RecordsError, download_artifact, get_run
+
+    uri = str(current.tracking.uri)
+    try:
+        old = get_run(uri, run_id)
+    except RecordsError as e:
+        raise ReproduceError(str(e)) from None
+    if old.status != "FINISHED":
+        raise ReproduceError(f"run {run_id} ended {old.status}, not FINISHED: nothing to compare against")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = download_artifact(uri, run_id, "config.yaml", tmp)
+        except RecordsError as e:
+            raise ReproduceError(f"run {run_id} recorded no resolved config (config.yaml artifact): {e}") from None
+        recorded = OmegaConf.load(path)
+    cfg = rebase_config(recorded, current)
+    out(f"bars reproduce: run {run_id} ({old.tags.get('model', '?')} on {old.tags.get('data', '?')}, seed "
+        f"{cfg.get('seed')}, stage {old.stage or '?'}) from {uri}")
+
+    if prepare_fn is None:
+        from bars.data.prepare import prepare as prepare_fn
+    folder = Path(prepare_fn(cfg))
+    want = old.tags.get("data_fingerprint")
+    got = data_fingerprint(folder)
+    if not want:
+        raise ReproduceError(f"run {run_id} has no data_fingerprint tag: cannot check its data")
+    if got != want:
+        raise ReproduceError(
+            f"data fingerprint mismatch: run {run_id} trained on data {want}, but preparing "
+            f"{cfg.data.name} with its recorded config gives {got} ({folder}). The raw files or the "
+            f"preprocessing code differ from the run's; restore them (see datasets/{cfg.data.name}/README.md) "
+            f"or check out the run's commit {old.tags.get('git_commit', '?')}.")
+    out(f"data fingerprint {got} matches")
+
+    if train_fn is None:
+        from bars.run import train_one as train_fn
+    result = train_fn(cfg, extra_tags={"stage": "reproduce", "reproduce_of": run_id})
+    new_id = getattr(result, "run_id", None)
+    if new_id:
+        new = get_run(uri, new_id)
+        new_metrics, device = new.metrics, new.tags.get("device", getattr(result, "device", "unknown"))
+    else:
+        new_metrics, device = dict(getattr(result, "metrics", {})), str(getattr(result, "device", "unknown"))
+    c = compare(old.metrics, new_metrics, str(device), run_id, new_id)
+    out(format_table(c))
+    return c
+
+
+def split_run_id(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Pull ``run_id=<id>`` out of the command line (it is not a config key); the rest are Hydra overrides."""
+    run_id, rest = None, []
+    for a in argv:
+        if a.startswith(("run_id=", "+run_id=")):
+            run_id = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return run_id, rest
+
+
+def main() -> int:
+    """``bars reproduce run_id=<id> [paths.*=... tracking.*=...]``."""
+    import hydra
+
+    from bars.config import CONF_DIR
+
+    run_id, rest = split_run_id(sys.argv[1:])
+    if not run_id:
+        print("usage: bars reproduce run_id=<MLflow run id>   (make reproduce RUN=<id>)", file=sys.stderr)
+        return 2
+    bad = [a for a in rest if not a.startswith("-") and not a.startswith(ALLOWED_OVERRIDE_PREFIXES)]
+    if bad:
+        print(f"bars reproduce: {bad}: a reproduction reruns the recorded config exactly; only paths.* and "
+              f"tracking.* may be overridden", file=sys.stderr)
+        return 2
+    sys.argv = [sys.argv[0], *rest]
+    rc = {"code": 0}
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        try:
+            c = reproduce(run_id, cfg)
+        except ReproduceError as e:
+            print(f"bars reproduce: {e}", file=sys.stderr)
+            rc["code"] = 1
+            return
+        rc["code"] = 0 if c.ok else 1
+
+    _main()
+    return rc["code"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
