@@ -1,0 +1,131 @@
+"""Loader: contract dtypes, checksum and schema verification, seeded slice batches; transforms; downloads."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from bars.data import transforms as T
+from bars.data.download import download_file
+from bars.data.errors import DataError
+from bars.data.loader import load_dataset
+from bars.data.spec import SpecError
+
+
+def test_load_dtypes_and_batches(movielens_folder):
+    ds = load_dataset(movielens_folder)
+    tr = ds.splits["train"]
+    assert tr.features["user"].dtype == torch.int32 and tr.features["genres"].dim() == 2
+    assert tr.label.dtype == torch.float32 and ds.fingerprint == movielens_folder.name
+    seen = torch.cat([b[1] for b in tr.batches(4096, shuffle=False)])
+    assert torch.equal(seen, tr.label)
+    a = [y for _, y in tr.batches(1000, shuffle=True, seed=3)]
+    b = [y for _, y in tr.batches(1000, shuffle=True, seed=3)]
+    c = [y for _, y in tr.batches(1000, shuffle=True, seed=4)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(a[0], c[0])
+    users = torch.cat([f["user"] for f, _ in tr.batches(777, shuffle=True, seed=1)])
+    assert torch.equal(users.sort().values, tr.features["user"].sort().values)  # each row once
+
+
+def test_checksum_and_schema_mismatch(movielens_folder, tmp_path):
+    bad = tmp_path / "copy"
+    shutil.copytree(movielens_folder, bad)
+    with open(bad / "test.parquet", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(DataError, match=r"test.parquet: sha256 mismatch"):
+        load_dataset(bad)
+    shutil.copy(movielens_folder / "test.parquet", bad / "test.parquet")
+    pl.read_parquet(bad / "valid.parquet").with_columns(pl.col("user").cast(pl.Int64)).write_parquet(bad / "valid.parquet")
+    with pytest.raises(SpecError, match=r"column 'user' \(categorical\) has type int64, expected int32"):
+        load_dataset(bad, verify=False)
+    with pytest.raises(DataError, match="no manifest.json"):
+        load_dataset(tmp_path)
+
+
+def test_vocab_order_and_encoding():
+    lf = pl.DataFrame({"c": ["b", "a", "b", "c", "a", "d", None]}).lazy()
+    vocab = T.vocab_query(lf, "c", min_count=2).collect()["c"]
+    assert vocab.to_list() == ["a", "b"]  # equal counts -> by value
+    enc = pl.DataFrame({"c": ["a", "b", "z", None]}).select(T.encode_categorical("c", vocab))["c"].to_list()
+    assert enc == [2, 3, 1, 0]
+
+
+def test_criteo_bucket():
+    out = pl.DataFrame({"I": [None, -1, 0, 1, 2, 3, 100]}).select(T.criteo_bucket("I"))["I"].to_list()
+    assert out == [0, -1, 0, 1, 2, int(np.floor(np.log(3) ** 2)), int(np.floor(np.log(100) ** 2))]
+
+
+def test_assign_split_is_batch_independent():
+    whole = T.assign_split(0, 10_000, 7, (0.8, 0.1, 0.1))
+    parts = np.concatenate([T.assign_split(s, 1000, 7, (0.8, 0.1, 0.1)) for s in range(0, 10_000, 1000)])
+    assert np.array_equal(whole, parts)
+    assert abs((whole == 0).mean() - 0.8) < 0.02 and not np.array_equal(whole, T.assign_split(0, 10_000, 8, (8, 1, 1)))
+
+
+class _RangeHandler(SimpleHTTPRequestHandler):
+    """Serves files with HTTP Range support; drops the first response after ``cut`` bytes."""
+
+    cut: dict = {}
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        path = self.translate_path(self.path)
+        data = open(path, "rb").read()
+        start = 0
+        rng = self.headers.get("Range")
+        if rng:
+            start = int(rng.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.cut.get("n"):
+            n = self.cut.pop("n")
+            self.wfile.write(body[:n])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), partial(_RangeHandler, directory=str(root)))
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    yield root, f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_download_resume_and_verify(http_dir, tmp_path):
+    import hashlib
+
+    root, url = http_dir
+    blob = np.random.default_rng(0).bytes(3 << 20)
+    (root / "f.bin").write_bytes(blob)
+    md5 = hashlib.md5(blob).hexdigest()
+    dest = tmp_path / "dl" / "f.bin"
+    _RangeHandler.cut["n"] = 1 << 20
+    with pytest.raises(DataError, match="rerun to resume"):
+        download_file(f"{url}/f.bin", dest, md5=md5, progress=False)
+    part = dest.with_name("f.bin.part")
+    assert part.exists() and not dest.exists() and part.stat().st_size == 1 << 20
+    assert download_file(f"{url}/f.bin", dest, md5=md5, progress=False) == dest  # resumed via Range
+    assert dest.read_bytes() == blob and not part.exists()
+    with pytest.raises(DataError, match="md5 mismatch"):
+        download_file(f"{url}/f.bin", tmp_path / "x.bin", md5="0" * 32, progress=False)
+    assert not (tmp_path / "x.bin").exists() and not (tmp_path / "x.bin.part").exists()
