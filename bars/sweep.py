@@ -454,11 +454,11 @@ def fail_stale_trials(study: optuna.Study, retry: bool) -> list[int]:
         if now - started < STALE_MIN_AGE:
             continue
         try:
+            storage.set_trial_user_attr(t._trial_id, "bars_failed_reason", f"worker {ident} died")
             if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
                 continue
-        except Exception:  # another process failed it first
-            continue
-        storage.set_trial_user_attr(t._trial_id, "bars_failed_reason", f"worker {ident} died")
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, KeyError):
+            continue  # another process finished or failed it first
         failed.append(t.number)
         if retry:
             cb = getattr(storage, "heartbeat_stale_trial_callback", None)
@@ -1171,6 +1171,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
             except KeyboardInterrupt:
                 interrupted = True
         else:
+            _prepare_data_once(cfg)
             board = Board(k, live=(mode == "live")) if mode != "off" else None
             procs = spawn_workers(cfg, cli_overrides, url, k, board)
             interrupted = _wait_workers(procs)
@@ -1195,6 +1196,16 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
     if interrupted:
         raise KeyboardInterrupt
     return summary
+
+
+def _prepare_data_once(cfg: DictConfig) -> None:
+    """Prepare the dataset before starting workers, so k workers do not all build it at once."""
+    try:
+        from bars.data.prepare import prepare
+    except ImportError:
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        prepare(cfg)
 
 
 def _safe_url(url: str) -> str:

@@ -1,0 +1,321 @@
+"""bars.sweep without training: search spaces against the composed configs, override formatting, the budget
+across workers, stale trials, results files, resume. Fast (a stand-in training function, no MLflow)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+
+from bars import sweep as S
+from bars.config import compose
+from bars.models import list_models
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def fake_train(cfg, *, on_epoch=None, parent_run_id=None, extra_tags=None, quiet=False):
+    """Deterministic in the trial's parameters: AUC peaks at learning rate 1e-3."""
+    import math
+
+    lr = float(cfg.train.learning_rate)
+    best = 0.0
+    epochs = int(cfg.train.max_epochs)
+    for e in range(1, epochs + 1):
+        v = 0.8 - 0.05 * abs(math.log10(lr) + 3) + 0.002 * e
+        best = max(best, v)
+        if on_epoch:
+            on_epoch(SimpleNamespace(epoch=e, val_auc=v, val_logloss=0.5))
+    return SimpleNamespace(run_id=None, metrics={"val_auc": best, "val_logloss": 0.5}, epochs=epochs)
+
+
+def overrides(tmp_path: Path, *extra: str) -> list[str]:
+    return ["model=dcn", "data=movielens_small", f"sweep.dir={tmp_path / 'sw'}", "tracking.enabled=false",
+            "sweep.progress=off", "train.max_epochs=3", *extra]
+
+
+# ------------------------------------------------------------------------------------------ search spaces
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_every_model_has_a_search_space_that_fits_its_config(model):
+    cfg = compose([f"model={model}"])
+    space = S.load_search_space(model)
+    assert space, model
+    S.validate_space(space, cfg)
+    # every suggestion is a valid override: applying it keeps the model buildable
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    from bars.models.registry import config_class
+
+    for _ in range(5):
+        t = study.ask()
+        params = {k: p.suggest(t) for k, p in space.items()}
+        tcfg = compose([f"model={model}", *S.to_overrides(params)])
+        for k, v in params.items():
+            got = OmegaConf.select(tcfg, k)
+            if isinstance(v, float):
+                assert got == pytest.approx(v, rel=1e-10), k
+            else:
+                assert (list(got) if isinstance(v, list) else got) == v, k
+        p = OmegaConf.to_container(tcfg.model.params, resolve=True)
+        cls = config_class(model)
+        cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})  # validates combinations
+        study.tell(t, 0.5)
+
+
+def test_search_spaces_exist_only_for_registered_models():
+    files = {p.stem for p in S.SEARCH_DIR.glob("*.yaml")} - {"common"}
+    assert files == set(list_models())
+
+
+def test_search_space_covers_bars_grid_for_dcn():
+    space = S.load_search_space("dcn")
+    assert space["model.params.num_cross_layers"].low == 1 and space["model.params.num_cross_layers"].high >= 6
+    reg = space["train.embedding_regularizer"]
+    assert reg.log and reg.low <= 1e-5 and reg.high >= 0.1
+    assert space["model.params.dropout"].low == 0.0 and space["model.params.dropout"].high >= 0.5
+    assert (400, 400, 400) in space["model.params.dnn_hidden_units"].choices
+
+
+def test_unknown_key_is_an_error_listing_nearest_keys(tmp_path):
+    d = tmp_path / "search"
+    d.mkdir()
+    (d / "common.yaml").write_text("train.learning_rat: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    (d / "dcn.yaml").write_text("model.params.num_cros_layers: {type: int, low: 1, high: 6}\n")
+    cfg = compose(overrides(tmp_path, f"sweep.search_dir={d}"))
+    with pytest.raises(S.SearchSpaceError) as e:
+        S.sweep(cfg, [], train_fn=fake_train)
+    msg = str(e.value)
+    assert "train.learning_rat" in msg and "train.learning_rate" in msg
+    assert "model.params.num_cros_layers" in msg and "model.params.num_cross_layers" in msg
+    assert not (tmp_path / "sw").exists()  # nothing created before the check
+
+
+@pytest.mark.parametrize("spec, err", [
+    ("{type: float, low: 1, high: 0}", "low <= high"),
+    ("{type: float, low: 0, high: 1, log: true}", "log scale"),
+    ("{type: gauss, low: 0, high: 1}", "unknown type"),
+    ("{type: categorical, choices: []}", "non-empty"),
+    ("{type: int, low: 1, high: 3, bogus: 1}", "takes low, high"),
+])
+def test_bad_param_specs(tmp_path, spec, err):
+    (tmp_path / "dcn.yaml").write_text(f"train.learning_rate: {spec}\n")
+    with pytest.raises(S.SearchSpaceError, match=err):
+        S.load_search_space("dcn", tmp_path)
+
+
+def test_model_file_drops_and_overrides_common_keys(tmp_path):
+    (tmp_path / "common.yaml").write_text("a.b: [1, 2]\nc.d: {type: int, low: 1, high: 2}\n")
+    (tmp_path / "m.yaml").write_text("a.b: null\nc.d: {type: int, low: 3, high: 4}\n")
+    space = S.load_search_space("m", tmp_path)
+    assert list(space) == ["c.d"] and space["c.d"].low == 3
+    with pytest.raises(S.SearchSpaceError, match="search spaces exist for"):
+        S.load_search_space("nope", tmp_path)
+
+
+def test_override_formatting_is_replayable_without_spaces():
+    params = {"train.learning_rate": 0.00012345678901234, "model.params.batch_norm": False,
+              "model.params.hidden_units": [400, 400, 400], "model.params.dropout": 0.30000000000000004,
+              "model.params.model_structure": "parallel", "x.y": None}
+    ovs = S.to_overrides(params)
+    assert all(" " not in o for o in ovs)
+    assert "model.params.dropout=0.3" in ovs and "model.params.hidden_units=[400,400,400]" in ovs
+    cfg = compose(["model=dcnv2", *[o for o in ovs if not o.startswith(("x.y", "model.params.hidden"))]])
+    assert cfg.model.params.batch_norm is False and cfg.model.params.model_structure == "parallel"
+    assert abs(cfg.train.learning_rate - 0.00012345678901234) < 1e-15
+
+
+# ------------------------------------------------------------------------------------- sweeps, no training
+
+
+def test_sweep_budget_results_and_resume(tmp_path):
+    ov = overrides(tmp_path, "sweep.trials=6", "train.weight_decay_unused=1" if False else "train.batch_size=512")
+    cfg = compose(ov)
+    summary = S.sweep(cfg, ov, train_fn=fake_train)
+    assert summary["finished"] == 6 and summary["budget"] == 6
+    rows = list(csv.DictReader((tmp_path / "sw" / "trials.csv").open()))
+    assert [int(r["number"]) for r in rows] == list(range(6))
+    assert set(rows[0]) >= {"number", "state", "train.learning_rate", "val_auc", "val_logloss", "epochs",
+                            "seconds"}
+    best = (tmp_path / "sw" / "best.overrides").read_text().split()
+    assert "train.batch_size=512" in best  # the command's training overrides are replayed too
+    assert not any(o.startswith(("sweep.", "model=", "data=", "tracking.")) for o in best)
+    # the best overrides compose and reproduce the best trial's parameters
+    rcfg = compose(["model=dcn", *best])
+    top = max((r for r in rows if r["state"] == "complete"), key=lambda r: float(r["val_auc"]))
+    assert abs(rcfg.train.learning_rate - float(top["train.learning_rate"])) < 1e-12
+
+    # rerun: budget reached -> nothing trains, results rewritten
+    calls = []
+    summary2 = S.sweep(cfg, ov, train_fn=lambda *a, **k: calls.append(1))
+    assert calls == [] and summary2["finished"] == 6
+    # a larger budget resumes the same study; no parameter set repeats a completed trial
+    ov3 = [*ov, "sweep.trials=9"]
+    summary3 = S.sweep(compose(ov3), ov3, train_fn=fake_train)
+    assert summary3["finished"] == 9
+    study = S.load_study(compose(ov3), S.open_storage(S.storage_url(compose(ov3))), 0)
+    assert len(study.trials) == 9
+    keys = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(keys)) == len(keys)
+    attrs = study.user_attrs
+    assert attrs["sampler"] == "optuna.samplers.TPESampler" and attrs["optuna_version"] == optuna.__version__
+    assert attrs["sampler_settings"]["multivariate"] is True and attrs["sampler_seed"] == 2021
+    assert attrs["budget"] == 9
+
+
+def test_pruning_on_per_epoch_val_auc(tmp_path):
+    def bad_then_good(cfg, *, on_epoch=None, **_):
+        lr = float(cfg.train.learning_rate)
+        for e in range(1, 4):
+            on_epoch(SimpleNamespace(epoch=e, val_auc=0.9 if lr > 1e-3 else 0.5 + 0.01 * e, val_logloss=0.5))
+        return SimpleNamespace(run_id=None, metrics={"val_auc": 0.9 if lr > 1e-3 else 0.53,
+                                                     "val_logloss": 0.5}, epochs=3)
+
+    ov = overrides(tmp_path, "sweep.trials=12", "sweep.pruner.n_startup_trials=2", "sweep.pruner.n_warmup_steps=0")
+    S.sweep(compose(ov), ov, train_fn=bad_then_good)
+    rows = list(csv.DictReader((tmp_path / "sw" / "trials.csv").open()))
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    assert pruned and all(float(r["train.learning_rate"]) <= 1e-3 for r in pruned)
+    assert all(int(r["epochs"]) < 3 for r in pruned)
+
+
+def test_failed_trials_do_not_count_and_are_replaced(tmp_path):
+    n = {"i": 0}
+
+    def flaky(cfg, **kw):
+        n["i"] += 1
+        if n["i"] in (2, 3):
+            raise RuntimeError("boom")
+        return fake_train(cfg, **kw)
+
+    ov = overrides(tmp_path, "sweep.trials=4")
+    summary = S.sweep(compose(ov), ov, train_fn=flaky)
+    assert summary["finished"] == 4 and summary["failed"] == 2
+    states = [r["state"] for r in csv.DictReader((tmp_path / "sw" / "trials.csv").open())]
+    assert states.count("failed") == 2 and states.count("complete") + states.count("pruned") == 4
+
+
+def test_too_many_failures_stop_the_sweep(tmp_path):
+    def broken(cfg, **kw):
+        raise RuntimeError("always")
+
+    ov = overrides(tmp_path, "sweep.trials=3", "sweep.max_failed=2")
+    with pytest.raises(S.SweepError, match="2 trials failed"):
+        S.sweep(compose(ov), ov, train_fn=broken)
+
+
+def test_worker_needs_an_existing_study(tmp_path):
+    ov = overrides(tmp_path, "sweep.role=worker")
+    with pytest.raises(S.SweepError, match="does not exist"):
+        S.sweep(compose(ov), ov, train_fn=fake_train)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_stale_running_trial_of_a_dead_worker_is_failed(tmp_path, monkeypatch):
+    ov = overrides(tmp_path, "sweep.trials=2")
+    cfg = compose(ov)
+    storage = S.open_storage(S.storage_url(cfg))
+    study = S.create_study(cfg, storage, S.load_search_space("dcn"))
+    t = study.ask()
+    host = __import__("socket").gethostname()
+    t.set_user_attr(S.WORKER_ATTR, f"{host}:{_dead_pid()}:0")
+    alive = study.ask()
+    alive.set_user_attr(S.WORKER_ATTR, S.worker_identity())
+    monkeypatch.setattr(S, "STALE_MIN_AGE", 0.0)
+    assert S.fail_stale_trials(study, retry=False) == [t.number]
+    states = {x.number: x.state for x in study.get_trials()}
+    assert states[t.number] == optuna.trial.TrialState.FAIL
+    assert states[alive.number] == optuna.trial.TrialState.RUNNING
+    # a young trial (just picked up; may still carry a dead identity) is left alone
+    y = study.ask()
+    y.set_user_attr(S.WORKER_ATTR, f"{host}:{_dead_pid()}:0")
+    monkeypatch.setattr(S, "STALE_MIN_AGE", 60.0)
+    assert S.fail_stale_trials(study, retry=False) == []
+
+
+def test_budget_race_loser_is_skipped_and_ignored(tmp_path):
+    ov = overrides(tmp_path, "sweep.trials=1")
+    cfg = compose(ov)
+    storage = S.open_storage(S.storage_url(cfg))
+    study = S.create_study(cfg, storage, S.load_search_space("dcn"))
+    first = study.ask()  # another worker's trial, running
+    second = study.ask()
+    with pytest.raises(S._OverBudget):
+        S.claim_or_skip(study, second, 1)
+    S.claim_or_skip(study, first, 1)  # the earlier trial keeps its claim
+    study.tell(second, state=optuna.trial.TrialState.FAIL)
+    study.tell(first, 0.7)
+    assert S.budget_state(study, 1).finished == 1 and S.budget_state(study, 1).failed == 0
+    header, rows = S.trials_table(study)
+    assert [r[0] for r in rows] == [first.number]
+
+
+def test_worker_command_and_cpu_threads(tmp_path):
+    cfg = compose(overrides(tmp_path, "sweep.workers=2"))
+    assert S.default_threads(cfg, 2) == max(1, (os.cpu_count() or 1) // 2)
+    cmd = S.worker_command(["model=dcn", "sweep.workers=2", "sweep.storage=x"], "journal:///a/b.journal", 1, 1)
+    assert cmd[1:4] == ["-m", "bars.cli", "sweep"]
+    assert "sweep.role=worker" in cmd and "sweep.worker_index=1" in cmd and "sweep.storage=/a/b.journal" in cmd
+    assert "sweep.workers=2" not in cmd and "sweep.storage=x" not in cmd and "sweep.threads=1" in cmd
+
+
+def test_progress_line(capsys):
+    p = S.Progress("plain", "w0", 8, stream=sys.stdout)
+    p.best, p.finished = 0.81234, 2
+    p._emit(p._line("(#2) complete"), True)
+    out = capsys.readouterr().out
+    assert "w0 trial 3/8 (#2) complete | best val_auc 0.81234 |" in out
+
+
+def test_dashboard_points_at_the_same_storage(tmp_path):
+    from bars.dashboard import dashboard
+
+    ov = overrides(tmp_path, "sweep.trials=1")
+    cfg = compose(ov)
+    with pytest.raises(FileNotFoundError, match="run `make sweep"):
+        dashboard(cfg, serve=False)
+    S.sweep(cfg, ov, train_fn=fake_train)
+    assert dashboard(cfg, serve=False).startswith("http://127.0.0.1:")
+
+
+def test_final_reruns_best_with_protocol_seeds(tmp_path):
+    from bars.final import run_final
+
+    ov = overrides(tmp_path, "sweep.trials=3")
+    S.sweep(compose(ov), ov, train_fn=fake_train)
+    seen = []
+
+    def record(cfg, **kw):
+        seen.append((int(cfg.seed), float(cfg.train.learning_rate), int(cfg.train.max_epochs), kw["extra_tags"]))
+        return SimpleNamespace(run_id=None, metrics={"val_auc": 0.8, "test_auc": 0.8})
+
+    fov = [*ov, "final.seeds=3"]
+    run_final(compose(fov), fov, train_fn=record)
+    best = dict(o.split("=", 1) for o in (tmp_path / "sw" / "best.overrides").read_text().split())
+    assert [s for s, *_ in seen] == [2021, 2022, 2023]
+    assert all(abs(lr - float(best["train.learning_rate"])) < 1e-12 for _, lr, *_ in seen)
+    assert all(t["stage"] == "final" for *_, t in seen) and seen[0][3]["final_index"] == 0
+    assert seen[0][2] == 3  # the command's train.max_epochs, not the sweep cap
+
+
+def test_launcher_time_budget(tmp_path):
+    def slow(cfg, **kw):
+        time.sleep(0.3)
+        return fake_train(cfg, **kw)
+
+    ov = overrides(tmp_path, "sweep.trials=50", "sweep.timeout=1")
+    summary = S.sweep(compose(ov), ov, train_fn=slow)
+    assert 1 <= summary["finished"] < 50
