@@ -195,13 +195,21 @@ def _std(values: Sequence[float]) -> float | None:
     return float(math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)))
 
 
-def _history_values(rec, key: str) -> list[float]:
-    """Per-epoch values of a metric (steps >= 1; step 0 holds summaries logged without a step)."""
-    return [v for s, v in rec.history.get(key, ()) if s >= 1]
-
-
 def _curve(rec, key: str) -> tuple[tuple[int, float], ...]:
-    return tuple((s, v) for s, v in rec.history.get(key, ()) if s >= 1)
+    """Per-epoch values of a metric: the first value logged at each step >= 1 (bars.run logs the run's final
+    ``val_*`` summary again at the last epoch's step, after that epoch's own value)."""
+    out: dict[int, float] = {}
+    for s, v in rec.history.get(key, ()):
+        if s >= 1 and s not in out:
+            out[s] = v
+    return tuple(sorted(out.items()))
+
+
+def _samples_per_s(rec) -> float | None:
+    """Training throughput of a run: its ``samples_per_s_mean`` metric, else the mean of the per-epoch values."""
+    if "samples_per_s_mean" in rec.metrics:
+        return rec.metrics["samples_per_s_mean"]
+    return _mean([v for _, v in _curve(rec, "samples_per_s")])
 
 
 def trial_state(rec) -> str:
@@ -215,14 +223,8 @@ def trial_state(rec) -> str:
 
 
 def trial_value(rec) -> float | None:
-    """The validation AUC a trial reports (its best epoch's): the ``val_auc`` value at step ``best_epoch`` when
-    the history holds it, else MLflow's latest ``val_auc``."""
-    best = _int(rec.metrics.get("best_epoch"))
-    hist = rec.history.get("val_auc", ())
-    if best is not None and hist:
-        at = [v for s, v in hist if s == best]
-        if at:
-            return at[-1]
+    """The validation AUC a trial reports: MLflow's latest ``val_auc``, which bars.run logs last (at step = last
+    epoch) as the best epoch's value."""
     return rec.metrics.get("val_auc")
 
 
@@ -326,7 +328,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                     spe.append(r.metrics["seconds_per_epoch"])
                 elif r.metrics.get("wall_seconds") and r.metrics.get("epochs"):
                     spe.append(r.metrics["wall_seconds"] / r.metrics["epochs"])
-            sps = [m for m in (_mean(_history_values(r, "samples_per_s")) for r in runs) if m is not None]
+            sps = [m for m in (_samples_per_s(r) for r in runs) if m is not None]
             mtrials = [t for t in trials if t.model == model]
             numbers: dict[str, str] = {}
             for t in sorted(mtrials, key=lambda t: (t.start_time or 0, t.run_id)):

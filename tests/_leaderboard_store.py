@@ -83,6 +83,7 @@ def log_run(client: MlflowClient, exp_id: str, tmp: Path, data: str, model: str,
         metrics += [Metric("train_loss", 0.5 / ep, ts, ep), Metric("val_auc", val, ts, ep),
                     Metric("val_logloss", 0.3 + 0.05 / ep, ts, ep), Metric("lr", 1e-3, ts, ep),
                     Metric("samples_per_s", 30000.0 + rng.uniform(-500, 500), ts, ep)]
+    rates = [m.value for m in metrics if m.key == "samples_per_s"]
     final = {
         "val_auc": best_val,
         "val_logloss": 0.3 + rng.uniform(0, 0.01),
@@ -93,8 +94,10 @@ def log_run(client: MlflowClient, exp_id: str, tmp: Path, data: str, model: str,
         "best_epoch": float(epochs - 1),
         "wall_seconds": 10.0 * epochs + rng.uniform(0, 1),
         "seconds_per_epoch": 10.0 + rng.uniform(0, 1),
+        "samples_per_s_mean": sum(rates) / len(rates),
     }
-    metrics += [Metric(k, v, ts + 1, epochs if k.startswith("val_") else 0) for k, v in final.items()]
+    # bars.run logs the final values at step = last epoch, after that epoch's own values
+    metrics += [Metric(k, v, ts + 1, epochs) for k, v in final.items()]
     params = [Param(k, v) for k, v in _params(data, model, seed).items()]
     client.log_batch(rid, metrics=metrics, params=params)
     cfg_path = tmp / f"{rid}" / "config.yaml"
