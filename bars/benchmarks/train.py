@@ -1,0 +1,261 @@
+"""`bars bench train`: training samples/s on CPU through the real trainer (``bars.train.fit``), per model.
+
+    bars bench train [--models dcn,lr] [--rows 49152] [--epochs 2] [--threads N] [--profile] [--skip-zoo]
+
+1. Every registered model, its ``conf/model/<m>.yaml`` defaults, embedding dim 10, batch 4096, on a synthetic
+   Criteo-format dataset (13 numeric fields I1-I13 + 26 categorical fields C1-C26, log-spaced vocabularies from 4 to
+   300,000 rows, ~1.3M embedding rows in all), embedding regularizer 1e-5 (so the whole-table regularizer's cost
+   is included).
+2. DCN at the Frappe_x1 best configuration: 10 categorical fields with the vocabulary sizes BARS logged,
+   embedding 10, DNN [400, 400, 400], 3 cross layers, batch norm, dropout 0.2, embedding regularizer 0.05.
+   Goal: >= 30,000 training samples/s on the 2-core CPU machine, validation at least as fast per row.
+
+Columns: ``train/s`` = training rows / training seconds of the last epoch measured by ``fit`` (batching,
+forward, loss + regularizers, backward, clipping, Adam: everything but validation; the first epoch is warm-up);
+``train/cpu-s`` = the same rows per CPU-second of this process (all threads; on a machine shared with other
+jobs wall-clock figures fall, this one much less: with ``--threads 1`` it is the single-core speed);
+``step/s`` = the same step on one fixed batch with no data pipeline (a ceiling: what the model costs);
+``valid/s`` = rows/s of ``bars.train.evaluate`` (batch 16384, no_grad, AUC + logloss included).
+``--profile`` prints torch.profiler's top operators for the Frappe DCN training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+GOAL_SAMPLES_PER_S = 30_000
+
+FRAPPE_VOCAB = {
+    "user": 956,
+    "item": 4084,
+    "daytime": 9,
+    "weekday": 9,
+    "isweekend": 4,
+    "homework": 5,
+    "cost": 4,
+    "weather": 11,
+    "country": 82,
+    "city": 235,
+}
+FRAPPE_DCN_BEST = {
+    "embedding_dim": 10,
+    "dnn_hidden_units": [400, 400, 400],
+    "activation": "relu",
+    "batch_norm": True,
+    "dropout": 0.2,
+    "num_cross_layers": 3,
+}
+
+
+def criteo_like_spec():
+    from bars.data.spec import Feature, FeatureSpec
+
+    vocab = np.geomspace(4, 300_000, 26).astype(int)
+    feats = [Feature(f"I{i}", "numeric") for i in range(1, 14)]
+    feats += [Feature(f"C{i}", "categorical", vocab_size=int(v)) for i, v in enumerate(vocab, 1)]
+    return FeatureSpec(dataset="synthetic_criteo_like", label="label", features=tuple(feats))
+
+
+def frappe_like_spec():
+    from bars.data.spec import Feature, FeatureSpec
+
+    feats = tuple(Feature(n, "categorical", vocab_size=v) for n, v in FRAPPE_VOCAB.items())
+    return FeatureSpec(dataset="frappe_like", label="label", features=feats)
+
+
+def synthetic_split(spec, rows: int, seed: int):
+    """A SplitTensors with skewed (Zipf-like) categorical draws, numeric values ~ |N(0,1)|, 25 % positives."""
+    from bars.data.loader import SplitTensors
+
+    g = torch.Generator().manual_seed(seed)
+    feats = {}
+    for f in spec.features:
+        if f.type == "categorical":
+            u = torch.rand(rows, generator=g)
+            idx = (u**3 * (f.vocab_size - 2)).long() + 2  # more mass on frequent (low) indices
+            feats[f.name] = idx.clamp_max(f.vocab_size - 1).to(torch.int32)
+        elif f.type == "numeric":
+            feats[f.name] = torch.randn(rows, generator=g).abs()
+        else:  # pragma: no cover - no sequence fields here
+            feats[f.name] = torch.randint(0, f.vocab_size, (rows, f.max_len), generator=g, dtype=torch.int32)
+    label = (torch.rand(rows, generator=g) < 0.25).float()
+    return SplitTensors(feats, label)
+
+
+@dataclass
+class Row:
+    name: str
+    params: int
+    train_per_s: float
+    train_per_cpu_s: float
+    step_per_s: float
+    valid_per_s: float
+    seconds: float
+
+
+def _params(name: str, embedding_dim: int) -> dict:
+    from bars.config import compose, to_container
+
+    return to_container(compose([f"model={name}", f"data.embedding_dim={embedding_dim}"]).model.params)
+
+
+def step_only_per_s(model: nn.Module, split, batch_size: int, reg: float, iters: int = 6) -> float:
+    """The training step on one fixed batch (no batching/permutation), same loss, clipping and fused Adam."""
+    from bars.train import _make_adam, _split_parameters, regularization
+
+    xb, yb = next(split.batches(batch_size, shuffle=False, seed=0))
+    emb, net = _split_parameters(model)
+    params = emb + net
+    opt = _make_adam(params, 1e-3, torch.device("cpu"))
+    loss_fn = nn.BCEWithLogitsLoss()
+    model.train()
+
+    def step():
+        loss = loss_fn(model(xb), yb)
+        r = regularization(emb, reg)
+        if r is not None:
+            loss = loss + r
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 10.0)
+        opt.step()
+
+    step()
+    t = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return iters * batch_size / (time.perf_counter() - t)
+
+
+def bench_model(name, spec, params, train, valid, epochs: int, reg: float, threads: int) -> Row:
+    from bars.models.layers import count_parameters
+    from bars.models.registry import build
+    from bars.train import TrainConfig, evaluate, fit
+
+    t0 = time.perf_counter()
+    model = build(name, spec, params)
+    cfg = TrainConfig(max_epochs=epochs, embedding_regularizer=reg, device="cpu", num_threads=threads)
+    scores = iter(np.linspace(0.6, 0.7, epochs))  # a rising validation curve: no early stop, no LR decay
+    cpu = [time.process_time()]  # process CPU seconds (all threads) at the end of each epoch's training
+
+    def scripted(*a):
+        cpu.append(time.process_time())
+        return {"auc": next(scores), "logloss": 0.5}
+
+    res = fit(
+        model,
+        train,
+        valid,
+        cfg,
+        seed=2021,
+        evaluate_fn=scripted,
+        on_epoch=lambda log: cpu.append(time.process_time()),
+    )
+    train_per_s = res.history[-1].samples_per_s
+    train_per_cpu_s = len(train) / (cpu[-2] - cpu[-3])
+    step_per_s = step_only_per_s(model, train, cfg.batch_size, reg)
+    evaluate(model, valid, cfg.eval_batch_size)  # warm-up
+    t = time.perf_counter()
+    evaluate(model, valid, cfg.eval_batch_size)
+    valid_per_s = len(valid) / (time.perf_counter() - t)
+    return Row(
+        name,
+        count_parameters(model),
+        train_per_s,
+        train_per_cpu_s,
+        step_per_s,
+        valid_per_s,
+        time.perf_counter() - t0,
+    )
+
+
+def profile_frappe_dcn(train, threads: int, steps: int = 8) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    from bars.models.registry import build
+    from bars.train import TrainConfig, fit
+
+    spec = frappe_like_spec()
+    model = build("dcn", spec, FRAPPE_DCN_BEST)
+    sub = type(train)({k: v[: steps * 4096] for k, v in train.features.items()}, train.label[: steps * 4096])
+    cfg = TrainConfig(max_epochs=1, embedding_regularizer=0.05, device="cpu", num_threads=threads)
+    ev = lambda *a: {"auc": 0.6, "logloss": 0.5}
+    fit(model, sub, sub, cfg, seed=0, evaluate_fn=ev)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fit(model, sub, sub, cfg, seed=0, init=False, evaluate_fn=ev)
+    print(f"\nprofile: DCN Frappe_x1 best, {steps} training steps of 4096 (self CPU time, top operators)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=22, max_name_column_width=44))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="bars bench train")
+    ap.add_argument("--models", default="", help="comma-separated subset of the zoo (default: all)")
+    ap.add_argument("--rows", type=int, default=12 * 4096, help="training rows per epoch (zoo)")
+    ap.add_argument("--frappe-rows", type=int, default=24 * 4096, help="training rows per epoch (Frappe DCN)")
+    ap.add_argument("--valid-rows", type=int, default=4 * 16384)
+    ap.add_argument("--epochs", type=int, default=2, help="the last epoch is reported; the first warms up")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--skip-zoo", action="store_true", help="only the Frappe_x1 DCN")
+    ap.add_argument("--profile", action="store_true", help="torch.profiler table for the Frappe DCN step")
+    args = ap.parse_args(sys.argv[1:])
+
+    from bars.models.registry import list_models
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    print(
+        f"bars bench train: torch {torch.__version__}, CPU, {threads} threads, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f} at start, batch 4096, eval batch 16384"
+    )
+    rows: list[Row] = []
+    if not args.skip_zoo:
+        spec = criteo_like_spec()
+        train = synthetic_split(spec, args.rows, 0)
+        valid = synthetic_split(spec, args.valid_rows, 1)
+        names = [m for m in args.models.split(",") if m] or list_models()
+        for name in names:
+            rows.append(bench_model(name, spec, _params(name, 10), train, valid, args.epochs, 1e-5, threads))
+            print(f"  {rows[-1].name}: {rows[-1].train_per_s:,.0f} samples/s", file=sys.stderr, flush=True)
+    fspec = frappe_like_spec()
+    ftrain = synthetic_split(fspec, args.frappe_rows, 0)
+    fvalid = synthetic_split(fspec, args.valid_rows, 1)
+    dcn = bench_model("dcn", fspec, FRAPPE_DCN_BEST, ftrain, fvalid, args.epochs, 0.05, threads)
+    dcn.name = "dcn @ Frappe_x1 best"
+    rows.append(dcn)
+
+    print()
+    if not args.skip_zoo:
+        print(
+            f"zoo: synthetic Criteo-format (13 numeric + 26 categorical, {args.rows:,} rows/epoch), embedding 10"
+        )
+    print(
+        f"{'model':<22} {'params':>11} {'train/s':>10} {'train/cpu-s':>12} {'step/s':>10} {'valid/s':>11} {'secs':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r.name:<22} {r.params:>11,} {r.train_per_s:>10,.0f} {r.train_per_cpu_s:>12,.0f} {r.step_per_s:>10,.0f} "
+            f"{r.valid_per_s:>11,.0f} {r.seconds:>6.1f}"
+        )
+    ok = dcn.train_per_s >= GOAL_SAMPLES_PER_S
+    print(
+        f"\nDCN Frappe_x1 best: {dcn.train_per_s:,.0f} training samples/s (goal {GOAL_SAMPLES_PER_S:,}: "
+        f"{'met' if ok else 'NOT met'}), validation {dcn.valid_per_s:,.0f} rows/s "
+        f"({'faster' if dcn.valid_per_s >= dcn.train_per_s else 'slower'} than training per row); "
+        f"load average now {os.getloadavg()[0]:.1f}"
+    )
+    if args.profile:
+        profile_frappe_dcn(ftrain, threads)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
