@@ -288,3 +288,21 @@ def test_init_bars_and_split():
         id(model["lr"].embedding.numeric_weight),
     }
     assert len(emb) + len(net) == len(list(model.parameters()))
+
+
+def test_out_of_range_index_names_the_field():
+    spec = spec_mixed()
+    emb = FeatureEmbedding(spec, 2)
+    batch = {
+        "a": torch.tensor([0, 4], dtype=torch.int32),  # vocab 4: index 4 is out of range
+        "x": torch.tensor([0.5, -1.0]),
+        "b": torch.tensor([2, 1], dtype=torch.int32),
+        "s": torch.tensor([[1, 0, 0], [2, 3, 0]], dtype=torch.int32),
+        "t": torch.tensor([[0, 0], [4, 4]], dtype=torch.int32),
+    }
+    with pytest.raises(IndexError, match="'a': max 4 >= vocab_size 4"):
+        emb(batch)
+    batch["a"] = torch.tensor([0, 3], dtype=torch.int32)
+    batch["s"] = torch.tensor([[9, 0, 0], [2, 3, 0]], dtype=torch.int32)
+    with pytest.raises(IndexError, match="'s'"):
+        emb(batch)

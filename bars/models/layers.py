@@ -31,11 +31,14 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def activation(name: str) -> nn.Module:
-    """An activation module by (case-insensitive) name; one of :data:`ACTIVATIONS`."""
+def activation(name: str, inplace: bool = False) -> nn.Module:
+    """An activation module by (case-insensitive) name; one of :data:`ACTIVATIONS`. ``inplace`` applies to ReLU
+    only (safe after Linear or BatchNorm, whose backward does not need their output)."""
     key = name.lower()
     if key not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
+    if key == "relu":
+        return nn.ReLU(inplace=inplace)
     return ACTIVATIONS[key]()
 
 
@@ -57,6 +60,9 @@ class FeatureEmbedding(nn.Module):
       zero vector.
     - ``Feature.share_embedding``: the field reads the rows of the named field's table (its vocab_size must not
       exceed the owner's).
+    - indices must lie in ``[0, vocab_size)``; in the packed table a larger one would silently read a
+      neighbouring field's rows, so on CPU an out-of-range index raises ``IndexError`` naming the field (one
+      comparison per batch; skipped on accelerators to avoid a device sync).
     """
 
     def __init__(self, spec: FeatureSpec, dim: int, fields: Sequence[str] | None = None) -> None:
@@ -114,6 +120,9 @@ class FeatureEmbedding(nn.Module):
         # global row of index i of a categorical field = (i + offset - 1) if i > 0 else 0
         cat_off = [offsets[owner(spec[n]).name] - 1 for n in self.cat_names]
         self.register_buffer("cat_offsets", torch.tensor(cat_off, dtype=torch.int64), persistent=False)
+        cat_vocab = [spec[n].vocab_size for n in self.cat_names]
+        self.register_buffer("cat_vocab", torch.tensor(cat_vocab, dtype=torch.int64), persistent=False)
+        self._seq_vocab = tuple(spec[n].vocab_size for n in self.seq_names)
         self.numeric_weight = nn.Parameter(torch.empty(len(self.num_names), dim)) if self.num_names else None
 
         order = list(self.cat_names) + list(self.num_names) + list(self.seq_names)
@@ -157,12 +166,16 @@ class FeatureEmbedding(nn.Module):
         parts: list[Tensor] = []
         if self.cat_names:
             idx = torch.stack([batch[n] for n in self.cat_names], dim=1).long()  # [B, Fc]
+            if idx.device.type == "cpu" and bool((idx >= self.cat_vocab).any()):
+                self._out_of_range(idx, self.cat_vocab, self.cat_names)
             parts.append(self._lookup(idx, self.cat_offsets))
         if self.num_names:
             vals = torch.stack([batch[n] for n in self.num_names], dim=1).float()  # [B, Fn]
             parts.append(vals.unsqueeze(-1) * self.numeric_weight)
-        for n, off in zip(self.seq_names, self._seq_offsets, strict=True):
+        for n, off, v in zip(self.seq_names, self._seq_offsets, self._seq_vocab, strict=True):
             seq = batch[n].long()  # [B, L]
+            if seq.device.type == "cpu" and bool((seq >= v).any()):
+                raise IndexError(f"sequence field {n!r}: index {int(seq.max())} >= vocab_size {v}")
             emb = self._lookup(seq, off - 1)  # [B, L, D]
             mask = (seq > 0).to(emb.dtype)  # explicit, so pooling never depends on the padding row's value
             count = mask.sum(dim=1, keepdim=True).clamp_(min=1.0)
@@ -172,6 +185,14 @@ class FeatureEmbedding(nn.Module):
         if self._perm is not None:
             out = out.index_select(1, self.perm)
         return out
+
+    @staticmethod
+    def _out_of_range(idx: Tensor, vocab: Tensor, names: Sequence[str]) -> None:
+        bad = (idx >= vocab).any(dim=0).nonzero().flatten().tolist()
+        detail = ", ".join(
+            f"{names[j]!r}: max {int(idx[:, j].max())} >= vocab_size {int(vocab[j])}" for j in bad
+        )
+        raise IndexError(f"categorical indices out of range ({detail})")
 
     def flat(self, batch: dict[str, Tensor]) -> Tensor:
         """``[B, F * dim]`` (a view of :meth:`forward`)."""
@@ -250,7 +271,7 @@ class MLP(nn.Module):
             layers.append(nn.Linear(d, h))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(h))
-            layers.append(activation(activation_name))
+            layers.append(activation(activation_name, inplace=True))
             if dropout > 0:
                 layers.append(Dropout(dropout))
             d = h
