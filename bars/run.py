@@ -281,12 +281,39 @@ def summary(cfg: DictConfig, r: RunResult) -> str:
     return "\n".join(lines)
 
 
+def _end_on_sigterm() -> None:
+    """SIGTERM (job runners, ``kill``) -> SystemExit, so the MLflow run ends KILLED instead of staying RUNNING."""
+    import signal
+
+    def _handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    with contextlib.suppress(ValueError):  # not in the main thread
+        signal.signal(signal.SIGTERM, _handler)
+
+
+def _reconcile_quietly(cfg: DictConfig) -> None:
+    """End runs of this experiment left RUNNING by killed processes on this host (kill -9, OOM, power loss)."""
+    try:
+        from bars.tracking import reconcile
+
+        ended = reconcile(cfg.tracking.uri, str(cfg.tracking.experiment))
+        if ended:
+            print(f"bars train: marked {len(ended)} run(s) of dead processes FAILED: {', '.join(ended)}",
+                  flush=True)
+    except Exception as exc:  # noqa: BLE001 - housekeeping must never block a run
+        print(f"bars train: could not reconcile stale runs: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
 def main() -> int:
     """``bars train [hydra overrides]``: one run; exits non-zero with a clear error when the run fails."""
     import hydra
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _run(cfg: DictConfig) -> None:
+        _end_on_sigterm()
+        if cfg.tracking.enabled:
+            _reconcile_quietly(cfg)
         try:
             train_one(cfg)
         except KeyboardInterrupt:

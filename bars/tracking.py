@@ -534,15 +534,20 @@ def main(argv: list[str] | None = None) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"bars ui: the tracking store is already a server: open {uri}")
         return 0
-    db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
     cmd, env, cwd = ui_command(uri, args.host, args.port)
     print(f"bars ui: MLflow over {uri}\n         open http://{args.host}:{args.port}  (Ctrl-C stops it)",
           flush=True)
     if args.print_only:
         print(" ".join(cmd))
         return 0
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    if db is None or db.exists():
+        with contextlib.suppress(Exception):  # housekeeping: runs of killed processes on this host -> FAILED
+            ended = reconcile(uri, None)
+            if ended:
+                print(f"bars ui: marked {len(ended)} run(s) of dead processes FAILED", flush=True)
     proc = subprocess.Popen(cmd, env=env, cwd=cwd)
     try:
         return proc.wait()

@@ -232,3 +232,37 @@ def test_ui_command(capsys, tmp_path):
     assert tracking.main(["--port", "5123", "--print-only", f"tracking.uri={uri}"]) == 0
     out = capsys.readouterr().out
     assert "http://127.0.0.1:5123" in out and uri in out
+
+
+@pytest.mark.slow
+def test_ui_serves_the_store(tracker):
+    """`bars ui` starts a real MLflow server over the same store; its REST API lists our runs."""
+    import json
+    import urllib.request
+
+    with tracker.run("visible", tags={"model": "dcn"}) as run:
+        run.log_metrics({"val_auc": 0.75}, step=1)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bars.cli", "ui", "--port", str(port),
+                             f"tracking.uri={tracker.uri}"], start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run.run_id}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    body = json.loads(resp.read())
+                break
+            except OSError:
+                assert proc.poll() is None, "bars ui exited"
+                assert time.time() < deadline, "MLflow server did not come up in 90 s"
+                time.sleep(1)
+        assert body["run"]["info"]["run_id"] == run.run_id
+        assert body["run"]["info"]["status"] == "FINISHED"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
