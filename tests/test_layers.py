@@ -21,6 +21,7 @@ from bars.models.layers import (
     FMInteraction,
     LogisticRegression,
     MultiHeadSelfAttention,
+    ReLUDropout,
     init_bars_,
     split_parameters,
 )
@@ -189,7 +190,9 @@ def test_cin_shapes_multi_layer():
 def test_mlp_structure_and_identity():
     mlp = MLP(6, [5, 4], "relu", batch_norm=True, dropout=0.3, output_dim=1)
     kinds = [type(m).__name__ for m in mlp.net]
-    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout"] * 2 + ["Linear"]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLUDropout"] * 2 + ["Linear"]
+    gelu = MLP(6, [5], "gelu", batch_norm=False, dropout=0.3)
+    assert [type(m).__name__ for m in gelu.net] == ["Linear", "GELU", "Dropout"]
     assert mlp.output_dim == 1 and mlp(torch.randn(8, 6)).shape == (8, 1)
     ident = MLP(6, [])
     x = torch.randn(2, 6)
@@ -306,3 +309,19 @@ def test_out_of_range_index_names_the_field():
     batch["s"] = torch.tensor([[9, 0, 0], [2, 3, 0]], dtype=torch.int32)
     with pytest.raises(IndexError, match="'s'"):
         emb(batch)
+
+
+def test_relu_dropout_equals_relu_then_dropout():
+    x = torch.randn(64, 33, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    torch.manual_seed(5)
+    fused = ReLUDropout(0.3)(x)
+    torch.manual_seed(5)
+    ref = Dropout(0.3)(torch.relu(x2))
+    assert torch.equal(fused, ref)
+    g = torch.randn_like(fused)
+    fused.backward(g)
+    ref.backward(g)
+    assert torch.equal(x.grad, x2.grad)
+    m = ReLUDropout(0.3).eval()
+    assert torch.equal(m(x), torch.relu(x))

@@ -240,20 +240,35 @@ class Dropout(nn.Module):
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
+    def _keep(self, x: Tensor) -> Tensor:
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+        return bits.view(torch.int16)[:n].view(x.shape) >= self._threshold
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, True)
-        n = x.numel()
-        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-        keep = bits.view(torch.int16)[:n].view(x.shape) >= self._threshold
+        return x * self._keep(x).to(x.dtype).mul_(self._scale)
+
+
+class ReLUDropout(Dropout):
+    """``Dropout(ReLU(x))`` in one mask on CPU while training: ``x * ((x > 0) & keep) / keep_probability`` (one
+    multiply forward and backward instead of ReLU + its threshold backward + the dropout multiply). Same values
+    and gradients as the two modules in sequence."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return super().forward(torch.relu(x))
+        keep = self._keep(x).logical_and_(x > 0)
         return x * keep.to(x.dtype).mul_(self._scale)
 
 
 class MLP(nn.Module):
     """Per hidden layer: Linear -> BatchNorm (optional) -> activation -> :class:`Dropout` (when > 0); then an optional
-    output Linear (``output_dim``). With no hidden units and no output_dim it is the identity."""
+    output Linear (``output_dim``). With no hidden units and no output_dim it is the identity. ReLU followed by
+    dropout is the single module :class:`ReLUDropout` (same function, fewer passes over memory)."""
 
     def __init__(
         self,
@@ -271,9 +286,12 @@ class MLP(nn.Module):
             layers.append(nn.Linear(d, h))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(h))
-            layers.append(activation(activation_name, inplace=True))
-            if dropout > 0:
-                layers.append(Dropout(dropout))
+            if dropout > 0 and activation_name.lower() == "relu":
+                layers.append(ReLUDropout(dropout))
+            else:
+                layers.append(activation(activation_name, inplace=True))
+                if dropout > 0:
+                    layers.append(Dropout(dropout))
             d = h
         if output_dim is not None:
             layers.append(nn.Linear(d, output_dim))
