@@ -57,7 +57,7 @@ def test_auc_torch_and_dtypes(case):
     assert auc(y, torch.from_numpy(s32)) == pytest.approx(roc_auc_score(y, s32), abs=1e-9)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(binary_case(groups=True))
 def test_gauc_equals_sklearn_per_group(case):
     y, s, g = case
@@ -68,6 +68,13 @@ def test_gauc_equals_sklearn_per_group(case):
             gauc(y, s, g)
         return
     assert gauc(y, s, g) == pytest.approx(ref, abs=1e-9)
+    # the packed-key path (float32 scores, integer groups) against the general one (float64 scores)
+    s32 = s.astype(np.float32)
+    assert gauc(y, s32, g) == pytest.approx(_sk_gauc(y, s32, g), abs=1e-9)
+    assert gauc(y, s32 - np.float32(s32.mean()), g + 7) == pytest.approx(
+        _sk_gauc(y, s32 - s32.mean(), g), abs=1e-9
+    )
+    assert gauc(y, s, g.astype(str)) == pytest.approx(ref, abs=1e-9)  # non-integer group ids
 
 
 @settings(max_examples=150, deadline=None)
@@ -87,6 +94,9 @@ def test_auc_known_values():
     assert auc([0, 1], [0.5, 0.5]) == 0.5
     assert auc([0, 1], [0.1, 0.9]) == 1.0
     assert auc([1, 0], [0.1, 0.9]) == 0.0
+    z = np.array([-0.0, 0.0], dtype=np.float32)  # -0.0 == 0.0: a tie
+    assert auc([0, 1], z) == 0.5 and auc([1, 0], z) == 0.5
+    assert gauc(np.array([0, 1, 0, 1]), np.r_[z, z], np.array([3, 3, 4, 4])) == 0.5
 
 
 def test_logloss_clips():
@@ -136,6 +146,10 @@ def test_other_errors():
         gauc([0, 1], [0.1, 0.2], [0])
     with pytest.raises(ValueError, match="none of the 2 groups"):
         gauc([0, 1], [0.1, 0.2], [0, 1])
+    with pytest.raises(ValueError, match="none of the 2 groups"):
+        gauc(np.array([0, 1]), np.array([0.1, 0.2], dtype=np.float32), np.array([0, 1]))
+    with pytest.raises(ValueError, match="none of the 2 groups"):
+        gauc(np.array([1, 1]), np.array([0.1, 0.2], dtype=np.float32), np.array([0, 1]))
 
 
 def test_large_input_matches_sklearn():
