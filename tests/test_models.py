@@ -207,3 +207,13 @@ def test_deterministic_given_seed(spec):
         init_bars_(m)
         outs.append(m(make_batch(spec)).detach())
     assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", list_models())
+def test_forward_backward_on_cuda(name, spec):
+    model = init_bars_(build(name, spec, yaml_params(name))).cuda().train()
+    batch = {k: v.cuda() for k, v in make_batch(spec).items()}
+    out = model(batch)
+    assert out.shape == (B,) and out.is_cuda and torch.isfinite(out).all()
+    out.sum().backward()
