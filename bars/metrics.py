@@ -190,14 +190,11 @@ def _gauc_packed(y: np.ndarray, s: np.ndarray, g: np.ndarray) -> float | None:
     if pos.shape[0] == 0 or neg.shape[0] == 0:
         raise MetricError(f"gauc: none of the {np.unique(g).shape[0]} groups has both classes")
     high = np.uint64(0xFFFFFFFF00000000)
-    below = np.searchsorted(neg, pos, side="left") - np.searchsorted(neg, pos & high, side="left")
-    twice = 2 * below
-    idx = np.minimum(np.searchsorted(neg, pos, side="left"), neg.shape[0] - 1)
-    tied = neg[idx] == pos
+    left = np.searchsorted(neg, pos, side="left")
+    twice = 2 * (left - np.searchsorted(neg, pos & high, side="left"))  # 2 x negatives below, same group
+    tied = neg[np.minimum(left, neg.shape[0] - 1)] == pos
     if tied.any():
-        twice[tied] += np.searchsorted(neg, pos[tied], side="right") - np.searchsorted(
-            neg, pos[tied], side="left"
-        )
+        twice[tied] += np.searchsorted(neg, pos[tied], side="right") - left[tied]
     pg, ng = pos >> np.uint64(32), neg >> np.uint64(32)
     p_start = np.flatnonzero(np.r_[True, pg[1:] != pg[:-1]])
     n_start = np.flatnonzero(np.r_[True, ng[1:] != ng[:-1]])
