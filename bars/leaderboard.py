@@ -170,7 +170,7 @@ class Board:
     dataset: str
     bars_split: str | None
     rows: tuple[Row, ...]  # best mean test AUC first
-    sweeps: dict[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)  # model -> (trial, best so far)
+    sweeps: dict[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)  # study -> (trial, best so far)
     provenance: Provenance | None = None
     alpha: float = 0.05
 
@@ -220,6 +220,12 @@ def trial_state(rec) -> str:
             v = value.lower()
             return {"completed": "complete", "fail": "failed"}.get(v, v)
     return {"FINISHED": "complete", "FAILED": "failed", "KILLED": "failed"}.get(rec.status, "running")
+
+
+def _study_of(rec) -> str:
+    """The Optuna study a run belongs to: its ``sweep_study`` tag, else ``<model>__<data>``."""
+    data = rec.tags.get("data") or rec.params.get("data.name") or rec.experiment
+    return rec.tags.get("sweep_study") or f"{rec.model}__{data}"
 
 
 def trial_value(rec) -> float | None:
@@ -329,7 +335,10 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                 elif r.metrics.get("wall_seconds") and r.metrics.get("epochs"):
                     spe.append(r.metrics["wall_seconds"] / r.metrics["epochs"])
             sps = [m for m in (_samples_per_s(r) for r in runs) if m is not None]
-            mtrials = [t for t in trials if t.model == model]
+            # the sweep the final runs replayed (their sweep_study tag), else <model>__<data>
+            studies = sorted({r.tags["sweep_study"] for r in runs if r.tags.get("sweep_study")})
+            study = studies[-1] if studies else f"{model}__{data}"
+            mtrials = [t for t in trials if t.model == model and _study_of(t) in (studies or [study])]
             numbers: dict[str, str] = {}
             for t in sorted(mtrials, key=lambda t: (t.start_time or 0, t.run_id)):
                 numbers[t.tags.get("trial_number", t.run_id)] = trial_state(t)
@@ -349,25 +358,25 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                 seconds_per_epoch=_mean(spe), samples_per_s=_mean(sps),
                 device=", ".join(sorted({r.tags.get("device", "unknown") for r in runs})),
                 trials=len(numbers), trial_states=states,
-                best_config=f"sweeps/{model}__{data}/best.overrides" if numbers else None,
+                best_config=f"sweeps/{study}/best.overrides" if (numbers or studies) else None,
             ))
         rows.sort(key=lambda r: (-(r.test_auc_mean if r.test_auc_mean is not None else -math.inf), r.model))
         rows = _significance(rows, alpha)
-        # sweeps: best-so-far validation AUC over completed trials, by trial number
+        # sweeps: best-so-far validation AUC over completed trials, by trial number, per study
         sweeps: dict[str, tuple[tuple[int, float], ...]] = {}
-        for model in sorted({t.model for t in trials}):
+        for study in sorted({_study_of(t) for t in trials}):
             done = []
             for t in trials:
                 num = _int(t.tags.get("trial_number"))
                 val = trial_value(t)
-                if t.model == model and num is not None and val is not None and trial_state(t) == "complete":
+                if _study_of(t) == study and num is not None and val is not None and trial_state(t) == "complete":
                     done.append((num, val))
             best, pts = -math.inf, []
             for num, val in sorted(done):
                 best = max(best, val)
                 pts.append((num, best))
             if pts:
-                sweeps[model] = tuple(pts)
+                sweeps[study] = tuple(pts)
         used = [r for r in finals if r.run_id in {i for row in rows for i in row.run_ids}]
         used_all = used + trials
         prov = Provenance(
@@ -603,8 +612,8 @@ def plot_test_auc(board: Board, path: Path) -> None:
 def plot_sweeps(board: Board, path: Path) -> None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for model, pts in sorted(board.sweeps.items()):
-        ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", marker=".", label=model)
+    for study, pts in sorted(board.sweeps.items()):
+        ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", marker=".", label=study)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
