@@ -681,7 +681,9 @@ th[aria-sort=ascending]::after{content:" \\25B2"} th[aria-sort=descending]::afte
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.best td{font-weight:600}
 .note,.prov{font-size:12px;color:#555}
-img{max-width:100%;border:1px solid #eee;margin:0.5em 0}
+img{max-width:100%;border:1px solid #eee}
+figure{display:inline-block;vertical-align:top;margin:0.5em 1em 0.5em 0}
+.tablewrap{overflow-x:auto}
 code{font-size:12px}
 """
 
@@ -729,7 +731,7 @@ def render_board_html(board: Board, uri_label: str, plots_present: Iterable[str]
     out = [f'<section id="{e(board.dataset)}">', f"<h2>{e(board.dataset)}</h2>"]
     out.append(f"<p>BARS split: {e(board.bars_split)}</p>" if board.bars_split
                else "<p>Not a BARS split: no published values to compare with.</p>")
-    out.append(f'<table class="sortable" id="table-{e(board.dataset)}"><thead><tr>')
+    out.append(f'<div class="tablewrap"><table class="sortable" id="table-{e(board.dataset)}"><thead><tr>')
     for h, kind, key in cols:
         out.append(f'<th data-type="{kind}" data-key="{key}">{e(h)}</th>')
     out.append("</tr></thead><tbody>")
@@ -742,7 +744,7 @@ def render_board_html(board: Board, uri_label: str, plots_present: Iterable[str]
             tdcls = ' class="num"' if kind == "num" else ""
             out.append(f'<td{tdcls} data-v="{e(_sort_attr(sv))}">{inner}</td>')
         out.append("</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     out += [f'<p class="note">{e(n)}</p>' for n in footnotes(board)]
     out.append("<details><summary>MLflow runs</summary><table><thead><tr><th>Model</th><th>Seed</th>"
                "<th>Test AUC</th><th>Test logloss</th><th>run id</th></tr></thead><tbody>")
