@@ -75,6 +75,7 @@ def test_feature_embedding_lookup_numeric_sequence_and_sharing():
     # sequence: masked mean over non-zero indices, shared with a's table
     assert torch.allclose(out[0, 3], ta[0])
     assert torch.allclose(out[1, 3], (ta[1] + ta[2]) / 2)
+    assert torch.equal(emb.table("s"), ta)  # the sharing field reads its owner's table
     # empty sequence -> zero vector; repeated index -> that row
     assert torch.equal(out[0, 4], torch.zeros(2))
     assert torch.allclose(out[1, 4], tt[3])

@@ -111,6 +111,7 @@ class FeatureEmbedding(nn.Module):
         self.table_rows: dict[str, tuple[int, int]] = {
             n: (offsets[n], offsets[n] + spec[n].vocab_size - 1) for n in offsets
         }
+        self._owner = {f.name: owner(f).name for f in feats if f.type != "numeric"}
         self.cat_names = tuple(f.name for f in feats if f.type == "categorical")
         self.num_names = tuple(f.name for f in feats if f.type == "numeric")
         self.seq_names = tuple(f.name for f in feats if f.type == "sequence")
@@ -147,12 +148,12 @@ class FeatureEmbedding(nn.Module):
                 self.weight.normal_(0.0, std)
                 self.weight[0].zero_()
             if self.numeric_weight is not None:
-                bound = math.sqrt(2.0 / (1 + self.dim))
-                self.numeric_weight.normal_(0.0, bound)
+                self.numeric_weight.normal_(0.0, math.sqrt(2.0 / (1 + self.dim)))
 
     def table(self, name: str) -> Tensor:
-        """The rows of field ``name``'s table (index i >= 1 at row i - 1; padding row 0 is implicit zero)."""
-        lo, hi = self.table_rows[name]
+        """The rows of field ``name``'s table (index i >= 1 at row i - 1; padding row 0 is implicit zero); a
+        field with ``share_embedding`` gives its owner's rows."""
+        lo, hi = self.table_rows[self._owner.get(name, name)]
         assert self.weight is not None
         return self.weight[lo:hi]
 
