@@ -395,6 +395,7 @@ def fit(
     evaluate_fn = evaluate_fn or evaluate
 
     model.to(device)
+    train, valid = _to_device(train, device), _to_device(valid, device)
     if init:
         _init(model, cfg.embedding_init_std)
     emb_params, net_params = _split_parameters(model)
@@ -500,6 +501,18 @@ def fit(
         stop_reason=stop_reason,
         device=str(device),
     )
+
+
+def _to_device(split: Split, device: torch.device) -> Split:
+    """On an accelerator, move a split's tensors there once (if it has ``.to`` and fits); batches are then sliced
+    on the device. On CPU, or when memory is short, batches are moved one by one."""
+    if device.type == "cpu" or not hasattr(split, "to") or split.label.device == device:
+        return split
+    try:
+        return split.to(device)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return split
 
 
 def _check_losses(losses: Tensor, epoch: int) -> None:
