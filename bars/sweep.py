@@ -357,7 +357,7 @@ def study_record(cfg: DictConfig, space: dict[str, Param]) -> dict[str, Any]:
         "pruner_settings": pruner_settings(cfg),
         "pruning_metric": "val_auc per epoch",
         "optuna_version": optuna.__version__,
-        "search_space": {k: p.describe() for k, p in space.items()},
+        "search_space": json.loads(json.dumps({k: p.describe() for k, p in space.items()})),
         "max_epochs_cap": None if cfg.sweep.max_epochs is None else int(cfg.sweep.max_epochs),
     }
 
@@ -404,12 +404,17 @@ def budget_of(study: optuna.Study, default: int) -> int:
     return int(study.user_attrs.get("budget", default))
 
 
-def _proc_start(pid: int) -> str | None:
+def _proc_stat(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def _proc_start(pid: int) -> str | None:
+    st = _proc_stat(pid)
+    return st[19] if st and len(st) > 19 else None
 
 
 def worker_identity() -> str:
@@ -431,7 +436,10 @@ def _alive(identity: str) -> bool | None:
         return False
     except PermissionError:
         pass
-    now = _proc_start(pid)
+    st = _proc_stat(pid)
+    if st is not None and st[0] in ("Z", "X"):
+        return False  # killed, not yet reaped by its parent
+    now = st[19] if st and len(st) > 19 else None
     if now is not None and start != "0" and now != start:
         return False  # the pid was reused by another process
     return True
@@ -442,6 +450,7 @@ def fail_stale_trials(study: optuna.Study, retry: bool) -> list[int]:
     heartbeat (optuna's ``fail_stale_trials``, which enqueues retries through the storage's callback); with
     ``retry`` a trial found dead by process id is retried with the same parameters too."""
     storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # RDBStorage hides behind optuna's _CachedStorage
     failed: list[int] = []
     now = time.time()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -461,14 +470,14 @@ def fail_stale_trials(study: optuna.Study, retry: bool) -> list[int]:
             continue  # another process finished or failed it first
         failed.append(t.number)
         if retry:
-            cb = getattr(storage, "heartbeat_stale_trial_callback", None)
+            cb = getattr(backend, "heartbeat_stale_trial_callback", None)
             if cb is not None:
                 import warnings
 
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     cb(study, storage.get_trial(t._trial_id))
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
+    if isinstance(backend, optuna.storages.RDBStorage) and backend.get_heartbeat_interval():
         import warnings
 
         with warnings.catch_warnings():
@@ -1219,7 +1228,7 @@ def _safe_url(url: str) -> str:
 
 def _wait_workers(procs: list[subprocess.Popen]) -> bool:
     try:
-        while any(p.poll() is None for p in procs):
+        while [p.poll() for p in procs].count(None):  # poll every one: reaps a killed worker at once
             time.sleep(0.5)
     except KeyboardInterrupt:
         for p in procs:
