@@ -108,8 +108,8 @@ def format_table(c: Comparison) -> str:
             return "—"
         return f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.10g}"
 
-    lines = [f"{'metric':<20} {'original':>18} {'reproduced':>18} {'|diff|':>12}",
-             f"{'':<20} {c.run_id[:18]:>18} {(c.new_run_id or 'untracked')[:18]:>18}"]
+    lines = [f"original run:   {c.run_id}", f"reproduced run: {c.new_run_id or '(untracked)'}",
+             f"{'metric':<20} {'original':>18} {'reproduced':>18} {'|diff|':>12}"]
     for key, a, b, d in c.rows:
         mark = "" if key in COMPARED else "  (timing, not compared)"
         lines.append(f"{key:<20} {f(a):>18} {f(b):>18} {('—' if d is None else f'{d:.3g}'):>12}{mark}")
