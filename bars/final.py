@@ -10,6 +10,7 @@ split is fixed by ``data.split_seed``). Each run is tagged ``stage=final``, ``fi
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,11 +44,9 @@ def final_configs(cfg: DictConfig, cli_overrides: Sequence[str]) -> list[tuple[i
     """``(index, seed, config)`` per final run: the CLI overrides, then the best overrides, then the seed."""
     best = read_overrides(overrides_path(cfg))
     base = [o for o in cli_overrides if not o.split("=", 1)[0].lstrip("+~").startswith(_NOT_FORWARDED)]
-    best_keys = {o.split("=", 1)[0].lstrip("+~") for o in best}
     # the command line wins over best.overrides for the keys it sets (e.g. train.device=cuda:1)
     cli_keys = {o.split("=", 1)[0].lstrip("+~") for o in base}
     merged = [o for o in best if o.split("=", 1)[0].lstrip("+~") not in cli_keys] + base
-    del best_keys
     protocol_seed = int(cfg.data.protocol_seed)
     out = []
     for i in range(int(cfg.final.seeds)):
@@ -102,7 +101,7 @@ def _best_trial_number(d: Path) -> int | None:
                 v = float(row.get("val_auc") or "nan")
             except ValueError:
                 continue
-            if row.get("state") == "complete" and v == v and (best is None or v > best[0]):
+            if row.get("state") == "complete" and not math.isnan(v) and (best is None or v > best[0]):
                 best = (v, int(row["number"]))
     return None if best is None else best[1]
 

@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from bars.config import CONF_DIR, flatten, to_container
+from bars.config import CONF_DIR, flatten
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
@@ -178,9 +178,13 @@ def search_space_files(model: str, search_dir: Path | str = SEARCH_DIR) -> tuple
     return d / "common.yaml", d / f"{model}.yaml"
 
 
-def load_search_space(model: str, search_dir: Path | str = SEARCH_DIR) -> dict[str, Param]:
+def load_search_space(model: str, search_dir: Path | str = SEARCH_DIR, data: str | None = None
+                      ) -> dict[str, Param]:
     """``conf/search/common.yaml`` updated by ``conf/search/<model>.yaml``: the model file adds keys, overrides
-    common ones, and drops a common key by mapping it to ``null`` (a model without dropout, say)."""
+    common ones, and drops a common key by mapping it to ``null`` (a model without dropout, say). Then, when it
+    exists, ``conf/search/data/<data>.yaml`` narrows the space for that dataset: it replaces (or, with ``null``,
+    drops) keys the space already has and ignores the others, so one file serves every model (e.g. smaller
+    networks for the CPU demo data)."""
     common_path, model_path = search_space_files(model, search_dir)
     if not model_path.exists():
         have = sorted(p.stem for p in model_path.parent.glob("*.yaml") if p.stem != "common")
@@ -195,7 +199,20 @@ def load_search_space(model: str, search_dir: Path | str = SEARCH_DIR) -> dict[s
                 merged.pop(key, None)
             else:
                 merged[key] = (spec, path)
+    data_path = Path(search_dir) / "data" / f"{data}.yaml"
+    if data and data_path.exists():
+        for key, spec in _load_yaml(data_path).items():
+            if key in merged:
+                if spec is None:
+                    merged.pop(key)
+                else:
+                    merged[key] = (spec, data_path)
     return {k: _parse_param(k, s, p) for k, (s, p) in merged.items()}
+
+
+def space_of(cfg: DictConfig) -> dict[str, Param]:
+    """The search space of the composed config's model and dataset."""
+    return load_search_space(str(cfg.model.name), search_dir_of(cfg), str(cfg.data.name))
 
 
 def validate_space(space: dict[str, Param], cfg: DictConfig) -> None:
@@ -297,11 +314,11 @@ def open_storage(url: str, cfg: DictConfig | None = None) -> optuna.storages.Bas
     s = cfg.sweep if cfg is not None else OmegaConf.create({})
     kwargs: dict[str, Any] = {}
     if not url.startswith("sqlite"):
-        kwargs = dict(
-            heartbeat_interval=int(s.get("heartbeat_interval") or 10),
-            grace_period=int(s.get("grace_period") or 30),
-            heartbeat_stale_trial_callback=_retry_callback(s.get("max_retry", 3)),
-        )
+        kwargs = {
+            "heartbeat_interval": int(s.get("heartbeat_interval") or 10),
+            "grace_period": int(s.get("grace_period") or 30),
+            "heartbeat_stale_trial_callback": _retry_callback(s.get("max_retry", 3)),
+        }
         engine = {"pool_pre_ping": True}
         return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
     return optuna.storages.RDBStorage(url)
@@ -440,9 +457,8 @@ def _alive(identity: str) -> bool | None:
     if st is not None and st[0] in ("Z", "X"):
         return False  # killed, not yet reaped by its parent
     now = st[19] if st and len(st) > 19 else None
-    if now is not None and start != "0" and now != start:
-        return False  # the pid was reused by another process
-    return True
+    # a different start time: the pid was reused by another process
+    return not (now is not None and start != "0" and now != start)
 
 
 def fail_stale_trials(study: optuna.Study, retry: bool) -> list[int]:
@@ -920,7 +936,7 @@ class SweepTracking:
         tag every trial run with the trial's state."""
         try:
             return self._reconcile(study)
-        except Exception as e:  # never let bookkeeping kill the sweep
+        except Exception as e:  # never let bookkeeping kill the sweep  # noqa: BLE001
             print(f"bars sweep: warning: MLflow reconcile failed: {type(e).__name__}: {e}", file=sys.stderr)
             return []
 
@@ -963,7 +979,7 @@ def make_tracking(cfg: DictConfig) -> SweepTracking | None:
         return None
     try:
         return SweepTracking(cfg)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001
         print(f"bars sweep: warning: MLflow tracking unavailable ({e}); trials are recorded in Optuna only",
               file=sys.stderr)
         return None
@@ -1000,7 +1016,7 @@ def run_worker(cfg: DictConfig, *, replay: Sequence[str], train_fn: TrainFn | No
     probe = load_study(cfg, storage, 0)
     seed = int(cfg.sweep.seed) + 1000 * idx + len(probe.get_trials(deepcopy=False))
     study = load_study(cfg, storage, seed)
-    space = load_search_space(str(cfg.model.name), search_dir_of(cfg))
+    space = space_of(cfg)
     validate_space(space, cfg)
     if tracking is True:
         tracking = make_tracking(cfg)
@@ -1074,7 +1090,7 @@ def _gpu_ids() -> list[str]:
         import torch
 
         return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:
+    except Exception:  # noqa: BLE001
         return []
 
 
@@ -1138,7 +1154,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
     role = str(cfg.sweep.role)
     replay = replayable_overrides(cli_overrides)
     url = storage_url(cfg)
-    space = load_search_space(str(cfg.model.name), search_dir_of(cfg))
+    space = space_of(cfg)
     validate_space(space, cfg)  # before anything is created or trained
     mode = _progress_mode(cfg)
     if role == "worker":
@@ -1161,7 +1177,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
     if tracking is not None:
         try:
             parent = tracking.ensure_parent(study, study_record(cfg, space))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             print(f"bars sweep: warning: could not open the MLflow parent run: {e}", file=sys.stderr)
         tracking.reconcile(study)
     fail_stale_trials(study, retry=not is_journal(url))
@@ -1170,7 +1186,15 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
           f"finished so far; results in {out}", file=sys.stderr, flush=True)
     k = int(cfg.sweep.workers)
     interrupted = False
-    if not st.done:
+    external = k == 0 and not st.done
+    if external:
+        cmd = " ".join(["bars", "sweep", *[o for o in cli_overrides if not o.startswith(("sweep.workers",
+                                                                                     "sweep.role"))],
+                        "sweep.role=worker"])
+        print(f"bars sweep: sweep.workers=0: study ready, no local workers; start workers with\n  {cmd}\n"
+              f"and rerun this command at the end to write the results and close the MLflow parent run",
+              file=sys.stderr)
+    elif not st.done:
         if k <= 1:
             try:
                 wcfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
@@ -1189,7 +1213,8 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
     summary = write_results(study, out, list(space))
     if tracking is not None:
         tracking.reconcile(study)
-        tracking.finish_parent(parent, study, st, summary)
+        if not external:
+            tracking.finish_parent(parent, study, st, summary)
     summary.update(role="launcher", finished=st.finished, budget=st.budget, failed=st.failed,
                    seconds=round(time.monotonic() - t0, 1), study=study.study_name, storage=_safe_url(url),
                    parent_run_id=parent)
@@ -1254,12 +1279,19 @@ def main() -> int:
 
     rc = {"code": 0}
 
+    def _term(signum: int, frame: Any) -> None:  # job runners (Slurm, k8s) stop workers with SIGTERM
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, _term)
+
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
         overrides = list(HydraConfig.get().overrides.task)
         try:
             summary = sweep(cfg, overrides)
-            if summary.get("role") == "launcher" and summary["finished"] < summary["budget"]:
+            if (summary.get("role") == "launcher" and summary["finished"] < summary["budget"]
+                    and int(cfg.sweep.workers) > 0):
                 rc["code"] = 1
         except (SearchSpaceError, SweepError) as e:
             print(f"bars sweep: error: {e}", file=sys.stderr)
@@ -1273,7 +1305,7 @@ def main() -> int:
 
 
 __all__ = [
-    "Param", "SearchSpaceError", "SweepError", "load_search_space", "validate_space", "to_overrides",
-    "format_value", "storage_url", "open_storage", "create_study", "load_study", "run_worker", "sweep",
-    "write_results", "trials_table", "fail_stale_trials", "budget_state", "main", "to_container", "ListConfig",
+    "Param", "SearchSpaceError", "SweepError", "budget_state", "create_study", "fail_stale_trials",
+    "format_value", "load_search_space", "load_study", "main", "open_storage", "run_worker", "space_of",
+    "storage_url", "sweep", "to_overrides", "trials_table", "validate_space", "write_results",
 ]

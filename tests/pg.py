@@ -81,7 +81,7 @@ class PostgresServer:
         r = subprocess.run(
             self._cmd([str(self.pg_bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                        "-E", "UTF8", "--no-sync"]),
-            capture_output=True, text=True, cwd=self.tmp,
+            capture_output=True, text=True, cwd=self.tmp, check=False,
         )
         if r.returncode:
             raise RuntimeError(f"initdb failed ({r.returncode}): {r.stderr[-2000:]}")
@@ -93,7 +93,7 @@ class PostgresServer:
             r = subprocess.run(
                 self._cmd([str(self.pg_bin / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
                            str(self.tmp / "server.log"), "-w", "-t", "30", "start"]),
-                capture_output=True, text=True, cwd=self.tmp,
+                capture_output=True, text=True, cwd=self.tmp, check=False,
             )
             if r.returncode == 0:
                 return self.url
@@ -110,7 +110,7 @@ class PostgresServer:
         data = self.tmp / "data"
         if (data / "postmaster.pid").exists():
             subprocess.run(self._cmd([str(self.pg_bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
-                                      "stop"]), capture_output=True, text=True, cwd=self.tmp)
+                                      "stop"]), capture_output=True, text=True, cwd=self.tmp, check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp = None
 

@@ -47,15 +47,16 @@ def overrides(tmp_path: Path, *extra: str) -> list[str]:
 
 @pytest.mark.parametrize("model", list_models())
 def test_every_model_has_a_search_space_that_fits_its_config(model):
-    cfg = compose([f"model={model}"])
-    space = S.load_search_space(model)
-    assert space, model
+    cfg = compose([f"model={model}"])  # default data: movielens_small, whose data file narrows the space
+    assert S.load_search_space(model)
+    S.validate_space(S.load_search_space(model), cfg)
+    space = S.space_of(cfg)
     S.validate_space(space, cfg)
     # every suggestion is a valid override: applying it keeps the model buildable
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     from bars.models.registry import config_class
 
-    for _ in range(5):
+    for _ in range(8):
         t = study.ask()
         params = {k: p.suggest(t) for k, p in space.items()}
         tcfg = compose([f"model={model}", *S.to_overrides(params)])
@@ -113,10 +114,14 @@ def test_bad_param_specs(tmp_path, spec, err):
 
 
 def test_model_file_drops_and_overrides_common_keys(tmp_path):
-    (tmp_path / "common.yaml").write_text("a.b: [1, 2]\nc.d: {type: int, low: 1, high: 2}\n")
+    (tmp_path / "common.yaml").write_text("a.b: [1, 2]\nc.d: {type: int, low: 1, high: 2}\ne.f: [1, 2]\n")
     (tmp_path / "m.yaml").write_text("a.b: null\nc.d: {type: int, low: 3, high: 4}\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "d.yaml").write_text("c.d: {type: int, low: 3, high: 3}\ne.f: null\nx.y: [1]\n")
     space = S.load_search_space("m", tmp_path)
-    assert list(space) == ["c.d"] and space["c.d"].low == 3
+    assert list(space) == ["c.d", "e.f"] and space["c.d"].low == 3
+    narrowed = S.load_search_space("m", tmp_path, "d")  # narrows existing keys only
+    assert list(narrowed) == ["c.d"] and narrowed["c.d"].high == 3
     with pytest.raises(S.SearchSpaceError, match="search spaces exist for"):
         S.load_search_space("nope", tmp_path)
 
@@ -259,7 +264,7 @@ def test_budget_race_loser_is_skipped_and_ignored(tmp_path):
     study.tell(second, state=optuna.trial.TrialState.FAIL)
     study.tell(first, 0.7)
     assert S.budget_state(study, 1).finished == 1 and S.budget_state(study, 1).failed == 0
-    header, rows = S.trials_table(study)
+    _, rows = S.trials_table(study)
     assert [r[0] for r in rows] == [first.number]
 
 

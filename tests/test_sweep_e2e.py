@@ -140,7 +140,7 @@ def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):
     log = tmp_path / "sweep.log"
     proc = launch(ov, log)
     try:
-        number, params, pid = kill_a_worker_mid_trial(ov, proc, log)
+        number, _, pid = kill_a_worker_mid_trial(ov, proc, log)
         assert proc.wait(timeout=200) == 0, log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
