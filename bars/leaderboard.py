@@ -869,7 +869,7 @@ def run(cfg) -> dict[str, Board]:
                       root=Path(str(cfg.paths.root)))
     for d in sorted(boards) if datasets is None else datasets:
         b = boards[d]
-        print(f"{d}: {len(b.rows)} models -> {out_dir / (d + '.md')}, {out_dir / (d + '.csv')}")
+        print(f"{d}: {len(b.rows)} model{'' if len(b.rows) == 1 else 's'} -> {out_dir / (d + '.md')}, {out_dir / (d + '.csv')}")
         for r in b.rows:
             print(f"  {r.model:<14} test AUC {fmt_pm(r.test_auc_mean, r.test_auc_std)} (n={r.n})  "
                   f"{sig_label(r)}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _leaderboard_store import LAYOUT, PROTOCOL_SEED, populate
+from _leaderboard_store import LAYOUT, populate
 from scipy import stats
 
 from bars import leaderboard as lb
@@ -33,8 +33,9 @@ def store(tmp_path_factory):
     return {"root": root, "uri": uri, "out": out, "boards": boards}
 
 
-def mlflow_finals(uri: str, data: str) -> dict[str, dict[int, object]]:
-    """model -> seed -> the newest FINISHED stage=final run, straight from MLflow's API."""
+def mlflow_finals(uri: str, data: str, only: set[str] | None = None) -> dict[str, dict[int, object]]:
+    """model -> seed -> the newest FINISHED stage=final run (among ``only`` run ids when given), straight from
+    MLflow's API."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -43,6 +44,8 @@ def mlflow_finals(uri: str, data: str) -> dict[str, dict[int, object]]:
                               max_results=1000)
     out: dict[str, dict[int, object]] = {}
     for r in sorted(runs, key=lambda r: r.info.start_time):
+        if only is not None and r.info.run_id not in only:
+            continue
         out.setdefault(r.data.tags["model"], {})[int(r.data.tags["seed"])] = r
     return out
 
@@ -71,19 +74,43 @@ def close(a: str, b: float) -> bool:
 
 @pytest.mark.parametrize("data", sorted(LAYOUT))
 def test_every_number_equals_the_mlflow_record(store, data):
-    finals = mlflow_finals(store["uri"], data)
+    check_numbers(store["uri"], store["out"], data)
     table = read_csv(store["out"] / f"{data}.csv")
-    header, md = md_table(store["out"] / f"{data}.md")
+    assert {m: int(r["n"]) for m, r in table.items()} == LAYOUT[data]
+
+
+def test_committed_results_equal_the_project_store():
+    """results/ as committed vs the project's own MLflow store, where both exist (the machine that made them)."""
+    from bars.config import compose
+
+    uri = str(compose([]).tracking.uri)
+    db = ROOT / "mlflow.db"
+    files = sorted((ROOT / "results").glob("*.csv"))
+    if not uri.startswith("sqlite:///") or not db.exists() or not files:
+        pytest.skip("no project MLflow store or no results/ here")
+    for f in files:
+        # the runs the committed table names (finals run after it was generated are not in it)
+        only = {i for r in read_csv(f).values() for i in r["run_ids"].split()}
+        check_numbers(uri, ROOT / "results", f.stem, only)
+        check_significance(uri, ROOT / "results", f.stem, only)
+
+
+def check_numbers(uri: str, out: Path, data: str, only: set[str] | None = None) -> None:
+    """Every number of results/<data>.{csv,md} against MLflow's own API."""
+    finals = mlflow_finals(uri, data, only)
+    table = read_csv(out / f"{data}.csv")
+    header, md = md_table(out / f"{data}.md")
     published = lb.load_published()
     split = lb.BARS_SPLITS.get(data)
-    assert set(table) == set(finals) == set(md) == set(LAYOUT[data])
+    assert set(table) == set(finals) == set(md)
     for model, by_seed in finals.items():
         row, mrow = table[model], md[model]
         seeds = sorted(by_seed)
         runs = [by_seed[s] for s in seeds]
         auc = np.array([r.data.metrics["test_auc"] for r in runs])
         ll = np.array([r.data.metrics["test_logloss"] for r in runs])
-        assert int(row["n"]) == len(runs) == LAYOUT[data][model] == int(mrow["n"])
+        pseed = int(runs[0].data.params["data.protocol_seed"])
+        assert int(row["n"]) == len(runs) == int(mrow["n"])
         assert row["seeds"] == " ".join(map(str, seeds))
         assert row["run_ids"] == " ".join(r.info.run_id for r in runs)
         assert close(row["test_auc_mean"], auc.mean()) and close(row["test_logloss_mean"], ll.mean())
@@ -95,12 +122,12 @@ def test_every_number_equals_the_mlflow_record(store, data):
             assert mrow["Test AUC (mean ± std)"] == f"{auc.mean():.4f} ± {auc.std(ddof=1):.4f}"
         else:
             assert row["test_auc_std"] == "" and mrow["Test AUC (mean ± std)"].endswith("± n/a")
-        prot = by_seed[PROTOCOL_SEED[data]]
-        assert int(row["protocol_seed"]) == PROTOCOL_SEED[data]
+        prot = by_seed[pseed]
+        assert int(row["protocol_seed"]) == pseed
         assert row["protocol_run_id"] == prot.info.run_id
         assert float(row["protocol_test_auc"]) == prot.data.metrics["test_auc"]  # exact: repr round-trips
         assert float(row["protocol_test_logloss"]) == prot.data.metrics["test_logloss"]
-        seed = PROTOCOL_SEED[data]
+        seed = pseed
         assert mrow[f"Test AUC, seed {seed}"] == f"{prot.data.metrics['test_auc']:.4f}"
         assert mrow[f"Test logloss, seed {seed}"] == f"{prot.data.metrics['test_logloss']:.4f}"
         assert int(row["n_params"]) == int(prot.data.metrics["n_params"])
@@ -109,7 +136,7 @@ def test_every_number_equals_the_mlflow_record(store, data):
         assert close(row["seconds_per_epoch"], spe) and mrow["s/epoch"] == f"{spe:.2f}"
         sps = np.mean([r.data.metrics["samples_per_s_mean"] for r in runs])
         assert close(row["samples_per_s"], sps) and mrow["samples/s"] == f"{round(sps):,}"
-        assert row["device"] == "cpu" == mrow["Device"]
+        assert row["device"] == ", ".join(sorted({r.data.tags["device"] for r in runs})) == mrow["Device"]
         if split:
             pub = published[(split, lb.bars_model_name(model, {m for _, m in published}))]
             assert float(row["bars_auc"]) == pub.auc and mrow["BARS AUC"] == f"{pub.auc:.4f}"
@@ -119,11 +146,30 @@ def test_every_number_equals_the_mlflow_record(store, data):
         else:
             assert row["bars_auc"] == "" and "BARS AUC" not in header
         # the per-run table in the markdown
-        text = (store["out"] / f"{data}.md").read_text()
+        text = (out / f"{data}.md").read_text()
         for s, r in zip(seeds, runs, strict=True):
             line = (f"| {model} | {s} | {r.data.metrics['test_auc']:.6f} | {r.data.metrics['test_logloss']:.6f} "
                     f"| `{r.info.run_id}` |")
             assert line in text
+
+
+def check_significance(uri: str, out: Path, data: str, only: set[str] | None = None) -> None:
+    finals = mlflow_finals(uri, data, only)
+    table = read_csv(out / f"{data}.csv")
+    means = {m: np.mean([r.data.metrics["test_auc"] for r in s.values()]) for m, s in finals.items()}
+    best = max(means, key=means.get)
+    assert table[best]["significance"] == "best"
+    for model, by_seed in finals.items():
+        if model == best:
+            continue
+        seeds = sorted(set(by_seed) & set(finals[best]))
+        if len(seeds) < 2:
+            assert table[model]["significance"] == "n/a" and table[model]["p_value"] == ""
+            continue
+        p = stats.ttest_rel([finals[best][s].data.metrics["test_auc"] for s in seeds],
+                            [by_seed[s].data.metrics["test_auc"] for s in seeds]).pvalue
+        assert close(table[model]["p_value"], p)
+        assert table[model]["significance"] == ("ns" if p >= 0.05 else "sig")
 
 
 def test_significance_is_a_paired_t_test_over_matched_seeds(store):
