@@ -320,7 +320,11 @@ def open_storage(url: str, cfg: DictConfig | None = None) -> optuna.storages.Bas
             "heartbeat_stale_trial_callback": _retry_callback(s.get("max_retry", 3)),
         }
         engine = {"pool_pre_ping": True}
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
     return optuna.storages.RDBStorage(url)
 
 

@@ -133,7 +133,17 @@ def test_real_sweep_records_mlflow_and_resumes(shared, tmp_path):
     assert len(parents) == 1 and parents[0].info.run_id == parent.info.run_id
     assert parents[0].info.status == "FINISHED" and parents[0].data.metrics["trials_finished"] == 3
     assert_no_running_runs(tmp_path, 3)
-    assert time.monotonic() - t0 < 90
+    # make final: the best configuration with 2 seeds, stage=final, seed 0 = the protocol seed
+    from bars.final import run_final
+
+    fov = [*ov, "final.seeds=2"]
+    run_final(compose(fov), fov)
+    finals = [r for r in mlflow_runs(tmp_path) if r.data.tags.get("stage") == "final"]
+    assert sorted(int(r.data.tags["seed"]) for r in finals) == [2021, 2022]
+    best = dict(o.split("=", 1) for o in (tmp_path / "sw" / "best.overrides").read_text().split())
+    assert all(r.data.params["model.params.dnn_hidden_units"].replace(" ", "") ==
+               best["model.params.dnn_hidden_units"] for r in finals)
+    assert time.monotonic() - t0 < 120
 
 
 def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):
