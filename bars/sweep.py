@@ -1295,7 +1295,7 @@ def main() -> int:
         try:
             summary = sweep(cfg, overrides)
             if (summary.get("role") == "launcher" and summary["finished"] < summary["budget"]
-                    and int(cfg.sweep.workers) > 0):
+                    and int(cfg.sweep.workers) > 0 and cfg.sweep.timeout is None):  # e.g. all workers died
                 rc["code"] = 1
         except (SearchSpaceError, SweepError) as e:
             print(f"bars sweep: error: {e}", file=sys.stderr)
