@@ -1190,6 +1190,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
           f"finished so far; results in {out}", file=sys.stderr, flush=True)
     k = int(cfg.sweep.workers)
     interrupted = False
+    error: SweepError | None = None
     external = k == 0 and not st.done
     if external:
         cmd = " ".join(["bars", "sweep", *[o for o in cli_overrides if not o.startswith(("sweep.workers",
@@ -1207,6 +1208,8 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
                                 threads=default_threads(cfg, 1), tracking=tracking, label="sweep")
             except KeyboardInterrupt:
                 interrupted = True
+            except SweepError as e:
+                error = e
         else:
             _prepare_data_once(cfg)
             board = Board(k, live=(mode == "live")) if mode != "off" else None
@@ -1233,6 +1236,8 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
               file=sys.stderr)
     if interrupted:
         raise KeyboardInterrupt
+    if error is not None:
+        raise error
     return summary
 
 

@@ -215,6 +215,8 @@ def test_too_many_failures_stop_the_sweep(tmp_path):
     ov = overrides(tmp_path, "sweep.trials=3", "sweep.max_failed=2")
     with pytest.raises(S.SweepError, match="2 trials failed"):
         S.sweep(compose(ov), ov, train_fn=broken)
+    rows = list(csv.DictReader((tmp_path / "sw" / "trials.csv").open()))  # results written all the same
+    assert [r["state"] for r in rows] == ["failed", "failed"]
 
 
 def test_worker_needs_an_existing_study(tmp_path):
