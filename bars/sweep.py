@@ -665,6 +665,7 @@ def make_objective(ctx: TrialContext, study: optuna.Study) -> Callable[[optuna.T
             trial.set_user_attr("retry_of", int(sys_attrs["failed_trial"]))
         tcfg = trial_config(ctx.cfg, params, ctx.threads)
         trial.set_user_attr("max_epochs", int(tcfg.train.max_epochs))
+        last_epoch = int(tcfg.train.max_epochs)
         t0 = time.monotonic()
         seen = {"epochs": 0, "val_auc": None, "val_logloss": None}
         ctx.progress.trial_started(trial.number, study)
@@ -675,7 +676,8 @@ def make_objective(ctx: TrialContext, study: optuna.Study) -> Callable[[optuna.T
                 seen["val_auc"], seen["val_logloss"] = float(log.val_auc), float(log.val_logloss)
             ctx.progress.epoch(trial.number, int(log.epoch), float(log.val_auc))
             trial.report(float(log.val_auc), step=int(log.epoch))
-            if trial.should_prune():
+            # pruning after the last epoch saves nothing and would hide a finished result
+            if int(log.epoch) < last_epoch and trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {log.epoch}: val_auc {log.val_auc:.5f} below the median")
             if ctx.stop.is_set():
                 raise KeyboardInterrupt
