@@ -173,7 +173,6 @@ def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):
     assert len(workers) == 2 and str(pid) in workers  # two processes worked on the one study
 
 
-@pytest.mark.slow
 def test_kill_whole_sweep_and_rerun_resumes(shared, tmp_path):
     ov = base(shared, tmp_path, 12000, "sweep.trials=3", "train.max_epochs=4",
               "sweep.pruner.n_startup_trials=1000")
