@@ -391,6 +391,7 @@ def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage, space: d
                                 sampler=make_sampler(cfg, int(cfg.sweep.seed)), pruner=make_pruner(cfg))
     record = study_record(cfg, space)
     old = study.user_attrs
+    check_space_compatible(study, space)
     if old.get("search_space") not in (None, record["search_space"]):
         print(f"bars sweep: warning: the search space of study {name!r} changed since it was created; TPE "
               f"continues with the trials so far", file=sys.stderr)
@@ -401,6 +402,32 @@ def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage, space: d
     if "created_at" not in old:
         study.set_user_attr("created_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return study
+
+
+def check_space_compatible(study: optuna.Study, space: dict[str, Param]) -> None:
+    """Optuna lets float/int ranges change within a study, but not categorical choices: a trial would fail at
+    its first suggestion. Check against the distributions the study's trials used, before any trial starts."""
+    seen: dict[str, Any] = {}
+    for t in study.get_trials(deepcopy=False):
+        for k, d in t.distributions.items():
+            seen.setdefault(k, d)
+    bad = []
+    for k, p in space.items():
+        d = seen.get(k)
+        if d is None:
+            continue
+        if p.type == "categorical":
+            new = tuple(encode_choice(c) for c in p.choices)
+            if not isinstance(d, optuna.distributions.CategoricalDistribution) or tuple(d.choices) != new:
+                bad.append(f"  {k}: the study used {getattr(d, 'choices', d)}, the space now has {list(new)}")
+        elif isinstance(d, optuna.distributions.CategoricalDistribution):
+            bad.append(f"  {k}: the study used categorical {d.choices}, the space now has a {p.type} range")
+    if bad:
+        raise SearchSpaceError(
+            f"study {study.study_name!r} ({len(study.get_trials(deepcopy=False))} trials) was run with other "
+            f"categorical choices; Optuna cannot change them within a study:\n" + "\n".join(bad) +
+            "\nRestore the old choices, or start a new study: sweep.study=<new name> (or remove its storage, "
+            "e.g. sweeps/<model>__<data>/study.journal, to start over)")
 
 
 def load_study(cfg: DictConfig, storage: optuna.storages.BaseStorage, seed: int) -> optuna.Study:
@@ -1024,6 +1051,7 @@ def run_worker(cfg: DictConfig, *, replay: Sequence[str], train_fn: TrainFn | No
     study = load_study(cfg, storage, seed)
     space = space_of(cfg)
     validate_space(space, cfg)
+    check_space_compatible(study, space)
     if tracking is True:
         tracking = make_tracking(cfg)
     elif tracking is False:

@@ -326,3 +326,21 @@ def test_launcher_time_budget(tmp_path):
     ov = overrides(tmp_path, "sweep.trials=50", "sweep.timeout=1")
     summary = S.sweep(compose(ov), ov, train_fn=slow)
     assert 1 <= summary["finished"] < 50
+
+
+def test_changed_categorical_choices_fail_before_any_trial(tmp_path):
+    d = tmp_path / "search"
+    d.mkdir()
+    (d / "dcn.yaml").write_text("model.params.dnn_hidden_units: [[64, 64], [128]]\n")
+    ov = overrides(tmp_path, "sweep.trials=2", f"sweep.search_dir={d}")
+    S.sweep(compose(ov), ov, train_fn=fake_train)
+    (d / "dcn.yaml").write_text("model.params.dnn_hidden_units: [[64, 64], [256]]\n")
+    calls = []
+    ov2 = [*ov, "sweep.trials=3"]
+    with pytest.raises(S.SearchSpaceError, match="sweep.study=<new name>"):
+        S.sweep(compose(ov2), ov2, train_fn=lambda *a, **k: calls.append(1))
+    assert calls == []
+    # float ranges may change within a study
+    (d / "dcn.yaml").write_text("model.params.dnn_hidden_units: [[64, 64], [128]]\n"
+                                "train.learning_rate: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}\n")
+    assert S.sweep(compose(ov2), ov2, train_fn=fake_train)["finished"] == 3
