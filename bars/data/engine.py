@@ -4,9 +4,11 @@ A dataset is a :class:`Recipe` (sources + fields + an optional per-batch row tra
 prepare.py`` only declares one. The ``tabular`` dataset builds its recipe from config keys with
 :func:`tabular_recipe`; the named BARS datasets add their protocol transforms (bucketing, time fields) on top.
 
-Memory stays bounded: raw files are read in blocks (pyarrow streaming CSV), each block is transformed and
-appended to a staged Parquet file per split; vocabularies are counted by polars over the staged train file;
-encoding streams staged -> final Parquet with polars' streaming engine.
+Memory stays bounded (by the batch size and the vocabularies, not the row count): raw files are read in blocks
+(pyarrow streaming CSV, parsed one batch ahead in a thread), each batch is transformed and appended to a staged
+Arrow IPC file per split, with every string categorical field replaced by integer ids (:class:`_Dictionary`);
+vocabularies are counted by polars over the staged train file; encoding streams each staged file batch by batch
+into the final Parquet file (fixed row groups), so nothing is held whole.
 """
 
 from __future__ import annotations
@@ -14,23 +16,26 @@ from __future__ import annotations
 import concurrent.futures as cf
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from bars.data import transforms as T
 from bars.data.errors import DataError
 from bars.data.sources import Source, file_digest, read_batches, verify_checksum
-from bars.data.spec import FIRST_KNOWN_INDEX, Feature, FeatureSpec
+from bars.data.spec import FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX, Feature, FeatureSpec
 from bars.data.writer import MANIFEST, SPEC, sha256_file, write_json
 
-FORMAT_VERSION = 1  # bump when the engine's output for the same config changes
+FORMAT_VERSION = 2  # bump when the engine's output for the same config changes (2: pyarrow-written splits)
 SPLITS = T.SPLITS
+ROW_GROUP_ROWS = 256 * 1024  # rows per Parquet row group of the output splits (fixed: output bytes depend on it)
+STAGE_COMPRESSION = "lz4"
 
 
 @dataclass
@@ -166,16 +171,61 @@ def _prefetch(it, depth: int = 2):
     th.join()
 
 
-def _stage(recipe: Recipe, stage: Path) -> tuple[dict[str, int], list[dict], list[Path]]:
-    """Raw sources -> staged Parquet files with the transformed columns and a ``__split`` id column."""
+class _Dictionary:
+    """Interns the string values of one categorical field while staging: each distinct value gets an integer id
+    (a polars Categorical on private categories), so staged files hold uint32 ids instead of strings and the
+    vocabulary count and the encoding work on integers. Ids follow arrival order; the vocabulary (train count
+    descending, then value) and so the output do not depend on them."""
+
+    def __init__(self) -> None:
+        self.categories = pl.Categories.random()
+        self.dtype = pl.Categorical(self.categories)
+        self._alive = pl.Series([], dtype=pl.String).cast(self.dtype)  # the mapping lives as long as this
+        self.size = 0  # 1 + the largest id staged
+
+    def encode(self, col: str) -> pl.Expr:
+        return pl.col(col).cast(self.dtype).to_physical().alias(col)
+
+    def values(self, ids: pl.Series) -> pl.Series:
+        cats = self.categories
+        return pl.Series([cats[i] for i in ids.to_list()], dtype=pl.String)
+
+
+class _Stage:
+    """Staged Arrow IPC files, one per split, all with the schema of the first batch."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.schema = folder, None
+        self.writers: dict[str, ipc.RecordBatchFileWriter] = {}
+        self.files: dict[str, Path] = {}
+
+    def write(self, split: str, df: pl.DataFrame) -> None:
+        table = df.to_arrow()
+        if self.schema is None:
+            self.schema = table.schema
+        elif table.schema != self.schema:
+            table = table.cast(self.schema)
+        if split not in self.writers:
+            self.files[split] = self.folder / f"{split}.arrow"
+            self.writers[split] = ipc.new_file(self.files[split], self.schema,
+                                               options=ipc.IpcWriteOptions(compression=STAGE_COMPRESSION))
+        self.writers[split].write_table(table)
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+
+
+def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _Stage, dict[str, _Dictionary]]:
+    """Raw sources -> staged IPC files per split with the transformed columns, string categoricals as ids."""
     counts = dict.fromkeys(SPLITS, 0)
     inputs: list[dict] = []
-    files: list[Path] = []
+    stage = _Stage(folder)
+    dicts: dict[str, _Dictionary] | None = None
     prog = _Progress("read")
     pool = cf.ThreadPoolExecutor(max_workers=1)
-    schema: pa.Schema | None = None
     try:
-        for si, src in enumerate(recipe.sources):
+        for src in recipe.sources:
             if not src.path.exists():
                 raise DataError(f"{src.path}: raw file not found")
             if src.split is not None and src.split not in SPLITS:
@@ -191,60 +241,120 @@ def _stage(recipe: Recipe, stage: Path) -> tuple[dict[str, int], list[dict], lis
             else:
                 fut = pool.submit(file_digest, src.path, "sha256")
             n_src = 0
-            dst = stage / f"part{si}.parquet"
-            writer = None
-            try:
-                for line0, batch in _prefetch(read_batches(src, recipe.rows)):
-                    df = _finish_batch(recipe, src, pl.from_arrow(batch), line0)
-                    if src.split is None:
-                        ids = T.assign_split(n_src, df.height, recipe.split_seed, recipe.split_ratios)
-                    else:
-                        ids = np.full(df.height, SPLITS.index(src.split), dtype=np.uint8)
-                    for i, c in enumerate(np.bincount(ids, minlength=3)):
-                        counts[SPLITS[i]] += int(c)
-                    table = df.with_columns(pl.Series("__split", ids)).to_arrow()
-                    if schema is None:
-                        schema = table.schema
-                    elif table.schema != schema:
-                        table = table.cast(schema)
-                    if writer is None:
-                        writer = pq.ParquetWriter(dst, schema, compression="lz4")
-                    writer.write_table(table)
-                    n_src += df.height
-                    prog.add(df.height)
-            finally:
-                if writer is not None:
-                    writer.close()
-            if writer is not None:
-                files.append(dst)
+            for line0, batch in _prefetch(read_batches(src, recipe.rows)):
+                df = _finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
+                if dicts is None:  # the first batch decides which fields are interned
+                    dicts = {f.name: _Dictionary() for f in recipe.fields
+                             if f.type == "categorical" and df.schema[f.name] == pl.String}
+                if dicts:
+                    df = df.with_columns([d.encode(c) for c, d in dicts.items()])
+                    top = df.select(pl.col(list(dicts)).max()).row(0)
+                    for d, m in zip(dicts.values(), top):
+                        if m is not None:
+                            d.size = max(d.size, m + 1)
+                if src.split is None:
+                    ids = T.assign_split(n_src, df.height, recipe.split_seed, recipe.split_ratios)
+                    for i, k in enumerate(SPLITS):
+                        part = df.filter(pl.Series(ids == i))
+                        if part.height:
+                            stage.write(k, part)
+                            counts[k] += part.height
+                else:
+                    stage.write(src.split, df)
+                    counts[src.split] += df.height
+                n_src += df.height
+                prog.add(df.height)
             info["rows"] = n_src
             if fut is not None:
                 info["sha256"] = fut.result()
             inputs.append(info)
     finally:
         pool.shutdown(wait=True)
+        stage.close()
     prog.done()
     if counts["train"] == 0:
         raise DataError(f"dataset {recipe.name!r}: the train split is empty (inputs: "
                         f"{[str(s.path) for s in recipe.sources]})")
-    return counts, inputs, files
+    return counts, inputs, stage, dicts or {}
+
+
+def _staged_batches(path: Path | None, schema: pa.Schema) -> Iterator[pa.Table]:
+    """The staged split in tables of exactly ROW_GROUP_ROWS rows (the last one shorter; one empty table if the
+    split has no rows), read batch by batch."""
+    pending: list[pa.RecordBatch] = []
+    n = 0
+    if path is not None:
+        with ipc.open_file(path) as f:
+            for i in range(f.num_record_batches):
+                b = f.get_batch(i)
+                pending.append(b)
+                n += b.num_rows
+                while n >= ROW_GROUP_ROWS:
+                    t = pa.Table.from_batches(pending, schema)
+                    yield t.slice(0, ROW_GROUP_ROWS)
+                    rest = t.slice(ROW_GROUP_ROWS)
+                    pending, n = rest.to_batches(), rest.num_rows
+    if n or path is None:
+        yield pa.Table.from_batches(pending, schema)
+
+
+def _encode_split(path: Path | None, schema: pa.Schema, exprs: list[pl.Expr], label: str, dst: Path) -> dict:
+    """Staged split -> final Parquet (lz4, ROW_GROUP_ROWS per row group); returns rows and positives.
+    Each row group is written in a thread while the next one is encoded (both release the GIL)."""
+    writer = None
+    n, pos = 0, 0.0
+    pending: cf.Future | None = None
+    with cf.ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            for t in _staged_batches(path, schema):
+                df = pl.from_arrow(t, rechunk=False).select(exprs)
+                n += df.height
+                pos += float(df[label].sum() or 0.0)
+                out = df.to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(dst, out.schema, compression="lz4")
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(writer.write_table, out, row_group_size=ROW_GROUP_ROWS)
+            if pending is not None:
+                pending.result()
+        finally:
+            if writer is not None:
+                if pending is not None:
+                    pending.exception()  # wait for it before closing
+                writer.close()
+    return {"rows": n, "positives": int(pos)}
 
 
 def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     """Write ``{train,valid,test}.parquet``, feature_spec.json and manifest.json into ``out``; return manifest."""
     t0 = time.perf_counter()
-    stage = out / "_stage"
-    stage.mkdir()
-    counts, inputs, staged = _stage(recipe, stage)
-    train = pl.scan_parquet(staged).filter(pl.col("__split") == 0)
+    folder = out / "_stage"
+    folder.mkdir()
+    counts, inputs, stage, dicts = _stage(recipe, folder)
+    train = pl.scan_ipc(stage.files["train"])
 
     # vocabularies (train only) and sequence lengths
     t1 = time.perf_counter()
     cat = [f for f in recipe.fields if f.type in ("categorical", "sequence")]
-    vocab_frames = pl.collect_all(
-        [T.vocab_query(train, f.name, f.min_count, f.type == "sequence") for f in cat], engine="streaming"
-    )
-    vocabs = {f.name: v[f.name] for f, v in zip(cat, vocab_frames)}
+    queries = []
+    for f in cat:
+        if f.name in dicts:  # ids with their train counts; ordered below, by value
+            queries.append(train.select(pl.col(f.name)).drop_nulls().group_by(f.name).agg(pl.len().alias("count"))
+                           .filter(pl.col("count") >= f.min_count))
+        else:
+            queries.append(T.vocab_query(train, f.name, f.min_count, f.type == "sequence"))
+    vocab_frames = pl.collect_all(queries, engine="streaming")
+    vocabs, remaps = {}, {}
+    for f, v in zip(cat, vocab_frames):
+        if f.name in dicts:
+            d = dicts[f.name]
+            v = v.with_columns(d.values(v[f.name]).alias("value")).sort(["count", "value"], descending=[True, False])
+            remap = np.full(max(d.size, 1), OOV_INDEX, dtype=np.int32)
+            remap[v[f.name].to_numpy()] = np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + v.height, dtype=np.int32)
+            vocabs[f.name], remaps[f.name] = v["value"], pl.Series(remap)
+        else:
+            vocabs[f.name] = v[f.name]
     max_lens = {}
     for f in recipe.fields:
         if f.type == "sequence":
@@ -255,11 +365,13 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
                 max_lens[f.name] = max(1, min(int(longest), recipe.max_len_cap))
     _log(f"  vocabularies: {len(cat)} fields in {time.perf_counter() - t1:.1f} s")
 
-    # encode each split (streaming)
+    # encode each split, batch by batch
     t2 = time.perf_counter()
     exprs = []
     for f in recipe.fields:
-        if f.type == "categorical":
+        if f.name in remaps:  # staged id -> index: a gather; missing (null id) -> padding
+            exprs.append(pl.lit(remaps[f.name]).gather(pl.col(f.name)).fill_null(PAD_INDEX).alias(f.name))
+        elif f.type == "categorical":
             exprs.append(T.encode_categorical(f.name, vocabs[f.name]))
         elif f.type == "sequence":
             exprs.append(T.encode_sequence(f.name, vocabs[f.name], max_lens[f.name]))
@@ -269,20 +381,18 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             raise DataError(f"field {f.name!r}: type {f.type!r} is not categorical, numeric or sequence")
     exprs.append(pl.col(recipe.label).cast(pl.Float32))
     splits = {}
-    for i, k in enumerate(SPLITS):
+    for k in SPLITS:
         dst = out / f"{k}.parquet"
-        pl.scan_parquet(staged).filter(pl.col("__split") == i).select(exprs).sink_parquet(
-            dst, compression="lz4", row_group_size=256 * 1024
-        )
-        stats = pl.scan_parquet(dst).select(pl.len(), pl.col(recipe.label).sum()).collect()
-        n, pos = int(stats.item(0, 0)), float(stats.item(0, 1) or 0.0)
-        splits[k] = {"file": dst.name, "rows": n, "positives": int(pos),
+        stats = _encode_split(stage.files.get(k), stage.schema, exprs, recipe.label, dst)
+        n, pos = stats["rows"], stats["positives"]
+        splits[k] = {"file": dst.name, "rows": n, "positives": pos,
                      "positive_rate": round(pos / n, 6) if n else None,
                      "bytes": dst.stat().st_size, "sha256": sha256_file(dst)}
     _log(f"  encode + write: {time.perf_counter() - t2:.1f} s")
-    for p in stage.iterdir():
+    del train, dicts
+    for p in folder.iterdir():
         p.unlink()
-    stage.rmdir()
+    folder.rmdir()
 
     features = tuple(
         Feature(
