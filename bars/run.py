@@ -163,7 +163,11 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
             run_id = run.run_id
             result = _train_in_run(cfg, run, seed, on_epoch, say, t_start)
     except BaseException as exc:
-        if run_id is not None and hasattr(exc, "add_note"):
+        if run_id is not None:
+            try:  # callers (e.g. the sweep, on a pruned trial) find the run without parsing text
+                exc.run_id = run_id  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
             exc.add_note(f"MLflow run {run_id} ended {'FAILED' if isinstance(exc, Exception) else 'KILLED'} "
                          f"(tracking uri {cfg.tracking.uri})")
         raise

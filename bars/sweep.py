@@ -781,15 +781,9 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
 
 
 def _run_id_from_error(e: BaseException | None) -> str | None:
-    """``train_one`` notes the MLflow run on an exception it re-raises ("MLflow run <id> ended FAILED")."""
+    """``train_one`` sets ``run_id`` on an exception it re-raises (the MLflow run it ended)."""
     if e is None:
         return None
-    import re
-
-    for note in getattr(e, "__notes__", []) or []:
-        m = re.search(r"MLflow run ([0-9a-f]{8,})", str(note))
-        if m:
-            return m.group(1)
     return getattr(e, "run_id", None)
 
 

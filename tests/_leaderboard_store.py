@@ -69,7 +69,7 @@ def log_run(client: MlflowClient, exp_id: str, tmp: Path, data: str, model: str,
         tags["mlflow.parentRunId"] = parent
     if trial is not None:
         tags["trial_number"] = str(trial)
-        tags["trial_state"] = "complete"
+        tags["state"] = "complete"
     tags.update(extra_tags or {})
     run = client.create_run(exp_id, tags=tags, run_name=f"{model}-{stage}-{seed}")
     rid = run.info.run_id
@@ -129,9 +129,9 @@ def populate(root: Path) -> str:
                     extra = {}
                     status = "FINISHED"
                     if t == 3:
-                        extra = {"trial_state": "pruned"}
+                        extra = {"state": "pruned"}
                     if t == 4:
-                        extra = {"trial_state": "failed"}
+                        extra = {"state": "failed"}
                         status = "FAILED"
                     log_run(client, exp_id, tmp, data, model, PROTOCOL_SEED[data], "trial", rng, parent=pid,
                             trial=t, status=status, epochs=2 + t % 3, extra_tags=extra)

@@ -137,6 +137,9 @@ def postgres_url() -> Iterator[str]:
     """A ``postgresql://`` URL of a throwaway server (one per test session/xdist worker), removed at the end."""
     pg_bin = find_pg_bin()
     if pg_bin is None:
+        if os.environ.get("BARS_REQUIRE_POSTGRES"):
+            pytest.fail("BARS_REQUIRE_POSTGRES is set but no PostgreSQL server binaries were found "
+                        "(apt-get install postgresql)")
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's `postgresql` "
                     "package (.ci/run does) or set PG_BIN")
     t0 = time.monotonic()
