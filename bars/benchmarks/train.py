@@ -31,29 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
+# The Frappe_x1 shapes (vocabularies BARS logged) and DCN's best configuration live with the model micro-bench.
+from bars.benchmarks.train_models import FRAPPE_DCN_BEST, frappe_like_spec
+
 GOAL_SAMPLES_PER_S = 30_000
-
-FRAPPE_VOCAB = {
-    "user": 956,
-    "item": 4084,
-    "daytime": 9,
-    "weekday": 9,
-    "isweekend": 4,
-    "homework": 5,
-    "cost": 4,
-    "weather": 11,
-    "country": 82,
-    "city": 235,
-}
-FRAPPE_DCN_BEST = {
-    "embedding_dim": 10,
-    "dnn_hidden_units": [400, 400, 400],
-    "activation": "relu",
-    "batch_norm": True,
-    "dropout": 0.2,
-    "num_cross_layers": 3,
-}
-
 
 def criteo_like_spec():
     from bars.data.spec import Feature, FeatureSpec
@@ -62,13 +43,6 @@ def criteo_like_spec():
     feats = [Feature(f"I{i}", "numeric") for i in range(1, 14)]
     feats += [Feature(f"C{i}", "categorical", vocab_size=int(v)) for i, v in enumerate(vocab, 1)]
     return FeatureSpec(dataset="synthetic_criteo_like", label="label", features=tuple(feats))
-
-
-def frappe_like_spec():
-    from bars.data.spec import Feature, FeatureSpec
-
-    feats = tuple(Feature(n, "categorical", vocab_size=v) for n, v in FRAPPE_VOCAB.items())
-    return FeatureSpec(dataset="frappe_like", label="label", features=feats)
 
 
 def synthetic_split(spec, rows: int, seed: int):
