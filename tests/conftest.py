@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,19 @@ import pytest
 
 from bars.config import PROJECT_ROOT, compose
 
-SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
+
+
+def _find_shared() -> Path:
+    """The workplace's ../shared (real public data, reference facts): $BARS_SHARED, else next to the project,
+    else /work/shared (so a fresh clone in a temporary folder still finds it)."""
+    for cand in (os.environ.get("BARS_SHARED"), PROJECT_ROOT.parent / "shared", "/work/shared"):
+        if cand and Path(cand, "datasets").is_dir():
+            return Path(cand)
+    return PROJECT_ROOT.parent / "shared"
+
+
+SHARED = _find_shared()
+SHARED_DATASETS = SHARED / "datasets"
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import SHARED_DATASETS
+
 from bars import metrics
 from bars import train as T
 from bars.train import EpochLog, NonFiniteLossError, TrainConfig, TrainConfigError, fit
@@ -460,7 +462,7 @@ def test_seed_everything_repeats_draws():
 # ------------------------------------------------------------------------------------------------ real data, real models
 
 FRAPPE_VALID = (
-    Path(__file__).resolve().parents[2] / "shared" / "datasets" / "frappe_x1" / "derived" / "valid.csv.gz"
+    SHARED_DATASETS / "frappe_x1" / "derived" / "valid.csv.gz"
 )
 
 
