@@ -151,7 +151,9 @@ def git_info(root: Path | None = None) -> dict[str, str]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # results/ and sweeps/ are outputs the pipeline itself writes: they do not make the code dirty
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results", ":(exclude)sweeps"], cwd=root,
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         return {"git_commit": commit, "git_dirty": "true" if dirty else "false"}
     except (OSError, subprocess.SubprocessError):
@@ -178,8 +180,31 @@ def environment_tags() -> dict[str, str]:
         tags["cuda"] = torch.version.cuda or "none"
     except ImportError:  # pragma: no cover - torch is a dependency
         tags["torch"] = tags["cuda"] = "none"
+    tags["hardware"] = hardware_description()
     tags.update(git_info())
     return tags
+
+
+def hardware_description() -> str:
+    """CPU model and logical cores, plus the GPU name(s) when CUDA is available: the leaderboard's hardware."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} logical cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpus = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
+            desc += f"; GPU {', '.join(gpus)} x{torch.cuda.device_count()}"
+    except Exception:  # noqa: BLE001 - a description must never stop a run
+        pass
+    return desc
 
 
 def environment_report() -> str:
