@@ -714,14 +714,11 @@ def make_objective(ctx: TrialContext, study: optuna.Study) -> Callable[[optuna.T
         state = "failed"
         run_id = None
         err: BaseException | None = None
-        kwargs: dict[str, Any] = {}
-        if _accepts(ctx.train_fn, "quiet"):
-            kwargs["quiet"] = ctx.progress.mode != "verbose"
         quiet = ctx.progress.mode != "verbose"
         try:
             with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
                 result = ctx.train_fn(tcfg, on_epoch=on_epoch, parent_run_id=ctx.parent_run_id,
-                                      extra_tags=tags, **kwargs)
+                                      extra_tags=tags, quiet=quiet)
             run_id = getattr(result, "run_id", None)
             metrics = dict(getattr(result, "metrics", {}) or {})
             val = float(metrics["val_auc"])
@@ -768,16 +765,6 @@ def make_objective(ctx: TrialContext, study: optuna.Study) -> Callable[[optuna.T
                 ctx.progress.trial_finished(trial.number, state, study, seen_val(trial))
 
     return objective
-
-
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    import inspect
-
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return False
-    return name in sig.parameters or any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
 
 
 def _run_id_from_error(e: BaseException | None) -> str | None:
