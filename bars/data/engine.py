@@ -7,8 +7,11 @@ prepare.py`` only declares one. The ``tabular`` dataset builds its recipe from c
 Memory stays bounded (by the batch size and the vocabularies, not the row count): raw files are read in blocks
 (pyarrow streaming CSV, parsed one batch ahead in a thread), each batch is transformed and appended to a staged
 Arrow IPC file per split, with every string categorical field replaced by integer ids (:class:`_Dictionary`);
-vocabularies are counted by polars over the staged train file; encoding streams each staged file batch by batch
-into the final Parquet file (fixed row groups), so nothing is held whole.
+the train counts of categorical fields are taken while staging (sequence fields: by polars over the staged train
+file); encoding streams each staged file batch by batch into the final Parquet file (fixed row groups; valid and
+test alongside train), so nothing is held whole. Staged files are uncompressed (compressing and decompressing
+them cost more CPU than anything else but parsing and interning): staging needs free disk of about the raw
+input's size (Criteo-format: ~210 bytes per row) next to the output folder.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from bars.data.writer import MANIFEST, SPEC, sha256_file, write_json
 FORMAT_VERSION = 2  # bump when the engine's output for the same config changes (2: pyarrow-written splits)
 SPLITS = T.SPLITS
 ROW_GROUP_ROWS = 256 * 1024  # rows per Parquet row group of the output splits (fixed: output bytes depend on it)
-STAGE_COMPRESSION = "lz4"
+STAGE_COMPRESSION = None  # staged IPC files: uncompressed (lz4 cost ~0.6 CPU-s per 1M Criteo rows)
 
 
 @dataclass
@@ -182,13 +185,62 @@ class _Dictionary:
         self.dtype = pl.Categorical(self.categories)
         self._alive = pl.Series([], dtype=pl.String).cast(self.dtype)  # the mapping lives as long as this
         self.size = 0  # 1 + the largest id staged
+        self.counts = np.zeros(0, dtype=np.int64)  # train count per id, counted while staging
+
+    def count(self, ids: pl.Series) -> None:
+        arr = ids.drop_nulls().to_numpy()
+        if not len(arr):
+            return
+        c = np.bincount(arr, minlength=len(self.counts))
+        if len(c) > len(self.counts):
+            c[: len(self.counts)] += self.counts
+            self.counts = c
+        else:
+            self.counts += c
+
+    def vocab(self, col: str, min_count: int) -> pl.DataFrame:
+        """Ids seen in train at least ``min_count`` times with their counts and values, in index order."""
+        ids = np.flatnonzero(self.counts >= max(min_count, 1)).astype(np.uint32)
+        v = pl.DataFrame({col: ids, "count": self.counts[ids]})
+        v = v.with_columns(self.values(v[col]).alias("value"))
+        return v.sort(["count", "value"], descending=[True, False])
 
     def encode(self, col: str) -> pl.Expr:
         return pl.col(col).cast(self.dtype).to_physical().alias(col)
 
     def values(self, ids: pl.Series) -> pl.Series:
-        cats = self.categories
-        return pl.Series([cats[i] for i in ids.to_list()], dtype=pl.String)
+        table = self.categories.to_series()  # position = id
+        if len(table) < self.size or table.null_count():
+            cats = self.categories
+            return pl.Series([cats[i] for i in ids.to_list()], dtype=pl.String)
+        return table.cast(pl.String).gather(ids).rename("")
+
+
+class _Counter:
+    """Train counts of a non-interned categorical field, counted while staging: per-batch counts, merged
+    whenever many have piled up (memory stays bounded by the number of distinct values)."""
+
+    def __init__(self, col: str) -> None:
+        self.col, self.parts, self.rows = col, [], 0
+
+    def count(self, s: pl.Series) -> None:
+        self.parts.append(s.drop_nulls().to_frame(self.col).group_by(self.col).agg(pl.len().cast(pl.Int64).alias("count")))
+        self.rows += self.parts[-1].height
+        if len(self.parts) >= 64 or self.rows > (1 << 22):
+            self._merge()
+
+    def _merge(self) -> None:
+        if len(self.parts) > 1:
+            self.parts = [pl.concat(self.parts).group_by(self.col).agg(pl.col("count").sum())]
+        self.rows = self.parts[0].height if self.parts else 0
+
+    def vocab(self, min_count: int) -> pl.DataFrame:
+        """Known values with count >= min_count, in index order (count desc, value asc), as vocab_query."""
+        self._merge()
+        if not self.parts:
+            return pl.DataFrame({self.col: [], "count": []}, schema={self.col: pl.Null, "count": pl.Int64})
+        return (self.parts[0].filter(pl.col("count") >= min_count)
+                .sort(["count", self.col], descending=[True, False]))
 
 
 class _Stage:
@@ -216,12 +268,24 @@ class _Stage:
             w.close()
 
 
-def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _Stage, dict[str, _Dictionary]]:
-    """Raw sources -> staged IPC files per split with the transformed columns, string categoricals as ids."""
+def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _Stage, dict[str, _Dictionary],
+                                                  dict[str, _Counter]]:
+    """Raw sources -> staged IPC files per split with the transformed columns, string categoricals as ids;
+    the train counts of every categorical field are taken on the way."""
     counts = dict.fromkeys(SPLITS, 0)
     inputs: list[dict] = []
     stage = _Stage(folder)
     dicts: dict[str, _Dictionary] | None = None
+    counters: dict[str, _Counter] = {}
+
+    def put(split: str, part: pl.DataFrame) -> None:
+        stage.write(split, part)
+        counts[split] += part.height
+        if split == "train":
+            for c, d in dicts.items():
+                d.count(part[c])
+            for c, k in counters.items():
+                k.count(part[c])
     prog = _Progress("read")
     pool = cf.ThreadPoolExecutor(max_workers=1)
     try:
@@ -246,6 +310,8 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
                 if dicts is None:  # the first batch decides which fields are interned
                     dicts = {f.name: _Dictionary() for f in recipe.fields
                              if f.type == "categorical" and df.schema[f.name] == pl.String}
+                    counters = {f.name: _Counter(f.name) for f in recipe.fields
+                                if f.type == "categorical" and f.name not in dicts}
                 if dicts:
                     df = df.with_columns([d.encode(c) for c, d in dicts.items()])
                     top = df.select(pl.col(list(dicts)).max()).row(0)
@@ -257,11 +323,9 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
                     for i, k in enumerate(SPLITS):
                         part = df.filter(pl.Series(ids == i))
                         if part.height:
-                            stage.write(k, part)
-                            counts[k] += part.height
+                            put(k, part)
                 else:
-                    stage.write(src.split, df)
-                    counts[src.split] += df.height
+                    put(src.split, df)
                 n_src += df.height
                 prog.add(df.height)
             info["rows"] = n_src
@@ -275,7 +339,7 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
     if counts["train"] == 0:
         raise DataError(f"dataset {recipe.name!r}: the train split is empty (inputs: "
                         f"{[str(s.path) for s in recipe.sources]})")
-    return counts, inputs, stage, dicts or {}
+    return counts, inputs, stage, dicts or {}, counters
 
 
 def _staged_batches(path: Path | None, schema: pa.Schema) -> Iterator[pa.Table]:
@@ -331,30 +395,28 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     t0 = time.perf_counter()
     folder = out / "_stage"
     folder.mkdir()
-    counts, inputs, stage, dicts = _stage(recipe, folder)
+    counts, inputs, stage, dicts, counters = _stage(recipe, folder)
     train = pl.scan_ipc(stage.files["train"])
 
-    # vocabularies (train only) and sequence lengths
+    # vocabularies (train only; counted while staging, sequences here) and sequence lengths
     t1 = time.perf_counter()
     cat = [f for f in recipe.fields if f.type in ("categorical", "sequence")]
-    queries = []
-    for f in cat:
-        if f.name in dicts:  # ids with their train counts; ordered below, by value
-            queries.append(train.select(pl.col(f.name)).drop_nulls().group_by(f.name).agg(pl.len().alias("count"))
-                           .filter(pl.col("count") >= f.min_count))
-        else:
-            queries.append(T.vocab_query(train, f.name, f.min_count, f.type == "sequence"))
-    vocab_frames = pl.collect_all(queries, engine="streaming")
+    seq = [f for f in cat if f.name not in dicts and f.name not in counters]
+    frames = dict(zip([f.name for f in seq], pl.collect_all(
+        [T.vocab_query(train, f.name, f.min_count, f.type == "sequence") for f in seq], engine="streaming")
+        if seq else []))
     vocabs, remaps = {}, {}
-    for f, v in zip(cat, vocab_frames):
+    for f in cat:
         if f.name in dicts:
             d = dicts[f.name]
-            v = v.with_columns(d.values(v[f.name]).alias("value")).sort(["count", "value"], descending=[True, False])
+            v = d.vocab(f.name, f.min_count)
             remap = np.full(max(d.size, 1), OOV_INDEX, dtype=np.int32)
             remap[v[f.name].to_numpy()] = np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + v.height, dtype=np.int32)
             vocabs[f.name], remaps[f.name] = v["value"], pl.Series(remap)
+        elif f.name in counters:
+            vocabs[f.name] = counters[f.name].vocab(f.min_count)[f.name]
         else:
-            vocabs[f.name] = v[f.name]
+            vocabs[f.name] = frames[f.name][f.name]
     max_lens = {}
     for f in recipe.fields:
         if f.type == "sequence":
@@ -380,14 +442,22 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
         else:
             raise DataError(f"field {f.name!r}: type {f.type!r} is not categorical, numeric or sequence")
     exprs.append(pl.col(recipe.label).cast(pl.Float32))
-    splits = {}
-    for k in SPLITS:
+
+    def encode(k: str) -> dict:
         dst = out / f"{k}.parquet"
         stats = _encode_split(stage.files.get(k), stage.schema, exprs, recipe.label, dst)
         n, pos = stats["rows"], stats["positives"]
-        splits[k] = {"file": dst.name, "rows": n, "positives": pos,
-                     "positive_rate": round(pos / n, 6) if n else None,
-                     "bytes": dst.stat().st_size, "sha256": sha256_file(dst)}
+        return {"file": dst.name, "rows": n, "positives": pos, "positive_rate": round(pos / n, 6) if n else None,
+                "bytes": dst.stat().st_size, "sha256": sha256_file(dst)}
+
+    # train here, valid and test meanwhile in a thread: the cores stay busy while one writer works alone
+    with cf.ThreadPoolExecutor(max_workers=1) as pool:
+        rest = pool.submit(lambda: {k: encode(k) for k in SPLITS[1:]})
+        try:
+            first = encode(SPLITS[0])
+        finally:
+            rest.exception()  # wait for it before anything is cleaned up
+        splits = {SPLITS[0]: first, **rest.result()}
     _log(f"  encode + write: {time.perf_counter() - t2:.1f} s")
     del train, dicts
     for p in folder.iterdir():
