@@ -216,18 +216,48 @@ class _Dictionary:
         return table.cast(pl.String).gather(ids).rename("")
 
 
-class _Counter:
-    """Train counts of a non-interned categorical field, counted while staging: per-batch counts, merged
-    whenever many have piled up (memory stays bounded by the number of distinct values)."""
+_DENSE_INTS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32)
+DENSE_RANGE = 1 << 20  # integer fields whose values span less than this are counted and encoded by array index
 
-    def __init__(self, col: str) -> None:
-        self.col, self.parts, self.rows = col, [], 0
+
+class _Counter:
+    """Train counts of a non-interned categorical field, counted while staging. Integers of a small range (the
+    usual case: bucketed Criteo fields) are counted into an array indexed by ``value - lo``; anything else into
+    per-batch counts, merged whenever many have piled up (memory stays bounded by the number of distinct values)."""
+
+    def __init__(self, col: str, dtype: pl.DataType) -> None:
+        self.col, self.dtype, self.parts, self.rows = col, dtype, [], 0
+        self.dense: np.ndarray | None = np.zeros(0, dtype=np.int64) if dtype in _DENSE_INTS else None
+        self.lo = 0
 
     def count(self, s: pl.Series) -> None:
+        if self.dense is not None:
+            arr = s.drop_nulls().to_numpy()
+            if not len(arr):
+                return
+            lo, hi = int(arr.min()), int(arr.max())
+            if len(self.dense):
+                lo, hi = min(lo, self.lo), max(hi, self.lo + len(self.dense) - 1)
+            if hi - lo < DENSE_RANGE:
+                if lo != self.lo or hi - lo + 1 > len(self.dense):
+                    grown = np.zeros(hi - lo + 1, dtype=np.int64)
+                    grown[self.lo - lo: self.lo - lo + len(self.dense)] = self.dense
+                    self.dense, self.lo = grown, lo
+                self.dense += np.bincount(arr.astype(np.int64) - lo, minlength=len(self.dense))
+                return
+            self._spill()
         self.parts.append(s.drop_nulls().to_frame(self.col).group_by(self.col).agg(pl.len().cast(pl.Int64).alias("count")))
         self.rows += self.parts[-1].height
         if len(self.parts) >= 64 or self.rows > (1 << 22):
             self._merge()
+
+    def _spill(self) -> None:
+        """Leave the array for per-batch counts (a value far outside the range seen so far)."""
+        vals = np.flatnonzero(self.dense)
+        self.parts.append(pl.DataFrame({self.col: vals + self.lo, "count": self.dense[vals]})
+                          .with_columns(pl.col(self.col).cast(self.dtype)))
+        self.rows += self.parts[-1].height
+        self.dense = None
 
     def _merge(self) -> None:
         if len(self.parts) > 1:
@@ -236,11 +266,28 @@ class _Counter:
 
     def vocab(self, min_count: int) -> pl.DataFrame:
         """Known values with count >= min_count, in index order (count desc, value asc), as vocab_query."""
+        if self.dense is not None:
+            vals = np.flatnonzero(self.dense >= max(min_count, 1))
+            v = pl.DataFrame({self.col: vals + self.lo, "count": self.dense[vals]})
+            return v.with_columns(pl.col(self.col).cast(self.dtype)).sort(["count", self.col], descending=[True, False])
         self._merge()
         if not self.parts:
-            return pl.DataFrame({self.col: [], "count": []}, schema={self.col: pl.Null, "count": pl.Int64})
+            return pl.DataFrame({self.col: [], "count": []}, schema={self.col: self.dtype, "count": pl.Int64})
         return (self.parts[0].filter(pl.col("count") >= min_count)
                 .sort(["count", self.col], descending=[True, False]))
+
+    def encoder(self, values: pl.Series) -> pl.Expr | None:
+        """Value -> index by array lookup (as T.encode_categorical), when the values span a small range."""
+        if self.dense is None:
+            return None
+        lo, hi = self.lo, self.lo + max(len(self.dense), 1) - 1
+        remap = np.full(hi - lo + 1, OOV_INDEX, dtype=np.int32)
+        remap[values.to_numpy().astype(np.int64) - lo] = np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + len(values),
+                                                                   dtype=np.int32)
+        x = pl.col(self.col)
+        return (pl.when(x.is_null()).then(pl.lit(PAD_INDEX, pl.Int32))
+                .when((x >= lo) & (x <= hi)).then(pl.lit(pl.Series(remap)).gather((x.cast(pl.Int64) - lo).clip(0, hi - lo)))
+                .otherwise(pl.lit(OOV_INDEX, pl.Int32)).alias(self.col))
 
 
 class _Stage:
@@ -310,7 +357,7 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
                 if dicts is None:  # the first batch decides which fields are interned
                     dicts = {f.name: _Dictionary() for f in recipe.fields
                              if f.type == "categorical" and df.schema[f.name] == pl.String}
-                    counters = {f.name: _Counter(f.name) for f in recipe.fields
+                    counters = {f.name: _Counter(f.name, df.schema[f.name]) for f in recipe.fields
                                 if f.type == "categorical" and f.name not in dicts}
                 if dicts:
                     df = df.with_columns([d.encode(c) for c, d in dicts.items()])
@@ -433,6 +480,8 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     for f in recipe.fields:
         if f.name in remaps:  # staged id -> index: a gather; missing (null id) -> padding
             exprs.append(pl.lit(remaps[f.name]).gather(pl.col(f.name)).fill_null(PAD_INDEX).alias(f.name))
+        elif f.name in counters and (e := counters[f.name].encoder(vocabs[f.name])) is not None:
+            exprs.append(e)
         elif f.type == "categorical":
             exprs.append(T.encode_categorical(f.name, vocabs[f.name]))
         elif f.type == "sequence":
