@@ -69,9 +69,11 @@ def open_text(path: Path, member: str | None = None) -> io.TextIOBase:
 
 def file_digest(path: Path, algo: str = "md5", chunk: int = 8 << 20, content: bool = False) -> str:
     """Hex digest of the file's bytes, or with ``content=True`` of its decompressed content if gzip."""
+    if not (content and is_gzip(path)):
+        with open(path, "rb") as f:  # reads into one reused buffer, hashing with the GIL released
+            return hashlib.file_digest(f, algo).hexdigest()
     h = hashlib.new(algo)
-    opener = gzip.open if content and is_gzip(path) else open
-    with opener(path, "rb") as f:
+    with gzip.open(path, "rb") as f:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()

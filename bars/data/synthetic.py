@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 N_INT, N_CAT = 13, 26
 
@@ -23,6 +21,9 @@ def _vocab(rng: np.random.Generator, card: int) -> pa.Array:
 
 
 def generate_criteo(path: str | Path, rows: int, seed: int = 0, chunk: int = 500_000) -> Path:
+    import pyarrow.compute as pc  # here, not at import: `bars prepare data=synthetic` mostly finds the file made
+    import pyarrow.csv as pacsv
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
