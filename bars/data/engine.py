@@ -35,15 +35,10 @@ from bars.data.sources import Source, file_digest, read_batches, verify_checksum
 from bars.data.spec import FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX, Feature, FeatureSpec
 from bars.data.writer import MANIFEST, SPEC, sha256_file, write_json
 
-FORMAT_VERSION = 3  # bump when the engine's output for the same config changes (2: pyarrow-written splits;
-#   3: splits written without a compression codec)
+FORMAT_VERSION = 2  # bump when the engine's output for the same config changes (2: pyarrow-written splits)
 SPLITS = T.SPLITS
 ROW_GROUP_ROWS = 256 * 1024  # rows per Parquet row group of the output splits (fixed: output bytes depend on it)
 STAGE_COMPRESSION = None  # staged IPC files: uncompressed (lz4 cost ~0.6 CPU-s per 1M Criteo rows)
-# output splits: dictionary-encoded index columns, no codec on top: lz4 cost ~0.3 CPU-s per 1M rows in the train
-# writer (the last step to finish) and again on every load, for files <0.1% smaller on synthetic Criteo-format
-# data (5-11% on the Criteo/Avazu head slices, a third on movielens_small)
-SPLIT_COMPRESSION = "none"
 
 
 @dataclass
@@ -415,7 +410,7 @@ def _staged_batches(path: Path | None, schema: pa.Schema) -> Iterator[pa.Table]:
 
 
 def _encode_split(path: Path | None, schema: pa.Schema, exprs: list[pl.Expr], label: str, dst: Path) -> dict:
-    """Staged split -> final Parquet (SPLIT_COMPRESSION, ROW_GROUP_ROWS per row group); returns rows and positives.
+    """Staged split -> final Parquet (lz4, ROW_GROUP_ROWS per row group); returns rows and positives.
     Each row group is written in a thread while the next one is encoded (both release the GIL)."""
     writer = None
     n, pos = 0, 0.0
@@ -428,7 +423,7 @@ def _encode_split(path: Path | None, schema: pa.Schema, exprs: list[pl.Expr], la
                 pos += float(df[label].sum() or 0.0)
                 out = df.to_arrow()
                 if writer is None:
-                    writer = pq.ParquetWriter(dst, out.schema, compression=SPLIT_COMPRESSION)
+                    writer = pq.ParquetWriter(dst, out.schema, compression="lz4")
                 if pending is not None:
                     pending.result()
                 pending = pool.submit(writer.write_table, out, row_group_size=ROW_GROUP_ROWS)
