@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import Tensor
 
@@ -28,6 +29,28 @@ def check_dropout(name: str, value: float) -> None:
 def check_activation(name: str, value: str) -> None:
     if value.lower() not in ACTIVATIONS:
         raise ValueError(f"{name} {value!r} is not one of {sorted(ACTIVATIONS)}")
+
+
+def check_deep(cfg, units_field: str) -> None:
+    """The fields most models share: ``embedding_dim``, the MLP widths (``units_field``), activation, dropout."""
+    check_dim("embedding_dim", cfg.embedding_dim)
+    check_units(units_field, getattr(cfg, units_field))
+    check_activation("activation", cfg.activation)
+    check_dropout("dropout", cfg.dropout)
+
+
+@dataclass(frozen=True)
+class DeepConfig:
+    """Field embeddings + one MLP: the whole config of DNN, Wide&Deep and DeepFM (each subclasses it)."""
+
+    embedding_dim: int
+    hidden_units: tuple[int, ...] = (400, 400, 400)
+    activation: str = "relu"
+    batch_norm: bool = True
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        check_deep(self, "hidden_units")
 
 
 def logits(x: Tensor) -> Tensor:

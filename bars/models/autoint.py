@@ -70,14 +70,7 @@ class AutoInt(nn.Module):
         )
         self.fc = nn.Linear(self.embedding.num_fields * cfg.attention_dim, 1)
         self.dnn = (
-            MLP(
-                self.embedding.output_dim,
-                cfg.dnn_hidden_units,
-                cfg.activation,
-                cfg.batch_norm,
-                cfg.dropout,
-                1,
-            )
+            MLP(self.embedding.output_dim, cfg.dnn_hidden_units, cfg.activation, cfg.batch_norm, cfg.dropout, 1)
             if cfg.use_dnn
             else None
         )

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
-from bars.models._common import check_activation, check_dim, check_dropout, check_units, logits
+from bars.models._common import check_deep, logits
 from bars.models.layers import MLP, CrossNet, FeatureEmbedding
 from bars.models.registry import register
 
@@ -24,10 +24,7 @@ class DCNConfig:
     num_cross_layers: int = 3
 
     def __post_init__(self) -> None:
-        check_dim("embedding_dim", self.embedding_dim)
-        check_units("dnn_hidden_units", self.dnn_hidden_units)
-        check_activation("activation", self.activation)
-        check_dropout("dropout", self.dropout)
+        check_deep(self, "dnn_hidden_units")
         if self.num_cross_layers < 0:
             raise ValueError(f"num_cross_layers must be >= 0, got {self.num_cross_layers}")
 

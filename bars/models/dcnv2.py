@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
-from bars.models._common import check_activation, check_dim, check_dropout, check_units, logits
+from bars.models._common import check_deep, logits
 from bars.models.layers import MLP, CrossNetV2, FeatureEmbedding
 from bars.models.registry import register
 
@@ -28,10 +28,7 @@ class DCNv2Config:
     num_cross_layers: int = 3
 
     def __post_init__(self) -> None:
-        check_dim("embedding_dim", self.embedding_dim)
-        check_units("dnn_hidden_units", self.dnn_hidden_units)
-        check_activation("activation", self.activation)
-        check_dropout("dropout", self.dropout)
+        check_deep(self, "dnn_hidden_units")
         if self.num_cross_layers < 1:
             raise ValueError(f"num_cross_layers must be >= 1, got {self.num_cross_layers}")
         if self.model_structure != "crossnet_only" and not self.dnn_hidden_units:

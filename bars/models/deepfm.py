@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
-from bars.models._common import check_activation, check_dim, check_dropout, check_units, logits
+from bars.models._common import DeepConfig, logits
 from bars.models.layers import MLP, FeatureEmbedding, FMInteraction, LogisticRegression
 from bars.models.registry import register
 
 
-@dataclass(frozen=True)
-class DeepFMConfig:
-    embedding_dim: int
-    hidden_units: tuple[int, ...] = (400, 400, 400)
-    activation: str = "relu"
-    batch_norm: bool = True
-    dropout: float = 0.2
-
-    def __post_init__(self) -> None:
-        check_dim("embedding_dim", self.embedding_dim)
-        check_units("hidden_units", self.hidden_units)
-        check_activation("activation", self.activation)
-        check_dropout("dropout", self.dropout)
+class DeepFMConfig(DeepConfig):
+    """embedding_dim, hidden_units, activation, batch_norm, dropout (see DeepConfig)."""
 
 
 @register("deepfm", DeepFMConfig)
@@ -35,14 +22,7 @@ class DeepFM(nn.Module):
         self.embedding = FeatureEmbedding(spec, cfg.embedding_dim)
         self.lr = LogisticRegression(spec, use_bias=False)  # the MLP's output Linear carries the bias
         self.fm = FMInteraction()
-        self.mlp = MLP(
-            self.embedding.output_dim,
-            cfg.hidden_units,
-            cfg.activation,
-            cfg.batch_norm,
-            cfg.dropout,
-            output_dim=1,
-        )
+        self.mlp = MLP(self.embedding.output_dim, cfg.hidden_units, cfg.activation, cfg.batch_norm, cfg.dropout, 1)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         emb = self.embedding(batch)

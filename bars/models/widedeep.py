@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
-from bars.models._common import check_activation, check_dim, check_dropout, check_units, logits
+from bars.models._common import DeepConfig, logits
 from bars.models.layers import MLP, FeatureEmbedding, LogisticRegression
 from bars.models.registry import register
 
 
-@dataclass(frozen=True)
-class WideDeepConfig:
-    embedding_dim: int
-    hidden_units: tuple[int, ...] = (400, 400, 400)
-    activation: str = "relu"
-    batch_norm: bool = True
-    dropout: float = 0.2
-
-    def __post_init__(self) -> None:
-        check_dim("embedding_dim", self.embedding_dim)
-        check_units("hidden_units", self.hidden_units)
-        check_activation("activation", self.activation)
-        check_dropout("dropout", self.dropout)
+class WideDeepConfig(DeepConfig):
+    """embedding_dim, hidden_units, activation, batch_norm, dropout (see DeepConfig)."""
 
 
 @register("widedeep", WideDeepConfig)
@@ -34,14 +21,7 @@ class WideDeep(nn.Module):
         self.cfg = cfg
         self.wide = LogisticRegression(spec, use_bias=False)  # the deep part's output Linear carries the bias
         self.embedding = FeatureEmbedding(spec, cfg.embedding_dim)
-        self.deep = MLP(
-            self.embedding.output_dim,
-            cfg.hidden_units,
-            cfg.activation,
-            cfg.batch_norm,
-            cfg.dropout,
-            output_dim=1,
-        )
+        self.deep = MLP(self.embedding.output_dim, cfg.hidden_units, cfg.activation, cfg.batch_norm, cfg.dropout, 1)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return logits(self.wide(batch) + self.deep(self.embedding.flat(batch)))

@@ -40,14 +40,7 @@ class XDeepFM(nn.Module):
         self.lr = LogisticRegression(spec, use_bias=False)  # the CIN's output Linear carries the bias
         self.cin = CIN(self.embedding.num_fields, cfg.cin_hidden_units, output_dim=1)
         self.dnn = (
-            MLP(
-                self.embedding.output_dim,
-                cfg.dnn_hidden_units,
-                cfg.activation,
-                cfg.batch_norm,
-                cfg.dropout,
-                1,
-            )
+            MLP(self.embedding.output_dim, cfg.dnn_hidden_units, cfg.activation, cfg.batch_norm, cfg.dropout, 1)
             if cfg.dnn_hidden_units
             else None
         )
