@@ -196,14 +196,11 @@ def hardware_description() -> str:
     except OSError:
         pass
     desc = f"{cpu}, {os.cpu_count()} logical cores"
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            gpus = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
-            desc += f"; GPU {', '.join(gpus)} x{torch.cuda.device_count()}"
-    except Exception:  # noqa: BLE001 - a description must never stop a run
-        pass
+    if torch.cuda.is_available():
+        names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
+        desc += f"; GPU {', '.join(names)} x{torch.cuda.device_count()}"
     return desc
 
 

@@ -11,7 +11,6 @@ import pytest
 from bars.config import PROJECT_ROOT, compose
 
 
-
 def _find_shared() -> Path:
     """The workplace's ../shared (real public data, reference facts): $BARS_SHARED, else next to the project,
     else /work/shared (so a fresh clone in a temporary folder still finds it)."""

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from conftest import SHARED_DATASETS
+from torch import nn
 
 from bars import metrics
 from bars import train as T
