@@ -104,7 +104,7 @@ def test_checksum_mismatch(data_cfg, tmp_path, shared_datasets):
 
 def test_unknown_dataset_name_cli(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bars.cli", "prepare", "data=nope", f"paths.data={tmp_path}"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert r.returncode != 0
     assert "nope" in r.stderr and "movielens_small" in r.stderr  # names what exists
     assert not any(tmp_path.iterdir())
@@ -121,7 +121,7 @@ def test_bad_input_cli_exits_nonzero(tmp_path, shared_datasets):
     lines[9] = "7" + lines[9][1:]
     _write(raw, lines)
     r = subprocess.run([sys.executable, "-m", "bars.cli", "prepare", "data=criteo_x4_001", f"data.raw_dir={raw}",
-                        f"paths.data={tmp_path / 'data'}"], capture_output=True, text=True)
+                        f"paths.data={tmp_path / 'data'}"], capture_output=True, text=True, check=False)
     assert r.returncode == 1, r.stderr
     assert f"{raw / 'train.txt'}:10: label 'label' is 7.0: expected 0 or 1" in r.stderr
     _no_output(tmp_path, "criteo_x4_001")

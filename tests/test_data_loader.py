@@ -6,6 +6,8 @@ import shutil
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
@@ -72,14 +74,14 @@ def test_assign_split_is_batch_independent():
 class _RangeHandler(SimpleHTTPRequestHandler):
     """Serves files with HTTP Range support; drops the first response after ``cut`` bytes."""
 
-    cut: dict = {}
+    cut: ClassVar[dict] = {}
 
     def log_message(self, *a):
         pass
 
     def do_GET(self):
         path = self.translate_path(self.path)
-        data = open(path, "rb").read()
+        data = Path(path).read_bytes()
         start = 0
         rng = self.headers.get("Range")
         if rng:

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+from pyarrow import ipc
 
 from bars.data import transforms as T
 from bars.data.errors import DataError
@@ -159,7 +159,7 @@ def _prefetch(it, depth: int = 2):
             for item in it:
                 q.put(item)
             q.put(end)
-        except BaseException as e:  # handed to the consumer
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer thread, which re-raises it
             q.put(e)
 
     th = threading.Thread(target=work, daemon=True)
@@ -442,7 +442,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     t0 = time.perf_counter()
     folder = out / "_stage"
     folder.mkdir()
-    counts, inputs, stage, dicts, counters = _stage(recipe, folder)
+    _, inputs, stage, dicts, counters = _stage(recipe, folder)
     train = pl.scan_ipc(stage.files["train"])
 
     # vocabularies (train only; counted while staging, sequences here) and sequence lengths

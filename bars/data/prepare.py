@@ -72,8 +72,8 @@ def _quick_verify(folder: Path) -> dict | None:
 
 def summary(folder: Path, manifest: dict, reused: bool) -> str:
     lines = [f"dataset {manifest['dataset']} ({'reused' if reused else 'built'}): {folder}",
-             f"  fingerprint {manifest['fingerprint']}   layout {manifest.get('layout', '')}   "
-             f"split: {manifest.get('split', '')}"]
+             (f"  fingerprint {manifest['fingerprint']}   layout {manifest.get('layout', '')}   "
+              f"split: {manifest.get('split', '')}")]
     for k, s in manifest["splits"].items():
         rate = s["positive_rate"]
         lines.append(f"  {k:<6} {s['rows']:>12,} rows   positive rate {rate if rate is not None else '-'}")

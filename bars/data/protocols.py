@@ -145,9 +145,8 @@ def onehot_recipe(data: dict, raw_dir: Path, fields: list[str], allow_libsvm: bo
     mc = int(data.get("min_count", 1))
     off = official_files(data, raw_dir)
     lib = official_files(data, raw_dir, "libsvm") if (allow_libsvm and not off) else None
-    if not off and not lib:
-        if ensure_download(data, raw_dir):
-            off = official_files(data, raw_dir)
+    if not off and not lib and ensure_download(data, raw_dir):
+        off = official_files(data, raw_dir)
     if off:
         sources = []
         for k in SPLITS:

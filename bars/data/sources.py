@@ -8,6 +8,7 @@ common case. "line" is the 1-based physical line in the (decompressed) file, hea
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -154,30 +155,33 @@ def read_batches(src: Source, rows: int | None = None) -> Iterator[tuple[int, pa
     col_types = {c: _ARROW[src.types.get(c, "str")] for c in names}
     if src.fmt == "libsvm":
         col_types = {c: pa.string() for c in names}
-    try:
-        if src.member is not None:
-            stream = pa.PythonFile(zipfile.ZipFile(src.path).open(src.member), mode="r")
-        else:
-            compression = "gzip" if is_gzip(src.path) else None
-            stream = pa.input_stream(str(src.path), compression=compression, buffer_size=1 << 20)
-        reader = pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(
-                column_names=names, skip_rows=1 if src.header else 0, block_size=BLOCK_SIZE
-            ),
-            parse_options=pacsv.ParseOptions(delimiter=" " if src.fmt == "libsvm" else src.sep),
-            convert_options=pacsv.ConvertOptions(
-                column_types=col_types, strings_can_be_null=True, quoted_strings_can_be_null=True
-            ),
-        )
-        header_lines = 1 if src.header else 0
-        for b in _combined(reader, rows):
-            yield done + 1 + header_lines, b
-            done += b.num_rows
-    except DataError:
-        raise
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
-        diagnose(src, names, e, rows)
+    with contextlib.ExitStack() as files:  # the raw file (or zip member) is closed however reading ends
+        try:
+            if src.member is not None:
+                zf = files.enter_context(zipfile.ZipFile(src.path))
+                stream = files.enter_context(pa.PythonFile(zf.open(src.member), mode="r"))
+            else:
+                compression = "gzip" if is_gzip(src.path) else None
+                stream = files.enter_context(
+                    pa.input_stream(str(src.path), compression=compression, buffer_size=1 << 20))
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(
+                    column_names=names, skip_rows=1 if src.header else 0, block_size=BLOCK_SIZE
+                ),
+                parse_options=pacsv.ParseOptions(delimiter=" " if src.fmt == "libsvm" else src.sep),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=col_types, strings_can_be_null=True, quoted_strings_can_be_null=True
+                ),
+            )
+            header_lines = 1 if src.header else 0
+            for b in _combined(reader, rows):
+                yield done + 1 + header_lines, b
+                done += b.num_rows
+        except DataError:
+            raise
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+            diagnose(src, names, e, rows)
     if done == 0:
         raise DataError(f"{src.path}: no data rows (expected at least one row after the header)"
                         if src.header else f"{src.path}: no data rows")

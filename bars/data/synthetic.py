@@ -27,7 +27,7 @@ def generate_criteo(path: str | Path, rows: int, seed: int = 0, chunk: int = 500
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    cards = [int(round(10 ** (1 + 4 * i / (N_CAT - 1)))) for i in range(N_CAT)]  # 10 .. 100,000
+    cards = [round(10 ** (1 + 4 * i / (N_CAT - 1))) for i in range(N_CAT)]  # 10 .. 100,000
     vocabs = [_vocab(rng, c) for c in cards]
     main = [rng.normal(0, 0.6, size=c) for c in cards[:6]]
     cross12 = rng.normal(0, 1.2, size=(16, 16))

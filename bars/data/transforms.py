@@ -7,8 +7,6 @@ then by value ascending (natural order of the column's dtype).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 
