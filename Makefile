@@ -73,7 +73,8 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the project's store
 dashboard: $(STAMP) ## optuna-dashboard on 127.0.0.1 over a sweep's storage: make dashboard MODEL=<m> DATA=<d>
 	$(BARS) dashboard model=$(MODEL) data=$(DATA) $(if $(STORAGE),sweep.storage=$(STORAGE)) $(ARGS)
 
-test: $(STAMP) ## Fast test suite (a few minutes) plus the import-layer contracts
+test: $(STAMP) ## Fast test suite (a few minutes) plus lint and the import-layer contracts
+	$(BIN)/ruff check bars tests datasets
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2 $(ARGS)
 
