@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,30 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "con
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     return cfg
+
+
+def hydra_command(name: str, body: Callable[[DictConfig, list[str]], int | None],
+                  errors: tuple[type[BaseException], ...] = (), error_code: int = 2) -> int:
+    """The one ``@hydra.main`` shell of every ``bars <name>`` command: compose the project config from the
+    command line, call ``body(cfg, overrides)`` (a plain function; its int return is the exit code) and turn
+    an expected error (``errors``) into ``bars <name>: error: ...`` on stderr and ``error_code``."""
+    import sys
+
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    rc = {"code": 0}
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        try:
+            rc["code"] = int(body(cfg, list(HydraConfig.get().overrides.task)) or 0)
+        except errors as e:
+            print(f"bars {name}: error: {e}", file=sys.stderr, flush=True)
+            rc["code"] = error_code
+
+    _main()
+    return rc["code"]
 
 
 def to_container(cfg: Any) -> Any:

@@ -7,11 +7,11 @@ address.
 
 from __future__ import annotations
 
-import sys
+import contextlib
 
 from omegaconf import DictConfig
 
-from bars.config import CONF_DIR
+from bars.config import hydra_command
 
 
 def dashboard(cfg: DictConfig, *, host: str = "127.0.0.1", serve: bool = True) -> str:
@@ -37,20 +37,12 @@ def dashboard(cfg: DictConfig, *, host: str = "127.0.0.1", serve: bool = True) -
     return addr
 
 
+def _serve(cfg: DictConfig, _: list[str]) -> int:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C stops the server: a normal end
+        dashboard(cfg)
+    return 0
+
+
 def main() -> int:
-    import hydra
-
-    rc = {"code": 0}
-
-    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-    def _main(cfg: DictConfig) -> None:
-        try:
-            dashboard(cfg)
-        except FileNotFoundError as e:
-            print(f"bars dashboard: error: {e}", file=sys.stderr)
-            rc["code"] = 2
-        except KeyboardInterrupt:
-            pass
-
-    _main()
-    return rc["code"]
+    """``bars dashboard model=<m> data=<d> [sweep.storage=...]``."""
+    return hydra_command("dashboard", _serve, (FileNotFoundError,))

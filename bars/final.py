@@ -11,14 +11,13 @@ split is fixed by ``data.split_seed``). Each run is tagged ``stage=final``, ``fi
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from bars.config import CONF_DIR, compose
+from bars.config import compose, hydra_command
 
 _NOT_FORWARDED = ("seed", "final.", "sweep.role", "sweep.workers", "hydra.")
 
@@ -107,21 +106,8 @@ def _best_trial_number(d: Path) -> int | None:
 
 
 def main() -> int:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-
-    rc = {"code": 0}
-
-    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-    def _main(cfg: DictConfig) -> None:
-        try:
-            run_final(cfg, list(HydraConfig.get().overrides.task))
-        except FinalError as e:
-            print(f"bars final: error: {e}", file=sys.stderr)
-            rc["code"] = 2
-
-    _main()
-    return rc["code"]
+    """``bars final model=<m> data=<d> final.seeds=N``."""
+    return hydra_command("final", lambda cfg, overrides: run_final(cfg, overrides) and 0, (FinalError,))
 
 
 __all__ = ["FinalError", "final_configs", "main", "read_overrides", "run_final"]

@@ -878,18 +878,10 @@ def run(cfg) -> dict[str, Board]:
 
 
 def main() -> int:
-    import hydra
+    """``bars leaderboard [leaderboard.data=<d>]``."""
+    from bars.config import hydra_command
 
-    from bars.config import CONF_DIR
-
-    rc = {"code": 0}
-
-    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-    def _main(cfg) -> None:
-        run(cfg)
-
-    _main()
-    return rc["code"]
+    return hydra_command("leaderboard", lambda cfg, _: run(cfg) and 0)
 
 
 if __name__ == "__main__":

@@ -187,9 +187,7 @@ def split_run_id(argv: list[str]) -> tuple[str | None, list[str]]:
 
 def main() -> int:
     """``bars reproduce run_id=<id> [paths.*=... tracking.*=...]``."""
-    import hydra
-
-    from bars.config import CONF_DIR
+    from bars.config import hydra_command
 
     run_id, rest = split_run_id(sys.argv[1:])
     if not run_id:
@@ -201,20 +199,8 @@ def main() -> int:
               f"tracking.* may be overridden", file=sys.stderr)
         return 2
     sys.argv = [sys.argv[0], *rest]
-    rc = {"code": 0}
-
-    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-    def _main(cfg: DictConfig) -> None:
-        try:
-            c = reproduce(run_id, cfg)
-        except ReproduceError as e:
-            print(f"bars reproduce: {e}", file=sys.stderr)
-            rc["code"] = 1
-            return
-        rc["code"] = 0 if c.ok else 1
-
-    _main()
-    return rc["code"]
+    return hydra_command("reproduce", lambda cfg, _: 0 if reproduce(run_id, cfg).ok else 1, (ReproduceError,),
+                         error_code=1)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bars.config import CONF_DIR, to_container
+from bars.config import hydra_command, to_container
 
 EpochCallback = Callable[[Any], None]
 
@@ -309,29 +309,27 @@ def _reconcile_quietly(cfg: DictConfig) -> None:
         print(f"bars train: could not reconcile stale runs: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
+def _train_command(cfg: DictConfig, _: list[str]) -> int:
+    _end_on_sigterm()
+    if cfg.tracking.enabled:
+        _reconcile_quietly(cfg)
+    try:
+        train_one(cfg)
+    except KeyboardInterrupt:
+        print("\nbars train: interrupted; the MLflow run was ended KILLED", file=sys.stderr, flush=True)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - any failure: clear message, non-zero exit
+        traceback.print_exc(file=sys.stderr)
+        notes = " ".join(getattr(exc, "__notes__", []))
+        print(f"\nbars train: FAILED: {type(exc).__name__}: {exc}" + (f"\n  {notes}" if notes else ""),
+              file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 def main() -> int:
     """``bars train [hydra overrides]``: one run; exits non-zero with a clear error when the run fails."""
-    import hydra
-
-    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-    def _run(cfg: DictConfig) -> None:
-        _end_on_sigterm()
-        if cfg.tracking.enabled:
-            _reconcile_quietly(cfg)
-        try:
-            train_one(cfg)
-        except KeyboardInterrupt:
-            print("\nbars train: interrupted; the MLflow run was ended KILLED", file=sys.stderr, flush=True)
-            raise SystemExit(130) from None
-        except Exception as exc:  # noqa: BLE001 - any failure: clear message, non-zero exit
-            traceback.print_exc(file=sys.stderr)
-            notes = " ".join(getattr(exc, "__notes__", []))
-            print(f"\nbars train: FAILED: {type(exc).__name__}: {exc}" + (f"\n  {notes}" if notes else ""),
-                  file=sys.stderr, flush=True)
-            raise SystemExit(1) from None
-
-    _run()
-    return 0
+    return hydra_command("train", _train_command)
 
 
 __all__ = ["RunResult", "learning_curve", "main", "progress_line", "summary", "train_one"]

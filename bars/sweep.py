@@ -45,7 +45,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from bars.config import CONF_DIR, flatten
+from bars.config import CONF_DIR, flatten, hydra_command
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
@@ -1293,35 +1293,27 @@ def _wait_workers(procs: list[subprocess.Popen]) -> bool:
     return False
 
 
-def main() -> int:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
+def _sweep_command(cfg: DictConfig, overrides: list[str]) -> int:
+    try:
+        summary = sweep(cfg, overrides)
+    except KeyboardInterrupt:
+        print("bars sweep: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    if (summary.get("role") == "launcher" and summary["finished"] < summary["budget"]
+            and int(cfg.sweep.workers) > 0 and cfg.sweep.timeout is None):  # e.g. all workers died
+        return 1
+    return 0
 
-    rc = {"code": 0}
+
+def main() -> int:
+    """``bars sweep model=<m> data=<d> [sweep.*=...]`` (launcher or worker)."""
 
     def _term(signum: int, frame: Any) -> None:  # job runners (Slurm, k8s) stop workers with SIGTERM
         raise KeyboardInterrupt
 
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, _term)
-
-    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-    def _main(cfg: DictConfig) -> None:
-        overrides = list(HydraConfig.get().overrides.task)
-        try:
-            summary = sweep(cfg, overrides)
-            if (summary.get("role") == "launcher" and summary["finished"] < summary["budget"]
-                    and int(cfg.sweep.workers) > 0 and cfg.sweep.timeout is None):  # e.g. all workers died
-                rc["code"] = 1
-        except (SearchSpaceError, SweepError) as e:
-            print(f"bars sweep: error: {e}", file=sys.stderr)
-            rc["code"] = 2
-        except KeyboardInterrupt:
-            print("bars sweep: interrupted; rerun the same command to resume", file=sys.stderr)
-            rc["code"] = 130
-
-    _main()
-    return rc["code"]
+    return hydra_command("sweep", _sweep_command, (SearchSpaceError, SweepError))
 
 
 __all__ = [

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from bars.config import CONF_DIR, PROJECT_ROOT, fingerprint, to_container
+from bars.config import PROJECT_ROOT, fingerprint, hydra_command, to_container
 from bars.data.engine import Recipe, build
 from bars.data.errors import DataError
 from bars.data.writer import MANIFEST, SPEC, atomic_dir
@@ -99,20 +99,8 @@ def prepare(cfg: DictConfig, quiet: bool = False) -> Path:
 
 
 def main() -> int:
-    import hydra
-
-    rc = {"code": 0}
-
-    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-    def _run(cfg: DictConfig) -> None:
-        try:
-            prepare(cfg)
-        except DataError as e:
-            print(f"bars prepare: error: {e}", file=sys.stderr)
-            rc["code"] = 1
-
-    _run()
-    return rc["code"]
+    """``bars prepare data=<name> [overrides]``: exit 1 with ``file:line: ...`` on bad input."""
+    return hydra_command("prepare", lambda cfg, _: prepare(cfg) and 0, (DataError,), error_code=1)
 
 
 if __name__ == "__main__":
