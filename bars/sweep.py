@@ -1245,6 +1245,9 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
         print(f"bars sweep: wrote {out / 'trials.csv'} and {out / 'best.overrides'}; replay with\n"
               f"  bars train model={cfg.model.name} data={cfg.data.name} $(cat {out / 'best.overrides'})",
               file=sys.stderr)
+    if parent:
+        print(f"bars sweep: MLflow parent run {parent} (one child run per trial) in experiment "
+              f"'{cfg.tracking.experiment}'; browse with `make ui`", file=sys.stderr)
     if interrupted:
         raise KeyboardInterrupt
     if error is not None:
