@@ -1,0 +1,26 @@
+"""Shared building blocks of the model zoo. Each block is tested once in tests/test_layers.py.
+
+Conventions
+- A batch is ``dict[str, Tensor]`` keyed by feature name: categorical int32 [B], numeric float32 [B],
+  sequence int32 [B, L] (0 = padding). Labels are never in the batch.
+- Every embedding table of a model lives inside a :class:`FeatureEmbedding`; :func:`split_parameters` uses that to
+  separate the embedding regulariser's parameters from the net regulariser's.
+- :func:`init_bars_` applies the BARS initialisation to a whole model.
+
+The package holds one module per concept (core: activations, dropout, MLP; embedding; interaction; attention;
+gating; params). Import blocks from ``bars.models.layers``; a new block goes into the module of its concept (or
+a new one), is re-exported here and gets one test in tests/test_layers.py.
+"""
+
+from bars.models.layers.attention import MultiHeadSelfAttention
+from bars.models.layers.core import ACTIVATIONS, MLP, Dropout, ReLUDropout, activation
+from bars.models.layers.embedding import FeatureEmbedding, LogisticRegression
+from bars.models.layers.gating import BilinearFusion, FeatureSelection
+from bars.models.layers.interaction import CIN, CrossNet, CrossNetV2, FMInteraction
+from bars.models.layers.params import count_parameters, init_bars_, split_parameters
+
+__all__ = [
+    "ACTIVATIONS", "CIN", "MLP", "BilinearFusion", "CrossNet", "CrossNetV2", "Dropout", "FMInteraction",
+    "FeatureEmbedding", "FeatureSelection", "LogisticRegression", "MultiHeadSelfAttention", "ReLUDropout",
+    "activation", "count_parameters", "init_bars_", "split_parameters",
+]

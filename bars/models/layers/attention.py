@@ -1,0 +1,53 @@
+"""Self-attention over fields (AutoInt's interacting layer)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bars.models.layers.core import Dropout
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """AutoInt's interacting layer over fields ``[B, F, input_dim] -> [B, F, attention_dim]``: multi-head
+    dot-product attention (optional 1/sqrt(head_dim) scaling, dropout on the attention weights), plus a residual
+    (projected by a Linear when the widths differ), optional LayerNorm, then ReLU."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        attention_dim: int,
+        num_heads: int = 1,
+        dropout: float = 0.0,
+        use_residual: bool = True,
+        use_scale: bool = False,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if attention_dim % num_heads:
+            raise ValueError(f"attention_dim {attention_dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = attention_dim // num_heads
+        self.scale = self.head_dim**-0.5 if use_scale else 1.0
+        self.qkv = nn.Linear(input_dim, 3 * attention_dim, bias=False)
+        self.use_residual = use_residual
+        self.res = (
+            nn.Linear(input_dim, attention_dim, bias=False)
+            if use_residual and input_dim != attention_dim
+            else None
+        )
+        self.dropout = Dropout(dropout) if dropout > 0 else None
+        self.norm = nn.LayerNorm(attention_dim) if layer_norm else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, f, _ = x.shape
+        q, k, v = self.qkv(x).view(b, f, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B,H,F,d]
+        att = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        if self.dropout is not None:
+            att = self.dropout(att)
+        out = (att @ v).transpose(1, 2).reshape(b, f, self.num_heads * self.head_dim)
+        if self.use_residual:
+            out = out + (self.res(x) if self.res is not None else x)
+        if self.norm is not None:
+            out = self.norm(out)
+        return torch.relu(out)

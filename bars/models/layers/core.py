@@ -1,0 +1,119 @@
+"""Activations and dense blocks: dropout (with a cheaper CPU mask), MLP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "prelu": nn.PReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+
+
+def activation(name: str, inplace: bool = False) -> nn.Module:
+    """An activation module by (case-insensitive) name; one of :data:`ACTIVATIONS`. ``inplace`` applies to ReLU
+    only (safe after Linear or BatchNorm, whose backward does not need their output)."""
+    key = name.lower()
+    if key not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
+    if key == "relu":
+        return nn.ReLU(inplace=inplace)
+    return ACTIVATIONS[key]()
+
+
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Dense blocks
+# ------------------------------------------------------------------------------------------------------------
+class Dropout(nn.Module):
+    """Inverted dropout, as ``nn.Dropout``, with a cheaper mask on CPU.
+
+    ``torch.bernoulli_`` on CPU draws one generator call per element and was a third of DCN's training step on
+    two cores. Here one 64-bit draw of the (seeded, global) torch generator gives four 16-bit uniforms; an element
+    is kept when its uniform is >= ``round(p * 65536)``, so the drop probability is ``p`` rounded to a multiple
+    of 1/65536 (0.2 -> 0.199997) and kept values are scaled by the exact ``1 / keep_probability``. On other
+    devices it is ``F.dropout``."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self._threshold = round(p * 65536) - 32768  # on the signed int16 scale
+        self._scale = 65536.0 / (65536 - round(p * 65536))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+    def _keep(self, x: Tensor) -> Tensor:
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+        return bits.view(torch.int16)[:n].view(x.shape) >= self._threshold
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, True)
+        return x * self._keep(x).to(x.dtype).mul_(self._scale)
+
+
+class ReLUDropout(Dropout):
+    """``Dropout(ReLU(x))`` in one mask on CPU while training: ``x * ((x > 0) & keep) / keep_probability`` (one
+    multiply forward and backward instead of ReLU + its threshold backward + the dropout multiply). Same values
+    and gradients as the two modules in sequence."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return super().forward(torch.relu(x))
+        keep = self._keep(x).logical_and_(x > 0)
+        return x * keep.to(x.dtype).mul_(self._scale)
+
+
+class MLP(nn.Module):
+    """Per hidden layer: Linear -> BatchNorm (optional) -> activation -> :class:`Dropout` (when > 0); then an optional
+    output Linear (``output_dim``). With no hidden units and no output_dim it is the identity. ReLU followed by
+    dropout is the single module :class:`ReLUDropout` (same function, fewer passes over memory)."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_units: Sequence[int],
+        activation_name: str = "relu",
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+        output_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = input_dim
+        for h in hidden_units:
+            layers.append(nn.Linear(d, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            if dropout > 0 and activation_name.lower() == "relu":
+                layers.append(ReLUDropout(dropout))
+            else:
+                layers.append(activation(activation_name, inplace=True))
+                if dropout > 0:
+                    layers.append(Dropout(dropout))
+            d = h
+        if output_dim is not None:
+            layers.append(nn.Linear(d, output_dim))
+            d = output_dim
+        self.net = nn.Sequential(*layers)
+        self.output_dim = d
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

@@ -1,0 +1,188 @@
+"""Field embeddings (every embedding table of a model lives in a FeatureEmbedding) and the first-order LR term."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bars.data.spec import Feature, FeatureSpec
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Embeddings
+# ------------------------------------------------------------------------------------------------------------
+class FeatureEmbedding(nn.Module):
+    """Embeds every field of ``spec`` (or the subset ``fields``, in spec order) into ``[B, F, dim]``.
+
+    - categorical: one lookup. All tables (categorical and sequence fields) are packed into ONE parameter
+      ``weight`` of shape ``[1 + sum(vocab_size - 1), dim]``: row 0 is the shared padding row (always zero, its
+      gradient is masked by ``padding_idx``), field ``f``'s index ``i >= 1`` lives at row ``offset_f + i - 1``.
+      One gather for all categorical fields keeps per-batch Python overhead to a handful of ops. The squared
+      norm of the packed table equals the sum over the per-field tables, so regularising "whole tables" is
+      unchanged; :meth:`table` returns a field's own rows for inspection.
+    - numeric: ``value * v_f`` with a learned vector ``v_f`` per field (``numeric_weight [F_num, dim]``), as
+      FuxiCTR's ``Linear(1, dim, bias=False)``; initialised xavier-normal like that Linear (see init_bars_).
+    - sequence: masked mean over the non-zero indices of ``[B, L]``; a sequence with no non-zero index gives the
+      zero vector.
+    - ``Feature.share_embedding``: the field reads the rows of the named field's table (its vocab_size must not
+      exceed the owner's).
+    - indices must lie in ``[0, vocab_size)``; in the packed table a larger one would silently read a
+      neighbouring field's rows, so on CPU an out-of-range index raises ``IndexError`` naming the field (one
+      comparison per batch; skipped on accelerators to avoid a device sync).
+    """
+
+    def __init__(self, spec: FeatureSpec, dim: int, fields: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"FeatureEmbedding: dim must be >= 1, got {dim}")
+        names = list(spec.names) if fields is None else [n for n in spec.names if n in set(fields)]
+        if fields is not None:
+            missing = [n for n in fields if n not in spec.names]
+            if missing:
+                raise ValueError(
+                    f"FeatureEmbedding: fields {missing} are not in spec; fields are {spec.names}"
+                )
+        if not names:
+            raise ValueError("FeatureEmbedding: no fields to embed")
+        self.dim = dim
+        self.field_names: tuple[str, ...] = tuple(names)
+        feats = [spec[n] for n in names]
+
+        # table owners: a field that shares another's table reads the owner's rows (owner may be outside `fields`)
+        def owner(f: Feature) -> Feature:
+            seen = {f.name}
+            while f.share_embedding:
+                f = spec[f.share_embedding]
+                if f.name in seen:
+                    raise ValueError(f"share_embedding cycle through {sorted(seen)}")
+                seen.add(f.name)
+            return f
+
+        offsets: dict[str, int] = {}
+        rows = 1  # row 0 = shared padding
+        for f in feats:
+            if f.type == "numeric":
+                continue
+            o = owner(f)
+            if o.type == "numeric":
+                raise ValueError(f"feature {f.name!r} shares the embedding of numeric field {o.name!r}")
+            if f.vocab_size > o.vocab_size:
+                raise ValueError(
+                    f"feature {f.name!r} (vocab {f.vocab_size}) shares the table of {o.name!r} "
+                    f"(vocab {o.vocab_size}), which is smaller"
+                )
+            if o.name not in offsets:
+                offsets[o.name] = rows
+                rows += o.vocab_size - 1
+        self.table_rows: dict[str, tuple[int, int]] = {
+            n: (offsets[n], offsets[n] + spec[n].vocab_size - 1) for n in offsets
+        }
+        self._owner = {f.name: owner(f).name for f in feats if f.type != "numeric"}
+        self.cat_names = tuple(f.name for f in feats if f.type == "categorical")
+        self.num_names = tuple(f.name for f in feats if f.type == "numeric")
+        self.seq_names = tuple(f.name for f in feats if f.type == "sequence")
+        self._seq_offsets = tuple(offsets[owner(spec[n]).name] for n in self.seq_names)
+
+        self.weight = nn.Parameter(torch.empty(rows, dim)) if rows > 1 else None
+        # global row of index i of a categorical field = (i + offset - 1) if i > 0 else 0
+        cat_off = [offsets[owner(spec[n]).name] - 1 for n in self.cat_names]
+        self.register_buffer("cat_offsets", torch.tensor(cat_off, dtype=torch.int64), persistent=False)
+        cat_vocab = [spec[n].vocab_size for n in self.cat_names]
+        self.register_buffer("cat_vocab", torch.tensor(cat_vocab, dtype=torch.int64), persistent=False)
+        self._seq_vocab = tuple(spec[n].vocab_size for n in self.seq_names)
+        self.numeric_weight = nn.Parameter(torch.empty(len(self.num_names), dim)) if self.num_names else None
+
+        order = list(self.cat_names) + list(self.num_names) + list(self.seq_names)
+        perm = [order.index(n) for n in names]
+        self._perm = None if perm == list(range(len(names))) else perm
+        self.register_buffer("perm", torch.tensor(perm, dtype=torch.int64), persistent=False)
+        self.reset_parameters()
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.field_names)
+
+    @property
+    def output_dim(self) -> int:
+        """Width of :meth:`flat`: num_fields * dim."""
+        return self.num_fields * self.dim
+
+    def reset_parameters(self, std: float = 1e-4) -> None:
+        """Embedding rows ~ N(0, std) with the padding row zero; numeric vectors xavier-normal (fan 1 x dim)."""
+        with torch.no_grad():
+            if self.weight is not None:
+                self.weight.normal_(0.0, std)
+                self.weight[0].zero_()
+            if self.numeric_weight is not None:
+                self.numeric_weight.normal_(0.0, math.sqrt(2.0 / (1 + self.dim)))
+
+    def table(self, name: str) -> Tensor:
+        """The rows of field ``name``'s table (index i >= 1 at row i - 1; padding row 0 is implicit zero); a
+        field with ``share_embedding`` gives its owner's rows."""
+        lo, hi = self.table_rows[self._owner.get(name, name)]
+        assert self.weight is not None
+        return self.weight[lo:hi]
+
+    def _lookup(self, idx: Tensor, offset: Tensor | int) -> Tensor:
+        assert self.weight is not None
+        g = torch.where(idx > 0, idx + offset, 0)
+        return F.embedding(g, self.weight, padding_idx=0)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """``[B, F, dim]`` in spec order."""
+        parts: list[Tensor] = []
+        if self.cat_names:
+            idx = torch.stack([batch[n] for n in self.cat_names], dim=1).long()  # [B, Fc]
+            if idx.device.type == "cpu" and bool((idx >= self.cat_vocab).any()):
+                self._out_of_range(idx, self.cat_vocab, self.cat_names)
+            parts.append(self._lookup(idx, self.cat_offsets))
+        if self.num_names:
+            vals = torch.stack([batch[n] for n in self.num_names], dim=1).float()  # [B, Fn]
+            parts.append(vals.unsqueeze(-1) * self.numeric_weight)
+        for n, off, v in zip(self.seq_names, self._seq_offsets, self._seq_vocab, strict=True):
+            seq = batch[n].long()  # [B, L]
+            if seq.device.type == "cpu" and bool((seq >= v).any()):
+                raise IndexError(f"sequence field {n!r}: index {int(seq.max())} >= vocab_size {v}")
+            emb = self._lookup(seq, off - 1)  # [B, L, D]
+            mask = (seq > 0).to(emb.dtype)  # explicit, so pooling never depends on the padding row's value
+            count = mask.sum(dim=1, keepdim=True).clamp_(min=1.0)
+            pooled = torch.bmm(mask.unsqueeze(1), emb).squeeze(1)  # [B, D]: sum over non-padding positions
+            parts.append((pooled / count).unsqueeze(1))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        if self._perm is not None:
+            out = out.index_select(1, self.perm)
+        return out
+
+    @staticmethod
+    def _out_of_range(idx: Tensor, vocab: Tensor, names: Sequence[str]) -> None:
+        bad = (idx >= vocab).any(dim=0).nonzero().flatten().tolist()
+        detail = ", ".join(
+            f"{names[j]!r}: max {int(idx[:, j].max())} >= vocab_size {int(vocab[j])}" for j in bad
+        )
+        raise IndexError(f"categorical indices out of range ({detail})")
+
+    def flat(self, batch: dict[str, Tensor]) -> Tensor:
+        """``[B, F * dim]`` (a view of :meth:`forward`)."""
+        return self.forward(batch).flatten(start_dim=1)
+
+
+class LogisticRegression(nn.Module):
+    """First-order term: sum over fields of a scalar weight per value (a dim-1 FeatureEmbedding), plus bias."""
+
+    def __init__(self, spec: FeatureSpec, use_bias: bool = True) -> None:
+        super().__init__()
+        self.embedding = FeatureEmbedding(spec, 1)
+        self.bias = nn.Parameter(torch.zeros(1)) if use_bias else None
+
+    def reset_parameters(self) -> None:
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Logits ``[B, 1]``."""
+        out = self.embedding(batch).sum(dim=1)
+        return out + self.bias if self.bias is not None else out
