@@ -195,7 +195,9 @@ class FieldAwareProducts(nn.Module):
     def forward(self, emb: Tensor) -> Tensor:
         b, f, s, d = emb.shape
         flat = emb.reshape(b, f * s, d)
-        return flat.index_select(1, self.left) * flat.index_select(1, self.right)
+        # advanced indexing: its backward (index_put with accumulate) is ~10-20x faster on CPU than
+        # index_select's (index_add_ along a middle axis)
+        return flat[:, self.left] * flat[:, self.right]
 
 
 class SlotSelect(nn.Module):
@@ -208,4 +210,4 @@ class SlotSelect(nn.Module):
 
     def forward(self, emb: Tensor) -> Tensor:
         b, f, s, d = emb.shape
-        return emb.reshape(b, f * s, d).index_select(1, self.index)
+        return emb.reshape(b, f * s, d)[:, self.index]

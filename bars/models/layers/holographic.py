@@ -39,8 +39,7 @@ class HolographicInteraction(nn.Module):
         return f"interaction_type={self.interaction_type!r}, num_pairs={self.num_pairs}"
 
     def forward(self, emb: Tensor) -> Tensor:
-        a = emb.index_select(1, self.left)
-        b = emb.index_select(1, self.right)
+        a, b = emb[:, self.left], emb[:, self.right]  # (advanced indexing: a much faster backward on CPU)
         if self.interaction_type == "hadamard_product":
             return a * b
         d = emb.shape[-1]
