@@ -25,7 +25,6 @@ import html
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bars import __version__
+from bars.fileio import atomic_write, atomic_write_text
 
 # Our dataset config names -> BARS split ids (explicit: a wrong mapping would compare against the wrong split).
 BARS_SPLITS: dict[str, str] = {
@@ -657,15 +657,8 @@ def plot_curves(board: Board, path: Path) -> None:
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100, metadata={"Software": None})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png", metadata={"Software": None}))
     finally:
         plt.close(fig)
 
@@ -784,18 +777,6 @@ def render_index(boards: Mapping[str, Board], uri_label: str, plots: Mapping[str
 
 
 # ------------------------------------------------------------------------------------------------------ write
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_board(board: Board, out_dir: Path, uri_label: str, *, link_prefix: str = "../") -> list[Path]:
     """results/<d>.md, results/<d>.csv and the three PNG plots (the sweep plot only when there are sweeps)."""
     out_dir = Path(out_dir)

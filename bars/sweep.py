@@ -46,6 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from bars.config import CONF_DIR, flatten, hydra_command
+from bars.fileio import atomic_write_text
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
@@ -604,13 +605,6 @@ def trials_table(study: optuna.Study, space_keys: Sequence[str] | None = None) -
     return header, rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     comp = [t for t in counted(study.get_trials(deepcopy=False))
             if t.state == TrialState.COMPLETE and t.value is not None]
@@ -624,7 +618,7 @@ def write_results(study: optuna.Study, out_dir: Path, space_keys: Sequence[str] 
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
-    _atomic_write(out_dir / "trials.csv", buf.getvalue())
+    atomic_write_text(out_dir / "trials.csv", buf.getvalue())
     best = best_trial(study)
     summary: dict[str, Any] = {"trials": len(rows), "best": None}
     if best is not None:
@@ -632,7 +626,7 @@ def write_results(study: optuna.Study, out_dir: Path, space_keys: Sequence[str] 
         params = {k: decode_choice(v) for k, v in best.params.items()}
         keys = set(params)
         lines = [o for o in lines if o.split("=", 1)[0].lstrip("+~") not in keys] + to_overrides(params)
-        _atomic_write(out_dir / "best.overrides", "\n".join(lines) + "\n")
+        atomic_write_text(out_dir / "best.overrides", "\n".join(lines) + "\n")
         summary["best"] = {"number": best.number, "value": best.value, "overrides": lines}
     return summary
 

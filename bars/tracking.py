@@ -54,6 +54,7 @@ from mlflow.tracking import MlflowClient
 
 from bars import __version__
 from bars.config import flatten, project_root
+from bars.process import process_alive, process_start
 
 MAX_PARAM_KEY = 250
 MAX_PARAM_VALUE = 6000
@@ -110,41 +111,6 @@ def _error_code(exc: BaseException) -> str | None:
     return getattr(exc, "error_code", None)
 
 
-def _process_start(pid: int) -> str | None:
-    """Process start time in clock ticks since boot (/proc/<pid>/stat field 22), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-def _process_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2:].split()[0]
-
-
-def pid_alive(pid: int, start: str | None = None) -> bool:
-    """Whether a process on this machine is alive (not a zombie, and the same process when ``start`` is given)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    if _process_state(pid) in ("Z", "X"):
-        return False
-    if start is not None:
-        now = _process_start(pid)
-        if now is not None and now != start:
-            return False  # the pid was reused
-    return True
-
-
 def git_info(root: Path | None = None) -> dict[str, str]:
     """``git_commit`` and ``git_dirty`` ("true"/"false") of the project, or "unknown" outside a git checkout."""
     root = root or project_root()
@@ -170,7 +136,7 @@ def environment_tags() -> dict[str, str]:
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
         "mlflow_version": mlflow.__version__,
     }
-    start = _process_start(os.getpid())
+    start = process_start(os.getpid())
     if start is not None:
         tags["pid_start"] = start
     try:
@@ -463,7 +429,7 @@ def _default_is_alive(tags: Mapping[str, str]) -> bool | None:
         pid = int(tags["pid"])
     except (KeyError, ValueError):
         return None
-    return pid_alive(pid, tags.get("pid_start"))
+    return process_alive(pid, tags.get("pid_start"))
 
 
 def reconcile(uri: str | None, experiment: str | None = None, *,
@@ -584,6 +550,6 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "RunStatus", "TrackedRun", "Tracker", "TrackingWarning", "end_run", "environment_report",
-    "environment_tags", "get_client", "git_info", "load_run_config", "main", "pid_alive", "reconcile",
+    "environment_tags", "get_client", "git_info", "load_run_config", "main", "reconcile",
     "reconcile_stale_runs", "resolve_uri", "sqlite_path",
 ]

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from bars import metrics
+from bars.fileio import atomic_write
 
 __all__ = [
     "EpochLog",
@@ -275,22 +276,12 @@ def regularization(params: list[Tensor], lam: float) -> Tensor | None:
     return sq * (lam / 2.0)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_checkpoint(model_or_state: nn.Module | Mapping[str, Tensor], path: str | Path) -> Path:
     """Save a state dict atomically (temporary file in the same folder, then ``os.replace``)."""
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else dict(model_or_state)
     path = Path(path)
-    _atomic_save({k: v.detach().cpu() for k, v in state.items()}, path)
+    cpu = {k: v.detach().cpu() for k, v in state.items()}
+    atomic_write(path, lambda tmp: torch.save(cpu, tmp))
     return path
 
 

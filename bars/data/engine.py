@@ -31,9 +31,10 @@ from pyarrow import ipc
 
 from bars.data import transforms as T
 from bars.data.errors import DataError
-from bars.data.sources import Source, file_digest, read_batches, verify_checksum
-from bars.data.spec import FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX, Feature, FeatureSpec
-from bars.data.writer import MANIFEST, SPEC, sha256_file, write_json
+from bars.data.sources import Source, read_batches, verify_checksum
+from bars.data.spec import DEFAULT_MIN_COUNT, FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX, Feature, FeatureSpec
+from bars.data.writer import MANIFEST, SPEC, write_json
+from bars.fileio import file_digest
 
 FORMAT_VERSION = 2  # bump when the engine's output for the same config changes (2: pyarrow-written splits)
 SPLITS = T.SPLITS
@@ -47,7 +48,7 @@ class Field:
 
     name: str
     type: str = "categorical"
-    min_count: int = 1
+    min_count: int = DEFAULT_MIN_COUNT
     max_len: int | None = None
     sep: str = "|"
     source: str = ""
@@ -199,11 +200,11 @@ class _Dictionary:
             self.counts += c
 
     def vocab(self, col: str, min_count: int) -> pl.DataFrame:
-        """Ids seen in train at least ``min_count`` times with their counts and values, in index order."""
-        ids = np.flatnonzero(self.counts >= max(min_count, 1)).astype(np.uint32)
+        """Known ids with their counts and values, in index order, by the vocabulary rule (``T.vocab_order``)."""
+        ids = np.flatnonzero(self.counts).astype(np.uint32)  # ids seen in train
         v = pl.DataFrame({col: ids, "count": self.counts[ids]})
         v = v.with_columns(self.values(v[col]).alias("value"))
-        return v.sort(["count", "value"], descending=[True, False])
+        return T.vocab_order(v, "value", min_count)
 
     def encode(self, col: str) -> pl.Expr:
         return pl.col(col).cast(self.dtype).to_physical().alias(col)
@@ -265,16 +266,15 @@ class _Counter:
         self.rows = self.parts[0].height if self.parts else 0
 
     def vocab(self, min_count: int) -> pl.DataFrame:
-        """Known values with count >= min_count, in index order (count desc, value asc), as vocab_query."""
+        """Known values in index order, by the vocabulary rule (``T.vocab_order``)."""
         if self.dense is not None:
-            vals = np.flatnonzero(self.dense >= max(min_count, 1))
+            vals = np.flatnonzero(self.dense)  # values seen in train
             v = pl.DataFrame({self.col: vals + self.lo, "count": self.dense[vals]})
-            return v.with_columns(pl.col(self.col).cast(self.dtype)).sort(["count", self.col], descending=[True, False])
+            return T.vocab_order(v.with_columns(pl.col(self.col).cast(self.dtype)), self.col, min_count)
         self._merge()
         if not self.parts:
             return pl.DataFrame({self.col: [], "count": []}, schema={self.col: self.dtype, "count": pl.Int64})
-        return (self.parts[0].filter(pl.col("count") >= min_count)
-                .sort(["count", self.col], descending=[True, False]))
+        return T.vocab_order(self.parts[0], self.col, min_count)
 
     def encoder(self, values: pl.Series) -> pl.Expr | None:
         """Value -> index by array lookup (as T.encode_categorical), when the values span a small range."""
@@ -497,7 +497,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
         stats = _encode_split(stage.files.get(k), stage.schema, exprs, recipe.label, dst)
         n, pos = stats["rows"], stats["positives"]
         return {"file": dst.name, "rows": n, "positives": pos, "positive_rate": round(pos / n, 6) if n else None,
-                "bytes": dst.stat().st_size, "sha256": sha256_file(dst)}
+                "bytes": dst.stat().st_size, "sha256": file_digest(dst, "sha256")}
 
     # train here, valid and test meanwhile in a thread: the cores stay busy while one writer works alone
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
@@ -518,7 +518,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             name=f.name, type=f.type,
             vocab_size=(len(vocabs[f.name]) + FIRST_KNOWN_INDEX) if f.name in vocabs else 0,
             max_len=max_lens.get(f.name, 0),
-            min_count=f.min_count if f.type != "numeric" else 1,
+            min_count=f.min_count if f.type != "numeric" else DEFAULT_MIN_COUNT,
             source=f.source,
         )
         for f in recipe.fields
@@ -541,7 +541,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
                   + ("" if recipe.official_split else " (not the official split)")),
         "inputs": inputs,
         "splits": splits,
-        "feature_spec_sha256": sha256_file(out / SPEC),
+        "feature_spec_sha256": file_digest(out / SPEC, "sha256"),
         "seconds": round(time.perf_counter() - t0, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -570,7 +570,7 @@ def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe
     unknown = set(opts) - set(cats + nums + seqs)
     if unknown:
         raise DataError(f"data.field_options: unknown fields {sorted(unknown)}; features are {cats + nums + seqs}")
-    min_count = int(data.get("min_count", 1))
+    min_count = T.min_count_of(data)
     fields = []
     for kind, cols in (("categorical", cats), ("numeric", nums), ("sequence", seqs)):
         for c in cols:

@@ -72,7 +72,7 @@ def criteo_recipe(data: dict, raw_dir: Path, raw_file: Path | None = None) -> Re
     mode = data.get("integer_mode", "bucket")
     if mode not in ("bucket", "numeric"):
         raise DataError(f"data.integer_mode: expected 'bucket' or 'numeric', got {mode!r}")
-    mc = int(data.get("min_count", 1))
+    mc = T.min_count_of(data)
     int_type = "int" if mode == "bucket" else "float"
     types = {c: int_type for c in CRITEO_INT}
     off = None if raw_file else official_files(data, raw_dir)
@@ -110,7 +110,7 @@ def criteo_recipe(data: dict, raw_dir: Path, raw_file: Path | None = None) -> Re
 # -- Avazu ---------------------------------------------------------------------------------------------------
 def avazu_recipe(data: dict, raw_dir: Path) -> Recipe:
     """x4: id dropped; hour -> hour, weekday, weekend; every other column categorical (min_count)."""
-    mc = int(data.get("min_count", 2))
+    mc = T.min_count_of(data)
     off = official_files(data, raw_dir)
     raw = None if off else find_file(raw_dir, ["train.csv", "train"])
     if not off and raw is None and ensure_download(data, raw_dir):
@@ -142,7 +142,7 @@ def avazu_recipe(data: dict, raw_dir: Path) -> Recipe:
 
 # -- x1 one-hot datasets (Frappe_x1, MovielensLatest_x1, Avazu_x1): official CSVs or AFN libsvm ----------------
 def onehot_recipe(data: dict, raw_dir: Path, fields: list[str], allow_libsvm: bool = False) -> Recipe:
-    mc = int(data.get("min_count", 1))
+    mc = T.min_count_of(data)
     off = official_files(data, raw_dir)
     lib = official_files(data, raw_dir, "libsvm") if (allow_libsvm and not off) else None
     if not off and not lib and ensure_download(data, raw_dir):

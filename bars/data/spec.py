@@ -25,6 +25,7 @@ FEATURE_TYPES = ("categorical", "numeric", "sequence")
 PAD_INDEX = 0
 OOV_INDEX = 1
 FIRST_KNOWN_INDEX = 2
+DEFAULT_MIN_COUNT = 1  # the one default: a value seen once in train is known (BARS x1 and FuxiCTR's default)
 
 FeatureType = Literal["categorical", "numeric", "sequence"]
 
@@ -39,7 +40,7 @@ class Feature:
     type: FeatureType
     vocab_size: int = 0  # categorical / sequence: rows of the embedding table (padding + OOV included)
     max_len: int = 0  # sequence only: fixed length after padding / truncation
-    min_count: int = 1  # categorical / sequence: values seen fewer times in train map to OOV
+    min_count: int = DEFAULT_MIN_COUNT  # categorical / sequence: values seen fewer times in train map to OOV
     source: str = ""  # free text: raw column(s) and transform, for humans
     share_embedding: str = ""  # name of another field whose embedding table this field reuses (optional)
 

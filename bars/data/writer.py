@@ -7,7 +7,6 @@ error the temporary folder is removed, so a failed run leaves nothing behind and
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -16,14 +15,6 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 SPEC = "feature_spec.json"
-
-
-def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
