@@ -15,7 +15,7 @@ from bars.config import hydra_command
 
 
 def dashboard(cfg: DictConfig, *, host: str = "127.0.0.1", serve: bool = True) -> str:
-    from bars.sweep import is_journal, open_storage, storage_url
+    from bars.study import is_journal, open_storage, storage_url
 
     url = storage_url(cfg)
     if is_journal(url):

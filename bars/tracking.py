@@ -39,6 +39,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +312,53 @@ class Tracker:
     def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, Any] | None = None) -> None:
         end_run(run_id, status, tags, tracker=self)
 
+    # -- existing runs (what sweeps need; every call retried, then warned about) ------------------------------
+    def attach(self, run_id: str) -> TrackedRun:
+        """A handle on an existing run, to log to it or end it (e.g. a sweep's parent run on resume)."""
+        return TrackedRun(self, run_id)
+
+    def run_status(self, run_id: str) -> str | None:
+        """The run's status (RUNNING, FINISHED, ...), or None when it does not exist or the store cannot say."""
+        run = self._call("get run", self.client.get_run, run_id)
+        return None if run is None else str(run.info.status)
+
+    def find_runs(self, tags: Mapping[str, str]) -> list[RunSummary]:
+        """Every run of this tracker's experiment whose tags equal ``tags`` (all of them), as summaries."""
+        exp_id = self.experiment_id(create=False)
+        if exp_id is None:
+            return []
+        flt = " and ".join(f"tags.`{k}` = {_quote(str(v))}" for k, v in tags.items())
+        out: list[RunSummary] = []
+        token = None
+        while True:
+            page = self._call("search runs", self.client.search_runs, [exp_id], filter_string=flt,
+                              max_results=1000, page_token=token)
+            if page is None:
+                break
+            out += [RunSummary(r.info.run_id, str(r.info.status), dict(r.data.tags)) for r in page]
+            token = page.token
+            if not token:
+                break
+        return out
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """An existing run as :meth:`Tracker.find_runs` returns it."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str]
+
+
+def _quote(value: str) -> str:
+    """A string literal of an MLflow filter (which has no escapes: single quotes, else double quotes)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"an MLflow filter cannot match a value holding both kinds of quotes: {value!r}")
+
 
 class TrackedRun:
     """A handle on one MLflow run. Logging methods never raise (retry, then warn)."""
@@ -549,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = [
-    "RunStatus", "TrackedRun", "Tracker", "TrackingWarning", "end_run", "environment_report",
+    "RunStatus", "RunSummary", "TrackedRun", "Tracker", "TrackingWarning", "end_run", "environment_report",
     "environment_tags", "get_client", "git_info", "load_run_config", "main", "reconcile",
     "reconcile_stale_runs", "resolve_uri", "sqlite_path",
 ]

@@ -38,9 +38,9 @@ SPACE = {
 
 def run_one(method: str, seed: int, args: argparse.Namespace, base: list[str]) -> list[dict]:
     from bars.run import train_one
-    from bars.sweep import _parse_param, apply_params
+    from bars.search import apply_params, parse_param
 
-    space = {k: _parse_param(k, v, Path("bench")) for k, v in SPACE.items()}
+    space = {k: parse_param(k, v, Path("bench")) for k, v in SPACE.items()}
     cfg = compose(base)
     if method == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True)
