@@ -17,7 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from bars.config import compose, hydra_command
+from bars.config import compose, hydra_command, to_container
+from bars.metrics import Monitor
 
 _NOT_FORWARDED = ("seed", "final.", "sweep.role", "sweep.workers", "hydra.")
 
@@ -61,7 +62,7 @@ def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
     if train_fn is None:
         from bars.run import train_one as train_fn
     study = str(cfg.sweep.study)
-    best_trial = _best_trial_number(Path(str(cfg.sweep.dir)))
+    best_trial = _best_trial_number(Path(str(cfg.sweep.dir)), Monitor.parse(to_container(cfg.train.monitor)))
     runs = final_configs(cfg, cli_overrides)
     print(f"bars final: {len(runs)} runs of {study} with {overrides_path(cfg)}: seeds "
           f"{', '.join(str(s) for _, s, _ in runs)}", flush=True)
@@ -72,11 +73,11 @@ def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
         if best_trial is not None:
             tags["sweep_best_trial"] = best_trial
         r = train_fn(rcfg, extra_tags=tags)
-        m = getattr(r, "metrics", {})
+        m = r.metrics
         print(f"bars final: [{i + 1}/{len(runs)}] seed {seed}: val_auc {m.get('val_auc', float('nan')):.5f} "
               f"test_auc {m.get('test_auc', float('nan')):.5f}", flush=True)
         results.append(r)
-    aucs = [float(getattr(r, "metrics", {}).get("test_auc", float("nan"))) for r in results]
+    aucs = [float(r.metrics.get("test_auc", float("nan"))) for r in results]
     if aucs:
         import statistics
 
@@ -86,21 +87,21 @@ def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
     return results
 
 
-def _best_trial_number(d: Path) -> int | None:
-    """The best trial's number from trials.csv (highest val_auc among complete trials), if present."""
+def _best_trial_number(d: Path, monitor: Monitor) -> int | None:
+    """The best trial's number from trials.csv (best monitored value among complete trials), if present."""
     import csv
 
     p = d / "trials.csv"
     if not p.exists():
         return None
-    best = None
+    best: tuple[float, int] | None = None
     with p.open() as f:
         for row in csv.DictReader(f):
             try:
-                v = float(row.get("val_auc") or "nan")
-            except ValueError:
+                v = monitor.value({k: float(row[k]) for k in monitor.keys})
+            except (KeyError, ValueError, TypeError):
                 continue
-            if row.get("state") == "complete" and not math.isnan(v) and (best is None or v > best[0]):
+            if row.get("state") == "complete" and not math.isnan(v) and (best is None or monitor.better(v, best[0])):
                 best = (v, int(row["number"]))
     return None if best is None else best[1]
 

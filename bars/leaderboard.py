@@ -32,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bars import __version__
+from bars import __version__, metrics
 from bars.fileio import atomic_write, atomic_write_text
 
 # Our dataset config names -> BARS split ids (explicit: a wrong mapping would compare against the wrong split).
@@ -110,10 +110,17 @@ def bars_model_name(model: str, published_models: Iterable[str], params: Mapping
 class FinalRun:
     seed: int
     run_id: str
-    test_auc: float | None
-    test_logloss: float | None
+    test: dict[str, float]  # test_<m> of every registered metric the run recorded, by metric name
     val_auc_curve: tuple[tuple[int, float], ...]
     train_loss_curve: tuple[tuple[int, float], ...]
+
+    @property
+    def test_auc(self) -> float | None:
+        return self.test.get("auc")
+
+    @property
+    def test_logloss(self) -> float | None:
+        return self.test.get("logloss")
 
 
 @dataclass(frozen=True)
@@ -122,10 +129,8 @@ class Row:
     model: str
     runs: tuple[FinalRun, ...]  # sorted by seed
     n: int
-    test_auc_mean: float | None
-    test_auc_std: float | None
-    test_logloss_mean: float | None
-    test_logloss_std: float | None
+    test_mean: dict[str, float | None]  # metric name -> mean over the seeds (every metric of the board)
+    test_std: dict[str, float | None]  # metric name -> sample std (None with fewer than two seeds)
     protocol_seed: int | None
     protocol_run_id: str | None
     protocol_test_auc: float | None
@@ -152,6 +157,22 @@ class Row:
         return tuple(r.run_id for r in self.runs)
 
     @property
+    def test_auc_mean(self) -> float | None:
+        return self.test_mean.get("auc")
+
+    @property
+    def test_auc_std(self) -> float | None:
+        return self.test_std.get("auc")
+
+    @property
+    def test_logloss_mean(self) -> float | None:
+        return self.test_mean.get("logloss")
+
+    @property
+    def test_logloss_std(self) -> float | None:
+        return self.test_std.get("logloss")
+
+    @property
     def seeds(self) -> tuple[int, ...]:
         return tuple(r.seed for r in self.runs)
 
@@ -173,6 +194,7 @@ class Board:
     sweeps: dict[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)  # study -> (trial, best so far)
     provenance: Provenance | None = None
     alpha: float = 0.05
+    metrics: tuple[str, ...] = ("auc", "logloss")  # registered metrics the final runs recorded: test columns
 
 
 # ------------------------------------------------------------------------------------------------ pure build
@@ -285,6 +307,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
           datasets: Iterable[str] | None = None) -> dict[str, Board]:
     """MLflow records -> {dataset: Board}. Pure: the same records give the same boards."""
     published = load_published() if published is None else published
+    names = [m.name for m in metrics.registered()]
     pub_models = sorted({m for _, m in published})
     by_data: dict[str, list] = {}
     for rec in records:
@@ -301,6 +324,8 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
         if not finals:
             continue
         split = BARS_SPLITS.get(data.lower())
+        # the registered metrics any final run of this board recorded (test_<m>), in registry order
+        board_metrics = tuple(m for m in names if any(f"test_{m}" in r.metrics for r in finals))
         rows: list[Row] = []
         for model in sorted({r.model for r in finals}):
             latest: dict[int, Any] = {}
@@ -311,11 +336,11 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                     latest[seed] = r  # the most recent run of a seed wins
             runs = [latest[s] for s in sorted(latest)]
             fr = tuple(FinalRun(seed=_int(r.tags.get("seed", r.params.get("seed"))), run_id=r.run_id,
-                                test_auc=r.metrics.get("test_auc"), test_logloss=r.metrics.get("test_logloss"),
+                                test={m: r.metrics[f"test_{m}"] for m in names if f"test_{m}" in r.metrics},
                                 val_auc_curve=_curve(r, "val_auc"), train_loss_curve=_curve(r, "train_loss"))
                        for r in runs)
-            aucs = [x.test_auc for x in fr if x.test_auc is not None]
-            lls = [x.test_logloss for x in fr if x.test_logloss is not None]
+            values = {m: [x.test[m] for x in fr if m in x.test] for m in board_metrics}
+            aucs = values.get("auc", [])
             pseeds = {_int(r.params.get("data.protocol_seed")) for r in runs} - {None}
             pseed = min(pseeds) if pseeds else None
             prot = next((x for x in fr if x.seed == pseed), None)
@@ -328,12 +353,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                 if prot.test_logloss is not None:
                     diff_ll = prot.test_logloss - pub.logloss
             nparams = [_int(r.metrics["n_params"]) for r in runs if "n_params" in r.metrics]
-            spe = []
-            for r in runs:
-                if "seconds_per_epoch" in r.metrics:
-                    spe.append(r.metrics["seconds_per_epoch"])
-                elif r.metrics.get("wall_seconds") and r.metrics.get("epochs"):
-                    spe.append(r.metrics["wall_seconds"] / r.metrics["epochs"])
+            spe = [r.metrics["seconds_per_epoch"] for r in runs if "seconds_per_epoch" in r.metrics]
             sps = [m for m in (_samples_per_s(r) for r in runs) if m is not None]
             # the sweep the final runs replayed (their sweep_study tag), else <model>__<data>
             studies = sorted({r.tags["sweep_study"] for r in runs if r.tags.get("sweep_study")})
@@ -346,8 +366,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                            for s in sorted(set(numbers.values())))
             rows.append(Row(
                 dataset=data, model=model, runs=fr, n=len(aucs),
-                test_auc_mean=_mean(aucs), test_auc_std=_std(aucs),
-                test_logloss_mean=_mean(lls), test_logloss_std=_std(lls),
+                test_mean={m: _mean(v) for m, v in values.items()}, test_std={m: _std(v) for m, v in values.items()},
                 protocol_seed=pseed, protocol_run_id=prot.run_id if prot else None,
                 protocol_test_auc=prot.test_auc if prot else None,
                 protocol_test_logloss=prot.test_logloss if prot else None,
@@ -389,7 +408,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             newest_run_end=_iso(max((r.end_time for r in used_all if r.end_time), default=None)),
         )
         boards[data] = Board(dataset=data, bars_split=split, rows=tuple(rows), sweeps=sweeps, provenance=prov,
-                             alpha=alpha)
+                             alpha=alpha, metrics=board_metrics)
     return boards
 
 
@@ -427,13 +446,19 @@ def trials_label(row: Row) -> str:
     return f"{row.trials} ({', '.join(f'{n} {s}' for s, n in row.trial_states)})"
 
 
-CSV_COLUMNS = [
-    "dataset", "model", "n", "seeds", "test_auc_mean", "test_auc_std", "test_logloss_mean", "test_logloss_std",
+CSV_COLUMNS_AFTER_METRICS = [
     "significance", "p_value", "n_paired", "protocol_seed", "protocol_test_auc", "protocol_test_logloss",
     "bars_split", "bars_model", "bars_auc", "bars_logloss", "diff_auc", "diff_logloss", "bars_source",
     "n_params", "seconds_per_epoch", "samples_per_s", "device", "trials", "best_config", "protocol_run_id",
     "run_ids",
 ]
+
+
+def csv_columns(board: Board) -> list[str]:
+    """dataset, model, n, seeds, then test_<m>_mean and test_<m>_std for every metric of the board (registry
+    order: auc, logloss, ...), then the rest (CSV_COLUMNS_AFTER_METRICS)."""
+    per_metric = [f"test_{m}_{stat}" for m in board.metrics for stat in ("mean", "std")]
+    return ["dataset", "model", "n", "seeds", *per_metric, *CSV_COLUMNS_AFTER_METRICS]
 
 
 def _csv_value(v: Any) -> str:
@@ -447,14 +472,15 @@ def _csv_value(v: Any) -> str:
 def render_csv(board: Board) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
+    w.writerow(csv_columns(board))
     for r in board.rows:
+        per_metric = [v for m in board.metrics for v in (r.test_mean.get(m), r.test_std.get(m))]
         w.writerow([_csv_value(v) for v in [
-            r.dataset, r.model, r.n, " ".join(str(s) for s in r.seeds), r.test_auc_mean, r.test_auc_std,
-            r.test_logloss_mean, r.test_logloss_std, r.significance, r.p_value, r.n_paired, r.protocol_seed,
-            r.protocol_test_auc, r.protocol_test_logloss, board.bars_split, r.bars_model, r.bars_auc,
-            r.bars_logloss, r.diff_auc, r.diff_logloss, r.bars_source, r.n_params, r.seconds_per_epoch,
-            r.samples_per_s, r.device, r.trials, r.best_config, r.protocol_run_id, " ".join(r.run_ids),
+            r.dataset, r.model, r.n, " ".join(str(s) for s in r.seeds), *per_metric, r.significance, r.p_value,
+            r.n_paired, r.protocol_seed, r.protocol_test_auc, r.protocol_test_logloss, board.bars_split,
+            r.bars_model, r.bars_auc, r.bars_logloss, r.diff_auc, r.diff_logloss, r.bars_source, r.n_params,
+            r.seconds_per_epoch, r.samples_per_s, r.device, r.trials, r.best_config, r.protocol_run_id,
+            " ".join(r.run_ids),
         ]])
     return buf.getvalue()
 
@@ -467,10 +493,9 @@ def plot_names(dataset: str) -> dict[str, str]:
 def _columns(board: Board) -> list[tuple[str, str, str]]:
     """(header, kind, key) for the table: kind num|text."""
     pseed = next((r.protocol_seed for r in board.rows if r.protocol_seed is not None), None)
-    cols = [
-        ("Model", "text", "model"),
-        ("Test AUC (mean ± std)", "num", "test_auc"),
-        ("Test logloss (mean ± std)", "num", "test_logloss"),
+    cols = [("Model", "text", "model")]
+    cols += [(f"Test {metrics.get(m).label} (mean ± std)", "num", f"test_{m}") for m in board.metrics]
+    cols += [
         ("n", "num", "n"),
         ("vs best¹", "num", "sig"),
         (f"Test AUC, seed {pseed}" if pseed is not None else "Test AUC, protocol seed", "num", "p_auc"),
@@ -487,10 +512,11 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
 def _cell(row: Row, key: str, link_prefix: str) -> tuple[str, Any, str | None]:
     """(text, sort value, link) for one cell."""
     sig_rank = {"best": 0, "ns": 1, "sig": 2, "n/a": 3}
+    if key.startswith("test_"):  # a registered metric's mean ± std
+        m = key[len("test_"):]
+        return fmt_pm(row.test_mean.get(m), row.test_std.get(m)), row.test_mean.get(m), None
     return {
         "model": (row.model, row.model, None),
-        "test_auc": (fmt_pm(row.test_auc_mean, row.test_auc_std), row.test_auc_mean, None),
-        "test_logloss": (fmt_pm(row.test_logloss_mean, row.test_logloss_std), row.test_logloss_mean, None),
         "n": (str(row.n), row.n, None),
         "sig": (sig_label(row), sig_rank[row.significance], None),
         "p_auc": (fmt(row.protocol_test_auc), row.protocol_test_auc, None),

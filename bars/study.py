@@ -32,8 +32,10 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from bars import process
+from bars import metrics, process
+from bars.config import to_container
 from bars.fileio import atomic_write_text
+from bars.metrics import Monitor
 from bars.search import Param, SearchSpaceError, decode_choice, encode_choice, format_value, to_overrides
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -41,7 +43,7 @@ ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
 SKIPPED_ATTR = "bars_skipped"
 WORKER_ATTR = "bars_worker"
 STALE_MIN_AGE = 5.0  # seconds: a RUNNING trial younger than this is never failed by the process check
-RESULT_KEYS = ("val_auc", "val_logloss", "epochs", "seconds")
+RUN_KEYS = ("epochs", "seconds")  # trials.csv: after the parameters, val_<metric> per registered metric, then these
 
 
 class SweepError(RuntimeError):
@@ -153,7 +155,8 @@ def study_record(cfg: DictConfig, space: dict[str, Param]) -> dict[str, Any]:
         "sampler_seed_rule": "seed + 1000 * worker_index + trials in the study when the worker starts",
         "pruner": "optuna.pruners.MedianPruner",
         "pruner_settings": pruner_settings(cfg),
-        "pruning_metric": "val_auc per epoch",
+        "pruning_metric": f"{monitor_of(cfg).name} per epoch",
+        "objective": monitor_of(cfg).describe(),
         "optuna_version": optuna.__version__,
         "search_space": json.loads(json.dumps({k: p.describe() for k, p in space.items()})),
         "max_epochs_cap": None if cfg.sweep.max_epochs is None else int(cfg.sweep.max_epochs),
@@ -165,8 +168,15 @@ def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage, space: d
     """Create the study once (the launcher, before any worker starts, so workers never race to create it) or
     load it, and record its setup."""
     name = str(cfg.sweep.study)
-    optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
+    monitor = monitor_of(cfg)
+    direction = optuna.study.StudyDirection.MAXIMIZE if monitor.direction == "max" else \
+        optuna.study.StudyDirection.MINIMIZE
+    optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
     study = SweepStudy(name, storage, make_sampler(cfg, int(cfg.sweep.seed)), make_pruner(cfg))
+    if study.direction != direction:
+        raise SweepError(f"study {name!r} was created to {study.direction.name.lower()} its objective, but "
+                         f"train.monitor={monitor.describe()} asks to {direction.name.lower()}; start a new "
+                         f"study (sweep.study=<new name>) or restore the monitor")
     record = study_record(cfg, space)
     old = study.user_attrs
     check_space_compatible(study, space)
@@ -305,7 +315,7 @@ def budget_state(study: optuna.Study, default_budget: int) -> BudgetState:
         finished=len(fin),
         active=sum(t.state in ACTIVE for t in trials),
         failed=sum(t.state == TrialState.FAIL for t in trials),
-        best=max(comp) if comp else None,
+        best=(max(comp) if maximizes(study) else min(comp)) if comp else None,
     )
 
 
@@ -338,14 +348,16 @@ def trials_table(study: optuna.Study, space_keys: Sequence[str] | None = None) -
         for k in t.params:
             if k not in keys:
                 keys.append(k)
-    header = ["number", "state", *keys, *RESULT_KEYS]
+    recorded = {k for t in trials for k in t.user_attrs}
+    metric_keys = [k for k in metrics.metric_keys("val") if k in recorded]
+    header = ["number", "state", *keys, *metric_keys, *RUN_KEYS]
     rows = []
     for t in trials:
         row: list[Any] = [t.number, state_name(t.state)]
         for k in keys:
             v = t.params.get(k, "")
             row.append(format_value(decode_choice(v)) if v != "" else "")
-        for r in RESULT_KEYS:
+        for r in (*metric_keys, *RUN_KEYS):
             v = t.user_attrs.get(r, "")
             if isinstance(v, float):
                 v = f"{v:.6f}" if r != "seconds" else f"{v:.1f}"
@@ -354,10 +366,20 @@ def trials_table(study: optuna.Study, space_keys: Sequence[str] | None = None) -
     return header, rows
 
 
+def maximizes(study: optuna.Study) -> bool:
+    return study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def monitor_of(cfg: DictConfig) -> Monitor:
+    """The sweep's objective: the training monitor (``train.monitor``), per epoch and at the best epoch."""
+    return Monitor.parse(to_container(cfg.train.monitor))
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     comp = [t for t in counted(study.get_trials(deepcopy=False))
             if t.state == TrialState.COMPLETE and t.value is not None]
-    return max(comp, key=lambda t: (t.value, -t.number)) if comp else None
+    sign = 1.0 if maximizes(study) else -1.0
+    return max(comp, key=lambda t: (sign * t.value, -t.number)) if comp else None
 
 
 def write_results(study: optuna.Study, out_dir: Path, space_keys: Sequence[str] | None = None) -> dict[str, Any]:
@@ -381,9 +403,9 @@ def write_results(study: optuna.Study, out_dir: Path, space_keys: Sequence[str] 
 
 
 __all__ = [
-    "ACTIVE", "FINISHED", "RESULT_KEYS", "SKIPPED_ATTR", "STALE_MIN_AGE", "WORKER_ATTR", "BudgetState",
+    "ACTIVE", "FINISHED", "RUN_KEYS", "SKIPPED_ATTR", "STALE_MIN_AGE", "WORKER_ATTR", "BudgetState",
     "OverBudget", "SweepError", "SweepStudy", "best_trial", "budget_of", "budget_state", "check_space_compatible",
     "claim_or_skip", "counted", "create_study", "fail_stale_trials", "heartbeat_callback", "is_journal",
-    "load_study", "make_pruner", "make_sampler", "open_storage", "pruner_settings", "sampler_settings",
+    "load_study", "make_pruner", "make_sampler", "maximizes", "monitor_of", "open_storage", "pruner_settings", "sampler_settings",
     "state_name", "storage_url", "study_record", "sweep_dir", "trials_table", "worker_identity", "write_results",
 ]

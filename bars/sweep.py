@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -46,6 +46,7 @@ from optuna.trial import TrialState
 
 from bars import process
 from bars.config import hydra_command
+from bars.metrics import Monitor
 from bars.search import Param, SearchSpaceError, apply_params, replayable_overrides, space_of, validate_space
 from bars.study import (
     WORKER_ATTR,
@@ -60,6 +61,7 @@ from bars.study import (
     fail_stale_trials,
     is_journal,
     load_study,
+    monitor_of,
     open_storage,
     state_name,
     storage_url,
@@ -69,6 +71,11 @@ from bars.study import (
     write_results,
 )
 from bars.sweep_progress import PROGRESS_MARK, Progress, WorkerPanel, fmt_elapsed
+
+if TYPE_CHECKING:  # the trainer imports torch; the sweep only reads its records
+    from bars.train import EpochLog
+
+RECORDED_PREFIXES = ("val_", "test_")  # a trial records every validation and test metric of its run
 
 # --------------------------------------------------------------------------------------------------------------
 # The objective
@@ -91,6 +98,7 @@ class TrialContext:
     parent_run_id: str | None
     tracking: Any
     progress: Progress
+    monitor: Monitor
     worker_seed: int
     threads: int | None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -106,13 +114,12 @@ def trial_config(cfg: DictConfig, params: dict[str, Any], threads: int | None) -
     return tcfg
 
 
-def seen_val(trial: optuna.Trial) -> float | None:
-    v = trial.user_attrs.get("val_auc")
-    return float(v) if isinstance(v, (int, float)) else None
-
-
 def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Trial], float]:
+    """The trial: suggest, train through ``ctx.train_fn`` (``bars.run.train_one``), report the monitored value
+    (``train.monitor``) per epoch to the pruner, record every validation/test metric in the trial's user
+    attributes, and return the best epoch's monitored value."""
     budget_default = int(ctx.cfg.sweep.trials)
+    monitor = ctx.monitor
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, worker_identity())
@@ -127,18 +134,18 @@ def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Tri
         trial.set_user_attr("max_epochs", int(tcfg.train.max_epochs))
         last_epoch = int(tcfg.train.max_epochs)
         t0 = time.monotonic()
-        seen = {"epochs": 0, "val_auc": None, "val_logloss": None}
+        seen: dict[str, Any] = {"epochs": 0, "value": None, "val": {}}  # the best epoch so far
         ctx.progress.trial_started(trial.number, study)
 
-        def on_epoch(log: Any) -> None:
-            seen["epochs"] = int(log.epoch)
-            if seen["val_auc"] is None or float(log.val_auc) > seen["val_auc"]:
-                seen["val_auc"], seen["val_logloss"] = float(log.val_auc), float(log.val_logloss)
-            ctx.progress.epoch(trial.number, int(log.epoch), float(log.val_auc))
-            trial.report(float(log.val_auc), step=int(log.epoch))
+        def on_epoch(log: EpochLog) -> None:
+            seen["epochs"] = log.epoch
+            if seen["value"] is None or monitor.better(log.monitor, seen["value"]):
+                seen["value"], seen["val"] = log.monitor, log.val_metrics()
+            ctx.progress.epoch(trial.number, log.epoch, log.monitor)
+            trial.report(log.monitor, step=log.epoch)
             # pruning after the last epoch saves nothing and would hide a finished result
-            if int(log.epoch) < last_epoch and trial.should_prune():
-                raise optuna.TrialPruned(f"epoch {log.epoch}: val_auc {log.val_auc:.5f} below the median")
+            if log.epoch < last_epoch and trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {log.epoch}: {monitor.name} {log.monitor:.5f} below the median")
             if ctx.stop.is_set():
                 raise KeyboardInterrupt
 
@@ -146,6 +153,7 @@ def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Tri
                 "optuna_trial_id": str(study.trial_id(trial.number))}
         state = "failed"
         run_id = None
+        value: float | None = None
         err: BaseException | None = None
         quiet = ctx.progress.mode != "verbose"
         try:
@@ -153,25 +161,22 @@ def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Tri
                 result = ctx.train_fn(tcfg, on_epoch=on_epoch, parent_run_id=ctx.parent_run_id,
                                       extra_tags=tags, quiet=quiet)
             run_id = result.run_id
-            metrics = dict(result.metrics)
-            val = float(metrics["val_auc"])
-            if not math.isfinite(val):
-                raise ValueError(f"val_auc is {val}")
-            trial.set_user_attr("val_auc", val)
-            trial.set_user_attr("val_logloss", float(metrics.get("val_logloss", float("nan"))))
-            trial.set_user_attr("epochs", int(result.epochs))
-            for k in ("test_auc", "test_logloss"):
-                if k in metrics:
-                    trial.set_user_attr(k, float(metrics[k]))
+            value = monitor.value(result.metrics)
+            if not math.isfinite(value):
+                raise ValueError(f"{monitor.name} is {value}")
+            for k, v in result.metrics.items():
+                if k.startswith(RECORDED_PREFIXES):
+                    trial.set_user_attr(k, float(v))
+            trial.set_user_attr("epochs", result.epochs)
             state = "complete"
-            return val
+            return value
         except optuna.TrialPruned as e:
             err = e
             state = "pruned"
+            value = seen["value"]
             trial.set_user_attr("epochs", seen["epochs"])
-            if seen["val_auc"] is not None:
-                trial.set_user_attr("val_auc", seen["val_auc"])
-                trial.set_user_attr("val_logloss", seen["val_logloss"])
+            for k, v in seen["val"].items():
+                trial.set_user_attr(k, v)
             raise
         except BaseException as e:
             err = e
@@ -195,7 +200,7 @@ def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Tri
                 with contextlib.suppress(Exception):
                     ctx.tracking.trial_finished(run_id, tags, state, trial.number)
             with contextlib.suppress(Exception):
-                ctx.progress.trial_finished(trial.number, state, study, seen_val(trial))
+                ctx.progress.trial_finished(trial.number, state, study, value)
 
     return objective
 
@@ -258,7 +263,7 @@ class SweepTracking:
         best = summary.get("best")
         metrics = {"trials_finished": st.finished, "trials_failed": st.failed, "budget": st.budget}
         if best:
-            metrics["best_val_auc"] = best["value"]
+            metrics[f"best_{monitor_of(self.cfg).name}"] = best["value"]
             run.set_tags({"best_trial": best["number"], "best_overrides": " ".join(best["overrides"])})
         run.log_metrics(metrics)
         self.tracker.end_run(run_id, "FINISHED" if st.done else "KILLED",
@@ -346,10 +351,11 @@ def run_worker(cfg: DictConfig, *, replay: Sequence[str], train_fn: TrainFn | No
     elif tracking is False:
         tracking = None
     budget_default = int(cfg.sweep.trials)
-    progress = Progress(progress_mode, label or f"w{idx}", budget_of(study, budget_default))
+    monitor = monitor_of(cfg)
+    progress = Progress(progress_mode, label or f"w{idx}", budget_of(study, budget_default), metric=monitor.name)
     ctx = TrialContext(cfg=cfg, space=space, replay=list(replay), train_fn=train_fn or default_train_fn(),
                        parent_run_id=study.user_attrs.get("mlflow_parent_run_id"), tracking=tracking,
-                       progress=progress, worker_seed=seed, threads=threads)
+                       progress=progress, monitor=monitor, worker_seed=seed, threads=threads)
     if threads:
         with contextlib.suppress(Exception):
             import torch
@@ -546,7 +552,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
                    parent_run_id=parent)
     best = summary.get("best")
     print(f"bars sweep: {st.finished}/{st.budget} trials finished ({st.failed} failed) in "
-          f"{fmt_elapsed(summary['seconds'])}; best val_auc "
+          f"{fmt_elapsed(summary['seconds'])}; best {monitor_of(cfg).name} "
           f"{best['value']:.5f} (trial {best['number']})" if best else
           f"bars sweep: {st.finished}/{st.budget} trials finished, none complete", file=sys.stderr)
     if best:

@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from bars.study import budget_state
+from bars.study import budget_state, maximizes
 
 PROGRESS_MARK = "\x1e@bars-progress "
 
@@ -27,10 +27,12 @@ def fmt_elapsed(s: float) -> str:
 
 class Progress:
     """Progress of one worker. ``mode``: ``live`` (rewrite one line on a terminal), ``plain`` (a line per trial),
-    ``relay`` (marked lines on stdout that the launcher draws), ``off``."""
+    ``relay`` (marked lines on stdout that the launcher draws), ``off``. ``metric``: the monitored value's name
+    (the sweep's objective)."""
 
-    def __init__(self, mode: str, label: str, budget: int, stream: Any = None) -> None:
-        self.mode, self.label, self.budget = mode, label, budget
+    def __init__(self, mode: str, label: str, budget: int, stream: Any = None, metric: str = "val_auc") -> None:
+        self.mode, self.label, self.budget, self.metric = mode, label, budget, metric
+        self.maximize = True
         self.stream = stream or sys.stderr
         self.t0 = time.monotonic()
         self.best: float | None = None
@@ -40,7 +42,7 @@ class Progress:
     def _line(self, what: str) -> str:
         best = "-" if self.best is None else f"{self.best:.5f}"
         i = min(self.finished + 1, self.budget)
-        return (f"{self.label} trial {i}/{self.budget} {what} | best val_auc {best} | "
+        return (f"{self.label} trial {i}/{self.budget} {what} | best {self.metric} {best} | "
                 f"{fmt_elapsed(time.monotonic() - self.t0)}")
 
     def _emit(self, line: str, final: bool) -> None:
@@ -57,22 +59,24 @@ class Progress:
     def _sync(self, study: optuna.Study) -> None:
         st = budget_state(study, self.budget)
         self.best, self.finished, self.budget = st.best, st.finished, st.budget
+        self.maximize = maximizes(study)
 
     def trial_started(self, number: int, study: optuna.Study) -> None:
         self._sync(study)
         self.current = f"(#{number})"
         self._emit(self._line(f"(#{number}) starting"), False)
 
-    def epoch(self, number: int, epoch: int, val_auc: float) -> None:
-        self._emit(self._line(f"(#{number}) epoch {epoch} val_auc {val_auc:.5f}"), False)
+    def epoch(self, number: int, epoch: int, value: float) -> None:
+        self._emit(self._line(f"(#{number}) epoch {epoch} {self.metric} {value:.5f}"), False)
 
     def trial_finished(self, number: int, state: str, study: optuna.Study, val: float | None = None) -> None:
         """Called before the trial is told to the storage: "trial i" counts it."""
         with contextlib.suppress(Exception):
             self._sync(study)
-        if state == "complete" and val is not None and (self.best is None or val > self.best):
+        if state == "complete" and val is not None and (
+                self.best is None or (val > self.best if self.maximize else val < self.best)):
             self.best = val
-        v = f" val_auc {val:.5f}" if isinstance(val, float) else ""
+        v = f" {self.metric} {val:.5f}" if isinstance(val, float) else ""
         self._emit(self._line(f"(#{number}) {state}{v}"), True)
 
     def message(self, text: str) -> None:

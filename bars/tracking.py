@@ -374,6 +374,11 @@ class TrackedRun:
     def client(self) -> MlflowClient:
         return self.tracker.client
 
+    @property
+    def uri(self) -> str:
+        """The tracking URI this run lives in."""
+        return self.tracker.uri
+
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return self.tracker._call(what, fn, *args, **kwargs)
 

@@ -21,8 +21,15 @@ from bars import sweep as S
 from bars import sweep_progress as PR
 from bars.config import compose
 from bars.models import list_models
+from bars.train import EpochLog
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def epoch_log(epoch: int, auc: float, logloss: float = 0.5) -> EpochLog:
+    """The trainer's per-epoch record for a scripted validation AUC (monitor: val_auc)."""
+    return EpochLog(epoch=epoch, train_loss=0.5, val={"auc": auc, "logloss": logloss}, monitor=auc, lr=1e-3,
+                    samples_per_s=1.0, seconds=0.0, improved=True, strikes=0)
 
 
 def fake_train(cfg, *, on_epoch=None, parent_run_id=None, extra_tags=None, quiet=False):
@@ -36,7 +43,7 @@ def fake_train(cfg, *, on_epoch=None, parent_run_id=None, extra_tags=None, quiet
         v = 0.8 - 0.05 * abs(math.log10(lr) + 3) + 0.002 * e
         best = max(best, v)
         if on_epoch:
-            on_epoch(SimpleNamespace(epoch=e, val_auc=v, val_logloss=0.5))
+            on_epoch(epoch_log(e, v))
     return SimpleNamespace(run_id=None, metrics={"val_auc": best, "val_logloss": 0.5}, epochs=epochs)
 
 
@@ -183,7 +190,7 @@ def test_pruning_on_per_epoch_val_auc(tmp_path):
     def bad_then_good(cfg, *, on_epoch=None, **_):
         lr = float(cfg.train.learning_rate)
         for e in range(1, 4):
-            on_epoch(SimpleNamespace(epoch=e, val_auc=0.9 if lr > 1e-3 else 0.5 + 0.01 * e, val_logloss=0.5))
+            on_epoch(epoch_log(e, 0.9 if lr > 1e-3 else 0.5 + 0.01 * e))
         return SimpleNamespace(run_id=None, metrics={"val_auc": 0.9 if lr > 1e-3 else 0.53,
                                                      "val_logloss": 0.5}, epochs=3)
 

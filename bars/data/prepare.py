@@ -23,7 +23,7 @@ from bars.data.writer import MANIFEST, SPEC, atomic_dir
 
 # cfg.data keys that never change the prepared bytes (locations and training knobs)
 NOT_FINGERPRINTED = frozenset(
-    {"raw_dir", "protocol_seed", "embedding_dim", "official_split", "download", "description"}
+    {"raw_dir", "protocol_seed", "embedding_dim", "official_split", "download", "description", "group_column"}
 )
 
 
