@@ -2,7 +2,7 @@
 
 ``make final MODEL=<m> DATA=<d> [SEEDS=5]`` reads ``sweeps/<model>__<data>/best.overrides`` (written by
 ``bars sweep``), and trains ``final.seeds`` runs with the full training protocol (no sweep epoch cap, no pruning):
-seed ``data.protocol_seed + i`` for ``i = 0 .. seeds-1``, so run 0 uses exactly the protocol seed (the
+seed ``protocol.seed + i`` for ``i = 0 .. seeds-1``, so run 0 uses exactly the protocol seed (the
 BARS-comparable number the leaderboard reports) and the others measure the spread over training seeds (the data
 split is fixed by ``data.split_seed``). Each run is tagged ``stage=final``, ``final_index``, ``final_seeds``,
 ``sweep_study`` and ``sweep_best_trial``; command-line overrides apply on top of the best configuration.
@@ -47,7 +47,7 @@ def final_configs(cfg: DictConfig, cli_overrides: Sequence[str]) -> list[tuple[i
     # the command line wins over best.overrides for the keys it sets (e.g. train.device=cuda:1)
     cli_keys = {o.split("=", 1)[0].lstrip("+~") for o in base}
     merged = [o for o in best if o.split("=", 1)[0].lstrip("+~") not in cli_keys] + base
-    protocol_seed = int(cfg.data.protocol_seed)
+    protocol_seed = int(cfg.protocol.seed)
     out = []
     for i in range(int(cfg.final.seeds)):
         seed = protocol_seed + i
@@ -69,7 +69,7 @@ def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
     results = []
     for i, seed, rcfg in runs:
         tags = {"stage": "final", "final_index": i, "final_seeds": len(runs), "sweep_study": study,
-                "protocol_seed_run": str(seed == int(rcfg.data.protocol_seed)).lower()}
+                "protocol_seed_run": str(seed == int(rcfg.protocol.seed)).lower()}
         if best_trial is not None:
             tags["sweep_best_trial"] = best_trial
         r = train_fn(rcfg, extra_tags=tags)

@@ -7,7 +7,8 @@ dataset; ``write_board`` / ``write_index`` render them (atomic writes, determini
 What goes in (all from MLflow, nothing parsed from logs):
 - rows: runs tagged ``stage=final`` that FINISHED, one per (model, seed) — the most recent when a seed was run
   more than once. Test AUC/logloss mean ± sample std over those seeds (n shown); the run whose seed equals the
-  dataset's ``data.protocol_seed`` param (the number comparable to BARS); parameter count; seconds per epoch
+  dataset's ``protocol.seed`` param (``data.protocol_seed`` for runs recorded before it moved; the number
+  comparable to BARS); parameter count; seconds per epoch
   and samples/s (mean of the per-epoch ``samples_per_s`` history) with the device tag.
 - significance: a paired t-test (``scipy.stats.ttest_rel``) of each model's test AUC against the best model's
   (highest mean) over the seeds both ran; p >= alpha means not significantly different; fewer than 2 matched
@@ -234,6 +235,12 @@ def _samples_per_s(rec) -> float | None:
     return _mean([v for _, v in _curve(rec, "samples_per_s")])
 
 
+def protocol_seed_param(params: Mapping[str, str]) -> str | None:
+    """The protocol seed a run recorded: ``protocol.seed``, or ``data.protocol_seed`` for runs recorded before
+    the protocol block moved out of the data config."""
+    return params.get("protocol.seed", params.get("data.protocol_seed"))
+
+
 def trial_state(rec) -> str:
     """complete | pruned | failed | running, from the trial's state tag, else its MLflow status."""
     for key in ("trial_state", "state", "optuna_state"):
@@ -341,7 +348,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                        for r in runs)
             values = {m: [x.test[m] for x in fr if m in x.test] for m in board_metrics}
             aucs = values.get("auc", [])
-            pseeds = {_int(r.params.get("data.protocol_seed")) for r in runs} - {None}
+            pseeds = {_int(protocol_seed_param(r.params)) for r in runs} - {None}
             pseed = min(pseeds) if pseeds else None
             prot = next((x for x in fr if x.seed == pseed), None)
             bmodel = bars_model_name(model, pub_models, runs[0].params if runs else None) if split else None

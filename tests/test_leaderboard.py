@@ -125,7 +125,8 @@ def check_numbers(uri: str, out: Path, data: str, only: set[str] | None = None) 
         runs = [by_seed[s] for s in seeds]
         auc = np.array([r.data.metrics["test_auc"] for r in runs])
         ll = np.array([r.data.metrics["test_logloss"] for r in runs])
-        pseed = int(runs[0].data.params["data.protocol_seed"])
+        params = runs[0].data.params  # runs recorded before the protocol block moved have data.protocol_seed
+        pseed = int(params["protocol.seed"] if "protocol.seed" in params else params["data.protocol_seed"])
         assert int(row["n"]) == len(runs) == int(mrow["n"])
         assert row["seeds"] == " ".join(map(str, seeds))
         assert row["run_ids"] == " ".join(r.info.run_id for r in runs)

@@ -52,7 +52,7 @@ def make_batch(spec: FeatureSpec, n: int = B, seed: int = 0) -> dict[str, torch.
 
 def yaml_params(name: str, embedding_dim: int = 4, **overrides) -> dict:
     raw = OmegaConf.load(CONF / f"{name}.yaml")
-    cfg = OmegaConf.create({"data": {"embedding_dim": embedding_dim}, "model": raw})
+    cfg = OmegaConf.create({"protocol": {"embedding_dim": embedding_dim}, "model": raw})
     params = OmegaConf.to_container(cfg.model.params, resolve=True)
     params.update(overrides)
     return params
@@ -76,7 +76,7 @@ def test_yaml_keys_equal_dataclass_fields(name):
     assert raw.name == name
     fields = [f.name for f in dataclasses.fields(config_class(name))]
     assert list(raw.params.keys()) == fields
-    assert OmegaConf.to_container(raw.params)["embedding_dim"] == "${data.embedding_dim}"
+    assert OmegaConf.to_container(raw.params)["embedding_dim"] == "${protocol.embedding_dim}"
     cls = config_class(name)
     assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
 
@@ -86,7 +86,7 @@ def test_builds_from_yaml_forward_and_gradients(name, spec):
     torch.manual_seed(0)
     # an OmegaConf node straight from the composed config (lists are ListConfig) must work too
     raw = OmegaConf.load(CONF / f"{name}.yaml")
-    node = OmegaConf.create({"data": {"embedding_dim": 4}, "model": raw}).model.params
+    node = OmegaConf.create({"protocol": {"embedding_dim": 4}, "model": raw}).model.params
     model = build(name, spec, node)
     init_bars_(model)
     model.train()

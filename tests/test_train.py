@@ -545,7 +545,7 @@ def _real_fit(frappe, name, epochs, **overrides):
     from bars.models.registry import build
 
     spec, tr, va = frappe
-    params = to_container(compose([f"model={name}", "data.embedding_dim=10"]).model.params)
+    params = to_container(compose([f"model={name}", "protocol.embedding_dim=10"]).model.params)
     params.update(overrides)
     model = build(name, spec, params)
     # BARS Frappe_x1 best embedding regularizer for the deep models; the shallow ones (whose first-order weights

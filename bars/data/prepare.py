@@ -2,9 +2,10 @@
 
 :func:`prepare` runs ``datasets/<name>/prepare.py`` as a script (runpy; never imported), which defines
 ``recipe(data: dict, raw_dir: Path) -> bars.data.engine.Recipe``. The output folder is
-``<paths.data>/<name>/<fingerprint>/``; the fingerprint hashes the preprocessing keys of ``cfg.data`` (not
-``raw_dir``, ``protocol_seed``, ``embedding_dim``), the raw layout found and the identity of the inputs (file
-name and size, or the pinned md5). An existing folder with a manifest is reused after a cheap check.
+``<paths.data>/<name>/<fingerprint>/``; the fingerprint hashes the preprocessing keys of ``cfg.data`` (every
+key but those in ``NOT_FINGERPRINTED``: where files are, and facts about the dataset that do not change its
+bytes), the raw layout found and the identity of the inputs (file name and size, or the pinned md5). Only
+``cfg.data`` is read: training settings (``protocol.*``, ``model.*``, ``train.*``) never reach this layer. An existing folder with a manifest is reused after a cheap check.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ from bars.data.engine import Recipe, build
 from bars.data.errors import DataError
 from bars.data.writer import MANIFEST, SPEC, atomic_dir
 
-# cfg.data keys that never change the prepared bytes (locations and training knobs)
-NOT_FINGERPRINTED = frozenset(
-    {"raw_dir", "protocol_seed", "embedding_dim", "official_split", "download", "description", "group_column"}
-)
+# cfg.data keys that never change the prepared bytes: where the files are, and facts about the dataset
+NOT_FINGERPRINTED = frozenset({"raw_dir", "official_split", "download", "description", "group_column"})
 
 
 def datasets_dir() -> Path:
