@@ -23,7 +23,7 @@ def dashboard(cfg: DictConfig, *, host: str = "127.0.0.1", serve: bool = True) -
 
         path = Path(url[len("journal://"):])
         if not path.exists():
-            raise FileNotFoundError(f"no sweep storage at {path}: run `make sweep MODEL={cfg.model.name} "
+            raise FileNotFoundError(f"no sweep storage at {path}: run `make sweep MODEL={cfg.model.id} "
                                     f"DATA={cfg.data.name}` first (or pass STORAGE=...)")
     storage = open_storage(url, cfg)
     port = int(cfg.sweep.get("dashboard_port", 8080))

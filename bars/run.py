@@ -77,7 +77,7 @@ class _NullRun:
 
 
 def run_name(cfg: DictConfig) -> str:
-    return f"{cfg.model.name}__{cfg.data.name}__s{cfg.seed}"
+    return f"{cfg.model.id}__{cfg.data.name}__s{cfg.seed}"
 
 
 def learning_curve(history: list[EpochLog], title: str = "") -> Any:
@@ -140,7 +140,8 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     t_start = time.perf_counter()
     say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
     seed = int(cfg.seed)
-    tags: dict[str, Any] = {"model": cfg.model.name, "data": cfg.data.name, "seed": seed, "stage": "single"}
+    tags: dict[str, Any] = {"model": cfg.model.id, "model_class": cfg.model.name, "data": cfg.data.name,
+                            "seed": seed, "stage": "single"}
     tags.update(dict(extra_tags or {}))
 
     run_id: str | None = None
@@ -205,7 +206,7 @@ def _train_in_run(cfg: DictConfig, run: Any, seed: int, on_epoch: EpochCallback 
     ckpt_dir = Path(cfg.paths.checkpoints) / (run.run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}")
     ckpt = ckpt_dir / "best.pt"
     run.set_tags({"checkpoint": str(ckpt)})
-    say(f"bars train: {cfg.model.name} on {cfg.data.name} (fingerprint {ds.fingerprint}), seed {seed}, "
+    say(f"bars train: {cfg.model.id} on {cfg.data.name} (fingerprint {ds.fingerprint}), seed {seed}, "
         f"{n_params:,} parameters, device {device}; rows train {n_rows['train']:,} valid {n_rows['valid']:,} "
         f"test {n_rows['test']:,}" + (f"; MLflow run {run.run_id}" if run.run_id else "; tracking disabled"))
 
@@ -234,7 +235,7 @@ def _train_in_run(cfg: DictConfig, run: Any, seed: int, on_epoch: EpochCallback 
     run.log_metrics(metrics, step=max(fr.epochs, 1))
     run.set_tags({"stop_reason": fr.stop_reason, "best_epoch": fr.best_epoch, "device": fr.device})
     if fr.history:
-        run.log_figure(learning_curve(fr.history, f"{cfg.model.name} on {cfg.data.name} (seed {seed})"),
+        run.log_figure(learning_curve(fr.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})"),
                        "learning_curve.png")
         run.log_text(json.dumps([asdict(h) for h in fr.history], indent=1), "history.json")
 
@@ -249,7 +250,7 @@ def summary(cfg: DictConfig, r: RunResult) -> str:
     m = r.metrics
     lines = [
         "",
-        f"== {cfg.model.name} on {cfg.data.name} (seed {cfg.seed}) ==",
+        f"== {cfg.model.id} on {cfg.data.name} (seed {cfg.seed}) ==",
         (f"  val   AUC {m.get('val_auc', float('nan')):.5f}   logloss {m.get('val_logloss', float('nan')):.5f}"
         f"   (best epoch {r.best_epoch})"),
         f"  test  AUC {m['test_auc']:.5f}   logloss {m['test_logloss']:.5f}",

@@ -147,7 +147,7 @@ def search_space_files(model: str, search_dir: Path | str = SEARCH_DIR) -> tuple
 
 def load_search_space(model: str, search_dir: Path | str = SEARCH_DIR, data: str | None = None
                       ) -> dict[str, Param]:
-    """``conf/search/common.yaml`` updated by ``conf/search/<model>.yaml``: the model file adds keys, overrides
+    """``conf/search/common.yaml`` updated by ``conf/search/<model id>.yaml``: the model file adds keys, overrides
     common ones, and drops a common key by mapping it to ``null`` (a model without dropout, say). Then, when it
     exists, ``conf/search/data/<data>.yaml`` narrows the space for that dataset: it replaces (or, with ``null``,
     drops) keys the space already has and ignores the others, so one file serves every model (e.g. smaller
@@ -178,8 +178,9 @@ def load_search_space(model: str, search_dir: Path | str = SEARCH_DIR, data: str
 
 
 def space_of(cfg: DictConfig) -> dict[str, Param]:
-    """The search space of the composed config's model and dataset."""
-    return load_search_space(str(cfg.model.name), search_dir_of(cfg), str(cfg.data.name))
+    """The search space of the composed config's model (its ``model.id``: a variant config has its own) and
+    dataset."""
+    return load_search_space(str(cfg.model.id), search_dir_of(cfg), str(cfg.data.name))
 
 
 def validate_space(space: dict[str, Param], cfg: DictConfig) -> None:
@@ -202,7 +203,7 @@ def validate_space(space: dict[str, Param], cfg: DictConfig) -> None:
                     bad.append(f"  {key}: choice {c!r} does not match the config value {current!r} (list vs scalar)")
                     break
     if bad:
-        files = " + ".join(str(p) for p in search_space_files(str(cfg.model.name), search_dir_of(cfg)))
+        files = " + ".join(str(p) for p in search_space_files(str(cfg.model.id), search_dir_of(cfg)))
         raise SearchSpaceError(f"search space {files} does not fit the composed config:\n" + "\n".join(bad))
 
 

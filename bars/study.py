@@ -147,7 +147,8 @@ def make_pruner(cfg: DictConfig) -> optuna.pruners.MedianPruner:
 def study_record(cfg: DictConfig, space: dict[str, Param]) -> dict[str, Any]:
     """What the launcher writes into the study's user attributes (and the MLflow parent run)."""
     return {
-        "model": str(cfg.model.name),
+        "model": str(cfg.model.id),
+        "model_class": str(cfg.model.name),
         "data": str(cfg.data.name),
         "sampler": "optuna.samplers.TPESampler",
         "sampler_settings": sampler_settings(cfg),

@@ -557,7 +557,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
           f"bars sweep: {st.finished}/{st.budget} trials finished, none complete", file=sys.stderr)
     if best:
         print(f"bars sweep: wrote {out / 'trials.csv'} and {out / 'best.overrides'}; replay with\n"
-              f"  bars train model={cfg.model.name} data={cfg.data.name} $(cat {out / 'best.overrides'})",
+              f"  bars train model={cfg.model.id} data={cfg.data.name} $(cat {out / 'best.overrides'})",
               file=sys.stderr)
     if parent:
         print(f"bars sweep: MLflow parent run {parent} (one child run per trial) in experiment "

@@ -45,3 +45,29 @@ def test_the_data_layer_names_no_training_or_model_key():
     model_keys = {k for p in (CONF / "model").glob("*.yaml") for k in OmegaConf.load(p).params}
     assert not NOT_FINGERPRINTED & (model_keys | set(TrainConfig.fields()) | {"seed", "embedding_dim"})
     assert "protocol_seed" not in compose([]).data and "embedding_dim" not in compose([]).data
+
+
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_config_identity(name):
+    """Each model config names its registry key (name), itself (id = file name) and its BARS display name."""
+    from bars.leaderboard import load_published
+    from bars.models import list_models
+
+    raw = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+    assert list(raw)[:3] == ["name", "id", "bars_name"] and set(raw) == {"name", "id", "bars_name", "params"}
+    assert raw.id == name and raw.name in list_models()
+    assert raw.bars_name is None or raw.bars_name in {m for _, m in load_published()}
+
+
+def test_a_variant_is_a_config_of_another_model():
+    """A variant (e.g. a future conf/model/crossnet.yaml: name dcn, id crossnet) gets its own study, sweep
+    folder and search-space file; the registry key still builds the model."""
+    from bars.search import SearchSpaceError, space_of
+
+    cfg = compose(["model=dcn", "model.id=crossnet", "model.bars_name=CrossNet"])
+    assert cfg.sweep.study == "crossnet__movielens_small" and cfg.sweep.dir.endswith("/sweeps/crossnet__movielens_small")
+    with pytest.raises(SearchSpaceError, match="conf/search/crossnet.yaml does not exist"):
+        space_of(cfg)

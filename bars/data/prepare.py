@@ -23,7 +23,8 @@ from bars.data.errors import DataError
 from bars.data.writer import MANIFEST, SPEC, atomic_dir
 
 # cfg.data keys that never change the prepared bytes: where the files are, and facts about the dataset
-NOT_FINGERPRINTED = frozenset({"raw_dir", "official_split", "download", "description", "group_column"})
+NOT_FINGERPRINTED = frozenset({"raw_dir", "official_split", "download", "description", "group_column",
+                               "bars_split"})
 
 
 def datasets_dir() -> Path:
