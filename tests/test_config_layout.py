@@ -71,3 +71,27 @@ def test_a_variant_is_a_config_of_another_model():
     assert cfg.sweep.study == "crossnet__movielens_small" and cfg.sweep.dir.endswith("/sweeps/crossnet__movielens_small")
     with pytest.raises(SearchSpaceError, match="conf/search/crossnet.yaml does not exist"):
         space_of(cfg)
+
+
+@pytest.mark.parametrize("name", DATA)
+def test_the_recipe_is_named_by_the_data_config(name):
+    from bars.config import to_container
+    from bars.data.prepare import recipe_function
+
+    data = to_container(compose([f"data={name}"]).data)
+    assert callable(recipe_function(data))
+    folder = CONF.parent / "datasets" / name
+    assert (folder / "README.md").is_file()
+    # datasets/<d>/ holds code only when the config names it: no forwarders
+    assert (folder / "prepare.py").is_file() == (data["recipe"] == f"datasets/{name}/prepare.py")
+
+
+def test_unknown_recipe_is_a_clear_error(data_cfg):
+    from bars.data.errors import DataError
+    from bars.data.prepare import prepare
+
+    with pytest.raises(DataError, match=r"data.recipe='nope' \(data=movielens_small\): unknown recipe; recipes are "
+                                        r"\['criteo'"):
+        prepare(data_cfg("data=movielens_small", "data.recipe=nope"), quiet=True)
+    with pytest.raises(DataError, match="no such script"):
+        prepare(data_cfg("data=movielens_small", "data.recipe=datasets/nope/prepare.py"), quiet=True)

@@ -1,8 +1,8 @@
 """The preprocessing engine every dataset uses: raw batches -> staged Parquet -> vocabularies -> encoded splits.
 
-A dataset is a :class:`Recipe` (sources + fields + an optional per-batch row transform); ``datasets/<name>/
-prepare.py`` only declares one. The ``tabular`` dataset builds its recipe from config keys with
-:func:`tabular_recipe`; the named BARS datasets add their protocol transforms (bucketing, time fields) on top.
+A dataset is a :class:`Recipe` (sources + fields + an optional per-batch row transform), declared by a recipe
+function (``bars.data.recipes``, named by ``recipe:`` in ``conf/data/<d>.yaml``, or a ``datasets/<d>/prepare.py``
+script); the BARS families add their protocol transforms (bucketing, time fields) on top.
 
 Memory stays bounded (by the batch size and the vocabularies, not the row count): raw files are read in blocks
 (pyarrow streaming CSV, parsed one batch ahead in a thread), each batch is transformed and appended to a staged
@@ -547,71 +547,3 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     }
     write_json(out / MANIFEST, manifest)
     return manifest
-
-
-# -- the tabular recipe: a user's own files described in the data config --------------------------------
-def _as_list(x) -> list:
-    if x is None:
-        return []
-    if isinstance(x, str):
-        return [s for s in x.split(",") if s]
-    return list(x)
-
-
-def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe:
-    """A recipe from config keys (see conf/data/tabular.yaml): files, label, categorical/numeric/sequence."""
-    name = name or data["name"]
-    label = data.get("label") or "label"
-    cats, nums, seqs = (_as_list(data.get(k)) for k in ("categorical", "numeric", "sequence"))
-    if not (cats or nums or seqs):
-        raise DataError(f"data={name}: no features: set data.categorical=[...], data.numeric=[...] and/or "
-                        "data.sequence=[...] (column names)")
-    opts = data.get("field_options") or {}
-    unknown = set(opts) - set(cats + nums + seqs)
-    if unknown:
-        raise DataError(f"data.field_options: unknown fields {sorted(unknown)}; features are {cats + nums + seqs}")
-    min_count = T.min_count_of(data)
-    fields = []
-    for kind, cols in (("categorical", cats), ("numeric", nums), ("sequence", seqs)):
-        for c in cols:
-            o = dict(opts.get(c) or {})
-            bad = set(o) - {"min_count", "max_len", "sep"}
-            if bad:
-                raise DataError(f"data.field_options.{c}: unknown keys {sorted(bad)}; allowed min_count, max_len, sep")
-            fields.append(Field(c, kind, min_count=int(o.get("min_count", min_count)),
-                                max_len=o.get("max_len", data.get("max_len")),
-                                sep=o.get("sep", data.get("sequence_sep", "|")), source=f"column {c}"))
-
-    def resolve(p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else Path(raw_dir) / q
-
-    def source(p: str, split: str | None) -> Source:
-        path = resolve(p)
-        fmt = data.get("format") or "auto"
-        if fmt == "auto":
-            fmt = "parquet" if path.suffix == ".parquet" else "csv"
-        sep = data.get("sep") or ("\t" if path.suffix in (".tsv", ".txt") else ",")
-        types = {c: "float" for c in nums}
-        cols = _as_list(data.get("columns")) or None
-        return Source(path, split=split, fmt=fmt, sep=sep, header=bool(data.get("header", True)),
-                      columns=cols, types=types, label=label)
-
-    files = data.get("files") or {}
-    if data.get("file"):
-        sources = [source(data["file"], None)]
-    elif files.get("train"):
-        sources = [source(files[k], k) for k in SPLITS if files.get(k)]
-        missing = [k for k in SPLITS if not files.get(k)]
-        if missing:
-            raise DataError(f"data.files: no file for {missing}; give train, valid and test files, or one "
-                            "data.file=... with data.split_ratios")
-    else:
-        raise DataError(f"data={name}: no input: set data.file=<one file> (split by data.split_ratios) or "
-                        "data.files.train/valid/test=<files> (CSV or Parquet; relative to data.raw_dir)")
-    ratios = tuple(float(r) for r in data.get("split_ratios") or (0.8, 0.1, 0.1))
-    if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
-        raise DataError(f"data.split_ratios: expected three non-negative numbers (train, valid, test), got {ratios}")
-    return Recipe(name=name, sources=sources, fields=fields, label=label, split_ratios=ratios,
-                  split_seed=int(data.get("split_seed", 2021)), rows=data.get("rows"),
-                  params=data, layout="tabular", official_split=bool(data.get("official_split", False)))

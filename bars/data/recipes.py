@@ -1,12 +1,16 @@
-"""The BARS dataset families as recipes on the shared engine: Criteo, Avazu and the x1 one-hot CSV datasets.
+"""Dataset recipes by name: ``recipe: <name>`` in ``conf/data/<d>.yaml`` picks one of :data:`RECIPES`.
 
-``datasets/<name>/prepare.py`` picks a family and passes its config; the layout found in ``raw_dir`` decides
-how rows are read (official split CSVs, checked against published md5, or raw Kaggle files with a seeded
-split recorded as not official).
+A recipe is ``recipe(data: dict, raw_dir: Path) -> bars.data.engine.Recipe``: it declares the sources and fields
+of a dataset on the shared engine. The BARS families are here (Criteo, Avazu, the x1 one-hot CSV datasets), plus
+the generated synthetic data and ``tabular`` (your own files, described by config). For a family, the layout
+found in ``raw_dir`` decides how rows are read (official split CSVs, checked against published md5, or raw
+Kaggle files with a seeded split recorded as not official). A dataset that needs its own code names a script
+instead (``recipe: datasets/<d>/prepare.py``, e.g. movielens_small): see ``bars.data.prepare.load_recipe``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +20,7 @@ from bars.data.download import ensure_download
 from bars.data.engine import Field, Recipe
 from bars.data.errors import DataError
 from bars.data.sources import Source, resolve_columns
+from bars.data.synthetic import generate_criteo
 
 SPLITS = T.SPLITS
 CRITEO_INT = [f"I{i}" for i in range(1, 14)]
@@ -167,3 +172,103 @@ def onehot_recipe(data: dict, raw_dir: Path, fields: list[str], allow_libsvm: bo
         return df
 
     return _base(data, sources, [Field(c, min_count=mc, source=c) for c in fields], layout, True, transform)
+
+
+# -- the tabular recipe: a user's own files described in the data config --------------------------------
+def _as_list(x) -> list:
+    if x is None:
+        return []
+    if isinstance(x, str):
+        return [s for s in x.split(",") if s]
+    return list(x)
+
+
+def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe:
+    """A recipe from config keys (see conf/data/tabular.yaml): files, label, categorical/numeric/sequence."""
+    name = name or data["name"]
+    label = data.get("label") or "label"
+    cats, nums, seqs = (_as_list(data.get(k)) for k in ("categorical", "numeric", "sequence"))
+    if not (cats or nums or seqs):
+        raise DataError(f"data={name}: no features: set data.categorical=[...], data.numeric=[...] and/or "
+                        "data.sequence=[...] (column names)")
+    opts = data.get("field_options") or {}
+    unknown = set(opts) - set(cats + nums + seqs)
+    if unknown:
+        raise DataError(f"data.field_options: unknown fields {sorted(unknown)}; features are {cats + nums + seqs}")
+    min_count = T.min_count_of(data)
+    fields = []
+    for kind, cols in (("categorical", cats), ("numeric", nums), ("sequence", seqs)):
+        for c in cols:
+            o = dict(opts.get(c) or {})
+            bad = set(o) - {"min_count", "max_len", "sep"}
+            if bad:
+                raise DataError(f"data.field_options.{c}: unknown keys {sorted(bad)}; allowed min_count, max_len, sep")
+            fields.append(Field(c, kind, min_count=int(o.get("min_count", min_count)),
+                                max_len=o.get("max_len", data.get("max_len")),
+                                sep=o.get("sep", data.get("sequence_sep", "|")), source=f"column {c}"))
+
+    def resolve(p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else Path(raw_dir) / q
+
+    def source(p: str, split: str | None) -> Source:
+        path = resolve(p)
+        fmt = data.get("format") or "auto"
+        if fmt == "auto":
+            fmt = "parquet" if path.suffix == ".parquet" else "csv"
+        sep = data.get("sep") or ("\t" if path.suffix in (".tsv", ".txt") else ",")
+        types = {c: "float" for c in nums}
+        cols = _as_list(data.get("columns")) or None
+        return Source(path, split=split, fmt=fmt, sep=sep, header=bool(data.get("header", True)),
+                      columns=cols, types=types, label=label)
+
+    files = data.get("files") or {}
+    if data.get("file"):
+        sources = [source(data["file"], None)]
+    elif files.get("train"):
+        sources = [source(files[k], k) for k in SPLITS if files.get(k)]
+        missing = [k for k in SPLITS if not files.get(k)]
+        if missing:
+            raise DataError(f"data.files: no file for {missing}; give train, valid and test files, or one "
+                            "data.file=... with data.split_ratios")
+    else:
+        raise DataError(f"data={name}: no input: set data.file=<one file> (split by data.split_ratios) or "
+                        "data.files.train/valid/test=<files> (CSV or Parquet; relative to data.raw_dir)")
+    ratios = tuple(float(r) for r in data.get("split_ratios") or (0.8, 0.1, 0.1))
+    if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
+        raise DataError(f"data.split_ratios: expected three non-negative numbers (train, valid, test), got {ratios}")
+    return Recipe(name=name, sources=sources, fields=fields, label=label, split_ratios=ratios,
+                  split_seed=int(data.get("split_seed", 2021)), rows=data.get("rows"),
+                  params=data, layout="tabular", official_split=bool(data.get("official_split", False)))
+
+
+def onehot_csv_recipe(data: dict, raw_dir: Path) -> Recipe:
+    """The x1 one-hot datasets from the official CSVs only (Avazu_x1): fields from ``data.fields``."""
+    return onehot_recipe(data, raw_dir, list(data["fields"]), allow_libsvm=False)
+
+
+def onehot_csv_or_libsvm_recipe(data: dict, raw_dir: Path) -> Recipe:
+    """The x1 one-hot datasets from the official CSVs or the AFN libsvm files (Frappe_x1, MovielensLatest_x1)."""
+    return onehot_recipe(data, raw_dir, list(data["fields"]), allow_libsvm=True)
+
+
+def synthetic_criteo_recipe(data: dict, raw_dir: Path) -> Recipe:
+    """Generate a Criteo-format file of ``data.rows`` rows into raw_dir (unless present), then the Criteo recipe."""
+    rows, seed = int(data["rows"]), int(data.get("generator_seed", 0))
+    path = raw_dir / f"synthetic_criteo_{rows}_{seed}.txt"
+    if not path.exists():
+        generate_criteo(path, rows, seed)
+    r = criteo_recipe(data, raw_dir, raw_file=path)
+    r.layout = "synthetic Criteo-format TSV"
+    return r
+
+
+# The names ``recipe:`` in conf/data/<d>.yaml may take (besides a path to a datasets/<d>/prepare.py script).
+RECIPES: dict[str, Callable[[dict, Path], Recipe]] = {
+    "criteo": criteo_recipe,
+    "avazu": avazu_recipe,
+    "onehot_csv": onehot_csv_recipe,
+    "onehot_csv_or_libsvm": onehot_csv_or_libsvm_recipe,
+    "synthetic_criteo": synthetic_criteo_recipe,
+    "tabular": tabular_recipe,
+}
