@@ -1,4 +1,5 @@
-"""The one definition of an atomic file write and of a file digest, used by every module that writes or checks files.
+"""The one definition of an atomic file write and of a file digest, used by every module that writes or checks
+files.
 
 - :func:`atomic_write` writes through a callback into a hidden temporary file next to the target (same folder,
   so the final ``os.replace`` is atomic on POSIX), then renames it into place; on any error the temporary file

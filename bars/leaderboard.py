@@ -38,7 +38,6 @@ from typing import Any
 from bars import metrics
 from bars.leaderboard_render import fmt_pm, plot_names, sig_label, write_board, write_index
 
-TRIAL_STATES = ("complete", "pruned", "failed")
 PUBLISHED_RESOURCE = ("reference", "bars_published.csv")
 
 
@@ -339,26 +338,26 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                 if seed is not None:
                     latest[seed] = r  # the most recent run of a seed wins
             runs = [latest[s] for s in sorted(latest)]
-            fr = tuple(FinalRun(seed=_int(r.tags.get("seed", r.params.get("seed"))), run_id=r.run_id,
+            final_runs = tuple(FinalRun(seed=_int(r.tags.get("seed", r.params.get("seed"))), run_id=r.run_id,
                                 test={m: r.metrics[f"test_{m}"] for m in names if f"test_{m}" in r.metrics},
                                 val_auc_curve=_curve(r, "val_auc"), train_loss_curve=_curve(r, "train_loss"))
                        for r in runs)
-            values = {m: [x.test[m] for x in fr if m in x.test] for m in board_metrics}
+            values = {m: [x.test[m] for x in final_runs if m in x.test] for m in board_metrics}
             aucs = values.get("auc", [])
             pseeds = {_int(protocol_seed_param(r.params)) for r in runs} - {None}
             pseed = min(pseeds) if pseeds else None
-            prot = next((x for x in fr if x.seed == pseed), None)
+            protocol_run = next((x for x in final_runs if x.seed == pseed), None)
             bmodel = bars_model_of(model, runs[0].params, pub_models) if split and runs else None
             pub = published.get((split, bmodel)) if split and bmodel else None
             diff_auc = diff_ll = None
-            if pub and prot is not None:
-                if prot.test_auc is not None:
-                    diff_auc = prot.test_auc - pub.auc
-                if prot.test_logloss is not None:
-                    diff_ll = prot.test_logloss - pub.logloss
+            if pub and protocol_run is not None:
+                if protocol_run.test_auc is not None:
+                    diff_auc = protocol_run.test_auc - pub.auc
+                if protocol_run.test_logloss is not None:
+                    diff_ll = protocol_run.test_logloss - pub.logloss
             nparams = [_int(r.metrics["n_params"]) for r in runs if "n_params" in r.metrics]
-            spe = [r.metrics["seconds_per_epoch"] for r in runs if "seconds_per_epoch" in r.metrics]
-            sps = [m for m in (_samples_per_s(r) for r in runs) if m is not None]
+            epoch_seconds = [r.metrics["seconds_per_epoch"] for r in runs if "seconds_per_epoch" in r.metrics]
+            throughputs = [m for m in (_samples_per_s(r) for r in runs) if m is not None]
             # the sweep the final runs replayed (their sweep_study tag), else <model>__<data>
             studies = sorted({r.tags["sweep_study"] for r in runs if r.tags.get("sweep_study")})
             study = studies[-1] if studies else f"{model}__{data}"
@@ -369,16 +368,17 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             states = tuple((s, sum(1 for v in numbers.values() if v == s))
                            for s in sorted(set(numbers.values())))
             rows.append(Row(
-                dataset=data, model=model, runs=fr, n=len(aucs),
-                test_mean={m: _mean(v) for m, v in values.items()}, test_std={m: _std(v) for m, v in values.items()},
-                protocol_seed=pseed, protocol_run_id=prot.run_id if prot else None,
-                protocol_test_auc=prot.test_auc if prot else None,
-                protocol_test_logloss=prot.test_logloss if prot else None,
+                dataset=data, model=model, runs=final_runs, n=len(aucs),
+                test_mean={m: _mean(v) for m, v in values.items()},
+                test_std={m: _std(v) for m, v in values.items()},
+                protocol_seed=pseed, protocol_run_id=protocol_run.run_id if protocol_run else None,
+                protocol_test_auc=protocol_run.test_auc if protocol_run else None,
+                protocol_test_logloss=protocol_run.test_logloss if protocol_run else None,
                 bars_model=pub.model if pub else None, bars_auc=pub.auc if pub else None,
                 bars_logloss=pub.logloss if pub else None, bars_source=pub.source if pub else None,
                 diff_auc=diff_auc, diff_logloss=diff_ll,
                 n_params=nparams[0] if nparams else None,
-                seconds_per_epoch=_mean(spe), samples_per_s=_mean(sps),
+                seconds_per_epoch=_mean(epoch_seconds), samples_per_s=_mean(throughputs),
                 device=", ".join(sorted({r.tags.get("device", "unknown") for r in runs})),
                 trials=len(numbers), trial_states=states,
                 best_config=f"sweeps/{study}/best.overrides" if (numbers or studies) else None,

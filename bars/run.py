@@ -218,30 +218,32 @@ def _train_in_run(cfg: DictConfig, run: Any, seed: int, on_epoch: EpochCallback 
         if on_epoch is not None:
             on_epoch(log)
 
-    fr: FitResult = fit(model, ds.splits["train"], ds.splits["valid"], train_cfg, seed=seed,
+    fit_result: FitResult = fit(model, ds.splits["train"], ds.splits["valid"], train_cfg, seed=seed,
                         on_epoch=on_epoch_tracked, checkpoint_path=ckpt, group_column=groups)
-    test = evaluate(model, ds.splits["test"], train_cfg.eval_batch_size, fr.device, group_column=groups)
+    test = evaluate(model, ds.splits["test"], train_cfg.eval_batch_size, fit_result.device, group_column=groups)
 
     wall = time.perf_counter() - t_start
-    rates = [h.samples_per_s for h in fr.history]
+    rates = [h.samples_per_s for h in fit_result.history]
     metrics: dict[str, float] = {
-        **{f"val_{k}": v for k, v in fr.best_val.items()},
+        **{f"val_{k}": v for k, v in fit_result.best_val.items()},
         **{f"test_{k}": v for k, v in test.items()},
-        "monitor": fr.best_monitor,
-        "n_params": float(n_params), "epochs": float(fr.epochs), "best_epoch": float(fr.best_epoch),
-        "wall_seconds": wall, "fit_seconds": fr.seconds, "seconds_per_epoch": fr.seconds_per_epoch,
+        "monitor": fit_result.best_monitor,
+        "n_params": float(n_params), "epochs": float(fit_result.epochs),
+        "best_epoch": float(fit_result.best_epoch),
+        "wall_seconds": wall, "fit_seconds": fit_result.seconds, "seconds_per_epoch": fit_result.seconds_per_epoch,
         "samples_per_s_mean": sum(rates) / len(rates) if rates else 0.0,
     }
-    run.log_metrics(metrics, step=max(fr.epochs, 1))
-    run.set_tags({"stop_reason": fr.stop_reason, "best_epoch": fr.best_epoch, "device": fr.device})
-    if fr.history:
-        run.log_figure(learning_curve(fr.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})"),
+    run.log_metrics(metrics, step=max(fit_result.epochs, 1))
+    run.set_tags({"stop_reason": fit_result.stop_reason, "best_epoch": fit_result.best_epoch,
+                  "device": fit_result.device})
+    if fit_result.history:
+        run.log_figure(learning_curve(fit_result.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})"),
                        "learning_curve.png")
-        run.log_text(json.dumps([asdict(h) for h in fr.history], indent=1), "history.json")
+        run.log_text(json.dumps([asdict(h) for h in fit_result.history], indent=1), "history.json")
 
-    result = RunResult(run_id=run.run_id, metrics=metrics, epochs=fr.epochs, best_epoch=fr.best_epoch,
-                       seconds=wall, n_params=n_params, device=fr.device, stop_reason=fr.stop_reason,
-                       checkpoint=ckpt if ckpt.exists() else None, history=fr.history)
+    result = RunResult(run_id=run.run_id, metrics=metrics, epochs=fit_result.epochs,
+                       best_epoch=fit_result.best_epoch, seconds=wall, n_params=n_params, device=fit_result.device,
+                       stop_reason=fit_result.stop_reason, checkpoint=ckpt if ckpt.exists() else None, history=fit_result.history)
     say(summary(cfg, result))
     return result
 

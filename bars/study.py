@@ -43,7 +43,8 @@ ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
 SKIPPED_ATTR = "bars_skipped"
 WORKER_ATTR = "bars_worker"
 STALE_MIN_AGE = 5.0  # seconds: a RUNNING trial younger than this is never failed by the process check
-RUN_KEYS = ("epochs", "seconds")  # trials.csv: after the parameters, val_<metric> per registered metric, then these
+# trials.csv columns: number, state, the parameters, val_<metric> per registered metric recorded, then these
+RUN_KEYS = ("epochs", "seconds")
 
 
 class SweepError(RuntimeError):
@@ -407,6 +408,7 @@ __all__ = [
     "ACTIVE", "FINISHED", "RUN_KEYS", "SKIPPED_ATTR", "STALE_MIN_AGE", "WORKER_ATTR", "BudgetState",
     "OverBudget", "SweepError", "SweepStudy", "best_trial", "budget_of", "budget_state", "check_space_compatible",
     "claim_or_skip", "counted", "create_study", "fail_stale_trials", "heartbeat_callback", "is_journal",
-    "load_study", "make_pruner", "make_sampler", "maximizes", "monitor_of", "open_storage", "pruner_settings", "sampler_settings",
+    "load_study", "make_pruner", "make_sampler", "maximizes", "monitor_of", "open_storage", "pruner_settings",
+    "sampler_settings",
     "state_name", "storage_url", "study_record", "sweep_dir", "trials_table", "worker_identity", "write_results",
 ]

@@ -255,19 +255,19 @@ class SweepTracking:
         else:
             self.tracker.attach(run_id).set_tags(extra)
 
-    def finish_parent(self, run_id: str | None, study: SweepStudy, st: BudgetState,
+    def finish_parent(self, run_id: str | None, study: SweepStudy, tally: BudgetState,
                       summary: dict[str, Any]) -> None:
         if not run_id:
             return
         run = self.tracker.attach(run_id)
         best = summary.get("best")
-        metrics = {"trials_finished": st.finished, "trials_failed": st.failed, "budget": st.budget}
+        metrics = {"trials_finished": tally.finished, "trials_failed": tally.failed, "budget": tally.budget}
         if best:
             metrics[f"best_{monitor_of(self.cfg).name}"] = best["value"]
             run.set_tags({"best_trial": best["number"], "best_overrides": " ".join(best["overrides"])})
         run.log_metrics(metrics)
-        self.tracker.end_run(run_id, "FINISHED" if st.done else "KILLED",
-                             {"sweep_state": "done" if st.done else "incomplete"})
+        self.tracker.end_run(run_id, "FINISHED" if tally.done else "KILLED",
+                             {"sweep_state": "done" if tally.done else "incomplete"})
 
     def reconcile(self, study: SweepStudy) -> list[str]:
         """End trial runs still RUNNING in MLflow whose Optuna trial is not running (or whose worker is dead);
@@ -368,21 +368,21 @@ def run_worker(cfg: DictConfig, *, replay: Sequence[str], train_fn: TrainFn | No
     waiting_said = False
     while True:
         fail_stale_trials(study, retry=retry)
-        st = budget_state(study, budget_default)
-        if st.done:
+        tally = budget_state(study, budget_default)
+        if tally.done:
             break
-        if st.failed >= (max_failed if max_failed is not None else max(st.budget, 3)):
-            raise SweepError(f"study {study.study_name!r}: {st.failed} trials failed (limit sweep.max_failed="
-                             f"{max_failed if max_failed is not None else st.budget}); see the worker logs "
+        if tally.failed >= (max_failed if max_failed is not None else max(tally.budget, 3)):
+            raise SweepError(f"study {study.study_name!r}: {tally.failed} trials failed (limit sweep.max_failed="
+                             f"{max_failed if max_failed is not None else tally.budget}); see the worker logs "
                              f"and trials.csv")
         if deadline is not None and time.monotonic() >= deadline:
             progress.message(f"timeout ({cfg.sweep.timeout} s): no new trials")
             break
         waiting = any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
-        if st.finished + st.active >= st.budget and not waiting:
+        if tally.finished + tally.active >= tally.budget and not waiting:
             if not waiting_said:
-                progress.message(f"budget {st.budget}: {st.finished} finished, {st.active} running elsewhere; "
-                                 f"waiting for them")
+                progress.message(f"budget {tally.budget}: {tally.finished} finished, {tally.active} running "
+                                 f"elsewhere; waiting for them")
                 waiting_said = True
             time.sleep(float(cfg.sweep.poll))
             continue
@@ -487,12 +487,12 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
     validate_space(space, cfg)  # before anything is created or trained
     mode = _progress_mode(cfg)
     if role == "worker":
-        st = run_worker(cfg, replay=replay, train_fn=train_fn, progress_mode=mode,
+        tally = run_worker(cfg, replay=replay, train_fn=train_fn, progress_mode=mode,
                         threads=default_threads(cfg, 1))
         storage = open_storage(url, cfg)
         study = load_study(cfg, storage, 0)
         summary = write_results(study, sweep_dir(cfg), list(space))
-        return {"role": "worker", "finished": st.finished, "budget": st.budget, **summary}
+        return {"role": "worker", "finished": tally.finished, "budget": tally.budget, **summary}
     if role != "launcher":
         raise SweepError(f"sweep.role must be launcher or worker, got {role!r}")
 
@@ -510,13 +510,13 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
             print(f"bars sweep: warning: could not open the MLflow parent run: {e}", file=sys.stderr)
         tracking.reconcile(study)
     fail_stale_trials(study, retry=not is_journal(url))
-    st = budget_state(study, int(cfg.sweep.trials))
-    print(f"bars sweep: study {study.study_name} in {_safe_url(url)}: budget {st.budget} trials, {st.finished} "
-          f"finished so far; results in {out}", file=sys.stderr, flush=True)
+    tally = budget_state(study, int(cfg.sweep.trials))
+    print(f"bars sweep: study {study.study_name} in {_safe_url(url)}: budget {tally.budget} trials, "
+          f"{tally.finished} finished so far; results in {out}", file=sys.stderr, flush=True)
     k = int(cfg.sweep.workers)
     interrupted = False
     error: SweepError | None = None
-    external = k == 0 and not st.done
+    external = k == 0 and not tally.done
     if external:
         cmd = " ".join(["bars", "sweep", *[o for o in cli_overrides if not o.startswith(("sweep.workers",
                                                                                      "sweep.role"))],
@@ -524,12 +524,12 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
         print(f"bars sweep: sweep.workers=0: study ready, no local workers; start workers with\n  {cmd}\n"
               f"and rerun this command at the end to write the results and close the MLflow parent run",
               file=sys.stderr)
-    elif not st.done:
+    elif not tally.done:
         if k <= 1:
             try:
                 wcfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
                 wcfg.sweep.worker_index = 0 if cfg.sweep.get("worker_index") is None else cfg.sweep.worker_index
-                st = run_worker(wcfg, replay=replay, train_fn=train_fn, storage=storage, progress_mode=mode,
+                tally = run_worker(wcfg, replay=replay, train_fn=train_fn, storage=storage, progress_mode=mode,
                                 threads=default_threads(cfg, 1), tracking=tracking, label="sweep")
             except KeyboardInterrupt:
                 interrupted = True
@@ -541,20 +541,20 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
             procs = spawn_workers(cfg, cli_overrides, url, k, board)
             interrupted = _wait_workers(procs)
     fail_stale_trials(study, retry=not is_journal(url))
-    st = budget_state(study, int(cfg.sweep.trials))
+    tally = budget_state(study, int(cfg.sweep.trials))
     summary = write_results(study, out, list(space))
     if tracking is not None:
         tracking.reconcile(study)
         if not external:
-            tracking.finish_parent(parent, study, st, summary)
-    summary.update(role="launcher", finished=st.finished, budget=st.budget, failed=st.failed,
+            tracking.finish_parent(parent, study, tally, summary)
+    summary.update(role="launcher", finished=tally.finished, budget=tally.budget, failed=tally.failed,
                    seconds=round(time.monotonic() - t0, 1), study=study.study_name, storage=_safe_url(url),
                    parent_run_id=parent)
     best = summary.get("best")
-    print(f"bars sweep: {st.finished}/{st.budget} trials finished ({st.failed} failed) in "
+    print(f"bars sweep: {tally.finished}/{tally.budget} trials finished ({tally.failed} failed) in "
           f"{fmt_elapsed(summary['seconds'])}; best {monitor_of(cfg).name} "
           f"{best['value']:.5f} (trial {best['number']})" if best else
-          f"bars sweep: {st.finished}/{st.budget} trials finished, none complete", file=sys.stderr)
+          f"bars sweep: {tally.finished}/{tally.budget} trials finished, none complete", file=sys.stderr)
     if best:
         print(f"bars sweep: wrote {out / 'trials.csv'} and {out / 'best.overrides'}; replay with\n"
               f"  bars train model={cfg.model.id} data={cfg.data.name} $(cat {out / 'best.overrides'})",

@@ -525,7 +525,6 @@ def reconcile(uri: str | None, experiment: str | None = None, *,
     return ended
 
 
-reconcile_stale_runs = reconcile
 
 
 # ------------------------------------------------------------------------------------------------ read back
@@ -604,5 +603,5 @@ def main(argv: list[str] | None = None) -> int:
 __all__ = [
     "RunStatus", "RunSummary", "TrackedRun", "Tracker", "TrackingWarning", "end_run", "environment_report",
     "environment_tags", "get_client", "git_info", "load_run_config", "main", "reconcile",
-    "reconcile_stale_runs", "resolve_uri", "sqlite_path",
+    "resolve_uri", "sqlite_path",
 ]

@@ -49,7 +49,6 @@ def split_sequence(col: str, sep: str) -> pl.Expr:
 
 
 # -- seeded split -----------------------------------------------------------------------------------------
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
