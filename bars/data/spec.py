@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bars.fileio import atomic_write_text
+
 SPEC_VERSION = 1
 FEATURE_TYPES = ("categorical", "numeric", "sequence")
 PAD_INDEX = 0
@@ -130,7 +132,7 @@ class FeatureSpec:
             raise SpecError(f"{origin}: feature spec is missing key {e.args[0]!r}") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSpec:

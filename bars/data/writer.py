@@ -13,6 +13,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from bars.fileio import atomic_write_text
+
 MANIFEST = "manifest.json"
 SPEC = "feature_spec.json"
 
@@ -37,4 +39,4 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
