@@ -59,6 +59,41 @@ class Comparison:
         return self.identical or not self.device.startswith("cpu")
 
 
+def upgrade_recorded_config(rec: dict[str, Any]) -> dict[str, Any]:
+    """A config recorded by an earlier layout, in today's: the same run, the same data bytes.
+
+    - ``data.protocol_seed`` / ``data.embedding_dim`` (before the protocol block) -> ``protocol.seed`` /
+      ``protocol.embedding_dim``: left in ``data`` they would enter the data fingerprint;
+    - no ``model.id`` (before model identity) -> the registry key, which was the config's name; no
+      ``model.bars_name`` -> null;
+    - no ``data.recipe`` (before recipes were named by config) -> the recipe the dataset's config names today
+      (a name of code, not fingerprinted: the engine's FORMAT_VERSION guards the bytes).
+    A config recorded in today's layout is returned unchanged."""
+    rec = dict(rec)
+    data = dict(rec.get("data") or {})
+    protocol = dict(rec.get("protocol") or {})
+    for old, new in (("protocol_seed", "seed"), ("embedding_dim", "embedding_dim")):
+        if old in data:
+            protocol.setdefault(new, data.pop(old))
+    model = dict(rec.get("model") or {})
+    if model and "id" not in model:
+        model["id"] = model.get("name")
+    if model and "bars_name" not in model:
+        model["bars_name"] = None
+    if data and "recipe" not in data:
+        from bars.config import CONF_DIR
+
+        path = CONF_DIR / "data" / f"{data.get('name')}.yaml"
+        if not path.is_file():
+            raise ReproduceError(f"the run's dataset {data.get('name')!r} has no config here ({path}), so its "
+                                 f"recipe is unknown")
+        data["recipe"] = OmegaConf.load(path).data.recipe
+    out = {**rec, "data": data, "model": model} if model else {**rec, "data": data}
+    if protocol:
+        out["protocol"] = protocol
+    return out
+
+
 def rebase_config(recorded: Mapping[str, Any] | DictConfig, current: DictConfig) -> DictConfig:
     """The recorded config with ``paths``/``tracking`` taken from ``current`` and paths under the recorded
     project root moved under the current one. The experiment stays the recorded one."""
@@ -155,7 +190,7 @@ def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictCon
         except RecordsError as e:
             raise ReproduceError(f"run {run_id} recorded no resolved config (config.yaml artifact): {e}") from None
         recorded = OmegaConf.load(path)
-    cfg = rebase_config(recorded, current)
+    cfg = rebase_config(upgrade_recorded_config(OmegaConf.to_container(recorded, resolve=True)), current)
     out(f"bars reproduce: run {run_id} ({old.tags.get('model', '?')} on {old.tags.get('data', '?')}, seed "
         f"{cfg.get('seed')}, stage {old.stage or '?'}) from {uri}")
 

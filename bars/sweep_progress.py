@@ -57,8 +57,8 @@ class Progress:
             print(line, file=self.stream, flush=True)
 
     def _sync(self, study: optuna.Study) -> None:
-        st = budget_state(study, self.budget)
-        self.best, self.finished, self.budget = st.best, st.finished, st.budget
+        tally = budget_state(study, self.budget)
+        self.best, self.finished, self.budget = tally.best, tally.finished, tally.budget
         self.maximize = maximizes(study)
 
     def trial_started(self, number: int, study: optuna.Study) -> None:

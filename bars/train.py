@@ -11,9 +11,10 @@
   needs ``group_column``) after every epoch. The monitor (``train.monitor``: ``val_auc`` by default, or a
   weighted sum such as BARS x4's ``{val_auc: 1, val_logloss: -1}``) decides: an epoch improves when its score
   (the monitored value, negated when minimised) is ``>= best + min_delta`` (FuxiCTR's rule: it counts
-  ``score < best + min_delta`` as no improvement). A non-improving epoch is a strike: LR *= ``lr_decay_factor`` (floored at ``min_lr``). Training stops when ``max_strikes`` strikes are reached
-  (consecutive ones when ``reset_strikes_on_improvement``, FuxiCTR's patience, which the published numbers assume)
-  or after ``max_epochs``;
+  ``score < best + min_delta`` as no improvement). A non-improving epoch is a strike: LR *= ``lr_decay_factor``
+  (floored at ``min_lr``). Training stops when ``max_strikes`` strikes are reached (consecutive ones when
+  ``reset_strikes_on_improvement``, FuxiCTR's patience, which the published numbers assume) or after
+  ``max_epochs``;
 - the best weights are kept in memory (and, when ``checkpoint_path`` is given, saved atomically at every
   improvement: ``torch.save`` to a temporary file, then ``os.replace``) and restored before returning.
 
