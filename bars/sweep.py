@@ -210,9 +210,14 @@ def load_search_space(model: str, search_dir: Path | str = SEARCH_DIR, data: str
     return {k: _parse_param(k, s, p) for k, (s, p) in merged.items()}
 
 
+def _model_id(cfg: DictConfig) -> str:
+    """The model config's id (conf/model/<id>.yaml; variants such as crossnet share a registry name)."""
+    return str(cfg.model.get("id") or cfg.model.name)
+
+
 def space_of(cfg: DictConfig) -> dict[str, Param]:
-    """The search space of the composed config's model and dataset."""
-    return load_search_space(str(cfg.model.name), search_dir_of(cfg), str(cfg.data.name))
+    """The search space of the composed config's model (by its config id) and dataset."""
+    return load_search_space(_model_id(cfg), search_dir_of(cfg), str(cfg.data.name))
 
 
 def validate_space(space: dict[str, Param], cfg: DictConfig) -> None:
@@ -235,7 +240,7 @@ def validate_space(space: dict[str, Param], cfg: DictConfig) -> None:
                     bad.append(f"  {key}: choice {c!r} does not match the config value {current!r} (list vs scalar)")
                     break
     if bad:
-        files = " + ".join(str(p) for p in search_space_files(str(cfg.model.name), search_dir_of(cfg)))
+        files = " + ".join(str(p) for p in search_space_files(_model_id(cfg), search_dir_of(cfg)))
         raise SearchSpaceError(f"search space {files} does not fit the composed config:\n" + "\n".join(bad))
 
 
@@ -1243,7 +1248,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
           f"bars sweep: {st.finished}/{st.budget} trials finished, none complete", file=sys.stderr)
     if best:
         print(f"bars sweep: wrote {out / 'trials.csv'} and {out / 'best.overrides'}; replay with\n"
-              f"  bars train model={cfg.model.name} data={cfg.data.name} $(cat {out / 'best.overrides'})",
+              f"  bars train model={_model_id(cfg)} data={cfg.data.name} $(cat {out / 'best.overrides'})",
               file=sys.stderr)
     if parent:
         print(f"bars sweep: MLflow parent run {parent} (one child run per trial) in experiment "

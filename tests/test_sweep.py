@@ -16,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from bars import sweep as S
-from bars.config import compose
+from bars.config import CONF_DIR, compose
 from bars.models import list_models
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -45,7 +45,10 @@ def overrides(tmp_path: Path, *extra: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ search spaces
 
 
-@pytest.mark.parametrize("model", list_models())
+MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))  # registered models + variants
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
 def test_every_model_has_a_search_space_that_fits_its_config(model):
     cfg = compose([f"model={model}"])  # default data: movielens_small, whose data file narrows the space
     assert S.load_search_space(model)
@@ -67,14 +70,25 @@ def test_every_model_has_a_search_space_that_fits_its_config(model):
             else:
                 assert (list(got) if isinstance(v, list) else got) == v, k
         p = OmegaConf.to_container(tcfg.model.params, resolve=True)
-        cls = config_class(model)
+        cls = config_class(str(tcfg.model.name))
         cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})  # validates combinations
         study.tell(t, 0.5)
 
 
-def test_search_spaces_exist_only_for_registered_models():
+def test_search_spaces_exist_only_for_model_configs():
     files = {p.stem for p in S.SEARCH_DIR.glob("*.yaml")} - {"common"}
-    assert files == set(list_models())
+    assert files == set(MODEL_CONFIGS)
+    assert set(list_models()) <= files
+
+
+def test_variants_have_their_own_space_and_study():
+    """crossnet is model dcn, but its space (no MLP keys) and its study are its own."""
+    cfg = compose(["model=crossnet", "data=frappe_x1"])
+    space = S.space_of(cfg)
+    assert "model.params.dnn_hidden_units" not in space and "model.params.dropout" not in space
+    assert space["model.params.num_cross_layers"].high >= 15
+    assert cfg.sweep.study == "crossnet__frappe_x1"
+    assert compose(["model=dcn", "data=frappe_x1", "preset=bars"]).sweep.study == "dcn__frappe_x1__bars"
 
 
 def test_search_space_covers_bars_grid_for_dcn():
