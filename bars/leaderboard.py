@@ -16,6 +16,9 @@ What goes in (all from MLflow, nothing parsed from logs):
   AUC versus trial number over completed trials.
 - BARS: the published value (bars/reference/bars_published.csv, shipped with the package) where the dataset
   maps to a BARS split (``BARS_SPLITS``, explicit), and the protocol-seed run minus it.
+- presets: final runs made from a preset (tag ``preset``, e.g. ``make final ... PRESET=bars``) form their own
+  row, labelled ``<model id> [<preset>]``; its published value is the one of the README the preset was
+  transcribed from (tag ``preset_source`` = the ``source`` column), and its best config is the preset file.
 """
 
 from __future__ import annotations
@@ -146,6 +149,7 @@ class Row:
     significance: str = "n/a"  # best | ns (not significantly different from best) | sig | n/a
     p_value: float | None = None
     n_paired: int = 0
+    preset: str | None = None  # runs made from a preset (tag preset), e.g. "bars"
 
     @property
     def run_ids(self) -> tuple[str, ...]:
@@ -222,6 +226,16 @@ def trial_state(rec) -> str:
     return {"FINISHED": "complete", "FAILED": "failed", "KILLED": "failed"}.get(rec.status, "running")
 
 
+def row_key(rec) -> str:
+    """The leaderboard row a final run belongs to: its model, or ``<model id> [<preset>]`` for a preset run
+    (the id is the preset file's stem: variants such as crossnet share the registry name dcn)."""
+    preset = rec.tags.get("preset")
+    if not preset:
+        return rec.model
+    pid = Path(rec.tags["preset_file"]).stem if rec.tags.get("preset_file") else rec.model
+    return f"{pid} [{preset}]"
+
+
 def _study_of(rec) -> str:
     """The Optuna study a run belongs to: its ``sweep_study`` tag, else ``<model>__<data>``."""
     data = rec.tags.get("data") or rec.params.get("data.name") or rec.experiment
@@ -286,6 +300,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
     """MLflow records -> {dataset: Board}. Pure: the same records give the same boards."""
     published = load_published() if published is None else published
     pub_models = sorted({m for _, m in published})
+    by_source = {p.source: p for p in published.values()}
     by_data: dict[str, list] = {}
     for rec in records:
         data = rec.tags.get("data") or rec.params.get("data.name") or rec.experiment
@@ -302,9 +317,9 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             continue
         split = BARS_SPLITS.get(data.lower())
         rows: list[Row] = []
-        for model in sorted({r.model for r in finals}):
+        for model in sorted({row_key(r) for r in finals}):
             latest: dict[int, Any] = {}
-            for r in sorted((r for r in finals if r.model == model),
+            for r in sorted((r for r in finals if row_key(r) == model),
                             key=lambda r: (r.start_time or 0, r.run_id)):
                 seed = _int(r.tags.get("seed", r.params.get("seed")))
                 if seed is not None:
@@ -319,8 +334,12 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             pseeds = {_int(r.params.get("data.protocol_seed")) for r in runs} - {None}
             pseed = min(pseeds) if pseeds else None
             prot = next((x for x in fr if x.seed == pseed), None)
-            bmodel = bars_model_name(model, pub_models, runs[0].params if runs else None) if split else None
-            pub = published.get((split, bmodel)) if split and bmodel else None
+            preset = runs[0].tags.get("preset") if runs else None
+            if preset:  # the README the preset was transcribed from
+                pub = by_source.get(runs[0].tags.get("preset_source", "")) if split else None
+            else:
+                bmodel = bars_model_name(model, pub_models, runs[0].params if runs else None) if split else None
+                pub = published.get((split, bmodel)) if split and bmodel else None
             diff_auc = diff_ll = None
             if pub and prot is not None:
                 if prot.test_auc is not None:
@@ -358,7 +377,9 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                 seconds_per_epoch=_mean(spe), samples_per_s=_mean(sps),
                 device=", ".join(sorted({r.tags.get("device", "unknown") for r in runs})),
                 trials=len(numbers), trial_states=states,
-                best_config=f"sweeps/{study}/best.overrides" if (numbers or studies) else None,
+                best_config=(runs[0].tags.get("preset_file") if preset else
+                             f"sweeps/{study}/best.overrides" if (numbers or studies) else None),
+                preset=preset,
             ))
         rows.sort(key=lambda r: (-(r.test_auc_mean if r.test_auc_mean is not None else -math.inf), r.model))
         rows = _significance(rows, alpha)
@@ -432,7 +453,7 @@ CSV_COLUMNS = [
     "significance", "p_value", "n_paired", "protocol_seed", "protocol_test_auc", "protocol_test_logloss",
     "bars_split", "bars_model", "bars_auc", "bars_logloss", "diff_auc", "diff_logloss", "bars_source",
     "n_params", "seconds_per_epoch", "samples_per_s", "device", "trials", "best_config", "protocol_run_id",
-    "run_ids",
+    "run_ids", "preset",
 ]
 
 
@@ -454,7 +475,7 @@ def render_csv(board: Board) -> str:
             r.test_logloss_mean, r.test_logloss_std, r.significance, r.p_value, r.n_paired, r.protocol_seed,
             r.protocol_test_auc, r.protocol_test_logloss, board.bars_split, r.bars_model, r.bars_auc,
             r.bars_logloss, r.diff_auc, r.diff_logloss, r.bars_source, r.n_params, r.seconds_per_epoch,
-            r.samples_per_s, r.device, r.trials, r.best_config, r.protocol_run_id, " ".join(r.run_ids),
+            r.samples_per_s, r.device, r.trials, r.best_config, r.protocol_run_id, " ".join(r.run_ids), r.preset,
         ]])
     return buf.getvalue()
 
@@ -504,7 +525,7 @@ def _cell(row: Row, key: str, link_prefix: str) -> tuple[str, Any, str | None]:
         "sps": (fmt_int(row.samples_per_s), row.samples_per_s, None),
         "device": (row.device, row.device, None),
         "trials": (trials_label(row), row.trials, None),
-        "best_config": ("best.overrides" if row.best_config else "—", row.best_config or "",
+        "best_config": (Path(row.best_config).name if row.best_config else "—", row.best_config or "",
                         link_prefix + row.best_config if row.best_config else None),
     }[key]
 
@@ -522,6 +543,11 @@ def footnotes(board: Board) -> list[str]:
                      f"(BARS counts a rerun within 0.001 AUC as reproduced).")
     notes.append("s/epoch: mean over the final runs; samples/s: mean of the per-epoch training throughput. "
                  "Trials: distinct Optuna trial numbers among the sweep's child runs (stage=trial).")
+    presets = sorted({r.preset for r in board.rows if r.preset})
+    if presets:
+        notes.append(f"[{'], ['.join(presets)}]: runs of a preset (no sweep): the configuration transcribed from the "
+                     f"BARS README of that model and split (conf/presets/, linked as best config), compared with "
+                     f"that README's published value.")
     return notes
 
 
