@@ -337,3 +337,37 @@ def test_committed_presets_are_what_the_bars_readmes_give():
                         "--check"], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     assert "82 presets checked, 0 problems" in r.stdout
+
+
+def test_sweep_from_a_preset_keeps_its_values_outside_the_search_space(tmp_path):
+    """`make sweep ... PRESET=bars`: its own study (<id>__<data>__bars), trials sample the search space over the
+    preset's fixed values, and best.overrides replays with the preset."""
+    from types import SimpleNamespace
+
+    from bars import sweep as S
+
+    seen = []
+
+    def train_fn(cfg, *, on_epoch=None, parent_run_id=None, extra_tags=None, quiet=False):  # records the config
+        seen.append(cfg)
+        on_epoch(SimpleNamespace(epoch=1, val_auc=0.7 + 0.01 * len(seen), val_logloss=0.5))
+        return SimpleNamespace(run_id=None, metrics={"val_auc": 0.7 + 0.01 * len(seen), "val_logloss": 0.5},
+                               epochs=1)
+
+    ov = ["model=crossnet", "data=frappe_x1", "preset=bars", "sweep.trials=2", "tracking.enabled=false",
+          "sweep.progress=off", f"paths.sweeps={tmp_path}"]
+    cfg = compose(ov)
+    assert cfg.sweep.study == "crossnet__frappe_x1__bars"
+    S.sweep(cfg, ov, train_fn=train_fn)
+    assert len(seen) == 2
+    space = S.space_of(cfg)
+    for tcfg in seen:
+        assert tcfg.train.batch_size == 4096 and tcfg.seed == 2021  # the preset's, outside the space
+        assert tcfg.model.params.dnn_hidden_units == [] and tcfg.train.max_epochs == cfg.sweep.max_epochs
+    assert {float(t.train.embedding_regularizer) for t in seen} != {0.0001}  # sampled, inside the space
+    assert "train.embedding_regularizer" in space
+    best = (tmp_path / "crossnet__frappe_x1__bars" / "best.overrides").read_text().split()
+    assert "preset=bars" in best
+    replay = compose(["model=crossnet", "data=frappe_x1", *best])
+    assert replay.train.batch_size == 4096 and replay.model.params.num_cross_layers == int(
+        next(o for o in best if o.startswith("model.params.num_cross_layers=")).split("=")[1])
