@@ -79,7 +79,7 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the project's store
 	$(BARS) ui --port $(PORT)
 
 dashboard: $(STAMP) ## optuna-dashboard on 127.0.0.1 over a sweep's storage: make dashboard MODEL=<m> DATA=<d>
-	$(BARS) dashboard model=$(MODEL) data=$(DATA) $(if $(STORAGE),sweep.storage=$(STORAGE)) $(ARGS)
+	$(BARS) dashboard model=$(MODEL) data=$(DATA) $(if $(PRESET),preset=$(PRESET)) $(if $(STORAGE),sweep.storage=$(STORAGE)) $(ARGS)
 
 test: $(STAMP) ## Fast test suite (a few minutes) plus lint and the import-layer contracts
 	$(BIN)/ruff check bars tests datasets scripts

@@ -17,8 +17,9 @@ What goes in (all from MLflow, nothing parsed from logs):
 - BARS: the published value (bars/reference/bars_published.csv, shipped with the package) where the dataset
   maps to a BARS split (``BARS_SPLITS``, explicit), and the protocol-seed run minus it.
 - presets: final runs made from a preset (tag ``preset``, e.g. ``make final ... PRESET=bars``) form their own
-  row, labelled ``<model id> [<preset>]``; its published value is the one of the README the preset was
-  transcribed from (tag ``preset_source`` = the ``source`` column), and its best config is the preset file.
+  row, labelled ``<model id> [<preset>]`` (``<model id> [<preset>, tuned]`` when they replay the best of a sweep
+  started from the preset); its published value is the one of the README the preset was transcribed from (tag
+  ``preset_source`` = the ``source`` column), and its best config is the preset file (or that sweep's).
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ def row_key(rec) -> str:
     if not preset:
         return rec.model
     pid = Path(rec.tags["preset_file"]).stem if rec.tags.get("preset_file") else rec.model
-    return f"{pid} [{preset}]"
+    return f"{pid} [{preset}, tuned]" if rec.tags.get("sweep_study") else f"{pid} [{preset}]"
 
 
 def _study_of(rec) -> str:
@@ -357,7 +358,8 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             # the sweep the final runs replayed (their sweep_study tag), else <model>__<data>
             studies = sorted({r.tags["sweep_study"] for r in runs if r.tags.get("sweep_study")})
             study = studies[-1] if studies else f"{model}__{data}"
-            mtrials = [t for t in trials if t.model == model and _study_of(t) in (studies or [study])]
+            base = runs[0].model if runs else model  # the registry name trials are tagged with
+            mtrials = [t for t in trials if t.model == base and _study_of(t) in (studies or [study])]
             numbers: dict[str, str] = {}
             for t in sorted(mtrials, key=lambda t: (t.start_time or 0, t.run_id)):
                 numbers[t.tags.get("trial_number", t.run_id)] = trial_state(t)
@@ -377,8 +379,8 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                 seconds_per_epoch=_mean(spe), samples_per_s=_mean(sps),
                 device=", ".join(sorted({r.tags.get("device", "unknown") for r in runs})),
                 trials=len(numbers), trial_states=states,
-                best_config=(runs[0].tags.get("preset_file") if preset else
-                             f"sweeps/{study}/best.overrides" if (numbers or studies) else None),
+                best_config=(f"sweeps/{study}/best.overrides" if (numbers or studies) else
+                             runs[0].tags.get("preset_file") if preset else None),
                 preset=preset,
             ))
         rows.sort(key=lambda r: (-(r.test_auc_mean if r.test_auc_mean is not None else -math.inf), r.model))

@@ -371,3 +371,34 @@ def test_sweep_from_a_preset_keeps_its_values_outside_the_search_space(tmp_path)
     replay = compose(["model=crossnet", "data=frappe_x1", *best])
     assert replay.train.batch_size == 4096 and replay.model.params.num_cross_layers == int(
         next(o for o in best if o.startswith("model.params.num_cross_layers=")).split("=")[1])
+
+
+def test_leaderboard_rows_of_preset_runs():
+    """Pure leaderboard build: a plain row, a preset row and a row replaying a preset-based sweep stay apart, each
+    with its published value and best config."""
+    from bars import leaderboard as lb
+    from bars.records import RunRecord
+
+    def rec(i, seed, auc, **tags):
+        return RunRecord(run_id=f"r{i}", experiment="frappe_x1", status="FINISHED", start_time=i, end_time=i + 1,
+                         tags={"stage": "final", "model": "dcn", "data": "frappe_x1", "seed": str(seed), **tags},
+                         params={"data.protocol_seed": "2021", "seed": str(seed)},
+                         metrics={"test_auc": auc, "test_logloss": 0.2})
+
+    pre = {"preset": "bars", "preset_file": "conf/presets/bars/frappe_x1/crossnet.yaml",
+           "preset_source": "reczoo/BARS:ranking/ctr/DCN/CrossNet_frappe_x1/README.md"}
+    recs = [rec(1, 2021, 0.98, sweep_study="dcn__frappe_x1"), rec(2, 2021, 0.95, **pre),
+            rec(3, 2021, 0.96, **pre, sweep_study="crossnet__frappe_x1__bars"),
+            RunRecord(run_id="t1", experiment="frappe_x1", status="FINISHED", start_time=0, end_time=1,
+                      tags={"stage": "trial", "model": "dcn", "data": "frappe_x1", "trial_number": "0",
+                            "sweep_study": "crossnet__frappe_x1__bars", "state": "complete", **pre},
+                      params={}, metrics={"val_auc": 0.9})]
+    rows = {r.model: r for r in lb.build(recs)["frappe_x1"].rows}
+    assert set(rows) == {"dcn", "crossnet [bars]", "crossnet [bars, tuned]"}
+    assert rows["dcn"].bars_model == "DCN" and rows["dcn"].preset is None
+    assert rows["crossnet [bars]"].bars_auc == 0.959427 and rows["crossnet [bars]"].bars_model == "CrossNet"
+    assert rows["crossnet [bars]"].best_config == "conf/presets/bars/frappe_x1/crossnet.yaml"
+    tuned = rows["crossnet [bars, tuned]"]
+    assert tuned.bars_auc == 0.959427 and tuned.trials == 1
+    assert tuned.best_config == "sweeps/crossnet__frappe_x1__bars/best.overrides"
+    assert tuned.diff_auc == pytest.approx(0.96 - 0.959427)
