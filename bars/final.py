@@ -6,6 +6,11 @@ seed ``protocol.seed + i`` for ``i = 0 .. seeds-1``, so run 0 uses exactly the p
 BARS-comparable number the leaderboard reports) and the others measure the spread over training seeds (the data
 split is fixed by ``data.split_seed``). Each run is tagged ``stage=final``, ``final_index``, ``final_seeds``,
 ``sweep_study`` and ``sweep_best_trial``; command-line overrides apply on top of the best configuration.
+
+With a preset (``make final MODEL=<m> DATA=<d> PRESET=bars``) and no ``final.overrides`` file, the runs replay the
+preset itself (no sweep needed): the published configuration, seeds from the protocol seed on, tagged ``preset``
+and ``preset_source`` (``make bars-plan DATA=<d>`` prints one such command per published model). To replay the
+best of a sweep started from a preset instead, name its file: ``final.overrides=sweeps/<m>__<d>__bars/best.overrides``.
 """
 
 from __future__ import annotations
@@ -40,9 +45,15 @@ def read_overrides(path: Path) -> list[str]:
     return [ln for ln in lines if ln and not ln.startswith("#")]
 
 
+def preset_only(cfg: DictConfig) -> bool:
+    """True when the final runs replay a preset itself (``preset`` set, no ``final.overrides`` file named)."""
+    return bool(cfg.get("preset")) and not cfg.final.get("overrides")
+
+
 def final_configs(cfg: DictConfig, cli_overrides: Sequence[str]) -> list[tuple[int, int, DictConfig]]:
-    """``(index, seed, config)`` per final run: the CLI overrides, then the best overrides, then the seed."""
-    best = read_overrides(overrides_path(cfg))
+    """``(index, seed, config)`` per final run: the CLI overrides, then the best overrides (none when replaying a
+    preset), then the seed (the preset, when named, sits under all of them)."""
+    best = [] if preset_only(cfg) else read_overrides(overrides_path(cfg))
     base = [o for o in cli_overrides if not o.split("=", 1)[0].lstrip("+~").startswith(_NOT_FORWARDED)]
     # the command line wins over best.overrides for the keys it sets (e.g. train.device=cuda:1)
     cli_keys = {o.split("=", 1)[0].lstrip("+~") for o in base}
@@ -62,14 +73,19 @@ def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
     if train_fn is None:
         from bars.run import train_one as train_fn
     study = str(cfg.sweep.study)
-    best_trial = _best_trial_number(Path(str(cfg.sweep.dir)), Monitor.parse(to_container(cfg.train.monitor)))
+    from_preset = preset_only(cfg)
+    best_trial = None if from_preset else _best_trial_number(Path(str(cfg.sweep.dir)),
+                                                             Monitor.parse(to_container(cfg.train.monitor)))
     runs = final_configs(cfg, cli_overrides)
-    print(f"bars final: {len(runs)} runs of {study} with {overrides_path(cfg)}: seeds "
-          f"{', '.join(str(s) for _, s, _ in runs)}", flush=True)
+    what = (f"the {cfg.preset} preset of {cfg.model.get('id') or cfg.model.name} on {cfg.data.name}" if from_preset
+            else f"{study} with {overrides_path(cfg)}")
+    print(f"bars final: {len(runs)} runs of {what}: seeds {', '.join(str(s) for _, s, _ in runs)}", flush=True)
     results = []
     for i, seed, rcfg in runs:
-        tags = {"stage": "final", "final_index": i, "final_seeds": len(runs), "sweep_study": study,
+        tags = {"stage": "final", "final_index": i, "final_seeds": len(runs),
                 "protocol_seed_run": str(seed == int(rcfg.protocol.seed)).lower()}
+        if not from_preset:
+            tags["sweep_study"] = study
         if best_trial is not None:
             tags["sweep_best_trial"] = best_trial
         r = train_fn(rcfg, extra_tags=tags)
@@ -111,4 +127,4 @@ def main() -> int:
     return hydra_command("final", lambda cfg, overrides: run_final(cfg, overrides) and 0, (FinalError,))
 
 
-__all__ = ["FinalError", "final_configs", "main", "read_overrides", "run_final"]
+__all__ = ["FinalError", "final_configs", "main", "preset_only", "read_overrides", "run_final"]

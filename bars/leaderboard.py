@@ -20,6 +20,10 @@ What goes in (all from MLflow, nothing parsed from logs):
   recorded a BARS split (``data.bars_split`` in conf/data/<d>.yaml) and a BARS model name (``model.bars_name``
   in conf/model/<id>.yaml), and the protocol-seed run minus it. Rows are named by the model config's id
   (the ``model`` tag).
+- presets: final runs made from a preset (tag ``preset``, e.g. ``make final ... PRESET=bars``) form their own
+  row, labelled ``<model id> [<preset>]`` (``<model id> [<preset>, tuned]`` when they replay the best of a sweep
+  started from the preset); its published value is the one of the README the preset was transcribed from (tag
+  ``preset_source`` = the ``source`` column), and its best config is the preset file (or that sweep's).
 """
 
 from __future__ import annotations
@@ -71,6 +75,16 @@ def bars_split_of(params: Mapping[str, str]) -> str | None:
     """The BARS split a run's dataset is (its ``data.bars_split`` param), or None. Runs recorded before the
     data configs named their split have none, so they are not compared with published numbers."""
     return _recorded(params, "data.bars_split")
+
+
+def row_key(rec) -> str:
+    """The leaderboard row a final run belongs to: its model id, or ``<model id> [<preset>]`` for a preset run
+    (``[<preset>, tuned]`` when it replays the best of a sweep started from the preset)."""
+    preset = rec.tags.get("preset")
+    if not preset:
+        return rec.model
+    pid = Path(rec.tags["preset_file"]).stem if rec.tags.get("preset_file") else rec.model
+    return f"{pid} [{preset}, tuned]" if rec.tags.get("sweep_study") else f"{pid} [{preset}]"
 
 
 def bars_model_of(model: str, params: Mapping[str, str], published_models: Iterable[str]) -> str | None:
@@ -144,6 +158,7 @@ class Row:
     significance: str = "n/a"  # best | ns (not significantly different from best) | sig | n/a
     p_value: float | None = None
     n_paired: int = 0
+    preset: str | None = None  # runs made from a preset (tag preset), e.g. "bars"
 
     @property
     def run_ids(self) -> tuple[str, ...]:
@@ -308,6 +323,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
     published = load_published() if published is None else published
     names = [m.name for m in metrics.registered()]
     pub_models = sorted({m for _, m in published})
+    by_source = {p.source: p for p in published.values()}
     by_data: dict[str, list] = {}
     for rec in records:
         data = rec.tags.get("data") or rec.params.get("data.name") or rec.experiment
@@ -330,9 +346,9 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
         # the registered metrics any final run of this board recorded (test_<m>), in registry order
         board_metrics = tuple(m for m in names if any(f"test_{m}" in r.metrics for r in finals))
         rows: list[Row] = []
-        for model in sorted({r.model for r in finals}):
+        for model in sorted({row_key(r) for r in finals}):
             latest: dict[int, Any] = {}
-            for r in sorted((r for r in finals if r.model == model),
+            for r in sorted((r for r in finals if row_key(r) == model),
                             key=lambda r: (r.start_time or 0, r.run_id)):
                 seed = _int(r.tags.get("seed", r.params.get("seed")))
                 if seed is not None:
@@ -347,8 +363,12 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             pseeds = {_int(protocol_seed_param(r.params)) for r in runs} - {None}
             pseed = min(pseeds) if pseeds else None
             protocol_run = next((x for x in final_runs if x.seed == pseed), None)
-            bmodel = bars_model_of(model, runs[0].params, pub_models) if split and runs else None
-            pub = published.get((split, bmodel)) if split and bmodel else None
+            preset = runs[0].tags.get("preset") if runs else None
+            if preset:  # the README the preset was transcribed from
+                pub = by_source.get(runs[0].tags.get("preset_source", "")) if split else None
+            else:
+                bmodel = bars_model_of(model, runs[0].params, pub_models) if split and runs else None
+                pub = published.get((split, bmodel)) if split and bmodel else None
             diff_auc = diff_ll = None
             if pub and protocol_run is not None:
                 if protocol_run.test_auc is not None:
@@ -361,7 +381,8 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             # the sweep the final runs replayed (their sweep_study tag), else <model>__<data>
             studies = sorted({r.tags["sweep_study"] for r in runs if r.tags.get("sweep_study")})
             study = studies[-1] if studies else f"{model}__{data}"
-            mtrials = [t for t in trials if t.model == model and _study_of(t) in (studies or [study])]
+            base = runs[0].model if runs else model  # the model id trials are tagged with
+            mtrials = [t for t in trials if t.model == base and _study_of(t) in (studies or [study])]
             numbers: dict[str, str] = {}
             for t in sorted(mtrials, key=lambda t: (t.start_time or 0, t.run_id)):
                 numbers[t.tags.get("trial_number", t.run_id)] = trial_state(t)
@@ -381,7 +402,9 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                 seconds_per_epoch=_mean(epoch_seconds), samples_per_s=_mean(throughputs),
                 device=", ".join(sorted({r.tags.get("device", "unknown") for r in runs})),
                 trials=len(numbers), trial_states=states,
-                best_config=f"sweeps/{study}/best.overrides" if (numbers or studies) else None,
+                best_config=(f"sweeps/{study}/best.overrides" if (numbers or studies) else
+                             runs[0].tags.get("preset_file") if preset else None),
+                preset=preset,
             ))
         rows.sort(key=lambda r: (-(r.test_auc_mean if r.test_auc_mean is not None else -math.inf), r.model))
         rows = _significance(rows, alpha)

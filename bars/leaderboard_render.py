@@ -59,7 +59,7 @@ CSV_COLUMNS_AFTER_METRICS = [
     "significance", "p_value", "n_paired", "protocol_seed", "protocol_test_auc", "protocol_test_logloss",
     "bars_split", "bars_model", "bars_auc", "bars_logloss", "diff_auc", "diff_logloss", "bars_source",
     "n_params", "seconds_per_epoch", "samples_per_s", "device", "trials", "best_config", "protocol_run_id",
-    "run_ids",
+    "run_ids", "preset",
 ]
 
 
@@ -89,7 +89,7 @@ def render_csv(board: Board) -> str:
             r.n_paired, r.protocol_seed, r.protocol_test_auc, r.protocol_test_logloss, board.bars_split,
             r.bars_model, r.bars_auc, r.bars_logloss, r.diff_auc, r.diff_logloss, r.bars_source, r.n_params,
             r.seconds_per_epoch, r.samples_per_s, r.device, r.trials, r.best_config, r.protocol_run_id,
-            " ".join(r.run_ids),
+            " ".join(r.run_ids), r.preset,
         ]])
     return buf.getvalue()
 
@@ -139,7 +139,7 @@ def _cell(row: Row, key: str, link_prefix: str) -> tuple[str, Any, str | None]:
         "sps": (fmt_int(row.samples_per_s), row.samples_per_s, None),
         "device": (row.device, row.device, None),
         "trials": (trials_label(row), row.trials, None),
-        "best_config": ("best.overrides" if row.best_config else "—", row.best_config or "",
+        "best_config": (Path(row.best_config).name if row.best_config else "—", row.best_config or "",
                         link_prefix + row.best_config if row.best_config else None),
     }[key]
 
@@ -155,6 +155,11 @@ def footnotes(board: Board) -> list[str]:
     if board.bars_split:
         notes.append(f"² The run with the protocol seed minus the BARS published value for {board.bars_split} "
                      f"(BARS counts a rerun within 0.001 AUC as reproduced).")
+    presets = sorted({r.preset for r in board.rows if r.preset})
+    if presets:
+        notes.append(f"[{'], ['.join(presets)}]: runs of a preset (no sweep): the configuration transcribed from the "
+                     f"BARS README of that model and split (conf/presets/, linked as best config), compared with "
+                     f"that README's published value.")
     notes.append("s/epoch: mean over the final runs; samples/s: mean of the per-epoch training throughput. "
                  "Trials: distinct Optuna trial numbers among the sweep's child runs (stage=trial).")
     return notes

@@ -142,6 +142,9 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     seed = int(cfg.seed)
     tags: dict[str, Any] = {"model": cfg.model.id, "model_class": cfg.model.name, "data": cfg.data.name,
                             "seed": seed, "stage": "single"}
+    from bars.presets import preset_tags
+
+    tags.update(preset_tags(cfg))  # preset, preset_source (the BARS README), preset_file
     tags.update(dict(extra_tags or {}))
 
     run_id: str | None = None

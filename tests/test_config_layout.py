@@ -63,14 +63,17 @@ def test_model_config_identity(name):
 
 
 def test_a_variant_is_a_config_of_another_model():
-    """A variant (e.g. a future conf/model/crossnet.yaml: name dcn, id crossnet) gets its own study, sweep
-    folder and search-space file; the registry key still builds the model."""
+    """A variant (e.g. conf/model/crossnet.yaml: name dcn, id crossnet) gets its own study, sweep folder and
+    search-space file; the registry key still builds the model. Shown with an id that has no files yet."""
     from bars.search import SearchSpaceError, space_of
 
-    cfg = compose(["model=dcn", "model.id=crossnet", "model.bars_name=CrossNet"])
-    assert cfg.sweep.study == "crossnet__movielens_small" and cfg.sweep.dir.endswith("/sweeps/crossnet__movielens_small")
-    with pytest.raises(SearchSpaceError, match="conf/search/crossnet.yaml does not exist"):
+    cfg = compose(["model=dcn", "model.id=dcn_variant", "model.bars_name=CrossNet"])
+    assert cfg.sweep.study == "dcn_variant__movielens_small"
+    assert cfg.sweep.dir.endswith("/sweeps/dcn_variant__movielens_small")
+    with pytest.raises(SearchSpaceError, match="conf/search/dcn_variant.yaml does not exist"):
         space_of(cfg)
+    crossnet = compose(["model=crossnet"])
+    assert crossnet.model.name == "dcn" and crossnet.sweep.study == "crossnet__movielens_small"
 
 
 @pytest.mark.parametrize("name", DATA)

@@ -19,7 +19,7 @@ from bars import search as SP
 from bars import study as ST
 from bars import sweep as S
 from bars import sweep_progress as PR
-from bars.config import compose
+from bars.config import CONF_DIR, compose
 from bars.models import list_models
 from bars.train import EpochLog
 
@@ -55,7 +55,10 @@ def overrides(tmp_path: Path, *extra: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ search spaces
 
 
-@pytest.mark.parametrize("model", list_models())
+MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))  # registered models + variants
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
 def test_every_model_has_a_search_space_that_fits_its_config(model):
     cfg = compose([f"model={model}"])  # default data: movielens_small, whose data file narrows the space
     assert SP.load_search_space(model)
@@ -77,7 +80,7 @@ def test_every_model_has_a_search_space_that_fits_its_config(model):
             else:
                 assert (list(got) if isinstance(v, list) else got) == v, k
         p = OmegaConf.to_container(tcfg.model.params, resolve=True)
-        cls = config_class(model)
+        cls = config_class(str(tcfg.model.name))
         cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})  # validates combinations
         study.tell(t, 0.5)
 
@@ -87,6 +90,16 @@ def test_search_spaces_exist_only_for_registered_models():
     files = {p.stem for p in SP.SEARCH_DIR.glob("*.yaml")} - {"common"}
     ids = {p.stem for p in (SP.SEARCH_DIR.parent / "model").glob("*.yaml")}
     assert files == ids and set(list_models()) <= ids
+
+
+def test_variants_have_their_own_space_and_study():
+    """crossnet is model dcn, but its space (no MLP keys) and its study are its own."""
+    cfg = compose(["model=crossnet", "data=frappe_x1"])
+    space = SP.space_of(cfg)
+    assert "model.params.dnn_hidden_units" not in space and "model.params.dropout" not in space
+    assert space["model.params.num_cross_layers"].high >= 15
+    assert cfg.sweep.study == "crossnet__frappe_x1"
+    assert compose(["model=dcn", "data=frappe_x1", "preset=bars"]).sweep.study == "dcn__frappe_x1__bars"
 
 
 def test_search_space_covers_bars_grid_for_dcn():
