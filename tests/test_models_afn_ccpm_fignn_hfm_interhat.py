@@ -27,7 +27,7 @@ def batch(s: FeatureSpec, n: int = 16, seed: int = 0) -> dict[str, torch.Tensor]
 
 
 def params(name: str, **kw) -> dict:
-    p = to_container(compose([f"model={name}", "data.embedding_dim=4"]).model.params)
+    p = to_container(compose([f"model={name}", "protocol.embedding_dim=4"]).model.params)
     p.update(kw)
     return p
 

@@ -39,7 +39,7 @@ def batch(n: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def params(name: str, **kw) -> dict:
-    p = to_container(compose([f"model={name}", "data.embedding_dim=3"]).model.params)
+    p = to_container(compose([f"model={name}", "protocol.embedding_dim=3"]).model.params)
     p.update(kw)
     return p
 
@@ -118,7 +118,7 @@ def test_onn_input_is_copy_embeddings_and_pair_products():
 def test_too_large_stops_before_allocating_and_names_the_knobs(name, slots):
     big = FeatureSpec("t", "y", (Feature("a", "categorical", vocab_size=10**11),
                                  Feature("b", "categorical", vocab_size=3)))
-    cfg = compose([f"model={name}", "data.embedding_dim=16"])
+    cfg = compose([f"model={name}", "protocol.embedding_dim=16"])
     with pytest.raises(EmbeddingMemoryError) as e:
         build(name, big, to_container(cfg.model.params))
     msg = str(e.value)
