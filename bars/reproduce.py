@@ -4,7 +4,8 @@
 2. Rebase machine-specific paths: ``paths.*`` and ``tracking.*`` come from the current project (so a run
    recorded on another clone or machine reruns here); any other recorded string value that starts with the
    recorded ``paths.root`` is moved under the current one (e.g. ``data.raw_dir``). Everything else — model,
-   data, train, seed — is exactly as recorded; overriding it is refused.
+   data, train, seed — is exactly as recorded; overriding it is refused. A recorded config without
+   ``train.loss`` (older than that key) gets ``bce_logits``, the loss those runs trained with.
 3. Prepare the data with that config and check its fingerprint against the run's ``data_fingerprint`` tag.
 4. Rerun with tracking (tags ``stage=reproduce``, ``reproduce_of=<id>``), print the original and new metrics
    side by side with |diff|, and exit 1 when they differ on CPU (where they must be identical), 0 otherwise.
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 COMPARED = ("val_auc", "val_logloss", "test_auc", "test_logloss", "epochs", "best_epoch", "n_params")
 SHOWN = ("seconds_per_epoch", "samples_per_s_mean")
 ALLOWED_OVERRIDE_PREFIXES = ("run_id", "+run_id", "paths.", "tracking.", "hydra.")
+LEGACY_LOSS = "bce_logits"  # the loss of every run recorded before the `train.loss` key existed
 
 
 class ReproduceError(RuntimeError):
@@ -66,6 +68,10 @@ def rebase_config(recorded: Mapping[str, Any] | DictConfig, current: DictConfig)
         return v
 
     out = {k: move(v) for k, v in rec.items() if k not in ("paths", "tracking")}
+    train = out.get("train")
+    if isinstance(train, dict) and "loss" not in train:
+        # runs recorded before `train.loss` existed trained with BCE on logits (today's default is FuxiCTR's bce)
+        out["train"] = {**train, "loss": LEGACY_LOSS}
     out["paths"] = cur_paths
     tracking = dict(cur_tracking)
     tracking["experiment"] = (rec.get("tracking") or {}).get("experiment") or (rec.get("data") or {}).get("name")

@@ -145,6 +145,14 @@ def test_rebase_moves_paths_under_the_current_root():
     assert cfg.seed == 3
 
 
+def test_rebase_gives_runs_older_than_the_loss_key_their_loss():
+    current = OmegaConf.create({"paths": {"root": "/here"}, "tracking": {"uri": "x", "enabled": True}})
+    old = rebase_config(OmegaConf.create({"train": {"batch_size": 4096}, "data": {"name": "d"}}), current)
+    assert old.train.loss == "bce_logits" and old.train.batch_size == 4096
+    new = rebase_config(OmegaConf.create({"train": {"loss": "bce"}, "data": {"name": "d"}}), current)
+    assert new.train.loss == "bce"
+
+
 def test_split_run_id():
     assert split_run_id(["run_id=abc", "tracking.uri=x"]) == ("abc", ["tracking.uri=x"])
     assert split_run_id(["tracking.uri=x"]) == (None, ["tracking.uri=x"])
