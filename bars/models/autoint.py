@@ -34,9 +34,8 @@ class AutoIntConfig:
     use_residual: bool = True
     use_scale: bool = False
     layer_norm: bool = False
-    # FuxiCTR's net_dropout: on the attention weights and after every MLP layer. attention_dropout None = the same
-    # rate as `dropout` (FuxiCTR); a number gives attention its own rate (0.0 = no dropout in attention).
-    dropout: float = 0.2
+    # None = the same rate as `dropout` (FuxiCTR's net_dropout drops the attention weights too); a number gives
+    # attention its own rate (0.0 = no dropout in attention)
     attention_dropout: float | None = None
     use_wide: bool = False
     use_dnn: bool = True
@@ -44,6 +43,7 @@ class AutoIntConfig:
     dnn_hidden_units: tuple[int, ...] | None = None
     activation: str | None = None
     batch_norm: bool | None = None
+    dropout: float = 0.2  # FuxiCTR's net_dropout: after every MLP layer and (attention_dropout None) in attention
 
     def __post_init__(self) -> None:
         check_dim("embedding_dim", self.embedding_dim)

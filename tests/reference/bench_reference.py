@@ -27,7 +27,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fuxictr_zoo import REFERENCES, feature_map, poison_, unwritten
+from fuxictr_reference import feature_map, poison_, unwritten
+from fuxictr_zoo import REFERENCES
 
 from bars.data.spec import Feature, FeatureSpec
 from bars.models import build
