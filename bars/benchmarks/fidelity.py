@@ -13,7 +13,8 @@ Each experiment compares the FuxiCTR behaviour (today's default) with the altern
   with the fused matrix's xavier std); autoint_dropout: the net dropout in attention (attention_dropout null) vs
   none (attention_dropout 0);
 - finalmlp_ctx: empty contexts, context bias zeros vs N(0, 1) (``fs_context_bias_init``);
-- two_biases: DeepFM's LR bias and FinalMLP's w_y bias trained (FuxiCTR) vs frozen at 0 (the former single bias).
+- deepfm_bias / finalmlp_bias: DeepFM's LR bias, FinalMLP's w_y bias trained (FuxiCTR) vs frozen at 0 (the
+  former single bias).
 
     bars bench fidelity [--seeds 3] [--experiments loss,autoint_qkv,...] [--max-epochs 30] [--threads 2] [--csv PATH]
 """
@@ -125,9 +126,11 @@ EXPERIMENTS: dict[str, dict[str, list[Variant]]] = {
         "finalmlp ctx bias zeros (FuxiCTR)": [("finalmlp", FRAPPE_FINALMLP, {}, None)],
         "finalmlp ctx bias N(0,1)": [("finalmlp", {**FRAPPE_FINALMLP, "fs_context_bias_init": "normal"}, {}, None)],
     },
-    "two_biases": {
+    "deepfm_bias": {
         "deepfm LR bias + MLP bias (FuxiCTR)": [("deepfm", {}, {}, None)],
         "deepfm MLP bias only": [("deepfm", {}, {}, _freeze("lr.bias"))],
+    },
+    "finalmlp_bias": {
         "finalmlp w_x + w_y biases (FuxiCTR)": [("finalmlp", {"fs1_context": ["user"], "fs2_context": ["item"]},
                                                  {}, None)],
         "finalmlp w_x bias only": [("finalmlp", {"fs1_context": ["user"], "fs2_context": ["item"]}, {},

@@ -115,8 +115,8 @@ def measure(name: str, shape: str, repeats: int, steps: int) -> tuple[float, flo
             theirs.train_step({**xb, "label": yb})
         return n * BATCH / (time.perf_counter() - t)
 
-    run_ours(2)
-    run_theirs(2)  # warm-up (allocator, Adam state)
+    run_ours(1)
+    run_theirs(1)  # warm-up (allocator, Adam state)
     a, b = [], []
     for _ in range(repeats):
         a.append(run_ours(steps))
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=0, help="steps per repeat (default: 5 frappe, 2 criteo)")
+    ap.add_argument("--steps", type=int, default=0, help="steps per repeat (default: 3 frappe, 1 criteo)")
     ap.add_argument("--models", default=",".join(sorted(REFERENCES)))
     ap.add_argument("--shapes", default="frappe,criteo")
     args = ap.parse_args(argv)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'model':<10} {'shape':<7} {'bars samples/s':>15} {'FuxiCTR samples/s':>18} {'ratio':>7}")
     ratios: dict[str, list[float]] = {}
     for shape in [s for s in args.shapes.split(",") if s]:
-        steps = args.steps or (5 if shape == "frappe" else 2)
+        steps = args.steps or (3 if shape == "frappe" else 1)
         for m in models:
             a, b = measure(m, shape, args.repeats, steps)
             ratios.setdefault(shape, []).append(a / b)
