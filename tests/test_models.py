@@ -25,6 +25,10 @@ NO_GRADIENT = {
         f"fs{i}.{p}" for i in (1, 2) for p in ("ctx_bias", "gate.net.0.weight", "gate.net.0.bias", "gate.net.2.weight")
     )
 }
+# Model configs (conf/model/<id>.yaml): one per registered model (id == registry name) plus the variants that
+# are configurations of a registered model (BARS's CrossNet, CrossNetv2, CIN, AutoInt; AutoInt+ is autoint_plus).
+CONFIG_IDS = sorted(p.stem for p in CONF.glob("*.yaml"))
+VARIANTS = {"crossnet": "dcn", "crossnetv2": "dcnv2", "cin": "xdeepfm", "autoint_plus": "autoint"}
 B = 16
 
 
@@ -61,7 +65,7 @@ def make_batch(spec: FeatureSpec, n: int = B, seed: int = 0) -> dict[str, torch.
 def yaml_params(name: str, embedding_dim: int = 4, **overrides) -> dict:
     """conf/model/<name>.yaml's params resolved at ``embedding_dim``; ``overrides`` replace keys (None = null)."""
     raw = OmegaConf.load(CONF / f"{name}.yaml")
-    cfg = OmegaConf.create({"data": {"embedding_dim": embedding_dim}, "model": raw})
+    cfg = OmegaConf.create({"protocol": {"embedding_dim": embedding_dim}, "model": raw})
     params = OmegaConf.to_container(cfg.model.params, resolve=True)
     params.update(overrides)
     return params
@@ -73,32 +77,47 @@ def test_registry_has_the_ten_models():
 
 
 def test_config_files_and_registry_match():
-    files = {p.stem for p in CONF.glob("*.yaml")}
-    assert files == set(list_models()), (
-        f"yaml without model: {files - set(list_models())}; model without yaml: {set(list_models()) - files}"
-    )
+    """Every registered model has conf/model/<name>.yaml; every other config is a listed variant of one."""
+    files = set(CONFIG_IDS)
+    assert set(list_models()) <= files, f"model without yaml: {set(list_models()) - files}"
+    assert files - set(list_models()) == set(VARIANTS), f"yaml without model: {files - set(list_models())}"
+    for vid, name in VARIANTS.items():
+        assert OmegaConf.load(CONF / f"{vid}.yaml").name == name
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_yaml_keys_equal_dataclass_fields(name):
-    raw = OmegaConf.load(CONF / f"{name}.yaml")
-    assert raw.name == name
+@pytest.mark.parametrize("cid", CONFIG_IDS)
+def test_yaml_keys_equal_dataclass_fields(cid):
+    raw = OmegaConf.load(CONF / f"{cid}.yaml")
+    name = raw.name
+    assert name == VARIANTS.get(cid, cid)
+    assert list(raw.keys()) == ["name", "id", "bars_name", "params"]
+    assert raw.id == cid  # the file stem; bars_name: the BARS display name (null for a model BARS lacks)
     fields = [f.name for f in dataclasses.fields(config_class(name))]
     assert list(raw.params.keys()) == fields
     if name in NO_EMBEDDING_DIM:
         assert "embedding_dim" not in fields
     else:
-        assert OmegaConf.to_container(raw.params)["embedding_dim"] == "${data.embedding_dim}"
+        assert OmegaConf.to_container(raw.params)["embedding_dim"] == "${protocol.embedding_dim}"
     cls = config_class(name)
     assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_builds_from_yaml_forward_and_gradients(name, spec):
+def test_bars_names_are_unique_and_published():
+    from bars.leaderboard import load_published
+
+    names = [n for n in (OmegaConf.load(CONF / f"{cid}.yaml").bars_name for cid in CONFIG_IDS) if n is not None]
+    assert len(names) == len(set(names))
+    assert set(names) <= {m for _, m in load_published()}  # a bars_name is a model of bars_published.csv
+    assert len(names) >= 14
+
+
+@pytest.mark.parametrize("cid", CONFIG_IDS)
+def test_builds_from_yaml_forward_and_gradients(cid, spec):
     torch.manual_seed(0)
     # an OmegaConf node straight from the composed config (lists are ListConfig) must work too
-    raw = OmegaConf.load(CONF / f"{name}.yaml")
-    node = OmegaConf.create({"data": {"embedding_dim": 4}, "model": raw}).model.params
+    raw = OmegaConf.load(CONF / f"{cid}.yaml")
+    name = str(raw.name)
+    node = OmegaConf.create({"protocol": {"embedding_dim": 4}, "model": raw}).model.params
     model = build(name, spec, node)
     init_bars_(model)
     model.train()
@@ -108,7 +127,7 @@ def test_builds_from_yaml_forward_and_gradients(name, spec):
     assert torch.isfinite(out).all()
     out.sum().backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
-    assert sorted(dead) == sorted(NO_GRADIENT.get(name, ())), f"{name}: parameters without gradient: {dead}"
+    assert sorted(dead) == sorted(NO_GRADIENT.get(cid, ())), f"{cid}: parameters without gradient: {dead}"
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model(make_batch(spec, n=3, seed=1))).all()
@@ -217,17 +236,32 @@ def test_autoint_plain_and_wide(spec):
             dnn_hidden_units=None, activation=None, batch_norm=None,
         ),
     )
-    assert m(make_batch(spec)).shape == (B,) and m.dnn is None
+    assert m(make_batch(spec)).shape == (B,)
+    assert m.dnn is None and m.lr is not None
+    plus = build("autoint", spec, yaml_params("autoint_plus"))  # AutoInt+: the same model with its MLP
+    assert plus.dnn is not None
+
+
+@pytest.mark.parametrize("vid", sorted(VARIANTS))
+def test_variants_switch_off_the_mlp_part(vid, spec):
+    """crossnet / crossnetv2 / cin have no MLP, autoint_plus has one: what BARS's names mean."""
+    raw = OmegaConf.load(CONF / f"{vid}.yaml")
+    m = build(str(raw.name), spec, yaml_params(vid))
+    mlp = getattr(m, "dnn", None)
+    assert (mlp is not None) == (vid == "autoint_plus"), vid
 
 
 def test_autoint_dropout_reaches_attention(spec):
-    """FuxiCTR's net_dropout drops the attention weights too; attention_dropout gives attention its own rate."""
-    m = build("autoint", spec, yaml_params("autoint", dropout=0.3))
-    assert all(a.dropout is not None and a.dropout.p == 0.3 for a in m.attention)
-    m0 = build("autoint", spec, yaml_params("autoint", dropout=0.3, attention_dropout=0.0))
+    """FuxiCTR's net_dropout (``dropout``) drops the attention weights too, with or without the MLP;
+    ``attention_dropout`` gives attention its own rate (AutoInt+ only: without the MLP it is the one rate)."""
+    m = build("autoint", spec, yaml_params("autoint", dropout=0.3))  # plain AutoInt: dropout acts on attention
+    assert m.dnn is None and all(a.dropout is not None and a.dropout.p == 0.3 for a in m.attention)
+    plus = build("autoint", spec, yaml_params("autoint_plus", dropout=0.3, attention_dropout=None))
+    assert all(a.dropout is not None and a.dropout.p == 0.3 for a in plus.attention)
+    m0 = build("autoint", spec, yaml_params("autoint_plus", dropout=0.3, attention_dropout=0.0))
     assert all(a.dropout is None for a in m0.attention)
     qkv = m.attention[0]
-    assert qkv.w_q.weight.shape == qkv.w_k.weight.shape == qkv.w_v.weight.shape == (40, 4)
+    assert qkv.w_q.weight.shape == qkv.w_k.weight.shape == qkv.w_v.weight.shape == (128, 4)
 
 
 # keys that a model would ignore (the part that reads them is off) are errors naming the keys
@@ -236,7 +270,8 @@ IGNORED_KEYS = [
     ("dcnv2", {"model_structure": "crossnet_only", "dnn_hidden_units": None, "activation": None},
      ["batch_norm", "dropout"]),
     ("xdeepfm", {"dnn_hidden_units": [], "batch_norm": None, "dropout": None}, ["activation"]),
-    ("autoint", {"use_dnn": False}, ["dnn_hidden_units", "activation", "batch_norm"]),
+    ("autoint_plus", {"use_dnn": False}, ["dnn_hidden_units", "activation", "batch_norm"]),
+    ("autoint", {"attention_dropout": 0.1}, ["dropout"]),  # no MLP: dropout acts only through attention_dropout
     ("dnn", {"hidden_units": [], "activation": None, "batch_norm": None}, ["dropout"]),
     ("finalmlp", {"use_fs": False}, ["fs_hidden_units"]),
     ("finalmlp", {"use_fs": False, "fs_hidden_units": None, "fs1_context": ["user"]}, ["fs1_context"]),
@@ -245,10 +280,10 @@ IGNORED_KEYS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "overrides", "ignored"), IGNORED_KEYS)
-def test_ignored_keys_are_errors(name, overrides, ignored, spec):
+@pytest.mark.parametrize(("cid", "overrides", "ignored"), IGNORED_KEYS)
+def test_ignored_keys_are_errors(cid, overrides, ignored, spec):
     with pytest.raises(ModelConfigError) as e:
-        build(name, spec, yaml_params(name, **overrides))
+        build(str(OmegaConf.load(CONF / f"{cid}.yaml").name), spec, yaml_params(cid, **overrides))
     msg = str(e.value)
     assert "ignored" in msg and all(k in msg for k in ignored), msg
 

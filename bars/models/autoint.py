@@ -3,7 +3,9 @@ embeddings, flattened into a Linear; AutoInt+ adds an MLP over the flat embeddin
 LR term. logit = Linear(flatten(attention^L(E))) [+ MLP(flat E)] [+ LR].
 
 As FuxiCTR: separate query/key/value projections (each initialised on its own), and one dropout rate
-(``dropout``, FuxiCTR's net_dropout) for the attention weights and the MLP unless ``attention_dropout`` is set."""
+(``dropout``, FuxiCTR's net_dropout) for the attention weights and the MLP unless ``attention_dropout`` is set.
+Without the MLP (``use_dnn`` false) there is one rate only: ``dropout`` (with ``attention_dropout`` null) or
+``attention_dropout`` (with ``dropout`` null); setting both would ignore ``dropout``, an error."""
 
 from __future__ import annotations
 
@@ -43,7 +45,9 @@ class AutoIntConfig:
     dnn_hidden_units: tuple[int, ...] | None = None
     activation: str | None = None
     batch_norm: bool | None = None
-    dropout: float = 0.2  # FuxiCTR's net_dropout: after every MLP layer and (attention_dropout None) in attention
+    # FuxiCTR's net_dropout: after every MLP layer and (attention_dropout None) in attention; None = 0.2, except
+    # without MLP and with attention_dropout set, where it must stay None (it would be ignored)
+    dropout: float | None = None
 
     def __post_init__(self) -> None:
         check_dim("embedding_dim", self.embedding_dim)
@@ -54,9 +58,18 @@ class AutoIntConfig:
             raise ValueError(
                 f"attention_dim {self.attention_dim} is not divisible by num_heads {self.num_heads}"
             )
-        check_dropout("dropout", self.dropout)
         if self.attention_dropout is not None:
             check_dropout("attention_dropout", self.attention_dropout)
+        if not self.use_dnn and self.attention_dropout is not None:
+            if self.dropout is not None:
+                raise ValueError(
+                    "use_dnn is false (plain AutoInt) and attention_dropout is set, so ['dropout'] would be "
+                    "ignored: set one rate (model.params.dropout=null, or model.params.attention_dropout=null)"
+                )
+        elif self.dropout is None:
+            object.__setattr__(self, "dropout", 0.2)
+        if self.dropout is not None:
+            check_dropout("dropout", self.dropout)
         part_keys(
             self,
             self.use_dnn,
@@ -72,7 +85,9 @@ class AutoIntConfig:
 
     @property
     def attention_dropout_rate(self) -> float:
-        return self.dropout if self.attention_dropout is None else self.attention_dropout
+        rate = self.dropout if self.attention_dropout is None else self.attention_dropout
+        assert rate is not None  # __post_init__ sets dropout unless attention_dropout is set
+        return rate
 
 
 @register("autoint", AutoIntConfig)
