@@ -7,11 +7,12 @@ value). Every run is the full BARS protocol (``bars.train.fit``: Adam 1e-3, batc
 best weights), embedding regularizer 0.05 (BARS Frappe_x1 best for the deep models; 0 for FM, whose
 first-order weights are embeddings too), seeds 2021.. .
 
-Each experiment compares the FuxiCTR behaviour (today's default) with the alternative it replaced:
+Models are the shipped configs (conf/model/<id>.yaml: BARS's Frappe_x1 best networks) at embedding 10. Each
+experiment compares the FuxiCTR behaviour (today's default) with the alternative it replaced:
 - loss: ``train.loss`` bce (sigmoid, then BCE on probabilities) vs bce_logits, for DCN and FM;
-- autoint_qkv: separate Q/K/V initialisation vs one fused [3*att, in] matrix's (emulated: each projection drawn
-  with the fused matrix's xavier std); autoint_dropout: the net dropout in attention (attention_dropout null) vs
-  none (attention_dropout 0);
+- autoint_qkv: AutoInt (no MLP), separate Q/K/V initialisation vs one fused [3*att, in] matrix's (emulated: each
+  projection drawn with the fused matrix's xavier std); autoint_dropout: AutoInt+ (net dropout 0.1), the net
+  dropout in attention too (attention_dropout null) vs none there (attention_dropout 0);
 - finalmlp_ctx: empty contexts, context bias zeros vs N(0, 1) (``fs_context_bias_init``);
 - deepfm_bias / finalmlp_bias: DeepFM's LR bias, FinalMLP's w_y bias trained (FuxiCTR) vs frozen at 0 (the
   former single bias).
@@ -71,15 +72,15 @@ def load_frappe_valid_as_train(csv: Path, seed: int = 2021):
     return spec, SplitTensors(tr, y[tr_idx]), SplitTensors(va, y[va_idx])
 
 
-def _params(name: str, **overrides) -> dict:
+def _model(cid: str, **overrides) -> tuple[str, dict]:
+    """(registry name, params) of config ``cid`` at embedding 10, with ``overrides``."""
     from bars.config import compose, to_container
 
-    p = to_container(compose([f"model={name}", "data.embedding_dim=10"]).model.params)
-    p.update(overrides)
-    return p
+    model = to_container(compose([f"model={cid}", "protocol.embedding_dim=10"]).model)
+    return str(model["name"]), {**model["params"], **overrides}
 
 
-# a variant: (model name, params overrides, train overrides, hook(model) applied after initialisation)
+# a variant: (model config id, params overrides, train overrides, hook(model) applied after initialisation)
 Variant = tuple[str, dict, dict, Callable[[nn.Module], None] | None]
 
 
@@ -119,8 +120,8 @@ EXPERIMENTS: dict[str, dict[str, list[Variant]]] = {
         "autoint fused-QKV init": [("autoint", {}, {}, _fused_qkv_init)],
     },
     "autoint_dropout": {
-        "autoint dropout 0.2 in attention (FuxiCTR)": [("autoint", {}, {}, None)],
-        "autoint no attention dropout": [("autoint", {"attention_dropout": 0.0}, {}, None)],
+        "autoint+ dropout 0.1 in attention (FuxiCTR)": [("autoint_plus", {}, {}, None)],
+        "autoint+ no attention dropout": [("autoint_plus", {"attention_dropout": 0.0}, {}, None)],
     },
     "finalmlp_ctx": {
         "finalmlp ctx bias zeros (FuxiCTR)": [("finalmlp", FRAPPE_FINALMLP, {}, None)],
@@ -144,10 +145,11 @@ def run(data, variant: Variant, seed: int, max_epochs: int, threads: int = 2) ->
     from bars.train import TrainConfig, _init, fit, seed_everything
 
     spec, tr, va = data
-    name, params, train, hook = variant
+    cid, params, train, hook = variant
     cfg = TrainConfig(**{"max_epochs": max_epochs, "embedding_regularizer": 0.05, "device": "cpu",
                          "num_threads": threads, **train})
-    model = build(name, spec, _params(name, **params))
+    name, p = _model(cid, **params)
+    model = build(name, spec, p)
     seed_everything(seed, deterministic=True)
     _init(model, cfg.embedding_init_std)
     if hook is not None:

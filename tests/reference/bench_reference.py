@@ -3,7 +3,8 @@
 
 One training step = each library's own step: ours ``bars.train.TrainStep`` (forward, sigmoid + BCE, regularizers,
 backward, clip 10, fused Adam), FuxiCTR's ``BaseModel.train_step`` (the same, with torch's default Adam). Models
-use their conf/model/<m>.yaml defaults (dropout included). Two shapes, synthetic batches of 4096 rows:
+use their conf/model/<id>.yaml defaults (dropout included); by default the config whose id is the registry name
+of each model with a composition (``--models`` takes any config id, e.g. crossnet or autoint_plus). Two shapes, synthetic batches of 4096 rows:
 - frappe: the 10 Frappe_x1 categorical fields with BARS's vocabulary sizes, embedding 10;
 - criteo: 13 numeric + 26 categorical fields, ~1M embedding rows, embedding 16.
 Repeats alternate between the two sides (bars, FuxiCTR, bars, ...) so that machine noise hits both alike; the
@@ -16,26 +17,23 @@ figure is the median over repeats.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fuxictr_reference import feature_map, poison_, unwritten
-from fuxictr_zoo import REFERENCES
+from fuxictr_zoo import REFERENCES, model_configs
 
 from bars.data.spec import Feature, FeatureSpec
 from bars.models import build
 from bars.models.layers import init_bars_
 from bars.train import TrainConfig, TrainStep
 
-ROOT = Path(__file__).resolve().parents[2]
 FRAPPE_VOCAB = {"user": 956, "item": 4084, "daytime": 9, "weekday": 9, "isweekend": 4, "homework": 5, "cost": 4,
                 "weather": 11, "country": 82, "city": 235}
 # 26 categorical fields, 1,000,000 rows in all (six large fields as in Criteo, the rest small to medium)
@@ -67,16 +65,11 @@ def batch_of(spec: FeatureSpec, seed: int) -> tuple[dict[str, torch.Tensor], tor
     return x, (torch.rand(BATCH, generator=g) < 0.25).float()
 
 
-def yaml_params(name: str, dim: int) -> dict:
-    raw = yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())["params"] or {}
-    out = {}
-    for k, v in raw.items():
-        if isinstance(v, str) and re.fullmatch(r"\$\{[\w.]*embedding_dim\}", v):
-            v = dim
-        elif isinstance(v, str) and v.startswith("${"):
-            raise ValueError(f"conf/model/{name}.yaml: {k}: interpolation {v} is not known to the bench")
-        out[k] = tuple(v) if isinstance(v, list) else v
-    return out
+def yaml_params(cid: str, dim: int) -> tuple[str, dict]:
+    """(registry name, params) of conf/model/<cid>.yaml at embedding size ``dim``."""
+    name, params = model_configs()[cid]
+    return name, {k: (dim if k == "embedding_dim" else tuple(v) if isinstance(v, list) else v)
+                  for k, v in params.items()}
 
 
 def pair(name: str, spec: FeatureSpec, dim: int, params: dict, reg_e: float):
@@ -91,11 +84,9 @@ def pair(name: str, spec: FeatureSpec, dim: int, params: dict, reg_e: float):
     return ours.train(), theirs.train()
 
 
-def measure(name: str, shape: str, repeats: int, steps: int) -> tuple[float, float]:
+def measure(cid: str, shape: str, repeats: int, steps: int) -> tuple[float, float]:
     spec, dim = spec_of(shape)
-    params = yaml_params(name, dim)
-    if name == "finalmlp" and shape == "criteo":  # contexts name Frappe fields in no yaml; none are set
-        pass
+    name, params = yaml_params(cid, dim)
     reg_e = 0.05
     ours, theirs = pair(name, spec, dim, params, reg_e)
     step = TrainStep(ours, TrainConfig(embedding_regularizer=reg_e, device="cpu", loss="bce"))
@@ -129,24 +120,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=0, help="steps per repeat (default: 3 frappe, 1 criteo)")
-    ap.add_argument("--models", default=",".join(sorted(REFERENCES)))
+    ap.add_argument("--models", default=",".join(sorted(REFERENCES)), help="config ids (default: the registry "
+                    "names of the models with a FuxiCTR composition)")
     ap.add_argument("--shapes", default="frappe,criteo")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = [m for m in args.models.split(",") if m]
-    unknown = sorted(set(models) - set(REFERENCES))
+    configs = model_configs()
+    known = sorted(c for c, (n, _) in configs.items() if n in REFERENCES)
+    unknown = sorted(set(models) - set(known))
     if unknown:
-        ap.error(f"no FuxiCTR composition for {unknown}; known: {sorted(REFERENCES)}")
+        ap.error(f"no config with a FuxiCTR composition: {unknown}; known: {known}")
     print(f"bars vs FuxiCTR 2.3.10 training step, batch {BATCH}, {args.threads} threads, torch {torch.__version__}, "
           f"median of {args.repeats} interleaved repeats")
-    print(f"{'model':<10} {'shape':<7} {'bars samples/s':>15} {'FuxiCTR samples/s':>18} {'ratio':>7}")
+    print(f"{'config':<12} {'shape':<7} {'bars samples/s':>15} {'FuxiCTR samples/s':>18} {'ratio':>7}")
     ratios: dict[str, list[float]] = {}
     for shape in [s for s in args.shapes.split(",") if s]:
         steps = args.steps or (3 if shape == "frappe" else 1)
         for m in models:
             a, b = measure(m, shape, args.repeats, steps)
             ratios.setdefault(shape, []).append(a / b)
-            print(f"{m:<10} {shape:<7} {a:>15,.0f} {b:>18,.0f} {a / b:>7.2f}", flush=True)
+            print(f"{m:<12} {shape:<7} {a:>15,.0f} {b:>18,.0f} {a / b:>7.2f}", flush=True)
     allr = [r for rs in ratios.values() for r in rs]
     for shape, rs in ratios.items():
         print(f"median ratio bars/FuxiCTR at {shape} shape: {statistics.median(rs):.2f} ({len(rs)} models)")

@@ -4,6 +4,8 @@
   tensor (zero where FuxiCTR is zero; std within 15 % on tensors of >= 256 values);
 - logits: our weights transplanted into the composition give equal logits (<= 1e-5), in eval and train mode;
 - regularization: our TrainStep's term equals FuxiCTR's ``BaseModel.regularization_loss`` (relative 1e-5);
+- cases: each composition's listed switches plus ``conf:<id>``, every shipped model config (variants included)
+  at embedding_dim 10 with its dropout rates set to 0;
 - training: 20 steps of our ``bars.train.TrainStep`` and of FuxiCTR's ``BaseModel.train_step`` (Adam 1e-3,
   clip 10, embedding and net regularizers, sigmoid + BCE) from identical weights on identical batches of 1024 real
   rows, both in float64, give equal losses (relative 1e-9 per step) and weights (max |diff| <= 1e-9; Linear
@@ -15,7 +17,7 @@ from __future__ import annotations
 import pytest
 import torch
 from fuxictr_reference import biases_before_batchnorm, poison_, unwritten
-from fuxictr_zoo import PAPER_ONLY, REFERENCES, build_reference
+from fuxictr_zoo import PAPER_ONLY, REFERENCES, build_reference, model_configs
 
 from bars.models import build, list_models
 from bars.models.layers import init_bars_
@@ -62,6 +64,17 @@ def test_every_registered_model_has_a_reference_or_a_reason():
     assert covered <= registered, f"references for unregistered models: {sorted(covered - registered)}"
     for name, paper in PAPER_ONLY.items():
         assert paper.reason.strip() and callable(paper.check), name
+
+
+def test_every_model_config_is_a_case():
+    """Every conf/model/<id>.yaml (crossnet, crossnetv2, cin, autoint_plus ... included) is checked against its
+    model's FuxiCTR composition, or its model is paper-only."""
+    configs = model_configs()
+    assert {"crossnet", "crossnetv2", "cin", "autoint", "autoint_plus"} <= set(configs)
+    for cid, (name, _) in configs.items():
+        assert name in REFERENCES or name in PAPER_ONLY, f"conf/model/{cid}.yaml: model {name!r} is not covered"
+        if name in REFERENCES:
+            assert f"conf:{cid}" in REFERENCES[name].cases, cid
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_ONLY) or [pytest.param("-", marks=pytest.mark.skip("none"))])
