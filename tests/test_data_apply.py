@@ -4,18 +4,16 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
+from _movielens import movielens_raw_splits
 
-from bars.config import PROJECT_ROOT
 from bars.data import transforms as T
 from bars.data.apply import RawEncoder
 from bars.data.errors import DataError
@@ -23,16 +21,6 @@ from bars.data.loader import load_dataset
 from bars.data.prepare import dataset_fingerprint, load_recipe, prepare
 from bars.data.spec import OOV_INDEX, PAD_INDEX
 from bars.data.vocab import MANIFEST_KEY, load_vocabularies
-
-ML_ZIP = PROJECT_ROOT / "datasets" / "movielens_small" / "raw" / "ml-latest-small.zip"
-
-
-def movielens_raw_splits() -> dict[str, pl.DataFrame]:
-    """The raw ratings rows of each movielens_small split (the recipe's seeded per-row assignment)."""
-    with zipfile.ZipFile(ML_ZIP) as z:
-        ratings = pl.read_csv(io.BytesIO(z.read("ml-latest-small/ratings.csv")))
-    ids = T.assign_split(0, ratings.height, 2021, (0.8, 0.1, 0.1))
-    return {k: ratings.filter(pl.Series(ids == i)) for i, k in enumerate(T.SPLITS)}
 
 
 @pytest.fixture(scope="module")
