@@ -197,3 +197,17 @@ def test_the_torchscript_check_loads_no_bars_code(tmp_path):
                            str(tmp_path / SAMPLE)], capture_output=True, text=True, check=True, cwd=tmp_path)
     report = json.loads(proc.stdout)
     assert report["bars_imported"] is False and report["logit_error"] <= TOLERANCE and report["rows"] == 64
+
+
+def test_cli_usage_and_errors(trained_run):
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    usage = subprocess.run([sys.executable, "-m", "bars.cli", "export"], check=False, capture_output=True, text=True,
+                           env=env)
+    assert usage.returncode == 2 and "make export RUN=<id> FORMAT=onnx|torchscript" in usage.stderr
+    unknown = subprocess.run([sys.executable, "-m", "bars.cli", "export", "run_id=x", "format=onnx", "model=dcn"],
+                             check=False, capture_output=True, text=True, env=env)
+    assert unknown.returncode == 2 and "unknown argument 'model=dcn'" in unknown.stderr
+    bad = subprocess.run([sys.executable, "-m", "bars.cli", "export", f"run_id={trained_run['run_id']}",
+                          "format=tflite", *trained_run["overrides"]], check=False, capture_output=True, text=True,
+                         cwd=PROJECT_ROOT, env=env)
+    assert bad.returncode == 1 and "format='tflite': expected one of onnx, torchscript" in bad.stderr, bad.stderr
