@@ -11,6 +11,7 @@ BENCHES = {
     "metrics": "bars.benchmarks.metrics",
     "sweep": "bars.benchmarks.sweep",
     "fidelity": "bars.benchmarks.fidelity",
+    "predict": "bars.benchmarks.predict",
 }
 
 
