@@ -140,8 +140,9 @@ def check_train(cfg: DictConfig) -> list[str]:
 
     try:
         tc = TrainConfig.from_cfg(cfg.train)
-    except TrainConfigError as e:
-        return [str(e)]
+    except TrainConfigError as e:  # "invalid train config: a must ...; b must ..." -> "train.a must ...", ...
+        parts = str(e).removeprefix("invalid train config: ").split("; ")
+        return [f"train.{p}" if re.match(r"[a-z_]+ must ", p) else f"train: {p}" for p in parts]
     try:
         resolve_device(tc.device)
     except ValueError as e:
