@@ -82,12 +82,17 @@ def _human(n: int) -> str:
 
 def disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` (an OSError, or an error of a library that wraps one, e.g. pyarrow's) is a full disk."""
-    if isinstance(exc, DiskFullError):
-        return True
-    if isinstance(exc, OSError) and exc.errno in _FULL:
-        return True
-    text = str(exc)
-    return "No space left on device" in text or "Disk quota exceeded" in text
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:  # torch wraps the OSError of a full disk in a RuntimeError
+        seen.add(id(e))
+        if isinstance(e, DiskFullError) or (isinstance(e, OSError) and e.errno in _FULL):
+            return True
+        text = str(e)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def temp_name(name: str) -> str:
