@@ -508,6 +508,7 @@ class TrackedRun:
         return {"name": base, "artifact_path": folder or None}
 
     def log_text(self, text: str, name: str) -> None:
+        text = redact(text)  # a storage URL's password never reaches an artifact either
         self._call(f"log text {name}", self.client.log_text, self.run_id, text, name,
                    keep=self._keep_artifact(), keep_kwargs={"text": text, **self._named(name)})
 
@@ -515,7 +516,7 @@ class TrackedRun:
         """``name`` ending .json -> JSON, .yaml/.yml -> YAML."""
         from bars.config import to_container
 
-        data = to_container(d)
+        data = _redacted(to_container(d))  # e.g. the resolved config.yaml: sweep.storage without its password
         self._call(f"log dict {name}", self.client.log_dict, self.run_id, data, name,
                    keep=self._keep_artifact(), keep_kwargs={"text": _dict_text(data, name), **self._named(name)})
 
@@ -555,6 +556,14 @@ class TrackedRun:
         self.status = status
         if spool is not None and spool.pending(self.run_id):
             self.tracker.send_spool(self.run_id)
+
+
+def _redacted(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _redacted(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_redacted(v) for v in data]
+    return redact(data)
 
 
 def _dict_text(data: Any, name: str) -> str:
