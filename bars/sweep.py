@@ -614,11 +614,11 @@ def _prepare_data_once(cfg: DictConfig) -> None:
         prepare(cfg)
 
 
-SQLITE_MAX_WRITERS = 8  # worker processes measured writing to one SQLite MLflow store (make bench-reliability)
+SQLITE_MAX_WRITERS = 8  # concurrent writers tested on one SQLite MLflow store (tests/test_first_use.py)
 
 
 def _say_store_limits(cfg: DictConfig, workers: int) -> None:
-    """Before any worker starts: more local workers than the embedded SQLite store was measured to hold get a
+    """Before any worker starts: more local workers than the embedded SQLite store was tested with get a
     note pointing to the server setup (docs/reliability.md)."""
     from bars.tracking import resolve_uri, sqlite_path
 
@@ -626,7 +626,7 @@ def _say_store_limits(cfg: DictConfig, workers: int) -> None:
         return
     if sqlite_path(resolve_uri(str(cfg.tracking.uri))) is not None:
         print(f"bars sweep: note: {workers} workers will write to the embedded SQLite MLflow store, which was "
-              f"measured with up to {SQLITE_MAX_WRITERS} concurrent writers (docs/reliability.md); for more, run an "
+              f"tested with up to {SQLITE_MAX_WRITERS} concurrent writers (docs/reliability.md); for more, run an "
               f"MLflow server on PostgreSQL and set MLFLOW_TRACKING_URI (docs/sweeps.md)", file=sys.stderr, flush=True)
 
 
