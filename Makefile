@@ -18,10 +18,11 @@ RAW ?=
 ROWS ?=
 RUN ?=
 PORT ?= 5000
+PRESET ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock data train sweep worker final leaderboard reproduce ui dashboard test test-slow lint \
+.PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce ui dashboard test test-slow lint \
         bench bench-data bench-train bench-sweep bench-metrics clean
 
 help: ## List the targets
@@ -29,7 +30,7 @@ help: ## List the targets
 	@echo
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN PORT ARGS"
+	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN PORT ARGS"
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,22 +45,29 @@ install: $(STAMP) ## Create .venv and install the locked dependencies (torch pin
 lock: ## Re-freeze requirements.lock from the current .venv (after changing pyproject.toml)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' | LC_ALL=C sort > requirements.lock
 
+# Options every run command takes: PRESET=bars (a published configuration, conf/presets/), RAW=<dir> (raw data).
+RUN_OPTS = $(if $(PRESET),preset=$(PRESET)) $(if $(RAW),data.raw_dir=$(abspath $(RAW)))
+
 data: $(STAMP) ## Prepare a dataset: make data DATA=<name> [RAW=<dir>] [ROWS=<n>] [ARGS="overrides"]
 	$(BARS) prepare data=$(DATA) $(if $(RAW),data.raw_dir=$(abspath $(RAW))) $(if $(ROWS),data.rows=$(ROWS)) $(ARGS)
 
-train: $(STAMP) ## Train one run: make train MODEL=<m> DATA=<d> [ARGS="overrides"]
-	$(BARS) train model=$(MODEL) data=$(DATA) $(ARGS)
+train: $(STAMP) ## Train one run: make train MODEL=<m> DATA=<d> [PRESET=bars] [RAW=<dir>] [ARGS="overrides"]
+	$(BARS) train model=$(MODEL) data=$(DATA) $(RUN_OPTS) $(ARGS)
 
-sweep: $(STAMP) ## Optuna sweep: make sweep MODEL=<m> DATA=<d> [TRIALS=n] [WORKERS=k] [STORAGE=url] [TIMEOUT=s]
-	$(BARS) sweep model=$(MODEL) data=$(DATA) $(if $(TRIALS),sweep.trials=$(TRIALS)) \
+sweep: $(STAMP) ## Optuna sweep: make sweep MODEL=<m> DATA=<d> [TRIALS=n] [WORKERS=k] [STORAGE=url] [TIMEOUT=s] [PRESET=bars]
+	$(BARS) sweep model=$(MODEL) data=$(DATA) $(RUN_OPTS) $(if $(TRIALS),sweep.trials=$(TRIALS)) \
 	  $(if $(WORKERS),sweep.workers=$(WORKERS)) $(if $(STORAGE),sweep.storage=$(STORAGE)) \
 	  $(if $(TIMEOUT),sweep.timeout=$(TIMEOUT)) $(ARGS)
 
 worker: $(STAMP) ## One sweep worker on an existing study (what a job runner starts on each node)
-	$(BARS) sweep model=$(MODEL) data=$(DATA) sweep.role=worker $(if $(STORAGE),sweep.storage=$(STORAGE)) $(ARGS)
+	$(BARS) sweep model=$(MODEL) data=$(DATA) $(RUN_OPTS) sweep.role=worker $(if $(STORAGE),sweep.storage=$(STORAGE)) $(ARGS)
 
-final: $(STAMP) ## Rerun the sweep's best config with SEEDS seeds: make final MODEL=<m> DATA=<d> [SEEDS=5]
-	$(BARS) final model=$(MODEL) data=$(DATA) final.seeds=$(SEEDS) $(ARGS)
+final: $(STAMP) ## Rerun the sweep's best config (or PRESET=bars) with SEEDS seeds: make final MODEL=<m> DATA=<d> [SEEDS=5]
+	$(BARS) final model=$(MODEL) data=$(DATA) final.seeds=$(SEEDS) $(RUN_OPTS) $(ARGS)
+
+bars-plan: $(STAMP) ## Print the runs that regenerate BARS's published board: make bars-plan DATA=<d> [SEEDS=n] [RAW=<dir>]
+	@$(BARS) presets plan --preset $(or $(PRESET),bars) --data $(DATA) \
+	  $(if $(filter command line,$(origin SEEDS)),--seeds $(SEEDS)) $(if $(RAW),--raw $(abspath $(RAW)))
 
 leaderboard: $(STAMP) ## Write results/ tables and plots from MLflow: make leaderboard [DATA=<d>]
 	$(BARS) leaderboard $(if $(filter command line,$(origin DATA)),leaderboard.data=$(DATA)) $(ARGS)
@@ -71,10 +79,10 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the project's store
 	$(BARS) ui --port $(PORT)
 
 dashboard: $(STAMP) ## optuna-dashboard on 127.0.0.1 over a sweep's storage: make dashboard MODEL=<m> DATA=<d>
-	$(BARS) dashboard model=$(MODEL) data=$(DATA) $(if $(STORAGE),sweep.storage=$(STORAGE)) $(ARGS)
+	$(BARS) dashboard model=$(MODEL) data=$(DATA) $(if $(PRESET),preset=$(PRESET)) $(if $(STORAGE),sweep.storage=$(STORAGE)) $(ARGS)
 
 test: $(STAMP) ## Fast test suite (a few minutes) plus lint and the import-layer contracts
-	$(BIN)/ruff check bars tests datasets
+	$(BIN)/ruff check bars tests datasets scripts
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2 $(ARGS)
 
@@ -82,7 +90,7 @@ test-slow: $(STAMP) ## Long end-to-end tests (marked slow)
 	$(BIN)/python -m pytest -q -m slow $(ARGS)
 
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check bars tests datasets
+	$(BIN)/ruff check bars tests datasets scripts
 
 bench: bench-data bench-train bench-metrics bench-sweep ## All benchmarks (print figures)
 

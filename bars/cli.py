@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ui": ("bars.tracking", "Start the MLflow UI over the project's tracking store"),
     "dashboard": ("bars.dashboard", "Start optuna-dashboard over a sweep's storage"),
     "bench": ("bars.bench", "Benchmarks: data, train, metrics, sweep"),
+    "presets": ("bars.presets", "Published configurations: list, show, plan (the runs of a BARS board)"),
 }
 
 

@@ -28,41 +28,51 @@ def project_root() -> Path:
 def _register_resolvers() -> None:
     if not OmegaConf.has_resolver("bars_root"):
         OmegaConf.register_new_resolver("bars_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("bars_suffix"):  # ${bars_suffix:${preset}} -> "" or "__<preset>"
+        OmegaConf.register_new_resolver("bars_suffix", lambda v=None: f"__{v}" if v else "")
 
 
 _register_resolvers()
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:
-    """Compose the config exactly as the CLI would (same defaults, same overrides), without running a job."""
+    """Compose the config exactly as the CLI would (same defaults, same overrides, the preset named by
+    ``preset=<name>`` applied under the overrides: see bars.presets), without running a job."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+
+    from bars.presets import apply_preset
 
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
-    return cfg
+    return apply_preset(cfg, overrides) if config_name == "config" else cfg
 
 
 def hydra_command(name: str, body: Callable[[DictConfig, list[str]], int | None],
                   errors: tuple[type[BaseException], ...] = (), error_code: int = 2) -> int:
     """The one ``@hydra.main`` shell of every ``bars <name>`` command: compose the project config from the
-    command line, call ``body(cfg, overrides)`` (a plain function; its int return is the exit code) and turn
-    an expected error (``errors``) into ``bars <name>: error: ...`` on stderr and ``error_code``."""
+    command line (with the preset ``preset=<name>`` names applied under it: bars.presets), call
+    ``body(cfg, overrides)`` (a plain function; its int return is the exit code) and turn an expected error
+    (``errors``, or a preset that does not exist or does not fit) into ``bars <name>: error: ...`` on stderr and
+    ``error_code``."""
     import sys
 
     import hydra
     from hydra.core.hydra_config import HydraConfig
+
+    from bars.presets import PresetError, apply_preset
 
     rc = {"code": 0}
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
         try:
-            rc["code"] = int(body(cfg, list(HydraConfig.get().overrides.task)) or 0)
-        except errors as e:
+            overrides = list(HydraConfig.get().overrides.task)
+            rc["code"] = int(body(apply_preset(cfg, overrides), overrides) or 0)
+        except (PresetError, *errors) as e:
             print(f"bars {name}: error: {e}", file=sys.stderr, flush=True)
             rc["code"] = error_code
 

@@ -15,7 +15,7 @@ from bars.config import hydra_command
 
 
 def dashboard(cfg: DictConfig, *, host: str = "127.0.0.1", serve: bool = True) -> str:
-    from bars.sweep import is_journal, open_storage, storage_url
+    from bars.study import is_journal, open_storage, storage_url
 
     url = storage_url(cfg)
     if is_journal(url):
@@ -23,7 +23,7 @@ def dashboard(cfg: DictConfig, *, host: str = "127.0.0.1", serve: bool = True) -
 
         path = Path(url[len("journal://"):])
         if not path.exists():
-            raise FileNotFoundError(f"no sweep storage at {path}: run `make sweep MODEL={cfg.model.name} "
+            raise FileNotFoundError(f"no sweep storage at {path}: run `make sweep MODEL={cfg.model.id} "
                                     f"DATA={cfg.data.name}` first (or pass STORAGE=...)")
     storage = open_storage(url, cfg)
     port = int(cfg.sweep.get("dashboard_port", 8080))

@@ -2,10 +2,15 @@
 
 ``make final MODEL=<m> DATA=<d> [SEEDS=5]`` reads ``sweeps/<model>__<data>/best.overrides`` (written by
 ``bars sweep``), and trains ``final.seeds`` runs with the full training protocol (no sweep epoch cap, no pruning):
-seed ``data.protocol_seed + i`` for ``i = 0 .. seeds-1``, so run 0 uses exactly the protocol seed (the
+seed ``protocol.seed + i`` for ``i = 0 .. seeds-1``, so run 0 uses exactly the protocol seed (the
 BARS-comparable number the leaderboard reports) and the others measure the spread over training seeds (the data
 split is fixed by ``data.split_seed``). Each run is tagged ``stage=final``, ``final_index``, ``final_seeds``,
 ``sweep_study`` and ``sweep_best_trial``; command-line overrides apply on top of the best configuration.
+
+With a preset (``make final MODEL=<m> DATA=<d> PRESET=bars``) and no ``final.overrides`` file, the runs replay the
+preset itself (no sweep needed): the published configuration, seeds from the protocol seed on, tagged ``preset``
+and ``preset_source`` (``make bars-plan DATA=<d>`` prints one such command per published model). To replay the
+best of a sweep started from a preset instead, name its file: ``final.overrides=sweeps/<m>__<d>__bars/best.overrides``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from bars.config import compose, hydra_command
+from bars.config import compose, hydra_command, to_container
+from bars.metrics import Monitor
 
 _NOT_FORWARDED = ("seed", "final.", "sweep.role", "sweep.workers", "hydra.")
 
@@ -39,14 +45,20 @@ def read_overrides(path: Path) -> list[str]:
     return [ln for ln in lines if ln and not ln.startswith("#")]
 
 
+def preset_only(cfg: DictConfig) -> bool:
+    """True when the final runs replay a preset itself (``preset`` set, no ``final.overrides`` file named)."""
+    return bool(cfg.get("preset")) and not cfg.final.get("overrides")
+
+
 def final_configs(cfg: DictConfig, cli_overrides: Sequence[str]) -> list[tuple[int, int, DictConfig]]:
-    """``(index, seed, config)`` per final run: the CLI overrides, then the best overrides, then the seed."""
-    best = read_overrides(overrides_path(cfg))
+    """``(index, seed, config)`` per final run: the CLI overrides, then the best overrides (none when replaying a
+    preset), then the seed (the preset, when named, sits under all of them)."""
+    best = [] if preset_only(cfg) else read_overrides(overrides_path(cfg))
     base = [o for o in cli_overrides if not o.split("=", 1)[0].lstrip("+~").startswith(_NOT_FORWARDED)]
     # the command line wins over best.overrides for the keys it sets (e.g. train.device=cuda:1)
     cli_keys = {o.split("=", 1)[0].lstrip("+~") for o in base}
     merged = [o for o in best if o.split("=", 1)[0].lstrip("+~") not in cli_keys] + base
-    protocol_seed = int(cfg.data.protocol_seed)
+    protocol_seed = int(cfg.protocol.seed)
     out = []
     for i in range(int(cfg.final.seeds)):
         seed = protocol_seed + i
@@ -61,22 +73,27 @@ def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
     if train_fn is None:
         from bars.run import train_one as train_fn
     study = str(cfg.sweep.study)
-    best_trial = _best_trial_number(Path(str(cfg.sweep.dir)))
+    from_preset = preset_only(cfg)
+    best_trial = None if from_preset else _best_trial_number(Path(str(cfg.sweep.dir)),
+                                                             Monitor.parse(to_container(cfg.train.monitor)))
     runs = final_configs(cfg, cli_overrides)
-    print(f"bars final: {len(runs)} runs of {study} with {overrides_path(cfg)}: seeds "
-          f"{', '.join(str(s) for _, s, _ in runs)}", flush=True)
+    what = (f"the {cfg.preset} preset of {cfg.model.get('id') or cfg.model.name} on {cfg.data.name}" if from_preset
+            else f"{study} with {overrides_path(cfg)}")
+    print(f"bars final: {len(runs)} runs of {what}: seeds {', '.join(str(s) for _, s, _ in runs)}", flush=True)
     results = []
     for i, seed, rcfg in runs:
-        tags = {"stage": "final", "final_index": i, "final_seeds": len(runs), "sweep_study": study,
-                "protocol_seed_run": str(seed == int(rcfg.data.protocol_seed)).lower()}
+        tags = {"stage": "final", "final_index": i, "final_seeds": len(runs),
+                "protocol_seed_run": str(seed == int(rcfg.protocol.seed)).lower()}
+        if not from_preset:
+            tags["sweep_study"] = study
         if best_trial is not None:
             tags["sweep_best_trial"] = best_trial
         r = train_fn(rcfg, extra_tags=tags)
-        m = getattr(r, "metrics", {})
+        m = r.metrics
         print(f"bars final: [{i + 1}/{len(runs)}] seed {seed}: val_auc {m.get('val_auc', float('nan')):.5f} "
               f"test_auc {m.get('test_auc', float('nan')):.5f}", flush=True)
         results.append(r)
-    aucs = [float(getattr(r, "metrics", {}).get("test_auc", float("nan"))) for r in results]
+    aucs = [float(r.metrics.get("test_auc", float("nan"))) for r in results]
     if aucs:
         import statistics
 
@@ -86,21 +103,21 @@ def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
     return results
 
 
-def _best_trial_number(d: Path) -> int | None:
-    """The best trial's number from trials.csv (highest val_auc among complete trials), if present."""
+def _best_trial_number(d: Path, monitor: Monitor) -> int | None:
+    """The best trial's number from trials.csv (best monitored value among complete trials), if present."""
     import csv
 
     p = d / "trials.csv"
     if not p.exists():
         return None
-    best = None
+    best: tuple[float, int] | None = None
     with p.open() as f:
         for row in csv.DictReader(f):
             try:
-                v = float(row.get("val_auc") or "nan")
-            except ValueError:
+                v = monitor.value({k: float(row[k]) for k in monitor.keys})
+            except (KeyError, ValueError, TypeError):
                 continue
-            if row.get("state") == "complete" and not math.isnan(v) and (best is None or v > best[0]):
+            if row.get("state") == "complete" and not math.isnan(v) and (best is None or monitor.better(v, best[0])):
                 best = (v, int(row["number"]))
     return None if best is None else best[1]
 
@@ -110,4 +127,4 @@ def main() -> int:
     return hydra_command("final", lambda cfg, overrides: run_final(cfg, overrides) and 0, (FinalError,))
 
 
-__all__ = ["FinalError", "final_configs", "main", "read_overrides", "run_final"]
+__all__ = ["FinalError", "final_configs", "main", "preset_only", "read_overrides", "run_final"]

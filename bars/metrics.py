@@ -1,4 +1,15 @@
-"""Evaluation metrics: one definition used everywhere (trainer, runs, sweeps, leaderboard).
+"""Evaluation metrics: one definition used everywhere (trainer, runs, sweeps, leaderboard), and their registry.
+
+The registry (:func:`register`; read with :func:`registered`, :func:`get`, :func:`compute`) is what the rest
+of bars iterates over: the trainer evaluates every registered metric whose inputs the dataset provides, the
+per-epoch record and MLflow hold ``val_<name>`` / ``test_<name>`` for each, the sweep records them per trial,
+the leaderboard has a column per metric its runs recorded. Adding a metric is one function plus one
+``register(...)`` line (docs/howto-metric.md). Built in: ``auc`` (max), ``logloss`` (min), ``gauc`` (max; needs
+the dataset's group column, ``data.group_column``).
+
+A :class:`Monitor` is what training selects on (``train.monitor``): one metric key such as ``val_auc`` (its
+direction from the registry) or a mapping of keys to weights whose weighted sum is maximised (BARS x4:
+``{val_auc: 1, val_logloss: -1}``, FuxiCTR's ``{AUC: 1, logloss: -1}``).
 
 All functions take numpy arrays, torch tensors (any device; detached and copied to CPU) or sequences, and return a
 Python ``float``. Labels must be 0/1 (bool, int or float). They agree with scikit-learn to 1e-9 (tests).
@@ -16,11 +27,15 @@ Python ``float``. Labels must be 0/1 (bool, int or float). They agree with sciki
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MetricError", "auc", "gauc", "logloss"]
+__all__ = ["INPUTS", "SPLITS", "Metric", "MetricError", "Monitor", "auc", "compute", "gauc", "get", "logloss",
+           "metric_keys", "register", "registered", "unregister"]
 
 
 class MetricError(ValueError):
@@ -212,3 +227,150 @@ def _gauc_packed(y: np.ndarray, s: np.ndarray, g: np.ndarray) -> float | None:
     per_group = num[valid] / (2.0 * P * N)
     w = P + N
     return float((per_group * w).sum() / w.sum())
+
+
+# ----------------------------------------------------------------------------------------------------- registry
+SPLITS = ("val", "test")  # metric keys are <split>_<name>: val_auc, test_logloss, ...
+INPUTS = ("groups",)  # inputs a metric may need besides labels and probabilities
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: ``fn(y_true, y_prob, **inputs) -> float`` (probabilities, not logits), the
+    ``direction`` in which it improves, the extra ``inputs`` it needs (e.g. ``("groups",)``) and a ``label``
+    for table headers."""
+
+    name: str
+    fn: Callable[..., float]
+    direction: str  # "max" | "min"
+    inputs: tuple[str, ...] = ()
+    label: str = ""
+
+
+_REGISTRY: dict[str, Metric] = {}
+
+
+def register(name: str, fn: Callable[..., float], direction: str, *, inputs: tuple[str, ...] = (),
+             label: str | None = None) -> Metric:
+    """Add a metric (registration order is column order everywhere). Raises on a taken or malformed name."""
+    if not name.isidentifier() or not name.islower():
+        raise MetricError(f"metric name {name!r}: expected a lower-case identifier such as 'auc'")
+    if name in _REGISTRY:
+        raise MetricError(f"metric {name!r} is already registered")
+    if direction not in ("max", "min"):
+        raise MetricError(f"metric {name!r}: direction must be 'max' or 'min', got {direction!r}")
+    unknown = [i for i in inputs if i not in INPUTS]
+    if unknown:
+        raise MetricError(f"metric {name!r}: unknown inputs {unknown}; a metric may need {list(INPUTS)}")
+    _REGISTRY[name] = Metric(name, fn, direction, tuple(inputs), label or name)
+    return _REGISTRY[name]
+
+
+def unregister(name: str) -> None:
+    """Remove a metric (tests that register a toy metric clean up with this)."""
+    get(name)
+    del _REGISTRY[name]
+
+
+def registered() -> tuple[Metric, ...]:
+    """Every registered metric, in registration order."""
+    return tuple(_REGISTRY.values())
+
+
+def get(name: str) -> Metric:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise MetricError(f"unknown metric {name!r}; registered metrics: {list(_REGISTRY)}") from None
+
+
+def metric_keys(split: str = "val") -> list[str]:
+    """``<split>_<name>`` for every registered metric."""
+    return [f"{split}_{m.name}" for m in _REGISTRY.values()]
+
+
+def compute(y_true: Any, y_prob: Any, *, groups: Any = None) -> dict[str, float]:
+    """Every registered metric whose inputs are available (``gauc`` only when ``groups`` is given), by name,
+    in registration order."""
+    available = {"groups": groups} if groups is not None else {}
+    out = {}
+    for m in _REGISTRY.values():
+        if all(i in available for i in m.inputs):
+            out[m.name] = float(m.fn(y_true, y_prob, **{i: available[i] for i in m.inputs}))
+    return out
+
+
+register("auc", auc, "max", label="AUC")
+register("logloss", logloss, "min", label="logloss")
+register("gauc", gauc, "max", inputs=("groups",), label="gAUC")
+
+
+# ------------------------------------------------------------------------------------------------------ monitor
+@dataclass(frozen=True)
+class Monitor:
+    """What training selects on: ``weights`` maps metric keys (``val_<name>``) to weights. One key with weight 1
+    is that metric in its registered direction; several (or any other weight) form a weighted sum that is
+    maximised. :meth:`value` is the monitored value, :meth:`score` the value to maximise."""
+
+    weights: tuple[tuple[str, float], ...]
+    direction: str  # "max" | "min"
+    summed: bool = False  # given as a mapping: the weighted sum is the monitored value
+
+    @classmethod
+    def parse(cls, spec: str | Mapping[str, Any], where: str = "train.monitor") -> Monitor:
+        """From ``val_auc`` or ``{val_auc: 1, val_logloss: -1}``; unknown keys raise, naming the valid ones."""
+        if isinstance(spec, str):
+            return cls(((cls._check_key(spec, where), 1.0),), get(spec.split("_", 1)[1]).direction)
+        if not isinstance(spec, Mapping) or not spec:
+            raise MetricError(f"{where}: expected a metric key such as 'val_auc' or a mapping of metric keys to "
+                              f"weights such as {{val_auc: 1, val_logloss: -1}}, got {spec!r}")
+        weights = []
+        for key, w in spec.items():
+            cls._check_key(str(key), where)
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w == 0:
+                raise MetricError(f"{where}.{key}: the weight must be a finite non-zero number, got {w!r}")
+            weights.append((str(key), float(w)))
+        return cls(tuple(weights), "max", summed=True)
+
+    @staticmethod
+    def _check_key(key: str, where: str) -> str:
+        name = key[len("val_"):] if key.startswith("val_") else None
+        if name not in _REGISTRY:
+            raise MetricError(f"{where}: unknown metric key {key!r}; the monitor reads validation metrics, "
+                              f"registered: {metric_keys('val')}")
+        return key
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.weights)
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        return tuple(get(k[len("val_"):]) for k in self.keys)
+
+    @property
+    def name(self) -> str:
+        """``val_auc`` for one metric, ``monitor`` for a weighted sum (the key its value is logged under)."""
+        return "monitor" if self.summed else self.weights[0][0]
+
+    def describe(self) -> str:
+        if not self.summed:
+            return f"{self.name} ({'maximised' if self.direction == 'max' else 'minimised'})"
+        terms = " + ".join(f"{w:g}*{k}" for k, w in self.weights)
+        return f"{terms} (maximised)"
+
+    def value(self, values: Mapping[str, float]) -> float:
+        """The monitored value from ``values`` (metric keys -> values); a missing key raises, naming it."""
+        missing = [k for k in self.keys if k not in values]
+        if missing:
+            raise MetricError(f"the monitor needs {missing}; the evaluation gave {sorted(values)}")
+        return float(sum(w * float(values[k]) for k, w in self.weights))
+
+    def score(self, values: Mapping[str, float]) -> float:
+        """The value to maximise: the monitored value, negated when it is minimised."""
+        v = self.value(values)
+        return v if self.direction == "max" else -v
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether monitored value ``a`` is better than ``b``."""
+        return a > b if self.direction == "max" else a < b

@@ -44,7 +44,8 @@ class RunRecord:
 
     @property
     def model(self) -> str:
-        return self.tags.get("model") or self.params.get("model.name", "")
+        """The model config's id (the ``model`` tag; the registry key for runs recorded before model ids)."""
+        return self.tags.get("model") or self.params.get("model.id") or self.params.get("model.name", "")
 
     @property
     def parent_run_id(self) -> str | None:

@@ -18,13 +18,26 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# Compared metrics: the run's outcome. Timing metrics (wall_seconds, samples/s) are shown but never compared.
-COMPARED = ("val_auc", "val_logloss", "test_auc", "test_logloss", "epochs", "best_epoch", "n_params")
+from bars import metrics
+
+if TYPE_CHECKING:
+    from bars.run import RunResult
+
+# Compared: the run's outcome, i.e. val_<m> and test_<m> of every registered metric either run recorded, then
+# these. Timing metrics (seconds per epoch, samples/s) are shown but never compared.
+COMPARED_RUN_KEYS = ("epochs", "best_epoch", "n_params")
 SHOWN = ("seconds_per_epoch", "samples_per_s_mean")
+
+
+def compared_keys(old: Mapping[str, float], new: Mapping[str, float]) -> tuple[str, ...]:
+    """The metric keys a reproduction must match: val_* then test_* of the registry, as recorded, then the run's
+    epochs, best epoch and parameter count."""
+    keys = [k for split in ("val", "test") for k in metrics.metric_keys(split) if k in old or k in new]
+    return (*keys, *COMPARED_RUN_KEYS)
 ALLOWED_OVERRIDE_PREFIXES = ("run_id", "+run_id", "paths.", "tracking.", "hydra.")
 
 
@@ -44,6 +57,41 @@ class Comparison:
     def ok(self) -> bool:
         """Identical, or not on CPU (GPU kernels may be non-deterministic; the table still shows |diff|)."""
         return self.identical or not self.device.startswith("cpu")
+
+
+def upgrade_recorded_config(rec: dict[str, Any]) -> dict[str, Any]:
+    """A config recorded by an earlier layout, in today's: the same run, the same data bytes.
+
+    - ``data.protocol_seed`` / ``data.embedding_dim`` (before the protocol block) -> ``protocol.seed`` /
+      ``protocol.embedding_dim``: left in ``data`` they would enter the data fingerprint;
+    - no ``model.id`` (before model identity) -> the registry key, which was the config's name; no
+      ``model.bars_name`` -> null;
+    - no ``data.recipe`` (before recipes were named by config) -> the recipe the dataset's config names today
+      (a name of code, not fingerprinted: the engine's FORMAT_VERSION guards the bytes).
+    A config recorded in today's layout is returned unchanged."""
+    rec = dict(rec)
+    data = dict(rec.get("data") or {})
+    protocol = dict(rec.get("protocol") or {})
+    for old, new in (("protocol_seed", "seed"), ("embedding_dim", "embedding_dim")):
+        if old in data:
+            protocol.setdefault(new, data.pop(old))
+    model = dict(rec.get("model") or {})
+    if model and "id" not in model:
+        model["id"] = model.get("name")
+    if model and "bars_name" not in model:
+        model["bars_name"] = None
+    if data and "recipe" not in data:
+        from bars.config import CONF_DIR
+
+        path = CONF_DIR / "data" / f"{data.get('name')}.yaml"
+        if not path.is_file():
+            raise ReproduceError(f"the run's dataset {data.get('name')!r} has no config here ({path}), so its "
+                                 f"recipe is unknown")
+        data["recipe"] = OmegaConf.load(path).data.recipe
+    out = {**rec, "data": data, "model": model} if model else {**rec, "data": data}
+    if protocol:
+        out["protocol"] = protocol
+    return out
 
 
 def rebase_config(recorded: Mapping[str, Any] | DictConfig, current: DictConfig) -> DictConfig:
@@ -91,12 +139,13 @@ def compare(old: Mapping[str, float], new: Mapping[str, float], device: str, run
             new_run_id: str | None) -> Comparison:
     rows: list[tuple[str, float | None, float | None, float | None]] = []
     identical = True
-    for key in COMPARED + SHOWN:
+    compared = compared_keys(old, new)
+    for key in compared + SHOWN:
         a, b = old.get(key), new.get(key)
         if a is None and b is None:
             continue
         diff = abs(a - b) if a is not None and b is not None else None
-        if key in COMPARED and (a is None or b is None or not (a == b or (math.isnan(a) and math.isnan(b)))):
+        if key in compared and (a is None or b is None or not (a == b or (math.isnan(a) and math.isnan(b)))):
             identical = False
         rows.append((key, a, b, diff))
     return Comparison(run_id, new_run_id, rows, device, identical)
@@ -111,7 +160,7 @@ def format_table(c: Comparison) -> str:
     lines = [f"original run:   {c.run_id}", f"reproduced run: {c.new_run_id or '(untracked)'}",
              f"{'metric':<20} {'original':>18} {'reproduced':>18} {'|diff|':>12}"]
     for key, a, b, d in c.rows:
-        mark = "" if key in COMPARED else "  (timing, not compared)"
+        mark = "  (timing, not compared)" if key in SHOWN else ""
         lines.append(f"{key:<20} {f(a):>18} {f(b):>18} {('—' if d is None else f'{d:.3g}'):>12}{mark}")
     if c.identical:
         verdict = "identical"
@@ -141,7 +190,7 @@ def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictCon
         except RecordsError as e:
             raise ReproduceError(f"run {run_id} recorded no resolved config (config.yaml artifact): {e}") from None
         recorded = OmegaConf.load(path)
-    cfg = rebase_config(recorded, current)
+    cfg = rebase_config(upgrade_recorded_config(OmegaConf.to_container(recorded, resolve=True)), current)
     out(f"bars reproduce: run {run_id} ({old.tags.get('model', '?')} on {old.tags.get('data', '?')}, seed "
         f"{cfg.get('seed')}, stage {old.stage or '?'}) from {uri}")
 
@@ -162,13 +211,13 @@ def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictCon
 
     if train_fn is None:
         from bars.run import train_one as train_fn
-    result = train_fn(cfg, extra_tags={"stage": "reproduce", "reproduce_of": run_id})
-    new_id = getattr(result, "run_id", None)
+    result: RunResult = train_fn(cfg, extra_tags={"stage": "reproduce", "reproduce_of": run_id})
+    new_id = result.run_id
     if new_id:
         new = get_run(uri, new_id)
-        new_metrics, device = new.metrics, new.tags.get("device", getattr(result, "device", "unknown"))
+        new_metrics, device = new.metrics, new.tags.get("device", result.device)
     else:
-        new_metrics, device = dict(getattr(result, "metrics", {})), str(getattr(result, "device", "unknown"))
+        new_metrics, device = dict(result.metrics), result.device
     c = compare(old.metrics, new_metrics, str(device), run_id, new_id)
     out(format_table(c))
     return c

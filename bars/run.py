@@ -20,21 +20,27 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from bars.config import hydra_command, to_container
 
-EpochCallback = Callable[[Any], None]
+if TYPE_CHECKING:  # the trainer imports torch: only at run time, inside train_one
+    from bars.data.spec import FeatureSpec
+    from bars.train import EpochLog, FitResult
+
+EpochCallback = Callable[["EpochLog"], None]
 
 
 @dataclass
 class RunResult:
-    """What one run produced. ``metrics`` has val_auc, val_logloss, test_auc, test_logloss (+ n_params, epochs,
-    best_epoch, wall_seconds, seconds_per_epoch, samples_per_s)."""
+    """What one run produced. ``metrics`` has ``val_<m>`` (best epoch) and ``test_<m>`` for every evaluated
+    metric of the registry (auc, logloss, gauc when the dataset has a group column, ...), ``monitor`` (the
+    monitored value at the best epoch), n_params, epochs, best_epoch, wall_seconds, fit_seconds,
+    seconds_per_epoch and samples_per_s_mean."""
 
     run_id: str | None
     metrics: dict[str, float]
@@ -45,7 +51,7 @@ class RunResult:
     device: str
     stop_reason: str = ""
     checkpoint: Path | None = None
-    history: list[Any] = field(default_factory=list)
+    history: list[EpochLog] = field(default_factory=list)
     tracking_uri: str | None = None
 
 
@@ -53,6 +59,7 @@ class _NullRun:
     """Stands in for a TrackedRun when tracking is disabled."""
 
     run_id = None
+    uri = None
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
 
@@ -69,41 +76,22 @@ class _NullRun:
     def log_figure(self, fig: Any, name: str) -> None: ...
 
 
-def _get(obj: Any, *names: str, default: Any = None) -> Any:
-    """First attribute or key among ``names`` (the trainer's records are dataclasses or dicts)."""
-    for n in names:
-        if isinstance(obj, Mapping) and n in obj:
-            return obj[n]
-        if hasattr(obj, n):
-            return getattr(obj, n)
-    return default
-
-
-def _best_val(best_val: Mapping[str, Any]) -> dict[str, float]:
-    out = {}
-    for k in ("auc", "logloss"):
-        v = best_val.get(f"val_{k}", best_val.get(k))
-        if v is not None:
-            out[f"val_{k}"] = float(v)
-    return out
-
-
 def run_name(cfg: DictConfig) -> str:
-    return f"{cfg.model.name}__{cfg.data.name}__s{cfg.seed}"
+    return f"{cfg.model.id}__{cfg.data.name}__s{cfg.seed}"
 
 
-def learning_curve(history: list[Any], title: str = "") -> Any:
+def learning_curve(history: list[EpochLog], title: str = "") -> Any:
     """A two-panel matplotlib Figure: train loss and validation AUC per epoch (no pyplot state touched)."""
     from matplotlib.figure import Figure
 
-    epochs = [int(_get(h, "epoch")) for h in history]
+    epochs = [h.epoch for h in history]
     fig = Figure(figsize=(9, 3.5), dpi=100)
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(epochs, [float(_get(h, "train_loss")) for h in history], marker="o")
+    ax1.plot(epochs, [h.train_loss for h in history], marker="o")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("train loss")
     ax1.grid(alpha=0.3)
-    aucs = [float(_get(h, "val_auc")) for h in history]
+    aucs = [h.val_auc for h in history]
     ax2.plot(epochs, aucs, marker="o", color="tab:orange", label="val AUC")
     if aucs:
         best = max(range(len(aucs)), key=aucs.__getitem__)
@@ -122,12 +110,11 @@ def _fmt_rate(x: float) -> str:
     return f"{x / 1e3:.1f}k" if x < 1e6 else f"{x / 1e6:.2f}M"
 
 
-def progress_line(log: Any, max_epochs: int) -> str:
-    mark = " *" if _get(log, "improved", default=False) else ""
-    return (f"epoch {int(_get(log, 'epoch')):>3}/{max_epochs}  train_loss {float(_get(log, 'train_loss')):.5f}  "
-            f"val_auc {float(_get(log, 'val_auc')):.5f}  val_logloss {float(_get(log, 'val_logloss')):.5f}  "
-            f"lr {float(_get(log, 'lr')):.0e}  {_fmt_rate(float(_get(log, 'samples_per_s', default=0.0)))} "
-            f"samples/s  {float(_get(log, 'seconds', default=0.0)):.1f}s{mark}")
+def progress_line(log: EpochLog, max_epochs: int) -> str:
+    mark = " *" if log.improved else ""
+    vals = "  ".join(f"{k} {v:.5f}" for k, v in log.val_metrics().items())
+    return (f"epoch {log.epoch:>3}/{max_epochs}  train_loss {log.train_loss:.5f}  {vals}  lr {log.lr:.0e}  "
+            f"{_fmt_rate(log.samples_per_s)} samples/s  {log.seconds:.1f}s{mark}")
 
 
 @contextlib.contextmanager
@@ -139,7 +126,6 @@ def _tracked(cfg: DictConfig, tags: dict[str, Any], parent_run_id: str | None) -
 
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
     with tracker.run(run_name(cfg), tags=tags, params=cfg, parent_run_id=parent_run_id) as run:
-        run.uri = tracker.uri
         yield run
 
 
@@ -154,7 +140,11 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     t_start = time.perf_counter()
     say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
     seed = int(cfg.seed)
-    tags: dict[str, Any] = {"model": cfg.model.name, "data": cfg.data.name, "seed": seed, "stage": "single"}
+    tags: dict[str, Any] = {"model": cfg.model.id, "model_class": cfg.model.name, "data": cfg.data.name,
+                            "seed": seed, "stage": "single"}
+    from bars.presets import preset_tags
+
+    tags.update(preset_tags(cfg))  # preset, preset_source (the BARS README), preset_file
     tags.update(dict(extra_tags or {}))
 
     run_id: str | None = None
@@ -171,8 +161,18 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
             exc.add_note(f"MLflow run {run_id} ended {'FAILED' if isinstance(exc, Exception) else 'KILLED'} "
                          f"(tracking uri {cfg.tracking.uri})")
         raise
-    result.tracking_uri = getattr(run, "uri", None)
+    result.tracking_uri = run.uri
     return result
+
+
+def group_column(cfg: DictConfig, spec: FeatureSpec) -> str | None:
+    """``data.group_column`` (the feature grouped metrics such as gAUC group by), checked against the spec."""
+    col = cfg.data.get("group_column")
+    if col is None:
+        return None
+    if str(col) not in spec.names:
+        raise ValueError(f"data.group_column={col!r} is not a feature of {cfg.data.name} (features: {spec.names})")
+    return str(col)
 
 
 def _train_in_run(cfg: DictConfig, run: Any, seed: int, on_epoch: EpochCallback | None,
@@ -190,14 +190,14 @@ def _train_in_run(cfg: DictConfig, run: Any, seed: int, on_epoch: EpochCallback 
     for name in ("feature_spec.json", "manifest.json"):
         if (folder / name).exists():
             run.log_artifact(folder / name)
-    fingerprint = str(_get(ds, "fingerprint", default=folder.name))
+    groups = group_column(cfg, ds.spec)
     n_rows = {s: len(ds.splits[s]) for s in ("train", "valid", "test")}
-    run.set_tags({"data_fingerprint": fingerprint, "data_folder": str(folder),
+    run.set_tags({"data_fingerprint": ds.fingerprint, "data_folder": str(folder),
                   **{f"rows_{s}": n for s, n in n_rows.items()}})
 
     # model
-    tc = TrainConfig.from_cfg(cfg.train)
-    device = resolve_device(tc.device)
+    train_cfg = TrainConfig.from_cfg(cfg.train)
+    device = resolve_device(train_cfg.device)
     seed_everything(seed)
     model = build(cfg.model.name, ds.spec, to_container(cfg.model.params))
     n_params = int(sum(p.numel() for p in model.parameters()))
@@ -209,68 +209,53 @@ def _train_in_run(cfg: DictConfig, run: Any, seed: int, on_epoch: EpochCallback 
     ckpt_dir = Path(cfg.paths.checkpoints) / (run.run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}")
     ckpt = ckpt_dir / "best.pt"
     run.set_tags({"checkpoint": str(ckpt)})
-    say(f"bars train: {cfg.model.name} on {cfg.data.name} (fingerprint {fingerprint}), seed {seed}, "
+    say(f"bars train: {cfg.model.id} on {cfg.data.name} (fingerprint {ds.fingerprint}), seed {seed}, "
         f"{n_params:,} parameters, device {device}; rows train {n_rows['train']:,} valid {n_rows['valid']:,} "
         f"test {n_rows['test']:,}" + (f"; MLflow run {run.run_id}" if run.run_id else "; tracking disabled"))
 
-    def on_epoch_tracked(log: Any) -> None:
-        epoch = int(_get(log, "epoch"))
-        metrics = {k: _get(log, k) for k in ("train_loss", "val_auc", "val_logloss", "lr", "samples_per_s")}
-        metrics["epoch_seconds"] = _get(log, "seconds")
-        run.log_metrics({k: v for k, v in metrics.items() if v is not None and math.isfinite(float(v))},
-                        step=epoch)
-        say(progress_line(log, tc.max_epochs))
+    def on_epoch_tracked(log: EpochLog) -> None:
+        per_epoch = {"train_loss": log.train_loss, **log.val_metrics(), "monitor": log.monitor, "lr": log.lr,
+                     "samples_per_s": log.samples_per_s, "epoch_seconds": log.seconds}
+        run.log_metrics({k: v for k, v in per_epoch.items() if math.isfinite(v)}, step=log.epoch)
+        say(progress_line(log, train_cfg.max_epochs))
         if on_epoch is not None:
             on_epoch(log)
 
-    fr = fit(model, ds.splits["train"], ds.splits["valid"], tc, seed=seed, on_epoch=on_epoch_tracked,
-             checkpoint_path=ckpt)
-    history = list(_get(fr, "history", default=[]))
-    device_used = str(_get(fr, "device", default=device))
-    test = evaluate(model, ds.splits["test"], tc.eval_batch_size, device_used)
+    fit_result: FitResult = fit(model, ds.splits["train"], ds.splits["valid"], train_cfg, seed=seed,
+                        on_epoch=on_epoch_tracked, checkpoint_path=ckpt, group_column=groups)
+    test = evaluate(model, ds.splits["test"], train_cfg.eval_batch_size, fit_result.device, group_column=groups)
 
-    epochs = int(_get(fr, "epochs", default=len(history)))
-    best_epoch = int(_get(fr, "best_epoch", default=0))
     wall = time.perf_counter() - t_start
-    fit_seconds = float(_get(fr, "seconds", default=wall))
-    rates = [float(_get(h, "samples_per_s")) for h in history if _get(h, "samples_per_s") is not None]
+    rates = [h.samples_per_s for h in fit_result.history]
     metrics: dict[str, float] = {
-        **_best_val(dict(_get(fr, "best_val", default={}))),
-        "test_auc": float(test["auc"]), "test_logloss": float(test["logloss"]),
-        "n_params": float(n_params), "epochs": float(epochs), "best_epoch": float(best_epoch),
-        "wall_seconds": wall, "fit_seconds": fit_seconds,
-        "seconds_per_epoch": fit_seconds / max(epochs, 1),
+        **{f"val_{k}": v for k, v in fit_result.best_val.items()},
+        **{f"test_{k}": v for k, v in test.items()},
+        "monitor": fit_result.best_monitor,
+        "n_params": float(n_params), "epochs": float(fit_result.epochs),
+        "best_epoch": float(fit_result.best_epoch),
+        "wall_seconds": wall, "fit_seconds": fit_result.seconds, "seconds_per_epoch": fit_result.seconds_per_epoch,
         "samples_per_s_mean": sum(rates) / len(rates) if rates else 0.0,
     }
-    run.log_metrics(metrics, step=max(epochs, 1))
-    run.set_tags({"stop_reason": str(_get(fr, "stop_reason", default="")), "best_epoch": best_epoch,
-                  "device": device_used})
-    if history:
-        run.log_figure(learning_curve(history, f"{cfg.model.name} on {cfg.data.name} (seed {seed})"),
+    run.log_metrics(metrics, step=max(fit_result.epochs, 1))
+    run.set_tags({"stop_reason": fit_result.stop_reason, "best_epoch": fit_result.best_epoch,
+                  "device": fit_result.device})
+    if fit_result.history:
+        run.log_figure(learning_curve(fit_result.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})"),
                        "learning_curve.png")
-        run.log_text(json.dumps([_plain(h) for h in history], indent=1), "history.json")
+        run.log_text(json.dumps([asdict(h) for h in fit_result.history], indent=1), "history.json")
 
-    result = RunResult(run_id=run.run_id, metrics=metrics, epochs=epochs, best_epoch=best_epoch,
-                       seconds=wall, n_params=n_params, device=device_used,
-                       stop_reason=str(_get(fr, "stop_reason", default="")),
-                       checkpoint=ckpt if ckpt.exists() else None, history=history)
+    result = RunResult(run_id=run.run_id, metrics=metrics, epochs=fit_result.epochs,
+                       best_epoch=fit_result.best_epoch, seconds=wall, n_params=n_params, device=fit_result.device,
+                       stop_reason=fit_result.stop_reason, checkpoint=ckpt if ckpt.exists() else None, history=fit_result.history)
     say(summary(cfg, result))
     return result
-
-
-def _plain(h: Any) -> Any:
-    import dataclasses
-
-    if dataclasses.is_dataclass(h):
-        return dataclasses.asdict(h)
-    return dict(h) if isinstance(h, Mapping) else str(h)
 
 
 def summary(cfg: DictConfig, r: RunResult) -> str:
     m = r.metrics
     lines = [
         "",
-        f"== {cfg.model.name} on {cfg.data.name} (seed {cfg.seed}) ==",
+        f"== {cfg.model.id} on {cfg.data.name} (seed {cfg.seed}) ==",
         (f"  val   AUC {m.get('val_auc', float('nan')):.5f}   logloss {m.get('val_logloss', float('nan')):.5f}"
         f"   (best epoch {r.best_epoch})"),
         f"  test  AUC {m['test_auc']:.5f}   logloss {m['test_logloss']:.5f}",

@@ -39,6 +39,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from mlflow.tracking import MlflowClient
 
 from bars import __version__
 from bars.config import flatten, project_root
+from bars.process import process_alive, process_start
 
 MAX_PARAM_KEY = 250
 MAX_PARAM_VALUE = 6000
@@ -110,41 +112,6 @@ def _error_code(exc: BaseException) -> str | None:
     return getattr(exc, "error_code", None)
 
 
-def _process_start(pid: int) -> str | None:
-    """Process start time in clock ticks since boot (/proc/<pid>/stat field 22), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return fields[19] if len(fields) > 19 else None
-
-
-def _process_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2:].split()[0]
-
-
-def pid_alive(pid: int, start: str | None = None) -> bool:
-    """Whether a process on this machine is alive (not a zombie, and the same process when ``start`` is given)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    if _process_state(pid) in ("Z", "X"):
-        return False
-    if start is not None:
-        now = _process_start(pid)
-        if now is not None and now != start:
-            return False  # the pid was reused
-    return True
-
-
 def git_info(root: Path | None = None) -> dict[str, str]:
     """``git_commit`` and ``git_dirty`` ("true"/"false") of the project, or "unknown" outside a git checkout."""
     root = root or project_root()
@@ -170,7 +137,7 @@ def environment_tags() -> dict[str, str]:
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
         "mlflow_version": mlflow.__version__,
     }
-    start = _process_start(os.getpid())
+    start = process_start(os.getpid())
     if start is not None:
         tags["pid_start"] = start
     try:
@@ -345,6 +312,53 @@ class Tracker:
     def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, Any] | None = None) -> None:
         end_run(run_id, status, tags, tracker=self)
 
+    # -- existing runs (what sweeps need; every call retried, then warned about) ------------------------------
+    def attach(self, run_id: str) -> TrackedRun:
+        """A handle on an existing run, to log to it or end it (e.g. a sweep's parent run on resume)."""
+        return TrackedRun(self, run_id)
+
+    def run_status(self, run_id: str) -> str | None:
+        """The run's status (RUNNING, FINISHED, ...), or None when it does not exist or the store cannot say."""
+        run = self._call("get run", self.client.get_run, run_id)
+        return None if run is None else str(run.info.status)
+
+    def find_runs(self, tags: Mapping[str, str]) -> list[RunSummary]:
+        """Every run of this tracker's experiment whose tags equal ``tags`` (all of them), as summaries."""
+        exp_id = self.experiment_id(create=False)
+        if exp_id is None:
+            return []
+        flt = " and ".join(f"tags.`{k}` = {_quote(str(v))}" for k, v in tags.items())
+        out: list[RunSummary] = []
+        token = None
+        while True:
+            page = self._call("search runs", self.client.search_runs, [exp_id], filter_string=flt,
+                              max_results=1000, page_token=token)
+            if page is None:
+                break
+            out += [RunSummary(r.info.run_id, str(r.info.status), dict(r.data.tags)) for r in page]
+            token = page.token
+            if not token:
+                break
+        return out
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """An existing run as :meth:`Tracker.find_runs` returns it."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str]
+
+
+def _quote(value: str) -> str:
+    """A string literal of an MLflow filter (which has no escapes: single quotes, else double quotes)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"an MLflow filter cannot match a value holding both kinds of quotes: {value!r}")
+
 
 class TrackedRun:
     """A handle on one MLflow run. Logging methods never raise (retry, then warn)."""
@@ -359,6 +373,11 @@ class TrackedRun:
     @property
     def client(self) -> MlflowClient:
         return self.tracker.client
+
+    @property
+    def uri(self) -> str:
+        """The tracking URI this run lives in."""
+        return self.tracker.uri
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return self.tracker._call(what, fn, *args, **kwargs)
@@ -463,7 +482,7 @@ def _default_is_alive(tags: Mapping[str, str]) -> bool | None:
         pid = int(tags["pid"])
     except (KeyError, ValueError):
         return None
-    return pid_alive(pid, tags.get("pid_start"))
+    return process_alive(pid, tags.get("pid_start"))
 
 
 def reconcile(uri: str | None, experiment: str | None = None, *,
@@ -506,7 +525,6 @@ def reconcile(uri: str | None, experiment: str | None = None, *,
     return ended
 
 
-reconcile_stale_runs = reconcile
 
 
 # ------------------------------------------------------------------------------------------------ read back
@@ -583,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = [
-    "RunStatus", "TrackedRun", "Tracker", "TrackingWarning", "end_run", "environment_report",
-    "environment_tags", "get_client", "git_info", "load_run_config", "main", "pid_alive", "reconcile",
-    "reconcile_stale_runs", "resolve_uri", "sqlite_path",
+    "RunStatus", "RunSummary", "TrackedRun", "Tracker", "TrackingWarning", "end_run", "environment_report",
+    "environment_tags", "get_client", "git_info", "load_run_config", "main", "reconcile",
+    "resolve_uri", "sqlite_path",
 ]

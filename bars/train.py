@@ -7,11 +7,14 @@
 - gradient norm clipped at ``clip_grad_norm`` (over all parameters);
 - initialisation: ``bars.models.layers.init_bars_`` (embeddings N(0, std) with a zero padding row, Linear
   xavier-normal, bias 0), unless the model defines its own ``init_bars_(embedding_std)`` method;
-- validation AUC / logloss (``bars.metrics``) after every epoch. An epoch improves when ``val_auc >= best +
-  min_delta`` (FuxiCTR's rule: it counts ``val_auc < best + min_delta`` as no improvement). A non-improving epoch is a
-  strike: LR *= ``lr_decay_factor`` (floored at ``min_lr``). Training stops when ``max_strikes`` strikes are reached
-  (consecutive ones when ``reset_strikes_on_improvement``, FuxiCTR's patience, which the published numbers assume)
-  or after ``max_epochs``;
+- validation metrics (every metric of the ``bars.metrics`` registry whose inputs the split provides; ``gauc``
+  needs ``group_column``) after every epoch. The monitor (``train.monitor``: ``val_auc`` by default, or a
+  weighted sum such as BARS x4's ``{val_auc: 1, val_logloss: -1}``) decides: an epoch improves when its score
+  (the monitored value, negated when minimised) is ``>= best + min_delta`` (FuxiCTR's rule: it counts
+  ``score < best + min_delta`` as no improvement). A non-improving epoch is a strike: LR *= ``lr_decay_factor``
+  (floored at ``min_lr``). Training stops when ``max_strikes`` strikes are reached (consecutive ones when
+  ``reset_strikes_on_improvement``, FuxiCTR's patience, which the published numbers assume) or after
+  ``max_epochs``;
 - the best weights are kept in memory (and, when ``checkpoint_path`` is given, saved atomically at every
   improvement: ``torch.save`` to a temporary file, then ``os.replace``) and restored before returning.
 
@@ -23,6 +26,7 @@ for NaN/inf every ``_CUDA_CHECK_EVERY`` batches); on CPU the check is free and d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import random
@@ -30,13 +34,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from bars import metrics
+from bars.fileio import atomic_write
 
 __all__ = [
     "EpochLog",
@@ -86,7 +91,7 @@ class TrainConfig:
     net_regularizer: float = 0.0
     clip_grad_norm: float = 10.0
     embedding_init_std: float = 1e-4
-    monitor: str = "val_auc"
+    monitor: str | Mapping[str, float] = "val_auc"  # a metric key, or metric key -> weight (sum maximised)
     min_delta: float = 1e-6
     lr_decay_factor: float = 0.1
     min_lr: float = 1e-6
@@ -96,14 +101,14 @@ class TrainConfig:
     num_threads: int = 0
     deterministic: bool = True
 
-    _MONITORS: ClassVar[dict[str, str]] = {"val_auc": "max", "val_logloss": "min"}
-
     def __post_init__(self) -> None:
         problems = []
         if self.optimizer.lower() != "adam":
             problems.append(f"optimizer {self.optimizer!r}: only 'adam' (the BARS protocol) is supported")
-        if self.monitor not in self._MONITORS:
-            problems.append(f"monitor {self.monitor!r} is not one of {sorted(self._MONITORS)}")
+        try:
+            metrics.Monitor.parse(self.monitor)
+        except metrics.MetricError as e:
+            problems.append(str(e))
         for name in ("learning_rate", "batch_size", "eval_batch_size", "max_epochs", "max_strikes"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -120,8 +125,9 @@ class TrainConfig:
             raise TrainConfigError("invalid train config: " + "; ".join(problems))
 
     @property
-    def monitor_mode(self) -> str:
-        return self._MONITORS[self.monitor]
+    def monitor_spec(self) -> metrics.Monitor:
+        """``monitor`` parsed against the metric registry."""
+        return metrics.Monitor.parse(self.monitor)
 
     @classmethod
     def fields(cls) -> list[str]:
@@ -148,6 +154,12 @@ class TrainConfig:
             if f.name not in node:
                 continue
             v = node[f.name]
+            if f.name == "monitor":  # a metric key or a mapping: checked against the registry by __post_init__
+                if not isinstance(v, (str, Mapping)):
+                    raise TrainConfigError(f"train.monitor must be a metric key or a mapping of metric keys to "
+                                           f"weights, got {v!r} ({type(v).__name__})")
+                kwargs[f.name] = v if isinstance(v, str) else dict(v)
+                continue
             want = (
                 f.type
                 if isinstance(f.type, type)
@@ -173,24 +185,42 @@ class TrainConfig:
 class EpochLog:
     epoch: int  # 1-based
     train_loss: float  # mean over the epoch's batches of the full objective (BCE + regularizers)
-    val_auc: float
-    val_logloss: float
+    val: dict[str, float]  # every evaluated metric by name (registry order): {"auc": .., "logloss": .., ...}
+    monitor: float  # the monitored value (train.monitor) of this epoch
     lr: float  # learning rate used during this epoch (before any decay this epoch triggered)
     samples_per_s: float  # training rows / training seconds (validation excluded)
     seconds: float  # wall time of the epoch: training + validation
     improved: bool
     strikes: int  # strikes after this epoch
 
+    @property
+    def val_auc(self) -> float:
+        return self.val["auc"]
+
+    @property
+    def val_logloss(self) -> float:
+        return self.val["logloss"]
+
+    def val_metrics(self) -> dict[str, float]:
+        """``{"val_auc": .., "val_logloss": .., ...}``: the metric keys of this epoch's validation."""
+        return {f"val_{k}": v for k, v in self.val.items()}
+
 
 @dataclass(frozen=True)
 class FitResult:
     best_epoch: int
     epochs: int
-    best_val: dict[str, float]  # {"auc": .., "logloss": ..} at best_epoch
+    best_val: dict[str, float]  # every evaluated metric by name at best_epoch: {"auc": .., "logloss": .., ...}
     history: list[EpochLog] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of fit (training + validation of every epoch)
     stop_reason: str = ""  # "early_stopping" | "max_epochs"
     device: str = "cpu"
+    best_monitor: float = math.nan  # the monitored value at best_epoch
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        """Wall seconds of fit per epoch run: the one definition (runs log it, the leaderboard shows it)."""
+        return self.seconds / max(self.epochs, 1)
 
 
 class Split(Protocol):
@@ -275,22 +305,12 @@ def regularization(params: list[Tensor], lam: float) -> Tensor | None:
     return sq * (lam / 2.0)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_checkpoint(model_or_state: nn.Module | Mapping[str, Tensor], path: str | Path) -> Path:
     """Save a state dict atomically (temporary file in the same folder, then ``os.replace``)."""
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else dict(model_or_state)
     path = Path(path)
-    _atomic_save({k: v.detach().cpu() for k, v in state.items()}, path)
+    cpu = {k: v.detach().cpu() for k, v in state.items()}
+    atomic_write(path, lambda tmp: torch.save(cpu, tmp))
     return path
 
 
@@ -333,12 +353,21 @@ def predict(model: nn.Module, split: Split, batch_size: int = 16384, device: Any
         model.train(was_training)
 
 
-def evaluate(model: nn.Module, split: Split, batch_size: int = 16384, device: Any = None) -> dict[str, float]:
-    """``{"auc": .., "logloss": ..}`` of ``model`` on ``split`` (probabilities = sigmoid(logits), float32)."""
+def evaluate(model: nn.Module, split: Split, batch_size: int = 16384, device: Any = None, *,
+             group_column: str | None = None) -> dict[str, float]:
+    """Every registered metric (``bars.metrics.compute``) of ``model`` on ``split`` by name, in registry order:
+    ``{"auc": .., "logloss": .., ...}`` on probabilities = sigmoid(logits), float32. With ``group_column`` (a
+    feature of the split, e.g. the user) the grouped metrics (gAUC) are computed too."""
     probs = predict(model, split, batch_size, device).numpy()
     y = split.label
     y = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
-    return {"auc": metrics.auc(y, probs), "logloss": metrics.logloss(y, probs)}
+    groups = None
+    if group_column is not None:
+        if group_column not in split.features:
+            raise ValueError(f"group column {group_column!r} is not a feature of the split; features: "
+                             f"{sorted(split.features)}")
+        groups = split.features[group_column].detach().cpu().numpy()
+    return metrics.compute(y, probs, groups=groups)
 
 
 def _state_copy(model: nn.Module) -> dict[str, Tensor]:
@@ -373,12 +402,14 @@ def fit(
     checkpoint_path: str | Path | None = None,
     init: bool = True,
     evaluate_fn: EvaluateFn | None = None,
+    group_column: str | None = None,
 ) -> FitResult:
     """Train ``model`` under the BARS protocol; best weights are restored on return.
 
     ``seed`` seeds python/numpy/torch before initialisation, and the shuffling of epoch ``e`` uses seed
     ``seed * 1_000_003 + e``. ``init=False`` keeps the model's current weights. ``evaluate_fn(model, split,
-    batch_size, device) -> {"auc", "logloss"}`` replaces :func:`evaluate` (tests script validation curves with it).
+    batch_size, device) -> {metric name: value}`` replaces :func:`evaluate` (tests script validation curves with
+    it). ``group_column`` names the feature that groups rows for grouped metrics (gAUC) in :func:`evaluate`.
     An exception raised by ``on_epoch`` propagates (e.g. a pruning signal); the model then keeps its last weights.
     """
     if not isinstance(cfg, TrainConfig):
@@ -392,7 +423,13 @@ def fit(
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(seed, deterministic=cfg.deterministic)
-    evaluate_fn = evaluate_fn or evaluate
+    monitor = cfg.monitor_spec
+    needs_groups = [m.name for m in monitor.metrics if "groups" in m.inputs]
+    if needs_groups and group_column is None and evaluate_fn is None:
+        raise ValueError(f"train.monitor {monitor.describe()} needs {needs_groups}, which needs a group column: "
+                         f"set data.group_column to a feature of the dataset")
+    if evaluate_fn is None:
+        evaluate_fn = functools.partial(evaluate, group_column=group_column)
 
     model.to(device)
     train, valid = _to_device(train, device), _to_device(valid, device)
@@ -407,13 +444,13 @@ def fit(
     lam_e, lam_n = float(cfg.embedding_regularizer), float(cfg.net_regularizer)
     clip = float(cfg.clip_grad_norm)
     check_every = 1 if device.type == "cpu" else _CUDA_CHECK_EVERY
-    sign = 1.0 if cfg.monitor_mode == "max" else -1.0
 
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     lr = float(cfg.learning_rate)
     best_score = -math.inf
     best_epoch = 0
     best_val: dict[str, float] = {}
+    best_monitor = math.nan
     best_state: dict[str, Tensor] | None = None
     strikes = 0
     history: list[EpochLog] = []
@@ -454,14 +491,15 @@ def fit(
         train_loss = float(losses[:nb].mean())
         train_seconds = time.perf_counter() - t_epoch
 
-        val = evaluate_fn(model, valid, cfg.eval_batch_size, device)
-        val_auc, val_logloss = float(val["auc"]), float(val["logloss"])
-        score = sign * (val_auc if cfg.monitor == "val_auc" else val_logloss)
+        val = {k: float(v) for k, v in evaluate_fn(model, valid, cfg.eval_batch_size, device).items()}
+        keyed = {f"val_{k}": v for k, v in val.items()}
+        value = monitor.value(keyed)
+        score = monitor.score(keyed)
         improved = score >= best_score + cfg.min_delta  # FuxiCTR: "< best + min_delta" is no improvement
         epoch_lr = lr
         if improved:
-            best_score, best_epoch = score, epoch
-            best_val = {"auc": val_auc, "logloss": val_logloss}
+            best_score, best_epoch, best_monitor = score, epoch, value
+            best_val = dict(val)
             best_state = _state_copy(model)
             if ckpt is not None:
                 save_checkpoint(best_state, ckpt)
@@ -474,8 +512,8 @@ def fit(
         log = EpochLog(
             epoch=epoch,
             train_loss=train_loss,
-            val_auc=val_auc,
-            val_logloss=val_logloss,
+            val=val,
+            monitor=value,
             lr=epoch_lr,
             samples_per_s=n_train / train_seconds if train_seconds > 0 else float("inf"),
             seconds=time.perf_counter() - t_epoch,
@@ -500,6 +538,7 @@ def fit(
         seconds=time.perf_counter() - t_fit,
         stop_reason=stop_reason,
         device=str(device),
+        best_monitor=best_monitor,
     )
 
 

@@ -38,7 +38,7 @@ def test_reuse_and_fingerprint(data_cfg, tmp_path):
     # moving the raw files or changing a training knob keeps the fingerprint
     raw = tmp_path / "elsewhere"
     shutil.copytree(cfg.data.raw_dir, raw)
-    assert prepare(data_cfg("data=movielens_small", f"data.raw_dir={raw}", "data.embedding_dim=32"), quiet=True) == out
+    assert prepare(data_cfg("data=movielens_small", f"data.raw_dir={raw}", "protocol.embedding_dim=32"), quiet=True) == out
     # a preprocessing knob changes it
     other = prepare(data_cfg("data=movielens_small", "data.min_count=3"), quiet=True)
     assert other != out and other.parent == out.parent

@@ -117,7 +117,6 @@ def check_numbers(uri: str, out: Path, data: str, only: set[str] | None = None) 
     table = read_csv(out / f"{data}.csv")
     header, md = md_table(out / f"{data}.md")
     published = lb.load_published()
-    split = lb.BARS_SPLITS.get(data)
     assert set(table) == set(finals) == set(md)
     for model, by_seed in finals.items():
         row, mrow = table[model], md[model]
@@ -125,7 +124,11 @@ def check_numbers(uri: str, out: Path, data: str, only: set[str] | None = None) 
         runs = [by_seed[s] for s in seeds]
         auc = np.array([r.data.metrics["test_auc"] for r in runs])
         ll = np.array([r.data.metrics["test_logloss"] for r in runs])
-        pseed = int(runs[0].data.params["data.protocol_seed"])
+        params = runs[0].data.params  # runs recorded before the protocol block moved have data.protocol_seed
+        pseed = int(params["protocol.seed"] if "protocol.seed" in params else params["data.protocol_seed"])
+        # the BARS split and model name the runs recorded (none for runs recorded before they were configs)
+        split = params.get("data.bars_split") if params.get("data.bars_split") != "None" else None
+        bars_name = params.get("model.bars_name") or lb.bars_model_name(model, {m for _, m in published})
         assert int(row["n"]) == len(runs) == int(mrow["n"])
         assert row["seeds"] == " ".join(map(str, seeds))
         assert row["run_ids"] == " ".join(r.info.run_id for r in runs)
@@ -154,7 +157,7 @@ def check_numbers(uri: str, out: Path, data: str, only: set[str] | None = None) 
         assert close(row["samples_per_s"], sps) and mrow["samples/s"] == f"{round(sps):,}"
         assert row["device"] == ", ".join(sorted({r.data.tags["device"] for r in runs})) == mrow["Device"]
         if split:
-            pub = published[(split, lb.bars_model_name(model, {m for _, m in published}))]
+            pub = published[(split, bars_name)]
             assert float(row["bars_auc"]) == pub.auc and mrow["BARS AUC"] == f"{pub.auc:.4f}"
             assert close(row["diff_auc"], prot.data.metrics["test_auc"] - pub.auc)
             assert mrow["Δ AUC²"] == f"{prot.data.metrics['test_auc'] - pub.auc:+.4f}"
@@ -224,10 +227,13 @@ def test_trials_and_sweep_curves(store):
 
 
 def test_bars_mapping_is_explicit():
+    from bars.config import compose
+
     pub = lb.load_published()
     names = {m for _, m in pub}
-    assert lb.BARS_SPLITS["frappe_x1"] == "Frappe_x1" and "movielens_small" not in lb.BARS_SPLITS
-    assert lb.bars_model_name("dcn", names) == "DCN"
+    # the BARS split is a fact of the data config; runs record it (data.bars_split)
+    assert compose(["data=frappe_x1"]).data.bars_split == "Frappe_x1" and compose([]).data.bars_split is None
+    # the rule for runs recorded before model configs named their BARS model    assert lb.bars_model_name("dcn", names) == "DCN"
     assert lb.bars_model_name("autoint", names) == "AutoInt+"
     assert lb.bars_model_name("autoint", names, {"model.params.use_dnn": "False"}) == "AutoInt"
     assert lb.bars_model_name("widedeep", names) == "WideDeep"

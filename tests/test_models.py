@@ -17,6 +17,10 @@ from bars.models.layers import FeatureEmbedding, count_parameters, init_bars_, s
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 EXPECTED = {"lr", "fm", "dnn", "widedeep", "deepfm", "dcn", "dcnv2", "xdeepfm", "autoint", "finalmlp"}
+# Model configs (conf/model/<id>.yaml): one per registered model (id == registry name) plus the variants that
+# are configurations of a registered model (BARS's CrossNet, CrossNetv2, CIN, AutoInt; AutoInt+ is autoint_plus).
+CONFIG_IDS = sorted(p.stem for p in CONF.glob("*.yaml"))
+VARIANTS = {"crossnet": "dcn", "crossnetv2": "dcnv2", "cin": "xdeepfm", "autoint_plus": "autoint"}
 B = 16
 
 
@@ -52,7 +56,7 @@ def make_batch(spec: FeatureSpec, n: int = B, seed: int = 0) -> dict[str, torch.
 
 def yaml_params(name: str, embedding_dim: int = 4, **overrides) -> dict:
     raw = OmegaConf.load(CONF / f"{name}.yaml")
-    cfg = OmegaConf.create({"data": {"embedding_dim": embedding_dim}, "model": raw})
+    cfg = OmegaConf.create({"protocol": {"embedding_dim": embedding_dim}, "model": raw})
     params = OmegaConf.to_container(cfg.model.params, resolve=True)
     params.update(overrides)
     return params
@@ -64,29 +68,44 @@ def test_registry_has_the_ten_models():
 
 
 def test_config_files_and_registry_match():
-    files = {p.stem for p in CONF.glob("*.yaml")}
-    assert files == set(list_models()), (
-        f"yaml without model: {files - set(list_models())}; model without yaml: {set(list_models()) - files}"
-    )
+    """Every registered model has conf/model/<name>.yaml; every other config is a listed variant of one."""
+    files = set(CONFIG_IDS)
+    assert set(list_models()) <= files, f"model without yaml: {set(list_models()) - files}"
+    assert files - set(list_models()) == set(VARIANTS), f"yaml without model: {files - set(list_models())}"
+    for vid, name in VARIANTS.items():
+        assert OmegaConf.load(CONF / f"{vid}.yaml").name == name
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_yaml_keys_equal_dataclass_fields(name):
-    raw = OmegaConf.load(CONF / f"{name}.yaml")
-    assert raw.name == name
+@pytest.mark.parametrize("cid", CONFIG_IDS)
+def test_yaml_keys_equal_dataclass_fields(cid):
+    raw = OmegaConf.load(CONF / f"{cid}.yaml")
+    name = raw.name
+    assert name == VARIANTS.get(cid, cid)
+    assert list(raw.keys()) == ["name", "id", "bars_name", "params"]
+    assert raw.id == cid  # the file stem; bars_name: the BARS display name (null for a model BARS lacks)
     fields = [f.name for f in dataclasses.fields(config_class(name))]
     assert list(raw.params.keys()) == fields
-    assert OmegaConf.to_container(raw.params)["embedding_dim"] == "${data.embedding_dim}"
+    assert OmegaConf.to_container(raw.params)["embedding_dim"] == "${protocol.embedding_dim}"
     cls = config_class(name)
     assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_builds_from_yaml_forward_and_gradients(name, spec):
+def test_bars_names_are_unique_and_published():
+    from bars.leaderboard import load_published
+
+    names = [n for n in (OmegaConf.load(CONF / f"{cid}.yaml").bars_name for cid in CONFIG_IDS) if n is not None]
+    assert len(names) == len(set(names))
+    assert set(names) <= {m for _, m in load_published()}  # a bars_name is a model of bars_published.csv
+    assert len(names) >= 14
+
+
+@pytest.mark.parametrize("cid", CONFIG_IDS)
+def test_builds_from_yaml_forward_and_gradients(cid, spec):
     torch.manual_seed(0)
     # an OmegaConf node straight from the composed config (lists are ListConfig) must work too
-    raw = OmegaConf.load(CONF / f"{name}.yaml")
-    node = OmegaConf.create({"data": {"embedding_dim": 4}, "model": raw}).model.params
+    raw = OmegaConf.load(CONF / f"{cid}.yaml")
+    name = str(raw.name)
+    node = OmegaConf.create({"protocol": {"embedding_dim": 4}, "model": raw}).model.params
     model = build(name, spec, node)
     init_bars_(model)
     model.train()
@@ -96,7 +115,7 @@ def test_builds_from_yaml_forward_and_gradients(name, spec):
     assert torch.isfinite(out).all()
     out.sum().backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
-    assert not dead, f"{name}: parameters without gradient: {dead}"
+    assert not dead, f"{cid}: parameters without gradient: {dead}"
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model(make_batch(spec, n=3, seed=1))).all()
@@ -182,6 +201,18 @@ def test_autoint_plain_and_wide(spec):
         "autoint", spec, yaml_params("autoint", use_dnn=False, use_wide=True, layer_norm=True, use_scale=True)
     )
     assert m(make_batch(spec)).shape == (B,)
+    assert m.dnn is None and m.lr is not None
+    plus = build("autoint", spec, yaml_params("autoint_plus"))  # AutoInt+: the same model with its MLP
+    assert plus.dnn is not None
+
+
+@pytest.mark.parametrize("vid", sorted(VARIANTS))
+def test_variants_switch_off_the_mlp_part(vid, spec):
+    """crossnet / crossnetv2 / cin have no MLP, autoint_plus has one: what BARS's names mean."""
+    raw = OmegaConf.load(CONF / f"{vid}.yaml")
+    m = build(str(raw.name), spec, yaml_params(vid))
+    mlp = getattr(m, "dnn", None)
+    assert (mlp is not None) == (vid == "autoint_plus"), vid
 
 
 def test_init_bars(spec):

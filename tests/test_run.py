@@ -87,6 +87,15 @@ def test_train_one_records_everything(env):
     assert cfg_back.model.name == "dcn" and cfg_back.train.max_epochs == 2
 
 
+def test_runs_are_tagged_with_the_model_config_id_and_class(env):
+    """A variant config of a registered model: tagged model=<id>, model_class=<registry key>, BARS name as a
+    param (what the leaderboard reads)."""
+    r = train_one(_cfg(env, "model.id=crossnet", "model.bars_name=CrossNet", "train.max_epochs=1"), quiet=True)
+    run = MlflowClient(tracking_uri=env["uri"]).get_run(r.run_id)
+    assert run.data.tags["model"] == "crossnet" and run.data.tags["model_class"] == "dcn"
+    assert run.data.params["model.bars_name"] == "CrossNet" and run.info.run_name == "crossnet__tabular__s2021"
+
+
 def test_child_run_and_failure_in_callback(env):
     """A sweep trial: child of a parent run, tagged stage=trial; an exception from on_epoch ends it FAILED."""
     from bars.tracking import Tracker

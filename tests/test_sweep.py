@@ -15,11 +15,21 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 
+from bars import search as SP
+from bars import study as ST
 from bars import sweep as S
-from bars.config import compose
+from bars import sweep_progress as PR
+from bars.config import CONF_DIR, compose
 from bars.models import list_models
+from bars.train import EpochLog
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def epoch_log(epoch: int, auc: float, logloss: float = 0.5) -> EpochLog:
+    """The trainer's per-epoch record for a scripted validation AUC (monitor: val_auc)."""
+    return EpochLog(epoch=epoch, train_loss=0.5, val={"auc": auc, "logloss": logloss}, monitor=auc, lr=1e-3,
+                    samples_per_s=1.0, seconds=0.0, improved=True, strikes=0)
 
 
 def fake_train(cfg, *, on_epoch=None, parent_run_id=None, extra_tags=None, quiet=False):
@@ -33,7 +43,7 @@ def fake_train(cfg, *, on_epoch=None, parent_run_id=None, extra_tags=None, quiet
         v = 0.8 - 0.05 * abs(math.log10(lr) + 3) + 0.002 * e
         best = max(best, v)
         if on_epoch:
-            on_epoch(SimpleNamespace(epoch=e, val_auc=v, val_logloss=0.5))
+            on_epoch(epoch_log(e, v))
     return SimpleNamespace(run_id=None, metrics={"val_auc": best, "val_logloss": 0.5}, epochs=epochs)
 
 
@@ -45,13 +55,16 @@ def overrides(tmp_path: Path, *extra: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ search spaces
 
 
-@pytest.mark.parametrize("model", list_models())
+MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))  # registered models + variants
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
 def test_every_model_has_a_search_space_that_fits_its_config(model):
     cfg = compose([f"model={model}"])  # default data: movielens_small, whose data file narrows the space
-    assert S.load_search_space(model)
-    S.validate_space(S.load_search_space(model), cfg)
-    space = S.space_of(cfg)
-    S.validate_space(space, cfg)
+    assert SP.load_search_space(model)
+    SP.validate_space(SP.load_search_space(model), cfg)
+    space = SP.space_of(cfg)
+    SP.validate_space(space, cfg)
     # every suggestion is a valid override: applying it keeps the model buildable
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     from bars.models.registry import config_class
@@ -59,7 +72,7 @@ def test_every_model_has_a_search_space_that_fits_its_config(model):
     for _ in range(8):
         t = study.ask()
         params = {k: p.suggest(t) for k, p in space.items()}
-        tcfg = compose([f"model={model}", *S.to_overrides(params)])
+        tcfg = compose([f"model={model}", *SP.to_overrides(params)])
         for k, v in params.items():
             got = OmegaConf.select(tcfg, k)
             if isinstance(v, float):
@@ -67,18 +80,30 @@ def test_every_model_has_a_search_space_that_fits_its_config(model):
             else:
                 assert (list(got) if isinstance(v, list) else got) == v, k
         p = OmegaConf.to_container(tcfg.model.params, resolve=True)
-        cls = config_class(model)
+        cls = config_class(str(tcfg.model.name))
         cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})  # validates combinations
         study.tell(t, 0.5)
 
 
 def test_search_spaces_exist_only_for_registered_models():
-    files = {p.stem for p in S.SEARCH_DIR.glob("*.yaml")} - {"common"}
-    assert files == set(list_models())
+    """One search space per model config id (conf/model/<id>.yaml; the registered models' ids are their keys)."""
+    files = {p.stem for p in SP.SEARCH_DIR.glob("*.yaml")} - {"common"}
+    ids = {p.stem for p in (SP.SEARCH_DIR.parent / "model").glob("*.yaml")}
+    assert files == ids and set(list_models()) <= ids
+
+
+def test_variants_have_their_own_space_and_study():
+    """crossnet is model dcn, but its space (no MLP keys) and its study are its own."""
+    cfg = compose(["model=crossnet", "data=frappe_x1"])
+    space = SP.space_of(cfg)
+    assert "model.params.dnn_hidden_units" not in space and "model.params.dropout" not in space
+    assert space["model.params.num_cross_layers"].high >= 15
+    assert cfg.sweep.study == "crossnet__frappe_x1"
+    assert compose(["model=dcn", "data=frappe_x1", "preset=bars"]).sweep.study == "dcn__frappe_x1__bars"
 
 
 def test_search_space_covers_bars_grid_for_dcn():
-    space = S.load_search_space("dcn")
+    space = SP.load_search_space("dcn")
     assert space["model.params.num_cross_layers"].low == 1 and space["model.params.num_cross_layers"].high >= 6
     reg = space["train.embedding_regularizer"]
     assert reg.log and reg.low <= 1e-5 and reg.high >= 0.1
@@ -92,7 +117,7 @@ def test_unknown_key_is_an_error_listing_nearest_keys(tmp_path):
     (d / "common.yaml").write_text("train.learning_rat: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
     (d / "dcn.yaml").write_text("model.params.num_cros_layers: {type: int, low: 1, high: 6}\n")
     cfg = compose(overrides(tmp_path, f"sweep.search_dir={d}"))
-    with pytest.raises(S.SearchSpaceError) as e:
+    with pytest.raises(SP.SearchSpaceError) as e:
         S.sweep(cfg, [], train_fn=fake_train)
     msg = str(e.value)
     assert "train.learning_rat" in msg and "train.learning_rate" in msg
@@ -109,8 +134,8 @@ def test_unknown_key_is_an_error_listing_nearest_keys(tmp_path):
 ])
 def test_bad_param_specs(tmp_path, spec, err):
     (tmp_path / "dcn.yaml").write_text(f"train.learning_rate: {spec}\n")
-    with pytest.raises(S.SearchSpaceError, match=err):
-        S.load_search_space("dcn", tmp_path)
+    with pytest.raises(SP.SearchSpaceError, match=err):
+        SP.load_search_space("dcn", tmp_path)
 
 
 def test_model_file_drops_and_overrides_common_keys(tmp_path):
@@ -118,19 +143,19 @@ def test_model_file_drops_and_overrides_common_keys(tmp_path):
     (tmp_path / "m.yaml").write_text("a.b: null\nc.d: {type: int, low: 3, high: 4}\n")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "d.yaml").write_text("c.d: {type: int, low: 3, high: 3}\ne.f: null\nx.y: [1]\n")
-    space = S.load_search_space("m", tmp_path)
+    space = SP.load_search_space("m", tmp_path)
     assert list(space) == ["c.d", "e.f"] and space["c.d"].low == 3
-    narrowed = S.load_search_space("m", tmp_path, "d")  # narrows existing keys only
+    narrowed = SP.load_search_space("m", tmp_path, "d")  # narrows existing keys only
     assert list(narrowed) == ["c.d"] and narrowed["c.d"].high == 3
-    with pytest.raises(S.SearchSpaceError, match="search spaces exist for"):
-        S.load_search_space("nope", tmp_path)
+    with pytest.raises(SP.SearchSpaceError, match="search spaces exist for"):
+        SP.load_search_space("nope", tmp_path)
 
 
 def test_override_formatting_is_replayable_without_spaces():
     params = {"train.learning_rate": 0.00012345678901234, "model.params.batch_norm": False,
               "model.params.hidden_units": [400, 400, 400], "model.params.dropout": 0.30000000000000004,
               "model.params.model_structure": "parallel", "x.y": None}
-    ovs = S.to_overrides(params)
+    ovs = SP.to_overrides(params)
     assert all(" " not in o for o in ovs)
     assert "model.params.dropout=0.3" in ovs and "model.params.hidden_units=[400,400,400]" in ovs
     cfg = compose(["model=dcnv2", *[o for o in ovs if not o.startswith(("x.y", "model.params.hidden"))]])
@@ -166,7 +191,7 @@ def test_sweep_budget_results_and_resume(tmp_path):
     ov3 = [*ov, "sweep.trials=9"]
     summary3 = S.sweep(compose(ov3), ov3, train_fn=fake_train)
     assert summary3["finished"] == 9
-    study = S.load_study(compose(ov3), S.open_storage(S.storage_url(compose(ov3))), 0)
+    study = ST.load_study(compose(ov3), ST.open_storage(ST.storage_url(compose(ov3))), 0)
     assert len(study.trials) == 9
     keys = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(keys)) == len(keys)
@@ -180,7 +205,7 @@ def test_pruning_on_per_epoch_val_auc(tmp_path):
     def bad_then_good(cfg, *, on_epoch=None, **_):
         lr = float(cfg.train.learning_rate)
         for e in range(1, 4):
-            on_epoch(SimpleNamespace(epoch=e, val_auc=0.9 if lr > 1e-3 else 0.5 + 0.01 * e, val_logloss=0.5))
+            on_epoch(epoch_log(e, 0.9 if lr > 1e-3 else 0.5 + 0.01 * e))
         return SimpleNamespace(run_id=None, metrics={"val_auc": 0.9 if lr > 1e-3 else 0.53,
                                                      "val_logloss": 0.5}, epochs=3)
 
@@ -213,7 +238,7 @@ def test_too_many_failures_stop_the_sweep(tmp_path):
         raise RuntimeError("always")
 
     ov = overrides(tmp_path, "sweep.trials=3", "sweep.max_failed=2")
-    with pytest.raises(S.SweepError, match="2 trials failed"):
+    with pytest.raises(ST.SweepError, match="2 trials failed"):
         S.sweep(compose(ov), ov, train_fn=broken)
     rows = list(csv.DictReader((tmp_path / "sw" / "trials.csv").open()))  # results written all the same
     assert [r["state"] for r in rows] == ["failed", "failed"]
@@ -221,7 +246,7 @@ def test_too_many_failures_stop_the_sweep(tmp_path):
 
 def test_worker_needs_an_existing_study(tmp_path):
     ov = overrides(tmp_path, "sweep.role=worker")
-    with pytest.raises(S.SweepError, match="does not exist"):
+    with pytest.raises(ST.SweepError, match="does not exist"):
         S.sweep(compose(ov), ov, train_fn=fake_train)
 
 
@@ -234,39 +259,39 @@ def _dead_pid() -> int:
 def test_stale_running_trial_of_a_dead_worker_is_failed(tmp_path, monkeypatch):
     ov = overrides(tmp_path, "sweep.trials=2")
     cfg = compose(ov)
-    storage = S.open_storage(S.storage_url(cfg))
-    study = S.create_study(cfg, storage, S.load_search_space("dcn"))
+    storage = ST.open_storage(ST.storage_url(cfg))
+    study = ST.create_study(cfg, storage, SP.load_search_space("dcn"))
     t = study.ask()
     host = __import__("socket").gethostname()
-    t.set_user_attr(S.WORKER_ATTR, f"{host}:{_dead_pid()}:0")
+    t.set_user_attr(ST.WORKER_ATTR, f"{host}:{_dead_pid()}:0")
     alive = study.ask()
-    alive.set_user_attr(S.WORKER_ATTR, S.worker_identity())
-    monkeypatch.setattr(S, "STALE_MIN_AGE", 0.0)
-    assert S.fail_stale_trials(study, retry=False) == [t.number]
+    alive.set_user_attr(ST.WORKER_ATTR, ST.worker_identity())
+    monkeypatch.setattr(ST, "STALE_MIN_AGE", 0.0)
+    assert ST.fail_stale_trials(study, retry=False) == [t.number]
     states = {x.number: x.state for x in study.get_trials()}
     assert states[t.number] == optuna.trial.TrialState.FAIL
     assert states[alive.number] == optuna.trial.TrialState.RUNNING
     # a young trial (just picked up; may still carry a dead identity) is left alone
     y = study.ask()
-    y.set_user_attr(S.WORKER_ATTR, f"{host}:{_dead_pid()}:0")
-    monkeypatch.setattr(S, "STALE_MIN_AGE", 60.0)
-    assert S.fail_stale_trials(study, retry=False) == []
+    y.set_user_attr(ST.WORKER_ATTR, f"{host}:{_dead_pid()}:0")
+    monkeypatch.setattr(ST, "STALE_MIN_AGE", 60.0)
+    assert ST.fail_stale_trials(study, retry=False) == []
 
 
 def test_budget_race_loser_is_skipped_and_ignored(tmp_path):
     ov = overrides(tmp_path, "sweep.trials=1")
     cfg = compose(ov)
-    storage = S.open_storage(S.storage_url(cfg))
-    study = S.create_study(cfg, storage, S.load_search_space("dcn"))
+    storage = ST.open_storage(ST.storage_url(cfg))
+    study = ST.create_study(cfg, storage, SP.load_search_space("dcn"))
     first = study.ask()  # another worker's trial, running
     second = study.ask()
-    with pytest.raises(S._OverBudget):
-        S.claim_or_skip(study, second, 1)
-    S.claim_or_skip(study, first, 1)  # the earlier trial keeps its claim
+    with pytest.raises(ST.OverBudget):
+        ST.claim_or_skip(study, second, 1)
+    ST.claim_or_skip(study, first, 1)  # the earlier trial keeps its claim
     study.tell(second, state=optuna.trial.TrialState.FAIL)
     study.tell(first, 0.7)
-    assert S.budget_state(study, 1).finished == 1 and S.budget_state(study, 1).failed == 0
-    _, rows = S.trials_table(study)
+    assert ST.budget_state(study, 1).finished == 1 and ST.budget_state(study, 1).failed == 0
+    _, rows = ST.trials_table(study)
     assert [r[0] for r in rows] == [first.number]
 
 
@@ -280,7 +305,7 @@ def test_worker_command_and_cpu_threads(tmp_path):
 
 
 def test_progress_line(capsys):
-    p = S.Progress("plain", "w0", 8, stream=sys.stdout)
+    p = PR.Progress("plain", "w0", 8, stream=sys.stdout)
     p.best, p.finished = 0.81234, 2
     p._emit(p._line("(#2) complete"), True)
     out = capsys.readouterr().out
@@ -337,7 +362,7 @@ def test_changed_categorical_choices_fail_before_any_trial(tmp_path):
     (d / "dcn.yaml").write_text("model.params.dnn_hidden_units: [[64, 64], [256]]\n")
     calls = []
     ov2 = [*ov, "sweep.trials=3"]
-    with pytest.raises(S.SearchSpaceError, match="sweep.study=<new name>"):
+    with pytest.raises(SP.SearchSpaceError, match="sweep.study=<new name>"):
         S.sweep(compose(ov2), ov2, train_fn=lambda *a, **k: calls.append(1))
     assert calls == []
     # float ranges may change within a study

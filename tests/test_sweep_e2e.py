@@ -16,8 +16,10 @@ import optuna
 import pytest
 from pg import postgres_url  # noqa: F401  (fixture)
 
+from bars import study as ST
 from bars import sweep as S
 from bars.config import PROJECT_ROOT, compose
+from bars.process import identity_alive
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -71,7 +73,7 @@ def launch(ov: list[str], log: Path) -> subprocess.Popen:
 
 def study_of(ov: list[str]) -> optuna.Study:
     cfg = compose(ov)
-    return S.load_study(cfg, S.open_storage(S.storage_url(cfg), cfg), 0)
+    return ST.load_study(cfg, ST.open_storage(ST.storage_url(cfg), cfg), 0)
 
 
 def kill_a_worker_mid_trial(ov: list[str], proc: subprocess.Popen, log: Path, timeout: float = 150) -> tuple:
@@ -81,12 +83,12 @@ def kill_a_worker_mid_trial(ov: list[str], proc: subprocess.Popen, log: Path, ti
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
             study = study_of(ov)
-        except (S.SweepError, KeyError, FileNotFoundError):
+        except (ST.SweepError, KeyError, FileNotFoundError):
             time.sleep(0.3)
             continue
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            ident = t.user_attrs.get(S.WORKER_ATTR)
-            if ident and t.intermediate_values and S._alive(ident):
+            ident = t.user_attrs.get(ST.WORKER_ATTR)
+            if ident and t.intermediate_values and identity_alive(ident):
                 pid = int(ident.rsplit(":", 2)[1])
                 os.kill(pid, signal.SIGKILL)
                 return t.number, dict(t.params), pid
@@ -161,7 +163,7 @@ def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):
     study = study_of(ov)
     trials = {t.number: t for t in study.get_trials()}
     assert trials[number].state == optuna.trial.TrialState.FAIL  # marked failed ...
-    finished = [t for t in S.counted(trials.values()) if t.state in S.FINISHED]
+    finished = [t for t in ST.counted(trials.values()) if t.state in ST.FINISHED]
     assert len(finished) == 3  # ... and replaced: the full budget of finished trials
     assert f"exited with status -{int(signal.SIGKILL)}" in text
     rows = read_trials(tmp_path)
@@ -169,7 +171,7 @@ def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):
     children = assert_no_running_runs(tmp_path)  # the killed trial's run was reconciled
     killed = [r for r in children if r.data.tags["trial_number"] == str(number)]
     assert len(killed) == 1 and killed[0].info.status == "FAILED" and killed[0].data.tags["state"] == "failed"
-    workers = {t.user_attrs.get(S.WORKER_ATTR, "").rsplit(":", 2)[1] for t in trials.values()}
+    workers = {t.user_attrs.get(ST.WORKER_ATTR, "").rsplit(":", 2)[1] for t in trials.values()}
     assert len(workers) == 2 and str(pid) in workers  # two processes worked on the one study
 
 
@@ -186,17 +188,17 @@ def test_kill_whole_sweep_and_rerun_resumes(shared, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     before = {t.number: t.state for t in study_of(ov).get_trials()}
     assert optuna.trial.TrialState.RUNNING in before.values()
-    time.sleep(max(0.0, S.STALE_MIN_AGE - 1))
+    time.sleep(max(0.0, ST.STALE_MIN_AGE - 1))
     log2 = tmp_path / "sweep2.log"
     proc2 = launch(ov, log2)
     assert proc2.wait(timeout=120) == 0, log2.read_text()[-3000:]
     after = {t.number: t for t in study_of(ov).get_trials()}
     for n, st in before.items():  # nothing completed before the kill is lost or repeated
-        if st in S.FINISHED:
+        if st in ST.FINISHED:
             assert after[n].state == st
         if st == optuna.trial.TrialState.RUNNING:
             assert after[n].state == optuna.trial.TrialState.FAIL
-    assert sum(t.state in S.FINISHED for t in after.values()) == 3
+    assert sum(t.state in ST.FINISHED for t in after.values()) == 3
     assert_no_running_runs(tmp_path)
     assert len([r for r in mlflow_runs(tmp_path) if r.data.tags.get("stage") == "sweep"]) == 1
 
@@ -218,7 +220,7 @@ def test_postgres_two_workers_retry_killed_trial_with_same_params(shared, tmp_pa
     assert {t.number: t.state for t in trials}[number] == optuna.trial.TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
     assert retries, [(t.number, t.state, t.system_attrs) for t in trials]
-    assert retries[0].params == params and retries[0].state in S.FINISHED
+    assert retries[0].params == params and retries[0].state in ST.FINISHED
     assert retries[0].user_attrs.get("retry_of") == number
-    assert sum(t.state in S.FINISHED for t in S.counted(trials)) == 3
+    assert sum(t.state in ST.FINISHED for t in ST.counted(trials)) == 3
     assert_no_running_runs(tmp_path)

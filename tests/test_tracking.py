@@ -266,3 +266,27 @@ def test_ui_serves_the_store(tracker):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_public_calls_for_existing_runs(store):
+    """What sweeps use instead of the client: find runs by tags, ask a run's status, attach to a run."""
+    tr = Tracker(store, "bars-find", tries=1, first_delay=0.01)
+    assert tr.find_runs({"stage": "trial"}) == []  # no experiment yet: nothing, and nothing created
+    assert MlflowClient(tracking_uri=tr.uri).get_experiment_by_name("bars-find") is None
+    ids = {}
+    for n, study in enumerate(["a__d", "a__d", "o'b__d"]):
+        with tr.run(f"t{n}", tags={"stage": "trial", "sweep_study": study, "trial_number": n}) as run:
+            ids[n] = run.run_id
+    with tr.run("parent", tags={"stage": "sweep", "sweep_study": "a__d"}):
+        pass
+    found = tr.find_runs({"sweep_study": "a__d", "stage": "trial"})
+    assert sorted(r.run_id for r in found) == sorted([ids[0], ids[1]])
+    assert all(r.status == "FINISHED" and r.tags["stage"] == "trial" for r in found)
+    assert [r.run_id for r in tr.find_runs({"sweep_study": "o'b__d"})] == [ids[2]]  # quotes are escaped
+    assert tr.run_status(ids[0]) == "FINISHED"
+    with pytest.warns(TrackingWarning):
+        assert tr.run_status("0" * 32) is None
+    tr.attach(ids[0]).set_tags({"state": "pruned"})
+    tr.end_run(ids[0], "RUNNING")
+    assert tr.run_status(ids[0]) == "RUNNING"
+    assert MlflowClient(tracking_uri=tr.uri).get_run(ids[0]).data.tags["state"] == "pruned"

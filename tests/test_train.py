@@ -230,6 +230,47 @@ def test_monitor_logloss_is_minimised():
     assert (res.best_epoch, res.epochs, res.best_val["logloss"]) == (2, 4, 0.4)
 
 
+def test_weighted_monitor_selects_on_the_weighted_sum():
+    """BARS x4 monitored {AUC: 1, logloss: -1}: epoch 2 has the lower AUC but the best AUC - logloss."""
+
+    class Curve:
+        vals = iter([(0.70, 0.50), (0.69, 0.40), (0.71, 0.60), (0.70, 0.55)])
+
+        def __call__(self, *a):
+            auc, ll = next(self.vals)
+            return {"auc": auc, "logloss": ll}
+
+    logs: list[EpochLog] = []
+    res = fit(TinyModel(), make_split(300), make_split(100, seed=1),
+              cfg(monitor={"val_auc": 1, "val_logloss": -1}), seed=0, evaluate_fn=Curve(), on_epoch=logs.append)
+    assert [round(log.monitor, 6) for log in logs] == [0.2, 0.29, 0.11, 0.15]
+    assert (res.best_epoch, res.epochs, res.best_val) == (2, 4, {"auc": 0.69, "logloss": 0.4})
+    assert res.best_monitor == pytest.approx(0.29)
+    assert TrainConfig.from_cfg({"monitor": {"val_auc": 1, "val_logloss": -1}}).monitor_spec.name == "monitor"
+    with pytest.raises(TrainConfigError, match=r"unknown metric key 'val_acc'.*registered: \['val_auc'"):
+        TrainConfig.from_cfg({"monitor": {"val_auc": 1, "val_acc": -1}})
+
+
+def test_grouped_metrics_need_a_group_column():
+    split = make_split(400)
+    with pytest.raises(ValueError, match="needs \\['gauc'\\].*data.group_column"):
+        fit(TinyModel(), split, make_split(100, seed=1), cfg(monitor="val_gauc"), seed=0)
+    model = TinyModel()
+    with pytest.raises(ValueError, match="group column 'user' is not a feature"):
+        T.evaluate(model, split, group_column="user")
+    ev = T.evaluate(model, split, group_column="a")  # gAUC of users = field a: sklearn per group, size-weighted
+    from sklearn.metrics import roc_auc_score
+
+    probs, y, g = T.predict(model, split).numpy(), split.label.numpy(), split.features["a"].numpy()
+    num = den = 0.0
+    for u in np.unique(g):
+        sel = g == u
+        if 0 < y[sel].sum() < sel.sum():  # groups with one class are skipped
+            num += roc_auc_score(y[sel], probs[sel]) * sel.sum()
+            den += sel.sum()
+    assert list(ev) == ["auc", "logloss", "gauc"] and ev["gauc"] == pytest.approx(num / den, abs=1e-12)
+
+
 def test_regularizer_math_with_explicit_weights():
     """One batch, explicit weights: the reported loss is BCE + (le/2)||E||^2 (whole table, rows unused by the
     batch included) + (ln/2)||W||^2 over every other parameter (biases included)."""
@@ -524,7 +565,7 @@ def _real_fit(frappe, name, epochs, train=None, **overrides):
     from bars.models.registry import build
 
     spec, tr, va = frappe
-    params = to_container(compose([f"model={name}", "data.embedding_dim=10"]).model.params)
+    params = to_container(compose([f"model={name}", "protocol.embedding_dim=10"]).model.params)
     params.update(overrides)
     model = build(name, spec, params)
     # BARS Frappe_x1 best embedding regularizer for the deep models; the shallow ones (whose first-order weights

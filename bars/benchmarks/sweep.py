@@ -24,6 +24,7 @@ from pathlib import Path
 import optuna
 
 from bars.config import PROJECT_ROOT, compose
+from bars.fileio import atomic_write_text
 
 # A small DCN space on the same keys bars sweep searches (cheap nets so the benchmark runs on a CPU).
 SPACE = {
@@ -38,9 +39,9 @@ SPACE = {
 
 def run_one(method: str, seed: int, args: argparse.Namespace, base: list[str]) -> list[dict]:
     from bars.run import train_one
-    from bars.sweep import _parse_param, apply_params
+    from bars.search import apply_params, parse_param
 
-    space = {k: _parse_param(k, v, Path("bench")) for k, v in SPACE.items()}
+    space = {k: parse_param(k, v, Path("bench")) for k, v in SPACE.items()}
     cfg = compose(base)
     if method == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True)
@@ -198,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     print_report(runs, s, args, time.monotonic() - t0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps({"args": vars(args), "summary": s, "runs": runs,
-                                                 "seconds": time.monotonic() - t0}, indent=1))
+    atomic_write_text(out / "result.json", json.dumps({"args": vars(args), "summary": s, "runs": runs,
+                                                       "seconds": time.monotonic() - t0}, indent=1))
     print(f"\nraw numbers: {out / 'result.json'}")
     return 0
 

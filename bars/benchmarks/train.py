@@ -78,7 +78,7 @@ class Row:
 def _params(name: str, embedding_dim: int) -> dict:
     from bars.config import compose, to_container
 
-    return to_container(compose([f"model={name}", f"data.embedding_dim={embedding_dim}"]).model.params)
+    return to_container(compose([f"model={name}", f"protocol.embedding_dim={embedding_dim}"]).model.params)
 
 
 def step_only_per_s(model: nn.Module, split, batch_size: int, reg: float, iters: int = 6) -> float:

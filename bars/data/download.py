@@ -6,7 +6,6 @@ time), a checksum mismatch removes the part file and raises.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -18,23 +17,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bars.data.errors import DataError
+from bars.fileio import atomic_write, file_digest
 
 CHUNK = 1 << 20
-
-
-def _digest(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        while b := f.read(CHUNK):
-            h.update(b)
-    return h.hexdigest()
 
 
 def _check(path: Path, md5: str | None, sha256: str | None) -> str | None:
     """None when fine, else a message."""
     for algo, want in (("md5", md5), ("sha256", sha256)):
         if want:
-            got = _digest(path, algo)
+            got = file_digest(path, algo)
             if got.lower() != want.lower():
                 return f"{algo} mismatch: expected {want}, got {got}"
     return None
@@ -104,12 +96,14 @@ def extract_members(archive: Path, dest_dir: Path, names: list[str]) -> list[Pat
                 if target.exists():
                     out.append(target)
                     continue
-                tmp = target.with_name(base + ".part")
-                with z.open(info) as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK)
-                os.replace(tmp, target)
+                atomic_write(target, lambda tmp, info=info: _copy_member(z, info, tmp))
                 out.append(target)
     return out
+
+
+def _copy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, dst: Path) -> None:
+    with z.open(info) as src, open(dst, "wb") as out:
+        shutil.copyfileobj(src, out, CHUNK)
 
 
 def ensure_download(data: dict, raw_dir: Path) -> bool:

@@ -1,8 +1,8 @@
 """The preprocessing engine every dataset uses: raw batches -> staged Parquet -> vocabularies -> encoded splits.
 
-A dataset is a :class:`Recipe` (sources + fields + an optional per-batch row transform); ``datasets/<name>/
-prepare.py`` only declares one. The ``tabular`` dataset builds its recipe from config keys with
-:func:`tabular_recipe`; the named BARS datasets add their protocol transforms (bucketing, time fields) on top.
+A dataset is a :class:`Recipe` (sources + fields + an optional per-batch row transform), declared by a recipe
+function (``bars.data.recipes``, named by ``recipe:`` in ``conf/data/<d>.yaml``, or a ``datasets/<d>/prepare.py``
+script); the BARS families add their protocol transforms (bucketing, time fields) on top.
 
 Memory stays bounded (by the batch size and the vocabularies, not the row count): raw files are read in blocks
 (pyarrow streaming CSV, parsed one batch ahead in a thread), each batch is transformed and appended to a staged
@@ -31,9 +31,10 @@ from pyarrow import ipc
 
 from bars.data import transforms as T
 from bars.data.errors import DataError
-from bars.data.sources import Source, file_digest, read_batches, verify_checksum
-from bars.data.spec import FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX, Feature, FeatureSpec
-from bars.data.writer import MANIFEST, SPEC, sha256_file, write_json
+from bars.data.sources import Source, read_batches, verify_checksum
+from bars.data.spec import DEFAULT_MIN_COUNT, FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX, Feature, FeatureSpec
+from bars.data.writer import MANIFEST, SPEC, write_json
+from bars.fileio import file_digest
 
 FORMAT_VERSION = 2  # bump when the engine's output for the same config changes (2: pyarrow-written splits)
 SPLITS = T.SPLITS
@@ -47,7 +48,7 @@ class Field:
 
     name: str
     type: str = "categorical"
-    min_count: int = 1
+    min_count: int = DEFAULT_MIN_COUNT
     max_len: int | None = None
     sep: str = "|"
     source: str = ""
@@ -199,11 +200,11 @@ class _Dictionary:
             self.counts += c
 
     def vocab(self, col: str, min_count: int) -> pl.DataFrame:
-        """Ids seen in train at least ``min_count`` times with their counts and values, in index order."""
-        ids = np.flatnonzero(self.counts >= max(min_count, 1)).astype(np.uint32)
+        """Known ids with their counts and values, in index order, by the vocabulary rule (``T.vocab_order``)."""
+        ids = np.flatnonzero(self.counts).astype(np.uint32)  # ids seen in train
         v = pl.DataFrame({col: ids, "count": self.counts[ids]})
         v = v.with_columns(self.values(v[col]).alias("value"))
-        return v.sort(["count", "value"], descending=[True, False])
+        return T.vocab_order(v, "value", min_count)
 
     def encode(self, col: str) -> pl.Expr:
         return pl.col(col).cast(self.dtype).to_physical().alias(col)
@@ -265,16 +266,15 @@ class _Counter:
         self.rows = self.parts[0].height if self.parts else 0
 
     def vocab(self, min_count: int) -> pl.DataFrame:
-        """Known values with count >= min_count, in index order (count desc, value asc), as vocab_query."""
+        """Known values in index order, by the vocabulary rule (``T.vocab_order``)."""
         if self.dense is not None:
-            vals = np.flatnonzero(self.dense >= max(min_count, 1))
+            vals = np.flatnonzero(self.dense)  # values seen in train
             v = pl.DataFrame({self.col: vals + self.lo, "count": self.dense[vals]})
-            return v.with_columns(pl.col(self.col).cast(self.dtype)).sort(["count", self.col], descending=[True, False])
+            return T.vocab_order(v.with_columns(pl.col(self.col).cast(self.dtype)), self.col, min_count)
         self._merge()
         if not self.parts:
             return pl.DataFrame({self.col: [], "count": []}, schema={self.col: self.dtype, "count": pl.Int64})
-        return (self.parts[0].filter(pl.col("count") >= min_count)
-                .sort(["count", self.col], descending=[True, False]))
+        return T.vocab_order(self.parts[0], self.col, min_count)
 
     def encoder(self, values: pl.Series) -> pl.Expr | None:
         """Value -> index by array lookup (as T.encode_categorical), when the values span a small range."""
@@ -497,7 +497,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
         stats = _encode_split(stage.files.get(k), stage.schema, exprs, recipe.label, dst)
         n, pos = stats["rows"], stats["positives"]
         return {"file": dst.name, "rows": n, "positives": pos, "positive_rate": round(pos / n, 6) if n else None,
-                "bytes": dst.stat().st_size, "sha256": sha256_file(dst)}
+                "bytes": dst.stat().st_size, "sha256": file_digest(dst, "sha256")}
 
     # train here, valid and test meanwhile in a thread: the cores stay busy while one writer works alone
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
@@ -518,7 +518,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             name=f.name, type=f.type,
             vocab_size=(len(vocabs[f.name]) + FIRST_KNOWN_INDEX) if f.name in vocabs else 0,
             max_len=max_lens.get(f.name, 0),
-            min_count=f.min_count if f.type != "numeric" else 1,
+            min_count=f.min_count if f.type != "numeric" else DEFAULT_MIN_COUNT,
             source=f.source,
         )
         for f in recipe.fields
@@ -541,77 +541,9 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
                   + ("" if recipe.official_split else " (not the official split)")),
         "inputs": inputs,
         "splits": splits,
-        "feature_spec_sha256": sha256_file(out / SPEC),
+        "feature_spec_sha256": file_digest(out / SPEC, "sha256"),
         "seconds": round(time.perf_counter() - t0, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(out / MANIFEST, manifest)
     return manifest
-
-
-# -- the tabular recipe: a user's own files described in the data config --------------------------------
-def _as_list(x) -> list:
-    if x is None:
-        return []
-    if isinstance(x, str):
-        return [s for s in x.split(",") if s]
-    return list(x)
-
-
-def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe:
-    """A recipe from config keys (see conf/data/tabular.yaml): files, label, categorical/numeric/sequence."""
-    name = name or data["name"]
-    label = data.get("label") or "label"
-    cats, nums, seqs = (_as_list(data.get(k)) for k in ("categorical", "numeric", "sequence"))
-    if not (cats or nums or seqs):
-        raise DataError(f"data={name}: no features: set data.categorical=[...], data.numeric=[...] and/or "
-                        "data.sequence=[...] (column names)")
-    opts = data.get("field_options") or {}
-    unknown = set(opts) - set(cats + nums + seqs)
-    if unknown:
-        raise DataError(f"data.field_options: unknown fields {sorted(unknown)}; features are {cats + nums + seqs}")
-    min_count = int(data.get("min_count", 1))
-    fields = []
-    for kind, cols in (("categorical", cats), ("numeric", nums), ("sequence", seqs)):
-        for c in cols:
-            o = dict(opts.get(c) or {})
-            bad = set(o) - {"min_count", "max_len", "sep"}
-            if bad:
-                raise DataError(f"data.field_options.{c}: unknown keys {sorted(bad)}; allowed min_count, max_len, sep")
-            fields.append(Field(c, kind, min_count=int(o.get("min_count", min_count)),
-                                max_len=o.get("max_len", data.get("max_len")),
-                                sep=o.get("sep", data.get("sequence_sep", "|")), source=f"column {c}"))
-
-    def resolve(p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else Path(raw_dir) / q
-
-    def source(p: str, split: str | None) -> Source:
-        path = resolve(p)
-        fmt = data.get("format") or "auto"
-        if fmt == "auto":
-            fmt = "parquet" if path.suffix == ".parquet" else "csv"
-        sep = data.get("sep") or ("\t" if path.suffix in (".tsv", ".txt") else ",")
-        types = {c: "float" for c in nums}
-        cols = _as_list(data.get("columns")) or None
-        return Source(path, split=split, fmt=fmt, sep=sep, header=bool(data.get("header", True)),
-                      columns=cols, types=types, label=label)
-
-    files = data.get("files") or {}
-    if data.get("file"):
-        sources = [source(data["file"], None)]
-    elif files.get("train"):
-        sources = [source(files[k], k) for k in SPLITS if files.get(k)]
-        missing = [k for k in SPLITS if not files.get(k)]
-        if missing:
-            raise DataError(f"data.files: no file for {missing}; give train, valid and test files, or one "
-                            "data.file=... with data.split_ratios")
-    else:
-        raise DataError(f"data={name}: no input: set data.file=<one file> (split by data.split_ratios) or "
-                        "data.files.train/valid/test=<files> (CSV or Parquet; relative to data.raw_dir)")
-    ratios = tuple(float(r) for r in data.get("split_ratios") or (0.8, 0.1, 0.1))
-    if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
-        raise DataError(f"data.split_ratios: expected three non-negative numbers (train, valid, test), got {ratios}")
-    return Recipe(name=name, sources=sources, fields=fields, label=label, split_ratios=ratios,
-                  split_seed=int(data.get("split_seed", 2021)), rows=data.get("rows"),
-                  params=data, layout="tabular", official_split=bool(data.get("official_split", False)))

@@ -19,7 +19,8 @@ import torch
 
 from bars.data.errors import DataError
 from bars.data.spec import FeatureSpec, SpecError
-from bars.data.writer import MANIFEST, SPEC, sha256_file
+from bars.data.writer import MANIFEST, SPEC
+from bars.fileio import file_digest
 
 
 @dataclass
@@ -139,7 +140,7 @@ def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: 
         if not path.is_file():
             raise DataError(f"{path}: split file missing")
         if verify:
-            got = sha256_file(path)
+            got = file_digest(path, "sha256")
             if got != entry["sha256"]:
                 raise DataError(f"{path}: sha256 mismatch: manifest says {entry['sha256']}, file has {got} "
                                 "(modified or corrupted; prepare the dataset again)")

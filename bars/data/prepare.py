@@ -1,10 +1,14 @@
 """`bars prepare data=<name> [data.raw_dir=...] [data.rows=...]`: raw files -> a verified dataset folder.
 
-:func:`prepare` runs ``datasets/<name>/prepare.py`` as a script (runpy; never imported), which defines
-``recipe(data: dict, raw_dir: Path) -> bars.data.engine.Recipe``. The output folder is
-``<paths.data>/<name>/<fingerprint>/``; the fingerprint hashes the preprocessing keys of ``cfg.data`` (not
-``raw_dir``, ``protocol_seed``, ``embedding_dim``), the raw layout found and the identity of the inputs (file
-name and size, or the pinned md5). An existing folder with a manifest is reused after a cheap check.
+:func:`prepare` builds the dataset's recipe, named by ``data.recipe`` in ``conf/data/<name>.yaml``: either a
+name in ``bars.data.recipes.RECIPES`` (the BARS families, synthetic data, tabular files) or the path of a
+``datasets/<name>/prepare.py`` script (run with runpy, never imported) defining
+``recipe(data: dict, raw_dir: Path) -> bars.data.engine.Recipe``, for a dataset with code of its own. The output
+folder is ``<paths.data>/<name>/<fingerprint>/``; the fingerprint hashes the preprocessing keys of ``cfg.data``
+(every key but those in ``NOT_FINGERPRINTED``: where files are, the recipe's name, and facts about the dataset
+that do not change its bytes), the raw layout found and the identity of the inputs (file name and size, or the
+pinned md5). Only ``cfg.data`` is read: training settings (``protocol.*``, ``model.*``, ``train.*``) never
+reach this layer. An existing folder with a manifest is reused after a cheap check.
 """
 
 from __future__ import annotations
@@ -12,19 +16,21 @@ from __future__ import annotations
 import json
 import runpy
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from bars.config import PROJECT_ROOT, fingerprint, hydra_command, to_container
+from bars.config import CONF_DIR, PROJECT_ROOT, fingerprint, hydra_command, to_container
 from bars.data.engine import Recipe, build
 from bars.data.errors import DataError
+from bars.data.recipes import RECIPES
 from bars.data.writer import MANIFEST, SPEC, atomic_dir
 
-# cfg.data keys that never change the prepared bytes (locations and training knobs)
-NOT_FINGERPRINTED = frozenset(
-    {"raw_dir", "protocol_seed", "embedding_dim", "official_split", "download", "description"}
-)
+# cfg.data keys that never change the prepared bytes: where the files are, and facts about the dataset
+# (the recipe: the dataset name and the engine's FORMAT_VERSION are in the fingerprint, as for any code)
+NOT_FINGERPRINTED = frozenset({"raw_dir", "official_split", "download", "description", "group_column",
+                               "bars_split", "recipe"})
 
 
 def datasets_dir() -> Path:
@@ -32,7 +38,29 @@ def datasets_dir() -> Path:
 
 
 def available_datasets() -> list[str]:
-    return sorted(p.parent.name for p in datasets_dir().glob("*/prepare.py"))
+    """The dataset configs: ``conf/data/<name>.yaml``."""
+    return sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+
+
+def recipe_function(data: dict) -> Callable[[dict, Path], Recipe]:
+    """The function ``data.recipe`` names: a RECIPES name, or a ``datasets/<d>/prepare.py`` script's ``recipe``."""
+    name, spec = data.get("name"), data.get("recipe")
+    if not spec:
+        raise DataError(f"data={name}: config key data.recipe is missing: name a recipe ({', '.join(RECIPES)}) or "
+                        f"a datasets/<name>/prepare.py script")
+    spec = str(spec)
+    if not spec.endswith(".py"):
+        if spec not in RECIPES:
+            raise DataError(f"data.recipe={spec!r} (data={name}): unknown recipe; recipes are {list(RECIPES)}, or "
+                            f"give the path of a datasets/<name>/prepare.py script")
+        return RECIPES[spec]
+    script = PROJECT_ROOT / spec
+    if not script.is_file():
+        raise DataError(f"data.recipe={spec!r} (data={name}): no such script {script}")
+    g = runpy.run_path(str(script), run_name=f"bars_dataset_{name}")
+    if not callable(g.get("recipe")):
+        raise DataError(f"{script}: defines no recipe(data, raw_dir) function")
+    return g["recipe"]
 
 
 def load_recipe(cfg: DictConfig) -> Recipe:
@@ -40,14 +68,11 @@ def load_recipe(cfg: DictConfig) -> Recipe:
     name = data.get("name")
     if not name:
         raise DataError("config key data.name is missing")
-    script = datasets_dir() / name / "prepare.py"
-    if not script.is_file():
-        raise DataError(f"unknown dataset {name!r}: no {script}; available: {', '.join(available_datasets())}")
-    g = runpy.run_path(str(script), run_name=f"bars_dataset_{name}")
-    if "recipe" not in g:
-        raise DataError(f"{script}: defines no recipe(data, raw_dir) function")
+    if name not in available_datasets():
+        raise DataError(f"unknown dataset {name!r}: no conf/data/{name}.yaml; available: "
+                        f"{', '.join(available_datasets())}")
     raw_dir = Path(data.get("raw_dir") or datasets_dir() / name / "raw").expanduser()
-    recipe = g["recipe"](data, raw_dir)
+    recipe = recipe_function(data)(data, raw_dir)
     recipe.params = {k: v for k, v in data.items() if k not in NOT_FINGERPRINTED}
     return recipe
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
-import hashlib
 import io
 import zipfile
 import zlib
@@ -24,6 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bars.data.errors import DataError
+from bars.fileio import file_digest, is_gzip
 
 BLOCK_SIZE = 1 << 20  # bytes of CSV text per parse block: small blocks stay in cache and parse fastest
 BATCH_ROWS = 1 << 16  # parsed blocks are combined into batches of at least this many rows (less per-batch cost)
@@ -55,29 +55,12 @@ class Source:
         self.path = Path(self.path)
 
 
-def is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
-
 def open_text(path: Path, member: str | None = None) -> io.TextIOBase:
     if member is not None:
         return io.TextIOWrapper(zipfile.ZipFile(path).open(member), encoding="utf-8", newline="")
     if is_gzip(path):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
-
-
-def file_digest(path: Path, algo: str = "md5", chunk: int = 8 << 20, content: bool = False) -> str:
-    """Hex digest of the file's bytes, or with ``content=True`` of its decompressed content if gzip."""
-    if not (content and is_gzip(path)):
-        with open(path, "rb") as f:  # reads into one reused buffer, hashing with the GIL released
-            return hashlib.file_digest(f, algo).hexdigest()
-    h = hashlib.new(algo)
-    with gzip.open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 def verify_checksum(path: Path, expected: str, algo: str = "md5", content: bool = True) -> None:

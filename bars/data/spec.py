@@ -20,11 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bars.fileio import atomic_write_text
+
 SPEC_VERSION = 1
 FEATURE_TYPES = ("categorical", "numeric", "sequence")
 PAD_INDEX = 0
 OOV_INDEX = 1
 FIRST_KNOWN_INDEX = 2
+DEFAULT_MIN_COUNT = 1  # the one default: a value seen once in train is known (BARS x1 and FuxiCTR's default)
 
 FeatureType = Literal["categorical", "numeric", "sequence"]
 
@@ -39,7 +42,7 @@ class Feature:
     type: FeatureType
     vocab_size: int = 0  # categorical / sequence: rows of the embedding table (padding + OOV included)
     max_len: int = 0  # sequence only: fixed length after padding / truncation
-    min_count: int = 1  # categorical / sequence: values seen fewer times in train map to OOV
+    min_count: int = DEFAULT_MIN_COUNT  # categorical / sequence: values seen fewer times in train map to OOV
     source: str = ""  # free text: raw column(s) and transform, for humans
     share_embedding: str = ""  # name of another field whose embedding table this field reuses (optional)
 
@@ -129,7 +132,7 @@ class FeatureSpec:
             raise SpecError(f"{origin}: feature spec is missing key {e.args[0]!r}") from None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSpec:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from bars.data.spec import FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX
+from bars.data.spec import DEFAULT_MIN_COUNT, FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX
 
 SPLITS = ("train", "valid", "test")
 
@@ -49,7 +49,6 @@ def split_sequence(col: str, sep: str) -> pl.Expr:
 
 
 # -- seeded split -----------------------------------------------------------------------------------------
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -75,18 +74,24 @@ def assign_split(start: int, n: int, seed: int, ratios: tuple[float, float, floa
 
 
 # -- vocabularies -----------------------------------------------------------------------------------------
+def min_count_of(data: dict) -> int:
+    """A dataset config's ``min_count`` (``DEFAULT_MIN_COUNT`` when absent): the one place it is read."""
+    return int(data.get("min_count", DEFAULT_MIN_COUNT))
+
+
+def vocab_order(counts: pl.DataFrame | pl.LazyFrame, value: str, min_count: int, count: str = "count"):
+    """THE vocabulary rule, the only definition of it: keep the values whose train ``count`` is >= ``min_count``
+    (clamped to >= 1: a value never seen in train is never known), ordered by count descending, then by ``value``
+    ascending (the natural order of its dtype). Row ``i`` of the result gets index ``FIRST_KNOWN_INDEX + i``."""
+    return counts.filter(pl.col(count) >= max(int(min_count), 1)).sort([count, value], descending=[True, False])
+
+
 def vocab_query(train: pl.LazyFrame, col: str, min_count: int, sequence: bool = False) -> pl.LazyFrame:
-    """Known values of ``col`` in train with count >= min_count, in index order (count desc, value asc)."""
+    """The vocabulary of ``col`` (a sequence field: of its elements) over a train frame, by :func:`vocab_order`."""
     lf = train.select(pl.col(col))
     if sequence:
         lf = lf.explode(col)
-    return (
-        lf.drop_nulls()
-        .group_by(col)
-        .agg(pl.len().alias("count"))
-        .filter(pl.col("count") >= min_count)
-        .sort(["count", col], descending=[True, False])
-    )
+    return vocab_order(lf.drop_nulls().group_by(col).agg(pl.len().alias("count")), col, min_count)
 
 
 def encode_categorical(col: str, values: pl.Series) -> pl.Expr:

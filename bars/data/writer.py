@@ -7,23 +7,16 @@ error the temporary folder is removed, so a failed run leaves nothing behind and
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from bars.fileio import atomic_write_text
+
 MANIFEST = "manifest.json"
 SPEC = "feature_spec.json"
-
-
-def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -46,4 +39,4 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

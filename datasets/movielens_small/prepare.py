@@ -11,6 +11,7 @@ import polars as pl
 from bars.data.engine import Field, Recipe
 from bars.data.errors import DataError
 from bars.data.sources import Source
+from bars.data.transforms import min_count_of
 
 ZIP = "ml-latest-small.zip"
 
@@ -40,7 +41,7 @@ def recipe(data, raw_dir):
             (pl.col("rating") >= threshold).cast(pl.Float32).alias("label"),
         )
 
-    mc = int(data.get("min_count", 1))
+    mc = min_count_of(data)
     src = Source(path, member="ml-latest-small/ratings.csv", types={
         "userId": "int", "movieId": "int", "rating": "float", "timestamp": "int"}, label="rating")
     fields = [

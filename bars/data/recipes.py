@@ -1,0 +1,274 @@
+"""Dataset recipes by name: ``recipe: <name>`` in ``conf/data/<d>.yaml`` picks one of :data:`RECIPES`.
+
+A recipe is ``recipe(data: dict, raw_dir: Path) -> bars.data.engine.Recipe``: it declares the sources and fields
+of a dataset on the shared engine. The BARS families are here (Criteo, Avazu, the x1 one-hot CSV datasets), plus
+the generated synthetic data and ``tabular`` (your own files, described by config). For a family, the layout
+found in ``raw_dir`` decides how rows are read (official split CSVs, checked against published md5, or raw
+Kaggle files with a seeded split recorded as not official). A dataset that needs its own code names a script
+instead (``recipe: datasets/<d>/prepare.py``, e.g. movielens_small): see ``bars.data.prepare.load_recipe``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from bars.data import transforms as T
+from bars.data.download import ensure_download
+from bars.data.engine import Field, Recipe
+from bars.data.errors import DataError
+from bars.data.sources import Source, resolve_columns
+from bars.data.synthetic import generate_criteo
+
+SPLITS = T.SPLITS
+CRITEO_INT = [f"I{i}" for i in range(1, 14)]
+CRITEO_CAT = [f"C{i}" for i in range(1, 27)]
+AVAZU_COLUMNS = ["id", "click", "hour", "C1", "banner_pos", "site_id", "site_domain", "site_category", "app_id",
+                 "app_domain", "app_category", "device_id", "device_ip", "device_model", "device_type",
+                 "device_conn_type", "C14", "C15", "C16", "C17", "C18", "C19", "C20", "C21"]
+
+
+def find_file(raw_dir: Path, names: list[str]) -> Path | None:
+    """First existing ``raw_dir/<name>`` or ``raw_dir/<name>.gz``."""
+    for n in names:
+        for cand in (Path(raw_dir) / n, Path(raw_dir) / f"{n}.gz"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def official_files(data: dict, raw_dir: Path, ext: str = "csv") -> dict[str, Path] | None:
+    """train/valid/test.<ext>[.gz] in raw_dir (downloading the official zip first when configured)."""
+    found = {k: find_file(raw_dir, [f"{k}.{ext}"]) for k in SPLITS}
+    if all(found.values()):
+        return found
+    if any(found.values()):
+        missing = [f"{k}.{ext}" for k, v in found.items() if v is None]
+        raise DataError(f"{raw_dir}: official split files incomplete: missing {missing} (found "
+                        f"{[v.name for v in found.values() if v]})")
+    return None
+
+
+def _md5(data: dict, split: str) -> str | None:
+    md5 = (data.get("md5") or {}).get(split)
+    return md5 if data.get("verify_md5", True) else None
+
+
+def _rows(data: dict):
+    return data.get("rows")
+
+
+def _base(data: dict, sources, fields, layout, official, transform=None, notes=None) -> Recipe:
+    return Recipe(name=data["name"], sources=sources, fields=fields, transform=transform,
+                  split_ratios=tuple(data.get("split_ratios") or (0.8, 0.1, 0.1)),
+                  split_seed=int(data.get("split_seed", 2021)), rows=_rows(data), layout=layout,
+                  official_split=official, notes=notes or {})
+
+
+def _no_input(data: dict, raw_dir: Path, expected: str) -> DataError:
+    return DataError(f"data={data['name']}: no raw files in data.raw_dir={raw_dir}: expected {expected}")
+
+
+# -- Criteo --------------------------------------------------------------------------------------------------
+def criteo_recipe(data: dict, raw_dir: Path, raw_file: Path | None = None) -> Recipe:
+    """``raw_file``: a Kaggle-layout file to use directly. ``data.integer_mode``: "bucket" (x4: floor(ln(x)^2) for x > 2, categorical) or "numeric" (x1)."""
+    mode = data.get("integer_mode", "bucket")
+    if mode not in ("bucket", "numeric"):
+        raise DataError(f"data.integer_mode: expected 'bucket' or 'numeric', got {mode!r}")
+    mc = T.min_count_of(data)
+    int_type = "int" if mode == "bucket" else "float"
+    types = {c: int_type for c in CRITEO_INT}
+    off = None if raw_file else official_files(data, raw_dir)
+    raw = raw_file or (None if off else find_file(raw_dir, ["train.txt", "dac_sample.txt"]))
+    if not off and raw is None and ensure_download(data, raw_dir):
+        off = official_files(data, raw_dir)
+    if off:
+        sources = []
+        for k in SPLITS:
+            src = Source(off[k], split=k, sep=",", header=True, types=types, md5=_md5(data, k))
+            src.label = resolve_columns(src)[0]
+            sources.append(src)
+        layout, official = "official split CSVs", True
+    else:
+        if raw is None:
+            raise _no_input(data, raw_dir, "official train/valid/test.csv[.gz] or the Kaggle train.txt[.gz]")
+        sources = [Source(raw, split=None, sep="\t", header=False, columns=["label", *CRITEO_INT, *CRITEO_CAT],
+                          types=types)]
+        layout, official = "Kaggle train.txt (TAB, no header)", False
+
+    def transform(df: pl.DataFrame) -> pl.DataFrame:
+        if "label" not in df.columns:
+            df = df.rename({df.columns[0]: "label"})
+        if mode == "bucket":
+            df = df.with_columns([T.criteo_bucket(c) for c in CRITEO_INT])
+        return df
+
+    kind = "categorical" if mode == "bucket" else "numeric"
+    src_txt = "floor(ln(x)^2) if x > 2 else x; missing -> 0" if mode == "bucket" else "numeric as given"
+    fields = [Field(c, kind, min_count=mc, source=f"{c}: {src_txt}") for c in CRITEO_INT]
+    fields += [Field(c, "categorical", min_count=mc, source=c) for c in CRITEO_CAT]
+    return _base(data, sources, fields, layout, official, transform)
+
+
+# -- Avazu ---------------------------------------------------------------------------------------------------
+def avazu_recipe(data: dict, raw_dir: Path) -> Recipe:
+    """x4: id dropped; hour -> hour, weekday, weekend; every other column categorical (min_count)."""
+    mc = T.min_count_of(data)
+    off = official_files(data, raw_dir)
+    raw = None if off else find_file(raw_dir, ["train.csv", "train"])
+    if not off and raw is None and ensure_download(data, raw_dir):
+        off = official_files(data, raw_dir)
+    types = {"click": "float"}
+    if off:
+        sources = [Source(off[k], split=k, header=True, types=types, md5=_md5(data, k), label="click")
+                   for k in SPLITS]
+        layout, official = "official split CSVs", True
+    else:
+        if raw is None:
+            raise _no_input(data, raw_dir, "official train/valid/test.csv[.gz] or the Kaggle train[.csv][.gz]")
+        sources = [Source(raw, split=None, header=True, columns=AVAZU_COLUMNS, types=types, label="click")]
+        layout, official = f"Kaggle {raw.name} (CSV with header)", False
+    cats = [c for c in AVAZU_COLUMNS if c not in ("id", "click", "hour")]
+
+    def transform(df: pl.DataFrame) -> pl.DataFrame:
+        bad = df["hour"].str.len_chars() != 8
+        if bad.any():
+            i = int(bad.arg_max())
+            raise DataError(f"avazu: column 'hour' value {df['hour'][i]!r} in batch row {i}: expected YYMMDDHH")
+        return df.with_columns(T.avazu_hour_fields("hour"))
+
+    fields = [Field(c, min_count=mc, source=c) for c in cats]
+    fields += [Field("hour", min_count=mc, source="hour HH"), Field("weekday", min_count=mc, source="hour -> weekday"),
+               Field("weekend", min_count=mc, source="hour -> weekday >= Sat")]
+    return _base(data, sources, fields, layout, official, transform)
+
+
+# -- x1 one-hot datasets (Frappe_x1, MovielensLatest_x1, Avazu_x1): official CSVs or AFN libsvm ----------------
+def onehot_recipe(data: dict, raw_dir: Path, fields: list[str], allow_libsvm: bool = False) -> Recipe:
+    mc = T.min_count_of(data)
+    off = official_files(data, raw_dir)
+    lib = official_files(data, raw_dir, "libsvm") if (allow_libsvm and not off) else None
+    if not off and not lib and ensure_download(data, raw_dir):
+        off = official_files(data, raw_dir)
+    if off:
+        sources = []
+        for k in SPLITS:
+            src = Source(off[k], split=k, header=True, md5=_md5(data, k))
+            src.label = resolve_columns(src)[0]
+            sources.append(src)
+        layout = "official split CSVs"
+    elif lib:
+        sources = [Source(lib[k], split=k, fmt="libsvm", header=False, columns=["label", *fields]) for k in SPLITS]
+        layout = "AFN libsvm files"
+    else:
+        what = "train/valid/test.csv[.gz]" + (" or train/valid/test.libsvm[.gz]" if allow_libsvm else "")
+        raise _no_input(data, raw_dir, what)
+
+    def transform(df: pl.DataFrame) -> pl.DataFrame:
+        if "label" not in df.columns:
+            df = df.rename({df.columns[0]: "label"})
+        return df
+
+    return _base(data, sources, [Field(c, min_count=mc, source=c) for c in fields], layout, True, transform)
+
+
+# -- the tabular recipe: a user's own files described in the data config --------------------------------
+def _as_list(x) -> list:
+    if x is None:
+        return []
+    if isinstance(x, str):
+        return [s for s in x.split(",") if s]
+    return list(x)
+
+
+def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe:
+    """A recipe from config keys (see conf/data/tabular.yaml): files, label, categorical/numeric/sequence."""
+    name = name or data["name"]
+    label = data.get("label") or "label"
+    cats, nums, seqs = (_as_list(data.get(k)) for k in ("categorical", "numeric", "sequence"))
+    if not (cats or nums or seqs):
+        raise DataError(f"data={name}: no features: set data.categorical=[...], data.numeric=[...] and/or "
+                        "data.sequence=[...] (column names)")
+    opts = data.get("field_options") or {}
+    unknown = set(opts) - set(cats + nums + seqs)
+    if unknown:
+        raise DataError(f"data.field_options: unknown fields {sorted(unknown)}; features are {cats + nums + seqs}")
+    min_count = T.min_count_of(data)
+    fields = []
+    for kind, cols in (("categorical", cats), ("numeric", nums), ("sequence", seqs)):
+        for c in cols:
+            o = dict(opts.get(c) or {})
+            bad = set(o) - {"min_count", "max_len", "sep"}
+            if bad:
+                raise DataError(f"data.field_options.{c}: unknown keys {sorted(bad)}; allowed min_count, max_len, sep")
+            fields.append(Field(c, kind, min_count=int(o.get("min_count", min_count)),
+                                max_len=o.get("max_len", data.get("max_len")),
+                                sep=o.get("sep", data.get("sequence_sep", "|")), source=f"column {c}"))
+
+    def resolve(p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else Path(raw_dir) / q
+
+    def source(p: str, split: str | None) -> Source:
+        path = resolve(p)
+        fmt = data.get("format") or "auto"
+        if fmt == "auto":
+            fmt = "parquet" if path.suffix == ".parquet" else "csv"
+        sep = data.get("sep") or ("\t" if path.suffix in (".tsv", ".txt") else ",")
+        types = {c: "float" for c in nums}
+        cols = _as_list(data.get("columns")) or None
+        return Source(path, split=split, fmt=fmt, sep=sep, header=bool(data.get("header", True)),
+                      columns=cols, types=types, label=label)
+
+    files = data.get("files") or {}
+    if data.get("file"):
+        sources = [source(data["file"], None)]
+    elif files.get("train"):
+        sources = [source(files[k], k) for k in SPLITS if files.get(k)]
+        missing = [k for k in SPLITS if not files.get(k)]
+        if missing:
+            raise DataError(f"data.files: no file for {missing}; give train, valid and test files, or one "
+                            "data.file=... with data.split_ratios")
+    else:
+        raise DataError(f"data={name}: no input: set data.file=<one file> (split by data.split_ratios) or "
+                        "data.files.train/valid/test=<files> (CSV or Parquet; relative to data.raw_dir)")
+    ratios = tuple(float(r) for r in data.get("split_ratios") or (0.8, 0.1, 0.1))
+    if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
+        raise DataError(f"data.split_ratios: expected three non-negative numbers (train, valid, test), got {ratios}")
+    return Recipe(name=name, sources=sources, fields=fields, label=label, split_ratios=ratios,
+                  split_seed=int(data.get("split_seed", 2021)), rows=data.get("rows"),
+                  params=data, layout="tabular", official_split=bool(data.get("official_split", False)))
+
+
+def onehot_csv_recipe(data: dict, raw_dir: Path) -> Recipe:
+    """The x1 one-hot datasets from the official CSVs only (Avazu_x1): fields from ``data.fields``."""
+    return onehot_recipe(data, raw_dir, list(data["fields"]), allow_libsvm=False)
+
+
+def onehot_csv_or_libsvm_recipe(data: dict, raw_dir: Path) -> Recipe:
+    """The x1 one-hot datasets from the official CSVs or the AFN libsvm files (Frappe_x1, MovielensLatest_x1)."""
+    return onehot_recipe(data, raw_dir, list(data["fields"]), allow_libsvm=True)
+
+
+def synthetic_criteo_recipe(data: dict, raw_dir: Path) -> Recipe:
+    """Generate a Criteo-format file of ``data.rows`` rows into raw_dir (unless present), then the Criteo recipe."""
+    rows, seed = int(data["rows"]), int(data.get("generator_seed", 0))
+    path = raw_dir / f"synthetic_criteo_{rows}_{seed}.txt"
+    if not path.exists():
+        generate_criteo(path, rows, seed)
+    r = criteo_recipe(data, raw_dir, raw_file=path)
+    r.layout = "synthetic Criteo-format TSV"
+    return r
+
+
+# The names ``recipe:`` in conf/data/<d>.yaml may take (besides a path to a datasets/<d>/prepare.py script).
+RECIPES: dict[str, Callable[[dict, Path], Recipe]] = {
+    "criteo": criteo_recipe,
+    "avazu": avazu_recipe,
+    "onehot_csv": onehot_csv_recipe,
+    "onehot_csv_or_libsvm": onehot_csv_or_libsvm_recipe,
+    "synthetic_criteo": synthetic_criteo_recipe,
+    "tabular": tabular_recipe,
+}

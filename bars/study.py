@@ -1,0 +1,414 @@
+"""The Optuna study of a sweep: storage, sampler and pruner, the global trial budget, stale trials of dead
+workers, and the results files (``trials.csv``, ``best.overrides``).
+
+- Storage: a journal file ``sweeps/<model id>__<data>/study.journal`` by default (one machine, many processes),
+  or ``postgresql://...`` (RDB with heartbeats: a trial whose worker stops beating is failed and retried with
+  the same parameters). :func:`open_storage` returns the storage object; :class:`SweepStudy` keeps it as the
+  handle every state write goes through.
+- Budget: a worker starts a trial only while ``finished + running + waiting < budget`` (finished = complete +
+  pruned); a trial that loses the race to another worker is marked with ``SKIPPED_ATTR`` before it trains
+  (:func:`claim_or_skip`) and ignored everywhere (:func:`counted`). Failed trials do not count.
+- Liveness: each trial records its worker's ``host:pid:start`` (``WORKER_ATTR``); a RUNNING trial whose worker
+  is dead on this host is failed (:func:`fail_stale_trials`, liveness from ``bars.process``).
+
+Never imports mlflow or the trainer: ``bars.sweep`` runs the trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from bars import metrics, process
+from bars.config import to_container
+from bars.fileio import atomic_write_text
+from bars.metrics import Monitor
+from bars.search import Param, SearchSpaceError, decode_choice, encode_choice, format_value, to_overrides
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
+SKIPPED_ATTR = "bars_skipped"
+WORKER_ATTR = "bars_worker"
+STALE_MIN_AGE = 5.0  # seconds: a RUNNING trial younger than this is never failed by the process check
+# trials.csv columns: number, state, the parameters, val_<metric> per registered metric recorded, then these
+RUN_KEYS = ("epochs", "seconds")
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot start or continue (no study for a worker, too many failed trials, ...)."""
+
+
+class SweepStudy(optuna.Study):
+    """An Optuna study that keeps the storage object this process opened: trial-state writes, system attributes
+    and trial ids by number go through this handle (public storage API), never through Optuna's private
+    members. Built by :func:`create_study` / :func:`load_study`."""
+
+    def __init__(self, study_name: str, storage: optuna.storages.BaseStorage,
+                 sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> None:
+        super().__init__(study_name, storage, sampler, pruner)
+        self.opened_storage = storage
+        self.study_id = storage.get_study_id_from_name(study_name)
+
+    def trial_id(self, number: int) -> int:
+        """The storage's id of trial ``number`` (what a ``failed_trial`` system attribute refers to)."""
+        return self.opened_storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+
+    def trial_system_attrs(self, number: int) -> dict[str, Any]:
+        return dict(self.opened_storage.get_trial_system_attrs(self.trial_id(number)))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Storage, sampler, pruner, study
+# --------------------------------------------------------------------------------------------------------------
+def sweep_dir(cfg: DictConfig) -> Path:
+    return Path(str(cfg.sweep.dir))
+
+
+def storage_url(cfg: DictConfig) -> str:
+    """``sweep.storage`` or the default journal file; journal paths are returned as ``journal:///abs/path``."""
+    s = cfg.sweep.storage
+    if s in (None, "", "null"):
+        return "journal://" + str((sweep_dir(cfg) / "study.journal").resolve())
+    s = str(s)
+    if "://" not in s:  # a plain path: a journal file
+        return "journal://" + str(Path(s).resolve())
+    return s
+
+
+def is_journal(url: str) -> bool:
+    return url.startswith("journal://")
+
+
+def open_storage(url: str, cfg: DictConfig | None = None) -> optuna.storages.BaseStorage:
+    if is_journal(url):
+        path = Path(url[len("journal://"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        return optuna.storages.JournalStorage(backend)
+    s = cfg.sweep if cfg is not None else OmegaConf.create({})
+    kwargs: dict[str, Any] = {}
+    if not url.startswith("sqlite"):
+        kwargs = {
+            "heartbeat_interval": int(s.get("heartbeat_interval") or 10),
+            "grace_period": int(s.get("grace_period") or 30),
+            "heartbeat_stale_trial_callback": _retry_callback(s.get("max_retry", 3)),
+        }
+        engine = {"pool_pre_ping": True}
+        with _experimental_ok():
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+    return optuna.storages.RDBStorage(url)
+
+
+def _retry_callback(max_retry: int | None) -> Any:
+    with _experimental_ok():
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+
+def sampler_settings(cfg: DictConfig) -> dict[str, Any]:
+    s = cfg.sweep.sampler
+    return {
+        "n_startup_trials": int(s.n_startup_trials),
+        "n_ei_candidates": int(s.n_ei_candidates),
+        "multivariate": bool(s.multivariate),
+        "group": bool(s.group),
+        "constant_liar": bool(s.constant_liar),
+    }
+
+
+def pruner_settings(cfg: DictConfig) -> dict[str, Any]:
+    p = cfg.sweep.pruner
+    return {"n_startup_trials": int(p.n_startup_trials), "n_warmup_steps": int(p.n_warmup_steps),
+            "interval_steps": int(p.interval_steps)}
+
+
+def make_sampler(cfg: DictConfig, seed: int) -> optuna.samplers.TPESampler:
+    with _experimental_ok():
+        return optuna.samplers.TPESampler(seed=seed, **sampler_settings(cfg))
+
+
+def make_pruner(cfg: DictConfig) -> optuna.pruners.MedianPruner:
+    return optuna.pruners.MedianPruner(**pruner_settings(cfg))
+
+
+def study_record(cfg: DictConfig, space: dict[str, Param]) -> dict[str, Any]:
+    """What the launcher writes into the study's user attributes (and the MLflow parent run)."""
+    return {
+        "model": str(cfg.model.id),
+        "model_class": str(cfg.model.name),
+        "data": str(cfg.data.name),
+        "sampler": "optuna.samplers.TPESampler",
+        "sampler_settings": sampler_settings(cfg),
+        "sampler_seed": int(cfg.sweep.seed),
+        "sampler_seed_rule": "seed + 1000 * worker_index + trials in the study when the worker starts",
+        "pruner": "optuna.pruners.MedianPruner",
+        "pruner_settings": pruner_settings(cfg),
+        "pruning_metric": f"{monitor_of(cfg).name} per epoch",
+        "objective": monitor_of(cfg).describe(),
+        "optuna_version": optuna.__version__,
+        "search_space": json.loads(json.dumps({k: p.describe() for k, p in space.items()})),
+        "max_epochs_cap": None if cfg.sweep.max_epochs is None else int(cfg.sweep.max_epochs),
+    }
+
+
+def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage, space: dict[str, Param],
+                 replay: Sequence[str] = ()) -> SweepStudy:
+    """Create the study once (the launcher, before any worker starts, so workers never race to create it) or
+    load it, and record its setup."""
+    name = str(cfg.sweep.study)
+    monitor = monitor_of(cfg)
+    direction = optuna.study.StudyDirection.MAXIMIZE if monitor.direction == "max" else \
+        optuna.study.StudyDirection.MINIMIZE
+    optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
+    study = SweepStudy(name, storage, make_sampler(cfg, int(cfg.sweep.seed)), make_pruner(cfg))
+    if study.direction != direction:
+        raise SweepError(f"study {name!r} was created to {study.direction.name.lower()} its objective, but "
+                         f"train.monitor={monitor.describe()} asks to {direction.name.lower()}; start a new "
+                         f"study (sweep.study=<new name>) or restore the monitor")
+    record = study_record(cfg, space)
+    old = study.user_attrs
+    check_space_compatible(study, space)
+    if old.get("search_space") not in (None, record["search_space"]):
+        print(f"bars sweep: warning: the search space of study {name!r} changed since it was created; TPE "
+              f"continues with the trials so far", file=sys.stderr)
+    for k, v in record.items():
+        study.set_user_attr(k, v)
+    study.set_user_attr("budget", int(cfg.sweep.trials))
+    study.set_user_attr("replay_overrides", list(replay))
+    if "created_at" not in old:
+        study.set_user_attr("created_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return study
+
+
+def check_space_compatible(study: optuna.Study, space: dict[str, Param]) -> None:
+    """Optuna lets float/int ranges change within a study, but not categorical choices: a trial would fail at
+    its first suggestion. Check against the distributions the study's trials used, before any trial starts."""
+    seen: dict[str, Any] = {}
+    for t in study.get_trials(deepcopy=False):
+        for k, d in t.distributions.items():
+            seen.setdefault(k, d)
+    bad = []
+    for k, p in space.items():
+        d = seen.get(k)
+        if d is None:
+            continue
+        if p.type == "categorical":
+            new = tuple(encode_choice(c) for c in p.choices)
+            if not isinstance(d, optuna.distributions.CategoricalDistribution) or tuple(d.choices) != new:
+                bad.append(f"  {k}: the study used {getattr(d, 'choices', d)}, the space now has {list(new)}")
+        elif isinstance(d, optuna.distributions.CategoricalDistribution):
+            bad.append(f"  {k}: the study used categorical {d.choices}, the space now has a {p.type} range")
+    if bad:
+        raise SearchSpaceError(
+            f"study {study.study_name!r} ({len(study.get_trials(deepcopy=False))} trials) was run with other "
+            f"categorical choices; Optuna cannot change them within a study:\n" + "\n".join(bad) +
+            "\nRestore the old choices, or start a new study: sweep.study=<new name> (or remove its storage, "
+            "e.g. sweeps/<model>__<data>/study.journal, to start over)")
+
+
+def load_study(cfg: DictConfig, storage: optuna.storages.BaseStorage, seed: int) -> SweepStudy:
+    name = str(cfg.sweep.study)
+    try:
+        return SweepStudy(name, storage, make_sampler(cfg, seed), make_pruner(cfg))
+    except KeyError as e:
+        raise SweepError(f"study {name!r} does not exist in the storage; start the sweep with `make sweep` "
+                         f"(the launcher creates it) before starting workers") from e
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Trial bookkeeping
+# --------------------------------------------------------------------------------------------------------------
+def counted(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials that are part of the sweep (not the budget-race losers)."""
+    return [t for t in trials if SKIPPED_ATTR not in t.user_attrs]
+
+
+def budget_of(study: optuna.Study, default: int) -> int:
+    return int(study.user_attrs.get("budget", default))
+
+
+def worker_identity() -> str:
+    """``host:pid:start`` of this worker process, written into each trial it runs (``WORKER_ATTR``)."""
+    return process.identity()
+
+
+def fail_stale_trials(study: SweepStudy, retry: bool) -> list[int]:
+    """Mark RUNNING trials whose worker is dead as failed. Journal: by process id on this host. RDB: also by
+    heartbeat (optuna's ``fail_stale_trials``, which enqueues retries through the storage's callback); with
+    ``retry`` a trial found dead by process id is retried with the same parameters too."""
+    storage = study.opened_storage
+    failed: list[int] = []
+    now = time.time()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        ident = t.user_attrs.get(WORKER_ATTR)
+        if ident is None or process.identity_alive(ident) is not False:
+            continue
+        # a retried trial inherits its user attributes (the dead worker's identity) until its new worker
+        # writes its own, a moment after it starts: leave young trials alone
+        started = t.datetime_start.timestamp() if t.datetime_start else 0.0
+        if now - started < STALE_MIN_AGE:
+            continue
+        trial_id = study.trial_id(t.number)
+        try:
+            storage.set_trial_user_attr(trial_id, "bars_failed_reason", f"worker {ident} died")
+            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                continue
+        except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, KeyError):
+            continue  # another process finished or failed it first
+        failed.append(t.number)
+        callback = heartbeat_callback(storage)
+        if retry and callback is not None:
+            with _experimental_ok():
+                callback(study, storage.get_trial(trial_id))
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
+        with _experimental_ok():
+            optuna.storages.fail_stale_trials(study)
+    return failed
+
+
+def heartbeat_callback(storage: optuna.storages.BaseStorage) -> Callable[..., None] | None:
+    """The retry callback an RDB storage with heartbeats was opened with (None for journals)."""
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return storage.get_heartbeat_stale_trial_callback()
+    return None
+
+
+@contextlib.contextmanager
+def _experimental_ok() -> Iterator[None]:
+    """Optuna marks the heartbeat API experimental; its warning is noise for users of a sweep."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+@dataclass
+class BudgetState:
+    budget: int
+    finished: int
+    active: int
+    failed: int
+    best: float | None
+
+    @property
+    def done(self) -> bool:
+        return self.finished >= self.budget
+
+
+def budget_state(study: optuna.Study, default_budget: int) -> BudgetState:
+    trials = counted(study.get_trials(deepcopy=False))
+    fin = [t for t in trials if t.state in FINISHED]
+    comp = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return BudgetState(
+        budget=budget_of(study, default_budget),
+        finished=len(fin),
+        active=sum(t.state in ACTIVE for t in trials),
+        failed=sum(t.state == TrialState.FAIL for t in trials),
+        best=(max(comp) if maximizes(study) else min(comp)) if comp else None,
+    )
+
+
+class OverBudget(Exception):
+    """This trial lost the race for the last places of the budget: it is marked skipped and never trains."""
+
+
+def claim_or_skip(study: optuna.Study, trial: optuna.Trial, budget: int) -> None:
+    """Called first in the objective: if trials numbered before this one already fill the budget, this trial
+    lost a race between workers: mark it skipped and raise (it is then failed without training)."""
+    ahead = [t for t in counted(study.get_trials(deepcopy=False))
+             if t.number < trial.number and (t.state in FINISHED or t.state in ACTIVE)]
+    if len(ahead) >= budget:
+        trial.set_user_attr(SKIPPED_ATTR, "budget filled by other workers")
+        raise OverBudget
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Results files
+# --------------------------------------------------------------------------------------------------------------
+def state_name(s: TrialState) -> str:
+    return {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
+            "WAITING": "waiting"}.get(s.name, s.name.lower())
+
+
+def trials_table(study: optuna.Study, space_keys: Sequence[str] | None = None) -> tuple[list[str], list[list]]:
+    trials = sorted(counted(study.get_trials(deepcopy=False)), key=lambda t: t.number)
+    keys = list(space_keys or [])
+    for t in trials:
+        for k in t.params:
+            if k not in keys:
+                keys.append(k)
+    recorded = {k for t in trials for k in t.user_attrs}
+    metric_keys = [k for k in metrics.metric_keys("val") if k in recorded]
+    header = ["number", "state", *keys, *metric_keys, *RUN_KEYS]
+    rows = []
+    for t in trials:
+        row: list[Any] = [t.number, state_name(t.state)]
+        for k in keys:
+            v = t.params.get(k, "")
+            row.append(format_value(decode_choice(v)) if v != "" else "")
+        for r in (*metric_keys, *RUN_KEYS):
+            v = t.user_attrs.get(r, "")
+            if isinstance(v, float):
+                v = f"{v:.6f}" if r != "seconds" else f"{v:.1f}"
+            row.append(v)
+        rows.append(row)
+    return header, rows
+
+
+def maximizes(study: optuna.Study) -> bool:
+    return study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def monitor_of(cfg: DictConfig) -> Monitor:
+    """The sweep's objective: the training monitor (``train.monitor``), per epoch and at the best epoch."""
+    return Monitor.parse(to_container(cfg.train.monitor))
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    comp = [t for t in counted(study.get_trials(deepcopy=False))
+            if t.state == TrialState.COMPLETE and t.value is not None]
+    sign = 1.0 if maximizes(study) else -1.0
+    return max(comp, key=lambda t: (sign * t.value, -t.number)) if comp else None
+
+
+def write_results(study: optuna.Study, out_dir: Path, space_keys: Sequence[str] | None = None) -> dict[str, Any]:
+    """Write ``trials.csv`` and ``best.overrides`` (when a trial completed). Returns a summary."""
+    header, rows = trials_table(study, space_keys)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_text(out_dir / "trials.csv", buf.getvalue())
+    best = best_trial(study)
+    summary: dict[str, Any] = {"trials": len(rows), "best": None}
+    if best is not None:
+        lines = list(best.user_attrs.get("replay_overrides", study.user_attrs.get("replay_overrides", [])))
+        params = {k: decode_choice(v) for k, v in best.params.items()}
+        keys = set(params)
+        lines = [o for o in lines if o.split("=", 1)[0].lstrip("+~") not in keys] + to_overrides(params)
+        atomic_write_text(out_dir / "best.overrides", "\n".join(lines) + "\n")
+        summary["best"] = {"number": best.number, "value": best.value, "overrides": lines}
+    return summary
+
+
+__all__ = [
+    "ACTIVE", "FINISHED", "RUN_KEYS", "SKIPPED_ATTR", "STALE_MIN_AGE", "WORKER_ATTR", "BudgetState",
+    "OverBudget", "SweepError", "SweepStudy", "best_trial", "budget_of", "budget_state", "check_space_compatible",
+    "claim_or_skip", "counted", "create_study", "fail_stale_trials", "heartbeat_callback", "is_journal",
+    "load_study", "make_pruner", "make_sampler", "maximizes", "monitor_of", "open_storage", "pruner_settings",
+    "sampler_settings",
+    "state_name", "storage_url", "study_record", "sweep_dir", "trials_table", "worker_identity", "write_results",
+]

@@ -1,7 +1,0 @@
-"""frappe_x1: BARS Frappe_x1 (official CSVs, md5-checked; or AFN libsvm) on the shared engine."""
-
-from bars.data.protocols import onehot_recipe
-
-
-def recipe(data, raw_dir):
-    return onehot_recipe(data, raw_dir, list(data["fields"]), allow_libsvm=True)
