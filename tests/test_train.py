@@ -468,8 +468,8 @@ def test_checkpoint_is_atomic_and_loads_weights_only(tmp_path: Path, monkeypatch
     # a save that dies halfway never replaces the good file and leaves no temporary file
     good = ck.read_bytes()
 
-    def broken_save(obj, f, *a, **kw):
-        Path(f).write_bytes(b"partial")
+    def broken_save(obj, f, *a, **kw):  # f: the open temporary file
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(T.torch, "save", broken_save)
