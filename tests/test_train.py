@@ -517,14 +517,18 @@ def load_frappe_valid_as_train():
     """The BARS Frappe_x1 *validation* split, used here as training data: 80 % train / 20 % valid (seeded), each
     field label-encoded on the train part (index 0 padding, 1 OOV, 2.. by count desc then value)."""
     import polars as pl
+    from omegaconf import OmegaConf
 
+    from bars.config import compose
     from bars.data.loader import SplitTensors
-    from bars.data.spec import Feature, FeatureSpec
+    from bars.data.spec import Feature, FeatureSpec, assign_groups
 
     df = pl.read_csv(FRAPPE_VALID)
     n = df.height
     perm = np.random.default_rng(2021).permutation(n)
     tr_idx, va_idx = perm[: int(0.8 * n)], perm[int(0.8 * n) :]
+    # BARS's Frappe_x1 feature groups (conf/data/frappe_x1.yaml data.groups), for DSSM, FLEN and PPNet
+    groups = assign_groups(list(df.columns), OmegaConf.to_container(compose(["data=frappe_x1"]).data.groups))
     feats, tr, va = [], {}, {}
     for f in [c for c in df.columns if c != "label"]:
         col = df[f].to_numpy()
@@ -533,7 +537,7 @@ def load_frappe_valid_as_train():
         lut = np.ones(int(col.max()) + 1, dtype=np.int32)  # unseen in train -> OOV (1)
         lut[vals[order]] = np.arange(2, 2 + len(vals), dtype=np.int32)
         enc = lut[col]
-        feats.append(Feature(name=f, type="categorical", vocab_size=len(vals) + 2))
+        feats.append(Feature(name=f, type="categorical", vocab_size=len(vals) + 2, group=groups.get(f, "")))
         tr[f], va[f] = torch.from_numpy(enc[tr_idx]), torch.from_numpy(enc[va_idx])
     y = torch.from_numpy(df["label"].to_numpy().astype(np.float32))
     spec = FeatureSpec(dataset="frappe_x1_valid_as_train", label="label", features=tuple(feats))

@@ -1,4 +1,4 @@
-"""SAM (Cheng and Xue, "An Embarrassingly Simple Model for Feature Interaction Learning in CTR Prediction",
+"""SAM (Cheng and Xue, "Looking at CTR Prediction Again: Is Attention All You Need?",
 SIGIR 2021): self-attentive interaction blocks over the field embeddings E [B, F, D], then a Linear.
 
     S = E E^T                                      (dot products of all field pairs, [B, F, F])
