@@ -53,7 +53,13 @@ CHECK_SCRIPT = Path(__file__).with_name("export_check.py")
 
 # Registered models (registry key) that a format cannot express, with the reason: `bars export` refuses them
 # with the reason, and tests/test_export.py checks that every other registered model exports with parity.
-UNSUPPORTED: dict[str, dict[str, str]] = {"onnx": {}, "torchscript": {}}
+_PARITY = ("outputs differ from torch by more than the parity tolerance (1e-5 relative logit error; measured "
+           "{} on the test data); not investigated yet (zoo3), so the export is refused rather than inexact")
+UNSUPPORTED: dict[str, dict[str, str]] = {
+    "onnx": {"apg_dcnv2": _PARITY.format("4.1e-4"), "apg_deepfm": _PARITY.format("1.0e-4"),
+             "destine": _PARITY.format("1.7e-4"), "dssm": _PARITY.format("1.1e-5")},
+    "torchscript": {"apg_dcnv2": _PARITY.format("1.9e-5")},
+}
 
 
 class ExportError(RuntimeError):
