@@ -9,12 +9,13 @@ Conventions
 
 The package holds one module per concept (core: activations, dropout, MLP; embedding; interaction; attention;
 gating; params). Import blocks from ``bars.models.layers``; a new block goes into the module of its concept (or
-a new one), is re-exported here and gets one test in tests/test_layers.py (or its own tests/test_layers_<concept>.py:
-feature groups, interaction machine, disentangled attention, generalized interaction, generated weights,
-personalisation).
+a new one), is re-exported here and gets one test in tests/test_layers.py (a new module: its own
+tests/test_layers_<concept>.py).
 """
 
+from bars.models.layers.anova import AnovaKernel, anova_kernels
 from bars.models.layers.attention import MultiHeadSelfAttention
+from bars.models.layers.bilinear import BilinearInteraction
 from bars.models.layers.core import ACTIVATIONS, MLP, Dropout, ReLUDropout, activation
 from bars.models.layers.disentangled_attention import DisentangledSelfAttention
 from bars.models.layers.embedding import FeatureEmbedding, LogisticRegression
@@ -22,19 +23,22 @@ from bars.models.layers.gating import BilinearFusion, FeatureSelection
 from bars.models.layers.generalized_interaction import GeneralizedInteraction, GeneralizedInteractionNet
 from bars.models.layers.generated_weights import APGMLP, APGLinear
 from bars.models.layers.groups import FeatureGroups, require_groups
+from bars.models.layers.inner_product import InnerProductInteraction, field_pairs, num_pairs
 from bars.models.layers.interaction import CIN, CrossNet, CrossNetV2, FMInteraction
 from bars.models.layers.interaction_machine import InteractionMachine
 from bars.models.layers.params import count_parameters, init_bars_, split_parameters
 from bars.models.layers.personalization import GatedMLP, GateNU
+from bars.models.layers.squeeze_excitation import SqueezeExcitation
 
 __all__ = [
     "ACTIVATIONS",
     "APGMLP",
     "CIN",
     "MLP",
-    # zoo3: DeepIM, DESTINE, AOANet, APG, DSSM / FLEN / PPNet
     "APGLinear",
+    "AnovaKernel",
     "BilinearFusion",
+    "BilinearInteraction",
     "CrossNet",
     "CrossNetV2",
     "DisentangledSelfAttention",
@@ -47,13 +51,49 @@ __all__ = [
     "GatedMLP",
     "GeneralizedInteraction",
     "GeneralizedInteractionNet",
+    "InnerProductInteraction",
     "InteractionMachine",
     "LogisticRegression",
     "MultiHeadSelfAttention",
     "ReLUDropout",
+    "SqueezeExcitation",
     "activation",
+    "anova_kernels",
     "count_parameters",
+    "field_pairs",
     "init_bars_",
+    "num_pairs",
     "require_groups",
     "split_parameters",
 ]
+
+# zoo blocks, one module per concept (each tested in tests/test_layers_<concept>.py)
+from bars.models.layers.convolution import FieldConvolution, KMaxPooling, ccpm_pooling_sizes
+from bars.models.layers.field_aware import (
+    EmbeddingMemoryError,
+    FieldAwareEmbedding,
+    FieldAwareProducts,
+    SlotSelect,
+    ffm_slot,
+    onn_slot,
+    onnv2_slot,
+)
+from bars.models.layers.graph import FieldGraphNetwork, GraphLayer
+from bars.models.layers.hierarchical_attention import (
+    AttentionalAggregation,
+    HierarchicalAttention,
+    PositionwiseFeedForward,
+    TransformerSelfAttention,
+)
+from bars.models.layers.holographic import HolographicInteraction
+from bars.models.layers.logarithmic import LogarithmicTransformation
+
+__all__ += ["FieldConvolution", "KMaxPooling", "ccpm_pooling_sizes"]
+__all__ += [
+    "EmbeddingMemoryError", "FieldAwareEmbedding", "FieldAwareProducts", "SlotSelect", "ffm_slot", "onn_slot",
+    "onnv2_slot",
+]
+__all__ += ["FieldGraphNetwork", "GraphLayer"]
+__all__ += ["AttentionalAggregation", "HierarchicalAttention", "PositionwiseFeedForward", "TransformerSelfAttention"]
+__all__ += ["HolographicInteraction"]
+__all__ += ["LogarithmicTransformation"]
