@@ -481,6 +481,80 @@ def rule_finalmlp(t: Transcript) -> None:
     t.set("model.params.num_heads", "num_heads", int)
 
 
+# --- zoo3: AOANet, DeepIM, DESTINE, DSSM, EDCN, FLEN, SAM (FuxiCTR 1.0.2 - 1.2.2 runs)
+def rule_aoanet(t: Transcript) -> None:
+    common(t)
+    _deep(t, "dnn_hidden_units", "dnn_hidden_activations")
+    t.set("model.params.num_interaction_layers", "num_interaction_layers", int)
+    t.set("model.params.num_subspaces", "num_subspaces", int)
+
+
+def rule_deepim(t: Transcript) -> None:  # DeepIM's MLP knobs are hidden_units / net_batch_norm
+    common(t)
+    t.set("model.params.im_order", "im_order", int)
+    t.set("model.params.im_batch_norm", "im_batch_norm", bool)
+    if t.set("model.params.hidden_units", "hidden_units", _units):
+        t.set("model.params.activation", "hidden_activations", _act)
+        t.set("model.params.batch_norm", "net_batch_norm", bool)
+        t.set("model.params.dropout", "net_dropout", _float)
+    else:
+        t.mark_inert("hidden_activations", "net_batch_norm", "net_dropout")
+        t.put("model.params.batch_norm", False)
+        t.put("model.params.dropout", 0.0)
+
+
+def rule_destine(t: Transcript) -> None:
+    common(t)
+    heads = t.set("model.params.num_heads", "num_heads", int)
+    if heads != 1:  # FuxiCTR 1.2.2 reshaped the unary logits across samples with several heads: no counterpart
+        raise TranscriptionError(f"{t.where}: DESTINE with {heads} heads: FuxiCTR {t.readme.fuxictr_version}'s "
+                                 f"multi-head unary attention has no counterpart here (head_split)")
+    t.set("model.params.attention_dim", "attention_dim", int)
+    t.set("model.params.attention_layers", "attention_layers", int)
+    t.set("model.params.attention_dropout", "att_dropout", _float)
+    t.set("model.params.relu_before_att", "relu_before_att", bool)
+    t.set("model.params.use_scale", "use_scale", bool)
+    t.set("model.params.use_wide", "use_wide", bool)
+    t.set("model.params.residual_mode", "residual_mode", lambda v: "none" if v in (None, "None") else str(v))
+    _deep(t, "dnn_hidden_units", "dnn_activations")
+
+
+def rule_dssm(t: Transcript) -> None:  # the towers' groups are the data config's data.groups
+    common(t)
+    for side in ("user", "item"):
+        t.set(f"model.params.{side}_tower_units", f"{side}_tower_units", _units)
+        t.set(f"model.params.{side}_tower_activation", f"{side}_tower_activations", _act)
+        t.set(f"model.params.{side}_tower_dropout", f"{side}_tower_dropout", _float)
+    t.set("model.params.batch_norm", "batch_norm", bool)
+
+
+def rule_edcn(t: Transcript) -> None:
+    common(t)
+    t.set("model.params.num_cross_layers", "num_cross_layers", int)
+    t.set("model.params.activation", "hidden_activations", _act)
+    t.set("model.params.bridge_type", "bridge_type", str)
+    t.set("model.params.use_regulation_module", "use_regulation_module", bool)
+    t.set("model.params.temperature", "temperature", float)
+    t.set("model.params.dropout", "net_dropout", _float)
+    t.set("model.params.batch_norm", "batch_norm", bool)
+    # FuxiCTR < 2 kept DCN's residual in EDCN's cross layer (2.3.10 dropped it)
+    t.put("model.params.cross_residual", version_tuple(t.readme.fuxictr_version) < (2,))
+
+
+def rule_flen(t: Transcript) -> None:  # the field groups are the data config's data.groups
+    common(t)
+    _deep(t, "dnn_hidden_units", "dnn_activations")
+
+
+def rule_sam(t: Transcript) -> None:
+    common(t)
+    t.set("model.params.interaction_type", "interaction_type", str)
+    t.set("model.params.aggregation", "aggregation", str)
+    t.set("model.params.num_interaction_layers", "num_interaction_layers", int)
+    t.set("model.params.use_residual", "use_residual", bool)
+    t.set("model.params.dropout", "net_dropout", _float)
+
+
 def _afn(t: Transcript, ensemble: bool) -> None:
     common(t)
     t.check("ensemble_dnn", ensemble, optional=False)
@@ -649,6 +723,8 @@ RULES: dict[str, tuple[str | tuple[str, ...], Callable[[Transcript], None]]] = {
     "deepfm": ("DeepFM", rule_mlp), "dcn": ("DCN", rule_dcn), "dcnv2": ("DCNv2", rule_dcnv2),
     "xdeepfm": ("xDeepFM", rule_xdeepfm), "autoint": ("AutoInt", rule_autoint),
     "finalmlp": ("FinalMLP", rule_finalmlp),
+    "aoanet": ("AOANet", rule_aoanet), "deepim": ("DeepIM", rule_deepim), "destine": ("DESTINE", rule_destine),
+    "dssm": ("DSSM", rule_dssm), "edcn": ("EDCN", rule_edcn), "flen": ("FLEN", rule_flen), "sam": ("SAM", rule_sam),
     "afn": ("AFN", rule_afn), "afn_plus": ("AFN", rule_afn_plus), "ffm": (("FFM", "FFMv2", "FFM_v2"), rule_ffm),
     "hfm": ("HFM", rule_hfm), "hfm_plus": ("HFM", rule_hfm_plus), "fignn": ("FiGNN", rule_fignn),
     "ccpm": ("CCPM", rule_ccpm), "interhat": ("InterHAt", rule_interhat), "onn": ("ONN", rule_onn),

@@ -40,12 +40,12 @@ from bars.models import build, list_models
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 CONF = PROJECT_ROOT / "conf" / "model"
 
-# numeric fields and a shared table, which movielens_small lacks
+# numeric fields and a shared table, which movielens_small lacks; feature groups for DSSM, FLEN and PPNet
 TINY = FeatureSpec(dataset="tiny", label="click", features=(
-    Feature("user", "categorical", vocab_size=9), Feature("price", "numeric"),
-    Feature("item", "categorical", vocab_size=7),
-    Feature("history", "sequence", vocab_size=7, max_len=4, share_embedding="item"),
-    Feature("tags", "sequence", vocab_size=5, max_len=3)))
+    Feature("user", "categorical", vocab_size=9, group="user"), Feature("price", "numeric", group="context"),
+    Feature("item", "categorical", vocab_size=7, group="item"),
+    Feature("history", "sequence", vocab_size=7, max_len=4, share_embedding="item", group="user"),
+    Feature("tags", "sequence", vocab_size=5, max_len=3, group="item")))
 
 
 def _params(name: str, dim: int) -> dict:

@@ -38,12 +38,12 @@ def spec() -> FeatureSpec:
         dataset="tiny",
         label="click",
         features=(
-            Feature("user", "categorical", vocab_size=9),
-            Feature("price", "numeric"),
-            Feature("item", "categorical", vocab_size=7),
-            Feature("history", "sequence", vocab_size=7, max_len=4, share_embedding="item"),
-            Feature("tags", "sequence", vocab_size=5, max_len=3),
-        ),
+            Feature("user", "categorical", vocab_size=9, group="user"),
+            Feature("price", "numeric", group="context"),
+            Feature("item", "categorical", vocab_size=7, group="item"),
+            Feature("history", "sequence", vocab_size=7, max_len=4, share_embedding="item", group="user"),
+            Feature("tags", "sequence", vocab_size=5, max_len=3, group="item"),
+        ),  # feature groups (data.groups) for the models that read them (DSSM, FLEN, PPNet)
     )
 
 

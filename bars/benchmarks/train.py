@@ -4,8 +4,8 @@
 
 1. Every registered model, its ``conf/model/<m>.yaml`` defaults, embedding dim 10, batch 4096, on a synthetic
    Criteo-format dataset (13 numeric fields I1-I13 + 26 categorical fields C1-C26, log-spaced vocabularies from 4 to
-   300,000 rows, ~1.3M embedding rows in all), embedding regularizer 1e-5 (so the whole-table regularizer's cost
-   is included).
+   300,000 rows, ~1.3M embedding rows in all; feature groups I* context, C1-C13 user, C14-C26 item), embedding
+   regularizer 1e-5 (so the whole-table regularizer's cost is included).
 2. DCN at the Frappe_x1 best configuration: 10 categorical fields with the vocabulary sizes BARS logged,
    embedding 10, DNN [400, 400, 400], 3 cross layers, batch norm, dropout 0.2, embedding regularizer 0.05.
    Goal: >= 30,000 training samples/s on the 2-core CPU machine, validation at least as fast per row.
@@ -40,8 +40,11 @@ def criteo_like_spec():
     from bars.data.spec import Feature, FeatureSpec
 
     vocab = np.geomspace(4, 300_000, 26).astype(int)
-    feats = [Feature(f"I{i}", "numeric") for i in range(1, 14)]
-    feats += [Feature(f"C{i}", "categorical", vocab_size=int(v)) for i, v in enumerate(vocab, 1)]
+    # feature groups (for DSSM, FLEN, PPNet; Criteo's fields are anonymous, so the split is arbitrary but fixed):
+    # I1-I13 context, C1-C13 user, C14-C26 item
+    feats = [Feature(f"I{i}", "numeric", group="context") for i in range(1, 14)]
+    feats += [Feature(f"C{i}", "categorical", vocab_size=int(v), group="user" if i <= 13 else "item")
+              for i, v in enumerate(vocab, 1)]
     return FeatureSpec(dataset="synthetic_criteo_like", label="label", features=tuple(feats))
 
 

@@ -29,6 +29,8 @@ FRAPPE_VOCAB = {
     "country": 82,
     "city": 235,
 }
+# BARS's Frappe_x1 feature groups (ranking/ctr/DSSM/DSSM_frappe_x1/*/dataset_config.yaml = conf/data/frappe_x1.yaml)
+FRAPPE_GROUPS = {n: "item" if n in ("item", "cost") else "user" for n in FRAPPE_VOCAB}
 FRAPPE_DCN_BEST = {
     "embedding_dim": 10,
     "dnn_hidden_units": (400, 400, 400),
@@ -40,7 +42,7 @@ FRAPPE_DCN_BEST = {
 
 
 def frappe_like_spec() -> FeatureSpec:
-    feats = tuple(Feature(n, "categorical", vocab_size=v) for n, v in FRAPPE_VOCAB.items())
+    feats = tuple(Feature(n, "categorical", vocab_size=v, group=FRAPPE_GROUPS[n]) for n, v in FRAPPE_VOCAB.items())
     return FeatureSpec(dataset="frappe_like", label="label", features=feats)
 
 

@@ -53,6 +53,7 @@ class Field:
     max_len: int | None = None
     sep: str = "|"
     source: str = ""
+    group: str = ""  # feature group (user, item, context) from data.groups; set by bars.data.prepare
 
 
 @dataclass
@@ -525,6 +526,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             max_len=max_lens.get(f.name, 0),
             min_count=f.min_count if f.type != "numeric" else DEFAULT_MIN_COUNT,
             source=f.source,
+            group=f.group,
         )
         for f in recipe.fields
     )

@@ -10,6 +10,11 @@ that do not change its bytes), the raw layout found and the identity of the inpu
 pinned md5). Only ``cfg.data`` is read: training settings (``protocol.*``, ``model.*``, ``train.*``) never
 reach this layer. An existing folder with a manifest is reused after a cheap check.
 
+``data.groups`` (optional: ``{user: [...], item: [...], context: [...]}``) tags fields with their feature group
+in the spec (DSSM, FLEN and PPNet read it). It is checked against the recipe's fields before anything is read or
+written, and it is fingerprinted like every other data key: it changes ``feature_spec.json``, so a dataset
+declared with groups gets its own folder, while a config without the key keeps its earlier fingerprint.
+
 Any number of processes may prepare the same dataset at once (a job array of ``bars train`` on a fresh
 project): the build runs under a file lock per output folder (``<paths.data>/.locks/<name>.<fingerprint>.lock``),
 so one process builds it and the others wait and reuse it. Temporaries left by killed runs are removed by the
@@ -30,6 +35,7 @@ from bars.config import CONF_DIR, PROJECT_ROOT, fingerprint, hydra_command, to_c
 from bars.data.engine import Recipe, build
 from bars.data.errors import DataError
 from bars.data.recipes import RECIPES
+from bars.data.spec import SpecError, assign_groups
 from bars.data.vocab import MANIFEST_KEY as VOCAB_KEY
 from bars.data.writer import MANIFEST, SPEC, atomic_dir
 from bars.fileio import file_lock
@@ -135,7 +141,15 @@ def load_recipe(cfg: DictConfig) -> Recipe:
                         f"{', '.join(available_datasets())}")
     raw_dir = Path(data.get("raw_dir") or datasets_dir() / name / "raw").expanduser()
     recipe = recipe_function(data)(data, raw_dir)
+    try:
+        groups = assign_groups([f.name for f in recipe.fields], data.get("groups"), where="data.groups")
+    except SpecError as e:
+        raise DataError(f"data={name}: {e}") from None
+    for f in recipe.fields:
+        f.group = groups.get(f.name, "")
     recipe.params = {k: v for k, v in data.items() if k not in NOT_FINGERPRINTED}
+    if recipe.params.get("groups") is None:  # `groups: null` = no groups: the same bytes, the same fingerprint
+        recipe.params.pop("groups", None)
     return recipe
 
 

@@ -9,6 +9,12 @@ Index convention for categorical and sequence fields (the same in every dataset)
   2+ = known values, ordered by train count descending, then by value (deterministic)
 ``vocab_size`` counts all indices, padding and OOV included, so an embedding table has ``vocab_size`` rows.
 
+Feature groups (optional): ``Feature.group`` tags a field as ``user``, ``item`` or ``context`` (FuxiCTR's
+``source``), for the models that treat groups differently (DSSM's towers, FLEN's field-wise interactions, PPNet's
+gate priors). They are declared by the data config (``data.groups: {user: [...], item: [...], context: [...]}``,
+checked by :func:`assign_groups`) and written into the spec; a field in no group has ``group == ""``, which the
+JSON leaves out (so a spec without groups is byte-identical to one written before groups existed).
+
 Parquet column types: categorical -> int32, numeric -> float32, sequence -> fixed-size list<int32> of
 ``max_len`` (0-padded at the end), label -> float32 (values 0.0 / 1.0).
 """
@@ -28,6 +34,7 @@ PAD_INDEX = 0
 OOV_INDEX = 1
 FIRST_KNOWN_INDEX = 2
 DEFAULT_MIN_COUNT = 1  # the one default: a value seen once in train is known (BARS x1 and FuxiCTR's default)
+FEATURE_GROUPS = ("user", "item", "context")  # the groups a field may belong to (FuxiCTR's feature `source`)
 
 FeatureType = Literal["categorical", "numeric", "sequence"]
 
@@ -45,8 +52,11 @@ class Feature:
     min_count: int = DEFAULT_MIN_COUNT  # categorical / sequence: values seen fewer times in train map to OOV
     source: str = ""  # free text: raw column(s) and transform, for humans
     share_embedding: str = ""  # name of another field whose embedding table this field reuses (optional)
+    group: str = ""  # "" (none) or one of FEATURE_GROUPS: user, item, context (declared by data.groups)
 
     def __post_init__(self) -> None:
+        if self.group and self.group not in FEATURE_GROUPS:
+            raise SpecError(f"feature {self.name!r}: group {self.group!r} is not one of {FEATURE_GROUPS} (or empty)")
         if self.type not in FEATURE_TYPES:
             raise SpecError(f"feature {self.name!r}: type {self.type!r} is not one of {FEATURE_TYPES}")
         if self.type in ("categorical", "sequence") and self.vocab_size < FIRST_KNOWN_INDEX:
@@ -99,13 +109,20 @@ class FeatureSpec:
     def num_fields(self) -> int:
         return len(self.features)
 
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        """``{group: [field names in spec order]}`` for the groups that have fields (FEATURE_GROUPS order); empty
+        when the data config declared no groups."""
+        out = {g: [f.name for f in self.features if f.group == g] for g in FEATURE_GROUPS}
+        return {g: names for g, names in out.items() if names}
+
     # -- JSON --------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
             "version": self.version,
             "dataset": self.dataset,
             "label": self.label,
-            "features": [asdict(f) for f in self.features],
+            "features": [_feature_dict(f) for f in self.features],
             "notes": self.notes,
         }
 
@@ -144,3 +161,39 @@ class FeatureSpec:
         except json.JSONDecodeError as e:
             raise SpecError(f"{p}: not valid JSON ({e})") from None
         return cls.from_dict(d, origin=str(p))
+
+
+def _feature_dict(f: Feature) -> dict:
+    """A feature as JSON: every field, but ``group`` only when set (specs without groups keep their bytes)."""
+    d = asdict(f)
+    if not d["group"]:
+        del d["group"]
+    return d
+
+
+def assign_groups(field_names: list[str], groups: object, where: str = "data.groups") -> dict[str, str]:
+    """``{field name: group}`` from a declaration ``{group: [field names]}`` (``None`` or empty: no groups).
+
+    Checks, naming the config key ``where`` (``data.groups``): a mapping of known group names
+    (:data:`FEATURE_GROUPS`) to non-empty lists of field names; every name is a field of the dataset; no field is
+    in two groups. Fields not named stay in no group."""
+    if groups is None:
+        return {}
+    if not isinstance(groups, dict):
+        raise SpecError(f"{where}: expected a mapping {{group: [field, ...]}} with groups {list(FEATURE_GROUPS)}, "
+                        f"got {type(groups).__name__} {groups!r}")
+    out: dict[str, str] = {}
+    for group, names in groups.items():
+        key = f"{where}.{group}"
+        if group not in FEATURE_GROUPS:
+            raise SpecError(f"{key}: unknown group {group!r}; groups are {list(FEATURE_GROUPS)}")
+        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+            raise SpecError(f"{key}: expected a non-empty list of field names, got {names!r}")
+        unknown = [n for n in names if n not in field_names]
+        if unknown:
+            raise SpecError(f"{key}: unknown fields {unknown}; the dataset's fields are {field_names}")
+        for n in names:
+            if n in out:
+                raise SpecError(f"{key}: field {n!r} is already in group {out[n]!r} (a field has one group)")
+            out[n] = group
+    return out

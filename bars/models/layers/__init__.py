@@ -17,27 +17,42 @@ from bars.models.layers.anova import AnovaKernel, anova_kernels
 from bars.models.layers.attention import MultiHeadSelfAttention
 from bars.models.layers.bilinear import BilinearInteraction
 from bars.models.layers.core import ACTIVATIONS, MLP, Dropout, ReLUDropout, activation
+from bars.models.layers.disentangled_attention import DisentangledSelfAttention
 from bars.models.layers.embedding import FeatureEmbedding, LogisticRegression
 from bars.models.layers.gating import BilinearFusion, FeatureSelection
+from bars.models.layers.generalized_interaction import GeneralizedInteraction, GeneralizedInteractionNet
+from bars.models.layers.generated_weights import APGMLP, APGLinear
+from bars.models.layers.groups import FeatureGroups, require_groups
 from bars.models.layers.inner_product import InnerProductInteraction, field_pairs, num_pairs
 from bars.models.layers.interaction import CIN, CrossNet, CrossNetV2, FMInteraction
+from bars.models.layers.interaction_machine import InteractionMachine
 from bars.models.layers.params import count_parameters, init_bars_, split_parameters
+from bars.models.layers.personalization import GatedMLP, GateNU
 from bars.models.layers.squeeze_excitation import SqueezeExcitation
 
 __all__ = [
     "ACTIVATIONS",
+    "APGMLP",
     "CIN",
     "MLP",
+    "APGLinear",
     "AnovaKernel",
     "BilinearFusion",
     "BilinearInteraction",
     "CrossNet",
     "CrossNetV2",
+    "DisentangledSelfAttention",
     "Dropout",
     "FMInteraction",
     "FeatureEmbedding",
+    "FeatureGroups",
     "FeatureSelection",
+    "GateNU",
+    "GatedMLP",
+    "GeneralizedInteraction",
+    "GeneralizedInteractionNet",
     "InnerProductInteraction",
+    "InteractionMachine",
     "LogisticRegression",
     "MultiHeadSelfAttention",
     "ReLUDropout",
@@ -48,6 +63,7 @@ __all__ = [
     "field_pairs",
     "init_bars_",
     "num_pairs",
+    "require_groups",
     "split_parameters",
 ]
 

@@ -1,0 +1,103 @@
+"""Search spaces, beyond fitting the config (tests/test_sweep.py): every sampled trial of every model config
+builds its model on a grouped spec and runs a forward pass (so no trial of a sweep fails on an invalid
+combination), and the spaces of the zoo3 models cover the values BARS's tuner configs searched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from bars import search as SP
+from bars.config import CONF_DIR, compose
+from bars.data.spec import Feature, FeatureSpec
+from bars.models import build
+
+MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+SPEC = FeatureSpec("movielens_like", "y", (
+    Feature("user", "categorical", vocab_size=30, group="user"),
+    Feature("movie", "categorical", vocab_size=40, group="item"),
+    Feature("genres", "sequence", vocab_size=12, max_len=3, group="item"),
+    Feature("year", "categorical", vocab_size=9, group="item"),
+    Feature("hour", "categorical", vocab_size=26, group="context"),
+    Feature("weekday", "numeric", group="context"),
+))
+
+
+def batch(n: int = 8) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for f in SPEC.features:
+        if f.type == "categorical":
+            out[f.name] = torch.randint(0, f.vocab_size, (n,), generator=g, dtype=torch.int32)
+        elif f.type == "sequence":
+            out[f.name] = torch.randint(0, f.vocab_size, (n, f.max_len), generator=g, dtype=torch.int32)
+        else:
+            out[f.name] = torch.rand(n, generator=g)
+    return out
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_every_sampled_trial_builds_and_runs(model):
+    cfg = compose([f"model={model}"])  # movielens_small: its data file narrows the space
+    space = SP.space_of(cfg)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    x = batch()
+    for _ in range(6):
+        t = study.ask()
+        params = {k: p.suggest(t) for k, p in space.items()}
+        tcfg = SP.apply_params(cfg, params)  # what a sweep trial does to the composed config
+        m = build(str(tcfg.model.name), SPEC, OmegaConf.to_container(tcfg.model.params, resolve=True)).eval()
+        with torch.no_grad():
+            assert m(x).shape == (8,), params
+        study.tell(t, 0.5)
+
+
+def _covered(p: SP.Param, value) -> bool:
+    if p.type == "categorical":
+        return (tuple(value) if isinstance(value, list) else value) in p.choices
+    return p.low <= value <= p.high
+
+
+# BARS tuner grids (ranking/ctr/<Model>/<Model>_<split>/*tuner_config*/model_config.yaml, all of the model's
+# folders): the values each searched key took. The embedding regularizer is checked against the common range.
+BARS_GRIDS = {
+    "deepim": {"im_order": [2, 3, 4, 5], "im_batch_norm": [True, False], "dropout": [0.1, 0.2, 0.3, 0.4],
+               "hidden_units": [[400, 400, 400]]},
+    "destine": {"attention_dim": [32, 64, 128, 256], "attention_layers": [1, 2, 3, 4, 5, 6], "num_heads": [1, 2],
+                "attention_dropout": [0.0, 0.1, 0.2], "use_wide": [True, False], "dropout": [0.2, 0.3],
+                "dnn_hidden_units": [[400, 400, 400]]},
+    "edcn": {"num_cross_layers": [1, 2, 3, 4], "temperature": [1.0, 5.0, 10.0, 20.0, 50.0],
+             "use_regulation_module": [True, False], "dropout": [0.0, 0.1, 0.2, 0.3],
+             "bridge_type": ["hadamard_product"]},
+    "sam": {"interaction_type": ["SAM3A", "SAM3E"], "aggregation": ["concat", "weighted_pooling"],
+            "num_interaction_layers": [1, 2, 3, 4, 5], "use_residual": [True, False],
+            "dropout": [0.0, 0.1, 0.2, 0.3]},
+    "aoanet": {"num_interaction_layers": [1, 2, 3], "num_subspaces": [1, 2, 4, 8, 16],
+               "dropout": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "batch_norm": [True, False]},
+    "dssm": {"user_tower_dropout": [0.0, 0.1, 0.2, 0.3, 0.4], "item_tower_dropout": [0.1, 0.2, 0.3, 0.4]},
+    "flen": {"dnn_hidden_units": [[1000, 1000, 1000], [1000, 1000, 1000, 1000], [2000, 2000, 2000, 2000]]},
+    "ppnet": {"gate_emb_dim": [16, 32, 64], "gate_hidden_dim": [32, 64, 128, 256, 512],
+              "hidden_units": [[512, 256, 128]], "dropout": [0.0, 0.1, 0.2]},
+    "apg_dcnv2": {"rank_k": [[32, 16, 8]], "overparam_p": [[], [128, 64, 32]], "dropout": [0.0, 0.1]},
+    "apg_deepfm": {"rank_k": [[32, 16, 8], [16, 8, 4]], "overparam_p": [[], [128, 64, 32]],
+                   "dropout": [0.0, 0.1, 0.2, 0.3]},
+}
+
+
+@pytest.mark.parametrize("model", sorted(BARS_GRIDS))
+def test_zoo3_spaces_cover_the_bars_grids(model):
+    space = SP.load_search_space(model)  # without the movielens_small narrowing
+    for key, values in BARS_GRIDS[model].items():
+        p = space[f"model.params.{key}"]
+        missing = [v for v in values if not _covered(p, v)]
+        assert not missing, (model, key, missing)
+    reg = space["train.embedding_regularizer"]
+    assert reg.low <= 1e-6 and reg.high >= 0.1  # BARS: 1e-6 .. 0.1 on these models' splits
+
+
+def test_the_grids_named_here_are_model_configs():
+    assert set(BARS_GRIDS) <= {p.stem for p in Path(CONF_DIR / "model").glob("*.yaml")}
