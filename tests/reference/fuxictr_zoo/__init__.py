@@ -37,6 +37,8 @@ PENDING: dict[str, str] = {
     "fignn": "FiGNN", "fmfm": "FmFM", "fwfm": "FwFM", "hfm": "HFM", "hfm_plus": "HFM", "hofm": "HOFM",
     "interhat": "InterHAt", "ipnn": "PNN", "lorentzfm": "LorentzFM", "nfm": "NFM", "onn": "ONN",
     "onnv2": "ONN (ONNv2)",
+    "aoanet": "AOANet", "apg_dcnv2": "APG (APG_DCNv2)", "apg_deepfm": "APG (APG_DeepFM)", "deepim": "DeepIM",
+    "destine": "DESTINE", "dssm": "DSSM", "edcn": "EDCN", "flen": "FLEN", "ppnet": "PEPNet (PPNet)", "sam": "SAM",
 }
 
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
