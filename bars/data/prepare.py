@@ -31,6 +31,9 @@ from bars.data.writer import MANIFEST, SPEC, atomic_dir
 # (the recipe: the dataset name and the engine's FORMAT_VERSION are in the fingerprint, as for any code)
 NOT_FINGERPRINTED = frozenset({"raw_dir", "official_split", "download", "description", "group_column",
                                "bars_split", "recipe"})
+# keys added to existing dataset configs later: left out of the fingerprint while at these defaults, so the
+# datasets prepared before them keep their fingerprint
+LATE_DEFAULTS = {"labels": None, "meta": []}
 
 
 def datasets_dir() -> Path:
@@ -73,7 +76,8 @@ def load_recipe(cfg: DictConfig) -> Recipe:
                         f"{', '.join(available_datasets())}")
     raw_dir = Path(data.get("raw_dir") or datasets_dir() / name / "raw").expanduser()
     recipe = recipe_function(data)(data, raw_dir)
-    recipe.params = {k: v for k, v in data.items() if k not in NOT_FINGERPRINTED}
+    recipe.params = {k: v for k, v in data.items()
+                     if k not in NOT_FINGERPRINTED and not (k in LATE_DEFAULTS and v == LATE_DEFAULTS[k])}
     return recipe
 
 

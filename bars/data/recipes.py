@@ -17,7 +17,7 @@ import polars as pl
 
 from bars.data import transforms as T
 from bars.data.download import ensure_download
-from bars.data.engine import Field, Recipe
+from bars.data.engine import Field, Pretrained, Recipe
 from bars.data.errors import DataError
 from bars.data.sources import Source, resolve_columns
 from bars.data.synthetic import generate_criteo
@@ -175,6 +175,38 @@ def onehot_recipe(data: dict, raw_dir: Path, fields: list[str], allow_libsvm: bo
 
 
 # -- the tabular recipe: a user's own files described in the data config --------------------------------
+# per-field options (data.field_options.<field>, and the sequence datasets' recipes)
+FIELD_OPTIONS = frozenset({"min_count", "max_len", "sep", "share_embedding", "padding", "token_type", "align_with",
+                           "pretrained", "freeze_pretrained", "pretrained_md5"})
+
+
+def field_from_options(name: str, kind: str, o: dict, data: dict, min_count: int, raw_dir: Path, where: str) -> Field:
+    """A Field from its options (FIELD_OPTIONS), defaults from ``data`` (max_len, sequence_sep, padding);
+    a relative ``pretrained`` path is looked up in ``raw_dir``."""
+    padding = o.get("padding", data.get("padding") or "post")
+    if padding not in ("post", "pre"):
+        raise DataError(f"{where}.padding: expected 'post' or 'pre' (FuxiCTR's padding side), got {padding!r}")
+    token_type = o.get("token_type", "str")
+    if token_type not in ("str", "int"):
+        raise DataError(f"{where}.token_type: expected 'str' or 'int', got {token_type!r}")
+    if kind != "sequence":
+        seq_only = sorted({"max_len", "sep", "padding", "token_type", "align_with"} & set(o))
+        if seq_only:
+            raise DataError(f"{where}: {seq_only} apply to sequence fields only ({name!r} is {kind})")
+    pretrained = None
+    if o.get("pretrained"):
+        q = Path(str(o["pretrained"])).expanduser()
+        pretrained = Pretrained(q if q.is_absolute() else Path(raw_dir) / q,
+                                freeze=bool(o.get("freeze_pretrained", True)), md5=o.get("pretrained_md5"))
+    elif "freeze_pretrained" in o or "pretrained_md5" in o:
+        raise DataError(f"{where}: freeze_pretrained / pretrained_md5 without a pretrained file")
+    return Field(name, kind, min_count=int(o.get("min_count", min_count)),
+                 max_len=o.get("max_len", data.get("max_len")) if kind == "sequence" else None,
+                 sep=o.get("sep", data.get("sequence_sep", "|")), source=f"column {name}",
+                 share_embedding=o.get("share_embedding") or "", padding=padding if kind == "sequence" else "post",
+                 token_type=token_type, align_with=o.get("align_with") or "", pretrained=pretrained)
+
+
 def _as_list(x) -> list:
     if x is None:
         return []
@@ -186,8 +218,10 @@ def _as_list(x) -> list:
 def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe:
     """A recipe from config keys (see conf/data/tabular.yaml): files, label, categorical/numeric/sequence."""
     name = name or data["name"]
-    label = data.get("label") or "label"
+    labels = _as_list(data.get("labels"))
+    label = labels[0] if labels else (data.get("label") or "label")
     cats, nums, seqs = (_as_list(data.get(k)) for k in ("categorical", "numeric", "sequence"))
+    metas = _as_list(data.get("meta"))
     if not (cats or nums or seqs):
         raise DataError(f"data={name}: no features: set data.categorical=[...], data.numeric=[...] and/or "
                         "data.sequence=[...] (column names)")
@@ -200,12 +234,11 @@ def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe
     for kind, cols in (("categorical", cats), ("numeric", nums), ("sequence", seqs)):
         for c in cols:
             o = dict(opts.get(c) or {})
-            bad = set(o) - {"min_count", "max_len", "sep"}
+            bad = set(o) - FIELD_OPTIONS
             if bad:
-                raise DataError(f"data.field_options.{c}: unknown keys {sorted(bad)}; allowed min_count, max_len, sep")
-            fields.append(Field(c, kind, min_count=int(o.get("min_count", min_count)),
-                                max_len=o.get("max_len", data.get("max_len")),
-                                sep=o.get("sep", data.get("sequence_sep", "|")), source=f"column {c}"))
+                raise DataError(f"data.field_options.{c}: unknown keys {sorted(bad)}; allowed {sorted(FIELD_OPTIONS)}")
+            fields.append(field_from_options(c, kind, o, data, min_count, raw_dir, f"data.field_options.{c}"))
+    fields += [Field(c, "meta", source=f"column {c} (meta)") for c in metas]
 
     def resolve(p: str) -> Path:
         q = Path(p).expanduser()
@@ -239,7 +272,8 @@ def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe
         raise DataError(f"data.split_ratios: expected three non-negative numbers (train, valid, test), got {ratios}")
     return Recipe(name=name, sources=sources, fields=fields, label=label, split_ratios=ratios,
                   split_seed=int(data.get("split_seed", 2021)), rows=data.get("rows"),
-                  params=data, layout="tabular", official_split=bool(data.get("official_split", False)))
+                  params=data, layout="tabular", official_split=bool(data.get("official_split", False)),
+                  labels=labels or None)
 
 
 def onehot_csv_recipe(data: dict, raw_dir: Path) -> Recipe:

@@ -101,17 +101,23 @@ def encode_categorical(col: str, values: pl.Series) -> pl.Expr:
     return pl.when(pl.col(col).is_null()).then(pl.lit(PAD_INDEX, pl.Int32)).otherwise(mapped).alias(col)
 
 
-def encode_sequence(col: str, values: pl.Series, max_len: int) -> pl.Expr:
-    """List of values -> fixed-size array of ``max_len`` indices: truncated, 0-padded at the end."""
+def encode_sequence(col: str, values: pl.Series, max_len: int, padding: str = "post") -> pl.Expr:
+    """List of values -> fixed-size array of ``max_len`` indices. ``padding="post"``: the first ``max_len`` values,
+    0-padded at the end; ``"pre"``: the last ``max_len`` values, 0-padded at the start (FuxiCTR truncates on the
+    side it pads: keras ``pad_sequences(padding=p, truncating=p)``)."""
+    if padding not in ("post", "pre"):
+        raise ValueError(f"sequence {col!r}: padding must be 'post' or 'pre', got {padding!r}")
     idx = pl.Series(np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + len(values), dtype=np.int32))
+    kept = pl.col(col).list.head(max_len) if padding == "post" else pl.col(col).list.tail(max_len)
     enc = (
-        pl.col(col)
-        .list.head(max_len)
+        kept
         .list.eval(pl.element().replace_strict(values, idx, default=OOV_INDEX, return_dtype=pl.Int32))
         .fill_null(pl.lit([], dtype=pl.List(pl.Int32)))
     )
     pad = pl.lit([PAD_INDEX] * max_len, dtype=pl.List(pl.Int32))
-    return pl.concat_list([enc, pad]).list.head(max_len).list.to_array(max_len).alias(col)
+    if padding == "post":
+        return pl.concat_list([enc, pad]).list.head(max_len).list.to_array(max_len).alias(col)
+    return pl.concat_list([pad, enc]).list.tail(max_len).list.to_array(max_len).alias(col)
 
 
 def encode_numeric(col: str) -> pl.Expr:
