@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from bars.data.spec import DEFAULT_MIN_COUNT, FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX
 
@@ -123,3 +124,46 @@ def encode_sequence(col: str, values: pl.Series, max_len: int, padding: str = "p
 def encode_numeric(col: str) -> pl.Expr:
     """Numeric fields stay numeric: float32, missing -> 0.0."""
     return pl.col(col).cast(pl.Float32).fill_null(0.0).fill_nan(0.0).alias(col)
+
+
+# -- behaviour histories ----------------------------------------------------------------------------------
+def user_histories(events: pl.DataFrame, user: str, time: str, items: dict[str, str], max_len: int,
+                   tiebreak: str | None = None) -> pl.DataFrame:
+    """Each event's behaviour history: for every row of ``events``, the lists of ``items`` (output column ->
+    input column, e.g. ``{"hist_movies": "movie", "hist_genres": "genre"}``) of the same ``user``'s events
+    STRICTLY before its ``time`` (events at the same time are not history: no leakage), oldest first, the most
+    recent ``max_len`` kept. Rows keep their input order; the input columns are kept and the lists added. Events
+    of one user are ordered by ``time`` then ``tiebreak`` (default: input order) so the lists are deterministic.
+    """
+    if max_len < 1:
+        raise ValueError(f"user_histories: max_len must be >= 1, got {max_len}")
+    n = events.height
+    keys = [events[user].to_numpy(), events[time].to_numpy()]
+    tie = events[tiebreak].to_numpy() if tiebreak else np.arange(n)
+    order = np.lexsort((np.arange(n), tie, keys[1], keys[0]))  # by user, time, tiebreak, input order
+    u, t = keys[0][order], keys[1][order]
+    new_user = np.ones(n, dtype=bool)
+    new_user[1:] = u[1:] != u[:-1]
+    new_time = new_user.copy()
+    new_time[1:] |= t[1:] != t[:-1]
+    idx = np.arange(n)
+    user_start = np.maximum.accumulate(np.where(new_user, idx, 0))
+    end = np.maximum.accumulate(np.where(new_time, idx, 0))  # first event of this (user, time): history ends here
+    start = np.maximum(user_start, end - max_len)
+    lengths = end - start
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    # positions (in sorted order) of every history element, row after row
+    take = np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1])
+    back = np.empty(n, dtype=np.int64)
+    back[order] = idx  # row i of the input is sorted row back[i]
+    row_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths[back], out=row_offsets[1:])
+    row_take = np.repeat(offsets[:-1][back] - row_offsets[:-1], lengths[back]) + np.arange(offsets[-1])
+    gather = order[take[row_take]]  # input row of every history element, in input-row order
+    out = []
+    for o, c in items.items():
+        values = events[c].gather(pl.Series(gather, dtype=pl.Int64))
+        lists = pa.LargeListArray.from_arrays(pa.array(row_offsets, type=pa.int64()), values.to_arrow())
+        out.append(pl.Series(o, lists).cast(pl.List(values.dtype)))
+    return events.with_columns(out)
