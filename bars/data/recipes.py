@@ -215,6 +215,11 @@ def _as_list(x) -> list:
     return list(x)
 
 
+# data.validation: where the validation rows come from when train and test are files
+VALIDATIONS = {"file": "data.files.valid", "test": "the test file validates (BARS's sequential boards: bars-seq)",
+               "holdout": "a seeded data.holdout_ratio of the train file's rows (the honest variant)"}
+
+
 def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe:
     """A recipe from config keys (see conf/data/tabular.yaml): files, label, categorical/numeric/sequence."""
     name = name or data["name"]
@@ -253,27 +258,54 @@ def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe
         types = {c: "float" for c in nums}
         cols = _as_list(data.get("columns")) or None
         return Source(path, split=split, fmt=fmt, sep=sep, header=bool(data.get("header", True)),
-                      columns=cols, types=types, label=label)
+                      columns=cols, types=types, label=label, md5=_md5(data, split) if split else None)
 
+    validation = data.get("validation") or "file"
+    if validation not in VALIDATIONS:
+        raise DataError(f"data.validation: expected one of {list(VALIDATIONS)}, got {validation!r}")
+    if validation == "test" and not data.get("protocol_name"):
+        raise DataError("data.validation=test validates on the test set: label it, data.protocol_name=bars-seq "
+                        "(BARS's sequential boards), so boards and runs say so")
+    if validation != "test" and data.get("protocol_name") == "bars-seq":
+        raise DataError(f"data.protocol_name=bars-seq means validated on the test set, but data.validation="
+                        f"{validation!r}; the honest variant is data.validation=holdout data.protocol_name=holdout")
+    ratios = tuple(float(r) for r in data.get("split_ratios") or (0.8, 0.1, 0.1))
     files = data.get("files") or {}
+    valid_is_test = False
     if data.get("file"):
+        if validation != "file":
+            raise DataError(f"data.validation={validation!r} needs data.files.train and data.files.test (and no "
+                            "data.file): one file is split by data.split_ratios")
         sources = [source(data["file"], None)]
     elif files.get("train"):
-        sources = [source(files[k], k) for k in SPLITS if files.get(k)]
-        missing = [k for k in SPLITS if not files.get(k)]
-        if missing:
-            raise DataError(f"data.files: no file for {missing}; give train, valid and test files, or one "
-                            "data.file=... with data.split_ratios")
+        if validation == "file":
+            sources = [source(files[k], k) for k in SPLITS if files.get(k)]
+            missing = [k for k in SPLITS if not files.get(k)]
+            if missing:
+                raise DataError(f"data.files: no file for {missing}; give train, valid and test files, or one "
+                                "data.file=... with data.split_ratios, or data.validation=test|holdout")
+        else:
+            if files.get("valid") or not files.get("test"):
+                raise DataError(f"data.validation={validation!r}: give data.files.train and data.files.test and no "
+                                f"data.files.valid (got valid={files.get('valid')!r}, test={files.get('test')!r})")
+            if validation == "test":  # BARS's sequential boards: the test file validates
+                sources, valid_is_test = [source(files["train"], "train"), source(files["test"], "test")], True
+            else:  # the honest variant: a seeded share of the train file's rows validates, the test file tests
+                h = float(data.get("holdout_ratio", 0.1))
+                if not 0 < h < 1:
+                    raise DataError(f"data.holdout_ratio: expected a number in (0, 1), got {h}")
+                train = source(files["train"], None)
+                train.md5 = _md5(data, "train")
+                sources, ratios = [train, source(files["test"], "test")], (1 - h, h, 0.0)
     else:
         raise DataError(f"data={name}: no input: set data.file=<one file> (split by data.split_ratios) or "
                         "data.files.train/valid/test=<files> (CSV or Parquet; relative to data.raw_dir)")
-    ratios = tuple(float(r) for r in data.get("split_ratios") or (0.8, 0.1, 0.1))
     if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
         raise DataError(f"data.split_ratios: expected three non-negative numbers (train, valid, test), got {ratios}")
     return Recipe(name=name, sources=sources, fields=fields, label=label, split_ratios=ratios,
                   split_seed=int(data.get("split_seed", 2021)), rows=data.get("rows"),
                   params=data, layout="tabular", official_split=bool(data.get("official_split", False)),
-                  labels=labels or None)
+                  labels=labels or None, valid_is_test=valid_is_test)
 
 
 def onehot_csv_recipe(data: dict, raw_dir: Path) -> Recipe:
