@@ -135,3 +135,24 @@ def test_microvideo_x1_layout_with_pretrained_tables(tmp_path):
     assert spec["item_id"].pretrained == "pretrained_item_id.parquet" and spec["item_id"].freeze_pretrained
     assert spec["clicked_items"].pretrained_dim == 64 and spec["clicked_categories"].share_embedding == "cate_id"
     assert spec["item_id"].vocab_size >= len(keys) + 2
+
+
+def test_aliexpress_layout_two_labels(tmp_path):
+    """FuxiCTR's tiny_mtl has the AliExpress layout: both labels reach the loader, the holdout validates."""
+    mtl = SHARED / "fuxictr_tiny" / "raw" / "tiny_mtl"
+    raw = tmp_path / "raw" / "AliExpress_ES"
+    raw.mkdir(parents=True)
+    for k in ("train", "test"):
+        (raw / f"{k}.csv").write_bytes((mtl / f"{k}.csv").read_bytes())
+    cfg = compose(["data=aliexpress", "data.country=ES", f"data.raw_dir={tmp_path / 'raw'}",
+                   f"paths.data={tmp_path / 'data'}", "data.holdout_ratio=0.2"])
+    assert cfg.data.files.train == "AliExpress_ES/train.csv"
+    out = prepare(cfg, quiet=True)
+    ds = load_dataset(out)
+    spec = ds.spec
+    assert spec.labels == ("click", "conversion") and len(spec.names) == 16 + 63
+    tr = ds.splits["train"]
+    assert tr.labels.shape == (len(tr), 2) and tr.label_names == ("click", "conversion")
+    assert len(tr) + len(ds.splits["valid"]) == 100 and len(ds.splits["test"]) == 100
+    mf = json.loads((out / "manifest.json").read_text())
+    assert set(mf["splits"]["train"]["positives_by_label"]) == {"click", "conversion"}
