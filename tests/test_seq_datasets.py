@@ -156,3 +156,19 @@ def test_aliexpress_layout_two_labels(tmp_path):
     assert len(tr) + len(ds.splits["valid"]) == 100 and len(ds.splits["test"]) == 100
     mf = json.loads((out / "manifest.json").read_text())
     assert set(mf["splits"]["train"]["positives_by_label"]) == {"click", "conversion"}
+
+
+def test_ali_ccp_layout_two_labels(tmp_path):
+    """torch-rechub's Ali-CCP samples have the processed layout: click and purchase, sparse and dense fields."""
+    src = SHARED / "torchrechub_samples" / "raw" / "ali-ccp"
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for k in ("train", "val", "test"):
+        (raw / f"ali_ccp_{k}.csv").write_bytes((src / f"ali_ccp_{k}_sample.csv").read_bytes())
+    ds = load_dataset(prepare(compose(["data=ali_ccp", f"data.raw_dir={raw}", f"paths.data={tmp_path / 'data'}"]),
+                              quiet=True))
+    spec = ds.spec
+    assert spec.labels == ("click", "purchase") and spec["101"].type == "categorical"
+    assert spec["D109_14"].type == "numeric" and len(spec.names) == 31
+    assert [len(ds.splits[k]) for k in ("train", "valid", "test")] == [100, 50, 50]
+    assert bool((ds.splits["train"].labels[:, 1] <= ds.splits["train"].labels[:, 0]).all())
