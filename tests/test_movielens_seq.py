@@ -109,12 +109,15 @@ def test_user_histories_match_a_brute_force_count():
         df = pl.DataFrame({"u": rng.integers(0, 4, n), "t": rng.integers(0, 6, n), "i": rng.integers(0, 9, n),
                            "g": [f"g{x}" for x in rng.integers(0, 3, n)]})
         ml = int(rng.integers(1, 5))
+        df = df.with_columns(pl.Series("c", rng.random(n) < 0.5))
         out = user_histories(df, "u", "t", {"hi": "i", "hg": "g"}, ml, tiebreak="i")
-        assert out.columns == ["u", "t", "i", "g", "hi", "hg"]
+        assert out.columns == ["u", "t", "i", "g", "c", "hi", "hg"]
+        clicked = user_histories(df, "u", "t", {"hc": "i"}, ml, tiebreak="i", where="c")
         rows = df.with_row_index("r").rows(named=True)
-        for r, hi, hg in zip(rows, out["hi"].to_list(), out["hg"].to_list(), strict=True):
+        for r, hi, hg, hc in zip(rows, out["hi"].to_list(), out["hg"].to_list(), clicked["hc"].to_list(), strict=True):
             prev = sorted((x for x in rows if x["u"] == r["u"] and x["t"] < r["t"]),
-                          key=lambda x: (x["t"], x["i"], x["r"]))[-ml:]
-            assert hi == [x["i"] for x in prev] and hg == [x["g"] for x in prev]
+                          key=lambda x: (x["t"], x["i"], x["r"]))
+            assert hi == [x["i"] for x in prev[-ml:]] and hg == [x["g"] for x in prev[-ml:]]
+            assert hc == [x["i"] for x in prev if x["c"]][-ml:]  # only the events where `c` holds
     with pytest.raises(ValueError, match="max_len"):
         user_histories(df, "u", "t", {"hi": "i"}, 0)
