@@ -172,3 +172,36 @@ def test_ali_ccp_layout_two_labels(tmp_path):
     assert spec["D109_14"].type == "numeric" and len(spec.names) == 31
     assert [len(ds.splits[k]) for k in ("train", "valid", "test")] == [100, 50, 50]
     assert bool((ds.splits["train"].labels[:, 1] <= ds.splits["train"].labels[:, 0]).all())
+
+
+def test_kuaivideo_x1_layout_copies_and_a_pretrained_twin_table(tmp_path):
+    """KuaiVideo_x1: item_emb / pos_items_emb / neg_items_emb copy item_id / pos_items / neg_items (copy_from)
+    onto a second table loaded from the pretrained file; the id fields keep their own learned table."""
+    rng = np.random.default_rng(3)
+    n = 150
+    ev = pl.DataFrame({"user_id": rng.integers(0, 10, n), "item_id": rng.integers(500, 530, n),
+                       "t": np.arange(n), "is_click": rng.integers(0, 2, n).astype(float)})
+    h = user_histories(ev.with_columns((pl.col("is_click") == 1).alias("c"), (pl.col("is_click") == 0).alias("nc")),
+                       "user_id", "t", {"pos_items": "item_id"}, 100, where="c")
+    h = user_histories(h, "user_id", "t", {"neg_items": "item_id"}, 100, where="nc")
+    df = _joined(h.select("user_id", "item_id", "is_click", "pos_items", "neg_items"), ["pos_items", "neg_items"])
+    raw = tmp_path / "raw"
+    md5 = _write(df, raw, 110)
+    keys = np.arange(500, 540)
+    with h5py.File(raw / "item_visual_emb_dim64.h5", "w") as hf:
+        hf.create_dataset("key", data=keys)
+        hf.create_dataset("value", data=rng.normal(size=(len(keys), 64)).astype(np.float32))
+    over = [f"paths.data={tmp_path / 'data'}", f"data.raw_dir={raw}", f"data.md5.train={md5['train']}",
+            f"data.md5.test={md5['test']}", "data.min_count=1"]
+    ds = load_dataset(prepare(compose(["data=kuaivideo_x1", *over]), quiet=True))
+    spec = ds.spec
+    assert spec["item_emb"].pretrained == "pretrained_item_emb.parquet" and spec["item_id"].pretrained == ""
+    assert spec["pos_items_emb"].share_embedding == "item_emb" and spec["pos_items"].share_embedding == "item_id"
+    assert spec["item_emb"].vocab_size >= len(keys) + 2  # the file's keys join the twin's vocabulary
+    tr = ds.splits["train"]
+    # a copy encodes the same values: equal ids in item_id are equal ids in item_emb
+    pairs = pl.DataFrame({"a": tr.features["item_id"].numpy(), "b": tr.features["item_emb"].numpy()}).unique()
+    assert pairs["a"].n_unique() == pairs["b"].n_unique() == pairs.height
+    assert bool(((tr.features["pos_items"] > 0) == (tr.features["pos_items_emb"] > 0)).all())
+    with pytest.raises(DataError, match="data.copies.item_emb='item_emb'"):
+        prepare(compose(["data=kuaivideo_x1", *over, "data.copies.item_emb=item_emb"]), quiet=True)

@@ -33,7 +33,8 @@ NOT_FINGERPRINTED = frozenset({"raw_dir", "official_split", "download", "descrip
                                "bars_split", "recipe"})
 # keys added to existing dataset configs later: left out of the fingerprint while at these defaults, so the
 # datasets prepared before them keep their fingerprint
-LATE_DEFAULTS = {"labels": None, "meta": [], "validation": "file", "holdout_ratio": 0.1}
+LATE_DEFAULTS = {"labels": None, "meta": [], "validation": "file", "holdout_ratio": 0.1,
+                 "copies": {}}
 
 
 def datasets_dir() -> Path:

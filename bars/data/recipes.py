@@ -244,6 +244,16 @@ def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe
                 raise DataError(f"data.field_options.{c}: unknown keys {sorted(bad)}; allowed {sorted(FIELD_OPTIONS)}")
             fields.append(field_from_options(c, kind, o, data, min_count, raw_dir, f"data.field_options.{c}"))
     fields += [Field(c, "meta", source=f"column {c} (meta)") for c in metas]
+    copies = dict(data.get("copies") or {})  # new column -> the file column it copies (FuxiCTR's copy_from)
+    declared = set(cats + nums + seqs + metas)
+    for dst, src in copies.items():
+        if dst not in declared or src == dst or src in copies:
+            raise DataError(f"data.copies.{dst}={src!r}: expected a feature or meta column (one of "
+                            f"{sorted(declared)}) copied from a file column")
+    for f in fields:
+        if f.name in copies:
+            f.source = f"copy of column {copies[f.name]}"
+    transform = (lambda df: df.with_columns([pl.col(s).alias(d) for d, s in copies.items()])) if copies else None
 
     def resolve(p: str) -> Path:
         q = Path(p).expanduser()
@@ -305,7 +315,7 @@ def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe
     return Recipe(name=name, sources=sources, fields=fields, label=label, split_ratios=ratios,
                   split_seed=int(data.get("split_seed", 2021)), rows=data.get("rows"),
                   params=data, layout="tabular", official_split=bool(data.get("official_split", False)),
-                  labels=labels or None, valid_is_test=valid_is_test)
+                  labels=labels or None, valid_is_test=valid_is_test, transform=transform)
 
 
 def onehot_csv_recipe(data: dict, raw_dir: Path) -> Recipe:
