@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from bars.config import compose
 from bars.data.errors import DataError
@@ -205,3 +206,25 @@ def test_kuaivideo_x1_layout_copies_and_a_pretrained_twin_table(tmp_path):
     assert bool(((tr.features["pos_items"] > 0) == (tr.features["pos_items_emb"] > 0)).all())
     with pytest.raises(DataError, match="data.copies.item_emb='item_emb'"):
         prepare(compose(["data=kuaivideo_x1", *over, "data.copies.item_emb=item_emb"]), quiet=True)
+
+
+def test_new_rows_encode_as_the_splits_were(amazon, tmp_path):
+    """bars predict's encoder on a sequence dataset: shared tables, pre-padding and the meta column encode the
+    raw test file exactly as `make data` encoded the test split."""
+    from bars.data.apply import RawEncoder
+    from bars.data.prepare import load_recipe
+
+    over, _ = amazon
+    cfg = compose(["data=amazonelectronics_x1", *over, "+data.field_options.item_history.padding=pre",
+                   "+data.field_options.cate_history.padding=pre"])
+    out = prepare(cfg, quiet=True)
+    test = load_dataset(out).splits["test"]
+    enc = RawEncoder(load_recipe(cfg), out)
+    parts = [s for _, s, _ in enc.batches(enc.open(Path(cfg.data.raw_dir) / "test.csv"))]
+    for name in enc.spec.names:
+        assert torch.equal(torch.cat([p.features[name] for p in parts]), test.features[name]), name
+    # the meta column groups the same rows (text ids: interned by make data, hashed for new rows)
+    pairs = pl.DataFrame({"a": torch.cat([p.meta["user_id"] for p in parts]).numpy(),
+                          "b": test.meta["user_id"].numpy()}).unique()
+    assert pairs["a"].n_unique() == pairs["b"].n_unique() == pairs.height > 1
+    assert bool((test.features["item_history"][:, -1] > 0).any())  # pre-padded: the latest behaviour last

@@ -41,6 +41,7 @@ from bars.data.tables import (
     share_groups,
     write_table,
 )
+from bars.data.vocab import MANIFEST_KEY, write_vocabularies
 from bars.data.writer import MANIFEST, SPEC, write_json
 from bars.fileio import file_digest
 
@@ -169,15 +170,18 @@ def _where(src: Source, line0: int, i: int) -> str:
     return f"{src.path}:{line0 + i}" if src.fmt != "parquet" else f"{src.path}: row {line0 + i}"
 
 
-def _check_labels(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int) -> list[pl.Series]:
-    """Every label column as float32 0/1; anything else (missing included) names file:line."""
+def _check_labels(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int,
+                  label_required: bool = True) -> list[pl.Series]:
+    """Every label column as float32 0/1; anything else (missing included, unless ``label_required`` is false)
+    names file:line."""
     out = []
     for name in recipe.label_columns:
         lab = df[name]
         if lab.dtype == pl.String:
             lab = lab.str.strip_chars().cast(pl.Float64, strict=False)
         lab = lab.cast(pl.Float64, strict=False)
-        bad = lab.is_null() | ~lab.is_in([0.0, 1.0])
+        bad = ~lab.is_in([0.0, 1.0])
+        bad = (bad | lab.is_null()) if label_required else bad.fill_null(False)
         if bad.any():
             i = int(bad.arg_max())
             raise DataError(f"{_where(src, line0, i)}: label {name!r} is {df[name][i]!r}: expected 0 or 1")
@@ -211,8 +215,10 @@ def _check_sequences(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int) 
     return df
 
 
-def _finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int) -> pl.DataFrame:
-    """Apply the recipe's transform, split sequences, select and check the label(s) (0/1, never missing)."""
+def finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int, *,
+                 label_required: bool = True) -> pl.DataFrame:
+    """Apply the recipe's transform, split sequences, select and check the label(s): 0/1, never missing (with
+    ``label_required=False``, as ``bars predict`` reads new rows: 0/1 or missing)."""
     if src.fmt == "libsvm":
         df = df.with_columns([T.strip_libsvm(c) for c in df.columns if c != src.label])
     if recipe.transform is not None:
@@ -228,14 +234,14 @@ def _finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int) -> 
             exprs.append(T.split_sequence(f.name, f.sep))
         else:
             exprs.append(pl.col(f.name))
-    labels = _check_labels(recipe, src, df, line0)
+    labels = _check_labels(recipe, src, df, line0, label_required)
     out = df.select(*exprs)
     if any(f.type == "sequence" and (f.token_type == "int" or f.align_with) for f in recipe.fields):
         out = _check_sequences(recipe, src, out, line0)
     return out.with_columns(labels)
 
 
-def _prefetch(it, depth: int = 2):
+def prefetch(it, depth: int = 2):
     """Run the raw reader (C++ parsing, GIL released) one batch ahead of the polars transforms."""
     import queue
     import threading
@@ -440,8 +446,8 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
             else:
                 fut = pool.submit(file_digest, src.path, "sha256")
             n_src = 0
-            for line0, batch in _prefetch(read_batches(src, recipe.rows)):
-                df = _finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
+            for line0, batch in prefetch(read_batches(src, recipe.rows)):
+                df = finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
                 if dicts is None:  # the first batch decides which fields are interned
                     dicts = {f.name: _Dictionary() for f in recipe.fields
                              if f.type in ("categorical", "meta") and df.schema[f.name] == pl.String}
@@ -549,7 +555,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
         [T.vocab_query(train, f.name, f.min_count, f.type == "sequence") for f in seq], engine="streaming")
         if seq else []))
     vocabs, remaps = {}, {}
-    own: dict[str, pl.DataFrame] = {}  # each field's own vocabulary as (value, count), for shared tables
+    own: dict[str, pl.DataFrame] = {}  # (value, count) per field in index order: shared tables, the vocab files
     for f in cat:
         if f.name in dicts:
             d = dicts[f.name]
@@ -583,6 +589,13 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
                 idx = (pl.DataFrame({"value": id_values}).join(lookup, on="value", how="left", maintain_order="left")
                        ["index"].fill_null(OOV_INDEX).cast(pl.Int32))
                 remaps[m.name] = idx
+        counts = pl.concat([own[m.name].select(pl.col("value").cast(values.dtype), pl.col("count").cast(pl.Int64))
+                            for m in members])
+        counts = counts.group_by("value").agg(pl.col("count").sum())
+        shared = (pl.DataFrame({"value": values}).join(counts, on="value", how="left", maintain_order="left")
+                  .with_columns(pl.col("count").fill_null(0)))  # keys only a pretrained file knows: count 0
+        for m in members:
+            own[m.name] = shared
     max_lens = {}
     for f in recipe.fields:
         if f.type == "sequence":
@@ -685,6 +698,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             + ("" if recipe.official_split else " (not the official split)")),
         "inputs": inputs,
         "splits": splits,
+        MANIFEST_KEY: write_vocabularies(out, own, [f.name for f in recipe.fields if f.type != "meta"]),
         "feature_spec_sha256": file_digest(out / SPEC, "sha256"),
         "seconds": round(time.perf_counter() - t0, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
