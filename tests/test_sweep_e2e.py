@@ -107,7 +107,6 @@ def assert_no_running_runs(tmp_path: Path, n_children: int | None = None) -> lis
 
 def test_real_sweep_records_mlflow_and_resumes(shared, tmp_path):
     ov = base(shared, tmp_path, 3000, "sweep.trials=2", "train.max_epochs=2")
-    t0 = time.monotonic()
     summary = S.sweep(compose(ov), ov)
     assert summary["finished"] == 2, summary
     runs = mlflow_runs(tmp_path)
@@ -145,7 +144,6 @@ def test_real_sweep_records_mlflow_and_resumes(shared, tmp_path):
     best = dict(o.split("=", 1) for o in (tmp_path / "sw" / "best.overrides").read_text().split())
     assert all(r.data.params["model.params.dnn_hidden_units"].replace(" ", "") ==
                best["model.params.dnn_hidden_units"] for r in finals)
-    assert time.monotonic() - t0 < 120
 
 
 def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):
