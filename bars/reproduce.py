@@ -245,6 +245,9 @@ def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictCon
     cfg = rebase_config(upgrade_recorded_config(OmegaConf.to_container(recorded, resolve=True)), current)
     out(f"bars reproduce: run {run_id} ({old.tags.get('model', '?')} on {old.tags.get('data', '?')}, seed "
         f"{cfg.get('seed')}, stage {old.stage or '?'}) from {uri}")
+    from bars.validate import validate
+
+    validate(cfg, "reproduce")  # the recorded config, upgraded, before anything is prepared or trained
 
     if prepare_fn is None:
         from bars.data.prepare import prepare as prepare_fn
@@ -300,8 +303,10 @@ def main() -> int:
               f"tracking.* may be overridden", file=sys.stderr)
         return 2
     sys.argv = [sys.argv[0], *rest]
-    return hydra_command("reproduce", lambda cfg, _: 0 if reproduce(run_id, cfg).ok else 1, (ReproduceError,),
-                         error_code=1)
+    from bars.run import expected_errors
+
+    return hydra_command("reproduce", lambda cfg, _: 0 if reproduce(run_id, cfg).ok else 1,
+                         (ReproduceError, *expected_errors()), error_code=1)
 
 
 if __name__ == "__main__":
