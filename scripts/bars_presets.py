@@ -172,6 +172,40 @@ def read_source(repo: BarsRepo, path: str, row: dict[str, str]) -> str:
     return f"{env}\n### Logs\n{log}"
 
 
+# READMEs whose results table (= bars_published.csv) reports another run of the same tuner config than the one
+# their Logs section prints. For these the preset is that run's configuration: its block in the tuner config's
+# model_config.yaml (+ its dataset block), after the folder's results.csv has shown that run's test metrics to be
+# exactly the published ones. Any other mismatch between the log and the CSV still stops the script.
+OTHER_RUN = {
+    # Logs print FiBiNET_avazu_x1_002_f09a284c (test AUC 0.764514); the table is _011_ (0.764531)
+    "ranking/ctr/FiBiNET/FiBiNET_avazu_x1/README.md": "FiBiNET_avazu_x1_011_11e2ddd3",
+}
+
+
+def other_run(readme: Readme, text: str, repo: BarsRepo, expid: str, auc: float, ll: float) -> tuple[Readme, str]:
+    """``readme`` with the params of run ``expid`` of the same folder (see OTHER_RUN), and a comment line."""
+    folder = readme.path.rsplit("/", 1)[0]
+    results = repo.read(f"{folder}/results.csv")
+    m = re.search(rf"\[exp_id\] {re.escape(expid)},.*?\[test\] AUC: ([\d.]+) - logloss: ([\d.]+)", results)
+    if not m or abs(float(m.group(1)) - auc) > 5e-7 or abs(float(m.group(2)) - ll) > 5e-7:
+        raise TranscriptionError(f"{folder}/results.csv: no run {expid} with test AUC {auc} and logloss {ll}")
+    cfg = re.search(r"--config \./(\S+) --expid", text)
+    if not cfg:
+        raise TranscriptionError(f"{readme.path}: no 'run_expid.py --config ./<dir> --expid' command")
+    config_dir = f"{folder}/{cfg.group(1)}"
+    runs = yaml.safe_load(repo.read(f"{config_dir}/model_config.yaml")) or {}
+    if expid not in runs:
+        raise TranscriptionError(f"{config_dir}/model_config.yaml: no run {expid}")
+    params = dict(runs[expid])
+    datasets = yaml.safe_load(repo.read(f"{config_dir}/dataset_config.yaml")) or {}
+    params.update(datasets.get(params.get("dataset_id"), {}))
+    params["model_id"] = expid
+    note = (f"# The README's Logs print run {readme.params.get('model_id')}; its results table (the published\n"
+            f"# value) is run {expid}, whose config this preset is:\n"
+            f"# {cfg.group(1)}/model_config.yaml (+ dataset_config.yaml) in the README's folder.\n")
+    return Readme(readme.path, params, readme.fuxictr_version, auc, ll), note
+
+
 # ------------------------------------------------------------------------------------------------ the mapping
 @dataclass
 class Transcript:
@@ -534,6 +568,81 @@ def rule_onn(t: Transcript) -> None:
         raise TranscriptionError(f"{t.where}: ONN without hidden units")
 
 
+def rule_afm(t: Transcript) -> None:
+    common(t)
+    if t.set("model.params.use_attention", "use_attention", bool):
+        t.set("model.params.attention_dim", "attention_dim", int)
+        t.set("model.params.attention_dropout", "attention_dropout", lambda v: [_float(x) for x in v])
+    else:  # FuxiCTR builds the attention network and never calls it
+        t.mark_inert("attention_dim", "attention_dropout")
+
+
+def rule_shared_regularizer(t: Transcript) -> None:  # LorentzFM: embeddings only, one `regularizer`
+    common(t, shared_regularizer=True)
+
+
+def rule_fwfm(t: Transcript) -> None:
+    common(t, shared_regularizer=True)
+    t.set("model.params.linear_type", "linear_type", str)
+
+
+def rule_fmfm(t: Transcript) -> None:
+    common(t, shared_regularizer=True)
+    t.set("model.params.field_interaction_type", "field_interaction_type", str)
+
+
+def rule_hofm(t: Transcript) -> None:
+    """FuxiCTR's ``embedding_dim`` is one int or a list (one table dim per degree 2..order): its first value is
+    ``embedding_dim`` here, the rest ``high_order_embedding_dims``."""
+    common(t, embedding=False, shared_regularizer=True)
+    order = t.set("model.params.order", "order", int)
+    reuse = t.set("model.params.reuse_embedding", "reuse_embedding", bool)
+    dims = t.get("embedding_dim")
+    if isinstance(dims, list):
+        if reuse or len(dims) != order - 1 or not all(isinstance(d, int) for d in dims):
+            raise TranscriptionError(f"{t.where}: HOFM embedding_dim {dims!r} with order {order} and "
+                                     f"reuse_embedding {reuse}: expected {order - 1} ints without reuse")
+        t.put("model.params.embedding_dim", dims[0])
+        t.put("model.params.high_order_embedding_dims", dims[1:])
+    else:
+        t.put("model.params.embedding_dim", int(dims))
+        t.put("model.params.high_order_embedding_dims", [])
+
+
+def rule_fibinet(t: Transcript) -> None:
+    """FuxiCTR 1.x (every BARS FiBiNET run): one bilinear layer serves both embeddings and the excitation ends in
+    a ReLU; 2.x learns two bilinear layers and has excitation_activation: no BARS run used it."""
+    if version_tuple(t.readme.fuxictr_version) >= (2,):
+        raise TranscriptionError(f"{t.where}: FuxiCTR {t.readme.fuxictr_version} FiBiNET: add the 2.x mapping "
+                                 f"(bilinear_layers: separate, excitation_activation) first")
+    rule_mlp(t)
+    t.set("model.params.reduction_ratio", "reduction_ratio", float)
+    t.set("model.params.bilinear_type", "bilinear_type", str)
+    t.put("model.params.bilinear_layers", "shared")
+    t.put("model.params.excitation_activation", "relu")
+
+
+def rule_dlrm(t: Transcript) -> None:
+    """The bottom MLP's keys are transcribed as logged; they matter only on a split with numeric fields
+    (Criteo_x1), as in FuxiCTR, which builds no bottom MLP without them."""
+    common(t)
+    for part in ("top", "bottom"):
+        t.set(f"model.params.{part}_mlp_units", f"{part}_mlp_units", _units)
+        t.set(f"model.params.{part}_mlp_activation", f"{part}_mlp_activations", _act)
+        t.set(f"model.params.{part}_mlp_dropout", f"{part}_mlp_dropout", _float)
+    t.set("model.params.interaction_op", "interaction_op", str)
+    t.set("model.params.batch_norm", "batch_norm", bool)
+
+
+def rule_deepcrossing(t: Transcript) -> None:
+    common(t)
+    t.set("model.params.residual_blocks", "residual_blocks", _units)
+    t.set("model.params.activation", "dnn_activations", _act)
+    t.set("model.params.batch_norm", "batch_norm", bool)
+    t.set("model.params.dropout", "net_dropout", _float)
+    t.set("model.params.use_residual", "use_residual", bool)
+
+
 # registry name of the model config -> (FuxiCTR model class(es) the README may name, rule)
 RULES: dict[str, tuple[str | tuple[str, ...], Callable[[Transcript], None]]] = {
     "lr": ("LR", rule_lr), "fm": ("FM", rule_fm), "dnn": ("DNN", rule_mlp), "widedeep": ("WideDeep", rule_mlp),
@@ -543,6 +652,10 @@ RULES: dict[str, tuple[str | tuple[str, ...], Callable[[Transcript], None]]] = {
     "afn": ("AFN", rule_afn), "afn_plus": ("AFN", rule_afn_plus), "ffm": (("FFM", "FFMv2", "FFM_v2"), rule_ffm),
     "hfm": ("HFM", rule_hfm), "hfm_plus": ("HFM", rule_hfm_plus), "fignn": ("FiGNN", rule_fignn),
     "ccpm": ("CCPM", rule_ccpm), "interhat": ("InterHAt", rule_interhat), "onn": ("ONN", rule_onn),
+    "afm": ("AFM", rule_afm), "deepcrossing": ("DeepCrossing", rule_deepcrossing), "dlrm": ("DLRM", rule_dlrm),
+    "fibinet": ("FiBiNET", rule_fibinet), "fmfm": ("FmFM", rule_fmfm), "fwfm": ("FwFM", rule_fwfm),
+    "hofm": ("HOFM", rule_hofm), "ipnn": ("PNN", rule_mlp), "lorentzfm": ("LorentzFM", rule_shared_regularizer),
+    "nfm": ("NFM", rule_mlp),
 }
 
 
@@ -612,7 +725,12 @@ def transcribe_row(row: dict[str, str], repo: BarsRepo, models: dict[str, dict[s
     repo_name, _, readme_path = source.partition(":")
     if repo_name != "reczoo/BARS" or not readme_path:
         raise TranscriptionError(f"{PUBLISHED}: {split} {bars_model}: source {source!r} is not a reczoo/BARS path")
-    readme = parse_readme(readme_path, read_source(repo, readme_path, row))
+    readme_text = read_source(repo, readme_path, row)
+    readme = parse_readme(readme_path, readme_text)
+    auc, ll = float(row["auc"]), float(row["logloss"])
+    note = ""
+    if readme_path in OTHER_RUN:
+        readme, note = other_run(readme, readme_text, repo, OTHER_RUN[readme_path], auc, ll)
     t = Transcript(readme, load_yaml(data_path)["data"])  # conf/data/<d>.yaml: data:, protocol:, train: blocks
     got_class = t.get("model")
     if got_class not in fux_classes:
@@ -620,7 +738,6 @@ def transcribe_row(row: dict[str, str], repo: BarsRepo, models: dict[str, dict[s
         raise TranscriptionError(f"{readme_path}: logged model {got_class!r}, expected {want} for {mc['id']}")
     rule(t)
     t.finish()
-    auc, ll = float(row["auc"]), float(row["logloss"])
     def same(a: float | None, b: float | None) -> bool:
         return a is not None and b is not None and abs(a - auc) <= 5e-7 and abs(b - ll) <= 5e-7
     # the published value is the logged run's test line, or one of the README's runs of that same config (a
@@ -645,7 +762,7 @@ def transcribe_row(row: dict[str, str], repo: BarsRepo, models: dict[str, dict[s
         part = getattr(t, k)
         if part:
             doc[k] = dict(sorted(part.items()))
-    text = HEADER.format(bars_model=bars_model, bars_split=split, id=mc["id"], data=data)
+    text = HEADER.format(bars_model=bars_model, bars_split=split, id=mc["id"], data=data) + note
     text += yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=110, allow_unicode=True)
     return OUT / data / f"{mc['id']}.yaml", text
 

@@ -547,12 +547,20 @@ def load_frappe_valid_as_train():
 # same budget as they do. One model per line.
 SHALLOW_FIT = {"max_epochs": 6, "batch_size": 1024, "embedding_regularizer": 0.0}
 REAL_FIT_TRAIN: dict[str, dict] = {
+    "afm": SHALLOW_FIT,
     "ccpm": {**SHALLOW_FIT, "embedding_regularizer": 1e-5},  # BARS x4 best regularizer (no Frappe run); 0.05: 0.54
+    "dualmlp": {"embedding_regularizer": 0.0},  # FuxiCTR's DualMLP default; its [64, 32] / [64, 64, 64] streams
     "ffm": SHALLOW_FIT,
     "ffmv2": SHALLOW_FIT,
+    "fibinet": {"embedding_regularizer": 0.0},  # bilinear products: see above
     "fm": SHALLOW_FIT,
+    "fmfm": SHALLOW_FIT,
+    "fwfm": SHALLOW_FIT,
     "hfm": SHALLOW_FIT,
+    "hofm": SHALLOW_FIT,
+    "lorentzfm": SHALLOW_FIT,
     "lr": SHALLOW_FIT,
+    "nfm": SHALLOW_FIT,
     "onn": {"embedding_regularizer": 1e-5},  # BARS x4 best (no Frappe run); 0.05 flattens its field-aware products
     "onnv2": {"embedding_regularizer": 1e-5},
 }

@@ -13,17 +13,42 @@ a new one), is re-exported here and gets one test in tests/test_layers.py (a new
 tests/test_layers_<concept>.py).
 """
 
+from bars.models.layers.anova import AnovaKernel, anova_kernels
 from bars.models.layers.attention import MultiHeadSelfAttention
+from bars.models.layers.bilinear import BilinearInteraction
 from bars.models.layers.core import ACTIVATIONS, MLP, Dropout, ReLUDropout, activation
 from bars.models.layers.embedding import FeatureEmbedding, LogisticRegression
 from bars.models.layers.gating import BilinearFusion, FeatureSelection
+from bars.models.layers.inner_product import InnerProductInteraction, field_pairs, num_pairs
 from bars.models.layers.interaction import CIN, CrossNet, CrossNetV2, FMInteraction
 from bars.models.layers.params import count_parameters, init_bars_, split_parameters
+from bars.models.layers.squeeze_excitation import SqueezeExcitation
 
 __all__ = [
-    "ACTIVATIONS", "CIN", "MLP", "BilinearFusion", "CrossNet", "CrossNetV2", "Dropout", "FMInteraction",
-    "FeatureEmbedding", "FeatureSelection", "LogisticRegression", "MultiHeadSelfAttention", "ReLUDropout",
-    "activation", "count_parameters", "init_bars_", "split_parameters",
+    "ACTIVATIONS",
+    "CIN",
+    "MLP",
+    "AnovaKernel",
+    "BilinearFusion",
+    "BilinearInteraction",
+    "CrossNet",
+    "CrossNetV2",
+    "Dropout",
+    "FMInteraction",
+    "FeatureEmbedding",
+    "FeatureSelection",
+    "InnerProductInteraction",
+    "LogisticRegression",
+    "MultiHeadSelfAttention",
+    "ReLUDropout",
+    "SqueezeExcitation",
+    "activation",
+    "anova_kernels",
+    "count_parameters",
+    "field_pairs",
+    "init_bars_",
+    "num_pairs",
+    "split_parameters",
 ]
 
 # zoo blocks, one module per concept (each tested in tests/test_layers_<concept>.py)
