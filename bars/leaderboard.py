@@ -43,6 +43,13 @@ from bars import metrics
 from bars.leaderboard_render import fmt_pm, plot_names, sig_label, write_board, write_index
 
 PUBLISHED_RESOURCE = ("reference", "bars_published.csv")
+PROTOCOL_NOTES = {  # data.protocol_name -> what a reader of the board must know
+    "bars-seq": ("Protocol bars-seq: validated on the TEST set (valid = test: early stopping, LR decay and the "
+                 "checkpoint follow test metrics), as BARS's sequential boards did; comparable to BARS, optimistic "
+                 "as an estimate."),
+    "holdout": ("Protocol holdout: validated on a held-out part of train; the test set is used once, for the "
+                "reported numbers."),
+}
 
 
 # --------------------------------------------------------------------------------------------- published facts
@@ -202,7 +209,12 @@ class Board:
     sweeps: dict[str, tuple[tuple[int, float], ...]] = field(default_factory=dict)  # study -> (trial, best so far)
     provenance: Provenance | None = None
     alpha: float = 0.05
-    metrics: tuple[str, ...] = ("auc", "logloss")  # registered metrics the final runs recorded: test columns
+    metrics: tuple[str, ...] = ("auc", "logloss")  # metric columns the final runs recorded (incl. <metric>_<task>)
+    protocol: str | None = None  # data.protocol_name of the runs (bars-seq, holdout); the board is <data>.<protocol>
+
+    @property
+    def protocol_note(self) -> str | None:
+        return PROTOCOL_NOTES.get(self.protocol, f"protocol {self.protocol}") if self.protocol else None
 
 
 # ------------------------------------------------------------------------------------------------ pure build
@@ -321,19 +333,20 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
           datasets: Iterable[str] | None = None) -> dict[str, Board]:
     """MLflow records -> {dataset: Board}. Pure: the same records give the same boards."""
     published = load_published() if published is None else published
-    names = [m.name for m in metrics.registered()]
     pub_models = sorted({m for _, m in published})
     by_source = {p.source: p for p in published.values()}
     by_data: dict[str, list] = {}
-    for rec in records:
+    for rec in records:  # one board per dataset and protocol (data.protocol_name, e.g. bars-seq / holdout)
         data = rec.tags.get("data") or rec.params.get("data.name") or rec.experiment
-        by_data.setdefault(data, []).append(rec)
+        protocol = _recorded(rec.params, "data.protocol_name")
+        by_data.setdefault(f"{data}.{protocol}" if protocol else data, []).append(rec)
     wanted = None if datasets is None else set(datasets)
     boards: dict[str, Board] = {}
-    for data in sorted(by_data):
-        if wanted is not None and data not in wanted:
+    for key in sorted(by_data):
+        recs = by_data[key]
+        data, _, protocol = key.partition(".")
+        if wanted is not None and data not in wanted and key not in wanted:
             continue
-        recs = by_data[data]
         finals = [r for r in recs if r.stage == "final" and r.status == "FINISHED"]
         trials = [r for r in recs if r.stage == "trial"]
         if not finals:
@@ -344,7 +357,8 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                              f"a board compares with one split")
         split = splits[0] if splits else None
         # the registered metrics any final run of this board recorded (test_<m>), in registry order
-        board_metrics = tuple(m for m in names if any(f"test_{m}" in r.metrics for r in finals))
+        # (per-task columns <metric>_<task> after them: bars.metrics.metric_columns)
+        board_metrics = tuple(metrics.metric_columns({k for r in finals for k in r.metrics}))
         rows: list[Row] = []
         for model in sorted({row_key(r) for r in finals}):
             latest: dict[int, Any] = {}
@@ -355,7 +369,8 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                     latest[seed] = r  # the most recent run of a seed wins
             runs = [latest[s] for s in sorted(latest)]
             final_runs = tuple(FinalRun(seed=_int(r.tags.get("seed", r.params.get("seed"))), run_id=r.run_id,
-                                test={m: r.metrics[f"test_{m}"] for m in names if f"test_{m}" in r.metrics},
+                                test={m: r.metrics[f"test_{m}"] for m in board_metrics
+                                      if f"test_{m}" in r.metrics},
                                 val_auc_curve=_curve(r, "val_auc"), train_loss_curve=_curve(r, "train_loss"))
                        for r in runs)
             values = {m: [x.test[m] for x in final_runs if m in x.test] for m in board_metrics}
@@ -434,8 +449,8 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             hardware=tuple(sorted({hardware_of(r) for r in used})),
             newest_run_end=_iso(max((r.end_time for r in used_all if r.end_time), default=None)),
         )
-        boards[data] = Board(dataset=data, bars_split=split, rows=tuple(rows), sweeps=sweeps, provenance=prov,
-                             alpha=alpha, metrics=board_metrics)
+        boards[key] = Board(dataset=key, bars_split=split, rows=tuple(rows), sweeps=sweeps, provenance=prov,
+                            alpha=alpha, metrics=board_metrics, protocol=protocol or None)
     return boards
 
 

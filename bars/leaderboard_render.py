@@ -103,7 +103,7 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
     """(header, kind, key) for the table: kind num|text."""
     pseed = next((r.protocol_seed for r in board.rows if r.protocol_seed is not None), None)
     cols = [("Model", "text", "model")]
-    cols += [(f"Test {metrics.get(m).label} (mean ± std)", "num", f"test_{m}") for m in board.metrics]
+    cols += [(f"Test {metrics.column_label(m)} (mean ± std)", "num", f"test_{m}") for m in board.metrics]
     cols += [
         ("n", "num", "n"),
         ("vs best¹", "num", "sig"),
@@ -190,6 +190,8 @@ def render_markdown(board: Board, uri_label: str, *, link_prefix: str = "../") -
         out += [f"BARS split: {board.bars_split}.", ""]
     else:
         out += ["Not a BARS split: no published values to compare with.", ""]
+    if board.protocol_note:
+        out += [board.protocol_note, ""]
     out.append("| " + " | ".join(h for h, _, _ in cols) + " |")
     out.append("|" + "|".join("---" if kind == "text" else "---:" for _, kind, _ in cols) + "|")
     for row in board.rows:
@@ -364,6 +366,8 @@ def render_board_html(board: Board, uri_label: str, plots_present: Iterable[str]
     out = [f'<section id="{e(board.dataset)}">', f"<h2>{e(board.dataset)}</h2>"]
     out.append(f"<p>BARS split: {e(board.bars_split)}</p>" if board.bars_split
                else "<p>Not a BARS split: no published values to compare with.</p>")
+    if board.protocol_note:
+        out.append(f"<p>{e(board.protocol_note)}</p>")
     out.append(f'<div class="tablewrap"><table class="sortable" id="table-{e(board.dataset)}"><thead><tr>')
     for h, kind, key in cols:
         out.append(f'<th data-type="{kind}" data-key="{key}">{e(h)}</th>')

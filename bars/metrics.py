@@ -7,6 +7,12 @@ the leaderboard has a column per metric its runs recorded. Adding a metric is on
 ``register(...)`` line (docs/howto-metric.md). Built in: ``auc`` (max), ``logloss`` (min), ``gauc`` (max; needs
 the dataset's group column, ``data.group_column``).
 
+Multi-task (several label columns, ``FeatureSpec.labels``): every registered metric is computed per task
+(:func:`compute_tasks`) under the name ``<metric>_<task>``, so the keys are ``<split>_<metric>_<task>``:
+``val_auc_click``, ``test_logloss_conversion``, ``val_gauc_click``. :func:`parse_key` splits a key back into
+(split, metric, task); the monitor, MLflow and the leaderboard address per-task values by these keys
+(:func:`metric_columns`, :func:`column_label`). A task name is a label column name (a lower-case identifier).
+
 A :class:`Monitor` is what training selects on (``train.monitor``): one metric key such as ``val_auc`` (its
 direction from the registry) or a mapping of keys to weights whose weighted sum is maximised (BARS x4:
 ``{val_auc: 1, val_logloss: -1}``, FuxiCTR's ``{AUC: 1, logloss: -1}``).
@@ -34,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["INPUTS", "SPLITS", "Metric", "MetricError", "Monitor", "auc", "compute", "gauc", "get", "logloss",
-           "metric_keys", "register", "registered", "unregister"]
+__all__ = ["INPUTS", "SPLITS", "Metric", "MetricError", "Monitor", "auc", "column_label", "compute", "compute_tasks",
+           "gauc", "get", "logloss", "metric_columns", "metric_keys", "parse_key", "register", "registered",
+           "task_key", "unregister"]
 
 
 class MetricError(ValueError):
@@ -300,6 +307,80 @@ def compute(y_true: Any, y_prob: Any, *, groups: Any = None) -> dict[str, float]
     return out
 
 
+def task_key(name: str, task: str, split: str | None = None) -> str:
+    """``<metric>_<task>`` (``auc_click``), or the full key ``<split>_<metric>_<task>`` (``val_auc_click``)."""
+    get(name)
+    if not task.isidentifier():
+        raise MetricError(f"task name {task!r}: expected an identifier (a label column name such as 'click')")
+    col = f"{name}_{task}"
+    return f"{split}_{col}" if split else col
+
+
+def parse_column(col: str) -> tuple[str, str | None]:
+    """``auc`` -> ("auc", None); ``auc_click`` -> ("auc", "click") (the longest registered metric name that is a
+    prefix wins); an unknown metric raises, naming the registered ones."""
+    if col in _REGISTRY:
+        return col, None
+    best = max((m for m in _REGISTRY if col.startswith(m + "_") and len(col) > len(m) + 1), key=len, default=None)
+    if best is None:
+        raise MetricError(f"{col!r} is not a registered metric ({list(_REGISTRY)}) nor <metric>_<task> of one")
+    return best, col[len(best) + 1:]
+
+
+def parse_key(key: str) -> tuple[str, str, str | None]:
+    """``val_auc`` -> ("val", "auc", None); ``test_logloss_conversion`` -> ("test", "logloss", "conversion")."""
+    split, _, col = key.partition("_")
+    if split not in SPLITS or not col:
+        raise MetricError(f"metric key {key!r}: expected <split>_<metric>[_<task>] with split one of {list(SPLITS)}")
+    name, task = parse_column(col)
+    return split, name, task
+
+
+def metric_columns(keys, split: str = "test") -> list[str]:
+    """The metric columns (``auc``, ``auc_click``, ...) among ``keys`` of ``split``: registry order, then per
+    task (tasks sorted) in registry order. Keys that are not metrics are ignored."""
+    plain, tasks = [], {}
+    for key in keys:
+        try:
+            s, name, task = parse_key(key)
+        except MetricError:
+            continue
+        if s != split:
+            continue
+        if task is None:
+            plain.append(name)
+        else:
+            tasks.setdefault(task, set()).add(name)
+    order = [m.name for m in _REGISTRY.values()]
+    out = [m for m in order if m in plain]
+    for task in sorted(tasks):
+        out += [f"{m}_{task}" for m in order if m in tasks[task]]
+    return out
+
+
+def column_label(col: str) -> str:
+    """Table header of a metric column: ``AUC``, ``AUC (click)``."""
+    name, task = parse_column(col)
+    return get(name).label + (f" ({task})" if task else "")
+
+
+def compute_tasks(y_true: Any, y_prob: Any, tasks, *, groups: Any = None) -> dict[str, float]:
+    """Every registered metric of every task: ``y_true`` and ``y_prob`` are [N, T] (column j = ``tasks[j]``);
+    returns ``{"auc_click": .., "logloss_click": .., ..., "auc_conversion": .., ...}`` (task order, then registry
+    order)."""
+    y = np.asarray(y_true.detach().cpu() if hasattr(y_true, "detach") else y_true)
+    p = np.asarray(y_prob.detach().cpu() if hasattr(y_prob, "detach") else y_prob)
+    tasks = list(tasks)
+    if y.ndim != 2 or p.shape != y.shape or y.shape[1] != len(tasks):
+        raise MetricError(f"compute_tasks: y_true {y.shape} and y_prob {p.shape} must both be [N, {len(tasks)}] for "
+                          f"tasks {tasks}")
+    out = {}
+    for j, task in enumerate(tasks):
+        for name, v in compute(y[:, j], p[:, j], groups=groups).items():
+            out[task_key(name, task)] = v
+    return out
+
+
 register("auc", auc, "max", label="AUC")
 register("logloss", logloss, "min", label="logloss")
 register("gauc", gauc, "max", inputs=("groups",), label="gAUC")
@@ -320,7 +401,7 @@ class Monitor:
     def parse(cls, spec: str | Mapping[str, Any], where: str = "train.monitor") -> Monitor:
         """From ``val_auc`` or ``{val_auc: 1, val_logloss: -1}``; unknown keys raise, naming the valid ones."""
         if isinstance(spec, str):
-            return cls(((cls._check_key(spec, where), 1.0),), get(spec.split("_", 1)[1]).direction)
+            return cls(((cls._check_key(spec, where), 1.0),), get(parse_key(spec)[1]).direction)
         if not isinstance(spec, Mapping) or not spec:
             raise MetricError(f"{where}: expected a metric key such as 'val_auc' or a mapping of metric keys to "
                               f"weights such as {{val_auc: 1, val_logloss: -1}}, got {spec!r}")
@@ -334,10 +415,14 @@ class Monitor:
 
     @staticmethod
     def _check_key(key: str, where: str) -> str:
-        name = key[len("val_"):] if key.startswith("val_") else None
-        if name not in _REGISTRY:
+        try:
+            split, _, _ = parse_key(key)
+        except MetricError:
+            split = None
+        if split != "val":
             raise MetricError(f"{where}: unknown metric key {key!r}; the monitor reads validation metrics, "
-                              f"registered: {metric_keys('val')}")
+                              f"registered: {metric_keys('val')} (per task: val_<metric>_<task>, e.g. "
+                              "val_auc_click)")
         return key
 
     @property
@@ -346,7 +431,17 @@ class Monitor:
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
-        return tuple(get(k[len("val_"):]) for k in self.keys)
+        return tuple(get(parse_key(k)[1]) for k in self.keys)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks the monitored keys name (``val_auc_click`` -> ``click``), in key order, without repeats."""
+        out: list[str] = []
+        for k in self.keys:
+            task = parse_key(k)[2]
+            if task is not None and task not in out:
+                out.append(task)
+        return tuple(out)
 
     @property
     def name(self) -> str:

@@ -176,6 +176,8 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     setup = _setup(cfg, seed)
     tags: dict[str, Any] = {"model": cfg.model.id, "model_class": cfg.model.name, "data": cfg.data.name,
                             "seed": seed, "stage": "single"}
+    if cfg.data.get("protocol_name"):  # e.g. bars-seq (validated on the test set, as BARS) or holdout
+        tags["protocol_name"] = str(cfg.data.protocol_name)
     from bars.presets import preset_tags
 
     tags.update(preset_tags(cfg))  # preset, preset_source (the BARS README), preset_file
@@ -204,8 +206,9 @@ def group_column(cfg: DictConfig, spec: FeatureSpec) -> str | None:
     col = cfg.data.get("group_column")
     if col is None:
         return None
-    if str(col) not in spec.names:
-        raise ValueError(f"data.group_column={col!r} is not a feature of {cfg.data.name} (features: {spec.names})")
+    if str(col) not in spec.names and str(col) not in spec.meta:
+        raise ValueError(f"data.group_column={col!r} is not a feature or meta column of {cfg.data.name} (features: "
+                         f"{spec.names}, meta: {list(spec.meta)})")
     return str(col)
 
 

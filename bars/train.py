@@ -458,10 +458,11 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 16384, device: An
     y = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
     groups = None
     if group_column is not None:
-        if group_column not in split.features:
-            raise ValueError(f"group column {group_column!r} is not a feature of the split; features: "
-                             f"{sorted(split.features)}")
-        groups = split.features[group_column].detach().cpu().numpy()
+        columns = {**split.features, **(getattr(split, "meta", None) or {})}  # a feature or a meta column
+        if group_column not in columns:
+            raise ValueError(f"group column {group_column!r} is not a feature or meta column of the split; "
+                             f"columns: {sorted(columns)}")
+        groups = columns[group_column].detach().cpu().numpy()
     return metrics.compute(y, probs, groups=groups)
 
 

@@ -152,7 +152,7 @@ class RawEncoder:
         self.manifest = json.loads((self.folder / MANIFEST).read_text())
         self.vocabs = load_vocabularies(self.folder, self.manifest, self.spec, verify=verify)
         self.layout = training_layout(recipe)
-        names = [f.name for f in recipe.fields]
+        names = [f.name for f in recipe.fields if f.type != "meta"]
         if names != self.spec.names:
             raise DataError(f"{self.folder}: the recipe of {recipe.name} declares fields {names}, the prepared "
                             f"feature spec has {self.spec.names}: the recipe changed since the folder was prepared")
@@ -161,10 +161,10 @@ class RawEncoder:
             if f.type == "categorical":
                 self.exprs.append(T.encode_categorical(f.name, self.vocabs[f.name]))
             elif f.type == "sequence":
-                self.exprs.append(T.encode_sequence(f.name, self.vocabs[f.name], f.max_len))
+                self.exprs.append(T.encode_sequence(f.name, self.vocabs[f.name], f.max_len, f.padding))
             else:
                 self.exprs.append(T.encode_numeric(f.name))
-        self.exprs.append(pl.col(self.spec.label).cast(pl.Float32))
+        self.exprs += [pl.col(c).cast(pl.Float32) for c in self.spec.labels]
 
     def open(self, path: str | Path, keep: Sequence[str] = (), sep: str | None = None) -> RawFile:
         return open_raw(path, self.layout, keep, sep)
@@ -208,7 +208,10 @@ class RawEncoder:
         """Raw rows (the layout's columns) -> tensors, through the recipe's transform and the fitted vocabularies."""
         df = finish_batch(self.recipe, src, df, line0, label_required=False)
         self._check_dtypes(src, df)
-        table = df.select(self.exprs).to_arrow()
+        # meta columns (e.g. gAUC's group id): integers as they are, text hashed (grouping is all they serve)
+        meta = [pl.col(c).hash().reinterpret(signed=True) if df.schema[c] == pl.String else pl.col(c).cast(pl.Int64)
+                for c in self.spec.meta]
+        table = df.select(self.exprs + meta).to_arrow()
         return split_from_table(table, self.spec, str(src.path))
 
     def _check_dtypes(self, src: Source, df: pl.DataFrame) -> None:

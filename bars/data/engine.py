@@ -33,6 +33,14 @@ from bars.data import transforms as T
 from bars.data.errors import DataError
 from bars.data.sources import Source, read_batches, verify_checksum
 from bars.data.spec import DEFAULT_MIN_COUNT, FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX, Feature, FeatureSpec
+from bars.data.tables import (
+    Pretrained,
+    encode_joined,
+    group_vocab,
+    read_pretrained,
+    share_groups,
+    write_table,
+)
 from bars.data.vocab import MANIFEST_KEY, write_vocabularies
 from bars.data.writer import MANIFEST, SPEC, write_json
 from bars.fileio import file_digest
@@ -45,7 +53,13 @@ STAGE_COMPRESSION = None  # staged IPC files: uncompressed (lz4 cost ~0.6 CPU-s 
 
 @dataclass
 class Field:
-    """One output feature. ``max_len`` (sequence): None = longest sequence in train, capped at ``max_len_cap``."""
+    """One output column. ``type``: categorical, numeric, sequence, or meta (stored as int64, not a feature: e.g.
+    the group id of gAUC). ``max_len`` (sequence): None = longest sequence in train, capped at ``max_len_cap``.
+
+    Sequences: ``sep`` splits a text column; ``padding`` "post" | "pre" (bars.data.spec); ``token_type`` "int"
+    checks every token is an integer (a malformed sequence names file:line); ``align_with`` names a sequence whose
+    length must match row by row (e.g. item and category histories). ``share_embedding`` names the field whose
+    table (and vocabulary) this field uses; ``pretrained`` loads rows of this field's table from a file."""
 
     name: str
     type: str = "categorical"
@@ -54,6 +68,11 @@ class Field:
     sep: str = "|"
     source: str = ""
     group: str = ""  # feature group (user, item, context) from data.groups; set by bars.data.prepare
+    share_embedding: str = ""
+    padding: str = "post"
+    token_type: str = "str"
+    align_with: str = ""
+    pretrained: Pretrained | None = None
 
 
 @dataclass
@@ -71,6 +90,18 @@ class Recipe:
     official_split: bool = False
     notes: dict = field(default_factory=dict)
     max_len_cap: int = 64
+    labels: list[str] | None = None  # several label columns (multi-task); ``label`` is then labels[0]
+    valid_is_test: bool = False  # BARS's sequential boards: no valid split, the test split validates
+    split_note: str = ""  # the manifest's description of the split (default: from the sources)
+
+    def __post_init__(self) -> None:
+        if self.labels:
+            self.labels = list(self.labels)
+            self.label = self.labels[0]
+
+    @property
+    def label_columns(self) -> list[str]:
+        return list(self.labels) if self.labels else [self.label]
 
     @property
     def seeded_split(self) -> bool:
@@ -93,8 +124,25 @@ class Recipe:
                 except FileNotFoundError:
                     raise DataError(f"{s.path}: raw file not found") from None
             inputs.append(ident)
-        return {"format": FORMAT_VERSION, "dataset": self.name, "layout": self.layout, "params": params,
-                "inputs": inputs, "rows": self.rows}
+        payload = {"format": FORMAT_VERSION, "dataset": self.name, "layout": self.layout, "params": params,
+                   "inputs": inputs, "rows": self.rows}
+        tables = [{"field": f.name, **_identity(f.pretrained.path, f.pretrained.md5), "freeze": f.pretrained.freeze}
+                  for f in self.fields if f.pretrained is not None]
+        if tables:  # only datasets with pretrained tables carry the key: other fingerprints are unchanged
+            payload["tables"] = tables
+        return payload
+
+
+def _identity(path: Path, md5: str | None) -> dict:
+    ident: dict = {"file": path.name}
+    if md5:
+        ident["md5"] = md5
+    else:
+        try:
+            ident["bytes"] = path.stat().st_size
+        except FileNotFoundError:
+            raise DataError(f"{path}: pretrained embedding file not found") from None
+    return ident
 
 
 def _log(msg: str) -> None:
@@ -119,17 +167,66 @@ class _Progress:
         return dt
 
 
+def _where(src: Source, line0: int, i: int) -> str:
+    return f"{src.path}:{line0 + i}" if src.fmt != "parquet" else f"{src.path}: row {line0 + i}"
+
+
+def _check_labels(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int,
+                  label_required: bool = True) -> list[pl.Series]:
+    """Every label column as float32 0/1; anything else (missing included, unless ``label_required`` is false)
+    names file:line."""
+    out = []
+    for name in recipe.label_columns:
+        lab = df[name]
+        if lab.dtype == pl.String:
+            lab = lab.str.strip_chars().cast(pl.Float64, strict=False)
+        lab = lab.cast(pl.Float64, strict=False)
+        bad = ~lab.is_in([0.0, 1.0])
+        bad = (bad | lab.is_null()) if label_required else bad.fill_null(False)
+        if bad.any():
+            i = int(bad.arg_max())
+            raise DataError(f"{_where(src, line0, i)}: label {name!r} is {df[name][i]!r}: expected 0 or 1")
+        out.append(lab.cast(pl.Float32).alias(name))
+    return out
+
+
+def _check_sequences(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int) -> pl.DataFrame:
+    """Integer tokens (``token_type="int"``) and aligned lengths (``align_with``), named by file:line."""
+    for f in recipe.fields:
+        if f.type != "sequence":
+            continue
+        col = df[f.name]
+        if f.token_type == "int" and col.dtype.inner == pl.String:
+            as_int = col.list.eval(pl.element().str.strip_chars().cast(pl.Int64, strict=False))
+            bad = (as_int.list.eval(pl.element().is_null()).list.any()).fill_null(False)
+            if bad.any():
+                i = int(bad.arg_max())
+                tok = next(t for t, v in zip(col[i], as_int[i]) if v is None)
+                raise DataError(f"{_where(src, line0, i)}: sequence {f.name!r} has token {tok!r}: expected integers "
+                                f"separated by {f.sep!r}")
+            df = df.with_columns(as_int.alias(f.name))
+        if f.align_with:
+            other = df[f.align_with]
+            a, b = col.list.len().fill_null(0), other.list.len().fill_null(0)
+            bad = a != b
+            if bad.any():
+                i = int(bad.arg_max())
+                raise DataError(f"{_where(src, line0, i)}: sequence {f.name!r} has {a[i]} items but {f.align_with!r} "
+                                f"has {b[i]}: expected the same length (they describe the same behaviours)")
+    return df
+
+
 def finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int, *,
                  label_required: bool = True) -> pl.DataFrame:
-    """Apply the recipe's transform, split sequences, select and check the label: 0/1, never missing (with
+    """Apply the recipe's transform, split sequences, select and check the label(s): 0/1, never missing (with
     ``label_required=False``, as ``bars predict`` reads new rows: 0/1 or missing)."""
     if src.fmt == "libsvm":
         df = df.with_columns([T.strip_libsvm(c) for c in df.columns if c != src.label])
     if recipe.transform is not None:
         df = recipe.transform(df)
-    if recipe.label not in df.columns and src.label in df.columns:
+    if recipe.label not in df.columns and src.label in df.columns and not recipe.labels:
         df = df.rename({src.label: recipe.label})
-    missing = [c for c in [recipe.label] + [f.name for f in recipe.fields] if c not in df.columns]
+    missing = [c for c in recipe.label_columns + [f.name for f in recipe.fields] if c not in df.columns]
     if missing:
         raise DataError(f"{src.path}: columns {missing} not found; the input has {df.columns}")
     exprs = []
@@ -138,18 +235,11 @@ def finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int, *,
             exprs.append(T.split_sequence(f.name, f.sep))
         else:
             exprs.append(pl.col(f.name))
-    lab = df[recipe.label]
-    if lab.dtype == pl.String:
-        lab = lab.str.strip_chars().cast(pl.Float64, strict=False)
-    lab = lab.cast(pl.Float64, strict=False)
-    bad = ~lab.is_in([0.0, 1.0])
-    bad = (bad | lab.is_null()) if label_required else bad.fill_null(False)
-    if bad.any():
-        i = int(bad.arg_max())
-        raw = df[recipe.label][i]
-        where = f"{src.path}:{line0 + i}" if src.fmt != "parquet" else f"{src.path}: row {line0 + i}"
-        raise DataError(f"{where}: label {recipe.label!r} is {raw!r}: expected 0 or 1")
-    return df.select(*exprs, lab.cast(pl.Float32).alias(recipe.label))
+    labels = _check_labels(recipe, src, df, line0, label_required)
+    out = df.select(*exprs)
+    if any(f.type == "sequence" and (f.token_type == "int" or f.align_with) for f in recipe.fields):
+        out = _check_sequences(recipe, src, out, line0)
+    return out.with_columns(labels)
 
 
 def prefetch(it, depth: int = 2):
@@ -361,7 +451,7 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
                 df = finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
                 if dicts is None:  # the first batch decides which fields are interned
                     dicts = {f.name: _Dictionary() for f in recipe.fields
-                             if f.type == "categorical" and df.schema[f.name] == pl.String}
+                             if f.type in ("categorical", "meta") and df.schema[f.name] == pl.String}
                     counters = {f.name: _Counter(f.name, df.schema[f.name]) for f in recipe.fields
                                 if f.type == "categorical" and f.name not in dicts}
                 if dicts:
@@ -414,18 +504,24 @@ def _staged_batches(path: Path | None, schema: pa.Schema) -> Iterator[pa.Table]:
         yield pa.Table.from_batches(pending, schema)
 
 
-def _encode_split(path: Path | None, schema: pa.Schema, exprs: list[pl.Expr], label: str, dst: Path) -> dict:
-    """Staged split -> final Parquet (lz4, ROW_GROUP_ROWS per row group); returns rows and positives.
+def _encode_split(path: Path | None, schema: pa.Schema, exprs: list[pl.Expr], labels: list[str], dst: Path,
+                  pre: list[pl.Expr] | None = None) -> dict:
+    """Staged split -> final Parquet (lz4, ROW_GROUP_ROWS per row group); returns rows and positives per label.
+    ``pre``: columns computed before ``exprs`` (casts for shared vocabularies).
     Each row group is written in a thread while the next one is encoded (both release the GIL)."""
     writer = None
-    n, pos = 0, 0.0
+    n, pos = 0, [0.0] * len(labels)
     pending: cf.Future | None = None
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
         try:
             for t in _staged_batches(path, schema):
-                df = pl.from_arrow(t, rechunk=False).select(exprs)
+                df = pl.from_arrow(t, rechunk=False)
+                if pre:
+                    df = df.with_columns(pre)
+                df = df.select(exprs)
                 n += df.height
-                pos += float(df[label].sum() or 0.0)
+                for j, c in enumerate(labels):
+                    pos[j] += float(df[c].sum() or 0.0)
                 out = df.to_arrow()
                 if writer is None:
                     writer = pq.ParquetWriter(dst, out.schema, compression="lz4")
@@ -439,7 +535,7 @@ def _encode_split(path: Path | None, schema: pa.Schema, exprs: list[pl.Expr], la
                 if pending is not None:
                     pending.exception()  # wait for it before closing
                 writer.close()
-    return {"rows": n, "positives": int(pos)}
+    return {"rows": n, "positives": [int(p) for p in pos]}
 
 
 def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
@@ -447,6 +543,8 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     t0 = time.perf_counter()
     folder = out / "_stage"
     folder.mkdir()
+    groups = share_groups(recipe.fields)
+    tables = {f.name: read_pretrained(f.pretrained) for f in recipe.fields if f.pretrained is not None}
     _, inputs, stage, dicts, counters = _stage(recipe, folder)
     train = pl.scan_ipc(stage.files["train"])
 
@@ -457,7 +555,8 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     frames = dict(zip([f.name for f in seq], pl.collect_all(
         [T.vocab_query(train, f.name, f.min_count, f.type == "sequence") for f in seq], engine="streaming")
         if seq else []))
-    vocabs, remaps, kept = {}, {}, {}  # kept: (value, count) per field in index order, for the vocab files
+    vocabs, remaps = {}, {}
+    own: dict[str, pl.DataFrame] = {}  # (value, count) per field in index order: shared tables, the vocab files
     for f in cat:
         if f.name in dicts:
             d = dicts[f.name]
@@ -465,11 +564,39 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             remap = np.full(max(d.size, 1), OOV_INDEX, dtype=np.int32)
             remap[v[f.name].to_numpy()] = np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + v.height, dtype=np.int32)
             vocabs[f.name], remaps[f.name] = v["value"], pl.Series(remap)
-            kept[f.name] = v.select("value", "count")
-        else:
-            v = counters[f.name].vocab(f.min_count) if f.name in counters else frames[f.name]
+            own[f.name] = v.select("value", "count")
+        elif f.name in counters:
+            v = counters[f.name].vocab(f.min_count)
             vocabs[f.name] = v[f.name]
-            kept[f.name] = v.select(pl.col(f.name).alias("value"), "count")
+            own[f.name] = v.rename({f.name: "value"})
+        else:
+            vocabs[f.name] = frames[f.name][f.name]
+            own[f.name] = frames[f.name].rename({f.name: "value"})
+    joined: set[str] = set()  # fields whose vocabulary is a shared table's or extended by pretrained keys
+    for owner, members in groups.items():
+        if len(members) == 1 and owner not in tables:
+            continue
+        values = group_vocab(members, own, tables.get(owner), f"dataset {recipe.name!r}, table of {owner!r}")
+        for m in members:
+            vocabs[m.name] = values
+            joined.add(m.name)
+            if m.name in dicts:  # staged id -> value -> index in the shared vocabulary
+                d = dicts[m.name]
+                ids = pl.Series(np.arange(max(d.size, 1), dtype=np.uint32))
+                id_values = d.values(ids) if d.size else pl.Series([None], dtype=pl.String)
+                lookup = pl.DataFrame({"value": values.cast(pl.String),
+                                       "index": np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + len(values),
+                                                          dtype=np.int32)})
+                idx = (pl.DataFrame({"value": id_values}).join(lookup, on="value", how="left", maintain_order="left")
+                       ["index"].fill_null(OOV_INDEX).cast(pl.Int32))
+                remaps[m.name] = idx
+        counts = pl.concat([own[m.name].select(pl.col("value").cast(values.dtype), pl.col("count").cast(pl.Int64))
+                            for m in members])
+        counts = counts.group_by("value").agg(pl.col("count").sum())
+        shared = (pl.DataFrame({"value": values}).join(counts, on="value", how="left", maintain_order="left")
+                  .with_columns(pl.col("count").fill_null(0)))  # keys only a pretrained file knows: count 0
+        for m in members:
+            own[m.name] = shared
     max_lens = {}
     for f in recipe.fields:
         if f.type == "sequence":
@@ -482,43 +609,61 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
 
     # encode each split, batch by batch
     t2 = time.perf_counter()
-    exprs = []
+    exprs, pre = [], []
     for f in recipe.fields:
         if f.name in remaps:  # staged id -> index: a gather; missing (null id) -> padding
             exprs.append(pl.lit(remaps[f.name]).gather(pl.col(f.name)).fill_null(PAD_INDEX).alias(f.name))
+        elif f.name in joined:
+            enc, cast = encode_joined(f.name, vocabs[f.name], f.type == "sequence", max_lens.get(f.name, 0),
+                                       f.padding)
+            exprs.append(enc)
+            pre.append(cast)
         elif f.name in counters and (e := counters[f.name].encoder(vocabs[f.name])) is not None:
             exprs.append(e)
         elif f.type == "categorical":
             exprs.append(T.encode_categorical(f.name, vocabs[f.name]))
         elif f.type == "sequence":
-            exprs.append(T.encode_sequence(f.name, vocabs[f.name], max_lens[f.name]))
+            exprs.append(T.encode_sequence(f.name, vocabs[f.name], max_lens[f.name], f.padding))
         elif f.type == "numeric":
             exprs.append(T.encode_numeric(f.name))
+        elif f.type == "meta":
+            exprs.append(pl.col(f.name).cast(pl.Int64).alias(f.name))
         else:
-            raise DataError(f"field {f.name!r}: type {f.type!r} is not categorical, numeric or sequence")
-    exprs.append(pl.col(recipe.label).cast(pl.Float32))
+            raise DataError(f"field {f.name!r}: type {f.type!r} is not categorical, numeric, sequence or meta")
+    labels = recipe.label_columns
+    exprs += [pl.col(c).cast(pl.Float32) for c in labels]
 
     def encode(k: str) -> dict:
         dst = out / f"{k}.parquet"
-        stats = _encode_split(stage.files.get(k), stage.schema, exprs, recipe.label, dst)
+        stats = _encode_split(stage.files.get(k), stage.schema, exprs, labels, dst, pre)
         n, pos = stats["rows"], stats["positives"]
-        return {"file": dst.name, "rows": n, "positives": pos, "positive_rate": round(pos / n, 6) if n else None,
-                "bytes": dst.stat().st_size, "sha256": file_digest(dst, "sha256")}
+        entry = {"file": dst.name, "rows": n, "positives": pos[0], "positive_rate": round(pos[0] / n, 6) if n else None,
+                 "bytes": dst.stat().st_size, "sha256": file_digest(dst, "sha256")}
+        if len(labels) > 1:
+            entry["positives_by_label"] = dict(zip(labels, pos))
+        return entry
 
     # train here, valid and test meanwhile in a thread: the cores stay busy while one writer works alone
+    rest_names = [k for k in SPLITS[1:] if not (k == "valid" and recipe.valid_is_test)]
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
-        rest = pool.submit(lambda: {k: encode(k) for k in SPLITS[1:]})
+        rest = pool.submit(lambda: {k: encode(k) for k in rest_names})
         try:
             first = encode(SPLITS[0])
         finally:
             rest.exception()  # wait for it before anything is cleaned up
         splits = {SPLITS[0]: first, **rest.result()}
+    if recipe.valid_is_test:  # the same file validates and tests (BARS's sequential boards)
+        splits = {"train": splits["train"], "valid": {**splits["test"], "same_as": "test"}, "test": splits["test"]}
     _log(f"  encode + write: {time.perf_counter() - t2:.1f} s")
     del train, dicts
     for p in folder.iterdir():
         p.unlink()
     folder.rmdir()
 
+    table_entries = {}
+    for name, (keys, vectors) in tables.items():
+        table_entries[name] = write_table(out, name, vocabs[name], keys, vectors,
+                                          next(f.pretrained for f in recipe.fields if f.name == name))
     features = tuple(
         Feature(
             name=f.name, type=f.type,
@@ -527,10 +672,16 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             min_count=f.min_count if f.type != "numeric" else DEFAULT_MIN_COUNT,
             source=f.source,
             group=f.group,
+            share_embedding=f.share_embedding,
+            padding=f.padding if f.type == "sequence" else "post",
+            pretrained=table_entries[f.name]["file"] if f.name in table_entries else "",
+            pretrained_dim=table_entries[f.name]["dim"] if f.name in table_entries else 0,
+            freeze_pretrained=f.pretrained.freeze if f.pretrained is not None else True,
         )
-        for f in recipe.fields
+        for f in recipe.fields if f.type != "meta"
     )
-    spec = FeatureSpec(dataset=recipe.name, label=recipe.label, features=features,
+    spec = FeatureSpec(dataset=recipe.name, label=recipe.label, features=features, labels=tuple(labels),
+                       meta=tuple(f.name for f in recipe.fields if f.type == "meta"),
                        notes={"official_split": recipe.official_split, "layout": recipe.layout, **recipe.notes})
     spec.save(out / SPEC)
     from bars import __version__ as bars_version
@@ -543,15 +694,18 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
         "config": recipe.fingerprint_payload(),
         "layout": recipe.layout,
         "official_split": recipe.official_split,
-        "split": ("official split files" if not recipe.seeded_split else
-                  f"seeded per-row assignment, ratios {list(recipe.split_ratios)}, seed {recipe.split_seed}"
-                  + ("" if recipe.official_split else " (not the official split)")),
+        "split": recipe.split_note or (
+            "official split files" if not recipe.seeded_split else
+            f"seeded per-row assignment, ratios {list(recipe.split_ratios)}, seed {recipe.split_seed}"
+            + ("" if recipe.official_split else " (not the official split)")),
         "inputs": inputs,
         "splits": splits,
-        MANIFEST_KEY: write_vocabularies(out, kept, [f.name for f in recipe.fields]),
+        MANIFEST_KEY: write_vocabularies(out, own, [f.name for f in recipe.fields if f.type != "meta"]),
         "feature_spec_sha256": file_digest(out / SPEC, "sha256"),
         "seconds": round(time.perf_counter() - t0, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if table_entries:
+        manifest["tables"] = table_entries
     write_json(out / MANIFEST, manifest)
     return manifest

@@ -2,14 +2,18 @@
 
 ``load_dataset(folder)`` checks every split file's sha256 against manifest.json and the feature spec against
 the Parquet schema (names and dtypes), then reads whole columns into tensors: categorical int32 [N], numeric
-float32 [N], sequence int32 [N, L], label float32 [N].
+float32 [N], sequence int32 [N, L] (0 = padding: the mask is ``x > 0``), label float32 [N] (the spec's first
+label), every label float32 [N, T] (``labels``, columns in the spec's ``labels`` order), meta int64 [N].
+Pretrained table rows (``pretrained_<field>.parquet``, sha256 in the manifest) are read into the returned
+spec's ``tables``. A split the manifest marks ``same_as`` another (BARS's sequential boards validate on the
+test set) is the same tensors, loaded once.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,31 +22,61 @@ import pyarrow.parquet as pq
 import torch
 
 from bars.data.errors import DataError
-from bars.data.spec import FeatureSpec, SpecError
+from bars.data.spec import FeatureSpec, PretrainedRows, SpecError
 from bars.data.writer import MANIFEST, SPEC
 from bars.fileio import file_digest
 
 
 @dataclass
 class SplitTensors:
+    """One split as tensors. ``label`` [N] is the first label (what single-task training fits); ``labels``
+    [N, T] holds every label in ``label_names`` order (for a single-label split a view of ``label``); ``meta``
+    holds the columns that are not features (int64 [N], e.g. the group id of gAUC)."""
+
     features: dict[str, torch.Tensor]
     label: torch.Tensor
+    labels: torch.Tensor | None = None
+    label_names: tuple[str, ...] = ()
+    meta: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.labels is None:
+            self.labels = self.label.unsqueeze(1)
+        if self.labels.dim() != 2 or self.labels.shape[0] != self.label.shape[0]:
+            raise ValueError(f"labels must be [N, T] with N = {self.label.shape[0]}, got {tuple(self.labels.shape)}")
+        if self.label_names and len(self.label_names) != self.labels.shape[1]:
+            raise ValueError(f"{len(self.label_names)} label names {list(self.label_names)} for "
+                             f"{self.labels.shape[1]} label columns")
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
 
+    def column(self, name: str) -> torch.Tensor:
+        """A feature or meta column by name (what grouped metrics group by)."""
+        if name in self.features:
+            return self.features[name]
+        if name in self.meta:
+            return self.meta[name]
+        raise KeyError(f"no column {name!r}: features {sorted(self.features)}, meta {sorted(self.meta)}")
+
     def to(self, device: str | torch.device) -> SplitTensors:
         """Move all tensors to ``device`` once (returns a new SplitTensors)."""
-        return SplitTensors({k: v.to(device) for k, v in self.features.items()}, self.label.to(device))
+        label = self.label.to(device)
+        labels = label.unsqueeze(1) if self.labels.shape[1] == 1 else self.labels.to(device)
+        return SplitTensors({k: v.to(device) for k, v in self.features.items()}, label, labels, self.label_names,
+                            {k: v.to(device) for k, v in self.meta.items()})
 
     def batches(
-        self, batch_size: int, shuffle: bool = True, seed: int = 0, device: str | torch.device | None = None
+        self, batch_size: int, shuffle: bool = True, seed: int = 0, device: str | torch.device | None = None,
+        *, all_labels: bool = False,
     ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-        """Yield ``(features, label)`` batches. Shuffled batches are slices of one ``torch.randperm`` drawn
-        from a generator seeded with ``seed`` (pass e.g. ``seed + epoch`` for a new order each epoch);
-        unshuffled batches are contiguous views. The last batch may be smaller."""
+        """Yield ``(features, label)`` batches (``all_labels``: ``(features, labels [B, T])``). Shuffled
+        batches are slices of one ``torch.randperm`` drawn from a generator seeded with ``seed`` (pass e.g.
+        ``seed + epoch`` for a new order each epoch); unshuffled batches are contiguous views. The last batch may
+        be smaller."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        target = self.labels if all_labels else self.label
         n = len(self)
         perm = None
         if shuffle:
@@ -55,11 +89,11 @@ class SplitTensors:
             if perm is None:
                 sl = slice(start, start + batch_size)
                 feats = {k: v[sl] for k, v in self.features.items()}
-                y = self.label[sl]
+                y = target[sl]
             else:
                 idx = perm[start:start + batch_size]
                 feats = {k: v.index_select(0, idx) for k, v in self.features.items()}
-                y = self.label.index_select(0, idx)
+                y = target.index_select(0, idx)
             if device is not None:
                 feats = {k: v.to(device, non_blocking=nb) for k, v in feats.items()}
                 y = y.to(device, non_blocking=nb)
@@ -82,9 +116,9 @@ _EXPECTED = {"categorical": pa.int32(), "numeric": pa.float32()}
 
 
 def check_schema(spec: FeatureSpec, schema: pa.Schema, where: str) -> None:
-    """The Parquet schema must hold exactly the spec's fields (+ label) with the contract's dtypes."""
+    """The Parquet schema must hold exactly the spec's fields, labels and meta columns with the contract's dtypes."""
     names = set(schema.names)
-    want = set(spec.names) | {spec.label}
+    want = set(spec.names) | set(spec.labels) | set(spec.meta)
     if names != want:
         raise SpecError(f"{where}: columns do not match the feature spec: missing {sorted(want - names)}, "
                         f"unexpected {sorted(names - want)}")
@@ -97,8 +131,12 @@ def check_schema(spec: FeatureSpec, schema: pa.Schema, where: str) -> None:
             ok, expected = t == _EXPECTED[f.type], str(_EXPECTED[f.type])
         if not ok:
             raise SpecError(f"{where}: column {f.name!r} ({f.type}) has type {t}, expected {expected}")
-    if schema.field(spec.label).type != pa.float32():
-        raise SpecError(f"{where}: label {spec.label!r} has type {schema.field(spec.label).type}, expected float")
+    for name in spec.labels:
+        if schema.field(name).type != pa.float32():
+            raise SpecError(f"{where}: label {name!r} has type {schema.field(name).type}, expected float")
+    for name in spec.meta:
+        if schema.field(name).type != pa.int64():
+            raise SpecError(f"{where}: meta column {name!r} has type {schema.field(name).type}, expected int64")
 
 
 def _column(table: pa.Table, name: str, kind: str, max_len: int) -> torch.Tensor:
@@ -113,16 +151,52 @@ def _column(table: pa.Table, name: str, kind: str, max_len: int) -> torch.Tensor
 
 
 def split_from_table(table: pa.Table, spec: FeatureSpec, where: str) -> SplitTensors:
-    """An encoded table (the spec's fields + label, the contract's dtypes) as tensors: what a split file holds,
-    and what ``bars.data.apply`` makes of new raw rows."""
+    """An encoded table (the spec's fields + label(s) + meta, the contract's dtypes) as tensors: what a split file
+    holds, and what ``bars.data.apply`` makes of new raw rows."""
     check_schema(spec, table.schema, where)
     feats = {f.name: _column(table, f.name, f.type, f.max_len) for f in spec.features}
     label = _column(table, spec.label, "numeric", 0)
-    return SplitTensors(feats, label)
+    labels = None
+    if spec.multi_label:
+        labels = torch.from_numpy(np.stack([np.asarray(table.column(c).combine_chunks().to_numpy(
+            zero_copy_only=False), dtype=np.float32) for c in spec.labels], axis=1))
+    meta = {c: _column(table, c, "meta", 0) for c in spec.meta}
+    return SplitTensors(feats, label, labels, tuple(spec.labels), meta)
 
 
-def load_split(folder: Path, spec: FeatureSpec, name: str) -> SplitTensors:
-    path = Path(folder) / f"{name}.parquet"
+def _verify(path: Path, entry: dict, what: str) -> None:
+    got = file_digest(path, "sha256")
+    if got != entry["sha256"]:
+        raise DataError(f"{path}: sha256 mismatch: manifest says {entry['sha256']}, file has {got} "
+                        f"(modified or corrupted {what}; prepare the dataset again)")
+
+
+def load_tables(folder: Path, spec: FeatureSpec, manifest: dict, verify: bool = True) -> dict[str, PretrainedRows]:
+    """The pretrained rows of every field that declares a table, verified against the manifest."""
+    out = {}
+    for f in spec.features:
+        if not f.pretrained:
+            continue
+        entry = (manifest.get("tables") or {}).get(f.name)
+        path = folder / f.pretrained
+        if entry is None:
+            raise DataError(f"{folder / MANIFEST}: no 'tables' entry for {f.name!r}, whose spec names {f.pretrained}")
+        if not path.is_file():
+            raise DataError(f"{path}: pretrained table of {f.name!r} missing")
+        if verify:
+            _verify(path, entry, "pretrained table")
+        t = pq.read_table(path)
+        index = np.asarray(t.column("index").to_numpy(), dtype=np.int64)
+        vec = t.column("vector").combine_chunks()
+        vectors = np.asarray(vec.flatten().to_numpy(), dtype=np.float32).reshape(len(vec), f.pretrained_dim)
+        if len(index) and (index.min() < 1 or index.max() >= f.vocab_size):
+            raise DataError(f"{path}: indices span [{index.min()}, {index.max()}], expected [1, {f.vocab_size})")
+        out[f.name] = PretrainedRows(index=index, vectors=vectors)
+    return out
+
+
+def load_split(folder: Path, spec: FeatureSpec, name: str, file: str | None = None) -> SplitTensors:
+    path = Path(folder) / (file or f"{name}.parquet")
     return split_from_table(pq.read_table(path), spec, str(path))
 
 
@@ -136,21 +210,25 @@ def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: 
     except json.JSONDecodeError as e:
         raise DataError(f"{folder / MANIFEST}: not valid JSON ({e})") from None
     spec = FeatureSpec.load(folder / SPEC)
-    out = {}
+    tables = load_tables(folder, spec, manifest, verify)
+    if tables:
+        spec = spec.with_tables(tables)
+    out: dict[str, SplitTensors] = {}
+    by_file: dict[str, SplitTensors] = {}
     for name in splits:
         entry = manifest.get("splits", {}).get(name)
         if entry is None:
             raise DataError(f"{folder / MANIFEST}: no split {name!r}; it has {sorted(manifest.get('splits', {}))}")
         path = folder / entry["file"]
+        if entry["file"] in by_file:  # e.g. valid = test on BARS's sequential boards: loaded once
+            out[name] = by_file[entry["file"]]
+            continue
         if not path.is_file():
             raise DataError(f"{path}: split file missing")
         if verify:
-            got = file_digest(path, "sha256")
-            if got != entry["sha256"]:
-                raise DataError(f"{path}: sha256 mismatch: manifest says {entry['sha256']}, file has {got} "
-                                "(modified or corrupted; prepare the dataset again)")
-        split = load_split(folder, spec, name)
+            _verify(path, entry, "split")
+        split = load_split(folder, spec, name, entry["file"])
         if len(split) != entry["rows"]:
             raise DataError(f"{path}: {len(split)} rows, manifest says {entry['rows']}")
-        out[name] = split
+        out[name] = by_file[entry["file"]] = split
     return Dataset(folder=folder, spec=spec, manifest=manifest, splits=out)

@@ -44,6 +44,10 @@ from bars.fileio import file_lock
 # (the recipe: the dataset name and the engine's FORMAT_VERSION are in the fingerprint, as for any code)
 NOT_FINGERPRINTED = frozenset({"raw_dir", "official_split", "download", "description", "group_column",
                                "bars_split", "recipe"})
+# keys added to existing dataset configs later: left out of the fingerprint while at these defaults, so the
+# datasets prepared before them keep their fingerprint
+LATE_DEFAULTS = {"labels": None, "meta": [], "validation": "file", "holdout_ratio": 0.1,
+                 "copies": {}}
 
 
 def datasets_dir() -> Path:
@@ -147,7 +151,8 @@ def load_recipe(cfg: DictConfig) -> Recipe:
         raise DataError(f"data={name}: {e}") from None
     for f in recipe.fields:
         f.group = groups.get(f.name, "")
-    recipe.params = {k: v for k, v in data.items() if k not in NOT_FINGERPRINTED}
+    recipe.params = {k: v for k, v in data.items()
+                     if k not in NOT_FINGERPRINTED and not (k in LATE_DEFAULTS and v == LATE_DEFAULTS[k])}
     if recipe.params.get("groups") is None:  # `groups: null` = no groups: the same bytes, the same fingerprint
         recipe.params.pop("groups", None)
     return recipe

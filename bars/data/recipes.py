@@ -17,7 +17,7 @@ import polars as pl
 
 from bars.data import transforms as T
 from bars.data.download import ensure_download
-from bars.data.engine import Field, Recipe
+from bars.data.engine import Field, Pretrained, Recipe
 from bars.data.errors import DataError
 from bars.data.sources import Source, resolve_columns
 from bars.data.synthetic import generate_criteo
@@ -175,6 +175,38 @@ def onehot_recipe(data: dict, raw_dir: Path, fields: list[str], allow_libsvm: bo
 
 
 # -- the tabular recipe: a user's own files described in the data config --------------------------------
+# per-field options (data.field_options.<field>, and the sequence datasets' recipes)
+FIELD_OPTIONS = frozenset({"min_count", "max_len", "sep", "share_embedding", "padding", "token_type", "align_with",
+                           "pretrained", "freeze_pretrained", "pretrained_md5"})
+
+
+def field_from_options(name: str, kind: str, o: dict, data: dict, min_count: int, raw_dir: Path, where: str) -> Field:
+    """A Field from its options (FIELD_OPTIONS), defaults from ``data`` (max_len, sequence_sep, padding);
+    a relative ``pretrained`` path is looked up in ``raw_dir``."""
+    padding = o.get("padding", data.get("padding") or "post")
+    if padding not in ("post", "pre"):
+        raise DataError(f"{where}.padding: expected 'post' or 'pre' (FuxiCTR's padding side), got {padding!r}")
+    token_type = o.get("token_type", "str")
+    if token_type not in ("str", "int"):
+        raise DataError(f"{where}.token_type: expected 'str' or 'int', got {token_type!r}")
+    if kind != "sequence":
+        seq_only = sorted({"max_len", "sep", "padding", "token_type", "align_with"} & set(o))
+        if seq_only:
+            raise DataError(f"{where}: {seq_only} apply to sequence fields only ({name!r} is {kind})")
+    pretrained = None
+    if o.get("pretrained"):
+        q = Path(str(o["pretrained"])).expanduser()
+        pretrained = Pretrained(q if q.is_absolute() else Path(raw_dir) / q,
+                                freeze=bool(o.get("freeze_pretrained", True)), md5=o.get("pretrained_md5"))
+    elif "freeze_pretrained" in o or "pretrained_md5" in o:
+        raise DataError(f"{where}: freeze_pretrained / pretrained_md5 without a pretrained file")
+    return Field(name, kind, min_count=int(o.get("min_count", min_count)),
+                 max_len=o.get("max_len", data.get("max_len")) if kind == "sequence" else None,
+                 sep=o.get("sep", data.get("sequence_sep", "|")), source=f"column {name}",
+                 share_embedding=o.get("share_embedding") or "", padding=padding if kind == "sequence" else "post",
+                 token_type=token_type, align_with=o.get("align_with") or "", pretrained=pretrained)
+
+
 def _as_list(x) -> list:
     if x is None:
         return []
@@ -183,11 +215,18 @@ def _as_list(x) -> list:
     return list(x)
 
 
+# data.validation: where the validation rows come from when train and test are files
+VALIDATIONS = {"file": "data.files.valid", "test": "the test file validates (BARS's sequential boards: bars-seq)",
+               "holdout": "a seeded data.holdout_ratio of the train file's rows (the honest variant)"}
+
+
 def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe:
     """A recipe from config keys (see conf/data/tabular.yaml): files, label, categorical/numeric/sequence."""
     name = name or data["name"]
-    label = data.get("label") or "label"
+    labels = _as_list(data.get("labels"))
+    label = labels[0] if labels else (data.get("label") or "label")
     cats, nums, seqs = (_as_list(data.get(k)) for k in ("categorical", "numeric", "sequence"))
+    metas = _as_list(data.get("meta"))
     if not (cats or nums or seqs):
         raise DataError(f"data={name}: no features: set data.categorical=[...], data.numeric=[...] and/or "
                         "data.sequence=[...] (column names)")
@@ -200,12 +239,21 @@ def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe
     for kind, cols in (("categorical", cats), ("numeric", nums), ("sequence", seqs)):
         for c in cols:
             o = dict(opts.get(c) or {})
-            bad = set(o) - {"min_count", "max_len", "sep"}
+            bad = set(o) - FIELD_OPTIONS
             if bad:
-                raise DataError(f"data.field_options.{c}: unknown keys {sorted(bad)}; allowed min_count, max_len, sep")
-            fields.append(Field(c, kind, min_count=int(o.get("min_count", min_count)),
-                                max_len=o.get("max_len", data.get("max_len")),
-                                sep=o.get("sep", data.get("sequence_sep", "|")), source=f"column {c}"))
+                raise DataError(f"data.field_options.{c}: unknown keys {sorted(bad)}; allowed {sorted(FIELD_OPTIONS)}")
+            fields.append(field_from_options(c, kind, o, data, min_count, raw_dir, f"data.field_options.{c}"))
+    fields += [Field(c, "meta", source=f"column {c} (meta)") for c in metas]
+    copies = dict(data.get("copies") or {})  # new column -> the file column it copies (FuxiCTR's copy_from)
+    declared = set(cats + nums + seqs + metas)
+    for dst, src in copies.items():
+        if dst not in declared or src == dst or src in copies:
+            raise DataError(f"data.copies.{dst}={src!r}: expected a feature or meta column (one of "
+                            f"{sorted(declared)}) copied from a file column")
+    for f in fields:
+        if f.name in copies:
+            f.source = f"copy of column {copies[f.name]}"
+    transform = (lambda df: df.with_columns([pl.col(s).alias(d) for d, s in copies.items()])) if copies else None
 
     def resolve(p: str) -> Path:
         q = Path(p).expanduser()
@@ -220,26 +268,54 @@ def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe
         types = {c: "float" for c in nums}
         cols = _as_list(data.get("columns")) or None
         return Source(path, split=split, fmt=fmt, sep=sep, header=bool(data.get("header", True)),
-                      columns=cols, types=types, label=label)
+                      columns=cols, types=types, label=label, md5=_md5(data, split) if split else None)
 
+    validation = data.get("validation") or "file"
+    if validation not in VALIDATIONS:
+        raise DataError(f"data.validation: expected one of {list(VALIDATIONS)}, got {validation!r}")
+    if validation == "test" and not data.get("protocol_name"):
+        raise DataError("data.validation=test validates on the test set: label it, data.protocol_name=bars-seq "
+                        "(BARS's sequential boards), so boards and runs say so")
+    if validation != "test" and data.get("protocol_name") == "bars-seq":
+        raise DataError(f"data.protocol_name=bars-seq means validated on the test set, but data.validation="
+                        f"{validation!r}; the honest variant is data.validation=holdout data.protocol_name=holdout")
+    ratios = tuple(float(r) for r in data.get("split_ratios") or (0.8, 0.1, 0.1))
     files = data.get("files") or {}
+    valid_is_test = False
     if data.get("file"):
+        if validation != "file":
+            raise DataError(f"data.validation={validation!r} needs data.files.train and data.files.test (and no "
+                            "data.file): one file is split by data.split_ratios")
         sources = [source(data["file"], None)]
     elif files.get("train"):
-        sources = [source(files[k], k) for k in SPLITS if files.get(k)]
-        missing = [k for k in SPLITS if not files.get(k)]
-        if missing:
-            raise DataError(f"data.files: no file for {missing}; give train, valid and test files, or one "
-                            "data.file=... with data.split_ratios")
+        if validation == "file":
+            sources = [source(files[k], k) for k in SPLITS if files.get(k)]
+            missing = [k for k in SPLITS if not files.get(k)]
+            if missing:
+                raise DataError(f"data.files: no file for {missing}; give train, valid and test files, or one "
+                                "data.file=... with data.split_ratios, or data.validation=test|holdout")
+        else:
+            if files.get("valid") or not files.get("test"):
+                raise DataError(f"data.validation={validation!r}: give data.files.train and data.files.test and no "
+                                f"data.files.valid (got valid={files.get('valid')!r}, test={files.get('test')!r})")
+            if validation == "test":  # BARS's sequential boards: the test file validates
+                sources, valid_is_test = [source(files["train"], "train"), source(files["test"], "test")], True
+            else:  # the honest variant: a seeded share of the train file's rows validates, the test file tests
+                h = float(data.get("holdout_ratio", 0.1))
+                if not 0 < h < 1:
+                    raise DataError(f"data.holdout_ratio: expected a number in (0, 1), got {h}")
+                train = source(files["train"], None)
+                train.md5 = _md5(data, "train")
+                sources, ratios = [train, source(files["test"], "test")], (1 - h, h, 0.0)
     else:
         raise DataError(f"data={name}: no input: set data.file=<one file> (split by data.split_ratios) or "
                         "data.files.train/valid/test=<files> (CSV or Parquet; relative to data.raw_dir)")
-    ratios = tuple(float(r) for r in data.get("split_ratios") or (0.8, 0.1, 0.1))
     if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
         raise DataError(f"data.split_ratios: expected three non-negative numbers (train, valid, test), got {ratios}")
     return Recipe(name=name, sources=sources, fields=fields, label=label, split_ratios=ratios,
                   split_seed=int(data.get("split_seed", 2021)), rows=data.get("rows"),
-                  params=data, layout="tabular", official_split=bool(data.get("official_split", False)))
+                  params=data, layout="tabular", official_split=bool(data.get("official_split", False)),
+                  labels=labels or None, valid_is_test=valid_is_test, transform=transform)
 
 
 def onehot_csv_recipe(data: dict, raw_dir: Path) -> Recipe:

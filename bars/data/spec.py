@@ -16,13 +16,29 @@ checked by :func:`assign_groups`) and written into the spec; a field in no group
 JSON leaves out (so a spec without groups is byte-identical to one written before groups existed).
 
 Parquet column types: categorical -> int32, numeric -> float32, sequence -> fixed-size list<int32> of
-``max_len`` (0-padded at the end), label -> float32 (values 0.0 / 1.0).
+``max_len`` (0-padded at the end, or at the start when ``padding == "pre"``), label(s) -> float32 (values 0.0 /
+1.0), meta -> int64.
+
+Sequences and their tables (FuxiCTR's ``share_embedding``, ``padding``, ``pretrained_emb``):
+- ``share_embedding``: the field's indices address the named field's table; the engine gives both the same
+  vocabulary (the union of their own, see bars.data.engine), so ``vocab_size`` is equal too.
+- ``padding``: ``post`` (values first, zeros after; truncation keeps the first ``max_len``) or ``pre`` (zeros
+  first; truncation keeps the last ``max_len``, the most recent behaviours): FuxiCTR truncates on the side it
+  pads. Index 0 is padding wherever it stands, so the mask of a sequence is ``indices > 0``.
+- ``pretrained``: the file, inside the dataset folder, holding rows of the field's table (Parquet: ``index``
+  int32, ``vector`` fixed-size list<float32> of ``pretrained_dim``); ``freeze_pretrained`` keeps the table fixed
+  (FuxiCTR's ``freeze_emb``, default true). The loader reads the rows into :attr:`FeatureSpec.tables`, so models
+  get them through the spec like everything else.
+
+Several labels (multi-task datasets): ``labels`` names every label column, ``label`` is the first (what a
+single-task trainer fits). Meta columns (``meta``, e.g. the user id BARS groups gAUC by on AmazonElectronics)
+are stored and loaded but are not features: models never see them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +46,7 @@ from bars.fileio import atomic_write_text
 
 SPEC_VERSION = 1
 FEATURE_TYPES = ("categorical", "numeric", "sequence")
+PADDING_SIDES = ("post", "pre")
 PAD_INDEX = 0
 OOV_INDEX = 1
 FIRST_KNOWN_INDEX = 2
@@ -53,6 +70,12 @@ class Feature:
     source: str = ""  # free text: raw column(s) and transform, for humans
     share_embedding: str = ""  # name of another field whose embedding table this field reuses (optional)
     group: str = ""  # "" (none) or one of FEATURE_GROUPS: user, item, context (declared by data.groups)
+    # -- keys added after the first release of version 1: omitted from the JSON while at their default, so the
+    #    spec files of datasets that do not use them stay byte-identical (see _LATE_KEYS)
+    padding: str = "post"  # sequence only: "post" (zeros after the values) or "pre" (zeros before)
+    pretrained: str = ""  # file in the dataset folder with pretrained rows of this field's table (optional)
+    pretrained_dim: int = 0  # width of the pretrained vectors
+    freeze_pretrained: bool = True  # keep the pretrained table fixed (FuxiCTR's freeze_emb default)
 
     def __post_init__(self) -> None:
         if self.group and self.group not in FEATURE_GROUPS:
@@ -68,6 +91,38 @@ class Feature:
             raise SpecError(f"feature {self.name!r}: a sequence field needs max_len >= 1, got {self.max_len}")
         if self.type != "sequence" and self.max_len:
             raise SpecError(f"feature {self.name!r}: max_len is only for sequence fields")
+        if self.padding not in PADDING_SIDES:
+            raise SpecError(f"feature {self.name!r}: padding {self.padding!r} is not one of {PADDING_SIDES}")
+        if self.type != "sequence" and self.padding != "post":
+            raise SpecError(f"feature {self.name!r}: padding is only for sequence fields")
+        if self.pretrained:
+            if self.type == "numeric":
+                raise SpecError(f"feature {self.name!r}: a numeric field has no table to pretrain")
+            if self.pretrained_dim < 1:
+                raise SpecError(f"feature {self.name!r}: pretrained table {self.pretrained!r} needs pretrained_dim "
+                                f">= 1, got {self.pretrained_dim}")
+            if self.share_embedding:
+                raise SpecError(f"feature {self.name!r}: has its own pretrained table and shares the table of "
+                                f"{self.share_embedding!r}; give the pretrained table to the owner only")
+        elif self.pretrained_dim:
+            raise SpecError(f"feature {self.name!r}: pretrained_dim {self.pretrained_dim} without a pretrained file")
+
+
+_LATE_KEYS = {"group": "", "padding": "post", "pretrained": "", "pretrained_dim": 0, "freeze_pretrained": True}
+
+
+def _feature_dict(f: Feature) -> dict:
+    return {k: v for k, v in asdict(f).items() if not (k in _LATE_KEYS and v == _LATE_KEYS[k])}
+
+
+@dataclass(frozen=True)
+class PretrainedRows:
+    """Rows of a pretrained table as the loader read them: ``index`` int64 [n] (field indices, ascending, all
+    >= 1) and ``vectors`` float32 [n, dim]. Rows not listed are not in the file (FuxiCTR: zero when frozen,
+    initialised like any embedding row when trainable)."""
+
+    index: object  # numpy int64 array
+    vectors: object  # numpy float32 array
 
 
 @dataclass(frozen=True)
@@ -77,19 +132,43 @@ class FeatureSpec:
     features: tuple[Feature, ...]
     version: int = SPEC_VERSION
     notes: dict = field(default_factory=dict)
+    labels: tuple[str, ...] = ()  # every label column, ``label`` first; () = just ``label``
+    meta: tuple[str, ...] = ()  # stored columns that are not features (e.g. a group id for gAUC)
+    # pretrained rows by field name, filled by the loader (never in the JSON)
+    tables: dict[str, PretrainedRows] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise SpecError(f"feature spec for {self.dataset!r}: duplicate feature names {dup}")
-        if self.label in names:
-            raise SpecError(f"feature spec for {self.dataset!r}: label {self.label!r} is also a feature")
+        if not self.labels:
+            object.__setattr__(self, "labels", (self.label,))
+        object.__setattr__(self, "labels", tuple(self.labels))
+        object.__setattr__(self, "meta", tuple(self.meta))
+        if self.labels[0] != self.label:
+            raise SpecError(f"feature spec for {self.dataset!r}: label {self.label!r} must be the first of labels "
+                            f"{list(self.labels)}")
+        columns = names + list(self.labels) + list(self.meta)
+        clash = sorted({n for n in columns if columns.count(n) > 1})
+        if clash:
+            raise SpecError(f"feature spec for {self.dataset!r}: columns {clash} appear more than once among "
+                            f"features {names}, labels {list(self.labels)} and meta {list(self.meta)}")
         if not self.features:
             raise SpecError(f"feature spec for {self.dataset!r}: no features")
         for f in self.features:
             if f.share_embedding and f.share_embedding not in names:
                 raise SpecError(f"feature {f.name!r}: share_embedding names unknown field {f.share_embedding!r}")
+            if f.share_embedding:
+                o = self[f.share_embedding]
+                if o.type == "numeric" or o.share_embedding:
+                    raise SpecError(f"feature {f.name!r}: share_embedding must name a categorical or sequence field "
+                                    f"that owns its table, got {o.name!r} ({o.type}"
+                                    + (f", itself sharing {o.share_embedding!r})" if o.share_embedding else ")"))
+        unknown = sorted(set(self.tables) - {f.name for f in self.features if f.pretrained})
+        if unknown:
+            raise SpecError(f"feature spec for {self.dataset!r}: pretrained rows for {unknown}, which declare no "
+                            "pretrained table")
 
     # -- views -------------------------------------------------------------------------------------------
     @property
@@ -116,15 +195,33 @@ class FeatureSpec:
         out = {g: [f.name for f in self.features if f.group == g] for g in FEATURE_GROUPS}
         return {g: names for g, names in out.items() if names}
 
+    @property
+    def multi_label(self) -> bool:
+        return len(self.labels) > 1
+
+    def owner(self, name: str) -> Feature:
+        """The field whose table ``name`` reads: itself, or the field it shares the embedding of."""
+        f = self[name]
+        return self[f.share_embedding] if f.share_embedding else f
+
+    def with_tables(self, tables: dict[str, PretrainedRows]) -> FeatureSpec:
+        """This spec with the pretrained rows of its fields attached (what the loader returns)."""
+        return replace(self, tables=dict(tables))
+
     # -- JSON --------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {
+        d = {
             "version": self.version,
             "dataset": self.dataset,
             "label": self.label,
             "features": [_feature_dict(f) for f in self.features],
             "notes": self.notes,
         }
+        if len(self.labels) > 1:  # written only when used, like the late feature keys
+            d["labels"] = list(self.labels)
+        if self.meta:
+            d["meta"] = list(self.meta)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, origin: str = "<dict>") -> FeatureSpec:
@@ -141,9 +238,12 @@ class FeatureSpec:
                         f"{origin}: features[{i}] has unknown keys {sorted(unknown)}; allowed {sorted(allowed)}"
                     )
                 feats.append(Feature(**fd))
+            unknown = set(d) - {"version", "dataset", "label", "features", "notes", "labels", "meta"}
+            if unknown:
+                raise SpecError(f"{origin}: unknown keys {sorted(unknown)}")
             return cls(
                 dataset=d["dataset"], label=d["label"], features=tuple(feats), version=version,
-                notes=d.get("notes", {}),
+                notes=d.get("notes", {}), labels=tuple(d.get("labels") or ()), meta=tuple(d.get("meta") or ()),
             )
         except KeyError as e:
             raise SpecError(f"{origin}: feature spec is missing key {e.args[0]!r}") from None
@@ -161,14 +261,6 @@ class FeatureSpec:
         except json.JSONDecodeError as e:
             raise SpecError(f"{p}: not valid JSON ({e})") from None
         return cls.from_dict(d, origin=str(p))
-
-
-def _feature_dict(f: Feature) -> dict:
-    """A feature as JSON: every field, but ``group`` only when set (specs without groups keep their bytes)."""
-    d = asdict(f)
-    if not d["group"]:
-        del d["group"]
-    return d
 
 
 def assign_groups(field_names: list[str], groups: object, where: str = "data.groups") -> dict[str, str]:

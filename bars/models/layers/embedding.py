@@ -25,20 +25,32 @@ class FeatureEmbedding(nn.Module):
       norm of the packed table equals the sum over the per-field tables, so regularising "whole tables" is
       unchanged; :meth:`table` returns a field's own rows for inspection.
     - numeric: ``value * v_f`` with a learned vector ``v_f`` per field (``numeric_weight [F_num, dim]``), as
-      FuxiCTR's ``Linear(1, dim, bias=False)``; initialised xavier-normal like that Linear (see init_bars_).
-    - sequence: masked mean over the non-zero indices of ``[B, L]``; a sequence with no non-zero index gives the
-      zero vector.
-    - ``Feature.share_embedding``: the field reads the rows of the named field's table (its vocab_size must not
-      exceed the owner's).
+      FuxiCTR's ``Linear(1, dim)`` without bias; initialised xavier-normal like that Linear (see init_bars_).
+    - sequence: masked mean (``sequence_pooling="sum"``: masked sum) over the non-zero indices of ``[B, L]``, on
+      either padding side; a sequence with no non-zero index gives the zero vector.
+    - ``Feature.share_embedding`` (``use_sharing``): the field reads the rows of the named field's table (its
+      vocab_size must not exceed the owner's). Without sharing every field gets a table of its own (FuxiCTR's
+      first-order LR term does that).
+    - ``Feature.pretrained`` (``use_pretrained``): the owner's table is a separate parameter
+      ``pretrained[<owner>]`` of ``[vocab_size, dim]`` whose rows listed in ``spec.tables`` (filled by the loader)
+      hold the file's vectors; rows not in the file are zero when the table is frozen
+      (``Feature.freeze_pretrained``, FuxiCTR 2.0's ``freeze_emb``; the parameter then has ``requires_grad``
+      false, so no optimiser or regulariser touches it) and initialised like any embedding row otherwise. Without
+      ``use_pretrained`` the field is an ordinary table. The vectors' width must equal ``dim``.
+    - sequence models: :meth:`lookup` embeds raw indices of any field in its (owner's) table and
+      :meth:`sequence` returns a sequence's unpooled ``[B, L, dim]`` embeddings with its mask (``indices > 0``).
     - indices must lie in ``[0, vocab_size)``; in the packed table a larger one would silently read a
       neighbouring field's rows, so on CPU an out-of-range index raises ``IndexError`` naming the field (one
       comparison per batch; skipped on accelerators to avoid a device sync).
     """
 
-    def __init__(self, spec: FeatureSpec, dim: int, fields: Sequence[str] | None = None) -> None:
+    def __init__(self, spec: FeatureSpec, dim: int, fields: Sequence[str] | None = None, *,
+                 use_sharing: bool = True, use_pretrained: bool = True, sequence_pooling: str = "mean") -> None:
         super().__init__()
         if dim < 1:
             raise ValueError(f"FeatureEmbedding: dim must be >= 1, got {dim}")
+        if sequence_pooling not in ("mean", "sum"):
+            raise ValueError(f"FeatureEmbedding: sequence_pooling must be 'mean' or 'sum', got {sequence_pooling!r}")
         names = list(spec.names) if fields is None else [n for n in spec.names if n in set(fields)]
         if fields is not None:
             missing = [n for n in fields if n not in spec.names]
@@ -49,11 +61,14 @@ class FeatureEmbedding(nn.Module):
         if not names:
             raise ValueError("FeatureEmbedding: no fields to embed")
         self.dim = dim
+        self.sequence_pooling = sequence_pooling
         self.field_names: tuple[str, ...] = tuple(names)
         feats = [spec[n] for n in names]
 
         # table owners: a field that shares another's table reads the owner's rows (owner may be outside `fields`)
         def owner(f: Feature) -> Feature:
+            if not use_sharing:
+                return f
             seen = {f.name}
             while f.share_embedding:
                 f = spec[f.share_embedding]
@@ -62,7 +77,11 @@ class FeatureEmbedding(nn.Module):
                 seen.add(f.name)
             return f
 
+        def is_pretrained(o: Feature) -> bool:
+            return use_pretrained and bool(o.pretrained)
+
         offsets: dict[str, int] = {}
+        pretrained: dict[str, Feature] = {}
         rows = 1  # row 0 = shared padding
         for f in feats:
             if f.type == "numeric":
@@ -75,28 +94,46 @@ class FeatureEmbedding(nn.Module):
                     f"feature {f.name!r} (vocab {f.vocab_size}) shares the table of {o.name!r} "
                     f"(vocab {o.vocab_size}), which is smaller"
                 )
-            if o.name not in offsets:
+            if is_pretrained(o):
+                pretrained[o.name] = o
+            elif o.name not in offsets:
                 offsets[o.name] = rows
                 rows += o.vocab_size - 1
         self.table_rows: dict[str, tuple[int, int]] = {
             n: (offsets[n], offsets[n] + spec[n].vocab_size - 1) for n in offsets
         }
         self._owner = {f.name: owner(f).name for f in feats if f.type != "numeric"}
-        self.cat_names = tuple(f.name for f in feats if f.type == "categorical")
+        self._vocab = {f.name: f.vocab_size for f in feats if f.type != "numeric"}
+        self.cat_names = tuple(f.name for f in feats if f.type == "categorical" and self._owner[f.name] in offsets)
+        self.pcat_names = tuple(f.name for f in feats if f.type == "categorical" and self._owner[f.name] in pretrained)
         self.num_names = tuple(f.name for f in feats if f.type == "numeric")
         self.seq_names = tuple(f.name for f in feats if f.type == "sequence")
-        self._seq_offsets = tuple(offsets[owner(spec[n]).name] for n in self.seq_names)
+        self._offset = {n: offsets[o] for n, o in self._owner.items() if o in offsets}
 
         self.weight = nn.Parameter(torch.empty(rows, dim)) if rows > 1 else None
+        # pretrained tables: one parameter per owner (frozen ones do not train), and the file's rows to reset them
+        self.pretrained = nn.ParameterDict()
+        self._pretrained_rows: dict[str, tuple[Tensor, Tensor]] = {}
+        for name, o in pretrained.items():
+            rows_ = spec.tables.get(name)
+            if rows_ is None:
+                raise ValueError(f"feature {name!r} declares the pretrained table {o.pretrained!r} but the spec carries "
+                                 "no rows: load the dataset with bars.data.loader.load_dataset, which reads them")
+            if o.pretrained_dim != dim:
+                raise ValueError(f"feature {name!r}: pretrained vectors have width {o.pretrained_dim} but the "
+                                 f"embedding dim is {dim}: set the embedding dim to {o.pretrained_dim} "
+                                 "(protocol.embedding_dim), as BARS does")
+            self.pretrained[name] = nn.Parameter(torch.empty(o.vocab_size, dim), requires_grad=not o.freeze_pretrained)
+            self._pretrained_rows[name] = (torch.tensor(rows_.index, dtype=torch.int64),
+                                           torch.tensor(rows_.vectors, dtype=torch.float32))
         # global row of index i of a categorical field = (i + offset - 1) if i > 0 else 0
-        cat_off = [offsets[owner(spec[n]).name] - 1 for n in self.cat_names]
+        cat_off = [self._offset[n] - 1 for n in self.cat_names]
         self.register_buffer("cat_offsets", torch.tensor(cat_off, dtype=torch.int64), persistent=False)
         cat_vocab = [spec[n].vocab_size for n in self.cat_names]
         self.register_buffer("cat_vocab", torch.tensor(cat_vocab, dtype=torch.int64), persistent=False)
-        self._seq_vocab = tuple(spec[n].vocab_size for n in self.seq_names)
         self.numeric_weight = nn.Parameter(torch.empty(len(self.num_names), dim)) if self.num_names else None
 
-        order = list(self.cat_names) + list(self.num_names) + list(self.seq_names)
+        order = list(self.cat_names) + list(self.pcat_names) + list(self.num_names) + list(self.seq_names)
         perm = [order.index(n) for n in names]
         self._perm = None if perm == list(range(len(names))) else perm
         self.register_buffer("perm", torch.tensor(perm, dtype=torch.int64), persistent=False)
@@ -112,18 +149,30 @@ class FeatureEmbedding(nn.Module):
         return self.num_fields * self.dim
 
     def reset_parameters(self, std: float = 1e-4) -> None:
-        """Embedding rows ~ N(0, std) with the padding row zero; numeric vectors xavier-normal (fan 1 x dim)."""
+        """Embedding rows ~ N(0, std) with the padding row zero; numeric vectors xavier-normal (fan 1 x dim);
+        pretrained tables: the file's rows, the others zero (frozen) or N(0, std) (trainable)."""
         with torch.no_grad():
             if self.weight is not None:
                 self.weight.normal_(0.0, std)
                 self.weight[0].zero_()
             if self.numeric_weight is not None:
                 self.numeric_weight.normal_(0.0, math.sqrt(2.0 / (1 + self.dim)))
+            for name, table in self.pretrained.items():
+                if table.requires_grad:
+                    table.normal_(0.0, std)
+                else:
+                    table.zero_()
+                index, vectors = self._pretrained_rows[name]
+                table[index.to(table.device)] = vectors.to(table.device, table.dtype)
+                table[0].zero_()
 
     def table(self, name: str) -> Tensor:
         """The rows of field ``name``'s table (index i >= 1 at row i - 1; padding row 0 is implicit zero); a
         field with ``share_embedding`` gives its owner's rows."""
-        lo, hi = self.table_rows[self._owner.get(name, name)]
+        own = self._owner.get(name, name)
+        if own in self.pretrained:
+            return self.pretrained[own][1:]
+        lo, hi = self.table_rows[own]
         assert self.weight is not None
         return self.weight[lo:hi]
 
@@ -131,6 +180,26 @@ class FeatureEmbedding(nn.Module):
         assert self.weight is not None
         g = torch.where(idx > 0, idx + offset, 0)
         return F.embedding(g, self.weight, padding_idx=0)
+
+    def lookup(self, name: str, idx: Tensor) -> Tensor:
+        """Embeddings ``[..., dim]`` of raw indices ``idx`` (any shape) of field ``name`` in its table (its owner's
+        when it shares one); index 0 gives the zero vector. E.g. DIN's target item and its history read one table:
+        ``lookup("item_id", batch["item_id"])`` and ``lookup("item_history", batch["item_history"])``."""
+        if name not in self._owner:
+            raise KeyError(f"FeatureEmbedding: no table for field {name!r}; tables serve {sorted(self._owner)}")
+        idx = idx.long()
+        if idx.device.type == "cpu" and idx.numel() and bool((idx >= self._vocab[name]).any()):
+            raise IndexError(f"field {name!r}: index {int(idx.max())} >= vocab_size {self._vocab[name]}")
+        own = self._owner[name]
+        if own in self.pretrained:
+            return F.embedding(idx, self.pretrained[own], padding_idx=0)
+        return self._lookup(idx, self._offset[name] - 1)
+
+    def sequence(self, batch: dict[str, Tensor], name: str) -> tuple[Tensor, Tensor]:
+        """``(embeddings [B, L, dim], mask [B, L] bool)`` of sequence field ``name``; mask = index > 0 (padding
+        may stand at either end, see ``Feature.padding``)."""
+        seq = batch[name]
+        return self.lookup(name, seq), seq > 0
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """``[B, F, dim]`` in spec order."""
@@ -140,18 +209,19 @@ class FeatureEmbedding(nn.Module):
             if idx.device.type == "cpu" and bool((idx >= self.cat_vocab).any()):
                 self._out_of_range(idx, self.cat_vocab, self.cat_names)
             parts.append(self._lookup(idx, self.cat_offsets))
+        for n in self.pcat_names:
+            parts.append(self.lookup(n, batch[n]).unsqueeze(1))
         if self.num_names:
             vals = torch.stack([batch[n] for n in self.num_names], dim=1).float()  # [B, Fn]
             parts.append(vals.unsqueeze(-1) * self.numeric_weight)
-        for n, off, v in zip(self.seq_names, self._seq_offsets, self._seq_vocab, strict=True):
+        for n in self.seq_names:
             seq = batch[n].long()  # [B, L]
-            if seq.device.type == "cpu" and bool((seq >= v).any()):
-                raise IndexError(f"sequence field {n!r}: index {int(seq.max())} >= vocab_size {v}")
-            emb = self._lookup(seq, off - 1)  # [B, L, D]
+            emb = self.lookup(n, seq)  # [B, L, D]
             mask = (seq > 0).to(emb.dtype)  # explicit, so pooling never depends on the padding row's value
-            count = mask.sum(dim=1, keepdim=True).clamp_(min=1.0)
             pooled = torch.bmm(mask.unsqueeze(1), emb).squeeze(1)  # [B, D]: sum over non-padding positions
-            parts.append((pooled / count).unsqueeze(1))
+            if self.sequence_pooling == "mean":
+                pooled = pooled / mask.sum(dim=1, keepdim=True).clamp_(min=1.0)
+            parts.append(pooled.unsqueeze(1))
         out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         if self._perm is not None:
             out = out.index_select(1, self.perm)
@@ -175,7 +245,8 @@ class LogisticRegression(nn.Module):
 
     def __init__(self, spec: FeatureSpec, use_bias: bool = True) -> None:
         super().__init__()
-        self.embedding = FeatureEmbedding(spec, 1)
+        # FuxiCTR's LR term builds its own dim-1 tables without pretrained vectors (use_pretrain=False)
+        self.embedding = FeatureEmbedding(spec, 1, use_pretrained=False)
         self.bias = nn.Parameter(torch.zeros(1)) if use_bias else None
 
     def reset_parameters(self) -> None:
