@@ -23,7 +23,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce ui dashboard test test-slow lint \
-        bench bench-data bench-train bench-sweep bench-metrics clean
+        bench bench-data bench-train bench-sweep bench-metrics bench-missing clean
 
 help: ## List the targets
 	@echo "bars: open benchmarking for CTR prediction"
@@ -105,6 +105,9 @@ bench-metrics: $(STAMP) ## AUC over 10M scores
 
 bench-sweep: $(STAMP) ## TPE+pruning vs random search: best val AUC vs trials and epochs
 	$(BARS) bench sweep $(ARGS)
+
+bench-missing: $(STAMP) ## Missing values: FuxiCTR's OOV row vs the padding row, Criteo/Avazu slices, test AUC/logloss
+	$(BARS) bench missing $(ARGS)
 
 clean: ## Remove caches (keeps data/, mlflow.db and .venv)
 	rm -rf .pytest_cache .ruff_cache .hypothesis

@@ -67,7 +67,9 @@ def upgrade_recorded_config(rec: dict[str, Any]) -> dict[str, Any]:
     - no ``model.id`` (before model identity) -> the registry key, which was the config's name; no
       ``model.bars_name`` -> null;
     - no ``data.recipe`` (before recipes were named by config) -> the recipe the dataset's config names today
-      (a name of code, not fingerprinted: the engine's FORMAT_VERSION guards the bytes).
+      (a name of code, not fingerprinted: the engine's FORMAT_VERSION guards the bytes);
+    - no ``data.missing`` (before the missing-value rule) -> ``padding``, the encoding such runs trained on
+      (a padding rule leaves the fingerprint as it was).
     A config recorded in today's layout is returned unchanged."""
     rec = dict(rec)
     data = dict(rec.get("data") or {})
@@ -88,6 +90,8 @@ def upgrade_recorded_config(rec: dict[str, Any]) -> dict[str, Any]:
             raise ReproduceError(f"the run's dataset {data.get('name')!r} has no config here ({path}), so its "
                                  f"recipe is unknown")
         data["recipe"] = OmegaConf.load(path).data.recipe
+    if data and "missing" not in data:
+        data["missing"] = "padding"
     out = {**rec, "data": data, "model": model} if model else {**rec, "data": data}
     if protocol:
         out["protocol"] = protocol

@@ -25,6 +25,7 @@ from bars.config import CONF_DIR, PROJECT_ROOT, fingerprint, hydra_command, to_c
 from bars.data.engine import Recipe, build
 from bars.data.errors import DataError
 from bars.data.recipes import RECIPES
+from bars.data.transforms import missing_of
 from bars.data.writer import MANIFEST, SPEC, atomic_dir
 
 # cfg.data keys that never change the prepared bytes: where the files are, and facts about the dataset
@@ -74,6 +75,7 @@ def load_recipe(cfg: DictConfig) -> Recipe:
     raw_dir = Path(data.get("raw_dir") or datasets_dir() / name / "raw").expanduser()
     recipe = recipe_function(data)(data, raw_dir)
     recipe.params = {k: v for k, v in data.items() if k not in NOT_FINGERPRINTED}
+    recipe.missing = missing_of(data)
     return recipe
 
 
