@@ -11,6 +11,7 @@ BENCHES = {
     "metrics": "bars.benchmarks.metrics",
     "sweep": "bars.benchmarks.sweep",
     "missing": "bars.benchmarks.missing",
+    "fidelity": "bars.benchmarks.fidelity",
     "predict": "bars.benchmarks.predict",
 }
 
