@@ -69,7 +69,9 @@ def upgrade_recorded_config(rec: dict[str, Any]) -> dict[str, Any]:
     - no ``model.id`` (before model identity) -> the registry key, which was the config's name; no
       ``model.bars_name`` -> null;
     - no ``data.recipe`` (before recipes were named by config) -> the recipe the dataset's config names today
-      (a name of code, not fingerprinted: the engine's FORMAT_VERSION guards the bytes).
+      (a name of code, not fingerprinted: the engine's FORMAT_VERSION guards the bytes);
+    - no ``data.missing`` (before the missing-value rule) -> ``padding``, the encoding such runs trained on
+      (a padding rule leaves the fingerprint as it was);
     - model params that today's model configs refuse as keys the model would ignore (issue 9), nulled or removed
       (they had no effect when the run was recorded): LR's ``embedding_dim``; the MLP keys of a model without
       its MLP; FinalMLP's feature-selection keys without ``use_fs``; plain AutoInt's ``dropout`` next to
@@ -99,6 +101,8 @@ def upgrade_recorded_config(rec: dict[str, Any]) -> dict[str, Any]:
             raise ReproduceError(f"the run's dataset {data.get('name')!r} has no config here ({path}), so its "
                                  f"recipe is unknown")
         data["recipe"] = OmegaConf.load(path).data.recipe
+    if data and "missing" not in data:
+        data["missing"] = "padding"
     out = {**rec, "data": data, "model": model} if model else {**rec, "data": data}
     if protocol:
         out["protocol"] = protocol

@@ -109,15 +109,18 @@ def test_parquet_input_and_a_file_without_label(ml, tmp_path):
         assert torch.equal(feats[n], ml["ds"].splits["test"].features[n])
 
 
-def test_unseen_values_are_oov_and_missing_values_padding(ml, tmp_path):
+def test_unseen_values_are_oov_and_missing_values_by_the_missing_rule(ml, tmp_path):
+    """Missing categorical values get the index the prepared folder's rule gave them (movielens_small: oov, as
+    FuxiCTR); a missing sequence is all padding."""
     enc = RawEncoder(load_recipe(ml["cfg"]), ml["folder"])
+    assert enc.manifest["missing"] == "oov"
     p = tmp_path / "new.csv"
     p.write_text("userId,movieId,timestamp\n999999,1,964982703\n1,,964982703\n1,1,\n")
     feats, label, _ = _encode_all(enc, p)
     assert feats["user"].tolist()[0] == OOV_INDEX and feats["user"].tolist()[1] >= 2
-    assert feats["movie"].tolist()[1] == PAD_INDEX  # missing movie: padding, and no genres/year from the join
+    assert feats["movie"].tolist()[1] == OOV_INDEX  # missing movie: the OOV row, and no genres/year from the join
     assert feats["genres"][1].tolist() == [PAD_INDEX] * enc.spec["genres"].max_len
-    assert feats["year"].tolist()[1] == PAD_INDEX and feats["hour"].tolist()[2] == PAD_INDEX
+    assert feats["year"].tolist()[1] == OOV_INDEX and feats["hour"].tolist()[2] == OOV_INDEX
     assert torch.isnan(label).all()
 
 

@@ -55,8 +55,11 @@ def test_vocab_order_and_encoding():
     lf = pl.DataFrame({"c": ["b", "a", "b", "c", "a", "d", None]}).lazy()
     vocab = T.vocab_query(lf, "c", min_count=2).collect()["c"]
     assert vocab.to_list() == ["a", "b"]  # equal counts -> by value
-    enc = pl.DataFrame({"c": ["a", "b", "z", None]}).select(T.encode_categorical("c", vocab))["c"].to_list()
-    assert enc == [2, 3, 1, 0]
+    df = pl.DataFrame({"c": ["a", "b", "z", None]})
+    assert df.select(T.encode_categorical("c", vocab, missing="oov"))["c"].to_list() == [2, 3, 1, 1]  # FuxiCTR
+    assert df.select(T.encode_categorical("c", vocab, missing="padding"))["c"].to_list() == [2, 3, 1, 0]
+    with pytest.raises(ValueError, match="missing rule"):
+        T.encode_categorical("c", vocab, missing="zero")
 
 
 def test_criteo_bucket():

@@ -52,13 +52,15 @@ def test_spec_json_round_trip_and_no_group_key_without_groups():
 def test_prepared_spec_carries_the_groups(movielens_folder):
     spec = FeatureSpec.load(movielens_folder / "feature_spec.json")
     assert spec.groups == {"user": ["user"], "item": ["movie", "genres", "year"], "context": ["hour", "weekday"]}
-    assert movielens_folder.name == "fee649dac9cc"  # data.groups is fingerprinted: its own folder
+    assert movielens_folder.name == "055ce217bb70"  # data.groups (and data.missing: oov) are fingerprinted
 
 
 def test_without_groups_the_bytes_and_fingerprint_are_those_before_groups(data_cfg):
-    cfg = data_cfg("data=movielens_small", "~data.groups")
-    assert dataset_fingerprint(load_recipe(cfg)) == "2753b6e75517"  # the committed leaderboard's data
-    assert dataset_fingerprint(load_recipe(data_cfg("data=movielens_small", "data.groups=null"))) == "2753b6e75517"
+    # the committed leaderboard's data: no groups, missing values as padding (before data.missing existed)
+    cfg = data_cfg("data=movielens_small", "~data.groups", "data.missing=padding")
+    assert dataset_fingerprint(load_recipe(cfg)) == "2753b6e75517"
+    assert dataset_fingerprint(load_recipe(data_cfg("data=movielens_small", "data.groups=null",
+                                                    "data.missing=padding"))) == "2753b6e75517"
     folder = prepare(cfg, quiet=True)
     text = (folder / "feature_spec.json").read_text()
     assert '"group"' not in text and FeatureSpec.load(folder / "feature_spec.json").groups == {}

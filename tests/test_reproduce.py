@@ -159,9 +159,10 @@ def test_split_run_id():
 
 
 def test_configs_recorded_in_the_earlier_layout_reproduce_the_same_data():
-    """A run recorded before the protocol block, model ids and named recipes (data.protocol_seed,
-    data.embedding_dim, no model.id, no data.recipe) is upgraded to today's layout: the same data fingerprint
-    as a config composed today, the same seed and embedding size."""
+    """A run recorded before the protocol block, model ids, named recipes and the missing-value rule
+    (data.protocol_seed, data.embedding_dim, no model.id, no data.recipe, no data.missing) is upgraded to today's
+    layout: the data fingerprint it was recorded with (its missing values were padding), the same seed and
+    embedding size."""
     from bars.config import to_container
     from bars.data.prepare import dataset_fingerprint, load_recipe
     from bars.reproduce import upgrade_recorded_config
@@ -169,18 +170,19 @@ def test_configs_recorded_in_the_earlier_layout_reproduce_the_same_data():
     today = to_container(compose(["model=fm", "data=movielens_small"]))
     old = {k: v for k, v in today.items() if k != "protocol"}
     old["data"] = {k: v for k, v in today["data"].items()
-                   if k not in ("recipe", "bars_split", "group_column", "groups")}
+                   if k not in ("recipe", "bars_split", "group_column", "groups", "missing")}
     old["data"] |= {"protocol_seed": 2021, "embedding_dim": 10}
     old["model"] = {k: v for k, v in today["model"].items() if k not in ("id", "bars_name")}
     up = upgrade_recorded_config(old)
     assert up["protocol"] == {"seed": 2021, "embedding_dim": 10} and "protocol_seed" not in up["data"]
     assert (up["model"]["id"], up["model"]["bars_name"]) == ("fm", None)
-    assert up["data"]["recipe"] == today["data"]["recipe"]
+    assert up["data"]["recipe"] == today["data"]["recipe"] and up["data"]["missing"] == "padding"
     fp = dataset_fingerprint(load_recipe(OmegaConf.create(up)))
-    # the committed leaderboard's runs were recorded before feature groups (data.groups): without the key their
-    # data is the same as today's config without groups, byte for byte (spec JSON included: no `group` keys)
-    assert fp == dataset_fingerprint(load_recipe(compose(["data=movielens_small", "~data.groups"]))) == "2753b6e75517"
-    assert dataset_fingerprint(load_recipe(compose(["data=movielens_small"]))) != fp  # groups change the spec
+    # the committed leaderboard's runs were recorded before feature groups (data.groups) and the missing-value rule:
+    # without groups and with missing values as padding their data is today's, byte for byte (spec JSON included)
+    assert fp == dataset_fingerprint(load_recipe(compose(["data=movielens_small", "~data.groups",
+                                                          "data.missing=padding"]))) == "2753b6e75517"
+    assert dataset_fingerprint(load_recipe(compose(["data=movielens_small"]))) != fp  # groups, oov: new bytes
     assert upgrade_recorded_config(today) == today  # today's layout: unchanged
 
 

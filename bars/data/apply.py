@@ -5,7 +5,8 @@ The preprocessing is the one ``bars prepare`` ran, never a re-fit: rows are read
 through the same recipe transform and label check (``bars.data.engine.finish_batch``), and are encoded with the
 vocabularies fitted on train that the prepared folder keeps (``bars.data.vocab``) by the encoders of
 ``bars.data.transforms``: a value not in its field's vocabulary (never seen in train, or rarer than min_count) is
-OOV (index 1), a missing value is padding (index 0), sequences are cut or padded to the spec's ``max_len``,
+OOV (index 1), a missing value gets the index the folder's missing rule gave it (manifest ``missing``: oov -> 1,
+padding -> 0; a folder prepared before the rule existed: padding), sequences are cut or padded to the spec's ``max_len``,
 numeric fields are cast as in training. The result is byte-for-byte what the split files hold for the same rows.
 
 A new file is CSV/TSV (plain or gzip; with a header naming the dataset's raw columns in any order, or without one
@@ -157,9 +158,10 @@ class RawEncoder:
             raise DataError(f"{self.folder}: the recipe of {recipe.name} declares fields {names}, the prepared "
                             f"feature spec has {self.spec.names}: the recipe changed since the folder was prepared")
         self.exprs = []
+        missing = str(self.manifest.get("missing", "padding"))
         for f in self.spec.features:
             if f.type == "categorical":
-                self.exprs.append(T.encode_categorical(f.name, self.vocabs[f.name]))
+                self.exprs.append(T.encode_categorical(f.name, self.vocabs[f.name], missing=missing))
             elif f.type == "sequence":
                 self.exprs.append(T.encode_sequence(f.name, self.vocabs[f.name], f.max_len, f.padding))
             else:

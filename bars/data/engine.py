@@ -32,7 +32,7 @@ from pyarrow import ipc
 from bars.data import transforms as T
 from bars.data.errors import DataError
 from bars.data.sources import Source, read_batches, verify_checksum
-from bars.data.spec import DEFAULT_MIN_COUNT, FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX, Feature, FeatureSpec
+from bars.data.spec import DEFAULT_MIN_COUNT, FIRST_KNOWN_INDEX, OOV_INDEX, Feature, FeatureSpec
 from bars.data.tables import (
     Pretrained,
     encode_joined,
@@ -102,6 +102,7 @@ class Recipe:
     @property
     def label_columns(self) -> list[str]:
         return list(self.labels) if self.labels else [self.label]
+    missing: str = T.DEFAULT_MISSING  # how a missing categorical value is encoded: T.MISSING_RULES
 
     @property
     def seeded_split(self) -> bool:
@@ -110,6 +111,9 @@ class Recipe:
     def fingerprint_payload(self) -> dict:
         """Everything that decides the output bytes, and nothing about where files live."""
         params = dict(self.params)
+        params.pop("missing", None)
+        if self.missing != "padding":  # the encoding before the rule existed keeps its fingerprints
+            params["missing"] = self.missing
         if not self.seeded_split:
             params.pop("split_seed", None)
             params.pop("split_ratios", None)
@@ -371,7 +375,7 @@ class _Counter:
             return pl.DataFrame({self.col: [], "count": []}, schema={self.col: self.dtype, "count": pl.Int64})
         return T.vocab_order(self.parts[0], self.col, min_count)
 
-    def encoder(self, values: pl.Series) -> pl.Expr | None:
+    def encoder(self, values: pl.Series, missing: str) -> pl.Expr | None:
         """Value -> index by array lookup (as T.encode_categorical), when the values span a small range."""
         if self.dense is None:
             return None
@@ -380,7 +384,7 @@ class _Counter:
         remap[values.to_numpy().astype(np.int64) - lo] = np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + len(values),
                                                                    dtype=np.int32)
         x = pl.col(self.col)
-        return (pl.when(x.is_null()).then(pl.lit(PAD_INDEX, pl.Int32))
+        return (pl.when(x.is_null()).then(pl.lit(T.missing_index(missing), pl.Int32))
                 .when((x >= lo) & (x <= hi)).then(pl.lit(pl.Series(remap)).gather((x.cast(pl.Int64) - lo).clip(0, hi - lo)))
                 .otherwise(pl.lit(OOV_INDEX, pl.Int32)).alias(self.col))
 
@@ -611,17 +615,18 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     t2 = time.perf_counter()
     exprs, pre = [], []
     for f in recipe.fields:
-        if f.name in remaps:  # staged id -> index: a gather; missing (null id) -> padding
-            exprs.append(pl.lit(remaps[f.name]).gather(pl.col(f.name)).fill_null(PAD_INDEX).alias(f.name))
+        if f.name in remaps:  # staged id -> index: a gather; missing (null id) -> by the missing rule
+            exprs.append(pl.lit(remaps[f.name]).gather(pl.col(f.name)).fill_null(T.missing_index(recipe.missing))
+                         .alias(f.name))
         elif f.name in joined:
             enc, cast = encode_joined(f.name, vocabs[f.name], f.type == "sequence", max_lens.get(f.name, 0),
-                                       f.padding)
+                                       f.padding, missing=recipe.missing)
             exprs.append(enc)
             pre.append(cast)
-        elif f.name in counters and (e := counters[f.name].encoder(vocabs[f.name])) is not None:
+        elif f.name in counters and (e := counters[f.name].encoder(vocabs[f.name], recipe.missing)) is not None:
             exprs.append(e)
         elif f.type == "categorical":
-            exprs.append(T.encode_categorical(f.name, vocabs[f.name]))
+            exprs.append(T.encode_categorical(f.name, vocabs[f.name], missing=recipe.missing))
         elif f.type == "sequence":
             exprs.append(T.encode_sequence(f.name, vocabs[f.name], max_lens[f.name], f.padding))
         elif f.type == "numeric":
@@ -694,6 +699,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
         "config": recipe.fingerprint_payload(),
         "layout": recipe.layout,
         "official_split": recipe.official_split,
+        "missing": recipe.missing,
         "split": recipe.split_note or (
             "official split files" if not recipe.seeded_split else
             f"seeded per-row assignment, ratios {list(recipe.split_ratios)}, seed {recipe.split_seed}"

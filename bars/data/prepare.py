@@ -36,6 +36,7 @@ from bars.data.engine import Recipe, build
 from bars.data.errors import DataError
 from bars.data.recipes import RECIPES
 from bars.data.spec import SpecError, assign_groups
+from bars.data.transforms import missing_of
 from bars.data.vocab import MANIFEST_KEY as VOCAB_KEY
 from bars.data.writer import MANIFEST, SPEC, atomic_dir
 from bars.fileio import file_lock
@@ -155,6 +156,7 @@ def load_recipe(cfg: DictConfig) -> Recipe:
                      if k not in NOT_FINGERPRINTED and not (k in LATE_DEFAULTS and v == LATE_DEFAULTS[k])}
     if recipe.params.get("groups") is None:  # `groups: null` = no groups: the same bytes, the same fingerprint
         recipe.params.pop("groups", None)
+    recipe.missing = missing_of(data)
     return recipe
 
 

@@ -155,7 +155,7 @@ def group_vocab(members: list, own: dict[str, pl.DataFrame],
 
 
 def encode_joined(col: str, values: pl.Series, sequence: bool, max_len: int = 0,
-                   padding: str = "post") -> tuple[pl.Expr, pl.Expr]:
+                   padding: str = "post", *, missing: str) -> tuple[pl.Expr, pl.Expr]:
     """Encode ``col`` against ``values`` after casting the column to the vocabulary's dtype (fields of a shared
     table whose raw types differ, e.g. integer ids and string tokens, meet as strings)."""
     x = pl.col(col)
@@ -164,7 +164,8 @@ def encode_joined(col: str, values: pl.Series, sequence: bool, max_len: int = 0,
     else:
         x = x.cast(values.dtype)
     tmp = f"__{col}"
-    enc = (T.encode_sequence(tmp, values, max_len, padding) if sequence else T.encode_categorical(tmp, values))
+    enc = (T.encode_sequence(tmp, values, max_len, padding) if sequence
+           else T.encode_categorical(tmp, values, missing=missing))
     return enc.alias(col), x.alias(tmp)
 
 

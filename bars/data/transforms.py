@@ -1,8 +1,11 @@
 """Reusable, vectorised transforms (polars expressions and numpy): bucketing, time fields, seeded split
 assignment, vocabularies with min count and OOV, and the encoders that apply them.
 
-Index convention (bars.data.spec): 0 = padding/missing, 1 = OOV, 2+ = known values by train count descending,
-then by value ascending (natural order of the column's dtype).
+Index convention (bars.data.spec): 0 = padding, 1 = OOV, 2+ = known values by train count descending, then by
+value ascending (natural order of the column's dtype). A missing categorical value is encoded by the dataset's
+``missing`` rule (:data:`MISSING_RULES`): ``oov`` (the default, as FuxiCTR: missing values share the learned OOV
+row with unseen and rare ones) or ``padding`` (index 0, the zero row that gets no gradient; this project's
+encoding before 2026-12).
 """
 
 from __future__ import annotations
@@ -80,6 +83,35 @@ def min_count_of(data: dict) -> int:
     return int(data.get("min_count", DEFAULT_MIN_COUNT))
 
 
+MISSING_RULES = {"oov": OOV_INDEX, "padding": PAD_INDEX}
+DEFAULT_MISSING = "oov"
+
+
+def missing_of(data: dict) -> str:
+    """A dataset config's ``missing`` rule, checked: the one place it is read. The key is required: a config
+    recorded without it predates the rule (its data were encoded with ``padding``; see bars.reproduce), so a
+    silent default would make such records ambiguous."""
+    if "missing" not in data:
+        from bars.data.errors import DataError
+
+        raise DataError(f"data={data.get('name')}: data.missing is required: 'oov' (as FuxiCTR: a missing "
+                        f"categorical value gets the learned OOV row) or 'padding' (the zero row 0, no gradient)")
+    rule = data["missing"]
+    if rule not in MISSING_RULES:
+        from bars.data.errors import DataError
+
+        raise DataError(f"data={data.get('name')}: data.missing: expected one of {sorted(MISSING_RULES)}, "
+                        f"got {rule!r}")
+    return str(rule)
+
+
+def missing_index(rule: str) -> int:
+    """The index a missing categorical value gets under ``rule``."""
+    if rule not in MISSING_RULES:
+        raise ValueError(f"missing rule: expected one of {sorted(MISSING_RULES)}, got {rule!r}")
+    return MISSING_RULES[rule]
+
+
 def vocab_order(counts: pl.DataFrame | pl.LazyFrame, value: str, min_count: int, count: str = "count"):
     """THE vocabulary rule, the only definition of it: keep the values whose train ``count`` is >= ``min_count``
     (clamped to >= 1: a value never seen in train is never known), ordered by count descending, then by ``value``
@@ -95,11 +127,11 @@ def vocab_query(train: pl.LazyFrame, col: str, min_count: int, sequence: bool = 
     return vocab_order(lf.drop_nulls().group_by(col).agg(pl.len().alias("count")), col, min_count)
 
 
-def encode_categorical(col: str, values: pl.Series) -> pl.Expr:
-    """Value -> index: missing -> 0, unseen/rare -> 1, known -> 2 + rank."""
+def encode_categorical(col: str, values: pl.Series, *, missing: str) -> pl.Expr:
+    """Value -> index: unseen/rare -> 1, known -> 2 + rank, missing -> by the ``missing`` rule (oov: 1, padding: 0)."""
     idx = pl.Series(np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + len(values), dtype=np.int32))
     mapped = pl.col(col).replace_strict(values, idx, default=OOV_INDEX, return_dtype=pl.Int32)
-    return pl.when(pl.col(col).is_null()).then(pl.lit(PAD_INDEX, pl.Int32)).otherwise(mapped).alias(col)
+    return pl.when(pl.col(col).is_null()).then(pl.lit(missing_index(missing), pl.Int32)).otherwise(mapped).alias(col)
 
 
 def encode_sequence(col: str, values: pl.Series, max_len: int, padding: str = "post") -> pl.Expr:
