@@ -31,6 +31,10 @@ help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
 	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN PORT ARGS"
+	@echo
+	@echo "Datasets (DATA=, conf/data/):" $$(grep -L '^# alias:' conf/data/*.yaml | sed 's|conf/data/||; s|\.yaml$$||')
+	@echo "Dataset aliases (the same run, the alias recorded):"
+	@sed -n 's/^# alias: \([a-z0-9_]*\) -> \([a-z0-9_]*\) *(\(.*\)).*/  DATA=\1 = DATA=\2  (\3)/p' conf/data/*.yaml
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

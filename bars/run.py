@@ -142,6 +142,8 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     seed = int(cfg.seed)
     tags: dict[str, Any] = {"model": cfg.model.id, "model_class": cfg.model.name, "data": cfg.data.name,
                             "seed": seed, "stage": "single"}
+    if cfg.data.get("alias"):  # the name the user typed (DATA=criteo -> criteo_x1)
+        tags["data_alias"] = str(cfg.data.alias)
     from bars.presets import preset_tags
 
     tags.update(preset_tags(cfg))  # preset, preset_source (the BARS README), preset_file
