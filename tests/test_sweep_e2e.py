@@ -173,6 +173,10 @@ def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):
     assert len(killed) == 1 and killed[0].info.status == "FAILED" and killed[0].data.tags["state"] == "failed"
     workers = {t.user_attrs.get(ST.WORKER_ATTR, "").rsplit(":", 2)[1] for t in trials.values()}
     assert len(workers) == 2 and str(pid) in workers  # two processes worked on the one study
+    # placement (bars.placement): no GPU here, so two CPU workers, each trial run naming its worker and device
+    assert "2 workers (worker processes): cpu x2" in text
+    assert {(r.data.tags["sweep_device"], r.data.tags["sweep_device_workers"]) for r in children} == {("cpu", "2")}
+    assert {r.data.tags["sweep_worker"] for r in children} == {"0", "1"}
 
 
 def test_kill_whole_sweep_and_rerun_resumes(shared, tmp_path):
