@@ -167,6 +167,13 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     return result
 
 
+def _loader_config(cfg: DictConfig) -> Any:
+    """The ``loader:`` block (absent from configs recorded before it existed: the defaults)."""
+    from bars.data.stream import LoaderConfig
+
+    return LoaderConfig.from_cfg(to_container(cfg.get("loader")))
+
+
 def group_column(cfg: DictConfig, spec: FeatureSpec) -> str | None:
     """``data.group_column`` (the feature grouped metrics such as gAUC group by), checked against the spec."""
     col = cfg.data.get("group_column")
@@ -188,14 +195,15 @@ def _train_in_run(cfg: DictConfig, run: Any, seed: int, on_epoch: EpochCallback 
 
     # data
     folder = Path(prepare(cfg))
-    ds = load_dataset(folder)
+    ds = load_dataset(folder, loader=_loader_config(cfg))
     for name in ("feature_spec.json", "manifest.json"):
         if (folder / name).exists():
             run.log_artifact(folder / name)
     groups = group_column(cfg, ds.spec)
     n_rows = {s: len(ds.splits[s]) for s in ("train", "valid", "test")}
     run.set_tags({"data_fingerprint": ds.fingerprint, "data_folder": str(folder),
-                  **{f"rows_{s}": n for s, n in n_rows.items()}})
+                  **{f"rows_{s}": n for s, n in n_rows.items()},
+                  **{f"loader_{s}": m for s, m in (ds.modes or {}).items()}})  # memory | stream (bars.data.stream)
 
     # model
     train_cfg = TrainConfig.from_cfg(cfg.train)
@@ -213,7 +221,8 @@ def _train_in_run(cfg: DictConfig, run: Any, seed: int, on_epoch: EpochCallback 
     run.set_tags({"checkpoint": str(ckpt)})
     say(f"bars train: {cfg.model.id} on {cfg.data.name} (fingerprint {ds.fingerprint}), seed {seed}, "
         f"{n_params:,} parameters, device {device}; rows train {n_rows['train']:,} valid {n_rows['valid']:,} "
-        f"test {n_rows['test']:,}" + (f"; MLflow run {run.run_id}" if run.run_id else "; tracking disabled"))
+        f"test {n_rows['test']:,}" + ("" if set((ds.modes or {}).values()) <= {"memory"} else
+                                     f" (streamed: {', '.join(k for k, m in ds.modes.items() if m == 'stream')})") + (f"; MLflow run {run.run_id}" if run.run_id else "; tracking disabled"))
 
     def on_epoch_tracked(log: EpochLog) -> None:
         per_epoch = {"train_loss": log.train_loss, **log.val_metrics(), "monitor": log.monitor, "lr": log.lr,

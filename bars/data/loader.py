@@ -2,7 +2,8 @@
 
 ``load_dataset(folder)`` checks every split file's sha256 against manifest.json and the feature spec against
 the Parquet schema (names and dtypes), then reads whole columns into tensors: categorical int32 [N], numeric
-float32 [N], sequence int32 [N, L], label float32 [N].
+float32 [N], sequence int32 [N, L], label float32 [N]. A split that does not fit in memory (or every split, when
+asked: ``loader.mode=stream``) is a :class:`bars.data.stream.StreamSplit` instead, with the same interface.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +23,9 @@ from bars.data.errors import DataError
 from bars.data.spec import FeatureSpec, SpecError
 from bars.data.writer import MANIFEST, SPEC
 from bars.fileio import file_digest
+
+if TYPE_CHECKING:
+    from bars.data.stream import LoaderConfig, StreamSplit
 
 
 @dataclass
@@ -71,7 +76,8 @@ class Dataset:
     folder: Path
     spec: FeatureSpec
     manifest: dict
-    splits: dict[str, SplitTensors]
+    splits: dict[str, SplitTensors | StreamSplit]
+    modes: dict[str, str] | None = None  # split -> "memory" | "stream" (how each split is read)
 
     @property
     def fingerprint(self) -> str:
@@ -121,8 +127,11 @@ def load_split(folder: Path, spec: FeatureSpec, name: str) -> SplitTensors:
     return SplitTensors(feats, label)
 
 
-def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: bool = True) -> Dataset:
-    """Load a prepared dataset folder (see bars.data.prepare.prepare)."""
+def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: bool = True,
+                 loader: LoaderConfig | None = None) -> Dataset:
+    """Load a prepared dataset folder (see bars.data.prepare.prepare). ``loader`` (the ``loader:`` config block,
+    default: everything in memory) decides per split whether it is read into tensors or streamed
+    (``bars.data.stream.plan_modes``); ``Dataset.modes`` says which."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -131,6 +140,12 @@ def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: 
     except json.JSONDecodeError as e:
         raise DataError(f"{folder / MANIFEST}: not valid JSON ({e})") from None
     spec = FeatureSpec.load(folder / SPEC)
+    modes = dict.fromkeys(splits, "memory")
+    if loader is not None:
+        from bars.data.stream import plan_modes
+
+        rows = {s: int(manifest.get("splits", {}).get(s, {}).get("rows", 0)) for s in splits}
+        modes = plan_modes(spec, rows, loader)
     out = {}
     for name in splits:
         entry = manifest.get("splits", {}).get(name)
@@ -144,8 +159,13 @@ def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: 
             if got != entry["sha256"]:
                 raise DataError(f"{path}: sha256 mismatch: manifest says {entry['sha256']}, file has {got} "
                                 "(modified or corrupted; prepare the dataset again)")
-        split = load_split(folder, spec, name)
+        if modes[name] == "stream":
+            from bars.data.stream import StreamSplit
+
+            split = StreamSplit(path, spec, buffer_rows=loader.buffer_rows, prefetch=loader.prefetch)
+        else:
+            split = load_split(folder, spec, name)
         if len(split) != entry["rows"]:
             raise DataError(f"{path}: {len(split)} rows, manifest says {entry['rows']}")
         out[name] = split
-    return Dataset(folder=folder, spec=spec, manifest=manifest, splits=out)
+    return Dataset(folder=folder, spec=spec, manifest=manifest, splits=out, modes=modes)
