@@ -98,8 +98,8 @@ lint: $(STAMP) ## ruff
 
 bench: bench-data bench-train bench-metrics bench-sweep ## All benchmarks (print figures)
 
-bench-data: $(STAMP) ## Preprocessing rows/s, peak RSS, load seconds on synthetic 1M and 4M rows
-	$(BARS) bench data $(ARGS)
+bench-data: $(STAMP) ## Preprocessing rows/s, peak RSS, load s on synthetic data: [ROWS=1000000,4000000] (any size, e.g. 45000000)
+	$(BARS) bench data $(if $(ROWS),--rows $(ROWS)) $(ARGS)
 
 bench-train: $(STAMP) ## Training samples/s on CPU for every model
 	$(BARS) bench train $(ARGS)
