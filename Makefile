@@ -101,7 +101,7 @@ bench: bench-data bench-train bench-metrics bench-sweep ## All benchmarks (print
 bench-data: $(STAMP) ## Preprocessing rows/s, peak RSS, load s on synthetic data: [ROWS=1000000,4000000] (any size, e.g. 45000000)
 	$(BARS) bench data $(if $(ROWS),--rows $(ROWS)) $(ARGS)
 
-bench-train: $(STAMP) ## Training samples/s on CPU for every model
+bench-train: $(STAMP) ## Training samples/s for every model, DCN at Frappe_x1, DCN/DeepFM/DNN at Criteo shape (2.5M emb rows)
 	$(BARS) bench train $(ARGS)
 
 bench-metrics: $(STAMP) ## AUC over 10M scores
