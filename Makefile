@@ -23,7 +23,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce ui dashboard test test-slow lint \
-        bench bench-data bench-train bench-sweep bench-metrics clean
+        bench bench-data bench-train bench-sweep bench-metrics gpu-check clean
 
 help: ## List the targets
 	@echo "bars: open benchmarking for CTR prediction"
@@ -109,6 +109,9 @@ bench-metrics: $(STAMP) ## AUC over 10M scores
 
 bench-sweep: $(STAMP) ## TPE+pruning vs random search: best val AUC vs trials and epochs
 	$(BARS) bench sweep $(ARGS)
+
+gpu-check: $(STAMP) ## On a GPU machine: CUDA tests, bench-train on CUDA, a 2-workers-per-GPU sweep; prints a table
+	scripts/gpu-check $(ARGS)
 
 clean: ## Remove caches (keeps data/, mlflow.db and .venv)
 	rm -rf .pytest_cache .ruff_cache .hypothesis

@@ -21,6 +21,7 @@ def test_criteo_shape_has_criteo_sized_tables():
 @pytest.mark.parametrize("argv, message", [
     (["--criteo-models", "dcn,no_such_model"], "unknown model(s) ['no_such_model']"),
     (["--models", "nope", "--criteo-models", ""], "unknown model(s) ['nope']"),
+    (["--frappe-models", "dcn,nada"], "unknown model(s) ['nada']"),
     (["--device", "tpu"], "--device: unknown device 'tpu'"),
 ])
 def test_bad_arguments_are_refused(monkeypatch, capsys, argv, message):
