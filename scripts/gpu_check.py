@@ -5,7 +5,8 @@ Steps (each in its own process, with a time limit; one table row per result):
 
 1. ``env``: torch, its CUDA build, the visible GPUs (name, memory).
 2. ``cuda-tests``: the test functions with ``cuda`` in their name (forward/backward of every model on CUDA, the
-   bench's CUDA step, the device checks). On a GPU none may be skipped.
+   bench's CUDA step). On a GPU none may be skipped, so tests that only make sense without a GPU keep ``cuda`` out
+   of their names.
 3. ``bench-train``: ``bars bench train --device cuda`` for DCN, DeepFM and DNN at the Frappe_x1 shape and at the
    Criteo_x1 shape (2.55M embedding rows): training samples/s, step/s, validation rows/s per model.
 4. ``sweep``: a real sweep (``data=synthetic``, generated in a temporary root, DCN, 1 epoch per trial) with

@@ -31,7 +31,7 @@ def test_bad_arguments_are_refused(monkeypatch, capsys, argv, message):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
-def test_cuda_without_a_gpu_is_refused(monkeypatch, capsys):
+def test_a_gpu_device_is_refused_without_one(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["bench-train", "--device", "cuda"])
     assert bench.main() == 2
     assert "CUDA is not available" in capsys.readouterr().err

@@ -65,7 +65,7 @@ def test_unknown_steps_are_refused(capsys):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
-def test_without_cuda_it_runs_nothing_and_says_so():
+def test_without_a_gpu_it_runs_nothing_and_says_so():
     r = subprocess.run([str(PROJECT_ROOT / "scripts" / "gpu-check")], capture_output=True, text=True, timeout=120,
                        check=False)
     assert r.returncode == 2
