@@ -11,7 +11,7 @@
    embedding 10, DNN [400, 400, 400], 3 cross layers, batch norm, dropout 0.2, embedding regularizer 0.05.
    Goal: >= 30,000 training samples/s on the 2-core CPU machine, validation at least as fast per row.
 3. Criteo shape (``--criteo-models``, default DCN, DeepFM, DNN at their conf defaults): the BARS Criteo_x1 layout,
-   39 categorical fields (I1-I13 bucketed as BARS does, 13 vocabularies of 60-120 rows; C1-C26 log-spaced from 4 to
+   39 categorical fields (I1-I13 bucketed as BARS does, 13 vocabularies of 65-125 rows; C1-C26 log-spaced from 4 to
    1,000,000 rows), 2.5M embedding rows in all (the published Criteo_x1 DCN's 20.9M parameters imply ~2.1M), so
    the largest tables, their gradients and Adam state are Criteo-sized; embedding 10, regularizer 1e-5.
    ``--frappe-models`` adds other models at the Frappe_x1 shape (their conf defaults, embedding 10).
