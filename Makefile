@@ -17,20 +17,24 @@ SEEDS ?= 5
 RAW ?=
 ROWS ?=
 RUN ?=
+FILE ?=
+OUT ?=
+KEEP ?=
+FORMAT ?=
 PORT ?= 5000
 PRESET ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce ui dashboard test test-slow lint \
-        bench bench-data bench-train bench-sweep bench-metrics gpu-check clean
+.PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce predict export ui dashboard test \
+        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict gpu-check clean
 
 help: ## List the targets
 	@echo "bars: open benchmarking for CTR prediction"
 	@echo
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN PORT ARGS"
+	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN FILE OUT KEEP FORMAT PORT ARGS"
 	@echo
 	@echo "Datasets (DATA=, conf/data/):" $$(grep -L '^# alias:' conf/data/*.yaml | sed 's|conf/data/||; s|\.yaml$$||')
 	@echo "Dataset aliases (the same run, the alias recorded):"
@@ -79,6 +83,13 @@ leaderboard: $(STAMP) ## Write results/ tables and plots from MLflow: make leade
 reproduce: $(STAMP) ## Rerun one MLflow run exactly: make reproduce RUN=<run id>
 	$(BARS) reproduce run_id=$(RUN) $(ARGS)
 
+predict: $(STAMP) ## Score a file with a run: make predict RUN=<run id> FILE=<csv|tsv|parquet> [OUT=<path>] [KEEP=col1,col2]
+	$(BARS) predict run_id=$(RUN) file=$(if $(FILE),$(abspath $(FILE))) $(if $(OUT),out=$(abspath $(OUT))) \
+	  $(if $(KEEP),keep=$(KEEP)) $(ARGS)
+
+export: $(STAMP) ## Export a run's model, verified: make export RUN=<run id> FORMAT=onnx|torchscript [OUT=<dir>]
+	$(BARS) export run_id=$(RUN) format=$(FORMAT) $(if $(OUT),out=$(abspath $(OUT))) $(ARGS)
+
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the project's store
 	$(BARS) ui --port $(PORT)
 
@@ -96,7 +107,7 @@ test-slow: $(STAMP) ## Long end-to-end tests (marked slow)
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check bars tests datasets scripts
 
-bench: bench-data bench-train bench-metrics bench-sweep ## All benchmarks (print figures)
+bench: bench-data bench-train bench-metrics bench-sweep bench-predict ## All benchmarks (print figures)
 
 bench-data: $(STAMP) ## Preprocessing rows/s, peak RSS, load s on synthetic data: [ROWS=1000000,4000000] (any size, e.g. 45000000)
 	$(BARS) bench data $(if $(ROWS),--rows $(ROWS)) $(ARGS)
@@ -106,6 +117,9 @@ bench-train: $(STAMP) ## Training samples/s for every model, DCN at Frappe_x1, D
 
 bench-metrics: $(STAMP) ## AUC over 10M scores
 	$(BARS) bench metrics $(ARGS)
+
+bench-predict: $(STAMP) ## Predict rows/s from a raw file vs validation rows/s of the same model (goal: within 1.5x)
+	$(BARS) bench predict $(ARGS)
 
 bench-sweep: $(STAMP) ## TPE+pruning vs random search: best val AUC vs trials and epochs
 	$(BARS) bench sweep $(ARGS)

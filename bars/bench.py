@@ -10,6 +10,7 @@ BENCHES = {
     "train": "bars.benchmarks.train",
     "metrics": "bars.benchmarks.metrics",
     "sweep": "bars.benchmarks.sweep",
+    "predict": "bars.benchmarks.predict",
 }
 
 

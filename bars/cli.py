@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "final": ("bars.final", "Rerun a sweep's best configuration with several seeds (stage=final)"),
     "leaderboard": ("bars.leaderboard", "Write results/ tables and plots from MLflow"),
     "reproduce": ("bars.reproduce", "Rerun one MLflow run exactly and compare metrics"),
+    "predict": ("bars.predict", "Score a new raw file with a recorded run (its model and preprocessing)"),
+    "export": ("bars.export", "Export a recorded run's model to ONNX or TorchScript, verified"),
     "ui": ("bars.tracking", "Start the MLflow UI over the project's tracking store"),
     "dashboard": ("bars.dashboard", "Start optuna-dashboard over a sweep's storage"),
     "bench": ("bars.bench", "Benchmarks: data, train, metrics, sweep"),

@@ -250,6 +250,10 @@ def _train_in_run(cfg: DictConfig, run: Any, seed: int, on_epoch: EpochCallback 
     run.log_metrics(metrics, step=max(fit_result.epochs, 1))
     run.set_tags({"stop_reason": fit_result.stop_reason, "best_epoch": fit_result.best_epoch,
                   "device": fit_result.device})
+    if ckpt.exists():  # the best weights' identity: bars predict / bars export check the file against it
+        from bars.fileio import file_digest
+
+        run.set_tags({"checkpoint_sha256": file_digest(ckpt, "sha256")})
     if fit_result.history:
         run.log_figure(learning_curve(fit_result.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})"),
                        "learning_curve.png")

@@ -58,3 +58,21 @@ def movielens_folder(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("ml")
     return prepare(compose(["data=movielens_small", f"paths.data={root}"]), quiet=True)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> dict:
+    """A real recorded run on movielens_small (DCN with a small tower, one epoch, CPU, one thread) in a temporary
+    MLflow store: ``{"root", "uri", "run_id", "overrides", "result"}``; ``overrides`` compose a config on that store
+    (``bars predict`` / ``bars export`` read the run from it)."""
+    from bars.run import train_one
+
+    root = tmp_path_factory.mktemp("trained")
+    overrides = [f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"paths.data={root / 'data'}",
+                 f"paths.checkpoints={root / 'ckpt'}", f"paths.predictions={root / 'predictions'}",
+                 f"paths.exports={root / 'exports'}"]
+    cfg = compose(["model=dcn", "data=movielens_small", "model.params.dnn_hidden_units=[64,64]",
+                   "train.max_epochs=1", "train.num_threads=1", "train.device=cpu", *overrides])
+    r = train_one(cfg, quiet=True, extra_tags={"stage": "final"})
+    return {"root": root, "uri": f"sqlite:///{root / 'mlflow.db'}", "run_id": r.run_id, "overrides": overrides,
+            "result": r}

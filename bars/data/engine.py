@@ -33,6 +33,7 @@ from bars.data import transforms as T
 from bars.data.errors import DataError
 from bars.data.sources import Source, read_batches, verify_checksum
 from bars.data.spec import DEFAULT_MIN_COUNT, FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX, Feature, FeatureSpec
+from bars.data.vocab import MANIFEST_KEY, write_vocabularies
 from bars.data.writer import MANIFEST, SPEC, write_json
 from bars.fileio import file_digest
 
@@ -117,8 +118,10 @@ class _Progress:
         return dt
 
 
-def _finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int) -> pl.DataFrame:
-    """Apply the recipe's transform, split sequences, select and check the label (0/1, never missing)."""
+def finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int, *,
+                 label_required: bool = True) -> pl.DataFrame:
+    """Apply the recipe's transform, split sequences, select and check the label: 0/1, never missing (with
+    ``label_required=False``, as ``bars predict`` reads new rows: 0/1 or missing)."""
     if src.fmt == "libsvm":
         df = df.with_columns([T.strip_libsvm(c) for c in df.columns if c != src.label])
     if recipe.transform is not None:
@@ -138,7 +141,8 @@ def _finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int) -> 
     if lab.dtype == pl.String:
         lab = lab.str.strip_chars().cast(pl.Float64, strict=False)
     lab = lab.cast(pl.Float64, strict=False)
-    bad = lab.is_null() | ~lab.is_in([0.0, 1.0])
+    bad = ~lab.is_in([0.0, 1.0])
+    bad = (bad | lab.is_null()) if label_required else bad.fill_null(False)
     if bad.any():
         i = int(bad.arg_max())
         raw = df[recipe.label][i]
@@ -147,7 +151,7 @@ def _finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int) -> 
     return df.select(*exprs, lab.cast(pl.Float32).alias(recipe.label))
 
 
-def _prefetch(it, depth: int = 2):
+def prefetch(it, depth: int = 2):
     """Run the raw reader (C++ parsing, GIL released) one batch ahead of the polars transforms."""
     import queue
     import threading
@@ -352,8 +356,8 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
             else:
                 fut = pool.submit(file_digest, src.path, "sha256")
             n_src = 0
-            for line0, batch in _prefetch(read_batches(src, recipe.rows)):
-                df = _finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
+            for line0, batch in prefetch(read_batches(src, recipe.rows)):
+                df = finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
                 if dicts is None:  # the first batch decides which fields are interned
                     dicts = {f.name: _Dictionary() for f in recipe.fields
                              if f.type == "categorical" and df.schema[f.name] == pl.String}
@@ -452,7 +456,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     frames = dict(zip([f.name for f in seq], pl.collect_all(
         [T.vocab_query(train, f.name, f.min_count, f.type == "sequence") for f in seq], engine="streaming")
         if seq else []))
-    vocabs, remaps = {}, {}
+    vocabs, remaps, kept = {}, {}, {}  # kept: (value, count) per field in index order, for the vocab files
     for f in cat:
         if f.name in dicts:
             d = dicts[f.name]
@@ -460,10 +464,11 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             remap = np.full(max(d.size, 1), OOV_INDEX, dtype=np.int32)
             remap[v[f.name].to_numpy()] = np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + v.height, dtype=np.int32)
             vocabs[f.name], remaps[f.name] = v["value"], pl.Series(remap)
-        elif f.name in counters:
-            vocabs[f.name] = counters[f.name].vocab(f.min_count)[f.name]
+            kept[f.name] = v.select("value", "count")
         else:
-            vocabs[f.name] = frames[f.name][f.name]
+            v = counters[f.name].vocab(f.min_count) if f.name in counters else frames[f.name]
+            vocabs[f.name] = v[f.name]
+            kept[f.name] = v.select(pl.col(f.name).alias("value"), "count")
     max_lens = {}
     for f in recipe.fields:
         if f.type == "sequence":
@@ -541,6 +546,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
                   + ("" if recipe.official_split else " (not the official split)")),
         "inputs": inputs,
         "splits": splits,
+        MANIFEST_KEY: write_vocabularies(out, kept, [f.name for f in recipe.fields]),
         "feature_spec_sha256": file_digest(out / SPEC, "sha256"),
         "seconds": round(time.perf_counter() - t0, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -118,13 +118,18 @@ def _column(table: pa.Table, name: str, kind: str, max_len: int) -> torch.Tensor
     return torch.from_numpy(arr)
 
 
-def load_split(folder: Path, spec: FeatureSpec, name: str) -> SplitTensors:
-    path = Path(folder) / f"{name}.parquet"
-    table = pq.read_table(path)
-    check_schema(spec, table.schema, str(path))
+def split_from_table(table: pa.Table, spec: FeatureSpec, where: str) -> SplitTensors:
+    """An encoded table (the spec's fields + label, the contract's dtypes) as tensors: what a split file holds,
+    and what ``bars.data.apply`` makes of new raw rows."""
+    check_schema(spec, table.schema, where)
     feats = {f.name: _column(table, f.name, f.type, f.max_len) for f in spec.features}
     label = _column(table, spec.label, "numeric", 0)
     return SplitTensors(feats, label)
+
+
+def load_split(folder: Path, spec: FeatureSpec, name: str) -> SplitTensors:
+    path = Path(folder) / f"{name}.parquet"
+    return split_from_table(pq.read_table(path), spec, str(path))
 
 
 def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: bool = True,

@@ -25,6 +25,7 @@ from bars.config import CONF_DIR, PROJECT_ROOT, fingerprint, hydra_command, to_c
 from bars.data.engine import Recipe, build
 from bars.data.errors import DataError
 from bars.data.recipes import RECIPES
+from bars.data.vocab import MANIFEST_KEY as VOCAB_KEY
 from bars.data.writer import MANIFEST, SPEC, atomic_dir
 
 # cfg.data keys that never change the prepared bytes: where the files are, and facts about the dataset
@@ -97,14 +98,17 @@ def dataset_fingerprint(recipe: Recipe) -> str:
 
 
 def _quick_verify(folder: Path) -> dict | None:
-    """A reusable folder has a readable manifest, a spec and split files of the recorded sizes."""
+    """A reusable folder has a readable manifest, a spec, split files of the recorded sizes and the vocabulary
+    files (a folder prepared before bars kept them is rebuilt: same Parquet bytes, same fingerprint)."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        if not (folder / SPEC).is_file():
+        if not (folder / SPEC).is_file() or VOCAB_KEY not in manifest:
             return None
         for s in manifest["splits"].values():
             if (folder / s["file"]).stat().st_size != s["bytes"]:
                 return None
+        if not all((folder / v["file"]).is_file() for v in manifest[VOCAB_KEY].values()):
+            return None
         return manifest
     except (OSError, ValueError, KeyError):
         return None

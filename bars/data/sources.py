@@ -117,7 +117,7 @@ def resolve_columns(src: Source) -> list[str]:
     return list(src.columns)
 
 
-_ARROW = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
+ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
 
 
 def read_batches(src: Source, rows: int | None = None) -> Iterator[tuple[int, pa.RecordBatch | pa.Table]]:
@@ -135,7 +135,7 @@ def read_batches(src: Source, rows: int | None = None) -> Iterator[tuple[int, pa
         if done == 0:
             raise DataError(f"{src.path}: no data rows")
         return
-    col_types = {c: _ARROW[src.types.get(c, "str")] for c in names}
+    col_types = {c: ARROW_TYPES[src.types.get(c, "str")] for c in names}
     if src.fmt == "libsvm":
         col_types = {c: pa.string() for c in names}
     with contextlib.ExitStack() as files:  # the raw file (or zip member) is closed however reading ends

@@ -1,0 +1,213 @@
+"""`bars export`: every registered model exports to ONNX and TorchScript with outputs equal to torch's (1e-5) on
+real rows, or is listed in bars.export.UNSUPPORTED with the reason; a recorded run exports end to end (signature,
+vocabulary files, sample, child run); TorchScript is checked in a fresh process that loads no bars code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import polars as pl
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from bars.config import PROJECT_ROOT, compose
+from bars.data.loader import load_dataset
+from bars.data.spec import Feature, FeatureSpec
+from bars.export import (
+    FORMATS,
+    MODEL_FILES,
+    SAMPLE,
+    SIGNATURE,
+    TOLERANCE,
+    UNSUPPORTED,
+    ExportError,
+    check_parity,
+    export_model,
+    export_run,
+    sample_batch,
+    verify_torchscript,
+)
+from bars.models import build, list_models
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+CONF = PROJECT_ROOT / "conf" / "model"
+
+# numeric fields and a shared table, which movielens_small lacks
+TINY = FeatureSpec(dataset="tiny", label="click", features=(
+    Feature("user", "categorical", vocab_size=9), Feature("price", "numeric"),
+    Feature("item", "categorical", vocab_size=7),
+    Feature("history", "sequence", vocab_size=7, max_len=4, share_embedding="item"),
+    Feature("tags", "sequence", vocab_size=5, max_len=3)))
+
+
+def _params(name: str, dim: int) -> dict:
+    raw = OmegaConf.load(CONF / f"{name}.yaml")
+    return OmegaConf.to_container(OmegaConf.create({"protocol": {"embedding_dim": dim}, "model": raw}).model.params,
+                                  resolve=True)
+
+
+def _model(name: str, spec: FeatureSpec, dim: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build(name, spec, _params(name, dim))
+    with torch.no_grad():  # weights with some spread, so the outputs are far from constant
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def _tiny_sample(n: int = 64) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    out = {}
+    for f in TINY.features:
+        if f.type == "categorical":
+            out[f.name] = torch.randint(0, f.vocab_size, (n,), generator=g, dtype=torch.int32)
+        elif f.type == "numeric":
+            out[f.name] = torch.randn(n, generator=g)
+        else:
+            out[f.name] = torch.randint(0, f.vocab_size, (n, f.max_len), generator=g, dtype=torch.int32)
+            out[f.name][0] = 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def exports(movielens_folder, tmp_path_factory):
+    """Every registered model, in both formats, on real movielens_small test rows and on a tiny spec with numeric
+    fields: ``{(name, fmt, data): (diff_logit, diff_prob) | ExportError}``; TorchScript files are loaded in ONE
+    fresh process."""
+    root = tmp_path_factory.mktemp("exports")
+    test = load_dataset(movielens_folder, splits=("test",)).splits["test"]
+    ml_spec = load_dataset(movielens_folder, splits=()).spec
+    cases = {"movielens_small": (ml_spec, sample_batch(test, ml_spec.names, 256), 10),
+             "tiny": (TINY, _tiny_sample(), 4)}
+    results: dict = {}
+    fresh: list = []
+    for name in list_models():
+        for data, (spec, sample, dim) in cases.items():
+            model = _model(name, spec, dim)
+            for fmt in FORMATS:
+                out = root / f"{name}-{data}-{fmt}"
+                try:
+                    path, d_logit, d_prob = export_model(model, spec, fmt, out, sample, model_name=name,
+                                                         fresh_check=False)
+                except ExportError as e:
+                    results[(name, fmt, data)] = e
+                    continue
+                results[(name, fmt, data)] = (d_logit, d_prob)
+                if fmt == "torchscript":
+                    fresh.append(((name, fmt, data), path, out / SAMPLE))
+    for (key, _, _), report in zip(fresh, verify_torchscript([(p, s) for _, p, s in fresh]), strict=True):
+        results[key] = (report["logit_error"], report["max_abs_probability"])
+    return results
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_exports_with_parity_or_is_listed_with_its_reason(exports, name, fmt):
+    reason = UNSUPPORTED[fmt].get(name)
+    for data in ("movielens_small", "tiny"):
+        got = exports[(name, fmt, data)]
+        if reason:
+            assert isinstance(got, ExportError) and reason in str(got), (data, got)
+            continue
+        assert not isinstance(got, ExportError), f"{name} -> {fmt} on {data}: {got}"
+        d_logit, d_prob = got
+        assert d_logit <= TOLERANCE and d_prob <= TOLERANCE, (data, d_logit, d_prob)
+
+
+def test_unsupported_lists_only_registered_models_with_a_reason():
+    for fmt, table in UNSUPPORTED.items():
+        assert fmt in FORMATS
+        for name, reason in table.items():
+            assert name in list_models() and len(reason) > 20, (fmt, name, reason)
+
+
+def test_the_logit_error_is_relative_only_beyond_one():
+    from bars.export import _diff
+
+    assert _diff([0.5 + 2e-5], [0.5], relative=True) == pytest.approx(2e-5)  # small logits: absolute
+    assert _diff([100.0 + 2e-4], [100.0], relative=True) == pytest.approx(2e-6)
+    assert _diff([100.0 + 2e-4], [100.0]) == pytest.approx(2e-4)
+
+
+def test_parity_beyond_tolerance_is_an_error():
+    check_parity("dcn", "onnx", 1e-6, 1e-6)
+    with pytest.raises(ExportError, match=r"differs from torch: logit error 0.001"):
+        check_parity("dcn", "onnx", 1e-3, 1e-7)
+
+
+def test_a_recorded_run_exports_to_both_formats(trained_run, tmp_path):
+    cfg = compose(trained_run["overrides"])
+    client = MlflowClient(tracking_uri=trained_run["uri"])
+    source = client.get_run(trained_run["run_id"])
+    folder = Path(source.data.tags["data_folder"])
+    for fmt in FORMATS:
+        r = export_run(trained_run["run_id"], fmt, cfg, say=lambda *_: None)
+        assert r.out == trained_run["root"] / "exports" / trained_run["run_id"] / fmt
+        assert r.logit_error <= TOLERANCE and r.rows == 1024
+        sig = json.loads((r.out / SIGNATURE).read_text())
+        spec = FeatureSpec.load(folder / "feature_spec.json")
+        assert [i["name"] for i in sig["inputs"]] == spec.names and sig["file"] == MODEL_FILES[fmt]
+        genres = next(i for i in sig["inputs"] if i["name"] == "genres")
+        assert genres["shape"] == ["batch", spec["genres"].max_len] and genres["dtype"] == "int32"
+        for i in sig["inputs"]:  # the vocabulary files travel with the model, as the dataset folder has them
+            vocab = pl.read_parquet(r.out / i["vocab_file"])
+            assert len(vocab) == i["vocab_size"] - 2
+            assert (r.out / i["vocab_file"]).read_bytes() == (folder / i["vocab_file"]).read_bytes()
+        assert sig["run"]["run_id"] == trained_run["run_id"] and sig["run"]["data_fingerprint"] == folder.name
+        assert sig["parity"]["logit_error"] == r.logit_error
+        # the sample is real rows of the test split, with torch's outputs
+        sample = np.load(r.out / SAMPLE)
+        test = load_dataset(folder, splits=("test",)).splits["test"]
+        assert np.array_equal(sample["in/user"], test.features["user"][:1024].numpy())
+        child = client.get_run(r.export_run_id)
+        assert child.data.tags["mlflow.parentRunId"] == trained_run["run_id"] and child.data.tags["stage"] == "export"
+        arts = {a.path for a in client.list_artifacts(r.export_run_id, f"export/{fmt}")}
+        assert f"export/{fmt}/{MODEL_FILES[fmt]}" in arts and f"export/{fmt}/vocab" in arts
+    # the ONNX file scores raw rows as bars predict does: encode with the vocabulary files, then run it
+    onnx_dir = trained_run["root"] / "exports" / trained_run["run_id"] / "onnx"
+    session = ort.InferenceSession(str(onnx_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    sample = np.load(onnx_dir / SAMPLE)
+    logit, prob = session.run(None, {n: sample[f"in/{n}"][:5] for n in sample["names"]})
+    assert np.abs(prob - sample["out/probability"][:5]).max() <= TOLERANCE and logit.shape == (5,)
+
+
+def test_out_folder_that_is_not_an_export_is_refused(trained_run, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="is not a bars export folder"):
+        export_run(trained_run["run_id"], "onnx", compose(trained_run["overrides"]), out=tmp_path,
+                   say=lambda *_: None)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    with pytest.raises(ExportError, match="format='tflite': expected one of onnx, torchscript"):
+        export_run(trained_run["run_id"], "tflite", compose(trained_run["overrides"]), say=lambda *_: None)
+
+
+def test_the_torchscript_check_loads_no_bars_code(tmp_path):
+    model = _model("dnn", TINY, 4)
+    path, _, _ = export_model(model, TINY, "torchscript", tmp_path, _tiny_sample(), model_name="dnn",
+                              fresh_check=False)
+    proc = subprocess.run([sys.executable, "-I", str(PROJECT_ROOT / "bars" / "export_check.py"), str(path),
+                           str(tmp_path / SAMPLE)], capture_output=True, text=True, check=True, cwd=tmp_path)
+    report = json.loads(proc.stdout)
+    assert report["bars_imported"] is False and report["logit_error"] <= TOLERANCE and report["rows"] == 64
+
+
+def test_cli_usage_and_errors(trained_run):
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    usage = subprocess.run([sys.executable, "-m", "bars.cli", "export"], check=False, capture_output=True, text=True,
+                           env=env)
+    assert usage.returncode == 2 and "make export RUN=<id> FORMAT=onnx|torchscript" in usage.stderr
+    unknown = subprocess.run([sys.executable, "-m", "bars.cli", "export", "run_id=x", "format=onnx", "model=dcn"],
+                             check=False, capture_output=True, text=True, env=env)
+    assert unknown.returncode == 2 and "unknown argument 'model=dcn'" in unknown.stderr
+    bad = subprocess.run([sys.executable, "-m", "bars.cli", "export", f"run_id={trained_run['run_id']}",
+                          "format=tflite", *trained_run["overrides"]], check=False, capture_output=True, text=True,
+                         cwd=PROJECT_ROOT, env=env)
+    assert bad.returncode == 1 and "format='tflite': expected one of onnx, torchscript" in bad.stderr, bad.stderr
