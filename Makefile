@@ -6,6 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 BARS := $(BIN)/bars
 STAMP := $(VENV)/.installed
+# the FuxiCTR reference environment: its own venv (fuxictr needs ray and its own numpy/polars pins, so it never
+# shares .venv or requirements.lock); bars is imported from this checkout (PYTHONPATH), models need only torch
+REF_VENV := .venv-ref
+REF_STAMP := $(REF_VENV)/.installed
+REF_PYTEST := PYTHONPATH=$(CURDIR) $(REF_VENV)/bin/python -m pytest -c tests/reference/pytest.ini --rootdir tests/reference
 
 DATA ?= movielens_small
 MODEL ?= dcn
@@ -24,10 +29,11 @@ FORMAT ?=
 PORT ?= 5000
 PRESET ?=
 ARGS ?=
+PYTEST_VERSION := $(shell sed -n 's/^pytest==//p' requirements.lock)
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce predict export ui dashboard test \
-        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict gpu-check clean
+        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict gpu-check clean test-reference bench-reference
 
 help: ## List the targets
 	@echo "bars: open benchmarking for CTR prediction"
@@ -103,6 +109,19 @@ test: $(STAMP) ## Fast test suite (a few minutes) plus lint and the import-layer
 
 test-slow: $(STAMP) ## Long end-to-end tests (marked slow)
 	$(BIN)/python -m pytest -q -m slow $(ARGS)
+
+$(REF_STAMP): Makefile
+	@test -x $(REF_VENV)/bin/python || $(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(REF_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(REF_VENV)/bin/python -m pip install --quiet fuxictr==2.3.10 pytest==$(PYTEST_VERSION)
+	@touch $(REF_STAMP)
+
+test-reference: $(REF_STAMP) ## Every model equal to its FuxiCTR 2.3.10 composition (own venv .venv-ref; real Frappe rows)
+	$(REF_PYTEST) tests/reference $(ARGS)
+
+bench-reference: $(REF_STAMP) ## Training samples/s of each model vs its FuxiCTR composition (Frappe and Criteo shapes)
+	PYTHONPATH=$(CURDIR) $(REF_VENV)/bin/python tests/reference/bench_reference.py $(ARGS)
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check bars tests datasets scripts

@@ -10,6 +10,7 @@ BENCHES = {
     "train": "bars.benchmarks.train",
     "metrics": "bars.benchmarks.metrics",
     "sweep": "bars.benchmarks.sweep",
+    "fidelity": "bars.benchmarks.fidelity",
     "predict": "bars.benchmarks.predict",
 }
 

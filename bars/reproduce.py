@@ -4,7 +4,8 @@
 2. Rebase machine-specific paths: ``paths.*`` and ``tracking.*`` come from the current project (so a run
    recorded on another clone or machine reruns here); any other recorded string value that starts with the
    recorded ``paths.root`` is moved under the current one (e.g. ``data.raw_dir``). Everything else — model,
-   data, train, seed — is exactly as recorded; overriding it is refused.
+   data, train, seed — is exactly as recorded; overriding it is refused. A recorded config without
+   ``train.loss`` (older than that key) gets ``bce_logits``, the loss those runs trained with.
 3. Prepare the data with that config and check its fingerprint against the run's ``data_fingerprint`` tag.
 4. Rerun with tracking (tags ``stage=reproduce``, ``reproduce_of=<id>``), print the original and new metrics
    side by side with |diff|, and exit 1 when they differ on CPU (where they must be identical), 0 otherwise.
@@ -39,6 +40,7 @@ def compared_keys(old: Mapping[str, float], new: Mapping[str, float]) -> tuple[s
     keys = [k for split in ("val", "test") for k in metrics.metric_keys(split) if k in old or k in new]
     return (*keys, *COMPARED_RUN_KEYS)
 ALLOWED_OVERRIDE_PREFIXES = ("run_id", "+run_id", "paths.", "tracking.", "hydra.")
+LEGACY_LOSS = "bce_logits"  # the loss of every run recorded before the `train.loss` key existed
 
 
 class ReproduceError(RuntimeError):
@@ -68,6 +70,13 @@ def upgrade_recorded_config(rec: dict[str, Any]) -> dict[str, Any]:
       ``model.bars_name`` -> null;
     - no ``data.recipe`` (before recipes were named by config) -> the recipe the dataset's config names today
       (a name of code, not fingerprinted: the engine's FORMAT_VERSION guards the bytes).
+    - model params that today's model configs refuse as keys the model would ignore (issue 9), nulled or removed
+      (they had no effect when the run was recorded): LR's ``embedding_dim``; the MLP keys of a model without
+      its MLP; FinalMLP's feature-selection keys without ``use_fs``; plain AutoInt's ``dropout`` next to
+      ``attention_dropout`` (then a separate rate). A FinalMLP run without ``fs_context_bias_init`` started its
+      empty-context biases N(0, 1): ``normal``. (Model changes made for FuxiCTR fidelity that have no switch,
+      e.g. DeepFM's LR bias, AutoInt's separate Q/K/V init, FinalMLP's fusion bias, make such a run replay with
+      different numbers; docs/fidelity.md section 3.)
     A config recorded in today's layout is returned unchanged."""
     rec = dict(rec)
     data = dict(rec.get("data") or {})
@@ -80,6 +89,8 @@ def upgrade_recorded_config(rec: dict[str, Any]) -> dict[str, Any]:
         model["id"] = model.get("name")
     if model and "bars_name" not in model:
         model["bars_name"] = None
+    if model and isinstance(model.get("params"), dict):
+        model["params"] = upgrade_model_params(str(model.get("name")), model["params"])
     if data and "recipe" not in data:
         from bars.config import CONF_DIR
 
@@ -92,6 +103,43 @@ def upgrade_recorded_config(rec: dict[str, Any]) -> dict[str, Any]:
     if protocol:
         out["protocol"] = protocol
     return out
+
+
+_MLP_KEYS = ("activation", "batch_norm", "dropout")
+
+
+def upgrade_model_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Recorded ``model.params`` of registry model ``name`` without the keys today's config refuses because the
+    model ignored them (see :func:`upgrade_recorded_config`); params in today's form are returned unchanged."""
+    p = dict(params)
+
+    def null(*keys: str) -> None:
+        for k in keys:
+            if k in p and p[k] not in (None, [], ()):
+                p[k] = None
+
+    units_key = "hidden_units" if name in ("dnn", "widedeep", "deepfm") else "dnn_hidden_units"
+    if name == "lr":
+        p.pop("embedding_dim", None)
+    elif name in ("dnn", "widedeep", "deepfm", "dcn", "xdeepfm") and not p.get(units_key):
+        null(*_MLP_KEYS)
+    elif name == "dcnv2" and p.get("model_structure") == "crossnet_only":
+        null("dnn_hidden_units", *_MLP_KEYS)
+    elif name == "autoint" and p.get("use_dnn") is False:
+        null("dnn_hidden_units", "activation", "batch_norm")
+        if p.get("attention_dropout") is not None:
+            null("dropout")
+    elif name == "finalmlp":
+        if p.get("use_fs") is False:
+            null("fs_hidden_units")
+            for k in ("fs1_context", "fs2_context"):
+                if p.get(k):
+                    p[k] = []
+        elif "fs_context_bias_init" not in p and p.get("use_fs", True):
+            has_bias = not (p.get("fs1_context") and p.get("fs2_context"))
+            p["fs_context_bias_init"] = "normal" if has_bias else "zeros"
+        p.setdefault("fs_context_bias_init", "zeros")
+    return p
 
 
 def rebase_config(recorded: Mapping[str, Any] | DictConfig, current: DictConfig) -> DictConfig:
@@ -114,6 +162,10 @@ def rebase_config(recorded: Mapping[str, Any] | DictConfig, current: DictConfig)
         return v
 
     out = {k: move(v) for k, v in rec.items() if k not in ("paths", "tracking")}
+    train = out.get("train")
+    if isinstance(train, dict) and "loss" not in train:
+        # runs recorded before `train.loss` existed trained with BCE on logits (today's default is FuxiCTR's bce)
+        out["train"] = {**train, "loss": LEGACY_LOSS}
     out["paths"] = cur_paths
     tracking = dict(cur_tracking)
     tracking["experiment"] = (rec.get("tracking") or {}).get("experiment") or (rec.get("data") or {}).get("name")

@@ -2,9 +2,14 @@
 
 ``fit`` trains one model on one split and returns the best validation result with the best weights restored:
 
-- Adam(lr); loss per batch = mean BCE-with-logits + (lambda_e / 2) * sum ||W||^2 over the *whole* embedding tables
-  + (lambda_n / 2) * sum ||W||^2 over every other parameter (biases and norm layers included, as FuxiCTR does);
+- Adam(lr); loss per batch = mean binary cross-entropy + (lambda_e / 2) * sum ||W||^2 over the *whole* embedding
+  tables + (lambda_n / 2) * sum ||W||^2 over every other parameter (biases and norm layers included, as FuxiCTR
+  does). ``loss="bce"`` (default) is FuxiCTR's: sigmoid, then BCE on the probability (torch clamps log at -100,
+  so a confidently wrong row saturates: loss capped at 100, zero gradient); ``"bce_logits"`` is BCE on the logits
+  (numerically exact, keeps training such rows);
 - gradient norm clipped at ``clip_grad_norm`` (over all parameters);
+- one batch = one call of :class:`TrainStep` (forward, loss, regularizers, backward, clip, Adam): ``fit`` runs
+  exactly that object, and the FuxiCTR reference tests (tests/reference) run it too;
 - initialisation: ``bars.models.layers.init_bars_`` (embeddings N(0, std) with a zero padding row, Linear
   xavier-normal, bias 0), unless the model defines its own ``init_bars_(embedding_std)`` method;
 - validation metrics (every metric of the ``bars.metrics`` registry whose inputs the split provides; ``gauc``
@@ -44,14 +49,17 @@ from bars import metrics
 from bars.fileio import atomic_write
 
 __all__ = [
+    "LOSSES",
     "EpochLog",
     "FitResult",
     "NonFiniteLossError",
     "TrainConfig",
     "TrainConfigError",
+    "TrainStep",
     "evaluate",
     "fit",
     "load_checkpoint",
+    "loss_function",
     "predict",
     "regularization",
     "resolve_device",
@@ -91,6 +99,7 @@ class TrainConfig:
     net_regularizer: float = 0.0
     clip_grad_norm: float = 10.0
     embedding_init_std: float = 1e-4
+    loss: str = "bce"
     monitor: str | Mapping[str, float] = "val_auc"  # a metric key, or metric key -> weight (sum maximised)
     min_delta: float = 1e-6
     lr_decay_factor: float = 0.1
@@ -105,6 +114,8 @@ class TrainConfig:
         problems = []
         if self.optimizer.lower() != "adam":
             problems.append(f"optimizer {self.optimizer!r}: only 'adam' (the BARS protocol) is supported")
+        if self.loss not in LOSSES:
+            problems.append(f"loss {self.loss!r} is not one of {sorted(LOSSES)}")
         try:
             metrics.Monitor.parse(self.monitor)
         except metrics.MetricError as e:
@@ -305,6 +316,85 @@ def regularization(params: list[Tensor], lam: float) -> Tensor | None:
     return sq * (lam / 2.0)
 
 
+def _bce_on_probabilities(logits: Tensor, y: Tensor) -> Tensor:
+    """FuxiCTR's loss: the model's sigmoid output, then ``F.binary_cross_entropy`` (log clamped at -100).
+
+    ``F.binary_cross_entropy`` rejects a NaN probability (an exception on CPU, a device assert on CUDA), so NaN
+    rows are scored at 0.5 and a NaN term (exactly 0 with zero gradient when there is no NaN) makes the loss
+    NaN, which the trainer's finite-loss check reports as :class:`NonFiniteLossError`."""
+    p = torch.sigmoid(logits)
+    bad = torch.isnan(p)
+    loss = nn.functional.binary_cross_entropy(p.masked_fill(bad, 0.5), y)
+    return loss + p.masked_fill(~bad, 0.0).sum() * 0.0
+
+
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "bce": _bce_on_probabilities,
+    "bce_logits": nn.functional.binary_cross_entropy_with_logits,
+}
+
+
+def loss_function(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """``loss(logits [B], labels [B]) -> mean loss`` for ``train.loss`` ``name`` (one of :data:`LOSSES`)."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise TrainConfigError(f"train.loss {name!r} is not one of {sorted(LOSSES)}") from None
+
+
+class TrainStep:
+    """One optimisation step of the BARS protocol; ``fit`` calls it once per training batch.
+
+    ``step = TrainStep(model, cfg)`` builds the optimizer (Adam over the embedding parameters, then the net
+    parameters) and reads the loss, the two regularizers and the clipping norm from ``cfg``;
+    ``step(xb, yb)`` runs forward, :meth:`objective`, backward, gradient clipping and the Adam update, and returns
+    the objective's value (detached). The model must already be on its device and initialised.
+    ``check_finite`` (default: on CPU) raises :class:`NonFiniteLossError` *before* a NaN/inf loss updates any
+    weight; ``epoch`` / ``batch`` only label that error."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, *, check_finite: bool | None = None) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.device = _model_device(model)
+        self.emb_params, self.net_params = _split_parameters(model)
+        self.params = self.emb_params + self.net_params
+        if not self.params:
+            raise ValueError("model has no trainable parameters")
+        self.optimizer = _make_adam(self.params, cfg.learning_rate, self.device)
+        self.loss_fn = loss_function(cfg.loss)
+        self.lam_e, self.lam_n = float(cfg.embedding_regularizer), float(cfg.net_regularizer)
+        self.clip = float(cfg.clip_grad_norm)
+        self.check_finite = self.device.type == "cpu" if check_finite is None else check_finite
+
+    def regularization(self) -> Tensor:
+        """``(lam_e / 2) ||E||^2 + (lam_n / 2) ||W||^2`` (differentiable; a zero tensor when both lambdas are 0)."""
+        return self._add_regularization(torch.zeros((), device=self.device))
+
+    def _add_regularization(self, loss: Tensor) -> Tensor:
+        for reg in (regularization(self.emb_params, self.lam_e), regularization(self.net_params, self.lam_n)):
+            if reg is not None:
+                loss = loss + reg
+        return loss
+
+    def objective(self, logits: Tensor, yb: Tensor) -> Tensor:
+        """Mean loss of ``logits`` against ``yb`` plus the regularization term: what every batch minimises."""
+        return self._add_regularization(self.loss_fn(logits, yb))
+
+    def set_lr(self, lr: float) -> None:
+        _set_lr(self.optimizer, lr)
+
+    def __call__(self, xb: dict[str, Tensor], yb: Tensor, *, epoch: int = 0, batch: int = 0) -> Tensor:
+        loss = self.objective(self.model(xb), yb)
+        if self.check_finite and not torch.isfinite(loss):
+            raise NonFiniteLossError(epoch, batch, float(loss.detach()))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if not math.isinf(self.clip):
+            nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.optimizer.step()
+        return loss.detach()
+
+
 def save_checkpoint(model_or_state: nn.Module | Mapping[str, Tensor], path: str | Path) -> Path:
     """Save a state dict atomically (temporary file in the same folder, then ``os.replace``)."""
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else dict(model_or_state)
@@ -435,14 +525,7 @@ def fit(
     train, valid = _to_device(train, device), _to_device(valid, device)
     if init:
         _init(model, cfg.embedding_init_std)
-    emb_params, net_params = _split_parameters(model)
-    params = emb_params + net_params
-    if not params:
-        raise ValueError("model has no trainable parameters")
-    optimizer = _make_adam(params, cfg.learning_rate, device)
-    loss_fn = nn.BCEWithLogitsLoss()
-    lam_e, lam_n = float(cfg.embedding_regularizer), float(cfg.net_regularizer)
-    clip = float(cfg.clip_grad_norm)
+    step = TrainStep(model, cfg, check_finite=device.type == "cpu")
     check_every = 1 if device.type == "cpu" else _CUDA_CHECK_EVERY
 
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -466,22 +549,7 @@ def fit(
         for xb, yb in train.batches(
             cfg.batch_size, shuffle=True, seed=(seed * 1_000_003 + epoch) % 2**63, device=device
         ):
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            reg_e = regularization(emb_params, lam_e)
-            if reg_e is not None:
-                loss = loss + reg_e
-            reg_n = regularization(net_params, lam_n)
-            if reg_n is not None:
-                loss = loss + reg_n
-            if check_every == 1 and not torch.isfinite(loss):
-                raise NonFiniteLossError(epoch, nb + 1, float(loss.detach()))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if not math.isinf(clip):
-                nn.utils.clip_grad_norm_(params, clip)
-            optimizer.step()
-            losses[nb] = loss.detach()
+            losses[nb] = step(xb, yb, epoch=epoch, batch=nb + 1)
             nb += 1
             if check_every > 1 and nb % check_every == 0:
                 _check_losses(losses[:nb], epoch)
@@ -508,7 +576,7 @@ def fit(
         else:
             strikes += 1
             lr = max(lr * cfg.lr_decay_factor, cfg.min_lr)
-            _set_lr(optimizer, lr)
+            step.set_lr(lr)
         log = EpochLog(
             epoch=epoch,
             train_loss=train_loss,

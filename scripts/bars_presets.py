@@ -54,7 +54,9 @@ INFRA = {"data_format", "data_root", "dataset_id", "debug", "debug_mode", "gpu",
          "model_root", "num_workers", "workers", "pickle_feature_encoder", "test_data", "train_data",
          "valid_data", "verbose", "version", "use_hdf5", "partition_block_size", "data_block_size"}
 # BARS knobs with no config key here: the value is recorded in the preset (and must be the one named).
-NOT_MAPPED = {"loss": "binary_crossentropy"}  # FuxiCTR: sigmoid, then BCE on probabilities (branch `reference`)
+NOT_MAPPED: dict[str, Any] = {}
+# FuxiCTR's loss names -> train.loss (binary_crossentropy: sigmoid, then BCE on probabilities = `bce`)
+LOSSES = {"binary_crossentropy": "bce"}
 
 
 class TranscriptionError(ValueError):
@@ -254,6 +256,11 @@ def common(t: Transcript, *, embedding: bool = True, shared_regularizer: bool = 
     t.set("train.max_strikes", ("patience", "early_stop_patience"), int)
     _monitor(t)
     t.set("seed", "seed", int)
+    if t.has("loss"):
+        loss = t.get("loss")
+        if loss not in LOSSES:
+            raise TranscriptionError(f"{t.where}: loss {loss!r}; only {sorted(LOSSES)} are known here")
+        t.put("train.loss", LOSSES[loss])
     for k, v in NOT_MAPPED.items():
         if t.has(k):
             got = t.get(k)
@@ -293,10 +300,11 @@ def _deep(t: Transcript, units_key: str, act_key: str, units_field: str = "dnn_h
 
 
 def _no_mlp(t: Transcript, *keys: str) -> None:
-    """No MLP part: its BARS knobs are inert; batch_norm/dropout are set neutral (off) so the config says so."""
+    """No MLP part: its BARS knobs are inert; activation/batch_norm/dropout are set null (here a value the
+    model would ignore is an error), so the preset also clears them over a model config that has an MLP."""
     t.mark_inert(*keys, "batch_norm", "net_dropout")
-    t.put("model.params.batch_norm", False)
-    t.put("model.params.dropout", 0.0)
+    for k in ("activation", "batch_norm", "dropout"):
+        t.put(f"model.params.{k}", None)
 
 
 def rule_lr(t: Transcript) -> None:
@@ -359,18 +367,20 @@ def rule_autoint(t: Transcript) -> None:  # AutoInt (no MLP) and AutoInt+
     t.set("model.params.use_residual", "use_residual", bool)
     t.set("model.params.use_scale", "use_scale", bool)
     t.set("model.params.layer_norm", "layer_norm", bool)
-    t.put("model.params.attention_dropout", dropout)  # FuxiCTR drops the attention weights with net_dropout
+    # FuxiCTR drops the attention weights with net_dropout (and the MLP's units, when there is one): `dropout`,
+    # with attention_dropout null (= the same rate)
+    t.put("model.params.attention_dropout", None)
     t.set("model.params.use_wide", "use_wide", bool)
     units = t.set("model.params.dnn_hidden_units", "dnn_hidden_units", _units)
     t.put("model.params.use_dnn", bool(units))
+    t.put("model.params.dropout", dropout)
     if units:
         t.set("model.params.activation", "dnn_activations", _act)
         t.set("model.params.batch_norm", "batch_norm", bool)
-        t.put("model.params.dropout", dropout)
     else:
         t.mark_inert("dnn_activations", "batch_norm")
-        t.put("model.params.batch_norm", False)
-        t.put("model.params.dropout", 0.0)
+        t.put("model.params.activation", None)
+        t.put("model.params.batch_norm", None)
     if layers < 1:
         raise TranscriptionError(f"{t.where}: attention_layers {layers}")
 
@@ -386,8 +396,13 @@ def rule_finalmlp(t: Transcript) -> None:
         t.set("model.params.fs_hidden_units", "fs_hidden_units", _units)
         t.set("model.params.fs1_context", "fs1_context", list)
         t.set("model.params.fs2_context", "fs2_context", list)
-    else:
+    else:  # the feature-selection keys are inert; here they must be null / empty (a value would be ignored)
         t.mark_inert("fs_hidden_units", "fs1_context", "fs2_context")
+        t.put("model.params.fs_hidden_units", None)
+        t.put("model.params.fs1_context", [])
+        t.put("model.params.fs2_context", [])
+    # FuxiCTR (every 2.x FinalMLP, the BARS runs' 2.0.1 included) starts an empty context's bias at zeros
+    t.put("model.params.fs_context_bias_init", "zeros")
     t.set("model.params.num_heads", "num_heads", int)
 
 

@@ -222,7 +222,9 @@ def test_dropout_rate_scale_and_eval():
 def test_self_attention_single_head_by_hand():
     att = MultiHeadSelfAttention(2, 2, num_heads=1, use_residual=True, use_scale=False)
     with torch.no_grad():
-        att.qkv.weight.copy_(torch.cat([torch.eye(2), torch.eye(2), 2 * torch.eye(2)]))  # q = k = x, v = 2x
+        att.w_q.weight.copy_(torch.eye(2))  # q = k = x, v = 2x
+        att.w_k.weight.copy_(torch.eye(2))
+        att.w_v.weight.copy_(2 * torch.eye(2))
     x = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
     scores = torch.softmax(x[0] @ x[0].T, dim=-1)
     expected = torch.relu(scores @ (2 * x[0]) + x[0])
@@ -245,11 +247,12 @@ def test_bilinear_fusion_by_hand():
         f.w_x.weight.fill_(1.0)
         f.w_x.bias.fill_(0.5)
         f.w_y.weight.fill_(-1.0)
+        f.w_y.bias.fill_(0.25)
         f.w_xy.copy_(torch.tensor([[[1.0], [2.0]], [[3.0], [4.0]]]))  # heads: x chunks of 2, y chunks of 1
     x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     y = torch.tensor([[10.0, 20.0]])
     bil = (1 * 1 + 2 * 2) * 10 + (3 * 3 + 4 * 4) * 20
-    expected = (1 + 2 + 3 + 4) + 0.5 - 30 + bil
+    expected = (1 + 2 + 3 + 4) + 0.5 - 30 + 0.25 + bil
     assert torch.allclose(f(x, y), torch.tensor([[float(expected)]]))
     with pytest.raises(ValueError):
         BilinearFusion(5, 2, num_heads=2)

@@ -145,6 +145,14 @@ def test_rebase_moves_paths_under_the_current_root():
     assert cfg.seed == 3
 
 
+def test_rebase_gives_runs_older_than_the_loss_key_their_loss():
+    current = OmegaConf.create({"paths": {"root": "/here"}, "tracking": {"uri": "x", "enabled": True}})
+    old = rebase_config(OmegaConf.create({"train": {"batch_size": 4096}, "data": {"name": "d"}}), current)
+    assert old.train.loss == "bce_logits" and old.train.batch_size == 4096
+    new = rebase_config(OmegaConf.create({"train": {"loss": "bce"}, "data": {"name": "d"}}), current)
+    assert new.train.loss == "bce"
+
+
 def test_split_run_id():
     assert split_run_id(["run_id=abc", "tracking.uri=x"]) == ("abc", ["tracking.uri=x"])
     assert split_run_id(["tracking.uri=x"]) == (None, ["tracking.uri=x"])
@@ -170,3 +178,38 @@ def test_configs_recorded_in_the_earlier_layout_reproduce_the_same_data():
     fp = dataset_fingerprint(load_recipe(OmegaConf.create(up)))
     assert fp == dataset_fingerprint(load_recipe(compose(["data=movielens_small"]))) == "2753b6e75517"
     assert upgrade_recorded_config(today) == today  # today's layout: unchanged
+
+
+def test_recorded_model_params_that_today_refuses_are_upgraded():
+    """Keys a model ignored were accepted before issue 9 and are errors today: a recorded run's params are
+    upgraded to what builds today, with the same meaning; params in today's form are unchanged."""
+    from bars.config import to_container
+    from bars.models import make_config
+    from bars.reproduce import upgrade_model_params
+
+    mlp = {"activation": "relu", "batch_norm": False, "dropout": 0.0}
+    old = {
+        "lr": {"embedding_dim": 10},
+        "dcn": {"embedding_dim": 10, "dnn_hidden_units": [], **mlp, "num_cross_layers": 3},
+        "dcnv2": {"embedding_dim": 10, "model_structure": "crossnet_only", "dnn_hidden_units": [400], **mlp,
+                  "num_cross_layers": 3},
+        "xdeepfm": {"embedding_dim": 10, "cin_hidden_units": [32], "dnn_hidden_units": [], **mlp},
+        "autoint": {"embedding_dim": 10, "attention_layers": 3, "num_heads": 2, "attention_dim": 40,
+                    "use_residual": True, "use_scale": False, "layer_norm": False, "attention_dropout": 0.0,
+                    "use_wide": False, "use_dnn": False, "dnn_hidden_units": [400, 400, 400], **mlp},
+        "finalmlp": {"embedding_dim": 10, "use_fs": False, "fs_hidden_units": [400], "fs1_context": [],
+                     "fs2_context": [], "num_heads": 5},
+    }
+    for name, params in old.items():
+        with pytest.raises(Exception):  # noqa: B017 - today's config refuses it (ModelConfigError or TypeError)
+            make_config(name, params)
+        up = upgrade_model_params(name, params)
+        make_config(name, up)  # builds today
+        assert upgrade_model_params(name, up) == up
+    assert "embedding_dim" not in upgrade_model_params("lr", old["lr"])
+    assert upgrade_model_params("autoint", old["autoint"])["attention_dropout"] == 0.0  # the rate it trained with
+    fs_old = {"embedding_dim": 10, "use_fs": True, "fs_hidden_units": [400], "fs1_context": [], "fs2_context": []}
+    assert upgrade_model_params("finalmlp", fs_old)["fs_context_bias_init"] == "normal"  # N(0, 1) then
+    for cid in ("lr", "dcn", "crossnet", "crossnetv2", "cin", "autoint", "autoint_plus", "finalmlp"):
+        today = to_container(compose([f"model={cid}"]))["model"]
+        assert upgrade_model_params(today["name"], today["params"]) == today["params"], cid

@@ -146,7 +146,7 @@ def test_cli_failure_is_clear_and_non_zero(env):
     cmd = [sys.executable, "-m", "bars.cli", "train", "model=dcn", "data=tabular", f"data.file={env['csv']}",
            "data.categorical=[user,item]", "+model.params.bogus_key=1", f"tracking.uri={env['uri']}",
            "tracking.experiment=cli", f"paths.data={root / 'data'}", f"paths.checkpoints={root / 'ckpt'}"]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT,
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT,
                           env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "bars train: FAILED" in proc.stderr and "bogus_key" in proc.stderr

@@ -79,10 +79,13 @@ def study_of(ov: list[str]) -> optuna.Study:
 def kill_a_worker_mid_trial(ov: list[str], proc: subprocess.Popen, log: Path, timeout: float = 150) -> tuple:
     """Wait until some trial has finished an epoch and is still running; kill -9 its worker process."""
     deadline = time.monotonic() + timeout
+    cfg = compose(ov)
+    storage = None  # opened once: a new RDB storage per poll leaks connections (PostgreSQL: "too many clients")
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
-            study = study_of(ov)
+            storage = storage or ST.open_storage(ST.storage_url(cfg), cfg)
+            study = ST.load_study(cfg, storage, 0)
         except (ST.SweepError, KeyError, FileNotFoundError):
             time.sleep(0.3)
             continue
@@ -107,7 +110,6 @@ def assert_no_running_runs(tmp_path: Path, n_children: int | None = None) -> lis
 
 def test_real_sweep_records_mlflow_and_resumes(shared, tmp_path):
     ov = base(shared, tmp_path, 3000, "sweep.trials=2", "train.max_epochs=2")
-    t0 = time.monotonic()
     summary = S.sweep(compose(ov), ov)
     assert summary["finished"] == 2, summary
     runs = mlflow_runs(tmp_path)
@@ -145,7 +147,6 @@ def test_real_sweep_records_mlflow_and_resumes(shared, tmp_path):
     best = dict(o.split("=", 1) for o in (tmp_path / "sw" / "best.overrides").read_text().split())
     assert all(r.data.params["model.params.dnn_hidden_units"].replace(" ", "") ==
                best["model.params.dnn_hidden_units"] for r in finals)
-    assert time.monotonic() - t0 < 120
 
 
 def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):

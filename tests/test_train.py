@@ -580,3 +580,54 @@ def test_real_fit_on_frappe_every_model(frappe):
         assert r.best_val["auc"] > 0.85, (m, summary)
         if m not in ("lr", "fm"):
             assert r.best_val["auc"] > lr_auc, (m, summary)
+
+
+# ------------------------------------------------------------------------------------------------ loss and step API
+def test_bce_is_fuxictr_semantics_and_saturates():
+    """bce: sigmoid, then BCE on the probability (log clamped at -100): a confidently wrong row costs 100 and
+    sends no gradient. bce_logits: exact loss and a gradient of ~1."""
+    logits = torch.tensor([40.0, -2.0, 0.5], requires_grad=True)
+    y = torch.tensor([0.0, 0.0, 1.0])
+    bce = T.loss_function("bce")(logits, y)
+    assert abs(bce.item() - (100.0 + math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-0.5))) / 3) < 1e-5
+    bce.backward()
+    assert logits.grad[0].item() == 0.0 and logits.grad[1].item() != 0.0
+    logits.grad = None
+    exact = T.loss_function("bce_logits")(logits, y)
+    assert abs(exact.item() - (40.0 + math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-0.5))) / 3) < 1e-4
+    exact.backward()
+    assert abs(logits.grad[0].item() - 1 / 3) < 1e-6
+    # away from saturation the two agree
+    z = torch.linspace(-5, 5, 11)
+    t = (torch.arange(11) % 2).float()
+    assert torch.allclose(T.loss_function("bce")(z, t), T.loss_function("bce_logits")(z, t), atol=1e-6)
+    with pytest.raises(TrainConfigError, match="loss"):
+        TrainConfig(loss="mse")
+
+
+def test_bce_nan_logit_gives_nan_loss_not_an_exception():
+    loss = T.loss_function("bce")(torch.tensor([float("nan"), 0.0]), torch.tensor([1.0, 0.0]))
+    assert math.isnan(loss.item())
+
+
+def test_fit_runs_the_public_train_step():
+    """fit == TrainStep applied to the same batches in the same order, from the same initial weights."""
+    split, valid = make_split(600), make_split(100, seed=1)
+    c = cfg(max_epochs=1, batch_size=200, embedding_regularizer=0.01, net_regularizer=0.02)
+    a = TinyModel()
+    fit(a, split, valid, c, seed=5)
+    b = TinyModel()
+    T.seed_everything(5, deterministic=True)
+    T._init(b, c.embedding_init_std)
+    step = T.TrainStep(b, c)
+    b.train()
+    losses = [step(xb, yb).item() for xb, yb in split.batches(200, shuffle=True, seed=(5 * 1_000_003 + 1) % 2**63)]
+    assert len(losses) == 3
+    for (n, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), n
+    reg = step.regularization()
+    emb, net = T._split_parameters(b)
+    want = 0.005 * sum(float(p.detach().square().sum()) for p in emb) + 0.01 * sum(
+        float(p.detach().square().sum()) for p in net
+    )
+    assert abs(reg.item() - want) < 1e-6 * max(1.0, want)

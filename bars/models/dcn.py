@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
-from bars.models._common import check_deep, logits
+from bars.models._common import MLP_DEFAULTS, check_deep, logits, part_keys
 from bars.models.layers import MLP, CrossNet, FeatureEmbedding
 from bars.models.registry import register
 
@@ -18,12 +18,13 @@ from bars.models.registry import register
 class DCNConfig:
     embedding_dim: int
     dnn_hidden_units: tuple[int, ...] = (400, 400, 400)  # empty: cross network only
-    activation: str = "relu"
-    batch_norm: bool = True
-    dropout: float = 0.2
+    activation: str | None = None  # MLP keys: None = MLP_DEFAULTS; must stay None without an MLP
+    batch_norm: bool | None = None
+    dropout: float | None = None
     num_cross_layers: int = 3
 
     def __post_init__(self) -> None:
+        part_keys(self, bool(self.dnn_hidden_units), MLP_DEFAULTS, "dnn_hidden_units is empty (cross network only)")
         check_deep(self, "dnn_hidden_units")
         if self.num_cross_layers < 0:
             raise ValueError(f"num_cross_layers must be >= 0, got {self.num_cross_layers}")

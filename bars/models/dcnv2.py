@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
-from bars.models._common import check_deep, logits
+from bars.models._common import MLP_DEFAULTS, check_deep, logits, part_keys
 from bars.models.layers import MLP, CrossNetV2, FeatureEmbedding
 from bars.models.registry import register
 
@@ -21,13 +21,20 @@ from bars.models.registry import register
 class DCNv2Config:
     embedding_dim: int
     model_structure: Literal["stacked", "parallel", "crossnet_only"] = "parallel"
-    dnn_hidden_units: tuple[int, ...] = (400, 400, 400)
-    activation: str = "relu"
-    batch_norm: bool = True
-    dropout: float = 0.2
+    # MLP keys: None = the defaults below (MLP_DEFAULTS); with crossnet_only they must stay None
+    dnn_hidden_units: tuple[int, ...] | None = None
+    activation: str | None = None
+    batch_norm: bool | None = None
+    dropout: float | None = None
     num_cross_layers: int = 3
 
     def __post_init__(self) -> None:
+        part_keys(
+            self,
+            self.model_structure != "crossnet_only",
+            {"dnn_hidden_units": (400, 400, 400), **MLP_DEFAULTS},
+            "model_structure is 'crossnet_only' (no MLP)",
+        )
         check_deep(self, "dnn_hidden_units")
         if self.num_cross_layers < 1:
             raise ValueError(f"num_cross_layers must be >= 1, got {self.num_cross_layers}")

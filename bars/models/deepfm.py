@@ -20,7 +20,9 @@ class DeepFM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding = FeatureEmbedding(spec, cfg.embedding_dim)
-        self.lr = LogisticRegression(spec, use_bias=False)  # the MLP's output Linear carries the bias
+        # FuxiCTR's FactorizationMachine keeps the LR bias next to the MLP's output bias: two biases (Adam moves
+        # their sum at twice the rate of one; docs/fidelity.md)
+        self.lr = LogisticRegression(spec, use_bias=True)
         self.fm = FMInteraction()
         self.mlp = MLP(self.embedding.output_dim, cfg.hidden_units, cfg.activation, cfg.batch_norm, cfg.dropout, 1)
 

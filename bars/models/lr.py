@@ -7,17 +7,15 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
-from bars.models._common import check_dim, logits
+from bars.models._common import logits
 from bars.models.layers import LogisticRegression
 from bars.models.registry import register
 
 
 @dataclass(frozen=True)
 class LRConfig:
-    embedding_dim: int  # unused by LR (its weights are dim-1 embeddings); kept so every model shares the key
-
-    def __post_init__(self) -> None:
-        check_dim("embedding_dim", self.embedding_dim)
+    """No fields: LR's weights are one scalar per feature value (dim-1 embeddings), so it has no
+    ``embedding_dim`` (a key it would ignore is an error)."""
 
 
 @register("lr", LRConfig)

@@ -12,6 +12,7 @@ OmegaConf containers to plain Python (lists -> tuples) and returns ``Model(spec,
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -79,12 +80,11 @@ def describe_fields(config_cls: type) -> str:
 
 
 def _plain(value: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover
-        return value
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
+    """OmegaConf containers -> plain Python. bars.models never imports omegaconf (its import closure is torch and
+    the standard library): a value can only be an OmegaConf container if the caller has imported omegaconf."""
+    oc = sys.modules.get("omegaconf")
+    if oc is not None and isinstance(value, (oc.DictConfig, oc.ListConfig)):
+        return oc.OmegaConf.to_container(value, resolve=True)
     return value
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
-from bars.models._common import check_activation, check_dim, check_dropout, check_units, logits
+from bars.models._common import MLP_DEFAULTS, check_deep, check_units, logits, part_keys
 from bars.models.layers import CIN, MLP, FeatureEmbedding, LogisticRegression
 from bars.models.registry import register
 
@@ -17,18 +17,16 @@ class XDeepFMConfig:
     embedding_dim: int
     cin_hidden_units: tuple[int, ...] = (32, 32, 32)
     dnn_hidden_units: tuple[int, ...] = (400, 400, 400)  # empty: no DNN part (then it is "CIN + LR")
-    activation: str = "relu"
-    batch_norm: bool = True
-    dropout: float = 0.2
+    activation: str | None = None  # MLP keys: None = MLP_DEFAULTS; must stay None without a DNN part
+    batch_norm: bool | None = None
+    dropout: float | None = None
 
     def __post_init__(self) -> None:
-        check_dim("embedding_dim", self.embedding_dim)
+        part_keys(self, bool(self.dnn_hidden_units), MLP_DEFAULTS, "dnn_hidden_units is empty (CIN + LR only)")
+        check_deep(self, "dnn_hidden_units")
         check_units("cin_hidden_units", self.cin_hidden_units)
         if not self.cin_hidden_units:
             raise ValueError("cin_hidden_units must have at least one layer")
-        check_units("dnn_hidden_units", self.dnn_hidden_units)
-        check_activation("activation", self.activation)
-        check_dropout("dropout", self.dropout)
 
 
 @register("xdeepfm", XDeepFMConfig)

@@ -11,7 +11,11 @@ from bars.models.layers.core import Dropout
 class MultiHeadSelfAttention(nn.Module):
     """AutoInt's interacting layer over fields ``[B, F, input_dim] -> [B, F, attention_dim]``: multi-head
     dot-product attention (optional 1/sqrt(head_dim) scaling, dropout on the attention weights), plus a residual
-    (projected by a Linear when the widths differ), optional LayerNorm, then ReLU."""
+    (projected by a Linear when the widths differ), optional LayerNorm, then ReLU.
+
+    Query, key and value are three Linear maps (``w_q``, ``w_k``, ``w_v``), as FuxiCTR: each is initialised on
+    its own (xavier-normal of a ``[attention_dim, input_dim]`` matrix). One fused ``[3 * attention_dim,
+    input_dim]`` matrix would start with a smaller std and make the first attention logits ~2x smaller."""
 
     def __init__(
         self,
@@ -28,8 +32,10 @@ class MultiHeadSelfAttention(nn.Module):
             raise ValueError(f"attention_dim {attention_dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = attention_dim // num_heads
-        self.scale = self.head_dim**-0.5 if use_scale else 1.0
-        self.qkv = nn.Linear(input_dim, 3 * attention_dim, bias=False)
+        self.scale = self.head_dim**0.5 if use_scale else None  # scores / sqrt(head_dim), as FuxiCTR
+        self.w_q = nn.Linear(input_dim, attention_dim, bias=False)
+        self.w_k = nn.Linear(input_dim, attention_dim, bias=False)
+        self.w_v = nn.Linear(input_dim, attention_dim, bias=False)
         self.use_residual = use_residual
         self.res = (
             nn.Linear(input_dim, attention_dim, bias=False)
@@ -41,8 +47,13 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, f, _ = x.shape
-        q, k, v = self.qkv(x).view(b, f, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B,H,F,d]
-        att = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        q, k, v = (
+            w(x).view(b, f, self.num_heads, self.head_dim).transpose(1, 2) for w in (self.w_q, self.w_k, self.w_v)
+        )  # [B, H, F, d]
+        scores = q @ k.transpose(-2, -1)
+        if self.scale is not None:
+            scores = scores / self.scale
+        att = torch.softmax(scores, dim=-1)
         if self.dropout is not None:
             att = self.dropout(att)
         out = (att @ v).transpose(1, 2).reshape(b, f, self.num_heads * self.head_dim)

@@ -82,7 +82,8 @@ class ReLUDropout(Dropout):
 
 
 class MLP(nn.Module):
-    """Per hidden layer: Linear -> BatchNorm (optional) -> activation -> :class:`Dropout` (when > 0); then an optional
+    """Per hidden layer: Linear -> BatchNorm (optional) -> activation (PReLU: one slope per unit, init 0.1, as
+    FuxiCTR) -> :class:`Dropout` (when > 0); then an optional
     output Linear (``output_dim``). With no hidden units and no output_dim it is the identity. ReLU followed by
     dropout is the single module :class:`ReLUDropout` (same function, fewer passes over memory)."""
 
@@ -105,7 +106,9 @@ class MLP(nn.Module):
             if dropout > 0 and activation_name.lower() == "relu":
                 layers.append(ReLUDropout(dropout))
             else:
-                layers.append(activation(activation_name, inplace=True))
+                # PReLU as FuxiCTR's MLP_Block: one slope per unit, initialised 0.1
+                act = nn.PReLU(h, init=0.1) if activation_name.lower() == "prelu" else None
+                layers.append(act or activation(activation_name, inplace=True))
                 if dropout > 0:
                     layers.append(Dropout(dropout))
             d = h

@@ -21,21 +21,37 @@ class FeatureSelection(nn.Module):
     multiplies the flat embedding. The context is the embedding of ``context`` fields (own table, as FuxiCTR)
     or, when empty, a learned bias vector of width ``dim``.
 
-    Deviation from FuxiCTR: the context bias starts at N(0, 1), not zeros. With a zero context and zero Linear
-    biases every ReLU of the gate MLP sits at 0 forever, so only the gate's output bias would ever learn."""
+    ``bias_init`` is that bias's initialisation: ``"zeros"`` as FuxiCTR (then, with zero Linear biases, every
+    ReLU of the gate MLP sits at 0 and gets no gradient: only the gate's output bias learns, so the gate is one
+    learned vector per stream); ``"normal"`` draws N(0, 1) so that the gate MLP trains (docs/fidelity.md)."""
+
+    BIAS_INITS = ("zeros", "normal")
 
     def __init__(
-        self, spec: FeatureSpec, dim: int, flat_dim: int, hidden_units: Sequence[int], context: Sequence[str]
+        self,
+        spec: FeatureSpec,
+        dim: int,
+        flat_dim: int,
+        hidden_units: Sequence[int],
+        context: Sequence[str],
+        bias_init: str = "zeros",
     ) -> None:
         super().__init__()
+        if bias_init not in self.BIAS_INITS:
+            raise ValueError(f"context bias_init {bias_init!r} is not one of {self.BIAS_INITS}")
+        self.bias_init = bias_init
         self.context = FeatureEmbedding(spec, dim, fields=list(context)) if context else None
-        self.ctx_bias = None if context else nn.Parameter(torch.randn(1, dim))
+        self.ctx_bias = None if context else nn.Parameter(torch.zeros(1, dim))
         in_dim = dim * max(1, len(context))
         self.gate = MLP(in_dim, hidden_units, "relu", batch_norm=False, dropout=0.0, output_dim=flat_dim)
+        self.reset_parameters()
 
     def reset_parameters(self) -> None:
         if self.ctx_bias is not None:
-            nn.init.normal_(self.ctx_bias, 0.0, 1.0)
+            if self.bias_init == "normal":
+                nn.init.normal_(self.ctx_bias, 0.0, 1.0)
+            else:
+                nn.init.zeros_(self.ctx_bias)
 
     def forward(self, batch: dict[str, Tensor], flat: Tensor) -> Tensor:
         if self.context is not None:
@@ -48,7 +64,7 @@ class FeatureSelection(nn.Module):
 
 class BilinearFusion(nn.Module):
     """FinalMLP's multi-head bilinear fusion of two stream outputs ``x [B, dx]``, ``y [B, dy]``:
-    ``w_x.x + w_y.y + sum_h x_h^T W_h y_h`` (+ bias), heads splitting x and y into equal chunks. Output [B, 1]."""
+    ``w_x.x + b_x + w_y.y + b_y + sum_h x_h^T W_h y_h``, heads splitting x and y into equal chunks. Output [B, 1]."""
 
     def __init__(self, x_dim: int, y_dim: int, num_heads: int = 1) -> None:
         super().__init__()
@@ -57,7 +73,7 @@ class BilinearFusion(nn.Module):
         self.num_heads = num_heads
         self.hx, self.hy = x_dim // num_heads, y_dim // num_heads
         self.w_x = nn.Linear(x_dim, 1)
-        self.w_y = nn.Linear(y_dim, 1, bias=False)
+        self.w_y = nn.Linear(y_dim, 1)  # its own bias too, as FuxiCTR (two biases, both initialised 0)
         self.w_xy = nn.Parameter(torch.empty(num_heads, self.hx, self.hy))
         self.reset_parameters()
 

@@ -36,8 +36,9 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
 def init_bars_(model: nn.Module, embedding_std: float = 1e-4) -> nn.Module:
     """The BARS initialisation, in place; returns ``model``.
 
-    1. every module with its own ``reset_parameters`` (BatchNorm/LayerNorm: ones/zeros, CrossNet bias and
-       FinalMLP context bias: N(0, 1), bilinear fusion weight: xavier-normal, PReLU: 0.25) is reset;
+    1. every module with its own ``reset_parameters`` (BatchNorm/LayerNorm: ones/zeros, CrossNet bias: zeros,
+       FinalMLP context bias: zeros or N(0, 1) by its ``bias_init``, bilinear fusion weight: xavier-normal, an
+       MLP's PReLU: 0.1 per unit as FuxiCTR) is reset;
     2. every ``nn.Linear``: weight xavier-normal, bias 0;
     3. every :class:`FeatureEmbedding`: rows N(0, embedding_std), padding row zero; numeric vectors
        xavier-normal (FuxiCTR initialises its ``Linear(1, dim)`` that way).

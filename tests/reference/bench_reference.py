@@ -1,0 +1,152 @@
+"""`make bench-reference`: training samples/s of every bars model and of its FuxiCTR 2.3.10 composition
+(tests/reference/fuxictr_zoo/<m>.py), on the same batches, the same weights and the same threads.
+
+One training step = each library's own step: ours ``bars.train.TrainStep`` (forward, sigmoid + BCE, regularizers,
+backward, clip 10, fused Adam), FuxiCTR's ``BaseModel.train_step`` (the same, with torch's default Adam). Models
+use their conf/model/<id>.yaml defaults (dropout included); by default the config whose id is the registry name
+of each model with a composition (``--models`` takes any config id, e.g. crossnet or autoint_plus). Two shapes, synthetic batches of 4096 rows:
+- frappe: the 10 Frappe_x1 categorical fields with BARS's vocabulary sizes, embedding 10;
+- criteo: 13 numeric + 26 categorical fields, ~1M embedding rows, embedding 16.
+Repeats alternate between the two sides (bars, FuxiCTR, bars, ...) so that machine noise hits both alike; the
+figure is the median over repeats.
+
+    PYTHONPATH=. .venv-ref/bin/python tests/reference/bench_reference.py [--threads 2] [--repeats 5]
+        [--models dcn,dnn] [--shapes frappe,criteo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fuxictr_reference import feature_map, poison_, unwritten
+from fuxictr_zoo import REFERENCES, model_configs
+
+from bars.data.spec import Feature, FeatureSpec
+from bars.models import build
+from bars.models.layers import init_bars_
+from bars.train import TrainConfig, TrainStep
+
+FRAPPE_VOCAB = {"user": 956, "item": 4084, "daytime": 9, "weekday": 9, "isweekend": 4, "homework": 5, "cost": 4,
+                "weather": 11, "country": 82, "city": 235}
+# 26 categorical fields, 1,000,000 rows in all (six large fields as in Criteo, the rest small to medium)
+CRITEO_VOCAB = [300_000, 250_000, 200_000, 120_000, 60_000, 40_000, 9_000, 6_000, 4_000, 3_000, 2_000, 1_500,
+                1_000, 800, 600, 500, 400, 300, 200, 150, 100, 80, 50, 20, 10, 290]
+BATCH = 4096
+
+
+def spec_of(shape: str) -> tuple[FeatureSpec, int]:
+    if shape == "frappe":
+        feats = tuple(Feature(n, "categorical", vocab_size=v) for n, v in FRAPPE_VOCAB.items())
+        return FeatureSpec(dataset="frappe_shape", label="label", features=feats), 10
+    assert sum(CRITEO_VOCAB) == 1_000_000 and len(CRITEO_VOCAB) == 26
+    feats = tuple(Feature(f"I{i + 1}", "numeric") for i in range(13)) + tuple(
+        Feature(f"C{i + 1}", "categorical", vocab_size=v) for i, v in enumerate(CRITEO_VOCAB))
+    return FeatureSpec(dataset="criteo_shape", label="label", features=feats), 16
+
+
+def batch_of(spec: FeatureSpec, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Skewed categorical indices (index ~ vocab * u^3, as real counts are skewed), log-scaled numeric values."""
+    g = torch.Generator().manual_seed(seed)
+    x = {}
+    for f in spec.features:
+        if f.type == "categorical":
+            u = torch.rand(BATCH, generator=g)
+            x[f.name] = (1 + (u**3 * (f.vocab_size - 1)).long()).clamp(max=f.vocab_size - 1).int()
+        else:
+            x[f.name] = torch.log1p(torch.rand(BATCH, generator=g) * 100)
+    return x, (torch.rand(BATCH, generator=g) < 0.25).float()
+
+
+def yaml_params(cid: str, dim: int) -> tuple[str, dict]:
+    """(registry name, params) of conf/model/<cid>.yaml at embedding size ``dim``."""
+    name, params = model_configs()[cid]
+    return name, {k: (dim if k == "embedding_dim" else tuple(v) if isinstance(v, list) else v)
+                  for k, v in params.items()}
+
+
+def pair(name: str, spec: FeatureSpec, dim: int, params: dict, reg_e: float):
+    torch.manual_seed(2021)
+    ours = init_bars_(build(name, spec, params))
+    ref = REFERENCES[name]
+    theirs = ref.composition(feature_map(spec, dim), params, 1e-3, reg_e, 0.0)
+    poison_(theirs)
+    ref.transplant(ours, theirs)
+    assert not unwritten(theirs), unwritten(theirs)
+    theirs._max_gradient_norm = 10.0
+    return ours.train(), theirs.train()
+
+
+def measure(cid: str, shape: str, repeats: int, steps: int) -> tuple[float, float]:
+    spec, dim = spec_of(shape)
+    name, params = yaml_params(cid, dim)
+    reg_e = 0.05
+    ours, theirs = pair(name, spec, dim, params, reg_e)
+    step = TrainStep(ours, TrainConfig(embedding_regularizer=reg_e, device="cpu", loss="bce"))
+    batches = [batch_of(spec, s) for s in range(3)]
+
+    def run_ours(n: int) -> float:
+        t = time.perf_counter()
+        for i in range(n):
+            xb, yb = batches[i % len(batches)]
+            step(xb, yb)
+        return n * BATCH / (time.perf_counter() - t)
+
+    def run_theirs(n: int) -> float:
+        t = time.perf_counter()
+        for i in range(n):
+            xb, yb = batches[i % len(batches)]
+            theirs.train_step({**xb, "label": yb})
+        return n * BATCH / (time.perf_counter() - t)
+
+    run_ours(1)
+    run_theirs(1)  # warm-up (allocator, Adam state)
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(run_ours(steps))
+        b.append(run_theirs(steps))
+    return statistics.median(a), statistics.median(b)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=0, help="steps per repeat (default: 3 frappe, 1 criteo)")
+    ap.add_argument("--models", default=",".join(sorted(REFERENCES)), help="config ids (default: the registry "
+                    "names of the models with a FuxiCTR composition)")
+    ap.add_argument("--shapes", default="frappe,criteo")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    models = [m for m in args.models.split(",") if m]
+    configs = model_configs()
+    known = sorted(c for c, (n, _) in configs.items() if n in REFERENCES)
+    unknown = sorted(set(models) - set(known))
+    if unknown:
+        ap.error(f"no config with a FuxiCTR composition: {unknown}; known: {known}")
+    print(f"bars vs FuxiCTR 2.3.10 training step, batch {BATCH}, {args.threads} threads, torch {torch.__version__}, "
+          f"median of {args.repeats} interleaved repeats")
+    print(f"{'config':<12} {'shape':<7} {'bars samples/s':>15} {'FuxiCTR samples/s':>18} {'ratio':>7}")
+    ratios: dict[str, list[float]] = {}
+    for shape in [s for s in args.shapes.split(",") if s]:
+        steps = args.steps or (3 if shape == "frappe" else 1)
+        for m in models:
+            a, b = measure(m, shape, args.repeats, steps)
+            ratios.setdefault(shape, []).append(a / b)
+            print(f"{m:<12} {shape:<7} {a:>15,.0f} {b:>18,.0f} {a / b:>7.2f}", flush=True)
+    allr = [r for rs in ratios.values() for r in rs]
+    for shape, rs in ratios.items():
+        print(f"median ratio bars/FuxiCTR at {shape} shape: {statistics.median(rs):.2f} ({len(rs)} models)")
+    print(f"median ratio bars/FuxiCTR overall: {statistics.median(allr):.2f} ({len(allr)} measurements)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

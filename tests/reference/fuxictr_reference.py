@@ -1,0 +1,208 @@
+"""Infrastructure of the FuxiCTR reference suite: the FeatureMap built from a bars FeatureSpec, the base of every
+composition (FuxiCTR's installed ``BaseModel``), the weight-transplant helpers and the :class:`Reference` record.
+
+Runs only in the reference environment (``make test-reference``: .venv-ref with fuxictr==2.3.10 and
+torch==2.13.0); ``make test`` never collects this folder. One model = one module in ``fuxictr_zoo/`` (see
+README.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from fuxictr.features import FeatureMap
+from fuxictr.pytorch.layers import LogisticRegression, MLP_Block
+from fuxictr.pytorch.models import BaseModel
+from torch import nn
+
+from bars.data.spec import FeatureSpec
+
+_MODEL_ROOT = tempfile.mkdtemp(prefix="fuxictr-ref-")
+
+# ------------------------------------------------------------------------------------------------ feature map
+def feature_map(spec: FeatureSpec, embedding_dim: int) -> FeatureMap:
+    """A FuxiCTR FeatureMap equal to ``spec``: the same fields in the same order, index 0 = padding row (FuxiCTR's
+    ``padding_idx``), the same vocabulary sizes, so the same integer batches feed both models."""
+    fmap = FeatureMap(spec.dataset, _MODEL_ROOT)
+    fmap.default_emb_dim = embedding_dim
+    feats: OrderedDict[str, dict[str, Any]] = OrderedDict()
+    for f in spec.features:
+        if f.type == "categorical":
+            feats[f.name] = {"type": "categorical", "vocab_size": f.vocab_size, "padding_idx": 0, "source": ""}
+        elif f.type == "numeric":
+            feats[f.name] = {"type": "numeric", "source": ""}
+        else:
+            raise NotImplementedError(f"reference feature map: {f.type} field {f.name!r} is not mapped yet")
+    fmap.features = feats
+    fmap.labels = [spec.label]
+    fmap.num_fields = fmap.get_num_fields()
+    return fmap
+
+
+# ------------------------------------------------------------------------------------------------ base
+class RefModel(BaseModel):
+    """FuxiCTR's BaseModel with the keyword arguments its constructor needs; subclasses end their ``__init__``
+    with :meth:`finish`, as every model_zoo model does (compile, reset_parameters, model_to_device)."""
+
+    def __init__(self, fmap: FeatureMap, embedding_regularizer: float, net_regularizer: float) -> None:
+        super().__init__(
+            fmap,
+            model_id=type(self).__name__,
+            gpu=-1,
+            embedding_regularizer=float(embedding_regularizer),
+            net_regularizer=float(net_regularizer),
+            verbose=0,
+            model_root=_MODEL_ROOT,
+            metrics=["AUC", "logloss"],
+        )
+
+    def finish(self, learning_rate: float) -> None:
+        self.compile("adam", "binary_crossentropy", learning_rate)
+        self.reset_parameters()
+        self.model_to_device()
+
+    def get_labels(self, inputs):
+        """BaseModel's, with the labels in the model's dtype instead of always float32: the 20-step comparison
+        runs both models in float64 (nothing else about the step changes)."""
+        dtype = next(self.parameters()).dtype
+        return inputs[self.feature_map.labels[0]].to(device=self.device, dtype=dtype).view(-1, 1)
+
+    def logits(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The pre-sigmoid output ``[B]`` (FuxiCTR returns ``sigmoid``; ``output_activation`` is swapped)."""
+        act, self.output_activation = self.output_activation, nn.Identity()
+        try:
+            return self.forward(dict(inputs))["y_pred"].reshape(-1)
+        finally:
+            self.output_activation = act
+
+
+def mlp_block(input_dim, units, activation, batch_norm, dropout, output_dim=None, output_activation=None):
+    return MLP_Block(
+        input_dim=input_dim,
+        output_dim=output_dim,
+        hidden_units=list(units),
+        hidden_activations=activation,
+        output_activation=output_activation,
+        dropout_rates=dropout,
+        batch_norm=batch_norm,
+    )
+
+
+
+# ------------------------------------------------------------------------------------------------ transplant
+def put(dst: torch.Tensor, src: torch.Tensor, where: str) -> None:
+    """``dst <- src`` (same number of elements; reshaped to ``dst``'s shape)."""
+    if dst.numel() != src.numel():
+        raise ValueError(f"{where}: shapes differ: FuxiCTR {tuple(dst.shape)} vs bars {tuple(src.shape)}")
+    with torch.no_grad():
+        dst.copy_(src.detach().reshape(dst.shape))
+
+
+_LEAVES = (nn.Linear, nn.Conv1d, nn.BatchNorm1d, nn.LayerNorm, nn.PReLU)
+
+
+def copy_leaves(dst: nn.Module, src: nn.Module, where: str) -> None:
+    """Copy every parameter and buffer of the stateful leaf modules (Linear/Conv1d, BatchNorm, LayerNorm, PReLU)
+    of ``src`` (ours) into those of ``dst`` (FuxiCTR), paired in registration order; a Linear may pair with a
+    Conv1d of kernel 1 (the same map)."""
+    a = [m for m in dst.modules() if isinstance(m, _LEAVES)]
+    b = [m for m in src.modules() if isinstance(m, _LEAVES)]
+    if len(a) != len(b):
+        raise ValueError(f"{where}: {len(a)} stateful layers in FuxiCTR vs {len(b)} in bars")
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        linear = (nn.Linear, nn.Conv1d)
+        if not (type(x) is type(y) or (isinstance(x, linear) and isinstance(y, linear))):
+            raise ValueError(f"{where}[{i}]: FuxiCTR {type(x).__name__} vs bars {type(y).__name__}")
+        ours = dict(y.named_parameters()) | dict(y.named_buffers())
+        for name, t in list(x.named_parameters()) + list(x.named_buffers()):
+            if name not in ours:
+                raise ValueError(f"{where}[{i}].{name}: bars {type(y).__name__} has no such tensor")
+            put(t, ours[name], f"{where}[{i}].{name}")
+
+
+def copy_embedding(dst: nn.Module, src, where: str) -> None:
+    """FuxiCTR FeatureEmbedding (one nn.Embedding per field, row 0 = padding) <- bars FeatureEmbedding (packed
+    table; field rows for indices >= 1)."""
+    layers = dst.embedding_layer.embedding_layers
+    names = [n for n in src.field_names]
+    if sorted(layers.keys()) != sorted(names):
+        raise ValueError(f"{where}: fields differ: FuxiCTR {list(layers.keys())} vs bars {names}")
+    for n in names:
+        if n in src.num_names:
+            j = src.num_names.index(n)
+            put(layers[n].weight, src.numeric_weight[j], f"{where}.{n}")
+        else:
+            w = layers[n].weight
+            with torch.no_grad():
+                w[0].zero_()
+            put(w[1:], src.table(n), f"{where}.{n}")
+
+
+def copy_lr(dst: LogisticRegression, src, where: str) -> None:
+    copy_embedding(dst.embedding_layer, src.embedding, where + ".embedding")
+    if (dst.bias is None) != (src.bias is None):
+        raise ValueError(f"{where}: bias in FuxiCTR: {dst.bias is not None}, in bars: {src.bias is not None}")
+    if dst.bias is not None:
+        put(dst.bias, src.bias, where + ".bias")
+
+
+# ------------------------------------------------------------------------------------------------ records
+@dataclass(frozen=True)
+class Reference:
+    """How to check one registered model against FuxiCTR: its composition, the weight transplant, and the
+    configurations (switches) to check, each a full set of bars model params (dropout 0: the 20 training steps
+    compare losses, and the two libraries draw different dropout masks)."""
+
+    composition: Callable[..., RefModel]
+    transplant: Callable[[nn.Module, RefModel], None]
+    cases: Mapping[str, Mapping[str, Any]]
+    source: str  # the FuxiCTR model_zoo file the composition follows
+
+
+MLP = {"activation": "relu", "batch_norm": True, "dropout": 0.0}
+MLP_OFF = {"activation": None, "batch_norm": None, "dropout": None}
+E = {"embedding_dim": 10}
+
+
+@dataclass(frozen=True)
+class PaperOnly:
+    """A registered model FuxiCTR has no counterpart of: why, and ``check(spec, batch)``, a test of the model
+    against its paper's equations written out (raises AssertionError on a mismatch)."""
+
+    reason: str
+    check: Callable[[FeatureSpec, Mapping[str, torch.Tensor]], None]
+
+
+@torch.no_grad()
+def poison_(model: nn.Module) -> None:
+    """Fill every parameter and floating buffer with NaN (integer buffers with -1), so that a tensor the
+    transplant misses is found by :func:`unwritten`."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        t.fill_(math.nan if t.is_floating_point() else -1)
+
+
+def unwritten(model: nn.Module) -> list[str]:
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    return [n for n, t in named if (torch.isnan(t).any() if t.is_floating_point() else (t == -1).any())]
+
+
+def biases_before_batchnorm(model: nn.Module) -> set[str]:
+    """Names of Linear biases that a BatchNorm1d follows directly (in an ``nn.Sequential``). BatchNorm subtracts
+    the batch mean, so such a bias does not change the model's output: its true gradient is zero, and Adam turns
+    the rounding noise in its gradient into steps of up to the learning rate. It takes different values in two
+    exact implementations; the 20-step weight comparison leaves these out (the losses include them)."""
+    out = set()
+    for prefix, m in model.named_modules():
+        if isinstance(m, nn.Sequential):
+            kids = list(m.named_children())
+            for (n, a), (_, b) in itertools.pairwise(kids):
+                if isinstance(a, nn.Linear) and a.bias is not None and isinstance(b, nn.BatchNorm1d):
+                    out.add(f"{prefix}.{n}.bias" if prefix else f"{n}.bias")
+    return out

@@ -1,0 +1,167 @@
+"""Every registered bars model against its FuxiCTR 2.3.10 composition (fuxictr_zoo/<m>.py), on real Frappe_x1 rows:
+
+- initialisation: FuxiCTR's own initialisation and ours, seen through the same FuxiCTR module names, agree per
+  tensor (zero where FuxiCTR is zero; std within 15 % on tensors of >= 256 values);
+- logits: our weights transplanted into the composition give equal logits (<= 1e-5), in eval and train mode;
+- regularization: our TrainStep's term equals FuxiCTR's ``BaseModel.regularization_loss`` (relative 1e-5);
+- cases: each composition's listed switches plus ``conf:<id>``, every shipped model config (variants included)
+  at embedding_dim 10 with its dropout rates set to 0;
+- training: 20 steps of our ``bars.train.TrainStep`` and of FuxiCTR's ``BaseModel.train_step`` (Adam 1e-3,
+  clip 10, embedding and net regularizers, sigmoid + BCE) from identical weights on identical batches of 1024 real
+  rows, both in float64, give equal losses (relative 1e-9 per step) and weights (max |diff| <= 1e-9; Linear
+  biases right before a BatchNorm are left out: see fuxictr_zoo.biases_before_batchnorm).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fuxictr_reference import biases_before_batchnorm, poison_, unwritten
+from fuxictr_zoo import PAPER_ONLY, REFERENCES, build_reference, model_configs
+
+from bars.models import build, list_models
+from bars.models.layers import init_bars_
+from bars.train import TrainConfig, TrainStep
+
+LOGIT_ATOL = 1e-5
+REG_RTOL = 1e-5
+STEPS, STEP_BATCH = 20, 512
+LOSS_RTOL = 1e-9  # float64 (see test_equal_training_steps)
+WEIGHT_ATOL = 1e-9
+LR, REG_E, REG_N = 1e-3, 0.05, 0.01
+CASES = [(m, c) for m in sorted(REFERENCES) for c in REFERENCES[m].cases]
+
+
+def _pair(name: str, case: str, spec, seed: int = 2021, reg_e: float = REG_E, reg_n: float = REG_N):
+    """(ours, theirs): our model built from the case's params and initialised by the BARS protocol; FuxiCTR's
+    composition with our weights transplanted (every tensor written, checked)."""
+    torch.manual_seed(seed)
+    ours = init_bars_(build(name, spec, REFERENCES[name].cases[case]))
+    theirs = build_reference(name, case, spec, lr=LR, reg_e=reg_e, reg_n=reg_n)
+    poison_(theirs)
+    REFERENCES[name].transplant(ours, theirs)
+    missing = unwritten(theirs)
+    assert not missing, f"{name}/{case}: transplant left FuxiCTR tensors unwritten: {missing}"
+    return ours, theirs
+
+
+def _batches(frappe, n: int, size: int, seed: int = 2021):
+    _, cols, y = frappe
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    for i in range(n):
+        idx = perm[i * size:(i + 1) * size]
+        yield {k: v[idx] for k, v in cols.items()}, y[idx]
+
+
+def test_every_registered_model_has_a_reference_or_a_reason():
+    registered = set(list_models())
+    covered = set(REFERENCES) | set(PAPER_ONLY)
+    assert registered <= covered, (
+        f"models without a FuxiCTR composition or a PAPER_ONLY reason: {sorted(registered - covered)} "
+        "(see tests/reference/README.md)"
+    )
+    assert not (set(REFERENCES) & set(PAPER_ONLY))
+    assert covered <= registered, f"references for unregistered models: {sorted(covered - registered)}"
+    for name, paper in PAPER_ONLY.items():
+        assert paper.reason.strip() and callable(paper.check), name
+
+
+def test_every_model_config_is_a_case():
+    """Every conf/model/<id>.yaml (crossnet, crossnetv2, cin, autoint_plus ... included) is checked against its
+    model's FuxiCTR composition, or its model is paper-only."""
+    configs = model_configs()
+    assert {"crossnet", "crossnetv2", "cin", "autoint", "autoint_plus"} <= set(configs)
+    for cid, (name, _) in configs.items():
+        assert name in REFERENCES or name in PAPER_ONLY, f"conf/model/{cid}.yaml: model {name!r} is not covered"
+        if name in REFERENCES:
+            assert f"conf:{cid}" in REFERENCES[name].cases, cid
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_ONLY) or [pytest.param("-", marks=pytest.mark.skip("none"))])
+def test_paper_only_models_follow_their_equations(name, frappe):
+    spec, cols, _ = frappe
+    PAPER_ONLY[name].check(spec, {k: v[:256] for k, v in cols.items()})
+
+
+@pytest.mark.parametrize(("name", "case"), CASES)
+def test_initialisation_matches_fuxictr(name, case, frappe):
+    spec = frappe[0]
+    _, ours_in_theirs = _pair(name, case, spec, seed=7)
+    torch.manual_seed(7)
+    native = build_reference(name, case, spec, lr=LR, reg_e=REG_E, reg_n=REG_N)  # FuxiCTR's own init
+    mine = dict(ours_in_theirs.named_parameters())
+    problems = []
+    for n, t in native.named_parameters():
+        a, b = t.detach(), mine[n].detach()
+        if bool((a == 0).all()) != bool((b == 0).all()):
+            problems.append(f"{n}: all-zero in FuxiCTR {bool((a == 0).all())}, in bars {bool((b == 0).all())}")
+        elif a.numel() >= 256 and float(a.std()) > 0:
+            ratio = float(b.std()) / float(a.std())
+            if not 0.85 < ratio < 1.15:
+                problems.append(f"{n}: std bars/FuxiCTR = {ratio:.3f} ({float(b.std()):.3g} / {float(a.std()):.3g})")
+    assert not problems, f"{name}/{case}: initialisation differs from FuxiCTR's:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize(("name", "case"), CASES)
+def test_equal_logits(name, case, frappe):
+    spec = frappe[0]
+    ours, theirs = _pair(name, case, spec)
+    xb, _ = next(_batches(frappe, 1, 4096))
+    for mode in ("eval", "train"):
+        ours.train(mode == "train")
+        theirs.train(mode == "train")
+        with torch.no_grad():
+            a, b = ours(xb), theirs.logits(xb)
+        assert a.shape == b.shape == (4096,)
+        diff = float((a - b).abs().max())
+        assert diff <= LOGIT_ATOL, f"{name}/{case} ({mode} mode): max |logit diff| {diff:.3g} > {LOGIT_ATOL}"
+
+
+@pytest.mark.parametrize(("name", "case"), CASES)
+def test_equal_regularization(name, case, frappe):
+    spec = frappe[0]
+    ours, theirs = _pair(name, case, spec)
+    for reg_e, reg_n in ((REG_E, 0.0), (0.0, REG_N), (REG_E, REG_N)):
+        cfg = TrainConfig(embedding_regularizer=reg_e, net_regularizer=reg_n, device="cpu")
+        theirs._embedding_regularizer, theirs._net_regularizer = reg_e, reg_n  # what BaseModel.__init__ stores
+        a = float(TrainStep(ours, cfg).regularization().detach())
+        b = float(theirs.regularization_loss().detach())
+        assert b > 0 or not reg_e, f"{name}/{case}: no embedding regularization at all"  # all have embeddings
+        assert abs(a - b) <= REG_RTOL * b, f"{name}/{case} ({reg_e}, {reg_n}): bars {a!r} vs FuxiCTR {b!r}"
+
+
+@pytest.mark.parametrize(("name", "case"), CASES)
+def test_equal_training_steps(name, case, frappe):
+    """In float64: in float32, parameters whose true gradient is zero (a Linear bias before BatchNorm) get
+    rounding-noise gradients that Adam scales up to +-lr steps, so the two runs drift apart for reasons that have
+    nothing to do with the libraries; in float64 that noise stays below Adam's eps."""
+    spec = frappe[0]
+    ours, theirs = _pair(name, case, spec)
+    ours.double()
+    theirs.double()
+    cfg = TrainConfig(learning_rate=LR, embedding_regularizer=REG_E, net_regularizer=REG_N, clip_grad_norm=10.0,
+                      loss="bce", device="cpu")
+    step = TrainStep(ours, cfg)
+    theirs._max_gradient_norm = cfg.clip_grad_norm  # what BaseModel.fit sets before training
+    ours.train()
+    theirs.train()
+    rows = []
+    for i, (xb, yb) in enumerate(_batches(frappe, STEPS, STEP_BATCH)):
+        yb = yb.double()
+        a = float(step(xb, yb))
+        b = float(theirs.train_step({**xb, spec.label: yb}).detach())
+        rows.append((i + 1, a, b))
+    bad = [(i, a, b) for i, a, b in rows if abs(a - b) > LOSS_RTOL * abs(b)]
+    assert not bad, f"{name}/{case}: losses differ (step, bars, FuxiCTR): {bad}"
+    assert rows[-1][1] < rows[0][1], f"{name}/{case}: the loss did not go down in {STEPS} steps: {rows}"
+    # the weights after 20 steps, through the same transplant
+    again = build_reference(name, case, spec, lr=LR, reg_e=REG_E, reg_n=REG_N).double()
+    poison_(again)
+    REFERENCES[name].transplant(ours, again)
+    final = dict(theirs.named_parameters())
+    null = biases_before_batchnorm(theirs)
+    diffs = {n: float((t - final[n]).detach().abs().max()) for n, t in again.named_parameters() if n not in null}
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] <= WEIGHT_ATOL, (
+        f"{name}/{case}: weights after {STEPS} steps differ by up to {diffs[worst]:.3g} ({worst})"
+    )
