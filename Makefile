@@ -33,7 +33,8 @@ PYTEST_VERSION := $(shell sed -n 's/^pytest==//p' requirements.lock)
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce predict export ui dashboard test \
-        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict gpu-check clean test-reference bench-reference
+        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict bench-reliability gpu-check clean \
+        test-reference bench-reference
 
 help: ## List the targets
 	@echo "bars: open benchmarking for CTR prediction"
@@ -145,6 +146,11 @@ bench-sweep: $(STAMP) ## TPE+pruning vs random search: best val AUC vs trials an
 
 gpu-check: $(STAMP) ## On a GPU machine: CUDA tests, bench-train on CUDA, a 2-workers-per-GPU sweep; prints a table
 	scripts/gpu-check $(ARGS)
+
+bench-reliability: $(STAMP) ## Reliability checks at full count: 10,000 fuzz cases per format, 100 kill points per command (hours on 2 cores)
+	BARS_FUZZ_EXAMPLES=$(or $(FUZZ),10000) BARS_CHAOS_POINTS=$(or $(POINTS),100) $(BIN)/python -m pytest -q -n 0 \
+	  -m "slow or not slow" --durations=0 tests/test_fuzz_readers.py tests/test_chaos.py tests/test_first_use.py \
+	  tests/test_store_goes_away.py tests/test_disk_full.py tests/test_validate_first.py $(ARGS)
 
 clean: ## Remove caches (keeps data/, mlflow.db and .venv)
 	rm -rf .pytest_cache .ruff_cache .hypothesis

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,23 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     else:
         out[prefix] = d
     return out
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<secret>[^\s/]*)@")
+
+
+def redact(text: Any) -> Any:
+    """``text`` with the password of every URL in it removed (``postgresql://u:secret@h/db`` ->
+    ``postgresql://u@h/db``); other values pass unchanged. What logs, MLflow params and tags, study attributes
+    and tables show: a storage URL with a password never appears in them."""
+    if not isinstance(text, str) or "://" not in text:
+        return text
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}@", text)
+
+
+def safe_url(url: str) -> str:
+    """A storage/tracking URL without its password (:func:`redact` of one URL)."""
+    return redact(str(url))
 
 
 def canonical_json(obj: Any) -> str:

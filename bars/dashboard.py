@@ -11,12 +11,14 @@ import contextlib
 
 from omegaconf import DictConfig
 
-from bars.config import hydra_command
+from bars.config import hydra_command, safe_url
 
 
 def dashboard(cfg: DictConfig, *, host: str = "127.0.0.1", serve: bool = True) -> str:
     from bars.study import is_journal, open_storage, storage_url
+    from bars.validate import validate
 
+    validate(cfg, "dashboard")
     url = storage_url(cfg)
     if is_journal(url):
         from pathlib import Path
@@ -28,7 +30,7 @@ def dashboard(cfg: DictConfig, *, host: str = "127.0.0.1", serve: bool = True) -
     storage = open_storage(url, cfg)
     port = int(cfg.sweep.get("dashboard_port", 8080))
     addr = f"http://{host}:{port}/dashboard/studies"
-    print(f"bars dashboard: optuna-dashboard over {url}\n                open {addr}  (Ctrl-C stops it)",
+    print(f"bars dashboard: optuna-dashboard over {safe_url(url)}\n                open {addr}  (Ctrl-C stops it)",
           flush=True)
     if serve:
         from optuna_dashboard import run_server
@@ -45,4 +47,6 @@ def _serve(cfg: DictConfig, _: list[str]) -> int:
 
 def main() -> int:
     """``bars dashboard model=<m> data=<d> [sweep.storage=...]``."""
-    return hydra_command("dashboard", _serve, (FileNotFoundError,))
+    from bars.validate import ConfigError
+
+    return hydra_command("dashboard", _serve, (FileNotFoundError, ConfigError))

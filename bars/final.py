@@ -11,18 +11,25 @@ With a preset (``make final MODEL=<m> DATA=<d> PRESET=bars``) and no ``final.ove
 preset itself (no sweep needed): the published configuration, seeds from the protocol seed on, tagged ``preset``
 and ``preset_source`` (``make bars-plan DATA=<d>`` prints one such command per published model). To replay the
 best of a sweep started from a preset instead, name its file: ``final.overrides=sweeps/<m>__<d>__bars/best.overrides``.
+
+Every final run's config is composed and validated (``bars.validate``) before the first one starts. A rerun
+resumes: a seed whose run already FINISHED with the same configuration (tag ``final_key``: a fingerprint of the
+resolved config without paths and tracking, plus the bars version and git commit) is not trained again, so a
+``make final`` killed half-way and run again ends with exactly one run per seed; ``final.rerun=true`` trains
+every seed anew.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from bars.config import compose, hydra_command, to_container
+from bars.config import compose, fingerprint, hydra_command, to_container
 from bars.metrics import Monitor
 
 _NOT_FORWARDED = ("seed", "final.", "sweep.role", "sweep.workers", "hydra.")
@@ -66,23 +73,78 @@ def final_configs(cfg: DictConfig, cli_overrides: Sequence[str]) -> list[tuple[i
     return out
 
 
+# config blocks that do not change what a final run computes (where files go, where runs are recorded)
+_NOT_KEYED = ("paths", "tracking", "hydra", "sweep", "final", "leaderboard")
+
+
+def final_key(rcfg: DictConfig) -> str:
+    """What identifies a final run's computation: the resolved config without :data:`_NOT_KEYED` blocks, plus
+    the bars version and the git commit. Two runs with the same key give the same numbers (on CPU)."""
+    from bars import __version__
+    from bars.environment import git_info
+
+    body = {k: v for k, v in to_container(rcfg).items() if k not in _NOT_KEYED}
+    return fingerprint({"config": body, "bars": __version__, "commit": git_info().get("git_commit")}, 16)
+
+
+@dataclass
+class DoneRun:
+    """A final run found FINISHED in MLflow with the same ``final_key``: not trained again."""
+
+    run_id: str
+    metrics: dict[str, float]
+
+
+def _finished(cfg: DictConfig, key: str) -> DoneRun | None:
+    if not cfg.tracking.get("enabled", True) or cfg.final.get("rerun"):
+        return None
+    from bars.tracking import tracker_of
+
+    found = [r for r in tracker_of(cfg).find_runs({"stage": "final", "final_key": key}) if r.status == "FINISHED"]
+    if not found:
+        return None
+    from bars.records import get_run
+
+    rec = get_run(str(cfg.tracking.uri), max(found, key=lambda r: r.run_id).run_id)
+    return DoneRun(rec.run_id, dict(rec.metrics))
+
+
 def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
               train_fn: Callable[..., Any] | None = None) -> list[Any]:
-    if int(cfg.final.seeds) < 1:
-        raise FinalError(f"final.seeds must be >= 1, got {cfg.final.seeds}")
+    from bars.validate import validate
+
+    composed: dict[str, list] = {}
+
+    def compose_runs() -> list[DictConfig]:
+        composed["runs"] = final_configs(cfg, cli_overrides)
+        return [c for _, _, c in composed["runs"]]
+
+    validate(cfg, "final", final_runs=compose_runs)  # every run's config, before the first one starts
     if train_fn is None:
+        from bars.run import housekeeping
         from bars.run import train_one as train_fn
+
+        if cfg.tracking.get("enabled", True):
+            housekeeping(cfg, "final")
     study = str(cfg.sweep.study)
     from_preset = preset_only(cfg)
     best_trial = None if from_preset else _best_trial_number(Path(str(cfg.sweep.dir)),
                                                              Monitor.parse(to_container(cfg.train.monitor)))
-    runs = final_configs(cfg, cli_overrides)
+    runs = composed["runs"]
     what = (f"the {cfg.preset} preset of {cfg.model.get('id') or cfg.model.name} on {cfg.data.name}" if from_preset
             else f"{study} with {overrides_path(cfg)}")
     print(f"bars final: {len(runs)} runs of {what}: seeds {', '.join(str(s) for _, s, _ in runs)}", flush=True)
     results = []
     for i, seed, rcfg in runs:
-        tags = {"stage": "final", "final_index": i, "final_seeds": len(runs),
+        key = final_key(rcfg)
+        done = _finished(cfg, key)
+        if done is not None:
+            m = done.metrics
+            print(f"bars final: [{i + 1}/{len(runs)}] seed {seed}: done before (MLflow run {done.run_id}, same "
+                  f"configuration): test_auc {m.get('test_auc', float('nan')):.5f}", flush=True)
+            results.append(done)
+            continue
+        tags = {"stage": "final", "final_index": i, "final_seeds": len(runs), "final_key": key,
                 "protocol_seed_run": str(seed == int(rcfg.protocol.seed)).lower()}
         if not from_preset:
             tags["sweep_study"] = study
@@ -124,7 +186,11 @@ def _best_trial_number(d: Path, monitor: Monitor) -> int | None:
 
 def main() -> int:
     """``bars final model=<m> data=<d> final.seeds=N``."""
-    return hydra_command("final", lambda cfg, overrides: run_final(cfg, overrides) and 0, (FinalError,))
+    from bars.run import expected_errors
+
+    return hydra_command("final", lambda cfg, overrides: run_final(cfg, overrides) and 0,
+                         (FinalError, *expected_errors()))
 
 
-__all__ = ["FinalError", "final_configs", "main", "preset_only", "read_overrides", "run_final"]
+__all__ = ["DoneRun", "FinalError", "final_configs", "final_key", "main", "preset_only", "read_overrides",
+           "run_final"]

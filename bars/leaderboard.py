@@ -440,7 +440,10 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
 
 
 def uri_label(uri: str, root: Path) -> str:
-    """The tracking URI as shown in the provenance: a SQLite file inside the project relative to it."""
+    """The tracking URI as shown in the provenance: a SQLite file inside the project relative to it; any other
+    URI without its password."""
+    from bars.config import safe_url
+
     prefix = "sqlite:///"
     if uri.startswith(prefix):
         p = Path(uri[len(prefix):])
@@ -448,7 +451,7 @@ def uri_label(uri: str, root: Path) -> str:
             return prefix + str(p.resolve().relative_to(Path(root).resolve()))
         except ValueError:
             return uri
-    return uri
+    return safe_url(uri)
 
 
 def generate(uri: str, out_dir: Path, *, datasets: Sequence[str] | None = None, alpha: float = 0.05,
@@ -477,11 +480,16 @@ def generate(uri: str, out_dir: Path, *, datasets: Sequence[str] | None = None, 
 
 def run(cfg) -> dict[str, Board]:
     """What ``bars leaderboard`` does with its composed config."""
+    from bars.fileio import remove_stale_temps
+    from bars.validate import validate
+
+    validate(cfg, "leaderboard")  # before anything is read or written
     lb = cfg.leaderboard
     data = lb.get("data")
     datasets = None if data in (None, "", "all") else [str(x) for x in (data if not isinstance(data, str)
                                                                         else data.split(","))]
     out_dir = Path(str(lb.get("out_dir") or cfg.paths.results))
+    remove_stale_temps(out_dir)  # left by a leaderboard run that was killed while writing
     boards = generate(str(cfg.tracking.uri), out_dir, datasets=datasets, alpha=float(lb.get("alpha", 0.05)),
                       root=Path(str(cfg.paths.root)))
     for d in sorted(boards) if datasets is None else datasets:
@@ -497,8 +505,10 @@ def run(cfg) -> dict[str, Board]:
 def main() -> int:
     """``bars leaderboard [leaderboard.data=<d>]``."""
     from bars.config import hydra_command
+    from bars.records import RecordsError
+    from bars.validate import ConfigError
 
-    return hydra_command("leaderboard", lambda cfg, _: run(cfg) and 0)
+    return hydra_command("leaderboard", lambda cfg, _: run(cfg) and 0, (ConfigError, RecordsError))
 
 
 __all__ = [

@@ -44,8 +44,8 @@ from bars.config import CONF_DIR
 
 PRESETS_DIR = CONF_DIR / "presets"
 _REQUIRED = ("preset", "data", "model", "source", "set")
-_OPTIONAL = ("bars_model", "bars_split", "published", "bars_commit", "fuxictr_version", "expid", "not_mapped",
-             "inert", "checked")
+_OPTIONAL = ("bars_model", "bars_split", "published", "bars_commit", "fuxictr_version", "expid", "fuxictr_model",
+             "not_mapped", "inert", "checked")
 _MISSING = object()
 
 

@@ -53,8 +53,22 @@ class RunRecord:
 
 
 def _client(uri: str):
+    """A client on ``uri``. A SQLite store that does not exist is an error (reading never creates one); one that
+    another process is creating is waited for (``bars.tracking.ensure_store``: the same first-use lock)."""
     from mlflow.tracking import MlflowClient
 
+    from bars.config import safe_url
+    from bars.tracking import ensure_store, resolve_uri, sqlite_path
+
+    uri = resolve_uri(uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise RecordsError(f"no tracking store at {db}: nothing was recorded there yet (run make train / make sweep "
+                           f"/ make final first, or set tracking.uri)")
+    try:
+        ensure_store(uri)
+    except Exception as e:  # a store that cannot be opened: say which
+        raise RecordsError(f"cannot open the tracking store {safe_url(uri)}: {type(e).__name__}: {e}") from e
     return MlflowClient(tracking_uri=uri)
 
 

@@ -248,6 +248,9 @@ def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictCon
         OmegaConf.update(cfg, "loader.mode", old.tags["loader_train"], force_add=True)
     out(f"bars reproduce: run {run_id} ({old.tags.get('model', '?')} on {old.tags.get('data', '?')}, seed "
         f"{cfg.get('seed')}, stage {old.stage or '?'}) from {uri}")
+    from bars.validate import validate
+
+    validate(cfg, "reproduce")  # the recorded config, upgraded, before anything is prepared or trained
 
     if prepare_fn is None:
         from bars.data.prepare import prepare as prepare_fn
@@ -303,8 +306,10 @@ def main() -> int:
               f"tracking.* may be overridden", file=sys.stderr)
         return 2
     sys.argv = [sys.argv[0], *rest]
-    return hydra_command("reproduce", lambda cfg, _: 0 if reproduce(run_id, cfg).ok else 1, (ReproduceError,),
-                         error_code=1)
+    from bars.run import expected_errors
+
+    return hydra_command("reproduce", lambda cfg, _: 0 if reproduce(run_id, cfg).ok else 1,
+                         (ReproduceError, *expected_errors()), error_code=1)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 :func:`train_one` is the plain function (sweeps, finals and tests call it with a composed config); :func:`main`
 is the thin Hydra shell behind ``bars train`` / ``make train MODEL=<m> DATA=<d> ARGS="overrides"``.
 
-Ordering inside a run: the MLflow run starts first (so a failure while preparing data is recorded too), then data,
-model, fit. Each epoch is logged to MLflow *before* the caller's ``on_epoch`` runs, so a sweep that prunes the
+Ordering: the whole config is validated first (``bars.validate``), then the data is prepared and loaded and the
+model built; only then is the MLflow run opened, so a bad value, a missing file or bad raw input never leaves a
+run behind (nor a data folder, for a bad value). Inside the run: fit, test, records. Each epoch is logged to MLflow *before* the caller's ``on_epoch`` runs, so a sweep that prunes the
 trial from its ``on_epoch`` (by raising) still finds the epoch recorded. Any exception (``NonFiniteLossError``
 included) ends the run FAILED with the error in its tags and propagates, with a note naming the MLflow run.
 Final metrics (``val_*`` of the best epoch, ``test_*``) are logged at step = last epoch so that they are what
@@ -122,11 +123,40 @@ def _tracked(cfg: DictConfig, tags: dict[str, Any], parent_run_id: str | None) -
     if not cfg.tracking.enabled:
         yield _NullRun()
         return
-    from bars.tracking import Tracker
+    from bars.tracking import tracker_of
 
-    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
+    tracker = tracker_of(cfg)
     with tracker.run(run_name(cfg), tags=tags, params=cfg, parent_run_id=parent_run_id) as run:
         yield run
+
+
+@dataclass
+class _Setup:
+    """What a run needs, made before its MLflow run is opened."""
+
+    folder: Path
+    ds: Any
+    groups: str | None
+    train_cfg: Any
+    device: Any
+    model: Any
+    n_params: int
+
+
+def _setup(cfg: DictConfig, seed: int) -> _Setup:
+    from bars.data.loader import load_dataset
+    from bars.data.prepare import prepare
+    from bars.models import build
+    from bars.train import TrainConfig, resolve_device, seed_everything
+
+    folder = Path(prepare(cfg))
+    ds = load_dataset(folder, loader=_loader_config(cfg))  # loader.mode memory | stream | auto (bars.data.stream)
+    groups = group_column(cfg, ds.spec)
+    train_cfg = TrainConfig.from_cfg(cfg.train)
+    device = resolve_device(train_cfg.device)
+    seed_everything(seed)
+    model = build(cfg.model.name, ds.spec, to_container(cfg.model.params))
+    return _Setup(folder, ds, groups, train_cfg, device, model, int(sum(p.numel() for p in model.parameters())))
 
 
 def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_run_id: str | None = None,
@@ -139,7 +169,11 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     """
     t_start = time.perf_counter()
     say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    from bars.validate import validate
+
+    validate(cfg, "train")  # before any file is written or any MLflow run is opened
     seed = int(cfg.seed)
+    setup = _setup(cfg, seed)
     tags: dict[str, Any] = {"model": cfg.model.id, "model_class": cfg.model.name, "data": cfg.data.name,
                             "seed": seed, "stage": "single"}
     if cfg.data.get("alias"):  # the name the user typed (DATA=criteo -> criteo_x1)
@@ -153,7 +187,7 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     try:
         with _tracked(cfg, tags, parent_run_id) as run:
             run_id = run.run_id
-            result = _train_in_run(cfg, run, seed, on_epoch, say, t_start)
+            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, t_start)
     except BaseException as exc:
         if run_id is not None:
             try:  # callers (e.g. the sweep, on a pruned trial) find the run without parsing text
@@ -184,33 +218,24 @@ def group_column(cfg: DictConfig, spec: FeatureSpec) -> str | None:
     return str(col)
 
 
-def _train_in_run(cfg: DictConfig, run: Any, seed: int, on_epoch: EpochCallback | None,
+def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch: EpochCallback | None,
                   say: Callable[..., None], t_start: float) -> RunResult:
-    from bars.data.loader import load_dataset
-    from bars.data.prepare import prepare
-    from bars.models import build
-    from bars.train import TrainConfig, evaluate, fit, resolve_device, seed_everything
+    from bars.train import evaluate, fit
 
     run.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
 
     # data
-    folder = Path(prepare(cfg))
-    ds = load_dataset(folder, loader=_loader_config(cfg))
+    folder, ds, groups = setup.folder, setup.ds, setup.groups
     for name in ("feature_spec.json", "manifest.json"):
         if (folder / name).exists():
             run.log_artifact(folder / name)
-    groups = group_column(cfg, ds.spec)
     n_rows = {s: len(ds.splits[s]) for s in ("train", "valid", "test")}
     run.set_tags({"data_fingerprint": ds.fingerprint, "data_folder": str(folder),
                   **{f"rows_{s}": n for s, n in n_rows.items()},
                   **{f"loader_{s}": m for s, m in (ds.modes or {}).items()}})  # memory | stream (bars.data.stream)
 
     # model
-    train_cfg = TrainConfig.from_cfg(cfg.train)
-    device = resolve_device(train_cfg.device)
-    seed_everything(seed)
-    model = build(cfg.model.name, ds.spec, to_container(cfg.model.params))
-    n_params = int(sum(p.numel() for p in model.parameters()))
+    train_cfg, device, model, n_params = setup.train_cfg, setup.device, setup.model, setup.n_params
     run.set_tags({"device": str(device), "n_params": n_params})
     from bars.tracking import environment_report
 
@@ -296,30 +321,51 @@ def _end_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _handler)
 
 
-def _reconcile_quietly(cfg: DictConfig) -> None:
-    """End runs of this experiment left RUNNING by killed processes on this host (kill -9, OOM, power loss)."""
-    try:
-        from bars.tracking import reconcile
+def housekeeping(cfg: DictConfig, command: str = "train") -> None:
+    """Before a command uses the store: send records kept locally while it was unreachable (``bars sync``), then
+    end runs of this experiment left RUNNING by killed processes on this host (kill -9, OOM, power loss), and
+    remove the checkpoint temporaries such processes left."""
+    from bars.fileio import remove_stale_temps
 
+    remove_stale_temps(Path(str(cfg.paths.checkpoints)), recursive=True)
+    try:
+        from bars.tracking import reconcile, sync_spools
+
+        sync_spools(str(cfg.tracking.uri), cfg.tracking.get("spool_dir"),
+                    say=lambda m: print(f"bars {command}: {m}", file=sys.stderr, flush=True))
         ended = reconcile(cfg.tracking.uri, str(cfg.tracking.experiment))
         if ended:
-            print(f"bars train: marked {len(ended)} run(s) of dead processes FAILED: {', '.join(ended)}",
+            print(f"bars {command}: marked {len(ended)} run(s) of dead processes FAILED: {', '.join(ended)}",
                   flush=True)
     except Exception as exc:  # noqa: BLE001 - housekeeping must never block a run
-        print(f"bars train: could not reconcile stale runs: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"bars {command}: could not reconcile stale runs: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message says it all (bad config, bad input, full disk, diverged training): no traceback."""
+    from bars.data.errors import DataError
+    from bars.fileio import DiskFullError
+    from bars.train import NonFiniteLossError
+    from bars.validate import ConfigError
+
+    return (ConfigError, DataError, DiskFullError, NonFiniteLossError)
 
 
 def _train_command(cfg: DictConfig, _: list[str]) -> int:
     _end_on_sigterm()
+    from bars.validate import validate
+
+    validate(cfg, "train")  # a ConfigError: `bars train: error: ...`, exit 2, nothing opened or written
     if cfg.tracking.enabled:
-        _reconcile_quietly(cfg)
+        housekeeping(cfg)
     try:
         train_one(cfg)
     except KeyboardInterrupt:
         print("\nbars train: interrupted; the MLflow run was ended KILLED", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # noqa: BLE001 - any failure: clear message, non-zero exit
-        traceback.print_exc(file=sys.stderr)
+        if not isinstance(exc, expected_errors()):
+            traceback.print_exc(file=sys.stderr)
         notes = " ".join(getattr(exc, "__notes__", []))
         print(f"\nbars train: FAILED: {type(exc).__name__}: {exc}" + (f"\n  {notes}" if notes else ""),
               file=sys.stderr, flush=True)
@@ -329,7 +375,10 @@ def _train_command(cfg: DictConfig, _: list[str]) -> int:
 
 def main() -> int:
     """``bars train [hydra overrides]``: one run; exits non-zero with a clear error when the run fails."""
-    return hydra_command("train", _train_command)
+    from bars.validate import ConfigError
+
+    return hydra_command("train", _train_command, (ConfigError,))
 
 
-__all__ = ["RunResult", "learning_curve", "main", "progress_line", "summary", "train_one"]
+__all__ = ["RunResult", "expected_errors", "housekeeping", "learning_curve", "main", "progress_line", "summary",
+           "train_one"]

@@ -92,6 +92,39 @@ def is_journal(url: str) -> bool:
     return url.startswith("journal://")
 
 
+@contextlib.contextmanager
+def first_use_lock(url: str) -> Iterator[None]:
+    """Held while a storage is opened for the first time and the study created: a file lock next to a journal
+    or SQLite file (``<file>.init.lock``), a PostgreSQL advisory lock for ``postgresql://`` (any host). Optuna
+    creates its tables and the study in every process that asks; several at once on a new database race
+    (duplicate tables, a study created twice). Other URLs: no lock."""
+    from bars.fileio import file_lock
+
+    if is_journal(url) or url.startswith("sqlite:///"):
+        path = Path(url[len("journal://"):] if is_journal(url) else url[len("sqlite:///"):].split("?", 1)[0])
+        with file_lock(path.with_name(path.name + ".init.lock")):
+            yield
+        return
+    if url.startswith("postgresql"):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _ADVISORY_KEY})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _ADVISORY_KEY})
+        finally:
+            engine.dispose()
+        return
+    yield
+
+
+_ADVISORY_KEY = 0x0BA25_0001  # "bars" first-use lock of an Optuna database
+
+
 def open_storage(url: str, cfg: DictConfig | None = None) -> optuna.storages.BaseStorage:
     if is_journal(url):
         path = Path(url[len("journal://"):])

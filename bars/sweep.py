@@ -45,7 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from bars import placement, process
-from bars.config import hydra_command
+from bars.config import hydra_command, safe_url
 from bars.metrics import Monitor
 from bars.search import Param, SearchSpaceError, apply_params, replayable_overrides, space_of, validate_space
 from bars.study import (
@@ -59,6 +59,7 @@ from bars.study import (
     claim_or_skip,
     create_study,
     fail_stale_trials,
+    first_use_lock,
     is_journal,
     load_study,
     monitor_of,
@@ -232,8 +233,7 @@ class SweepTracking:
 
         self.cfg = cfg
         self.tracking = tracking
-        self.tracker = tracking.Tracker(str(cfg.tracking.uri), str(cfg.tracking.experiment), tries=3,
-                                        first_delay=1.0)
+        self.tracker = tracking.tracker_of(cfg, tries=3, first_delay=1.0)
 
     def ensure_parent(self, study: SweepStudy, record: dict[str, Any]) -> str | None:
         run_id = study.user_attrs.get("mlflow_parent_run_id")
@@ -350,7 +350,9 @@ def run_worker(cfg: DictConfig, *, replay: Sequence[str], train_fn: TrainFn | No
     url = storage_url(cfg)
     device = device if device is not None else cfg.sweep.get("worker_device")
     device_workers = device_workers if device_workers is not None else cfg.sweep.get("device_workers")
-    storage = storage or open_storage(url, cfg)
+    if storage is None:
+        with first_use_lock(url):
+            storage = open_storage(url, cfg)
     idx = _worker_index(cfg)
     probe = load_study(cfg, storage, 0)
     seed = int(cfg.sweep.seed) + 1000 * idx + len(probe.get_trials(deepcopy=False))
@@ -426,19 +428,45 @@ def warnings_quiet():
 # --------------------------------------------------------------------------------------------------------------
 # Launcher
 # --------------------------------------------------------------------------------------------------------------
+# Overrides whose value may hold a password travel to worker processes in these environment variables (read by
+# conf/config.yaml and conf/sweep/default.yaml), never on their command lines, which every user can read (ps).
+SECRET_ENV = {"tracking.uri": "MLFLOW_TRACKING_URI", "sweep.storage": "BARS_SWEEP_STORAGE"}
+
+
+def _has_secret(value: str) -> bool:
+    return safe_url(value) != value
+
+
 def worker_command(cli_overrides: Sequence[str], url: str, index: int, threads: int | None,
                    slot: placement.Slot | None = None) -> list[str]:
+    """A local worker's command line; a storage or tracking URL with a password is left out of it (it goes in
+    the worker's environment: :func:`worker_secrets`). ``slot`` (bars.placement) names the device the worker
+    trains on and how many workers share it; its CUDA_VISIBLE_DEVICES is set by :func:`placement.worker_env`."""
     keep = [o for o in cli_overrides
             if o.split("=", 1)[0].lstrip("+~") not in
             ("sweep.role", "sweep.workers", "sweep.worker_index", "sweep.storage", "sweep.threads",
-             "sweep.worker_device", "sweep.device_workers")]
+             "sweep.worker_device", "sweep.device_workers")
+            and not (o.split("=", 1)[0].lstrip("+~") in SECRET_ENV and _has_secret(o))]
     cmd = [sys.executable, "-m", "bars.cli", "sweep", *keep, "sweep.role=worker", "sweep.workers=1",
-           f"sweep.worker_index={index}", f"sweep.storage={url if not is_journal(url) else url[len('journal://'):]}"]
+           f"sweep.worker_index={index}"]
+    if not _has_secret(url):
+        cmd.append(f"sweep.storage={url if not is_journal(url) else url[len('journal://'):]}")
     if threads:
         cmd.append(f"sweep.threads={threads}")
     if slot is not None:
         cmd += [f"sweep.worker_device={slot.device}", f"sweep.device_workers={slot.sharing}"]
     return cmd
+
+
+def worker_secrets(cli_overrides: Sequence[str], url: str) -> dict[str, str]:
+    """The environment that hands a local worker the URLs :func:`worker_command` left out."""
+    env = {SECRET_ENV["sweep.storage"]: url} if _has_secret(url) else {}
+    for o in cli_overrides:
+        key, _, value = o.partition("=")
+        key = key.lstrip("+~")
+        if key == "tracking.uri" and _has_secret(value):
+            env[SECRET_ENV[key]] = value
+    return env
 
 
 def placement_of(cfg: DictConfig, gpus: Sequence[str] | None = None) -> placement.Placement:
@@ -455,6 +483,7 @@ def spawn_workers(cfg: DictConfig, cli_overrides: Sequence[str], url: str, plan:
         env = placement.worker_env(slot, os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env["BARS_SWEEP_PROGRESS"] = "relay"
+        env.update(worker_secrets(cli_overrides, url))
         cmd = worker_command(cli_overrides, url, slot.index, slot.threads, slot)
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              bufsize=1, start_new_session=False)
@@ -486,11 +515,13 @@ def _progress_mode(cfg: DictConfig) -> str:
 
 def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: TrainFn | None = None) -> dict[str, Any]:
     """The launcher (or, with ``sweep.role=worker``, one worker). Returns a summary dict."""
+    from bars.validate import validate
+
+    validate(cfg, "sweep")  # the whole config and the search space, before anything is created or trained
     role = str(cfg.sweep.role)
     replay = replayable_overrides(cli_overrides)
     url = storage_url(cfg)
     space = space_of(cfg)
-    validate_space(space, cfg)  # before anything is created or trained
     mode = _progress_mode(cfg)
     if role == "launcher":
         plan = placement_of(cfg)  # a device setting that cannot be met fails here, before the study exists
@@ -505,11 +536,17 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
         raise SweepError(f"sweep.role must be launcher or worker, got {role!r}")
 
     t0 = time.monotonic()
-    storage = open_storage(url, cfg)
-    study = create_study(cfg, storage, space, replay)
-    study.set_user_attr("storage_kind", "journal" if is_journal(url) else url.split(":", 1)[0])
+    with first_use_lock(url):  # several launchers at once on a new storage: one creates, the others load
+        storage = open_storage(url, cfg)
+        study = create_study(cfg, storage, space, replay)
+        study.set_user_attr("storage_kind", "journal" if is_journal(url) else url.split(":", 1)[0])
     out = sweep_dir(cfg)
+    _say_store_limits(cfg, plan.workers)
     tracking = make_tracking(cfg)
+    if tracking is not None:
+        from bars.run import housekeeping
+
+        housekeeping(cfg, "sweep")
     parent = None
     if tracking is not None:
         try:
@@ -519,7 +556,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
         tracking.reconcile(study)
     fail_stale_trials(study, retry=not is_journal(url))
     tally = budget_state(study, int(cfg.sweep.trials))
-    print(f"bars sweep: study {study.study_name} in {_safe_url(url)}: budget {tally.budget} trials, "
+    print(f"bars sweep: study {study.study_name} in {safe_url(url)}: budget {tally.budget} trials, "
           f"{tally.finished} finished so far; results in {out}", file=sys.stderr, flush=True)
     k = plan.workers
     if k:
@@ -559,8 +596,9 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
         tracking.reconcile(study)
         if not external:
             tracking.finish_parent(parent, study, tally, summary)
-    summary.update(role="launcher", workers=k, devices=[s.label for s in plan.slots], finished=tally.finished, budget=tally.budget, failed=tally.failed,
-                   seconds=round(time.monotonic() - t0, 1), study=study.study_name, storage=_safe_url(url),
+    summary.update(role="launcher", workers=k, devices=[s.label for s in plan.slots], finished=tally.finished,
+                   budget=tally.budget, failed=tally.failed,
+                   seconds=round(time.monotonic() - t0, 1), study=study.study_name, storage=safe_url(url),
                    parent_run_id=parent)
     best = summary.get("best")
     print(f"bars sweep: {tally.finished}/{tally.budget} trials finished ({tally.failed} failed) in "
@@ -591,13 +629,20 @@ def _prepare_data_once(cfg: DictConfig) -> None:
         prepare(cfg)
 
 
-def _safe_url(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        user = cred.split(":", 1)[0]
-        return f"{scheme}://{user}@{host}"
-    return url
+SQLITE_MAX_WRITERS = 8  # concurrent writers tested on one SQLite MLflow store (tests/test_first_use.py)
+
+
+def _say_store_limits(cfg: DictConfig, workers: int) -> None:
+    """Before any worker starts: more local workers than the embedded SQLite store was tested with get a
+    note pointing to the server setup (docs/reliability.md)."""
+    from bars.tracking import resolve_uri, sqlite_path
+
+    if not cfg.tracking.get("enabled", True) or workers <= SQLITE_MAX_WRITERS:
+        return
+    if sqlite_path(resolve_uri(str(cfg.tracking.uri))) is not None:
+        print(f"bars sweep: note: {workers} workers will write to the embedded SQLite MLflow store, which was "
+              f"tested with up to {SQLITE_MAX_WRITERS} concurrent writers (docs/reliability.md); for more, run an "
+              f"MLflow server on PostgreSQL and set MLFLOW_TRACKING_URI (docs/sweeps.md)", file=sys.stderr, flush=True)
 
 
 def _wait_workers(procs: list[subprocess.Popen]) -> bool:
@@ -642,8 +687,11 @@ def main() -> int:
 
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, _term)
-    return hydra_command("sweep", _sweep_command, (SearchSpaceError, SweepError, placement.PlacementError))
+    from bars.run import expected_errors
+
+    return hydra_command("sweep", _sweep_command,
+                         (SearchSpaceError, SweepError, placement.PlacementError, *expected_errors()))
 
 
 __all__ = ["SweepTracking", "TrialContext", "default_threads", "main", "make_objective", "placement_of", "run_worker",
-           "spawn_workers", "sweep", "trial_config", "worker_command"]
+           "spawn_workers", "sweep", "trial_config", "worker_command", "worker_secrets"]

@@ -15,8 +15,14 @@
 - Every run records ``hostname``, ``pid`` and ``pid_start`` (the process start time from /proc) tags;
   :func:`reconcile` ends runs left ``RUNNING`` by dead processes as ``FAILED``. :func:`end_run` ends one run
   (sweeps reconcile from Optuna's storage and call it).
+- Nothing measured is silently lost: with a spool folder (``Tracker(..., spool_dir=...)``, ``tracking.spool_dir``
+  in the config) a write that still fails after its retries is kept in the run's spool (``bars.spool``) and sent
+  when the run ends, or by the next command that opens the store (:func:`sync_spools`, ``bars sync``).
+- First use is safe: a new SQLite store is created (and an old one migrated) once, under a file lock next to it
+  (:func:`ensure_store`), whatever number of processes open it at once; MLflow's own first-use migration run
+  by several processes together corrupts the file for good.
+- Passwords in storage URLs never reach logs, params or tags (``bars.config.redact``).
 - :func:`load_run_config` reads a run's ``config.yaml`` artifact back as a ``DictConfig`` (for ``reproduce``).
-- :func:`main` is ``bars ui``: ``mlflow server`` on 127.0.0.1 over the store of the composed config.
 
 A relative ``sqlite:///x.db`` URI is resolved against the project root (``bars.config.project_root()``), never the
 working directory. For a SQLite store, experiments created here put their artifacts in ``mlartifacts/<experiment>``
@@ -25,13 +31,11 @@ next to the database file (MLflow's own default, ``./mlruns``, depends on the wo
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import io
 import json
 import os
-import platform
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,14 +52,14 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
-import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from bars import __version__
-from bars.config import flatten, project_root
-from bars.process import process_alive, process_start
+from bars.config import flatten, project_root, redact, safe_url
+from bars.environment import environment_report, environment_tags, git_info, hardware_description
+from bars.fileio import file_lock
+from bars.process import process_alive
 
 MAX_PARAM_KEY = 250
 MAX_PARAM_VALUE = 6000
@@ -100,6 +104,32 @@ def sqlite_path(uri: str) -> Path | None:
     return None
 
 
+_READY: set[str] = set()
+
+
+def store_lock(uri: str) -> Path | None:
+    """The lock file that guards the first use of a SQLite store (``<db>-init.lock``); None for other stores."""
+    db = sqlite_path(uri)
+    return None if db is None else db.with_name(db.name + "-init.lock")
+
+
+def ensure_store(uri: str) -> None:
+    """Create (or migrate) a SQLite tracking store once, under a file lock, before this process uses it.
+
+    MLflow creates and migrates a SQLite store on first open, in every process that opens it; several at once
+    race and leave the file corrupted for good ("table _alembic_tmp_... already exists"). Here the first process
+    holds ``<db>-init.lock`` while MLflow creates the tables; the others wait, then find them complete. Once per
+    process and store; other stores (servers, PostgreSQL) migrate on their own side."""
+    uri = resolve_uri(uri)
+    lock = store_lock(uri)
+    if lock is None or uri in _READY:
+        return
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(lock):
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    _READY.add(uri)
+
+
 def _short(value: Any, limit: int) -> str:
     s = value if isinstance(value, str) else json.dumps(value, default=str) if isinstance(
         value, (list, dict, tuple)) else str(value)
@@ -112,80 +142,6 @@ def _error_code(exc: BaseException) -> str | None:
     return getattr(exc, "error_code", None)
 
 
-def git_info(root: Path | None = None) -> dict[str, str]:
-    """``git_commit`` and ``git_dirty`` ("true"/"false") of the project, or "unknown" outside a git checkout."""
-    root = root or project_root()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        # results/ and sweeps/ are outputs the pipeline itself writes: they do not make the code dirty
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results", ":(exclude)sweeps"], cwd=root,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        return {"git_commit": commit, "git_dirty": "true" if dirty else "false"}
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": "unknown", "git_dirty": "unknown"}
-
-
-def environment_tags() -> dict[str, str]:
-    """Tags that describe where a run ran: versions, host, process, git state, command line."""
-    tags = {
-        "bars_version": __version__,
-        "python": platform.python_version(),
-        "hostname": socket.gethostname(),
-        "pid": str(os.getpid()),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
-        "mlflow_version": mlflow.__version__,
-    }
-    start = process_start(os.getpid())
-    if start is not None:
-        tags["pid_start"] = start
-    try:
-        import torch
-
-        tags["torch"] = torch.__version__
-        tags["cuda"] = torch.version.cuda or "none"
-    except ImportError:  # pragma: no cover - torch is a dependency
-        tags["torch"] = tags["cuda"] = "none"
-    tags["hardware"] = hardware_description()
-    tags.update(git_info())
-    return tags
-
-
-def hardware_description() -> str:
-    """CPU model and logical cores, plus the GPU name(s) when CUDA is available: the leaderboard's hardware."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} logical cores"
-    import torch
-
-    if torch.cuda.is_available():
-        names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
-        desc += f"; GPU {', '.join(names)} x{torch.cuda.device_count()}"
-    return desc
-
-
-def environment_report() -> str:
-    """Platform line + every installed distribution as ``name==version`` (what ``pip freeze`` lists)."""
-    from importlib import metadata
-
-    lines = [
-        f"# bars {__version__}",
-        f"# python {sys.version.split()[0]} ({sys.executable})",
-        f"# platform {platform.platform()} {platform.machine()}",
-        f"# processor {platform.processor() or 'unknown'}; cpus {os.cpu_count()}",
-    ]
-    dists = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()
-                    if d.metadata["Name"]}, key=str.lower)
-    return "\n".join(lines + dists) + "\n"
-
-
 # ----------------------------------------------------------------------------------------------------- tracker
 
 
@@ -193,7 +149,10 @@ class Tracker:
     """One tracking store + experiment. Thread-safe enough for several runs: nothing global is touched."""
 
     def __init__(self, uri: str | None, experiment: str, *, tries: int = 5, backoff: float = 2.0,
-                 first_delay: float = 2.0, quiet: bool = False) -> None:
+                 first_delay: float = 2.0, quiet: bool = False,
+                 spool_dir: str | os.PathLike[str] | None = None) -> None:
+        from bars.spool import Spool
+
         self.uri = resolve_uri(uri)
         self.experiment = str(experiment)
         self.tries = max(1, int(tries))
@@ -203,15 +162,17 @@ class Tracker:
         self._degraded = False
         self._lock = threading.Lock()
         self._experiment_id: str | None = None
-        db = sqlite_path(self.uri)
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)
+        self.spool = Spool(spool_dir, self.uri) if spool_dir else None
+        self.retries = 0  # calls retried (a count for benchmarks and reports)
+        self.failures = 0  # calls that failed after their retries
+        ensure_store(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
 
     # -- retry ------------------------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, raise_errors: bool = False,
-              **kwargs: Any) -> Any:
-        """Call ``fn`` with retries and exponential backoff; on final failure warn (or raise when asked)."""
+              keep: Callable[[], Path | None] | None = None, **kwargs: Any) -> Any:
+        """Call ``fn`` with retries and exponential backoff; on final failure warn (or raise when asked).
+        ``keep()``, when given, puts the failed write into the run's spool (its path goes into the warning)."""
         tries = 1 if (self._degraded and not raise_errors) else self.tries
         delay = self.first_delay
         for attempt in range(1, tries + 1):
@@ -224,12 +185,17 @@ class Tracker:
                 if attempt == tries or permanent:
                     if raise_errors:
                         raise
+                    self.failures += 1
                     if not permanent:
                         self._degraded = True
+                    kept = keep() if (keep is not None and not permanent) else None
+                    first = redact(str(exc).splitlines()[0][:300]) if str(exc) else ""
                     msg = (f"bars.tracking: {what} failed after {attempt} tr{'y' if attempt == 1 else 'ies'} "
-                           f"against {self.uri}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+                           f"against {safe_url(self.uri)}: {type(exc).__name__}: {first}"
+                           + (f"; kept in {kept} (sent when the store is back: bars sync)" if kept else ""))
                     warnings.warn(msg, TrackingWarning, stacklevel=3)
                     return None
+                self.retries += 1
                 time.sleep(delay)
                 delay *= self.backoff
         return None
@@ -342,6 +308,104 @@ class Tracker:
         return out
 
 
+    # -- the spool ------------------------------------------------------------------------------------------
+    def send_spool(self, run_id: str) -> bool:
+        """Send what this run's spool kept (one try per record); True when all was sent (the spool is removed),
+        else say on stderr where the records are kept and how they get sent."""
+        from bars import spool as sp
+
+        if self.spool is None:
+            return True
+        kept = sp.read(self.spool.path(run_id))
+        if kept is None:
+            return True
+        with sp.claimed(kept) as mine:
+            if mine and replay_spool(self.client, kept):
+                sp.remove(kept)
+                print(f"bars.tracking: the store at {safe_url(self.uri)} is back: sent the {len(kept.records)} "
+                      f"record(s) of run {run_id} kept while it was away", file=sys.stderr, flush=True)
+                return True
+        print(f"bars.tracking: {len(kept.records)} record(s) of run {run_id} that the store at "
+              f"{safe_url(self.uri)} could not take are kept in {kept.path}; they are sent by `bars sync` (and by "
+              f"any bars command that opens this store)", file=sys.stderr, flush=True)
+        return False
+
+
+def replay_spool(client: MlflowClient, kept: Any) -> bool:
+    """Send a spool's records in order (``bars.spool.SpoolFile``), resuming after the ones an earlier try sent
+    (counted in ``<run id>.sent``); True when all were sent. Every record is safe to send twice (same metric
+    points, same params, tags overwritten, artifacts replaced)."""
+    done_file = kept.path.with_suffix(".sent")
+    try:
+        done = int(done_file.read_text() or 0)
+    except (OSError, ValueError):
+        done = 0
+    for i, rec in enumerate(kept.records):
+        if i < done:
+            continue
+        try:
+            op = rec.get("op")
+            if op == "batch":
+                client.log_batch(kept.run_id, metrics=[Metric(k, float(v), int(ts), int(st))
+                                                       for k, v, ts, st in rec.get("metrics", [])],
+                                 params=[Param(k, v) for k, v in rec.get("params", [])],
+                                 tags=[RunTag(k, v) for k, v in rec.get("tags", [])])
+            elif op == "artifact":
+                client.log_artifact(kept.run_id, str(kept.files / rec["file"]), rec.get("path"))
+            elif op == "end":
+                client.set_terminated(kept.run_id, rec.get("status", "FINISHED"))
+        except Exception:  # noqa: BLE001 - the store is still away: keep the rest for the next try
+            return False
+        done_file.write_text(str(i + 1))
+    done_file.unlink(missing_ok=True)
+    return True
+
+
+def sync_spools(uri: str | None, spool_dir: str | os.PathLike[str] | None,
+                say: Callable[[str], None] | None = None) -> tuple[int, int]:
+    """Send the spools of ``uri``'s runs kept in ``spool_dir`` whose process is gone (or is this one);
+    ``(sent, left)``. Spools of live runs elsewhere are left to them. Never raises for an unreachable store."""
+    from bars import spool as sp
+
+    if not spool_dir:
+        return 0, 0
+    uri = resolve_uri(uri)
+    found = sp.pending(spool_dir, uri)
+    if not found:
+        return 0, 0
+    me = sp.process.identity()
+    sent = left = 0
+    try:
+        ensure_store(uri)
+        client = MlflowClient(tracking_uri=uri)
+    except Exception:  # noqa: BLE001
+        return 0, len(found)
+    for kept in found:
+        if kept.owner != me and kept.owner_alive() is not False:
+            continue  # a live run (or one on another host) sends its own
+        with sp.claimed(kept) as mine:
+            if not mine:
+                continue
+            if replay_spool(client, kept):
+                sp.remove(kept)
+                sent += 1
+                if say:
+                    say(f"bars.tracking: sent {len(kept.records)} kept record(s) of run {kept.run_id} to "
+                        f"{safe_url(uri)}")
+            else:
+                left += 1
+    return sent, left
+
+
+def tracker_of(cfg: Any, **kwargs: Any) -> Tracker:
+    """The :class:`Tracker` of a composed config: ``tracking.uri``, ``.experiment``, ``.tries``, ``.retry_wait``
+    and ``.spool_dir`` (keyword arguments win)."""
+    t = cfg.tracking
+    opts = {"tries": int(t.get("tries") or 5), "first_delay": float(t.get("retry_wait", 2.0)),
+            "spool_dir": t.get("spool_dir"), **kwargs}
+    return Tracker(str(t.uri), str(t.experiment), **opts)
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """An existing run as :meth:`Tracker.find_runs` returns it."""
@@ -361,7 +425,7 @@ def _quote(value: str) -> str:
 
 
 class TrackedRun:
-    """A handle on one MLflow run. Logging methods never raise (retry, then warn)."""
+    """A handle on one MLflow run. Logging methods never raise (retry, then keep in the spool or warn)."""
 
     def __init__(self, tracker: Tracker, run_id: str, name: str | None = None) -> None:
         self.tracker = tracker
@@ -379,8 +443,22 @@ class TrackedRun:
         """The tracking URI this run lives in."""
         return self.tracker.uri
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self.tracker._call(what, fn, *args, **kwargs)
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, keep: Callable[..., Path] | None = None,
+              keep_kwargs: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+        spool = self.tracker.spool
+        kept = None
+        if spool is not None and keep is not None:
+            def kept() -> Path:
+                return keep(self.run_id, experiment=self.tracker.experiment, **dict(keep_kwargs or {}))
+        return self.tracker._call(what, fn, *args, keep=kept, **kwargs)
+
+    def _batch(self, what: str, metrics: list[Metric] = (), params: list[Param] = (), tags: list[RunTag] = ()
+               ) -> None:
+        spool = self.tracker.spool
+        self._call(what, self.client.log_batch, self.run_id, metrics=list(metrics), params=list(params),
+                   tags=list(tags), keep=spool.batch if spool else None, keep_kwargs={
+                       "metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
+                       "params": [[x.key, x.value] for x in params], "tags": [[t.key, t.value] for t in tags]})
 
     # -- values -----------------------------------------------------------------------------------------------
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -395,10 +473,11 @@ class TrackedRun:
                 warnings.warn(f"bars.tracking: metric {k}={v!r} is not a number; skipped", TrackingWarning,
                               stacklevel=2)
         for i in range(0, len(items), METRICS_PER_BATCH):
-            self._call("log metrics", self.client.log_batch, self.run_id, metrics=items[i:i + METRICS_PER_BATCH])
+            self._batch("log metrics", metrics=items[i:i + METRICS_PER_BATCH])
 
     def log_params(self, params: Mapping[str, Any] | Any) -> None:
-        """Log a (nested) mapping as params: flattened, values truncated to 6000 chars, 100 per call."""
+        """Log a (nested) mapping as params: flattened, values truncated to 6000 chars, 100 per call; passwords
+        of URLs in values removed."""
         flat = flatten(params)
         items: list[Param] = []
         for k, v in flat.items():
@@ -406,33 +485,52 @@ class TrackedRun:
                 warnings.warn(f"bars.tracking: param key longer than {MAX_PARAM_KEY} chars skipped: {k[:80]}...",
                               TrackingWarning, stacklevel=2)
                 continue
-            items.append(Param(k, _short(v, MAX_PARAM_VALUE)))
+            items.append(Param(k, redact(_short(v, MAX_PARAM_VALUE))))
         for i in range(0, len(items), PARAMS_PER_BATCH):
-            self._call("log params", self.client.log_batch, self.run_id, params=items[i:i + PARAMS_PER_BATCH])
+            self._batch("log params", params=items[i:i + PARAMS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        items = [RunTag(str(k), _short(v, MAX_TAG_VALUE)) for k, v in tags.items() if v is not None]
+        items = [RunTag(str(k), redact(_short(v, MAX_TAG_VALUE))) for k, v in tags.items() if v is not None]
         for i in range(0, len(items), PARAMS_PER_BATCH):
-            self._call("set tags", self.client.log_batch, self.run_id, tags=items[i:i + PARAMS_PER_BATCH])
+            self._batch("set tags", tags=items[i:i + PARAMS_PER_BATCH])
 
     # -- artifacts ----------------------------------------------------------------------------------------
+    def _keep_artifact(self) -> Callable[..., Path] | None:
+        return self.tracker.spool.artifact if self.tracker.spool is not None else None
+
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         self._call(f"log artifact {Path(path).name}", self.client.log_artifact, self.run_id, str(path),
-                   artifact_path)
+                   artifact_path, keep=self._keep_artifact(), keep_kwargs={"local": path,
+                                                                            "artifact_path": artifact_path})
+
+    def _named(self, name: str) -> dict[str, Any]:
+        folder, _, base = name.rpartition("/")
+        return {"name": base, "artifact_path": folder or None}
 
     def log_text(self, text: str, name: str) -> None:
-        self._call(f"log text {name}", self.client.log_text, self.run_id, text, name)
+        text = redact(text)  # a storage URL's password never reaches an artifact either
+        self._call(f"log text {name}", self.client.log_text, self.run_id, text, name,
+                   keep=self._keep_artifact(), keep_kwargs={"text": text, **self._named(name)})
 
     def log_dict(self, d: Any, name: str) -> None:
         """``name`` ending .json -> JSON, .yaml/.yml -> YAML."""
         from bars.config import to_container
 
-        self._call(f"log dict {name}", self.client.log_dict, self.run_id, to_container(d), name)
+        data = _redacted(to_container(d))  # e.g. the resolved config.yaml: sweep.storage without its password
+        self._call(f"log dict {name}", self.client.log_dict, self.run_id, data, name,
+                   keep=self._keep_artifact(), keep_kwargs={"text": _dict_text(data, name), **self._named(name)})
 
     def log_figure(self, fig: Any, name: str) -> None:
         """Save a matplotlib figure as a PNG artifact (and close it)."""
         try:
-            self._call(f"log figure {name}", self.client.log_figure, self.run_id, fig, name)
+            keep = self._keep_artifact()
+            keep_kwargs: dict[str, Any] = {}
+            if keep is not None:
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png")
+                keep_kwargs = {"text": buf.getvalue(), **self._named(name)}
+            self._call(f"log figure {name}", self.client.log_figure, self.run_id, fig, name, keep=keep,
+                       keep_kwargs=keep_kwargs)
         finally:
             with contextlib.suppress(Exception):
                 import matplotlib.pyplot as plt
@@ -446,13 +544,34 @@ class TrackedRun:
                             "error_type": type(exc).__name__, "error_traceback": tb[-MAX_TAG_VALUE:]})
 
     def end(self, status: str = "FINISHED", tags: Mapping[str, Any] | None = None) -> None:
+        """End the run; then send what its spool kept (the store may be back), or say where it is kept."""
         if self.ended:
             return
         if tags:
             self.set_tags(tags)
-        self._call(f"end run {status}", self.client.set_terminated, self.run_id, status)
+        spool = self.tracker.spool
+        self._call(f"end run {status}", self.client.set_terminated, self.run_id, status,
+                   keep=spool.end if spool else None, keep_kwargs={"status": status})
         self.ended = True
         self.status = status
+        if spool is not None and spool.pending(self.run_id):
+            self.tracker.send_spool(self.run_id)
+
+
+def _redacted(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _redacted(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_redacted(v) for v in data]
+    return redact(data)
+
+
+def _dict_text(data: Any, name: str) -> str:
+    if name.endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_dump(data, sort_keys=False)
+    return json.dumps(data, indent=2, default=str)
 
 
 # ------------------------------------------------------------------------------------------ ending and reconcile
@@ -545,63 +664,9 @@ def get_client(uri: str | None = None) -> MlflowClient:
     return MlflowClient(tracking_uri=resolve_uri(uri))
 
 
-# ------------------------------------------------------------------------------------------------- bars ui
-
-
-def ui_command(uri: str, host: str = "127.0.0.1", port: int = 5000) -> tuple[list[str], dict[str, str], Path]:
-    """The command, environment and working folder that serve the MLflow UI over ``uri``."""
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
-           "--port", str(port), "--workers", "1"]
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
-    db = sqlite_path(uri)
-    cwd = db.resolve().parent if db is not None else project_root()
-    return cmd, env, cwd
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``bars ui [--port 5000] [--host 127.0.0.1] [hydra overrides...]``: the MLflow UI over the project's store."""
-    parser = argparse.ArgumentParser(prog="bars ui", description=main.__doc__)
-    parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--print-only", action="store_true", help="print the server command and exit")
-    parser.add_argument("overrides", nargs="*", help="hydra overrides, e.g. tracking.uri=sqlite:///x.db")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-
-    from bars.config import compose
-
-    cfg = compose(args.overrides)
-    uri = resolve_uri(cfg.tracking.uri)
-    if uri.startswith(("http://", "https://")):
-        print(f"bars ui: the tracking store is already a server: open {uri}")
-        return 0
-    cmd, env, cwd = ui_command(uri, args.host, args.port)
-    print(f"bars ui: MLflow over {uri}\n         open http://{args.host}:{args.port}  (Ctrl-C stops it)",
-          flush=True)
-    if args.print_only:
-        print(" ".join(cmd))
-        return 0
-    db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    if db is None or db.exists():
-        with contextlib.suppress(Exception):  # housekeeping: runs of killed processes on this host -> FAILED
-            ended = reconcile(uri, None)
-            if ended:
-                print(f"bars ui: marked {len(ended)} run(s) of dead processes FAILED", flush=True)
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        return 0
-
-
 __all__ = [
-    "RunStatus", "RunSummary", "TrackedRun", "Tracker", "TrackingWarning", "end_run", "environment_report",
-    "environment_tags", "get_client", "git_info", "load_run_config", "main", "reconcile",
-    "resolve_uri", "sqlite_path",
+    "RunStatus", "RunSummary", "TrackedRun", "Tracker", "TrackingWarning", "end_run", "ensure_store",
+    "environment_report", "environment_tags", "get_client", "git_info", "hardware_description", "load_run_config",
+    "reconcile", "replay_spool", "resolve_uri", "sqlite_path", "store_lock", "sync_spools",
+    "tracker_of",
 ]

@@ -400,7 +400,12 @@ def save_checkpoint(model_or_state: nn.Module | Mapping[str, Tensor], path: str 
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else dict(model_or_state)
     path = Path(path)
     cpu = {k: v.detach().cpu() for k, v in state.items()}
-    atomic_write(path, lambda tmp: torch.save(cpu, tmp))
+
+    def write(tmp: Path) -> None:  # through a Python file: a full disk is an OSError (ENOSPC), not torch's
+        with open(tmp, "wb") as f:  # RuntimeError("unexpected pos ...") from its own C++ writer
+            torch.save(cpu, f)
+
+    atomic_write(path, write)
     return path
 
 

@@ -136,9 +136,28 @@ def test_worker_commands_for_packed_gpus(tmp_path):
         S.placement_of(cfg, gpus=["0"])
 
 
+def test_packed_workers_get_their_gpu_and_secrets_in_the_environment(tmp_path):
+    """Placement and main's secret handling together: a worker's command line carries its slot but no URL with a
+    password; the storage and tracking URLs reach it in BARS_SWEEP_STORAGE / MLFLOW_TRACKING_URI, its GPU in
+    CUDA_VISIBLE_DEVICES."""
+    cfg = compose(overrides(tmp_path, "sweep.workers_per_gpu=2"))
+    plan = S.placement_of(cfg, gpus=["0", "1"])
+    url = "postgresql://bars:s3cret@db/bars"
+    cli = ["model=dcn", f"sweep.storage={url}", "tracking.uri=http://u:s3cret@mlflow:5000"]
+    for slot in plan.slots:
+        cmd = S.worker_command(cli, url, slot.index, slot.threads, slot)
+        assert not [a for a in cmd if "s3cret" in a], cmd
+        assert "sweep.worker_device=cuda:0" in cmd and "sweep.device_workers=2" in cmd
+        env = {**PL.worker_env(slot, {}), **S.worker_secrets(cli, url)}
+        assert env["CUDA_VISIBLE_DEVICES"] == ["0", "1"][slot.index % 2]
+        assert env["BARS_SWEEP_STORAGE"] == url and env["MLFLOW_TRACKING_URI"] == "http://u:s3cret@mlflow:5000"
+
+
 def test_a_launcher_with_impossible_devices_creates_nothing(tmp_path):
     ov = overrides(tmp_path, "sweep.trials=2", "sweep.devices=[0]")  # no GPU on this machine
-    with pytest.raises(PL.PlacementError, match="not visible"):
+    from bars.validate import ConfigError  # bars.validate runs the placement before anything is created
+
+    with pytest.raises(ConfigError, match=r"sweep.devices: GPU '0' is not visible"):
         S.sweep(compose(ov), ov, train_fn=fake_train)
     assert not (tmp_path / "sw").exists()
 

@@ -117,7 +117,9 @@ def test_unknown_key_is_an_error_listing_nearest_keys(tmp_path):
     (d / "common.yaml").write_text("train.learning_rat: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n")
     (d / "dcn.yaml").write_text("model.params.num_cros_layers: {type: int, low: 1, high: 6}\n")
     cfg = compose(overrides(tmp_path, f"sweep.search_dir={d}"))
-    with pytest.raises(SP.SearchSpaceError) as e:
+    from bars.validate import ConfigError
+
+    with pytest.raises(ConfigError) as e:  # bars.validate: the whole config, the search space included
         S.sweep(cfg, [], train_fn=fake_train)
     msg = str(e.value)
     assert "train.learning_rat" in msg and "train.learning_rate" in msg

@@ -222,16 +222,24 @@ def test_resolve_uri_is_absolute(monkeypatch, tmp_path):
 
 
 def test_ui_command(capsys, tmp_path):
+    from bars import ui
+
     uri = f"sqlite:///{tmp_path / 'ui' / 'mlflow.db'}"
-    cmd, env, cwd = tracking.ui_command(uri, port=5123)
-    assert cmd[cmd.index("--backend-store-uri") + 1] == uri
+    cmd, env, cwd = ui.ui_command(uri, port=5123)
+    assert env["MLFLOW_BACKEND_STORE_URI"] == uri and uri not in cmd  # never on a command line (ps shows it)
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5123"
     assert cmd[cmd.index("--workers") + 1] == "1"
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false" and env["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert cwd == tmp_path / "ui"
-    assert tracking.main(["--port", "5123", "--print-only", f"tracking.uri={uri}"]) == 0
-    out = capsys.readouterr().out
-    assert "http://127.0.0.1:5123" in out and uri in out
+    assert ui.main(["--port", "5123", "--print-only", f"tracking.uri={uri}"]) == 0
+    captured = capsys.readouterr()
+    assert "http://127.0.0.1:5123" in captured.out and uri in captured.out and "WARNING" not in captured.err
+    # told to listen elsewhere, it says so; a password in the store's URI is never printed
+    secret = "postgresql://bob:s3cret@127.0.0.1:5432/mlflow"
+    assert ui.main(["--host", "0.0.0.0", "--print-only", f"tracking.uri={secret}"]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: listening on 0.0.0.0" in captured.err
+    assert "s3cret" not in captured.out + captured.err and "postgresql://bob@127.0.0.1:5432/mlflow" in captured.out
 
 
 @pytest.mark.slow

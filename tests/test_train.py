@@ -468,8 +468,8 @@ def test_checkpoint_is_atomic_and_loads_weights_only(tmp_path: Path, monkeypatch
     # a save that dies halfway never replaces the good file and leaves no temporary file
     good = ck.read_bytes()
 
-    def broken_save(obj, f, *a, **kw):
-        Path(f).write_bytes(b"partial")
+    def broken_save(obj, f, *a, **kw):  # f: the open temporary file
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(T.torch, "save", broken_save)
@@ -540,7 +540,33 @@ def load_frappe_valid_as_train():
     return spec, SplitTensors(tr, y[tr_idx]), SplitTensors(va, y[va_idx])
 
 
-def _real_fit(frappe, name, epochs, **overrides):
+# TrainConfig overrides of the every-model real-data fit (default: 4 epochs, batch 4096, embedding regularizer 0.05,
+# the BARS Frappe_x1 best of the deep models). Models whose interactions are products of two or more embeddings
+# (N(0, 1e-4) at start) need more, smaller steps before those pay off, and 0.05 shrinks them to their LR part (BARS
+# runs ~50 steps an epoch on the full train split, this fit 11); LR, the baseline every model must beat, gets the
+# same budget as they do. One model per line.
+SHALLOW_FIT = {"max_epochs": 6, "batch_size": 1024, "embedding_regularizer": 0.0}
+REAL_FIT_TRAIN: dict[str, dict] = {
+    "afm": SHALLOW_FIT,
+    "ccpm": {**SHALLOW_FIT, "embedding_regularizer": 1e-5},  # BARS x4 best regularizer (no Frappe run); 0.05: 0.54
+    "dualmlp": {"embedding_regularizer": 0.0},  # FuxiCTR's DualMLP default; its [64, 32] / [64, 64, 64] streams
+    "ffm": SHALLOW_FIT,
+    "ffmv2": SHALLOW_FIT,
+    "fibinet": {"embedding_regularizer": 0.0},  # bilinear products: see above
+    "fm": SHALLOW_FIT,
+    "fmfm": SHALLOW_FIT,
+    "fwfm": SHALLOW_FIT,
+    "hfm": SHALLOW_FIT,
+    "hofm": SHALLOW_FIT,
+    "lorentzfm": SHALLOW_FIT,
+    "lr": SHALLOW_FIT,
+    "nfm": SHALLOW_FIT,
+    "onn": {"embedding_regularizer": 1e-5},  # BARS x4 best (no Frappe run); 0.05 flattens its field-aware products
+    "onnv2": {"embedding_regularizer": 1e-5},
+}
+
+
+def _real_fit(frappe, name, epochs, train=None, **overrides):
     from bars.config import compose, to_container
     from bars.models.registry import build
 
@@ -549,11 +575,9 @@ def _real_fit(frappe, name, epochs, **overrides):
     params.update(overrides)
     model = build(name, spec, params)
     # BARS Frappe_x1 best embedding regularizer for the deep models; the shallow ones (whose first-order weights
-    # are embeddings too) are over-shrunk by it in a 4-epoch fit
-    reg = 0.0 if name in ("lr", "fm") else 0.05
-    res = fit(
-        model, tr, va, TrainConfig(max_epochs=epochs, embedding_regularizer=reg, device="cpu"), seed=2021
-    )
+    # are embeddings too) are over-shrunk by it in a short fit
+    kw = {"max_epochs": epochs, "embedding_regularizer": 0.0 if name in ("lr", "fm") else 0.05, **(train or {})}
+    res = fit(model, tr, va, TrainConfig(device="cpu", **kw), seed=2021)
     return res
 
 
@@ -568,9 +592,15 @@ def test_real_fit_on_frappe_beats_trivial_and_lr(frappe):
 
 @pytest.mark.slow
 def test_real_fit_on_frappe_every_model(frappe):
+    """Every registered model learns on real Frappe rows: validation AUC above 0.85 and above LR's.
+    BARS_FRAPPE_MODELS=afn,ffm limits the run to those models (LR, the baseline, always runs)."""
     from bars.models.registry import list_models
 
-    res = {m: _real_fit(frappe, m, 4) for m in list_models()}
+    only = [m for m in os.environ.get("BARS_FRAPPE_MODELS", "").split(",") if m]
+    unknown = sorted(set(only) - set(list_models()))
+    assert not unknown, f"BARS_FRAPPE_MODELS names no registered model: {unknown}"
+    names = ["lr", *[m for m in (only or list_models()) if m != "lr"]]
+    res = {m: _real_fit(frappe, m, 4, REAL_FIT_TRAIN.get(m)) for m in names}
     summary = {
         m: (round(r.best_val["auc"], 4), round(r.best_val["logloss"], 4), r.epochs) for m, r in res.items()
     }
@@ -578,7 +608,7 @@ def test_real_fit_on_frappe_every_model(frappe):
     lr_auc = res["lr"].best_val["auc"]
     for m, r in res.items():
         assert r.best_val["auc"] > 0.85, (m, summary)
-        if m not in ("lr", "fm"):
+        if m != "lr":
             assert r.best_val["auc"] > lr_auc, (m, summary)
 
 

@@ -1,11 +1,16 @@
 """Downloads: progress bar, resume via HTTP Range into ``<file>.part``, checksum, atomic rename.
 
 Only a verified file ever gets its final name: an interrupted download leaves ``<file>.part`` (resumed next
-time), a checksum mismatch removes the part file and raises.
+time: the one temporary that is kept on purpose), a checksum mismatch removes the part file and raises.
+Nothing downloaded is used unverified: a download needs a checksum, of the archive itself
+(``data.download.md5``/``sha256``) or of every member extracted from it (``data.md5.<split>``); members are
+hashed while they are extracted and get their final names only when they match. Processes that download the
+same file at once take turns (a lock per file), so the second one finds the first one's verified file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -17,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bars.data.errors import DataError
-from bars.fileio import atomic_write, file_digest
+from bars.fileio import atomic_write, file_digest, file_lock
 
 CHUNK = 1 << 20
 
@@ -37,6 +42,11 @@ def download_file(url: str, dest: str | Path, md5: str | None = None, sha256: st
     """Fetch ``url`` to ``dest`` (resuming ``dest.part``), verify, rename. Returns ``dest``."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(dest.with_name(f".{dest.name}.lock")):
+        return _download(url, dest, md5, sha256, timeout, progress)
+
+
+def _download(url: str, dest: Path, md5: str | None, sha256: str | None, timeout: float, progress: bool) -> Path:
     if dest.exists():
         problem = _check(dest, md5, sha256)
         if problem is None:
@@ -85,25 +95,40 @@ def download_file(url: str, dest: str | Path, md5: str | None = None, sha256: st
     return dest
 
 
-def extract_members(archive: Path, dest_dir: Path, names: list[str]) -> list[Path]:
-    """Extract the members whose base name is in ``names`` into ``dest_dir`` (flat), each atomically."""
+def extract_members(archive: Path, dest_dir: Path, names: list[str],
+                    md5: dict[str, str | None] | None = None) -> list[Path]:
+    """Extract the members whose base name is in ``names`` into ``dest_dir`` (flat: a member's folders in the
+    archive are never recreated, so no name can point outside ``dest_dir``), each atomically. ``md5`` maps a base
+    name to the md5 its content must have: checked while extracting, before the file gets its name."""
     out = []
+    md5 = md5 or {}
     with zipfile.ZipFile(archive) as z:
         for info in z.infolist():
             base = os.path.basename(info.filename)
-            if base in names:
+            if base in names and not info.is_dir():
                 target = Path(dest_dir) / base
                 if target.exists():
                     out.append(target)
                     continue
-                atomic_write(target, lambda tmp, info=info: _copy_member(z, info, tmp))
+                atomic_write(target, lambda tmp, info=info: _copy_member(z, info, tmp, md5.get(info.filename.rsplit(
+                    "/", 1)[-1]), archive))
                 out.append(target)
     return out
 
 
-def _copy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, dst: Path) -> None:
+def _copy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, dst: Path, md5: str | None, archive: Path) -> None:
+    free = shutil.disk_usage(dst.parent).free
+    if info.file_size > free:
+        raise DataError(f"{archive}: member {info.filename} is {info.file_size:,} bytes; only {free:,} bytes are "
+                        f"free in {dst.parent}")
+    h = hashlib.md5()
     with z.open(info) as src, open(dst, "wb") as out:
-        shutil.copyfileobj(src, out, CHUNK)
+        while chunk := src.read(CHUNK):
+            h.update(chunk)
+            out.write(chunk)
+    if md5 and h.hexdigest().lower() != md5.lower():
+        raise DataError(f"{archive}: member {info.filename}: md5 mismatch: expected {md5}, got {h.hexdigest()} "
+                        f"(a wrong or corrupted archive; remove it to download again)")
 
 
 def ensure_download(data: dict, raw_dir: Path) -> bool:
@@ -118,8 +143,17 @@ def ensure_download(data: dict, raw_dir: Path) -> bool:
         return False
     raw_dir = Path(raw_dir)
     archive = raw_dir / (dl.get("file") or url.rsplit("/", 1)[-1])
+    members = list(dl.get("members") or [f"{k}.csv" for k in ("train", "valid", "test")])
+    member_md5 = {m: (data.get("md5") or {}).get(m.split(".", 1)[0]) for m in members}
+    archive_sum = dl.get("md5") or dl.get("sha256")
+    if not archive_sum and not all(member_md5.values()):
+        raise DataError(f"data={data.get('name')}: refusing to download {url}: nothing to verify it against (set "
+                        f"data.download.sha256 for the archive, or data.md5 for each of {members})")
     print(f"downloading {url} -> {archive}", file=sys.stderr)
     download_file(url, archive, md5=dl.get("md5"), sha256=dl.get("sha256"))
     if zipfile.is_zipfile(archive):
-        extract_members(archive, raw_dir, dl.get("members") or [f"{k}.csv" for k in ("train", "valid", "test")])
+        extract_members(archive, raw_dir, members, member_md5)
+    elif not archive_sum:
+        raise DataError(f"{archive}: expected a zip archive holding {members} (their md5 are what verifies this "
+                        f"download)")
     return True

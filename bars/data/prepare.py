@@ -9,6 +9,11 @@ folder is ``<paths.data>/<name>/<fingerprint>/``; the fingerprint hashes the pre
 that do not change its bytes), the raw layout found and the identity of the inputs (file name and size, or the
 pinned md5). Only ``cfg.data`` is read: training settings (``protocol.*``, ``model.*``, ``train.*``) never
 reach this layer. An existing folder with a manifest is reused after a cheap check.
+
+Any number of processes may prepare the same dataset at once (a job array of ``bars train`` on a fresh
+project): the build runs under a file lock per output folder (``<paths.data>/.locks/<name>.<fingerprint>.lock``),
+so one process builds it and the others wait and reuse it. Temporaries left by killed runs are removed by the
+next run (``bars.data.writer.atomic_dir``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from bars.data.errors import DataError
 from bars.data.recipes import RECIPES
 from bars.data.vocab import MANIFEST_KEY as VOCAB_KEY
 from bars.data.writer import MANIFEST, SPEC, atomic_dir
+from bars.fileio import file_lock
 
 # cfg.data keys that never change the prepared bytes: where the files are, and facts about the dataset
 # (the recipe: the dataset name and the engine's FORMAT_VERSION are in the fingerprint, as for any code)
@@ -70,13 +76,68 @@ def recipe_function(data: dict) -> Callable[[dict, Path], Recipe]:
             raise DataError(f"data.recipe={spec!r} (data={name}): unknown recipe; recipes are {list(RECIPES)}, or "
                             f"give the path of a datasets/<name>/prepare.py script")
         return RECIPES[spec]
-    script = PROJECT_ROOT / spec
-    if not script.is_file():
-        raise DataError(f"data.recipe={spec!r} (data={name}): no such script {script}")
+    script = recipe_script(spec, name)
     g = runpy.run_path(str(script), run_name=f"bars_dataset_{name}")
     if not callable(g.get("recipe")):
         raise DataError(f"{script}: defines no recipe(data, raw_dir) function")
     return g["recipe"]
+
+
+def recipe_script(spec: str, name: object = None) -> Path:
+    """The ``datasets/<d>/prepare.py`` script a ``data.recipe`` path names. Only scripts of the project's
+    ``datasets/`` folder run: a config value never makes bars execute a file from elsewhere."""
+    root = datasets_dir().resolve()
+    script = (PROJECT_ROOT / spec).resolve()
+    if root not in script.parents or script.name != "prepare.py":
+        raise DataError(f"data.recipe={spec!r} (data={name}): a recipe script must be datasets/<name>/prepare.py "
+                        f"inside the project ({root}); recipes by name: {list(RECIPES)}")
+    if not script.is_file():
+        raise DataError(f"data.recipe={spec!r} (data={name}): no such script {script}")
+    return script
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_config(data: dict) -> list[str]:
+    """Problems of a data config (``cfg.data`` as a dict) found without reading or writing anything: the
+    dataset, the recipe, and the keys every recipe reads. Empty when fine. (Recipe-specific keys are checked by
+    the recipe, which may download its raw files; ``bars.validate`` calls this before any side effect.)"""
+    problems: list[str] = []
+    name = data.get("name")
+    if not name:
+        return ["data.name is missing"]
+    if name not in available_datasets():
+        return [(f"unknown dataset {name!r}: no conf/data/{name}.yaml; available: "
+                 f"{', '.join(available_datasets())}")]
+    spec = data.get("recipe")
+    try:
+        if spec and str(spec).endswith(".py"):
+            recipe_script(str(spec), name)
+        elif str(spec) not in RECIPES:
+            recipe_function(data)  # raises naming the recipes
+    except DataError as e:
+        problems.append(str(e))
+    if "split_seed" in data and not _is_int(data["split_seed"]):
+        problems.append(f"data.split_seed must be an integer, got {data['split_seed']!r}")
+    ratios = data.get("split_ratios")
+    if ratios is not None:
+        ok = isinstance(ratios, (list, tuple)) and len(ratios) == 3 and all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0 for r in ratios)
+        if not ok or not ratios[0] > 0:
+            problems.append(f"data.split_ratios must be three non-negative numbers (train, valid, test; train > "
+                            f"0, normalised to sum 1), got {ratios!r}")
+    mc = data.get("min_count")
+    if mc is not None and not (_is_int(mc) and mc >= 0):
+        problems.append(f"data.min_count must be an integer >= 0, got {mc!r}")
+    rows = data.get("rows")
+    if rows is not None and not (_is_int(rows) and rows >= 1):
+        problems.append(f"data.rows must be null or an integer >= 1, got {rows!r}")
+    raw = data.get("raw_dir")
+    if raw is not None and not isinstance(raw, str):
+        problems.append(f"data.raw_dir must be a folder path, got {raw!r}")
+    return problems
 
 
 def load_recipe(cfg: DictConfig) -> Recipe:
@@ -125,7 +186,11 @@ def summary(folder: Path, manifest: dict, reused: bool) -> str:
 
 
 def prepare(cfg: DictConfig, quiet: bool = False) -> Path:
-    """Build (or reuse) ``cfg.paths.data/<data.name>/<fingerprint>/`` and return it."""
+    """Build (or reuse) ``cfg.paths.data/<data.name>/<fingerprint>/`` and return it. The data config is checked
+    (:func:`check_config`) before anything is read, downloaded or written."""
+    problems = check_config(to_container(cfg.data))
+    if problems:
+        raise DataError("invalid data config: " + "; ".join(problems))
     recipe = load_recipe(cfg)
     fp = dataset_fingerprint(recipe)
     out = Path(str(cfg.paths.data)).expanduser() / recipe.name / fp
@@ -134,9 +199,17 @@ def prepare(cfg: DictConfig, quiet: bool = False) -> Path:
         if not quiet:
             print(summary(out, manifest, reused=True))
         return out
-    print(f"preparing {recipe.name} ({recipe.layout}) -> {out}", file=sys.stderr, flush=True)
-    with atomic_dir(out) as tmp:
-        manifest = build(recipe, tmp, fp)
+    lock = out.parent.parent / ".locks" / f"{recipe.name}.{fp}.lock"
+    with file_lock(lock, waiting=lambda: print(f"waiting for another process preparing {out}", file=sys.stderr,
+                                               flush=True)):
+        manifest = _quick_verify(out) if (out / MANIFEST).exists() else None  # built meanwhile by another one
+        if manifest is not None:
+            if not quiet:
+                print(summary(out, manifest, reused=True))
+            return out
+        print(f"preparing {recipe.name} ({recipe.layout}) -> {out}", file=sys.stderr, flush=True)
+        with atomic_dir(out) as tmp:
+            manifest = build(recipe, tmp, fp)
     if not quiet:
         print(summary(out, manifest, reused=False))
     return out

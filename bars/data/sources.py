@@ -91,7 +91,11 @@ def _first_line(src: Source) -> str:
 def resolve_columns(src: Source) -> list[str]:
     """Column names in file order; checks the header against ``src.columns`` when both exist."""
     if src.fmt == "parquet":
-        names = pq.ParquetFile(src.path).schema_arrow.names
+        try:
+            names = pq.ParquetFile(src.path).schema_arrow.names
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{src.path}: not a readable Parquet file ({e}); expected a Parquet file as written by "
+                            "pyarrow/polars (footer and schema intact)") from None
         if src.columns:
             missing = [c for c in src.columns if c not in names]
             if missing:
@@ -125,13 +129,17 @@ def read_batches(src: Source, rows: int | None = None) -> Iterator[tuple[int, pa
     names = resolve_columns(src)
     done = 0
     if src.fmt == "parquet":
-        for b in pq.ParquetFile(src.path).iter_batches(batch_size=1 << 20):
-            if rows is not None and done + b.num_rows > rows:
-                b = b.slice(0, rows - done)
-            yield done + 1, b
-            done += b.num_rows
-            if rows is not None and done >= rows:
-                return
+        try:
+            for b in pq.ParquetFile(src.path).iter_batches(batch_size=1 << 20):
+                if rows is not None and done + b.num_rows > rows:
+                    b = b.slice(0, rows - done)
+                yield done + 1, b
+                done += b.num_rows
+                if rows is not None and done >= rows:
+                    return
+        except (pa.ArrowException, OSError) as e:  # truncated or damaged: name the file and the row reached
+            raise DataError(f"{src.path}: not a complete Parquet file (read {done:,} rows, then: {e}); "
+                            "expected a Parquet file as written by pyarrow/polars") from None
         if done == 0:
             raise DataError(f"{src.path}: no data rows")
         return

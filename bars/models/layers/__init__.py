@@ -9,18 +9,75 @@ Conventions
 
 The package holds one module per concept (core: activations, dropout, MLP; embedding; interaction; attention;
 gating; params). Import blocks from ``bars.models.layers``; a new block goes into the module of its concept (or
-a new one), is re-exported here and gets one test in tests/test_layers.py.
+a new one), is re-exported here and gets one test in tests/test_layers.py (a new module: its own
+tests/test_layers_<concept>.py).
 """
 
+from bars.models.layers.anova import AnovaKernel, anova_kernels
 from bars.models.layers.attention import MultiHeadSelfAttention
+from bars.models.layers.bilinear import BilinearInteraction
 from bars.models.layers.core import ACTIVATIONS, MLP, Dropout, ReLUDropout, activation
 from bars.models.layers.embedding import FeatureEmbedding, LogisticRegression
 from bars.models.layers.gating import BilinearFusion, FeatureSelection
+from bars.models.layers.inner_product import InnerProductInteraction, field_pairs, num_pairs
 from bars.models.layers.interaction import CIN, CrossNet, CrossNetV2, FMInteraction
 from bars.models.layers.params import count_parameters, init_bars_, split_parameters
+from bars.models.layers.squeeze_excitation import SqueezeExcitation
 
 __all__ = [
-    "ACTIVATIONS", "CIN", "MLP", "BilinearFusion", "CrossNet", "CrossNetV2", "Dropout", "FMInteraction",
-    "FeatureEmbedding", "FeatureSelection", "LogisticRegression", "MultiHeadSelfAttention", "ReLUDropout",
-    "activation", "count_parameters", "init_bars_", "split_parameters",
+    "ACTIVATIONS",
+    "CIN",
+    "MLP",
+    "AnovaKernel",
+    "BilinearFusion",
+    "BilinearInteraction",
+    "CrossNet",
+    "CrossNetV2",
+    "Dropout",
+    "FMInteraction",
+    "FeatureEmbedding",
+    "FeatureSelection",
+    "InnerProductInteraction",
+    "LogisticRegression",
+    "MultiHeadSelfAttention",
+    "ReLUDropout",
+    "SqueezeExcitation",
+    "activation",
+    "anova_kernels",
+    "count_parameters",
+    "field_pairs",
+    "init_bars_",
+    "num_pairs",
+    "split_parameters",
 ]
+
+# zoo blocks, one module per concept (each tested in tests/test_layers_<concept>.py)
+from bars.models.layers.convolution import FieldConvolution, KMaxPooling, ccpm_pooling_sizes
+from bars.models.layers.field_aware import (
+    EmbeddingMemoryError,
+    FieldAwareEmbedding,
+    FieldAwareProducts,
+    SlotSelect,
+    ffm_slot,
+    onn_slot,
+    onnv2_slot,
+)
+from bars.models.layers.graph import FieldGraphNetwork, GraphLayer
+from bars.models.layers.hierarchical_attention import (
+    AttentionalAggregation,
+    HierarchicalAttention,
+    PositionwiseFeedForward,
+    TransformerSelfAttention,
+)
+from bars.models.layers.holographic import HolographicInteraction
+from bars.models.layers.logarithmic import LogarithmicTransformation
+
+__all__ += ["FieldConvolution", "KMaxPooling", "ccpm_pooling_sizes"]
+__all__ += [
+    "EmbeddingMemoryError", "FieldAwareEmbedding", "FieldAwareProducts", "SlotSelect", "ffm_slot", "onn_slot",
+    "onnv2_slot",
+]
+__all__ += ["FieldGraphNetwork", "GraphLayer"]
+__all__ += ["AttentionalAggregation", "HierarchicalAttention", "PositionwiseFeedForward", "TransformerSelfAttention"]
+__all__ += ["HolographicInteraction"]
+__all__ += ["LogarithmicTransformation"]

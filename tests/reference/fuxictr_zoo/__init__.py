@@ -28,6 +28,17 @@ CONFIG_EMBEDDING_DIM = 10  # protocol.embedding_dim of the x1 splits (Frappe_x1 
 REFERENCES: dict[str, Reference] = {}
 PAPER_ONLY: dict[str, PaperOnly] = {}
 
+# Registered models that HAVE a FuxiCTR 2.3.10 counterpart (model_zoo/<dir>) whose composition here is not written
+# yet: NOT proven equal to the reference (issue 10 stays open while this is not empty). They are tested against
+# their papers' equations in the fast suite (tests/test_models_*.py). Adding fuxictr_zoo/<m>.py removes the entry.
+PENDING: dict[str, str] = {
+    "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "ccpm": "CCPM", "deepcrossing": "DeepCrossing",
+    "dlrm": "DLRM", "dualmlp": "FinalMLP (DualMLP)", "ffm": "FFM", "ffmv2": "FFM (FFMv2)", "fibinet": "FiBiNET",
+    "fignn": "FiGNN", "fmfm": "FmFM", "fwfm": "FwFM", "hfm": "HFM", "hfm_plus": "HFM", "hofm": "HOFM",
+    "interhat": "InterHAt", "ipnn": "PNN", "lorentzfm": "LorentzFM", "nfm": "NFM", "onn": "ONN",
+    "onnv2": "ONN (ONNv2)",
+}
+
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     _mod = importlib.import_module(f"{__name__}.{_m}")
     _ref, _paper = getattr(_mod, "REFERENCE", None), getattr(_mod, "PAPER_ONLY", None)
@@ -82,4 +93,4 @@ def build_reference(name: str, case: str, spec: FeatureSpec, *, lr: float, reg_e
     return ref.composition(feature_map(spec, dim), params, lr, reg_e, reg_n)
 
 
-__all__ = ["PAPER_ONLY", "REFERENCES", "build_reference", "model_configs"]
+__all__ = ["PAPER_ONLY", "PENDING", "REFERENCES", "build_reference", "model_configs"]

@@ -1,0 +1,70 @@
+"""First use is safe: eight real ``bars`` commands started at once on a fresh project all succeed.
+
+MLflow creates and migrates a SQLite store in every process that opens it first; several at once used to leave
+``mlflow.db`` corrupted for good. ``bars.tracking.ensure_store`` does it once under ``mlflow.db-init.lock``; the
+dataset is built once under its lock; the sweep's journal and study are created once under
+``study.journal.init.lock``. The commands are forked from one command server (real processes, see
+``bars.benchmarks.procs``) so that eight start within milliseconds of each other.
+"""
+
+from __future__ import annotations
+
+import pytest
+from _reliability import command_env, tiny_args, tiny_csv
+from mlflow.tracking import MlflowClient
+
+from bars.benchmarks.procs import CommandServer
+
+N = 8
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with CommandServer(stderr=tmp_path_factory.mktemp("srv") / "server.err") as srv:
+        yield srv
+
+
+def _start_all(server, root, argv):
+    env = command_env()
+    pids = [server.start(argv, env=env, cwd=root, log=root / f"cmd{i}.log") for i in range(N)]
+    rcs = [server.wait(p, timeout=600) for p in pids]
+    logs = {i: (root / f"cmd{i}.log").read_text()[-2000:] for i, rc in enumerate(rcs) if rc != 0}
+    assert rcs == [0] * N, logs
+
+
+def test_eight_trains_at_once_on_a_fresh_project(server, tmp_path):
+    root = tmp_path / "fresh"
+    root.mkdir()
+    csv = tiny_csv(tmp_path / "tiny.csv")
+    _start_all(server, root, ["train", *tiny_args(root, csv)])
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert len(runs) == N and {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.info.run_id for r in runs}) == N
+    # one prepared dataset, no temporary folder left next to it
+    built = [p for p in (root / "data").iterdir() if p.name != ".locks"]
+    assert len(built) == 1, built
+    assert not [p for p in (root / "data").rglob("*") if p.name.startswith(".tmp")]
+    # all eight trained on the same bytes
+    assert len({r.data.tags.get("data_fingerprint") for r in runs}) == 1
+
+
+@pytest.mark.slow
+def test_eight_sweep_launchers_at_once_share_one_journal_study(server, tmp_path):
+    root = tmp_path / "fresh"
+    root.mkdir()
+    csv = tiny_csv(tmp_path / "tiny.csv")
+    _start_all(server, root, ["sweep", *tiny_args(root, csv, "sweep.trials=8", "sweep.workers=1",
+                                                   "sweep.progress=off")])
+    import optuna
+
+    (study_dir,) = (root / "sweeps").iterdir()
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(study_dir / "study.journal")))
+    summaries = optuna.get_all_study_summaries(storage)
+    assert len(summaries) == 1
+    trials = optuna.load_study(study_name=summaries[0].study_name, storage=storage).trials
+    done = [t for t in trials if t.state.is_finished() and t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(done) >= 8 and not [t for t in trials if t.state.name == "RUNNING"]
+    assert len({t.number for t in trials}) == len(trials)
+    assert (study_dir / "trials.csv").is_file() and (study_dir / "best.overrides").is_file()
