@@ -33,7 +33,7 @@ PYTEST_VERSION := $(shell sed -n 's/^pytest==//p' requirements.lock)
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce predict export ui dashboard test \
-        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict bench-reliability bench-missing clean \
+        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict bench-reliability bench-missing gpu-check clean \
         test-reference bench-reference
 
 help: ## List the targets
@@ -42,6 +42,10 @@ help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
 	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN FILE OUT KEEP FORMAT PORT ARGS"
+	@echo
+	@echo "Datasets (DATA=, conf/data/):" $$(grep -L '^# alias:' conf/data/*.yaml | sed 's|conf/data/||; s|\.yaml$$||')
+	@echo "Dataset aliases (the same run, the alias recorded):"
+	@sed -n 's/^# alias: \([a-z0-9_]*\) -> \([a-z0-9_]*\) *(\(.*\)).*/  DATA=\1 = DATA=\2  (\3)/p' conf/data/*.yaml
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -125,10 +129,10 @@ lint: $(STAMP) ## ruff
 
 bench: bench-data bench-train bench-metrics bench-sweep bench-predict ## All benchmarks (print figures)
 
-bench-data: $(STAMP) ## Preprocessing rows/s, peak RSS, load seconds on synthetic 1M and 4M rows
-	$(BARS) bench data $(ARGS)
+bench-data: $(STAMP) ## Preprocessing rows/s, peak RSS, load s on synthetic data: [ROWS=1000000,4000000] (any size, e.g. 45000000)
+	$(BARS) bench data $(if $(ROWS),--rows $(ROWS)) $(ARGS)
 
-bench-train: $(STAMP) ## Training samples/s on CPU for every model
+bench-train: $(STAMP) ## Training samples/s for every model, DCN at Frappe_x1, DCN/DeepFM/DNN at Criteo shape (2.5M emb rows)
 	$(BARS) bench train $(ARGS)
 
 bench-metrics: $(STAMP) ## AUC over 10M scores
@@ -139,6 +143,9 @@ bench-predict: $(STAMP) ## Predict rows/s from a raw file vs validation rows/s o
 
 bench-sweep: $(STAMP) ## TPE+pruning vs random search: best val AUC vs trials and epochs
 	$(BARS) bench sweep $(ARGS)
+
+gpu-check: $(STAMP) ## On a GPU machine: CUDA tests, bench-train on CUDA, a 2-workers-per-GPU sweep; prints a table
+	scripts/gpu-check $(ARGS)
 
 bench-reliability: $(STAMP) ## Reliability checks at full count: 10,000 fuzz cases per format, 100 kill points per command (hours on 2 cores)
 	BARS_FUZZ_EXAMPLES=$(or $(FUZZ),10000) BARS_CHAOS_POINTS=$(or $(POINTS),100) $(BIN)/python -m pytest -q -n 0 \

@@ -247,6 +247,9 @@ def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictCon
             raise ReproduceError(f"run {run_id} recorded no resolved config (config.yaml artifact): {e}") from None
         recorded = OmegaConf.load(path)
     cfg = rebase_config(upgrade_recorded_config(OmegaConf.to_container(recorded, resolve=True)), current)
+    if old.tags.get("loader_train") in ("memory", "stream"):  # loader.mode=auto decided by the machine's memory:
+        # train the way the run did (the two loaders shuffle differently; evaluation is the same either way)
+        OmegaConf.update(cfg, "loader.mode", old.tags["loader_train"], force_add=True)
     out(f"bars reproduce: run {run_id} ({old.tags.get('model', '?')} on {old.tags.get('data', '?')}, seed "
         f"{cfg.get('seed')}, stage {old.stage or '?'}) from {uri}")
     from bars.validate import validate

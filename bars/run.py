@@ -150,7 +150,7 @@ def _setup(cfg: DictConfig, seed: int) -> _Setup:
     from bars.train import TrainConfig, resolve_device, seed_everything
 
     folder = Path(prepare(cfg))
-    ds = load_dataset(folder)
+    ds = load_dataset(folder, loader=_loader_config(cfg))  # loader.mode memory | stream | auto (bars.data.stream)
     groups = group_column(cfg, ds.spec)
     train_cfg = TrainConfig.from_cfg(cfg.train)
     device = resolve_device(train_cfg.device)
@@ -178,6 +178,8 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
                             "seed": seed, "stage": "single"}
     if cfg.data.get("protocol_name"):  # e.g. bars-seq (validated on the test set, as BARS) or holdout
         tags["protocol_name"] = str(cfg.data.protocol_name)
+    if cfg.data.get("alias"):  # the name the user typed (DATA=criteo -> criteo_x1)
+        tags["data_alias"] = str(cfg.data.alias)
     from bars.presets import preset_tags
 
     tags.update(preset_tags(cfg))  # preset, preset_source (the BARS README), preset_file
@@ -199,6 +201,13 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
         raise
     result.tracking_uri = run.uri
     return result
+
+
+def _loader_config(cfg: DictConfig) -> Any:
+    """The ``loader:`` block (absent from configs recorded before it existed: the defaults)."""
+    from bars.data.stream import LoaderConfig
+
+    return LoaderConfig.from_cfg(to_container(cfg.get("loader")))
 
 
 def group_column(cfg: DictConfig, spec: FeatureSpec) -> str | None:
@@ -225,7 +234,8 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
             run.log_artifact(folder / name)
     n_rows = {s: len(ds.splits[s]) for s in ("train", "valid", "test")}
     run.set_tags({"data_fingerprint": ds.fingerprint, "data_folder": str(folder),
-                  **{f"rows_{s}": n for s, n in n_rows.items()}})
+                  **{f"rows_{s}": n for s, n in n_rows.items()},
+                  **{f"loader_{s}": m for s, m in (ds.modes or {}).items()}})  # memory | stream (bars.data.stream)
 
     # model
     train_cfg, device, model, n_params = setup.train_cfg, setup.device, setup.model, setup.n_params
@@ -239,7 +249,8 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
     run.set_tags({"checkpoint": str(ckpt)})
     say(f"bars train: {cfg.model.id} on {cfg.data.name} (fingerprint {ds.fingerprint}), seed {seed}, "
         f"{n_params:,} parameters, device {device}; rows train {n_rows['train']:,} valid {n_rows['valid']:,} "
-        f"test {n_rows['test']:,}" + (f"; MLflow run {run.run_id}" if run.run_id else "; tracking disabled"))
+        f"test {n_rows['test']:,}" + ("" if set((ds.modes or {}).values()) <= {"memory"} else
+                                     f" (streamed: {', '.join(k for k, m in ds.modes.items() if m == 'stream')})") + (f"; MLflow run {run.run_id}" if run.run_id else "; tracking disabled"))
 
     def on_epoch_tracked(log: EpochLog) -> None:
         per_epoch = {"train_loss": log.train_loss, **log.val_metrics(), "monitor": log.monitor, "lr": log.lr,

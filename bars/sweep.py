@@ -44,7 +44,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from bars import process
+from bars import placement, process
 from bars.config import hydra_command, safe_url
 from bars.metrics import Monitor
 from bars.search import Param, SearchSpaceError, apply_params, replayable_overrides, space_of, validate_space
@@ -103,10 +103,15 @@ class TrialContext:
     worker_seed: int
     threads: int | None
     stop: threading.Event = field(default_factory=threading.Event)
+    device: str | None = None  # what this worker trains on (bars.placement); None: train.device as configured
+    device_tags: dict[str, str] = field(default_factory=dict)  # sweep_worker, sweep_device, sweep_device_workers
 
 
-def trial_config(cfg: DictConfig, params: dict[str, Any], threads: int | None) -> DictConfig:
+def trial_config(cfg: DictConfig, params: dict[str, Any], threads: int | None,
+                 device: str | None = None) -> DictConfig:
     tcfg = apply_params(cfg, params)
+    if device is not None:
+        tcfg.train.device = device
     cap = cfg.sweep.get("max_epochs")
     if cap is not None and int(tcfg.train.max_epochs) > int(cap):
         tcfg.train.max_epochs = int(cap)
@@ -131,7 +136,7 @@ def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Tri
         sys_attrs = study.trial_system_attrs(trial.number)
         if sys_attrs.get("failed_trial") is not None:  # a retry: optuna names the trial it replaces
             trial.set_user_attr("retry_of", int(sys_attrs["failed_trial"]))
-        tcfg = trial_config(ctx.cfg, params, ctx.threads)
+        tcfg = trial_config(ctx.cfg, params, ctx.threads, ctx.device)
         trial.set_user_attr("max_epochs", int(tcfg.train.max_epochs))
         last_epoch = int(tcfg.train.max_epochs)
         t0 = time.monotonic()
@@ -151,7 +156,9 @@ def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Tri
                 raise KeyboardInterrupt
 
         tags = {"stage": "trial", "sweep_study": str(ctx.cfg.sweep.study), "trial_number": str(trial.number),
-                "optuna_trial_id": str(study.trial_id(trial.number))}
+                "optuna_trial_id": str(study.trial_id(trial.number)), **ctx.device_tags}
+        if "sweep_device" in ctx.device_tags:
+            trial.set_user_attr("device", ctx.device_tags["sweep_device"])
         state = "failed"
         run_id = None
         value: float | None = None
@@ -335,9 +342,14 @@ def default_threads(cfg: DictConfig, workers: int) -> int | None:
 def run_worker(cfg: DictConfig, *, replay: Sequence[str], train_fn: TrainFn | None = None,
                storage: optuna.storages.BaseStorage | None = None, progress_mode: str = "plain",
                threads: int | None = None, tracking: SweepTracking | None | bool = True,
-               label: str | None = None) -> BudgetState:
-    """Join the study and run trials until the global budget of finished trials is reached (or timeout)."""
+               label: str | None = None, device: str | None = None, device_workers: int | None = None
+               ) -> BudgetState:
+    """Join the study and run trials until the global budget of finished trials is reached (or timeout).
+    ``device`` (default ``sweep.worker_device``, set by the launcher) is what every trial trains on; the
+    physical device, this worker's index and ``device_workers`` (workers sharing it) are recorded per trial."""
     url = storage_url(cfg)
+    device = device if device is not None else cfg.sweep.get("worker_device")
+    device_workers = device_workers if device_workers is not None else cfg.sweep.get("device_workers")
     if storage is None:
         with first_use_lock(url):
             storage = open_storage(url, cfg)
@@ -357,7 +369,10 @@ def run_worker(cfg: DictConfig, *, replay: Sequence[str], train_fn: TrainFn | No
     progress = Progress(progress_mode, label or f"w{idx}", budget_of(study, budget_default), metric=monitor.name)
     ctx = TrialContext(cfg=cfg, space=space, replay=list(replay), train_fn=train_fn or default_train_fn(),
                        parent_run_id=study.user_attrs.get("mlflow_parent_run_id"), tracking=tracking,
-                       progress=progress, monitor=monitor, worker_seed=seed, threads=threads)
+                       progress=progress, monitor=monitor, worker_seed=seed, threads=threads,
+                       device=None if device is None else str(device),
+                       device_tags=placement.device_tags(idx, device, cfg.train.get("device", "auto"),
+                                                         device_workers))
     if threads:
         with contextlib.suppress(Exception):
             import torch
@@ -413,18 +428,6 @@ def warnings_quiet():
 # --------------------------------------------------------------------------------------------------------------
 # Launcher
 # --------------------------------------------------------------------------------------------------------------
-def _gpu_ids() -> list[str]:
-    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if vis is not None:
-        return [g for g in vis.split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        import torch
-
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001
-        return []
-
-
 # Overrides whose value may hold a password travel to worker processes in these environment variables (read by
 # conf/config.yaml and conf/sweep/default.yaml), never on their command lines, which every user can read (ps).
 SECRET_ENV = {"tracking.uri": "MLFLOW_TRACKING_URI", "sweep.storage": "BARS_SWEEP_STORAGE"}
@@ -434,19 +437,24 @@ def _has_secret(value: str) -> bool:
     return safe_url(value) != value
 
 
-def worker_command(cli_overrides: Sequence[str], url: str, index: int, threads: int | None) -> list[str]:
+def worker_command(cli_overrides: Sequence[str], url: str, index: int, threads: int | None,
+                   slot: placement.Slot | None = None) -> list[str]:
     """A local worker's command line; a storage or tracking URL with a password is left out of it (it goes in
-    the worker's environment: :func:`worker_secrets`)."""
+    the worker's environment: :func:`worker_secrets`). ``slot`` (bars.placement) names the device the worker
+    trains on and how many workers share it; its CUDA_VISIBLE_DEVICES is set by :func:`placement.worker_env`."""
     keep = [o for o in cli_overrides
-            if o.split("=", 1)[0] not in ("sweep.role", "sweep.workers", "sweep.worker_index", "sweep.storage",
-                                          "sweep.threads")
-            and not (o.split("=", 1)[0] in SECRET_ENV and _has_secret(o))]
+            if o.split("=", 1)[0].lstrip("+~") not in
+            ("sweep.role", "sweep.workers", "sweep.worker_index", "sweep.storage", "sweep.threads",
+             "sweep.worker_device", "sweep.device_workers")
+            and not (o.split("=", 1)[0].lstrip("+~") in SECRET_ENV and _has_secret(o))]
     cmd = [sys.executable, "-m", "bars.cli", "sweep", *keep, "sweep.role=worker", "sweep.workers=1",
            f"sweep.worker_index={index}"]
     if not _has_secret(url):
         cmd.append(f"sweep.storage={url if not is_journal(url) else url[len('journal://'):]}")
     if threads:
         cmd.append(f"sweep.threads={threads}")
+    if slot is not None:
+        cmd += [f"sweep.worker_device={slot.device}", f"sweep.device_workers={slot.sharing}"]
     return cmd
 
 
@@ -455,32 +463,32 @@ def worker_secrets(cli_overrides: Sequence[str], url: str) -> dict[str, str]:
     env = {SECRET_ENV["sweep.storage"]: url} if _has_secret(url) else {}
     for o in cli_overrides:
         key, _, value = o.partition("=")
+        key = key.lstrip("+~")
         if key == "tracking.uri" and _has_secret(value):
             env[SECRET_ENV[key]] = value
     return env
 
 
-def spawn_workers(cfg: DictConfig, cli_overrides: Sequence[str], url: str, k: int, board: WorkerPanel | None
-                  ) -> list[subprocess.Popen]:
-    gpus = _gpu_ids()
-    threads = None if gpus else default_threads(cfg, k)
+def placement_of(cfg: DictConfig, gpus: Sequence[str] | None = None) -> placement.Placement:
+    """Where this sweep's local workers run (bars.placement.plan over the visible GPUs)."""
+    return placement.plan(cfg.sweep.workers, cfg.sweep.get("devices", "auto"), cfg.sweep.get("workers_per_gpu", 1),
+                          gpus=placement.visible_gpus() if gpus is None else gpus,
+                          train_device=str(cfg.train.get("device", "auto")), threads=cfg.sweep.get("threads"))
+
+
+def spawn_workers(cfg: DictConfig, cli_overrides: Sequence[str], url: str, plan: placement.Placement,
+                  board: WorkerPanel | None) -> list[subprocess.Popen]:
     procs = []
-    for i in range(k):
-        env = dict(os.environ)
+    for slot in plan.slots:
+        env = placement.worker_env(slot, os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env["BARS_SWEEP_PROGRESS"] = "relay"
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-        elif threads:
-            env.setdefault("OMP_NUM_THREADS", str(threads))
-            env["OMP_NUM_THREADS"] = str(threads)
-            env["MKL_NUM_THREADS"] = str(threads)
         env.update(worker_secrets(cli_overrides, url))
-        cmd = worker_command(cli_overrides, url, i, threads)
+        cmd = worker_command(cli_overrides, url, slot.index, slot.threads, slot)
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              bufsize=1, start_new_session=False)
         procs.append(p)
-        threading.Thread(target=_relay, args=(p, i, board), daemon=True).start()
+        threading.Thread(target=_relay, args=(p, slot.index, board), daemon=True).start()
     return procs
 
 
@@ -515,6 +523,8 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
     url = storage_url(cfg)
     space = space_of(cfg)
     mode = _progress_mode(cfg)
+    if role == "launcher":
+        plan = placement_of(cfg)  # a device setting that cannot be met fails here, before the study exists
     if role == "worker":
         tally = run_worker(cfg, replay=replay, train_fn=train_fn, progress_mode=mode,
                         threads=default_threads(cfg, 1))
@@ -531,7 +541,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
         study = create_study(cfg, storage, space, replay)
         study.set_user_attr("storage_kind", "journal" if is_journal(url) else url.split(":", 1)[0])
     out = sweep_dir(cfg)
-    _say_store_limits(cfg, int(cfg.sweep.workers))
+    _say_store_limits(cfg, plan.workers)
     tracking = make_tracking(cfg)
     if tracking is not None:
         from bars.run import housekeeping
@@ -548,7 +558,9 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
     tally = budget_state(study, int(cfg.sweep.trials))
     print(f"bars sweep: study {study.study_name} in {safe_url(url)}: budget {tally.budget} trials, "
           f"{tally.finished} finished so far; results in {out}", file=sys.stderr, flush=True)
-    k = int(cfg.sweep.workers)
+    k = plan.workers
+    if k:
+        print(f"bars sweep: {plan.describe()}", file=sys.stderr, flush=True)
     interrupted = False
     error: SweepError | None = None
     external = k == 0 and not tally.done
@@ -560,12 +572,14 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
               f"and rerun this command at the end to write the results and close the MLflow parent run",
               file=sys.stderr)
     elif not tally.done:
-        if k <= 1:
+        if plan.in_process:
+            slot = plan.slots[0]
             try:
                 wcfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
                 wcfg.sweep.worker_index = 0 if cfg.sweep.get("worker_index") is None else cfg.sweep.worker_index
                 tally = run_worker(wcfg, replay=replay, train_fn=train_fn, storage=storage, progress_mode=mode,
-                                threads=default_threads(cfg, 1), tracking=tracking, label="sweep")
+                                   threads=default_threads(cfg, 1), tracking=tracking, label="sweep",
+                                   device=slot.device, device_workers=slot.sharing)
             except KeyboardInterrupt:
                 interrupted = True
             except SweepError as e:
@@ -573,7 +587,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
         else:
             _prepare_data_once(cfg)
             board = WorkerPanel(k, live=(mode == "live")) if mode != "off" else None
-            procs = spawn_workers(cfg, cli_overrides, url, k, board)
+            procs = spawn_workers(cfg, cli_overrides, url, plan, board)
             interrupted = _wait_workers(procs)
     fail_stale_trials(study, retry=not is_journal(url))
     tally = budget_state(study, int(cfg.sweep.trials))
@@ -582,7 +596,8 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
         tracking.reconcile(study)
         if not external:
             tracking.finish_parent(parent, study, tally, summary)
-    summary.update(role="launcher", finished=tally.finished, budget=tally.budget, failed=tally.failed,
+    summary.update(role="launcher", workers=k, devices=[s.label for s in plan.slots], finished=tally.finished,
+                   budget=tally.budget, failed=tally.failed,
                    seconds=round(time.monotonic() - t0, 1), study=study.study_name, storage=safe_url(url),
                    parent_run_id=parent)
     best = summary.get("best")
@@ -659,7 +674,7 @@ def _sweep_command(cfg: DictConfig, overrides: list[str]) -> int:
         print("bars sweep: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     if (summary.get("role") == "launcher" and summary["finished"] < summary["budget"]
-            and int(cfg.sweep.workers) > 0 and cfg.sweep.timeout is None):  # e.g. all workers died
+            and summary.get("workers", 1) > 0 and cfg.sweep.timeout is None):  # e.g. all workers died
         return 1
     return 0
 
@@ -674,8 +689,9 @@ def main() -> int:
         signal.signal(signal.SIGTERM, _term)
     from bars.run import expected_errors
 
-    return hydra_command("sweep", _sweep_command, (SearchSpaceError, SweepError, *expected_errors()))
+    return hydra_command("sweep", _sweep_command,
+                         (SearchSpaceError, SweepError, placement.PlacementError, *expected_errors()))
 
 
-__all__ = ["SweepTracking", "TrialContext", "default_threads", "main", "make_objective", "run_worker", "sweep",
-           "trial_config", "worker_command", "worker_secrets"]
+__all__ = ["SweepTracking", "TrialContext", "default_threads", "main", "make_objective", "placement_of", "run_worker",
+           "spawn_workers", "sweep", "trial_config", "worker_command", "worker_secrets"]

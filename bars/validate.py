@@ -10,11 +10,16 @@ all problems at once, as a :class:`ConfigError`; nothing is created.
 Sections, by command (:data:`SECTIONS`):
 
 - ``common``: ``seed``, ``protocol.*``, the preset (it must exist and fit);
-- ``data``: ``bars.data.prepare.check_config`` (dataset, recipe, split keys; no file is read);
+- ``data``: ``bars.data.prepare.check_config`` (dataset, recipe, split keys; no file is read) and ``data.alias``
+  (null, or the alias name whose conf/data file composes this dataset: ``DATA=criteo`` -> criteo_x1);
+- ``loader``: ``loader.*`` (mode auto|memory|stream, memory_fraction in (0, 1], buffer_rows and prefetch >= 1, no
+  unknown key; bars.data.stream.LoaderConfig);
 - ``model``: the registry's strict config dataclass (``bars.models.registry.make_config``);
 - ``train``: ``bars.train.TrainConfig.from_cfg`` and the device;
 - ``tracking``: ``tracking.uri`` (a kind of store MLflow can use), experiment, retries, spool;
-- ``sweep``: ``sweep.*`` (role, budget, workers, storage URL, sampler, pruner, heartbeat) and the search space:
+- ``sweep``: ``sweep.*`` (role, budget, workers (auto or >= 0), devices, workers_per_gpu, the launcher-set
+  worker_device/device_workers, storage URL, sampler, pruner, heartbeat; a launcher's placement on this
+  machine's GPUs, bars.placement) and the search space:
   every key exists, and each bound or choice of every dimension gives a valid model and train config (a space
   that would try a negative learning rate fails here, not in its first trial);
 - ``final``: ``final.seeds``, the overrides file, and every final run's config (composed, then checked);
@@ -46,10 +51,10 @@ class ConfigError(ValueError):
 
 SECTIONS: dict[str, tuple[str, ...]] = {
     "prepare": ("data",),
-    "train": ("common", "data", "model", "train", "tracking"),
-    "sweep": ("common", "data", "model", "train", "tracking", "sweep"),
-    "final": ("common", "data", "model", "train", "tracking", "final"),
-    "reproduce": ("common", "data", "model", "train", "tracking"),
+    "train": ("common", "data", "loader", "model", "train", "tracking"),
+    "sweep": ("common", "data", "loader", "model", "train", "tracking", "sweep"),
+    "final": ("common", "data", "loader", "model", "train", "tracking", "final"),
+    "reproduce": ("common", "data", "loader", "model", "train", "tracking"),
     "leaderboard": ("tracking", "leaderboard"),
     "dashboard": ("storage",),
     "ui": ("tracking",),
@@ -113,7 +118,43 @@ def check_data(cfg: DictConfig) -> list[str]:
     data = _get(cfg, "data")
     if not isinstance(data, dict):
         return [f"data must be a mapping (the data: block of conf/data/<name>.yaml), got {data!r}"]
-    return check_config(data)
+    out = check_config(data)
+    alias = data.get("alias")
+    if alias is not None:
+        from bars.data.prepare import dataset_aliases
+
+        aliases = dataset_aliases()
+        if not isinstance(alias, str) or aliases.get(alias) != data.get("name"):
+            known = ", ".join(f"{a} -> {t}" for a, t in aliases.items()) or "none"
+            out.append(f"data.alias={alias!r} is not an alias of data.name={data.get('name')!r} (data.alias is set "
+                       f"by conf/data/<alias>.yaml: DATA=<alias>; aliases: {known})")
+    return out
+
+
+_LOADER_MODES = ("auto", "memory", "stream")  # bars.data.stream.MODES (not imported: it loads torch)
+_LOADER_KEYS = ("mode", "memory_fraction", "buffer_rows", "prefetch")  # bars.data.stream.LoaderConfig
+
+
+def check_loader(cfg: DictConfig) -> list[str]:
+    block = _get(cfg, "loader")
+    if block is None:
+        return []  # a config recorded before the block existed: the defaults
+    if not isinstance(block, dict):
+        return [f"loader must be a mapping (the loader: block of conf/config.yaml), got {block!r}"]
+    out: list[str] = []
+    unknown = sorted(set(block) - set(_LOADER_KEYS))
+    if unknown:
+        out.append(f"loader: unknown keys {unknown}; known keys are {sorted(_LOADER_KEYS)}")
+    if "mode" in block and block["mode"] not in _LOADER_MODES:
+        out.append(f"loader.mode must be one of {_LOADER_MODES}, got {block['mode']!r}")
+    if "memory_fraction" in block:
+        f = block["memory_fraction"]
+        if not (_is_num(f) and 0 < f <= 1):
+            out.append(f"loader.memory_fraction must be a number in (0, 1], got {f!r}")
+    for k in ("buffer_rows", "prefetch"):
+        if k in block:
+            _int(cfg, f"loader.{k}", 1, out)
+    return out
 
 
 def check_model(cfg: DictConfig) -> list[str]:
@@ -188,7 +229,15 @@ def check_sweep(cfg: DictConfig) -> list[str]:
     if role not in ("launcher", "worker"):
         out.append(f"sweep.role must be launcher or worker, got {role!r}")
     _int(cfg, "sweep.trials", 1, out)
-    _int(cfg, "sweep.workers", 0, out)
+    workers = _get(cfg, "sweep.workers")
+    if not (workers == "auto" or (_is_int(workers) and workers >= 0)):
+        out.append(f"sweep.workers must be auto or an integer >= 0, got {workers!r}")
+    out += _check_devices(cfg)
+    _int(cfg, "sweep.workers_per_gpu", 1, out)
+    _int(cfg, "sweep.device_workers", 1, out, optional=True)
+    wd = _get(cfg, "sweep.worker_device")
+    if wd is not None and not (isinstance(wd, str) and re.fullmatch(r"cpu|cuda(:\d+)?", wd)):
+        out.append(f"sweep.worker_device must be null, cpu, cuda or cuda:<n> (set by the launcher), got {wd!r}")
     _pos(cfg, "sweep.timeout", out, optional=True)
     _pos(cfg, "sweep.poll", out)
     _int(cfg, "sweep.max_epochs", 1, out, optional=True)
@@ -212,9 +261,37 @@ def check_sweep(cfg: DictConfig) -> list[str]:
     _int(cfg, "sweep.pruner.n_startup_trials", 0, out)
     _int(cfg, "sweep.pruner.n_warmup_steps", 0, out)
     _int(cfg, "sweep.pruner.interval_steps", 1, out)
+    if not out and role == "launcher":
+        out += _check_placement(cfg)
     if not out:
         out += check_space(cfg)
     return out
+
+
+def _check_devices(cfg: DictConfig) -> list[str]:
+    """``sweep.devices``: auto, cpu, a list of GPUs ([0, 2], cuda:1, a UUID) or the same comma-separated."""
+    d = _get(cfg, "sweep.devices")
+    if d is None or (isinstance(d, str) and d.strip().lower() in ("auto", "cpu")):
+        return []
+    items = [p.strip() for p in d.split(",")] if isinstance(d, str) else d if isinstance(d, list) else None
+    if items is None or not items or not all((_is_int(i) and i >= 0) or (isinstance(i, str) and i.strip())
+                                             for i in items):
+        return [f"sweep.devices must be auto, cpu, or a list of GPUs such as [0, 2] or \"0,2\", got {d!r}"]
+    return []
+
+
+def _check_placement(cfg: DictConfig) -> list[str]:
+    """A launcher's workers placed on this machine's visible GPUs (bars.placement.plan): a GPU that is not
+    visible, a listed GPU twice, more workers than GPUs x sweep.workers_per_gpu."""
+    from bars import placement
+
+    try:
+        placement.plan(_get(cfg, "sweep.workers"), _get(cfg, "sweep.devices", "auto"),
+                       _get(cfg, "sweep.workers_per_gpu", 1), gpus=placement.visible_gpus(),
+                       train_device=str(_get(cfg, "train.device", "auto")), threads=_get(cfg, "sweep.threads"))
+    except placement.PlacementError as e:
+        return [str(e)]
+    return []
 
 
 def check_space(cfg: DictConfig) -> list[str]:
@@ -252,7 +329,7 @@ def check_final(cfg: DictConfig, compose_runs: Callable[[], list[DictConfig]] | 
     except Exception as e:  # noqa: BLE001 - a missing or unusable overrides file: a named error
         return [f"final runs: {e}"]
     for i, rcfg in enumerate(runs):
-        for section in ("common", "data", "model", "train"):
+        for section in ("common", "data", "loader", "model", "train"):
             out += [f"final run {i} (seed {rcfg.get('seed')}): {b}" for b in CHECKS[section](rcfg)]
         if out:
             break  # the runs share all but the seed: one run's problems are enough
@@ -275,7 +352,7 @@ def check_leaderboard(cfg: DictConfig) -> list[str]:
 
 
 CHECKS: dict[str, Callable[[DictConfig], list[str]]] = {
-    "common": check_common, "data": check_data, "model": check_model, "train": check_train,
+    "common": check_common, "data": check_data, "loader": check_loader, "model": check_model, "train": check_train,
     "tracking": check_tracking, "sweep": check_sweep, "storage": check_storage, "final": check_final,
     "leaderboard": check_leaderboard,
 }

@@ -79,10 +79,13 @@ def study_of(ov: list[str]) -> optuna.Study:
 def kill_a_worker_mid_trial(ov: list[str], proc: subprocess.Popen, log: Path, timeout: float = 150) -> tuple:
     """Wait until some trial has finished an epoch and is still running; kill -9 its worker process."""
     deadline = time.monotonic() + timeout
+    cfg = compose(ov)
+    storage = None  # opened once: a new RDB storage per poll leaks connections (PostgreSQL: "too many clients")
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
-            study = study_of(ov)
+            storage = storage or ST.open_storage(ST.storage_url(cfg), cfg)
+            study = ST.load_study(cfg, storage, 0)
         except (ST.SweepError, KeyError, FileNotFoundError):
             time.sleep(0.3)
             continue
@@ -171,6 +174,10 @@ def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):
     assert len(killed) == 1 and killed[0].info.status == "FAILED" and killed[0].data.tags["state"] == "failed"
     workers = {t.user_attrs.get(ST.WORKER_ATTR, "").rsplit(":", 2)[1] for t in trials.values()}
     assert len(workers) == 2 and str(pid) in workers  # two processes worked on the one study
+    # placement (bars.placement): no GPU here, so two CPU workers, each trial run naming its worker and device
+    assert "2 workers (worker processes): cpu x2" in text
+    assert {(r.data.tags["sweep_device"], r.data.tags["sweep_device_workers"]) for r in children} == {("cpu", "2")}
+    assert {r.data.tags["sweep_worker"] for r in children} == {"0", "1"}
 
 
 def test_kill_whole_sweep_and_rerun_resumes(shared, tmp_path):

@@ -1,6 +1,7 @@
 """`bars bench train`: training samples/s on CPU through the real trainer (``bars.train.fit``), per model.
 
     bars bench train [--models dcn,lr] [--rows 49152] [--epochs 2] [--threads N] [--profile] [--skip-zoo]
+                     [--criteo-models dcn,deepfm,dnn] [--device cpu|cuda|cuda:N]
 
 1. Every registered model, its ``conf/model/<m>.yaml`` defaults, embedding dim 10, batch 4096, on a synthetic
    Criteo-format dataset (13 numeric fields I1-I13 + 26 categorical fields C1-C26, log-spaced vocabularies from 4 to
@@ -9,6 +10,14 @@
 2. DCN at the Frappe_x1 best configuration: 10 categorical fields with the vocabulary sizes BARS logged,
    embedding 10, DNN [400, 400, 400], 3 cross layers, batch norm, dropout 0.2, embedding regularizer 0.05.
    Goal: >= 30,000 training samples/s on the 2-core CPU machine, validation at least as fast per row.
+3. Criteo shape (``--criteo-models``, default DCN, DeepFM, DNN at their conf defaults): the BARS Criteo_x1 layout,
+   39 categorical fields (I1-I13 bucketed as BARS does, 13 vocabularies of 65-125 rows; C1-C26 log-spaced from 4 to
+   1,000,000 rows), 2.5M embedding rows in all (the published Criteo_x1 DCN's 20.9M parameters imply ~2.1M), so
+   the largest tables, their gradients and Adam state are Criteo-sized; embedding 10, regularizer 1e-5.
+   ``--frappe-models`` adds other models at the Frappe_x1 shape (their conf defaults, embedding 10).
+
+``--device cuda`` runs every case on the GPU (fit moves the split there once; ``step/s`` moves its batch too and
+synchronises before reading the clock); ``scripts/gpu-check`` uses it.
 
 Columns: ``train/s`` = training rows / training seconds of the last epoch measured by ``fit`` (batching,
 forward, loss + regularizers, backward, clipping, Adam: everything but validation; the first epoch is warm-up);
@@ -48,6 +57,20 @@ def criteo_like_spec():
     return FeatureSpec(dataset="synthetic_criteo_like", label="label", features=tuple(feats))
 
 
+def criteo_shape_spec():
+    """BARS Criteo_x1's layout at its real embedding size: 39 categorical fields, the largest 1,000,000 rows."""
+    from bars.data.spec import Feature, FeatureSpec
+
+    feats = [Feature(f"I{i}", "categorical", vocab_size=60 + 5 * i) for i in range(1, 14)]
+    vocab = np.geomspace(4, 1_000_000, 26).round().astype(int)
+    feats += [Feature(f"C{i}", "categorical", vocab_size=int(v)) for i, v in enumerate(vocab, 1)]
+    return FeatureSpec(dataset="criteo_x1_shape", label="label", features=tuple(feats))
+
+
+def embedding_rows(spec) -> int:
+    return sum(f.vocab_size for f in spec.features if f.vocab_size)
+
+
 def synthetic_split(spec, rows: int, seed: int):
     """A SplitTensors with skewed (Zipf-like) categorical draws, numeric values ~ |N(0,1)|, 25 % positives."""
     from bars.data.loader import SplitTensors
@@ -84,14 +107,21 @@ def _params(name: str, embedding_dim: int) -> dict:
     return to_container(compose([f"model={name}", f"protocol.embedding_dim={embedding_dim}"]).model.params)
 
 
-def step_only_per_s(model: nn.Module, split, batch_size: int, reg: float, iters: int = 6) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step_only_per_s(model: nn.Module, split, batch_size: int, reg: float, iters: int = 6,
+                    device: torch.device | None = None) -> float:
     """The training step on one fixed batch (no batching/permutation), same loss, clipping and fused Adam."""
     from bars.train import _make_adam, _split_parameters, regularization
 
-    xb, yb = next(split.batches(batch_size, shuffle=False, seed=0))
+    device = device or torch.device("cpu")
+    xb, yb = next(split.batches(batch_size, shuffle=False, seed=0, device=device))
     emb, net = _split_parameters(model)
     params = emb + net
-    opt = _make_adam(params, 1e-3, torch.device("cpu"))
+    opt = _make_adam(params, 1e-3, device)
     loss_fn = nn.BCEWithLogitsLoss()
     model.train()
 
@@ -106,20 +136,22 @@ def step_only_per_s(model: nn.Module, split, batch_size: int, reg: float, iters:
         opt.step()
 
     step()
+    _sync(device)
     t = time.perf_counter()
     for _ in range(iters):
         step()
+    _sync(device)
     return iters * batch_size / (time.perf_counter() - t)
 
 
-def bench_model(name, spec, params, train, valid, epochs: int, reg: float, threads: int) -> Row:
+def bench_model(name, spec, params, train, valid, epochs: int, reg: float, threads: int, device: str = "cpu") -> Row:
     from bars.models.layers import count_parameters
     from bars.models.registry import build
-    from bars.train import TrainConfig, evaluate, fit
+    from bars.train import TrainConfig, evaluate, fit, resolve_device
 
     t0 = time.perf_counter()
     model = build(name, spec, params)
-    cfg = TrainConfig(max_epochs=epochs, embedding_regularizer=reg, device="cpu", num_threads=threads)
+    cfg = TrainConfig(max_epochs=epochs, embedding_regularizer=reg, device=device, num_threads=threads)
     scores = iter(np.linspace(0.6, 0.7, epochs))  # a rising validation curve: no early stop, no LR decay
     cpu = [time.process_time()]  # process CPU seconds (all threads) at the end of each epoch's training
 
@@ -138,7 +170,7 @@ def bench_model(name, spec, params, train, valid, epochs: int, reg: float, threa
     )
     train_per_s = res.history[-1].samples_per_s
     train_per_cpu_s = len(train) / (cpu[-2] - cpu[-3])
-    step_per_s = step_only_per_s(model, train, cfg.batch_size, reg)
+    step_per_s = step_only_per_s(model, train, cfg.batch_size, reg, device=resolve_device(device))
     evaluate(model, valid, cfg.eval_batch_size)  # warm-up
     t = time.perf_counter()
     evaluate(model, valid, cfg.eval_batch_size)
@@ -180,17 +212,35 @@ def main() -> int:
     ap.add_argument("--valid-rows", type=int, default=4 * 16384)
     ap.add_argument("--epochs", type=int, default=2, help="the last epoch is reported; the first warms up")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    ap.add_argument("--skip-zoo", action="store_true", help="only the Frappe_x1 DCN")
+    ap.add_argument("--skip-zoo", action="store_true", help="only the Frappe_x1 DCN (and the Criteo-shape case)")
+    ap.add_argument("--criteo-models", default="dcn,deepfm,dnn",
+                    help="models for the Criteo-shape case (2.5M embedding rows); empty to skip")
+    ap.add_argument("--criteo-rows", type=int, default=12 * 4096, help="training rows per epoch (Criteo shape)")
+    ap.add_argument("--frappe-models", default="dcn",
+                    help="models at Frappe_x1 shape (dcn: its best BARS configuration; others: conf defaults)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (every case)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table for the Frappe DCN step")
     args = ap.parse_args(sys.argv[1:])
 
     from bars.models.registry import list_models
+    from bars.train import resolve_device
 
+    try:
+        device = str(resolve_device(args.device))
+    except ValueError as e:
+        print(f"bars bench train: --device: {e}", file=sys.stderr)
+        return 2
+    asked = f"{args.models},{args.criteo_models},{args.frappe_models}".split(",")
+    unknown = sorted({m for m in asked if m} - set(list_models()))
+    if unknown:
+        print(f"bars bench train: unknown model(s) {unknown}; registered: {', '.join(list_models())}",
+              file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     print(
-        f"bars bench train: torch {torch.__version__}, CPU, {threads} threads, {os.cpu_count()} cores, "
+        f"bars bench train: torch {torch.__version__}, {device}, {threads} CPU threads, {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.1f} at start, batch 4096, eval batch 16384"
     )
     rows: list[Row] = []
@@ -200,20 +250,37 @@ def main() -> int:
         valid = synthetic_split(spec, args.valid_rows, 1)
         names = [m for m in args.models.split(",") if m] or list_models()
         for name in names:
-            rows.append(bench_model(name, spec, _params(name, 10), train, valid, args.epochs, 1e-5, threads))
+            rows.append(bench_model(name, spec, _params(name, 10), train, valid, args.epochs, 1e-5, threads, device))
             print(f"  {rows[-1].name}: {rows[-1].train_per_s:,.0f} samples/s", file=sys.stderr, flush=True)
+    cnames = [m for m in args.criteo_models.split(",") if m]
+    if cnames:
+        cspec = criteo_shape_spec()
+        ctrain = synthetic_split(cspec, args.criteo_rows, 0)
+        cvalid = synthetic_split(cspec, args.valid_rows, 1)
+        for name in cnames:
+            r = bench_model(name, cspec, _params(name, 10), ctrain, cvalid, args.epochs, 1e-5, threads, device)
+            r.name = f"{name} @ Criteo shape"
+            rows.append(r)
+            print(f"  {r.name}: {r.train_per_s:,.0f} samples/s", file=sys.stderr, flush=True)
     fspec = frappe_like_spec()
     ftrain = synthetic_split(fspec, args.frappe_rows, 0)
     fvalid = synthetic_split(fspec, args.valid_rows, 1)
-    dcn = bench_model("dcn", fspec, FRAPPE_DCN_BEST, ftrain, fvalid, args.epochs, 0.05, threads)
-    dcn.name = "dcn @ Frappe_x1 best"
-    rows.append(dcn)
+    dcn = None
+    for name in [m for m in args.frappe_models.split(",") if m]:
+        params = FRAPPE_DCN_BEST if name == "dcn" else _params(name, 10)
+        r = bench_model(name, fspec, params, ftrain, fvalid, args.epochs, 0.05, threads, device)
+        r.name = "dcn @ Frappe_x1 best" if name == "dcn" else f"{name} @ Frappe_x1"
+        dcn = r if name == "dcn" else dcn
+        rows.append(r)
 
     print()
     if not args.skip_zoo:
         print(
             f"zoo: synthetic Criteo-format (13 numeric + 26 categorical, {args.rows:,} rows/epoch), embedding 10"
         )
+    if cnames:
+        print(f"Criteo shape: 39 categorical fields, {embedding_rows(criteo_shape_spec()):,} embedding rows "
+              f"(largest table 1,000,000), {args.criteo_rows:,} rows/epoch, embedding 10")
     print(
         f"{'model':<22} {'params':>11} {'train/s':>10} {'train/cpu-s':>12} {'step/s':>10} {'valid/s':>11} {'secs':>6}"
     )
@@ -222,13 +289,14 @@ def main() -> int:
             f"{r.name:<22} {r.params:>11,} {r.train_per_s:>10,.0f} {r.train_per_cpu_s:>12,.0f} {r.step_per_s:>10,.0f} "
             f"{r.valid_per_s:>11,.0f} {r.seconds:>6.1f}"
         )
-    ok = dcn.train_per_s >= GOAL_SAMPLES_PER_S
-    print(
-        f"\nDCN Frappe_x1 best: {dcn.train_per_s:,.0f} training samples/s (goal {GOAL_SAMPLES_PER_S:,}: "
-        f"{'met' if ok else 'NOT met'}), validation {dcn.valid_per_s:,.0f} rows/s "
-        f"({'faster' if dcn.valid_per_s >= dcn.train_per_s else 'slower'} than training per row); "
-        f"load average now {os.getloadavg()[0]:.1f}"
-    )
+    if dcn is not None:
+        ok = dcn.train_per_s >= GOAL_SAMPLES_PER_S
+        print(
+            f"\nDCN Frappe_x1 best: {dcn.train_per_s:,.0f} training samples/s (goal {GOAL_SAMPLES_PER_S:,}: "
+            f"{'met' if ok else 'NOT met'}), validation {dcn.valid_per_s:,.0f} rows/s "
+            f"({'faster' if dcn.valid_per_s >= dcn.train_per_s else 'slower'} than training per row); "
+            f"load average now {os.getloadavg()[0]:.1f}"
+        )
     if args.profile:
         profile_frappe_dcn(ftrain, threads)
     return 0

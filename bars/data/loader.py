@@ -6,7 +6,9 @@ float32 [N], sequence int32 [N, L] (0 = padding: the mask is ``x > 0``), label f
 label), every label float32 [N, T] (``labels``, columns in the spec's ``labels`` order), meta int64 [N].
 Pretrained table rows (``pretrained_<field>.parquet``, sha256 in the manifest) are read into the returned
 spec's ``tables``. A split the manifest marks ``same_as`` another (BARS's sequential boards validate on the
-test set) is the same tensors, loaded once.
+test set) is the same tensors, loaded once. A split that does not fit in memory
+(or every split, when asked: ``loader.mode=stream``) is a :class:`bars.data.stream.StreamSplit` instead, with the
+same interface (single-label datasets without meta columns).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +28,9 @@ from bars.data.errors import DataError
 from bars.data.spec import FeatureSpec, PretrainedRows, SpecError
 from bars.data.writer import MANIFEST, SPEC
 from bars.fileio import file_digest
+
+if TYPE_CHECKING:
+    from bars.data.stream import LoaderConfig, StreamSplit
 
 
 @dataclass
@@ -105,7 +111,8 @@ class Dataset:
     folder: Path
     spec: FeatureSpec
     manifest: dict
-    splits: dict[str, SplitTensors]
+    splits: dict[str, SplitTensors | StreamSplit]
+    modes: dict[str, str] | None = None  # split -> "memory" | "stream" (how each split is read)
 
     @property
     def fingerprint(self) -> str:
@@ -200,8 +207,11 @@ def load_split(folder: Path, spec: FeatureSpec, name: str, file: str | None = No
     return split_from_table(pq.read_table(path), spec, str(path))
 
 
-def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: bool = True) -> Dataset:
-    """Load a prepared dataset folder (see bars.data.prepare.prepare)."""
+def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: bool = True,
+                 loader: LoaderConfig | None = None) -> Dataset:
+    """Load a prepared dataset folder (see bars.data.prepare.prepare). ``loader`` (the ``loader:`` config block,
+    default: everything in memory) decides per split whether it is read into tensors or streamed
+    (``bars.data.stream.plan_modes``); ``Dataset.modes`` says which."""
     folder = Path(folder)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -213,6 +223,12 @@ def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: 
     tables = load_tables(folder, spec, manifest, verify)
     if tables:
         spec = spec.with_tables(tables)
+    modes = dict.fromkeys(splits, "memory")
+    if loader is not None:
+        from bars.data.stream import plan_modes
+
+        rows = {s: int(manifest.get("splits", {}).get(s, {}).get("rows", 0)) for s in splits}
+        modes = plan_modes(spec, rows, loader)
     out: dict[str, SplitTensors] = {}
     by_file: dict[str, SplitTensors] = {}
     for name in splits:
@@ -227,8 +243,16 @@ def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: 
             raise DataError(f"{path}: split file missing")
         if verify:
             _verify(path, entry, "split")
-        split = load_split(folder, spec, name, entry["file"])
+        if modes[name] == "stream":
+            if spec.multi_label or spec.meta:
+                raise DataError(f"{path}: loader.mode stream (or auto, for a split this large) does not read "
+                                f"several labels or meta columns yet; set loader.mode=memory")
+            from bars.data.stream import StreamSplit
+
+            split = StreamSplit(path, spec, buffer_rows=loader.buffer_rows, prefetch=loader.prefetch)
+        else:
+            split = load_split(folder, spec, name, entry["file"])
         if len(split) != entry["rows"]:
             raise DataError(f"{path}: {len(split)} rows, manifest says {entry['rows']}")
         out[name] = by_file[entry["file"]] = split
-    return Dataset(folder=folder, spec=spec, manifest=manifest, splits=out)
+    return Dataset(folder=folder, spec=spec, manifest=manifest, splits=out, modes=modes)

@@ -44,7 +44,7 @@ from bars.fileio import file_lock
 # cfg.data keys that never change the prepared bytes: where the files are, and facts about the dataset
 # (the recipe: the dataset name and the engine's FORMAT_VERSION are in the fingerprint, as for any code)
 NOT_FINGERPRINTED = frozenset({"raw_dir", "official_split", "download", "description", "group_column",
-                               "bars_split", "recipe"})
+                               "bars_split", "recipe", "alias"})
 # keys added to existing dataset configs later: left out of the fingerprint while at these defaults, so the
 # datasets prepared before them keep their fingerprint
 LATE_DEFAULTS = {"labels": None, "meta": [], "validation": "file", "holdout_ratio": 0.1,
@@ -56,8 +56,23 @@ def datasets_dir() -> Path:
 
 
 def available_datasets() -> list[str]:
-    """The dataset configs: ``conf/data/<name>.yaml``."""
+    """The dataset configs: ``conf/data/<name>.yaml`` (aliases such as ``criteo`` included)."""
     return sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+
+
+def dataset_aliases() -> dict[str, str]:
+    """The names users type for a default split: ``{"criteo": "criteo_x1", ...}``. An alias is a file
+    ``conf/data/<alias>.yaml`` whose defaults list is the target config and which sets only ``data.alias``
+    (see conf/data/criteo.yaml); ``DATA=criteo`` then composes the target unchanged, alias recorded."""
+    from omegaconf import OmegaConf
+
+    out = {}
+    for p in sorted((CONF_DIR / "data").glob("*.yaml")):
+        raw = OmegaConf.load(p)
+        if "defaults" in raw:
+            targets = [d for d in raw.defaults if d != "_self_"]
+            out[p.stem] = str(targets[0]) if len(targets) == 1 else ""
+    return out
 
 
 def recipe_function(data: dict) -> Callable[[dict, Path], Recipe]:

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""One command that checks a GPU machine end to end and prints a table: ``scripts/gpu-check`` (``make gpu-check``).
+
+Steps (each in its own process, with a time limit; one table row per result):
+
+1. ``env``: torch, its CUDA build, the visible GPUs (name, memory).
+2. ``cuda-tests``: the test functions with ``cuda`` in their name (forward/backward of every model on CUDA, the
+   bench's CUDA step). On a GPU none may be skipped, so tests that only make sense without a GPU keep ``cuda`` out
+   of their names.
+3. ``bench-train``: ``bars bench train --device cuda`` for DCN, DeepFM and DNN at the Frappe_x1 shape and at the
+   Criteo_x1 shape (2.55M embedding rows): training samples/s, step/s, validation rows/s per model.
+4. ``sweep``: a real sweep (``data=synthetic``, generated in a temporary root, DCN, 1 epoch per trial) with
+   ``sweep.workers_per_gpu=2``: every trial must finish (complete or pruned), record a GPU, and 2 workers must have run trials on
+   one GPU.
+5. ``ddp``: multi-GPU training does not exist yet (issue 14 item 3), so this row says so; it is no failure.
+
+Without a visible CUDA device it stops before running anything (exit 2). ``--cpu`` runs the same steps on the CPU
+at small sizes (2 CPU sweep workers in place of 2 per GPU; the CUDA tests are then expected to skip): that is how
+the script itself is tested on a machine without a GPU. Exit status: 0 when every step passed, 1 otherwise.
+
+    scripts/gpu-check                 # on the GPU machine: a few minutes
+    scripts/gpu-check --cpu --quick   # the script's own paths, on the CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_MODELS = "dcn,deepfm,dnn"
+# bars bench train's table rows: name, params, train/s, train/cpu-s, step/s, valid/s, secs
+BENCH_ROW = re.compile(r"^(\S+ @ .+?)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s*$")
+PYTEST_COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected)")
+
+
+@dataclass
+class Result:
+    step: str
+    status: str  # PASS, FAIL, SKIP, N/A
+    detail: str
+    seconds: float = 0.0
+
+
+def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> tuple[int, str, float]:
+    """Run a command from the project root; (exit status, stdout + stderr, seconds). A timeout is status 124."""
+    t = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+        return p.returncode, p.stdout + p.stderr, time.perf_counter() - t
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return 124, out + f"\n(timed out after {timeout:.0f} s)", time.perf_counter() - t
+
+
+def tail(text: str, n: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-n:])
+
+
+def check_env(cpu: bool) -> tuple[Result, list[str]]:
+    import torch
+
+    if not torch.cuda.is_available():
+        detail = f"torch {torch.__version__}, no CUDA device visible"
+        return Result("env", "PASS" if cpu else "FAIL", detail), []
+    gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)} "
+            f"({torch.cuda.get_device_properties(i).total_memory / 2**30:.0f} GiB)"
+            for i in range(torch.cuda.device_count())]
+    return Result("env", "PASS", f"torch {torch.__version__} (CUDA {torch.version.cuda}); " + "; ".join(gpus)), gpus
+
+
+def parse_pytest(out: str) -> dict[str, int]:
+    """Counts from pytest's last summary line ("3 passed, 2 skipped in 1.2s")."""
+    lines = [ln for ln in out.splitlines() if re.search(r"\d+ (passed|failed|skipped|errors?|deselected)", ln)]
+    counts = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
+    for n, what in PYTEST_COUNT.findall(lines[-1] if lines else ""):
+        key = "error" if what.startswith("error") else what
+        if key in counts:
+            counts[key] = int(n)
+    return counts
+
+
+def cuda_tests(cpu: bool, timeout: float) -> Result:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-k", "cuda", "tests"]
+    rc, out, secs = run(cmd, timeout)
+    c = parse_pytest(out)
+    detail = f"{c['passed']} passed, {c['skipped']} skipped, {c['failed'] + c['error']} failed"
+    if rc not in (0, 5) or c["failed"] or c["error"] or (rc == 0 and not c["passed"] and not c["skipped"]):
+        return Result("cuda-tests", "FAIL", f"{detail} (pytest exit {rc})\n{tail(out)}", secs)
+    if not cpu and (c["skipped"] or not c["passed"]):
+        return Result("cuda-tests", "FAIL", f"{detail}: on a GPU no CUDA test may skip", secs)
+    return Result("cuda-tests", "PASS", detail + (" (no CUDA: the CUDA tests skip)" if cpu else ""), secs)
+
+
+def parse_bench_train(out: str) -> list[dict]:
+    rows = []
+    for line in out.splitlines():
+        m = BENCH_ROW.match(line)
+        if m:
+            name, params, train, _cpu_s, step, valid, secs = m.groups()
+            num = lambda s: float(s.replace(",", ""))
+            rows.append({"name": name.strip(), "params": int(num(params)), "train_per_s": num(train),
+                         "step_per_s": num(step), "valid_per_s": num(valid), "seconds": float(secs)})
+    return rows
+
+
+def bench_train(device: str, quick: bool, timeout: float) -> list[Result]:
+    sizes = (["--frappe-rows", "8192", "--criteo-rows", "8192", "--valid-rows", "16384"] if quick else
+             ["--frappe-rows", str(100 * 4096), "--criteo-rows", str(100 * 4096), "--valid-rows", str(8 * 16384)])
+    cmd = [sys.executable, "-m", "bars.cli", "bench", "train", "--device", device, "--skip-zoo",
+           "--frappe-models", BENCH_MODELS, "--criteo-models", BENCH_MODELS, *sizes]
+    rc, out, secs = run(cmd, timeout)
+    rows = parse_bench_train(out)
+    expected = len(BENCH_MODELS.split(",")) * 2
+    if rc != 0 or len(rows) != expected:
+        return [Result("bench-train", "FAIL", f"exit {rc}, {len(rows)} of {expected} model rows\n{tail(out)}", secs)]
+    return [Result(f"bench-train {r['name']}", "PASS",
+                   f"{r['train_per_s']:,.0f} train/s, {r['step_per_s']:,.0f} step/s, {r['valid_per_s']:,.0f} "
+                   f"valid/s ({r['params']:,} params, {device})", r["seconds"]) for r in rows]
+
+
+def sweep_overrides(root: Path, cpu: bool, gpus: int) -> list[str]:
+    workers = 2 if cpu else 2 * gpus
+    placement = ["sweep.devices=cpu", "sweep.workers=2"] if cpu else ["sweep.workers_per_gpu=2"]
+    return ["model=dcn", "data=synthetic", "data.rows=20000", f"paths.root={root}", "train.max_epochs=1",
+            f"sweep.trials={2 * workers}", "tracking.experiment=gpu-check", *placement]
+
+
+def trial_placement(overrides: list[str]) -> list[tuple[str, str, str]]:
+    """(state, device, worker) of every trial of the sweep those overrides name, read from its Optuna study."""
+    sys.path.insert(0, str(ROOT))
+    from bars import study as ST
+    from bars.config import compose
+
+    cfg = compose(overrides)
+    st = ST.load_study(cfg, ST.open_storage(ST.storage_url(cfg), cfg), 0)
+    return [(t.state.name, str(t.user_attrs.get("device", "")), str(t.user_attrs.get(ST.WORKER_ATTR, "")))
+            for t in st.get_trials(deepcopy=False)]
+
+
+def judge_sweep(trials: list[tuple[str, str, str]], cpu: bool) -> tuple[bool, str]:
+    """Every trial finished (complete or pruned) on the expected kind of device; some device shared by 2 workers."""
+    per_device: dict[str, set[str]] = {}
+    for _, device, worker in trials:
+        per_device.setdefault(device, set()).add(worker)
+    done = sum(s in ("COMPLETE", "PRUNED") for s, _, _ in trials)
+    shape = ", ".join(f"{d or '?'}: {len(w)} worker(s)" for d, w in sorted(per_device.items()))
+    detail = f"{done}/{len(trials)} trials finished; {shape}"
+    kind_ok = all((d == "cpu") if cpu else d.startswith("cuda:") for d in per_device)
+    ok = bool(trials) and done == len(trials) and kind_ok and max(len(w) for w in per_device.values()) >= 2
+    return ok, detail
+
+
+def sweep_check(cpu: bool, gpus: int, timeout: float) -> Result:
+    with tempfile.TemporaryDirectory(prefix="bars-gpu-check-") as tmp:
+        ov = sweep_overrides(Path(tmp), cpu, gpus)
+        rc, out, secs = run([sys.executable, "-m", "bars.cli", "sweep", *ov], timeout)
+        if rc != 0:
+            return Result("sweep", "FAIL", f"exit {rc}\n{tail(out)}", secs)
+        ok, detail = judge_sweep(trial_placement(ov), cpu)
+    where = "2 CPU worker processes" if cpu else "sweep.workers_per_gpu=2"
+    return Result("sweep", "PASS" if ok else "FAIL", f"{where}: {detail}", secs)
+
+
+def ddp_check() -> Result:
+    return Result("ddp", "N/A", "multi-GPU training (DDP) is not implemented yet (issue 14 item 3)")
+
+
+def table(results: list[Result]) -> str:
+    lines = ["| step | status | seconds | result |", "|:--|:--|---:|:--|"]
+    for r in results:
+        first, *rest = r.detail.splitlines() or [""]
+        lines.append(f"| {r.step} | {r.status} | {r.seconds:.1f} | {first} |")
+        lines += [f"    {ln}" for ln in rest]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/gpu-check", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cpu", action="store_true", help="run every step on the CPU (tests the script itself)")
+    ap.add_argument("--quick", action="store_true", help="small bench sizes")
+    ap.add_argument("--steps", default="cuda-tests,bench-train,sweep,ddp",
+                    help="comma-separated subset of cuda-tests, bench-train, sweep, ddp")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds each step may take")
+    args = ap.parse_args(argv)
+    steps = [s for s in args.steps.split(",") if s]
+    known = {"cuda-tests", "bench-train", "sweep", "ddp"}
+    if set(steps) - known:
+        print(f"gpu-check: --steps: unknown {sorted(set(steps) - known)}; known: {sorted(known)}", file=sys.stderr)
+        return 2
+    env, gpus = check_env(args.cpu)
+    if not gpus and not args.cpu:
+        print(table([env]))
+        print("gpu-check: no CUDA device visible: run it on a GPU machine (or --cpu to exercise the script on "
+              "the CPU)", file=sys.stderr)
+        return 2
+    results = [env]
+    print(f"gpu-check: {env.detail}", file=sys.stderr, flush=True)
+    for step in steps:
+        t = time.perf_counter()
+        if step == "cuda-tests":
+            results.append(cuda_tests(args.cpu, args.timeout))
+        elif step == "bench-train":
+            results += bench_train("cpu" if args.cpu else "cuda", args.quick, args.timeout)
+        elif step == "sweep":
+            results.append(sweep_check(args.cpu, len(gpus), args.timeout))
+        else:
+            results.append(ddp_check())
+        print(f"gpu-check: {step} done in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    print(f"\ngpu-check ({'CPU mode: not a GPU check' if args.cpu else 'CUDA'}; {os.cpu_count()} cores)")
+    print(table(results))
+    return 0 if all(r.status in ("PASS", "N/A") for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
