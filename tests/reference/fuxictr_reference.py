@@ -183,9 +183,12 @@ class PaperOnly:
 @torch.no_grad()
 def poison_(model: nn.Module) -> None:
     """Fill every parameter and floating buffer with NaN (integer buffers with -1), so that a tensor the
-    transplant misses is found by :func:`unwritten`."""
+    transplant misses is found by :func:`unwritten`. Boolean tensors are left as built: they are masks fixed by the
+    architecture, never weights (FuxiCTR's InnerProductInteraction keeps its ``triu_mask`` as a frozen bool
+    Parameter), and a bool has no value that could mark it unwritten."""
     for t in list(model.parameters()) + list(model.buffers()):
-        t.fill_(math.nan if t.is_floating_point() else -1)
+        if t.dtype != torch.bool:
+            t.fill_(math.nan if t.is_floating_point() else -1)
 
 
 def unwritten(model: nn.Module) -> list[str]:
