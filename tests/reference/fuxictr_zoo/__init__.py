@@ -34,8 +34,8 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 PENDING: dict[str, str] = {
     "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "ccpm": "CCPM", "deepcrossing": "DeepCrossing",
     "dlrm": "DLRM", "dualmlp": "FinalMLP (DualMLP)", "ffm": "FFM", "ffmv2": "FFM (FFMv2)", "fibinet": "FiBiNET",
-    "fignn": "FiGNN", "fmfm": "FmFM", "hfm": "HFM", "hfm_plus": "HFM", "hofm": "HOFM",
-    "interhat": "InterHAt", "ipnn": "PNN", "lorentzfm": "LorentzFM", "nfm": "NFM", "onn": "ONN",
+    "fignn": "FiGNN", "hfm": "HFM", "hfm_plus": "HFM", "hofm": "HOFM",
+    "interhat": "InterHAt", "lorentzfm": "LorentzFM", "ipnn": "PNN", "nfm": "NFM", "onn": "ONN",
     "onnv2": "ONN (ONNv2)",
 }
 
