@@ -37,7 +37,7 @@ PENDING: dict[str, str] = {
     "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "ccpm": "CCPM", "deepcrossing": "DeepCrossing",
     "dlrm": "DLRM", "dualmlp": "FinalMLP (DualMLP)", "ffm": "FFM", "ffmv2": "FFM (FFMv2)", "fibinet": "FiBiNET",
     "fignn": "FiGNN", "hfm": "HFM", "hfm_plus": "HFM", "hofm": "HOFM",
-    "interhat": "InterHAt", "ipnn": "PNN", "onn": "ONN",
+    "interhat": "InterHAt", "onn": "ONN",
     "onnv2": "ONN (ONNv2)",
 }
 
