@@ -36,7 +36,7 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 PENDING: dict[str, str] = {
     "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "ccpm": "CCPM", "deepcrossing": "DeepCrossing",
     "dlrm": "DLRM", "dualmlp": "FinalMLP (DualMLP)", "ffm": "FFM", "ffmv2": "FFM (FFMv2)", "fibinet": "FiBiNET",
-    "fignn": "FiGNN", "hfm": "HFM", "hfm_plus": "HFM", "hofm": "HOFM",
+    "fignn": "FiGNN", "hfm": "HFM", "hfm_plus": "HFM",
     "interhat": "InterHAt", "onn": "ONN",
     "onnv2": "ONN (ONNv2)",
 }
