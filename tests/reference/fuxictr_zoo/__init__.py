@@ -34,7 +34,7 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 # afm: composition written (fuxictr_zoo/pending/afm.py, not discovered); its use_attention=false switch differs
 # from FuxiCTR's (see that file), so it stays here.
 PENDING: dict[str, str] = {
-    "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "ccpm": "CCPM", "deepcrossing": "DeepCrossing",
+    "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "ccpm": "CCPM",
     "dualmlp": "FinalMLP (DualMLP)", "ffm": "FFM", "ffmv2": "FFM (FFMv2)", "fibinet": "FiBiNET",
     "fignn": "FiGNN", "hfm": "HFM", "hfm_plus": "HFM",
     "interhat": "InterHAt", "onn": "ONN",
