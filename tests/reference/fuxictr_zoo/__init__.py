@@ -35,7 +35,7 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 # from FuxiCTR's (see that file), so it stays here.
 PENDING: dict[str, str] = {
     "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "ccpm": "CCPM",
-    "dualmlp": "FinalMLP (DualMLP)", "ffm": "FFM", "ffmv2": "FFM (FFMv2)",
+    "ffm": "FFM", "ffmv2": "FFM (FFMv2)",
     "fignn": "FiGNN", "hfm": "HFM", "hfm_plus": "HFM",
     "interhat": "InterHAt", "onn": "ONN",
     "onnv2": "ONN (ONNv2)",
