@@ -34,11 +34,8 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 # afm: composition written (fuxictr_zoo/pending/afm.py, not discovered); its use_attention=false switch differs
 # from FuxiCTR's (see that file), so it stays here.
 PENDING: dict[str, str] = {
-    "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "ccpm": "CCPM",
-    "ffm": "FFM", "ffmv2": "FFM (FFMv2)",
-    "fignn": "FiGNN", "hfm": "HFM", "hfm_plus": "HFM",
-    "interhat": "InterHAt", "onn": "ONN",
-    "onnv2": "ONN (ONNv2)",
+    "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "ccpm": "CCPM", "ffm": "FFM", "ffmv2": "FFM (FFMv2)",
+    "fignn": "FiGNN", "hfm": "HFM", "hfm_plus": "HFM", "interhat": "InterHAt", "onn": "ONN", "onnv2": "ONN (ONNv2)",
 }
 
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
