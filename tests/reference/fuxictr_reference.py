@@ -183,9 +183,12 @@ class PaperOnly:
 @torch.no_grad()
 def poison_(model: nn.Module) -> None:
     """Fill every parameter and floating buffer with NaN (integer buffers with -1), so that a tensor the
-    transplant misses is found by :func:`unwritten`."""
+    transplant misses is found by :func:`unwritten`. Boolean tensors are left as built: they are masks fixed by the
+    architecture, never weights (FuxiCTR's InnerProductInteraction keeps its ``triu_mask`` as a frozen bool
+    Parameter), and a bool has no value that could mark it unwritten."""
     for t in list(model.parameters()) + list(model.buffers()):
-        t.fill_(math.nan if t.is_floating_point() else -1)
+        if t.dtype != torch.bool:
+            t.fill_(math.nan if t.is_floating_point() else -1)
 
 
 def unwritten(model: nn.Module) -> list[str]:
@@ -197,8 +200,10 @@ def biases_before_batchnorm(model: nn.Module) -> set[str]:
     """Names of Linear biases that a BatchNorm1d follows directly (in an ``nn.Sequential``). BatchNorm subtracts
     the batch mean, so such a bias does not change the model's output: its true gradient is zero, and Adam turns
     the rounding noise in its gradient into steps of up to the learning rate. It takes different values in two
-    exact implementations; the 20-step weight comparison leaves these out (the losses include them)."""
-    out = set()
+    exact implementations; the 20-step weight comparison leaves these out (the losses include them). A composition
+    adds those that a BatchNorm follows through other operations (e.g. a residual sum: the bias still shifts every
+    row alike) with a ``null_biases()`` method."""
+    out = set(model.null_biases()) if hasattr(model, "null_biases") else set()
     for prefix, m in model.named_modules():
         if isinstance(m, nn.Sequential):
             kids = list(m.named_children())

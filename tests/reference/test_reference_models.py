@@ -169,7 +169,8 @@ def test_equal_training_steps(name, case, frappe):
     REFERENCES[name].transplant(ours, again)
     final = dict(theirs.named_parameters())
     null = biases_before_batchnorm(theirs)
-    diffs = {n: float((t - final[n]).detach().abs().max()) for n, t in again.named_parameters() if n not in null}
+    diffs = {n: float((t - final[n]).detach().abs().max()) if t.is_floating_point() else float((t != final[n]).any())
+             for n, t in again.named_parameters() if n not in null}  # bool masks (frozen): 0 when equal, else 1
     worst = max(diffs, key=diffs.get)
     assert diffs[worst] <= WEIGHT_ATOL, (
         f"{name}/{case}: weights after {STEPS} steps differ by up to {diffs[worst]:.3g} ({worst})"
