@@ -33,7 +33,7 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 # their papers' equations in the fast suite (tests/test_models_*.py). Adding fuxictr_zoo/<m>.py removes the entry.
 PENDING: dict[str, str] = {
     "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "ccpm": "CCPM", "deepcrossing": "DeepCrossing",
-    "dlrm": "DLRM", "dualmlp": "FinalMLP (DualMLP)", "ffm": "FFM", "ffmv2": "FFM (FFMv2)", "fibinet": "FiBiNET",
+    "dlrm": "DLRM", "dualmlp": "FinalMLP (DualMLP)", "fibinet": "FiBiNET",
     "fignn": "FiGNN", "fmfm": "FmFM", "fwfm": "FwFM", "hfm": "HFM", "hfm_plus": "HFM", "hofm": "HOFM",
     "interhat": "InterHAt", "ipnn": "PNN", "lorentzfm": "LorentzFM", "nfm": "NFM", "onn": "ONN",
     "onnv2": "ONN (ONNv2)",
