@@ -32,7 +32,7 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 # yet: NOT proven equal to the reference (issue 10 stays open while this is not empty). They are tested against
 # their papers' equations in the fast suite (tests/test_models_*.py). Adding fuxictr_zoo/<m>.py removes the entry.
 PENDING: dict[str, str] = {
-    "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "ccpm": "CCPM", "deepcrossing": "DeepCrossing",
+    "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "deepcrossing": "DeepCrossing",
     "dlrm": "DLRM", "dualmlp": "FinalMLP (DualMLP)", "fibinet": "FiBiNET",
     "fignn": "FiGNN", "fmfm": "FmFM", "fwfm": "FwFM", "hofm": "HOFM",
     "interhat": "InterHAt", "ipnn": "PNN", "lorentzfm": "LorentzFM", "nfm": "NFM", "onn": "ONN",
