@@ -34,7 +34,7 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 PENDING: dict[str, str] = {
     "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "deepcrossing": "DeepCrossing",
     "dlrm": "DLRM", "dualmlp": "FinalMLP (DualMLP)", "fibinet": "FiBiNET",
-    "fignn": "FiGNN", "fmfm": "FmFM", "fwfm": "FwFM", "hofm": "HOFM",
+    "fmfm": "FmFM", "fwfm": "FwFM", "hofm": "HOFM",
     "interhat": "InterHAt", "ipnn": "PNN", "lorentzfm": "LorentzFM", "nfm": "NFM", "onn": "ONN",
     "onnv2": "ONN (ONNv2)",
 }
