@@ -35,7 +35,7 @@ PENDING: dict[str, str] = {
     "afm": "AFM", "afn": "AFN", "afn_plus": "AFN", "deepcrossing": "DeepCrossing",
     "dlrm": "DLRM", "dualmlp": "FinalMLP (DualMLP)", "fibinet": "FiBiNET",
     "fmfm": "FmFM", "fwfm": "FwFM", "hofm": "HOFM",
-    "ipnn": "PNN", "lorentzfm": "LorentzFM", "nfm": "NFM", "onn": "ONN",
+    "ipnn": "PNN", "lorentzfm": "LorentzFM", "nfm": "NFM",
     "onnv2": "ONN (ONNv2)",
 }
 
