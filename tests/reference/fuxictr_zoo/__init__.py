@@ -36,7 +36,6 @@ PENDING: dict[str, str] = {
     "dlrm": "DLRM", "dualmlp": "FinalMLP (DualMLP)", "fibinet": "FiBiNET",
     "fmfm": "FmFM", "fwfm": "FwFM", "hofm": "HOFM",
     "ipnn": "PNN", "lorentzfm": "LorentzFM", "nfm": "NFM",
-    "onnv2": "ONN (ONNv2)",
 }
 
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
