@@ -6,7 +6,7 @@ script); the BARS families add their protocol transforms (bucketing, time fields
 
 Memory stays bounded (by the batch size and the vocabularies, not the row count): raw files are read in blocks
 (pyarrow streaming CSV, parsed one batch ahead in a thread), each batch is transformed and appended to a staged
-Arrow IPC file per split, with every string categorical field replaced by integer ids (:class:`_Dictionary`);
+Arrow IPC file per split, with every string categorical field replaced by integer ids (:class:`Dictionary`);
 the train counts of categorical fields are taken while staging (sequence fields: by polars over the staged train
 file); encoding streams each staged file batch by batch into the final Parquet file (fixed row groups; valid and
 test alongside train), so nothing is held whole. Staged files are uncompressed (compressing and decompressing
@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from pyarrow import ipc
 
 from bars.data import transforms as T
+from bars.data.counting import Counter, Dictionary
 from bars.data.errors import DataError
 from bars.data.sources import Source, read_batches, verify_checksum
 from bars.data.spec import DEFAULT_MIN_COUNT, FIRST_KNOWN_INDEX, OOV_INDEX, Feature, FeatureSpec
@@ -274,121 +275,6 @@ def prefetch(it, depth: int = 2):
     th.join()
 
 
-class _Dictionary:
-    """Interns the string values of one categorical field while staging: each distinct value gets an integer id
-    (a polars Categorical on private categories), so staged files hold uint32 ids instead of strings and the
-    vocabulary count and the encoding work on integers. Ids follow arrival order; the vocabulary (train count
-    descending, then value) and so the output do not depend on them."""
-
-    def __init__(self) -> None:
-        self.categories = pl.Categories.random()
-        self.dtype = pl.Categorical(self.categories)
-        self._alive = pl.Series([], dtype=pl.String).cast(self.dtype)  # the mapping lives as long as this
-        self.size = 0  # 1 + the largest id staged
-        self.counts = np.zeros(0, dtype=np.int64)  # train count per id, counted while staging
-
-    def count(self, ids: pl.Series) -> None:
-        arr = ids.drop_nulls().to_numpy()
-        if not len(arr):
-            return
-        c = np.bincount(arr, minlength=len(self.counts))
-        if len(c) > len(self.counts):
-            c[: len(self.counts)] += self.counts
-            self.counts = c
-        else:
-            self.counts += c
-
-    def vocab(self, col: str, min_count: int) -> pl.DataFrame:
-        """Known ids with their counts and values, in index order, by the vocabulary rule (``T.vocab_order``)."""
-        ids = np.flatnonzero(self.counts).astype(np.uint32)  # ids seen in train
-        v = pl.DataFrame({col: ids, "count": self.counts[ids]})
-        v = v.with_columns(self.values(v[col]).alias("value"))
-        return T.vocab_order(v, "value", min_count)
-
-    def encode(self, col: str) -> pl.Expr:
-        return pl.col(col).cast(self.dtype).to_physical().alias(col)
-
-    def values(self, ids: pl.Series) -> pl.Series:
-        table = self.categories.to_series()  # position = id
-        if len(table) < self.size or table.null_count():
-            cats = self.categories
-            return pl.Series([cats[i] for i in ids.to_list()], dtype=pl.String)
-        return table.cast(pl.String).gather(ids).rename("")
-
-
-_DENSE_INTS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32)
-DENSE_RANGE = 1 << 20  # integer fields whose values span less than this are counted and encoded by array index
-
-
-class _Counter:
-    """Train counts of a non-interned categorical field, counted while staging. Integers of a small range (the
-    usual case: bucketed Criteo fields) are counted into an array indexed by ``value - lo``; anything else into
-    per-batch counts, merged whenever many have piled up (memory stays bounded by the number of distinct values)."""
-
-    def __init__(self, col: str, dtype: pl.DataType) -> None:
-        self.col, self.dtype, self.parts, self.rows = col, dtype, [], 0
-        self.dense: np.ndarray | None = np.zeros(0, dtype=np.int64) if dtype in _DENSE_INTS else None
-        self.lo = 0
-
-    def count(self, s: pl.Series) -> None:
-        if self.dense is not None:
-            arr = s.drop_nulls().to_numpy()
-            if not len(arr):
-                return
-            lo, hi = int(arr.min()), int(arr.max())
-            if len(self.dense):
-                lo, hi = min(lo, self.lo), max(hi, self.lo + len(self.dense) - 1)
-            if hi - lo < DENSE_RANGE:
-                if lo != self.lo or hi - lo + 1 > len(self.dense):
-                    grown = np.zeros(hi - lo + 1, dtype=np.int64)
-                    grown[self.lo - lo: self.lo - lo + len(self.dense)] = self.dense
-                    self.dense, self.lo = grown, lo
-                self.dense += np.bincount(arr.astype(np.int64) - lo, minlength=len(self.dense))
-                return
-            self._spill()
-        self.parts.append(s.drop_nulls().to_frame(self.col).group_by(self.col).agg(pl.len().cast(pl.Int64).alias("count")))
-        self.rows += self.parts[-1].height
-        if len(self.parts) >= 64 or self.rows > (1 << 22):
-            self._merge()
-
-    def _spill(self) -> None:
-        """Leave the array for per-batch counts (a value far outside the range seen so far)."""
-        vals = np.flatnonzero(self.dense)
-        self.parts.append(pl.DataFrame({self.col: vals + self.lo, "count": self.dense[vals]})
-                          .with_columns(pl.col(self.col).cast(self.dtype)))
-        self.rows += self.parts[-1].height
-        self.dense = None
-
-    def _merge(self) -> None:
-        if len(self.parts) > 1:
-            self.parts = [pl.concat(self.parts).group_by(self.col).agg(pl.col("count").sum())]
-        self.rows = self.parts[0].height if self.parts else 0
-
-    def vocab(self, min_count: int) -> pl.DataFrame:
-        """Known values in index order, by the vocabulary rule (``T.vocab_order``)."""
-        if self.dense is not None:
-            vals = np.flatnonzero(self.dense)  # values seen in train
-            v = pl.DataFrame({self.col: vals + self.lo, "count": self.dense[vals]})
-            return T.vocab_order(v.with_columns(pl.col(self.col).cast(self.dtype)), self.col, min_count)
-        self._merge()
-        if not self.parts:
-            return pl.DataFrame({self.col: [], "count": []}, schema={self.col: self.dtype, "count": pl.Int64})
-        return T.vocab_order(self.parts[0], self.col, min_count)
-
-    def encoder(self, values: pl.Series, missing: str) -> pl.Expr | None:
-        """Value -> index by array lookup (as T.encode_categorical), when the values span a small range."""
-        if self.dense is None:
-            return None
-        lo, hi = self.lo, self.lo + max(len(self.dense), 1) - 1
-        remap = np.full(hi - lo + 1, OOV_INDEX, dtype=np.int32)
-        remap[values.to_numpy().astype(np.int64) - lo] = np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + len(values),
-                                                                   dtype=np.int32)
-        x = pl.col(self.col)
-        return (pl.when(x.is_null()).then(pl.lit(T.missing_index(missing), pl.Int32))
-                .when((x >= lo) & (x <= hi)).then(pl.lit(pl.Series(remap)).gather((x.cast(pl.Int64) - lo).clip(0, hi - lo)))
-                .otherwise(pl.lit(OOV_INDEX, pl.Int32)).alias(self.col))
-
-
 class _Stage:
     """Staged Arrow IPC files, one per split, all with the schema of the first batch."""
 
@@ -414,15 +300,15 @@ class _Stage:
             w.close()
 
 
-def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _Stage, dict[str, _Dictionary],
-                                                  dict[str, _Counter]]:
+def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _Stage, dict[str, Dictionary],
+                                                  dict[str, Counter]]:
     """Raw sources -> staged IPC files per split with the transformed columns, string categoricals as ids;
     the train counts of every categorical field are taken on the way."""
     counts = dict.fromkeys(SPLITS, 0)
     inputs: list[dict] = []
     stage = _Stage(folder)
-    dicts: dict[str, _Dictionary] | None = None
-    counters: dict[str, _Counter] = {}
+    dicts: dict[str, Dictionary] | None = None
+    counters: dict[str, Counter] = {}
 
     def put(split: str, part: pl.DataFrame) -> None:
         stage.write(split, part)
@@ -454,9 +340,9 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
             for line0, batch in prefetch(read_batches(src, recipe.rows)):
                 df = finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
                 if dicts is None:  # the first batch decides which fields are interned
-                    dicts = {f.name: _Dictionary() for f in recipe.fields
+                    dicts = {f.name: Dictionary() for f in recipe.fields
                              if f.type in ("categorical", "meta") and df.schema[f.name] == pl.String}
-                    counters = {f.name: _Counter(f.name, df.schema[f.name]) for f in recipe.fields
+                    counters = {f.name: Counter(f.name, df.schema[f.name]) for f in recipe.fields
                                 if f.type == "categorical" and f.name not in dicts}
                 if dicts:
                     df = df.with_columns([d.encode(c) for c, d in dicts.items()])
