@@ -318,7 +318,7 @@ def export_run(run_id: str, fmt: str, current: DictConfig, *, out: str | Path | 
     from bars.data.loader import load_dataset
     from bars.data.vocab import MANIFEST_KEY
     from bars.data.writer import atomic_dir
-    from bars.recorded import load_recorded_run
+    from bars.recorded import child_run, load_recorded_run
 
     check_format(fmt)
     rec = load_recorded_run(run_id, current, say=say)
@@ -334,7 +334,8 @@ def export_run(run_id: str, fmt: str, current: DictConfig, *, out: str | Path | 
             "model": rec.record.tags.get("model", rec.cfg.model.id), "model_class": str(rec.cfg.model.name),
             "data": str(rec.cfg.data.name), "data_fingerprint": rec.record.tags.get("data_fingerprint"),
             "output": str(out_dir)}
-    with _child(rec, track, tags, fmt) as child:
+    with child_run(rec, track, f"export__{tags['model']}__{fmt}", tags,
+                   {"export": {"format": fmt, "out": tags["output"]}}) as child:
         with atomic_dir(out_dir) as tmp:
             model_file, d_logit, d_prob = export_model(rec.model, rec.spec, fmt, tmp, sample,
                                                        model_name=str(rec.cfg.model.name))
@@ -363,25 +364,6 @@ def export_run(run_id: str, fmt: str, current: DictConfig, *, out: str | Path | 
         f"{result.rows} test rows: logit error {d_logit:.2g}, max |diff| probability {d_prob:.2g} (<= {TOLERANCE})"
         + (f"; recorded as MLflow run {result.export_run_id} (child of {run_id})" if result.export_run_id else ""))
     return result
-
-
-class _child:
-    def __init__(self, rec: Any, track: bool, tags: dict, fmt: str) -> None:
-        self.rec, self.track, self.tags, self.fmt, self.cm = rec, track, tags, fmt, None
-
-    def __enter__(self) -> Any:
-        if not self.track:
-            return None
-        from bars.tracking import Tracker
-
-        tracker = Tracker(self.rec.uri, self.rec.experiment)
-        self.cm = tracker.run(f"export__{self.tags['model']}__{self.fmt}", tags=self.tags,
-                              params={"export": {"format": self.fmt, "out": self.tags["output"]}},
-                              parent_run_id=self.rec.run_id)
-        return self.cm.__enter__()
-
-    def __exit__(self, *exc: object) -> Any:
-        return self.cm.__exit__(*exc) if self.cm is not None else None
 
 
 def main() -> int:

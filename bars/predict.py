@@ -191,7 +191,7 @@ def predict_file(run_id: str, file: str | Path, current: DictConfig, *, out: str
                  say: Any = print) -> PredictResult:
     """Score ``file`` with run ``run_id`` (from the store at ``current.tracking.uri``); see the module doc."""
     from bars.fileio import file_digest
-    from bars.recorded import load_recorded_run
+    from bars.recorded import child_run, load_recorded_run
     from bars.run import group_column
 
     file = Path(file).expanduser().resolve()
@@ -210,7 +210,8 @@ def predict_file(run_id: str, file: str | Path, current: DictConfig, *, out: str
             "keep": ",".join(keep)}
     params = {"predict": {"file": str(file), "out": str(out_path), "keep": ",".join(keep), "sep": sep,
                           "batch_size": int(batch_size or rec.cfg.train.eval_batch_size), "device": device}}
-    with cf.ThreadPoolExecutor(max_workers=1) as pool, _child_run(rec, track, tags, params) as child:
+    with cf.ThreadPoolExecutor(max_workers=1) as pool, child_run(
+            rec, track, f"predict__{tags['model']}__{Path(tags['input']).name}", tags, params) as child:
         digest = pool.submit(file_digest, file, "sha256")  # the input's identity, read alongside the scoring
         rows, metrics, seconds = score_file(rec, file, out_path, keep=keep, sep=sep, batch_size=batch_size,
                                             device=device, progress=progress, group_column=groups)
@@ -224,26 +225,6 @@ def predict_file(run_id: str, file: str | Path, current: DictConfig, *, out: str
                            "predict.json")
     say(summary_text(rec, result))
     return result
-
-
-class _child_run:
-    """The child MLflow run of the source run (``track=False``: none)."""
-
-    def __init__(self, rec: Any, track: bool, tags: dict, params: dict) -> None:
-        self.rec, self.track, self.tags, self.params, self.cm = rec, track, tags, params, None
-
-    def __enter__(self) -> Any:
-        if not self.track:
-            return None
-        from bars.tracking import Tracker
-
-        tracker = Tracker(self.rec.uri, self.rec.experiment)
-        name = f"predict__{self.tags['model']}__{Path(self.tags['input']).name}"
-        self.cm = tracker.run(name, tags=self.tags, params=self.params, parent_run_id=self.rec.run_id)
-        return self.cm.__enter__()
-
-    def __exit__(self, *exc: object) -> Any:
-        return self.cm.__exit__(*exc) if self.cm is not None else None
 
 
 def summary_text(rec: Any, r: PredictResult) -> str:

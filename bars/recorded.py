@@ -10,12 +10,13 @@ when the folder exists) and must give the run's fingerprint, so the vocabularies
 
 from __future__ import annotations
 
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from bars.config import to_container
 
@@ -77,25 +78,11 @@ def load_recorded_run(run_id: str, current: DictConfig, *, say: Any = None) -> R
     from bars.data.writer import SPEC
     from bars.fileio import file_digest
     from bars.models import build
-    from bars.records import RecordsError, download_artifact, get_run
-    from bars.reproduce import data_fingerprint, rebase_config, upgrade_recorded_config
+    from bars.reproduce import data_fingerprint, finished_run_config
     from bars.train import load_checkpoint
 
     say = say or (lambda *_: None)
-    uri = str(current.tracking.uri)
-    try:
-        rec = get_run(uri, run_id)
-    except RecordsError as e:
-        raise RecordedRunError(str(e)) from None
-    if rec.status != "FINISHED":
-        raise RecordedRunError(f"run {run_id} ended {rec.status}, not FINISHED: its best weights are not a result")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = download_artifact(uri, run_id, "config.yaml", tmp)
-        except RecordsError as e:
-            raise RecordedRunError(f"run {run_id} recorded no resolved config (config.yaml artifact): {e}") from None
-        recorded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    cfg = rebase_config(upgrade_recorded_config(recorded), current)
+    rec, cfg = finished_run_config(run_id, current, RecordedRunError, "its best weights are not a result")
     # the run's experiment (a store may hold it under another name than its data's)
     cfg.tracking.experiment = rec.experiment or cfg.tracking.experiment
 
@@ -124,3 +111,16 @@ def load_recorded_run(run_id: str, current: DictConfig, *, say: Any = None) -> R
     model.eval()
     say(f"{rec.tags.get('model', cfg.model.id)} from run {run_id}: data {cfg.data.name} ({got}), checkpoint {ckpt}")
     return RecordedRun(run_id, rec, cfg, folder, load_recipe(cfg), spec, ckpt, model)
+
+
+@contextmanager
+def child_run(rec: Any, track: bool, name: str, tags: dict, params: dict) -> Iterator[Any]:
+    """An MLflow child run of the recorded run ``rec`` (bars predict / export), yielding the tracker's run;
+    ``track=False``: no run, yields None."""
+    if not track:
+        yield None
+        return
+    from bars.tracking import Tracker
+
+    with Tracker(rec.uri, rec.experiment).run(name, tags=tags, params=params, parent_run_id=rec.run_id) as run:
+        yield run

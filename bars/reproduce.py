@@ -228,25 +228,35 @@ def format_table(c: Comparison) -> str:
     return "\n".join(lines)
 
 
-def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictConfig], Path] | None = None,
-              train_fn: Callable[..., Any] | None = None, out: Callable[[str], None] = print) -> Comparison:
-    """Rerun MLflow run ``run_id`` (from the store at ``current.tracking.uri``) and compare its metrics."""
+def finished_run_config(run_id: str, current: DictConfig, error: type[Exception], unfinished: str) -> tuple[Any, DictConfig]:
+    """``(run record, config)`` of a FINISHED run of the store at ``current.tracking.uri``: its recorded
+    config.yaml upgraded to today's layout and rebased on ``current``'s paths/tracking. Any problem raises
+    ``error`` (the caller's error type); a run that did not finish says ``unfinished`` after why."""
     from bars.records import RecordsError, download_artifact, get_run
 
     uri = str(current.tracking.uri)
     try:
-        old = get_run(uri, run_id)
+        run = get_run(uri, run_id)
     except RecordsError as e:
-        raise ReproduceError(str(e)) from None
-    if old.status != "FINISHED":
-        raise ReproduceError(f"run {run_id} ended {old.status}, not FINISHED: nothing to compare against")
+        raise error(str(e)) from None
+    if run.status != "FINISHED":
+        raise error(f"run {run_id} ended {run.status}, not FINISHED: {unfinished}")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = download_artifact(uri, run_id, "config.yaml", tmp)
         except RecordsError as e:
-            raise ReproduceError(f"run {run_id} recorded no resolved config (config.yaml artifact): {e}") from None
-        recorded = OmegaConf.load(path)
-    cfg = rebase_config(upgrade_recorded_config(OmegaConf.to_container(recorded, resolve=True)), current)
+            raise error(f"run {run_id} recorded no resolved config (config.yaml artifact): {e}") from None
+        recorded = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    return run, rebase_config(upgrade_recorded_config(recorded), current)
+
+
+def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictConfig], Path] | None = None,
+              train_fn: Callable[..., Any] | None = None, out: Callable[[str], None] = print) -> Comparison:
+    """Rerun MLflow run ``run_id`` (from the store at ``current.tracking.uri``) and compare its metrics."""
+    from bars.records import get_run
+
+    uri = str(current.tracking.uri)
+    old, cfg = finished_run_config(run_id, current, ReproduceError, "nothing to compare against")
     if old.tags.get("loader_train") in ("memory", "stream"):  # loader.mode=auto decided by the machine's memory:
         # train the way the run did (the two loaders shuffle differently; evaluation is the same either way)
         OmegaConf.update(cfg, "loader.mode", old.tags["loader_train"], force_add=True)
