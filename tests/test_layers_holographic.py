@@ -34,6 +34,30 @@ def test_pairs_equal_defining_sums(kind, d):
         assert torch.allclose(out[:, p], ref, atol=1e-10)
 
 
+@pytest.mark.parametrize("kind", ["circular_convolution", "circular_correlation"])
+@pytest.mark.parametrize("d", [1, 5, 16, 64])
+def test_export_friendly_shift_sum_equals_the_fft_path(kind, d):
+    """The FFT-free form that ONNX export traces: the defining sums exactly (float64) and the FFT path within
+    float32 rounding (embeddings of the size trained models have, and of unit scale)."""
+    torch.manual_seed(d)
+    layer = HolographicInteraction(6, kind)
+    for scale in (1e-2, 1.0):
+        e = scale * torch.randn(32, 6, d)
+        fft = layer(e)
+        layer.export_friendly = True
+        try:
+            direct = layer(e)
+            direct64 = layer(e.double())
+        finally:
+            layer.export_friendly = False
+        assert (direct - fft).abs().max() <= 1e-6 * fft.abs().max()
+        if d > 16:
+            continue
+        ref = torch.stack([circular(e.double()[:, i], e.double()[:, j], kind)
+                           for i, j in zip(layer.left.tolist(), layer.right.tolist(), strict=True)], dim=1)
+        assert torch.allclose(direct64, ref, atol=1e-12)
+
+
 def test_equals_fuxictr_complex_fft_form():
     torch.manual_seed(1)
     e = torch.randn(4, 5, 10)

@@ -1,5 +1,6 @@
 """Holographic pairwise interactions (HFM, Tay et al. AAAI 2019): compressed outer products of two embeddings
-by circular convolution or circular correlation, computed with the FFT."""
+by circular convolution or circular correlation, computed with the FFT (training, as FuxiCTR) or, for export, by
+a sum of circular shifts (the same sums without FFT, which ONNX cannot express)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ class HolographicInteraction(nn.Module):
 
     FuxiCTR multiplies full complex FFTs and keeps the real part of the inverse; for real inputs that equals the
     real-input transform used here (``rfft``/``irfft`` with ``n = D``), up to float rounding.
+
+    ``export_friendly`` (False; ``bars.export`` sets it while tracing for ONNX, whose opset has no FFT): the
+    same sums computed directly, ``sum_s a_s * roll(b, +-s)`` over the D shifts (O(D^2) per pair, the memory of
+    one ``[B, P, D]`` tensor); equal to the FFT path up to float32 rounding (tests/test_layers_holographic.py).
     """
+
+    export_friendly: bool = False
 
     def __init__(self, num_fields: int, interaction_type: str = "circular_convolution") -> None:
         super().__init__()
@@ -43,7 +50,19 @@ class HolographicInteraction(nn.Module):
         if self.interaction_type == "hadamard_product":
             return a * b
         d = emb.shape[-1]
+        if self.export_friendly:
+            return circular_shift_sum(a, b, self.interaction_type == "circular_correlation")
         fa, fb = torch.fft.rfft(a, dim=-1), torch.fft.rfft(b, dim=-1)
         if self.interaction_type == "circular_correlation":
             fa = fa.conj()
         return torch.fft.irfft(fa * fb, n=d, dim=-1)
+
+
+def circular_shift_sum(a: Tensor, b: Tensor, correlation: bool) -> Tensor:
+    """Circular convolution ``c_k = sum_s a_s b_{(k - s) mod D}`` (or, ``correlation``, ``c_k = sum_s a_s
+    b_{(s + k) mod D}``) over the last axis, without FFT: D shifted copies of ``b`` weighted by ``a``'s entries."""
+    d = int(a.shape[-1])
+    out = a[..., :1] * b
+    for s in range(1, d):
+        out = out + a[..., s : s + 1] * torch.roll(b, -s if correlation else s, dims=-1)
+    return out
