@@ -29,9 +29,12 @@ from bars.export import (
     TOLERANCE,
     UNSUPPORTED,
     ExportError,
+    Tolerance,
     check_parity,
     export_model,
     export_run,
+    field_inputs,
+    parity_tolerance,
     sample_batch,
     verify_torchscript,
 )
@@ -58,6 +61,14 @@ def _params(name: str, dim: int) -> dict:
 # layers) until float32 rounding (ONNX Runtime sums in another order) reaches 1.3e-5 of the logit on movielens_small
 # rows; a spread that keeps its hidden values in the range of the other models' tests the export, not float32.
 WEIGHT_STD = {"deepcrossing": 0.1}
+
+# Models whose float32 outputs, with these spread-out weights, are themselves further than 1e-5 from the exact
+# (float64) ones, so the export is held to FLOAT32_FACTOR x torch's own error (bars.export.Tolerance; measured in
+# docs/predict-export.md): ONNX Runtime's and torch's float32 kernels sum in other orders, while the same graphs in
+# float64 agree to 1e-12. APG's self-wise layers are quadratic in their input (hidden values 1 -> 6e4 -> 3e11, so
+# logits of 1e11 that cancel); DESTINE's residual attention grows values x4 a layer (logits up to 229); DSSM's
+# logit is a dot product of two 2-norm ~2 towers that cancels. Every other model must still meet 1e-5 outright.
+ILL_CONDITIONED = {"apg_dcnv2", "apg_deepfm", "destine", "dssm"}
 
 
 def _model(name: str, spec: FeatureSpec, dim: int) -> torch.nn.Module:
@@ -87,13 +98,14 @@ def _tiny_sample(n: int = 64) -> dict[str, torch.Tensor]:
 def exports(movielens_folder, tmp_path_factory):
     """Every registered model, in both formats, on real movielens_small test rows and on a tiny spec with numeric
     fields: ``{(name, fmt, data): (diff_logit, diff_prob) | ExportError}``; TorchScript files are loaded in ONE
-    fresh process."""
+    fresh process; ``tolerances[(name, data)]``: the parity bound (from torch's own float32 error)."""
     root = tmp_path_factory.mktemp("exports")
     test = load_dataset(movielens_folder, splits=("test",)).splits["test"]
     ml_spec = load_dataset(movielens_folder, splits=()).spec
     cases = {"movielens_small": (ml_spec, sample_batch(test, ml_spec.names, 256), 10),
              "tiny": (TINY, _tiny_sample(), 4)}
     results: dict = {}
+    tolerances: dict = {}
     fresh: list = []
     for name in list_models():
         for data, (spec, sample, dim) in cases.items():
@@ -101,31 +113,36 @@ def exports(movielens_folder, tmp_path_factory):
             for fmt in FORMATS:
                 out = root / f"{name}-{data}-{fmt}"
                 try:
-                    path, d_logit, d_prob = export_model(model, spec, fmt, out, sample, model_name=name,
-                                                         fresh_check=False)
+                    path, d_logit, d_prob, tol = export_model(model, spec, fmt, out, sample, model_name=name,
+                                                              fresh_check=False)
                 except ExportError as e:
                     results[(name, fmt, data)] = e
                     continue
                 results[(name, fmt, data)] = (d_logit, d_prob)
+                tolerances[(name, data)] = tol
                 if fmt == "torchscript":
                     fresh.append(((name, fmt, data), path, out / SAMPLE))
     for (key, _, _), report in zip(fresh, verify_torchscript([(p, s) for _, p, s in fresh]), strict=True):
         results[key] = (report["logit_error"], report["max_abs_probability"])
-    return results
+    return results, tolerances
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_exports_with_parity_or_is_listed_with_its_reason(exports, name, fmt):
+    results, tolerances = exports
     reason = UNSUPPORTED[fmt].get(name)
     for data in ("movielens_small", "tiny"):
-        got = exports[(name, fmt, data)]
+        got = results[(name, fmt, data)]
         if reason:
             assert isinstance(got, ExportError) and reason in str(got), (data, got)
             continue
         assert not isinstance(got, ExportError), f"{name} -> {fmt} on {data}: {got}"
         d_logit, d_prob = got
-        assert d_logit <= TOLERANCE and d_prob <= TOLERANCE, (data, d_logit, d_prob)
+        tol = tolerances[(name, data)]
+        assert d_logit <= tol.logit and d_prob <= tol.probability, (data, d_logit, d_prob, tol)
+        if name not in ILL_CONDITIONED:  # the float32 allowance is used only where torch's own rounding needs it
+            assert d_logit <= TOLERANCE and d_prob <= TOLERANCE, (data, d_logit, d_prob, tol)
 
 
 def test_unsupported_lists_only_registered_models_with_a_reason():
@@ -149,6 +166,33 @@ def test_parity_beyond_tolerance_is_an_error():
         check_parity("dcn", "onnx", 1e-3, 1e-7)
 
 
+def test_the_float32_allowance_follows_torchs_own_error():
+    # never tighter than TOLERANCE; FLOAT32_FACTOR x torch's own float32 error where that is larger
+    check_parity("apg_dcnv2", "onnx", 7e-4, 1e-6, Tolerance(2e-4, 1e-8))
+    with pytest.raises(ExportError, match=r"allowed 0.0008 and 1e-05 \(1e-05, or 4x torch's own float32 error"):
+        check_parity("apg_dcnv2", "onnx", 9e-4, 1e-6, Tolerance(2e-4, 1e-8))
+    with pytest.raises(ExportError, match="differs from torch"):
+        check_parity("dnn", "onnx", 2e-5, 1e-6, Tolerance(1e-7, 1e-7))
+    # measured, not assumed: a well-conditioned model's float32 error is far below 1e-5, APG's (spread weights) not
+    sample = _tiny_sample()
+    for name, low in (("dnn", True), ("apg_dcnv2", False)):
+        model = _model(name, TINY, 4)
+        logit, prob = field_inputs(model, TINY.names)(*(sample[n] for n in TINY.names))
+        tol = parity_tolerance(model, sample, TINY.names, (logit.detach().numpy(), prob.detach().numpy()))
+        assert (tol.float32_logit < 1e-6) == low and (tol.logit == TOLERANCE) == low, (name, tol)
+        assert next(model.parameters()).dtype == torch.float32  # the float64 copy leaves the model as it was
+
+
+def test_hfm_onnx_traces_the_fft_free_form_and_switches_it_back(tmp_path):
+    import onnx
+
+    model = _model("hfm_plus", TINY, 4)
+    export_model(model, TINY, "onnx", tmp_path, _tiny_sample(), model_name="hfm_plus")
+    ops = {node.op_type for node in onnx.load(str(tmp_path / MODEL_FILES["onnx"])).graph.node}
+    assert "DFT" not in ops
+    assert [m.export_friendly for m in model.modules() if hasattr(m, "export_friendly")] == [False]
+
+
 def test_a_recorded_run_exports_to_both_formats(trained_run, tmp_path):
     cfg = compose(trained_run["overrides"])
     client = MlflowClient(tracking_uri=trained_run["uri"])
@@ -169,6 +213,9 @@ def test_a_recorded_run_exports_to_both_formats(trained_run, tmp_path):
             assert (r.out / i["vocab_file"]).read_bytes() == (folder / i["vocab_file"]).read_bytes()
         assert sig["run"]["run_id"] == trained_run["run_id"] and sig["run"]["data_fingerprint"] == folder.name
         assert sig["parity"]["logit_error"] == r.logit_error
+        # a trained DCN is well-conditioned: its own float32 error is far below 1e-5, so it is held to 1e-5
+        assert sig["parity"]["allowed"]["logit_error"] == r.tolerance.logit == TOLERANCE
+        assert 0 <= sig["parity"]["float32_error"]["logit_error"] == r.tolerance.float32_logit < 1e-6
         # the sample is real rows of the test split, with torch's outputs
         sample = np.load(r.out / SAMPLE)
         test = load_dataset(folder, splits=("test",)).splits["test"]
@@ -197,7 +244,7 @@ def test_out_folder_that_is_not_an_export_is_refused(trained_run, tmp_path):
 
 def test_the_torchscript_check_loads_no_bars_code(tmp_path):
     model = _model("dnn", TINY, 4)
-    path, _, _ = export_model(model, TINY, "torchscript", tmp_path, _tiny_sample(), model_name="dnn",
+    path, _, _, _ = export_model(model, TINY, "torchscript", tmp_path, _tiny_sample(), model_name="dnn",
                               fresh_check=False)
     proc = subprocess.run([sys.executable, "-I", str(PROJECT_ROOT / "bars" / "export_check.py"), str(path),
                            str(tmp_path / SAMPLE)], capture_output=True, text=True, check=True, cwd=tmp_path)
