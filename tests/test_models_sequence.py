@@ -11,7 +11,9 @@ from bars.models import ModelConfigError, build
 from bars.models._sequence import sequence_pairs
 from bars.models.layers import init_bars_
 
-SEQ_MODELS = ["din"]
+SEQ_MODELS = ["din", "bst"]
+# switches that make a model ignore positions (BST's position embedding ties it to the padding side)
+NO_POSITION = {"bst": {"use_position_emb": False}}
 
 
 def spec_of(padding: str = "post") -> FeatureSpec:
@@ -92,7 +94,7 @@ def test_config_errors(name):
 
 @pytest.mark.parametrize("name", SEQ_MODELS)
 def test_history_reaches_the_logit_and_padding_side_does_not(name):
-    post, pre = make(name, "post"), make(name, "pre")
+    post, pre = make(name, "post", **NO_POSITION.get(name, {})), make(name, "pre", **NO_POSITION.get(name, {}))
     pre.load_state_dict(post.state_dict())
     b = batch_of("post")
     with torch.no_grad():

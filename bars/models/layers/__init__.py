@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 # zoo blocks, one module per concept (each tested in tests/test_layers_<concept>.py)
+from bars.models.layers.behavior_transformer import BehaviorTransformer, MaskedSelfAttention, behaviour_masks
 from bars.models.layers.convolution import FieldConvolution, KMaxPooling, ccpm_pooling_sizes
 from bars.models.layers.field_aware import (
     EmbeddingMemoryError,
@@ -100,3 +101,4 @@ __all__ += ["AttentionalAggregation", "HierarchicalAttention", "PositionwiseFeed
 __all__ += ["HolographicInteraction"]
 __all__ += ["LogarithmicTransformation"]
 __all__ += ["DINAttention"]
+__all__ += ["BehaviorTransformer", "MaskedSelfAttention", "behaviour_masks"]
