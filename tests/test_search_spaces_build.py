@@ -4,6 +4,7 @@ combination), and the spaces of the zoo3 models cover the values BARS's tuner co
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import optuna
@@ -14,7 +15,7 @@ from omegaconf import OmegaConf
 from bars import search as SP
 from bars.config import CONF_DIR, compose
 from bars.data.spec import Feature, FeatureSpec
-from bars.models import build
+from bars.models import build, config_class
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 SPEC = FeatureSpec("movielens_like", "y", (
@@ -27,10 +28,23 @@ SPEC = FeatureSpec("movielens_like", "y", (
 ))
 
 
-def batch(n: int = 8) -> dict[str, torch.Tensor]:
+# behaviour-sequence models (their config pairs targets with histories) are sampled on movielens_seq's layout
+SEQ_SPEC = FeatureSpec("movielens_seq_like", "y", SPEC.features + (
+    Feature("genre", "categorical", vocab_size=12, group="item"),
+    Feature("hist_movies", "sequence", vocab_size=40, max_len=5, share_embedding="movie", padding="pre"),
+    Feature("hist_genres", "sequence", vocab_size=12, max_len=5, share_embedding="genre", padding="pre"),
+))
+
+
+def is_sequence_model(config_id: str) -> bool:
+    name = OmegaConf.load(CONF_DIR / "model" / f"{config_id}.yaml").name
+    return "sequence_fields" in {f.name for f in dataclasses.fields(config_class(name))}
+
+
+def batch(n: int = 8, spec: FeatureSpec = SPEC) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     out = {}
-    for f in SPEC.features:
+    for f in spec.features:
         if f.type == "categorical":
             out[f.name] = torch.randint(0, f.vocab_size, (n,), generator=g, dtype=torch.int32)
         elif f.type == "sequence":
@@ -42,15 +56,18 @@ def batch(n: int = 8) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("model", MODEL_CONFIGS)
 def test_every_sampled_trial_builds_and_runs(model):
-    cfg = compose([f"model={model}"])  # movielens_small: its data file narrows the space
+    seq = is_sequence_model(model)
+    # movielens_small (movielens_seq for the sequence models): its data file narrows the space
+    cfg = compose([f"model={model}"] + (["data=movielens_seq"] if seq else []))
     space = SP.space_of(cfg)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
-    x = batch()
+    spec = SEQ_SPEC if seq else SPEC
+    x = batch(spec=spec)
     for _ in range(6):
         t = study.ask()
         params = {k: p.suggest(t) for k, p in space.items()}
         tcfg = SP.apply_params(cfg, params)  # what a sweep trial does to the composed config
-        m = build(str(tcfg.model.name), SPEC, OmegaConf.to_container(tcfg.model.params, resolve=True)).eval()
+        m = build(str(tcfg.model.name), spec, OmegaConf.to_container(tcfg.model.params, resolve=True)).eval()
         with torch.no_grad():
             assert m(x).shape == (8,), params
         study.tell(t, 0.5)

@@ -16,7 +16,7 @@ tests/test_layers_<concept>.py).
 from bars.models.layers.anova import AnovaKernel, anova_kernels
 from bars.models.layers.attention import MultiHeadSelfAttention
 from bars.models.layers.bilinear import BilinearInteraction
-from bars.models.layers.core import ACTIVATIONS, MLP, Dropout, ReLUDropout, activation
+from bars.models.layers.core import ACTIVATIONS, MLP, Dice, Dropout, ReLUDropout, activation
 from bars.models.layers.disentangled_attention import DisentangledSelfAttention
 from bars.models.layers.embedding import FeatureEmbedding, LogisticRegression
 from bars.models.layers.gating import BilinearFusion, FeatureSelection
@@ -41,6 +41,7 @@ __all__ = [
     "BilinearInteraction",
     "CrossNet",
     "CrossNetV2",
+    "Dice",
     "DisentangledSelfAttention",
     "Dropout",
     "FMInteraction",
@@ -68,6 +69,7 @@ __all__ = [
 ]
 
 # zoo blocks, one module per concept (each tested in tests/test_layers_<concept>.py)
+from bars.models.layers.behavior_transformer import BehaviorTransformer, MaskedSelfAttention, behaviour_masks
 from bars.models.layers.convolution import FieldConvolution, KMaxPooling, ccpm_pooling_sizes
 from bars.models.layers.field_aware import (
     EmbeddingMemoryError,
@@ -87,6 +89,7 @@ from bars.models.layers.hierarchical_attention import (
 )
 from bars.models.layers.holographic import HolographicInteraction
 from bars.models.layers.logarithmic import LogarithmicTransformation
+from bars.models.layers.target_attention import DINAttention
 
 __all__ += ["FieldConvolution", "KMaxPooling", "ccpm_pooling_sizes"]
 __all__ += [
@@ -97,3 +100,5 @@ __all__ += ["FieldGraphNetwork", "GraphLayer"]
 __all__ += ["AttentionalAggregation", "HierarchicalAttention", "PositionwiseFeedForward", "TransformerSelfAttention"]
 __all__ += ["HolographicInteraction"]
 __all__ += ["LogarithmicTransformation"]
+__all__ += ["DINAttention"]
+__all__ += ["BehaviorTransformer", "MaskedSelfAttention", "behaviour_masks"]

@@ -33,6 +33,30 @@ def activation(name: str, inplace: bool = False) -> nn.Module:
 
 
 
+class Dice(nn.Module):
+    """Dice (DIN, Zhou et al., KDD 2018, eq. 9), as FuxiCTR 2.3.10's ``layers.activations.Dice``:
+    ``p = sigmoid(BN(x))``, ``f(x) = p * x + alpha * (1 - p) * x``, where BN normalises each of the ``dim`` units
+    over the batch (no affine, eps 1e-9, momentum 0.01: running statistics at inference) and ``alpha`` [dim]
+    starts at zero. Input ``[N, dim]``."""
+
+    def __init__(self, dim: int, eps: float = 1e-9) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim, affine=False, eps=eps, momentum=0.01)
+        self.alpha = nn.Parameter(torch.zeros(dim))
+
+    def reset_parameters(self) -> None:
+        self.bn.reset_parameters()
+        nn.init.zeros_(self.alpha)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            z = self.bn(x)
+        else:  # the BatchNorm's inference formula written out: the ONNX exporter needs no known channel size
+            z = (x - self.bn.running_mean) * torch.rsqrt(self.bn.running_var + self.bn.eps)
+        p = torch.sigmoid(z)
+        return x * (self.alpha + (1 - self.alpha) * p)  # = p x + alpha (1 - p) x, in fewer passes
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Dense blocks
 # ------------------------------------------------------------------------------------------------------------
@@ -83,7 +107,7 @@ class ReLUDropout(Dropout):
 
 class MLP(nn.Module):
     """Per hidden layer: Linear -> BatchNorm (optional) -> activation (PReLU: one slope per unit, init 0.1, as
-    FuxiCTR) -> :class:`Dropout` (when > 0); then an optional
+    FuxiCTR; ``dice``: :class:`Dice` of the layer's width) -> :class:`Dropout` (when > 0); then an optional
     output Linear (``output_dim``). With no hidden units and no output_dim it is the identity. ReLU followed by
     dropout is the single module :class:`ReLUDropout` (same function, fewer passes over memory)."""
 
@@ -108,6 +132,8 @@ class MLP(nn.Module):
             else:
                 # PReLU as FuxiCTR's MLP_Block: one slope per unit, initialised 0.1
                 act = nn.PReLU(h, init=0.1) if activation_name.lower() == "prelu" else None
+                if activation_name.lower() == "dice":  # one Dice (its own BatchNorm and alpha) per layer
+                    act = Dice(h)
                 layers.append(act or activation(activation_name, inplace=True))
                 if dropout > 0:
                     layers.append(Dropout(dropout))

@@ -39,13 +39,16 @@ class FeatureEmbedding(nn.Module):
       ``use_pretrained`` the field is an ordinary table. The vectors' width must equal ``dim``.
     - sequence models: :meth:`lookup` embeds raw indices of any field in its (owner's) table and
       :meth:`sequence` returns a sequence's unpooled ``[B, L, dim]`` embeddings with its mask (``indices > 0``).
+      Sequence fields named in ``unpooled`` (e.g. DIN's behaviour histories, which the model pools itself) keep
+      their tables but are left out of :meth:`forward` (and of ``field_names`` / ``num_fields``).
     - indices must lie in ``[0, vocab_size)``; in the packed table a larger one would silently read a
       neighbouring field's rows, so on CPU an out-of-range index raises ``IndexError`` naming the field (one
       comparison per batch; skipped on accelerators to avoid a device sync).
     """
 
     def __init__(self, spec: FeatureSpec, dim: int, fields: Sequence[str] | None = None, *,
-                 use_sharing: bool = True, use_pretrained: bool = True, sequence_pooling: str = "mean") -> None:
+                 use_sharing: bool = True, use_pretrained: bool = True, sequence_pooling: str = "mean",
+                 unpooled: Sequence[str] = ()) -> None:
         super().__init__()
         if dim < 1:
             raise ValueError(f"FeatureEmbedding: dim must be >= 1, got {dim}")
@@ -60,9 +63,13 @@ class FeatureEmbedding(nn.Module):
                 )
         if not names:
             raise ValueError("FeatureEmbedding: no fields to embed")
+        bad = [n for n in unpooled if n not in names or spec[n].type != "sequence"]
+        if bad:
+            raise ValueError(f"FeatureEmbedding: unpooled fields {bad} are not sequence fields among {names}")
         self.dim = dim
         self.sequence_pooling = sequence_pooling
-        self.field_names: tuple[str, ...] = tuple(names)
+        self.unpooled: tuple[str, ...] = tuple(n for n in names if n in set(unpooled))
+        self.field_names: tuple[str, ...] = tuple(n for n in names if n not in self.unpooled)
         feats = [spec[n] for n in names]
 
         # table owners: a field that shares another's table reads the owner's rows (owner may be outside `fields`)
@@ -107,7 +114,7 @@ class FeatureEmbedding(nn.Module):
         self.cat_names = tuple(f.name for f in feats if f.type == "categorical" and self._owner[f.name] in offsets)
         self.pcat_names = tuple(f.name for f in feats if f.type == "categorical" and self._owner[f.name] in pretrained)
         self.num_names = tuple(f.name for f in feats if f.type == "numeric")
-        self.seq_names = tuple(f.name for f in feats if f.type == "sequence")
+        self.seq_names = tuple(f.name for f in feats if f.type == "sequence" and f.name not in self.unpooled)
         self._offset = {n: offsets[o] for n, o in self._owner.items() if o in offsets}
 
         self.weight = nn.Parameter(torch.empty(rows, dim)) if rows > 1 else None
@@ -134,8 +141,8 @@ class FeatureEmbedding(nn.Module):
         self.numeric_weight = nn.Parameter(torch.empty(len(self.num_names), dim)) if self.num_names else None
 
         order = list(self.cat_names) + list(self.pcat_names) + list(self.num_names) + list(self.seq_names)
-        perm = [order.index(n) for n in names]
-        self._perm = None if perm == list(range(len(names))) else perm
+        perm = [order.index(n) for n in self.field_names]
+        self._perm = None if perm == list(range(len(self.field_names))) else perm
         self.register_buffer("perm", torch.tensor(perm, dtype=torch.int64), persistent=False)
         self.reset_parameters()
 
