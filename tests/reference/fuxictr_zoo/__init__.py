@@ -37,7 +37,6 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 # embeddings), see its README.
 PENDING: dict[str, str] = {
     "afm": "AFM", "afn": "AFN", "afn_plus": "AFN",
-    "apg_dcnv2": "APG (APG_DCNv2)",
     "dssm": "DSSM", "edcn": "EDCN", "flen": "FLEN", "ppnet": "PEPNet (PPNet)", "sam": "SAM",
 }
 
