@@ -38,7 +38,7 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 PENDING: dict[str, str] = {
     "afm": "AFM", "afn": "AFN", "afn_plus": "AFN",
     "aoanet": "AOANet", "apg_dcnv2": "APG (APG_DCNv2)", "apg_deepfm": "APG (APG_DeepFM)", "deepim": "DeepIM",
-    "destine": "DESTINE", "flen": "FLEN",
+    "destine": "DESTINE",
 }
 
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
