@@ -31,12 +31,11 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 # Registered models that HAVE a FuxiCTR 2.3.10 counterpart (model_zoo/<dir>) whose composition here is not written
 # yet: NOT proven equal to the reference (issue 10 stays open while this is not empty). They are tested against
 # their papers' equations in the fast suite (tests/test_models_*.py). Adding fuxictr_zoo/<m>.py removes the entry.
-# afm: composition written (fuxictr_zoo/pending/afm.py, not discovered); its use_attention=false switch differs
-# from FuxiCTR's (see that file), so it stays here. afn, afn_plus: compositions written (tests/reference/
+# afn, afn_plus: compositions written (tests/reference/
 # fuxictr_zoo_pending/, not discovered): logits equal, but 20 float64 steps drift from rounding (log of tiny
 # embeddings), see its README.
 PENDING: dict[str, str] = {
-    "afm": "AFM", "afn": "AFN", "afn_plus": "AFN",
+    "afn": "AFN", "afn_plus": "AFN",
     "aoanet": "AOANet", "apg_dcnv2": "APG (APG_DCNv2)", "apg_deepfm": "APG (APG_DeepFM)", "deepim": "DeepIM",
     "destine": "DESTINE",
 }
