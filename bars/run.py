@@ -92,13 +92,15 @@ def learning_curve(history: list[EpochLog], title: str = "") -> Any:
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("train loss")
     ax1.grid(alpha=0.3)
-    aucs = [h.val_auc for h in history]
-    ax2.plot(epochs, aucs, marker="o", color="tab:orange", label="val AUC")
+    single = all("auc" in h.val for h in history)  # a multi-task run has auc_<task> keys: plot its monitor
+    aucs = [h.val["auc"] if single else h.monitor for h in history]
+    ax2.plot(epochs, aucs, marker="o", color="tab:orange", label="val AUC" if single else "val monitor")
     if aucs:
-        best = max(range(len(aucs)), key=aucs.__getitem__)
+        improved = [i for i, h in enumerate(history) if h.improved]
+        best = max(range(len(aucs)), key=aucs.__getitem__) if single or not improved else improved[-1]
         ax2.scatter([epochs[best]], [aucs[best]], s=80, facecolors="none", edgecolors="k", label="best")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("validation AUC")
+    ax2.set_ylabel("validation AUC" if single else "validation monitor")
     ax2.grid(alpha=0.3)
     ax2.legend(loc="lower right")
     if title:

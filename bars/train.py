@@ -23,6 +23,16 @@
 - the best weights are kept in memory (and, when ``checkpoint_path`` is given, saved atomically at every
   improvement: ``torch.save`` to a temporary file, then ``os.replace``) and restored before returning.
 
+Model outputs (one definition, :func:`final_logits`): ``forward`` returns the logits [B], or a mapping with key
+``"logit"`` (the final prediction: validation, test, early stopping, predict and export use only it) plus any
+named tensors a model needs for its own training loss. A model that defines ``training_loss(outputs, labels,
+loss_fn) -> scalar`` (DIEN's auxiliary loss, FCN's Tri-BCE, QNN-alpha's self-ensemble...) replaces the data
+term of the objective; ``loss_fn`` is the trainer's ``train.loss`` on logits, and the regularizers, clipping,
+the finite-loss check and logging stay here. A multi-task model declares ``tasks`` (the label names it predicts,
+in the spec's ``labels`` order; :func:`model_tasks`): it returns logits [B, T], is trained on every label
+(default data term: the sum over tasks of ``loss_fn``, FuxiCTR's equal-weight multi-task loss) and evaluated per
+task (``<metric>_<task>`` keys, :func:`bars.metrics.compute_tasks`).
+
 Side effects arrive as callbacks (``on_epoch``): this module never imports mlflow or optuna.
 The hot loop does no per-batch host synchronisation on CUDA (losses are accumulated on the device and checked
 for NaN/inf every ``_CUDA_CHECK_EVERY`` batches); on CPU the check is free and done before every optimizer step.
@@ -57,9 +67,11 @@ __all__ = [
     "TrainConfigError",
     "TrainStep",
     "evaluate",
+    "final_logits",
     "fit",
     "load_checkpoint",
     "loss_function",
+    "model_tasks",
     "predict",
     "regularization",
     "resolve_device",
@@ -206,6 +218,7 @@ class EpochLog:
 
     @property
     def val_auc(self) -> float:
+        """Validation AUC (single-task runs; a multi-task run has ``auc_<task>`` keys instead)."""
         return self.val["auc"]
 
     @property
@@ -342,6 +355,51 @@ def loss_function(name: str) -> Callable[[Tensor, Tensor], Tensor]:
         raise TrainConfigError(f"train.loss {name!r} is not one of {sorted(LOSSES)}") from None
 
 
+def final_logits(outputs: Tensor | Mapping[str, Tensor]) -> Tensor:
+    """The final prediction of a model's ``forward``: the logits tensor itself, or ``outputs["logit"]``."""
+    if isinstance(outputs, Tensor):
+        return outputs
+    if isinstance(outputs, Mapping):
+        if "logit" not in outputs:
+            raise TypeError(f"a model returning a mapping must put its final prediction under 'logit'; "
+                            f"got keys {sorted(outputs)}")
+        out = outputs["logit"]
+        if not isinstance(out, Tensor):
+            raise TypeError(f"outputs['logit'] must be a Tensor, got {type(out).__name__}")
+        return out
+    raise TypeError(f"a model must return a logits Tensor or a mapping with key 'logit', got {type(outputs).__name__}")
+
+
+def model_tasks(model: nn.Module) -> tuple[str, ...]:
+    """The tasks (label names) a multi-task model predicts, from its ``tasks`` attribute; ``()`` for a
+    single-task model (trained on the split's first label)."""
+    tasks = getattr(model, "tasks", ())
+    if isinstance(tasks, str) or not all(isinstance(t, str) for t in tasks):
+        raise TypeError(f"{type(model).__name__}.tasks must be a tuple of label names, got {tasks!r}")
+    return tuple(tasks)
+
+
+def data_loss(model: nn.Module, outputs: Tensor | Mapping[str, Tensor], labels: Tensor,
+              loss_fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """The data term of the objective (no regularizers): the model's own ``training_loss(outputs, labels,
+    loss_fn)`` when it defines one, else ``loss_fn(logits, labels)`` (single task) or the sum over tasks of
+    ``loss_fn(logits[:, j], labels[:, j])`` (a multi-task model's [B, T] logits against [B, T] labels)."""
+    own = getattr(model, "training_loss", None)
+    if callable(own):
+        loss = own(outputs, labels, loss_fn)
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise TypeError(f"{type(model).__name__}.training_loss must return a scalar Tensor, got "
+                            f"{type(loss).__name__}{tuple(loss.shape) if isinstance(loss, Tensor) else ''}")
+        return loss
+    logits = final_logits(outputs)
+    if logits.dim() == 2 and labels.dim() == 2:
+        if logits.shape != labels.shape:
+            raise ValueError(f"{type(model).__name__}: logits {tuple(logits.shape)} do not match labels "
+                             f"{tuple(labels.shape)} (one column per task)")
+        return torch.stack([loss_fn(logits[:, j], labels[:, j]) for j in range(labels.shape[1])]).sum()
+    return loss_fn(logits, labels)
+
+
 class TrainStep:
     """One optimisation step of the BARS protocol; ``fit`` calls it once per training batch.
 
@@ -376,9 +434,10 @@ class TrainStep:
                 loss = loss + reg
         return loss
 
-    def objective(self, logits: Tensor, yb: Tensor) -> Tensor:
-        """Mean loss of ``logits`` against ``yb`` plus the regularization term: what every batch minimises."""
-        return self._add_regularization(self.loss_fn(logits, yb))
+    def objective(self, outputs: Tensor | Mapping[str, Tensor], yb: Tensor) -> Tensor:
+        """The data term of the model's ``outputs`` against ``yb`` (:func:`data_loss`: the model's own
+        ``training_loss`` or the trainer's loss) plus the regularization term: what every batch minimises."""
+        return self._add_regularization(data_loss(self.model, outputs, yb, self.loss_fn))
 
     def set_lr(self, lr: float) -> None:
         _set_lr(self.optimizer, lr)
@@ -426,19 +485,27 @@ def _model_device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def predict(model: nn.Module, split: Split, batch_size: int = 16384, device: Any = None) -> Tensor:
-    """Probabilities (float32, on CPU) for every row of ``split`` in order; model in eval mode meanwhile."""
+    """Probabilities (float32, on CPU) for every row of ``split`` in order: [N], or [N, T] for a multi-task
+    model (one column per task); the model is in eval mode meanwhile and only its final prediction is used."""
     device = _model_device(model) if device is None else resolve_device(device)
     was_training = model.training
     model.eval()
+    n_tasks = len(model_tasks(model))
     try:
         n = len(split)
-        out = torch.empty(n, dtype=torch.float32, device=device)
+        out = torch.empty((n, n_tasks) if n_tasks else n, dtype=torch.float32, device=device)
         start = 0
         with torch.inference_mode():
             for xb, _ in split.batches(batch_size, shuffle=False, seed=0, device=device):
-                logits = model(xb)
+                logits = final_logits(model(xb))
                 b = logits.shape[0]
-                out[start : start + b] = logits.reshape(-1).float()
+                if n_tasks:
+                    if logits.dim() != 2 or logits.shape[1] != n_tasks:
+                        raise ValueError(f"{type(model).__name__} declares {n_tasks} tasks but returned logits of "
+                                         f"shape {tuple(logits.shape)}; expected [B, {n_tasks}]")
+                    out[start : start + b] = logits.float()
+                else:
+                    out[start : start + b] = logits.reshape(-1).float()
                 start += b
             if start != n:
                 raise RuntimeError(f"split yielded {start} rows in batches but has {n}")
@@ -452,9 +519,11 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 16384, device: An
              group_column: str | None = None) -> dict[str, float]:
     """Every registered metric (``bars.metrics.compute``) of ``model`` on ``split`` by name, in registry order:
     ``{"auc": .., "logloss": .., ...}`` on probabilities = sigmoid(logits), float32. With ``group_column`` (a
-    feature of the split, e.g. the user) the grouped metrics (gAUC) are computed too."""
+    feature of the split, e.g. the user) the grouped metrics (gAUC) are computed too. A multi-task model
+    (:func:`model_tasks`) is scored per task against the split's labels: ``{"auc_click": .., ...}``."""
     probs = predict(model, split, batch_size, device).numpy()
-    y = split.label
+    tasks = model_tasks(model)
+    y = split.labels if tasks else split.label
     y = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
     groups = None
     if group_column is not None:
@@ -463,6 +532,12 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 16384, device: An
             raise ValueError(f"group column {group_column!r} is not a feature or meta column of the split; "
                              f"columns: {sorted(columns)}")
         groups = columns[group_column].detach().cpu().numpy()
+    if tasks:
+        names = tuple(getattr(split, "label_names", ()) or ())
+        if names != tasks:
+            raise ValueError(f"{type(model).__name__} predicts tasks {list(tasks)} but the split's labels are "
+                             f"{list(names)}")
+        return metrics.compute_tasks(y, probs, tasks, groups=groups)
     return metrics.compute(y, probs, groups=groups)
 
 
@@ -532,6 +607,7 @@ def fit(
     if init:
         _init(model, cfg.embedding_init_std)
     step = TrainStep(model, cfg, check_finite=device.type == "cpu")
+    all_labels = bool(model_tasks(model))  # a multi-task model trains on every label column
     check_every = 1 if device.type == "cpu" else _CUDA_CHECK_EVERY
 
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -553,7 +629,8 @@ def fit(
         losses = torch.zeros(n_batches, dtype=torch.float32, device=device)
         nb = 0
         for xb, yb in train.batches(
-            cfg.batch_size, shuffle=True, seed=(seed * 1_000_003 + epoch) % 2**63, device=device
+            cfg.batch_size, shuffle=True, seed=(seed * 1_000_003 + epoch) % 2**63, device=device,
+            **({"all_labels": True} if all_labels else {}),
         ):
             losses[nb] = step(xb, yb, epoch=epoch, batch=nb + 1)
             nb += 1
