@@ -119,11 +119,19 @@ def test_afm_attention_pooling_by_pair_loop_and_plain_sum():
     pooled = sum(att[:, k : k + 1] * v for k, v in enumerate(prods))
     expected = lr_term(m.lr, b) + m.weight_p(pooled).squeeze(1)
     assert torch.allclose(m(b), expected)
-    plain = model_of("afm", use_attention=False)
+    # without attention: the plain FM sum; FuxiCTR's unused attention net is built by default (it is only in the
+    # regularizer), not with unused_attention_params=false; the logits are the same either way
+    plain = model_of("afm", attention_dim=5, use_attention=False)
     e = plain.embedding(b)
     fm = sum((e[:, i] * e[:, j]).sum(-1) for i, j in pairs(4))
     assert torch.allclose(plain(b), lr_term(plain.lr, b) + fm)
-    assert plain.attention is None and count_parameters(plain) < count_parameters(m)
+    assert plain.attention is not None and count_parameters(plain) == count_parameters(m)
+    bare = model_of("afm", attention_dim=5, use_attention=False, unused_attention_params=False)
+    bare.load_state_dict({k: v for k, v in plain.state_dict().items() if k in bare.state_dict()})
+    assert torch.equal(bare(b), plain(b))
+    assert bare.attention is None and count_parameters(bare) < count_parameters(m)
+    with pytest.raises(ValueError, match="unused_attention_params"):
+        model_of("afm", unused_attention_params=False)
 
 
 @pytest.mark.parametrize("linear_type", ["LW", "FeLV", "FiLV"])

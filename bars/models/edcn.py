@@ -22,7 +22,10 @@ residual ``c_{l-1}``, as DCN's cross layer does; 2.3.10's EDCN dropped it). The 
 produced the BARS numbers; FuxiCTR 2.3.10 = ``use_regulation_module: true, cross_residual: false``.
 ``bridge_attention_shared``: FuxiCTR's attention pooling scores both towers with the same network
 (``attention1(c) * c + attention1(d) * d``; its ``attention2`` is allocated but never used); ``false`` gives the
-paper's second network for the deep tower. Only the attention-pooling bridge reads it.
+paper's second network for the deep tower. Only the attention-pooling bridge reads it. With ``true`` the unused
+``attention2`` is built too, as FuxiCTR builds it: it never reaches the output, but its weights are in the net
+regularizer (and so in the gradient norm that clipping reads), which FuxiCTR's loss includes (found by the reference
+suite: +3.0 loss at FuxiCTR's initialisation for 3 bridges of width 100 at net regularizer 0.01).
 Parameters: ``embedding.weight`` = embedding_layer, ``cross_w[l]`` / ``cross_b[l]`` = cross_layers[l].weight /
 .bias, ``dense[l].net`` = dense_layers[l].mlp, ``bridges[l]`` = bridge_modules[l], ``regulation[l].g1/g2/bn1/bn2``
 = regulation_modules[l].*, ``fc``.
@@ -72,12 +75,13 @@ class Bridge(nn.Module):
     def __init__(self, hidden_dim: int, bridge_type: BridgeType, shared_attention: bool = True) -> None:
         super().__init__()
         self.bridge_type = bridge_type
+        self.shared_attention = shared_attention
         self.concat_pooling = self.attention1 = self.attention2 = None
         if bridge_type == "concatenation":
             self.concat_pooling = nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim), nn.ReLU())
         elif bridge_type == "attention_pooling":
             self.attention1 = self._attention(hidden_dim)
-            self.attention2 = None if shared_attention else self._attention(hidden_dim)
+            self.attention2 = self._attention(hidden_dim)  # unused when shared, but regularized (as FuxiCTR)
 
     @staticmethod
     def _attention(h: int) -> nn.Sequential:
@@ -90,8 +94,8 @@ class Bridge(nn.Module):
             return c + d
         if self.concat_pooling is not None:
             return self.concat_pooling(torch.cat([c, d], dim=-1))
-        assert self.attention1 is not None
-        second = self.attention2 if self.attention2 is not None else self.attention1
+        assert self.attention1 is not None and self.attention2 is not None
+        second = self.attention1 if self.shared_attention else self.attention2
         return self.attention1(c) * c + second(d) * d
 
 

@@ -8,15 +8,18 @@ README.md).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from fuxictr.features import FeatureMap
 from fuxictr.pytorch.layers import LogisticRegression, MLP_Block
 from fuxictr.pytorch.models import BaseModel
@@ -29,21 +32,47 @@ _MODEL_ROOT = tempfile.mkdtemp(prefix="fuxictr-ref-")
 # ------------------------------------------------------------------------------------------------ feature map
 def feature_map(spec: FeatureSpec, embedding_dim: int) -> FeatureMap:
     """A FuxiCTR FeatureMap equal to ``spec``: the same fields in the same order, index 0 = padding row (FuxiCTR's
-    ``padding_idx``), the same vocabulary sizes, so the same integer batches feed both models."""
+    ``padding_idx``), the same vocabulary sizes, so the same integer batches feed both models; a field's feature
+    group (``Feature.group``, set by :func:`with_groups`) is its FuxiCTR ``source`` ("" when it has none)."""
     fmap = FeatureMap(spec.dataset, _MODEL_ROOT)
     fmap.default_emb_dim = embedding_dim
     feats: OrderedDict[str, dict[str, Any]] = OrderedDict()
     for f in spec.features:
         if f.type == "categorical":
-            feats[f.name] = {"type": "categorical", "vocab_size": f.vocab_size, "padding_idx": 0, "source": ""}
+            feats[f.name] = {"type": "categorical", "vocab_size": f.vocab_size, "padding_idx": 0, "source": f.group}
         elif f.type == "numeric":
-            feats[f.name] = {"type": "numeric", "source": ""}
+            feats[f.name] = {"type": "numeric", "source": f.group}
         else:
             raise NotImplementedError(f"reference feature map: {f.type} field {f.name!r} is not mapped yet")
     fmap.features = feats
     fmap.labels = [spec.label]
     fmap.num_fields = fmap.get_num_fields()
     return fmap
+
+
+def with_groups(spec: FeatureSpec, groups: Mapping[str, Sequence[str]] | None) -> FeatureSpec:
+    """``spec`` with the feature groups ``{group: [field names]}`` (what ``data.groups`` declares; every named
+    field must exist, fields not named stay in no group); ``None``: ``spec`` unchanged. The groups models (DSSM,
+    FLEN, PPNet's gate priors) read them, and :func:`feature_map` passes them to FuxiCTR as ``source``."""
+    if groups is None:
+        return spec
+    where = {n: g for g, names in groups.items() for n in names}
+    unknown = sorted(set(where) - set(spec.names))
+    if unknown:
+        raise ValueError(f"groups {dict(groups)}: fields {unknown} are not in the spec ({spec.names})")
+    feats = tuple(dataclasses.replace(f, group=where.get(f.name, "")) for f in spec.features)
+    return dataclasses.replace(spec, features=feats)
+
+
+# The feature groups of BARS's Frappe_x1 runs (ranking/ctr/DSSM/DSSM_frappe_x1/*/dataset_config.yaml), read from
+# conf/data/frappe_x1.yaml's data.groups, which declares them: the context fields on the user side, no context group.
+FRAPPE_X1_GROUPS = {g: tuple(names) for g, names in yaml.safe_load(
+    (Path(__file__).resolve().parents[2] / "conf" / "data" / "frappe_x1.yaml").read_text(encoding="utf-8")
+)["data"]["groups"].items()}
+# The three groups of Frappe's fields by meaning (user / item / the context of the use), for models that need a
+# context group (FLEN: FuxiCTR cannot run with an empty group).
+FRAPPE_THREE_GROUPS = {"user": ("user",), "item": ("item", "cost"),
+                       "context": ("daytime", "weekday", "isweekend", "homework", "weather", "country", "city")}
 
 
 # ------------------------------------------------------------------------------------------------ base
@@ -164,6 +193,9 @@ class Reference:
     transplant: Callable[[nn.Module, RefModel], None]
     cases: Mapping[str, Mapping[str, Any]]
     source: str  # the FuxiCTR model_zoo file the composition follows
+    # the feature groups of the Frappe rows every case runs on ({group: [fields]}, see with_groups), for the models
+    # that read groups (FuxiCTR's feature ``source``); None: no groups
+    groups: Mapping[str, Sequence[str]] | None = None
 
 
 MLP = {"activation": "relu", "batch_norm": True, "dropout": 0.0}

@@ -31,13 +31,11 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 # Registered models that HAVE a FuxiCTR 2.3.10 counterpart (model_zoo/<dir>) whose composition here is not written
 # yet: NOT proven equal to the reference (issue 10 stays open while this is not empty). They are tested against
 # their papers' equations in the fast suite (tests/test_models_*.py). Adding fuxictr_zoo/<m>.py removes the entry.
-# afm: composition written (fuxictr_zoo/pending/afm.py, not discovered); its use_attention=false switch differs
-# from FuxiCTR's (see that file), so it stays here. afn, afn_plus: compositions written (tests/reference/
-# fuxictr_zoo_pending/, not discovered): logits equal, but 20 float64 steps drift from rounding (log of tiny
-# embeddings), see its README.
+# afn, afn_plus: compositions written (tests/reference/fuxictr_zoo_pending/, not discovered): logits equal, but 20
+# float64 steps drift from rounding (log of tiny embeddings), see its README. din, bst: the suite has no sequence
+# data path yet (its FeatureMap is built from Frappe rows, which have no behaviour sequences).
 PENDING: dict[str, str] = {
-    "afm": "AFM", "afn": "AFN", "afn_plus": "AFN",
-    "dssm": "DSSM", "edcn": "EDCN", "flen": "FLEN", "ppnet": "PEPNet (PPNet)", "sam": "SAM",
+    "afn": "AFN", "afn_plus": "AFN", "bst": "BST", "din": "DIN",
 }
 
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):

@@ -1,13 +1,11 @@
 """afm: FuxiCTR 2.3.10 composition following model_zoo/AFM/src/AFM.py, and the transplant of our weights into it.
 
-NOT ACTIVE (fuxictr_zoo/pending/ is not discovered; afm stays in PENDING): the cases "attention" and conf:afm pass
-every test, but "no-attention" shows a real difference. FuxiCTR builds the attention network and weight_p whatever
-use_attention says and, unused, they are still net-regularised: with use_attention=false its training loss carries
-net_regularizer/2 * ||unused||^2 (Frappe, attention_dim 16, net_regularizer 0.01: +0.0923 at step 1, +0.0839 at
-step 20, 11 % of the loss; and their gradient enters the clip-norm total) while bars (which does not build them, by
-design: bars/models/afm.py) has none. Predictions and the used weights after 20 steps agree (max diff 0.0 / 7e-18).
-To activate: decide the fidelity question (e.g. a switch building the unused net), then move this file up one
-folder and remove "afm" from PENDING."""
+FuxiCTR builds the attention network and weight_p whatever use_attention says; unused (use_attention false) they are
+still net-regularised. Our ``unused_attention_params: true`` (the default) builds them as well, so the
+"no-attention" case compares them too (they are transplanted and must stay equal through the 20 steps). Its
+non-default ``false`` (no unused parameters) has no FuxiCTR counterpart, so no case: with it, the loss lacks FuxiCTR's
+``net_regularizer / 2 * ||unused||^2`` (Frappe, attention_dim 16, net regularizer 0.01: +0.0923 at step 1, +0.0839
+at step 20, 11 % of the loss), the predictions and used weights stay equal (max diff 0.0 / 7e-18)."""
 
 from __future__ import annotations
 
@@ -49,14 +47,17 @@ def transplant_afm(ours, theirs):
     # FuxiCTR's pair indices are a frozen int Parameter: ours (the same pairs, same order) fill it
     put(theirs.product_layer.triu_index, torch.stack([ours.product.left, ours.product.right]), "product.pairs")
     copy_lr(theirs.lr_layer, ours.lr, "lr")
-    if (ours.attention is None) != (not theirs.use_attention):
-        raise ValueError("afm: attention present in one side only")
-    if ours.attention is not None:
-        copy_leaves(theirs.attention, ours.attention, "attention")
-        copy_leaves(theirs.weight_p, ours.weight_p, "weight_p")
+    if ours.attention is None:  # unused_attention_params false: FuxiCTR has no such structure
+        raise ValueError("afm: no attention network in bars (unused_attention_params false); FuxiCTR builds it")
+    if ours.cfg.use_attention != theirs.use_attention:
+        raise ValueError("afm: use_attention differs")
+    copy_leaves(theirs.attention, ours.attention, "attention")
+    copy_leaves(theirs.weight_p, ours.weight_p, "weight_p")
 
 
 REFERENCE = Reference(AFM, transplant_afm, {
-    "attention": {**E, "attention_dim": 16, "attention_dropout": (0.0, 0.0), "use_attention": True},
-    "no-attention": {**E, "attention_dim": 16, "attention_dropout": (0.0, 0.0), "use_attention": False},
+    "attention": {**E, "attention_dim": 16, "attention_dropout": (0.0, 0.0), "use_attention": True,
+                  "unused_attention_params": True},
+    "no-attention": {**E, "attention_dim": 16, "attention_dropout": (0.0, 0.0), "use_attention": False,
+                     "unused_attention_params": True},
 }, "model_zoo/AFM/src/AFM.py")
