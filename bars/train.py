@@ -23,15 +23,10 @@
 - the best weights are kept in memory (and, when ``checkpoint_path`` is given, saved atomically at every
   improvement: ``torch.save`` to a temporary file, then ``os.replace``) and restored before returning.
 
-Model outputs (one definition, :func:`final_logits`): ``forward`` returns the logits [B], or a mapping with key
-``"logit"`` (the final prediction: validation, test, early stopping, predict and export use only it) plus any
-named tensors a model needs for its own training loss. A model that defines ``training_loss(outputs, labels,
-loss_fn) -> scalar`` (DIEN's auxiliary loss, FCN's Tri-BCE, QNN-alpha's self-ensemble...) replaces the data
-term of the objective; ``loss_fn`` is the trainer's ``train.loss`` on logits, and the regularizers, clipping,
-the finite-loss check and logging stay here. A multi-task model declares ``tasks`` (the label names it predicts,
-in the spec's ``labels`` order; :func:`model_tasks`): it returns logits [B, T], is trained on every label
-(default data term: the sum over tasks of ``loss_fn``, FuxiCTR's equal-weight multi-task loss) and evaluated per
-task (``<metric>_<task>`` keys, :func:`bars.metrics.compute_tasks`).
+The batch objective (regularizers, ``train.loss``, what a model's ``forward`` may return, a model's own
+``training_loss``, multi-task models) is defined in :mod:`bars.objective` and re-exported here; the clipping,
+the finite-loss check and logging stay here. A multi-task model is trained on every label and evaluated per task
+(``<metric>_<task>`` keys, :func:`bars.metrics.compute_tasks`).
 
 Side effects arrive as callbacks (``on_epoch``): this module never imports mlflow or optuna.
 The hot loop does no per-batch host synchronisation on CUDA (losses are accumulated on the device and checked
@@ -57,6 +52,15 @@ from torch import Tensor, nn
 
 from bars import metrics
 from bars.fileio import atomic_write
+from bars.objective import (
+    LOSSES,
+    TrainConfigError,
+    data_loss,
+    final_logits,
+    loss_function,
+    model_tasks,
+    regularization,
+)
 
 __all__ = [
     "LOSSES",
@@ -80,10 +84,6 @@ __all__ = [
 ]
 
 _CUDA_CHECK_EVERY = 64  # batches between host syncs for the NaN/inf check on accelerators
-
-
-class TrainConfigError(ValueError):
-    """A train config with unknown keys or invalid values."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -319,85 +319,6 @@ def _init(model: nn.Module, std: float) -> None:
         from bars.models.layers import init_bars_
 
         init_bars_(model, std)
-
-
-def regularization(params: list[Tensor], lam: float) -> Tensor | None:
-    """``(lam / 2) * sum ||W||^2`` over ``params`` (differentiable); ``None`` when ``lam == 0`` or no params."""
-    if lam == 0 or not params:
-        return None
-    sq = torch.stack([p.square().sum() for p in params]).sum()
-    return sq * (lam / 2.0)
-
-
-def _bce_on_probabilities(logits: Tensor, y: Tensor) -> Tensor:
-    """FuxiCTR's loss: the model's sigmoid output, then ``F.binary_cross_entropy`` (log clamped at -100).
-
-    ``F.binary_cross_entropy`` rejects a NaN probability (an exception on CPU, a device assert on CUDA), so NaN
-    rows are scored at 0.5 and a NaN term (exactly 0 with zero gradient when there is no NaN) makes the loss
-    NaN, which the trainer's finite-loss check reports as :class:`NonFiniteLossError`."""
-    p = torch.sigmoid(logits)
-    bad = torch.isnan(p)
-    loss = nn.functional.binary_cross_entropy(p.masked_fill(bad, 0.5), y)
-    return loss + p.masked_fill(~bad, 0.0).sum() * 0.0
-
-
-LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "bce": _bce_on_probabilities,
-    "bce_logits": nn.functional.binary_cross_entropy_with_logits,
-}
-
-
-def loss_function(name: str) -> Callable[[Tensor, Tensor], Tensor]:
-    """``loss(logits [B], labels [B]) -> mean loss`` for ``train.loss`` ``name`` (one of :data:`LOSSES`)."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise TrainConfigError(f"train.loss {name!r} is not one of {sorted(LOSSES)}") from None
-
-
-def final_logits(outputs: Tensor | Mapping[str, Tensor]) -> Tensor:
-    """The final prediction of a model's ``forward``: the logits tensor itself, or ``outputs["logit"]``."""
-    if isinstance(outputs, Tensor):
-        return outputs
-    if isinstance(outputs, Mapping):
-        if "logit" not in outputs:
-            raise TypeError(f"a model returning a mapping must put its final prediction under 'logit'; "
-                            f"got keys {sorted(outputs)}")
-        out = outputs["logit"]
-        if not isinstance(out, Tensor):
-            raise TypeError(f"outputs['logit'] must be a Tensor, got {type(out).__name__}")
-        return out
-    raise TypeError(f"a model must return a logits Tensor or a mapping with key 'logit', got {type(outputs).__name__}")
-
-
-def model_tasks(model: nn.Module) -> tuple[str, ...]:
-    """The tasks (label names) a multi-task model predicts, from its ``tasks`` attribute; ``()`` for a
-    single-task model (trained on the split's first label)."""
-    tasks = getattr(model, "tasks", ())
-    if isinstance(tasks, str) or not all(isinstance(t, str) for t in tasks):
-        raise TypeError(f"{type(model).__name__}.tasks must be a tuple of label names, got {tasks!r}")
-    return tuple(tasks)
-
-
-def data_loss(model: nn.Module, outputs: Tensor | Mapping[str, Tensor], labels: Tensor,
-              loss_fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """The data term of the objective (no regularizers): the model's own ``training_loss(outputs, labels,
-    loss_fn)`` when it defines one, else ``loss_fn(logits, labels)`` (single task) or the sum over tasks of
-    ``loss_fn(logits[:, j], labels[:, j])`` (a multi-task model's [B, T] logits against [B, T] labels)."""
-    own = getattr(model, "training_loss", None)
-    if callable(own):
-        loss = own(outputs, labels, loss_fn)
-        if not isinstance(loss, Tensor) or loss.dim() != 0:
-            raise TypeError(f"{type(model).__name__}.training_loss must return a scalar Tensor, got "
-                            f"{type(loss).__name__}{tuple(loss.shape) if isinstance(loss, Tensor) else ''}")
-        return loss
-    logits = final_logits(outputs)
-    if logits.dim() == 2 and labels.dim() == 2:
-        if logits.shape != labels.shape:
-            raise ValueError(f"{type(model).__name__}: logits {tuple(logits.shape)} do not match labels "
-                             f"{tuple(labels.shape)} (one column per task)")
-        return torch.stack([loss_fn(logits[:, j], labels[:, j]) for j in range(labels.shape[1])]).sum()
-    return loss_fn(logits, labels)
 
 
 class TrainStep:
