@@ -11,6 +11,9 @@ a categorical field (``Feature.share_embedding``) with that field, in spec order
 
 from __future__ import annotations
 
+import torch
+from torch import Tensor, nn
+
 from bars.data.spec import FeatureSpec
 from bars.models.registry import ModelConfigError
 
@@ -65,3 +68,12 @@ def sequence_pairs(spec: FeatureSpec, target_fields, sequence_fields, model: str
             raise ModelConfigError(f"model {model!r}: sequence fields {list(seqs)} are attended together but have "
                                    f"different max_len {[spec[n].max_len for n in seqs]}")
     return pairs
+
+
+def pair_embeddings(embedding: nn.Module, batch: dict[str, Tensor], pair: Pair) -> tuple[Tensor, Tensor]:
+    """A pair's target embedding [B, n * dim] and history embeddings [B, L, n * dim] (a tuple's fields
+    concatenated) from ``embedding`` (a FeatureEmbedding whose ``lookup(name, index)`` gives one field's vectors)."""
+    targets, seqs = pair
+    t = torch.cat([embedding.lookup(n, batch[n]) for n in targets], dim=-1)
+    h = torch.cat([embedding.lookup(n, batch[n]) for n in seqs], dim=-1)
+    return t, h

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
 from bars.models._common import check_activation, check_dim, check_dropout, check_units, logits
-from bars.models._sequence import check_pair_keys, sequence_pairs
+from bars.models._sequence import check_pair_keys, pair_embeddings, sequence_pairs
 from bars.models.layers import MLP, BehaviorTransformer, FeatureEmbedding, behaviour_masks
 from bars.models.registry import ModelConfigError, register
 
@@ -104,8 +104,7 @@ class BST(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         parts = [self.embedding.flat(batch)]
         for (targets, seqs), transformer in zip(self.pairs, self.transformers, strict=True):
-            t = torch.cat([self.embedding.lookup(n, batch[n]) for n in targets], dim=-1)
-            h = torch.cat([self.embedding.lookup(n, batch[n]) for n in seqs], dim=-1)
+            t, h = pair_embeddings(self.embedding, batch, (targets, seqs))
             keep, allowed = behaviour_masks(batch[seqs[0]], self.cfg.use_causal_mask)
             out = transformer(torch.cat([h, t.unsqueeze(1)], dim=1), allowed)
             parts.append(self.pool(out, keep))

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
 from bars.models._common import check_activation, check_dim, check_dropout, check_units, logits
-from bars.models._sequence import check_pair_keys, sequence_pairs
+from bars.models._sequence import check_pair_keys, pair_embeddings, sequence_pairs
 from bars.models.layers import MLP, DINAttention, FeatureEmbedding
 from bars.models.registry import register
 
@@ -91,8 +91,7 @@ class DIN(nn.Module):
         """Per pair, the attention-pooled history ``[B, n, dim]`` (one row per sequence field of the pair)."""
         out = []
         for (targets, seqs), att in zip(self.pairs, self.attention, strict=True):
-            t = torch.cat([self.embedding.lookup(n, batch[n]) for n in targets], dim=-1)
-            h = torch.cat([self.embedding.lookup(n, batch[n]) for n in seqs], dim=-1)
+            t, h = pair_embeddings(self.embedding, batch, (targets, seqs))
             v = att(t, h, batch[seqs[0]] > 0)
             out.append(v.view(v.size(0), len(seqs), self.cfg.embedding_dim))
         return out
