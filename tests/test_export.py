@@ -58,18 +58,16 @@ def _params(name: str, dim: int) -> dict:
                                   resolve=True)
 
 
-# DeepCrossing's three residual blocks of 500 units (FuxiCTR's default) compound a 0.2 spread (about x3 per layer, six
-# layers) until float32 rounding (ONNX Runtime sums in another order) reaches 1.3e-5 of the logit on movielens_small
-# rows; a spread that keeps its hidden values in the range of the other models' tests the export, not float32.
-WEIGHT_STD = {"deepcrossing": 0.1}
-
-# Models whose float32 outputs, with these spread-out weights, are themselves further than 1e-5 from the exact
-# (float64) ones, so the export is held to FLOAT32_FACTOR x torch's own error (bars.export.Tolerance; measured in
-# docs/predict-export.md): ONNX Runtime's and torch's float32 kernels sum in other orders, while the same graphs in
-# float64 agree to 1e-12. APG's self-wise layers are quadratic in their input (hidden values 1 -> 6e4 -> 3e11, so
-# logits of 1e11 that cancel); DESTINE's residual attention grows values x4 a layer (logits up to 229); DSSM's
-# logit is a dot product of two 2-norm ~2 towers that cancels. Every other model must still meet 1e-5 outright.
-ILL_CONDITIONED = {"apg_dcnv2", "apg_deepfm", "destine", "dssm"}
+# Weights are drawn N(0, 0.2), a spread that puts every model's logits in a trained CTR model's range (|logit| of a
+# few units) on these rows. Five models compound a 0.2 spread far beyond that, so their test would check float32,
+# not the export (ONNX Runtime and torch sum in other orders; torch's own float32 output is then itself further than
+# 1e-5 from float64): DeepCrossing's six 500-unit residual layers (x3 a layer); APG's self-wise generated layers,
+# quadratic in their input (hidden values 1 -> 6e4 -> 3e11, logits of 1e11 that cancel); DESTINE's residual attention
+# (x4 a layer, logits up to 229); DSSM's dot product of two towers that cancels. With the spreads below their largest
+# |logit| on these rows is 6.7 or less (measured: APG-DCNv2 5.8, APG-DeepFM 2.9, DESTINE 2.7, DSSM 0.5) and every
+# registered model meets 1e-5 outright. `bars export` itself keeps the rule for ill-conditioned trained weights
+# (bars.export.Tolerance: max(1e-5, FLOAT32_FACTOR x torch's own float32 error)); tested on its own below.
+WEIGHT_STD = {"deepcrossing": 0.1, "apg_dcnv2": 0.1, "apg_deepfm": 0.1, "destine": 0.08, "dssm": 0.1}
 
 
 def _datasets(name: str) -> tuple[str, ...]:
@@ -81,12 +79,12 @@ def _datasets(name: str) -> tuple[str, ...]:
     return ("tiny",) if "sequence_fields" in fields else ("movielens_small", "tiny")
 
 
-def _model(name: str, spec: FeatureSpec, dim: int) -> torch.nn.Module:
+def _model(name: str, spec: FeatureSpec, dim: int, std: float | None = None) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build(name, spec, _params(name, dim))
     with torch.no_grad():  # weights with some spread, so the outputs are far from constant
         for p in model.parameters():
-            p.normal_(0.0, WEIGHT_STD.get(name, 0.2))
+            p.normal_(0.0, std if std is not None else WEIGHT_STD.get(name, 0.2))
     return model.eval()
 
 
@@ -153,8 +151,8 @@ def test_every_registered_model_exports_with_parity_or_is_listed_with_its_reason
         d_logit, d_prob = got
         tol = tolerances[(name, data)]
         assert d_logit <= tol.logit and d_prob <= tol.probability, (data, d_logit, d_prob, tol)
-        if name not in ILL_CONDITIONED:  # the float32 allowance is used only where torch's own rounding needs it
-            assert d_logit <= TOLERANCE and d_prob <= TOLERANCE, (data, d_logit, d_prob, tol)
+        # the issue's bound, with no float32 allowance, for every registered model
+        assert d_logit <= TOLERANCE and d_prob <= TOLERANCE, (data, d_logit, d_prob, tol)
 
 
 def test_unsupported_lists_only_registered_models_with_a_reason():
@@ -185,10 +183,11 @@ def test_the_float32_allowance_follows_torchs_own_error():
         check_parity("apg_dcnv2", "onnx", 9e-4, 1e-6, Tolerance(2e-4, 1e-8))
     with pytest.raises(ExportError, match="differs from torch"):
         check_parity("dnn", "onnx", 2e-5, 1e-6, Tolerance(1e-7, 1e-7))
-    # measured, not assumed: a well-conditioned model's float32 error is far below 1e-5, APG's (spread weights) not
+    # measured, not assumed: a well-conditioned model's float32 error is far below 1e-5, APG's with a 0.2 spread
+    # (logits of 1e9) not
     sample = _tiny_sample()
     for name, low in (("dnn", True), ("apg_dcnv2", False)):
-        model = _model(name, TINY, 4)
+        model = _model(name, TINY, 4, std=0.2)
         logit, prob = field_inputs(model, TINY.names)(*(sample[n] for n in TINY.names))
         tol = parity_tolerance(model, sample, TINY.names, (logit.detach().numpy(), prob.detach().numpy()))
         assert (tol.float32_logit < 1e-6) == low and (tol.logit == TOLERANCE) == low, (name, tol)
