@@ -717,6 +717,33 @@ def rule_deepcrossing(t: Transcript) -> None:
     t.set("model.params.use_residual", "use_residual", bool)
 
 
+# --- issue 11: MaskNet (FuxiCTR 1.2.1 on the x1 splits, 2.2.0 on the x4: the same function as 2.3.10)
+MASKNET_TYPES = {"SerialMaskNet": "serial", "ParallelMaskNet": "parallel"}
+
+
+def rule_masknet(t: Transcript) -> None:
+    """FuxiCTR's ``model_type`` SerialMaskNet / ParallelMaskNet -> ``model_type`` serial / parallel; the parallel
+    block keys are logged for serial runs too (FuxiCTR's defaults): inert there, null here."""
+    common(t)
+    kind = t.get("model_type")
+    if kind not in MASKNET_TYPES:
+        raise TranscriptionError(f"{t.where}: model_type {kind!r} is not one of {sorted(MASKNET_TYPES)}")
+    t.put("model.params.model_type", MASKNET_TYPES[kind])
+    t.set("model.params.dnn_hidden_units", "dnn_hidden_units", _units)
+    t.set("model.params.activation", "dnn_hidden_activations", _act)
+    t.set("model.params.reduction_ratio", "reduction_ratio", float)
+    t.set("model.params.emb_layernorm", "emb_layernorm", bool)
+    t.set("model.params.net_layernorm", "net_layernorm", bool)
+    t.set("model.params.dropout", "net_dropout", _float)
+    if kind == "ParallelMaskNet":
+        t.set("model.params.parallel_num_blocks", "parallel_num_blocks", int)
+        t.set("model.params.parallel_block_dim", "parallel_block_dim", int)
+    else:
+        t.mark_inert("parallel_num_blocks", "parallel_block_dim")
+        t.put("model.params.parallel_num_blocks", None)
+        t.put("model.params.parallel_block_dim", None)
+
+
 # registry name of the model config -> (FuxiCTR model class(es) the README may name, rule)
 RULES: dict[str, tuple[str | tuple[str, ...], Callable[[Transcript], None]]] = {
     "lr": ("LR", rule_lr), "fm": ("FM", rule_fm), "dnn": ("DNN", rule_mlp), "widedeep": ("WideDeep", rule_mlp),
@@ -732,6 +759,7 @@ RULES: dict[str, tuple[str | tuple[str, ...], Callable[[Transcript], None]]] = {
     "fibinet": ("FiBiNET", rule_fibinet), "fmfm": ("FmFM", rule_fmfm), "fwfm": ("FwFM", rule_fwfm),
     "hofm": ("HOFM", rule_hofm), "ipnn": ("PNN", rule_mlp), "lorentzfm": ("LorentzFM", rule_shared_regularizer),
     "nfm": ("NFM", rule_mlp),
+    "masknet": ("MaskNet", rule_masknet),
 }
 
 

@@ -104,6 +104,15 @@ BARS_GRIDS = {
                    "dropout": [0.0, 0.1, 0.2, 0.3]},
 }
 
+BARS_GRIDS.update({  # issue 11: MaskNet's two structures (BARS's tuner configs, split by model_type)
+    "masknet": {"dnn_hidden_units": [[400, 400, 400], [1000, 1000, 1000, 1000, 1000], [2000, 2000, 2000]],
+                "parallel_num_blocks": [1, 2, 3, 6, 8, 10], "parallel_block_dim": [50, 100, 200, 500],
+                "reduction_ratio": [0.1, 0.2, 0.4, 0.5, 0.8, 1.0, 2.0, 4.0], "emb_layernorm": [False],
+                "net_layernorm": [True, False], "dropout": [0.0, 0.1, 0.2, 0.3]},
+    "masknet_serial": {"dnn_hidden_units": [[400, 400, 400]],
+                       "reduction_ratio": [0.1, 0.2, 0.3, 0.4, 0.5, 0.8, 1.0, 2.0, 4.0, 8.0],
+                       "emb_layernorm": [True, False], "net_layernorm": [True], "dropout": [0.2, 0.3, 0.4, 0.5]},
+})
 
 @pytest.mark.parametrize("model", sorted(BARS_GRIDS))
 def test_zoo3_spaces_cover_the_bars_grids(model):

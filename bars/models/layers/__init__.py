@@ -89,6 +89,7 @@ from bars.models.layers.hierarchical_attention import (
 )
 from bars.models.layers.holographic import HolographicInteraction
 from bars.models.layers.logarithmic import LogarithmicTransformation
+from bars.models.layers.masking import FieldLayerNorm, MaskBlock, mask_width
 from bars.models.layers.target_attention import DINAttention
 
 __all__ += ["FieldConvolution", "KMaxPooling", "ccpm_pooling_sizes"]
@@ -102,3 +103,4 @@ __all__ += ["HolographicInteraction"]
 __all__ += ["LogarithmicTransformation"]
 __all__ += ["DINAttention"]
 __all__ += ["BehaviorTransformer", "MaskedSelfAttention", "behaviour_masks"]
+__all__ += ["FieldLayerNorm", "MaskBlock", "mask_width"]
