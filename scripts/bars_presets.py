@@ -151,12 +151,19 @@ def parse_readme(path: str, text: str) -> Readme:
 
 
 def read_source(repo: BarsRepo, path: str, row: dict[str, str]) -> str:
-    """The text :func:`parse_readme` reads for a ``source``: the README itself, or, where BARS published a result
-    without a README (the source is the folder's results.csv, e.g. HFM on Frappe_x1), the run's log named by the
-    results.csv line whose test AUC is the published one, behind the folder's environments.txt (its FuxiCTR
-    version) and a '### Logs' heading."""
+    """The text :func:`parse_readme` reads for a ``source``: the README itself (behind the folder's environments.txt
+    when the README names no FuxiCTR version), or, where BARS published a result without a README (the source is
+    the folder's results.csv, e.g. HFM on Frappe_x1), the run's log named by the results.csv line whose test AUC
+    is the published one, behind the folder's environments.txt (its FuxiCTR version) and a '### Logs' heading."""
     if path.endswith("/README.md"):
-        return repo.read(path)
+        text = repo.read(path)
+        if not re.search(r"fuxictr:\s*v?[\d.]+\d", text):  # e.g. FGCNN x4_001: the version is in environments.txt
+            try:
+                env = repo.read(f"{path.rsplit('/', 1)[0]}/environments.txt")
+            except TranscriptionError:
+                return text
+            return f"{env}\n{text}"
+        return text
     if not path.endswith("/results.csv"):
         raise TranscriptionError(f"{PUBLISHED}: source {path!r} is neither a README.md nor a results.csv")
     folder = path.rsplit("/", 1)[0]
@@ -742,6 +749,22 @@ def rule_masknet(t: Transcript) -> None:
         t.mark_inert("parallel_num_blocks", "parallel_block_dim")
         t.put("model.params.parallel_num_blocks", None)
         t.put("model.params.parallel_block_dim", None)
+def rule_fgcnn(t: Transcript) -> None:
+    """kernel_heights / pooling_sizes / recombined_channels are logged as one int (every layer) or a list, as
+    FuxiCTR accepts both: transcribed as logged."""
+    common(t)
+    t.set("model.params.share_embedding", "share_embedding", bool)
+    t.set("model.params.channels", "channels", _units)
+    for k in ("kernel_heights", "pooling_sizes", "recombined_channels"):
+        t.set(f"model.params.{k}", k, lambda v: int(v) if isinstance(v, int) else _units(v))
+    t.set("model.params.conv_activation", "conv_activation", _act)
+    t.set("model.params.conv_batch_norm", "conv_batch_norm", bool)
+    if t.set("model.params.dnn_hidden_units", "dnn_hidden_units", _units):
+        t.set("model.params.activation", "dnn_activations", _act)
+        t.set("model.params.batch_norm", "dnn_batch_norm", bool)
+        t.set("model.params.dropout", "net_dropout", _float)
+    else:
+        _no_mlp(t, "dnn_activations", "dnn_batch_norm")
 
 
 # registry name of the model config -> (FuxiCTR model class(es) the README may name, rule)
@@ -760,6 +783,7 @@ RULES: dict[str, tuple[str | tuple[str, ...], Callable[[Transcript], None]]] = {
     "hofm": ("HOFM", rule_hofm), "ipnn": ("PNN", rule_mlp), "lorentzfm": ("LorentzFM", rule_shared_regularizer),
     "nfm": ("NFM", rule_mlp),
     "masknet": ("MaskNet", rule_masknet),
+    "fgcnn": ("FGCNN", rule_fgcnn),
 }
 
 

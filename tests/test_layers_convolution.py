@@ -1,4 +1,5 @@
-"""CCPM's convolution + k-max pooling stack against explicit loops, and against FuxiCTR's Conv2d layout."""
+"""CCPM's convolution + k-max pooling stack against explicit loops, and against FuxiCTR's Conv2d layout; FGCNN's
+feature generation against explicit loops."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from bars.models.layers import FieldConvolution, KMaxPooling, ccpm_pooling_sizes
+from bars.models.layers import (
+    FeatureGeneration,
+    FieldConvolution,
+    KMaxPooling,
+    ccpm_pooling_sizes,
+    fgcnn_pooled_heights,
+)
 
 
 def test_kmax_keeps_the_largest_in_original_order():
@@ -82,3 +89,85 @@ def test_invalid_stacks_are_rejected():
         FieldConvolution(6, [], [], "tanh")
     with pytest.raises(ValueError, match="keeps 3 of only 2"):
         FieldConvolution(2, [3], [1], "tanh")
+
+
+# ------------------------------------------------------------------------------------------------ FGCNN
+def test_fgcnn_pooled_heights_are_ceil_and_reject_what_fuxictr_cannot_pool():
+    assert fgcnn_pooled_heights(10, [2, 2, 2, 2]) == [5, 3, 2, 1]
+    assert fgcnn_pooled_heights(39, [2, 2, 2, 2]) == [20, 10, 5, 3]
+    assert fgcnn_pooled_heights(9, [1, 3, 2]) == [9, 3, 2]
+    assert fgcnn_pooled_heights(6, [4]) == [2]  # 6 % 4 = 2 = 4 / 2: padded to 10 rows, 2 windows
+    with pytest.raises(ValueError, match=r"pooling_sizes\[0\] = 3 on 10 rows"):
+        fgcnn_pooled_heights(10, [3])
+    with pytest.raises(ValueError, match=r"pooling_sizes\[1\] = 4 on 5 rows"):
+        fgcnn_pooled_heights(10, [2, 4])
+
+
+def fgcnn_loops(gen: FeatureGeneration, emb: torch.Tensor, act) -> torch.Tensor:
+    """FGCNN's generator written out: per layer an explicit (h x 1) convolution with (h-1)/2 zero rows on both
+    sides, BatchNorm in eval mode from its statistics, act, max over windows of p rows after H % p rows of -inf on
+    both sides, then the recombination Linear and act, read as new [D]-wide features."""
+    b, _f, d = emb.shape
+    x = emb.unsqueeze(1)
+    new = []
+    for conv, norm, pool, rec in zip(gen.convs, gen.norms, gen.pools, gen.recombine, strict=True):
+        w, bias = conv.weight[..., 0], conv.bias  # [Cout, Cin, h]
+        cout, cin, h = w.shape
+        hin, pad = x.shape[2], (h - 1) // 2
+        padded = torch.zeros(b, cin, hin + 2 * pad, d)
+        padded[:, :, pad : pad + hin] = x
+        y = torch.zeros(b, cout, hin, d)
+        for o in range(cout):
+            for t in range(hin):
+                acc = bias[o].expand(b, d).clone()
+                for c in range(cin):
+                    for u in range(h):
+                        acc = acc + w[o, c, u] * padded[:, c, t + u]
+                y[:, o, t] = acc
+        if isinstance(norm, nn.BatchNorm2d):
+            y = (y - norm.running_mean.view(1, -1, 1, 1)) / torch.sqrt(norm.running_var.view(1, -1, 1, 1) + norm.eps)
+            y = y * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
+        y = act(y)
+        p, r = pool.kernel_size[0], pool.padding[0]
+        full = torch.full((b, cout, hin + 2 * r, d), float("-inf"))
+        full[:, :, r : r + hin] = y
+        rows = [full[:, :, s : s + p].amax(dim=2) for s in range(0, hin + 2 * r - p + 1, p)]
+        x = torch.stack(rows, dim=2)
+        new.append(act(x.flatten(start_dim=1) @ rec.weight.T + rec.bias).view(b, -1, d))
+    return torch.cat(new, dim=1)
+
+
+@pytest.mark.parametrize("fields, channels, heights, pools, recombined, bn", [
+    (10, [3, 4, 2, 2], [7, 7, 7, 7], [2, 2, 2, 2], [3, 3, 3, 3], True),
+    (9, [2, 3, 2], [5, 3, 1], [1, 3, 2], [1, 2, 3], False),
+    (6, [2], [3], [4], [2], True),
+])
+def test_feature_generation_equals_loops(fields, channels, heights, pools, recombined, bn):
+    torch.manual_seed(0)
+    gen = FeatureGeneration(fields, 4, channels, heights, pools, recombined, "tanh", bn)
+    for norm in gen.norms:  # non-trivial statistics and affine parameters
+        if isinstance(norm, nn.BatchNorm2d):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+            nn.init.normal_(norm.weight, 1.0, 0.3)
+            nn.init.normal_(norm.bias, 0.0, 0.3)
+    gen.eval()
+    emb = torch.randn(3, fields, 4)
+    out = gen(emb)
+    expect_n = sum(h * r for h, r in zip(fgcnn_pooled_heights(fields, pools), recombined, strict=True))
+    assert gen.num_generated == expect_n and out.shape == (3, expect_n, 4)
+    with torch.no_grad():
+        assert torch.allclose(out, fgcnn_loops(gen, emb, torch.tanh), atol=1e-5)
+
+
+def test_feature_generation_rejects_bad_stacks():
+    with pytest.raises(ValueError, match="same length"):
+        FeatureGeneration(6, 4, [3, 3], [3], [2, 2], [2, 2], "tanh", True)
+    with pytest.raises(ValueError, match="at least one layer"):
+        FeatureGeneration(6, 4, [], [], [], [], "tanh", True)
+    with pytest.raises(ValueError, match="odd heights"):
+        FeatureGeneration(6, 4, [3], [4], [2], [2], "tanh", True)
+    with pytest.raises(ValueError, match="recombined_channels must be positive"):
+        FeatureGeneration(6, 4, [3], [3], [2], [0], "tanh", True)
+    with pytest.raises(ValueError, match="pooling_sizes"):
+        FeatureGeneration(7, 4, [3], [3], [3], [2], "tanh", True)

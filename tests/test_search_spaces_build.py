@@ -102,6 +102,12 @@ BARS_GRIDS = {
     "apg_dcnv2": {"rank_k": [[32, 16, 8]], "overparam_p": [[], [128, 64, 32]], "dropout": [0.0, 0.1]},
     "apg_deepfm": {"rank_k": [[32, 16, 8], [16, 8, 4]], "overparam_p": [[], [128, 64, 32]],
                    "dropout": [0.0, 0.1, 0.2, 0.3]},
+    "fgcnn": {"channels": [[14, 16, 18, 20], [20, 22, 24, 26], [26, 28, 30, 32], [32, 34, 36, 38], [38, 40, 42, 44]],
+              "kernel_heights": [7, 9], "recombined_channels": [3], "conv_batch_norm": [True, False],
+              "dnn_hidden_units": [[1000, 1000, 1000], [1000, 1000, 1000, 1000], [1000, 1000, 1000, 1000, 1000],
+                                   [2000, 2000, 2000, 2000], [4096, 2048], [4096, 2048, 1024, 512],
+                                   [4096, 2048, 1024, 512, 256]],
+              "dropout": [0.0, 0.1, 0.2]},
 }
 
 BARS_GRIDS.update({  # issue 11: MaskNet's two structures (BARS's tuner configs, split by model_type)
@@ -127,3 +133,9 @@ def test_zoo3_spaces_cover_the_bars_grids(model):
 
 def test_the_grids_named_here_are_model_configs():
     assert set(BARS_GRIDS) <= {p.stem for p in Path(CONF_DIR / "model").glob("*.yaml")}
+
+
+def test_fgcnn_searches_learning_rate_5e_4():
+    """With conv batch norm at lr 1e-3 FGCNN can stall at AUC 0.5 (reczoo/BARS#10: lr 5e-4 fixes it)."""
+    p = SP.load_search_space("fgcnn")["train.learning_rate"]
+    assert _covered(p, 5e-4) and _covered(p, 1e-3) and _covered(p, 3e-4)

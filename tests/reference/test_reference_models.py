@@ -109,7 +109,7 @@ def test_initialisation_matches_fuxictr(name, case, frappe):
         a, b = t.detach(), mine[n].detach()
         if bool((a == 0).all()) != bool((b == 0).all()):
             problems.append(f"{n}: all-zero in FuxiCTR {bool((a == 0).all())}, in bars {bool((b == 0).all())}")
-        elif a.numel() >= 256 and float(a.std()) > 0:
+        elif a.is_floating_point() and a.numel() >= 256 and float(a.std()) > 0:  # (bool masks: as built)
             ratio = float(b.std()) / float(a.std())
             if not 0.85 < ratio < 1.15:
                 problems.append(f"{n}: std bars/FuxiCTR = {ratio:.3f} ({float(b.std()):.3g} / {float(a.std()):.3g})")
@@ -133,8 +133,12 @@ def test_equal_logits(name, case, frappe):
 
 @pytest.mark.parametrize(("name", "case"), CASES)
 def test_equal_regularization(name, case, frappe):
+    """In float64: FuxiCTR's float32 ``torch.norm(W) ** 2`` is 5.7e-4 low on a 2048 x 4096 xavier matrix (FGCNN's
+    default MLP; ``W.square().sum()`` is exact to 1e-8 there), which is its rounding, not a different sum."""
     spec = _spec(name, frappe)
     ours, theirs = _pair(name, case, spec)
+    ours.double()
+    theirs.double()
     for reg_e, reg_n in ((REG_E, 0.0), (0.0, REG_N), (REG_E, REG_N)):
         cfg = TrainConfig(embedding_regularizer=reg_e, net_regularizer=reg_n, device="cpu")
         theirs._embedding_regularizer, theirs._net_regularizer = reg_e, reg_n  # what BaseModel.__init__ stores

@@ -70,7 +70,13 @@ __all__ = [
 
 # zoo blocks, one module per concept (each tested in tests/test_layers_<concept>.py)
 from bars.models.layers.behavior_transformer import BehaviorTransformer, MaskedSelfAttention, behaviour_masks
-from bars.models.layers.convolution import FieldConvolution, KMaxPooling, ccpm_pooling_sizes
+from bars.models.layers.convolution import (
+    FeatureGeneration,
+    FieldConvolution,
+    KMaxPooling,
+    ccpm_pooling_sizes,
+    fgcnn_pooled_heights,
+)
 from bars.models.layers.field_aware import (
     EmbeddingMemoryError,
     FieldAwareEmbedding,
@@ -93,6 +99,7 @@ from bars.models.layers.masking import FieldLayerNorm, MaskBlock, mask_width
 from bars.models.layers.target_attention import DINAttention
 
 __all__ += ["FieldConvolution", "KMaxPooling", "ccpm_pooling_sizes"]
+__all__ += ["FeatureGeneration", "fgcnn_pooled_heights"]
 __all__ += [
     "EmbeddingMemoryError", "FieldAwareEmbedding", "FieldAwareProducts", "SlotSelect", "ffm_slot", "onn_slot",
     "onnv2_slot",

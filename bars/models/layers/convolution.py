@@ -1,9 +1,11 @@
-"""Convolution over the field axis with k-max pooling (CCPM, Liu et al. CIKM 2015)."""
+"""Convolution over the field axis: CCPM's with k-max pooling (Liu et al. CIKM 2015), FGCNN's feature generation
+(Liu et al. WWW 2019)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -96,3 +98,101 @@ class FieldConvolution(nn.Module):
             x = x.contiguous()
         c, k = x.shape[1], x.shape[2]
         return x.view(b, d, c, k).permute(0, 2, 3, 1)  # [B, C, k, D]
+
+
+def fgcnn_pooled_heights(num_fields: int, pooling_sizes: Sequence[int]) -> list[int]:
+    """The field-axis height after each FGCNN pooling layer: ``ceil(H / p)``, which is what FuxiCTR sizes its
+    recombination layers for. Its ``MaxPool2d((p, 1), padding=(H % p, 0))`` gives that height only when
+    ``H % p`` is 0 or ``p / 2`` (every height for ``p`` = 1 or 2); any other remainder makes FuxiCTR fail (PyTorch
+    refuses a padding over ``p / 2``, or the recombination Linear gets the wrong width). That is a ValueError
+    here, naming the layer, its input height and the pooling size."""
+    heights, h = [], num_fields
+    for i, p in enumerate(pooling_sizes):
+        r = h % p
+        if r and 2 * r != p:
+            raise ValueError(
+                f"pooling_sizes[{i}] = {p} on {h} rows: FuxiCTR pads {r} rows on both sides and the pooled height "
+                f"is not ceil({h}/{p}) (its recombination layer would not fit); use a pooling size p for which "
+                f"{h} % p is 0 or p/2 (2 always fits)"
+            )
+        h = -(-h // p)
+        heights.append(h)
+    return heights
+
+
+class FeatureGeneration(nn.Module):
+    """FGCNN's feature generation (Liu et al., "Feature Generation by Convolutional Neural Network for
+    Click-Through Rate Prediction", WWW 2019), as FuxiCTR 2.3.10's ``FGCNN_Layer``. Input: field embeddings
+    ``[B, F, D]`` as a one-channel image ``[B, 1, F, D]``. Layer ``i``:
+
+        Conv2d ``C_{i-1} -> C_i`` with kernel ``(h_i, 1)`` and ``(h_i - 1) / 2`` zero rows above and below (the
+        height is kept: ``h_i`` must be odd), BatchNorm2d (``batch_norm``), activation, MaxPool2d ``(p_i, 1)`` with
+        ``H % p_i`` padding rows (FuxiCTR's; :func:`fgcnn_pooled_heights`) -> ``[B, C_i, H_i, D]``; the next layer
+        convolves that. Recombination: ``activation(Linear(H_i * D * C_i -> H_i * D * R_i))`` of the flattened
+        pooled maps, read as ``H_i * R_i`` new feature embeddings of width ``D``.
+
+    Output: the new features of every layer, concatenated, ``[B, sum_i H_i R_i, D]`` (:attr:`num_generated`).
+    Parameters (ours -> FuxiCTR ``fgcnn_layer``): ``convs[i]`` -> ``conv_layers[i][0]``, ``norms[i]`` ->
+    ``conv_layers[i][1]`` (BatchNorm2d; ``nn.Identity`` without batch norm), ``recombine[i]`` ->
+    ``recombine_layers[i][0]``. The convolutions keep PyTorch's default initialisation as FuxiCTR does (its
+    reset touches Linear and Conv1d only); the recombination Linears are xavier-normal (``init_bars_``).
+    """
+
+    def __init__(
+        self,
+        num_fields: int,
+        embedding_dim: int,
+        channels: Sequence[int],
+        kernel_heights: Sequence[int],
+        pooling_sizes: Sequence[int],
+        recombined_channels: Sequence[int],
+        activation_name: str,
+        batch_norm: bool,
+    ) -> None:
+        super().__init__()
+        n = len(channels)
+        if not n:
+            raise ValueError("channels must have at least one layer")
+        if not len(kernel_heights) == len(pooling_sizes) == len(recombined_channels) == n:
+            raise ValueError(
+                f"channels {tuple(channels)}, kernel_heights {tuple(kernel_heights)}, pooling_sizes "
+                f"{tuple(pooling_sizes)} and recombined_channels {tuple(recombined_channels)} must have the same "
+                f"length (one value per convolution layer)"
+            )
+        for key, vals in (("channels", channels), ("kernel_heights", kernel_heights),
+                          ("pooling_sizes", pooling_sizes), ("recombined_channels", recombined_channels)):
+            if any(v < 1 for v in vals):
+                raise ValueError(f"{key} must be positive, got {tuple(vals)}")
+        even = [h for h in kernel_heights if h % 2 == 0]
+        if even:
+            raise ValueError(
+                f"kernel_heights {tuple(kernel_heights)}: FGCNN pads (h - 1) // 2 rows on both sides, so an even "
+                f"height shrinks the field axis and FuxiCTR's recombination layers no longer fit; use odd heights"
+            )
+        self.embedding_dim = embedding_dim
+        self.heights = fgcnn_pooled_heights(num_fields, pooling_sizes)
+        ins = [1, *channels[:-1]]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, kernel_size=(h, 1), padding=((h - 1) // 2, 0))
+            for c_in, c_out, h in zip(ins, channels, kernel_heights, strict=True)
+        )
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c) if batch_norm else nn.Identity() for c in channels)
+        inputs = [num_fields, *self.heights[:-1]]
+        self.pools = nn.ModuleList(
+            nn.MaxPool2d((p, 1), padding=(h_in % p, 0)) for p, h_in in zip(pooling_sizes, inputs, strict=True)
+        )
+        self.recombine = nn.ModuleList(
+            nn.Linear(h * embedding_dim * c, h * embedding_dim * r)
+            for h, c, r in zip(self.heights, channels, recombined_channels, strict=True)
+        )
+        self.act = activation(activation_name)
+        self.num_generated = sum(h * r for h, r in zip(self.heights, recombined_channels, strict=True))
+
+    def forward(self, emb: Tensor) -> Tensor:
+        b = emb.shape[0]
+        x = emb.unsqueeze(1)  # [B, 1, F, D]
+        new = []
+        for conv, norm, pool, rec in zip(self.convs, self.norms, self.pools, self.recombine, strict=True):
+            x = pool(self.act(norm(conv(x))))
+            new.append(self.act(rec(x.flatten(start_dim=1))).view(b, -1, self.embedding_dim))
+        return torch.cat(new, dim=1)
