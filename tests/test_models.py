@@ -284,6 +284,8 @@ IGNORED_KEYS = [
 IGNORED_KEYS += [  # issue 11
     ("masknet_serial", {"parallel_num_blocks": 2}, ["parallel_num_blocks"]),
     ("masknet", {"model_type": "serial"}, ["parallel_num_blocks", "parallel_block_dim"]),
+    ("gdcn", {"dnn_hidden_units": []}, ["activation", "batch_norm", "dropout"]),
+    ("gdcnp", {"dnn_hidden_units": None, "activation": None}, ["batch_norm", "dropout"]),
 ]
 
 @pytest.mark.parametrize(("cid", "overrides", "ignored"), IGNORED_KEYS)

@@ -86,6 +86,7 @@ from bars.models.layers.field_aware import (
     onn_slot,
     onnv2_slot,
 )
+from bars.models.layers.gated_cross import GatedCrossNet
 from bars.models.layers.graph import FieldGraphNetwork, GraphLayer
 from bars.models.layers.hierarchical_attention import (
     AttentionalAggregation,
@@ -111,3 +112,4 @@ __all__ += ["LogarithmicTransformation"]
 __all__ += ["DINAttention"]
 __all__ += ["BehaviorTransformer", "MaskedSelfAttention", "behaviour_masks"]
 __all__ += ["FieldLayerNorm", "MaskBlock", "mask_width"]
+__all__ += ["GatedCrossNet"]

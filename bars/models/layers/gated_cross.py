@@ -1,0 +1,51 @@
+"""GDCN's gated cross network (Wang et al., "Towards Deeper, Lighter and Interpretable Cross Network for CTR
+Prediction", CIKM 2023)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class GatedCrossNet(nn.Module):
+    """``num_layers`` gated cross layers over ``x_0 [B, d]``::
+
+        x_{l+1} = x_0 ⊙ (W_l x_l + b_l) ⊙ sigmoid(W_g,l x_l) + x_l
+
+    (a DCN-V2 cross layer whose interactions pass an element-wise "information gate"). Returns ``x_L [B, d]``.
+
+    Parameters: ``weight [L, 2d, d]`` holds ``W_l`` (rows ``:d``) and ``W_g,l`` (rows ``d:``) stacked, so each
+    layer is one matrix product; ``bias [L, d]``. Initialisation as FuxiCTR's ``GateCorssLayer``
+    (model_zoo/GDCN/src/GDCN.py): ``W_l`` and ``W_g,l`` each xavier-normal as the ``nn.Linear(d, d)`` they are
+    there (FuxiCTR's BaseModel resets every Linear so), ``b_l`` uniform on [0, 1) (its own ``nn.init.uniform_``,
+    which BaseModel leaves alone)."""
+
+    def __init__(self, input_dim: int, num_layers: int) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.input_dim = input_dim
+        self.weight = nn.Parameter(torch.empty(num_layers, 2 * input_dim, input_dim))
+        self.bias = nn.Parameter(torch.empty(num_layers, input_dim))
+        self.reset_parameters()
+
+    @property
+    def num_layers(self) -> int:
+        return self.weight.shape[0]
+
+    def reset_parameters(self) -> None:
+        d = self.input_dim
+        with torch.no_grad():
+            for w in self.weight:
+                nn.init.xavier_normal_(w[:d])
+                nn.init.xavier_normal_(w[d:])
+            nn.init.uniform_(self.bias)
+
+    def forward(self, x0: Tensor) -> Tensor:
+        d = self.input_dim
+        x = x0
+        for i in range(self.num_layers):
+            h = F.linear(x, self.weight[i])  # [B, 2d]: W x | W_g x
+            x = x0 * (h[:, :d] + self.bias[i]) * torch.sigmoid(h[:, d:]) + x
+        return x
