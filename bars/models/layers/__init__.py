@@ -71,6 +71,7 @@ __all__ = [
 # zoo blocks, one module per concept (each tested in tests/test_layers_<concept>.py)
 from bars.models.layers.behavior_transformer import BehaviorTransformer, MaskedSelfAttention, behaviour_masks
 from bars.models.layers.convolution import FieldConvolution, KMaxPooling, ccpm_pooling_sizes
+from bars.models.layers.euler import EulerInteractionLayer, EulerNetwork
 from bars.models.layers.field_aware import (
     EmbeddingMemoryError,
     FieldAwareEmbedding,
@@ -102,3 +103,4 @@ __all__ += ["HolographicInteraction"]
 __all__ += ["LogarithmicTransformation"]
 __all__ += ["DINAttention"]
 __all__ += ["BehaviorTransformer", "MaskedSelfAttention", "behaviour_masks"]
+__all__ += ["EulerInteractionLayer", "EulerNetwork"]
