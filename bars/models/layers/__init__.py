@@ -77,6 +77,7 @@ from bars.models.layers.convolution import (
     ccpm_pooling_sizes,
     fgcnn_pooled_heights,
 )
+from bars.models.layers.euler import EulerInteractionLayer, EulerNetwork
 from bars.models.layers.field_aware import (
     EmbeddingMemoryError,
     FieldAwareEmbedding,
@@ -113,3 +114,4 @@ __all__ += ["DINAttention"]
 __all__ += ["BehaviorTransformer", "MaskedSelfAttention", "behaviour_masks"]
 __all__ += ["FieldLayerNorm", "MaskBlock", "mask_width"]
 __all__ += ["GatedCrossNet"]
+__all__ += ["EulerInteractionLayer", "EulerNetwork"]

@@ -1,0 +1,128 @@
+"""EulerNet's blocks (Tian et al., "EulerNet: Adaptive Feature Interaction Learning via Euler's Formula for CTR
+Prediction", SIGIR 2023): field embeddings as complex numbers in polar form, interactions of learned (real,
+possibly fractional or negative) orders as linear maps of log-modulus and phase."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bars.models.layers.core import Dropout
+
+
+def _linear_default_(weight: Tensor, bias: Tensor) -> None:
+    """The weight xavier-uniform, the bias as a fresh ``nn.Linear`` draws it: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    nn.init.xavier_uniform_(weight)
+    bound = 1.0 / math.sqrt(weight.shape[1]) if weight.shape[1] > 0 else 0.0
+    nn.init.uniform_(bias, -bound, bound)
+
+
+class EulerInteractionLayer(nn.Module):
+    """One Euler interaction layer: ``(r, p) [B, F_in, D] -> (r', p') [B, F_out, D]``, ``z = r + i p`` per field and
+    embedding dimension.
+
+    - explicit part (``exp(sum_f a_fo log z_f)``, the product of the fields' powers): with ``lambda = log|z|``
+      (computed as ``0.5 log(r^2 + p^2 + 1e-8)``) and ``theta = atan2(p, r)``, both dropped out (``ex_dropout``,
+      independent masks), ``lambda'_o = sum_f a_fo lambda_f + b^lambda_o``, ``theta'_o = sum_f a_fo theta_f +
+      b^theta_o``, giving ``exp(lambda') cos(theta')`` and ``exp(lambda') sin(theta')``;
+    - implicit part: ``relu(W drop(flat r) + b)`` and ``relu(W drop(flat p) + b)`` (one Linear ``F_in D ->
+      F_out D`` for both, ``im_dropout``);
+    - ``r' = implicit_r + explicit_r``, ``p' = implicit_p + explicit_p``, then per-field LayerNorm over D
+      (``norm_r``, ``norm_p``) when ``layer_norm``.
+
+    Parameters, named and initialised as FuxiCTR 2.3.10's ``EulerInteractionLayer`` (model_zoo/EulerNet):
+    ``inter_orders [F_in, F_out]`` (the identity when ``F_in == F_out``, else ``softmax(N(0, 1) / 0.01)`` over
+    the input fields: nearly one-hot columns), ``weight`` / ``bias`` (its ``im`` Linear: weight xavier-uniform, bias
+    as a fresh ``nn.Linear``), ``bias_lam`` / ``bias_theta [1, D, F_out]`` (``N(0, 0.01^2)``), ``norm_r`` /
+    ``norm_p``. The LayerNorms are built even without ``layer_norm``, as FuxiCTR builds them: unused, but in the
+    net regularizer. Held as plain parameters (not an ``nn.Linear``) so that the BARS initialiser
+    (``init_bars_``) keeps this initialisation."""
+
+    def __init__(self, in_fields: int, out_fields: int, embedding_dim: int, layer_norm: bool = False,
+                 ex_dropout: float = 0.0, im_dropout: float = 0.0) -> None:
+        super().__init__()
+        if min(in_fields, out_fields, embedding_dim) < 1:
+            raise ValueError(f"EulerInteractionLayer: fields and embedding_dim must be >= 1, got in_fields "
+                             f"{in_fields}, out_fields {out_fields}, embedding_dim {embedding_dim}")
+        self.in_fields, self.out_fields, self.dim = in_fields, out_fields, embedding_dim
+        self.layer_norm = layer_norm
+        self.inter_orders = nn.Parameter(torch.empty(in_fields, out_fields))
+        self.weight = nn.Parameter(torch.empty(out_fields * embedding_dim, in_fields * embedding_dim))
+        self.bias = nn.Parameter(torch.empty(out_fields * embedding_dim))
+        self.bias_lam = nn.Parameter(torch.empty(1, embedding_dim, out_fields))
+        self.bias_theta = nn.Parameter(torch.empty(1, embedding_dim, out_fields))
+        self.drop_ex = Dropout(ex_dropout)
+        self.drop_im = Dropout(im_dropout)
+        self.norm_r = nn.LayerNorm(embedding_dim)
+        self.norm_p = nn.LayerNorm(embedding_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            if self.in_fields == self.out_fields:
+                self.inter_orders.copy_(torch.eye(self.in_fields))
+            else:
+                self.inter_orders.copy_(torch.softmax(torch.randn(self.in_fields, self.out_fields) / 0.01, dim=0))
+            _linear_default_(self.weight, self.bias)
+            self.bias_lam.normal_(0.0, 0.01)
+            self.bias_theta.normal_(0.0, 0.01)
+        self.norm_r.reset_parameters()
+        self.norm_p.reset_parameters()
+
+    def forward(self, r: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        b, d, fo = r.shape[0], self.dim, self.out_fields
+        # explicit part: log-modulus and phase mixed by the orders ([F_out, F_in] @ [B, F_in, 2D])
+        lam = 0.5 * torch.log(r * r + p * p + 1e-8)
+        theta = torch.atan2(p, r)
+        polar = torch.cat([self.drop_ex(lam), self.drop_ex(theta)], dim=-1)
+        polar = torch.matmul(self.inter_orders.t(), polar)
+        lam = torch.exp(polar[..., :d] + self.bias_lam.transpose(1, 2))
+        theta = polar[..., d:] + self.bias_theta.transpose(1, 2)
+        # implicit part: one Linear over the real and the imaginary parts (stacked on the batch)
+        flat = torch.cat([r.reshape(b, -1), p.reshape(b, -1)], dim=0)
+        lin = torch.relu(F.linear(self.drop_im(flat), self.weight, self.bias)).view(2 * b, fo, d)
+        out_r = lin[:b] + lam * torch.cos(theta)
+        out_p = lin[b:] + lam * torch.sin(theta)
+        if self.layer_norm:
+            out_r, out_p = self.norm_r(out_r), self.norm_p(out_p)
+        return out_r, out_p
+
+
+class EulerNetwork(nn.Module):
+    """EulerNet's network over field embeddings ``E [B, F, D]``: ``r = mu cos E``, ``p = mu sin E`` (``mu [1, F, 1]``,
+    ones at start: the moduli), one :class:`EulerInteractionLayer` per entry of ``shape`` (its number of output
+    "fields"; ``()``: none), then ``logit = reg(flat r) + reg(flat p)`` with one ``Linear(shape[-1] D, 1)`` ``reg``
+    (``weight`` xavier-normal, ``bias`` as a fresh ``nn.Linear``, as FuxiCTR; plain parameters so that the BARS
+    initialiser keeps that). Output ``[B, 1]``."""
+
+    def __init__(self, num_fields: int, embedding_dim: int, shape: tuple[int, ...], layer_norm: bool = False,
+                 ex_dropout: float = 0.0, im_dropout: float = 0.0) -> None:
+        super().__init__()
+        widths = (num_fields, *shape)
+        self.layers = nn.ModuleList(
+            EulerInteractionLayer(a, b, embedding_dim, layer_norm, ex_dropout, im_dropout)
+            for a, b in itertools.pairwise(widths)
+        )
+        self.mu = nn.Parameter(torch.ones(1, num_fields, 1))
+        self.weight = nn.Parameter(torch.empty(1, widths[-1] * embedding_dim))
+        self.bias = nn.Parameter(torch.empty(1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.mu.fill_(1.0)
+            nn.init.xavier_normal_(self.weight)
+            bound = 1.0 / math.sqrt(self.weight.shape[1])
+            self.bias.uniform_(-bound, bound)
+
+    def forward(self, emb: Tensor) -> Tensor:
+        r, p = self.mu * torch.cos(emb), self.mu * torch.sin(emb)
+        for layer in self.layers:
+            r, p = layer(r, p)
+        b = emb.shape[0]
+        # reg(r) + reg(p) = W (r + p) + 2 b
+        return F.linear((r + p).reshape(b, -1), self.weight) + 2 * self.bias
