@@ -102,3 +102,6 @@ __all__ += ["HolographicInteraction"]
 __all__ += ["LogarithmicTransformation"]
 __all__ += ["DINAttention"]
 __all__ += ["BehaviorTransformer", "MaskedSelfAttention", "behaviour_masks"]
+from bars.models.layers.factorized_interaction import FactorizedInteraction, FeatureGating, FinalBlock
+
+__all__ += ["FactorizedInteraction", "FeatureGating", "FinalBlock"]
