@@ -749,6 +749,8 @@ def rule_masknet(t: Transcript) -> None:
         t.mark_inert("parallel_num_blocks", "parallel_block_dim")
         t.put("model.params.parallel_num_blocks", None)
         t.put("model.params.parallel_block_dim", None)
+
+
 def rule_fgcnn(t: Transcript) -> None:
     """kernel_heights / pooling_sizes / recombined_channels are logged as one int (every layer) or a list, as
     FuxiCTR accepts both: transcribed as logged."""
@@ -765,6 +767,38 @@ def rule_fgcnn(t: Transcript) -> None:
         t.set("model.params.dropout", "net_dropout", _float)
     else:
         _no_mlp(t, "dnn_activations", "dnn_batch_norm")
+
+
+def _act_or_none(v: Any) -> str | None:
+    return None if v in (None, "None", "") else str(v).lower()
+
+
+def rule_finalnet(t: Transcript) -> None:
+    """FinalNet 1B / 2B. The x1 runs used FuxiCTR 2.0.2's ``FINAL`` (``use_field_gate``; ``norm_type: BN`` is
+    not a FINAL argument there, batch norm is its default ``batch_norm=True``; no ``residual_type`` key: its default
+    concat); the x4 runs 2.2.0's ``FinalNet`` (``use_feature_gating``, ``batch_norm``, ``residual_type``). A 1B
+    run's block2_* keys are inert (FuxiCTR builds no second block) and null here."""
+    common(t)
+    block_type = t.set("model.params.block_type", "block_type", str)
+    if t.has("batch_norm"):
+        t.set("model.params.batch_norm", "batch_norm", bool)
+    else:
+        t.check("norm_type", "BN", optional=False)
+        t.put("model.params.batch_norm", True)
+    t.set("model.params.use_feature_gating", ("use_feature_gating", "use_field_gate"), bool)
+    blocks = (1, 2) if block_type == "2B" else (1,)
+    for i in blocks:
+        t.set(f"model.params.block{i}_hidden_units", f"block{i}_hidden_units", _units)
+        t.set(f"model.params.block{i}_activation", f"block{i}_hidden_activations", _act_or_none)
+        t.set(f"model.params.block{i}_dropout", f"block{i}_dropout", _float)
+    if block_type == "1B":
+        t.mark_inert("block2_hidden_units", "block2_hidden_activations", "block2_dropout")
+        for k in ("block2_hidden_units", "block2_activation", "block2_dropout"):
+            t.put(f"model.params.{k}", None)
+    if t.has("residual_type"):
+        t.set("model.params.residual_type", "residual_type", str)
+    else:
+        t.put("model.params.residual_type", "concat")
 
 
 # registry name of the model config -> (FuxiCTR model class(es) the README may name, rule)
@@ -784,6 +818,7 @@ RULES: dict[str, tuple[str | tuple[str, ...], Callable[[Transcript], None]]] = {
     "nfm": ("NFM", rule_mlp),
     "masknet": ("MaskNet", rule_masknet),
     "fgcnn": ("FGCNN", rule_fgcnn),
+    "finalnet": (("FinalNet", "FINAL"), rule_finalnet),
 }
 
 

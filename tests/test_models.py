@@ -14,6 +14,7 @@ from bars import models
 from bars.data.spec import Feature, FeatureSpec
 from bars.models import ModelConfigError, build, config_class, list_models
 from bars.models.layers import FeatureEmbedding, count_parameters, init_bars_, split_parameters
+from bars.objective import final_logits
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 EXPECTED = {"lr", "fm", "dnn", "widedeep", "deepfm", "dcn", "dcnv2", "xdeepfm", "autoint", "finalmlp"}
@@ -28,7 +29,8 @@ NO_GRADIENT = {
 # Model configs (conf/model/<id>.yaml): one per registered model (id == registry name) plus the variants that
 # are configurations of a registered model (BARS's CrossNet, CrossNetv2, CIN, AutoInt; AutoInt+ is autoint_plus).
 CONFIG_IDS = sorted(p.stem for p in CONF.glob("*.yaml"))
-VARIANTS = {"crossnet": "dcn", "crossnetv2": "dcnv2", "cin": "xdeepfm", "autoint_plus": "autoint"}
+VARIANTS = {"crossnet": "dcn", "crossnetv2": "dcnv2", "cin": "xdeepfm", "autoint_plus": "autoint",
+            "finalnet_1b": "finalnet"}
 VARIANTS["masknet_serial"] = "masknet"  # MaskNet's serial structure, with its own search space
 B = 16
 
@@ -124,7 +126,7 @@ def test_builds_from_yaml_forward_and_gradients(cid, spec):
     init_bars_(model)
     model.train()
     batch = make_batch(spec)
-    out = model(batch)
+    out = final_logits(model(batch))  # a model with its own training loss returns named outputs in training
     assert out.shape == (B,) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
     out.sum().backward()
@@ -339,6 +341,6 @@ def test_deterministic_given_seed(spec):
 def test_forward_backward_on_cuda(name, spec):
     model = init_bars_(build(name, spec, yaml_params(name))).cuda().train()
     batch = {k: v.cuda() for k, v in make_batch(spec).items()}
-    out = model(batch)
+    out = final_logits(model(batch))
     assert out.shape == (B,) and out.is_cuda and torch.isfinite(out).all()
     out.sum().backward()

@@ -51,8 +51,8 @@ def test_every_published_pair_has_a_preset_and_no_other_exists():
     # the two x4: 48
     # zoo3: AOANet, DeepIM, DESTINE, EDCN, SAM on the four x1, DSSM on Frappe_x1 and MovielensLatest_x1, FLEN on
     # Avazu_x4_001: 23
-    # issue 11: MaskNet on all 6, FGCNN on the two x4 splits: 8
-    assert len(want) == 172 + 23 + 6 + 2
+    # issue 11: MaskNet on all 6, FGCNN on the two x4 splits, FinalNet (2B) on all 6, FinalNet_1B on the four x1
+    assert len(want) == 172 + 23 + 6 + 2 + 10
     assert not set(want) - have, f"published pairs without a preset: {sorted(set(want) - have)}"
     assert not have - set(want), f"presets without a published row: {sorted(have - set(want))}"
 
@@ -185,8 +185,8 @@ def test_make_train_without_a_preset_for_the_split_is_a_clear_error():
 
 def test_bars_plan_prints_one_final_run_per_published_model():
     per_split = {d: sum(1 for dd, _ in published_pairs() if dd == d) for d in DATA_CONFIGS}
-    # the zoo grows these (issue 11: MaskNet on both, FGCNN on criteo_x4_001)
-    assert per_split["frappe_x1"] == 28 + 6 + 1 and per_split["criteo_x4_001"] == 30 + 2
+    # the zoo grows these (issue 11: MaskNet on both, FGCNN on criteo_x4_001, FinalNet 2B on both, 1B on frappe_x1)
+    assert per_split["frappe_x1"] == 28 + 6 + 1 + 2 and per_split["criteo_x4_001"] == 30 + 2 + 1
     lines = P.plan("bars", "frappe_x1")
     assert len(lines) == per_split["frappe_x1"] and all(ln.startswith("make final MODEL=") for ln in lines)
     assert "make final MODEL=crossnetv2 DATA=frappe_x1 PRESET=bars SEEDS=1" in lines

@@ -108,6 +108,15 @@ BARS_GRIDS = {
                                    [2000, 2000, 2000, 2000], [4096, 2048], [4096, 2048, 1024, 512],
                                    [4096, 2048, 1024, 512, 256]],
               "dropout": [0.0, 0.1, 0.2]},
+    "finalnet": {"block1_hidden_units": [[400], [800], [1000], [1200], [400, 400], [500, 500], [800, 400],
+                                         [400, 400, 400], [1000, 1000, 1000], [1024, 512, 256], [2000, 2000, 2000]],
+                 "block2_hidden_units": [[100], [200], [400], [500], [512], [200, 200], [400, 400], [500, 500],
+                                         [800, 800], [1024, 512], [400, 400, 400], [1000, 1000, 1000]],
+                 "block1_dropout": [0.0, 0.1, 0.2, 0.3, 0.4], "block2_dropout": [0.0, 0.1, 0.2, 0.3, 0.4],
+                 "use_feature_gating": [True, False], "block1_activation": ["relu"], "block2_activation": ["relu"]},
+    "finalnet_1b": {"block1_hidden_units": [[400], [400, 400], [400, 400, 400], [1000, 1000], [1200, 1200]],
+                    "block1_dropout": [0.0, 0.1, 0.2], "use_feature_gating": [True, False],
+                    "block1_activation": ["relu"]},
 }
 
 BARS_GRIDS.update({  # issue 11: MaskNet's two structures (BARS's tuner configs, split by model_type)

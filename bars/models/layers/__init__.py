@@ -115,3 +115,6 @@ __all__ += ["BehaviorTransformer", "MaskedSelfAttention", "behaviour_masks"]
 __all__ += ["FieldLayerNorm", "MaskBlock", "mask_width"]
 __all__ += ["GatedCrossNet"]
 __all__ += ["EulerInteractionLayer", "EulerNetwork"]
+from bars.models.layers.factorized_interaction import FactorizedInteraction, FeatureGating, FinalBlock
+
+__all__ += ["FactorizedInteraction", "FeatureGating", "FinalBlock"]
