@@ -103,5 +103,7 @@ __all__ += ["LogarithmicTransformation"]
 __all__ += ["DINAttention"]
 __all__ += ["BehaviorTransformer", "MaskedSelfAttention", "behaviour_masks"]
 from bars.models.layers.factorized_interaction import FactorizedInteraction, FeatureGating, FinalBlock
+from bars.models.layers.quadratic import QuadraticLayer
 
 __all__ += ["FactorizedInteraction", "FeatureGating", "FinalBlock"]
+__all__ += ["QuadraticLayer"]
