@@ -116,5 +116,7 @@ __all__ += ["FieldLayerNorm", "MaskBlock", "mask_width"]
 __all__ += ["GatedCrossNet"]
 __all__ += ["EulerInteractionLayer", "EulerNetwork"]
 from bars.models.layers.factorized_interaction import FactorizedInteraction, FeatureGating, FinalBlock
+from bars.models.layers.quadratic import QuadraticLayer
 
 __all__ += ["FactorizedInteraction", "FeatureGating", "FinalBlock"]
+__all__ += ["QuadraticLayer"]
