@@ -99,9 +99,11 @@ from bars.models.layers.holographic import HolographicInteraction
 from bars.models.layers.logarithmic import LogarithmicTransformation
 from bars.models.layers.masking import FieldLayerNorm, MaskBlock, mask_width
 from bars.models.layers.target_attention import DINAttention
+from bars.models.layers.wukong import FactorizationMachineBlock, WuKongLayer
 
 __all__ += ["FieldConvolution", "KMaxPooling", "ccpm_pooling_sizes"]
 __all__ += ["FeatureGeneration", "fgcnn_pooled_heights"]
+__all__ += ["FactorizationMachineBlock", "WuKongLayer"]
 __all__ += [
     "EmbeddingMemoryError", "FieldAwareEmbedding", "FieldAwareProducts", "SlotSelect", "ffm_slot", "onn_slot",
     "onnv2_slot",
