@@ -16,9 +16,12 @@ see at inference). A layer is kept as it is when the factorisation would not hav
 output Linear to one unit), or when the model reads its weight directly (the model then fails on the
 replacement, which is checked on a batch). Embedding tables are not compressed here (the dense parameters are).
 
-Ranks: ``rank=<k>`` for every layer (capped at ``min(in, out)``); ``ratio=<r>`` (default 3) gives each layer the
-largest ``k`` with ``k (in + out + 1) + out <= (in out + out) / r``, i.e. at least ``r`` times fewer parameters in
-that layer. The result is evaluated on the validation and test splits next to the uncompressed model, timed on
+Ranks: ``rank=<k>`` for every layer (capped at ``min(in, out)``); ``ratio=<r>`` (default 3) makes the model's
+dense parameters (everything outside the embedding tables, the Linears that stay included) at least ``r`` times
+fewer, and spends that budget where it keeps the most output variance: every eligible Linear starts at rank 1 and
+the next rank goes, one at a time, to the layer whose next principal direction holds the largest share of its
+output variance per parameter it costs (eigenvalues from one pass over the uncompressed model), while the budget
+allows and the factorisation stays smaller than the layer. A ratio the kept parameters alone exceed is an error. The result is evaluated on the validation and test splits next to the uncompressed model, timed on
 CPU, and recorded as an MLflow child run of the source run (``stage=compress``): dense parameters, model bytes
 (the serialised state dict), CPU latency per batch, AUC/logloss before and after, and the ranks; the compressed
 weights go to ``<paths.checkpoints>/<run id>/compressed-<label>.pt`` (:func:`load_compressed` rebuilds the
@@ -70,10 +73,10 @@ def parse_rank(rank: Any = None, ratio: Any = None, rows: Any = None) -> tuple[i
         try:
             r = float(str(ratio)) if ratio not in (None, "") else DEFAULT_RATIO
         except ValueError:
-            raise CompressError(f"ratio must be a number > 1 (how many times fewer parameters per layer), got "
+            raise CompressError(f"ratio must be a number > 1 (how many times fewer dense parameters), got "
                                 f"{ratio!r}") from None
         if not math.isfinite(r) or r <= 1.0:
-            raise CompressError(f"ratio must be a number > 1 (how many times fewer parameters per layer), got "
+            raise CompressError(f"ratio must be a number > 1 (how many times fewer dense parameters), got "
                                 f"{ratio!r}")
     try:
         n = int(str(rows)) if rows not in (None, "") else DEFAULT_ROWS
@@ -90,7 +93,7 @@ def layer_rank(layer: nn.Linear, rank: int | None, ratio: float | None) -> int |
     full = i * o + (o if layer.bias is not None else 0)
     if rank is not None:
         k = min(rank, i, o)
-    else:
+    else:  # the same ratio in every layer (compress_model spends one budget over the model instead)
         assert ratio is not None
         k = math.floor((full / ratio - o) / (i + o + 1))
     if k < 1 or k * (i + o + 1) + o >= full:
@@ -100,6 +103,45 @@ def layer_rank(layer: nn.Linear, rank: int | None, ratio: float | None) -> int |
 
 def factorized_params(i: int, o: int, k: int) -> int:
     return k * (i + o + 1) + o
+
+
+def max_rank(layer: nn.Linear) -> int:
+    """The largest rank whose factorisation has fewer parameters than the layer (0: none)."""
+    i, o = layer.in_features, layer.out_features
+    full = i * o + (o if layer.bias is not None else 0)
+    return max(0, min(i, o, math.ceil((full - o) / (i + o + 1)) - 1))
+
+
+def allocate_ranks(layers: dict[str, nn.Linear], eigenvalues: dict[str, torch.Tensor], budget: float
+                   ) -> dict[str, int]:
+    """Ranks for ``layers`` whose factorisations total at most ``budget`` parameters: rank 1 each, then greedily
+    the next rank to the layer whose next eigenvalue (share of its output variance) per added parameter is the
+    largest. ``eigenvalues[name]``: descending, non-negative."""
+    import heapq
+
+    ranks = {n: 1 for n in layers}
+    used = sum(factorized_params(m.in_features, m.out_features, 1) for m in layers.values())
+    if used > budget:
+        raise CompressError(f"the budget ({budget:,.0f} parameters) does not fit even rank 1 in every Linear "
+                            f"({used:,} parameters)")
+    share = {n: e / e.sum() if float(e.sum()) > 0 else torch.zeros_like(e) for n, e in eigenvalues.items()}
+    heap = []
+    for n, m in layers.items():
+        if max_rank(m) > 1 and len(share[n]) > 1 and float(share[n][1]) > 1e-9:
+            heap.append((-float(share[n][1]) / (m.in_features + m.out_features + 1), n))
+    heapq.heapify(heap)
+    while heap:
+        _, n = heapq.heappop(heap)
+        m = layers[n]
+        cost = m.in_features + m.out_features + 1
+        if used + cost > budget:
+            continue  # a cheaper layer may still fit
+        ranks[n] += 1
+        used += cost
+        k = ranks[n]
+        if k < max_rank(m) and k < len(share[n]) and float(share[n][k]) > 1e-9:  # a zero direction gains nothing
+            heapq.heappush(heap, (-float(share[n][k]) / cost, n))
+    return ranks
 
 
 # --------------------------------------------------------------------------------------------- the transform
@@ -140,6 +182,37 @@ def output_statistics(model: nn.Module, layer: nn.Linear, batches: list[dict[str
     mu = s1 / n
     cov = s2 / n - torch.outer(mu, mu)
     return mu, (cov + cov.T) / 2
+
+
+@torch.no_grad()
+def all_output_eigenvalues(model: nn.Module, layers: dict[str, nn.Linear], batches: list[dict[str, torch.Tensor]]
+                           ) -> dict[str, torch.Tensor]:
+    """Descending eigenvalues of each layer's output covariance, from one pass over ``batches``."""
+    sums = {n: [torch.zeros(m.out_features, dtype=torch.float64),
+                torch.zeros(m.out_features, m.out_features, dtype=torch.float64), 0] for n, m in layers.items()}
+
+    def hook_of(n: str, o: int):
+        def hook(_m, _inp, out):
+            y = out.detach().reshape(-1, o).to(torch.float64)
+            sums[n][0].add_(y.sum(0))
+            sums[n][1].add_(y.T @ y)
+            sums[n][2] += y.shape[0]
+        return hook
+
+    handles = [m.register_forward_hook(hook_of(n, m.out_features)) for n, m in layers.items()]
+    try:
+        for xb in batches:
+            model(xb)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for n, (s1, s2, c) in sums.items():
+        c = max(c, 1)
+        mu = s1 / c
+        cov = s2 / c - torch.outer(mu, mu)
+        out[n] = torch.linalg.eigvalsh((cov + cov.T) / 2).clamp_min(0).flip(0)
+    return out
 
 
 @torch.no_grad()
@@ -189,10 +262,23 @@ def compress_model(model: nn.Module, batches: list[dict[str, torch.Tensor]], *, 
     reports: list[LayerReport] = []
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     check = batches[0]
+    planned: dict[str, int] | None = None
+    if rank is None:  # ratio: one budget for the whole model, spent where it keeps the most variance
+        assert ratio is not None
+        eligible = {n: m for n, m in linears if max_rank(m) >= 1}
+        dense = dense_parameters(model)
+        kept = dense - sum(sum(p.numel() for p in m.parameters()) for m in eligible.values())
+        budget = dense / ratio - kept
+        least = sum(factorized_params(m.in_features, m.out_features, 1) for m in eligible.values())
+        if not eligible or budget < least:
+            raise CompressError(f"ratio={ratio:g}: the dense parameters ({dense:,}) cannot become {ratio:g}x fewer: "
+                                f"{kept:,} of them are not in a Linear that a factorisation makes smaller, and "
+                                f"rank 1 in every other Linear takes {least:,}")
+        planned = allocate_ranks(eligible, all_output_eigenvalues(model, eligible, batches), budget)
     for name, layer in linears:
         i, o = layer.in_features, layer.out_features
         full = sum(p.numel() for p in layer.parameters())
-        k = layer_rank(layer, rank, ratio)
+        k = layer_rank(layer, rank, None) if planned is None else planned.get(name)
         if k is None:
             reports.append(LayerReport(name, i, o, None, full, full, note="no saving at this rank"))
             continue

@@ -18,8 +18,10 @@ from torch import nn
 from bars import leaderboard
 from bars.compress import (
     CompressError,
+    allocate_ranks,
     compress_model,
     compress_run,
+    dense_parameters,
     factorized_params,
     layer_rank,
     load_compressed,
@@ -91,21 +93,37 @@ def test_ranks_and_ratios_give_the_parameter_counts_they_promise():
         assert factorized_params(400, 400, k) <= (400 * 400 + 400) / ratio < factorized_params(400, 400, k + 1)
 
 
-def test_compress_model_replaces_the_linears_that_save_and_keeps_the_rest():
+@pytest.mark.parametrize("ratio", [2.0, 3.0])
+def test_a_ratio_is_one_budget_spent_where_the_variance_is(ratio):
     torch.manual_seed(2)
     model = Tower().eval()
     xs = _batches()
     a_before = torch.cat([model.a(b["x"]) for b in xs]).detach()
-    result = compress_model(model, xs, ratio=2.0)
+    dense = dense_parameters(model)
+    result = compress_model(model, xs, ratio=ratio)
     assert set(result.ranks) == {"a", "b"} and isinstance(model.a, nn.Sequential) and isinstance(model.out, nn.Linear)
-    for rep in result.layers:
-        if rep.rank is not None:
-            assert rep.params_after * 2 <= rep.params_before and 0 < rep.kept_variance <= 1
+    assert dense_parameters(model) <= dense / ratio
     assert [r.note for r in result.layers if r.name == "out"] == ["no saving at this rank"]
-    # a's outputs span 3 dimensions and it got rank 4 (12*40+40 = 520 params -> 4*53+40 = 252): still exact
-    assert result.ranks["a"] == 4
+    # a's outputs span 3 dimensions: it gets exactly 3 (a fourth direction holds no variance), and is still exact
+    assert result.ranks["a"] == 3 and next(r for r in result.layers if r.name == "a").kept_variance > 0.999999
     torch.testing.assert_close(torch.cat([model.a(b["x"]) for b in xs]), a_before, rtol=1e-4, atol=1e-4)
     assert torch.isfinite(torch.cat([model(b) for b in xs])).all()
+
+
+def test_allocation_gives_the_next_rank_to_the_most_variance_per_parameter():
+    layers = {"wide": nn.Linear(100, 100), "narrow": nn.Linear(10, 10)}
+    ev = {"wide": torch.tensor([10.0] + [1.0] * 99), "narrow": torch.tensor([5.0, 4.0, 1.0] + [0.0] * 7)}
+    ranks = allocate_ranks(layers, ev, budget=factorized_params(100, 100, 5) + factorized_params(10, 10, 3))
+    # narrow's 2nd and 3rd directions hold 0.4 and 0.1 of its variance for 21 parameters each: they go first
+    assert ranks == {"wide": 5, "narrow": 3}
+    with pytest.raises(CompressError, match="does not fit even rank 1"):
+        allocate_ranks(layers, ev, budget=100)
+
+
+def test_an_unreachable_ratio_is_an_error():
+    torch.manual_seed(2)
+    with pytest.raises(CompressError, match="cannot become 50x fewer"):
+        compress_model(Tower().eval(), _batches(), ratio=50.0)
 
 
 def test_a_layer_the_model_reads_directly_is_kept():
