@@ -413,9 +413,11 @@ def compress_run(run_id: str, current: DictConfig, *, rank: Any = None, ratio: A
         out = {"dense_params": float(dense_parameters(m)), "params": float(sum(p.numel() for p in m.parameters())),
                "model_bytes": float(model_bytes(m)), "latency_ms": cpu_latency_ms(m, lat_batch)}
         for split in ("valid", "test"):
-            for key, v in evaluate(m, ds.splits[split]).items():
-                if key in ("auc", "logloss"):
-                    out[f"{split}_{key}"] = float(v)
+            scores = {key: float(v) for key, v in evaluate(m, ds.splits[split]).items() if math.isfinite(v)}
+            out |= {f"{split}_{key}": v for key, v in scores.items()}
+            for name in ("auc", "logloss"):  # a multi-task model's first task (auc_<task>) stands for the model
+                first = next((key for key in scores if key == name or key.startswith(name + "_")), None)
+                out[f"{split}_{name}"] = scores[first] if first else math.nan
         return out
 
     before = measure(model)
