@@ -26,13 +26,15 @@ FILE ?=
 OUT ?=
 KEEP ?=
 FORMAT ?=
+RANK ?=
+RATIO ?=
 PORT ?= 5000
 PRESET ?=
 ARGS ?=
 PYTEST_VERSION := $(shell sed -n 's/^pytest==//p' requirements.lock)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce predict export ui dashboard test \
+.PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce predict export compress ui dashboard test \
         test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict bench-reliability bench-missing gpu-check clean \
         test-reference bench-reference
 
@@ -41,7 +43,7 @@ help: ## List the targets
 	@echo
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN FILE OUT KEEP FORMAT PORT ARGS"
+	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN FILE OUT KEEP FORMAT RANK RATIO PORT ARGS"
 	@echo
 	@echo "Datasets (DATA=, conf/data/):" $$(grep -L '^# alias:' conf/data/*.yaml | sed 's|conf/data/||; s|\.yaml$$||')
 	@echo "Dataset aliases (the same run, the alias recorded):"
@@ -96,6 +98,9 @@ predict: $(STAMP) ## Score a file with a run: make predict RUN=<run id> FILE=<cs
 
 export: $(STAMP) ## Export a run's model, verified: make export RUN=<run id> FORMAT=onnx|torchscript [OUT=<dir>]
 	$(BARS) export run_id=$(RUN) format=$(FORMAT) $(if $(OUT),out=$(abspath $(OUT))) $(ARGS)
+
+compress: $(STAMP) ## Low-rank compression of a run, evaluated, as a child run: make compress RUN=<run id> [RANK=<k> | RATIO=<r>]
+	$(BARS) compress run_id=$(RUN) $(if $(RANK),rank=$(RANK)) $(if $(RATIO),ratio=$(RATIO)) $(ARGS)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT) over the project's store
 	$(BARS) ui --port $(PORT)

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("bars.reproduce", "Rerun one MLflow run exactly and compare metrics"),
     "predict": ("bars.predict", "Score a new raw file with a recorded run (its model and preprocessing)"),
     "export": ("bars.export", "Export a recorded run's model to ONNX or TorchScript, verified"),
+    "compress": ("bars.compress", "Low-rank compression of a recorded run (atomic feature mimicking), evaluated"),
     "ui": ("bars.ui", "Start the MLflow UI over the project's tracking store (on 127.0.0.1)"),
     "sync": ("bars.spool", "Send tracking records kept locally while the store was unreachable"),
     "dashboard": ("bars.dashboard", "Start optuna-dashboard over a sweep's storage"),

@@ -24,6 +24,9 @@ What goes in (all from MLflow, nothing parsed from logs):
   row, labelled ``<model id> [<preset>]`` (``<model id> [<preset>, tuned]`` when they replay the best of a sweep
   started from the preset); its published value is the one of the README the preset was transcribed from (tag
   ``preset_source`` = the ``source`` column), and its best config is the preset file (or that sweep's).
+- compressed runs: ``bars compress`` child runs (``stage=compress``) of a final run on the board form their own row
+  beside it, ``<row of the source> [compressed <rank=k | ratio=r>]`` (test metrics and parameters of the
+  compressed model; no published value).
 """
 
 from __future__ import annotations
@@ -106,6 +109,8 @@ def bars_split_of(params: Mapping[str, str]) -> str | None:
 def row_key(rec) -> str:
     """The leaderboard row a final run belongs to: its model id, or ``<model id> [<preset>]`` for a preset run
     (``[<preset>, tuned]`` when it replays the best of a sweep started from the preset)."""
+    if rec.stage == "compress":  # bars compress: beside the row of its source run (source_row tag)
+        return f"{rec.tags.get('source_row') or rec.model} [compressed {rec.tags.get('compression', '?')}]"
     preset = rec.tags.get("preset")
     if not preset:
         return rec.model
@@ -367,6 +372,9 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
         if wanted is not None and data not in wanted and key not in wanted:
             continue
         finals = [r for r in recs if r.stage == "final" and r.status == "FINISHED"]
+        final_ids = {r.run_id for r in finals}
+        finals += [r for r in recs if r.stage == "compress" and r.status == "FINISHED"
+                   and r.tags.get("source_run") in final_ids]
         trials = [r for r in recs if r.stage == "trial"]
         if not finals:
             continue
@@ -398,7 +406,10 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             pseed = min(pseeds) if pseeds else None
             protocol_run = next((x for x in final_runs if x.seed == pseed), None)
             preset = runs[0].tags.get("preset") if runs else None
-            if preset:  # the README the preset was transcribed from
+            compressed = bool(runs) and runs[0].stage == "compress"
+            if compressed:
+                pub = None
+            elif preset:  # the README the preset was transcribed from
                 pub = by_source.get(runs[0].tags.get("preset_source", "")) if split else None
             else:
                 bmodel = bars_model_of(model, runs[0].params, pub_models) if split and runs else None
