@@ -102,3 +102,6 @@ __all__ += ["HolographicInteraction"]
 __all__ += ["LogarithmicTransformation"]
 __all__ += ["DINAttention"]
 __all__ += ["BehaviorTransformer", "MaskedSelfAttention", "behaviour_masks"]
+from bars.models.layers.multitask import CustomizedGateControl, MixtureOfExperts
+
+__all__ += ["CustomizedGateControl", "MixtureOfExperts"]
