@@ -407,7 +407,7 @@ def maximizes(study: optuna.Study) -> bool:
 
 def monitor_of(cfg: DictConfig) -> Monitor:
     """The sweep's objective: the training monitor (``train.monitor``), per epoch and at the best epoch."""
-    return Monitor.parse(to_container(cfg.train.monitor))
+    return Monitor.parse(to_container(cfg.train.monitor), task=cfg.train.get("monitor_task"))
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
