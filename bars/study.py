@@ -384,7 +384,8 @@ def trials_table(study: optuna.Study, space_keys: Sequence[str] | None = None) -
             if k not in keys:
                 keys.append(k)
     recorded = {k for t in trials for k in t.user_attrs}
-    metric_keys = [k for k in metrics.metric_keys("val") if k in recorded]
+    # registry order, then per task (a multi-task trial records val_<metric>_<task>)
+    metric_keys = [f"val_{c}" for c in metrics.metric_columns(recorded, "val")]
     header = ["number", "state", *keys, *metric_keys, *RUN_KEYS]
     rows = []
     for t in trials:

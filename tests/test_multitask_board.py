@@ -47,3 +47,23 @@ def test_without_a_main_task_the_board_ranks_by_auc():
     assert b.rank_metric == "auc" and [r.model for r in b.rows] == ["fm", "dnn"]
     assert "Ranked by" not in render_markdown(b, "store")
     assert lb.rank_metric_of(("auc_click", "auc_conversion"), ()) == "auc_click"
+
+
+def test_sweep_trials_table_and_best_trial_read_the_main_task(tmp_path):
+    import optuna
+
+    from bars.final import _best_trial_number
+    from bars.metrics import Monitor
+    from bars.study import trials_table, write_results
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    for x, click, conv in ((0.1, 0.9, 0.6), (0.2, 0.6, 0.8)):  # trial 0 better on click, trial 1 on conversion
+        study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions=dist, value=conv, user_attrs={
+            "val_auc_click": click, "val_logloss_click": 0.3, "val_auc_conversion": conv,
+            "val_logloss_conversion": 0.1, "epochs": 1, "seconds": 2.0}))
+    header, _ = trials_table(study)
+    assert header[3:7] == ["val_auc_click", "val_logloss_click", "val_auc_conversion", "val_logloss_conversion"]
+    write_results(study, tmp_path)
+    assert _best_trial_number(tmp_path, Monitor.parse("val_auc", task="conversion")) == 1
+    assert _best_trial_number(tmp_path, Monitor.parse("val_auc", task="click")) == 0
