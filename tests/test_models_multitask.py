@@ -138,3 +138,16 @@ def test_trains_both_tasks_and_is_scored_per_task(name):
     step = TrainStep(model, cfg)
     x, y = _batch()
     assert torch.isfinite(step.objective(model(x), y))
+
+
+def test_funnel_oracle_adds_would_convert_and_changes_nothing_else(tmp_path):
+    import pyarrow.parquet as pq
+
+    from bars.data.funnel import generate_funnel
+
+    plain = pq.read_table(generate_funnel(tmp_path / "a.parquet", users=40, items=50, seed=3))
+    full = pq.read_table(generate_funnel(tmp_path / "b.parquet", users=40, items=50, seed=3, oracle=True))
+    assert full.column_names == [*plain.column_names, "would_convert"]
+    assert full.drop(["would_convert"]).equals(plain)
+    w, click, conv = (full.column(c).to_numpy() for c in ("would_convert", "click", "conversion"))
+    assert (conv == click * w).all() and w.sum() > conv.sum() > 0  # converts unclicked impressions would make
