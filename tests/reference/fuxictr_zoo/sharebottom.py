@@ -34,8 +34,12 @@ def transplant_sharebottom(ours, theirs):
 
 
 REFERENCE = Reference(ShareBottom, transplant_sharebottom, {
-    "bn-prelu": {**E, "bottom_hidden_units": (64, 32), "tower_hidden_units": (16,), "activation": "prelu",
-                 "batch_norm": True, "dropout": 0.0},
-    "no-tower-layers": {**E, "bottom_hidden_units": (32,), "tower_hidden_units": (), "activation": "relu",
-                        "batch_norm": False, "dropout": 0.0},
+    "prelu": {**E, "bottom_hidden_units": (64, 32), "tower_hidden_units": (16,), "activation": "prelu",
+              "batch_norm": False, "dropout": 0.0},
+    # batch norm on a one-layer bottom: each Linear bias before a BatchNorm has a zero true gradient and wanders
+    # under Adam differently in the two libraries; it enters the loss through the net regularizer. With the
+    # 4 such biases of (64, 32) + (16,) towers the losses drifted to 1.9e-9 relative (step 8); with those biases
+    # frozen on both sides they agree to 4e-16 over the 20 steps (measured). One BN layer keeps the drift smaller.
+    "bn-no-tower-layers": {**E, "bottom_hidden_units": (32,), "tower_hidden_units": (), "activation": "relu",
+                           "batch_norm": True, "dropout": 0.0},
 }, "model_zoo/multitask/ShareBottom/src/ShareBottom.py", multi_task=True)
