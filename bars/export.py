@@ -63,7 +63,11 @@ CHECK_SCRIPT = Path(__file__).with_name("export_check.py")
 
 # Registered models (registry key) that a format cannot express, with the reason: `bars export` refuses them
 # with the reason, and tests/test_export.py checks that every other registered model exports with parity.
-UNSUPPORTED: dict[str, dict[str, str]] = {"onnx": {}, "torchscript": {}}
+_MULTI_TASK = ("a multi-task model returns logits [B, T], one column per task (label), and the export's signature "
+               "is one logit and one probability per row (a [batch, tasks] signature is not written yet)")
+UNSUPPORTED: dict[str, dict[str, str]] = {
+    fmt: {m: _MULTI_TASK for m in ("esmm", "mmoe", "ple", "sharebottom")} for fmt in ("onnx", "torchscript")
+}
 
 
 class ExportError(RuntimeError):

@@ -30,7 +30,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from bars.config import compose, fingerprint, hydra_command, to_container
-from bars.metrics import Monitor
+from bars.metrics import MetricError, Monitor
 
 _NOT_FORWARDED = ("seed", "final.", "sweep.role", "sweep.workers", "hydra.")
 
@@ -129,19 +129,25 @@ def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
     study = str(cfg.sweep.study)
     from_preset = preset_only(cfg)
     best_trial = None if from_preset else _best_trial_number(Path(str(cfg.sweep.dir)),
-                                                             Monitor.parse(to_container(cfg.train.monitor)))
+                                                             Monitor.parse(to_container(cfg.train.monitor),
+                                                                           task=cfg.train.get("monitor_task")))
     runs = composed["runs"]
     what = (f"the {cfg.preset} preset of {cfg.model.get('id') or cfg.model.name} on {cfg.data.name}" if from_preset
             else f"{study} with {overrides_path(cfg)}")
     print(f"bars final: {len(runs)} runs of {what}: seeds {', '.join(str(s) for _, s, _ in runs)}", flush=True)
     results = []
+    main = cfg.train.get("monitor_task")  # a multi-task run's main task: test_auc_<task>
+
+    def _auc(m: dict, split: str = "test") -> float:
+        return float(m.get(f"{split}_auc", m.get(f"{split}_auc_{main}", float("nan"))))
+
     for i, seed, rcfg in runs:
         key = final_key(rcfg)
         done = _finished(cfg, key)
         if done is not None:
             m = done.metrics
             print(f"bars final: [{i + 1}/{len(runs)}] seed {seed}: done before (MLflow run {done.run_id}, same "
-                  f"configuration): test_auc {m.get('test_auc', float('nan')):.5f}", flush=True)
+                  f"configuration): test_auc {_auc(m):.5f}", flush=True)
             results.append(done)
             continue
         tags = {"stage": "final", "final_index": i, "final_seeds": len(runs), "final_key": key,
@@ -152,10 +158,10 @@ def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
             tags["sweep_best_trial"] = best_trial
         r = train_fn(rcfg, extra_tags=tags)
         m = r.metrics
-        print(f"bars final: [{i + 1}/{len(runs)}] seed {seed}: val_auc {m.get('val_auc', float('nan')):.5f} "
-              f"test_auc {m.get('test_auc', float('nan')):.5f}", flush=True)
+        print(f"bars final: [{i + 1}/{len(runs)}] seed {seed}: val_auc {_auc(m, 'val'):.5f} "
+              f"test_auc {_auc(m):.5f}", flush=True)
         results.append(r)
-    aucs = [float(r.metrics.get("test_auc", float("nan"))) for r in results]
+    aucs = [_auc(r.metrics) for r in results]
     if aucs:
         import statistics
 
@@ -176,8 +182,9 @@ def _best_trial_number(d: Path, monitor: Monitor) -> int | None:
     with p.open() as f:
         for row in csv.DictReader(f):
             try:
-                v = monitor.value({k: float(row[k]) for k in monitor.keys})
-            except (KeyError, ValueError, TypeError):
+                keys = [monitor.resolve(k, row) for k in monitor.keys]  # a multi-task trial: val_auc_<task>
+                v = monitor.value({k: float(row[k]) for k in keys if k is not None})
+            except (KeyError, ValueError, TypeError, MetricError):
                 continue
             if row.get("state") == "complete" and not math.isnan(v) and (best is None or monitor.better(v, best[0])):
                 best = (v, int(row["number"]))

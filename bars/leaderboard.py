@@ -235,6 +235,9 @@ class Board:
     alpha: float = 0.05
     metrics: tuple[str, ...] = ("auc", "logloss")  # metric columns the final runs recorded (incl. <metric>_<task>)
     protocol: str | None = None  # data.protocol_name of the runs (bars-seq, holdout); the board is <data>.<protocol>
+    # the metric column rows are ranked by (mean over seeds, best first) and the paired t-test compares: auc, or on a
+    # multi-task dataset auc_<main task> (train.monitor_task recorded by the runs; rank_metric_of)
+    rank_metric: str = "auc"
 
     @property
     def protocol_note(self) -> str | None:
@@ -303,7 +306,7 @@ def _study_of(rec) -> str:
 def trial_value(rec) -> float | None:
     """The validation AUC a trial reports: MLflow's latest ``val_auc``, which bars.run logs last (at step = last
     epoch) as the best epoch's value."""
-    return rec.metrics.get("val_auc")
+    return rec.metrics.get("val_auc", rec.metrics.get("monitor"))  # a multi-task trial: its monitor (val_auc_<task>)
 
 
 def hardware_of(rec) -> str:
@@ -321,22 +324,34 @@ def _iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _significance(rows: list[Row], alpha: float) -> list[Row]:
+def rank_metric_of(board_metrics: Sequence[str], main_tasks: Iterable[str]) -> str:
+    """The column a board ranks by: ``auc_<task>`` for the main task its runs recorded (``train.monitor_task``,
+    on a multi-task dataset) when some run has it, else ``auc``; a board with per-task AUC only and no main task
+    ranks by the first of them."""
+    for task in sorted(set(main_tasks)):
+        if f"auc_{task}" in board_metrics:
+            return f"auc_{task}"
+    if "auc" in board_metrics:
+        return "auc"
+    return next((m for m in board_metrics if metrics.parse_column(m)[0] == "auc"), "auc")
+
+
+def _significance(rows: list[Row], alpha: float, metric: str = "auc") -> list[Row]:
     from dataclasses import replace
 
     from scipy import stats
 
-    ranked = [r for r in rows if r.test_auc_mean is not None]
+    ranked = [r for r in rows if r.test_mean.get(metric) is not None]
     if not ranked:
         return rows
     best = ranked[0]
-    best_by_seed = {r.seed: r.test_auc for r in best.runs if r.test_auc is not None}
+    best_by_seed = {r.seed: r.test[metric] for r in best.runs if r.test.get(metric) is not None}
     out = []
     for r in rows:
         if r is best:
             out.append(replace(r, significance="best", n_paired=len(best_by_seed)))
             continue
-        mine = {x.seed: x.test_auc for x in r.runs if x.test_auc is not None}
+        mine = {x.seed: x.test[metric] for x in r.runs if x.test.get(metric) is not None}
         seeds = sorted(set(mine) & set(best_by_seed))
         if len(seeds) < 2:
             out.append(replace(r, significance="n/a", n_paired=len(seeds)))
@@ -386,6 +401,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
         # the registered metrics any final run of this board recorded (test_<m>), in registry order
         # (per-task columns <metric>_<task> after them: bars.metrics.metric_columns)
         board_metrics = tuple(metrics.metric_columns({k for r in finals for k in r.metrics}))
+        rank = rank_metric_of(board_metrics, {t for r in finals if (t := _recorded(r.params, "train.monitor_task"))})
         rows: list[Row] = []
         for model in sorted({row_key(r) for r in finals}):
             latest: dict[int, Any] = {}
@@ -451,8 +467,8 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                              runs[0].tags.get("preset_file") if preset else None),
                 preset=preset,
             ))
-        rows.sort(key=lambda r: (-(r.test_auc_mean if r.test_auc_mean is not None else -math.inf), r.model))
-        rows = _significance(rows, alpha)
+        rows.sort(key=lambda r: (-(v if (v := r.test_mean.get(rank)) is not None else -math.inf), r.model))
+        rows = _significance(rows, alpha, rank)
         # sweeps: best-so-far validation AUC over completed trials, by trial number, per study
         sweeps: dict[str, tuple[tuple[int, float], ...]] = {}
         for study in sorted({_study_of(t) for t in trials}):
@@ -480,7 +496,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             newest_run_end=_iso(max((r.end_time for r in used_all if r.end_time), default=None)),
         )
         boards[key] = Board(dataset=key, bars_split=split, rows=tuple(rows), sweeps=sweeps, provenance=prov,
-                            alpha=alpha, metrics=board_metrics, protocol=protocol or None)
+                            alpha=alpha, metrics=board_metrics, protocol=protocol or None, rank_metric=rank)
     return boards
 
 

@@ -192,6 +192,10 @@ def render_markdown(board: Board, uri_label: str, *, link_prefix: str = "../") -
         out += ["Not a BARS split: no published values to compare with.", ""]
     if board.protocol_note:
         out += [board.protocol_note, ""]
+    if board.rank_metric != "auc":  # a multi-task dataset: ranked by its main task
+        note = (f"Ranked by test {metrics.column_label(board.rank_metric)} (the dataset's main task, "
+                "train.monitor_task); single-task runs, trained on the first label, have no value there.")
+        out += [note, ""]
     out.append("| " + " | ".join(h for h, _, _ in cols) + " |")
     out.append("|" + "|".join("---" if kind == "text" else "---:" for _, kind, _ in cols) + "|")
     for row in board.rows:
@@ -368,6 +372,9 @@ def render_board_html(board: Board, uri_label: str, plots_present: Iterable[str]
                else "<p>Not a BARS split: no published values to compare with.</p>")
     if board.protocol_note:
         out.append(f"<p>{e(board.protocol_note)}</p>")
+    if board.rank_metric != "auc":
+        out.append(f"<p>Ranked by test {e(metrics.column_label(board.rank_metric))} (the dataset's main task, "
+                   f"train.monitor_task).</p>")
     out.append(f'<div class="tablewrap"><table class="sortable" id="table-{e(board.dataset)}"><thead><tr>')
     for h, kind, key in cols:
         out.append(f'<th data-type="{kind}" data-key="{key}">{e(h)}</th>')

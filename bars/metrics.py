@@ -396,12 +396,18 @@ class Monitor:
     weights: tuple[tuple[str, float], ...]
     direction: str  # "max" | "min"
     summed: bool = False  # given as a mapping: the weighted sum is the monitored value
+    # multi-task evaluations (keys <metric>_<task> only): the task a task-less key (val_auc) reads, i.e.
+    # val_auc_<task> (``train.monitor_task``, the dataset's main task); None: the first task evaluated
+    task: str | None = None
 
     @classmethod
-    def parse(cls, spec: str | Mapping[str, Any], where: str = "train.monitor") -> Monitor:
-        """From ``val_auc`` or ``{val_auc: 1, val_logloss: -1}``; unknown keys raise, naming the valid ones."""
+    def parse(cls, spec: str | Mapping[str, Any], where: str = "train.monitor", task: str | None = None) -> Monitor:
+        """From ``val_auc`` or ``{val_auc: 1, val_logloss: -1}``; unknown keys raise, naming the valid ones.
+        ``task``: the task a task-less key reads when the evaluation is per task (see :meth:`value`)."""
+        if task is not None and not str(task).isidentifier():
+            raise MetricError(f"{where}_task {task!r}: expected a label column name such as 'conversion'")
         if isinstance(spec, str):
-            return cls(((cls._check_key(spec, where), 1.0),), get(parse_key(spec)[1]).direction)
+            return cls(((cls._check_key(spec, where), 1.0),), get(parse_key(spec)[1]).direction, task=task)
         if not isinstance(spec, Mapping) or not spec:
             raise MetricError(f"{where}: expected a metric key such as 'val_auc' or a mapping of metric keys to "
                               f"weights such as {{val_auc: 1, val_logloss: -1}}, got {spec!r}")
@@ -411,7 +417,7 @@ class Monitor:
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w == 0:
                 raise MetricError(f"{where}.{key}: the weight must be a finite non-zero number, got {w!r}")
             weights.append((str(key), float(w)))
-        return cls(tuple(weights), "max", summed=True)
+        return cls(tuple(weights), "max", summed=True, task=task)
 
     @staticmethod
     def _check_key(key: str, where: str) -> str:
@@ -454,12 +460,35 @@ class Monitor:
         terms = " + ".join(f"{w:g}*{k}" for k, w in self.weights)
         return f"{terms} (maximised)"
 
+    def resolve(self, key: str, values: Mapping[str, Any]) -> str | None:
+        """The key of ``values`` that monitored key ``key`` reads: itself, or, for a task-less key of a per-task
+        (multi-task) evaluation, ``<key>_<task>`` (:attr:`task`, else the first task among ``values``)."""
+        if key in values:
+            return key
+        split, name, task = parse_key(key)
+        if task is not None:
+            return None
+        if self.task is not None:
+            k = f"{key}_{self.task}"
+            return k if k in values else None
+        for k in values:
+            try:
+                if parse_key(k)[:2] == (split, name) and parse_key(k)[2] is not None:
+                    return k
+            except MetricError:
+                continue
+        return None
+
     def value(self, values: Mapping[str, float]) -> float:
-        """The monitored value from ``values`` (metric keys -> values); a missing key raises, naming it."""
-        missing = [k for k in self.keys if k not in values]
+        """The monitored value from ``values`` (metric keys -> values); a missing key raises, naming it. In a
+        multi-task evaluation a task-less key reads the monitor's task (:meth:`resolve`)."""
+        found = {k: self.resolve(k, values) for k in self.keys}
+        missing = [k for k, v in found.items() if v is None]
         if missing:
-            raise MetricError(f"the monitor needs {missing}; the evaluation gave {sorted(values)}")
-        return float(sum(w * float(values[k]) for k, w in self.weights))
+            hint = (f" (per task: train.monitor_task={self.task!r} names a task the run did not evaluate)"
+                    if self.task is not None else "")
+            raise MetricError(f"the monitor needs {missing}; the evaluation gave {sorted(values)}{hint}")
+        return float(sum(w * float(values[found[k]]) for k, w in self.weights))
 
     def score(self, values: Mapping[str, float]) -> float:
         """The value to maximise: the monitored value, negated when it is minimised."""

@@ -117,6 +117,10 @@ def score_file(rec: Any, file: Path, out: Path, *, keep: Sequence[str] = (), sep
     if threads > 0:
         torch.set_num_threads(threads)  # as the run evaluated its test split
     model = rec.model.to(dev)
+    if getattr(model, "tasks", ()):  # bars.objective.model_tasks: logits [B, T]
+        raise PredictError(f"run {rec.cfg.model.get('id') or rec.cfg.model.name} is a multi-task model (tasks "
+                           f"{list(model.tasks)}): bars predict writes one {OUTPUT_COLUMN!r} column and does not "
+                           f"score several tasks yet")
     total = None
     if raw.source.fmt == "parquet":
         import pyarrow.parquet as pq

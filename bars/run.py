@@ -298,12 +298,21 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
 
 def summary(cfg: DictConfig, r: RunResult) -> str:
     m = r.metrics
+    nan = float("nan")
+    # a multi-task run has <metric>_<task> keys only: one val/test line per task
+    tasks = [k[len("test_auc_"):] for k in m if k.startswith("test_auc_")] if "test_auc" not in m else [""]
+    scored = []
+    for t in tasks:
+        sfx, name = (f"_{t}", f" ({t})") if t else ("", "")
+        scored += [
+            (f"  val   AUC {m.get('val_auc' + sfx, nan):.5f}   logloss {m.get('val_logloss' + sfx, nan):.5f}"
+             f"   (best epoch {r.best_epoch}){name}"),
+            f"  test  AUC {m.get('test_auc' + sfx, nan):.5f}   logloss {m.get('test_logloss' + sfx, nan):.5f}{name}",
+        ]
     lines = [
         "",
         f"== {cfg.model.id} on {cfg.data.name} (seed {cfg.seed}) ==",
-        (f"  val   AUC {m.get('val_auc', float('nan')):.5f}   logloss {m.get('val_logloss', float('nan')):.5f}"
-        f"   (best epoch {r.best_epoch})"),
-        f"  test  AUC {m['test_auc']:.5f}   logloss {m['test_logloss']:.5f}",
+        *scored,
         (f"  {r.epochs} epochs ({r.stop_reason or 'done'}), {r.seconds:.1f}s, "
         f"{m['samples_per_s_mean']:,.0f} samples/s, {r.n_params:,} parameters, device {r.device}"),
     ]

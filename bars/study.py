@@ -384,7 +384,8 @@ def trials_table(study: optuna.Study, space_keys: Sequence[str] | None = None) -
             if k not in keys:
                 keys.append(k)
     recorded = {k for t in trials for k in t.user_attrs}
-    metric_keys = [k for k in metrics.metric_keys("val") if k in recorded]
+    # registry order, then per task (a multi-task trial records val_<metric>_<task>)
+    metric_keys = [f"val_{c}" for c in metrics.metric_columns(recorded, "val")]
     header = ["number", "state", *keys, *metric_keys, *RUN_KEYS]
     rows = []
     for t in trials:
@@ -407,7 +408,7 @@ def maximizes(study: optuna.Study) -> bool:
 
 def monitor_of(cfg: DictConfig) -> Monitor:
     """The sweep's objective: the training monitor (``train.monitor``), per epoch and at the best epoch."""
-    return Monitor.parse(to_container(cfg.train.monitor))
+    return Monitor.parse(to_container(cfg.train.monitor), task=cfg.train.get("monitor_task"))
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:

@@ -113,6 +113,7 @@ class TrainConfig:
     embedding_init_std: float = 1e-4
     loss: str = "bce"
     monitor: str | Mapping[str, float] = "val_auc"  # a metric key, or metric key -> weight (sum maximised)
+    monitor_task: str | None = None  # multi-task runs: the task a task-less monitor key reads (None: the first)
     min_delta: float = 1e-6
     lr_decay_factor: float = 0.1
     min_lr: float = 1e-6
@@ -129,7 +130,7 @@ class TrainConfig:
         if self.loss not in LOSSES:
             problems.append(f"loss {self.loss!r} is not one of {sorted(LOSSES)}")
         try:
-            metrics.Monitor.parse(self.monitor)
+            metrics.Monitor.parse(self.monitor, task=self.monitor_task)
         except metrics.MetricError as e:
             problems.append(str(e))
         for name in ("learning_rate", "batch_size", "eval_batch_size", "max_epochs", "max_strikes"):
@@ -150,7 +151,7 @@ class TrainConfig:
     @property
     def monitor_spec(self) -> metrics.Monitor:
         """``monitor`` parsed against the metric registry."""
-        return metrics.Monitor.parse(self.monitor)
+        return metrics.Monitor.parse(self.monitor, task=self.monitor_task)
 
     @classmethod
     def fields(cls) -> list[str]:
@@ -182,6 +183,11 @@ class TrainConfig:
                     raise TrainConfigError(f"train.monitor must be a metric key or a mapping of metric keys to "
                                            f"weights, got {v!r} ({type(v).__name__})")
                 kwargs[f.name] = v if isinstance(v, str) else dict(v)
+                continue
+            if f.name == "monitor_task":  # a label column name, or null
+                if v is not None and not isinstance(v, str):
+                    raise TrainConfigError(f"train.monitor_task must be a label column name or null, got {v!r}")
+                kwargs[f.name] = v
                 continue
             want = (
                 f.type

@@ -49,7 +49,8 @@ TINY = FeatureSpec(dataset="tiny", label="click", features=(
     Feature("user", "categorical", vocab_size=9, group="user"), Feature("price", "numeric", group="context"),
     Feature("item", "categorical", vocab_size=7, group="item"),
     Feature("history", "sequence", vocab_size=7, max_len=4, share_embedding="item", group="user"),
-    Feature("tags", "sequence", vocab_size=5, max_len=3, group="item")))
+    Feature("tags", "sequence", vocab_size=5, max_len=3, group="item")),
+    labels=("click", "conversion"))  # two labels: the multi-task models (listed in UNSUPPORTED) build on it
 
 
 def _params(name: str, dim: int) -> dict:
@@ -87,7 +88,8 @@ def _datasets(name: str) -> tuple[str, ...]:
     from bars.models import config_class
 
     fields = {f.name for f in dataclasses.fields(config_class(name))}
-    return ("tiny",) if "sequence_fields" in fields else ("movielens_small", "tiny")
+    # ESMM needs two labels (CTR, CTCVR): only the tiny spec has them
+    return ("tiny",) if "sequence_fields" in fields or "ctcvr_label" in fields else ("movielens_small", "tiny")
 
 
 def _model(name: str, spec: FeatureSpec, dim: int, std: float | None = None) -> torch.nn.Module:

@@ -139,3 +139,19 @@ def test_monitor_parsing():
         metrics.Monitor.parse({"val_auc": "high"})
     with pytest.raises(metrics.MetricError, match="the monitor needs"):
         w.value({"val_auc": 0.8})
+
+
+def test_a_task_less_monitor_reads_the_main_task_of_a_multi_task_evaluation():
+    per_task = {"val_auc_click": 0.7, "val_logloss_click": 0.4, "val_auc_conversion": 0.8,
+                "val_logloss_conversion": 0.1}
+    m = metrics.Monitor.parse("val_auc", task="conversion")
+    assert m.value(per_task) == 0.8 and m.resolve("val_auc", per_task) == "val_auc_conversion"
+    assert m.value({"val_auc": 0.6, "val_logloss": 0.3}) == 0.6  # a single-task run: the key itself
+    assert metrics.Monitor.parse("val_auc").value(per_task) == 0.7  # no task: the first task evaluated
+    w = metrics.Monitor.parse({"val_auc": 1, "val_logloss": -1}, task="conversion")
+    assert w.value(per_task) == pytest.approx(0.7)
+    assert metrics.Monitor.parse("val_auc_click", task="conversion").value(per_task) == 0.7  # explicit task wins
+    with pytest.raises(metrics.MetricError, match="train.monitor_task='purchase' names a task the run did not"):
+        metrics.Monitor.parse("val_auc", task="purchase").value(per_task)
+    with pytest.raises(metrics.MetricError, match="expected a label column name"):
+        metrics.Monitor.parse("val_auc", task="not a name")

@@ -24,7 +24,9 @@ NO_EMBEDDING_DIM = {"lr"}  # models without embeddings of a chosen width (a key 
 NO_GRADIENT = {
     "finalmlp": tuple(
         f"fs{i}.{p}" for i in (1, 2) for p in ("ctx_bias", "gate.net.0.weight", "gate.net.0.bias", "gate.net.2.weight")
-    )
+    ),
+    # PLE's last CGC layer computes the shared path's gate too (FuxiCTR builds it), but no tower reads it
+    "ple": tuple(f"cgc.0.gates.2.net.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")),
 }
 # Model configs (conf/model/<id>.yaml): one per registered model (id == registry name) plus the variants that
 # are configurations of a registered model (BARS's CrossNet, CrossNetv2, CIN, AutoInt; AutoInt+ is autoint_plus).
@@ -40,6 +42,7 @@ def spec() -> FeatureSpec:
     return FeatureSpec(
         dataset="tiny",
         label="click",
+        labels=("click", "conversion"),  # two label columns: a multi-task model predicts both (logits [B, 2])
         features=(
             Feature("user", "categorical", vocab_size=9, group="user"),
             Feature("price", "numeric", group="context"),
@@ -63,6 +66,11 @@ def make_batch(spec: FeatureSpec, n: int = B, seed: int = 0) -> dict[str, torch.
             seq[0] = 0  # one empty sequence
             out[f.name] = seq
     return out
+
+
+def out_shape(model, n: int) -> tuple[int, ...]:
+    """[n] for a single-task model, [n, T] for a multi-task one (one column per label of the spec)."""
+    return (n, len(model.tasks)) if getattr(model, "multi_task", False) else (n,)
 
 
 def yaml_params(name: str, embedding_dim: int = 4, **overrides) -> dict:
@@ -127,7 +135,7 @@ def test_builds_from_yaml_forward_and_gradients(cid, spec):
     model.train()
     batch = make_batch(spec)
     out = final_logits(model(batch))  # a model with its own training loss returns named outputs in training
-    assert out.shape == (B,) and out.dtype == torch.float32
+    assert out.shape == out_shape(model, B) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
     out.sum().backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]

@@ -25,7 +25,7 @@ SPEC = FeatureSpec("movielens_like", "y", (
     Feature("year", "categorical", vocab_size=9, group="item"),
     Feature("hour", "categorical", vocab_size=26, group="context"),
     Feature("weekday", "numeric", group="context"),
-))
+), labels=("y", "y_conversion"))  # two label columns: multi-task models predict both (logits [B, 2])
 
 
 # behaviour-sequence models (their config pairs targets with histories) are sampled on movielens_seq's layout
@@ -69,7 +69,7 @@ def test_every_sampled_trial_builds_and_runs(model):
         tcfg = SP.apply_params(cfg, params)  # what a sweep trial does to the composed config
         m = build(str(tcfg.model.name), spec, OmegaConf.to_container(tcfg.model.params, resolve=True)).eval()
         with torch.no_grad():
-            assert m(x).shape == (8,), params
+            assert m(x).shape == ((8, 2) if getattr(m, "multi_task", False) else (8,)), params
         study.tell(t, 0.5)
 
 

@@ -31,10 +31,13 @@ def _sigmoid(x):
 
 
 def generate_funnel(path: str | Path, users: int = 3000, items: int = 2000, categories: int = 30,
-                    impressions_per_user: int = 40, seed: int = 0) -> Path:
+                    impressions_per_user: int = 40, seed: int = 0, oracle: bool = False) -> Path:
     """Write the funnel to ``path`` (Parquet): columns user, item, category, price, hour, time, hist_items and
     hist_categories (the user's items clicked strictly before this impression, oldest first, all of them: the
-    recipe keeps the most recent), click, conversion. Rows are ordered by user, then time."""
+    recipe keeps the most recent), click, conversion. Rows are ordered by user, then time. ``oracle``: one more
+    column, ``would_convert`` (the conversion draw of every impression, clicked or not: what a CVR model should
+    predict over the entire space; never observable in real data, for benchmarks only); the other columns are
+    the same with or without it."""
     if min(users, items, categories, impressions_per_user) < 1:
         raise ValueError("generate_funnel: users, items, categories and impressions_per_user must be >= 1")
     rng = np.random.default_rng(seed)
@@ -49,7 +52,7 @@ def generate_funnel(path: str | Path, users: int = 3000, items: int = 2000, cate
     pop_w = pop / pop.sum()
     pop_z = (np.argsort(np.argsort(pop, kind="stable"), kind="stable") / max(items - 1, 1) - 0.5) * 2  # rank, [-1, 1]
     cols: dict[str, list] = {k: [] for k in ("user", "item", "category", "price", "hour", "time", "hist_items",
-                                             "hist_categories", "click", "conversion")}
+                                             "hist_categories", "click", "conversion", "would_convert")}
     scale = 1.0 / np.sqrt(DIM)
     for u in range(users):
         n = 1 + int(rng.poisson(impressions_per_user - 1))
@@ -79,6 +82,7 @@ def generate_funnel(path: str | Path, users: int = 3000, items: int = 2000, cate
             cols["hist_categories"].append(list(clicked_cats))
             cols["click"].append(float(click))
             cols["conversion"].append(float(click and u_conv[j]))
+            cols["would_convert"].append(float(u_conv[j]))
             if click:
                 if len(clicked_cats) >= RECENT:
                     recent[clicked_cats[-RECENT]] -= 1
@@ -93,4 +97,6 @@ def generate_funnel(path: str | Path, users: int = 3000, items: int = 2000, cate
         "hist_categories": pa.array(cols["hist_categories"], pa.list_(pa.int64())),
         "click": pa.array(cols["click"], pa.float32()), "conversion": pa.array(cols["conversion"], pa.float32()),
     })
+    if oracle:
+        table = table.append_column("would_convert", pa.array(cols["would_convert"], pa.float32()))
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp))

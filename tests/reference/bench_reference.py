@@ -87,6 +87,8 @@ def pair(name: str, spec: FeatureSpec, dim: int, params: dict, reg_e: float):
 def measure(cid: str, shape: str, repeats: int, steps: int) -> tuple[float, float] | None:
     spec, dim = spec_of(shape)
     name, params = yaml_params(cid, dim)
+    if REFERENCES[name].multi_task:  # multi-task compositions need two labels; this bench feeds one
+        return None
     if REFERENCES[name].groups is not None:  # feature groups are declared for the Frappe fields only
         if shape != "frappe":
             return None

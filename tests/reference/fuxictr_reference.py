@@ -22,7 +22,7 @@ import torch
 import yaml
 from fuxictr.features import FeatureMap
 from fuxictr.pytorch.layers import LogisticRegression, MLP_Block
-from fuxictr.pytorch.models import BaseModel
+from fuxictr.pytorch.models import BaseModel, MultiTaskModel
 from torch import nn
 
 from bars.data.spec import FeatureSpec
@@ -45,7 +45,7 @@ def feature_map(spec: FeatureSpec, embedding_dim: int) -> FeatureMap:
         else:
             raise NotImplementedError(f"reference feature map: {f.type} field {f.name!r} is not mapped yet")
     fmap.features = feats
-    fmap.labels = [spec.label]
+    fmap.labels = list(spec.labels)  # a multi-task reference's spec has two (with_second_label)
     fmap.num_fields = fmap.get_num_fields()
     return fmap
 
@@ -62,6 +62,19 @@ def with_groups(spec: FeatureSpec, groups: Mapping[str, Sequence[str]] | None) -
         raise ValueError(f"groups {dict(groups)}: fields {unknown} are not in the spec ({spec.names})")
     feats = tuple(dataclasses.replace(f, group=where.get(f.name, "")) for f in spec.features)
     return dataclasses.replace(spec, features=feats)
+
+
+SECOND_LABEL = "conversion"
+
+
+def with_second_label(spec: FeatureSpec, cols: Mapping[str, torch.Tensor], y: torch.Tensor
+                      ) -> tuple[FeatureSpec, torch.Tensor]:
+    """The multi-task cases' data: Frappe's real rows with a second, synthetic label column ``conversion`` next to
+    the real ``label`` (as a click -> conversion funnel: 1 only on rows with label 1, for a deterministic third of
+    them, those whose item and daytime indices sum to a multiple of 3), so every task has both classes and the
+    two labels differ. Returns the spec with ``labels=(label, conversion)`` and the labels [N, 2]."""
+    second = y * ((cols["item"].long() + cols["daytime"].long()) % 3 == 0).to(y.dtype)
+    return dataclasses.replace(spec, labels=(spec.label, SECOND_LABEL)), torch.stack([y, second], dim=1)
 
 
 # The feature groups of BARS's Frappe_x1 runs (ranking/ctr/DSSM/DSSM_frappe_x1/*/dataset_config.yaml), read from
@@ -110,6 +123,47 @@ class RefModel(BaseModel):
             return self.forward(dict(inputs))["y_pred"].reshape(-1)
         finally:
             self.output_activation = act
+
+
+class RefMultiTaskModel(MultiTaskModel):
+    """FuxiCTR's installed ``MultiTaskModel`` (per-task sigmoid outputs ``<label>_pred``, the sum of per-task
+    BCE losses, its own regularization_loss) with the constructor arguments filled in: one binary task per label of
+    the feature map. Subclasses end their ``__init__`` with :meth:`finish`, as model_zoo/multitask models do."""
+
+    def __init__(self, fmap: FeatureMap, embedding_regularizer: float, net_regularizer: float) -> None:
+        n = len(fmap.labels)
+        super().__init__(
+            fmap,
+            model_id=type(self).__name__,
+            task=["binary_classification"] * n,
+            num_tasks=n,
+            gpu=-1,
+            embedding_regularizer=float(embedding_regularizer),
+            net_regularizer=float(net_regularizer),
+            verbose=0,
+            model_root=_MODEL_ROOT,
+            metrics=["AUC", "logloss"],
+        )
+
+    def finish(self, learning_rate: float) -> None:
+        self.compile("adam", "binary_crossentropy", learning_rate)
+        self.reset_parameters()
+        self.model_to_device()
+
+    def get_labels(self, inputs):
+        """MultiTaskModel's, in the model's dtype (the 20-step comparison runs in float64)."""
+        dtype = next(self.parameters()).dtype
+        return [inputs[n].to(device=self.device, dtype=dtype).view(-1, 1) for n in self.feature_map.labels]
+
+    def logits(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The pre-sigmoid outputs ``[B, T]`` in the labels' order (every ``output_activation`` swapped)."""
+        acts = self.output_activation
+        self.output_activation = nn.ModuleList(nn.Identity() for _ in acts)
+        try:
+            out = self.forward(dict(inputs))
+            return torch.cat([out[f"{n}_pred"].reshape(-1, 1) for n in self.feature_map.labels], dim=1)
+        finally:
+            self.output_activation = acts
 
 
 def mlp_block(input_dim, units, activation, batch_norm, dropout, output_dim=None, output_activation=None):
@@ -196,6 +250,9 @@ class Reference:
     # the feature groups of the Frappe rows every case runs on ({group: [fields]}, see with_groups), for the models
     # that read groups (FuxiCTR's feature ``source``); None: no groups
     groups: Mapping[str, Sequence[str]] | None = None
+    # multi-task compositions (RefMultiTaskModel): the cases run on two labels, Frappe's and a synthetic second one
+    # (with_second_label); our model returns logits [B, 2] and the 20 steps train both tasks
+    multi_task: bool = False
 
 
 MLP = {"activation": "relu", "batch_norm": True, "dropout": 0.0}

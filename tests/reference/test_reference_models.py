@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fuxictr_reference import biases_before_batchnorm, poison_, unwritten, with_groups
+from fuxictr_reference import biases_before_batchnorm, poison_, unwritten, with_groups, with_second_label
 from fuxictr_zoo import PAPER_ONLY, PENDING, REFERENCES, build_reference, model_configs
 
 from bars.models import build, list_models
@@ -46,8 +46,27 @@ def _pair(name: str, case: str, spec, seed: int = 2021, reg_e: float = REG_E, re
 
 
 def _spec(name: str, frappe):
-    """The Frappe spec with the feature groups the model's reference runs on (``Reference.groups``)."""
-    return with_groups(frappe[0], REFERENCES[name].groups)
+    """The Frappe spec with the feature groups the model's reference runs on (``Reference.groups``), and the
+    second label of a multi-task reference (``Reference.multi_task``)."""
+    return _data(name, frappe)[0]
+
+
+def _data(name: str, frappe):
+    """(spec, columns, labels) of the model's cases: Frappe's rows; a multi-task reference adds a synthetic second
+    label (fuxictr_reference.with_second_label: labels [N, 2])."""
+    spec, cols, y = frappe
+    if REFERENCES[name].multi_task:
+        spec, y = with_second_label(spec, cols, y)
+    return with_groups(spec, REFERENCES[name].groups), cols, y
+
+
+def _shape(name: str, rows: int) -> tuple[int, ...]:
+    return (rows, 2) if REFERENCES[name].multi_task else (rows,)
+
+
+def _label_columns(spec, yb) -> dict:
+    """FuxiCTR reads labels from the batch by name: one column per label of the spec."""
+    return {n: yb[:, j] for j, n in enumerate(spec.labels)} if yb.dim() == 2 else {spec.label: yb}
 
 
 def _batches(frappe, n: int, size: int, seed: int = 2021):
@@ -120,13 +139,13 @@ def test_initialisation_matches_fuxictr(name, case, frappe):
 def test_equal_logits(name, case, frappe):
     spec = _spec(name, frappe)
     ours, theirs = _pair(name, case, spec)
-    xb, _ = next(_batches(frappe, 1, 4096))
+    xb, _ = next(_batches(_data(name, frappe), 1, 4096))
     for mode in ("eval", "train"):
         ours.train(mode == "train")
         theirs.train(mode == "train")
         with torch.no_grad():  # in training a model with its own loss returns named outputs: its final logit
             a, b = final_logits(ours(xb)), theirs.logits(xb)
-        assert a.shape == b.shape == (4096,)
+        assert a.shape == b.shape == _shape(name, 4096)
         diff = float((a - b).abs().max())
         assert diff <= LOGIT_ATOL, f"{name}/{case} ({mode} mode): max |logit diff| {diff:.3g} > {LOGIT_ATOL}"
 
@@ -164,10 +183,10 @@ def test_equal_training_steps(name, case, frappe):
     ours.train()
     theirs.train()
     rows = []
-    for i, (xb, yb) in enumerate(_batches(frappe, STEPS, STEP_BATCH)):
+    for i, (xb, yb) in enumerate(_batches(_data(name, frappe), STEPS, STEP_BATCH)):
         yb = yb.double()
         a = float(step(xb, yb))
-        b = float(theirs.train_step({**xb, spec.label: yb}).detach())
+        b = float(theirs.train_step({**xb, **_label_columns(spec, yb)}).detach())
         rows.append((i + 1, a, b))
     bad = [(i, a, b) for i, a, b in rows if abs(a - b) > LOSS_RTOL * abs(b)]
     assert not bad, f"{name}/{case}: losses differ (step, bars, FuxiCTR): {bad}"
@@ -175,7 +194,7 @@ def test_equal_training_steps(name, case, frappe):
     # at step 1 (the same batch: the last batch's loss against the first's compares two batches of different
     # difficulty, e.g. DSSM's saturated dot products at FuxiCTR's initialisation)
     with torch.no_grad():
-        xb, yb = next(_batches(frappe, 1, STEP_BATCH))
+        xb, yb = next(_batches(_data(name, frappe), 1, STEP_BATCH))
         after = float(step.objective(ours(xb), yb.double()))
     assert after < rows[0][1], f"{name}/{case}: {STEPS} steps did not lower the first batch's loss: {after} vs {rows}"
     # the weights after 20 steps, through the same transplant

@@ -122,3 +122,6 @@ from bars.models.layers.quadratic import QuadraticLayer
 
 __all__ += ["FactorizedInteraction", "FeatureGating", "FinalBlock"]
 __all__ += ["QuadraticLayer"]
+from bars.models.layers.multitask import CustomizedGateControl, MixtureOfExperts
+
+__all__ += ["CustomizedGateControl", "MixtureOfExperts"]
