@@ -33,7 +33,7 @@ PYTEST_VERSION := $(shell sed -n 's/^pytest==//p' requirements.lock)
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce predict export ui dashboard test \
-        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict bench-reliability bench-missing gpu-check clean \
+        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict bench-reliability bench-load bench-missing gpu-check clean \
         test-reference bench-reference
 
 help: ## List the targets
@@ -151,6 +151,9 @@ bench-reliability: $(STAMP) ## Reliability checks at full count: 10,000 fuzz cas
 	BARS_FUZZ_EXAMPLES=$(or $(FUZZ),10000) BARS_CHAOS_POINTS=$(or $(POINTS),100) $(BIN)/python -m pytest -q -n 0 \
 	  -m "slow or not slow" --durations=0 tests/test_fuzz_readers.py tests/test_chaos.py tests/test_first_use.py \
 	  tests/test_store_goes_away.py tests/test_disk_full.py tests/test_validate_first.py $(ARGS)
+
+bench-load: $(STAMP) ## WORKERS (8) sweep workers on one study for MINUTES (10), SQLite+journal and PostgreSQL: lost/duplicated/RUNNING
+	$(BARS) bench load $(if $(WORKERS),--workers $(WORKERS)) $(if $(MINUTES),--minutes $(MINUTES)) $(if $(SETUPS),--setups $(SETUPS)) $(ARGS)
 
 bench-missing: $(STAMP) ## Missing values: FuxiCTR's OOV row vs the padding row, Criteo/Avazu slices, test AUC/logloss
 	$(BARS) bench missing $(ARGS)

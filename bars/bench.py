@@ -13,6 +13,7 @@ BENCHES = {
     "missing": "bars.benchmarks.missing",
     "fidelity": "bars.benchmarks.fidelity",
     "predict": "bars.benchmarks.predict",
+    "load": "bars.benchmarks.load",
 }
 
 
