@@ -35,7 +35,7 @@ PYTEST_VERSION := $(shell sed -n 's/^pytest==//p' requirements.lock)
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce predict export compress ui dashboard test \
-        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict bench-reliability bench-missing bench-esmm gpu-check clean \
+        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict bench-reliability bench-load bench-missing bench-esmm gpu-check clean \
         test-reference bench-reference
 
 help: ## List the targets
@@ -159,6 +159,9 @@ bench-reliability: $(STAMP) ## Reliability checks at full count: 10,000 fuzz cas
 
 bench-esmm: $(STAMP) ## ESMM's CVR AUC over all impressions vs a CVR model trained on clicked rows only (funnel demo, 3 seeds)
 	$(BARS) bench esmm $(ARGS)
+
+bench-load: $(STAMP) ## WORKERS (8) sweep workers on one study for MINUTES (10), SQLite+journal and PostgreSQL: lost/duplicated/RUNNING
+	$(BARS) bench load $(if $(WORKERS),--workers $(WORKERS)) $(if $(MINUTES),--minutes $(MINUTES)) $(if $(SETUPS),--setups $(SETUPS)) $(ARGS)
 
 bench-missing: $(STAMP) ## Missing values: FuxiCTR's OOV row vs the padding row, Criteo/Avazu slices, test AUC/logloss
 	$(BARS) bench missing $(ARGS)

@@ -14,6 +14,7 @@ BENCHES = {
     "fidelity": "bars.benchmarks.fidelity",
     "predict": "bars.benchmarks.predict",
     "esmm": "bars.benchmarks.esmm",
+    "load": "bars.benchmarks.load",
 }
 
 

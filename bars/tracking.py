@@ -196,6 +196,10 @@ class Tracker:
                     warnings.warn(msg, TrackingWarning, stacklevel=3)
                     return None
                 self.retries += 1
+                if os.environ.get("BARS_TRACKING_LOG_RETRIES"):  # bars bench load counts these lines
+                    print(f"bars.tracking: retry {attempt}/{tries - 1}: {what} against {safe_url(self.uri)}: "
+                          f"{type(exc).__name__}: {redact(str(exc).splitlines()[0][:200]) if str(exc) else ''}",
+                          file=sys.stderr, flush=True)
                 time.sleep(delay)
                 delay *= self.backoff
         return None
