@@ -35,7 +35,7 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 # float64 steps drift from rounding (log of tiny embeddings), see its README. din, bst: the suite has no sequence
 # data path yet (its FeatureMap is built from Frappe rows, which have no behaviour sequences).
 PENDING: dict[str, str] = {
-    "afn": "AFN", "afn_plus": "AFN", "bst": "BST", "din": "DIN",
+    "bst": "BST", "din": "DIN",
 }
 
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
