@@ -12,7 +12,7 @@ import pytest
 
 from bars import sweep as S
 from bars.config import CONF_DIR, compose
-from bars.models import config_class
+from bars.models import config_class, model_class
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 
@@ -22,7 +22,7 @@ def _data(model_id: str) -> str:
     fields = {f.name for f in dataclasses.fields(config_class(name))}
     if "sequence_fields" in fields:
         return "movielens_seq"
-    if {"tasks", "ctr_label"} & fields or name in {"sharebottom", "mmoe", "ple", "esmm"}:
+    if getattr(model_class(name), "multi_task", False):
         return "synthetic_funnel"
     return "movielens_small"
 
