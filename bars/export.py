@@ -3,7 +3,8 @@
 The run's model with its best weights (``bars.recorded``) is exported with one input tensor per field, in the
 feature spec's order (categorical int32 ``[batch]``, numeric float32 ``[batch]``, sequence int32
 ``[batch, max_len]``: the encoded indices of ``bars.data.spec``), and two outputs, ``logit`` and ``probability``
-(= sigmoid(logit)), both float32 ``[batch]``. The output folder holds:
+(= sigmoid(logit)), both float32 ``[batch]``; a multi-task model's are ``[batch, tasks]``, one column per task in
+the order ``signature.json`` lists (``outputs[].tasks``). The output folder holds:
 
 - ``model.onnx`` (ONNX, opset :data:`ONNX_OPSET`) or ``model.pt`` (TorchScript, ``torch.jit.load``),
 - ``signature.json``: inputs (name, type, dtype, shape, vocabulary size and file, min count, source), outputs,
@@ -63,11 +64,7 @@ CHECK_SCRIPT = Path(__file__).with_name("export_check.py")
 
 # Registered models (registry key) that a format cannot express, with the reason: `bars export` refuses them
 # with the reason, and tests/test_export.py checks that every other registered model exports with parity.
-_MULTI_TASK = ("a multi-task model returns logits [B, T], one column per task (label), and the export's signature "
-               "is one logit and one probability per row (a [batch, tasks] signature is not written yet)")
-UNSUPPORTED: dict[str, dict[str, str]] = {
-    fmt: {m: _MULTI_TASK for m in ("esmm", "mmoe", "ple", "sharebottom")} for fmt in ("onnx", "torchscript")
-}
+UNSUPPORTED: dict[str, dict[str, str]] = {"onnx": {}, "torchscript": {}}
 
 
 class ExportError(RuntimeError):
@@ -128,10 +125,16 @@ def field_inputs(model: Any, names: list[str]) -> Any:
             self.names = tuple(names)
 
         def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logit = self.model(dict(zip(self.names, inputs))).reshape(-1).float()
+            logit = output_logits(self.model(dict(zip(self.names, inputs)))).float()
             return logit, torch.sigmoid(logit)
 
     return FieldInputs().eval()
+
+
+def output_logits(logit: Any) -> Any:
+    """The exported logit: ``[batch]``, or ``[batch, tasks]`` for a multi-task model (one column per task, in the
+    order of its ``tasks``: bars.objective.model_tasks)."""
+    return logit if logit.dim() == 2 and logit.shape[1] > 1 else logit.reshape(-1)
 
 
 def sample_batch(split: Any, names: list[str], rows: int = SAMPLE_ROWS) -> dict[str, Any]:
@@ -159,8 +162,8 @@ def parity_tolerance(model: Any, sample: Mapping[str, Any], names: list[str], wa
 
     exact = copy.deepcopy(model).cpu().double().eval()
     with torch.inference_mode():
-        logit = exact({n: sample[n].double() if sample[n].is_floating_point() else sample[n] for n in names})
-        logit = logit.reshape(-1)
+        logit = output_logits(exact({n: sample[n].double() if sample[n].is_floating_point() else sample[n]
+                                     for n in names}))
         prob = torch.sigmoid(logit)
     return Tolerance(_diff(want[0], logit.numpy(), relative=True), _diff(want[1], prob.numpy()))
 
@@ -318,7 +321,9 @@ def signature(rec: Any, fmt: str, model_file: Path, d_logit: float, d_prob: floa
 
     from bars.data.spec import FIRST_KNOWN_INDEX, OOV_INDEX, PAD_INDEX
     from bars.fileio import file_digest
+    from bars.objective import model_tasks
 
+    tasks = model_tasks(rec.model)  # multi-task: outputs [batch, tasks], one column per task in this order
     inputs = []
     for f in rec.spec.features:
         entry: dict[str, Any] = {"name": f.name, "type": f.type,
@@ -340,7 +345,8 @@ def signature(rec: Any, fmt: str, model_file: Path, d_logit: float, d_prob: floa
     return {
         "format": fmt, "file": model_file.name, "sha256": file_digest(model_file, "sha256"),
         "inputs": inputs,
-        "outputs": [{"name": o, "dtype": "float32", "shape": ["batch"]} for o in OUTPUTS],
+        "outputs": [{"name": o, "dtype": "float32", "shape": ["batch", len(tasks)] if tasks else ["batch"],
+                     **({"tasks": list(tasks)} if tasks else {})} for o in OUTPUTS],
         "index_convention": {"padding_or_missing": PAD_INDEX, "out_of_vocabulary": OOV_INDEX,
                              "first_known": FIRST_KNOWN_INDEX,
                              "rule": "the value in row i of a field's vocabulary file has index first_known + i; a "

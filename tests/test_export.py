@@ -35,6 +35,7 @@ from bars.export import (
     export_model,
     export_run,
     field_inputs,
+    output_logits,
     parity_tolerance,
     sample_batch,
     verify_torchscript,
@@ -50,7 +51,7 @@ TINY = FeatureSpec(dataset="tiny", label="click", features=(
     Feature("item", "categorical", vocab_size=7, group="item"),
     Feature("history", "sequence", vocab_size=7, max_len=4, share_embedding="item", group="user"),
     Feature("tags", "sequence", vocab_size=5, max_len=3, group="item")),
-    labels=("click", "conversion"))  # two labels: the multi-task models (listed in UNSUPPORTED) build on it
+    labels=("click", "conversion"))  # two labels: the multi-task models export [batch, 2] on it
 
 
 def _params(name: str, dim: int) -> dict:
@@ -205,6 +206,22 @@ def test_the_float32_allowance_follows_torchs_own_error():
         tol = parity_tolerance(model, sample, TINY.names, (logit.detach().numpy(), prob.detach().numpy()))
         assert (tol.float32_logit < 1e-6) == low and (tol.logit == TOLERANCE) == low, (name, tol)
         assert next(model.parameters()).dtype == torch.float32  # the float64 copy leaves the model as it was
+
+
+def test_a_multi_task_export_has_one_output_column_per_task(tmp_path):
+    """ONNX and TorchScript keep a multi-task model's [batch, tasks] logits (columns in its ``tasks`` order);
+    a one-task model's [batch, 1] is exported as [batch]."""
+    sample = _tiny_sample()
+    model = _model("mmoe", TINY, 4)
+    assert model.tasks == ("click", "conversion")
+    export_model(model, TINY, "onnx", tmp_path / "o", sample, model_name="mmoe")
+    sess = ort.InferenceSession(str(tmp_path / "o" / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {i.name: sample[i.name].numpy() for i in sess.get_inputs()}
+    logit, prob = sess.run(["logit", "probability"], feeds)
+    want = model(sample).detach().numpy()
+    assert logit.shape == prob.shape == want.shape == (64, 2)
+    np.testing.assert_allclose(logit, want, atol=1e-5)
+    assert output_logits(torch.zeros(5, 1)).shape == (5,) and output_logits(torch.zeros(5, 3)).shape == (5, 3)
 
 
 def test_hfm_onnx_traces_the_fft_free_form_and_switches_it_back(tmp_path):

@@ -71,8 +71,15 @@ def esmm_labels(spec: FeatureSpec, cfg: ESMMConfig) -> tuple[str, str]:
 
 
 def _log1mexp(x: Tensor) -> Tensor:
-    """``log(1 - exp(x))`` for ``x < 0``, accurate on both sides of -log 2 (Maechler 2012)."""
-    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    """``log(1 - exp(x))`` for ``x < 0``, accurate on both sides of -log 2 (Maechler 2012). Near 0 it needs
+    ``-expm1(x)`` without cancellation; written as ``-2t / (1 - t)`` with ``t = tanh(x / 2)`` (the same value, as
+    accurate: ``t`` carries the small ``x`` to full relative precision and ``1 - t`` is in (1, 4/3)), because ONNX
+    has no expm1 (the exporter refuses ``aten::expm1``). Below -log 2, ``1 - exp(x)`` is in [1/2, 1): no
+    cancellation."""
+    t = torch.tanh(0.5 * x.clamp(min=-0.6931471805599453))
+    near = torch.log(-2.0 * t) - torch.log(1.0 - t)
+    far = torch.log(1.0 - torch.exp(x.clamp(max=-0.6931471805599453)))
+    return torch.where(x > -0.6931471805599453, near, far)
 
 
 def product_logit(a: Tensor, b: Tensor) -> Tensor:
