@@ -32,10 +32,9 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 # yet: NOT proven equal to the reference (issue 10 stays open while this is not empty). They are tested against
 # their papers' equations in the fast suite (tests/test_models_*.py). Adding fuxictr_zoo/<m>.py removes the entry.
 # afn, afn_plus: compositions written (tests/reference/fuxictr_zoo_pending/, not discovered): logits equal, but 20
-# float64 steps drift from rounding (log of tiny embeddings), see its README. din, bst: the suite has no sequence
-# data path yet (its FeatureMap is built from Frappe rows, which have no behaviour sequences).
+# float64 steps drift from rounding (log of tiny embeddings), see its README.
 PENDING: dict[str, str] = {
-    "afn": "AFN", "afn_plus": "AFN", "bst": "BST", "din": "DIN",
+    "afn": "AFN", "afn_plus": "AFN", "bst": "BST",
 }
 
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
