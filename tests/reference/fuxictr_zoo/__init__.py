@@ -34,7 +34,7 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 # afn, afn_plus: compositions written (tests/reference/fuxictr_zoo_pending/, not discovered): logits equal, but 20
 # float64 steps drift from rounding (log of tiny embeddings), see its README.
 PENDING: dict[str, str] = {
-    "afn": "AFN", "afn_plus": "AFN", "bst": "BST",
+    "afn": "AFN", "afn_plus": "AFN",
 }
 
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
