@@ -87,7 +87,7 @@ def pair(name: str, spec: FeatureSpec, dim: int, params: dict, reg_e: float):
 def measure(cid: str, shape: str, repeats: int, steps: int) -> tuple[float, float] | None:
     spec, dim = spec_of(shape)
     name, params = yaml_params(cid, dim)
-    if REFERENCES[name].multi_task:  # multi-task compositions need two labels; this bench feeds one
+    if REFERENCES[name].multi_task or REFERENCES[name].data != "frappe":  # two labels / histories: not these shapes
         return None
     if REFERENCES[name].groups is not None:  # feature groups are declared for the Frappe fields only
         if shape != "frappe":
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         for m in models:
             got = measure(m, shape, args.repeats, steps)
             if got is None:
-                print(f"{m:<12} {shape:<7} (not measured: its feature groups are declared for Frappe's fields only)")
+                print(f"{m:<12} {shape:<7} (not measured: its feature groups are declared for Frappe's fields only, "
+                      "or it needs behaviour sequences)")
                 continue
             a, b = got
             ratios.setdefault(shape, []).append(a / b)

@@ -5,6 +5,7 @@ they fail."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 from pathlib import Path
@@ -63,3 +64,52 @@ def frappe():
     if path is None:
         require_or_skip("the Frappe_x1 files of ../shared/datasets/frappe_x1 are not on this machine")
     return load_frappe(path)
+
+
+HISTORY_MAX_LEN = 8  # the synthetic behaviour histories of frappe_seq (see add_histories)
+
+
+def add_histories(frappe, max_len: int = HISTORY_MAX_LEN, seed: int = 2021):
+    """The Frappe rows with two behaviour-history columns, for the sequence models (DIN, BST): ``item_history``
+    (sharing ``item``'s table) and ``cost_history`` (sharing ``cost``'s, aligned: the cost of each history item).
+    A row's history is a seeded draw, without replacement, of items the same user clicked in these rows (real
+    items, by the user's taste), of a length drawn uniformly from 0 (no behaviour) to ``max_len``, in random order,
+    0-padded after the values (FuxiCTR's default ``padding: post``; ``max_len`` fixed). The sequence fields come
+    after the Frappe fields and share the owners' vocabularies (``vocab_size`` equal, as the engine merges them)."""
+    spec, cols, y = frappe
+    rng = np.random.default_rng(seed)
+    user, item, cost = (cols[n].numpy() for n in ("user", "item", "cost"))
+    pairs, counts = np.unique(np.stack([item, cost], axis=1), axis=0, return_counts=True)
+    item_cost: dict[int, int] = {}  # an item's cost: its most frequent cost index here (cost is an item attribute)
+    for (i, c), k in sorted(zip(pairs.tolist(), counts.tolist(), strict=True), key=lambda t: -t[1]):
+        item_cost.setdefault(i, c)
+    clicked: dict[int, np.ndarray] = {}
+    pos = y.numpy() > 0.5
+    for u in np.unique(user):
+        clicked[int(u)] = np.unique(item[(user == u) & pos])
+    n = len(y)
+    hist = np.zeros((n, max_len), dtype=np.int32)
+    lengths = rng.integers(0, max_len + 1, size=n)
+    for r in range(n):
+        pool = clicked[int(user[r])]
+        k = min(int(lengths[r]), len(pool))
+        if k:
+            hist[r, :k] = rng.choice(pool, size=k, replace=False)
+    lut = np.zeros(int(item.max()) + 1, dtype=np.int32)
+    for i, c in item_cost.items():
+        lut[i] = c
+    cost_hist = np.where(hist > 0, lut[hist], 0).astype(np.int32)
+    seq = (dataclasses.replace(spec["item"], name="item_history", type="sequence", max_len=max_len,
+                               share_embedding="item", source="synthetic: items the user clicked"),
+           dataclasses.replace(spec["cost"], name="cost_history", type="sequence", max_len=max_len,
+                               share_embedding="cost", source="synthetic: the costs of item_history"))
+    spec = dataclasses.replace(spec, dataset=spec.dataset + "_seq", features=spec.features + seq)
+    cols = {**cols, "item_history": torch.from_numpy(hist), "cost_history": torch.from_numpy(cost_hist)}
+    return spec, cols, y
+
+
+@pytest.fixture(scope="session")
+def frappe_seq(frappe):
+    """The Frappe rows with synthetic behaviour histories (:func:`add_histories`), for ``Reference(data=
+    "frappe_seq")``."""
+    return add_histories(frappe)

@@ -33,7 +33,11 @@ _MODEL_ROOT = tempfile.mkdtemp(prefix="fuxictr-ref-")
 def feature_map(spec: FeatureSpec, embedding_dim: int) -> FeatureMap:
     """A FuxiCTR FeatureMap equal to ``spec``: the same fields in the same order, index 0 = padding row (FuxiCTR's
     ``padding_idx``), the same vocabulary sizes, so the same integer batches feed both models; a field's feature
-    group (``Feature.group``, set by :func:`with_groups`) is its FuxiCTR ``source`` ("" when it has none)."""
+    group (``Feature.group``, set by :func:`with_groups`) is its FuxiCTR ``source`` ("" when it has none). A
+    sequence field gets FuxiCTR's entry (``max_len``, ``padding_idx`` 0, ``oov_idx`` 1, ``share_embedding`` when
+    it shares a table; padding and truncation happened before: both models see the same 0-padded indices); a
+    model that pools some sequence itself (DIN, BST) gives the others a ``feature_encoder``, see
+    :func:`pool_unpaired_sequences`."""
     fmap = FeatureMap(spec.dataset, _MODEL_ROOT)
     fmap.default_emb_dim = embedding_dim
     feats: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -42,12 +46,25 @@ def feature_map(spec: FeatureSpec, embedding_dim: int) -> FeatureMap:
             feats[f.name] = {"type": "categorical", "vocab_size": f.vocab_size, "padding_idx": 0, "source": f.group}
         elif f.type == "numeric":
             feats[f.name] = {"type": "numeric", "source": f.group}
+        elif f.type == "sequence":  # as FuxiCTR's FeatureProcessor writes a sequence column's entry
+            feats[f.name] = {"type": "sequence", "vocab_size": f.vocab_size, "padding_idx": 0, "oov_idx": 1,
+                             "max_len": f.max_len, "source": f.group}
+            if f.share_embedding:  # FuxiCTR tests the key's presence (FeatureEmbeddingDict.init_weights)
+                feats[f.name]["share_embedding"] = f.share_embedding
         else:
             raise NotImplementedError(f"reference feature map: {f.type} field {f.name!r} is not mapped yet")
     fmap.features = feats
     fmap.labels = list(spec.labels)  # a multi-task reference's spec has two (with_second_label)
     fmap.num_fields = fmap.get_num_fields()
     return fmap
+
+
+def pool_unpaired_sequences(fmap: FeatureMap, attended) -> None:
+    """Give every sequence field of ``fmap`` not in ``attended`` FuxiCTR's ``MaskedAveragePooling`` encoder (what
+    a FuxiCTR dataset config must declare for a sequence a sequence model does not attend: bars mean-pools it)."""
+    for name, f in fmap.features.items():
+        if f["type"] == "sequence" and name not in set(attended):
+            f["feature_encoder"] = "layers.MaskedAveragePooling()"
 
 
 def with_groups(spec: FeatureSpec, groups: Mapping[str, Sequence[str]] | None) -> FeatureSpec:
@@ -212,9 +229,10 @@ def copy_leaves(dst: nn.Module, src: nn.Module, where: str) -> None:
 
 def copy_embedding(dst: nn.Module, src, where: str) -> None:
     """FuxiCTR FeatureEmbedding (one nn.Embedding per field, row 0 = padding) <- bars FeatureEmbedding (packed
-    table; field rows for indices >= 1)."""
-    layers = dst.embedding_layer.embedding_layers
-    names = [n for n in src.field_names]
+    table; field rows for indices >= 1). ``dst`` is a FeatureEmbedding or a FeatureEmbeddingDict; the sequence
+    fields a sequence model pools itself (``unpooled``) are fields too."""
+    layers = (dst.embedding_layer if hasattr(dst, "embedding_layer") else dst).embedding_layers
+    names = list(src.field_names) + list(src.unpooled)  # (a table shared by several fields is written per field)
     if sorted(layers.keys()) != sorted(names):
         raise ValueError(f"{where}: fields differ: FuxiCTR {list(layers.keys())} vs bars {names}")
     for n in names:
@@ -228,6 +246,18 @@ def copy_embedding(dst: nn.Module, src, where: str) -> None:
             put(w[1:], src.table(n), f"{where}.{n}")
 
 
+def copy_mlp(dst: nn.Module, src: nn.Module, where: str) -> None:
+    """:func:`copy_leaves` plus the ``alpha`` of every Dice (FuxiCTR's ``layers.Dice`` <- ours), paired in
+    registration order (their BatchNorms are leaves)."""
+    copy_leaves(dst, src, where)
+    a = [m for m in dst.modules() if type(m).__name__ == "Dice"]
+    b = [m for m in src.modules() if type(m).__name__ == "Dice"]
+    if len(a) != len(b):
+        raise ValueError(f"{where}: {len(a)} Dice in FuxiCTR vs {len(b)} in bars")
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        put(x.alpha, y.alpha, f"{where}.dice[{i}].alpha")
+
+
 def copy_lr(dst: LogisticRegression, src, where: str) -> None:
     copy_embedding(dst.embedding_layer, src.embedding, where + ".embedding")
     if (dst.bias is None) != (src.bias is None):
@@ -237,6 +267,8 @@ def copy_lr(dst: LogisticRegression, src, where: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ records
+DATA = ("frappe", "frappe_seq")  # the row sets a Reference may run on (fixtures of conftest.py)
+
 @dataclass(frozen=True)
 class Reference:
     """How to check one registered model against FuxiCTR: its composition, the weight transplant, and the
@@ -257,6 +289,13 @@ class Reference:
     # (steps_reason) why rounding alone outgrows the tolerance later
     steps: int = 20
     steps_reason: str = ""
+    # the rows every case runs on: the name of a conftest fixture, "frappe" (the Frappe_x1 rows) or "frappe_seq"
+    # (the same rows with synthetic behaviour histories sharing the item / cost tables: DIN, BST)
+    data: str = "frappe"
+
+    def __post_init__(self) -> None:
+        if self.data not in DATA:
+            raise ValueError(f"Reference.data: {self.data!r} is not one of {DATA}")
 
 
 MLP = {"activation": "relu", "batch_norm": True, "dropout": 0.0}

@@ -31,12 +31,9 @@ PAPER_ONLY: dict[str, PaperOnly] = {}
 # Registered models that HAVE a FuxiCTR 2.3.10 counterpart (model_zoo/<dir>) whose composition here is not written
 # yet: NOT proven equal to the reference (issue 10 stays open while this is not empty). They are tested against
 # their papers' equations in the fast suite (tests/test_models_*.py). Adding fuxictr_zoo/<m>.py removes the entry.
-# afn, afn_plus: compositions written (tests/reference/fuxictr_zoo_pending/, not discovered): logits equal, but 20
-# float64 steps drift from rounding (log of tiny embeddings), see its README. din, bst: the suite has no sequence
-# data path yet (its FeatureMap is built from Frappe rows, which have no behaviour sequences).
-PENDING: dict[str, str] = {
-    "bst": "BST", "din": "DIN",
-}
+# Empty: every registered model with a FuxiCTR counterpart has its composition (AFN and AFN+ compare 10 training
+# steps, Reference.steps with the reason).
+PENDING: dict[str, str] = {}
 
 for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     _mod = importlib.import_module(f"{__name__}.{_m}")
