@@ -120,3 +120,6 @@ from bars.models.layers.quadratic import QuadraticLayer
 
 __all__ += ["FactorizedInteraction", "FeatureGating", "FinalBlock"]
 __all__ += ["QuadraticLayer"]
+from bars.models.layers.exponential_cross import SelfMaskCrossNet, multihead_split
+
+__all__ += ["SelfMaskCrossNet", "multihead_split"]
