@@ -125,3 +125,6 @@ __all__ += ["QuadraticLayer"]
 from bars.models.layers.multitask import CustomizedGateControl, MixtureOfExperts
 
 __all__ += ["CustomizedGateControl", "MixtureOfExperts"]
+from bars.models.layers.exponential_cross import SelfMaskCrossNet, multihead_split
+
+__all__ += ["SelfMaskCrossNet", "multihead_split"]
