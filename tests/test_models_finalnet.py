@@ -7,33 +7,20 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _tiny_ctr import SPEC
+from _tiny_ctr import tiny_batch as _batch
+from _tiny_ctr import tiny_data as _data
 
-from bars.data.loader import SplitTensors
-from bars.data.spec import Feature, FeatureSpec
 from bars.models import ModelConfigError, build, make_config
 from bars.models.layers import init_bars_
 from bars.train import TrainConfig, TrainStep, fit, loss_function, predict
 
-SPEC = FeatureSpec(dataset="tiny", label="click", features=(
-    Feature("a", "categorical", vocab_size=20), Feature("price", "numeric"), Feature("b", "categorical", vocab_size=20)))
 TWO_B = {"embedding_dim": 4, "block1_hidden_units": (8, 6), "block1_activation": "relu", "block1_dropout": 0.0,
          "block2_hidden_units": (6,), "block2_activation": None, "block2_dropout": 0.0}
 ONE_B = {"embedding_dim": 4, "block_type": "1B", "block2_hidden_units": None, "block2_activation": None,
          "block2_dropout": None}
 
 
-def _data(n: int = 2000, seed: int = 0) -> SplitTensors:
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randint(1, 20, (n,), generator=g, dtype=torch.int32)
-    b = torch.randint(1, 20, (n,), generator=g, dtype=torch.int32)
-    price = torch.randn(n, generator=g) * 0.1
-    y = (torch.rand(n, generator=g) < torch.where(a < 10, 0.8, 0.1) * torch.where(b < 6, 1.0, 0.7)).float()
-    return SplitTensors({"a": a, "price": price, "b": b}, y)
-
-
-def _batch(n: int = 64):
-    xb, yb = next(_data(n).batches(n, shuffle=False))
-    return xb, yb
 
 
 # ------------------------------------------------------------------------------------------------ FinalNet

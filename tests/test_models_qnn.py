@@ -7,30 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _tiny_ctr import SPEC
+from _tiny_ctr import tiny_batch as _batch
+from _tiny_ctr import tiny_data as _data
 
-from bars.data.loader import SplitTensors
-from bars.data.spec import Feature, FeatureSpec
 from bars.models import ModelConfigError, build, make_config
 from bars.models.layers import init_bars_
 from bars.models.qnn import mean_probability_logit
 from bars.train import TrainConfig, fit, loss_function, predict
-
-SPEC = FeatureSpec(dataset="tiny", label="click", features=(
-    Feature("a", "categorical", vocab_size=20), Feature("price", "numeric"), Feature("b", "categorical", vocab_size=20)))
-
-
-def _data(n: int = 2000, seed: int = 0) -> SplitTensors:
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randint(1, 20, (n,), generator=g, dtype=torch.int32)
-    b = torch.randint(1, 20, (n,), generator=g, dtype=torch.int32)
-    price = torch.randn(n, generator=g) * 0.1
-    y = (torch.rand(n, generator=g) < torch.where(a < 10, 0.8, 0.1) * torch.where(b < 6, 1.0, 0.7)).float()
-    return SplitTensors({"a": a, "price": price, "b": b}, y)
-
-
-def _batch(n: int = 64):
-    xb, yb = next(_data(n).batches(n, shuffle=False))
-    return xb, yb
 
 
 # ------------------------------------------------------------------------------------------------ QNN-alpha
