@@ -295,8 +295,11 @@ def _check_placement(cfg: DictConfig) -> list[str]:
 
 
 def check_space(cfg: DictConfig) -> list[str]:
-    """The search space exists, its keys are in the config, and every bound and choice of each dimension (the
-    others at their configured values) gives a valid model and train config."""
+    """The search space exists, its keys are in the config, and every bound and choice of each dimension gives a
+    valid model and train config: with the other dimensions at their configured values, or, where a choice only
+    makes sense together with another dimension's (CCPM's three channels need three kernel heights), with one other
+    categorical dimension at one of its choices. A value valid with no partner is reported with the problems it
+    has at the configured values."""
     from bars.search import SearchSpaceError, apply_params, space_of, validate_space
 
     try:
@@ -304,17 +307,28 @@ def check_space(cfg: DictConfig) -> list[str]:
         validate_space(space, cfg)
     except SearchSpaceError as e:
         return [str(e)]
+
+    def problems(params: dict[str, Any]) -> list[str]:
+        tcfg = apply_params(cfg, params)
+        return check_model(tcfg) + check_train(tcfg)
+
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
     out: list[str] = []
     for key, p in space.items():
         values = list(p.choices) if p.type == "categorical" else [p.low, p.high]
         for v in values:
-            value = list(v) if isinstance(v, tuple) else v
+            value = plain(v)
             try:
-                tcfg = apply_params(cfg, {key: value})
+                bad = problems({key: value})
             except Exception as e:  # noqa: BLE001 - a value OmegaConf cannot put there
                 out.append(f"search space {key}={value!r}: {e}")
                 continue
-            bad = check_model(tcfg) + check_train(tcfg)
+            if bad and any(not problems({key: value, other: plain(c)})
+                           for other, q in space.items() if other != key and q.type == "categorical"
+                           for c in q.choices):
+                bad = []  # valid together with a choice of another dimension
             out += [f"search space {key}={value!r} gives an invalid config: {b}" for b in bad]
     return out
 

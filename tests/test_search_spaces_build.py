@@ -73,6 +73,32 @@ def test_every_sampled_trial_builds_and_runs(model):
         study.tell(t, 0.5)
 
 
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_every_search_space_passes_the_sweep_preflight(model):
+    """`make sweep` checks every choice of the space before it starts (bars.validate.check_space): each model
+    config's own space on the data its sweeps run on must pass (CCPM's channel lists need the kernel heights of
+    their own length: a choice is checked with a partner choice of the other dimension)."""
+    from bars.models import model_class
+    from bars.validate import check_space
+
+    data = ("movielens_seq" if is_sequence_model(model) else
+            "synthetic_funnel" if getattr(model_class(compose([f"model={model}"]).model.name), "multi_task", False)
+            else "movielens_small")
+    assert check_space(compose([f"model={model}", f"data={data}"])) == []
+
+
+def test_sweep_preflight_still_reports_a_choice_no_partner_makes_valid(tmp_path):
+    from bars.validate import check_space
+
+    # kernel heights of four layers: no channel choice (three layers) and not the configured [3, 3] matches them
+    (tmp_path / "common.yaml").write_text("")
+    (tmp_path / "ccpm.yaml").write_text("model.params.channels: [[16, 32, 64], [32, 64, 128]]\n"
+                                        "model.params.kernel_heights: [[7, 5, 3], [7, 5, 3, 3]]\n")
+    cfg = compose(["model=ccpm", f"sweep.search_dir={tmp_path}"])
+    problems = check_space(cfg)
+    assert len(problems) == 1 and "kernel_heights=[7, 5, 3, 3] gives an invalid config" in problems[0], problems
+
+
 def _covered(p: SP.Param, value) -> bool:
     if p.type == "categorical":
         return (tuple(value) if isinstance(value, list) else value) in p.choices
