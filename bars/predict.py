@@ -7,7 +7,10 @@ rows are encoded by ``bars.data.apply`` (the same reader, recipe transform and f
 run's ``train.eval_batch_size``, aligned as in the run's own test evaluation, so predicting the run's test rows
 gives its recorded test metrics exactly. The output (Parquet, or CSV when ``out`` ends in .csv) holds the kept
 columns (ids) and ``probability``; it is written to a temporary file and renamed at the end. When every row has
-a label, the registered metrics are computed too (``predict_auc``, ...).
+a label, the registered metrics are computed too (``predict_auc``, ...). A multi-task run writes one column per
+task, ``probability_<task>`` (e.g. ``probability_click``, ``probability_conversion``), and computes each task's
+metrics where the file holds that task's label on every row (``predict_auc_click``, ...); label columns are
+optional, as for a single-task run.
 
 The prediction is recorded in MLflow as a child run of the source run (``stage=predict``, tag ``source_run``):
 input and output paths with their sha256, rows, seconds, rows/s and the metrics, plus a ``predict.json`` artifact.
@@ -27,6 +30,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 OUTPUT_COLUMN = "probability"
+
+
+def output_columns(tasks: Sequence[str]) -> list[str]:
+    """The probability column(s) a run writes: ``probability``, or ``probability_<task>`` per task of a multi-task
+    model."""
+    return [f"{OUTPUT_COLUMN}_{t}" for t in tasks] if tasks else [OUTPUT_COLUMN]
 OPTIONS = ("run_id", "file", "out", "keep", "sep", "batch_size", "device", "progress")
 ALLOWED_OVERRIDE_PREFIXES = ("paths.", "tracking.", "hydra.")
 
@@ -102,11 +111,9 @@ def score_file(rec: Any, file: Path, out: Path, *, keep: Sequence[str] = (), sep
     from bars.data.apply import RawEncoder, label_present
     from bars.data.loader import SplitTensors
     from bars.fileio import atomic_write
-    from bars.train import predict, resolve_device
+    from bars.train import model_tasks, predict, resolve_device
 
     fmt = _out_format(out)
-    if OUTPUT_COLUMN in keep:
-        raise PredictError(f"keep={','.join(keep)}: {OUTPUT_COLUMN!r} is the output column; rename that input column")
     encoder = RawEncoder(rec.recipe, rec.folder)
     raw = encoder.open(file, keep=keep, sep=sep)
     bs = int(batch_size or rec.cfg.train.eval_batch_size)
@@ -117,10 +124,15 @@ def score_file(rec: Any, file: Path, out: Path, *, keep: Sequence[str] = (), sep
     if threads > 0:
         torch.set_num_threads(threads)  # as the run evaluated its test split
     model = rec.model.to(dev)
-    if getattr(model, "tasks", ()):  # bars.objective.model_tasks: logits [B, T]
-        raise PredictError(f"run {rec.cfg.model.get('id') or rec.cfg.model.name} is a multi-task model (tasks "
-                           f"{list(model.tasks)}): bars predict writes one {OUTPUT_COLUMN!r} column and does not "
-                           f"score several tasks yet")
+    tasks = tuple(model_tasks(model))  # a multi-task model: probabilities [N, T], one column per task
+    names = output_columns(tasks)
+    clash = [c for c in names if c in keep]
+    if clash:
+        raise PredictError(f"keep={','.join(keep)}: {', '.join(map(repr, clash))}: output column(s) of this run; "
+                           "rename that input column")
+    if tasks and list(tasks) != list(encoder.spec.labels):
+        raise PredictError(f"run {rec.cfg.model.get('id') or rec.cfg.model.name} predicts tasks {list(tasks)} but its "
+                           f"dataset's label columns are {list(encoder.spec.labels)}")
     total = None
     if raw.source.fmt == "parquet":
         import pyarrow.parquet as pq
@@ -136,11 +148,13 @@ def score_file(rec: Any, file: Path, out: Path, *, keep: Sequence[str] = (), sep
 
     def flush(writer: _Writer, feats: dict, label: Any, kept: pa.Table | None) -> None:
         nonlocal rows
-        split = SplitTensors(feats, label)
+        split = SplitTensors(feats, label[:, 0], label) if label.dim() == 2 else SplitTensors(feats, label)
         p = predict(model, split, bs, dev).numpy()
-        score = pa.array(p, pa.float32())
-        writer.write(kept.append_column(OUTPUT_COLUMN, score) if kept is not None else
-                     pa.table({OUTPUT_COLUMN: score}))
+        scores = {n: pa.array(p[:, j] if tasks else p, pa.float32()) for j, n in enumerate(names)}
+        if kept is not None:
+            for name, col in scores.items():
+                kept = kept.append_column(name, col)
+        writer.write(kept if kept is not None else pa.table(scores))
         probs_all.append(p)
         labels.append(label.numpy())
         if group_column is not None:
@@ -151,13 +165,13 @@ def score_file(rec: Any, file: Path, out: Path, *, keep: Sequence[str] = (), sep
     def run(tmp: Path) -> None:
         writer = _Writer(tmp, fmt)
         feats: list[dict[str, torch.Tensor]] = []
-        label: list[torch.Tensor] = []
+        label: list[torch.Tensor] = []  # [n] or, with several label columns, [n, L]
         kept: list[pa.Table] = []
         pending = 0
         try:
             for _, split, part in _prefetched(encoder.batches(raw)):
                 feats.append(split.features)
-                label.append(split.label)
+                label.append(split.labels if split.labels.shape[1] > 1 else split.label)
                 kept.append(part)
                 pending += len(split)
                 if pending < bs:
@@ -183,9 +197,14 @@ def score_file(rec: Any, file: Path, out: Path, *, keep: Sequence[str] = (), sep
     seconds = time.perf_counter() - t0
     y = np.concatenate(labels)
     metrics: dict[str, float] = {}
-    if raw.has_label and label_present(y):
-        metrics = M.compute(y, np.concatenate(probs_all),
-                            groups=np.concatenate(groups) if group_column is not None else None)
+    g = np.concatenate(groups) if group_column is not None else None
+    p = np.concatenate(probs_all)
+    if tasks:  # each task whose label column the file has, on every row
+        for j, task in enumerate(tasks):
+            if task in raw.labels and label_present(y[:, j]):
+                metrics.update({M.task_key(k, task): v for k, v in M.compute(y[:, j], p[:, j], groups=g).items()})
+    elif raw.has_label and label_present(y):
+        metrics = M.compute(y, p, groups=g)
     return rows, metrics, seconds
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import SHARED_DATASETS
 
 from bars.config import compose
 from bars.data.errors import DataError
@@ -20,7 +21,7 @@ from bars.data.loader import load_dataset
 from bars.data.prepare import prepare
 from bars.data.transforms import user_histories
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+SHARED = SHARED_DATASETS
 AMAZON = SHARED / "torchrechub_samples" / "raw" / "amazon-electronics" / "amazon_electronics_sample.csv"
 TAOBAO = SHARED / "fuxictr_tiny" / "raw" / "tiny_csv" / "train_sample.csv"
 pytestmark = pytest.mark.skipif(not AMAZON.is_file() or not TAOBAO.is_file(), reason="needs ../shared/datasets")

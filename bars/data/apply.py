@@ -50,13 +50,20 @@ class RawLayout:
     types: dict[str, pa.DataType]
     label: str
     header: bool
+    labels: tuple[str, ...] = ()  # every raw label column (several for a multi-task dataset; default: (label,))
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            object.__setattr__(self, "labels", (self.label,))
 
     @property
     def required(self) -> list[str]:
-        return [c for c in self.columns if c != self.label]
+        return [c for c in self.columns if c not in self.labels]
 
     def describe(self) -> str:
-        return f"{', '.join(self.required)} (label {self.label!r} optional)"
+        what = (f"label {self.label!r}" if len(self.labels) == 1 else
+                "labels " + ", ".join(repr(c) for c in self.labels))
+        return f"{', '.join(self.required)} ({what} optional)"
 
 
 def _kind(t: pa.DataType) -> str:
@@ -78,17 +85,20 @@ def training_layout(recipe: Recipe) -> RawLayout:
         if src.label not in kinds:
             kinds[src.label] = "float"  # as the engine reads a CSV label
         types = {c: ARROW_TYPES[kinds.get(c, "str")] for c in names}
-    return RawLayout(recipe.name, tuple(names), types, src.label, src.header)
+    labels = tuple(dict.fromkeys([src.label] + [c for c in recipe.label_columns if c in names]))
+    return RawLayout(recipe.name, tuple(names), types, src.label, src.header, labels)
 
 
 @dataclass(frozen=True)
 class RawFile:
-    """A new file to encode: how to read it, and whether it holds the label."""
+    """A new file to encode: how to read it, and whether it holds the label (``labels``: which of the dataset's
+    label columns it holds)."""
 
     source: Source
     columns: tuple[str, ...]
     keep: tuple[str, ...]
     has_label: bool
+    labels: tuple[str, ...] = ()
 
 
 def open_raw(path: str | Path, layout: RawLayout, keep: Sequence[str] = (), sep: str | None = None) -> RawFile:
@@ -141,7 +151,7 @@ def open_raw(path: str | Path, layout: RawLayout, keep: Sequence[str] = (), sep:
     bad_keep = [c for c in keep if c not in columns]
     if bad_keep:
         raise DataError(f"keep={','.join(keep)}: columns {bad_keep} are not in {path} (its columns: {list(columns)})")
-    return RawFile(src, columns, tuple(keep), layout.label in columns)
+    return RawFile(src, columns, tuple(keep), layout.label in columns, tuple(c for c in layout.labels if c in columns))
 
 
 class RawEncoder:
@@ -185,7 +195,7 @@ class RawEncoder:
         cols = []
         for c in self.layout.columns:
             want = self.layout.types[c]
-            if c not in raw.columns:  # only the label may be absent (open_raw checked the rest)
+            if c not in raw.columns:  # only label columns may be absent (open_raw checked the rest)
                 cols.append(pl.Series(c, [None] * table.num_rows).cast(pl.from_arrow(pa.array([], want)).dtype))
                 continue
             col = table.column(c)
