@@ -128,3 +128,6 @@ __all__ += ["CustomizedGateControl", "MixtureOfExperts"]
 from bars.models.layers.exponential_cross import SelfMaskCrossNet, multihead_split
 
 __all__ += ["SelfMaskCrossNet", "multihead_split"]
+from bars.models.layers.attention_weighted_moe import AttentionWeightedGate, gate_info_nce, random_keep
+
+__all__ += ["AttentionWeightedGate", "gate_info_nce", "random_keep"]
