@@ -13,6 +13,7 @@ from bars.models.layers import init_bars_
 
 SEQ_MODELS = ["din", "bst"]
 SEQ_MODELS.append("awmoe")  # AW-MoE (tests/test_models_awmoe.py)
+SEQ_MODELS += ["qin"]
 # switches that make a model ignore positions (BST's position embedding ties it to the padding side)
 NO_POSITION = {"bst": {"use_position_emb": False}}
 

@@ -131,3 +131,6 @@ __all__ += ["SelfMaskCrossNet", "multihead_split"]
 from bars.models.layers.attention_weighted_moe import AttentionWeightedGate, gate_info_nce, random_keep
 
 __all__ += ["AttentionWeightedGate", "gate_info_nce", "random_keep"]
+from bars.models.layers.quadratic_interest import QuadraticInterestNetwork, SparseTargetAttention
+
+__all__ += ["QuadraticInterestNetwork", "SparseTargetAttention"]

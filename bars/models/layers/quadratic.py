@@ -23,10 +23,15 @@ class QuadraticLayer(nn.Module):
 
     As FuxiCTR: the product is laid out head-major while the residual ``x`` is field-major (they coincide for one
     head), and the next layer reads the sum field-major again. ``sum_r heads * P_r`` is computed as
-    ``heads * sum_r P_r`` (the same value; one product instead of R)."""
+    ``heads * sum_r P_r`` (the same value; one product instead of R).
+
+    ``relu=False`` leaves the ReLU out of ``P`` and ``residual=False`` the ``+ x`` (QIN's quadratic layer,
+    salmon1802/QIN ``src/QIN_variety_v9.py``: ``P = Dropout(W x + b)``, ``y = x * sum_r P_r``; the residual, batch
+    norm and activation come after the product, in :class:`~bars.models.layers.QuadraticInterestNetwork`)."""
 
     def __init__(self, num_fields: int, embedding_dim: int, num_row: int = 2, num_heads: int = 1,
-                 batch_norm: bool = False, dropout: float = 0.0) -> None:
+                 batch_norm: bool = False, dropout: float = 0.0, *, relu: bool = True,
+                 residual: bool = True) -> None:
         super().__init__()
         if embedding_dim % num_heads:
             raise ValueError(f"QuadraticLayer: embedding_dim {embedding_dim} is not divisible by num_heads "
@@ -37,6 +42,7 @@ class QuadraticLayer(nn.Module):
         self.linear = nn.Linear(self.input_dim, self.input_dim * num_row)
         self.bn = nn.BatchNorm1d(self.input_dim * num_row) if batch_norm else None
         self.dropout = Dropout(dropout) if dropout > 0 else None
+        self.relu, self.residual = relu, residual
 
     def forward(self, x: Tensor) -> Tensor:
         b = x.shape[0]
@@ -46,7 +52,10 @@ class QuadraticLayer(nn.Module):
         p = self.linear(x)
         if self.bn is not None:
             p = self.bn(p)
-        p = torch.relu(p).view(b, h, self.num_row, self.head_dim)
+        if self.relu:
+            p = torch.relu(p)
+        p = p.view(b, h, self.num_row, self.head_dim)
         if self.dropout is not None:
             p = self.dropout(p)
-        return (heads * p.sum(dim=2)).reshape(b, self.input_dim) + x
+        y = (heads * p.sum(dim=2)).reshape(b, self.input_dim)
+        return y + x if self.residual else y
