@@ -134,9 +134,14 @@ def check_layout(t: base.Transcript) -> None:
         if kind == "sequence":
             if int(col["max_len"]) != int(_field_option(data, name, "max_len", data.get("max_len"))):
                 raise TranscriptionError(f"{where}: {name}: max_len {col['max_len']}, ours {data.get('max_len')}")
-            if col.get("padding", "post") != _field_option(data, name, "padding", "post"):
-                raise TranscriptionError(f"{where}: {name}: padding {col.get('padding', 'post')!r}, ours "
-                                         f"{_field_option(data, name, 'padding', 'post')!r}")
+            padding = col.get("padding", "post")
+            if padding != _field_option(data, name, "padding", "post"):
+                if _field_option(data, name, "padding") is None or padding not in ("pre", "post"):
+                    raise TranscriptionError(f"{where}: {name}: padding {padding!r}, ours "
+                                             f"{_field_option(data, name, 'padding', 'post')!r}")
+                # the run encoded its own copy of the data (FuxiCTR: another dataset_id): the preset sets the
+                # field's padding (and so truncation side) over the data config's; a separately prepared dataset
+                t.put(f"data.field_options.{name}.padding", padding)
             if col.get("splitter") != data.get("sequence_sep"):
                 raise TranscriptionError(f"{where}: {name}: splitter {col.get('splitter')!r}, ours "
                                          f"{data.get('sequence_sep')!r}")

@@ -296,3 +296,24 @@ def test_pending_models_have_rules_and_are_skipped():
     models = {**base.model_configs(), "DIEN": {"id": "dien", "name": "dien", "params": [], "path": Path("x")}}
     row = {**ROW, "model": "DIEN", "source": "reczoo/BARS:ranking/ctr/DIEN/DIEN_amazonelectronics_x1/README.md"}
     assert seq.transcribe_row(row, None, models, None) is None  # no README read: the rule is off
+
+
+def test_a_runs_own_padding_becomes_a_data_key_of_the_preset(tmp_path):
+    """BARS's DIEN / DMIN / DMR runs post-padded histories the data configs pre-pad (as every other BARS model on
+    those boards): the preset then sets data.field_options.<field>.padding (another prepared dataset); a field
+    whose padding the data config does not name stays an error."""
+    seq = _seq()
+    base = seq.base
+    datas = seq.seq_data_configs()
+    name, data = datas["amazonelectronics_x1"]
+    pre = {**data, "field_options": {**data["field_options"],
+                                     "item_history": {**data["field_options"]["item_history"], "padding": "pre"}}}
+    repo = base.BarsRepo(_bars(tmp_path, DIN_LOG))
+    _, text = seq.transcribe_row(ROW, repo, base.model_configs(), None, {"amazonelectronics_x1": (name, pre)})
+    assert yaml.safe_load(text)["set"]["data.field_options.item_history.padding"] == "post"
+    cols = FEATURE_COLS.replace("'name': 'item_history',", "'name': 'item_history', 'padding': 'pre',")
+    repo = base.BarsRepo(_bars(tmp_path, {**DIN_LOG, "feature_cols": cols}))
+    with pytest.raises(base.TranscriptionError, match="item_history: padding 'pre', ours 'post'"):
+        seq.transcribe_row(ROW, repo, base.model_configs(), None)
+    cfg = compose(["model=din", "data=taobaoad_x1", "data.field_options.cate_his.padding=post"])
+    assert cfg.data.field_options.cate_his.padding == "post"  # the key such a preset sets exists
