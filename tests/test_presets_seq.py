@@ -3,11 +3,13 @@ scripts/bars_presets_seq.py): each composes with its data config and builds and 
 that dataset's layout (pretrained tables, copies and shared tables included); `bars presets plan|show` and the
 composed config of `PRESET=bars MODEL=din DATA=amazonelectronics_x1`; the leaderboard shows the published gAUC, AUC
 and logloss; the transcription rules on a synthetic README (what they map, what stops them) and the pending models.
+A real `bars train` of DIN on AmazonElectronics_x1's layout with the preset (where ../shared has the Amazon sample).
 tests/test_presets.py covers the counts, the provenance and `--check` against a real BARS copy for both halves."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -317,3 +319,49 @@ def test_a_runs_own_padding_becomes_a_data_key_of_the_preset(tmp_path):
         seq.transcribe_row(ROW, repo, base.model_configs(), None)
     cfg = compose(["model=din", "data=taobaoad_x1", "data.field_options.cate_his.padding=post"])
     assert cfg.data.field_options.cate_his.padding == "post"  # the key such a preset sets exists
+
+
+AMAZON = PROJECT_ROOT.parents[1] / "shared" / "datasets" / "torchrechub_samples" / "raw" / "amazon-electronics" / \
+    "amazon_electronics_sample.csv"
+
+
+@pytest.mark.skipif(not AMAZON.is_file(), reason="needs ../shared/datasets (torch-rechub's Amazon sample)")
+def test_bars_train_din_on_amazonelectronics_with_the_preset(tmp_path):
+    """`bars train model=din data=amazonelectronics_x1 preset=bars` for one epoch on a small file in
+    AmazonElectronics_x1's layout (torch-rechub's Amazon sample with histories; random labels: no real data):
+    the preset's gAUC monitor runs on the test file (bars-seq), and MLflow records the preset and test gAUC."""
+    import hashlib
+
+    import polars as pl
+    from mlflow.tracking import MlflowClient
+
+    from bars.data.transforms import user_histories
+
+    ev = pl.read_csv(AMAZON)
+    h = user_histories(ev, "user_id", "time", {"item_history": "item_id", "cate_history": "cate_id"}, 100,
+                       tiebreak="item_id")
+    rng = np.random.default_rng(0)
+    df = h.with_columns(pl.Series("label", rng.integers(0, 2, h.height)),
+                        *[pl.col(c).cast(pl.List(pl.String)).list.join("^") for c in ("item_history", "cate_history")])
+    df = df.select("label", "user_id", "item_id", "cate_id", "item_history", "cate_history")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    df[:80].write_csv(raw / "train.csv")
+    df[80:].write_csv(raw / "test.csv")
+    md5 = {k: hashlib.md5((raw / f"{k}.csv").read_bytes()).hexdigest() for k in ("train", "test")}
+    env = [f"data.raw_dir={raw}", f"data.md5.train={md5['train']}", f"data.md5.test={md5['test']}",
+           "train.max_epochs=1", "train.num_threads=1", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+           f"paths.data={tmp_path / 'data'}", f"paths.checkpoints={tmp_path / 'ckpt'}"]
+    r = subprocess.run([sys.executable, "-m", "bars.cli", "train", "model=din", "data=amazonelectronics_x1",
+                        "preset=bars", *env], capture_output=True, text=True, check=False, cwd=tmp_path,
+                       env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("amazonelectronics_x1").experiment_id])
+    t, p, m = run.data.tags, run.data.params, run.data.metrics
+    assert t["preset"] == "bars" and t["preset_file"] == "conf/presets/bars/amazonelectronics_x1/din.yaml"
+    assert t["preset_source"] == "reczoo/BARS:ranking/ctr/DIN/DIN_amazonelectronics_x1/README.md"
+    assert p["train.monitor"] == "val_gauc" and p["model.params.use_softmax"] == "True"
+    assert p["data.protocol_name"] == "bars-seq" and p["seed"] == "20222023"
+    assert {"test_gauc", "test_auc", "test_logloss", "val_gauc"} <= set(m)
+    assert 0.0 <= m["test_gauc"] <= 1.0
