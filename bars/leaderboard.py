@@ -16,8 +16,8 @@ What goes in (all from MLflow, nothing parsed from logs):
   seeds gives ``n/a``.
 - sweeps: child runs tagged ``stage=trial``: trials run (distinct trial numbers), and best-so-far validation
   AUC versus trial number over completed trials.
-- BARS: the published value (bars/reference/bars_published.csv, shipped with the package) where the runs
-  recorded a BARS split (``data.bars_split`` in conf/data/<d>.yaml) and a BARS model name (``model.bars_name``
+- BARS: the published value (bars/reference/bars_published.csv and, for the four sequential boards,
+  bars_published_seq.csv with its gAUC: both shipped with the package) where the runs recorded a BARS split (``data.bars_split`` in conf/data/<d>.yaml) and a BARS model name (``model.bars_name``
   in conf/model/<id>.yaml), and the protocol-seed run minus it. Rows are named by the model config's id
   (the ``model`` tag).
 - presets: final runs made from a preset (tag ``preset``, e.g. ``make final ... PRESET=bars``) form their own
@@ -63,15 +63,18 @@ class Published:
     auc: float
     logloss: float
     source: str
+    gauc: float | None = None  # the sequential boards publish test gAUC too
 
 
 def load_published() -> dict[tuple[str, str], Published]:
-    """(BARS split, BARS model) -> published test AUC/logloss, from the CSV shipped inside the package."""
+    """(BARS split, BARS model) -> published test AUC/logloss (and gAUC on the sequential boards), from the CSVs
+    shipped inside the package: the flat boards' and :func:`load_published_seq`'s."""
     text = resources.files("bars").joinpath(*PUBLISHED_RESOURCE).read_text(encoding="utf-8")
     out: dict[tuple[str, str], Published] = {}
     for row in csv.DictReader(io.StringIO(text)):
         p = Published(row["dataset"], row["model"], float(row["auc"]), float(row["logloss"]), row["source"])
         out[(p.split, p.model)] = p
+    out.update(load_published_seq())
     return out
 
 
@@ -80,16 +83,21 @@ SEQ_SPLITS = {"taobaoad_x1": "TaobaoAd_x1", "amazonelectronics_x1": "AmazonElect
               "kuaivideo_x1": "KuaiVideo_x1", "microvideo1.7m_x1": "MicroVideo1.7M_x1"}
 
 
+# a model config's bars_name -> the name BARS's sequential boards give that model (its DNN on pooled histories is
+# "YoutubeDNN" there; DCNv2 is spelled "DCN-V2"), for runs made without a preset
+SEQ_BOARD_NAMES = {"DNN": "YoutubeDNN", "DCNv2": "DCN-V2"}
+
+
 def load_published_seq() -> dict[tuple[str, str], Published]:
-    """(BARS split, BARS model) -> published test AUC/logloss of BARS's four sequential boards (64 rows, validated on
-    the test set: protocol bars-seq), from the shipped copy of ../shared/reference/bars_published_seq.csv. Kept
-    apart from :func:`load_published` until the preset machinery covers the sequential splits (its test expects a
-    preset for every published pair of a dataset this project has)."""
+    """(BARS split, BARS model) -> published test gAUC/AUC/logloss of BARS's four sequential boards (64 rows,
+    validated on the test set: protocol bars-seq), from the shipped copy of ../shared/reference/
+    bars_published_seq.csv (its dataset column is the split in lower case: SEQ_SPLITS). Part of
+    :func:`load_published`."""
     text = resources.files("bars").joinpath(*SEQ_PUBLISHED_RESOURCE).read_text(encoding="utf-8")
     out: dict[tuple[str, str], Published] = {}
     for row in csv.DictReader(io.StringIO(text)):
         p = Published(SEQ_SPLITS[row["dataset"]], row["model"], float(row["auc"]), float(row["logloss"]),
-                      row["source"])
+                      row["source"], float(row["gauc"]))
         out[(p.split, p.model)] = p
     return out
 
@@ -190,6 +198,8 @@ class Row:
     p_value: float | None = None
     n_paired: int = 0
     preset: str | None = None  # runs made from a preset (tag preset), e.g. "bars"
+    bars_gauc: float | None = None  # the sequential boards' published test gAUC
+    diff_gauc: float | None = None  # the protocol-seed run's test gAUC minus it
 
     @property
     def run_ids(self) -> tuple[str, ...]:
@@ -429,9 +439,12 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                 pub = by_source.get(runs[0].tags.get("preset_source", "")) if split else None
             else:
                 bmodel = bars_model_of(model, runs[0].params, pub_models) if split and runs else None
-                pub = published.get((split, bmodel)) if split and bmodel else None
-            diff_auc = diff_ll = None
+                pub = (published.get((split, bmodel)) or published.get((split, SEQ_BOARD_NAMES.get(bmodel, ""))))\
+                    if split and bmodel else None
+            diff_auc = diff_ll = diff_gauc = None
             if pub and protocol_run is not None:
+                if pub.gauc is not None and protocol_run.test.get("gauc") is not None:
+                    diff_gauc = protocol_run.test["gauc"] - pub.gauc
                 if protocol_run.test_auc is not None:
                     diff_auc = protocol_run.test_auc - pub.auc
                 if protocol_run.test_logloss is not None:
@@ -465,7 +478,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                 trials=len(numbers), trial_states=states,
                 best_config=(f"sweeps/{study}/best.overrides" if (numbers or studies) else
                              runs[0].tags.get("preset_file") if preset else None),
-                preset=preset,
+                preset=preset, bars_gauc=pub.gauc if pub else None, diff_gauc=diff_gauc,
             ))
         rows.sort(key=lambda r: (-(v if (v := r.test_mean.get(rank)) is not None else -math.inf), r.model))
         rows = _significance(rows, alpha, rank)

@@ -59,7 +59,7 @@ CSV_COLUMNS_AFTER_METRICS = [
     "significance", "p_value", "n_paired", "protocol_seed", "protocol_test_auc", "protocol_test_logloss",
     "bars_split", "bars_model", "bars_auc", "bars_logloss", "diff_auc", "diff_logloss", "bars_source",
     "n_params", "seconds_per_epoch", "samples_per_s", "device", "trials", "best_config", "protocol_run_id",
-    "run_ids", "preset",
+    "run_ids", "preset", "bars_gauc", "diff_gauc",
 ]
 
 
@@ -89,7 +89,7 @@ def render_csv(board: Board) -> str:
             r.n_paired, r.protocol_seed, r.protocol_test_auc, r.protocol_test_logloss, board.bars_split,
             r.bars_model, r.bars_auc, r.bars_logloss, r.diff_auc, r.diff_logloss, r.bars_source, r.n_params,
             r.seconds_per_epoch, r.samples_per_s, r.device, r.trials, r.best_config, r.protocol_run_id,
-            " ".join(r.run_ids), r.preset,
+            " ".join(r.run_ids), r.preset, r.bars_gauc, r.diff_gauc,
         ]])
     return buf.getvalue()
 
@@ -110,6 +110,8 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
         (f"Test AUC, seed {pseed}" if pseed is not None else "Test AUC, protocol seed", "num", "p_auc"),
         (f"Test logloss, seed {pseed}" if pseed is not None else "Test logloss, protocol seed", "num", "p_ll"),
     ]
+    if any(r.bars_gauc is not None for r in board.rows):  # a sequential board: BARS published gAUC too
+        cols += [("BARS gAUC", "num", "bars_gauc"), ("Δ gAUC²", "num", "diff_gauc")]
     if board.bars_split:
         cols += [("BARS AUC", "num", "bars_auc"), ("Δ AUC²", "num", "diff_auc"),
                  ("BARS logloss", "num", "bars_ll"), ("Δ logloss²", "num", "diff_ll")]
@@ -130,6 +132,8 @@ def _cell(row: Row, key: str, link_prefix: str) -> tuple[str, Any, str | None]:
         "sig": (sig_label(row), sig_rank[row.significance], None),
         "p_auc": (fmt(row.protocol_test_auc), row.protocol_test_auc, None),
         "p_ll": (fmt(row.protocol_test_logloss), row.protocol_test_logloss, None),
+        "bars_gauc": (fmt(row.bars_gauc), row.bars_gauc, None),
+        "diff_gauc": (fmt_signed(row.diff_gauc), row.diff_gauc, None),
         "bars_auc": (fmt(row.bars_auc), row.bars_auc, None),
         "diff_auc": (fmt_signed(row.diff_auc), row.diff_auc, None),
         "bars_ll": (fmt(row.bars_logloss), row.bars_logloss, None),

@@ -18,6 +18,9 @@ another than the first. Nothing is dropped silently: each BARS key is
   min_categr_count == the data config's min_count), else the script stops,
 - or infrastructure (paths, GPU, logging, data files: the data config is the truth for those).
 
+The four sequential boards (bars/reference/bars_published_seq.csv) are transcribed by the rules of
+scripts/bars_presets_seq.py, called from here (one ``--check`` for both; see that module's docstring).
+
 An unknown key, a value that cannot be mapped or a README whose test metrics differ from the CSV stops the
 script with the README path and the key. The published numbers come from the CSV (checked against the README's
 final test line). Output files are written atomically (temporary file, then rename); ``--check`` writes nothing
@@ -942,6 +945,19 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def seq_module():
+    """scripts/bars_presets_seq.py (the sequential boards' rules), bound to this module (its ``bars_presets``)."""
+    import importlib.util
+
+    if "bars_presets_seq" not in sys.modules:
+        sys.modules.setdefault("bars_presets", sys.modules[__name__])
+        spec = importlib.util.spec_from_file_location("bars_presets_seq", Path(__file__).with_name("bars_presets_seq.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["bars_presets_seq"] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules["bars_presets_seq"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bars", default=os.environ.get("BARS_REPO"), help="BARS work tree or git dir ($BARS_REPO)")
@@ -959,6 +975,7 @@ def main(argv: list[str] | None = None) -> int:
         with PUBLISHED.open(encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         outputs = [o for o in (transcribe_row(r, repo, models, commit) for r in rows) if o is not None]
+        outputs += seq_module().transcribe_all(repo, models, commit)  # the four sequential boards
     except TranscriptionError as e:
         print(f"bars_presets: error: {e}", file=sys.stderr)
         return 1

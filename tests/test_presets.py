@@ -19,25 +19,32 @@ from omegaconf import OmegaConf
 
 from bars import presets as P
 from bars.config import CONF_DIR, PROJECT_ROOT, compose
-from bars.leaderboard import load_published
+from bars.leaderboard import SEQ_BOARD_NAMES, load_published
 from bars.models import make_config
 from bars.train import TrainConfig, TrainConfigError
 
 MODEL_CONFIGS = {p.stem: OmegaConf.load(p) for p in sorted((CONF_DIR / "model").glob("*.yaml"))}
 DATA_CONFIGS = {p.stem for p in (CONF_DIR / "data").glob("*.yaml")}
+# BARS split -> data config, by the data configs' bars_split (MicroVideo1.7M_x1 is microvideo_x1)
+DATA_BY_SPLIT = {str(c.data.bars_split): p.stem for p in sorted((CONF_DIR / "data").glob("*.yaml"))
+                 if (c := OmegaConf.load(p)).get("data") and c.data.get("bars_split")}
+SEQ_DATA = {"taobaoad_x1", "amazonelectronics_x1", "kuaivideo_x1", "microvideo_x1"}  # BARS's sequential boards
 PRESETS = P.available("bars")
 FIELDS_CRITEO = [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
 FRAPPE_FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"]
 
 
 def published_pairs() -> dict[tuple[str, str], object]:
-    """(our data name, our model id) -> the published row, for every row of bars_published.csv whose split is a
-    data config here and whose model is the bars_name of a model config here."""
+    """(our data name, our model id) -> the published row, for every row of bars_published.csv (and
+    bars_published_seq.csv) whose split is a data config here and whose model is the bars_name of a model config
+    here (on the sequential boards also under the board's name for it: YoutubeDNN is DNN, DCN-V2 is DCNv2)."""
     ids = {str(c.bars_name): cid for cid, c in MODEL_CONFIGS.items() if c.get("bars_name")}
+    ids.update({board: ids[ours] for ours, board in SEQ_BOARD_NAMES.items() if ours in ids})
     out = {}
     for (split, model), pub in load_published().items():
-        if split.lower() in DATA_CONFIGS and model in ids:
-            out[(split.lower(), ids[model])] = pub
+        data = DATA_BY_SPLIT.get(split, split.lower())
+        if data in DATA_CONFIGS and model in ids:
+            out[(data, ids[model])] = pub
     return out
 
 
@@ -52,7 +59,10 @@ def test_every_published_pair_has_a_preset_and_no_other_exists():
     # zoo3: AOANet, DeepIM, DESTINE, EDCN, SAM on the four x1, DSSM on Frappe_x1 and MovielensLatest_x1, FLEN on
     # Avazu_x4_001: 23
     # issue 11: MaskNet on all 6, FGCNN on the two x4 splits, FinalNet (2B) on all 6, FinalNet_1B on the four x1
-    assert len(want) == 172 + 23 + 6 + 2 + 10
+    # the four sequential boards (scripts/bars_presets_seq.py): FM, FmFM, YoutubeDNN, DeepFM, DCN, DCN-V2, xDeepFM,
+    # AutoInt+, AOANet, DIN, BST, PPNet, APG_DCNv2 on each: 52 (DIEN, DMIN, DMR: PENDING_MODELS until they merge)
+    assert len(want) == 172 + 23 + 6 + 2 + 10 + 52
+    assert sum(1 for d, _ in want if d in SEQ_DATA) == 52
     assert not set(want) - have, f"published pairs without a preset: {sorted(set(want) - have)}"
     assert not have - set(want), f"presets without a published row: {sorted(have - set(want))}"
 
@@ -63,9 +73,14 @@ def test_preset_names_its_readme_and_published_value(data, model):
     pub = published_pairs()[(data, model)]
     assert p.source == pub.source and p.source.startswith("reczoo/BARS:ranking/ctr/")
     # a README, or (HFM on Frappe_x1: BARS published no README) the results.csv naming the run whose log is read
-    assert p.source.endswith(("/README.md", "/results.csv")) and f"_{data}/" in p.source
-    assert p.bars_model == pub.model == MODEL_CONFIGS[model].bars_name and p.bars_split == pub.split
-    assert p.published == {"test_auc": pub.auc, "test_logloss": pub.logloss}
+    # (BARS's folders: MicroVideo1.7M_x1 is microvideo1.7m_x1, PPNet's TaobaoAd_x1 folder is PPNet_taobao_x1)
+    assert p.source.endswith(("/README.md", "/results.csv"))
+    folders = {"microvideo_x1": ("_microvideo1.7m_x1/",), "taobaoad_x1": ("_taobaoad_x1/", "PPNet_taobao_x1/")}
+    assert any(f in p.source for f in folders.get(data, (f"_{data}/",)))
+    bars_name = MODEL_CONFIGS[model].bars_name
+    assert p.bars_model == pub.model in (bars_name, SEQ_BOARD_NAMES.get(bars_name)) and p.bars_split == pub.split
+    assert p.published == {"test_auc": pub.auc, "test_logloss": pub.logloss,
+                           **({"test_gauc": pub.gauc} if data in SEQ_DATA else {})}
     assert p.info["expid"] and p.info["fuxictr_version"]
 
 
@@ -94,7 +109,9 @@ def test_preset_composes_and_builds_its_model_config(data, model):
     assert cfg.model.id == model and cfg.data.name == data
     assert "seed" in p.values and cfg.seed == p.values["seed"]
     # BARS ran with the split's protocol seed, except FFM on Avazu_x1 (logged seed 2019; the x1 protocol is 2021)
-    assert cfg.seed == int(cfg.protocol.seed) or (data, model) == ("avazu_x1", "ffm")
+    # and four AmazonElectronics_x1 runs (logged seed 2022; that board's protocol is 20222023)
+    assert cfg.seed == int(cfg.protocol.seed) or (data, model) in {
+        ("avazu_x1", "ffm"), *(("amazonelectronics_x1", m) for m in ("fmfm", "dcnv2", "autoint_plus", "apg_dcnv2"))}
     params = OmegaConf.to_container(cfg.model.params, resolve=True)
     make_config(str(cfg.model.name), params)  # the registry's typed config: keys, types and combinations
     for key in ("fs1_context", "fs2_context"):  # FinalMLP contexts must be fields of the dataset
@@ -187,6 +204,8 @@ def test_bars_plan_prints_one_final_run_per_published_model():
     per_split = {d: sum(1 for dd, _ in published_pairs() if dd == d) for d in DATA_CONFIGS}
     # the zoo grows these (issue 11: MaskNet on both, FGCNN on criteo_x4_001, FinalNet 2B on both, 1B on frappe_x1)
     assert per_split["frappe_x1"] == 28 + 6 + 1 + 2 and per_split["criteo_x4_001"] == 30 + 2 + 1
+    # the sequential boards: 13 models each (DIEN, DMIN, DMR pending)
+    assert {d: per_split[d] for d in SEQ_DATA} == dict.fromkeys(SEQ_DATA, 13)
     lines = P.plan("bars", "frappe_x1")
     assert len(lines) == per_split["frappe_x1"] and all(ln.startswith("make final MODEL=") for ln in lines)
     assert "make final MODEL=crossnetv2 DATA=frappe_x1 PRESET=bars SEEDS=1" in lines
