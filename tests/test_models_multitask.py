@@ -147,7 +147,13 @@ def test_funnel_oracle_adds_would_convert_and_changes_nothing_else(tmp_path):
 
     plain = pq.read_table(generate_funnel(tmp_path / "a.parquet", users=40, items=50, seed=3))
     full = pq.read_table(generate_funnel(tmp_path / "b.parquet", users=40, items=50, seed=3, oracle=True))
-    assert full.column_names == [*plain.column_names, "would_convert"]
-    assert full.drop(["would_convert"]).equals(plain)
+    oracle = ["would_convert", "convert_probability", "click_probability"]
+    assert full.column_names == [*plain.column_names, *oracle]
+    assert full.drop(oracle).equals(plain)
     w, click, conv = (full.column(c).to_numpy() for c in ("would_convert", "click", "conversion"))
     assert (conv == click * w).all() and w.sum() > conv.sum() > 0  # converts unclicked impressions would make
+    # the draws' probabilities: in (0, 1), and they rank the draws (the best score a model could reach)
+    pw, pc = (full.column(c).to_numpy() for c in ("convert_probability", "click_probability"))
+    assert ((pw > 0) & (pw < 1) & (pc > 0) & (pc < 1)).all()
+    from bars import metrics
+    assert metrics.auc(w, pw) > 0.7 and metrics.auc(click, pc) > 0.6

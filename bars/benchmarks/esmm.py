@@ -37,19 +37,28 @@ from bars.models import build
 from bars.train import TrainConfig, fit, predict
 
 CATEGORICAL = ("user", "item", "category", "hour")
+# The funnel's size. Dense enough for the click task to learn the users' tastes and the items' vectors (about 200
+# impressions a user, 400 an item): ESMM's CVR tower shares those embeddings. docs/fidelity.md section 17 has the
+# sparser funnel (1,500 users x 40 impressions, 2,000 items: CTR AUC 0.61) where neither model learnt more than
+# the price and the clicked-only model was ahead.
+USERS, IMPRESSIONS, ITEMS = 1000, 200, 500
 
 
-def load(users: int, seed: int = 0) -> tuple[FeatureSpec, dict[str, torch.Tensor], dict[str, np.ndarray]]:
-    """The funnel with the oracle column, encoded as tensors: categorical index = value + 1 (0 is padding),
-    price as log(price) numeric; labels click, conversion, would_convert as numpy arrays."""
+def load(users: int, seed: int = 0, items: int = 2000, impressions: int = 40
+         ) -> tuple[FeatureSpec, dict[str, torch.Tensor], dict[str, np.ndarray]]:
+    """The funnel with the oracle columns, encoded as tensors: categorical index = value + 1 (0 is padding),
+    price as log(price) numeric; click, conversion and the oracle columns (would_convert, convert_probability,
+    click_probability) and price as numpy arrays."""
     with tempfile.TemporaryDirectory() as d:
-        path = generate_funnel(Path(d) / "funnel.parquet", users=users, seed=seed, oracle=True)
+        path = generate_funnel(Path(d) / "funnel.parquet", users=users, items=items,
+                               impressions_per_user=impressions, seed=seed, oracle=True)
         t = pq.read_table(path).to_pydict()
     feats = [Feature(c, "categorical", vocab_size=int(max(t[c])) + 2) for c in CATEGORICAL]
     feats.append(Feature("price", "numeric"))
     cols = {c: torch.tensor(t[c], dtype=torch.int64) + 1 for c in CATEGORICAL}
     cols["price"] = torch.log(torch.tensor(t["price"], dtype=torch.float32))
     labels = {k: np.asarray(t[k], dtype=np.float32) for k in ("click", "conversion", "would_convert")}
+    labels |= {k: np.asarray(t[k], dtype=np.float64) for k in ("convert_probability", "click_probability", "price")}
     spec = FeatureSpec(dataset="synthetic_funnel_bench", label="click", labels=("click", "conversion"),
                        features=tuple(feats))
     return spec, cols, labels
@@ -63,8 +72,8 @@ def _split(cols, y: np.ndarray, idx: np.ndarray, names: tuple[str, ...]) -> Spli
 
 
 def run(users: int, seeds: list[int], epochs: int, tower: tuple[int, ...], batch: int, lr: float,
-        say=print) -> dict[str, list[float]]:
-    spec, cols, lab = load(users)
+        say=print, items: int = 2000, impressions: int = 40) -> dict[str, list[float]]:
+    spec, cols, lab = load(users, items=items, impressions=impressions)
     n = len(lab["click"])
     perm = np.random.default_rng(2021).permutation(n)
     tr, va, te = perm[: int(0.8 * n)], perm[int(0.8 * n): int(0.9 * n)], perm[int(0.9 * n):]
@@ -73,6 +82,13 @@ def run(users: int, seeds: list[int], epochs: int, tower: tuple[int, ...], batch
         f"rate {lab['conversion'].mean():.4f}, would-convert rate {lab['would_convert'].mean():.3f}; train "
         f"{len(tr):,} rows ({int(clicked[tr].sum()):,} clicked), test {len(te):,} ({int(clicked[te].sum()):,} "
         f"clicked)")
+    yc = lab["click"][te] == 1
+    for name, score in (("the generator's conversion probability (the ceiling)", lab["convert_probability"]),
+                        ("-price alone", -lab["price"])):
+        say(f"  CVR AUC of {name}: all test impressions {metrics.auc(lab['would_convert'][te], score[te]):.4f}, "
+            f"clicked test rows {metrics.auc(lab['conversion'][te][yc], score[te][yc]):.4f}")
+    say(f"  CTR AUC of the generator's click probability (the ceiling): "
+        f"{metrics.auc(lab['click'][te], lab['click_probability'][te]):.4f}")
     both = np.stack([lab["click"], lab["conversion"]], 1)
     test_all = _split(cols, both, te, ("click", "conversion"))
     single_spec = FeatureSpec(dataset=spec.dataset, label="conversion", features=spec.features)
@@ -84,8 +100,9 @@ def run(users: int, seeds: list[int], epochs: int, tower: tuple[int, ...], batch
                   "device": "cpu"}
         torch.manual_seed(seed)
         esmm = build("esmm", spec, {"embedding_dim": 10, "tower_hidden_units": tower})
-        fit(esmm, _split(cols, both, tr, ("click", "conversion")), _split(cols, both, va, ("click", "conversion")),
-            TrainConfig(**common, monitor="val_auc_conversion"), seed=seed)
+        r_esmm = fit(esmm, _split(cols, both, tr, ("click", "conversion")),
+                     _split(cols, both, va, ("click", "conversion")),
+                     TrainConfig(**common, monitor="val_auc_conversion"), seed=seed)
         esmm.eval()
         with torch.no_grad():
             p_cvr = torch.sigmoid(esmm.cvr_logits(test_all.features)).numpy()
@@ -93,10 +110,9 @@ def run(users: int, seeds: list[int], epochs: int, tower: tuple[int, ...], batch
         torch.manual_seed(seed)
         base = build("dnn", single_spec, {"embedding_dim": 10, "hidden_units": tower, "activation": "relu",
                                           "batch_norm": False, "dropout": 0.0})
-        fit(base, _split(cols, lab["conversion"], tr[clicked[tr]], ()),
-            _split(cols, lab["conversion"], va[clicked[va]], ()), TrainConfig(**common), seed=seed)
+        r_base = fit(base, _split(cols, lab["conversion"], tr[clicked[tr]], ()),
+                     _split(cols, lab["conversion"], va[clicked[va]], ()), TrainConfig(**common), seed=seed)
         q_cvr = predict(base, test_all).numpy()
-        yc = lab["click"][te] == 1
         out["esmm_entire"].append(metrics.auc(lab["would_convert"][te], p_cvr))
         out["base_entire"].append(metrics.auc(lab["would_convert"][te], q_cvr))
         out["esmm_clicked"].append(metrics.auc(lab["conversion"][te][yc], p_cvr[yc]))
@@ -106,7 +122,9 @@ def run(users: int, seeds: list[int], epochs: int, tower: tuple[int, ...], batch
         say(f"seed {seed}: CVR AUC over all test impressions (vs would_convert): ESMM {out['esmm_entire'][-1]:.4f}, "
             f"clicked-only {out['base_entire'][-1]:.4f}; on clicked test rows (vs conversion): ESMM "
             f"{out['esmm_clicked'][-1]:.4f}, clicked-only {out['base_clicked'][-1]:.4f}; ESMM CTR AUC "
-            f"{out['esmm_ctr'][-1]:.4f}, CTCVR AUC {out['esmm_ctcvr'][-1]:.4f} ({time.perf_counter() - t0:.0f} s)")
+            f"{out['esmm_ctr'][-1]:.4f}, CTCVR AUC {out['esmm_ctcvr'][-1]:.4f}; best epoch ESMM {r_esmm.best_epoch} "
+            f"of {r_esmm.epochs}, clicked-only {r_base.best_epoch} of {r_base.epochs} "
+            f"({time.perf_counter() - t0:.0f} s)")
     return out
 
 
@@ -116,7 +134,9 @@ def _ms(v: list[float]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--users", type=int, default=3000, help="generated users (40 impressions each on average)")
+    ap.add_argument("--users", type=int, default=USERS, help="generated users")
+    ap.add_argument("--impressions", type=int, default=IMPRESSIONS, help="mean impressions per user")
+    ap.add_argument("--items", type=int, default=ITEMS, help="generated items")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds")
     ap.add_argument("--epochs", type=int, default=20, help="max epochs (early stopping as the protocol)")
     ap.add_argument("--tower", default="360,200,80", help="MLP widths of the CVR tower and the baseline")
@@ -126,7 +146,7 @@ def main() -> int:
     seeds = [int(s) for s in a.seeds.split(",")]
     tower = tuple(int(u) for u in a.tower.split(","))
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    r = run(a.users, seeds, a.epochs, tower, a.batch, a.lr)
+    r = run(a.users, seeds, a.epochs, tower, a.batch, a.lr, items=a.items, impressions=a.impressions)
     diff = [x - y for x, y in zip(r["esmm_entire"], r["base_entire"], strict=True)]
     print(f"\nCVR AUC over all test impressions (entire space, vs would_convert), {len(seeds)} seeds:")
     print(f"  ESMM (pCVR tower)        {_ms(r['esmm_entire'])}")

@@ -34,10 +34,11 @@ def generate_funnel(path: str | Path, users: int = 3000, items: int = 2000, cate
                     impressions_per_user: int = 40, seed: int = 0, oracle: bool = False) -> Path:
     """Write the funnel to ``path`` (Parquet): columns user, item, category, price, hour, time, hist_items and
     hist_categories (the user's items clicked strictly before this impression, oldest first, all of them: the
-    recipe keeps the most recent), click, conversion. Rows are ordered by user, then time. ``oracle``: one more
-    column, ``would_convert`` (the conversion draw of every impression, clicked or not: what a CVR model should
-    predict over the entire space; never observable in real data, for benchmarks only); the other columns are
-    the same with or without it."""
+    recipe keeps the most recent), click, conversion. Rows are ordered by user, then time. ``oracle``: three more
+    columns, never observable in real data, for benchmarks only: ``would_convert`` (the conversion draw of every
+    impression, clicked or not: what a CVR model should predict over the entire space), ``convert_probability``
+    (the probability that draw had: the best any CVR model can score) and ``click_probability``; the other
+    columns are the same with or without them."""
     if min(users, items, categories, impressions_per_user) < 1:
         raise ValueError("generate_funnel: users, items, categories and impressions_per_user must be >= 1")
     rng = np.random.default_rng(seed)
@@ -52,7 +53,8 @@ def generate_funnel(path: str | Path, users: int = 3000, items: int = 2000, cate
     pop_w = pop / pop.sum()
     pop_z = (np.argsort(np.argsort(pop, kind="stable"), kind="stable") / max(items - 1, 1) - 0.5) * 2  # rank, [-1, 1]
     cols: dict[str, list] = {k: [] for k in ("user", "item", "category", "price", "hour", "time", "hist_items",
-                                             "hist_categories", "click", "conversion", "would_convert")}
+                                             "hist_categories", "click", "conversion", "would_convert",
+                                             "convert_probability", "click_probability")}
     scale = 1.0 / np.sqrt(DIM)
     for u in range(users):
         n = 1 + int(rng.poisson(impressions_per_user - 1))
@@ -71,7 +73,8 @@ def generate_funnel(path: str | Path, users: int = 3000, items: int = 2000, cate
             i = int(shown[j])
             k = min(len(clicked_cats), RECENT)
             share = recent[cat[i]] / k if k else 0.0
-            click = bool(u_click_draw[j] < _sigmoid(base[j] + 2.0 * share))
+            ctr = float(_sigmoid(base[j] + 2.0 * share))
+            click = bool(u_click_draw[j] < ctr)
             cols["user"].append(u)
             cols["item"].append(i)
             cols["category"].append(int(cat[i]))
@@ -83,6 +86,8 @@ def generate_funnel(path: str | Path, users: int = 3000, items: int = 2000, cate
             cols["click"].append(float(click))
             cols["conversion"].append(float(click and u_conv[j]))
             cols["would_convert"].append(float(u_conv[j]))
+            cols["convert_probability"].append(float(cvr[j]))
+            cols["click_probability"].append(ctr)
             if click:
                 if len(clicked_cats) >= RECENT:
                     recent[clicked_cats[-RECENT]] -= 1
@@ -98,5 +103,6 @@ def generate_funnel(path: str | Path, users: int = 3000, items: int = 2000, cate
         "click": pa.array(cols["click"], pa.float32()), "conversion": pa.array(cols["conversion"], pa.float32()),
     })
     if oracle:
-        table = table.append_column("would_convert", pa.array(cols["would_convert"], pa.float32()))
+        for k in ("would_convert", "convert_probability", "click_probability"):
+            table = table.append_column(k, pa.array(cols[k], pa.float32() if k == "would_convert" else pa.float64()))
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
