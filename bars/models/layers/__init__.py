@@ -128,3 +128,6 @@ __all__ += ["CustomizedGateControl", "MixtureOfExperts"]
 from bars.models.layers.exponential_cross import SelfMaskCrossNet, multihead_split
 
 __all__ += ["SelfMaskCrossNet", "multihead_split"]
+from bars.models.layers.deep_match import ItemToItemRelevance, UserToItemRelevance, pairwise_scores
+
+__all__ += ["ItemToItemRelevance", "UserToItemRelevance", "pairwise_scores"]
