@@ -28,6 +28,9 @@ NO_GRADIENT = {
     # PLE's last CGC layer computes the shared path's gate too (FuxiCTR builds it), but no tower reads it
     "ple": tuple(f"cgc.0.gates.2.net.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")),
 }
+# DMR's User-to-Item queries ReLU(W_q p_j): the position embedding and the bias start at zero, so the query is
+# ReLU(0) = 0 with zero gradient and neither ever trains, in FuxiCTR 2.3.10 too (docs/fidelity.md, DMR)
+NO_GRADIENT["dmr"] = ("u2i.0.pos_emb", "u2i.0.query.weight", "u2i.0.query.bias")
 # Model configs (conf/model/<id>.yaml): one per registered model (id == registry name) plus the variants that
 # are configurations of a registered model (BARS's CrossNet, CrossNetv2, CIN, AutoInt; AutoInt+ is autoint_plus).
 CONFIG_IDS = sorted(p.stem for p in CONF.glob("*.yaml"))

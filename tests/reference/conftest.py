@@ -113,3 +113,26 @@ def frappe_seq(frappe):
     """The Frappe rows with synthetic behaviour histories (:func:`add_histories`), for ``Reference(data=
     "frappe_seq")``."""
     return add_histories(frappe)
+
+
+def add_negatives(frappe_seq, seed: int = 2022):
+    """The :func:`add_histories` rows plus ``neg_item``, a categorical column with one negative item per row (DMR's
+    auxiliary match loss: FuxiCTR's ``neg_seq_field``): a seeded uniform draw among the known items (indices 2 ..
+    vocab - 1 of ``item``'s vocabulary), moved to the next item where it equals the row's last history item.
+    It has ``item``'s vocabulary size and no shared table (in FuxiCTR and here a model not reading it embeds it as
+    any categorical field)."""
+    spec, cols, y = frappe_seq
+    vocab = spec["item"].vocab_size
+    rng = np.random.default_rng(seed)
+    neg = rng.integers(2, vocab, size=len(y))
+    last = cols["item_history"][:, -1].numpy()
+    neg = np.where(neg == last, 2 + (neg - 1) % (vocab - 2), neg).astype(np.int32)
+    feat = dataclasses.replace(spec["item"], name="neg_item", source="synthetic: a random item per row")
+    spec = dataclasses.replace(spec, dataset=spec.dataset + "_neg", features=spec.features + (feat,))
+    return spec, {**cols, "neg_item": torch.from_numpy(neg)}, y
+
+
+@pytest.fixture(scope="session")
+def frappe_seq_neg(frappe_seq):
+    """The behaviour-history rows with a negative item per row (:func:`add_negatives`), for DMR's auxiliary loss."""
+    return add_negatives(frappe_seq)

@@ -267,7 +267,7 @@ def copy_lr(dst: LogisticRegression, src, where: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ records
-DATA = ("frappe", "frappe_seq")  # the row sets a Reference may run on (fixtures of conftest.py)
+DATA = ("frappe", "frappe_seq", "frappe_seq_neg")  # the row sets a Reference may run on (fixtures of conftest.py)
 
 @dataclass(frozen=True)
 class Reference:

@@ -134,3 +134,6 @@ __all__ += ["AttentionWeightedGate", "gate_info_nce", "random_keep"]
 from bars.models.layers.quadratic_interest import QuadraticInterestNetwork, SparseTargetAttention
 
 __all__ += ["QuadraticInterestNetwork", "SparseTargetAttention"]
+from bars.models.layers.deep_match import ItemToItemRelevance, UserToItemRelevance, pairwise_scores
+
+__all__ += ["ItemToItemRelevance", "UserToItemRelevance", "pairwise_scores"]
