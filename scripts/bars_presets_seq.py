@@ -49,7 +49,6 @@ MODEL_ALIASES = {"YoutubeDNN": "DNN", "DCN-V2": "DCNv2"}
 PENDING_MODELS = {
     "dien": "DIEN is being added on branch dien (issue 12); not on main yet",
     "dmin": "DMIN is being added on another branch (issue 12); not on main yet",
-    "dmr": "DMR is being added on another branch (issue 12); not on main yet",
 }
 
 MEAN_POOLING = "layers.MaskedAveragePooling()"
@@ -433,7 +432,6 @@ def _dm(t: base.Transcript) -> None:  # DMIN and DMR share FuxiCTR's target_fiel
     t.set("model.params.activation", "dnn_activations", base._act)
     t.set("model.params.dropout", "net_dropout", base._float)
     t.set("model.params.batch_norm", "batch_norm", bool)
-    t.set("model.params.bn_only_once", "bn_only_once", bool)
     t.set("model.params.attention_hidden_units", "attention_hidden_units", base._units)
     t.set("model.params.attention_activation", "attention_activation", base._act)
     t.set("model.params.attention_dropout", "attention_dropout", base._float)
@@ -444,6 +442,7 @@ def _dm(t: base.Transcript) -> None:  # DMIN and DMR share FuxiCTR's target_fiel
 
 def rule_dmin(t: base.Transcript) -> None:
     _dm(t)
+    t.set("model.params.bn_only_once", "bn_only_once", bool)
     t.set("model.params.num_heads", "num_heads", int)
     t.set("model.params.layer_norm", "layer_norm", bool)
     t.set("model.params.use_behavior_refiner", "use_behavior_refiner", bool)
@@ -455,6 +454,7 @@ def rule_dmin(t: base.Transcript) -> None:
 def rule_dmr(t: base.Transcript) -> None:
     _dm(t)
     t.check("context_field", None, optional=False)
+    t.check("bn_only_once", False)  # no key in bars's DMR (false in every BARS run: docs/fidelity.md, DMR)
     t.set("model.params.enable_u2i_rel", "enable_u2i_rel", bool)
     t.set("model.params.enable_i2i_rel", "enable_i2i_rel", bool)
     t.set("model.params.aux_loss_beta", "aux_loss_beta", float)
