@@ -131,3 +131,13 @@ __all__ += ["SelfMaskCrossNet", "multihead_split"]
 from bars.models.layers.attention_weighted_moe import AttentionWeightedGate, gate_info_nce, random_keep
 
 __all__ += ["AttentionWeightedGate", "gate_info_nce", "random_keep"]
+from bars.models.layers.compression_cross import (
+    CompressionCrossChannel,
+    GlobalCompressor,
+    LocalCompressor,
+    MultiChannelCompressionCross,
+    ProgressiveCross,
+)
+
+__all__ += ["CompressionCrossChannel", "GlobalCompressor", "LocalCompressor", "MultiChannelCompressionCross",
+            "ProgressiveCross"]
