@@ -179,18 +179,27 @@ def test_tiny_seeded_run_learns_and_is_reproducible():
     assert torch.equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("data", ["tiny", "movielens_small"])
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 @pytest.mark.parametrize("cid", ["mlcc", "mc_mlcc"])
-def test_exports_with_parity(cid, fmt, tmp_path):
-    """tests/test_export.py's check (the tiny spec, weights N(0, 0.2), 1e-5) for both configs (test_export.py
-    builds registered names only, so mc_mlcc is checked here)."""
-    from bars.export import TOLERANCE, export_model
+def test_exports_with_parity(cid, fmt, data, tmp_path, request):
+    """tests/test_export.py's check (weights N(0, 0.2), 1e-5, on its tiny spec and on real movielens_small test
+    rows at embedding_dim 10) for both configs (test_export.py builds registered names only, so mc_mlcc is checked
+    here)."""
+    from bars.data.loader import load_dataset
+    from bars.export import TOLERANCE, export_model, sample_batch
     from tests.test_export import TINY, _params, _tiny_sample
 
+    if data == "tiny":
+        spec, sample, dim = TINY, _tiny_sample(), 4
+    else:
+        folder = request.getfixturevalue("movielens_folder")
+        spec = load_dataset(folder, splits=()).spec
+        sample, dim = sample_batch(load_dataset(folder, splits=("test",)).splits["test"], spec.names, 256), 10
     torch.manual_seed(0)
-    model = build("mlcc", TINY, _params(cid, 4))
+    model = build("mlcc", spec, _params(cid, dim))
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.2)
-    _, d_logit, d_prob, _ = export_model(model.eval(), TINY, fmt, tmp_path / fmt, _tiny_sample(), model_name="mlcc")
+    _, d_logit, d_prob, _ = export_model(model.eval(), spec, fmt, tmp_path / fmt, sample, model_name="mlcc")
     assert d_logit <= TOLERANCE and d_prob <= TOLERANCE, (d_logit, d_prob)
