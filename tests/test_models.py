@@ -37,6 +37,7 @@ CONFIG_IDS = sorted(p.stem for p in CONF.glob("*.yaml"))
 VARIANTS = {"crossnet": "dcn", "crossnetv2": "dcnv2", "cin": "xdeepfm", "autoint_plus": "autoint",
             "finalnet_1b": "finalnet"}
 VARIANTS["masknet_serial"] = "masknet"  # MaskNet's serial structure, with its own search space
+VARIANTS["mc_mlcc"] = "mlcc"  # MLCC's multi-channel extension (MC-MLCC), with its own search space
 B = 16
 
 

@@ -137,3 +137,13 @@ __all__ += ["QuadraticInterestNetwork", "SparseTargetAttention"]
 from bars.models.layers.deep_match import ItemToItemRelevance, UserToItemRelevance, pairwise_scores
 
 __all__ += ["ItemToItemRelevance", "UserToItemRelevance", "pairwise_scores"]
+from bars.models.layers.compression_cross import (
+    CompressionCrossChannel,
+    GlobalCompressor,
+    LocalCompressor,
+    MultiChannelCompressionCross,
+    ProgressiveCross,
+)
+
+__all__ += ["CompressionCrossChannel", "GlobalCompressor", "LocalCompressor", "MultiChannelCompressionCross",
+            "ProgressiveCross"]
