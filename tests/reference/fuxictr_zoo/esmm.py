@@ -1,54 +1,59 @@
-"""esmm: FuxiCTR has no ESMM (``git grep -i esmm`` on its HEAD: no hits), so the model is checked against the
-paper's equations (Ma et al., SIGIR 2018, eqs. 1-3) written out here on real Frappe rows with a synthetic second
-label: pCTR and pCVR are sigmoids of two MLP towers over the same concatenated embeddings, pCTCVR = pCTR * pCVR,
-and the loss is BCE(pCTR, y) + BCE(pCTCVR, y AND z) over every row, with no term on pCVR."""
+"""esmm: FuxiCTR 2.3.10 has no ESMM (``git grep -i esmm`` on its HEAD: no hits), so the reference is a public
+PyTorch implementation, torch-rechub's (datawhalechina/torch-rechub ``torch_rechub/models/multi_task/esmm.py``,
+class ``ESMM``, and its ``MTLTrainer``'s ESMM loss), composed here on FuxiCTR's installed layers and multi-task
+base (``RefMultiTaskModel``): the concatenation of every field's embedding feeds two towers (torch-rechub's ``MLP``:
+Linear -> BatchNorm -> activation -> Dropout per hidden layer, then Linear(1); FuxiCTR's ``MLP_Block`` computes the
+same, with batch norm as a switch, since the project's default towers have none), ``pCVR = sigmoid(cvr tower)``,
+``pCTR = sigmoid(ctr tower)``, ``pCTCVR = pCTR * pCVR``. torch-rechub's trainer sums the losses of its outputs
+after the first (pCTR and pCTCVR, ``loss_list[1:]``): the composition outputs exactly those two against the two
+labels, whose per-task BCE sum is FuxiCTR's ``MultiTaskModel`` loss. torch-rechub's regularisation is not used
+(FuxiCTR's, as for every reference here). The paper's equations are checked in the fast suite
+(tests/test_models_multitask.py::test_esmm_follows_the_paper)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
-from fuxictr_reference import SECOND_LABEL, PaperOnly
-from torch.nn import functional as F
-
-from bars.models import build
-from bars.models.layers import init_bars_
-from bars.objective import loss_function
+from fuxictr.pytorch.layers import FeatureEmbedding
+from fuxictr_reference import E, Reference, RefMultiTaskModel, copy_embedding, copy_leaves, mlp_block
 
 
-def _tower(layers, e: torch.Tensor) -> torch.Tensor:
-    """Linear -> ReLU per hidden layer, then the output Linear, from the tower's weights (no dropout, no BN)."""
-    linears = [m for m in layers.modules() if isinstance(m, torch.nn.Linear)]
-    h = e
-    for lin in linears[:-1]:
-        h = torch.relu(h @ lin.weight.T + lin.bias)
-    return (h @ linears[-1].weight.T + linears[-1].bias).reshape(-1)
+class ESMM(RefMultiTaskModel):  # torch_rechub/models/multi_task/esmm.py
+    def __init__(self, fmap, p, lr, reg_e, reg_n):
+        super().__init__(fmap, reg_e, reg_n)
+        act, drop, bn = p["activation"], p["dropout"], p["batch_norm"]
+        self.embedding_layer = FeatureEmbedding(fmap, p["embedding_dim"])
+        dim = p["embedding_dim"] * fmap.num_fields
+        self.tower_ctr = mlp_block(dim, p["tower_hidden_units"], act, bn, drop, output_dim=1)
+        self.tower_cvr = mlp_block(dim, p["tower_hidden_units"], act, bn, drop, output_dim=1)
+        self.finish(lr)
+
+    def _towers(self, inputs):
+        x = self.embedding_layer(self.get_inputs(inputs)).flatten(start_dim=1)
+        return self.tower_ctr(x), self.tower_cvr(x)
+
+    def forward(self, inputs):
+        ctr_logit, cvr_logit = self._towers(inputs)
+        ctr_pred, cvr_pred = torch.sigmoid(ctr_logit), torch.sigmoid(cvr_logit)
+        ctr, ctcvr = self.feature_map.labels
+        return {f"{ctr}_pred": ctr_pred, f"{ctcvr}_pred": ctr_pred * cvr_pred}
+
+    def logits(self, inputs):
+        """[logit(pCTR), logit(pCTCVR)] (the product has no pre-sigmoid output to swap in)."""
+        out = self.forward(dict(inputs))
+        p = torch.cat([out[f"{n}_pred"].reshape(-1, 1) for n in self.feature_map.labels], dim=1)
+        return torch.log(p) - torch.log1p(-p)
 
 
-def check(spec, batch) -> None:
-    spec2 = dataclasses.replace(spec, labels=(spec.label, SECOND_LABEL))
-    torch.manual_seed(0)
-    model = init_bars_(build("esmm", spec2, {"embedding_dim": 10, "tower_hidden_units": (32, 16)})).eval()
-    with torch.no_grad():  # weights with some spread, so the probabilities are far from 1/2
-        for p in model.parameters():
-            p.normal_(0.0, 0.3)
-    e = model.embedding.flat(batch).double()
-    p_ctr = torch.sigmoid(_tower(model.ctr_tower.double(), e))
-    p_cvr = torch.sigmoid(_tower(model.cvr_tower.double(), e))
-    p_ctcvr = p_ctr * p_cvr  # eq. (1)
-    model.double()
-    out = model(batch)
-    assert out.shape == (len(p_ctr), 2)
-    assert torch.allclose(torch.sigmoid(out[:, 0]), p_ctr, atol=1e-12), "pCTR"
-    assert torch.allclose(torch.sigmoid(out[:, 1]), p_ctcvr, atol=1e-12), "pCTCVR = pCTR x pCVR"
-    assert torch.allclose(torch.sigmoid(model.cvr_logits(batch)), p_cvr, atol=1e-12), "pCVR"
-    g = torch.Generator().manual_seed(1)
-    y = (torch.rand(len(p_ctr), generator=g) < 0.3).double()
-    z = y * (torch.rand(len(p_ctr), generator=g) < 0.5).double()
-    want = F.binary_cross_entropy(p_ctr, y) + F.binary_cross_entropy(p_ctcvr, z)  # eqs. (2)-(3), no CVR term
-    got = model.training_loss(out, torch.stack([y, z], 1), loss_function("bce"))
-    assert torch.allclose(got, want, rtol=1e-10), (float(got), float(want))
+def transplant_esmm(ours, theirs):
+    copy_embedding(theirs.embedding_layer, ours.embedding, "embedding")
+    copy_leaves(theirs.tower_ctr, ours.ctr_tower, "tower_ctr")
+    copy_leaves(theirs.tower_cvr, ours.cvr_tower, "tower_cvr")
 
 
-PAPER_ONLY = PaperOnly("FuxiCTR 2.3.10 has no ESMM (not in its model_zoo); checked against the paper's equations",
-                       check)
+REFERENCE = Reference(ESMM, transplant_esmm, {
+    # torch-rechub's towers (batch norm on every hidden layer; one layer, as the ShareBottom case explains: a bias
+    # before a BatchNorm has a zero true gradient and wanders differently under Adam in the two libraries)
+    "rechub-bn": {**E, "tower_hidden_units": (32,), "activation": "relu", "batch_norm": True, "dropout": 0.0},
+    "prelu-two-layers": {**E, "tower_hidden_units": (64, 16), "activation": "prelu", "batch_norm": False,
+                         "dropout": 0.0},
+}, "torch_rechub/models/multi_task/esmm.py (datawhalechina/torch-rechub; FuxiCTR has no ESMM)", multi_task=True)
