@@ -12,6 +12,7 @@ from bars.models._sequence import sequence_pairs
 from bars.models.layers import init_bars_
 
 SEQ_MODELS = ["din", "bst"]
+SEQ_MODELS += ["dien"]
 # switches that make a model ignore positions (BST's position embedding ties it to the padding side)
 NO_POSITION = {"bst": {"use_position_emb": False}}
 

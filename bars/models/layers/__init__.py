@@ -128,3 +128,12 @@ __all__ += ["CustomizedGateControl", "MixtureOfExperts"]
 from bars.models.layers.exponential_cross import SelfMaskCrossNet, multihead_split
 
 __all__ += ["SelfMaskCrossNet", "multihead_split"]
+from bars.models.layers.interest_evolution import (
+    AttentionalGRU,
+    AttentionalGRUCell,
+    InterestAttention,
+    behaviours_first,
+    last_valid,
+)
+
+__all__ += ["AttentionalGRU", "AttentionalGRUCell", "InterestAttention", "behaviours_first", "last_valid"]
