@@ -15,6 +15,7 @@ SEQ_MODELS = ["din", "bst"]
 SEQ_MODELS.append("awmoe")  # AW-MoE (tests/test_models_awmoe.py)
 SEQ_MODELS += ["qin"]
 SEQ_MODELS += ["dmr"]
+SEQ_MODELS += ["dien"]
 # switches that make a model ignore positions (BST's position embedding ties it to the padding side)
 NO_POSITION = {"bst": {"use_position_emb": False}}
 NO_POSITION["dmr"] = {"use_pos_emb": False, "enable_u2i_rel": False}

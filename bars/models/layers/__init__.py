@@ -147,3 +147,12 @@ from bars.models.layers.compression_cross import (
 
 __all__ += ["CompressionCrossChannel", "GlobalCompressor", "LocalCompressor", "MultiChannelCompressionCross",
             "ProgressiveCross"]
+from bars.models.layers.interest_evolution import (
+    AttentionalGRU,
+    AttentionalGRUCell,
+    InterestAttention,
+    behaviours_first,
+    last_valid,
+)
+
+__all__ += ["AttentionalGRU", "AttentionalGRUCell", "InterestAttention", "behaviours_first", "last_valid"]
