@@ -14,6 +14,9 @@ from bars.models.layers import init_bars_
 SEQ_MODELS = ["din", "bst"]
 # switches that make a model ignore positions (BST's position embedding ties it to the padding side)
 NO_POSITION = {"bst": {"use_position_emb": False}}
+SEQ_MODELS += ["dmin"]
+# DMIN: its position embeddings, and FuxiCTR's soft refiner mask (hidden keys still weigh in)
+NO_POSITION["dmin"] = {"use_pos_emb": False, "refiner_mask": "hard"}
 
 
 def spec_of(padding: str = "post") -> FeatureSpec:

@@ -128,3 +128,11 @@ __all__ += ["CustomizedGateControl", "MixtureOfExperts"]
 from bars.models.layers.exponential_cross import SelfMaskCrossNet, multihead_split
 
 __all__ += ["SelfMaskCrossNet", "multihead_split"]
+from bars.models.layers.multi_interest import (
+    BehaviorRefiner,
+    MultiInterestExtractor,
+    PositionalTargetAttention,
+    interest_masks,
+)
+
+__all__ += ["BehaviorRefiner", "MultiInterestExtractor", "PositionalTargetAttention", "interest_masks"]
