@@ -19,6 +19,9 @@ SEQ_MODELS += ["dien"]
 # switches that make a model ignore positions (BST's position embedding ties it to the padding side)
 NO_POSITION = {"bst": {"use_position_emb": False}}
 NO_POSITION["dmr"] = {"use_pos_emb": False, "enable_u2i_rel": False}
+SEQ_MODELS += ["dmin"]
+# DMIN: its position embeddings, and FuxiCTR's soft refiner mask (hidden keys still weigh in)
+NO_POSITION["dmin"] = {"use_pos_emb": False, "refiner_mask": "hard"}
 
 
 def spec_of(padding: str = "post") -> FeatureSpec:

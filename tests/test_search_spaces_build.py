@@ -155,6 +155,15 @@ BARS_GRIDS.update({  # issue 11: MaskNet's two structures (BARS's tuner configs,
                        "emb_layernorm": [True, False], "net_layernorm": [True], "dropout": [0.2, 0.3, 0.4, 0.5]},
 })
 
+BARS_GRIDS.update({  # issue 12: DMIN's four sequential boards (ranking/ctr/DMIN/*/DMIN_*_tuner_config_*.yaml)
+    "dmin": {"num_heads": [1, 2, 4, 8], "use_behavior_refiner": [True, False], "use_pos_emb": [True, False],
+             "pos_emb_dim": [2, 4, 8, 16, 32], "enable_sum_pooling": [True, False],
+             "attention_hidden_units": [[512, 256], [256, 128]], "attention_activation": ["relu", "dice"],
+             "attention_dropout": [0.1, 0.2], "dnn_hidden_units": [[1024, 512, 256], [512, 256, 128]],
+             "activation": ["relu", "dice"], "dropout": [0.0, 0.1], "batch_norm": [True, False],
+             "bn_only_once": [True, False]},
+})
+
 @pytest.mark.parametrize("model", sorted(BARS_GRIDS))
 def test_zoo3_spaces_cover_the_bars_grids(model):
     space = SP.load_search_space(model)  # without the movielens_small narrowing

@@ -156,3 +156,11 @@ from bars.models.layers.interest_evolution import (
 )
 
 __all__ += ["AttentionalGRU", "AttentionalGRUCell", "InterestAttention", "behaviours_first", "last_valid"]
+from bars.models.layers.multi_interest import (
+    BehaviorRefiner,
+    MultiInterestExtractor,
+    PositionalTargetAttention,
+    interest_masks,
+)
+
+__all__ += ["BehaviorRefiner", "MultiInterestExtractor", "PositionalTargetAttention", "interest_masks"]
