@@ -47,8 +47,6 @@ MODEL_ALIASES = {"YoutubeDNN": "DNN", "DCN-V2": "DCNv2"}
 # BARS models whose rules are written but off: the model is not on main yet (registry name -> reason). Remove the
 # entry once the model merges with `bars_name` set, then rerun the script and update tests/test_presets.py's counts.
 PENDING_MODELS = {
-    "dien": "DIEN is being added on branch dien (issue 12); not on main yet",
-    "dmin": "DMIN is being added on another branch (issue 12); not on main yet",
 }
 
 MEAN_POOLING = "layers.MaskedAveragePooling()"
@@ -396,8 +394,8 @@ def rule_apg_dcnv2(t: base.Transcript) -> None:
     t.set("model.params.generate_bias", "generate_bias", bool)
 
 
-# --- pending (PENDING_MODELS): the keys of BARS's DIEN / DMIN / DMR runs, mapped to the names their model configs
-# are expected to take (FuxiCTR's, as DIN / BST here); check them against the merged model's config before enabling.
+# --- DIEN / DMIN / DMR (written while the models were pending): the keys of their BARS runs, mapped to the names
+# of their model configs (FuxiCTR's, as DIN / BST here), checked against the merged configs.
 def rule_dien(t: base.Transcript) -> None:
     _, seqs = _pairs(t, "dien_target_field", "dien_sequence_field")
     seq_common(t, attended=tuple(n for s in seqs for n in s))

@@ -60,9 +60,9 @@ def test_every_published_pair_has_a_preset_and_no_other_exists():
     # Avazu_x4_001: 23
     # issue 11: MaskNet on all 6, FGCNN on the two x4 splits, FinalNet (2B) on all 6, FinalNet_1B on the four x1
     # the four sequential boards (scripts/bars_presets_seq.py): FM, FmFM, YoutubeDNN, DeepFM, DCN, DCN-V2, xDeepFM,
-    # AutoInt+, AOANet, DIN, BST, PPNet, APG_DCNv2, DMR on each: 52 + 4 (DIEN, DMIN: PENDING_MODELS until they merge)
-    assert len(want) == 172 + 23 + 6 + 2 + 10 + 52 + 4
-    assert sum(1 for d, _ in want if d in SEQ_DATA) == 52 + 4
+    # AutoInt+, AOANet, DIN, BST, PPNet, APG_DCNv2, DMR, DIEN, DMIN on each: 16 x 4 = 64 (every published row)
+    assert len(want) == 172 + 23 + 6 + 2 + 10 + 64
+    assert sum(1 for d, _ in want if d in SEQ_DATA) == 64
     assert not set(want) - have, f"published pairs without a preset: {sorted(set(want) - have)}"
     assert not have - set(want), f"presets without a published row: {sorted(have - set(want))}"
 
@@ -204,8 +204,8 @@ def test_bars_plan_prints_one_final_run_per_published_model():
     per_split = {d: sum(1 for dd, _ in published_pairs() if dd == d) for d in DATA_CONFIGS}
     # the zoo grows these (issue 11: MaskNet on both, FGCNN on criteo_x4_001, FinalNet 2B on both, 1B on frappe_x1)
     assert per_split["frappe_x1"] == 28 + 6 + 1 + 2 and per_split["criteo_x4_001"] == 30 + 2 + 1
-    # the sequential boards: 13 models each + DMR (DIEN, DMIN pending)
-    assert {d: per_split[d] for d in SEQ_DATA} == dict.fromkeys(SEQ_DATA, 13 + 1)
+    # the sequential boards: all 16 published models each
+    assert {d: per_split[d] for d in SEQ_DATA} == dict.fromkeys(SEQ_DATA, 16)
     lines = P.plan("bars", "frappe_x1")
     assert len(lines) == per_split["frappe_x1"] and all(ln.startswith("make final MODEL=") for ln in lines)
     assert "make final MODEL=crossnetv2 DATA=frappe_x1 PRESET=bars SEEDS=1" in lines

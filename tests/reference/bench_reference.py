@@ -6,7 +6,10 @@ backward, clip 10, fused Adam), FuxiCTR's ``BaseModel.train_step`` (the same, wi
 use their conf/model/<id>.yaml defaults (dropout included); by default the config whose id is the registry name
 of each model with a composition (``--models`` takes any config id, e.g. crossnet or autoint_plus). Two shapes, synthetic batches of 4096 rows:
 - frappe: the 10 Frappe_x1 categorical fields with BARS's vocabulary sizes, embedding 10;
-- criteo: 13 numeric + 26 categorical fields, ~1M embedding rows, embedding 16.
+- criteo: 13 numeric + 26 categorical fields, ~1M embedding rows, embedding 16;
+- seq: the frappe fields plus two behaviour histories (``item_history`` sharing ``item``'s table, ``cost_history``
+  sharing ``cost``'s, max_len 20, lengths uniform in 0..20, 0-padded after the values as FuxiCTR's default), for the
+  sequence models (DIN, BST, DIEN, DMIN, DMR, QIN), embedding 10; only they run at this shape.
 Repeats alternate between the two sides (bars, FuxiCTR, bars, ...) so that machine noise hits both alike; the
 figure is the median over repeats.
 
@@ -40,12 +43,18 @@ FRAPPE_VOCAB = {"user": 956, "item": 4084, "daytime": 9, "weekday": 9, "isweeken
 CRITEO_VOCAB = [300_000, 250_000, 200_000, 120_000, 60_000, 40_000, 9_000, 6_000, 4_000, 3_000, 2_000, 1_500,
                 1_000, 800, 600, 500, 400, 300, 200, 150, 100, 80, 50, 20, 10, 290]
 BATCH = 4096
+SEQ_LEN = 20
 
 
 def spec_of(shape: str) -> tuple[FeatureSpec, int]:
-    if shape == "frappe":
+    if shape in ("frappe", "seq"):
         feats = tuple(Feature(n, "categorical", vocab_size=v) for n, v in FRAPPE_VOCAB.items())
-        return FeatureSpec(dataset="frappe_shape", label="label", features=feats), 10
+        if shape == "seq":
+            feats += (Feature("item_history", "sequence", vocab_size=FRAPPE_VOCAB["item"], max_len=SEQ_LEN,
+                              share_embedding="item"),
+                      Feature("cost_history", "sequence", vocab_size=FRAPPE_VOCAB["cost"], max_len=SEQ_LEN,
+                              share_embedding="cost"))
+        return FeatureSpec(dataset=f"{shape}_shape", label="label", features=feats), 10
     assert sum(CRITEO_VOCAB) == 1_000_000 and len(CRITEO_VOCAB) == 26
     feats = tuple(Feature(f"I{i + 1}", "numeric") for i in range(13)) + tuple(
         Feature(f"C{i + 1}", "categorical", vocab_size=v) for i, v in enumerate(CRITEO_VOCAB))
@@ -60,6 +69,12 @@ def batch_of(spec: FeatureSpec, seed: int) -> tuple[dict[str, torch.Tensor], tor
         if f.type == "categorical":
             u = torch.rand(BATCH, generator=g)
             x[f.name] = (1 + (u**3 * (f.vocab_size - 1)).long()).clamp(max=f.vocab_size - 1).int()
+        elif f.type == "sequence":  # skewed values, lengths uniform in 0..max_len, 0-padded after the values
+            u = torch.rand(BATCH, f.max_len, generator=g)
+            v = (1 + (u**3 * (f.vocab_size - 1)).long()).clamp(max=f.vocab_size - 1)
+            g_len = torch.Generator().manual_seed(seed)  # the same lengths for every history of a row
+            n = torch.randint(0, f.max_len + 1, (BATCH, 1), generator=g_len)
+            x[f.name] = torch.where(torch.arange(f.max_len) < n, v, 0).int()
         else:
             x[f.name] = torch.log1p(torch.rand(BATCH, generator=g) * 100)
     return x, (torch.rand(BATCH, generator=g) < 0.25).float()
@@ -87,7 +102,8 @@ def pair(name: str, spec: FeatureSpec, dim: int, params: dict, reg_e: float):
 def measure(cid: str, shape: str, repeats: int, steps: int) -> tuple[float, float] | None:
     spec, dim = spec_of(shape)
     name, params = yaml_params(cid, dim)
-    if REFERENCES[name].multi_task or REFERENCES[name].data != "frappe":  # two labels / histories: not these shapes
+    seq_model = REFERENCES[name].data in ("frappe_seq", "frappe_seq_neg")
+    if REFERENCES[name].multi_task or seq_model != (shape == "seq"):  # two labels; histories only at the seq shape
         return None
     if REFERENCES[name].groups is not None:  # feature groups are declared for the Frappe fields only
         if shape != "frappe":
@@ -128,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=0, help="steps per repeat (default: 3 frappe, 1 criteo)")
     ap.add_argument("--models", default=",".join(sorted(REFERENCES)), help="config ids (default: the registry "
                     "names of the models with a FuxiCTR composition)")
-    ap.add_argument("--shapes", default="frappe,criteo")
+    ap.add_argument("--shapes", default="frappe,criteo,seq")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = [m for m in args.models.split(",") if m]
@@ -142,12 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'config':<12} {'shape':<7} {'bars samples/s':>15} {'FuxiCTR samples/s':>18} {'ratio':>7}")
     ratios: dict[str, list[float]] = {}
     for shape in [s for s in args.shapes.split(",") if s]:
-        steps = args.steps or (3 if shape == "frappe" else 1)
+        steps = args.steps or (1 if shape == "criteo" else 3)
         for m in models:
             got = measure(m, shape, args.repeats, steps)
             if got is None:
+                if shape == "seq":
+                    continue  # only the sequence models run at this shape
                 print(f"{m:<12} {shape:<7} (not measured: its feature groups are declared for Frappe's fields only, "
-                      "or it needs behaviour sequences)")
+                      "it has two labels, or only sequence models run at the seq shape)")
                 continue
             a, b = got
             ratios.setdefault(shape, []).append(a / b)
