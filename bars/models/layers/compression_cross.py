@@ -8,7 +8,8 @@ Tokens are the field embeddings of one channel, ``X [B, F, d]``.
                                                         tokens (K = num_heads); c = flat(G) [B, K*d], the global context
     Progressive crossing     X' = X * (W_l c + b_l) + X   W_l [F*d, K*d]: a token-specific projection of the context,
                                                         element-wise with each token plus the token (a cross step)
-    Local Compressor         X'' = X' + V2 relu(V1 X')   V1 [r, d], V2 [d, r] per token (shared over tokens), r < d
+    Local Compressor         X'' = X' + V2 relu(V1 X')   V1 [r, d], V2 [d, r] (with biases), the same for every token;
+                                                        a compression when r = local_dim < d (not enforced)
     (optional) LayerNorm     over each token's d
 
 The context is computed once, from the channel's input tokens; the crossing and the local compression repeat
