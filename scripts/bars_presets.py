@@ -321,8 +321,10 @@ def _monitor(t: Transcript) -> None:
     t.checked["monitor_mode"] = mode
 
 
-def common(t: Transcript, *, embedding: bool = True, shared_regularizer: bool = False) -> None:
-    """Training-level keys every BARS run has."""
+def training_keys(t: Transcript, monitor: Callable[[Transcript], None], *, embedding: bool = True,
+                  shared_regularizer: bool = False) -> None:
+    """The keys of a BARS run's training (embedding size, regularizers, batch, learning rate, optimizer, epochs,
+    patience, monitor via ``monitor``, seed): shared by the flat and the sequential boards' rules."""
     if embedding:
         t.set("model.params.embedding_dim", "embedding_dim", int)
     if shared_regularizer:  # FuxiCTR LR/FM: one `regularizer` for embedding tables and every other weight
@@ -339,8 +341,13 @@ def common(t: Transcript, *, embedding: bool = True, shared_regularizer: bool = 
     t.put("train.optimizer", "adam")
     t.set("train.max_epochs", "epochs", int)
     t.set("train.max_strikes", ("patience", "early_stop_patience"), int)
-    _monitor(t)
+    monitor(t)
     t.set("seed", "seed", int)
+
+
+def common(t: Transcript, *, embedding: bool = True, shared_regularizer: bool = False) -> None:
+    """Training-level keys every BARS run has."""
+    training_keys(t, _monitor, embedding=embedding, shared_regularizer=shared_regularizer)
     if t.has("loss"):
         loss = t.get("loss")
         if loss not in LOSSES:

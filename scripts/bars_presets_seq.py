@@ -215,24 +215,7 @@ def seq_common(t: base.Transcript, *, embedding: bool = True, shared_regularizer
     """The training-level keys of a sequential-board run (the flat rules' ``common`` with gAUC, the group id, the
     valid = test protocol and the feature encoders)."""
     data = t.data_cfg
-    if embedding:
-        t.set("model.params.embedding_dim", "embedding_dim", int)
-    if shared_regularizer:
-        t.set("train.embedding_regularizer", "regularizer", base._regularizer)
-        t.values["train.net_regularizer"] = t.values["train.embedding_regularizer"]
-    else:
-        t.set("train.embedding_regularizer", "embedding_regularizer", base._regularizer)
-        t.set("train.net_regularizer", "net_regularizer", base._regularizer)
-    t.set("train.batch_size", "batch_size", int)
-    t.set("train.learning_rate", "learning_rate", float)
-    opt = t.get("optimizer")
-    if str(opt).lower() != "adam":
-        raise TranscriptionError(f"{t.where}: optimizer {opt!r}: only adam exists here")
-    t.put("train.optimizer", "adam")
-    t.set("train.max_epochs", "epochs", int)
-    t.set("train.max_strikes", ("patience", "early_stop_patience"), int)
-    _monitor(t)
-    t.set("seed", "seed", int)
+    base.training_keys(t, _monitor, embedding=embedding, shared_regularizer=shared_regularizer)
     loss = t.get("loss")
     if loss not in base.LOSSES:
         raise TranscriptionError(f"{t.where}: loss {loss!r}; only {sorted(base.LOSSES)} are known here")
