@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import SHARED_DATASETS
 from omegaconf import OmegaConf
 
 from bars import presets as P
@@ -323,8 +324,7 @@ def test_a_runs_own_padding_becomes_a_data_key_of_the_preset(tmp_path):
     assert cfg.data.field_options.cate_his.padding == "post"  # the key such a preset sets exists
 
 
-AMAZON = PROJECT_ROOT.parents[1] / "shared" / "datasets" / "torchrechub_samples" / "raw" / "amazon-electronics" / \
-    "amazon_electronics_sample.csv"
+AMAZON = SHARED_DATASETS / "torchrechub_samples" / "raw" / "amazon-electronics" / "amazon_electronics_sample.csv"
 
 
 @pytest.mark.skipif(not AMAZON.is_file(), reason="needs ../shared/datasets (torch-rechub's Amazon sample)")
