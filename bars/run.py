@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from bars.config import hydra_command, to_container
+from bars.timing import PhaseTimer, as_metrics
 
 if TYPE_CHECKING:  # the trainer imports torch: only at run time, inside train_one
     from bars.data.spec import FeatureSpec
@@ -54,6 +55,8 @@ class RunResult:
     checkpoint: Path | None = None
     history: list[EpochLog] = field(default_factory=list)
     tracking_uri: str | None = None
+    # where the wall time went (bars.timing.RUN_PHASES, "other", "total"): the whole call, the run's end included
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 class _NullRun:
@@ -121,15 +124,21 @@ def progress_line(log: EpochLog, max_epochs: int) -> str:
 
 
 @contextlib.contextmanager
-def _tracked(cfg: DictConfig, tags: dict[str, Any], parent_run_id: str | None) -> Iterator[Any]:
+def _tracked(cfg: DictConfig, tags: dict[str, Any], parent_run_id: str | None, timer: PhaseTimer) -> Iterator[Any]:
+    """The run (opening and ending it timed as ``tracking``)."""
     if not cfg.tracking.enabled:
         yield _NullRun()
         return
     from bars.tracking import tracker_of
 
-    tracker = tracker_of(cfg)
-    with tracker.run(run_name(cfg), tags=tags, params=cfg, parent_run_id=parent_run_id) as run:
+    with contextlib.ExitStack() as stack:
+        with timer.phase("tracking"):
+            tracker = tracker_of(cfg)
+            run = stack.enter_context(tracker.run(run_name(cfg), tags=tags, params=cfg,
+                                                  parent_run_id=parent_run_id))
+        stack.callback(timer.start, "tracking")  # unwound first: ending the run is timed as tracking
         yield run
+    timer.stop("tracking")
 
 
 @dataclass
@@ -145,19 +154,24 @@ class _Setup:
     n_params: int
 
 
-def _setup(cfg: DictConfig, seed: int) -> _Setup:
-    from bars.data.loader import load_dataset
-    from bars.data.prepare import prepare
-    from bars.models import build
-    from bars.train import TrainConfig, resolve_device, seed_everything
+def _setup(cfg: DictConfig, seed: int, timer: PhaseTimer) -> _Setup:
+    with timer.phase("prepare"):
+        from bars.data.prepare import prepare
 
-    folder = Path(prepare(cfg))
-    ds = load_dataset(folder, loader=_loader_config(cfg))  # loader.mode memory | stream | auto (bars.data.stream)
-    groups = group_column(cfg, ds.spec)
-    train_cfg = TrainConfig.from_cfg(cfg.train)
-    device = resolve_device(train_cfg.device)
-    seed_everything(seed)
-    model = build(cfg.model.name, ds.spec, to_container(cfg.model.params))
+        folder = Path(prepare(cfg))
+    with timer.phase("load"):
+        from bars.data.loader import load_dataset
+
+        ds = load_dataset(folder, loader=_loader_config(cfg))  # loader.mode memory | stream | auto (bars.data.stream)
+        groups = group_column(cfg, ds.spec)
+    with timer.phase("build"):
+        from bars.models import build
+        from bars.train import TrainConfig, resolve_device, seed_everything
+
+        train_cfg = TrainConfig.from_cfg(cfg.train)
+        device = resolve_device(train_cfg.device)
+        seed_everything(seed)
+        model = build(cfg.model.name, ds.spec, to_container(cfg.model.params))
     return _Setup(folder, ds, groups, train_cfg, device, model, int(sum(p.numel() for p in model.parameters())))
 
 
@@ -169,13 +183,16 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     ends the MLflow run FAILED and propagates. ``extra_tags`` override the default tags (``stage=single``...).
     Returns a :class:`RunResult`; ``run_id`` is None when ``cfg.tracking.enabled`` is false.
     """
-    t_start = time.perf_counter()
+    timer = PhaseTimer()
     say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    timer.start("config")
     from bars.validate import validate
 
     validate(cfg, "train")  # before any file is written or any MLflow run is opened
     seed = int(cfg.seed)
-    setup = _setup(cfg, seed)
+    timer.stop("config")
+    setup = _setup(cfg, seed, timer)
+    timer.start("config")
     tags: dict[str, Any] = {"model": cfg.model.id, "model_class": cfg.model.name, "data": cfg.data.name,
                             "seed": seed, "stage": "single"}
     if cfg.data.get("protocol_name"):  # e.g. bars-seq (validated on the test set, as BARS) or holdout
@@ -186,12 +203,13 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
 
     tags.update(preset_tags(cfg))  # preset, preset_source (the BARS README), preset_file
     tags.update(dict(extra_tags or {}))
+    timer.stop("config")
 
     run_id: str | None = None
     try:
-        with _tracked(cfg, tags, parent_run_id) as run:
+        with _tracked(cfg, tags, parent_run_id, timer) as run:
             run_id = run.run_id
-            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, t_start)
+            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, timer)
     except BaseException as exc:
         if run_id is not None:
             try:  # callers (e.g. the sweep, on a pruned trial) find the run without parsing text
@@ -202,6 +220,7 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
                          f"(tracking uri {cfg.tracking.uri})")
         raise
     result.tracking_uri = run.uri
+    result.phases = timer.breakdown()
     return result
 
 
@@ -224,31 +243,31 @@ def group_column(cfg: DictConfig, spec: FeatureSpec) -> str | None:
 
 
 def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch: EpochCallback | None,
-                  say: Callable[..., None], t_start: float) -> RunResult:
+                  say: Callable[..., None], timer: PhaseTimer) -> RunResult:
     from bars.train import evaluate, fit
 
-    run.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-
-    # data
     folder, ds, groups = setup.folder, setup.ds, setup.groups
-    for name in ("feature_spec.json", "manifest.json"):
-        if (folder / name).exists():
-            run.log_artifact(folder / name)
-    n_rows = {s: len(ds.splits[s]) for s in ("train", "valid", "test")}
-    run.set_tags({"data_fingerprint": ds.fingerprint, "data_folder": str(folder),
-                  **{f"rows_{s}": n for s, n in n_rows.items()},
-                  **{f"loader_{s}": m for s, m in (ds.modes or {}).items()}})  # memory | stream (bars.data.stream)
-
-    # model
     train_cfg, device, model, n_params = setup.train_cfg, setup.device, setup.model, setup.n_params
-    run.set_tags({"device": str(device), "n_params": n_params})
-    from bars.tracking import environment_report
+    n_rows = {s: len(ds.splits[s]) for s in ("train", "valid", "test")}
+    with timer.phase("tracking"):
+        run.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+        # data
+        for name in ("feature_spec.json", "manifest.json"):
+            if (folder / name).exists():
+                run.log_artifact(folder / name)
+        run.set_tags({"data_fingerprint": ds.fingerprint, "data_folder": str(folder),
+                      **{f"rows_{s}": n for s, n in n_rows.items()},
+                      **{f"loader_{s}": m for s, m in (ds.modes or {}).items()}})  # memory | stream
+        # model
+        run.set_tags({"device": str(device), "n_params": n_params})
+        from bars.tracking import environment_report
 
-    run.log_text(environment_report(), "env.txt")
+        run.log_text(environment_report(), "env.txt")
 
     ckpt_dir = Path(cfg.paths.checkpoints) / (run.run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}")
     ckpt = ckpt_dir / "best.pt"
-    run.set_tags({"checkpoint": str(ckpt)})
+    with timer.phase("tracking"):
+        run.set_tags({"checkpoint": str(ckpt)})
     say(f"bars train: {cfg.model.id} on {cfg.data.name} (fingerprint {ds.fingerprint}), seed {seed}, "
         f"{n_params:,} parameters, device {device}; rows train {n_rows['train']:,} valid {n_rows['valid']:,} "
         f"test {n_rows['test']:,}" + ("" if set((ds.modes or {}).values()) <= {"memory"} else
@@ -257,16 +276,35 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
     def on_epoch_tracked(log: EpochLog) -> None:
         per_epoch = {"train_loss": log.train_loss, **log.val_metrics(), "monitor": log.monitor, "lr": log.lr,
                      "samples_per_s": log.samples_per_s, "epoch_seconds": log.seconds}
-        run.log_metrics({k: v for k, v in per_epoch.items() if math.isfinite(v)}, step=log.epoch)
+        with timer.phase("tracking"):
+            run.log_metrics({k: v for k, v in per_epoch.items() if math.isfinite(v)}, step=log.epoch)
         say(progress_line(log, train_cfg.max_epochs))
         if on_epoch is not None:
-            on_epoch(log)
+            with timer.phase("on_epoch"):  # the caller's callback (a sweep reports to its study here)
+                on_epoch(log)
 
-    fit_result: FitResult = fit(model, ds.splits["train"], ds.splits["valid"], train_cfg, seed=seed,
-                        on_epoch=on_epoch_tracked, checkpoint_path=ckpt, group_column=groups)
-    test = evaluate(model, ds.splits["test"], train_cfg.eval_batch_size, fit_result.device, group_column=groups)
+    with timer.phase("epochs"):
+        fit_result: FitResult = fit(model, ds.splits["train"], ds.splits["valid"], train_cfg, seed=seed,
+                                    on_epoch=on_epoch_tracked, checkpoint_path=ckpt, group_column=groups)
+    # the epochs less their training/validation passes and checkpoint writes: per-epoch bookkeeping
+    timer.carve("epochs", "epoch_bookkeeping", fit_result.phase_seconds)
+    with timer.phase("test"):
+        test = evaluate(model, ds.splits["test"], train_cfg.eval_batch_size, fit_result.device, group_column=groups)
 
-    wall = time.perf_counter() - t_start
+    with timer.phase("checkpoint"):
+        if ckpt.exists():  # the best weights' identity: bars predict / bars export check the file against it
+            from bars.fileio import file_digest
+
+            ckpt_sha = file_digest(ckpt, "sha256")
+        else:
+            ckpt_sha = None
+    with timer.phase("artifacts"):
+        if fit_result.history:
+            run.log_figure(learning_curve(fit_result.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})"),
+                           "learning_curve.png")
+            run.log_text(json.dumps([asdict(h) for h in fit_result.history], indent=1), "history.json")
+
+    wall = timer.elapsed()
     rates = [h.samples_per_s for h in fit_result.history]
     metrics: dict[str, float] = {
         **{f"val_{k}": v for k, v in fit_result.best_val.items()},
@@ -277,21 +315,19 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
         "wall_seconds": wall, "fit_seconds": fit_result.seconds, "seconds_per_epoch": fit_result.seconds_per_epoch,
         "samples_per_s_mean": sum(rates) / len(rates) if rates else 0.0,
     }
-    run.log_metrics(metrics, step=max(fit_result.epochs, 1))
-    run.set_tags({"stop_reason": fit_result.stop_reason, "best_epoch": fit_result.best_epoch,
-                  "device": fit_result.device})
-    if ckpt.exists():  # the best weights' identity: bars predict / bars export check the file against it
-        from bars.fileio import file_digest
-
-        run.set_tags({"checkpoint_sha256": file_digest(ckpt, "sha256")})
-    if fit_result.history:
-        run.log_figure(learning_curve(fit_result.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})"),
-                       "learning_curve.png")
-        run.log_text(json.dumps([asdict(h) for h in fit_result.history], indent=1), "history.json")
+    # the breakdown of the wall time so far (bars.timing): the final tracking call itself is not in it
+    timings = as_metrics(timer.breakdown())
+    with timer.phase("tracking"):
+        run.log_metrics({**metrics, **timings}, step=max(fit_result.epochs, 1))
+        run.set_tags({"stop_reason": fit_result.stop_reason, "best_epoch": fit_result.best_epoch,
+                      "device": fit_result.device})
+        if ckpt_sha is not None:
+            run.set_tags({"checkpoint_sha256": ckpt_sha})
 
     result = RunResult(run_id=run.run_id, metrics=metrics, epochs=fit_result.epochs,
                        best_epoch=fit_result.best_epoch, seconds=wall, n_params=n_params, device=fit_result.device,
-                       stop_reason=fit_result.stop_reason, checkpoint=ckpt if ckpt.exists() else None, history=fit_result.history)
+                       stop_reason=fit_result.stop_reason, checkpoint=ckpt if ckpt.exists() else None,
+                       history=fit_result.history)
     say(summary(cfg, result))
     return result
 

@@ -246,6 +246,9 @@ class FitResult:
     stop_reason: str = ""  # "early_stopping" | "max_epochs"
     device: str = "cpu"
     best_monitor: float = math.nan  # the monitored value at best_epoch
+    # seconds of fit spent in the epochs' training passes ("train"), validation passes ("valid") and checkpoint
+    # writes ("checkpoint"): the rest of ``seconds`` is bookkeeping (bars.run's breakdown of a run's wall time)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -549,6 +552,7 @@ def fit(
     stop_reason = "max_epochs"
     n_train = len(train)
     n_batches = math.ceil(n_train / cfg.batch_size)
+    phase = {"train": 0.0, "valid": 0.0, "checkpoint": 0.0}
 
     for epoch in range(1, cfg.max_epochs + 1):
         t_epoch = time.perf_counter()
@@ -568,8 +572,11 @@ def fit(
         _check_losses(losses[:nb], epoch)
         train_loss = float(losses[:nb].mean())
         train_seconds = time.perf_counter() - t_epoch
+        phase["train"] += train_seconds
 
+        t_valid = time.perf_counter()
         val = {k: float(v) for k, v in evaluate_fn(model, valid, cfg.eval_batch_size, device).items()}
+        phase["valid"] += time.perf_counter() - t_valid
         keyed = {f"val_{k}": v for k, v in val.items()}
         value = monitor.value(keyed)
         score = monitor.score(keyed)
@@ -580,7 +587,9 @@ def fit(
             best_val = dict(val)
             best_state = _state_copy(model)
             if ckpt is not None:
+                t_ckpt = time.perf_counter()
                 save_checkpoint(best_state, ckpt)
+                phase["checkpoint"] += time.perf_counter() - t_ckpt
             if cfg.reset_strikes_on_improvement:
                 strikes = 0
         else:
@@ -617,6 +626,7 @@ def fit(
         stop_reason=stop_reason,
         device=str(device),
         best_monitor=best_monitor,
+        phase_seconds=phase,
     )
 
 

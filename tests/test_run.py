@@ -165,3 +165,36 @@ def test_movielens_small_one_epoch(tmp_path):
     assert r.metrics["test_auc"] > 0.7
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(r.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["data"] == "movielens_small"
+
+
+def test_run_records_where_its_wall_time_went(env):
+    """The phase breakdown (bars.timing) is returned and logged as time_<phase>_s metrics: every phase of the
+    run is there, none negative, and they add up to no more than the run's wall time (no timing thresholds)."""
+    import time
+
+    from bars.timing import RUN_PHASES
+
+    t0 = time.perf_counter()
+    r = train_one(_cfg(env, "tracking.experiment=phases"), quiet=True)
+    wall = time.perf_counter() - t0
+    ph = r.phases
+    for k in ("config", "prepare", "load", "build", "tracking", "epoch_bookkeeping", "train", "valid", "checkpoint",
+              "test", "artifacts"):
+        assert k in ph and k in RUN_PHASES, k
+    assert all(v >= 0 for v in ph.values()), ph
+    assert ph["train"] > 0 and ph["valid"] > 0 and ph["test"] > 0
+    parts = sum(v for k, v in ph.items() if k != "total")
+    assert parts == pytest.approx(ph["total"], rel=1e-9, abs=1e-9) and ph["total"] <= wall
+    assert r.seconds <= ph["total"]
+
+    m = MlflowClient(tracking_uri=env["uri"]).get_run(r.run_id).data.metrics
+    logged = {k[len("time_"):-len("_s")]: v for k, v in m.items() if k.startswith("time_") and k.endswith("_s")}
+    assert {"train", "valid", "test", "tracking", "total", "fixed"} <= set(logged)
+    # recorded at the final tracking call: the run's end comes after, so the recorded total is the smaller
+    assert sum(v for k, v in logged.items() if k not in ("total", "fixed")) == pytest.approx(logged["total"])
+    assert logged["total"] <= ph["total"] and logged["fixed"] == pytest.approx(
+        logged["total"] - logged["train"] - logged["valid"])
+    assert m["wall_seconds"] <= logged["total"]
+
+    r_off = train_one(_cfg(env, "tracking.enabled=false"), quiet=True)  # untracked: the same breakdown
+    assert r_off.run_id is None and r_off.phases["total"] >= sum(v for k, v in r_off.phases.items() if k != "total")

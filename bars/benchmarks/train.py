@@ -26,6 +26,8 @@ jobs wall-clock figures fall, this one much less: with ``--threads 1`` it is the
 ``step/s`` = the same step on one fixed batch with no data pipeline (a ceiling: what the model costs);
 ``valid/s`` = rows/s of ``bars.train.evaluate`` (batch 16384, no_grad, AUC + logloss included).
 ``--profile`` prints torch.profiler's top operators for the Frappe DCN training step.
+``--breakdown`` (``make bench-train ARGS=--breakdown``) instead times whole runs by phase, tracking off and on
+(``bars.benchmarks.fixed_cost``: a run's fixed cost, issue 16).
 """
 
 from __future__ import annotations
@@ -220,7 +222,17 @@ def main() -> int:
                     help="models at Frappe_x1 shape (dcn: its best BARS configuration; others: conf defaults)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (every case)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table for the Frappe DCN step")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="instead: a whole run's wall time by phase (bars.run.train_one), tracking off and on")
+    ap.add_argument("--breakdown-data", default="movielens_small,frappe_size",
+                    help="--breakdown datasets: movielens_small (the demo), frappe_size (Frappe_x1 layout and size)")
+    ap.add_argument("--breakdown-epochs", type=int, default=1, help="--breakdown: epochs per run")
+    ap.add_argument("--repeat", type=int, default=3, help="--breakdown: runs per dataset and mode (medians)")
     args = ap.parse_args(sys.argv[1:])
+    if args.breakdown:
+        from bars.benchmarks import fixed_cost
+
+        return fixed_cost.main(args.breakdown_data, args.breakdown_epochs, args.repeat, args.threads)
 
     from bars.models.registry import list_models
     from bars.train import resolve_device
