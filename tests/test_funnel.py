@@ -11,7 +11,7 @@ import torch
 from bars.config import compose
 from bars.data.funnel import generate_funnel
 from bars.data.loader import load_dataset
-from bars.data.prepare import prepare
+from bars.data.prepare import dataset_fingerprint, load_recipe, prepare
 
 
 def test_generator_is_seeded_and_a_funnel(tmp_path):
@@ -36,7 +36,7 @@ def test_generator_is_seeded_and_a_funnel(tmp_path):
 
 def test_prepared_funnel_has_two_labels_and_shared_histories(tmp_path):
     over = [f"paths.data={tmp_path / 'data'}", f"data.raw_dir={tmp_path / 'raw'}", "data.users=300",
-            "data.history_max_len=8"]
+            "data.impressions_per_user=40", "data.history_max_len=8"]
     out = prepare(compose(["data=synthetic_funnel", *over]), quiet=True)
     ds = load_dataset(out)
     spec = ds.spec
@@ -51,3 +51,48 @@ def test_prepared_funnel_has_two_labels_and_shared_histories(tmp_path):
     flat = prepare(compose(["data=synthetic_funnel", *over, "data.history=false"]), quiet=True)
     assert flat.name != out.name
     assert set(load_dataset(flat).spec.names) == set(spec.names) - {"hist_items", "hist_categories"}
+
+
+def test_every_generator_argument_names_the_raw_file_and_the_prepared_dataset(tmp_path):
+    """The raw file's name and the prepared folder's fingerprint change with each generator argument (an old raw
+    file of another size is never reused); an invalid one is an error naming its key, an unknown key too."""
+    from hydra.errors import ConfigCompositionException
+
+    from bars.data.errors import DataError
+
+    cfg = compose(["data=synthetic_funnel", f"paths.data={tmp_path / 'data'}", f"data.raw_dir={tmp_path / 'raw'}",
+                   "data.history_max_len=4", "data.users=40", "data.impressions_per_user=10", "data.items=50",
+                   "data.categories=5", "data.generator_seed=0"])
+
+    def run(**change):  # the recipe (it generates the raw file) and the prepared folder's name, its fingerprint
+        c = cfg.copy()
+        for k, v in change.items():
+            c.data[k] = v
+        return dataset_fingerprint(load_recipe(c))
+
+    first = run()
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["funnel_40u_10i_50items_5cats_0.parquet"]
+    assert prepare(cfg, quiet=True).name == first
+    changed = {"users": 41, "impressions_per_user": 11, "items": 51, "categories": 6, "generator_seed": 1}
+    folders = {first} | {run(**{key: value}) for key, value in changed.items()}
+    assert len(folders) == 1 + len(changed)  # five new fingerprints
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == sorted([
+        "funnel_40u_10i_50items_5cats_0.parquet", "funnel_41u_10i_50items_5cats_0.parquet",
+        "funnel_40u_11i_50items_5cats_0.parquet", "funnel_40u_10i_51items_5cats_0.parquet",
+        "funnel_40u_10i_50items_6cats_0.parquet", "funnel_40u_10i_50items_5cats_1.parquet"])
+    items = pl.read_parquet(tmp_path / "raw" / "funnel_40u_10i_50items_5cats_0.parquet")
+    assert items["item"].max() < 50 and items["category"].max() < 5 and items["user"].n_unique() == 40
+    for key, bad in (("items", 0), ("users", "abc"), ("categories", 1.5), ("generator_seed", -1),
+                     ("impressions_per_user", True)):
+        with pytest.raises(DataError, match=rf"data\.{key} must be an integer"):
+            run(**{key: bad})
+    with pytest.raises(ConfigCompositionException, match="data.item_count"):
+        compose(["data=synthetic_funnel", "data.item_count=5"])
+
+
+def test_shipped_funnel_is_the_dense_one_the_esmm_bench_reads():
+    """The shipped size (conf/data/synthetic_funnel.yaml: data.users, impressions_per_user, items, categories,
+    generator_seed) is the one `make bench-esmm` measures: its defaults read that config (one source)."""
+    from bars.benchmarks.esmm import shipped_size
+
+    assert shipped_size() == {"users": 1000, "impressions": 200, "items": 500, "categories": 30, "seed": 0}

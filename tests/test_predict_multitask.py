@@ -33,7 +33,8 @@ def esmm_run(tmp_path_factory) -> dict:
                  f"paths.checkpoints={root / 'ckpt'}", f"paths.predictions={root / 'predictions'}",
                  f"paths.exports={root / 'exports'}"]
     cfg = compose(["model=esmm", "data=synthetic_funnel", "train.max_epochs=1", "train.num_threads=1",
-                   "train.device=cpu", f"data.raw_dir={root / 'raw'}", "data.users=300", "data.history_max_len=8",
+                   "train.device=cpu", f"data.raw_dir={root / 'raw'}", "data.users=300",
+                   "data.impressions_per_user=40", "data.history_max_len=8",
                    *overrides])
     r = train_one(cfg, quiet=True, extra_tags={"stage": "final"})
     raw = next((root / "raw").glob("funnel_*.parquet"))

@@ -38,7 +38,9 @@ def test_every_model_config_sweeps_one_trial(model_id, data_root, tmp_path):
     from bars.tracking import get_client
 
     data = _data(model_id)
-    ov = [f"model={model_id}", f"data={data}", "data.rows=3000", f"paths.data={data_root}",
+    # the shipped funnel is 200k impressions: 300 users x 40 impressions generate the 3,000 rows in a second
+    small = ["data.users=300", "data.impressions_per_user=40"] if data == "synthetic_funnel" else []
+    ov = [f"model={model_id}", f"data={data}", "data.rows=3000", *small, f"paths.data={data_root}",
           f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"sweep.dir={tmp_path / 'sw'}", "sweep.trials=1",
           "sweep.progress=plain", "sweep.threads=1", "train.max_epochs=1", "train.batch_size=512"]
     summary = S.sweep(compose(ov), ov)

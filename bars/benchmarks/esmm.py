@@ -14,7 +14,9 @@ item, category, hour, price), embedding size and MLP tower ([360, 200, 80] by de
 
 Printed per seed and as mean +- std: CVR AUC over all test impressions against ``would_convert`` (entire space),
 CVR AUC on the clicked test impressions against the observed conversion (the paper's usual CVR AUC), and ESMM's
-CTR / CTCVR AUC. One data set (generator seed 0, a seeded 8:1:1 row split); the training seed varies.
+CTR / CTCVR AUC. One data set (a seeded 8:1:1 row split); the training seed varies. The funnel's size and generator
+seed are the shipped ``data=synthetic_funnel``'s (conf/data/synthetic_funnel.yaml: one source), unless flags change
+them.
 """
 
 from __future__ import annotations
@@ -37,20 +39,28 @@ from bars.models import build
 from bars.train import TrainConfig, fit, predict
 
 CATEGORICAL = ("user", "item", "category", "hour")
-# The funnel's size. Dense enough for the click task to learn the users' tastes and the items' vectors (about 200
-# impressions a user, 400 an item): ESMM's CVR tower shares those embeddings. docs/fidelity.md section 17 has the
-# sparser funnel (1,500 users x 40 impressions, 2,000 items: CTR AUC 0.61) where neither model learnt more than
-# the price and the clicked-only model was ahead.
-USERS, IMPRESSIONS, ITEMS = 1000, 200, 500
 
 
-def load(users: int, seed: int = 0, items: int = 2000, impressions: int = 40
+def shipped_size() -> dict[str, int]:
+    """The shipped funnel's generator arguments (conf/data/synthetic_funnel.yaml): users, impressions, items,
+    categories, seed. Dense enough for the click task to learn the users' tastes and the items' vectors (about 200
+    impressions a user, 400 an item): ESMM's CVR tower shares those embeddings. docs/fidelity.md section 17 has
+    sparser funnels (e.g. 1,500 users x 40 impressions, 2,000 items: CTR AUC 0.61) where the clicked-only model was
+    ahead."""
+    from bars.config import compose
+
+    d = compose(["data=synthetic_funnel"]).data
+    return {"users": int(d.users), "impressions": int(d.impressions_per_user), "items": int(d["items"]),
+            "categories": int(d.categories), "seed": int(d.generator_seed)}
+
+
+def load(users: int, seed: int = 0, items: int = 2000, impressions: int = 40, categories: int = 30
          ) -> tuple[FeatureSpec, dict[str, torch.Tensor], dict[str, np.ndarray]]:
     """The funnel with the oracle columns, encoded as tensors: categorical index = value + 1 (0 is padding),
     price as log(price) numeric; click, conversion and the oracle columns (would_convert, convert_probability,
     click_probability) and price as numpy arrays."""
     with tempfile.TemporaryDirectory() as d:
-        path = generate_funnel(Path(d) / "funnel.parquet", users=users, items=items,
+        path = generate_funnel(Path(d) / "funnel.parquet", users=users, items=items, categories=categories,
                                impressions_per_user=impressions, seed=seed, oracle=True)
         t = pq.read_table(path).to_pydict()
     feats = [Feature(c, "categorical", vocab_size=int(max(t[c])) + 2) for c in CATEGORICAL]
@@ -72,13 +82,15 @@ def _split(cols, y: np.ndarray, idx: np.ndarray, names: tuple[str, ...]) -> Spli
 
 
 def run(users: int, seeds: list[int], epochs: int, tower: tuple[int, ...], batch: int, lr: float,
-        say=print, items: int = 2000, impressions: int = 40) -> dict[str, list[float]]:
-    spec, cols, lab = load(users, items=items, impressions=impressions)
+        say=print, items: int = 2000, impressions: int = 40, categories: int = 30, data_seed: int = 0
+        ) -> dict[str, list[float]]:
+    spec, cols, lab = load(users, seed=data_seed, items=items, impressions=impressions, categories=categories)
     n = len(lab["click"])
     perm = np.random.default_rng(2021).permutation(n)
     tr, va, te = perm[: int(0.8 * n)], perm[int(0.8 * n): int(0.9 * n)], perm[int(0.9 * n):]
     clicked = lab["click"] == 1
-    say(f"funnel: {n:,} impressions ({users:,} users), click rate {lab['click'].mean():.3f}, conversion (CTCVR) "
+    say(f"funnel: {n:,} impressions ({users:,} users x {impressions} impressions on {items:,} items, "
+        f"{categories} categories, generator seed {data_seed}), click rate {lab['click'].mean():.3f}, conversion (CTCVR) "
         f"rate {lab['conversion'].mean():.4f}, would-convert rate {lab['would_convert'].mean():.3f}; train "
         f"{len(tr):,} rows ({int(clicked[tr].sum()):,} clicked), test {len(te):,} ({int(clicked[te].sum()):,} "
         f"clicked)")
@@ -134,9 +146,16 @@ def _ms(v: list[float]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--users", type=int, default=USERS, help="generated users")
-    ap.add_argument("--impressions", type=int, default=IMPRESSIONS, help="mean impressions per user")
-    ap.add_argument("--items", type=int, default=ITEMS, help="generated items")
+    size = shipped_size()
+    ap.add_argument("--users", type=int, default=size["users"], help="generated users (default: the shipped "
+                    "data=synthetic_funnel's data.users)")
+    ap.add_argument("--impressions", type=int, default=size["impressions"],
+                    help="mean impressions per user (default: data.impressions_per_user)")
+    ap.add_argument("--items", type=int, default=size["items"], help="generated items (default: data.items)")
+    ap.add_argument("--categories", type=int, default=size["categories"],
+                    help="item categories (default: data.categories)")
+    ap.add_argument("--data-seed", type=int, default=size["seed"], help="generator seed (default: "
+                    "data.generator_seed)")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds")
     ap.add_argument("--epochs", type=int, default=20, help="max epochs (early stopping as the protocol)")
     ap.add_argument("--tower", default="360,200,80", help="MLP widths of the CVR tower and the baseline")
@@ -146,7 +165,8 @@ def main() -> int:
     seeds = [int(s) for s in a.seeds.split(",")]
     tower = tuple(int(u) for u in a.tower.split(","))
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    r = run(a.users, seeds, a.epochs, tower, a.batch, a.lr, items=a.items, impressions=a.impressions)
+    r = run(a.users, seeds, a.epochs, tower, a.batch, a.lr, items=a.items, impressions=a.impressions,
+            categories=a.categories, data_seed=a.data_seed)
     diff = [x - y for x, y in zip(r["esmm_entire"], r["base_entire"], strict=True)]
     print(f"\nCVR AUC over all test impressions (entire space, vs would_convert), {len(seeds)} seeds:")
     print(f"  ESMM (pCVR tower)        {_ms(r['esmm_entire'])}")
