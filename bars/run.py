@@ -263,6 +263,10 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
     train_cfg, device, model, n_params = setup.train_cfg, setup.device, setup.model, setup.n_params
     n_rows = {s: len(ds.splits[s]) for s in ("train", "valid", "test")}
     tracked = run.run_id is not None
+
+    def phase(name: str) -> Any:  # an untracked run's no-op calls are not timed: no tracking/artifacts phase
+        return timer.phase(name) if tracked else contextlib.nullcontext()
+
     ckpt_dir = Path(cfg.paths.checkpoints) / (run.run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}")
     ckpt = ckpt_dir / "best.pt"
     if tracked:  # the data and model tags came with the run's creation (_setup_tags)
@@ -282,7 +286,7 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
     def on_epoch_tracked(log: EpochLog) -> None:
         per_epoch = {"train_loss": log.train_loss, **log.val_metrics(), "monitor": log.monitor, "lr": log.lr,
                      "samples_per_s": log.samples_per_s, "epoch_seconds": log.seconds}
-        with timer.phase("tracking"):
+        with phase("tracking"):
             run.log_metrics({k: v for k, v in per_epoch.items() if math.isfinite(v)}, step=log.epoch)
         say(progress_line(log, train_cfg.max_epochs))
         if on_epoch is not None:
@@ -304,7 +308,7 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
             ckpt_sha = file_digest(ckpt, "sha256")
         else:
             ckpt_sha = None
-    with timer.phase("artifacts"):
+    with phase("artifacts"):
         if fit_result.history and tracked:  # nothing to render for an untracked run
             run.log_figure(learning_curve(fit_result.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})"),
                            "learning_curve.png")
@@ -323,7 +327,7 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
     }
     # the breakdown of the wall time so far (bars.timing): the final tracking call itself is not in it
     timings = as_metrics(timer.breakdown())
-    with timer.phase("tracking"):  # one call: the summary metrics, the breakdown and the final tags
+    with phase("tracking"):  # one call: the summary metrics, the breakdown and the final tags
         run.log({**metrics, **timings}, step=max(fit_result.epochs, 1),
                 tags={"stop_reason": fit_result.stop_reason, "best_epoch": fit_result.best_epoch,
                       "device": fit_result.device, "checkpoint": str(ckpt),
