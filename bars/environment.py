@@ -7,6 +7,7 @@ names.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -86,16 +87,34 @@ def hardware_description() -> str:
     return desc
 
 
+def _name_version(dist: metadata.Distribution) -> tuple[str | None, str | None]:
+    """``Name`` and ``Version`` from a distribution's metadata header, read as text: the same values as
+    ``dist.metadata[...]`` (both fields are single-line headers before the first blank line) without parsing the
+    whole file as e-mail, which costs ~5 ms per distribution (0.6 s for a full environment, every run)."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    name = version = None
+    for line in text.splitlines():
+        if not line.strip():
+            break  # end of the header
+        if name is None and line.startswith("Name:"):
+            name = line[5:].strip()
+        elif version is None and line.startswith("Version:"):
+            version = line[8:].strip()
+    return name, version
+
+
+@functools.lru_cache(maxsize=1)
 def environment_report() -> str:
-    """Platform line + every installed distribution as ``name==version`` (what ``pip freeze`` lists)."""
+    """Platform line + every installed distribution as ``name==version`` (what ``pip freeze`` lists). Computed
+    once per process: the code a process runs is the code it imported, whatever is installed later."""
     lines = [
         f"# bars {__version__}",
         f"# python {sys.version.split()[0]} ({sys.executable})",
         f"# platform {platform.platform()} {platform.machine()}",
         f"# processor {platform.processor() or 'unknown'}; cpus {os.cpu_count()}",
     ]
-    dists = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()
-                    if d.metadata["Name"]}, key=str.lower)
+    dists = sorted({f"{n}=={v}" for n, v in map(_name_version, metadata.distributions()) if n},
+                   key=str.lower)
     return "\n".join(lines + dists) + "\n"
 
 

@@ -465,7 +465,8 @@ class TrackedRun:
                        "params": [[x.key, x.value] for x in params], "tags": [[t.key, t.value] for t in tags]})
 
     # -- values -----------------------------------------------------------------------------------------------
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+    @staticmethod
+    def _metric_items(metrics: Mapping[str, Any], step: int | None) -> list[Metric]:
         ts = int(time.time() * 1000)
         items = []
         for k, v in metrics.items():
@@ -475,28 +476,51 @@ class TrackedRun:
                 items.append(Metric(str(k), float(v), ts, int(step or 0)))
             except (TypeError, ValueError):
                 warnings.warn(f"bars.tracking: metric {k}={v!r} is not a number; skipped", TrackingWarning,
-                              stacklevel=2)
-        for i in range(0, len(items), METRICS_PER_BATCH):
-            self._batch("log metrics", metrics=items[i:i + METRICS_PER_BATCH])
+                              stacklevel=3)
+        return items
+
+    @staticmethod
+    def _param_items(params: Mapping[str, Any] | Any) -> list[Param]:
+        items: list[Param] = []
+        for k, v in flatten(params).items():
+            if len(k) > MAX_PARAM_KEY:
+                warnings.warn(f"bars.tracking: param key longer than {MAX_PARAM_KEY} chars skipped: {k[:80]}...",
+                              TrackingWarning, stacklevel=3)
+                continue
+            items.append(Param(k, redact(_short(v, MAX_PARAM_VALUE))))
+        return items
+
+    @staticmethod
+    def _tag_items(tags: Mapping[str, Any]) -> list[RunTag]:
+        return [RunTag(str(k), redact(_short(v, MAX_TAG_VALUE))) for k, v in tags.items() if v is not None]
+
+    def log(self, metrics: Mapping[str, Any] | None = None, step: int | None = None, *,
+            params: Mapping[str, Any] | Any = None, tags: Mapping[str, Any] | None = None) -> None:
+        """Metrics (at ``step``), params and tags together in as few ``log_batch`` calls as MLflow's limits allow
+        (100 params, 100 tags, 1000 entries per call): one call for a run's summary instead of one per kind.
+        Each call is retried and, failing that, kept in the spool, like every other write."""
+        ms = self._metric_items(metrics or {}, step)
+        ps = self._param_items(params) if params is not None else []
+        ts = self._tag_items(tags or {})
+        kinds = [w for w, x in (("log metrics", ms), ("log params", ps), ("set tags", ts)) if x]
+        what = kinds[0] if len(kinds) == 1 else "log batch"
+        while ms or ps or ts:
+            p, ps = ps[:PARAMS_PER_BATCH], ps[PARAMS_PER_BATCH:]
+            t, ts = ts[:PARAMS_PER_BATCH], ts[PARAMS_PER_BATCH:]
+            room = METRICS_PER_BATCH - len(p) - len(t)
+            m, ms = ms[:room], ms[room:]
+            self._batch(what, metrics=m, params=p, tags=t)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        self.log(metrics, step)
 
     def log_params(self, params: Mapping[str, Any] | Any) -> None:
         """Log a (nested) mapping as params: flattened, values truncated to 6000 chars, 100 per call; passwords
         of URLs in values removed."""
-        flat = flatten(params)
-        items: list[Param] = []
-        for k, v in flat.items():
-            if len(k) > MAX_PARAM_KEY:
-                warnings.warn(f"bars.tracking: param key longer than {MAX_PARAM_KEY} chars skipped: {k[:80]}...",
-                              TrackingWarning, stacklevel=2)
-                continue
-            items.append(Param(k, redact(_short(v, MAX_PARAM_VALUE))))
-        for i in range(0, len(items), PARAMS_PER_BATCH):
-            self._batch("log params", params=items[i:i + PARAMS_PER_BATCH])
+        self.log(params=params)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        items = [RunTag(str(k), redact(_short(v, MAX_TAG_VALUE))) for k, v in tags.items() if v is not None]
-        for i in range(0, len(items), PARAMS_PER_BATCH):
-            self._batch("set tags", tags=items[i:i + PARAMS_PER_BATCH])
+        self.log(tags=tags)
 
     # -- artifacts ----------------------------------------------------------------------------------------
     def _keep_artifact(self) -> Callable[..., Path] | None:
@@ -525,21 +549,23 @@ class TrackedRun:
                    keep=self._keep_artifact(), keep_kwargs={"text": _dict_text(data, name), **self._named(name)})
 
     def log_figure(self, fig: Any, name: str) -> None:
-        """Save a matplotlib figure as a PNG artifact (and close it)."""
+        """Save a matplotlib figure as a PNG artifact (and close it). Rendered once: the same bytes are uploaded
+        and, when the upload fails, kept in the spool (MLflow's ``log_figure`` would render it again)."""
         try:
-            keep = self._keep_artifact()
-            keep_kwargs: dict[str, Any] = {}
-            if keep is not None:
-                buf = io.BytesIO()
-                fig.savefig(buf, format="png")
-                keep_kwargs = {"text": buf.getvalue(), **self._named(name)}
-            self._call(f"log figure {name}", self.client.log_figure, self.run_id, fig, name, keep=keep,
-                       keep_kwargs=keep_kwargs)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+            png = buf.getvalue()
         finally:
             with contextlib.suppress(Exception):
                 import matplotlib.pyplot as plt
 
                 plt.close(fig)
+        named = self._named(name)
+        with tempfile.TemporaryDirectory(prefix="bars-figure-") as tmp:
+            path = Path(tmp) / named["name"]
+            path.write_bytes(png)
+            self._call(f"log figure {name}", self.client.log_artifact, self.run_id, str(path),
+                       named["artifact_path"], keep=self._keep_artifact(), keep_kwargs={"text": png, **named})
 
     # -- end ------------------------------------------------------------------------------------------------
     def fail(self, exc: BaseException) -> None:

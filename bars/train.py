@@ -20,8 +20,10 @@
   (floored at ``min_lr``). Training stops when ``max_strikes`` strikes are reached (consecutive ones when
   ``reset_strikes_on_improvement``, FuxiCTR's patience, which the published numbers assume) or after
   ``max_epochs``;
-- the best weights are kept in memory (and, when ``checkpoint_path`` is given, saved atomically at every
-  improvement: ``torch.save`` to a temporary file, then ``os.replace``) and restored before returning.
+- the best weights are kept in memory and restored before returning; with ``checkpoint_path`` they are saved
+  atomically (``torch.save`` to a temporary file, then ``os.replace``) once when fit ends, and also at an
+  improvement when the last save is ``CHECKPOINT_EVERY_S`` (300 s) old or more, so a long run killed mid-way
+  keeps a recent best on disk while a short run writes one file instead of one per improvement (issue 16).
 
 The batch objective (regularizers, ``train.loss``, what a model's ``forward`` may return, a model's own
 ``training_loss``, multi-task models) is defined in :mod:`bars.objective` and re-exported here; the clipping,
@@ -488,6 +490,8 @@ def _make_adam(params: list[nn.Parameter], lr: float, device: torch.device) -> t
         return torch.optim.Adam(params, lr=lr)
 
 
+CHECKPOINT_EVERY_S = 300.0  # at an improvement, save the best weights when the last save is this old (or older)
+
 EvaluateFn = Callable[[nn.Module, Split, int, torch.device], Mapping[str, float]]
 
 
@@ -553,6 +557,14 @@ def fit(
     n_train = len(train)
     n_batches = math.ceil(n_train / cfg.batch_size)
     phase = {"train": 0.0, "valid": 0.0, "checkpoint": 0.0}
+    saved_at, unsaved = t_fit, False  # the last checkpoint save; best weights newer than it
+
+    def save_best() -> None:
+        nonlocal saved_at, unsaved
+        t_ckpt = time.perf_counter()
+        save_checkpoint(best_state, ckpt)
+        saved_at, unsaved = time.perf_counter(), False
+        phase["checkpoint"] += saved_at - t_ckpt
 
     for epoch in range(1, cfg.max_epochs + 1):
         t_epoch = time.perf_counter()
@@ -586,10 +598,9 @@ def fit(
             best_score, best_epoch, best_monitor = score, epoch, value
             best_val = dict(val)
             best_state = _state_copy(model)
-            if ckpt is not None:
-                t_ckpt = time.perf_counter()
-                save_checkpoint(best_state, ckpt)
-                phase["checkpoint"] += time.perf_counter() - t_ckpt
+            unsaved = ckpt is not None
+            if unsaved and time.perf_counter() - saved_at >= CHECKPOINT_EVERY_S:
+                save_best()
             if cfg.reset_strikes_on_improvement:
                 strikes = 0
         else:
@@ -614,6 +625,8 @@ def fit(
             stop_reason = "early_stopping"
             break
 
+    if unsaved and best_state is not None:
+        save_best()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

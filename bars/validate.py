@@ -12,8 +12,8 @@ Sections, by command (:data:`SECTIONS`):
 - ``common``: ``seed``, ``protocol.*``, the preset (it must exist and fit);
 - ``data``: ``bars.data.prepare.check_config`` (dataset, recipe, split keys; no file is read) and ``data.alias``
   (null, or the alias name whose conf/data file composes this dataset: ``DATA=criteo`` -> criteo_x1);
-- ``loader``: ``loader.*`` (mode auto|memory|stream, memory_fraction in (0, 1], buffer_rows and prefetch >= 1, no
-  unknown key; bars.data.stream.LoaderConfig);
+- ``loader``: ``loader.*`` (mode auto|memory|stream, memory_fraction in (0, 1], buffer_rows and prefetch >= 1, verify
+  stamp|full|none, no unknown key; bars.data.stream.LoaderConfig);
 - ``model``: the registry's strict config dataclass (``bars.models.registry.make_config``);
 - ``train``: ``bars.train.TrainConfig.from_cfg`` and the device;
 - ``tracking``: ``tracking.uri`` (a kind of store MLflow can use), experiment, retries, spool;
@@ -132,7 +132,7 @@ def check_data(cfg: DictConfig) -> list[str]:
 
 
 _LOADER_MODES = ("auto", "memory", "stream")  # bars.data.stream.MODES (not imported: it loads torch)
-_LOADER_KEYS = ("mode", "memory_fraction", "buffer_rows", "prefetch")  # bars.data.stream.LoaderConfig
+_LOADER_KEYS = ("mode", "memory_fraction", "buffer_rows", "prefetch", "verify")  # bars.data.stream.LoaderConfig
 
 
 def check_loader(cfg: DictConfig) -> list[str]:
@@ -154,6 +154,8 @@ def check_loader(cfg: DictConfig) -> list[str]:
     for k in ("buffer_rows", "prefetch"):
         if k in block:
             _int(cfg, f"loader.{k}", 1, out)
+    if "verify" in block and block["verify"] not in ("stamp", "full", "none"):
+        out.append(f"loader.verify must be one of ['stamp', 'full', 'none'], got {block['verify']!r}")
     return out
 
 

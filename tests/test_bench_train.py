@@ -45,3 +45,22 @@ def test_step_only_runs_on_cuda():
     model = build("dnn", spec, bench._params("dnn", 10)).cuda()
     split = bench.synthetic_split(spec, 8192, 0)
     assert bench.step_only_per_s(model, split, 4096, 1e-5, iters=2, device=torch.device("cuda")) > 0
+
+
+def test_breakdown_times_whole_runs_by_phase(capsys):
+    """`bars bench train --breakdown` on a small Frappe-shaped set (real recipe, real train_one): a table per
+    dataset, tracking off records nothing (no tracking or artifact time), tracking on does; phases are medians
+    (their sum need not be the median total), each no larger than it."""
+    from bars.benchmarks import fixed_cost
+
+    res = fixed_cost.run(["frappe_size"], epochs=1, repeat=1, threads=1,
+                         frappe_rows={"train": 600, "valid": 200, "test": 200})
+    off, on = res["frappe_size"]["tracking off"], res["frappe_size"]["tracking on"]
+    for b in (off, on):
+        assert b["train"] > 0 and b["valid"] > 0 and b["test"] > 0 and b["load"] > 0
+        assert all(0 <= v <= b["total"] for v in b.values())
+        assert b["fixed"] == pytest.approx(b["total"] - b["train"] - b["valid"])
+    assert off.get("tracking", 0.0) == 0 and off.get("artifacts", 0.0) == 0
+    assert on["tracking"] > 0 and on["artifacts"] > 0
+    out = capsys.readouterr().out
+    assert "frappe_size: DCN, 1 epoch(s), median of 1 runs" in out and "tracking off   tracking on" in out

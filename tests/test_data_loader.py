@@ -134,3 +134,60 @@ def test_download_resume_and_verify(http_dir, tmp_path):
     with pytest.raises(DataError, match="md5 mismatch"):
         download_file(f"{url}/f.bin", tmp_path / "x.bin", md5="0" * 32, progress=False)
     assert not (tmp_path / "x.bin").exists() and not (tmp_path / "x.bin.part").exists()
+
+
+def test_checksums_hashed_once_then_stamped(movielens_folder, tmp_path, monkeypatch):
+    """loader.verify=stamp (default): a split is hashed on its first load, then trusted while its size, mtime and
+    inode are unchanged; verify=full hashes every time; a changed file is hashed (and caught) again."""
+    import contextlib
+    import json
+    import os
+
+    from bars.data import loader
+
+    folder = tmp_path / "copy"
+    shutil.copytree(movielens_folder, folder)
+    (folder / loader.VERIFIED).unlink(missing_ok=True)
+    hashed: list[str] = []
+    real = loader.file_digest
+    monkeypatch.setattr(loader, "file_digest", lambda p, *a, **k: hashed.append(Path(p).name) or real(p, *a, **k))
+
+    load_dataset(folder)
+    assert sorted(hashed) == ["test.parquet", "train.parquet", "valid.parquet"]
+    stamps = json.loads((folder / loader.VERIFIED).read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert stamps["test.parquet"][-1] == manifest["splits"]["test"]["sha256"]
+    hashed.clear()
+    load_dataset(folder)  # stamped: no hashing
+    assert hashed == []
+    load_dataset(folder, verify="full")
+    assert len(hashed) == 3
+    hashed.clear()
+    load_dataset(folder, verify=False)
+    assert hashed == []
+
+    # the same size and mtime restored after an in-place edit: trusted by the stamp, caught by verify=full
+    p = folder / "test.parquet"
+    st = p.stat()
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    with open(p, "r+b") as f:
+        f.write(data)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    hashed.clear()
+    with contextlib.suppress(Exception):  # parquet itself may reject the flipped byte
+        load_dataset(folder)
+    assert hashed == []  # trusted by its stamp: the documented limit of verify=stamp
+    with pytest.raises(DataError, match="test.parquet: sha256 mismatch"):
+        load_dataset(folder, verify="full")
+    # any other change (size, mtime or a new file) is hashed again on a stamped load, and caught
+    with open(p, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(DataError, match="test.parquet: sha256 mismatch"):
+        load_dataset(folder)
+    shutil.copy(movielens_folder / "test.parquet", p)
+    hashed.clear()
+    load_dataset(folder)
+    assert hashed == ["test.parquet"]
+    with pytest.raises(DataError, match="loader.verify must be one of"):
+        load_dataset(folder, verify="quick")

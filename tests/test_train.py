@@ -478,6 +478,31 @@ def test_checkpoint_is_atomic_and_loads_weights_only(tmp_path: Path, monkeypatch
     assert ck.read_bytes() == good and sorted(os.listdir(ck.parent)) == ["best.pt"]
 
 
+def test_checkpoint_written_once_unless_the_last_save_is_old(tmp_path: Path, monkeypatch):
+    """The best weights are saved once when fit ends (not at every improvement), and at an improvement too when
+    the last save is CHECKPOINT_EVERY_S old: the file holds the best epoch's weights either way, and the
+    per-fit seconds of the passes and saves are reported."""
+    saves: list[int] = []
+    real = T.save_checkpoint
+    monkeypatch.setattr(T, "save_checkpoint", lambda state, path: saves.append(1) or real(state, path))
+    curve = [0.6, 0.7, 0.65, 0.71, 0.5]  # improvements at epochs 1, 2, 4
+    for every, want in ((300.0, 1), (0.0, 3)):
+        monkeypatch.setattr(T, "CHECKPOINT_EVERY_S", every)
+        saves.clear()
+        ck = tmp_path / f"every{every}" / "best.pt"
+        ev = Scripted(curve)
+        r = fit(TinyModel(), make_split(300), make_split(100, seed=1), cfg(max_strikes=5), seed=0, evaluate_fn=ev,
+                checkpoint_path=ck)
+        assert r.best_epoch == 4 and len(saves) == want, (every, saves)
+        state = torch.load(ck, weights_only=True)
+        assert all(torch.equal(v, ev.states[3][k]) for k, v in state.items())
+        assert set(r.phase_seconds) == {"train", "valid", "checkpoint"} and r.phase_seconds["checkpoint"] > 0
+        assert sum(r.phase_seconds.values()) <= r.seconds
+    saves.clear()
+    fit(TinyModel(), make_split(300), make_split(100, seed=1), cfg(), seed=0, evaluate_fn=Scripted(curve))
+    assert saves == []  # no checkpoint_path: nothing written
+
+
 def test_rejects_bad_inputs():
     with pytest.raises(TypeError, match="TrainConfig"):
         fit(TinyModel(), make_split(10), make_split(10), {"batch_size": 2}, seed=0)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """Prepared dataset folder -> contiguous tensors, verified; batches by slicing a seeded permutation.
 
-``load_dataset(folder)`` checks every split file's sha256 against manifest.json and the feature spec against
+``load_dataset(folder)`` checks every split file's sha256 against manifest.json (hashed on its first load, then
+trusted by a stamp while unchanged: see Verification below) and the feature spec against
 the Parquet schema (names and dtypes), then reads whole columns into tensors: categorical int32 [N], numeric
 float32 [N], sequence int32 [N, L] (0 = padding: the mask is ``x > 0``), label float32 [N] (the spec's first
 label), every label float32 [N, T] (``labels``, columns in the spec's ``labels`` order), meta int64 [N].
@@ -9,10 +10,19 @@ spec's ``tables``. A split the manifest marks ``same_as`` another (BARS's sequen
 test set) is the same tensors, loaded once. A split that does not fit in memory
 (or every split, when asked: ``loader.mode=stream``) is a :class:`bars.data.stream.StreamSplit` instead, with the
 same interface (single-label datasets without meta columns).
+
+Verification (``verify``, ``loader.verify``): ``"full"`` hashes every file on every load; ``"stamp"`` (the
+default, ``True``) hashes a file the first time it is loaded and, when it matches, records its size, mtime and
+inode with the manifest's sha256 in ``.verified.json`` in the folder; a later load whose file has the same size,
+mtime and inode and whose manifest still names the same sha256 skips the hash (a file rewritten, touched, replaced
+or truncated is hashed again). ``False``/``"none"``: no check. A folder that cannot be written (read-only, a
+full disk) keeps working, hashing every time. The manifest's checksums are computed when the files are written
+(``bars prepare``), and a raw download is checked against its md5 there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,7 +37,7 @@ import torch
 from bars.data.errors import DataError
 from bars.data.spec import FeatureSpec, PretrainedRows, SpecError
 from bars.data.writer import MANIFEST, SPEC
-from bars.fileio import file_digest
+from bars.fileio import atomic_write_text, file_digest, remove_stale_temps
 
 if TYPE_CHECKING:
     from bars.data.stream import LoaderConfig, StreamSplit
@@ -171,6 +181,53 @@ def split_from_table(table: pa.Table, spec: FeatureSpec, where: str) -> SplitTen
     return SplitTensors(feats, label, labels, tuple(spec.labels), meta)
 
 
+VERIFIED = ".verified.json"  # {file: [size, mtime_ns, inode, sha256]} of files whose sha256 matched on a load
+VERIFY_MODES = ("stamp", "full", "none")
+
+
+def verify_mode(verify: bool | str) -> str:
+    mode = {True: "stamp", False: "none"}.get(verify, verify) if isinstance(verify, bool) else verify
+    if mode not in VERIFY_MODES:
+        raise DataError(f"loader.verify must be one of {list(VERIFY_MODES)}, got {verify!r}")
+    return mode
+
+
+def _identity(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+class _Stamps:
+    """The folder's record of files already hashed (see the module docstring: ``stamp`` verification)."""
+
+    def __init__(self, folder: Path, mode: str) -> None:
+        self.folder, self.mode, self.changed = folder, mode, False
+        self.seen: dict[str, list] = {}
+        if mode == "stamp":
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                loaded = json.loads((folder / VERIFIED).read_text())
+                self.seen = loaded if isinstance(loaded, dict) else {}
+
+    def verify(self, path: Path, entry: dict, what: str) -> None:
+        if self.mode == "none":
+            return
+        key = path.name
+        if self.mode == "stamp" and self.seen.get(key) == [*_identity(path), entry["sha256"]]:
+            return
+        before = _identity(path)
+        _verify(path, entry, what)
+        if self.mode == "stamp" and _identity(path) == before:  # unchanged while it was hashed
+            self.seen[key] = [*before, entry["sha256"]]
+            self.changed = True
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        with contextlib.suppress(OSError):  # a read-only folder: hashed again next time, nothing else changes
+            remove_stale_temps(self.folder)  # a stamp write killed mid-way (kill -9) left its temporary
+            atomic_write_text(self.folder / VERIFIED, json.dumps(self.seen, indent=0, sort_keys=True))
+
+
 def _verify(path: Path, entry: dict, what: str) -> None:
     got = file_digest(path, "sha256")
     if got != entry["sha256"]:
@@ -178,8 +235,10 @@ def _verify(path: Path, entry: dict, what: str) -> None:
                         f"(modified or corrupted {what}; prepare the dataset again)")
 
 
-def load_tables(folder: Path, spec: FeatureSpec, manifest: dict, verify: bool = True) -> dict[str, PretrainedRows]:
+def load_tables(folder: Path, spec: FeatureSpec, manifest: dict, verify: bool | str = True,
+                stamps: _Stamps | None = None) -> dict[str, PretrainedRows]:
     """The pretrained rows of every field that declares a table, verified against the manifest."""
+    stamps = stamps or _Stamps(Path(folder), verify_mode(verify))
     out = {}
     for f in spec.features:
         if not f.pretrained:
@@ -190,8 +249,7 @@ def load_tables(folder: Path, spec: FeatureSpec, manifest: dict, verify: bool = 
             raise DataError(f"{folder / MANIFEST}: no 'tables' entry for {f.name!r}, whose spec names {f.pretrained}")
         if not path.is_file():
             raise DataError(f"{path}: pretrained table of {f.name!r} missing")
-        if verify:
-            _verify(path, entry, "pretrained table")
+        stamps.verify(path, entry, "pretrained table")
         t = pq.read_table(path)
         index = np.asarray(t.column("index").to_numpy(), dtype=np.int64)
         vec = t.column("vector").combine_chunks()
@@ -207,12 +265,16 @@ def load_split(folder: Path, spec: FeatureSpec, name: str, file: str | None = No
     return split_from_table(pq.read_table(path), spec, str(path))
 
 
-def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: bool = True,
+def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: bool | str | None = None,
                  loader: LoaderConfig | None = None) -> Dataset:
     """Load a prepared dataset folder (see bars.data.prepare.prepare). ``loader`` (the ``loader:`` config block,
     default: everything in memory) decides per split whether it is read into tensors or streamed
-    (``bars.data.stream.plan_modes``); ``Dataset.modes`` says which."""
+    (``bars.data.stream.plan_modes``); ``Dataset.modes`` says which. ``verify``: stamp (default: ``True``, or
+    ``loader.verify`` when a loader block is given) | full | none (``False``), see the module docstring."""
     folder = Path(folder)
+    if verify is None:
+        verify = loader.verify if loader is not None else True
+    stamps = _Stamps(folder, verify_mode(verify))
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except FileNotFoundError:
@@ -220,7 +282,7 @@ def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: 
     except json.JSONDecodeError as e:
         raise DataError(f"{folder / MANIFEST}: not valid JSON ({e})") from None
     spec = FeatureSpec.load(folder / SPEC)
-    tables = load_tables(folder, spec, manifest, verify)
+    tables = load_tables(folder, spec, manifest, stamps=stamps)
     if tables:
         spec = spec.with_tables(tables)
     modes = dict.fromkeys(splits, "memory")
@@ -241,8 +303,7 @@ def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: 
             continue
         if not path.is_file():
             raise DataError(f"{path}: split file missing")
-        if verify:
-            _verify(path, entry, "split")
+        stamps.verify(path, entry, "split")
         if modes[name] == "stream":
             if spec.multi_label or spec.meta:
                 raise DataError(f"{path}: loader.mode stream (or auto, for a split this large) does not read "
@@ -255,4 +316,5 @@ def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: 
         if len(split) != entry["rows"]:
             raise DataError(f"{path}: {len(split)} rows, manifest says {entry['rows']}")
         out[name] = by_file[entry["file"]] = split
+    stamps.save()
     return Dataset(folder=folder, spec=spec, manifest=manifest, splits=out, modes=modes)

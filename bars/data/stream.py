@@ -51,6 +51,7 @@ class LoaderConfig:
     memory_fraction: float = 0.5  # auto: a split is held in memory when it fits this share of available RAM
     buffer_rows: int = 1 << 20  # stream: rows shuffled together (after shuffling the row groups)
     prefetch: int = 8  # stream: batches prepared ahead on the background thread
+    verify: str = "stamp"  # split checksums: stamp (hash once, then size+mtime+inode) | full (every load) | none
 
     def __post_init__(self) -> None:
         problems = []
@@ -61,6 +62,8 @@ class LoaderConfig:
         for k in ("buffer_rows", "prefetch"):
             if int(getattr(self, k)) < 1:
                 problems.append(f"loader.{k} must be >= 1, got {getattr(self, k)!r}")
+        if self.verify not in ("stamp", "full", "none"):
+            problems.append(f"loader.verify must be one of ['stamp', 'full', 'none'], got {self.verify!r}")
         if problems:
             raise DataError("; ".join(problems))
 
