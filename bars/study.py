@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -97,7 +98,25 @@ def first_use_lock(url: str) -> Iterator[None]:
     """Held while a storage is opened for the first time and the study created: a file lock next to a journal
     or SQLite file (``<file>.init.lock``), a PostgreSQL advisory lock for ``postgresql://`` (any host). Optuna
     creates its tables and the study in every process that asks; several at once on a new database race
-    (duplicate tables, a study created twice). Other URLs: no lock."""
+    (duplicate tables, a study created twice). Other URLs: no lock. Re-entrant within a process (``open_storage``
+    takes it too, inside a launcher that already holds it)."""
+    key = (url, threading.get_ident())
+    if key in _FIRST_USE_HELD:
+        yield
+        return
+    _FIRST_USE_HELD.add(key)
+    try:
+        with _first_use_lock(url):
+            yield
+    finally:
+        _FIRST_USE_HELD.discard(key)
+
+
+_FIRST_USE_HELD: set[tuple[str, int]] = set()  # (URL, thread) pairs that hold its first-use lock
+
+
+@contextlib.contextmanager
+def _first_use_lock(url: str) -> Iterator[None]:
     from bars.fileio import file_lock
 
     if is_journal(url) or url.startswith("sqlite:///"):
@@ -142,9 +161,10 @@ def open_storage(url: str, cfg: DictConfig | None = None) -> optuna.storages.Bas
             "heartbeat_stale_trial_callback": _retry_callback(s.get("max_retry", 3)),
         }
         engine = {"pool_pre_ping": True}
-        with _experimental_ok():
+        with first_use_lock(url), _experimental_ok():  # Optuna creates its tables on first open: one at a time
             return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
-    return optuna.storages.RDBStorage(url)
+    with first_use_lock(url):
+        return optuna.storages.RDBStorage(url)
 
 
 def _retry_callback(max_retry: int | None) -> Any:

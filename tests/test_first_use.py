@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 from _reliability import command_env, tiny_args, tiny_csv
 from mlflow.tracking import MlflowClient
+from pg import postgres_url  # noqa: F401  (fixture)
 
 from bars.benchmarks.procs import CommandServer
 
@@ -68,3 +69,32 @@ def test_eight_sweep_launchers_at_once_share_one_journal_study(server, tmp_path)
     assert len(done) >= 8 and not [t for t in trials if t.state.name == "RUNNING"]
     assert len({t.number for t in trials}) == len(trials)
     assert (study_dir / "trials.csv").is_file() and (study_dir / "best.overrides").is_file()
+
+
+def _open_after(barrier, url, out, i):  # a forked child: every child opens the fresh database at the same moment
+    from bars.study import open_storage
+
+    try:
+        barrier.wait(timeout=60)
+        open_storage(url)
+        out.put((i, "ok"))
+    except Exception as e:  # noqa: BLE001  (reported to the parent, which asserts on it)
+        out.put((i, f"{type(e).__name__}: {str(e)[:300]}"))
+
+
+def test_eight_processes_open_a_fresh_postgres_optuna_storage_at_once(postgres_url):  # noqa: F811
+    """Optuna creates its tables (and alembic's version table) in whichever process opens a new database first;
+    several at once raced ("duplicate key value violates unique constraint pg_type_typname_nsp_index": a sweep
+    launcher died while another process opened the same database). ``open_storage`` now takes the first-use
+    lock itself, so every opener (sweep, dashboard, status, a test poller) is safe."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(N), ctx.Queue()
+    procs = [ctx.Process(target=_open_after, args=(barrier, postgres_url, out, i)) for i in range(N)]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert results == {i: "ok" for i in range(N)}
