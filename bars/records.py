@@ -154,3 +154,22 @@ def download_artifact(uri: str, run_id: str, path: str, dst_dir: str | Path) -> 
     except Exception as e:
         raise RecordsError(f"run {run_id} at {uri} has no artifact {path!r}: {e}") from e
     return Path(local)
+
+
+def load_run_config(run_id: str, uri: str | None = None, name: str = "config.yaml"):
+    """The resolved config a run recorded (its ``config.yaml`` artifact) as a ``DictConfig``."""
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return OmegaConf.load(get_client(uri).download_artifacts(run_id, name, tmp))
+
+
+def get_client(uri: str | None = None):
+    """A plain client on the resolved URI (creates nothing, checks nothing; ``_client`` is the strict reader's)."""
+    from mlflow.tracking import MlflowClient
+
+    from bars.tracking import resolve_uri
+
+    return MlflowClient(tracking_uri=resolve_uri(uri))

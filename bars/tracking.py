@@ -22,7 +22,7 @@
   (:func:`ensure_store`), whatever number of processes open it at once; MLflow's own first-use migration run
   by several processes together corrupts the file for good.
 - Passwords in storage URLs never reach logs, params or tags (``bars.config.redact``).
-- :func:`load_run_config` reads a run's ``config.yaml`` artifact back as a ``DictConfig`` (for ``reproduce``).
+- Reading records back (a run's config, a plain client) is ``bars.records``.
 
 A relative ``sqlite:///x.db`` URI is resolved against the project root (``bars.config.project_root()``), never the
 working directory. For a SQLite store, experiments created here put their artifacts in ``mlartifacts/<experiment>``
@@ -674,29 +674,9 @@ def reconcile(uri: str | None, experiment: str | None = None, *,
     return ended
 
 
-
-
-# ------------------------------------------------------------------------------------------------ read back
-
-
-def load_run_config(run_id: str, uri: str | None = None, name: str = "config.yaml") -> Any:
-    """The resolved config a run recorded (its ``config.yaml`` artifact) as a ``DictConfig``."""
-    from omegaconf import OmegaConf
-
-    client = MlflowClient(tracking_uri=resolve_uri(uri))
-    with tempfile.TemporaryDirectory() as tmp:
-        local = client.download_artifacts(run_id, name, tmp)
-        return OmegaConf.load(local)
-
-
-def get_client(uri: str | None = None) -> MlflowClient:
-    """A client on the resolved URI (for read-only tools like the leaderboard)."""
-    return MlflowClient(tracking_uri=resolve_uri(uri))
-
-
 __all__ = [
     "RunStatus", "RunSummary", "TrackedRun", "Tracker", "TrackingWarning", "end_run", "ensure_store",
-    "environment_report", "environment_tags", "get_client", "git_info", "hardware_description", "load_run_config",
+    "environment_report", "environment_tags", "git_info", "hardware_description",
     "reconcile", "replay_spool", "resolve_uri", "sqlite_path", "store_lock", "sync_spools",
     "tracker_of",
 ]

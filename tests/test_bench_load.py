@@ -9,8 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bars.benchmarks import load as L
+from bars.records import get_client
 from bars.study import SKIPPED_ATTR, open_storage, storage_url
-from bars.tracking import get_client
 
 STUDY = "lr__movielens_small"
 

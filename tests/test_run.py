@@ -81,7 +81,7 @@ def test_train_one_records_everything(env):
     assert 0.0 <= m["test_auc"] <= 1.0
     names = {a.path for a in client.list_artifacts(r.run_id)}
     assert {"config.yaml", "feature_spec.json", "manifest.json", "learning_curve.png", "env.txt"} <= names
-    from bars.tracking import load_run_config
+    from bars.records import load_run_config
 
     cfg_back = load_run_config(r.run_id, env["uri"])
     assert cfg_back.model.name == "dcn" and cfg_back.train.max_epochs == 2

@@ -54,7 +54,7 @@ def base(shared: Path, tmp_path: Path, rows: int, *extra: str) -> list[str]:
 
 
 def mlflow_runs(tmp_path: Path) -> list:
-    from bars.tracking import get_client
+    from bars.records import get_client
 
     c = get_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = c.get_experiment_by_name("movielens_small")

@@ -35,7 +35,7 @@ def data_root(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("model_id", MODEL_CONFIGS)
 def test_every_model_config_sweeps_one_trial(model_id, data_root, tmp_path):
-    from bars.tracking import get_client
+    from bars.records import get_client
 
     data = _data(model_id)
     # the shipped funnel is 200k impressions: 300 users x 40 impressions generate the 3,000 rows in a second

@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from bars import tracking
+from bars import records, tracking
 from bars.tracking import Tracker, TrackingWarning
 
 
@@ -89,7 +89,7 @@ def test_params_tags_metrics_artifacts_recorded(tracker, tmp_path):
     # artifacts live next to the database, not in the working directory
     db_dir = tracking.sqlite_path(tracker.uri).parent
     assert r.info.artifact_uri.startswith((db_dir / "mlartifacts").as_uri())
-    cfg = tracking.load_run_config(run_id, tracker.uri)
+    cfg = records.load_run_config(run_id, tracker.uri)
     assert cfg.a.b == 1
 
 

@@ -100,8 +100,8 @@ def count_stores(setup: str, study_name: str, storage: str, tracking_uri: str, e
     import optuna
     from mlflow.entities import ViewType
 
+    from bars.records import get_client
     from bars.study import FINISHED, SKIPPED_ATTR, open_storage
-    from bars.tracking import get_client
 
     c = Counts(setup)
     st = open_storage(storage)
