@@ -43,7 +43,7 @@ help: ## List the targets
 	@echo
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN FILE OUT KEEP FORMAT RANK RATIO PORT ARGS"
+	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET METHOD TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN FILE OUT KEEP FORMAT RANK RATIO PORT ARGS"
 	@echo
 	@echo "Datasets (DATA=, conf/data/):" $$(grep -L '^# alias:' conf/data/*.yaml | sed 's|conf/data/||; s|\.yaml$$||')
 	@echo "Dataset aliases (the same run, the alias recorded):"
@@ -63,12 +63,12 @@ lock: ## Re-freeze requirements.lock from the current .venv (after changing pypr
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e ' | LC_ALL=C sort > requirements.lock
 
 # Options every run command takes: PRESET=bars (a published configuration, conf/presets/), RAW=<dir> (raw data).
-RUN_OPTS = $(if $(PRESET),preset=$(PRESET)) $(if $(RAW),data.raw_dir=$(abspath $(RAW)))
+RUN_OPTS = $(if $(PRESET),preset=$(PRESET)) $(if $(RAW),data.raw_dir=$(abspath $(RAW))) $(if $(METHOD),method=$(METHOD))
 
 data: $(STAMP) ## Prepare a dataset: make data DATA=<name> [RAW=<dir>] [ROWS=<n>] [ARGS="overrides"]
 	$(BARS) prepare data=$(DATA) $(if $(RAW),data.raw_dir=$(abspath $(RAW))) $(if $(ROWS),data.rows=$(ROWS)) $(ARGS)
 
-train: $(STAMP) ## Train one run: make train MODEL=<m> DATA=<d> [PRESET=bars] [RAW=<dir>] [ARGS="overrides"]
+train: $(STAMP) ## Train one run: make train MODEL=<m> DATA=<d> [PRESET=bars] [METHOD=optfs] [RAW=<dir>] [ARGS="overrides"]
 	$(BARS) train model=$(MODEL) data=$(DATA) $(RUN_OPTS) $(ARGS)
 
 sweep: $(STAMP) ## Optuna sweep: make sweep MODEL=<m> DATA=<d> [TRIALS=n] [WORKERS=k] [STORAGE=url] [TIMEOUT=s] [PRESET=bars]

@@ -126,6 +126,18 @@ def row_key(rec) -> str:
     return f"{pid} [{preset}, tuned]" if rec.tags.get("sweep_study") else f"{pid} [{preset}]"
 
 
+def _method_columns(runs: list) -> dict[str, Any]:
+    """A method row's own columns (bars.methods): its ``method`` tag and the mean kept fraction / count / total
+    (``features_kept``, ``features_kept_count``, ``features_total`` metrics of OptFS)."""
+    method = next((r.tags["method"] for r in runs if r.tags.get("method")), None)
+    if method is None:
+        return {}
+    def mean_of(key: str) -> float | None:
+        return _mean([r.metrics[key] for r in runs if key in r.metrics])
+    return {"method": method, "kept_fraction": mean_of("features_kept"), "kept_count": mean_of("features_kept_count"),
+            "kept_total": mean_of("features_total")}
+
+
 def bars_model_of(model: str, params: Mapping[str, str], published_models: Iterable[str]) -> str | None:
     """The BARS model name of a run: its ``model.bars_name`` param (set in conf/model/<id>.yaml, null for none);
     for runs recorded before model configs named it, :func:`bars_model_name`."""
@@ -200,6 +212,12 @@ class Row:
     preset: str | None = None  # runs made from a preset (tag preset), e.g. "bars"
     bars_gauc: float | None = None  # the sequential boards' published test gAUC
     diff_gauc: float | None = None  # the protocol-seed run's test gAUC minus it
+    # a method row (bars.methods, e.g. deepfm+optfs): the mean over its seeds of the fraction of what the method
+    # selects over that it keeps (OptFS: feature values), and of the count kept / the total
+    method: str | None = None
+    kept_fraction: float | None = None
+    kept_count: float | None = None
+    kept_total: float | None = None
 
     @property
     def run_ids(self) -> tuple[str, ...]:
@@ -433,7 +451,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             protocol_run = next((x for x in final_runs if x.seed == pseed), None)
             preset = runs[0].tags.get("preset") if runs else None
             compressed = bool(runs) and runs[0].stage == "compress"
-            if compressed:
+            if compressed or (runs and runs[0].tags.get("method")):  # a method row is not BARS's model
                 pub = None
             elif preset:  # the README the preset was transcribed from
                 pub = by_source.get(runs[0].tags.get("preset_source", "")) if split else None
@@ -479,6 +497,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                 best_config=(f"sweeps/{study}/best.overrides" if (numbers or studies) else
                              runs[0].tags.get("preset_file") if preset else None),
                 preset=preset, bars_gauc=pub.gauc if pub else None, diff_gauc=diff_gauc,
+                **_method_columns(runs),
             ))
         rows.sort(key=lambda r: (-(v if (v := r.test_mean.get(rank)) is not None else -math.inf), r.model))
         rows = _significance(rows, alpha, rank)

@@ -59,7 +59,7 @@ CSV_COLUMNS_AFTER_METRICS = [
     "significance", "p_value", "n_paired", "protocol_seed", "protocol_test_auc", "protocol_test_logloss",
     "bars_split", "bars_model", "bars_auc", "bars_logloss", "diff_auc", "diff_logloss", "bars_source",
     "n_params", "seconds_per_epoch", "samples_per_s", "device", "trials", "best_config", "protocol_run_id",
-    "run_ids", "preset", "bars_gauc", "diff_gauc",
+    "run_ids", "preset", "bars_gauc", "diff_gauc", "method", "kept_fraction", "kept_count", "kept_total",
 ]
 
 
@@ -89,7 +89,8 @@ def render_csv(board: Board) -> str:
             r.n_paired, r.protocol_seed, r.protocol_test_auc, r.protocol_test_logloss, board.bars_split,
             r.bars_model, r.bars_auc, r.bars_logloss, r.diff_auc, r.diff_logloss, r.bars_source, r.n_params,
             r.seconds_per_epoch, r.samples_per_s, r.device, r.trials, r.best_config, r.protocol_run_id,
-            " ".join(r.run_ids), r.preset, r.bars_gauc, r.diff_gauc,
+            " ".join(r.run_ids), r.preset, r.bars_gauc, r.diff_gauc, r.method, r.kept_fraction, r.kept_count,
+            r.kept_total,
         ]])
     return buf.getvalue()
 
@@ -115,6 +116,8 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
     if board.bars_split:
         cols += [("BARS AUC", "num", "bars_auc"), ("Δ AUC²", "num", "diff_auc"),
                  ("BARS logloss", "num", "bars_ll"), ("Δ logloss²", "num", "diff_ll")]
+    if any(r.kept_fraction is not None for r in board.rows):  # method rows (bars.methods): what they keep
+        cols += [("Features kept", "num", "kept")]
     cols += [("Params", "num", "n_params"), ("s/epoch", "num", "spe"), ("samples/s", "num", "sps"),
              ("Device", "text", "device"), ("Trials", "num", "trials"), ("Best config", "text", "best_config")]
     return cols
@@ -139,6 +142,8 @@ def _cell(row: Row, key: str, link_prefix: str) -> tuple[str, Any, str | None]:
         "bars_ll": (fmt(row.bars_logloss), row.bars_logloss, None),
         "diff_ll": (fmt_signed(row.diff_logloss), row.diff_logloss, None),
         "n_params": (fmt_int(row.n_params), row.n_params, None),
+        "kept": (f"{row.kept_fraction:.3f} ({fmt_int(row.kept_count)}/{fmt_int(row.kept_total)})"
+                 if row.kept_fraction is not None else "—", row.kept_fraction, None),
         "spe": (fmt(row.seconds_per_epoch, 2), row.seconds_per_epoch, None),
         "sps": (fmt_int(row.samples_per_s), row.samples_per_s, None),
         "device": (row.device, row.device, None),

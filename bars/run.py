@@ -158,7 +158,7 @@ class _Setup:
     n_params: int
 
 
-def _setup(cfg: DictConfig, seed: int, timer: PhaseTimer) -> _Setup:
+def _setup(cfg: DictConfig, seed: int, timer: PhaseTimer, stage: Any = None) -> _Setup:
     with timer.phase("prepare"):
         from bars.data.prepare import prepare
 
@@ -176,17 +176,29 @@ def _setup(cfg: DictConfig, seed: int, timer: PhaseTimer) -> _Setup:
         device = resolve_device(train_cfg.device)
         seed_everything(seed)
         model = build(cfg.model.name, ds.spec, to_container(cfg.model.params))
+        if stage is not None:  # a method's stage (bars.methods): its training settings, the backbone wrapped
+            train_cfg = stage.train_config(train_cfg)
+            model = stage.wrap(model, ds.spec, train_cfg, seed)
     return _Setup(folder, ds, groups, train_cfg, device, model, int(sum(p.numel() for p in model.parameters())))
 
 
 def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_run_id: str | None = None,
-              extra_tags: Mapping[str, Any] | None = None, quiet: bool = False) -> RunResult:
+              extra_tags: Mapping[str, Any] | None = None, quiet: bool = False, stage: Any = None) -> RunResult:
     """Train and test one model on one dataset under ``cfg`` (a composed config); record it in MLflow.
 
     ``on_epoch(EpochLog)`` runs after the epoch is logged; an exception it raises (e.g. optuna's TrialPruned)
     ends the MLflow run FAILED and propagates. ``extra_tags`` override the default tags (``stage=single``...).
     Returns a :class:`RunResult`; ``run_id`` is None when ``cfg.tracking.enabled`` is false.
+
+    A config with a ``method`` (``method=optfs``, conf/method/) runs that method's stages instead
+    (:func:`bars.methods.run_method`: a parent run with one child run per stage; the result is the final stage's).
+    ``stage`` is one such stage (:class:`bars.methods.StageHooks`): it adjusts the train config, wraps the built
+    model, sees every epoch and adds its own metrics after fit; callers other than bars.methods leave it None.
     """
+    if stage is None and _method_of(cfg) is not None:
+        from bars.methods import run_method
+
+        return run_method(cfg, on_epoch=on_epoch, parent_run_id=parent_run_id, extra_tags=extra_tags, quiet=quiet)
     timer = PhaseTimer()
     say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
     timer.start("config")
@@ -195,7 +207,7 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     validate(cfg, "train")  # before any file is written or any MLflow run is opened
     seed = int(cfg.seed)
     timer.stop("config")
-    setup = _setup(cfg, seed, timer)
+    setup = _setup(cfg, seed, timer, stage)
     timer.start("config")
     tags: dict[str, Any] = {"model": cfg.model.id, "model_class": cfg.model.name, "data": cfg.data.name,
                             "seed": seed, "stage": "single"}
@@ -214,7 +226,7 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     try:
         with _tracked(cfg, tags, parent_run_id, timer) as run:
             run_id = run.run_id
-            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, timer)
+            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, timer, stage)
     except BaseException as exc:
         if run_id is not None:
             try:  # callers (e.g. the sweep, on a pruned trial) find the run without parsing text
@@ -227,6 +239,14 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     result.tracking_uri = run.uri
     result.phases = timer.breakdown()
     return result
+
+
+def _method_of(cfg: DictConfig) -> str | None:
+    """The method a config asks for (``method.name``), or None for plain training (no ``method`` block, or
+    ``method=none``)."""
+    node = cfg.get("method")
+    name = None if node is None else node.get("name")
+    return None if name in (None, "none") else str(name)
 
 
 def _loader_config(cfg: DictConfig) -> Any:
@@ -256,7 +276,7 @@ def _setup_tags(setup: _Setup) -> dict[str, Any]:
 
 
 def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch: EpochCallback | None,
-                  say: Callable[..., None], timer: PhaseTimer) -> RunResult:
+                  say: Callable[..., None], timer: PhaseTimer, stage: Any = None) -> RunResult:
     from bars.train import evaluate, fit
 
     folder, ds, groups = setup.folder, setup.ds, setup.groups
@@ -284,6 +304,8 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
                                      f" (streamed: {', '.join(k for k, m in ds.modes.items() if m == 'stream')})") + (f"; MLflow run {run.run_id}" if run.run_id else "; tracking disabled"))
 
     def on_epoch_tracked(log: EpochLog) -> None:
+        if stage is not None:  # e.g. OptFS anneals its temperature and keeps its rewind weights here
+            stage.on_epoch(log)
         per_epoch = {"train_loss": log.train_loss, **log.val_metrics(), "monitor": log.monitor, "lr": log.lr,
                      "samples_per_s": log.samples_per_s, "epoch_seconds": log.seconds}
         with phase("tracking"):
@@ -295,7 +317,9 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
 
     with timer.phase("epochs"):
         fit_result: FitResult = fit(model, ds.splits["train"], ds.splits["valid"], train_cfg, seed=seed,
-                                    on_epoch=on_epoch_tracked, checkpoint_path=ckpt, group_column=groups)
+                                    on_epoch=on_epoch_tracked, checkpoint_path=ckpt, group_column=groups,
+                                    init=True if stage is None else stage.init)
+    stage_metrics: dict[str, float] = {} if stage is None else dict(stage.finish(model))
     # the epochs less their training/validation passes and checkpoint writes: per-epoch bookkeeping
     timer.carve("epochs", "epoch_bookkeeping", fit_result.phase_seconds)
     with timer.phase("test"):
@@ -324,6 +348,7 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
         "best_epoch": float(fit_result.best_epoch),
         "wall_seconds": wall, "fit_seconds": fit_result.seconds, "seconds_per_epoch": fit_result.seconds_per_epoch,
         "samples_per_s_mean": sum(rates) / len(rates) if rates else 0.0,
+        **stage_metrics,
     }
     # the breakdown of the wall time so far (bars.timing): the final tracking call itself is not in it
     timings = as_metrics(timer.breakdown())

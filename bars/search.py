@@ -145,13 +145,14 @@ def search_space_files(model: str, search_dir: Path | str = SEARCH_DIR) -> tuple
     return d / "common.yaml", d / f"{model}.yaml"
 
 
-def load_search_space(model: str, search_dir: Path | str = SEARCH_DIR, data: str | None = None
-                      ) -> dict[str, Param]:
+def load_search_space(model: str, search_dir: Path | str = SEARCH_DIR, data: str | None = None,
+                      method: str | None = None) -> dict[str, Param]:
     """``conf/search/common.yaml`` updated by ``conf/search/<model id>.yaml``: the model file adds keys, overrides
     common ones, and drops a common key by mapping it to ``null`` (a model without dropout, say). Then, when it
     exists, ``conf/search/data/<data>.yaml`` narrows the space for that dataset: it replaces (or, with ``null``,
     drops) keys the space already has and ignores the others, so one file serves every model (e.g. smaller
-    networks for the CPU demo data)."""
+    networks for the CPU demo data). With ``method`` (a method's name, bars.methods), ``conf/search/method_<method>.yaml``
+    (``method.*`` keys) is merged last; it must exist."""
     common_path, model_path = search_space_files(model, search_dir)
     if not model_path.exists():
         have = sorted(p.stem for p in model_path.parent.glob("*.yaml") if p.stem != "common")
@@ -174,13 +175,24 @@ def load_search_space(model: str, search_dir: Path | str = SEARCH_DIR, data: str
                     merged.pop(key)
                 else:
                     merged[key] = (spec, data_path)
+    if method and method != "none":
+        method_path = Path(search_dir) / f"method_{method}.yaml"
+        if not method_path.exists():
+            raise SearchSpaceError(f"no search space for method {method!r}: {method_path} does not exist")
+        for key, spec in _load_yaml(method_path).items():
+            if spec is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = (spec, method_path)
     return {k: parse_param(k, s, p) for k, (s, p) in merged.items()}
 
 
 def space_of(cfg: DictConfig) -> dict[str, Param]:
     """The search space of the composed config's model (its ``model.id``: a variant config has its own) and
     dataset."""
-    return load_search_space(str(cfg.model.id), search_dir_of(cfg), str(cfg.data.name))
+    method = cfg.get("method")
+    return load_search_space(str(cfg.model.id), search_dir_of(cfg), str(cfg.data.name),
+                             None if method is None else method.get("name"))
 
 
 def validate_space(space: dict[str, Param], cfg: DictConfig) -> None:

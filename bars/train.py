@@ -347,7 +347,10 @@ class TrainStep:
         self.cfg = cfg
         self.device = _model_device(model)
         self.emb_params, self.net_params = _split_parameters(model)
-        self.params = self.emb_params + self.net_params
+        # a method's own parameters (OptFS's gates): trained by the same Adam, outside both regularizers
+        own = getattr(model, "unregularized_parameters", None)
+        self.free_params = [p for p in own() if p.requires_grad] if callable(own) else []
+        self.params = self.emb_params + self.net_params + self.free_params
         if not self.params:
             raise ValueError("model has no trainable parameters")
         self.optimizer = _make_adam(self.params, cfg.learning_rate, self.device)

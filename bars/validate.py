@@ -23,7 +23,8 @@ Sections, by command (:data:`SECTIONS`):
   every key exists, and each bound or choice of every dimension gives a valid model and train config (a space
   that would try a negative learning rate fails here, not in its first trial);
 - ``final``: ``final.seeds``, the overrides file, and every final run's config (composed, then checked);
-- ``leaderboard``: ``leaderboard.*``.
+- ``leaderboard``: ``leaderboard.*``;
+- ``method``: ``method.*`` (conf/method/: none, or a method of bars.methods with only its keys).
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ class ConfigError(ValueError):
 
 SECTIONS: dict[str, tuple[str, ...]] = {
     "prepare": ("data",),
-    "train": ("common", "data", "loader", "model", "train", "tracking"),
-    "sweep": ("common", "data", "loader", "model", "train", "tracking", "sweep"),
-    "final": ("common", "data", "loader", "model", "train", "tracking", "final"),
-    "reproduce": ("common", "data", "loader", "model", "train", "tracking"),
+    "train": ("common", "data", "loader", "model", "train", "tracking", "method"),
+    "sweep": ("common", "data", "loader", "model", "train", "tracking", "method", "sweep"),
+    "final": ("common", "data", "loader", "model", "train", "tracking", "method", "final"),
+    "reproduce": ("common", "data", "loader", "model", "train", "tracking", "method"),
     "leaderboard": ("tracking", "leaderboard"),
     "dashboard": ("storage",),
     "ui": ("tracking",),
@@ -352,6 +353,14 @@ def check_final(cfg: DictConfig, compose_runs: Callable[[], list[DictConfig]] | 
     return out
 
 
+def check_method(cfg: DictConfig) -> list[str]:
+    """``method``: absent or ``none`` (plain training), or a known method with only its own keys
+    (bars.methods.check_method)."""
+    from bars.methods import check_method as check
+
+    return check(cfg)
+
+
 def check_leaderboard(cfg: DictConfig) -> list[str]:
     out: list[str] = []
     alpha = _get(cfg, "leaderboard.alpha")
@@ -370,7 +379,7 @@ def check_leaderboard(cfg: DictConfig) -> list[str]:
 CHECKS: dict[str, Callable[[DictConfig], list[str]]] = {
     "common": check_common, "data": check_data, "loader": check_loader, "model": check_model, "train": check_train,
     "tracking": check_tracking, "sweep": check_sweep, "storage": check_storage, "final": check_final,
-    "leaderboard": check_leaderboard,
+    "leaderboard": check_leaderboard, "method": check_method,
 }
 
 

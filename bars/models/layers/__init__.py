@@ -164,3 +164,6 @@ from bars.models.layers.multi_interest import (
 )
 
 __all__ += ["BehaviorRefiner", "MultiInterestExtractor", "PositionalTargetAttention", "interest_masks"]
+from bars.models.layers.feature_gate import FeatureGate
+
+__all__ += ["FeatureGate"]

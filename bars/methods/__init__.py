@@ -1,0 +1,147 @@
+"""Methods: procedures that shrink a backbone model rather than new networks (issue 13), a first-class axis
+beside the model and the data: ``make train MODEL=deepfm METHOD=optfs`` (``bars train method=optfs``).
+
+A method is a sequence of named stages (OptFS: ``search`` -> ``retrain``). :func:`run_method` opens one MLflow
+parent run for the method (tags ``method``, ``backbone``, ``model``, ``data``, ``seed``) and trains each stage
+as a child run of it (tags ``method``, ``stage=<stage>``, ``backbone``) through ``bars.run.train_one`` with the
+stage's hooks (:class:`StageHooks`: its own train settings, the backbone wrapped, per-epoch work, its own
+metrics). A stage's outputs (OptFS: the gates, the rewind weights) are files in the method's work folder
+(``paths.results/methods/<key>/<stage>/``), written atomically, then ``done.json`` last: a rerun of the same
+config after a kill skips the stages that finished and reuses the parent run. The final stage's metrics (and
+the method's own size figures, e.g. ``features_kept``) are logged to the parent run, so the parent is the
+leaderboard row.
+
+Method settings live in ``conf/method/<name>.yaml`` (``name`` + the method's keys); unknown keys are config
+errors (:func:`check_method`, run by ``bars.validate``). ``method=none`` (conf/method/none.yaml) or no
+``method`` block at all is plain training: the default config composes no ``method`` block, so every existing
+run's config (and its fingerprint) is unchanged. A sweep over a method merges ``conf/search/method_<name>.yaml``
+into the model's search space (``method.*`` keys).
+
+This module imports no torch: ``bars.validate`` uses :func:`check_method`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from omegaconf import DictConfig
+
+from bars.config import to_container
+
+if TYPE_CHECKING:
+    from bars.run import RunResult
+
+__all__ = ["METHODS", "StageHooks", "check_method", "method_config", "method_name", "run_method"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptFSConfig:
+    """OptFS (Lyu et al., WWW 2023), keys of conf/method/optfs.yaml; defaults are the official code's
+    (``maskTrainer.py`` arguments) except ``search_epochs`` (official 20; the README's settings use 5-15)."""
+
+    search_epochs: int = 10        # epochs of the gate search (fixed: no early stopping, no LR decay)
+    final_temperature: float = 200.0  # temperature of the last search epoch; epoch e (0-based) uses T^(e/(E-1))
+    rewind_epoch: int = 1          # the retrain starts from the weights after this many search epochs (0: init)
+    gate_init: float = 0.5         # initial gate logit m (official --mask_init)
+    sparsity: float = 1e-8         # lambda of the penalty sum sigmoid(T m) (official --reg_lambda)
+
+    def problems(self) -> list[str]:
+        out = []
+        if not (isinstance(self.search_epochs, int) and not isinstance(self.search_epochs, bool)
+                and self.search_epochs >= 2):
+            out.append(f"method.search_epochs must be an int >= 2, got {self.search_epochs!r}")
+        elif not (isinstance(self.rewind_epoch, int) and 0 <= self.rewind_epoch < self.search_epochs):
+            out.append(f"method.rewind_epoch must be an int in [0, search_epochs={self.search_epochs}), "
+                       f"got {self.rewind_epoch!r}")
+        if not (_num(self.final_temperature) and self.final_temperature > 0):
+            out.append(f"method.final_temperature must be a number > 0, got {self.final_temperature!r}")
+        if not _num(self.gate_init):
+            out.append(f"method.gate_init must be a number, got {self.gate_init!r}")
+        if not (_num(self.sparsity) and self.sparsity >= 0):
+            out.append(f"method.sparsity must be a number >= 0, got {self.sparsity!r}")
+        return out
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# name -> (config class, module defining ``stages(config) -> list[StageSpec]``); ``none`` is plain training
+METHODS: dict[str, tuple[type, str]] = {
+    "optfs": (OptFSConfig, "bars.methods.optfs"),
+}
+
+
+class StageHooks(Protocol):
+    """What ``bars.run.train_one(cfg, stage=...)`` calls for one stage of a method."""
+
+    name: str
+    init: bool  # fit initialises the model (False: the stage's wrap set its weights)
+
+    def train_config(self, train_cfg: Any) -> Any: ...  # bars.train.TrainConfig -> the stage's
+
+    def wrap(self, model: Any, spec: Any, train_cfg: Any, seed: int) -> Any: ...  # the backbone -> what is trained
+
+    def on_epoch(self, log: Any) -> None: ...  # after each epoch, before it is logged
+
+    def finish(self, model: Any) -> Mapping[str, float]: ...  # after fit, before test: write outputs, own metrics
+
+
+def method_name(cfg: DictConfig) -> str | None:
+    """``cfg.method.name``, or None for plain training (no method block, or ``none``)."""
+    node = cfg.get("method")
+    name = None if node is None else node.get("name")
+    return None if name in (None, "none") else str(name)
+
+
+def method_config(cfg: DictConfig) -> Any:
+    """The method's config dataclass from ``cfg.method`` (strict: unknown keys raise ValueError)."""
+    name = method_name(cfg)
+    if name not in METHODS:
+        raise ValueError(f"method.name {name!r} is not one of {['none', *sorted(METHODS)]}")
+    klass = METHODS[name][0]
+    node = dict(to_container(cfg.method) or {})
+    node.pop("name", None)
+    valid = [f.name for f in dataclasses.fields(klass)]
+    unknown = sorted(set(node) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown method.{name} key(s) {unknown}; valid keys are {valid}")
+    out = klass(**node)
+    for f in dataclasses.fields(klass):  # YAML ints (and "1e-8" strings) for float keys: accepted, as train.*
+        v = getattr(out, f.name)
+        if f.type == "float" and (_num(v) or isinstance(v, str)):
+            try:
+                object.__setattr__(out, f.name, float(v))
+            except ValueError:
+                pass
+    return out
+
+
+def check_method(cfg: DictConfig) -> list[str]:
+    """Every problem of the ``method`` block (empty without one)."""
+    node = cfg.get("method")
+    if node is None:
+        return []
+    if not isinstance(node, Mapping) and not isinstance(node, DictConfig):
+        return [f"method must be a mapping with a name (conf/method/), got {node!r}"]
+    name = node.get("name")
+    if name == "none":
+        extra = sorted(set(node) - {"name"})
+        return [f"method=none takes no keys, got {extra}"] if extra else []
+    if name not in METHODS:
+        return [f"method.name {name!r} is not one of {['none', *sorted(METHODS)]} (conf/method/)"]
+    try:
+        mcfg = method_config(cfg)
+    except (TypeError, ValueError) as e:
+        return [str(e)]
+    return mcfg.problems()
+
+
+def run_method(cfg: DictConfig, **kwargs: Any) -> RunResult:
+    """Run ``cfg``'s method over its backbone (``cfg.model``): see the module docstring and
+    :func:`bars.methods.runner.run_method`."""
+    from bars.methods.runner import run_method as run
+
+    return run(cfg, **kwargs)
