@@ -176,3 +176,18 @@ def test_stages_are_child_runs_resume_skips_finished_stages_and_the_board_shows_
 
     csv = render_csv(boards["movielens_small"])
     assert "kept_fraction" in csv.splitlines()[0]
+
+
+def test_search_temperature_follows_the_official_schedule(tmp_path):
+    """maskTrainer.py@9500f1f7 lines 65 and 102-103: temp starts at 1 and is multiplied by
+    final_temp ** (1 / (search_epoch - 1)) before every epoch after the first."""
+    from bars.methods import OptFSConfig
+    from bars.methods.optfs import SearchStage
+
+    stage = SearchStage(OptFSConfig(search_epochs=5, final_temperature=200.0), tmp_path)
+    temp, inc = 1.0, 200.0 ** (1.0 / 4)
+    for epoch in range(5):
+        if epoch > 0:
+            temp *= inc
+        assert stage.temperature(epoch) == pytest.approx(temp, rel=1e-12)
+    assert stage.temperature(4) == pytest.approx(200.0)
