@@ -146,8 +146,8 @@ bench-metrics: $(STAMP) ## AUC over 10M scores
 bench-predict: $(STAMP) ## Predict rows/s from a raw file vs validation rows/s of the same model (goal: within 1.5x)
 	$(BARS) bench predict $(ARGS)
 
-bench-sweep: $(STAMP) ## TPE+pruning vs random search: best val AUC vs trials and epochs
-	$(BARS) bench sweep $(ARGS)
+bench-sweep: $(STAMP) ## Sweep-strategy study (docs/sweeps.md; resumable, hours): grid/random/TPE/+median/+Hyperband at the grid's compute; OVERHEAD=1: a sweep trial's fixed cost only
+	$(BARS) bench sweep $(if $(OVERHEAD),--overhead,--docs docs/sweeps.md) $(ARGS)
 
 gpu-check: $(STAMP) ## On a GPU machine: CUDA tests, bench-train on CUDA, a 2-workers-per-GPU sweep; prints a table
 	scripts/gpu-check $(ARGS)
