@@ -132,7 +132,8 @@ bench-reference: $(REF_STAMP) ## Training samples/s of each model vs its FuxiCTR
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check bars tests datasets scripts
 
-bench: bench-data bench-train bench-metrics bench-sweep bench-predict ## All benchmarks (print figures)
+bench: bench-data bench-train bench-metrics bench-predict ## All benchmarks (print figures; the hours-long sweep study: make bench-sweep)
+	$(BARS) bench sweep --overhead $(ARGS)
 
 bench-data: $(STAMP) ## Preprocessing rows/s, peak RSS, load s on synthetic data: [ROWS=1000000,4000000] (any size, e.g. 45000000)
 	$(BARS) bench data $(if $(ROWS),--rows $(ROWS)) $(ARGS)

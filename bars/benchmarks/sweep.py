@@ -105,10 +105,12 @@ def load_study_grid(model: str) -> Grid:
     try:  # the product's grids (conf/grids/bars, `sweep.sampler.name=grid`) when this checkout has them
         from bars import grids  # type: ignore[attr-defined]
 
-        g = grids.load_grid(model, split="Frappe_x1")
-        return Grid(model, {k: list(v) for k, v in dict(g.axes).items()}, dict(g.set),
-                    str(getattr(g, "source", "conf/grids/bars")))
-    except (ImportError, AttributeError):
+        g = grids.load_grid(model, split="frappe_x1")
+        if g.product and g.size >= 4:  # DNN's published Frappe_x1 grid is its one best point: LOCAL_GRIDS's
+            return Grid(model, {k: list(v) for k, v in dict(g.axes).items()},
+                        {k: v for k, v in dict(g.set).items() if k not in _NOT_SET},
+                        f"conf/grids/bars/frappe_x1/{model}.yaml ({g.size} points)")
+    except (ImportError, AttributeError, ValueError, OSError):
         pass
     if model not in LOCAL_GRIDS:
         raise SystemExit(f"bars bench sweep: no BARS grid for model {model!r} (have {sorted(LOCAL_GRIDS)})")
@@ -116,6 +118,18 @@ def load_study_grid(model: str) -> Grid:
     preset = yaml.safe_load((PROJECT_ROOT / "conf" / "presets" / "bars" / "frappe_x1" / f"{model}.yaml").read_text())
     fixed = {k: v for k, v in preset["set"].items() if k not in axes and k not in _NOT_SET}
     return Grid(model, axes, fixed, f"reczoo/BARS@{preset['bars_commit'][:10]}:{source}", note)
+
+
+def study_grid(out: Path, data: str, model: str) -> Grid:
+    """The grid a study uses for (data, model): fixed in ``<out>/cells/<data>/<model>/grid/grid.json`` on first
+    use, so a continued study replays the same points whatever grids the checkout has since."""
+    path = cell_dir(out, data, model, "grid") / "grid.json"
+    if path.exists():
+        return Grid(**json.loads(path.read_text()))
+    g = load_study_grid(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(g.__dict__, indent=1))
+    return g
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -330,14 +344,14 @@ def run_study(args: argparse.Namespace, out: Path) -> None:
         s = Setting(data, model, base_overrides(data, model, args, out), epochs=args.epochs)
         cfg0 = compose(s.base)
         s.train_rows = train_rows_of(cfg0)
-        grid = load_study_grid(model)
+        grid = study_grid(out, data, model)
         log(f"== {data} x {model}: {s.train_rows:,} train rows, grid {grid.points} points "
             f"({grid.source}), epoch cap {args.epochs}")
         t0, c0 = time.monotonic(), time.process_time()
         points = run_grid_points(s, grid, out, log)
         budget = {"samples": float(sum(p["samples"] for p in points)),
                   "cpu_s": float(sum(p["cpu_s"] for p in points))}
-        if not estimate_done and time.monotonic() - t0 > 1:
+        if not estimate_done:
             _print_estimate(args, datas, models, strategies, s, grid, budget, log)
             estimate_done = True
         meta = {"data": data, "model": model, "train_rows": s.train_rows, "epochs_cap": args.epochs,
