@@ -132,7 +132,8 @@ bench-reference: $(REF_STAMP) ## Training samples/s of each model vs its FuxiCTR
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check bars tests datasets scripts
 
-bench: bench-data bench-train bench-metrics bench-sweep bench-predict ## All benchmarks (print figures)
+bench: bench-data bench-train bench-metrics bench-predict ## All benchmarks (print figures; the hours-long sweep study: make bench-sweep)
+	$(BARS) bench sweep --overhead $(ARGS)
 
 bench-data: $(STAMP) ## Preprocessing rows/s, peak RSS, load s on synthetic data: [ROWS=1000000,4000000] (any size, e.g. 45000000)
 	$(BARS) bench data $(if $(ROWS),--rows $(ROWS)) $(ARGS)
@@ -146,8 +147,8 @@ bench-metrics: $(STAMP) ## AUC over 10M scores
 bench-predict: $(STAMP) ## Predict rows/s from a raw file vs validation rows/s of the same model (goal: within 1.5x)
 	$(BARS) bench predict $(ARGS)
 
-bench-sweep: $(STAMP) ## TPE+pruning vs random search: best val AUC vs trials and epochs
-	$(BARS) bench sweep $(ARGS)
+bench-sweep: $(STAMP) ## Sweep-strategy study (docs/sweeps.md; resumable, hours): grid/random/TPE/+median/+Hyperband at the grid's compute; OVERHEAD=1: a sweep trial's fixed cost only
+	$(BARS) bench sweep $(if $(OVERHEAD),--overhead,--docs docs/sweeps.md) $(ARGS)
 
 gpu-check: $(STAMP) ## On a GPU machine: CUDA tests, bench-train on CUDA, a 2-workers-per-GPU sweep; prints a table
 	scripts/gpu-check $(ARGS)

@@ -174,6 +174,37 @@ def onehot_recipe(data: dict, raw_dir: Path, fields: list[str], allow_libsvm: bo
     return _base(data, sources, [Field(c, min_count=mc, source=c) for c in fields], layout, True, transform)
 
 
+
+def onehot_resplit_recipe(data: dict, raw_dir: Path) -> Recipe:
+    """An x1 one-hot dataset rebuilt from two of its files (CSV or AFN libsvm): ``data.files.train`` is split by a
+    seeded ``data.holdout_ratio`` share into train/valid, ``data.files.test`` tests (e.g. frappe_vt: Frappe_x1's
+    valid and test files, when its train file is not at hand). Not an official split."""
+    fields, files = list(data["fields"]), dict(data.get("files") or {})
+    if not files.get("train") or not files.get("test"):
+        raise DataError(f"data.files: expected train and test file names (in data.raw_dir), got {files}")
+    h = float(data.get("holdout_ratio", 0.2))
+    if not 0 < h < 1:
+        raise DataError(f"data.holdout_ratio: expected a number in (0, 1), got {h}")
+    found = {k: find_file(raw_dir, [files[k]]) for k in ("train", "test")}
+    missing = [files[k] for k, v in found.items() if v is None]
+    if missing:
+        raise _no_input(data, raw_dir, f"{missing}[.gz] (data.files)")
+
+    def source(path: Path, split: str | None, md5: str | None) -> Source:
+        if ".libsvm" in path.name:
+            return Source(path, split=split, fmt="libsvm", header=False, columns=["label", *fields], md5=md5)
+        src = Source(path, split=split, header=True, md5=md5)
+        src.label = resolve_columns(src)[0]
+        return src
+
+    md5 = (data.get("md5") or {}) if data.get("verify_md5", True) else {}
+    sources = [source(found["train"], None, md5.get("train")), source(found["test"], "test", md5.get("test"))]
+    r = _base(data, sources, [Field(c, min_count=T.min_count_of(data), source=c) for c in fields],
+              f"{found['train'].name} split {1 - h:g}/{h:g} (seeded) + {found['test'].name}", False,
+              lambda df: df if "label" in df.columns else df.rename({df.columns[0]: "label"}))
+    r.split_ratios = (1 - h, h, 0.0)
+    return r
+
 # -- the tabular recipe: a user's own files described in the data config --------------------------------
 # per-field options (data.field_options.<field>, and the sequence datasets' recipes)
 FIELD_OPTIONS = frozenset({"min_count", "max_len", "sep", "share_embedding", "padding", "token_type", "align_with",
@@ -345,6 +376,7 @@ RECIPES: dict[str, Callable[[dict, Path], Recipe]] = {
     "avazu": avazu_recipe,
     "onehot_csv": onehot_csv_recipe,
     "onehot_csv_or_libsvm": onehot_csv_or_libsvm_recipe,
+    "onehot_resplit": onehot_resplit_recipe,
     "synthetic_criteo": synthetic_criteo_recipe,
     "tabular": tabular_recipe,
 }

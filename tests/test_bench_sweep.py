@@ -1,0 +1,119 @@
+"""`bars bench sweep` (the sweep-strategy study): the Frappe-files dataset config, a fast smoke run of the harness
+on tiny data (real training, real Optuna samplers and pruners; resumable cells) and the report on a hand-made
+partial result folder. The study itself is `make bench-sweep`, never part of `make test`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bars.benchmarks import sweep as B
+from bars.benchmarks import sweep_report as R
+
+
+def test_frappe_vt_is_frappe_x1_valid_and_test_files_resplit(shared_datasets, data_cfg):
+    from bars.data.prepare import prepare
+
+    raw = shared_datasets / "frappe_x1" / "raw"
+    if not (raw / "valid.libsvm.gz").is_file() or not (raw / "test.libsvm.gz").is_file():
+        pytest.skip("Frappe_x1's valid/test libsvm files are not in ../shared/datasets/frappe_x1/raw")
+    d = prepare(data_cfg("data=frappe_vt", f"data.raw_dir={raw}"), quiet=True)
+    m = json.loads((d / "manifest.json").read_text())
+    rows = {k: v["rows"] for k, v in m["splits"].items()}
+    assert rows["train"] + rows["valid"] == 57722 and rows["test"] == 28860
+    assert 0.78 < rows["train"] / 57722 < 0.82 and m["official_split"] is False
+    spec = json.loads((d / "feature_spec.json").read_text())
+    assert [f["name"] for f in spec["features"]] == ["user", "item", "daytime", "weekday", "isweekend", "homework",
+                                                   "cost", "weather", "country", "city"]
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    (["data.files.test=null"], "data.files: expected train and test"),
+    (["data.holdout_ratio=1.5"], r"data.holdout_ratio: expected a number in \(0, 1\)"),
+    ([], r"no raw files in data.raw_dir=.*valid.libsvm"),
+])
+def test_frappe_vt_config_errors_name_the_key(tmp_path, data_cfg, extra, match):
+    from bars.data.errors import DataError
+    from bars.data.prepare import prepare
+
+    with pytest.raises(DataError, match=match):
+        prepare(data_cfg("data=frappe_vt", f"data.raw_dir={tmp_path / 'empty'}", *extra), quiet=True)
+
+
+def test_harness_smoke_resumable(tmp_path, monkeypatch):
+    """Tiny data, a 2x2 grid, one seed: every strategy's cell is written, spends the grid's share of compute,
+    records per-trial compute and AUCs; a rerun trains nothing; a deleted cell is redone alone."""
+    grid = B.Grid("dnn", {"model.params.dropout": [0.1, 0.3], "train.embedding_regularizer": [0.001, 0.01]},
+                  {"model.params.hidden_units": [32, 32]}, "test grid")
+    monkeypatch.setattr(B, "load_study_grid", lambda model: grid)
+    out = tmp_path / "out"
+    argv = ["--data", "movielens_small", "--models", "dnn", "--strategies", "grid,tpe_median,tpe_hyperband",
+            "--seeds", "1", "--rows", "1500", "--epochs", "2", "--fraction", "0.5", "--out", str(out), "--no-overhead",
+            "--data-dir", str(tmp_path / "data")]
+    assert B.main(argv) == 0
+    cells = {c["strategy"]: c for c in R.load_cells(out)}
+    assert set(cells) == {"grid", "tpe_median", "tpe_hyperband"}
+    g = cells["grid"]
+    assert len(g["trials"]) == 4 and g["grid_budget"]["samples"] == sum(t["samples"] for t in g["trials"])
+    assert sorted(json.dumps(t["params"], sort_keys=True) for t in g["trials"]) == sorted(
+        json.dumps({"model.params.dropout": d, "train.embedding_regularizer": e}, sort_keys=True)
+        for d in (0.1, 0.3) for e in (0.001, 0.01))
+    rows = g["train_rows"]
+    for name in ("tpe_median", "tpe_hyperband"):
+        trials = cells[name]["trials"]
+        assert sum(t["samples"] for t in trials) >= 0.5 * g["grid_budget"]["samples"]
+        for t in trials:
+            assert t["samples"] == t["epochs"] * rows and t["cpu_s"] > 0 and len(t["val_aucs"]) == t["epochs"]
+            assert (t["test_auc"] is None) == (t["state"] == "pruned")
+            assert 0.3 < t["val_auc"] < 1 and "train.learning_rate" in t["params"]  # conf/search space
+    report = (out / "report.md").read_text()
+    assert "Cells: complete." in report and "TPE + Hyperband" in report
+
+    calls = []
+    monkeypatch.setattr(B, "train_trial", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    assert B.main(argv) == 0 and calls == []  # nothing retrained
+    (out / "cells" / "movielens_small" / "dnn" / "grid" / "seed0.json").unlink()
+    assert B.main(argv) == 0 and calls == []  # the grid's trained points are kept: the cell is replayed
+    assert (out / "cells" / "movielens_small" / "dnn" / "grid" / "seed0.json").is_file()
+
+
+def _trial(samples, cpu, val, test, state="complete"):
+    return {"state": state, "epochs": 1, "samples": samples, "cpu_s": cpu, "val_aucs": [val], "val_auc": val,
+            "test_auc": test if state == "complete" else None, "params": {}}
+
+
+def _cell(out, strategy, seed, trials):
+    meta = {"data": "d", "model": "m", "train_rows": 100, "epochs_cap": 3, "grid_points": 3, "grid_source": "src",
+            "grid_note": "", "grid_budget": {"samples": 300.0, "cpu_s": 30.0}, "fraction": 1.0, "overrides": [],
+            "strategy": strategy, "seed": seed}
+    B.write_cell(B.cell_path(out, "d", "m", strategy, seed), meta, trials)
+
+
+def test_report_on_a_partial_result_folder(tmp_path):
+    out = tmp_path / "out"
+    _cell(out, "grid", 0, [_trial(100, 10, 0.70, 0.60), _trial(100, 10, 0.80, 0.61), _trial(100, 10, 0.75, 0.62)])
+    _cell(out, "random", 0, [_trial(50, 5, 0.81, 0.71), _trial(50, 5, 0.90, None, "pruned"),
+                             _trial(200, 20, 0.85, 0.72)])
+    docs = tmp_path / "docs" / "sweeps.md"
+    docs.parent.mkdir()
+    docs.write_text(f"# Sweeps\nhand-written text\n\n{R.BEGIN}\nold table\n{R.END}\n\nmore text\n")
+    expected = {"data": ["d"], "models": ["m"], "strategies": ["grid", "random"], "seeds": 2}
+    text = R.write_report(out, expected, docs=docs)
+
+    s = R.summarize(R.load_cells(out))[("d", "m")]
+    assert s["grid_best"] == 0.80 and s["grid_test"] == 0.61
+    grid, rnd = s["strategies"]["grid"]["samples"], s["strategies"]["random"]["samples"]
+    # fractions 1/9, 1/3, 2/3, 1 of 300 samples: the grid's first trial ends at 100 (= 1/3)
+    assert grid["val"] == [None, 0.70, 0.80, 0.80] and grid["test"] == [None, 0.60, 0.61, 0.61]
+    # random: 0.81 at 50 samples; the pruned 0.90 never counts; 0.85 after 300
+    assert rnd["val"] == [None, 0.81, 0.81, 0.85] and rnd["test"] == [None, 0.71, 0.71, 0.72]
+    assert rnd["reach"] == 1 and grid["reach"] == 0
+    assert "PARTIAL: 2 of 4 cells" in text and "d/m/grid/seed1, d/m/random/seed1" in text
+    assert "| random | 1 | – | 0.8100 | 0.8100 | 0.8500 | – | 0.7100 | 0.7100 | 0.7200 | 1/1 | 3.0 (1.0) |" in text
+    new = docs.read_text()
+    assert new.startswith("# Sweeps\nhand-written text\n") and new.endswith("more text\n")
+    assert "old table" not in new and "PARTIAL: 2 of 4 cells" in new
+    assert (docs.parent / "img" / "sweeps_d_samples.png").stat().st_size > 1000
+    # a run that stopped before a budget shows no value there (not its last one)
+    assert R.best_at([_trial(50, 5, 0.9, 0.8)], "samples", 100) == (None, None)
