@@ -188,6 +188,22 @@ def test_seconds_budget_counts_the_trial_clock_and_skips_race_losers(tmp_path):
     assert ST.trial_compute(d) == {} and ST.budget_state(study, None).spent == 105.0
 
 
+def test_gpu_worker_counts_device_seconds(tmp_path):
+    """A worker placed on a GPU records its wall seconds as device seconds, and a seconds budget counts those
+    (the stand-in trainer ignores the device: this checks the bookkeeping, not CUDA)."""
+    ov = budget_overrides(tmp_path, "sweep.budget=0.2s", "sweep.workers=0")
+    S.sweep(compose(ov), ov, train_fn=counting_train)  # creates the study
+    cfg = compose([*ov, "sweep.role=worker", "sweep.worker_index=0"])
+    tally = S.run_worker(cfg, replay=[], train_fn=counting_train, tracking=False, progress_mode="off",
+                         device="cuda:0", device_workers=1)
+    assert tally.done and tally.compute.unit == "seconds"
+    study = ST.load_study(cfg, ST.open_storage(ST.storage_url(cfg)), 0)
+    used = [ST.trial_compute(t) for t in ST.counted(study.get_trials())]
+    assert used and all(u[C.CLOCK] == "device" and u[C.DEVICE_S] == u[C.WALL_S] > 0.05 for u in used)
+    assert tally.spent == pytest.approx(sum(u[C.DEVICE_S] for u in used))
+    assert tally.spent >= 0.2 > tally.spent - used[-1][C.DEVICE_S]  # the last trial crossed the budget
+
+
 # ----------------------------------------------------------------------------------------------- real training
 def test_real_trials_record_their_compute(tmp_path):
     """Three trials through bars.run.train_one on 3000 rows of movielens_small: a complete trial trained rows x
