@@ -71,8 +71,8 @@ data: $(STAMP) ## Prepare a dataset: make data DATA=<name> [RAW=<dir>] [ROWS=<n>
 train: $(STAMP) ## Train one run: make train MODEL=<m> DATA=<d> [PRESET=bars] [METHOD=optfs] [RAW=<dir>] [ARGS="overrides"]
 	$(BARS) train model=$(MODEL) data=$(DATA) $(RUN_OPTS) $(ARGS)
 
-sweep: $(STAMP) ## Optuna sweep: make sweep MODEL=<m> DATA=<d> [TRIALS=n] [WORKERS=k] [STORAGE=url] [TIMEOUT=s] [PRESET=bars]
-	$(BARS) sweep model=$(MODEL) data=$(DATA) $(RUN_OPTS) $(if $(TRIALS),sweep.trials=$(TRIALS)) \
+sweep: $(STAMP) ## Optuna sweep: make sweep MODEL=<m> DATA=<d> [TRIALS=n] [BUDGET="5M samples"|30m] [WORKERS=k] [STORAGE=url] [TIMEOUT=s] [PRESET=bars]
+	$(BARS) sweep model=$(MODEL) data=$(DATA) $(RUN_OPTS) $(if $(TRIALS),sweep.trials=$(TRIALS)) $(if $(BUDGET),"sweep.budget=$(BUDGET)") \
 	  $(if $(WORKERS),sweep.workers=$(WORKERS)) $(if $(STORAGE),sweep.storage=$(STORAGE)) \
 	  $(if $(TIMEOUT),sweep.timeout=$(TIMEOUT)) $(ARGS)
 

@@ -16,6 +16,11 @@ What goes in (all from MLflow, nothing parsed from logs):
   seeds gives ``n/a``.
 - sweeps: child runs tagged ``stage=trial``: trials run (distinct trial numbers), and best-so-far validation
   AUC versus trial number over completed trials.
+- tuning compute (:class:`Tuning`, per row): the compute the row's sweep used, summed over its trial runs'
+  ``compute_*`` metrics (bars.compute: training samples, CPU-seconds, wall and device seconds), and the tuning-budget
+  curve: best-so-far validation AUC after each trial against trials, cumulative training samples and CPU-seconds.
+  Trial runs recorded before sweeps measured compute have none: the column shows ``n/a`` (``≥`` when only some
+  trials have records: a lower bound).
 - BARS: the published value (bars/reference/bars_published.csv and, for the four sequential boards,
   bars_published_seq.csv with its gAUC: both shipped with the package) where the runs recorded a BARS split (``data.bars_split`` in conf/data/<d>.yaml) and a BARS model name (``model.bars_name``
   in conf/model/<id>.yaml), and the protocol-seed run minus it. Rows are named by the model config's id
@@ -42,7 +47,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bars import metrics
+from bars import compute, metrics
 from bars.leaderboard_render import fmt_pm, plot_names, sig_label, write_board, write_index
 
 PUBLISHED_RESOURCE = ("reference", "bars_published.csv")
@@ -182,6 +187,61 @@ class FinalRun:
 
 
 @dataclass(frozen=True)
+class Tuning:
+    """The compute a row's sweep used and its tuning-budget curve (from the trial runs' ``compute_*`` metrics)."""
+
+    trials: int  # distinct trial numbers
+    recorded: int  # of them with compute records (0: a sweep recorded before compute was measured)
+    totals: dict[str, float]  # bars.compute.KEYS summed over the recorded trials
+    # after each trial (by trial number) once one completed: (trial number, trials so far, cumulative training
+    # samples, cumulative CPU-seconds, best validation AUC so far); compute None where a trial has no record
+    curve: tuple[tuple[int, int, float | None, float | None, float], ...] = ()
+
+    @property
+    def train_samples(self) -> float | None:
+        return self.totals.get(compute.TRAIN_SAMPLES) if self.recorded else None
+
+    @property
+    def cpu_s(self) -> float | None:
+        return self.totals.get(compute.CPU_S) if self.recorded else None
+
+    @property
+    def device_s(self) -> float | None:
+        return self.totals.get(compute.DEVICE_S) if self.recorded else None
+
+    @property
+    def wall_s(self) -> float | None:
+        return self.totals.get(compute.WALL_S) if self.recorded else None
+
+
+def tuning_of(trial_runs: Sequence) -> Tuning | None:
+    """:class:`Tuning` over one row's trial runs (the newest run of each trial number); None without trials."""
+    latest: dict[Any, Any] = {}
+    for t in sorted(trial_runs, key=lambda t: (t.start_time or 0, t.run_id)):
+        latest[t.tags.get("trial_number", t.run_id)] = t
+    if not latest:
+        return None
+    order = sorted(latest.values(), key=lambda t: (_int(t.tags.get("trial_number")) is None,
+                                                   _int(t.tags.get("trial_number")) or 0, t.start_time or 0))
+    recorded = [t for t in order if compute.TRAIN_SAMPLES in t.metrics]
+    totals = compute.totals(t.metrics for t in recorded)
+    samples: float | None = 0.0
+    cpu: float | None = 0.0
+    best: float | None = None
+    curve = []
+    for i, t in enumerate(order, 1):
+        has = compute.TRAIN_SAMPLES in t.metrics
+        samples = samples + t.metrics[compute.TRAIN_SAMPLES] if has and samples is not None else None
+        cpu = cpu + t.metrics.get(compute.CPU_S, 0.0) if has and cpu is not None else None
+        val = trial_value(t)
+        if trial_state(t) == "complete" and val is not None and (best is None or val > best):
+            best = val
+        if best is not None:
+            curve.append((_int(t.tags.get("trial_number")) or 0, i, samples, cpu, best))
+    return Tuning(trials=len(order), recorded=len(recorded), totals=totals, curve=tuple(curve))
+
+
+@dataclass(frozen=True)
 class Row:
     dataset: str
     model: str
@@ -218,6 +278,7 @@ class Row:
     kept_fraction: float | None = None
     kept_count: float | None = None
     kept_total: float | None = None
+    tuning: Tuning | None = None  # the compute the row's sweep used (None: no sweep)
 
     @property
     def run_ids(self) -> tuple[str, ...]:
@@ -498,6 +559,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                              runs[0].tags.get("preset_file") if preset else None),
                 preset=preset, bars_gauc=pub.gauc if pub else None, diff_gauc=diff_gauc,
                 **_method_columns(runs),
+                tuning=tuning_of(mtrials),
             ))
         rows.sort(key=lambda r: (-(v if (v := r.test_mean.get(rank)) is not None else -math.inf), r.model))
         rows = _significance(rows, alpha, rank)
@@ -605,9 +667,9 @@ def main() -> int:
 
 
 __all__ = [
-    "Board", "FinalRun", "Provenance", "Published", "Row", "bars_model_name", "bars_model_of", "bars_split_of",
+    "Board", "FinalRun", "Provenance", "Published", "Row", "Tuning", "bars_model_name", "bars_model_of", "bars_split_of",
     "build", "generate", "hardware_of", "load_published", "load_published_seq", "main", "plot_names", "protocol_seed_param", "run",
-    "trial_state", "trial_value", "uri_label", "write_board", "write_index",
+    "trial_state", "trial_value", "tuning_of", "uri_label", "write_board", "write_index",
 ]
 
 if __name__ == "__main__":

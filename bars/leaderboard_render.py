@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bars import __version__, metrics
+from bars.compute import fmt_samples
 from bars.fileio import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
@@ -55,11 +56,26 @@ def trials_label(row: Row) -> str:
     return f"{row.trials} ({', '.join(f'{n} {s}' for s, n in row.trial_states)})"
 
 
+def tuning_label(row: Row) -> str:
+    """The compute the row's sweep used: '3.2M samples, 0.012 CPU-h' (+ GPU-h on GPU workers; '≥ ' when some
+    trials have no record), 'n/a' for a sweep recorded before compute was measured, '—' without a sweep."""
+    t = row.tuning
+    if t is None or not t.trials:
+        return "—"
+    if not t.recorded:
+        return "n/a"
+    text = f"{fmt_samples(t.train_samples or 0.0)} samples, {(t.cpu_s or 0.0) / 3600:.3g} CPU-h"
+    if t.device_s:
+        text += f", {t.device_s / 3600:.3g} GPU-h"
+    return ("≥ " if t.recorded < t.trials else "") + text
+
+
 CSV_COLUMNS_AFTER_METRICS = [
     "significance", "p_value", "n_paired", "protocol_seed", "protocol_test_auc", "protocol_test_logloss",
     "bars_split", "bars_model", "bars_auc", "bars_logloss", "diff_auc", "diff_logloss", "bars_source",
     "n_params", "seconds_per_epoch", "samples_per_s", "device", "trials", "best_config", "protocol_run_id",
     "run_ids", "preset", "bars_gauc", "diff_gauc", "method", "kept_fraction", "kept_count", "kept_total",
+    "tuning_trials_recorded", "tuning_train_samples", "tuning_cpu_s", "tuning_wall_s", "tuning_device_s",
 ]
 
 
@@ -78,6 +94,11 @@ def _csv_value(v: Any) -> str:
     return str(v)
 
 
+def _tuning_csv(r: Row) -> list[Any]:
+    t = r.tuning
+    return [None] * 5 if t is None else [t.recorded, t.train_samples, t.cpu_s, t.wall_s, t.device_s]
+
+
 def render_csv(board: Board) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -91,13 +112,14 @@ def render_csv(board: Board) -> str:
             r.seconds_per_epoch, r.samples_per_s, r.device, r.trials, r.best_config, r.protocol_run_id,
             " ".join(r.run_ids), r.preset, r.bars_gauc, r.diff_gauc, r.method, r.kept_fraction, r.kept_count,
             r.kept_total,
+            *_tuning_csv(r),
         ]])
     return buf.getvalue()
 
 
 def plot_names(dataset: str) -> dict[str, str]:
     return {"test_auc": f"{dataset}_test_auc.png", "sweeps": f"{dataset}_sweeps.png",
-            "curves": f"{dataset}_curves.png"}
+            "curves": f"{dataset}_curves.png", "tuning": f"{dataset}_tuning.png"}
 
 
 def _columns(board: Board) -> list[tuple[str, str, str]]:
@@ -119,7 +141,8 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
     if any(r.kept_fraction is not None for r in board.rows):  # method rows (bars.methods): what they keep
         cols += [("Features kept", "num", "kept")]
     cols += [("Params", "num", "n_params"), ("s/epoch", "num", "spe"), ("samples/s", "num", "sps"),
-             ("Device", "text", "device"), ("Trials", "num", "trials"), ("Best config", "text", "best_config")]
+             ("Device", "text", "device"), ("Trials", "num", "trials"), ("Tuning compute³", "num", "tuning"),
+             ("Best config", "text", "best_config")]
     return cols
 
 
@@ -148,6 +171,7 @@ def _cell(row: Row, key: str, link_prefix: str) -> tuple[str, Any, str | None]:
         "sps": (fmt_int(row.samples_per_s), row.samples_per_s, None),
         "device": (row.device, row.device, None),
         "trials": (trials_label(row), row.trials, None),
+        "tuning": (tuning_label(row), row.tuning.train_samples if row.tuning else None, None),
         "best_config": (Path(row.best_config).name if row.best_config else "—", row.best_config or "",
                         link_prefix + row.best_config if row.best_config else None),
     }[key]
@@ -171,6 +195,9 @@ def footnotes(board: Board) -> list[str]:
                      f"that README's published value.")
     notes.append("s/epoch: mean over the final runs; samples/s: mean of the per-epoch training throughput. "
                  "Trials: distinct Optuna trial numbers among the sweep's child runs (stage=trial).")
+    notes.append("³ Tuning compute: what the model's sweep used, over all its trials (complete, pruned, failed): "
+                 "training samples processed and CPU-hours of the worker processes (GPU-hours: device time of GPU "
+                 "workers); n/a: a sweep recorded before compute was measured; ≥: some trials have no record.")
     return notes
 
 
@@ -226,6 +253,8 @@ def render_markdown(board: Board, uri_label: str, *, link_prefix: str = "../") -
             f"![Test AUC per model]({names['test_auc']})", ""]
     if board.sweeps:
         out += [f"![Best-so-far validation AUC per trial]({names['sweeps']})", ""]
+    if has_tuning_curves(board):
+        out += [f"![Tuning-budget curves: best validation AUC against trials and compute]({names['tuning']})", ""]
     out += [f"![Learning curves of the final runs]({names['curves']})", "",
             "## Provenance", ""]
     out += [f"- {line}" for line in provenance_lines(board, uri_label)]
@@ -277,6 +306,43 @@ def plot_sweeps(board: Board, path: Path) -> None:
     ax.set_title(f"{board.dataset}: sweeps")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def has_tuning_curves(board: Board) -> bool:
+    return any(r.tuning is not None and r.tuning.curve for r in board.rows)
+
+
+def plot_tuning(board: Board, path: Path) -> None:
+    """Tuning-budget curves: per row with a sweep, best-so-far validation AUC against trials, training samples
+    and CPU-seconds (cumulative over its trials); a panel says so when no row recorded that compute."""
+    plt = _figure()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+    panels = ((1, "trials", "trials"), (2, "training samples (cumulative)", "samples"),
+              (3, "CPU-seconds (cumulative)", "cpu"))
+    from matplotlib.ticker import MaxNLocator
+
+    for ax, (i, label, kind) in zip(axes, panels):
+        drawn = 0
+        for k, row in enumerate(board.rows):  # one colour per row in every panel
+            pts = [p for p in (row.tuning.curve if row.tuning else ()) if p[i] is not None]
+            if pts:
+                ax.step([p[i] for p in pts], [p[4] for p in pts], where="post", marker=".", label=row.model,
+                        color=f"C{k % 10}")
+                drawn += 1
+        if not drawn:
+            ax.text(0.5, 0.5, "no compute records\n(sweeps before compute was measured)", ha="center",
+                    va="center", transform=ax.transAxes, fontsize=9, color="tab:gray")
+        elif kind != "trials":
+            ax.set_xscale("log")
+        if kind == "trials":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("best validation AUC so far")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{board.dataset}: tuning-budget curves")
     fig.tight_layout()
     _save(fig, path)
 
@@ -408,7 +474,7 @@ def render_board_html(board: Board, uri_label: str, plots_present: Iterable[str]
                        f"<td><code>{e(r.run_id)}</code></td></tr>")
     out.append("</tbody></table></details>")
     for key, alt in (("test_auc", "Test AUC per model"), ("sweeps", "Best-so-far validation AUC per trial"),
-                     ("curves", "Learning curves of the final runs")):
+                     ("tuning", "Tuning-budget curves"), ("curves", "Learning curves of the final runs")):
         if names[key] in present:
             out.append(f'<figure><img src="{e(names[key])}" alt="{e(board.dataset)}: {e(alt)}"></figure>')
     out.append('<ul class="prov">' + "".join(f"<li>{e(x)}</li>" for x in provenance_lines(board, uri_label))
@@ -447,6 +513,9 @@ def write_board(board: Board, out_dir: Path, uri_label: str, *, link_prefix: str
     if board.sweeps:
         plot_sweeps(board, out_dir / names["sweeps"])
         written.append(out_dir / names["sweeps"])
+    if has_tuning_curves(board):
+        plot_tuning(board, out_dir / names["tuning"])
+        written.append(out_dir / names["tuning"])
     plot_curves(board, out_dir / names["curves"])
     written.append(out_dir / names["curves"])
     atomic_write_text(out_dir / f"{board.dataset}.csv", render_csv(board))
@@ -465,6 +534,6 @@ def write_index(boards: Mapping[str, Board], out_dir: Path, uri_label: str) -> P
 
 __all__ = [
     "CSV_COLUMNS_AFTER_METRICS", "csv_columns", "fmt", "fmt_int", "fmt_p", "fmt_pm", "fmt_signed", "footnotes",
-    "plot_curves", "plot_names", "plot_sweeps", "plot_test_auc", "provenance_lines", "render_board_html",
-    "render_csv", "render_index", "render_markdown", "sig_label", "trials_label", "write_board", "write_index",
+    "has_tuning_curves", "plot_curves", "plot_names", "plot_sweeps", "plot_test_auc", "plot_tuning", "provenance_lines", "render_board_html",
+    "render_csv", "render_index", "render_markdown", "sig_label", "trials_label", "tuning_label", "write_board", "write_index",
 ]

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from bars.compute import SampleMeter
 from bars.config import hydra_command, to_container
 from bars.timing import PhaseTimer, as_metrics
 
@@ -57,6 +58,8 @@ class RunResult:
     tracking_uri: str | None = None
     # where the wall time went (bars.timing.RUN_PHASES, "other", "total"): the whole call, the run's end included
     phases: dict[str, float] = field(default_factory=dict)
+    # rows trained / validated / tested (bars.compute: compute_train_samples, compute_valid_samples, ...)
+    samples: dict[str, int] = field(default_factory=dict)
 
 
 class _NullRun:
@@ -223,11 +226,14 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     timer.stop("config")
 
     run_id: str | None = None
+    meter = SampleMeter()
     try:
         with _tracked(cfg, tags, parent_run_id, timer) as run:
             run_id = run.run_id
-            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, timer, stage)
+            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, timer, meter, stage)
     except BaseException as exc:
+        with contextlib.suppress(AttributeError):  # what the run processed before it failed (a sweep counts it)
+            exc.compute_samples = meter.as_attrs()  # type: ignore[attr-defined]
         if run_id is not None:
             try:  # callers (e.g. the sweep, on a pruned trial) find the run without parsing text
                 exc.run_id = run_id  # type: ignore[attr-defined]
@@ -276,7 +282,8 @@ def _setup_tags(setup: _Setup) -> dict[str, Any]:
 
 
 def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch: EpochCallback | None,
-                  say: Callable[..., None], timer: PhaseTimer, stage: Any = None) -> RunResult:
+                  say: Callable[..., None], timer: PhaseTimer, meter: SampleMeter,
+                  stage: Any = None) -> RunResult:
     from bars.train import evaluate, fit
 
     folder, ds, groups = setup.folder, setup.ds, setup.groups
@@ -318,12 +325,13 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
     with timer.phase("epochs"):
         fit_result: FitResult = fit(model, ds.splits["train"], ds.splits["valid"], train_cfg, seed=seed,
                                     on_epoch=on_epoch_tracked, checkpoint_path=ckpt, group_column=groups,
-                                    init=True if stage is None else stage.init)
+                                    init=True if stage is None else stage.init, meter=meter)
     stage_metrics: dict[str, float] = {} if stage is None else dict(stage.finish(model))
     # the epochs less their training/validation passes and checkpoint writes: per-epoch bookkeeping
     timer.carve("epochs", "epoch_bookkeeping", fit_result.phase_seconds)
     with timer.phase("test"):
         test = evaluate(model, ds.splits["test"], train_cfg.eval_batch_size, fit_result.device, group_column=groups)
+        meter.test += n_rows["test"]
 
     with timer.phase("checkpoint"):
         if ckpt.exists():  # the best weights' identity: bars predict / bars export check the file against it
@@ -361,7 +369,7 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
     result = RunResult(run_id=run.run_id, metrics=metrics, epochs=fit_result.epochs,
                        best_epoch=fit_result.best_epoch, seconds=wall, n_params=n_params, device=fit_result.device,
                        stop_reason=fit_result.stop_reason, checkpoint=ckpt if ckpt.exists() else None,
-                       history=fit_result.history)
+                       history=fit_result.history, samples=meter.as_attrs())
     say(summary(cfg, result))
     return result
 

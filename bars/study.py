@@ -8,6 +8,10 @@ workers, and the results files (``trials.csv``, ``best.overrides``).
 - Budget: a worker starts a trial only while ``finished + running + waiting < budget`` (finished = complete +
   pruned); a trial that loses the race to another worker is marked with ``SKIPPED_ATTR`` before it trains
   (:func:`claim_or_skip`) and ignored everywhere (:func:`counted`). Failed trials do not count.
+- Compute budget (``sweep.budget``, :mod:`bars.compute`): a worker starts a trial only while the compute spent by
+  the study's trials (complete, pruned, failed, and running ones up to their last finished epoch) is below it;
+  :func:`claim_or_skip` re-checks it against the trials numbered before the new one, as for trial counts. The
+  trial budget (``sweep.trials``) is then an optional cap (null: none).
 - Liveness: each trial records its worker's ``host:pid:start`` (``WORKER_ATTR``); a RUNNING trial whose worker
   is dead on this host is failed (:func:`fail_stale_trials`, liveness from ``bars.process``).
 
@@ -25,7 +29,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,8 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from bars import metrics, process
+from bars import compute, metrics, process
+from bars.compute import Budget
 from bars.config import to_container
 from bars.fileio import atomic_write_text
 from bars.metrics import Monitor
@@ -46,6 +51,7 @@ WORKER_ATTR = "bars_worker"
 STALE_MIN_AGE = 5.0  # seconds: a RUNNING trial younger than this is never failed by the process check
 # trials.csv columns: number, state, the parameters, val_<metric> per registered metric recorded, then these
 RUN_KEYS = ("epochs", "seconds")
+COMPUTE_COLUMNS = (*compute.KEYS, compute.CLOCK)  # trials.csv: after RUN_KEYS (bars.compute)
 
 
 class SweepError(RuntimeError):
@@ -240,7 +246,9 @@ def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage, space: d
               f"continues with the trials so far", file=sys.stderr)
     for k, v in record.items():
         study.set_user_attr(k, v)
-    study.set_user_attr("budget", int(cfg.sweep.trials))
+    study.set_user_attr("budget", trial_cap(cfg))
+    budget = compute_budget(cfg)
+    study.set_user_attr("compute_budget", None if budget is None else budget.as_record())
     study.set_user_attr("replay_overrides", list(replay))
     if "created_at" not in old:
         study.set_user_attr("created_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -290,8 +298,33 @@ def counted(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if SKIPPED_ATTR not in t.user_attrs]
 
 
-def budget_of(study: optuna.Study, default: int) -> int:
-    return int(study.user_attrs.get("budget", default))
+def budget_of(study: optuna.Study, default: int | None) -> int | None:
+    """The study's trial budget (a cap when a compute budget is set; None: no cap)."""
+    v = study.user_attrs.get("budget", default)
+    return None if v is None else int(v)
+
+
+def trial_cap(cfg: DictConfig) -> int | None:
+    """``sweep.trials`` (None when null)."""
+    v = cfg.sweep.get("trials")
+    return None if v is None else int(v)
+
+
+def compute_budget(cfg: DictConfig) -> Budget | None:
+    """``sweep.budget`` parsed (:func:`bars.compute.parse_budget`), None when null."""
+    return compute.parse_budget(cfg.sweep.get("budget"))
+
+
+def compute_budget_of(study: optuna.Study, default: Budget | None) -> Budget | None:
+    """The compute budget the launcher stored in the study (a worker follows it), else ``default``."""
+    if "compute_budget" in study.user_attrs:
+        return Budget.from_record(study.user_attrs["compute_budget"])
+    return default
+
+
+def trial_compute(t: FrozenTrial) -> dict[str, Any]:
+    """The compute a trial recorded itself (:func:`bars.compute.own_compute`)."""
+    return compute.own_compute(t.user_attrs, t.number)
 
 
 def worker_identity() -> str:
@@ -350,27 +383,57 @@ def _experimental_ok() -> Iterator[None]:
 
 @dataclass
 class BudgetState:
-    budget: int
+    budget: int | None  # trials (a cap when ``compute`` is set; None: no cap)
     finished: int
     active: int
     failed: int
     best: float | None
+    compute: Budget | None = None  # the compute budget (sweep.budget), if any
+    spent: float = 0.0  # of ``compute``'s unit: every counted trial's, running ones' progress included
+    totals: dict[str, float] = field(default_factory=dict)  # bars.compute.KEYS summed over the counted trials
 
     @property
     def done(self) -> bool:
-        return self.finished >= self.budget
+        return ((self.budget is not None and self.finished >= self.budget)
+                or (self.compute is not None and self.spent >= self.compute.amount))
+
+    @property
+    def overshoot(self) -> float | None:
+        """Compute spent beyond the compute budget (negative: stopped before it, e.g. by the trial cap)."""
+        return None if self.compute is None else self.spent - self.compute.amount
+
+    def describe_compute(self) -> str:
+        """'5.2M of 5M training samples (overshoot +0.2M)', or the totals when there is no compute budget."""
+        t = self.totals
+        used = (f"{compute.fmt_samples(t.get(compute.TRAIN_SAMPLES, 0.0))} training samples, "
+                f"{compute.fmt_seconds(t.get(compute.CPU_S, 0.0))} CPU, "
+                f"{compute.fmt_seconds(t.get(compute.WALL_S, 0.0))} wall")
+        if t.get(compute.DEVICE_S):
+            used += f", {compute.fmt_seconds(t[compute.DEVICE_S])} device"
+        if self.compute is None:
+            return used
+        b = self.compute
+        over = self.spent - b.amount
+        return (f"budget {b.spec}: spent {b.fmt(self.spent)} of {b.fmt(b.amount)} {b.unit} "
+                f"(overshoot {'+' if over >= 0 else '-'}{b.fmt(abs(over))}); {used}")
 
 
-def budget_state(study: optuna.Study, default_budget: int) -> BudgetState:
+def budget_state(study: optuna.Study, default_budget: int | None, default_compute: Budget | None = None
+                 ) -> BudgetState:
     trials = counted(study.get_trials(deepcopy=False))
     fin = [t for t in trials if t.state in FINISHED]
     comp = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    cb = compute_budget_of(study, default_compute)
+    used = [trial_compute(t) for t in trials]
     return BudgetState(
         budget=budget_of(study, default_budget),
         finished=len(fin),
         active=sum(t.state in ACTIVE for t in trials),
         failed=sum(t.state == TrialState.FAIL for t in trials),
         best=(max(comp) if maximizes(study) else min(comp)) if comp else None,
+        compute=cb,
+        spent=sum(compute.trial_cost(c, cb.unit) for c in used) if cb is not None else 0.0,
+        totals=compute.totals(used),
     )
 
 
@@ -378,14 +441,20 @@ class OverBudget(Exception):
     """This trial lost the race for the last places of the budget: it is marked skipped and never trains."""
 
 
-def claim_or_skip(study: optuna.Study, trial: optuna.Trial, budget: int) -> None:
-    """Called first in the objective: if trials numbered before this one already fill the budget, this trial
-    lost a race between workers: mark it skipped and raise (it is then failed without training)."""
-    ahead = [t for t in counted(study.get_trials(deepcopy=False))
-             if t.number < trial.number and (t.state in FINISHED or t.state in ACTIVE)]
-    if len(ahead) >= budget:
+def claim_or_skip(study: optuna.Study, trial: optuna.Trial, budget: int | None,
+                  compute_budget: Budget | None = None) -> None:
+    """Called first in the objective: if trials numbered before this one already fill the trial budget, or have
+    already spent the compute budget (running ones: their progress so far), this trial lost a race between
+    workers: mark it skipped and raise (it is then failed without training)."""
+    ahead = [t for t in counted(study.get_trials(deepcopy=False)) if t.number < trial.number]
+    if budget is not None and sum(t.state in FINISHED or t.state in ACTIVE for t in ahead) >= budget:
         trial.set_user_attr(SKIPPED_ATTR, "budget filled by other workers")
         raise OverBudget
+    if compute_budget is not None:
+        spent = sum(compute.trial_cost(trial_compute(t), compute_budget.unit) for t in ahead)
+        if spent >= compute_budget.amount:
+            trial.set_user_attr(SKIPPED_ATTR, f"compute budget {compute_budget.spec} spent")
+            raise OverBudget
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -406,7 +475,7 @@ def trials_table(study: optuna.Study, space_keys: Sequence[str] | None = None) -
     recorded = {k for t in trials for k in t.user_attrs}
     # registry order, then per task (a multi-task trial records val_<metric>_<task>)
     metric_keys = [f"val_{c}" for c in metrics.metric_columns(recorded, "val")]
-    header = ["number", "state", *keys, *metric_keys, *RUN_KEYS]
+    header = ["number", "state", *keys, *metric_keys, *RUN_KEYS, *COMPUTE_COLUMNS]
     rows = []
     for t in trials:
         row: list[Any] = [t.number, state_name(t.state)]
@@ -418,6 +487,11 @@ def trials_table(study: optuna.Study, space_keys: Sequence[str] | None = None) -
             if isinstance(v, float):
                 v = f"{v:.6f}" if r != "seconds" else f"{v:.1f}"
             row.append(v)
+        used = trial_compute(t)
+        for r in COMPUTE_COLUMNS:
+            v = used.get(r, "")
+            row.append(f"{v:.2f}" if isinstance(v, float) and r not in compute.SAMPLE_KEYS else
+                       int(v) if isinstance(v, float) else v)
         rows.append(row)
     return header, rows
 
@@ -447,7 +521,9 @@ def write_results(study: optuna.Study, out_dir: Path, space_keys: Sequence[str] 
     w.writerows(rows)
     atomic_write_text(out_dir / "trials.csv", buf.getvalue())
     best = best_trial(study)
-    summary: dict[str, Any] = {"trials": len(rows), "best": None}
+    summary: dict[str, Any] = {"trials": len(rows), "best": None,
+                               "compute": compute.totals(trial_compute(t) for t in counted(study.get_trials(
+                                   deepcopy=False)))}
     if best is not None:
         lines = list(best.user_attrs.get("replay_overrides", study.user_attrs.get("replay_overrides", [])))
         params = {k: decode_choice(v) for k, v in best.params.items()}
@@ -459,10 +535,10 @@ def write_results(study: optuna.Study, out_dir: Path, space_keys: Sequence[str] 
 
 
 __all__ = [
-    "ACTIVE", "FINISHED", "RUN_KEYS", "SKIPPED_ATTR", "STALE_MIN_AGE", "WORKER_ATTR", "BudgetState",
+    "ACTIVE", "COMPUTE_COLUMNS", "FINISHED", "RUN_KEYS", "SKIPPED_ATTR", "STALE_MIN_AGE", "WORKER_ATTR", "BudgetState",
     "OverBudget", "SweepError", "SweepStudy", "best_trial", "budget_of", "budget_state", "check_space_compatible",
-    "claim_or_skip", "counted", "create_study", "fail_stale_trials", "heartbeat_callback", "is_journal",
+    "claim_or_skip", "compute_budget", "compute_budget_of", "counted", "create_study", "fail_stale_trials", "heartbeat_callback", "is_journal",
     "load_study", "make_pruner", "make_sampler", "maximizes", "monitor_of", "open_storage", "pruner_settings",
     "sampler_settings",
-    "state_name", "storage_url", "study_record", "sweep_dir", "trials_table", "worker_identity", "write_results",
+    "state_name", "storage_url", "study_record", "sweep_dir", "trial_cap", "trial_compute", "trials_table", "worker_identity", "write_results",
 ]

@@ -44,7 +44,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from bars import placement, process
+from bars import compute, placement, process
 from bars.config import hydra_command, safe_url
 from bars.metrics import Monitor
 from bars.search import Param, SearchSpaceError, apply_params, replayable_overrides, space_of, validate_space
@@ -57,6 +57,8 @@ from bars.study import (
     budget_state,
     check_space_compatible,
     claim_or_skip,
+    compute_budget,
+    compute_budget_of,
     create_study,
     fail_stale_trials,
     first_use_lock,
@@ -68,6 +70,7 @@ from bars.study import (
     storage_url,
     study_record,
     sweep_dir,
+    trial_cap,
     worker_identity,
     write_results,
 )
@@ -124,12 +127,18 @@ def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Tri
     """The trial: suggest, train through ``ctx.train_fn`` (``bars.run.train_one``), report the monitored value
     (``train.monitor``) per epoch to the pruner, record every validation/test metric in the trial's user
     attributes, and return the best epoch's monitored value."""
-    budget_default = int(ctx.cfg.sweep.trials)
+    budget_default = trial_cap(ctx.cfg)
+    compute_default = compute_budget(ctx.cfg)
     monitor = ctx.monitor
+    # the clock a seconds budget counts: CPU-seconds on a CPU worker, wall (= device) seconds on a GPU worker
+    clock = "cpu" if ctx.device_tags.get("sweep_device", "cpu") == "cpu" else "device"
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, worker_identity())
-        claim_or_skip(study, trial, budget_of(study, budget_default))
+        claim_or_skip(study, trial, budget_of(study, budget_default), compute_budget_of(study, compute_default))
+        cpu0, t0 = time.process_time(), time.monotonic()
+        trial.set_user_attr(compute.OWNER, trial.number)  # the compute_* attributes below are this trial's
+        trial.set_user_attr(compute.CLOCK, clock)
         trial.set_user_attr("sampler_seed", ctx.worker_seed)
         trial.set_user_attr("replay_overrides", ctx.replay)
         params = {k: p.suggest(trial) for k, p in ctx.space.items()}
@@ -139,14 +148,26 @@ def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Tri
         tcfg = trial_config(ctx.cfg, params, ctx.threads, ctx.device)
         trial.set_user_attr("max_epochs", int(tcfg.train.max_epochs))
         last_epoch = int(tcfg.train.max_epochs)
-        t0 = time.monotonic()
         seen: dict[str, Any] = {"epochs": 0, "value": None, "val": {}}  # the best epoch so far
+        samples: dict[str, int] = {}  # rows processed so far (the last epoch's cumulative counts)
         ctx.progress.trial_started(trial.number, study)
+
+        def spent() -> dict[str, Any]:
+            wall = time.monotonic() - t0
+            out: dict[str, Any] = {**samples, compute.CPU_S: round(time.process_time() - cpu0, 3),
+                                   compute.WALL_S: round(wall, 3)}
+            if clock == "device":
+                out[compute.DEVICE_S] = round(wall, 3)
+            return out
 
         def on_epoch(log: EpochLog) -> None:
             seen["epochs"] = log.epoch
             if seen["value"] is None or monitor.better(log.monitor, seen["value"]):
                 seen["value"], seen["val"] = log.monitor, log.val_metrics()
+            samples.update({compute.TRAIN_SAMPLES: int(log.train_samples),
+                            compute.VALID_SAMPLES: int(log.valid_samples)})
+            for k, v in spent().items():  # progress of a running trial: what a compute budget counts meanwhile
+                trial.set_user_attr(k, v)
             ctx.progress.epoch(trial.number, log.epoch, log.monitor)
             trial.report(log.monitor, step=log.epoch)
             # pruning after the last epoch saves nothing and would hide a finished result
@@ -161,6 +182,7 @@ def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Tri
             trial.set_user_attr("device", ctx.device_tags["sweep_device"])
         state = "failed"
         run_id = None
+        result: Any = None
         value: float | None = None
         err: BaseException | None = None
         quiet = ctx.progress.mode != "verbose"
@@ -198,15 +220,21 @@ def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Tri
             raise
         finally:
             secs = time.monotonic() - t0
+            # the run's own counts (a partial epoch included), else the last epoch's: a stand-in train_fn has none
+            got = getattr(result, "samples", None) if state == "complete" else getattr(err, "compute_samples", None)
+            samples.update({k: int(v) for k, v in (got or {}).items() if k in compute.SAMPLE_KEYS})
+            used = spent()
             with contextlib.suppress(Exception):
                 trial.set_user_attr("seconds", round(secs, 2))
+                for k, v in used.items():
+                    trial.set_user_attr(k, v)
                 if run_id is None:
                     run_id = _run_id_from_error(err)
                 if run_id:
                     trial.set_user_attr("mlflow_run_id", run_id)
             if ctx.tracking is not None:
                 with contextlib.suppress(Exception):
-                    ctx.tracking.trial_finished(run_id, tags, state, trial.number)
+                    ctx.tracking.trial_finished(run_id, tags, state, trial.number, used)
             with contextlib.suppress(Exception):
                 ctx.progress.trial_finished(trial.number, state, study, value)
 
@@ -247,15 +275,20 @@ class SweepTracking:
             own = {k: env[k] for k in ("hostname", "pid", "pid_start", "command") if k in env}
             self.tracker.end_run(run_id, "RUNNING", {**tags, **own, "resumed_at": time.strftime(
                 "%Y-%m-%dT%H:%M:%S%z")})
-            self.tracker.attach(run_id).log_metrics({"budget": float(study.user_attrs.get("budget", 0))})
+            if study.user_attrs.get("budget") is not None:
+                self.tracker.attach(run_id).log_metrics({"budget": float(study.user_attrs["budget"])})
             return run_id
         run = self.tracker.start_run(study.study_name, tags=tags, params=params)
         study.set_user_attr("mlflow_parent_run_id", run.run_id)
         return run.run_id
 
-    def trial_finished(self, run_id: str | None, tags: dict[str, str], state: str, number: int) -> None:
+    def trial_finished(self, run_id: str | None, tags: dict[str, str], state: str, number: int,
+                       used: dict[str, Any] | None = None) -> None:
+        """Tag the trial's run with its state and log the compute it used (bars.compute.KEYS) as metrics."""
         if not run_id:
             return
+        if used:
+            self.tracker.attach(run_id).log_metrics({k: float(v) for k, v in used.items() if k in compute.KEYS})
         extra = {"state": state}
         if state == "pruned":  # train_one ended it FAILED (TrialPruned propagated): pruning is not a failure
             self.tracker.end_run(run_id, "FINISHED", extra)
@@ -268,7 +301,13 @@ class SweepTracking:
             return
         run = self.tracker.attach(run_id)
         best = summary.get("best")
-        metrics = {"trials_finished": tally.finished, "trials_failed": tally.failed, "budget": tally.budget}
+        metrics = {"trials_finished": tally.finished, "trials_failed": tally.failed,
+                   **({"budget": tally.budget} if tally.budget is not None else {}),
+                   **{k: v for k, v in tally.totals.items()}}  # the sweep's total compute (bars.compute.KEYS)
+        if tally.compute is not None:
+            metrics.update(compute_budget=tally.compute.amount, compute_spent=tally.spent,
+                           compute_overshoot=tally.spent - tally.compute.amount)
+            run.set_tags({"compute_budget": tally.compute.spec, "compute_budget_unit": tally.compute.unit})
         if best:
             metrics[f"best_{monitor_of(self.cfg).name}"] = best["value"]
             run.set_tags({"best_trial": best["number"], "best_overrides": " ".join(best["overrides"])})
@@ -339,6 +378,9 @@ def default_threads(cfg: DictConfig, workers: int) -> int | None:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+MAX_FAILED_UNCAPPED = 10  # sweep.max_failed=null without a trial cap (a compute budget only): this many failures
+
+
 def run_worker(cfg: DictConfig, *, replay: Sequence[str], train_fn: TrainFn | None = None,
                storage: optuna.storages.BaseStorage | None = None, progress_mode: str = "plain",
                threads: int | None = None, tracking: SweepTracking | None | bool = True,
@@ -364,9 +406,11 @@ def run_worker(cfg: DictConfig, *, replay: Sequence[str], train_fn: TrainFn | No
         tracking = make_tracking(cfg)
     elif tracking is False:
         tracking = None
-    budget_default = int(cfg.sweep.trials)
+    budget_default = trial_cap(cfg)
+    compute_default = compute_budget(cfg)
     monitor = monitor_of(cfg)
-    progress = Progress(progress_mode, label or f"w{idx}", budget_of(study, budget_default), metric=monitor.name)
+    progress = Progress(progress_mode, label or f"w{idx}", budget_of(study, budget_default), metric=monitor.name,
+                        compute=compute_budget_of(study, compute_default))
     ctx = TrialContext(cfg=cfg, space=space, replay=list(replay), train_fn=train_fn or default_train_fn(),
                        parent_run_id=study.user_attrs.get("mlflow_parent_run_id"), tracking=tracking,
                        progress=progress, monitor=monitor, worker_seed=seed, threads=threads,
@@ -385,18 +429,18 @@ def run_worker(cfg: DictConfig, *, replay: Sequence[str], train_fn: TrainFn | No
     waiting_said = False
     while True:
         fail_stale_trials(study, retry=retry)
-        tally = budget_state(study, budget_default)
+        tally = budget_state(study, budget_default, compute_default)
         if tally.done:
             break
-        if tally.failed >= (max_failed if max_failed is not None else max(tally.budget, 3)):
+        limit = max_failed if max_failed is not None else max(tally.budget or MAX_FAILED_UNCAPPED, 3)
+        if tally.failed >= limit:
             raise SweepError(f"study {study.study_name!r}: {tally.failed} trials failed (limit sweep.max_failed="
-                             f"{max_failed if max_failed is not None else tally.budget}); see the worker logs "
-                             f"and trials.csv")
+                             f"{limit}); see the worker logs and trials.csv")
         if deadline is not None and time.monotonic() >= deadline:
             progress.message(f"timeout ({cfg.sweep.timeout} s): no new trials")
             break
         waiting = any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
-        if tally.finished + tally.active >= tally.budget and not waiting:
+        if tally.budget is not None and tally.finished + tally.active >= tally.budget and not waiting:
             if not waiting_said:
                 progress.message(f"budget {tally.budget}: {tally.finished} finished, {tally.active} running "
                                  f"elsewhere; waiting for them")
@@ -406,7 +450,7 @@ def run_worker(cfg: DictConfig, *, replay: Sequence[str], train_fn: TrainFn | No
         waiting_said = False
         with warnings_quiet():
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
-    return budget_state(study, budget_default)
+    return budget_state(study, budget_default, compute_default)
 
 
 @contextlib.contextmanager
@@ -531,7 +575,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
         storage = open_storage(url, cfg)
         study = load_study(cfg, storage, 0)
         summary = write_results(study, sweep_dir(cfg), list(space))
-        return {"role": "worker", "finished": tally.finished, "budget": tally.budget, **summary}
+        return {"role": "worker", "finished": tally.finished, "budget": tally.budget, "done": tally.done, **summary}
     if role != "launcher":
         raise SweepError(f"sweep.role must be launcher or worker, got {role!r}")
 
@@ -555,9 +599,13 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
             print(f"bars sweep: warning: could not open the MLflow parent run: {e}", file=sys.stderr)
         tracking.reconcile(study)
     fail_stale_trials(study, retry=not is_journal(url))
-    tally = budget_state(study, int(cfg.sweep.trials))
-    print(f"bars sweep: study {study.study_name} in {safe_url(url)}: budget {tally.budget} trials, "
-          f"{tally.finished} finished so far; results in {out}", file=sys.stderr, flush=True)
+    tally = budget_state(study, trial_cap(cfg), compute_budget(cfg))
+    what = (f"budget {tally.compute.describe()}" + (f", at most {tally.budget} trials" if tally.budget else "")
+            + f"; {tally.finished} trials finished and {tally.compute.fmt(tally.spent)} spent so far"
+            if tally.compute is not None else
+            f"budget {tally.budget} trials, {tally.finished} finished so far")
+    print(f"bars sweep: study {study.study_name} in {safe_url(url)}: {what}; results in {out}", file=sys.stderr,
+          flush=True)
     k = plan.workers
     if k:
         print(f"bars sweep: {plan.describe()}", file=sys.stderr, flush=True)
@@ -590,7 +638,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
             procs = spawn_workers(cfg, cli_overrides, url, plan, board)
             interrupted = _wait_workers(procs)
     fail_stale_trials(study, retry=not is_journal(url))
-    tally = budget_state(study, int(cfg.sweep.trials))
+    tally = budget_state(study, trial_cap(cfg), compute_budget(cfg))
     summary = write_results(study, out, list(space))
     if tracking is not None:
         tracking.reconcile(study)
@@ -599,12 +647,16 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
     summary.update(role="launcher", workers=k, devices=[s.label for s in plan.slots], finished=tally.finished,
                    budget=tally.budget, failed=tally.failed,
                    seconds=round(time.monotonic() - t0, 1), study=study.study_name, storage=safe_url(url),
-                   parent_run_id=parent)
+                   parent_run_id=parent, done=tally.done,
+                   compute_budget=None if tally.compute is None else tally.compute.as_record(),
+                   compute_spent=tally.spent if tally.compute is not None else None, overshoot=tally.overshoot)
     best = summary.get("best")
-    print(f"bars sweep: {tally.finished}/{tally.budget} trials finished ({tally.failed} failed) in "
+    count = f"{tally.finished}/{tally.budget}" if tally.budget is not None else f"{tally.finished}"
+    print(f"bars sweep: {count} trials finished ({tally.failed} failed) in "
           f"{fmt_elapsed(summary['seconds'])}; best {monitor_of(cfg).name} "
           f"{best['value']:.5f} (trial {best['number']})" if best else
-          f"bars sweep: {tally.finished}/{tally.budget} trials finished, none complete", file=sys.stderr)
+          f"bars sweep: {count} trials finished, none complete", file=sys.stderr)
+    print(f"bars sweep: compute: {tally.describe_compute()}", file=sys.stderr)
     if best:
         print(f"bars sweep: wrote {out / 'trials.csv'} and {out / 'best.overrides'}; replay with\n"
               f"  bars train model={cfg.model.id} data={cfg.data.name} $(cat {out / 'best.overrides'})",
@@ -673,7 +725,7 @@ def _sweep_command(cfg: DictConfig, overrides: list[str]) -> int:
     except KeyboardInterrupt:
         print("bars sweep: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    if (summary.get("role") == "launcher" and summary["finished"] < summary["budget"]
+    if (summary.get("role") == "launcher" and not summary["done"]
             and summary.get("workers", 1) > 0 and cfg.sweep.timeout is None):  # e.g. all workers died
         return 1
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 
+from bars.compute import Budget
 from bars.study import budget_state, maximizes
 
 PROGRESS_MARK = "\x1e@bars-progress "
@@ -30,8 +31,10 @@ class Progress:
     ``relay`` (marked lines on stdout that the launcher draws), ``off``. ``metric``: the monitored value's name
     (the sweep's objective)."""
 
-    def __init__(self, mode: str, label: str, budget: int, stream: Any = None, metric: str = "val_auc") -> None:
+    def __init__(self, mode: str, label: str, budget: int | None, stream: Any = None, metric: str = "val_auc",
+                 compute: Budget | None = None) -> None:
         self.mode, self.label, self.budget, self.metric = mode, label, budget, metric
+        self.compute, self.spent = compute, 0.0  # a compute budget (sweep.budget) and what the study spent of it
         self.maximize = True
         self.stream = stream or sys.stderr
         self.t0 = time.monotonic()
@@ -41,8 +44,11 @@ class Progress:
 
     def _line(self, what: str) -> str:
         best = "-" if self.best is None else f"{self.best:.5f}"
-        i = min(self.finished + 1, self.budget)
-        return (f"{self.label} trial {i}/{self.budget} {what} | best {self.metric} {best} | "
+        trial = (f"trial {min(self.finished + 1, self.budget)}/{self.budget}" if self.budget is not None
+                 else f"trial {self.finished + 1}")
+        spent = (f" | {self.compute.fmt(self.spent)}/{self.compute.fmt(self.compute.amount)} {self.compute.unit}"
+                 if self.compute is not None else "")
+        return (f"{self.label} {trial} {what} | best {self.metric} {best}{spent} | "
                 f"{fmt_elapsed(time.monotonic() - self.t0)}")
 
     def _emit(self, line: str, final: bool) -> None:
@@ -57,8 +63,9 @@ class Progress:
             print(line, file=self.stream, flush=True)
 
     def _sync(self, study: optuna.Study) -> None:
-        tally = budget_state(study, self.budget)
+        tally = budget_state(study, self.budget, self.compute)
         self.best, self.finished, self.budget = tally.best, tally.finished, tally.budget
+        self.compute, self.spent = tally.compute, tally.spent
         self.maximize = maximizes(study)
 
     def trial_started(self, number: int, study: optuna.Study) -> None:

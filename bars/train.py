@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from bars import metrics
+from bars.compute import SampleMeter
 from bars.fileio import atomic_write
 from bars.objective import (
     LOSSES,
@@ -223,6 +224,8 @@ class EpochLog:
     seconds: float  # wall time of the epoch: training + validation
     improved: bool
     strikes: int  # strikes after this epoch
+    train_samples: int = 0  # rows trained by the fit so far, this epoch included (bars.compute)
+    valid_samples: int = 0  # rows validated by the fit so far, this epoch included
 
     @property
     def val_auc(self) -> float:
@@ -511,6 +514,7 @@ def fit(
     init: bool = True,
     evaluate_fn: EvaluateFn | None = None,
     group_column: str | None = None,
+    meter: SampleMeter | None = None,
 ) -> FitResult:
     """Train ``model`` under the BARS protocol; best weights are restored on return.
 
@@ -519,6 +523,8 @@ def fit(
     batch_size, device) -> {metric name: value}`` replaces :func:`evaluate` (tests script validation curves with
     it). ``group_column`` names the feature that groups rows for grouped metrics (gAUC) in :func:`evaluate`.
     An exception raised by ``on_epoch`` propagates (e.g. a pruning signal); the model then keeps its last weights.
+    ``meter`` (:class:`bars.compute.SampleMeter`) counts the rows trained and validated, a partial epoch cut short
+    by an exception included (added to once per epoch, not per batch).
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(
@@ -526,6 +532,7 @@ def fit(
         )
     if len(train) == 0 or len(valid) == 0:
         raise ValueError(f"empty split: train has {len(train)} rows, valid has {len(valid)}")
+    meter = SampleMeter() if meter is None else meter
     t_fit = time.perf_counter()
     device = resolve_device(cfg.device)
     if cfg.num_threads > 0:
@@ -574,14 +581,17 @@ def fit(
         model.train()
         losses = torch.zeros(n_batches, dtype=torch.float32, device=device)
         nb = 0
-        for xb, yb in train.batches(
-            cfg.batch_size, shuffle=True, seed=(seed * 1_000_003 + epoch) % 2**63, device=device,
-            **({"all_labels": True} if all_labels else {}),
-        ):
-            losses[nb] = step(xb, yb, epoch=epoch, batch=nb + 1)
-            nb += 1
-            if check_every > 1 and nb % check_every == 0:
-                _check_losses(losses[:nb], epoch)
+        try:
+            for xb, yb in train.batches(
+                cfg.batch_size, shuffle=True, seed=(seed * 1_000_003 + epoch) % 2**63, device=device,
+                **({"all_labels": True} if all_labels else {}),
+            ):
+                losses[nb] = step(xb, yb, epoch=epoch, batch=nb + 1)
+                nb += 1
+                if check_every > 1 and nb % check_every == 0:
+                    _check_losses(losses[:nb], epoch)
+        finally:  # every batch but the last has batch_size rows: a cut-short epoch counts the batches it trained
+            meter.train += n_train if nb == n_batches else min(nb * cfg.batch_size, n_train)
         if nb == 0:
             raise ValueError("train split yielded no batches")
         _check_losses(losses[:nb], epoch)
@@ -591,6 +601,7 @@ def fit(
 
         t_valid = time.perf_counter()
         val = {k: float(v) for k, v in evaluate_fn(model, valid, cfg.eval_batch_size, device).items()}
+        meter.valid += len(valid)
         phase["valid"] += time.perf_counter() - t_valid
         keyed = {f"val_{k}": v for k, v in val.items()}
         value = monitor.value(keyed)
@@ -620,6 +631,8 @@ def fit(
             seconds=time.perf_counter() - t_epoch,
             improved=improved,
             strikes=strikes,
+            train_samples=meter.train,
+            valid_samples=meter.valid,
         )
         history.append(log)
         if on_epoch is not None:

@@ -226,12 +226,27 @@ def check_storage(cfg: DictConfig) -> list[str]:
     return []
 
 
+def _check_budget(cfg: DictConfig) -> list[str]:
+    """``sweep.budget`` (bars.compute.parse_budget), and some budget: ``sweep.trials`` or ``sweep.budget``."""
+    from bars.compute import BudgetSyntaxError, parse_budget
+
+    try:
+        budget = parse_budget(_get(cfg, "sweep.budget"))
+    except BudgetSyntaxError as e:
+        return [str(e)]
+    if budget is None and _get(cfg, "sweep.trials") is None:
+        return [("sweep.trials is null and sweep.budget is null: a sweep needs a budget (sweep.trials=<n> trials, "
+                 "or sweep.budget=<samples or seconds>, e.g. '5M samples' or 30m)")]
+    return []
+
+
 def check_sweep(cfg: DictConfig) -> list[str]:
     out = check_storage(cfg)
     role = _get(cfg, "sweep.role")
     if role not in ("launcher", "worker"):
         out.append(f"sweep.role must be launcher or worker, got {role!r}")
-    _int(cfg, "sweep.trials", 1, out)
+    _int(cfg, "sweep.trials", 1, out, optional=True)
+    out += _check_budget(cfg)
     workers = _get(cfg, "sweep.workers")
     if not (workers == "auto" or (_is_int(workers) and workers >= 0)):
         out.append(f"sweep.workers must be auto or an integer >= 0, got {workers!r}")

@@ -277,7 +277,7 @@ def test_index_html_is_self_contained(store):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     assert "<link" not in page and "<script src" not in page
     imgs = re.findall(r'<img src="([^"]+)"', page)
-    assert len(imgs) == 6 and all((store["out"] / i).is_file() for i in imgs)
+    assert len(imgs) == 8 and all((store["out"] / i).is_file() for i in imgs)  # 4 per board: both have sweeps
     for d in LAYOUT:
         assert f'id="table-{d}"' in page
 

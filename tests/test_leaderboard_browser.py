@@ -240,7 +240,7 @@ def test_plots_load(page):
     images = browser.js("Promise.all(Array.from(document.images).map(img => img.decode().then("
                         "() => [img.getAttribute('src'), img.naturalWidth, img.naturalHeight],"
                         "() => [img.getAttribute('src'), 0, 0])))")
-    assert len(images) == 3 * len(LAYOUT)
+    assert len(images) == 4 * len(LAYOUT)  # test AUC, sweeps, tuning-budget curves, learning curves
     for src, w, h in images:
         assert w > 100 and h > 100, src
         assert (out / src).is_file()
