@@ -103,6 +103,9 @@ def test_sweep_space_merges_the_method_space():
     space = space_of(compose(["model=deepfm", "method=optfs"]))
     assert {"method.sparsity", "method.final_temperature", "method.search_epochs", "method.rewind_epoch"} <= set(space)
     assert "method.sparsity" not in space_of(compose(["model=deepfm"]))
+    # a sweep over the method is a study of its own, beside the backbone's
+    assert compose(["model=deepfm", "method=optfs"]).sweep.study == "deepfm+optfs__movielens_small"
+    assert compose(["model=deepfm"]).sweep.study == "deepfm__movielens_small"
 
 
 @pytest.mark.parametrize("model", ["fm", "dcn", "ipnn", "dnn"])
