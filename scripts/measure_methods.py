@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", default="optfs")
     ap.add_argument("--root", default="/tmp/bars_measure_methods")
     ap.add_argument("--out", default=None)
-    ap.add_argument("overrides", nargs="*", help="overrides for every run (after --)")
+    ap.add_argument("overrides", nargs="*", help="overrides for every run (after --); method.* ones for the method's")
     args = ap.parse_args(argv)
     root = Path(args.root)
     base = [f"data={args.data}", "train.num_threads=1", "train.device=cpu", "tracking.enabled=false",
@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             for method in ("none", args.method):
                 t0 = time.time()
-                cfg = compose([f"model={model}", f"seed={seed}", *base, *([f"method={method}"] if method != "none"
-                                                                           else []), *args.overrides])
+                # method.* overrides go to the method's runs only
+                ov = [o for o in args.overrides if method != "none" or not o.lstrip("+").startswith("method.")]
+                cfg = compose([f"model={model}", f"seed={seed}", *base,
+                               *([f"method={method}"] if method != "none" else []), *ov])
                 r = train_one(cfg, quiet=True)
                 m = r.metrics
                 row = {"model": model, "seed": seed, "method": method, "test_auc": m["test_auc"],
