@@ -64,6 +64,36 @@ def test_gate_hooks_every_embedding_per_field_and_value_with_the_right_gradient(
     assert torch.allclose(emb(x), plain)
 
 
+@pytest.mark.parametrize("model", ["fm", "deepfm", "dcn", "ipnn", "dnn"])
+def test_closed_gates_remove_every_categorical_field_from_each_backbone(model):
+    """All gates hard and closed == every categorical embedding row zero (the models that read
+    ``embedding.flat(batch)``, DCN and DNN, included)."""
+    import copy
+
+    from bars.methods.optfs import GatedModel
+    from bars.models import build
+
+    torch.manual_seed(0)
+    backbone = build(model, SPEC, {"embedding_dim": 4})
+    for p in backbone.parameters():
+        torch.nn.init.normal_(p, 0, 0.3)
+    zeroed = copy.deepcopy(backbone)
+    with torch.no_grad():
+        for m in zeroed.modules():
+            if isinstance(m, FeatureEmbedding) and m.weight is not None:
+                m.weight.zero_()
+    gate = FeatureGate(SPEC)
+    gated = GatedModel(backbone, gate).eval()
+    x, _ = tiny_batch(32)
+    open_logits = gated(x).detach()
+    with torch.no_grad():
+        gate.weight.fill_(-1.0)
+    gate.hard = True
+    closed = gated(x).detach()
+    assert torch.allclose(closed, zeroed.eval()(x), atol=1e-6)
+    assert not torch.allclose(closed, open_logits, atol=1e-3)
+
+
 def test_gate_refuses_a_model_without_embeddings():
     with pytest.raises(ValueError, match="no FeatureEmbedding"):
         FeatureGate(SPEC).attach(torch.nn.Linear(2, 2))
@@ -103,6 +133,9 @@ def test_sweep_space_merges_the_method_space():
     space = space_of(compose(["model=deepfm", "method=optfs"]))
     assert {"method.sparsity", "method.final_temperature", "method.search_epochs", "method.rewind_epoch"} <= set(space)
     assert "method.sparsity" not in space_of(compose(["model=deepfm"]))
+    # a sweep over the method is a study of its own, beside the backbone's
+    assert compose(["model=deepfm", "method=optfs"]).sweep.study == "deepfm+optfs__movielens_small"
+    assert compose(["model=deepfm"]).sweep.study == "deepfm__movielens_small"
 
 
 @pytest.mark.parametrize("model", ["fm", "dcn", "ipnn", "dnn"])

@@ -8,7 +8,8 @@ temperature 1 (OptFS ``modules/mask.py:MaskEmbedding.compute_mask``). Its sparsi
 ``sum_i sigmoid(temperature * m_i)`` over every feature value (``MaskEmbedding.reg``).
 
 :meth:`FeatureGate.attach` hooks every :class:`FeatureEmbedding` of a model (the shared embedding and, e.g.,
-the first-order LR term's own dim-1 tables): the embedding of field ``f`` for value ``i`` is multiplied by
+the first-order LR term's own dim-1 tables) by replacing that instance's ``forward`` (not a forward hook: models
+that call ``embedding.flat(batch)`` reach ``forward`` without ``__call__``, where hooks run): the embedding of field ``f`` for value ``i`` is multiplied by
 feature ``(f, i)``'s gate, so a feature closed by the gate is removed from every part of the model. Gates are
 per field (a field that reads another field's table through ``share_embedding`` still has gates of its own).
 Numeric fields, pretrained tables and sequence fields are not gated (they pass unchanged): OptFS selects among
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -86,15 +88,16 @@ class FeatureGate(nn.Module):
         end = self.offsets[self.field_names[i + 1]] if i + 1 < len(self.field_names) else self.weight.shape[0]
         return end - self.offsets[name]
 
-    def attach(self, model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-        """Gate the output of every :class:`FeatureEmbedding` in ``model`` (forward hooks); returns the handles.
-        Raises when the model has none or no embedding serves a gated field."""
+    def attach(self, model: nn.Module) -> list[_Patched]:
+        """Gate the output of every :class:`FeatureEmbedding` in ``model`` (its ``forward``, whether called through
+        the module or by :meth:`FeatureEmbedding.flat`); returns handles whose ``remove()`` restores it. Raises when
+        the model has none or no embedding serves a gated field."""
         handles = []
         for m in model.modules():
             if isinstance(m, FeatureEmbedding):
                 hook = self._hook_for(m)
                 if hook is not None:
-                    handles.append(m.register_forward_hook(hook))
+                    handles.append(_Patched(m, hook))
         if not handles:
             raise ValueError(f"FeatureGate: {type(model).__name__} has no FeatureEmbedding over a categorical field; "
                              "the feature gate hooks the shared embedding layer")
@@ -110,8 +113,7 @@ class FeatureGate(nn.Module):
         pos = torch.tensor(positions, dtype=torch.int64)
         cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
-        def hook(module: nn.Module, args: tuple, out: Tensor) -> Tensor:
-            batch = args[0]
+        def hook(batch: dict[str, Tensor], out: Tensor) -> Tensor:
             dev = out.device
             if dev not in cache:
                 cache[dev] = (offsets.to(dev), pos.to(dev))
@@ -125,3 +127,21 @@ class FeatureGate(nn.Module):
             return out * full.unsqueeze(-1)
 
         return hook
+
+
+class _Patched:
+    """``emb.forward`` replaced by ``gate(batch, original forward(batch))`` on that instance; ``remove()`` undoes it."""
+
+    def __init__(self, emb: FeatureEmbedding, gate: Callable[[dict[str, Tensor], Tensor], Tensor]) -> None:
+        if "forward" in vars(emb):
+            raise ValueError("FeatureGate: this FeatureEmbedding is already gated")
+        original = emb.forward
+        self.emb = emb
+
+        def forward(batch: dict[str, Tensor]) -> Any:
+            return gate(batch, original(batch))
+
+        emb.forward = forward  # type: ignore[method-assign]
+
+    def remove(self) -> None:
+        vars(self.emb).pop("forward", None)
