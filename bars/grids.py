@@ -32,16 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
 
-from bars.config import CONF_DIR
+from bars.config import CONF_DIR, flatten
+from bars.search import Param, SearchSpaceError, to_overrides
 
 GRIDS_DIR = CONF_DIR / "grids"
 BARS_GRIDS = GRIDS_DIR / "bars"
 FILE_KEYS = {"axes", "set", "product", "points", "point_list", "grid", "model", "data", "bars_model", "bars_split",
-             "source", "bars_commit", "expids", "fuxictr_version", "note"}
+             "source", "bars_commit", "expids", "fuxictr_version", "note", "best_expid", "bars_expids"}
 
 
-class GridError(ValueError):
+class GridError(SearchSpaceError):
     """A grid that cannot be used: no grid for a (model, split), a malformed file, a key the config lacks."""
 
 
@@ -216,5 +218,63 @@ def grid_of(cfg: Any) -> Grid | None:
     return load_grid(model_id, path=Path(str(spec)))
 
 
-__all__ = ["BARS_GRIDS", "GRIDS_DIR", "Grid", "GridError", "available", "grid_file", "grid_of", "load_grid",
-           "parse_grid"]
+def grid_space(grid: Grid) -> dict[str, Param]:
+    """The grid's axes as a search space (categorical choices): what the study records and checks."""
+    return {k: Param(k, "categorical", choices=tuple(tuple(v) if isinstance(v, list) else v for v in vals))
+            for k, vals in grid.axes.items()}
+
+
+def _touched(key: str, cli: set[str]) -> bool:
+    return any(key == o or key.startswith(o + ".") or o.startswith(key + ".") for o in cli)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A sweep config with its grid applied (:func:`apply_grid`)."""
+
+    cfg: DictConfig
+    grid: Grid | None
+    set_overrides: list[str]  # the grid's set: keys as overrides (replayed in best.overrides before the CLI's)
+    kept: list[str]  # set: keys the command line gives (the command line wins)
+    partial: bool  # sweep.trials < the grid's size
+
+
+def apply_grid(cfg: DictConfig, overrides: Any = ()) -> Applied:
+    """For ``sweep.sampler.name=grid``: the grid's ``set:`` keys applied to ``cfg`` under the command line (keys
+    the ``overrides`` set keep their value), and ``sweep.trials`` = the grid's size unless the command line sets
+    it (more than the grid's size is an error). Every axis and set key must exist in the composed config."""
+    grid = grid_of(cfg)
+    if grid is None:
+        return Applied(cfg, None, [], [], False)
+    from bars.presets import override_keys
+
+    keys = flatten(cfg)
+    where = str(grid.path) if grid.path else "the grid"
+    bad = sorted(k for k in [*grid.axes, *grid.set] if k not in keys and not any(
+        x.startswith(k + ".") for x in keys))
+    if bad:
+        import difflib
+
+        near = {k: difflib.get_close_matches(k, list(keys), n=3, cutoff=0.5) for k in bad}
+        raise GridError(f"{where}: keys the composed config (model {cfg.model.id}, data {cfg.data.name}) does not "
+                        f"have: " + "; ".join(f"{k} (nearest: {near[k] or 'none'})" for k in bad))
+    cli = override_keys(overrides)
+    out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    applied, kept = {}, []
+    for k, v in grid.set.items():
+        if _touched(k, cli):
+            kept.append(k)
+            continue
+        OmegaConf.update(out, k, v, merge=False)
+        applied[k] = v
+    if "sweep.trials" not in cli:
+        out.sweep.trials = grid.size
+    trials = int(out.sweep.trials)
+    if trials > grid.size:
+        raise GridError(f"sweep.trials={trials} is more than the {grid.size} points of the grid {where}; a grid "
+                        f"sweep runs each point once (leave sweep.trials out to run the whole grid)")
+    return Applied(out, grid, to_overrides(applied), kept, trials < grid.size)
+
+
+__all__ = ["BARS_GRIDS", "GRIDS_DIR", "Applied", "Grid", "GridError", "apply_grid", "available", "grid_file",
+           "grid_of", "grid_space", "load_grid", "parse_grid"]
