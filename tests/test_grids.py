@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 
+from bars.config import CONF_DIR, PROJECT_ROOT, compose, flatten
 from bars.grids import GridError, available, load_grid, parse_grid
 
 
@@ -49,8 +55,55 @@ def test_missing_grid_is_a_clear_error(tmp_path):
         load_grid("dnn", split=None)
 
 
-def test_committed_bars_grids_parse():
-    """Every committed BARS grid parses and its point count is the one the file states."""
-    for split, model in available():
+def test_committed_bars_grids_parse_and_map_to_config_keys():
+    """Every committed BARS grid parses, states its point count, and walks and sets only keys that exist for its
+    model (model.params.* of conf/model/<id>.yaml) and dataset (every other key, in the composed config)."""
+    grids = available()
+    assert len(grids) >= 150 and {s for s, _ in grids} >= {"frappe_x1", "criteo_x1", "avazu_x1"}
+    composed = {}
+    for split, model in grids:
         g = load_grid(model, split=split)
-        assert g.size == g.meta.get("points", g.size) or g.size >= 1
+        doc = yaml.safe_load(g.path.read_text())
+        assert doc["points"] == g.size and doc["bars_expids"] >= g.size and g.size >= 2
+        assert g.meta["model"] == model and g.meta["data"] == split
+        assert g.product == ("point_list" not in doc)
+        params = set(yaml.safe_load((CONF_DIR / "model" / f"{model}.yaml").read_text())["params"])
+        if split not in composed:
+            composed[split] = flatten(compose(["model=dcn", f"data={split}"]))
+        for key in [*g.axes, *g.set]:
+            if key.startswith("model.params."):
+                assert key.split(".", 2)[2] in params, (g.path, key)
+            else:
+                flat = composed[split]
+                assert key in flat or any(k.startswith(key + ".") for k in flat), (g.path, key)
+
+
+@pytest.mark.parametrize("model", ["dcn", "finalmlp", "autoint_plus", "widedeep"])
+def test_frappe_grids_of_study_models_give_valid_configs_at_every_point(model):
+    """The grids the sweep study replays: every point (with the grid's set:) is a valid config (bars.validate)."""
+    from bars.grids import apply_grid
+    from bars.validate import check_space
+
+    o = [f"model={model}", "data=frappe_x1", "sweep.sampler.name=grid", "sweep.grid=bars"]
+    applied = apply_grid(compose(o), o)
+    assert applied.grid is not None and applied.cfg.sweep.trials == applied.grid.size
+    assert check_space(applied.cfg) == []
+
+
+def _bars_copy() -> Path | None:
+    for cand in (os.environ.get("BARS_REPO"), PROJECT_ROOT.parent / ".mirror" / "reczoo+BARS" / "repo",
+                 PROJECT_ROOT.parent.parent / ".mirror" / "reczoo+BARS" / "repo", "/work/.mirror/reczoo+BARS/repo"):
+        if cand and Path(cand).exists():
+            return Path(cand)
+    return None
+
+
+def test_committed_grids_are_what_the_bars_tuner_configs_give():
+    """scripts/bars_grids.py --check against a BARS copy (skipped where there is none: the files are committed)."""
+    bars = _bars_copy()
+    if bars is None:
+        pytest.skip("no copy of the BARS repository here (set BARS_REPO)")
+    r = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "bars_grids.py"), "--bars", str(bars),
+                        "--check"], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert f"{len(available())} grids checked" in r.stdout and ", 0 problems" in r.stdout
