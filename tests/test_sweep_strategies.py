@@ -223,3 +223,18 @@ def test_resume_warns_on_a_new_sampler_and_refuses_a_changed_grid(tmp_path, caps
     o3 = ov(tmp_path, "sweep.sampler.name=grid", f"sweep.grid={g}")
     with pytest.raises(ST.SweepError, match="the grid cannot change"):
         S.sweep(compose(o3), o3, train_fn=scripted)
+
+
+def test_grid_set_applies_under_the_command_line(tmp_path):
+    g = grid_file(tmp_path)
+    extra = ["sweep.sampler.name=grid", f"sweep.grid={g}", "model.params.num_cross_layers=5"]
+    applied = apply_grid(compose(ov(tmp_path, *extra)), ov(tmp_path, *extra))
+    assert applied.cfg.model.params.num_cross_layers == 5 and applied.kept == ["model.params.num_cross_layers"]
+    assert applied.cfg.train.embedding_regularizer == 0.001
+    assert applied.set_overrides == ["train.embedding_regularizer=0.001"]
+    assert applied.cfg.sweep.trials == 4 and not applied.partial
+    # borrowed split: movielens_small has no BARS split; frappe_x1's DCN grid (36 points) is taken
+    o = ov(tmp_path, "sweep.sampler.name=grid", "sweep.grid=bars", "sweep.grid_split=frappe_x1")
+    borrowed = apply_grid(compose(o), o)
+    assert borrowed.grid is not None and borrowed.grid.meta["bars_split"] == "Frappe_x1"
+    assert borrowed.cfg.sweep.trials == borrowed.grid.size == 36
