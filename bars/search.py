@@ -189,7 +189,12 @@ def load_search_space(model: str, search_dir: Path | str = SEARCH_DIR, data: str
 
 def space_of(cfg: DictConfig) -> dict[str, Param]:
     """The search space of the composed config's model (its ``model.id``: a variant config has its own) and
-    dataset."""
+    dataset; with ``sweep.sampler.name=grid`` the grid's axes instead (``bars.grids``: conf/search is not used)."""
+    from bars.grids import grid_of, grid_space
+
+    grid = grid_of(cfg)
+    if grid is not None:
+        return grid_space(grid)
     method = cfg.get("method")
     return load_search_space(str(cfg.model.id), search_dir_of(cfg), str(cfg.data.name),
                              None if method is None else method.get("name"))
@@ -211,11 +216,13 @@ def validate_space(space: dict[str, Param], cfg: DictConfig) -> None:
             bad.append(f"  {key}: {p.type} range for a config value {current!r}")
         if p.type == "categorical":
             for c in p.choices:
-                if isinstance(c, tuple) != isinstance(current, list) and current is not None:
+                if c is not None and isinstance(c, tuple) != isinstance(current, list) and current is not None:
                     bad.append(f"  {key}: choice {c!r} does not match the config value {current!r} (list vs scalar)")
                     break
     if bad:
         files = " + ".join(str(p) for p in search_space_files(str(cfg.model.id), search_dir_of(cfg)))
+        if cfg.sweep.get("sampler") is not None and cfg.sweep.sampler.get("name") == "grid":
+            files = f"the grid sweep.grid={cfg.sweep.get('grid')}"
         raise SearchSpaceError(f"search space {files} does not fit the composed config:\n" + "\n".join(bad))
 
 

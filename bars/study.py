@@ -43,6 +43,7 @@ from bars.config import to_container
 from bars.fileio import atomic_write_text
 from bars.metrics import Monitor
 from bars.search import Param, SearchSpaceError, decode_choice, encode_choice, format_value, to_overrides
+from bars.strategy import PRUNERS, SAMPLERS, block, pruner_settings, sampler_settings
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
@@ -178,50 +179,152 @@ def _retry_callback(max_retry: int | None) -> Any:
         return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
 
-def sampler_settings(cfg: DictConfig) -> dict[str, Any]:
-    s = cfg.sweep.sampler
-    return {
-        "n_startup_trials": int(s.n_startup_trials),
-        "n_ei_candidates": int(s.n_ei_candidates),
-        "multivariate": bool(s.multivariate),
-        "group": bool(s.group),
-        "constant_liar": bool(s.constant_liar),
-    }
+GRID_POINT_ATTR = "bars_grid_point"  # the index (in the grid's points) of the point a grid trial trains
 
 
-def pruner_settings(cfg: DictConfig) -> dict[str, Any]:
-    p = cfg.sweep.pruner
-    return {"n_startup_trials": int(p.n_startup_trials), "n_warmup_steps": int(p.n_warmup_steps),
-            "interval_steps": int(p.interval_steps)}
+def make_sampler(cfg: DictConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """``sweep.sampler.name``: tpe (its settings), random, or grid (:class:`GridPointsSampler` over
+    :func:`bars.grids.grid_of`; its order comes from ``sweep.seed``, so every worker walks the same one)."""
+    name, _ = block(cfg, "sampler")
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        from bars.grids import grid_of
 
-
-def make_sampler(cfg: DictConfig, seed: int) -> optuna.samplers.TPESampler:
+        grid = grid_of(cfg)
+        assert grid is not None
+        return GridPointsSampler(grid, int(cfg.sweep.seed))
+    if name != "tpe":
+        raise SweepError(f"sweep.sampler.name must be one of {' | '.join(SAMPLERS)}, got {name!r}")
     with _experimental_ok():
         return optuna.samplers.TPESampler(seed=seed, **sampler_settings(cfg))
 
 
-def make_pruner(cfg: DictConfig) -> optuna.pruners.MedianPruner:
-    return optuna.pruners.MedianPruner(**pruner_settings(cfg))
+def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
+    """``sweep.pruner.name``: median, sha (successive halving), hyperband or none; the step is the epoch."""
+    name, _ = block(cfg, "pruner")
+    settings = pruner_settings(cfg)
+    if name == "median":
+        return optuna.pruners.MedianPruner(**settings)
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(**settings)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(**settings)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise SweepError(f"sweep.pruner.name must be one of {' | '.join(PRUNERS)}, got {name!r}")
+
+
+class GridPointsSampler(optuna.samplers.BaseSampler):
+    """Replays a grid's points (:class:`bars.grids.Grid`: a product or an explicit point list) in a fixed order
+    (a permutation by ``seed``, the same in every worker). The objective first claims a point for its trial
+    (:func:`claim_grid_point`, which records its index in the ``bars_grid_point`` user attribute); the sampler
+    then answers each axis with that point's value. A failed trial frees its point; a retried one keeps it."""
+
+    def __init__(self, grid: Any, seed: int) -> None:
+        import random
+
+        self.grid = grid
+        self.seed = int(seed)
+        self.order = list(range(grid.size))
+        random.Random(self.seed).shuffle(self.order)
+        self._encoded = [{k: encode_choice(v) for k, v in p.items()} for p in grid.points]
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
+                        ) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        idx = trial.user_attrs.get(GRID_POINT_ATTR)
+        if idx is None:
+            raise SweepError(f"grid sweep: trial {trial.number} asks for {param_name} before claiming a grid point")
+        point = self._encoded[int(idx)]
+        if param_name not in point:
+            raise SweepError(f"grid sweep: {param_name} is not an axis of the grid ({sorted(point)})")
+        return point[param_name]
+
+
+def grid_holders(study: optuna.Study, exclude: int | None = None) -> dict[int, list[int]]:
+    """Grid point -> the numbers of the live or finished (not skipped) trials holding it."""
+    out: dict[int, list[int]] = {}
+    for t in counted(study.get_trials(deepcopy=False)):
+        idx = t.user_attrs.get(GRID_POINT_ATTR)
+        if idx is None or t.number == exclude or not (t.state in FINISHED or t.state in ACTIVE):
+            continue
+        out.setdefault(int(idx), []).append(t.number)
+    return out
+
+
+def claim_grid_point(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """For a grid sweep (the study's sampler is a :class:`GridPointsSampler`), give ``trial`` the first point in
+    the sampler's order that no live or finished trial holds (a retried trial keeps the point it inherited).
+    Two workers claiming the same point at once: the lower trial number keeps it, the other takes the next free
+    one. No free point left: the trial is marked skipped (like a budget-race loser) and :class:`OverBudget` is
+    raised. Returns the point's index (None for other samplers)."""
+    sampler = study.sampler
+    if not isinstance(sampler, GridPointsSampler):
+        return None
+    mine = trial.user_attrs.get(GRID_POINT_ATTR)
+    for _ in range(sampler.grid.size + 1):
+        held = grid_holders(study, exclude=trial.number)
+        if mine is not None and not held.get(int(mine)):
+            return int(mine)
+        free = [i for i in sampler.order if i not in held]
+        if not free:
+            trial.set_user_attr(SKIPPED_ATTR, "every grid point is taken by another trial")
+            raise OverBudget
+        mine = free[0]
+        trial.set_user_attr(GRID_POINT_ATTR, mine)
+        if not any(n < trial.number for n in grid_holders(study, exclude=trial.number).get(mine, [])):
+            return mine
+    trial.set_user_attr(SKIPPED_ATTR, "no grid point could be claimed")
+    raise OverBudget
+
+
+def grid_coverage(study: optuna.Study, size: int) -> dict[str, int]:
+    """A grid sweep's points: ``finished`` (distinct points with a finished trial), ``repeated`` (points run by
+    more than one finished trial: two workers raced for the same point), ``missing`` (points not yet run)."""
+    runs: dict[int, int] = {}
+    for t in counted(study.get_trials(deepcopy=False)):
+        idx = t.user_attrs.get(GRID_POINT_ATTR)
+        if idx is not None and t.state in FINISHED:
+            runs[int(idx)] = runs.get(int(idx), 0) + 1
+    return {"points": size, "finished": len(runs), "repeated": sum(1 for n in runs.values() if n > 1),
+            "missing": size - len(runs)}
 
 
 def study_record(cfg: DictConfig, space: dict[str, Param]) -> dict[str, Any]:
     """What the launcher writes into the study's user attributes (and the MLflow parent run)."""
-    return {
+    s_name, _ = block(cfg, "sampler")
+    p_name, _ = block(cfg, "pruner")
+    record: dict[str, Any] = {
         "model": str(cfg.model.id),
         "model_class": str(cfg.model.name),
         "data": str(cfg.data.name),
-        "sampler": "optuna.samplers.TPESampler",
+        "sampler": SAMPLERS[s_name],
         "sampler_settings": sampler_settings(cfg),
         "sampler_seed": int(cfg.sweep.seed),
-        "sampler_seed_rule": "seed + 1000 * worker_index + trials in the study when the worker starts",
-        "pruner": "optuna.pruners.MedianPruner",
+        "sampler_seed_rule": ("grid order: a permutation by sweep.seed, the same in every worker" if s_name == "grid"
+                              else "seed + 1000 * worker_index + trials in the study when the worker starts"),
+        "pruner": PRUNERS[p_name],
         "pruner_settings": pruner_settings(cfg),
-        "pruning_metric": f"{monitor_of(cfg).name} per epoch",
+        "pruning_metric": f"{monitor_of(cfg).name} per epoch" if p_name != "none" else "none",
         "objective": monitor_of(cfg).describe(),
         "optuna_version": optuna.__version__,
         "search_space": json.loads(json.dumps({k: p.describe() for k, p in space.items()})),
         "max_epochs_cap": None if cfg.sweep.max_epochs is None else int(cfg.sweep.max_epochs),
     }
+    if s_name == "grid":
+        from bars.grids import grid_of
+
+        grid = grid_of(cfg)
+        assert grid is not None
+        record["grid"] = json.loads(json.dumps(grid.describe()))
+    return record
 
 
 def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage, space: dict[str, Param],
@@ -240,10 +343,21 @@ def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage, space: d
                          f"study (sweep.study=<new name>) or restore the monitor")
     record = study_record(cfg, space)
     old = study.user_attrs
+    if "sampler" in old and (old.get("grid") or record.get("grid")) and \
+            (old.get("grid") or {}).get("digest") != (record.get("grid") or {}).get("digest"):
+        was = (old.get("grid") or {}).get("file") or f"no grid ({old.get('sampler')})"
+        now = (record.get("grid") or {}).get("file") or f"no grid ({record['sampler']})"
+        raise SweepError(f"study {name!r} was created to walk {was}; this sweep walks {now}: a grid study's trials "
+                         f"are its grid's points, so the grid cannot change. Start a new study (sweep.study=<new "
+                         f"name>) or restore the grid")
     check_space_compatible(study, space)
     if old.get("search_space") not in (None, record["search_space"]):
-        print(f"bars sweep: warning: the search space of study {name!r} changed since it was created; TPE "
+        print(f"bars sweep: warning: the search space of study {name!r} changed since it was created; the sampler "
               f"continues with the trials so far", file=sys.stderr)
+    for k in ("sampler", "sampler_settings", "pruner", "pruner_settings"):
+        if k in old and old[k] != record[k]:
+            print(f"bars sweep: warning: study {name!r} was run with {k} {old[k]}; it continues with {record[k]} "
+                  f"(the trials so far are kept)", file=sys.stderr)
     for k, v in record.items():
         study.set_user_attr(k, v)
     study.set_user_attr("budget", trial_cap(cfg))
@@ -535,10 +649,51 @@ def write_results(study: optuna.Study, out_dir: Path, space_keys: Sequence[str] 
 
 
 __all__ = [
-    "ACTIVE", "COMPUTE_COLUMNS", "FINISHED", "RUN_KEYS", "SKIPPED_ATTR", "STALE_MIN_AGE", "WORKER_ATTR", "BudgetState",
-    "OverBudget", "SweepError", "SweepStudy", "best_trial", "budget_of", "budget_state", "check_space_compatible",
-    "claim_or_skip", "compute_budget", "compute_budget_of", "counted", "create_study", "fail_stale_trials", "heartbeat_callback", "is_journal",
-    "load_study", "make_pruner", "make_sampler", "maximizes", "monitor_of", "open_storage", "pruner_settings",
+    "ACTIVE",
+    "COMPUTE_COLUMNS",
+    "FINISHED",
+    "GRID_POINT_ATTR",
+    "PRUNERS",
+    "RUN_KEYS",
+    "SAMPLERS",
+    "SKIPPED_ATTR",
+    "STALE_MIN_AGE",
+    "WORKER_ATTR",
+    "BudgetState",
+    "GridPointsSampler",
+    "OverBudget",
+    "SweepError",
+    "SweepStudy",
+    "best_trial",
+    "budget_of",
+    "budget_state",
+    "check_space_compatible",
+    "claim_grid_point",
+    "claim_or_skip",
+    "compute_budget",
+    "compute_budget_of",
+    "counted",
+    "create_study",
+    "fail_stale_trials",
+    "grid_coverage",
+    "grid_holders",
+    "heartbeat_callback",
+    "is_journal",
+    "load_study",
+    "make_pruner",
+    "make_sampler",
+    "maximizes",
+    "monitor_of",
+    "open_storage",
+    "pruner_settings",
     "sampler_settings",
-    "state_name", "storage_url", "study_record", "sweep_dir", "trial_cap", "trial_compute", "trials_table", "worker_identity", "write_results",
+    "state_name",
+    "storage_url",
+    "study_record",
+    "sweep_dir",
+    "trial_cap",
+    "trial_compute",
+    "trials_table",
+    "worker_identity",
+    "write_results",
 ]

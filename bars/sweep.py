@@ -56,12 +56,14 @@ from bars.study import (
     budget_of,
     budget_state,
     check_space_compatible,
+    claim_grid_point,
     claim_or_skip,
     compute_budget,
     compute_budget_of,
     create_study,
     fail_stale_trials,
     first_use_lock,
+    grid_coverage,
     is_journal,
     load_study,
     monitor_of,
@@ -139,6 +141,7 @@ def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Tri
         cpu0, t0 = time.process_time(), time.monotonic()
         trial.set_user_attr(compute.OWNER, trial.number)  # the compute_* attributes below are this trial's
         trial.set_user_attr(compute.CLOCK, clock)
+        claim_grid_point(study, trial)  # a grid sweep: the point this trial trains (the sampler answers from it)
         trial.set_user_attr("sampler_seed", ctx.worker_seed)
         trial.set_user_attr("replay_overrides", ctx.replay)
         params = {k: p.suggest(trial) for k, p in ctx.space.items()}
@@ -172,7 +175,8 @@ def make_objective(ctx: TrialContext, study: SweepStudy) -> Callable[[optuna.Tri
             trial.report(log.monitor, step=log.epoch)
             # pruning after the last epoch saves nothing and would hide a finished result
             if log.epoch < last_epoch and trial.should_prune():
-                raise optuna.TrialPruned(f"epoch {log.epoch}: {monitor.name} {log.monitor:.5f} below the median")
+                raise optuna.TrialPruned(f"epoch {log.epoch}: {monitor.name} {log.monitor:.5f}, pruned by "
+                                         f"{type(study.pruner).__name__}")
             if ctx.stop.is_set():
                 raise KeyboardInterrupt
 
@@ -559,11 +563,14 @@ def _progress_mode(cfg: DictConfig) -> str:
 
 def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: TrainFn | None = None) -> dict[str, Any]:
     """The launcher (or, with ``sweep.role=worker``, one worker). Returns a summary dict."""
+    from bars.grids import apply_grid
     from bars.validate import validate
 
+    applied = apply_grid(cfg, cli_overrides)  # sweep.sampler.name=grid: the grid's set: keys, trials = its size
+    cfg = applied.cfg
     validate(cfg, "sweep")  # the whole config and the search space, before anything is created or trained
     role = str(cfg.sweep.role)
-    replay = replayable_overrides(cli_overrides)
+    replay = [*applied.set_overrides, *replayable_overrides(cli_overrides)]
     url = storage_url(cfg)
     space = space_of(cfg)
     mode = _progress_mode(cfg)
@@ -606,6 +613,14 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
             f"budget {tally.budget} trials, {tally.finished} finished so far")
     print(f"bars sweep: study {study.study_name} in {safe_url(url)}: {what}; results in {out}", file=sys.stderr,
           flush=True)
+    if applied.grid is not None:
+        g = applied.grid
+        print(f"bars sweep: grid {g.path} ({g.size} points, {'product of ' + str(len(g.axes)) + ' axes' if g.product else 'explicit point list'}"
+              f"{', set: ' + str(len(applied.set_overrides)) + ' keys' if applied.set_overrides else ''})"
+              + (f"; PARTIAL grid: sweep.trials={tally.budget} of its {g.size} points (in the order of sweep.seed)"
+                 if applied.partial else "")
+              + (f"; the command line keeps {applied.kept} over the grid's set:" if applied.kept else ""),
+              file=sys.stderr, flush=True)
     k = plan.workers
     if k:
         print(f"bars sweep: {plan.describe()}", file=sys.stderr, flush=True)
@@ -644,6 +659,11 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
         tracking.reconcile(study)
         if not external:
             tracking.finish_parent(parent, study, tally, summary)
+    if applied.grid is not None:
+        summary["grid"] = grid_coverage(study, applied.grid.size)
+        cov = summary["grid"]
+        print(f"bars sweep: grid: {cov['finished']}/{cov['points']} points run, {cov['repeated']} run twice "
+              f"(workers raced for a point), {cov['missing']} not run", file=sys.stderr)
     summary.update(role="launcher", workers=k, devices=[s.label for s in plan.slots], finished=tally.finished,
                    budget=tally.budget, failed=tally.failed,
                    seconds=round(time.monotonic() - t0, 1), study=study.study_name, storage=safe_url(url),

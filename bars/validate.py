@@ -271,14 +271,9 @@ def check_sweep(cfg: DictConfig) -> list[str]:
     if _get(cfg, "sweep.progress") not in _PROGRESS:
         out.append(f"sweep.progress must be one of {_PROGRESS}, got {_get(cfg, 'sweep.progress')!r}")
     _int(cfg, "sweep.seed", 0, out)
-    for k in ("n_startup_trials", "n_ei_candidates"):
-        _int(cfg, f"sweep.sampler.{k}", 1 if k == "n_ei_candidates" else 0, out)
-    for k in ("multivariate", "group", "constant_liar"):
-        if not isinstance(_get(cfg, f"sweep.sampler.{k}"), bool):
-            out.append(f"sweep.sampler.{k} must be true or false, got {_get(cfg, f'sweep.sampler.{k}')!r}")
-    _int(cfg, "sweep.pruner.n_startup_trials", 0, out)
-    _int(cfg, "sweep.pruner.n_warmup_steps", 0, out)
-    _int(cfg, "sweep.pruner.interval_steps", 1, out)
+    from bars.strategy import strategy_problems
+
+    out += strategy_problems(cfg)  # sweep.sampler / sweep.pruner: name, its block's settings, no ignored key
     if not out and role == "launcher":
         out += _check_placement(cfg)
     if not out:
@@ -333,6 +328,21 @@ def check_space(cfg: DictConfig) -> list[str]:
     def plain(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v
 
+    from bars.grids import GridError, grid_of
+
+    try:
+        grid = grid_of(cfg)
+    except GridError as e:
+        return [str(e)]
+    if grid is not None:  # a grid's points are explicit: each must give a valid config
+        out_g: list[str] = []
+        for i, point in enumerate(grid.points):
+            try:
+                bad = problems(point)
+            except Exception as e:  # noqa: BLE001 - a value OmegaConf cannot put there
+                bad = [str(e)]
+            out_g += [f"grid {grid.path} point {i} {point}: {b}" for b in bad]
+        return out_g[:20]
     out: list[str] = []
     for key, p in space.items():
         values = list(p.choices) if p.type == "categorical" else [p.low, p.high]
