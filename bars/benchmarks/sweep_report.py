@@ -37,11 +37,15 @@ def load_cells(out: Path) -> list[dict[str, Any]]:
     return cells
 
 
-def best_at(trials: list[dict[str, Any]], unit: str, limit: float) -> tuple[float | None, float | None]:
-    """(best validation AUC, test AUC of that trial) over the complete trials that ended within ``limit`` of
-    ``unit`` spent (cumulative, in trial order); (None, None) when the run stopped before spending ``limit``."""
-    if sum(float(t[unit]) for t in trials) < limit * (1 - 1e-3):
-        return None, None
+def best_at(trials: list[dict[str, Any]], unit: str, limit: float,
+            exhausted: bool = False) -> tuple[float | None, float | None, bool]:
+    """(best validation AUC, test AUC of that trial, short) over the complete trials that ended within ``limit``
+    of ``unit`` spent (cumulative, in trial order). A run that ended before spending ``limit`` of ``unit``: when
+    ``exhausted`` (it stopped because it had spent its budget in the other unit) its final best with short=True,
+    else (None, None, False)."""
+    short = sum(float(t[unit]) for t in trials) < limit * (1 - 1e-3)
+    if short and not exhausted:
+        return None, None, False
     spent, best, test = 0.0, None, None
     for t in trials:
         spent += float(t[unit])
@@ -49,7 +53,7 @@ def best_at(trials: list[dict[str, Any]], unit: str, limit: float) -> tuple[floa
             break
         if t["state"] == "complete" and (best is None or t["val_auc"] > best):
             best, test = t["val_auc"], t["test_auc"]
-    return best, test
+    return best, test, short
 
 
 def curve(trials: list[dict[str, Any]], unit: str, budget: float) -> list[tuple[float, float]]:
@@ -62,6 +66,12 @@ def curve(trials: list[dict[str, Any]], unit: str, budget: float) -> list[tuple[
         if best is not None:
             out.append((spent / budget, best))
     return out
+
+
+def _exhausted(cell: dict[str, Any], f: float) -> bool:
+    """A strategy run stops when either unit reaches its share (``fraction``) of the grid's compute: up to that
+    share, a run short in one unit had exhausted the other."""
+    return cell["strategy"] != "grid" and f <= float(cell.get("fraction", 1.0)) + 1e-3
 
 
 def _mean(xs: list[float | None]) -> float | None:
@@ -99,16 +109,17 @@ def summarize(cells: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
                                    "spent": {u: statistics.mean(sum(t[u] for t in c["trials"]) / budget[u]
                                                                 for c in cs) for u in UNITS}}
             for unit in UNITS:
-                vals, tests = [], []
+                vals, tests, shorts = [], [], []
                 for f in fractions:
-                    at = [best_at(c["trials"], unit, f * budget[unit]) for c in cs]
+                    at = [best_at(c["trials"], unit, f * budget[unit], _exhausted(c, f)) for c in cs]
                     vals.append(_mean([a[0] for a in at]))
                     tests.append(_mean([a[1] for a in at]))
+                    shorts.append(any(a[2] for a in at))
                 reach = None
                 if grid_best is not None:
-                    reach = sum((best_at(c["trials"], unit, budget[unit] / 3)[0] or 0.0) >= grid_best - 1e-12
-                                for c in cs)
-                row[unit] = {"val": vals, "test": tests, "reach": reach,
+                    reach = sum((best_at(c["trials"], unit, budget[unit] / 3, _exhausted(c, 1 / 3))[0] or 0.0)
+                                >= grid_best - 1e-12 for c in cs)
+                row[unit] = {"val": vals, "test": tests, "short": shorts, "reach": reach,
                              "curves": [curve(c["trials"], unit, budget[unit]) for c in cs]}
             rows[strategy] = row
         out[key] = {"budget": budget, "grid_best": grid_best, "grid_test": grid_test, "strategies": rows,
@@ -200,14 +211,18 @@ def render(summary: dict[tuple[str, str], dict[str, Any]], missing: list[str], t
                     continue
                 r = row[unit]
                 reach = "–" if r["reach"] is None else f"{r['reach']}/{row['seeds']}"
-                lines.append(f"| {names[strategy]} | {row['seeds']} | " + " | ".join(_fmt(v) for v in r["val"])
-                             + " | " + " | ".join(_fmt(v) for v in r["test"]) + f" | {reach} | "
+                star = ["*" if sh and v is not None else "" for v, sh in zip(r["val"], r["short"], strict=True)]
+                lines.append(f"| {names[strategy]} | {row['seeds']} | "
+                             + " | ".join(_fmt(v) + m for v, m in zip(r["val"], star, strict=True)) + " | "
+                             + " | ".join(_fmt(v) + m for v, m in zip(r["test"], star, strict=True)) + f" | {reach} | "
                              f"{row['trials']:.1f} ({row['pruned']:.1f}) |")
             lines.append("")
     for p in images:
         lines.append(f"![{p.stem}]({(rel / p.name).as_posix()})")
     lines.append("")
-    lines.append("`–`: no complete trial within that budget (or the strategy stopped before it: see `--fraction`).")
+    lines.append("`–`: no complete trial within that budget, or the run stopped before it (strategy runs stop at "
+                 "`--fraction` of the grid's compute). `*`: in some seed the run had spent its budget in the other "
+                 "unit first (a strategy run stops when either unit reaches its share): its final best.")
     return "\n".join(lines) + "\n"
 
 
