@@ -120,7 +120,8 @@ def summarize(cells: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
                     reach = sum((best_at(c["trials"], unit, budget[unit] / 3, _exhausted(c, 1 / 3))[0] or 0.0)
                                 >= grid_best - 1e-12 for c in cs)
                 row[unit] = {"val": vals, "test": tests, "short": shorts, "reach": reach,
-                             "curves": [curve(c["trials"], unit, budget[unit]) for c in cs]}
+                             "curves": [curve(c["trials"], unit, budget[unit]) for c in cs],
+                             "ends": [sum(float(t[unit]) for t in c["trials"]) / budget[unit] for c in cs]}
             rows[strategy] = row
         out[key] = {"budget": budget, "grid_best": grid_best, "grid_test": grid_test, "strategies": rows,
                     "meta": {k: any_cell.get(k) for k in ("train_rows", "epochs_cap", "grid_points", "grid_source",
@@ -148,16 +149,18 @@ def plot(summary: dict[tuple[str, str], dict[str, Any]], img_dir: Path, unit: st
         axes = fig.subplots(1, len(models), squeeze=False)[0]
         for ax, model in zip(axes, models, strict=True):
             s = summary[(data, model)]
-            xs = [i / 100 for i in range(1, 151)]
+            xs = [i / 200 for i in range(1, 211)]
             for strategy in strategies:
                 row = s["strategies"].get(strategy)
                 if not row:
                     continue
                 ys = []
-                for x in xs:
+                for x in xs:  # a line ends where the shortest of its seeds' runs ended
+                    if x > min(row[unit]["ends"]) + 1e-9:
+                        break
                     at = [next((v for f, v in reversed(cv) if f <= x + 1e-9), None) for cv in row[unit]["curves"]]
                     ys.append(_mean(at))
-                pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+                pts = [(x, y) for x, y in zip(xs, ys, strict=False) if y is not None]
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"{names[strategy]} ({row['seeds']})")
             if s["grid_best"] is not None:
@@ -231,11 +234,11 @@ def write_report(out: Path, expected: dict[str, Any], docs: Path | None = None) 
     summary = summarize(cells)
     missing = missing_cells(cells, expected)
     total = len(expected["data"]) * len(expected["models"]) * len(expected["strategies"]) * expected["seeds"]
-    images = plot(summary, out / "img") if summary else []
+    images = [*plot(summary, out / "img"), *plot(summary, out / "img", "cpu_s")] if summary else []
     text = render(summary, missing, total, images, Path("img"))
     atomic_write_text(out / "report.md", text)
     if docs is not None:
-        dimages = plot(summary, docs.parent / "img") if summary else []
+        dimages = [*plot(summary, docs.parent / "img"), *plot(summary, docs.parent / "img", "cpu_s")] if summary else []
         dtext = render(summary, missing, total, dimages, Path("img"))
         old = docs.read_text() if docs.exists() else ""
         block = f"{BEGIN}\n{dtext}{END}"
