@@ -109,17 +109,18 @@ def summarize(cells: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
                                    "spent": {u: statistics.mean(sum(t[u] for t in c["trials"]) / budget[u]
                                                                 for c in cs) for u in UNITS}}
             for unit in UNITS:
-                vals, tests, shorts = [], [], []
+                vals, tests, shorts, counts = [], [], [], []
                 for f in fractions:
                     at = [best_at(c["trials"], unit, f * budget[unit], _exhausted(c, f)) for c in cs]
                     vals.append(_mean([a[0] for a in at]))
                     tests.append(_mean([a[1] for a in at]))
                     shorts.append(any(a[2] for a in at))
+                    counts.append(sum(a[0] is not None for a in at))
                 reach = None
                 if grid_best is not None:
                     reach = sum((best_at(c["trials"], unit, budget[unit] / 3, _exhausted(c, 1 / 3))[0] or 0.0)
                                 >= grid_best - 1e-12 for c in cs)
-                row[unit] = {"val": vals, "test": tests, "short": shorts, "reach": reach,
+                row[unit] = {"val": vals, "test": tests, "short": shorts, "counts": counts, "reach": reach,
                              "curves": [curve(c["trials"], unit, budget[unit]) for c in cs],
                              "ends": [sum(float(t[unit]) for t in c["trials"]) / budget[unit] for c in cs]}
             rows[strategy] = row
@@ -214,7 +215,8 @@ def render(summary: dict[tuple[str, str], dict[str, Any]], missing: list[str], t
                     continue
                 r = row[unit]
                 reach = "–" if r["reach"] is None else f"{r['reach']}/{row['seeds']}"
-                star = ["*" if sh and v is not None else "" for v, sh in zip(r["val"], r["short"], strict=True)]
+                star = [("*" if sh and v is not None else "") + (f" ({k}/{row['seeds']})" if 0 < k < row["seeds"] else "")
+                        for v, sh, k in zip(r["val"], r["short"], r["counts"], strict=True)]
                 lines.append(f"| {names[strategy]} | {row['seeds']} | "
                              + " | ".join(_fmt(v) + m for v, m in zip(r["val"], star, strict=True)) + " | "
                              + " | ".join(_fmt(v) + m for v, m in zip(r["test"], star, strict=True)) + f" | {reach} | "
@@ -225,7 +227,8 @@ def render(summary: dict[tuple[str, str], dict[str, Any]], missing: list[str], t
     lines.append("")
     lines.append("`–`: no complete trial within that budget, or the run stopped before it (strategy runs stop at "
                  "`--fraction` of the grid's compute). `*`: in some seed the run had spent its budget in the other "
-                 "unit first (a strategy run stops when either unit reaches its share): its final best.")
+                 "unit first (a strategy run stops when either unit reaches its share): its final best. `(k/n)`: mean over the "
+                 "k of n seeds that had a complete trial within that budget.")
     return "\n".join(lines) + "\n"
 
 
