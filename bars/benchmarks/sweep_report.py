@@ -277,6 +277,7 @@ def measure_overhead(trials: int = 4, threads: int = 1, root: Path | None = None
         prepare(cfg, quiet=True)
     epochs_s: dict[int, float] = {}
     calls: list[float] = []
+    phases: dict[int, dict[str, float]] = {}  # train_one's wall-time breakdown of each complete trial
 
     def train_fn(tcfg: Any, *, on_epoch: Any = None, **kw: Any) -> Any:
         key = len(calls)
@@ -288,7 +289,9 @@ def measure_overhead(trials: int = 4, threads: int = 1, root: Path | None = None
             if on_epoch is not None:
                 on_epoch(log)
 
-        return train_one(tcfg, on_epoch=wrapped, **kw)
+        r = train_one(tcfg, on_epoch=wrapped, **kw)
+        phases[key] = dict(r.phases)
+        return r
 
     t0 = time.monotonic()
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
@@ -305,7 +308,7 @@ def measure_overhead(trials: int = 4, threads: int = 1, root: Path | None = None
     return {"trials": len(done), "states": [t.state.name.lower() for t in done],
             "epochs": [int(t.user_attrs.get("epochs", 0)) for t in done], "trial_s": durs,
             "epochs_s": [epochs_s.get(i, 0.0) for i in range(len(durs))], "fixed_s": fixed,
-            "sweep_wall_s": wall, "trials_per_hour": 3600 * len(done) / span if span > 0 else None,
+            "phases": [phases.get(i, {}) for i in range(len(durs))], "sweep_wall_s": wall, "trials_per_hour": 3600 * len(done) / span if span > 0 else None,
             "threads": threads}
 
 
@@ -317,6 +320,12 @@ def print_overhead(r: dict[str, Any]) -> None:
     for i, (d, e, f, st) in enumerate(zip(r["trial_s"], r["epochs_s"], r["fixed_s"], r["states"], strict=True)):
         print(f"  trial {i}: {st:<8} {r['epochs'][i]} epochs, {d:.2f} s = {e:.2f} s training+validation + "
               f"{f:.2f} s fixed")
+    later = [ph for ph in r.get("phases", [])[1:] if ph]
+    if later:  # where a trial's time outside its epochs goes (train_one's phases; the rest is Optuna's)
+        keys = [k for k in later[0] if k not in ("train", "valid", "total")]
+        parts = {k: statistics.median(ph.get(k, 0.0) for ph in later) for k in keys}
+        print("  inside train_one, median over trials 1.. (s): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.005))
     tph = r["trials_per_hour"]
     print(f"  fixed cost per trial: median {med:.2f} s over trials 1.. (trial 0: {r['fixed_s'][0]:.2f} s, one-time "
           f"costs included); {r['trials']} trials in {r['sweep_wall_s']:.1f} s of sweep wall (launcher included); "
