@@ -62,11 +62,14 @@ def test_harness_smoke_resumable(tmp_path, monkeypatch):
     rows = g["train_rows"]
     for name in ("tpe_median", "tpe_hyperband"):
         trials = cells[name]["trials"]
-        assert sum(t["samples"] for t in trials) >= 0.5 * g["grid_budget"]["samples"]
+        assert sum(t["samples"] for t in trials) >= 0.5 * g["grid_budget"]["samples"] or \
+            sum(t["cpu_s"] for t in trials) >= 0.5 * g["grid_budget"]["cpu_s"]
         for t in trials:
             assert t["samples"] == t["epochs"] * rows and t["cpu_s"] > 0 and len(t["val_aucs"]) == t["epochs"]
             assert (t["test_auc"] is None) == (t["state"] == "pruned")
             assert 0.3 < t["val_auc"] < 1 and "train.learning_rate" in t["params"]  # conf/search space
+    with pytest.raises(SystemExit, match=r"--epochs 3 \(the study in .* has 2\)"):
+        B.main([*argv, "--epochs", "3"])
     report = (out / "report.md").read_text()
     assert "Cells: complete." in report and "TPE + Hyperband" in report
 
@@ -83,9 +86,9 @@ def _trial(samples, cpu, val, test, state="complete"):
             "test_auc": test if state == "complete" else None, "params": {}}
 
 
-def _cell(out, strategy, seed, trials):
+def _cell(out, strategy, seed, trials, fraction=1.0):
     meta = {"data": "d", "model": "m", "train_rows": 100, "epochs_cap": 3, "grid_points": 3, "grid_source": "src",
-            "grid_note": "", "grid_budget": {"samples": 300.0, "cpu_s": 30.0}, "fraction": 1.0, "overrides": [],
+            "grid_note": "", "grid_budget": {"samples": 300.0, "cpu_s": 30.0}, "fraction": fraction, "overrides": [],
             "strategy": strategy, "seed": seed}
     B.write_cell(B.cell_path(out, "d", "m", strategy, seed), meta, trials)
 
@@ -95,10 +98,12 @@ def test_report_on_a_partial_result_folder(tmp_path):
     _cell(out, "grid", 0, [_trial(100, 10, 0.70, 0.60), _trial(100, 10, 0.80, 0.61), _trial(100, 10, 0.75, 0.62)])
     _cell(out, "random", 0, [_trial(50, 5, 0.81, 0.71), _trial(50, 5, 0.90, None, "pruned"),
                              _trial(200, 20, 0.85, 0.72)])
+    # a run of a third of the grid's compute that spent its CPU share (10 CPU-s) after 50 samples
+    _cell(out, "tpe", 0, [_trial(50, 12, 0.79, 0.70)], fraction=1 / 3)
     docs = tmp_path / "docs" / "sweeps.md"
     docs.parent.mkdir()
     docs.write_text(f"# Sweeps\nhand-written text\n\n{R.BEGIN}\nold table\n{R.END}\n\nmore text\n")
-    expected = {"data": ["d"], "models": ["m"], "strategies": ["grid", "random"], "seeds": 2}
+    expected = {"data": ["d"], "models": ["m"], "strategies": ["grid", "random", "tpe"], "seeds": 2}
     text = R.write_report(out, expected, docs=docs)
 
     s = R.summarize(R.load_cells(out))[("d", "m")]
@@ -109,11 +114,15 @@ def test_report_on_a_partial_result_folder(tmp_path):
     # random: 0.81 at 50 samples; the pruned 0.90 never counts; 0.85 after 300
     assert rnd["val"] == [None, 0.81, 0.81, 0.85] and rnd["test"] == [None, 0.71, 0.71, 0.72]
     assert rnd["reach"] == 1 and grid["reach"] == 0
-    assert "PARTIAL: 2 of 4 cells" in text and "d/m/grid/seed1, d/m/random/seed1" in text
+    assert "PARTIAL: 3 of 6 cells" in text and "d/m/grid/seed1, d/m/random/seed1, d/m/tpe/seed1" in text
+    # samples: short of 1/3 (100) after its CPU share was spent -> its final best, starred; nothing after 1/3
+    assert "| TPE (multivariate) | 1 | – | 0.7900* | – | – | – | 0.7000* | – | – | 0/1 | 1.0 (0.0) |" in text
     assert "| random | 1 | – | 0.8100 | 0.8100 | 0.8500 | – | 0.7100 | 0.7100 | 0.7200 | 1/1 | 3.0 (1.0) |" in text
     new = docs.read_text()
     assert new.startswith("# Sweeps\nhand-written text\n") and new.endswith("more text\n")
-    assert "old table" not in new and "PARTIAL: 2 of 4 cells" in new
+    assert "old table" not in new and "PARTIAL: 3 of 6 cells" in new
     assert (docs.parent / "img" / "sweeps_d_samples.png").stat().st_size > 1000
     # a run that stopped before a budget shows no value there (not its last one)
-    assert R.best_at([_trial(50, 5, 0.9, 0.8)], "samples", 100) == (None, None)
+    assert R.best_at([_trial(50, 5, 0.9, 0.8)], "samples", 100) == (None, None, False)
+    # ... unless it stopped because its budget in the other unit was spent: its final best, marked short
+    assert R.best_at([_trial(50, 5, 0.9, 0.8)], "samples", 100, exhausted=True) == (0.9, 0.8, True)

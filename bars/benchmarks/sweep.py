@@ -261,7 +261,8 @@ def grid_cell(s: Setting, grid: Grid, seed: int, points: list[dict[str, Any]]) -
 
 def strategy_cell(s: Setting, strategy: str, seed: int, budget: dict[str, float], fraction: float,
                   log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """One strategy run: trials until both its samples and its CPU-seconds reach ``fraction`` of the grid's."""
+    """One strategy run: trials until its samples or its CPU-seconds reach ``fraction`` of the grid's (the
+    trial that crosses the line finishes: the overshoot is recorded)."""
     from bars.search import space_of
 
     cfg = compose([*s.base, *(STRATEGY_OVERRIDES[strategy] if _product_keys() else [])])
@@ -271,7 +272,6 @@ def strategy_cell(s: Setting, strategy: str, seed: int, budget: dict[str, float]
     trials: list[dict[str, Any]] = []
     spent = {"samples": 0.0, "cpu_s": 0.0}
     target = {k: fraction * budget[k] for k in spent}
-    hard_cap = 1.5 * target["samples"]
 
     def objective(trial: optuna.Trial) -> float:
         params = {k: p.suggest(trial) for k, p in space.items()}
@@ -296,8 +296,7 @@ def strategy_cell(s: Setting, strategy: str, seed: int, budget: dict[str, float]
         trials.append({"number": trial.number, "params": params, **rec})
         spent["samples"] += rec["samples"]
         spent["cpu_s"] += rec["cpu_s"]
-        if (spent["samples"] >= target["samples"] and spent["cpu_s"] >= target["cpu_s"]) \
-                or spent["samples"] >= hard_cap:
+        if spent["samples"] >= target["samples"] or spent["cpu_s"] >= target["cpu_s"]:  # either budget: spent
             study.stop()
         if rec["state"] == "pruned":
             raise optuna.TrialPruned()
@@ -410,6 +409,24 @@ def frappe_raw_dir(given: str | None) -> str:
                      f"{[str(c) for c in cands]}: pass --frappe-raw DIR, or leave frappe_vt out of --data")
 
 
+SETTINGS = ("epochs", "rows", "synthetic_rows", "fraction", "threads")
+
+
+def check_settings(out: Path, args: argparse.Namespace) -> None:
+    """A study's cells must share their settings: the first run records them in ``<out>/study.json``; a later
+    run with other values is an error naming the option (use another --out)."""
+    path = out / "study.json"
+    mine = {k: getattr(args, k) for k in SETTINGS}
+    if not path.exists():
+        atomic_write_text(path, json.dumps(mine, indent=1))
+        return
+    saved = json.loads(path.read_text())
+    diff = [f"--{k.replace('_', '-')} {mine[k]} (the study in {out} has {saved.get(k)})" for k in SETTINGS
+            if saved.get(k) != mine[k]]
+    if diff:
+        raise SystemExit(f"bars bench sweep: {'; '.join(diff)}: continue with its settings or use another --out")
+
+
 def _split(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
@@ -435,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=20000,
                     help="data.rows of the real datasets (rows read from each file; 0 = all)")
     ap.add_argument("--synthetic-rows", type=int, default=20000, help="data.rows of the synthetic data")
-    ap.add_argument("--fraction", type=float, default=1.0, help="share of the grid's compute a strategy run spends")
+    ap.add_argument("--fraction", type=float, default=0.3334,
+                    help="share of the grid's compute a strategy run spends (1 = all of it)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per trial")
     ap.add_argument("--frappe-raw", default=None,
                     help="folder with Frappe_x1's valid/test files (default: frappe_vt's data.raw_dir)")
@@ -459,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         if "frappe_vt" in _split(args.data):
             args.frappe_raw = frappe_raw_dir(args.frappe_raw)
         out.mkdir(parents=True, exist_ok=True)
+        check_settings(out, args)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         run_study(args, out)
     expected = {"data": _split(args.data), "models": _split(args.models), "strategies": _split(args.strategies),

@@ -37,11 +37,15 @@ def load_cells(out: Path) -> list[dict[str, Any]]:
     return cells
 
 
-def best_at(trials: list[dict[str, Any]], unit: str, limit: float) -> tuple[float | None, float | None]:
-    """(best validation AUC, test AUC of that trial) over the complete trials that ended within ``limit`` of
-    ``unit`` spent (cumulative, in trial order); (None, None) when the run stopped before spending ``limit``."""
-    if sum(float(t[unit]) for t in trials) < limit * (1 - 1e-3):
-        return None, None
+def best_at(trials: list[dict[str, Any]], unit: str, limit: float,
+            exhausted: bool = False) -> tuple[float | None, float | None, bool]:
+    """(best validation AUC, test AUC of that trial, short) over the complete trials that ended within ``limit``
+    of ``unit`` spent (cumulative, in trial order). A run that ended before spending ``limit`` of ``unit``: when
+    ``exhausted`` (it stopped because it had spent its budget in the other unit) its final best with short=True,
+    else (None, None, False)."""
+    short = sum(float(t[unit]) for t in trials) < limit * (1 - 1e-3)
+    if short and not exhausted:
+        return None, None, False
     spent, best, test = 0.0, None, None
     for t in trials:
         spent += float(t[unit])
@@ -49,7 +53,7 @@ def best_at(trials: list[dict[str, Any]], unit: str, limit: float) -> tuple[floa
             break
         if t["state"] == "complete" and (best is None or t["val_auc"] > best):
             best, test = t["val_auc"], t["test_auc"]
-    return best, test
+    return best, test, short
 
 
 def curve(trials: list[dict[str, Any]], unit: str, budget: float) -> list[tuple[float, float]]:
@@ -62,6 +66,12 @@ def curve(trials: list[dict[str, Any]], unit: str, budget: float) -> list[tuple[
         if best is not None:
             out.append((spent / budget, best))
     return out
+
+
+def _exhausted(cell: dict[str, Any], f: float) -> bool:
+    """A strategy run stops when either unit reaches its share (``fraction``) of the grid's compute: up to that
+    share, a run short in one unit had exhausted the other."""
+    return cell["strategy"] != "grid" and f <= float(cell.get("fraction", 1.0)) + 1e-3
 
 
 def _mean(xs: list[float | None]) -> float | None:
@@ -99,17 +109,20 @@ def summarize(cells: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
                                    "spent": {u: statistics.mean(sum(t[u] for t in c["trials"]) / budget[u]
                                                                 for c in cs) for u in UNITS}}
             for unit in UNITS:
-                vals, tests = [], []
+                vals, tests, shorts, counts = [], [], [], []
                 for f in fractions:
-                    at = [best_at(c["trials"], unit, f * budget[unit]) for c in cs]
+                    at = [best_at(c["trials"], unit, f * budget[unit], _exhausted(c, f)) for c in cs]
                     vals.append(_mean([a[0] for a in at]))
                     tests.append(_mean([a[1] for a in at]))
+                    shorts.append(any(a[2] for a in at))
+                    counts.append(sum(a[0] is not None for a in at))
                 reach = None
                 if grid_best is not None:
-                    reach = sum((best_at(c["trials"], unit, budget[unit] / 3)[0] or 0.0) >= grid_best - 1e-12
-                                for c in cs)
-                row[unit] = {"val": vals, "test": tests, "reach": reach,
-                             "curves": [curve(c["trials"], unit, budget[unit]) for c in cs]}
+                    reach = sum((best_at(c["trials"], unit, budget[unit] / 3, _exhausted(c, 1 / 3))[0] or 0.0)
+                                >= grid_best - 1e-12 for c in cs)
+                row[unit] = {"val": vals, "test": tests, "short": shorts, "counts": counts, "reach": reach,
+                             "curves": [curve(c["trials"], unit, budget[unit]) for c in cs],
+                             "ends": [sum(float(t[unit]) for t in c["trials"]) / budget[unit] for c in cs]}
             rows[strategy] = row
         out[key] = {"budget": budget, "grid_best": grid_best, "grid_test": grid_test, "strategies": rows,
                     "meta": {k: any_cell.get(k) for k in ("train_rows", "epochs_cap", "grid_points", "grid_source",
@@ -137,16 +150,18 @@ def plot(summary: dict[tuple[str, str], dict[str, Any]], img_dir: Path, unit: st
         axes = fig.subplots(1, len(models), squeeze=False)[0]
         for ax, model in zip(axes, models, strict=True):
             s = summary[(data, model)]
-            xs = [i / 100 for i in range(1, 151)]
+            xs = [i / 200 for i in range(1, 211)]
             for strategy in strategies:
                 row = s["strategies"].get(strategy)
                 if not row:
                     continue
                 ys = []
-                for x in xs:
+                for x in xs:  # a line ends where the shortest of its seeds' runs ended
+                    if x > min(row[unit]["ends"]) + 1e-9:
+                        break
                     at = [next((v for f, v in reversed(cv) if f <= x + 1e-9), None) for cv in row[unit]["curves"]]
                     ys.append(_mean(at))
-                pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+                pts = [(x, y) for x, y in zip(xs, ys, strict=False) if y is not None]
                 if pts:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"{names[strategy]} ({row['seeds']})")
             if s["grid_best"] is not None:
@@ -200,14 +215,20 @@ def render(summary: dict[tuple[str, str], dict[str, Any]], missing: list[str], t
                     continue
                 r = row[unit]
                 reach = "–" if r["reach"] is None else f"{r['reach']}/{row['seeds']}"
-                lines.append(f"| {names[strategy]} | {row['seeds']} | " + " | ".join(_fmt(v) for v in r["val"])
-                             + " | " + " | ".join(_fmt(v) for v in r["test"]) + f" | {reach} | "
+                star = [("*" if sh and v is not None else "") + (f" ({k}/{row['seeds']})" if 0 < k < row["seeds"] else "")
+                        for v, sh, k in zip(r["val"], r["short"], r["counts"], strict=True)]
+                lines.append(f"| {names[strategy]} | {row['seeds']} | "
+                             + " | ".join(_fmt(v) + m for v, m in zip(r["val"], star, strict=True)) + " | "
+                             + " | ".join(_fmt(v) + m for v, m in zip(r["test"], star, strict=True)) + f" | {reach} | "
                              f"{row['trials']:.1f} ({row['pruned']:.1f}) |")
             lines.append("")
     for p in images:
         lines.append(f"![{p.stem}]({(rel / p.name).as_posix()})")
     lines.append("")
-    lines.append("`–`: no complete trial within that budget (or the strategy stopped before it: see `--fraction`).")
+    lines.append("`–`: no complete trial within that budget, or the run stopped before it (strategy runs stop at "
+                 "`--fraction` of the grid's compute). `*`: in some seed the run had spent its budget in the other "
+                 "unit first (a strategy run stops when either unit reaches its share): its final best. `(k/n)`: mean over the "
+                 "k of n seeds that had a complete trial within that budget.")
     return "\n".join(lines) + "\n"
 
 
@@ -216,11 +237,11 @@ def write_report(out: Path, expected: dict[str, Any], docs: Path | None = None) 
     summary = summarize(cells)
     missing = missing_cells(cells, expected)
     total = len(expected["data"]) * len(expected["models"]) * len(expected["strategies"]) * expected["seeds"]
-    images = plot(summary, out / "img") if summary else []
+    images = [*plot(summary, out / "img"), *plot(summary, out / "img", "cpu_s")] if summary else []
     text = render(summary, missing, total, images, Path("img"))
     atomic_write_text(out / "report.md", text)
     if docs is not None:
-        dimages = plot(summary, docs.parent / "img") if summary else []
+        dimages = [*plot(summary, docs.parent / "img"), *plot(summary, docs.parent / "img", "cpu_s")] if summary else []
         dtext = render(summary, missing, total, dimages, Path("img"))
         old = docs.read_text() if docs.exists() else ""
         block = f"{BEGIN}\n{dtext}{END}"
@@ -256,6 +277,7 @@ def measure_overhead(trials: int = 4, threads: int = 1, root: Path | None = None
         prepare(cfg, quiet=True)
     epochs_s: dict[int, float] = {}
     calls: list[float] = []
+    phases: dict[int, dict[str, float]] = {}  # train_one's wall-time breakdown of each complete trial
 
     def train_fn(tcfg: Any, *, on_epoch: Any = None, **kw: Any) -> Any:
         key = len(calls)
@@ -267,7 +289,9 @@ def measure_overhead(trials: int = 4, threads: int = 1, root: Path | None = None
             if on_epoch is not None:
                 on_epoch(log)
 
-        return train_one(tcfg, on_epoch=wrapped, **kw)
+        r = train_one(tcfg, on_epoch=wrapped, **kw)
+        phases[key] = dict(r.phases)
+        return r
 
     t0 = time.monotonic()
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
@@ -284,7 +308,7 @@ def measure_overhead(trials: int = 4, threads: int = 1, root: Path | None = None
     return {"trials": len(done), "states": [t.state.name.lower() for t in done],
             "epochs": [int(t.user_attrs.get("epochs", 0)) for t in done], "trial_s": durs,
             "epochs_s": [epochs_s.get(i, 0.0) for i in range(len(durs))], "fixed_s": fixed,
-            "sweep_wall_s": wall, "trials_per_hour": 3600 * len(done) / span if span > 0 else None,
+            "phases": [phases.get(i, {}) for i in range(len(durs))], "sweep_wall_s": wall, "trials_per_hour": 3600 * len(done) / span if span > 0 else None,
             "threads": threads}
 
 
@@ -296,6 +320,12 @@ def print_overhead(r: dict[str, Any]) -> None:
     for i, (d, e, f, st) in enumerate(zip(r["trial_s"], r["epochs_s"], r["fixed_s"], r["states"], strict=True)):
         print(f"  trial {i}: {st:<8} {r['epochs'][i]} epochs, {d:.2f} s = {e:.2f} s training+validation + "
               f"{f:.2f} s fixed")
+    later = [ph for ph in r.get("phases", [])[1:] if ph]
+    if later:  # where a trial's time outside its epochs goes (train_one's phases; the rest is Optuna's)
+        keys = [k for k in later[0] if k not in ("train", "valid", "total")]
+        parts = {k: statistics.median(ph.get(k, 0.0) for ph in later) for k in keys}
+        print("  inside train_one, median over trials 1.. (s): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.005))
     tph = r["trials_per_hour"]
     print(f"  fixed cost per trial: median {med:.2f} s over trials 1.. (trial 0: {r['fixed_s'][0]:.2f} s, one-time "
           f"costs included); {r['trials']} trials in {r['sweep_wall_s']:.1f} s of sweep wall (launcher included); "
