@@ -42,34 +42,52 @@ def test_frappe_vt_config_errors_name_the_key(tmp_path, data_cfg, extra, match):
 
 
 def test_harness_smoke_resumable(tmp_path, monkeypatch):
-    """Tiny data, a 2x2 grid, one seed: every strategy's cell is written, spends the grid's share of compute,
-    records per-trial compute and AUCs; a rerun trains nothing; a deleted cell is redone alone."""
-    grid = B.Grid("dnn", {"model.params.dropout": [0.1, 0.3], "train.embedding_regularizer": [0.001, 0.01]},
-                  {"model.params.hidden_units": [32, 32]}, "test grid")
+    """Tiny data, a 2x2 grid, one seed, --space grid: every strategy's cell is written, searches the grid's
+    points only, spends the grid's share of compute, records per-trial compute and AUCs; a replayed point equals
+    the point retrained; a rerun trains nothing; a deleted cell is redone alone; --space search is another study."""
+    from bars import grids
+
+    grid = grids.parse_grid({"axes": {"model.params.dropout": [0.1, 0.3], "train.embedding_regularizer": [0.001, 0.01]},
+                             "set": {"model.params.hidden_units": [32, 32]}, "source": "test grid"}, "test grid")
     monkeypatch.setattr(B, "load_study_grid", lambda model: grid)
     out = tmp_path / "out"
-    argv = ["--data", "movielens_small", "--models", "dnn", "--strategies", "grid,tpe_median,tpe_hyperband",
-            "--seeds", "1", "--rows", "1500", "--epochs", "2", "--fraction", "0.5", "--out", str(out), "--no-overhead",
+    argv = ["--data", "movielens_small", "--models", "dnn", "--strategies", "grid,random,tpe_median,tpe_hyperband",
+            "--seeds", "1", "--rows", "1500", "--epochs", "2", "--fraction", "1", "--out", str(out), "--no-overhead",
             "--data-dir", str(tmp_path / "data")]
     assert B.main(argv) == 0
+    assert json.loads((out / "study.json").read_text())["space"] == "grid"
     cells = {c["strategy"]: c for c in R.load_cells(out)}
-    assert set(cells) == {"grid", "tpe_median", "tpe_hyperband"}
+    assert set(cells) == {"grid", "random", "tpe_median", "tpe_hyperband"}
     g = cells["grid"]
     assert len(g["trials"]) == 4 and g["grid_budget"]["samples"] == sum(t["samples"] for t in g["trials"])
-    assert sorted(json.dumps(t["params"], sort_keys=True) for t in g["trials"]) == sorted(
-        json.dumps({"model.params.dropout": d, "train.embedding_regularizer": e}, sort_keys=True)
-        for d in (0.1, 0.3) for e in (0.001, 0.01))
+    # the grid sweep's order (GridPointsSampler, sweep.seed=0) over the grid's points
+    assert [json.dumps(t["params"], sort_keys=True) for t in g["trials"]] == [
+        json.dumps(grid.points[i], sort_keys=True) for i in B.grid_order(grid, 0)]
+    by_point = {json.dumps(t["params"], sort_keys=True): t for t in g["trials"]}
     rows = g["train_rows"]
-    for name in ("tpe_median", "tpe_hyperband"):
-        trials = cells[name]["trials"]
-        assert sum(t["samples"] for t in trials) >= 0.5 * g["grid_budget"]["samples"] or \
-            sum(t["cpu_s"] for t in trials) >= 0.5 * g["grid_budget"]["cpu_s"]
+    for name in ("random", "tpe_median", "tpe_hyperband"):
+        c = cells[name]
+        trials = c["trials"]
+        assert c["space"] == "grid"
+        assert sum(t["samples"] for t in trials) >= g["grid_budget"]["samples"] or \
+            sum(t["cpu_s"] for t in trials) >= g["grid_budget"]["cpu_s"]
         for t in trials:
-            assert t["samples"] == t["epochs"] * rows and t["cpu_s"] > 0 and len(t["val_aucs"]) == t["epochs"]
-            assert (t["test_auc"] is None) == (t["state"] == "pruned")
-            assert 0.3 < t["val_auc"] < 1 and "train.learning_rate" in t["params"]  # conf/search space
+            point = by_point[json.dumps(t["params"], sort_keys=True)]  # a grid point, nothing else
+            assert len(t["val_aucs"]) == t["epochs"] and t["val_aucs"] == point["val_aucs"][:t["epochs"]]
+            if t["state"] == "complete":
+                assert (t["samples"], t["cpu_s"], t["test_auc"]) == (point["samples"], point["cpu_s"],
+                                                                      point["test_auc"])
+            else:
+                assert t["test_auc"] is None and t["epochs"] < point["epochs"] + 1 and t["samples"] <= point["samples"]
+    # replaying a point is retraining it: train one point again, live
+    p0 = g["trials"][0]
+    cfg = B.compose([*g["overrides"], *[f"{k}={B._hydra(v)}" for k, v in grid.set.items()]])
+    live = B.train_trial(B.trial_cfg(cfg, p0["params"]), rows)
+    assert live["val_aucs"] == p0["val_aucs"] and live["test_auc"] == pytest.approx(p0["test_auc"], abs=1e-9)
     with pytest.raises(SystemExit, match=r"--epochs 3 \(the study in .* has 2\)"):
         B.main([*argv, "--epochs", "3"])
+    with pytest.raises(SystemExit, match=r"--space search \(the study in .* has grid\)"):
+        B.main([*argv, "--space", "search"])
     report = (out / "report.md").read_text()
     assert "Cells: complete." in report and "TPE + Hyperband" in report
 
@@ -77,8 +95,43 @@ def test_harness_smoke_resumable(tmp_path, monkeypatch):
     monkeypatch.setattr(B, "train_trial", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError))
     assert B.main(argv) == 0 and calls == []  # nothing retrained
     (out / "cells" / "movielens_small" / "dnn" / "grid" / "seed0.json").unlink()
-    assert B.main(argv) == 0 and calls == []  # the grid's trained points are kept: the cell is replayed
-    assert (out / "cells" / "movielens_small" / "dnn" / "grid" / "seed0.json").is_file()
+    (out / "cells" / "movielens_small" / "dnn" / "tpe_median" / "seed0.json").unlink()
+    assert B.main(argv) == 0 and calls == []  # the grid's trained points are kept: the cells are replayed
+    assert (out / "cells" / "movielens_small" / "dnn" / "tpe_median" / "seed0.json").is_file()
+    monkeypatch.undo()
+
+    # --space search: the model's conf/search space, every trial trained
+    monkeypatch.setattr(B, "load_study_grid", lambda model: grid)
+    out2 = tmp_path / "out_search"
+    argv2 = [*argv[:argv.index("--strategies")], "--strategies", "grid,tpe_median", *argv[argv.index("--seeds"):]]
+    argv2[argv2.index(str(out))] = str(out2)
+    argv2[argv2.index("--fraction") + 1] = "0.5"
+    assert B.main([*argv2, "--space", "search"]) == 0
+    c = {c["strategy"]: c for c in R.load_cells(out2)}["tpe_median"]
+    assert c["space"] == "search" and all("train.learning_rate" in t["params"] for t in c["trials"])
+    for t in c["trials"]:
+        assert t["samples"] == t["epochs"] * rows and t["cpu_s"] > 0 and (t["test_auc"] is None) == (
+            t["state"] == "pruned")
+
+
+def test_grids_are_the_products(tmp_path):
+    """DCN, FinalMLP, AutoInt+ replay conf/grids/bars/frappe_x1 (FinalMLP's explicit point list: one categorical
+    over the point index); DNN the borrowed DCN axes; the protocol keys stay out of set:."""
+    from bars import grids
+
+    for m in ("dcn", "finalmlp", "autoint_plus"):
+        g, p = B.load_study_grid(m), grids.load_grid(m, split="frappe_x1")
+        assert g.points == p.points and not set(g.set) & set(B._NOT_SET)
+        assert B.study_grid(tmp_path, "d", m).points == g.points  # grid.json round trip
+        assert B.study_grid(tmp_path, "d", m).points == g.points  # ... read back
+    assert B.load_study_grid("dnn").size == 18 and "model.params.hidden_units" in B.load_study_grid("dnn").set
+    import optuna
+
+    fm = B.load_study_grid("finalmlp")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = []
+    study.optimize(lambda t: seen.append(B.grid_space_suggest(fm)(t)) or 0.0, n_trials=30)
+    assert all(p in fm.points for p in seen) and len({json.dumps(p, sort_keys=True) for p in seen}) > 5
 
 
 def _trial(samples, cpu, val, test, state="complete"):

@@ -3,23 +3,32 @@
 The study of issue 15: for each dataset x model, BARS's grid for the model (the reference: its full compute is
 the budget unit) against random search, TPE (multivariate), TPE + median pruning (the default `bars sweep`) and
 TPE + Hyperband, each run with several sampler seeds until it has spent the grid's compute (training samples
-processed and process CPU-seconds; ``--fraction`` of it when time forces it). Samplers and pruners come from the
-product's factories (``bars.study.make_sampler`` / ``make_pruner`` on a composed config), the search space is the
-model's ``conf/search`` space (what ``bars sweep`` searches), trials are capped at ``--epochs`` epochs (the sweep's
-``sweep.max_epochs``) and trained in-process through ``bars.run.train_one`` (tracking off).
+processed and process CPU-seconds; ``--fraction`` of it when time forces it). Every strategy is the product's:
+the config composed with its ``sweep.sampler.name`` / ``sweep.pruner.name`` (:data:`STRATEGY_OVERRIDES`) and
+built by ``bars.study.make_sampler`` / ``make_pruner``; the grids are ``bars.grids.load_grid``'s BARS Frappe_x1
+grids (DNN's is borrowed: :data:`BORROWED_GRIDS`), walked in a grid sweep's order. Trials are capped at
+``--epochs`` epochs (the sweep's ``sweep.max_epochs``) and trained in-process through ``bars.run.train_one``
+(tracking off).
+
+``--space`` is what random and TPE search: ``grid`` (default) the grid's own points, each axis a categorical of
+its values (an explicit point list: one categorical over the point index), with the grid's ``set:`` applied, so
+every strategy searches the points the grid walks and each trial costs what that point costs (it is replayed
+from the trained point: per-epoch AUCs to the pruner, the point's samples and CPU-seconds); ``search`` the
+model's ``conf/search`` space (what ``bars sweep`` searches by default), every trial trained.
 
 Every (data, model, strategy, seed) cell is one JSON file under ``<out>/cells/`` written atomically when the cell
 ends, so a killed study continues where it stopped (the grid also keeps its trained points as it goes). The
 report (``--report-only``) reads whatever cells exist: a markdown table and plots (``bars.benchmarks.sweep_report``).
 
 The grid is trained once per (data, model) with the protocol's training seed (as ``bars sweep`` trains every trial
-with ``seed``): a grid "seed" is the order Optuna's GridSampler visits the points with that sampler seed, replayed
+with ``seed``): a grid "seed" is the order a grid sweep with ``sweep.seed=<seed>`` walks the points, replayed
 on the trained points (training is deterministic for a configuration, so training a point twice gives the same
 result). ``--overhead`` measures a sweep trial's fixed cost through the real ``bars sweep`` path (issue 16).
 
-    bars bench sweep [--data frappe_vt,movielens_small,synthetic] [--models dnn,dcn,finalmlp,autoint_plus]
+    bars bench sweep [--data frappe_vt,movielens_small,synthetic] [--models dcn,finalmlp,dnn,autoint_plus]
                      [--strategies grid,random,tpe,tpe_median,tpe_hyperband] [--seeds 3] [--out .bench/sweep]
-                     [--threads 1] [--epochs 3] [--rows 20000] [--fraction 1] [--report-only] [--overhead]
+                     [--space grid|search] [--threads 1] [--epochs 3] [--rows 20000] [--fraction 1]
+                     [--report-only] [--overhead]
 """
 
 from __future__ import annotations
@@ -28,7 +37,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -38,13 +46,16 @@ from typing import Any
 
 import optuna
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from bars import grids
 from bars.config import PROJECT_ROOT, compose
 from bars.fileio import atomic_write_text
+from bars.grids import Grid
+from bars.search import decode_choice, encode_choice
 
 DATASETS = ("frappe_vt", "movielens_small", "synthetic")
-MODELS = ("dcn", "dnn", "finalmlp", "autoint_plus")
+MODELS = ("dcn", "finalmlp", "dnn", "autoint_plus")
 STRATEGIES = ("grid", "random", "tpe", "tpe_median", "tpe_hyperband")
 STRATEGY_NAMES = {"grid": "BARS grid", "random": "random", "tpe": "TPE (multivariate)",
                   "tpe_median": "TPE + median pruning (default)", "tpe_hyperband": "TPE + Hyperband"}
@@ -66,106 +77,110 @@ FRACTION_LABELS = ("1/9", "1/3", "2/3", "1")
 # `set` = what BARS used at every grid point (the model's conf/presets/bars/frappe_x1 values; embedding size,
 # epochs and seed stay the dataset's protocol and the study's epoch cap); `axes` = the keys BARS varied.
 # --------------------------------------------------------------------------------------------------------------
-@dataclass
-class Grid:
-    model: str
-    axes: dict[str, list[Any]]
-    set: dict[str, Any]
-    source: str
-    note: str = ""
-
-    @property
-    def points(self) -> int:
-        return math.prod(len(v) for v in self.axes.values())
-
-
 _EMB = "train.embedding_regularizer"
-LOCAL_GRIDS: dict[str, tuple[dict[str, list[Any]], str, str]] = {
-    "dcn": ({"model.params.dropout": [0.2, 0.3, 0.4], "model.params.num_cross_layers": [2, 3],
-             _EMB: [0.005, 0.01, 0.05, 0.1, 0.2, 0.5]},
-            "ranking/ctr/DCN/DCN_frappe_x1/DCN_frappe_x1_tuner_config_02 (36 expids)", ""),
+# DNN has no BARS grid on Frappe_x1 (BARS published its one best point): the study borrows DCN's dropout x
+# embedding-regularizer axes on the same split, on DNN's Frappe_x1 preset (the harness's own grid).
+BORROWED_GRIDS: dict[str, tuple[dict[str, list[Any]], str, str]] = {
     "dnn": ({"model.params.dropout": [0.2, 0.3, 0.4], _EMB: [0.005, 0.01, 0.05, 0.1, 0.2, 0.5]},
             "DCN_frappe_x1_tuner_config_02's dropout x embedding-regularizer axes on DNN's Frappe_x1 preset",
             ("BARS published only its best DNN point for Frappe_x1 (DNN_frappe_x1_tuner_config_02 has 1 expid): "
              "the study uses the 18-point dropout x regularizer grid BARS ran for DCN on the same split")),
-    "finalmlp": ({"model.params.mlp1_dropout": [0.4, 0.5], "model.params.mlp2_dropout": [0.3, 0.4],
-                  "model.params.use_fs": [False, True], "model.params.fs_hidden_units": [[400], [800]],
-                  "model.params.num_heads": [2, 5]},
-                 "ranking/ctr/FinalMLP/FinalMLP_frappe_x1/FinalMLP_frappe_x1_tuner_config_16 (32 expids)",
-                 "the product includes fs_hidden_units with use_fs=false (same model twice), as BARS ran it"),
-    "autoint_plus": ({"model.params.layer_norm": [False, True], "model.params.num_heads": [1, 4],
-                      "model.params.use_wide": [False, True], "model.params.dropout": [0.1, 0.3]},
-                     "ranking/ctr/AutoInt/AutoInt+_frappe_x1/AutoInt+_frappe_x1_tuner_config_06 (16 expids)", ""),
 }
+# grid `set:` keys the study does not apply: the embedding size and seed stay the dataset's protocol, the epochs
+# the study's cap (--epochs)
 _NOT_SET = ("model.params.embedding_dim", "train.max_epochs", "seed")
 
 
 def load_study_grid(model: str) -> Grid:
-    """BARS's Frappe_x1 grid of ``model`` (replayed on every dataset of the study)."""
-    try:  # the product's grids (conf/grids/bars, `sweep.sampler.name=grid`) when this checkout has them
-        from bars import grids  # type: ignore[attr-defined]
+    """BARS's Frappe_x1 grid of ``model`` (``bars.grids.load_grid``: conf/grids/bars/frappe_x1/<model>.yaml),
+    replayed on every dataset of the study; DNN's is :data:`BORROWED_GRIDS`'s. The grid's ``set:`` minus
+    :data:`_NOT_SET` is applied to every trial of every strategy."""
+    if model in BORROWED_GRIDS:
+        axes, source, note = BORROWED_GRIDS[model]
+        preset = yaml.safe_load((PROJECT_ROOT / "conf" / "presets" / "bars" / "frappe_x1" / f"{model}.yaml"
+                                 ).read_text())
+        fixed = {k: v for k, v in preset["set"].items() if k not in axes}
+        doc = {"axes": axes, "set": fixed, "source": f"reczoo/BARS@{preset['bars_commit'][:10]}:{source}",
+               "note": note}
+        where = f"the study's borrowed grid for {model}"
+    else:
+        try:
+            g = grids.load_grid(model, split="frappe_x1")
+        except grids.GridError as e:
+            raise SystemExit(f"bars bench sweep: {e}") from e
+        doc = {"axes": g.axes, "set": g.set, "product": g.product, "source": f"conf/grids/bars/frappe_x1/{model}.yaml "
+               f"({g.size} points{'' if g.product else ', an explicit point list'}; "
+               f"{g.meta.get('source', '')})", "note": str(g.meta.get("note", "") or "")}
+        if not g.product:
+            doc["point_list"] = g.points
+        where = str(g.path)
+    doc["set"] = {k: v for k, v in doc["set"].items() if k not in _NOT_SET}
+    return grids.parse_grid(doc, where)
 
-        g = grids.load_grid(model, split="frappe_x1")
-        if g.product and g.size >= 4:  # DNN's published Frappe_x1 grid is its one best point: LOCAL_GRIDS's
-            return Grid(model, {k: list(v) for k, v in dict(g.axes).items()},
-                        {k: v for k, v in dict(g.set).items() if k not in _NOT_SET},
-                        f"conf/grids/bars/frappe_x1/{model}.yaml ({g.size} points)")
-    except (ImportError, AttributeError, ValueError, OSError):
-        pass
-    if model not in LOCAL_GRIDS:
-        raise SystemExit(f"bars bench sweep: no BARS grid for model {model!r} (have {sorted(LOCAL_GRIDS)})")
-    axes, source, note = LOCAL_GRIDS[model]
-    preset = yaml.safe_load((PROJECT_ROOT / "conf" / "presets" / "bars" / "frappe_x1" / f"{model}.yaml").read_text())
-    fixed = {k: v for k, v in preset["set"].items() if k not in axes and k not in _NOT_SET}
-    return Grid(model, axes, fixed, f"reczoo/BARS@{preset['bars_commit'][:10]}:{source}", note)
+
+def grid_doc(g: Grid) -> dict[str, Any]:
+    d: dict[str, Any] = {"axes": g.axes, "set": g.set, "product": g.product, **g.meta}
+    if not g.product:
+        d["point_list"] = g.points
+    return d
 
 
 def study_grid(out: Path, data: str, model: str) -> Grid:
     """The grid a study uses for (data, model): fixed in ``<out>/cells/<data>/<model>/grid/grid.json`` on first
-    use, so a continued study replays the same points whatever grids the checkout has since."""
+    use, so a continued study replays the same points whatever grids the checkout has since (a grid.json of the
+    first study's format, ``{model, axes, set, source, note}``, reads as the product of its axes)."""
     path = cell_dir(out, data, model, "grid") / "grid.json"
     if path.exists():
-        return Grid(**json.loads(path.read_text()))
+        doc = json.loads(path.read_text())
+        doc.pop("model", None)
+        return grids.parse_grid(doc, str(path))
     g = load_study_grid(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(g.__dict__, indent=1))
+    atomic_write_text(path, json.dumps(grid_doc(g), indent=1))
     return g
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Samplers and pruners: the product's factories on a composed config
-# --------------------------------------------------------------------------------------------------------------
-def product_has_strategies(cfg: DictConfig) -> bool:
-    return "name" in cfg.sweep.sampler and "name" in cfg.sweep.pruner
+def grid_source(g: Grid) -> str:
+    return str(g.meta.get("source", ""))
 
 
-def make_strategy(strategy: str, cfg: DictConfig, seed: int, grid: Grid | None,
-                  epochs: int) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Samplers and pruners: the product's factories (``bars.study.make_sampler`` / ``make_pruner``) on the config
+# composed with the strategy's ``sweep.sampler.name`` / ``sweep.pruner.name``
+# --------------------------------------------------------------------------------------------------------------
+def strategy_cfg(base: list[str], strategy: str, seed: int) -> DictConfig:
+    return compose([*base, *STRATEGY_OVERRIDES[strategy], f"sweep.seed={seed}"])
+
+
+def make_strategy(cfg: DictConfig, seed: int) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
     from bars import study as S
 
-    if strategy == "grid":
-        assert grid is not None
-        return optuna.samplers.GridSampler({k: _choices(v) for k, v in grid.axes.items()}, seed=seed), \
-            optuna.pruners.NopPruner()
-    if product_has_strategies(cfg):  # `bars sweep`'s own factories, on the strategy's overrides
-        return S.make_sampler(cfg, seed), S.make_pruner(cfg)
-    # this checkout's factories build TPE + median only: random / no pruner / Hyperband built here, with the
-    # settings conf/sweep/default.yaml documents for them
-    sampler = optuna.samplers.RandomSampler(seed=seed) if strategy == "random" else S.make_sampler(cfg, seed)
-    if strategy == "tpe_median":
-        return sampler, S.make_pruner(cfg)
-    if strategy == "tpe_hyperband":
-        return sampler, optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
-    return sampler, optuna.pruners.NopPruner()
+    return S.make_sampler(cfg, seed), S.make_pruner(cfg)
 
 
-def _choices(values: list[Any]) -> list[Any]:
-    """GridSampler takes scalars: list values (hidden units) become their JSON text (decoded in the trial)."""
-    return [json.dumps(v) if isinstance(v, (list, dict)) else v for v in values]
+def grid_order(grid: Grid, seed: int) -> list[int]:
+    """The order a grid sweep (``sweep.sampler.name=grid``, ``sweep.seed=seed``) walks the grid's points: the
+    product's :class:`bars.study.GridPointsSampler` permutation."""
+    from bars.study import GridPointsSampler
+
+    return list(GridPointsSampler(grid, seed).order)
 
 
-def _decode(v: Any) -> Any:
-    return json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
+def grid_space_suggest(grid: Grid) -> Callable[[optuna.Trial], dict[str, Any]]:
+    """``--space grid``: a trial's point of the grid. A product grid: each axis one categorical of its values
+    (lists as their JSON text); an explicit point list: one categorical over the point index (``grid_point``)."""
+    if grid.product:
+        def suggest(trial: optuna.Trial) -> dict[str, Any]:
+            return {k: decode_choice(trial.suggest_categorical(k, [encode_choice(v) for v in vals]))
+                    for k, vals in grid.axes.items()}
+    else:
+        def suggest(trial: optuna.Trial) -> dict[str, Any]:
+            return dict(grid.points[int(trial.suggest_categorical("grid_point", list(range(grid.size))))])
+    return suggest
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -218,81 +233,90 @@ def trial_cfg(cfg: DictConfig, params: dict[str, Any]) -> DictConfig:
 
 
 def run_grid_points(s: Setting, grid: Grid, out: Path, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Train every grid point once (resumable: ``points.json`` is rewritten after each point)."""
-    import itertools
-
+    """Train every grid point once, with the grid's ``set:`` applied (resumable: ``points.json``, keyed by the
+    point's JSON, is rewritten after each point)."""
     path = cell_dir(out, s.data, s.model, "grid") / "points.json"
     done = json.loads(path.read_text()) if path.exists() else {}
     cfg = compose([*s.base, *[f"{k}={_hydra(v)}" for k, v in grid.set.items()]])
-    keys = list(grid.axes)
-    for combo in itertools.product(*grid.axes.values()):
-        params = dict(zip(keys, combo, strict=True))
-        key = json.dumps(params, sort_keys=True)
+    for params in grid.points:
+        key = _key(params)
         if key in done:
             continue
         rec = train_trial(trial_cfg(cfg, params), s.train_rows)
         done[key] = {"params": params, **rec}
         atomic_write_text(path, json.dumps(done, indent=1))
-        log(f"    grid point {len(done)}/{grid.points}: val {rec['val_auc']:.5f} test {rec['test_auc']:.5f} "
+        log(f"    grid point {len(done)}/{grid.size}: val {rec['val_auc']:.5f} test {rec['test_auc']:.5f} "
             f"{rec['epochs']} ep {rec['cpu_s']:.1f} CPU-s")
-    return list(done.values())
+    return [done[_key(p)] for p in grid.points]
 
 
 def _hydra(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (list, bool)) or v is None else str(v)
 
 
-def grid_cell(s: Setting, grid: Grid, seed: int, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The grid's trials in the order Optuna's GridSampler(seed) visits them, replayed on the trained points."""
-    by_key = {json.dumps(p["params"], sort_keys=True): p for p in points}
-    sampler, _ = make_strategy("grid", OmegaConf.create({}), seed, grid, s.epochs)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    trials: list[dict[str, Any]] = []
+def grid_cell(grid: Grid, seed: int, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The grid's trials in the order a grid sweep with ``sweep.seed=seed`` walks them (:func:`grid_order`),
+    replayed on the trained points (``points`` in ``grid.points`` order)."""
+    return [{"number": i, **points[idx]} for i, idx in enumerate(grid_order(grid, seed))]
 
-    def objective(trial: optuna.Trial) -> float:
-        params = {k: _decode(trial.suggest_categorical(k, _choices(v))) for k, v in grid.axes.items()}
-        rec = dict(by_key[json.dumps(params, sort_keys=True)])
-        trials.append({"number": trial.number, **rec})
-        return rec["val_auc"]
 
-    study.optimize(objective, n_trials=grid.points)
-    return trials
+def replay_trial(trial: optuna.Trial, rec: dict[str, Any], last: int) -> dict[str, Any]:
+    """``--space grid``: the trial of a grid point, replayed from its trained record: its per-epoch validation
+    AUCs are reported to the pruner epoch by epoch (as ``bars sweep`` does), so a pruned trial stops where it
+    would; it costs the point's recorded samples and CPU-seconds (pruned: the epochs it ran, CPU pro rata).
+    Training is deterministic for a configuration (same seed, 1 thread): replaying equals retraining
+    (tests/test_bench_sweep.py checks it)."""
+    vals = [float(v) for v in rec["val_aucs"]]
+    for i, v in enumerate(vals, start=1):
+        trial.report(v, step=i)
+        if i < last and i < len(vals) and trial.should_prune():
+            share = i / len(vals)
+            return {"state": "pruned", "epochs": i, "samples": round(rec["samples"] * share),
+                    "cpu_s": round(rec["cpu_s"] * share, 3), "wall_s": round(rec.get("wall_s", 0.0) * share, 3),
+                    "val_aucs": rec["val_aucs"][:i], "val_auc": max(vals[:i]), "test_auc": None}
+        if i < last and i == len(vals) and trial.should_prune():
+            # the last epoch the point trained (it stopped early): pruning then saves nothing, the trial is pruned
+            return {**{k: rec[k] for k in ("epochs", "samples", "cpu_s", "val_aucs")}, "state": "pruned",
+                    "wall_s": rec.get("wall_s", 0.0), "val_auc": max(vals), "test_auc": None}
+    return {k: rec[k] for k in ("state", "epochs", "samples", "cpu_s", "wall_s", "val_aucs", "val_auc", "test_auc")
+            if k in rec}
 
 
 def strategy_cell(s: Setting, strategy: str, seed: int, budget: dict[str, float], fraction: float,
-                  log: Callable[[str], None]) -> list[dict[str, Any]]:
+                  space: str = "search", grid: Grid | None = None,
+                  points: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One strategy run: trials until its samples or its CPU-seconds reach ``fraction`` of the grid's (the
-    trial that crosses the line finishes: the overshoot is recorded)."""
+    trial that crosses the line finishes: the overshoot is recorded). ``space="search"``: the model's
+    ``conf/search`` space, every trial trained; ``space="grid"``: the grid's points (:func:`grid_space_suggest`,
+    the grid's ``set:`` applied), every trial replayed from the trained point (:func:`replay_trial`)."""
     from bars.search import space_of
 
-    cfg = compose([*s.base, *(STRATEGY_OVERRIDES[strategy] if _product_keys() else [])])
-    space = space_of(cfg)
-    sampler, pruner = make_strategy(strategy, cfg, seed, None, s.epochs)
+    cfg = strategy_cfg(s.base, strategy, seed)
+    if space == "grid":
+        assert grid is not None and points is not None
+        by_key = {_key(p): rec for p, rec in zip(grid.points, points, strict=True)}
+        suggest = grid_space_suggest(grid)
+        cfg = compose([*s.base, *STRATEGY_OVERRIDES[strategy], f"sweep.seed={seed}",
+                       *[f"{k}={_hydra(v)}" for k, v in grid.set.items()]])
+    else:
+        params_space = space_of(cfg)
+
+        def suggest(trial: optuna.Trial) -> dict[str, Any]:
+            return {k: p.suggest(trial) for k, p in params_space.items()}
+    sampler, pruner = make_strategy(cfg, seed)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     trials: list[dict[str, Any]] = []
     spent = {"samples": 0.0, "cpu_s": 0.0}
     target = {k: fraction * budget[k] for k in spent}
 
     def objective(trial: optuna.Trial) -> float:
-        params = {k: p.suggest(trial) for k, p in space.items()}
+        params = suggest(trial)
         tcfg = trial_cfg(cfg, params)
         last = int(tcfg.train.max_epochs)
-        seen: dict[str, Any] = {"vals": []}
-        c0, t0 = time.process_time(), time.monotonic()
-
-        def on_epoch(ep: Any) -> None:
-            seen["vals"].append(round(float(ep.val_auc), 6))
-            trial.report(float(ep.val_auc), step=int(ep.epoch))
-            if int(ep.epoch) < last and trial.should_prune():
-                raise optuna.TrialPruned()
-
-        try:
-            rec = train_trial(tcfg, s.train_rows, on_epoch)
-        except optuna.TrialPruned:
-            n = len(seen["vals"])
-            rec = {"state": "pruned", "epochs": n, "samples": n * s.train_rows,
-                   "cpu_s": round(time.process_time() - c0, 3), "wall_s": round(time.monotonic() - t0, 3),
-                   "val_aucs": seen["vals"], "val_auc": max(seen["vals"]), "test_auc": None}
+        if space == "grid":
+            rec = replay_trial(trial, by_key[_key(params)], last)
+        else:
+            rec = _train_pruned(trial, tcfg, s.train_rows, last)
         trials.append({"number": trial.number, "params": params, **rec})
         spent["samples"] += rec["samples"]
         spent["cpu_s"] += rec["cpu_s"]
@@ -307,8 +331,24 @@ def strategy_cell(s: Setting, strategy: str, seed: int, budget: dict[str, float]
     return trials
 
 
-def _product_keys() -> bool:
-    return product_has_strategies(compose(["model=dnn", "data=movielens_small"]))
+def _train_pruned(trial: optuna.Trial, tcfg: DictConfig, rows: int, last: int) -> dict[str, Any]:
+    """Train a trial, reporting every epoch's validation AUC to the pruner (``bars sweep``'s objective)."""
+    seen: dict[str, Any] = {"vals": []}
+    c0, t0 = time.process_time(), time.monotonic()
+
+    def on_epoch(ep: Any) -> None:
+        seen["vals"].append(round(float(ep.val_auc), 6))
+        trial.report(float(ep.val_auc), step=int(ep.epoch))
+        if int(ep.epoch) < last and trial.should_prune():
+            raise optuna.TrialPruned()
+
+    try:
+        return train_trial(tcfg, rows, on_epoch)
+    except optuna.TrialPruned:
+        n = len(seen["vals"])
+        return {"state": "pruned", "epochs": n, "samples": n * rows,
+                "cpu_s": round(time.process_time() - c0, 3), "wall_s": round(time.monotonic() - t0, 3),
+                "val_aucs": seen["vals"], "val_auc": max(seen["vals"]), "test_auc": None}
 
 
 def cell_dir(out: Path, data: str, model: str, strategy: str) -> Path:
@@ -337,15 +377,16 @@ def run_study(args: argparse.Namespace, out: Path) -> None:
     datas, models, strategies = _split(args.data), _split(args.models), _split(args.strategies)
     t_start = time.monotonic()
     estimate_done = False
-    # models two at a time (dcn, dnn first): each pair on every dataset before the next pair
-    order = [(d, m) for i in range(0, len(models), 2) for d in datas for m in models[i:i + 2]]
+    # model by model (in --models order) on the real datasets, then every model on the synthetic data
+    order = [(d, m) for m in models for d in datas if d != "synthetic"] + \
+        [("synthetic", m) for m in models if "synthetic" in datas]
     for data, model in order:
         s = Setting(data, model, base_overrides(data, model, args, out), epochs=args.epochs)
         cfg0 = compose(s.base)
         s.train_rows = train_rows_of(cfg0)
         grid = study_grid(out, data, model)
-        log(f"== {data} x {model}: {s.train_rows:,} train rows, grid {grid.points} points "
-            f"({grid.source}), epoch cap {args.epochs}")
+        log(f"== {data} x {model}: {s.train_rows:,} train rows, grid {grid.size} points "
+            f"({grid_source(grid)}), epoch cap {args.epochs}, space {args.space}")
         t0, c0 = time.monotonic(), time.process_time()
         points = run_grid_points(s, grid, out, log)
         budget = {"samples": float(sum(p["samples"] for p in points)),
@@ -354,8 +395,8 @@ def run_study(args: argparse.Namespace, out: Path) -> None:
             _print_estimate(args, datas, models, strategies, s, grid, budget, log)
             estimate_done = True
         meta = {"data": data, "model": model, "train_rows": s.train_rows, "epochs_cap": args.epochs,
-                "grid_points": grid.points, "grid_source": grid.source, "grid_note": grid.note,
-                "grid_budget": budget, "fraction": args.fraction, "overrides": s.base}
+                "grid_points": grid.size, "grid_source": grid_source(grid), "grid_note": grid.meta.get("note", ""),
+                "grid_budget": budget, "fraction": args.fraction, "space": args.space, "overrides": s.base}
         for seed in range(args.seeds):
             for strategy in strategies:
                 path = cell_path(out, data, model, strategy, seed)
@@ -363,9 +404,9 @@ def run_study(args: argparse.Namespace, out: Path) -> None:
                     continue
                 t1, c1 = time.monotonic(), time.process_time()
                 if strategy == "grid":
-                    trials = grid_cell(s, grid, seed, points)
+                    trials = grid_cell(grid, seed, points)
                 else:
-                    trials = strategy_cell(s, strategy, seed, budget, args.fraction, log)
+                    trials = strategy_cell(s, strategy, seed, budget, args.fraction, args.space, grid, points)
                 write_cell(path, {**meta, "strategy": strategy, "seed": seed,
                                   "seconds": round(time.monotonic() - t1, 1),
                                   "cpu_seconds": round(time.process_time() - c1, 1)}, trials)
@@ -386,7 +427,8 @@ def _print_estimate(args: argparse.Namespace, datas: list[str], models: list[str
     """The whole study's expected CPU time from the first grid's compute (scaled by the measured relative cost of
     the other models' grids; datasets of the same row count)."""
     unit = budget["cpu_s"] / _REL_COST.get(s.model, 1.0)
-    runs = 1 + sum(st != "grid" for st in strategies) * args.seeds * args.fraction
+    # --space grid replays the trained points: its strategy runs cost no training
+    runs = 1 + (sum(st != "grid" for st in strategies) * args.seeds * args.fraction if args.space == "search" else 0)
     total = unit * runs * sum(_REL_COST.get(m, 1.0) for m in models) * len(datas)
     log(f"estimate: grid of {s.model} on {s.data} = {budget['samples'] / 1e6:.2f} M samples, {budget['cpu_s']:.0f} "
         f"CPU-s; each (data, model) runs the grid once + {runs - 1:.1f} grid-budgets of strategy runs; the whole "
@@ -409,7 +451,7 @@ def frappe_raw_dir(given: str | None) -> str:
                      f"{[str(c) for c in cands]}: pass --frappe-raw DIR, or leave frappe_vt out of --data")
 
 
-SETTINGS = ("epochs", "rows", "synthetic_rows", "fraction", "threads")
+SETTINGS = ("epochs", "rows", "synthetic_rows", "fraction", "threads", "space")
 
 
 def check_settings(out: Path, args: argparse.Namespace) -> None:
@@ -455,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fraction", type=float, default=0.3334,
                     help="share of the grid's compute a strategy run spends (1 = all of it)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per trial")
+    ap.add_argument("--space", choices=("grid", "search"), default="grid",
+                    help="what random/TPE search: the grid's own points (grid: same space and costs as the grid) "
+                         "or the model's conf/search space (search)")
     ap.add_argument("--frappe-raw", default=None,
                     help="folder with Frappe_x1's valid/test files (default: frappe_vt's data.raw_dir)")
     ap.add_argument("--data-dir", default=None, help="paths.data for the prepared datasets (default: the project's)")
