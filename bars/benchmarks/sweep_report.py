@@ -192,31 +192,38 @@ def plot(summary: dict[tuple[str, str], dict[str, Any]], img_dir: Path, unit: st
     return paths
 
 
-def verdict(summary: dict[tuple[str, str], dict[str, Any]], default: str = "tpe_median",
+def verdict(summary: dict[tuple[str, str], dict[str, Any]], candidates: tuple[str, ...] = ("tpe_median",),
             other: str = "random") -> list[str]:
-    """The goal of issue 15 per (data, model): does ``default`` reach the grid's best validation AUC within 1/3
-    of the grid's compute (seeds that did), and is its mean over seeds ever below ``other``'s at equal compute
-    (the budget fractions where it is, per unit)?"""
+    """The goal of issue 15 per (data, model) and candidate strategy (the default, TPE + median, first): does it
+    reach the grid's best validation AUC within 1/3 of the grid's compute (seeds that did), and is its mean over
+    seeds ever below ``other``'s at equal compute (the budget fractions where it is, per unit)?"""
     _, names, _, labels = _strategy_consts()
-    lines = [(f"| data / model | grid best val | {names[default]} reaches it by 1/3 (samples; CPU-s) | "
-             f"mean val @1/3 ({names[default]}; {names[other]}; grid) | below {names[other]} at (samples; CPU-s) |"),
-             "|---|---|---|---|---|"]
+    third = labels.index("1/3")
+    head = (f"| data / model | grid best val | strategy | reaches it by 1/3 (samples; CPU-s) | mean val @1/3 "
+            f"(strategy; {names[other]}; grid) | below {names[other]} at (samples; CPU-s; largest gap) |")
+    lines = [head, "|---|---|---|---|---|---|"]
     for (data, model), s in sorted(summary.items()):
-        d, o, g = (s["strategies"].get(k) for k in (default, other, "grid"))
-        if not d:
-            continue
-        reach = "; ".join("–" if d[u]["reach"] is None else f"{d[u]['reach']}/{d['seeds']}" for u in UNITS)
-        third = labels.index("1/3")
-        at = "; ".join(_fmt(r["samples"]["val"][third]) if r else "–" for r in (d, o, g))
-        below = []
-        for u in UNITS:
-            if not o:
-                below.append("–")
+        o, g = s["strategies"].get(other), s["strategies"].get("grid")
+        for cand in candidates:
+            d = s["strategies"].get(cand)
+            if not d:
                 continue
-            fs = [lab for lab, a, b in zip(labels, d[u]["val"], o[u]["val"], strict=True)
-                  if a is not None and b is not None and a < b - 1e-6]
-            below.append(", ".join(fs) if fs else "never")
-        lines.append(f"| {data} / {model} | {_fmt(s['grid_best'])} | {reach} | {at} | {'; '.join(below)} |")
+            reach = "; ".join("–" if d[u]["reach"] is None else f"{d[u]['reach']}/{d['seeds']}" for u in UNITS)
+            at = "; ".join(_fmt(r["samples"]["val"][third]) if r else "–" for r in (d, o, g))
+            below: list[str] = []
+            worst: list[float] = []
+            for u in UNITS:
+                if not o:
+                    below.append("–")
+                    continue
+                gaps = [(lab, x - y) for lab, x, y in zip(labels, d[u]["val"], o[u]["val"], strict=True)
+                        if x is not None and y is not None and x < y - 1e-6]
+                below.append(", ".join(lab for lab, _ in gaps) if gaps else "never")
+                if gaps:
+                    worst.append(min(gap for _, gap in gaps))
+            gap = f"; {min(worst):+.4f}" if worst else ""
+            lines.append(f"| {data} / {model} | {_fmt(s['grid_best'])} | {names[cand]} | {reach} | {at} | "
+                         f"{'; '.join(below)}{gap} |")
     return lines
 
 
@@ -232,7 +239,8 @@ def render(summary: dict[tuple[str, str], dict[str, Any]], missing: list[str], t
         lines.append(f"Missing: {shown}.")
     lines.append("")
     if summary:
-        lines += ["Goal of issue 15, per (data, model) (mean over the seeds finished):", "", *verdict(summary), ""]
+        lines += ["Goal of issue 15, per (data, model) and strategy (mean over the seeds finished):", "",
+                  *verdict(summary, ("tpe_median", "tpe", "tpe_hyperband")), ""]
     for (data, model), s in sorted(summary.items()):
         m = s["meta"]
         b = s["budget"]
