@@ -118,6 +118,34 @@ def load_study_grid(model: str) -> Grid:
     return grids.parse_grid(doc, where)
 
 
+# Frappe_x1's field names in the grids' values (FinalMLP's feature-selection contexts: fs1 on `user`, fs2 on
+# `item`) -> the field playing that role on the other datasets (synthetic: its first two categorical fields).
+FIELD_MAP: dict[str, dict[str, str]] = {"movielens_small": {"item": "movie"},
+                                        "synthetic": {"user": "C1", "item": "C2"}}
+
+
+def for_data(g: Grid, data: str) -> Grid:
+    """``g`` with Frappe field names in context values (keys ending in ``_context``) renamed for ``data``."""
+    names = FIELD_MAP.get(data)
+    if not names:
+        return g
+
+    def fix(k: str, v: Any) -> Any:
+        if k.endswith("_context") and isinstance(v, list):
+            return [names.get(x, x) if isinstance(x, str) else x for x in v]
+        return v
+
+    doc = grid_doc(g)
+    doc["axes"] = {k: [fix(k, v) for v in vals] for k, vals in g.axes.items()}
+    doc["set"] = {k: fix(k, v) for k, v in g.set.items()}
+    if not g.product:
+        doc["point_list"] = [{k: fix(k, v) for k, v in p.items()} for p in g.points]
+    if any(doc[part] != grid_doc(g)[part] for part in ("axes", "set")):
+        doc["note"] = (str(doc.get("note") or "") + f"; Frappe fields renamed for {data}: "
+                       + ", ".join(f"{a}->{b}" for a, b in names.items())).lstrip("; ")
+    return grids.parse_grid(doc, f"{g.path or 'the grid'} (fields of {data})")
+
+
 def grid_doc(g: Grid) -> dict[str, Any]:
     d: dict[str, Any] = {"axes": g.axes, "set": g.set, "product": g.product, **g.meta}
     if not g.product:
@@ -134,7 +162,7 @@ def study_grid(out: Path, data: str, model: str) -> Grid:
         doc = json.loads(path.read_text())
         doc.pop("model", None)
         return grids.parse_grid(doc, str(path))
-    g = load_study_grid(model)
+    g = for_data(load_study_grid(model), data)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(grid_doc(g), indent=1))
     return g
