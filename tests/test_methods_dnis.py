@@ -202,10 +202,9 @@ def test_one_selection_step_is_a_first_order_step_on_the_validation_loss(tmp_pat
     validation batch with the weights fixed; the backbone's own step then leaves alpha where it is."""
     from bars.methods import DNISConfig
     from bars.methods.dnis import SearchStage
+    from bars.models import build
     from bars.objective import loss_function
     from bars.train import TrainConfig, TrainStep
-
-    from bars.models import build
 
     ds = _movielens(tmp_path)
     valid = ds.splits["valid"]
