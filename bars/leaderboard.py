@@ -133,14 +133,20 @@ def row_key(rec) -> str:
 
 def _method_columns(runs: list) -> dict[str, Any]:
     """A method row's own columns (bars.methods): its ``method`` tag and the mean kept fraction / count / total
-    (``features_kept``, ``features_kept_count``, ``features_total`` metrics of OptFS)."""
+    (``features_kept``, ``features_kept_count``, ``features_total`` metrics of OptFS; DNIS's
+    ``embedding_params_kept``...)."""
     method = next((r.tags["method"] for r in runs if r.tags.get("method")), None)
     if method is None:
         return {}
     def mean_of(key: str) -> float | None:
         return _mean([r.metrics[key] for r in runs if key in r.metrics])
-    return {"method": method, "kept_fraction": mean_of("features_kept"), "kept_count": mean_of("features_kept_count"),
-            "kept_total": mean_of("features_total")}
+    what = _KEPT_METRICS.get(method, "features")  # DNIS: embedding_params_kept / _kept_count / _total
+    return {"method": method, "kept_fraction": mean_of(f"{what}_kept"), "kept_count": mean_of(f"{what}_kept_count"),
+            "kept_total": mean_of(f"{what}_total")}
+
+
+# a method's kept metrics, by the prefix of their names (default ``features``: OptFS)
+_KEPT_METRICS = {"dnis": "embedding_params"}
 
 
 def bars_model_of(model: str, params: Mapping[str, str], published_models: Iterable[str]) -> str | None:

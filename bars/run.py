@@ -182,6 +182,8 @@ def _setup(cfg: DictConfig, seed: int, timer: PhaseTimer, stage: Any = None) -> 
         if stage is not None:  # a method's stage (bars.methods): its training settings, the backbone wrapped
             train_cfg = stage.train_config(train_cfg)
             model = stage.wrap(model, ds.spec, train_cfg, seed)
+            if callable(getattr(stage, "bind_data", None)):  # a stage that reads a split itself (DNIS: valid)
+                stage.bind_data(ds.splits)
     return _Setup(folder, ds, groups, train_cfg, device, model, int(sum(p.numel() for p in model.parameters())))
 
 

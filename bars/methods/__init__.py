@@ -33,7 +33,7 @@ from bars.config import to_container
 if TYPE_CHECKING:
     from bars.run import RunResult
 
-__all__ = ["METHODS", "StageHooks", "check_method", "method_config", "method_name", "run_method"]
+__all__ = ["METHODS", "DNISConfig", "OptFSConfig", "StageHooks", "check_method", "method_config", "method_name", "run_method"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,39 @@ class OptFSConfig:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class DNISConfig:
+    """DNIS (Cheng, Shen, Huang, arXiv 2006.04466; no public code), keys of conf/method/dnis.yaml. The paper's
+    settings that bars could not read are chosen here and listed in docs/fidelity.md ("DNIS (issue 13)")."""
+
+    search_epochs: int = 5         # epochs of the search (fixed: no early stopping, no LR decay)
+    alpha_lr: float = 1e-3         # Adam learning rate of the selection weights (their own optimizer)
+    alpha_init: float = 1.0        # initial selection weight (1: the search starts from the plain model)
+    l1: float = 1e-4               # weight of sum |alpha| in the validation objective of the selection step
+    keep_ratio: float | None = 0.5  # prune to at most this fraction of the embedding parameters
+    threshold: float | None = None  # or: keep |alpha| > threshold (exactly one of the two is set)
+
+    def problems(self) -> list[str]:
+        out = []
+        if not (isinstance(self.search_epochs, int) and not isinstance(self.search_epochs, bool)
+                and self.search_epochs >= 1):
+            out.append(f"method.search_epochs must be an int >= 1, got {self.search_epochs!r}")
+        if not (_num(self.alpha_lr) and self.alpha_lr > 0):
+            out.append(f"method.alpha_lr must be a number > 0, got {self.alpha_lr!r}")
+        if not _num(self.alpha_init):
+            out.append(f"method.alpha_init must be a number, got {self.alpha_init!r}")
+        if not (_num(self.l1) and self.l1 >= 0):
+            out.append(f"method.l1 must be a number >= 0, got {self.l1!r}")
+        if (self.keep_ratio is None) == (self.threshold is None):
+            out.append(f"method.keep_ratio and method.threshold: set exactly one (the other null), got "
+                       f"keep_ratio={self.keep_ratio!r}, threshold={self.threshold!r}")
+        elif self.keep_ratio is not None and not (_num(self.keep_ratio) and 0 < self.keep_ratio <= 1):
+            out.append(f"method.keep_ratio must be a number in (0, 1], got {self.keep_ratio!r}")
+        elif self.threshold is not None and not (_num(self.threshold) and self.threshold >= 0):
+            out.append(f"method.threshold must be a number >= 0, got {self.threshold!r}")
+        return out
+
+
 def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -71,6 +104,7 @@ def _num(v: Any) -> bool:
 # name -> (config class, module defining ``stages(config) -> list[StageSpec]``); ``none`` is plain training
 METHODS: dict[str, tuple[type, str]] = {
     "optfs": (OptFSConfig, "bars.methods.optfs"),
+    "dnis": (DNISConfig, "bars.methods.dnis"),
 }
 
 
@@ -87,6 +121,9 @@ class StageHooks(Protocol):
     def on_epoch(self, log: Any) -> None: ...  # after each epoch, before it is logged
 
     def finish(self, model: Any) -> Mapping[str, float]: ...  # after fit, before test: write outputs, own metrics
+
+    # optional: ``bind_data(splits)``, called after ``wrap`` with the dataset's splits (DNIS's selection step
+    # reads validation batches during training)
 
 
 def method_name(cfg: DictConfig) -> str | None:
@@ -111,7 +148,7 @@ def method_config(cfg: DictConfig) -> Any:
     out = klass(**node)
     for f in dataclasses.fields(klass):  # YAML ints (and "1e-8" strings) for float keys: accepted, as train.*
         v = getattr(out, f.name)
-        if f.type == "float" and (_num(v) or isinstance(v, str)):
+        if f.type in ("float", "float | None") and (_num(v) or isinstance(v, str)):
             try:
                 object.__setattr__(out, f.name, float(v))
             except ValueError:

@@ -158,9 +158,12 @@ def run_method(cfg: DictConfig, *, on_epoch: Any = None, parent_run_id: str | No
         "seconds": result.seconds, "n_params": result.n_params, "device": result.device,
         "stop_reason": result.stop_reason, "checkpoint": str(result.checkpoint) if result.checkpoint else None}})
     kept = metrics.get("features_kept")
+    emb = metrics.get("embedding_params_kept")  # DNIS
     say(f"\n== {backbone}+{name} on {cfg.data.name} (seed {cfg.seed}) ==\n"
         f"  test  AUC {metrics.get('test_auc', float('nan')):.5f}   logloss {metrics.get('test_logloss', float('nan')):.5f}"
         + (f"   features kept {kept:.4f} ({int(metrics['features_kept_count'])}/{int(metrics['features_total'])})"
            if kept is not None else "")
+        + (f"   embedding parameters kept {emb:.4f} ({int(metrics['embedding_params_kept_count'])}/"
+           f"{int(metrics['embedding_params_total'])})" if emb is not None else "")
         + (f"\n  MLflow run {result.run_id}" if result.run_id else ""))
     return result

@@ -167,3 +167,6 @@ __all__ += ["BehaviorRefiner", "MultiInterestExtractor", "PositionalTargetAttent
 from bars.models.layers.feature_gate import FeatureGate
 
 __all__ += ["FeatureGate"]
+from bars.models.layers.dimension_selection import DimensionSelection, prune_mask
+
+__all__ += ["DimensionSelection", "prune_mask"]

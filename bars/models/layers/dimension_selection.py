@@ -1,0 +1,162 @@
+"""DNIS's soft selection layer (Cheng, Shen, Huang, "Differentiable Neural Input Search for Recommender Systems",
+arXiv 2006.04466; no public code): one weight ``alpha[f, j]`` per (categorical field ``f``, embedding dimension
+``j``) that scales dimension ``j`` of every embedding of field ``f``, applied to every field embedding a model
+computes, without editing the model.
+
+- soft (search): the embedding ``e`` of a value of field ``f`` becomes ``e * alpha[f]`` (element-wise over the
+  ``d`` dimensions). ``alpha`` starts at ``init`` (1: the search starts from the plain model).
+- hard (retrain): ``e * keep[f]`` with ``keep`` a 0/1 buffer [F, d] from :func:`prune_mask`. A dimension masked
+  to 0 contributes nothing anywhere in the model and its table column receives no data gradient, so for the
+  model's math a masked table of width ``d`` is the smaller table of the kept columns (zero-padded to ``d``);
+  only its storage differs, which is what "embedding parameters kept" counts.
+- ``grad_on``: the training forward uses ``alpha`` detached (the backbone's step does not move it); the search
+  switches it on for its own step on a validation batch (bars/methods/dnis.py).
+
+What it selects over: the ``d``-wide tables of the categorical fields (``vocab_size - 1`` rows per field, padding
+excluded), so "embedding parameters" = ``sum_f (vocab_f - 1) * d``. Numeric, pretrained and sequence fields and
+embeddings of another width (the first-order LR term's dim-1 tables) pass unchanged.
+
+:meth:`DimensionSelection.attach` hooks every :class:`FeatureEmbedding` of width ``d`` the same way OptFS's
+:class:`bars.models.layers.FeatureGate` does (the instance's ``forward`` replaced, so models calling
+``embedding.flat(batch)`` are covered).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from bars.data.spec import FeatureSpec
+from bars.models.layers.embedding import FeatureEmbedding
+from bars.models.layers.feature_gate import _Patched
+
+__all__ = ["DimensionSelection", "prune_mask"]
+
+
+class DimensionSelection(nn.Module):
+    """``weight`` (alpha) ``[F, dim]`` over the categorical fields of ``spec``; ``keep`` (buffer, 0/1) once hard."""
+
+    def __init__(self, spec: FeatureSpec, dim: int, init: float = 1.0) -> None:
+        super().__init__()
+        if dim < 1:
+            raise ValueError(f"DimensionSelection: dim must be >= 1, got {dim}")
+        if not math.isfinite(init):
+            raise ValueError(f"DimensionSelection: init must be finite, got {init!r}")
+        self.dim = int(dim)
+        self.init_value = float(init)
+        self.field_names = tuple(f.name for f in spec.features if f.type == "categorical")
+        if not self.field_names:
+            raise ValueError("DimensionSelection: the dataset has no categorical field to select dimensions of")
+        self.index = {n: i for i, n in enumerate(self.field_names)}
+        self.register_buffer("rows", torch.tensor([spec[n].vocab_size - 1 for n in self.field_names],
+                                                  dtype=torch.int64), persistent=False)
+        self.weight = nn.Parameter(torch.empty(len(self.field_names), self.dim))
+        self.register_buffer("keep", torch.ones(len(self.field_names), self.dim))
+        self.hard = False
+        self.grad_on = False
+        self.reset_parameters()
+
+    @property
+    def parameters_total(self) -> int:
+        """Embedding parameters selected over: ``sum_f (vocab_f - 1) * dim``."""
+        return int(self.rows.sum()) * self.dim
+
+    def parameters_kept(self, keep: Tensor | None = None) -> int:
+        """``sum_f (vocab_f - 1) * (dims kept of f)`` under ``keep`` (default: the layer's own mask)."""
+        k = (self.keep if keep is None else keep).bool()
+        return int((k.sum(dim=1) * self.rows).sum())
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.fill_(self.init_value)
+
+    def selection(self) -> Tensor:
+        """``[F, dim]``: ``keep`` when hard, else ``alpha`` (detached unless ``grad_on``)."""
+        if self.hard:
+            return self.keep
+        return self.weight if self.grad_on else self.weight.detach()
+
+    def l1(self) -> Tensor:
+        """``sum |alpha|`` (the sparsity term of the search)."""
+        return self.weight.abs().sum()
+
+    def set_mask(self, keep: Tensor) -> None:
+        """Make the layer hard with the 0/1 (or bool) mask ``keep`` [F, dim]; ``alpha`` no longer trains."""
+        if tuple(keep.shape) != tuple(self.weight.shape):
+            raise ValueError(f"DimensionSelection: mask shape {tuple(keep.shape)} != {tuple(self.weight.shape)}")
+        with torch.no_grad():
+            self.keep.copy_(keep.to(self.keep.dtype))
+        self.weight.requires_grad_(False)
+        self.hard = True
+
+    def dims_per_field(self) -> dict[str, int]:
+        """The mixed dimensions: dims kept per field under the mask."""
+        k = self.keep.bool().sum(dim=1)
+        return {n: int(k[i]) for i, n in enumerate(self.field_names)}
+
+    def attach(self, model: nn.Module) -> list[_Patched]:
+        """Scale the output of every :class:`FeatureEmbedding` of width ``dim`` in ``model``; returns handles
+        whose ``remove()`` restores it. Raises when no embedding of that width serves a categorical field."""
+        handles = []
+        for m in model.modules():
+            if isinstance(m, FeatureEmbedding) and m.dim == self.dim:
+                hook = self._hook_for(m)
+                if hook is not None:
+                    handles.append(_Patched(m, hook))
+        if not handles:
+            raise ValueError(f"DimensionSelection: {type(model).__name__} has no FeatureEmbedding of width {self.dim} "
+                             "over a categorical field; DNIS selects dimensions of the shared embedding layer")
+        return handles
+
+    def _hook_for(self, emb: FeatureEmbedding) -> Callable[..., Tensor] | None:
+        names = [n for n in emb.field_names if n in self.index and n in emb.cat_names]
+        if not names:
+            return None
+        positions = torch.tensor([emb.field_names.index(n) for n in names], dtype=torch.int64)
+        rows = torch.tensor([self.index[n] for n in names], dtype=torch.int64)
+        everything = [emb.field_names.index(n) for n in names] == list(range(emb.num_fields))
+        cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+        def hook(batch: dict[str, Tensor], out: Tensor) -> Tensor:
+            dev = out.device
+            if dev not in cache:
+                cache[dev] = (rows.to(dev), positions.to(dev))
+            r, p = cache[dev]
+            sel = self.selection().to(out.dtype).index_select(0, r)  # [Fs, d]
+            if everything:
+                return out * sel
+            full = torch.ones(out.shape[1], out.shape[2], dtype=out.dtype, device=dev).index_copy(0, p, sel)
+            return out * full
+
+        return hook
+
+
+def prune_mask(alpha: Tensor, rows: Tensor, *, keep_ratio: float | None = None,
+               threshold: float | None = None) -> Tensor:
+    """DNIS's pruning: keep the (field, dim) entries whose ``|alpha|`` is above a threshold. Bool ``[F, d]``.
+
+    - ``threshold``: keep ``|alpha| > threshold``.
+    - ``keep_ratio``: the threshold is the smallest ``t`` among the values of ``|alpha|`` such that keeping
+      ``|alpha| >= t`` keeps at most ``keep_ratio`` of the embedding parameters (entry ``(f, j)`` weighs
+      ``rows[f]``, the field's vocabulary); ties at ``t`` are kept or dropped together. The fraction kept is the
+      largest reachable one not above ``keep_ratio`` (one more value of ``|alpha|`` would exceed it).
+    Exactly one of the two must be given."""
+    if (keep_ratio is None) == (threshold is None):
+        raise ValueError("prune_mask: give exactly one of keep_ratio and threshold")
+    a = alpha.detach().abs().float()
+    if threshold is not None:
+        return a > float(threshold)
+    if not 0.0 < float(keep_ratio) <= 1.0:
+        raise ValueError(f"prune_mask: keep_ratio must be in (0, 1], got {keep_ratio!r}")
+    cost = rows.to(torch.float64).unsqueeze(1).expand_as(a)  # [F, d]: parameters of one dim of field f
+    total = float(cost.sum())
+    values, inverse = torch.unique(a.flatten(), sorted=True, return_inverse=True)  # ascending
+    per_value = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, cost.flatten())
+    kept_if = per_value.flip(0).cumsum(0).flip(0)  # kept_if[i]: parameters with |alpha| >= values[i]
+    ok = (kept_if <= float(keep_ratio) * total * (1 + 1e-12)).nonzero().flatten()
+    if len(ok) == 0:
+        return torch.zeros_like(a, dtype=torch.bool)
+    return a >= values[int(ok[0])]

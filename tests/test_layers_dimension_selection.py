@@ -1,0 +1,109 @@
+"""DNIS's soft selection layer (bars.models.layers.DimensionSelection) and its pruning (prune_mask): the scaled
+embeddings, the gradient reaching alpha only when the selection step asks for it, the hard mask, the threshold
+that hits a target ratio of embedding parameters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bars.models.layers import DimensionSelection, FeatureEmbedding, LogisticRegression, prune_mask
+from tests._tiny_ctr import SPEC, tiny_batch
+
+
+def _emb_and_selection(alpha: torch.Tensor | None = None):
+    torch.manual_seed(0)
+    emb = FeatureEmbedding(SPEC, 4)
+    with torch.no_grad():
+        emb.weight.normal_()
+        emb.numeric_weight.normal_()
+    plain = emb(tiny_batch(16)[0]).detach()
+    sel = DimensionSelection(SPEC, 4)
+    if alpha is not None:
+        with torch.no_grad():
+            sel.weight.copy_(alpha)
+    sel.attach(emb)
+    return emb, sel, plain
+
+
+def test_selection_is_one_at_init_and_scales_each_dimension_of_its_field():
+    emb, sel, plain = _emb_and_selection()
+    xb, _ = tiny_batch(16)
+    assert sel.field_names == ("a", "b") and tuple(sel.weight.shape) == (2, 4)
+    assert torch.equal(emb(xb), plain)  # alpha = 1: the plain model
+    alpha = torch.tensor([[0.5, -2.0, 0.0, 1.5], [3.0, 0.25, 1.0, -1.0]])
+    with torch.no_grad():
+        sel.weight.copy_(alpha)
+    out = emb(xb)
+    # fields in spec order a, price (numeric: unchanged), b
+    torch.testing.assert_close(out[:, 0], plain[:, 0] * alpha[0])
+    torch.testing.assert_close(out[:, 1], plain[:, 1])
+    torch.testing.assert_close(out[:, 2], plain[:, 2] * alpha[1])
+    torch.testing.assert_close(emb.flat(xb), out.flatten(1))  # models that call flat() are covered too
+
+
+def test_alpha_gets_a_gradient_only_in_the_selection_step():
+    alpha = torch.tensor([[0.5, -2.0, 0.0, 1.5], [3.0, 0.25, 1.0, -1.0]])
+    emb, sel, plain = _emb_and_selection(alpha)
+    xb, _ = tiny_batch(16)
+    w = torch.randn(16, 3, 4, generator=torch.Generator().manual_seed(1))
+    (emb(xb) * w).sum().backward()  # the backbone's step: alpha detached
+    assert sel.weight.grad is None and emb.weight.grad is not None
+    sel.grad_on = True
+    (g,) = torch.autograd.grad((emb(xb) * w).sum(), [sel.weight])
+    # d/d alpha[f, j] of sum_b w[b, f, j] * e[b, f, j] * alpha[f, j] = sum_b w[b, f, j] * e[b, f, j]
+    torch.testing.assert_close(g[0], (w[:, 0] * plain[:, 0]).sum(0))
+    torch.testing.assert_close(g[1], (w[:, 2] * plain[:, 2]).sum(0))
+
+
+def test_hard_mask_zeroes_dims_and_their_table_columns_get_no_gradient():
+    emb, sel, plain = _emb_and_selection(torch.full((2, 4), 0.3))
+    keep = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    sel.set_mask(keep)
+    assert sel.hard and not sel.weight.requires_grad
+    assert sel.dims_per_field() == {"a": 2, "b": 1}
+    assert sel.parameters_total == 19 * 4 * 2 and sel.parameters_kept() == 19 * 2 + 19 * 1
+    xb, _ = tiny_batch(16)
+    out = emb(xb)
+    torch.testing.assert_close(out[:, 0], plain[:, 0] * keep[0])  # 0/1, not alpha
+    torch.testing.assert_close(out[:, 2], plain[:, 2] * keep[1])
+    out.square().sum().backward()
+    a0, a1 = emb.table_rows["a"]
+    b0, b1 = emb.table_rows["b"]
+    assert emb.weight.grad[a0:a1][:, ~keep[0]].abs().sum() == 0 and emb.weight.grad[a0:a1][:, keep[0]].abs().sum() > 0
+    assert emb.weight.grad[b0:b1][:, ~keep[1]].abs().sum() == 0
+
+
+def test_attach_skips_narrower_embeddings_and_refuses_a_model_without_one():
+    lr = LogisticRegression(SPEC)  # its own dim-1 tables: not the embeddings DNIS selects over
+    with pytest.raises(ValueError, match="no FeatureEmbedding of width 4"):
+        DimensionSelection(SPEC, 4).attach(lr)
+    model = torch.nn.ModuleDict({"emb": FeatureEmbedding(SPEC, 4), "lr": lr})
+    assert len(DimensionSelection(SPEC, 4).attach(model)) == 1
+
+
+def test_prune_by_threshold_and_by_a_target_ratio_of_parameters():
+    alpha = torch.tensor([[0.9, -0.1, 0.5, 0.05], [-0.7, 0.3, 0.3, 0.01]])
+    rows = torch.tensor([100, 10])
+    assert prune_mask(alpha, rows, threshold=0.3).tolist() == [[True, False, True, False], [True, False, False, False]]
+    total = 4 * 110
+    for ratio in (0.05, 0.25, 0.5, 0.6, 0.75, 1.0):
+        keep = prune_mask(alpha, rows, keep_ratio=ratio)
+        kept = int((keep.sum(1) * rows).sum())
+        assert kept <= ratio * total
+        # the threshold is |alpha| of the weakest kept entry; one more value of |alpha| would exceed the target
+        lower = alpha.abs()[~keep]
+        if len(lower):
+            nxt = lower.max()
+            more = int(((alpha.abs() >= nxt).sum(1) * rows).sum())
+            assert more > ratio * total
+            assert bool((alpha.abs()[keep] > nxt).all())
+    # ties at 0.3 (field b, 10 rows each) are kept or dropped together
+    keep = prune_mask(alpha, rows, keep_ratio=(100 + 10 + 100 + 10 + 10) / total)
+    assert keep.tolist() == [[True, False, True, False], [True, True, True, False]]
+    keep = prune_mask(alpha, rows, keep_ratio=(100 + 10 + 100 + 10 + 9) / total)  # one tie short: both dropped
+    assert keep.tolist() == [[True, False, True, False], [True, False, False, False]]
+    with pytest.raises(ValueError, match="exactly one"):
+        prune_mask(alpha, rows, keep_ratio=0.5, threshold=0.1)
+    with pytest.raises(ValueError, match="keep_ratio must be in"):
+        prune_mask(alpha, rows, keep_ratio=0.0)
