@@ -125,6 +125,10 @@ def test_grids_are_the_products(tmp_path):
         assert B.study_grid(tmp_path, "d", m).points == g.points  # grid.json round trip
         assert B.study_grid(tmp_path, "d", m).points == g.points  # ... read back
     assert B.load_study_grid("dnn").size == 18 and "model.params.hidden_units" in B.load_study_grid("dnn").set
+    # FinalMLP's contexts name Frappe fields: renamed for the other datasets (the model refuses unknown fields)
+    ml = B.study_grid(tmp_path, "movielens_small", "finalmlp")
+    assert {tuple(p["model.params.fs2_context"]) for p in ml.points} == {("movie",), ()} and "item->movie" in \
+        ml.meta["note"] and B.for_data(B.load_study_grid("dcn"), "synthetic").points == B.load_study_grid("dcn").points
     import optuna
 
     fm = B.load_study_grid("finalmlp")
