@@ -194,7 +194,7 @@ def plot(summary: dict[tuple[str, str], dict[str, Any]], img_dir: Path, unit: st
 
 def verdict(summary: dict[tuple[str, str], dict[str, Any]], candidates: tuple[str, ...] = ("tpe_median",),
             other: str = "random") -> list[str]:
-    """The goal of issue 15 per (data, model) and candidate strategy (the default, TPE + median, first): does it
+    """The goal of issue 15 per (data, model) and candidate strategy (the former default, TPE + median, first): does it
     reach the grid's best validation AUC within 1/3 of the grid's compute (seeds that did), and is its mean over
     seeds ever below ``other``'s at equal compute (the budget fractions where it is, per unit)?"""
     _, names, _, labels = _strategy_consts()
