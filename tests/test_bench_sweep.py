@@ -184,7 +184,7 @@ def test_report_on_a_partial_result_folder(tmp_path):
     # is below random at 1/3 of the samples (0.79 vs 0.81)
     rows = R.verdict(R.summarize(R.load_cells(out)), ("tpe_median", "tpe"))
     assert rows[2].startswith("| d / m | 0.8000 | TPE, no pruning (default) | 0/1; 0/1 | 0.7900; 0.8100; 0.7000 | 1/3; ")
-    assert len(rows) == 3
+    assert rows[2].endswith("| –; – |") and len(rows) == 3  # one seed: no paired difference
     # a run that stopped before a budget shows no value there (not its last one)
     assert R.best_at([_trial(50, 5, 0.9, 0.8)], "samples", 100) == (None, None, False)
     # ... unless it stopped because its budget in the other unit was spent: its final best, marked short
