@@ -213,7 +213,7 @@ def test_pruning_on_per_epoch_val_auc(tmp_path):
         return SimpleNamespace(run_id=None, metrics={"val_auc": 0.9 if lr > 1e-3 else 0.53,
                                                      "val_logloss": 0.5}, epochs=3)
 
-    ov = overrides(tmp_path, "sweep.trials=12", "sweep.pruner.median.n_startup_trials=2",
+    ov = overrides(tmp_path, "sweep.trials=12", "sweep.pruner.name=median", "sweep.pruner.median.n_startup_trials=2",
                    "sweep.pruner.median.n_warmup_steps=0")
     S.sweep(compose(ov), ov, train_fn=bad_then_good)
     rows = list(csv.DictReader((tmp_path / "sw" / "trials.csv").open()))

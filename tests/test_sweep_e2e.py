@@ -151,7 +151,7 @@ def test_real_sweep_records_mlflow_and_resumes(shared, tmp_path):
 
 def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):
     ov = base(shared, tmp_path, 12000, "sweep.trials=3", "sweep.workers=2", "train.max_epochs=4",
-              "sweep.pruner.median.n_startup_trials=1000", "sweep.poll=0.5")
+              "sweep.pruner.name=median", "sweep.pruner.median.n_startup_trials=1000", "sweep.poll=0.5")
     log = tmp_path / "sweep.log"
     proc = launch(ov, log)
     try:
@@ -182,7 +182,7 @@ def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):
 
 def test_kill_whole_sweep_and_rerun_resumes(shared, tmp_path):
     ov = base(shared, tmp_path, 12000, "sweep.trials=3", "train.max_epochs=4",
-              "sweep.pruner.median.n_startup_trials=1000")
+              "sweep.pruner.name=median", "sweep.pruner.median.n_startup_trials=1000")
     log = tmp_path / "sweep.log"
     proc = launch(ov, log)
     try:
@@ -211,7 +211,7 @@ def test_kill_whole_sweep_and_rerun_resumes(shared, tmp_path):
 def test_postgres_two_workers_retry_killed_trial_with_same_params(shared, tmp_path, postgres_url):  # noqa: F811
     ov = base(shared, tmp_path, 12000, "sweep.trials=3", "sweep.workers=2", "train.max_epochs=4",
               f"sweep.storage={postgres_url}", "sweep.heartbeat_interval=1", "sweep.grace_period=4",
-              "sweep.pruner.median.n_startup_trials=1000", "sweep.poll=0.5")
+              "sweep.pruner.name=median", "sweep.pruner.median.n_startup_trials=1000", "sweep.poll=0.5")
     log = tmp_path / "sweep.log"
     proc = launch(ov, log)
     try:

@@ -87,7 +87,7 @@ def test_tpe_independent_and_grouped_settings_reach_the_sampler(tmp_path):
     (["sweep.sampler.name=bayes"], "sweep.sampler.name must be one of tpe | random | grid, got 'bayes'"),
     (["sweep.pruner.name=asha"], "sweep.pruner.name must be one of median | sha | hyperband | none"),
     (["sweep.pruner.hyperband.reduction_factor=2"],
-     "sweep.pruner.hyperband.reduction_factor=2 is set but sweep.pruner.name=median: it would be ignored"),
+     "sweep.pruner.hyperband.reduction_factor=2 is set but sweep.pruner.name=none: it would be ignored"),
     (["sweep.sampler.name=random", "sweep.sampler.tpe.n_startup_trials=9"],
      "sweep.sampler.tpe.n_startup_trials=9 is set but sweep.sampler.name=random"),
     (["sweep.pruner.name=sha", "sweep.pruner.sha.reduction_factor=1"],
@@ -214,7 +214,7 @@ def test_grid_points_are_claimed_once_and_exhaustion_skips(tmp_path):
 
 def test_resume_warns_on_a_new_sampler_and_refuses_a_changed_grid(tmp_path, capsys):
     g = grid_file(tmp_path)
-    o = ov(tmp_path, "sweep.trials=2", "sweep.sampler.name=random")
+    o = ov(tmp_path, "sweep.trials=2", "sweep.sampler.name=random", "sweep.pruner.name=median")
     S.sweep(compose(o), o, train_fn=scripted)
     o2 = ov(tmp_path, "sweep.trials=3", "sweep.pruner.name=none")
     S.sweep(compose(o2), o2, train_fn=scripted)

@@ -1,7 +1,7 @@
 """`bars bench sweep` (`make bench-sweep`): which sweep strategy spends a tuning budget best?
 
 The study of issue 15: for each dataset x model, BARS's grid for the model (the reference: its full compute is
-the budget unit) against random search, TPE (multivariate), TPE + median pruning (the default `bars sweep`) and
+the budget unit) against random search, TPE (multivariate), TPE + median pruning (`bars sweep`'s default before this study) and
 TPE + Hyperband, each run with several sampler seeds until it has spent the grid's compute (training samples
 processed and process CPU-seconds; ``--fraction`` of it when time forces it). Every strategy is the product's:
 the config composed with its ``sweep.sampler.name`` / ``sweep.pruner.name`` (:data:`STRATEGY_OVERRIDES`) and
@@ -57,8 +57,8 @@ from bars.search import decode_choice, encode_choice
 DATASETS = ("frappe_vt", "movielens_small", "synthetic")
 MODELS = ("dcn", "finalmlp", "dnn", "autoint_plus")
 STRATEGIES = ("grid", "random", "tpe", "tpe_median", "tpe_hyperband")
-STRATEGY_NAMES = {"grid": "BARS grid", "random": "random", "tpe": "TPE (multivariate)",
-                  "tpe_median": "TPE + median pruning (default)", "tpe_hyperband": "TPE + Hyperband"}
+STRATEGY_NAMES = {"grid": "BARS grid", "random": "random", "tpe": "TPE, no pruning (default)",
+                  "tpe_median": "TPE + median pruning (former default)", "tpe_hyperband": "TPE + Hyperband"}
 # The product's sampler/pruner keys of each strategy (conf/sweep/default.yaml `sweep.sampler.name` /
 # `sweep.pruner.name`); TPE's own settings (startup trials, multivariate, ...) stay the sweep defaults.
 STRATEGY_OVERRIDES = {

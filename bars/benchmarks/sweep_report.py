@@ -119,9 +119,10 @@ def summarize(cells: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
                                    "spent": {u: statistics.mean(sum(t[u] for t in c["trials"]) / budget[u]
                                                                 for c in cs) for u in UNITS}}
             for unit in UNITS:
-                vals, tests, shorts, counts = [], [], [], []
+                vals, tests, shorts, counts, per_seed = [], [], [], [], []
                 for f in fractions:
                     at = [best_at(c["trials"], unit, f * budget[unit], _exhausted(c, f)) for c in cs]
+                    per_seed.append([a[0] for a in at])
                     vals.append(_mean([a[0] for a in at]))
                     tests.append(_mean([a[1] for a in at]))
                     shorts.append(any(a[2] for a in at))
@@ -131,6 +132,7 @@ def summarize(cells: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
                     reach = sum((best_at(c["trials"], unit, budget[unit] / 3, _exhausted(c, 1 / 3))[0] or 0.0)
                                 >= grid_best - 1e-12 for c in cs)
                 row[unit] = {"val": vals, "test": tests, "short": shorts, "counts": counts, "reach": reach,
+                             "by_seed": {c["seed"]: [v[j] for v in per_seed] for j, c in enumerate(cs)},
                              "curves": [curve(c["trials"], unit, budget[unit]) for c in cs],
                              "ends": [sum(float(t[unit]) for t in c["trials"]) / budget[unit] for c in cs]}
             rows[strategy] = row
@@ -194,14 +196,15 @@ def plot(summary: dict[tuple[str, str], dict[str, Any]], img_dir: Path, unit: st
 
 def verdict(summary: dict[tuple[str, str], dict[str, Any]], candidates: tuple[str, ...] = ("tpe_median",),
             other: str = "random") -> list[str]:
-    """The goal of issue 15 per (data, model) and candidate strategy (the default, TPE + median, first): does it
+    """The goal of issue 15 per (data, model) and candidate strategy (the former default, TPE + median, first): does it
     reach the grid's best validation AUC within 1/3 of the grid's compute (seeds that did), and is its mean over
     seeds ever below ``other``'s at equal compute (the budget fractions where it is, per unit)?"""
     _, names, _, labels = _strategy_consts()
     third = labels.index("1/3")
     head = (f"| data / model | grid best val | strategy | reaches it by 1/3 (samples; CPU-s) | mean val @1/3 "
-            f"(strategy; {names[other]}; grid) | below {names[other]} at (samples; CPU-s; largest gap) |")
-    lines = [head, "|---|---|---|---|---|---|"]
+            f"(strategy; {names[other]}; grid) | below {names[other]} at (samples; CPU-s; largest gap) | "
+            f"minus {names[other]}, same seed, @1/3; @1 (samples; mean ± s.e.) |")
+    lines = [head, "|---|---|---|---|---|---|---|"]
     for (data, model), s in sorted(summary.items()):
         o, g = s["strategies"].get(other), s["strategies"].get("grid")
         for cand in candidates:
@@ -222,9 +225,20 @@ def verdict(summary: dict[tuple[str, str], dict[str, Any]], candidates: tuple[st
                 if gaps:
                     worst.append(min(gap for _, gap in gaps))
             gap = f"; {min(worst):+.4f}" if worst else ""
+            paired = "; ".join(_paired(d, o, i) for i in (third, len(labels) - 1)) if o else "–"
             lines.append(f"| {data} / {model} | {_fmt(s['grid_best'])} | {names[cand]} | {reach} | {at} | "
-                         f"{'; '.join(below)}{gap} |")
+                         f"{'; '.join(below)}{gap} | {paired} |")
     return lines
+
+
+def _paired(d: dict[str, Any], o: dict[str, Any], i: int) -> str:
+    """Mean and standard error over the seeds both runs have of (strategy - other) best validation AUC at budget
+    fraction index ``i`` (samples)."""
+    a, b = d["samples"]["by_seed"], o["samples"]["by_seed"]
+    diffs = [a[k][i] - b[k][i] for k in sorted(set(a) & set(b)) if a[k][i] is not None and b[k][i] is not None]
+    if len(diffs) < 2:
+        return "–"
+    return f"{statistics.mean(diffs):+.4f} ± {statistics.stdev(diffs) / len(diffs) ** 0.5:.4f}"
 
 
 def render(summary: dict[tuple[str, str], dict[str, Any]], missing: list[str], total: int,
