@@ -107,3 +107,17 @@ def test_prune_by_threshold_and_by_a_target_ratio_of_parameters():
         prune_mask(alpha, rows, keep_ratio=0.5, threshold=0.1)
     with pytest.raises(ValueError, match="keep_ratio must be in"):
         prune_mask(alpha, rows, keep_ratio=0.0)
+
+
+def test_min_dims_floor_keeps_each_fields_strongest_dims_within_the_budget():
+    alpha = torch.tensor([[0.9, -0.1, 0.5, 0.05], [-0.7, 0.3, 0.3, 0.01], [0.02, 0.04, 0.03, 0.01]])
+    rows = torch.tensor([100, 10, 5])
+    total = 4 * 115
+    assert prune_mask(alpha, rows, keep_ratio=0.5)[2].sum() == 0  # the paper's rule drops field 3 entirely
+    keep = prune_mask(alpha, rows, keep_ratio=0.5, min_dims=1)
+    assert keep.sum(1).min() >= 1 and bool(keep[2, 1]) and keep[2].sum() == 1  # its largest |alpha|
+    assert int((keep.sum(1) * rows).sum()) <= 0.5 * total
+    assert prune_mask(alpha, rows, threshold=0.6, min_dims=1).tolist() == [
+        [True, False, False, False], [True, False, False, False], [False, True, False, False]]
+    # floors alone over the budget: only the floors are kept
+    assert prune_mask(alpha, rows, keep_ratio=0.1, min_dims=2).sum(1).tolist() == [2, 2, 2]

@@ -46,6 +46,8 @@ def test_unknown_or_bad_dnis_keys_are_errors_naming_the_key():
     with pytest.raises(ConfigError, match="method.alpha_lr must be a number > 0"):
         validate(compose(["model=deepfm", "method=dnis", "method.alpha_lr=0"]), "train")
     validate(compose(["model=deepfm", "method=dnis", "method.keep_ratio=null", "method.threshold=0.05"]), "train")
+    with pytest.raises(ConfigError, match="method.min_dims must be an int >= 0"):
+        validate(compose(["model=deepfm", "method=dnis", "method.min_dims=-1"]), "train")
 
 
 def test_sweep_space_merges_the_dnis_space_and_its_study_is_its_own():

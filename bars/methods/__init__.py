@@ -75,6 +75,7 @@ class DNISConfig:
     l1: float = 1e-4               # weight of sum |alpha| in the validation objective of the selection step
     keep_ratio: float | None = 0.5  # prune to at most this fraction of the embedding parameters
     threshold: float | None = None  # or: keep |alpha| > threshold (exactly one of the two is set)
+    min_dims: int = 0              # bars switch (0 = the paper): dims each field keeps whatever the threshold
 
     def problems(self) -> list[str]:
         out = []
@@ -94,6 +95,8 @@ class DNISConfig:
             out.append(f"method.keep_ratio must be a number in (0, 1], got {self.keep_ratio!r}")
         elif self.threshold is not None and not (_num(self.threshold) and self.threshold >= 0):
             out.append(f"method.threshold must be a number >= 0, got {self.threshold!r}")
+        if not (isinstance(self.min_dims, int) and not isinstance(self.min_dims, bool) and self.min_dims >= 0):
+            out.append(f"method.min_dims must be an int >= 0, got {self.min_dims!r}")
         return out
 
 

@@ -181,7 +181,8 @@ class SearchStage:
         if self.model.searcher is None:
             raise RuntimeError("DNIS search: no validation data was bound (bars.run calls stage.bind_data)")
         sel = self.model.selection
-        keep = prune_mask(self.final, sel.rows.cpu(), keep_ratio=self.cfg.keep_ratio, threshold=self.cfg.threshold)
+        keep = prune_mask(self.final, sel.rows.cpu(), keep_ratio=self.cfg.keep_ratio, threshold=self.cfg.threshold,
+                          min_dims=self.cfg.min_dims)
         out = self.folder / self.name
         save_checkpoint({"alpha": self.final}, out / "alpha.pt")
         save_checkpoint({"keep": keep.float()}, out / "mask.pt")

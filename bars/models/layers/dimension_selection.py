@@ -135,7 +135,7 @@ class DimensionSelection(nn.Module):
 
 
 def prune_mask(alpha: Tensor, rows: Tensor, *, keep_ratio: float | None = None,
-               threshold: float | None = None) -> Tensor:
+               threshold: float | None = None, min_dims: int = 0) -> Tensor:
     """DNIS's pruning: keep the (field, dim) entries whose ``|alpha|`` is above a threshold. Bool ``[F, d]``.
 
     - ``threshold``: keep ``|alpha| > threshold``.
@@ -143,20 +143,31 @@ def prune_mask(alpha: Tensor, rows: Tensor, *, keep_ratio: float | None = None,
       ``|alpha| >= t`` keeps at most ``keep_ratio`` of the embedding parameters (entry ``(f, j)`` weighs
       ``rows[f]``, the field's vocabulary); ties at ``t`` are kept or dropped together. The fraction kept is the
       largest reachable one not above ``keep_ratio`` (one more value of ``|alpha|`` would exceed it).
-    Exactly one of the two must be given."""
+    - ``min_dims`` (a bars switch, 0 = the paper): each field first keeps its ``min_dims`` largest ``|alpha|``
+      whatever the threshold; with ``keep_ratio`` their parameters count against the budget (when they alone
+      exceed it, only they are kept and the fraction is above ``keep_ratio``).
+    Exactly one of ``keep_ratio`` and ``threshold`` must be given."""
     if (keep_ratio is None) == (threshold is None):
         raise ValueError("prune_mask: give exactly one of keep_ratio and threshold")
+    if min_dims < 0:
+        raise ValueError(f"prune_mask: min_dims must be >= 0, got {min_dims!r}")
     a = alpha.detach().abs().float()
+    floor = torch.zeros_like(a, dtype=torch.bool)
+    if min_dims > 0:
+        floor.scatter_(1, a.topk(min(int(min_dims), a.shape[1]), dim=1).indices, True)
     if threshold is not None:
-        return a > float(threshold)
+        return (a > float(threshold)) | floor
     if not 0.0 < float(keep_ratio) <= 1.0:
         raise ValueError(f"prune_mask: keep_ratio must be in (0, 1], got {keep_ratio!r}")
     cost = rows.to(torch.float64).unsqueeze(1).expand_as(a)  # [F, d]: parameters of one dim of field f
-    total = float(cost.sum())
-    values, inverse = torch.unique(a.flatten(), sorted=True, return_inverse=True)  # ascending
-    per_value = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, cost.flatten())
-    kept_if = per_value.flip(0).cumsum(0).flip(0)  # kept_if[i]: parameters with |alpha| >= values[i]
-    ok = (kept_if <= float(keep_ratio) * total * (1 + 1e-12)).nonzero().flatten()
+    budget = float(keep_ratio) * float(cost.sum()) * (1 + 1e-12) - float(cost[floor].sum())
+    free = ~floor
+    if budget < 0 or not bool(free.any()):
+        return floor
+    values, inverse = torch.unique(a[free], sorted=True, return_inverse=True)  # ascending
+    per_value = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, cost[free])
+    kept_if = per_value.flip(0).cumsum(0).flip(0)  # kept_if[i]: parameters with |alpha| >= values[i] (not floor)
+    ok = (kept_if <= budget).nonzero().flatten()
     if len(ok) == 0:
-        return torch.zeros_like(a, dtype=torch.bool)
-    return a >= values[int(ok[0])]
+        return floor
+    return floor | (free & (a >= values[int(ok[0])]))
