@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from bars.methods import DNISConfig
-from bars.models.layers import DimensionSelection, FeatureEmbedding, init_bars_, prune_mask, split_parameters
+from bars.methods.wrapper import BackboneWrapper
+from bars.models.layers import DimensionSelection, FeatureEmbedding, prune_mask
 from bars.objective import data_loss, loss_function, model_tasks
 from bars.train import EpochLog, TrainConfig, save_checkpoint
 
@@ -48,43 +49,29 @@ def embedding_width(backbone: nn.Module) -> int:
     return max(dims)
 
 
-class SelectedModel(nn.Module):
+class SelectedModel(BackboneWrapper):
     """``backbone`` with ``selection`` hooked on its embeddings. The trainer sees the backbone's parameter groups,
     tasks and own loss; ``alpha`` is not among them (its own optimizer, :class:`AlphaStep`). While ``searcher``
     is set, each training forward first runs one selection step on a validation batch."""
 
     def __init__(self, backbone: nn.Module, selection: DimensionSelection) -> None:
-        super().__init__()
-        self.backbone = backbone
+        super().__init__(backbone)
         self.selection = selection
         self._handles = selection.attach(backbone)
         self.searcher: AlphaStep | None = None
-        if getattr(backbone, "tasks", ()):
-            self.tasks = tuple(backbone.tasks)
 
     def forward(self, batch: dict[str, Tensor]) -> Any:
         if self.searcher is not None and self.training and torch.is_grad_enabled():
             self.searcher.step()
         return self.backbone(batch)
 
-    def split_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        own = getattr(self.backbone, "split_parameters", None)
-        return own() if callable(own) else split_parameters(self.backbone)
-
     def unregularized_parameters(self) -> list[nn.Parameter]:
         return []  # alpha has its own optimizer (the selection step), never the trainer's
 
     def init_bars_(self, embedding_std: float) -> None:
-        own = getattr(self.backbone, "init_bars_", None)
-        if callable(own):
-            own(embedding_std)
-        else:
-            init_bars_(self.backbone, embedding_std)
+        self.init_backbone_(embedding_std)
         if not self.selection.hard:
             self.selection.reset_parameters()
-
-    def training_loss(self, outputs: Any, labels: Tensor, loss_fn: Any) -> Tensor:
-        return data_loss(self.backbone, outputs, labels, loss_fn)
 
 
 class AlphaStep:

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from bars.methods import OptFSConfig
-from bars.models.layers import FeatureGate, init_bars_, split_parameters
-from bars.objective import data_loss
+from bars.methods.wrapper import BackboneWrapper
+from bars.models.layers import FeatureGate
 from bars.train import EpochLog, TrainConfig, save_checkpoint, seed_everything
 
 __all__ = ["STAGES", "GatedModel", "RetrainStage", "SearchStage", "make_stage"]
@@ -35,40 +35,26 @@ __all__ = ["STAGES", "GatedModel", "RetrainStage", "SearchStage", "make_stage"]
 STAGES = ("search", "retrain")
 
 
-class GatedModel(nn.Module):
+class GatedModel(BackboneWrapper):
     """``backbone`` with ``gate`` hooked on its embeddings. The trainer sees the backbone's parameter groups (the
     gates are ``unregularized_parameters``), its tasks and its own loss, plus ``sparsity * gate.penalty()`` while
     the gates are soft."""
 
     def __init__(self, backbone: nn.Module, gate: FeatureGate, sparsity: float = 0.0) -> None:
-        super().__init__()
-        self.backbone = backbone
+        super().__init__(backbone)
         self.gate = gate
         self.sparsity = float(sparsity)
         self._handles = gate.attach(backbone)
-        if getattr(backbone, "tasks", ()):
-            self.tasks = tuple(backbone.tasks)
-
-    def forward(self, batch: dict[str, Tensor]) -> Any:
-        return self.backbone(batch)
-
-    def split_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        own = getattr(self.backbone, "split_parameters", None)
-        return own() if callable(own) else split_parameters(self.backbone)
 
     def unregularized_parameters(self) -> list[nn.Parameter]:
         return [self.gate.weight]
 
     def init_bars_(self, embedding_std: float) -> None:
-        own = getattr(self.backbone, "init_bars_", None)
-        if callable(own):
-            own(embedding_std)
-        else:
-            init_bars_(self.backbone, embedding_std)
+        self.init_backbone_(embedding_std)
         self.gate.reset_parameters()
 
     def training_loss(self, outputs: Any, labels: Tensor, loss_fn: Any) -> Tensor:
-        loss = data_loss(self.backbone, outputs, labels, loss_fn)
+        loss = super().training_loss(outputs, labels, loss_fn)
         if self.sparsity > 0 and not self.gate.hard and self.gate.weight.requires_grad:
             loss = loss + self.sparsity * self.gate.penalty()
         return loss
