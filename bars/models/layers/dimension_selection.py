@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
 from bars.models.layers.embedding import FeatureEmbedding
-from bars.models.layers.feature_gate import _Patched
+from bars.models.layers.feature_gate import _Patched, patch_embeddings
 
 __all__ = ["DimensionSelection", "prune_mask"]
 
@@ -100,12 +100,7 @@ class DimensionSelection(nn.Module):
     def attach(self, model: nn.Module) -> list[_Patched]:
         """Scale the output of every :class:`FeatureEmbedding` of width ``dim`` in ``model``; returns handles
         whose ``remove()`` restores it. Raises when no embedding of that width serves a categorical field."""
-        handles = []
-        for m in model.modules():
-            if isinstance(m, FeatureEmbedding) and m.dim == self.dim:
-                hook = self._hook_for(m)
-                if hook is not None:
-                    handles.append(_Patched(m, hook))
+        handles = patch_embeddings(model, self._hook_for, width=self.dim)
         if not handles:
             raise ValueError(f"DimensionSelection: {type(model).__name__} has no FeatureEmbedding of width {self.dim} "
                              "over a categorical field; DNIS selects dimensions of the shared embedding layer")

@@ -92,12 +92,7 @@ class FeatureGate(nn.Module):
         """Gate the output of every :class:`FeatureEmbedding` in ``model`` (its ``forward``, whether called through
         the module or by :meth:`FeatureEmbedding.flat`); returns handles whose ``remove()`` restores it. Raises when
         the model has none or no embedding serves a gated field."""
-        handles = []
-        for m in model.modules():
-            if isinstance(m, FeatureEmbedding):
-                hook = self._hook_for(m)
-                if hook is not None:
-                    handles.append(_Patched(m, hook))
+        handles = patch_embeddings(model, self._hook_for)
         if not handles:
             raise ValueError(f"FeatureGate: {type(model).__name__} has no FeatureEmbedding over a categorical field; "
                              "the feature gate hooks the shared embedding layer")
@@ -127,6 +122,19 @@ class FeatureGate(nn.Module):
             return out * full.unsqueeze(-1)
 
         return hook
+
+
+def patch_embeddings(model: nn.Module, hook_for: Callable[[FeatureEmbedding], Callable[..., Tensor] | None],
+                     width: int | None = None) -> list[_Patched]:
+    """Patch the ``forward`` of every :class:`FeatureEmbedding` of ``model`` (of width ``width`` when given) for
+    which ``hook_for`` returns a hook ``(batch, output) -> output``; returns the handles (``remove()`` undoes)."""
+    handles = []
+    for m in model.modules():
+        if isinstance(m, FeatureEmbedding) and (width is None or m.dim == width):
+            hook = hook_for(m)
+            if hook is not None:
+                handles.append(_Patched(m, hook))
+    return handles
 
 
 class _Patched:
