@@ -33,7 +33,7 @@ from bars.config import to_container
 if TYPE_CHECKING:
     from bars.run import RunResult
 
-__all__ = ["METHODS", "DNISConfig", "OptFSConfig", "StageHooks", "check_method", "method_config", "method_name", "run_method"]
+__all__ = ["METHODS", "DNISConfig", "OptEmbedConfig", "OptFSConfig", "StageHooks", "check_method", "method_config", "method_name", "run_method"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +100,58 @@ class DNISConfig:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class OptEmbedConfig:
+    """OptEmbed (Lyu et al., CIKM 2022, https://github.com/fuyuanlyu/OptEmbed), keys of conf/method/optembed.yaml;
+    defaults are the official code's flags and its README's settings (docs/fidelity.md "OptEmbed (issue 13)")."""
+
+    threshold_lr: float = 1e-4     # SGD learning rate of the per-field thresholds (official --t_lr; README 1e-4)
+    threshold_reg: float = 1e-4    # weight of sum_f exp(-t_f) in the supernet's loss (official --alpha)
+    threshold_init: float = 0.0    # initial threshold (official init_threshold(0))
+    norm: int = 1                  # the row norm thresholded: 1 or 2 (official --norm 1)
+    supernet_epochs: int | None = None  # null: train.max_epochs (the supernet trains under the BARS protocol)
+    iterations: int = 30           # generations of the evolutionary search (official --epoch 30)
+    keep_num: int = 15             # top candidates kept per generation (README k = 15)
+    mutation_num: int = 10         # mutated children per generation (from the top mutation_num)
+    crossover_num: int = 10        # crossover children per generation (parents from the top crossover_num + 1)
+    mutation_prob: float = 0.1     # per-field mutation probability (official --m_prob)
+    official_crossover: bool = False  # True: the crossover point drawn in [1, d] as the official code (bars: [1, F-1])
+
+    def problems(self) -> list[str]:
+        out = []
+
+        def int_at_least(name: str, low: int) -> None:
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= low):
+                out.append(f"method.{name} must be an int >= {low}, got {v!r}")
+
+        if not (_num(self.threshold_lr) and self.threshold_lr >= 0):
+            out.append(f"method.threshold_lr must be a number >= 0, got {self.threshold_lr!r}")
+        if not (_num(self.threshold_reg) and self.threshold_reg >= 0):
+            out.append(f"method.threshold_reg must be a number >= 0, got {self.threshold_reg!r}")
+        if not _num(self.threshold_init):
+            out.append(f"method.threshold_init must be a number, got {self.threshold_init!r}")
+        if self.norm not in (1, 2) or isinstance(self.norm, bool):
+            out.append(f"method.norm must be 1 or 2, got {self.norm!r}")
+        if self.supernet_epochs is not None:
+            int_at_least("supernet_epochs", 1)
+        for name in ("iterations",):
+            int_at_least(name, 1)
+        for name in ("keep_num", "mutation_num", "crossover_num"):
+            int_at_least(name, 0)
+        if not out:
+            if self.mutation_num + self.crossover_num < 1:
+                out.append("method.mutation_num + method.crossover_num must be >= 1 (no new candidates otherwise)")
+            elif self.crossover_num > 0 and self.keep_num + self.mutation_num < 1:
+                out.append("method.keep_num + method.mutation_num must be >= 1 when method.crossover_num > 0 "
+                           "(crossover parents are the top crossover_num + 1 candidates)")
+        if not (_num(self.mutation_prob) and 0 <= self.mutation_prob <= 1):
+            out.append(f"method.mutation_prob must be a number in [0, 1], got {self.mutation_prob!r}")
+        if not isinstance(self.official_crossover, bool):
+            out.append(f"method.official_crossover must be true or false, got {self.official_crossover!r}")
+        return out
+
+
 def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -108,6 +160,7 @@ def _num(v: Any) -> bool:
 METHODS: dict[str, tuple[type, str]] = {
     "optfs": (OptFSConfig, "bars.methods.optfs"),
     "dnis": (DNISConfig, "bars.methods.dnis"),
+    "optembed": (OptEmbedConfig, "bars.methods.optembed"),
 }
 
 

@@ -120,8 +120,13 @@ def run_method(cfg: DictConfig, *, on_epoch: Any = None, parent_run_id: str | No
                           "method_stage_index": i}
             if parent is not None:
                 stage_tags["method_run"] = parent.run_id
-            r = train_one(cfg, stage=stage, parent_run_id=parent.run_id if parent is not None else None,
-                          extra_tags=stage_tags, quiet=quiet, on_epoch=on_epoch if last else None)
+            own = getattr(stage, "run_stage", None)  # a stage that trains nothing (OptEmbed's evolution)
+            if callable(own):
+                r = own(cfg, parent_run_id=parent.run_id if parent is not None else None, extra_tags=stage_tags,
+                        quiet=quiet)
+            else:
+                r = train_one(cfg, stage=stage, parent_run_id=parent.run_id if parent is not None else None,
+                              extra_tags=stage_tags, quiet=quiet, on_epoch=on_epoch if last else None)
             _write_json(sdir / "done.json", {
                 "run_id": r.run_id, "metrics": r.metrics, "epochs": r.epochs, "best_epoch": r.best_epoch,
                 "seconds": r.seconds, "n_params": r.n_params, "device": r.device, "stop_reason": r.stop_reason,
@@ -165,5 +170,6 @@ def run_method(cfg: DictConfig, *, on_epoch: Any = None, parent_run_id: str | No
            if kept is not None else "")
         + (f"   embedding parameters kept {emb:.4f} ({int(metrics['embedding_params_kept_count'])}/"
            f"{int(metrics['embedding_params_total'])})" if emb is not None else "")
+        + (f"   embedding rows kept {metrics['embedding_rows_kept']:.4f}" if "embedding_rows_kept" in metrics else "")
         + (f"\n  MLflow run {result.run_id}" if result.run_id else ""))
     return result

@@ -170,3 +170,6 @@ __all__ += ["FeatureGate"]
 from bars.models.layers.dimension_selection import DimensionSelection, prune_mask
 
 __all__ += ["DimensionSelection", "prune_mask"]
+from bars.models.layers.embedding_mask import BinaryStep, EmbeddingMask, binary_step, prefix_mask
+
+__all__ += ["BinaryStep", "EmbeddingMask", "binary_step", "prefix_mask"]

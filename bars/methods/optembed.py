@@ -1,0 +1,329 @@
+"""OptEmbed (Lyu et al., "OptEmbed: Learning Optimal Embedding Table for Click-through Rate Prediction", CIKM 2022;
+https://github.com/fuyuanlyu/OptEmbed, commit 0feda5f8): which embedding rows to keep and how many dimensions per
+field, as three stages over any backbone whose fields go through :class:`FeatureEmbedding`.
+
+1. ``supernet`` (``supernet.py``): the backbone with a :class:`bars.models.layers.EmbeddingMask` in supernet mode on
+   its ``d``-wide embeddings: rows whose norm is below their field's learnable threshold are zeroed
+   (``BinaryStep``, a straight-through surrogate gradient), and each training row of the batch keeps a uniformly
+   drawn number of leading dimensions per field. The loss is the backbone's plus ``threshold_reg * sum_f
+   exp(-t_f)``; the thresholds are stepped by plain SGD (``threshold_lr``, no weight decay, no clipping: the
+   official ``threshold_optimizer``) right after each backward, outside the trainer's Adam. Trained under the BARS
+   protocol (``supernet_epochs`` or ``train.max_epochs``, early stopping on validation AUC, best epoch): the
+   supernet's weights at its best epoch are ``supernet/supernet.pt``; its hard row mask (``1[||E_row||_p > t_f]``)
+   is ``supernet/rows.pt``.
+2. ``evolution`` (``evolution.py``): no training. The supernet with its row mask hard scores candidates (one
+   embedding dimension per field) by validation AUC; ``iterations`` generations of ``keep_num`` survivors,
+   ``mutation_num`` mutations and ``crossover_num`` crossovers, seeded by the run's seed. Its child run logs each
+   generation's best (``evo_*`` metrics, step = generation); the best candidate is ``evolution/arch.pt`` (row mask +
+   dims) and ``evolution/history.json``.
+3. ``retrain`` (``retrain.py``, ``mode_retrain='weight'``): the backbone from scratch (the BARS initialisation with the
+   run's seed) under the frozen row mask and per-field dimensions, trained under the BARS protocol; its test
+   metrics are the method's.
+
+Metrics (every stage that knows them): ``embedding_params_kept`` (fraction of ``sum_f (vocab_f - 1) * d``),
+``embedding_params_kept_count``, ``embedding_params_total``, ``embedding_rows_kept`` (fraction of ``sum_f
+(vocab_f - 1)``), ``embedding_rows_kept_count``, ``embedding_rows_total``, ``dims_<field>`` and ``rows_<field>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bars.fileio import atomic_write_text
+from bars.methods import OptEmbedConfig
+from bars.methods.dnis import embedding_width
+from bars.methods.wrapper import BackboneWrapper
+from bars.models.layers import EmbeddingMask
+from bars.train import EpochLog, TrainConfig, save_checkpoint
+
+__all__ = ["STAGES", "EvolutionStage", "MaskedModel", "RetrainStage", "SupernetStage", "evolve", "make_stage",
+           "mask_metrics"]
+
+STAGES = ("supernet", "evolution", "retrain")
+
+
+class MaskedModel(BackboneWrapper):
+    """``backbone`` with ``mask`` hooked on its ``d``-wide embeddings. The trainer sees the backbone's parameter
+    groups, tasks and own loss (plus ``threshold_reg * mask.penalty()`` while the thresholds train); the thresholds
+    are not among the trainer's parameters: a hook steps them by SGD (``threshold_lr``) as soon as their gradient
+    is accumulated, and clears it."""
+
+    def __init__(self, backbone: nn.Module, mask: EmbeddingMask, threshold_lr: float = 0.0,
+                 threshold_reg: float = 0.0) -> None:
+        super().__init__(backbone)
+        self.mask = mask
+        self.threshold_lr = float(threshold_lr)
+        self.threshold_reg = float(threshold_reg)
+        self._handles = mask.attach(backbone)
+        self.threshold_steps = 0
+        if mask.threshold.requires_grad:
+            mask.threshold.register_post_accumulate_grad_hook(self._sgd)
+
+    def _sgd(self, p: Tensor) -> None:
+        if p.grad is None:
+            return
+        with torch.no_grad():
+            p.add_(p.grad, alpha=-self.threshold_lr)
+        p.grad = None
+        self.threshold_steps += 1
+
+    def unregularized_parameters(self) -> list[nn.Parameter]:
+        return []  # the thresholds have their own optimizer (plain SGD), never the trainer's Adam
+
+    def init_bars_(self, embedding_std: float) -> None:
+        self.init_backbone_(embedding_std)
+        self.mask.reset_parameters()
+
+    def training_loss(self, outputs: Any, labels: Tensor, loss_fn: Any) -> Tensor:
+        loss = super().training_loss(outputs, labels, loss_fn)
+        if self.mask.mode == "supernet" and self.threshold_reg > 0 and self.mask.threshold.requires_grad:
+            loss = loss + self.threshold_reg * self.mask.penalty()
+        return loss
+
+
+def mask_metrics(mask: EmbeddingMask, row_keep: Tensor | None = None, dims: Tensor | None = None) -> dict[str, float]:
+    rows = mask.rows_kept_per_field(row_keep)
+    d = (mask.dims if dims is None else dims).detach().cpu().long()
+    kept_rows, total_rows = int(rows.sum()), mask.rows_total
+    kept, total = mask.parameters_kept(row_keep, d), mask.parameters_total
+    out = {"embedding_params_kept": kept / total, "embedding_params_kept_count": float(kept),
+           "embedding_params_total": float(total), "embedding_rows_kept": kept_rows / total_rows,
+           "embedding_rows_kept_count": float(kept_rows), "embedding_rows_total": float(total_rows)}
+    for i, name in enumerate(mask.field_names):
+        out[f"dims_{name}"] = float(d[i])
+        out[f"rows_{name}"] = float(rows[i])
+    return out
+
+
+def _build(backbone: nn.Module, spec: Any, cfg: OptEmbedConfig, *, train_thresholds: bool) -> MaskedModel:
+    mask = EmbeddingMask(spec, embedding_width(backbone), norm=cfg.norm, threshold_init=cfg.threshold_init)
+    if not train_thresholds:
+        mask.threshold.requires_grad_(False)
+    return MaskedModel(backbone, mask, cfg.threshold_lr, cfg.threshold_reg)
+
+
+# --------------------------------------------------------------------------------------------------- stages
+@dataclasses.dataclass
+class SupernetStage:
+    cfg: OptEmbedConfig
+    folder: Path
+    name: str = "supernet"
+    init: bool = True  # fit initialises backbone and thresholds (BARS init, the run's seed)
+    model: MaskedModel | None = None
+
+    def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
+        e = self.cfg.supernet_epochs
+        return train_cfg if e is None else dataclasses.replace(train_cfg, max_epochs=int(e))
+
+    def wrap(self, backbone: nn.Module, spec: Any, train_cfg: TrainConfig, seed: int) -> MaskedModel:
+        self.model = _build(backbone, spec, self.cfg, train_thresholds=True)
+        return self.model
+
+    def on_epoch(self, log: EpochLog) -> None:
+        pass
+
+    def finish(self, model: nn.Module) -> Mapping[str, float]:
+        assert self.model is not None
+        mask = self.model.mask  # fit restored the best epoch's weights and thresholds
+        rows = mask.hard_row_mask()
+        out = self.folder / self.name
+        save_checkpoint(self.model, out / "supernet.pt")
+        save_checkpoint({"row_keep": rows, "threshold": mask.threshold.detach()}, out / "rows.pt")
+        t = mask.threshold.detach().cpu()
+        full = torch.full_like(mask.dims.cpu(), mask.dim)
+        return {**mask_metrics(mask, rows, full), "threshold_steps": float(self.model.threshold_steps),
+                "threshold_mean": float(t.mean()), "threshold_min": float(t.min()), "threshold_max": float(t.max())}
+
+
+def evolve(score: Any, num_fields: int, dim: int, cfg: OptEmbedConfig, seed: int,
+           on_generation: Any = None) -> tuple[list[int], float, list[dict[str, Any]]]:
+    """The official ``EvolutionSearcher.search`` over candidates (the embedding dimension of each field, in
+    ``[1, dim]``), maximising ``score(candidate) -> float`` (validation AUC). Returns the best candidate, its score
+    and one record per generation. Seeded by ``seed`` (same seed, same candidates).
+
+    Per generation: score every candidate (a candidate already scored is not scored again: the score is
+    deterministic), sort by score (descending, stable), keep the best so far, then the next population is the top
+    ``keep_num``, ``mutation_num`` mutations (candidate ``i`` of the top, each field redrawn in ``[2, dim]`` with
+    probability ``mutation_prob``: the official ``randint(1, latent_dim)`` index) and ``crossover_num`` crossovers
+    (pairs ``(x, y)`` drawn from the top ``crossover_num + 1``, no pair twice; ``x[:p] + y[p:]`` with ``p`` in
+    ``[1, F-1]``, or ``[1, dim]`` with ``official_crossover``). The first population is uniform in ``[1, dim]``."""
+    rng = random.Random(int(seed))
+    population = cfg.keep_num + cfg.mutation_num + cfg.crossover_num
+    cands = [[rng.randint(1, dim) for _ in range(num_fields)] for _ in range(population)]
+    cache: dict[tuple[int, ...], float] = {}
+    best: list[int] | None = None
+    best_score = float("-inf")
+    history: list[dict[str, Any]] = []
+    for gen in range(cfg.iterations):
+        scores = []
+        for c in cands:
+            key = tuple(c)
+            if key not in cache:
+                cache[key] = float(score(c))
+            scores.append(cache[key])
+        order = sorted(range(len(cands)), key=lambda i: -scores[i])
+        cands = [cands[i] for i in order]
+        scores = [scores[i] for i in order]
+        if scores[0] > best_score:
+            best, best_score = list(cands[0]), scores[0]
+        rec = {"generation": gen + 1, "best": scores[0], "worst": scores[-1], "best_so_far": best_score,
+               "candidate": list(cands[0]), "scored": len(cache)}
+        history.append(rec)
+        if on_generation is not None:
+            on_generation(rec)
+        mutation = []
+        for i in range(cfg.mutation_num):
+            child = list(cands[i])
+            for f in range(num_fields):
+                if rng.random() < cfg.mutation_prob:
+                    child[f] = rng.randint(2, dim) if dim >= 2 else 1
+            mutation.append(child)
+        crossover = []
+        seen: set[tuple[int, int]] = set()
+        for _ in range(cfg.crossover_num):
+            while True:
+                x, y = rng.randint(0, cfg.crossover_num), rng.randint(0, cfg.crossover_num)
+                if (x, y) not in seen:
+                    break
+            seen.add((x, y))
+            hi = dim if cfg.official_crossover else max(num_fields - 1, 1)
+            p = rng.randint(1, hi)
+            crossover.append(list(cands[x][:p]) + list(cands[y][p:]))
+        cands = [list(c) for c in cands[:cfg.keep_num]] + mutation + crossover
+    assert best is not None
+    return best, best_score, history
+
+
+@dataclasses.dataclass
+class EvolutionStage:
+    """No training: :meth:`run_stage` (called by the method runner instead of ``bars.run.train_one``) opens the
+    stage's child run, builds the supernet, runs :func:`evolve` and records the result."""
+
+    cfg: OptEmbedConfig
+    folder: Path
+    name: str = "evolution"
+    init: bool = False
+    model: MaskedModel | None = None
+
+    def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
+        return train_cfg
+
+    def wrap(self, backbone: nn.Module, spec: Any, train_cfg: TrainConfig, seed: int) -> MaskedModel:
+        sdir = self.folder / "supernet"
+        model = _build(backbone, spec, self.cfg, train_thresholds=False)
+        model.load_state_dict(torch.load(sdir / "supernet.pt", map_location="cpu", weights_only=True), strict=True)
+        rows = torch.load(sdir / "rows.pt", map_location="cpu", weights_only=True)["row_keep"]
+        model.mask.set_fixed(rows, torch.full((len(model.mask.field_names),), model.mask.dim))
+        self.model = model
+        return model
+
+    def on_epoch(self, log: EpochLog) -> None:
+        pass
+
+    def finish(self, model: nn.Module) -> Mapping[str, float]:
+        return {}
+
+    def run_stage(self, cfg: Any, *, parent_run_id: str | None, extra_tags: Mapping[str, Any],
+                  quiet: bool) -> Any:
+        from bars.run import RunResult, _setup, _tracked, run_name
+        from bars.timing import PhaseTimer
+        from bars.train import evaluate, resolve_device
+
+        say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
+        timer = PhaseTimer()
+        timer.start("config")
+        seed = int(cfg.seed)
+        timer.stop("config")
+        setup = _setup(cfg, seed, timer, self)
+        model = setup.model
+        device = resolve_device(setup.train_cfg.device)
+        if setup.train_cfg.num_threads > 0:
+            torch.set_num_threads(setup.train_cfg.num_threads)
+        model.to(device).eval()
+        mask = model.mask
+        valid, test = setup.ds.splits["valid"], setup.ds.splits["test"]
+        bs = setup.train_cfg.eval_batch_size
+        tags = {"model": cfg.model.id, "model_class": cfg.model.name, "data": cfg.data.name, "seed": seed,
+                "device": str(device), "n_params": setup.n_params, **dict(extra_tags)}
+        t0 = time.perf_counter()
+        with _tracked(cfg, tags, parent_run_id, timer) as run:
+            def score(cand: list[int]) -> float:
+                mask.set_dims(cand)
+                return float(evaluate(model, valid, bs, device, group_column=setup.groups)["auc"])
+
+            def on_generation(rec: Mapping[str, Any]) -> None:
+                row_keep = mask.row_keep
+                kept = mask.parameters_kept(row_keep, torch.tensor(rec["candidate"])) / mask.parameters_total
+                run.log_metrics({"evo_best_auc": rec["best"], "evo_worst_auc": rec["worst"],
+                                 "evo_best_so_far_auc": rec["best_so_far"], "evo_best_params_kept": kept,
+                                 "evo_scored": rec["scored"]}, step=rec["generation"])
+                say(f"evolution {rec['generation']:>3}/{self.cfg.iterations}  best val AUC {rec['best']:.5f}  "
+                    f"worst {rec['worst']:.5f}  best so far {rec['best_so_far']:.5f}  params kept {kept:.4f}")
+
+            with timer.phase("epochs"):
+                best, best_auc, history = evolve(score, len(mask.field_names), mask.dim, self.cfg, seed, on_generation)
+            mask.set_dims(best)
+            val = evaluate(model, valid, bs, device, group_column=setup.groups)
+            tst = evaluate(model, test, bs, device, group_column=setup.groups)
+            out = self.folder / self.name
+            save_checkpoint({"row_keep": mask.row_keep, "dims": mask.dims}, out / "arch.pt")
+            atomic_write_text(out / "history.json", json.dumps(history, indent=1))
+            best_gen = next(r["generation"] for r in history if r["best_so_far"] == best_auc)
+            seconds = time.perf_counter() - t0
+            metrics = {**{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in tst.items()},
+                       **mask_metrics(mask), "n_params": float(setup.n_params), "epochs": float(len(history)),
+                       "best_epoch": float(best_gen), "candidates_scored": float(history[-1]["scored"]),
+                       "fit_seconds": seconds}
+            run.log(metrics, step=len(history), tags={"stop_reason": "done", "best_epoch": best_gen,
+                                                      "device": str(device)})
+            run.log_text(json.dumps(history, indent=1), "evolution_history.json")
+        say(f"\n== {run_name(cfg)} OptEmbed evolution: dims {best} (val AUC {best_auc:.5f}), embedding parameters "
+            f"kept {metrics['embedding_params_kept']:.4f} ==")
+        return RunResult(run_id=run.run_id, metrics=metrics, epochs=len(history), best_epoch=best_gen,
+                         seconds=seconds, n_params=setup.n_params, device=str(device), stop_reason="done",
+                         checkpoint=None)
+
+
+@dataclasses.dataclass
+class RetrainStage:
+    cfg: OptEmbedConfig
+    folder: Path
+    name: str = "retrain"
+    init: bool = True  # from scratch: fit initialises the backbone with the run's seed, as plain training
+    model: MaskedModel | None = None
+
+    def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
+        return train_cfg
+
+    def wrap(self, backbone: nn.Module, spec: Any, train_cfg: TrainConfig, seed: int) -> MaskedModel:
+        arch = torch.load(self.folder / "evolution" / "arch.pt", map_location="cpu", weights_only=True)
+        model = _build(backbone, spec, self.cfg, train_thresholds=False)
+        model.mask.set_fixed(arch["row_keep"], arch["dims"])
+        self.model = model
+        return model
+
+    def on_epoch(self, log: EpochLog) -> None:
+        pass
+
+    def finish(self, model: nn.Module) -> Mapping[str, float]:
+        assert self.model is not None
+        return mask_metrics(self.model.mask)
+
+
+def make_stage(name: str, cfg: OptEmbedConfig, folder: Path) -> SupernetStage | EvolutionStage | RetrainStage:
+    if name == "supernet":
+        return SupernetStage(cfg, folder)
+    if name == "evolution":
+        return EvolutionStage(cfg, folder)
+    if name == "retrain":
+        return RetrainStage(cfg, folder)
+    raise ValueError(f"OptEmbed has no stage {name!r}; stages: {list(STAGES)}")
