@@ -141,12 +141,19 @@ def _method_columns(runs: list) -> dict[str, Any]:
     def mean_of(key: str) -> float | None:
         return _mean([r.metrics[key] for r in runs if key in r.metrics])
     what = _KEPT_METRICS.get(method, "features")  # DNIS: embedding_params_kept / _kept_count / _total
-    return {"method": method, "kept_fraction": mean_of(f"{what}_kept"), "kept_count": mean_of(f"{what}_kept_count"),
-            "kept_total": mean_of(f"{what}_total")}
+    out = {"method": method, "kept_fraction": mean_of(f"{what}_kept"), "kept_count": mean_of(f"{what}_kept_count"),
+           "kept_total": mean_of(f"{what}_total")}
+    second = _KEPT2_METRICS.get(method)  # OptEmbed: embedding_rows_kept / _kept_count / _total
+    if second is not None:
+        out.update({"kept2_fraction": mean_of(f"{second}_kept"), "kept2_count": mean_of(f"{second}_kept_count"),
+                    "kept2_total": mean_of(f"{second}_total")})
+    return out
 
 
 # a method's kept metrics, by the prefix of their names (default ``features``: OptFS)
-_KEPT_METRICS = {"dnis": "embedding_params"}
+_KEPT_METRICS = {"dnis": "embedding_params", "optembed": "embedding_params"}
+# a method's second kept figure, shown as its own column (``Kept, 2nd``)
+_KEPT2_METRICS = {"optembed": "embedding_rows"}
 
 
 def bars_model_of(model: str, params: Mapping[str, str], published_models: Iterable[str]) -> str | None:
@@ -284,6 +291,10 @@ class Row:
     kept_fraction: float | None = None
     kept_count: float | None = None
     kept_total: float | None = None
+    # a method's second figure where it has one (OptEmbed: embedding rows kept beside the parameters kept)
+    kept2_fraction: float | None = None
+    kept2_count: float | None = None
+    kept2_total: float | None = None
     tuning: Tuning | None = None  # the compute the row's sweep used (None: no sweep)
 
     @property

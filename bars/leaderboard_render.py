@@ -76,6 +76,7 @@ CSV_COLUMNS_AFTER_METRICS = [
     "n_params", "seconds_per_epoch", "samples_per_s", "device", "trials", "best_config", "protocol_run_id",
     "run_ids", "preset", "bars_gauc", "diff_gauc", "method", "kept_fraction", "kept_count", "kept_total",
     "tuning_trials_recorded", "tuning_train_samples", "tuning_cpu_s", "tuning_wall_s", "tuning_device_s",
+    "kept2_fraction", "kept2_count", "kept2_total",
 ]
 
 
@@ -113,6 +114,7 @@ def render_csv(board: Board) -> str:
             " ".join(r.run_ids), r.preset, r.bars_gauc, r.diff_gauc, r.method, r.kept_fraction, r.kept_count,
             r.kept_total,
             *_tuning_csv(r),
+            r.kept2_fraction, r.kept2_count, r.kept2_total,
         ]])
     return buf.getvalue()
 
@@ -140,6 +142,8 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
                  ("BARS logloss", "num", "bars_ll"), ("Δ logloss²", "num", "diff_ll")]
     if any(r.kept_fraction is not None for r in board.rows):  # method rows (bars.methods): what they keep
         cols += [("Kept (OptFS: features, DNIS: emb. params)", "num", "kept")]
+    if any(r.kept2_fraction is not None for r in board.rows):  # a method's second figure
+        cols += [("Kept, 2nd (OptEmbed: emb. rows)", "num", "kept2")]
     cols += [("Params", "num", "n_params"), ("s/epoch", "num", "spe"), ("samples/s", "num", "sps"),
              ("Device", "text", "device"), ("Trials", "num", "trials"), ("Tuning compute³", "num", "tuning"),
              ("Best config", "text", "best_config")]
@@ -167,6 +171,8 @@ def _cell(row: Row, key: str, link_prefix: str) -> tuple[str, Any, str | None]:
         "n_params": (fmt_int(row.n_params), row.n_params, None),
         "kept": (f"{row.kept_fraction:.3f} ({fmt_int(row.kept_count)}/{fmt_int(row.kept_total)})"
                  if row.kept_fraction is not None else "—", row.kept_fraction, None),
+        "kept2": (f"{row.kept2_fraction:.3f} ({fmt_int(row.kept2_count)}/{fmt_int(row.kept2_total)})"
+                  if row.kept2_fraction is not None else "—", row.kept2_fraction, None),
         "spe": (fmt(row.seconds_per_epoch, 2), row.seconds_per_epoch, None),
         "sps": (fmt_int(row.samples_per_s), row.samples_per_s, None),
         "device": (row.device, row.device, None),

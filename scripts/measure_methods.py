@@ -47,10 +47,13 @@ def main(argv: list[str] | None = None) -> int:
                 m = r.metrics
                 row = {"model": model, "seed": seed, "method": method, "test_auc": m["test_auc"],
                        "test_logloss": m["test_logloss"], "epochs": r.epochs,
-                       # what the method keeps: OptFS features, DNIS embedding parameters
+                       # what the method keeps: OptFS features, DNIS / OptEmbed embedding parameters
                        "kept": m.get("features_kept", m.get("embedding_params_kept")),
                        "kept_count": m.get("features_kept_count", m.get("embedding_params_kept_count")),
-                       "total": m.get("features_total", m.get("embedding_params_total")), "seconds": time.time() - t0,
+                       "total": m.get("features_total", m.get("embedding_params_total")),
+                       "rows_kept": m.get("embedding_rows_kept"),  # OptEmbed's second figure
+                       "dims": {k[5:]: v for k, v in m.items() if k.startswith("dims_")} or None,
+                       "seconds": time.time() - t0,
                        "seconds_per_epoch": m.get("seconds_per_epoch")}
                 rows.append(row)
                 print(json.dumps(row), flush=True)

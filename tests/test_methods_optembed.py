@@ -1,0 +1,265 @@
+"""OptEmbed on the methods axis (bars.methods.optembed, issue 13 item 3): real training on a small slice of the
+shipped movielens data, a real MLflow store; the three stages as child runs, resume, the board row with both kept
+figures; the threshold's SGD step and the evolutionary search against the official code's procedure written out
+(``supernet.py``, ``evolution.py`` of https://github.com/fuyuanlyu/OptEmbed at 0feda5f8)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bars.config import compose
+from bars.validate import ConfigError, validate
+
+SMALL = {"deepfm": ["model.params.hidden_units=[16]"], "dcn": ["model.params.dnn_hidden_units=[16]"],
+         "ipnn": ["model.params.hidden_units=[16]"], "dnn": ["model.params.hidden_units=[16]"], "fm": []}
+
+
+def _cfg(tmp_path, model: str, *extra: str, tracked: bool = True):
+    root = tmp_path
+    return compose([f"model={model}", "data=movielens_small", "data.rows=6000", "method=optembed",
+                    "method.iterations=3", "method.keep_num=3", "method.mutation_num=3", "method.crossover_num=3",
+                    "method.threshold_lr=0.1", "method.threshold_reg=0.01",
+                    "train.max_epochs=1", "train.num_threads=1", "train.device=cpu", "train.batch_size=512",
+                    f"paths.data={root / 'data'}", f"paths.checkpoints={root / 'ckpt'}",
+                    f"paths.results={root / 'results'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+                    f"tracking.enabled={str(tracked).lower()}", *SMALL[model], *extra])
+
+
+def test_unknown_or_bad_optembed_keys_are_errors_naming_the_key():
+    validate(compose(["model=deepfm", "method=optembed"]), "train")
+    with pytest.raises(ConfigError, match=r"unknown method.optembed key\(s\) \['mutation_number'\]"):
+        validate(compose(["model=deepfm", "method=optembed", "+method.mutation_number=3"]), "train")
+    with pytest.raises(ConfigError, match="method.norm must be 1 or 2"):
+        validate(compose(["model=deepfm", "method=optembed", "method.norm=3"]), "train")
+    with pytest.raises(ConfigError, match=r"method.mutation_prob must be a number in \[0, 1\]"):
+        validate(compose(["model=deepfm", "method=optembed", "method.mutation_prob=1.5"]), "train")
+    with pytest.raises(ConfigError, match="method.iterations must be an int >= 1"):
+        validate(compose(["model=deepfm", "method=optembed", "method.iterations=0"]), "train")
+    with pytest.raises(ConfigError, match="method.mutation_num \\+ method.crossover_num must be >= 1"):
+        validate(compose(["model=deepfm", "method=optembed", "method.mutation_num=0", "method.crossover_num=0"]),
+                 "train")
+    with pytest.raises(ConfigError, match="method.keep_num \\+ method.mutation_num must be >= 1"):
+        validate(compose(["model=deepfm", "method=optembed", "method.mutation_num=0", "method.keep_num=0"]), "train")
+    with pytest.raises(ConfigError, match="method.threshold_lr must be a number >= 0"):
+        validate(compose(["model=deepfm", "method=optembed", "method.threshold_lr=-1"]), "train")
+    validate(compose(["model=deepfm", "method=optembed", "method.supernet_epochs=3"]), "train")
+
+
+def test_sweep_space_merges_the_optembed_space_and_its_study_is_its_own():
+    from bars.search import space_of
+
+    space = space_of(compose(["model=deepfm", "method=optembed"]))
+    assert {"method.threshold_lr", "method.threshold_reg"} <= set(space)
+    assert "method.sparsity" not in space and "method.alpha_lr" not in space  # OptFS's, DNIS's not merged
+    assert compose(["model=deepfm", "method=optembed"]).sweep.study == "deepfm+optembed__movielens_small"
+
+
+def _vocab_rows(tmp_path):
+    spec = json.loads(next((tmp_path / "data" / "movielens_small").iterdir()).joinpath("feature_spec.json").read_text())
+    vocab = {f["name"]: f["vocab_size"] for f in spec["features"]}
+    fields = ["user", "movie", "year", "hour", "weekday"]  # movielens_small's categorical fields, spec order
+    return fields, torch.tensor([vocab[f] - 1 for f in fields])
+
+
+@pytest.mark.parametrize("model", ["fm", "dcn", "ipnn", "dnn"])
+def test_optembed_over_each_backbone(tmp_path, model):
+    from bars.methods import method_config
+    from bars.methods.optembed import EvolutionStage
+    from bars.run import train_one
+
+    cfg = _cfg(tmp_path, model, tracked=False)
+    r = train_one(cfg, quiet=True)
+    m = r.metrics
+    assert r.run_id is None and 0.5 < m["test_auc"] < 1
+    folder = next((tmp_path / "results" / "methods").iterdir())
+    assert {p.name for p in (folder / "supernet").iterdir()} >= {"supernet.pt", "rows.pt", "done.json"}
+    assert {p.name for p in (folder / "evolution").iterdir()} >= {"arch.pt", "history.json", "done.json"}
+    arch = torch.load(folder / "evolution" / "arch.pt", weights_only=True)
+    rows = torch.load(folder / "supernet" / "rows.pt", weights_only=True)["row_keep"]
+    assert torch.equal(arch["row_keep"], rows)  # the evolution searches dims under the supernet's row mask
+    fields, vocab_rows = _vocab_rows(tmp_path)
+    dims = arch["dims"]
+    assert tuple(dims.shape) == (5,) and bool(((dims >= 1) & (dims <= 10)).all())
+    assert [m[f"dims_{f}"] for f in fields] == dims.float().tolist()
+    kept_rows, offset = [], 1
+    for n in vocab_rows.tolist():
+        kept_rows.append(int(rows[offset: offset + n].sum()))
+        offset += n
+    assert [m[f"rows_{f}"] for f in fields] == [float(k) for k in kept_rows]
+    assert m["embedding_rows_total"] == int(vocab_rows.sum()) and m["embedding_rows_kept_count"] == sum(kept_rows)
+    assert m["embedding_params_total"] == int(vocab_rows.sum()) * 10
+    assert m["embedding_params_kept_count"] == sum(k * int(d) for k, d in zip(kept_rows, dims, strict=True))
+    assert m["embedding_params_kept"] == pytest.approx(m["embedding_params_kept_count"] / m["embedding_params_total"])
+    assert m["embedding_rows_kept"] < 1  # threshold_lr 0.1 and a strong regulariser prune rows in one epoch
+    # the evolution is seeded: run again on the same supernet, same seed -> the same dims and history
+    history = json.loads((folder / "evolution" / "history.json").read_text())
+    again = EvolutionStage(method_config(cfg), folder).run_stage(cfg, parent_run_id=None, extra_tags={}, quiet=True)
+    assert torch.equal(torch.load(folder / "evolution" / "arch.pt", weights_only=True)["dims"], dims)
+    assert json.loads((folder / "evolution" / "history.json").read_text()) == history
+    assert again.metrics["val_auc"] == pytest.approx(max(h["best"] for h in history))
+
+
+def test_stages_are_child_runs_resume_and_the_board_shows_deepfm_optembed_with_both_kept_columns(tmp_path):
+    from bars.leaderboard import build
+    from bars.leaderboard_render import render_csv, render_markdown
+    from bars.records import get_client, load_runs
+    from bars.run import train_one
+    from bars.tracking import tracker_of
+
+    cfg = _cfg(tmp_path, "deepfm", "train.max_epochs=2")
+
+    def interrupt(log):  # a Ctrl-C in the retrain's first epoch
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_one(cfg, quiet=True, extra_tags={"stage": "final"}, on_epoch=interrupt)
+    folder = next((tmp_path / "results" / "methods").iterdir())
+    assert (folder / "supernet" / "done.json").exists() and (folder / "evolution" / "done.json").exists()
+    assert not (folder / "retrain" / "done.json").exists()
+    arch_before = (folder / "evolution" / "arch.pt").read_bytes()
+    parent_id = json.loads((folder / "method.json").read_text())["parent_run_id"]
+    r = train_one(cfg, quiet=True, extra_tags={"stage": "final"})  # resumed: supernet and evolution not run again
+    assert (folder / "evolution" / "arch.pt").read_bytes() == arch_before
+    tracker = tracker_of(cfg)
+    assert r.run_id == parent_id and tracker.run_status(parent_id) == "FINISHED"
+    client = get_client(str(cfg.tracking.uri))
+    runs = client.search_runs([tracker.experiment_id()], max_results=50)
+    children = [x for x in runs if x.data.tags.get("mlflow.parentRunId") == parent_id]
+    assert sorted((x.data.tags["stage"], x.info.status) for x in children) == [
+        ("evolution", "FINISHED"), ("retrain", "FINISHED"), ("retrain", "KILLED"), ("supernet", "FINISHED")]
+    assert all(x.data.tags["method"] == "optembed" and x.data.tags["backbone"] == "deepfm" for x in children)
+    evo = next(x for x in children if x.data.tags["stage"] == "evolution")
+    hist = client.get_metric_history(evo.info.run_id, "evo_best_so_far_auc")
+    assert [h.step for h in hist] == [1, 2, 3]  # one record per generation
+    assert [h.value for h in hist] == sorted(h.value for h in hist)  # the best so far never drops
+    assert evo.data.metrics["val_auc"] == pytest.approx(hist[-1].value)
+    supernet = next(x for x in children if x.data.tags["stage"] == "supernet")
+    assert supernet.data.metrics["threshold_steps"] == 2 * 10  # one SGD step of the thresholds per training step
+    parent = client.get_run(parent_id)
+    retrain = next(x for x in children if x.data.tags["stage"] == "retrain" and x.info.status == "FINISHED")
+    assert parent.data.metrics["test_auc"] == retrain.data.metrics["test_auc"] == r.metrics["test_auc"]
+    assert parent.data.tags["model"] == "deepfm+optembed"
+    assert parent.data.metrics["embedding_params_kept"] == evo.data.metrics["embedding_params_kept"]
+    assert parent.data.metrics["embedding_rows_kept"] == supernet.data.metrics["embedding_rows_kept"]
+
+    plain = compose(["model=deepfm", "data=movielens_small", "data.rows=6000", "model.params.hidden_units=[16]",
+                     "train.max_epochs=1", "train.num_threads=1", "train.device=cpu", "train.batch_size=512",
+                     f"paths.data={tmp_path / 'data'}", f"paths.checkpoints={tmp_path / 'ckpt'}",
+                     f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    train_one(plain, quiet=True, extra_tags={"stage": "final"})
+    boards = build(load_runs(str(cfg.tracking.uri), [str(cfg.tracking.experiment)]), published={})
+    rows = {row.model: row for row in boards["movielens_small"].rows}
+    assert set(rows) == {"deepfm", "deepfm+optembed"}
+    row = rows["deepfm+optembed"]
+    assert row.method == "optembed" and row.kept_fraction == pytest.approx(r.metrics["embedding_params_kept"])
+    assert row.kept_count == r.metrics["embedding_params_kept_count"]
+    assert row.kept_total == r.metrics["embedding_params_total"]
+    assert row.kept2_fraction == pytest.approx(r.metrics["embedding_rows_kept"])
+    assert row.kept2_count == r.metrics["embedding_rows_kept_count"]
+    assert row.kept2_total == r.metrics["embedding_rows_total"]
+    assert rows["deepfm"].kept_fraction is None and rows["deepfm"].kept2_fraction is None
+    header = render_csv(boards["movielens_small"]).splitlines()[0]
+    assert "kept_fraction" in header and "kept2_fraction" in header
+    md = render_markdown(boards["movielens_small"], "test")
+    assert "OptEmbed: emb. rows" in md and f"{row.kept2_fraction:.3f}" in md
+
+
+# ------------------------------------------------------------------------ the procedure, against the official one
+
+def test_the_thresholds_take_one_sgd_step_per_training_step_outside_the_trainers_adam(tmp_path):
+    """supernet.py@0feda5f8 SuperNet.__update: loss = BCE + alpha * sum exp(-t); backward; the thresholds' own
+    SGD (lr t_lr, no weight decay) steps them; the network's Adam steps the rest."""
+    from bars.data.loader import load_dataset
+    from bars.data.prepare import prepare
+    from bars.methods import OptEmbedConfig
+    from bars.methods.optembed import SupernetStage
+    from bars.models import build
+    from bars.objective import loss_function
+    from bars.train import TrainConfig, TrainStep
+
+    ds = load_dataset(prepare(_cfg(tmp_path, "fm", tracked=False)))
+    torch.manual_seed(5)
+    cfg = OptEmbedConfig(threshold_lr=0.05, threshold_reg=0.3)
+    train_cfg = TrainConfig.from_cfg({"batch_size": 512, "device": "cpu", "net_regularizer": 0.0,
+                                      "embedding_regularizer": 0.0})
+    stage = SupernetStage(cfg, tmp_path)
+    model = stage.wrap(build("fm", ds.spec, {"embedding_dim": 10}), ds.spec, train_cfg, seed=1)
+    model.init_bars_(0.05)
+    mask = model.mask
+    with torch.no_grad():
+        mask.threshold.copy_(torch.tensor([0.30, 0.25, 0.35, 0.2, 0.3]))
+    t0 = mask.threshold.detach().clone()
+    xt, yt = next(ds.splits["train"].batches(512, shuffle=False))
+    model.train()
+    # by hand: the same forward (same random dimension draw), the gradient of the objective w.r.t. t
+    torch.manual_seed(11)
+    loss = loss_function("bce")(model(xt), yt) + 0.3 * torch.exp(-mask.threshold).sum()
+    (g,) = torch.autograd.grad(loss, [mask.threshold])
+    assert g.abs().sum() > 0
+    step = TrainStep(model, train_cfg)
+    assert not any(p is mask.threshold for p in step.params)  # the trainer's Adam never holds the thresholds
+    torch.manual_seed(11)
+    step(xt, yt)
+    torch.testing.assert_close(mask.threshold.detach(), t0 - 0.05 * g, rtol=0, atol=1e-7)
+    assert mask.threshold.grad is None and model.threshold_steps == 1
+
+
+def _official_search(score, num_fields, dim, cfg, seed):
+    """The loop of evolution.py@0feda5f8 EvolutionSearcher.search, written out over plain lists (the official
+    candidates are dimension *indices* in [0, d): here dims = index + 1), without its two slips (docs/fidelity.md):
+    the mutation copies its parent (the official one edits the parent tensor in place) and the crossover point is
+    drawn over the fields. Random draws in the same order as bars.methods.optembed.evolve."""
+    import random
+
+    rng = random.Random(seed)
+    cands = [[rng.randint(1, dim) for _ in range(num_fields)]
+             for _ in range(cfg.keep_num + cfg.mutation_num + cfg.crossover_num)]
+    best, best_auc = None, 0.0
+    for _ in range(cfg.iterations):
+        aucs = [score(c) for c in cands]
+        idx = sorted(range(len(cands)), key=lambda i: 1 - aucs[i])  # np.argsort([1 - auc]) (stable here)
+        cands = [cands[i] for i in idx]
+        if best_auc < aucs[idx[0]]:
+            best, best_auc = list(cands[0]), aucs[idx[0]]
+        mutation = []
+        for i in range(cfg.mutation_num):
+            origin = list(cands[i])
+            for f in range(num_fields):
+                if rng.random() < cfg.mutation_prob:
+                    origin[f] = rng.randint(1, dim - 1) + 1  # official index randint(1, latent_dim) -> dims 2..d
+            mutation.append(origin)
+        crossover, seen = [], set()
+        for _ in range(cfg.crossover_num):
+            x, y = rng.randint(0, cfg.crossover_num), rng.randint(0, cfg.crossover_num)
+            while (x, y) in seen:
+                x, y = rng.randint(0, cfg.crossover_num), rng.randint(0, cfg.crossover_num)
+            seen.add((x, y))
+            point = rng.randint(1, num_fields - 1)
+            crossover.append(cands[x][:point] + cands[y][point:])
+        cands = cands[:cfg.keep_num] + mutation + crossover
+    return best, best_auc
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2021])
+def test_evolution_is_the_official_search_and_is_seeded(seed):
+    from bars.methods import OptEmbedConfig
+    from bars.methods.optembed import evolve
+
+    target = [3, 9, 1, 6, 10, 2, 7]
+
+    def score(c):  # a deterministic stand-in for the validation AUC, with a unique optimum
+        return 1.0 / (1.0 + sum((a - b) ** 2 for a, b in zip(c, target, strict=True)) + 0.001 * sum(c))
+
+    cfg = OptEmbedConfig(iterations=30)
+    best, best_score, history = evolve(score, 7, 10, cfg, seed)
+    assert (best, best_score) == _official_search(score, 7, 10, cfg, seed)
+    assert evolve(score, 7, 10, cfg, seed)[0] == best  # same seed, same dims
+    assert len(history) == 30 and [h["generation"] for h in history] == list(range(1, 31))
+    so_far = [h["best_so_far"] for h in history]
+    assert so_far == sorted(so_far) and so_far[-1] == best_score == score(best)
+    assert best_score > history[0]["best"]  # the search improves on its random start
+    others = {tuple(evolve(score, 7, 10, OptEmbedConfig(iterations=2), s)[0]) for s in range(5)}
+    assert len(others) > 1  # the seed matters
