@@ -193,7 +193,7 @@ def test_fixed_masks_equal_the_evolution_and_retrain_equations(frappe, tmp_path,
     table = emb.weight.detach()[1:]
     torch.testing.assert_close(out, transcribed_fixed(table, rows[1:], ids, cand), rtol=0, atol=1e-12)
 
-    sup, evo, ret = _official(tmp_path)
+    _, evo, ret = _official(tmp_path)
     opt = _opt(frappe, mask)
     official = evo.BasicEvo(opt).double()
     with torch.no_grad():
