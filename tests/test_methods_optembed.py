@@ -263,3 +263,31 @@ def test_evolution_is_the_official_search_and_is_seeded(seed):
     assert best_score > history[0]["best"]  # the search improves on its random start
     others = {tuple(evolve(score, 7, 10, OptEmbedConfig(iterations=2), s)[0]) for s in range(5)}
     assert len(others) > 1  # the seed matters
+
+
+def test_a_retrain_under_full_masks_is_plain_training(tmp_path):
+    """Every row kept and every dimension: the retrain stage computes exactly what plain training does (same seed,
+    same initialisation, same batches), so a difference in the measured rows comes from the masks alone."""
+    from bars.methods import method_config
+    from bars.methods.optembed import RetrainStage
+    from bars.run import train_one
+    from bars.train import save_checkpoint
+
+    cfg = _cfg(tmp_path, "deepfm", "train.max_epochs=2", tracked=False)
+    plain = compose([o for o in cfg_overrides(tmp_path) if not o.startswith("method")])
+    r_plain = train_one(plain, quiet=True)
+    folder = tmp_path / "arch"
+    _, vocab_rows = _vocab_rows(tmp_path)
+    save_checkpoint({"row_keep": torch.ones(1 + int(vocab_rows.sum())), "dims": torch.full((5,), 10)},
+                    folder / "evolution" / "arch.pt")
+    r = train_one(cfg, quiet=True, stage=RetrainStage(method_config(cfg), folder))
+    assert r.metrics["test_auc"] == r_plain.metrics["test_auc"]
+    assert r.metrics["test_logloss"] == r_plain.metrics["test_logloss"]
+    assert r.metrics["embedding_params_kept"] == 1.0 and r.metrics["embedding_rows_kept"] == 1.0
+
+
+def cfg_overrides(tmp_path):
+    return ["model=deepfm", "data=movielens_small", "data.rows=6000", "train.max_epochs=2", "train.num_threads=1",
+            "train.device=cpu", "train.batch_size=512", f"paths.data={tmp_path / 'data'}",
+            f"paths.checkpoints={tmp_path / 'ckpt'}", f"paths.results={tmp_path / 'results'}",
+            "tracking.enabled=false", *SMALL["deepfm"]]
