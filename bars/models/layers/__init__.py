@@ -170,3 +170,6 @@ __all__ += ["FeatureGate"]
 from bars.models.layers.dimension_selection import DimensionSelection, prune_mask
 
 __all__ += ["DimensionSelection", "prune_mask"]
+from bars.models.layers.pair_interaction import PairInteraction, all_pairs, pair_keys, pair_vocabulary
+
+__all__ += ["PairInteraction", "all_pairs", "pair_keys", "pair_vocabulary"]
