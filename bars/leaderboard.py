@@ -140,13 +140,13 @@ def _method_columns(runs: list) -> dict[str, Any]:
         return {}
     def mean_of(key: str) -> float | None:
         return _mean([r.metrics[key] for r in runs if key in r.metrics])
-    what = _KEPT_METRICS.get(method, "features")  # DNIS: embedding_params_kept / _kept_count / _total; OptInter: pair_params_*
+    what = _KEPT_METRICS.get(method, "features")  # DNIS: embedding_params_kept / _kept_count / _total; OptInter: pairs_kept (not naive)
     return {"method": method, "kept_fraction": mean_of(f"{what}_kept"), "kept_count": mean_of(f"{what}_kept_count"),
             "kept_total": mean_of(f"{what}_total")}
 
 
 # a method's kept metrics, by the prefix of their names (default ``features``: OptFS)
-_KEPT_METRICS = {"dnis": "embedding_params", "optinter": "pair_params"}
+_KEPT_METRICS = {"dnis": "embedding_params", "optinter": "pairs"}
 
 
 def bars_model_of(model: str, params: Mapping[str, str], published_models: Iterable[str]) -> str | None:

@@ -139,7 +139,7 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
         cols += [("BARS AUC", "num", "bars_auc"), ("Δ AUC²", "num", "diff_auc"),
                  ("BARS logloss", "num", "bars_ll"), ("Δ logloss²", "num", "diff_ll")]
     if any(r.kept_fraction is not None for r in board.rows):  # method rows (bars.methods): what they keep
-        cols += [("Kept (OptFS: features, DNIS: emb. params, OptInter: pair params)", "num", "kept")]
+        cols += [("Kept (OptFS: features, DNIS: emb. params, OptInter: pairs)", "num", "kept")]
     cols += [("Params", "num", "n_params"), ("s/epoch", "num", "spe"), ("samples/s", "num", "sps"),
              ("Device", "text", "device"), ("Trials", "num", "trials"), ("Tuning compute³", "num", "tuning"),
              ("Best config", "text", "best_config")]

@@ -24,8 +24,8 @@ Embeddings of another width (the first-order LR term's dim-1 tables) see the slo
    method's.
 
 Metrics of both stages: ``pairs_memorise``, ``pairs_factorise``, ``pairs_naive``, ``pairs_total``,
-``pairs_kept`` (fraction not naive) and ``pair_params_kept`` (the pair tables' embedding parameters against
-memorising every pair; ``_count``, ``_total``): the board's kept column.
+``pairs_kept`` (fraction not naive, ``_count``: the board's kept column) and ``pair_params_kept`` (the pair
+tables' embedding parameters against memorising every pair; ``_count``, ``_total``).
 """
 
 from __future__ import annotations

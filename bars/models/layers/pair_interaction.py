@@ -274,8 +274,11 @@ class PairInteraction(nn.Module):
         return [CHOICES[int(i)] for i in self.alpha.argmax(dim=1).tolist()]
 
     def parameters_of(self, spec: FeatureSpec, choices: Sequence[str]) -> dict[str, float]:
-        """The pair counts per choice and the embedding parameters of the pair tables under ``choices``, against
-        memorising every pair (OptInter's memorise-all baseline, the field embeddings excluded)."""
+        """The pair counts per choice (``pairs_kept``: the fraction not naive) and the embedding parameters of the
+        pair tables under ``choices`` (memorised tables + the factorisation table), against memorising every pair
+        (OptInter's memorise-all baseline; the backbone's field embeddings excluded). With few known pair values
+        (small data, a high ``min_count``) the factorisation table can outweigh the memorised ones: the fraction
+        is then above 1."""
         mem = [k for k, c in enumerate(choices) if c == "memorise"]
         fac_fields = {n for k, c in enumerate(choices) if c == "factorise" for n in self.pairs[k]}
         kept = self.memorise_params_of(mem) + self.factorise_params(spec, sorted(fac_fields))
@@ -284,7 +287,7 @@ class PairInteraction(nn.Module):
         counts = {c: sum(x == c for x in choices) for c in CHOICES}
         return {"pairs_memorise": float(counts["memorise"]), "pairs_factorise": float(counts["factorise"]),
                 "pairs_naive": float(counts["naive"]), "pairs_total": float(n),
-                "pairs_kept": (n - counts["naive"]) / n,
+                "pairs_kept": (n - counts["naive"]) / n, "pairs_kept_count": float(n - counts["naive"]),
                 "pair_params_kept": kept / total if total else math.nan,
                 "pair_params_kept_count": float(kept), "pair_params_total": float(total),
                 "pairs_hashed": float(sum(self.hashed))}
