@@ -140,7 +140,7 @@ def _method_columns(runs: list) -> dict[str, Any]:
         return {}
     def mean_of(key: str) -> float | None:
         return _mean([r.metrics[key] for r in runs if key in r.metrics])
-    what = _KEPT_METRICS.get(method, "features")  # DNIS: embedding_params_kept / _kept_count / _total
+    what = _KEPT_METRICS.get(method, "features")  # DNIS: embedding_params_kept / _kept_count / _total; OptInter: pairs_kept (not naive)
     out = {"method": method, "kept_fraction": mean_of(f"{what}_kept"), "kept_count": mean_of(f"{what}_kept_count"),
            "kept_total": mean_of(f"{what}_total")}
     second = _KEPT2_METRICS.get(method)  # OptEmbed: embedding_rows_kept / _kept_count / _total
@@ -151,7 +151,7 @@ def _method_columns(runs: list) -> dict[str, Any]:
 
 
 # a method's kept metrics, by the prefix of their names (default ``features``: OptFS)
-_KEPT_METRICS = {"dnis": "embedding_params", "optembed": "embedding_params"}
+_KEPT_METRICS = {"dnis": "embedding_params", "optembed": "embedding_params", "optinter": "pairs"}
 # a method's second kept figure, shown as its own column (``Kept, 2nd``)
 _KEPT2_METRICS = {"optembed": "embedding_rows"}
 

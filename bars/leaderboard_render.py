@@ -141,7 +141,7 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
         cols += [("BARS AUC", "num", "bars_auc"), ("Δ AUC²", "num", "diff_auc"),
                  ("BARS logloss", "num", "bars_ll"), ("Δ logloss²", "num", "diff_ll")]
     if any(r.kept_fraction is not None for r in board.rows):  # method rows (bars.methods): what they keep
-        cols += [("Kept (OptFS: features, DNIS: emb. params)", "num", "kept")]
+        cols += [("Kept (OptFS: features, DNIS: emb. params, OptInter: pairs)", "num", "kept")]
     if any(r.kept2_fraction is not None for r in board.rows):  # a method's second figure
         cols += [("Kept, 2nd (OptEmbed: emb. rows)", "num", "kept2")]
     cols += [("Params", "num", "n_params"), ("s/epoch", "num", "spe"), ("samples/s", "num", "sps"),

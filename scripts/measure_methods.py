@@ -47,10 +47,14 @@ def main(argv: list[str] | None = None) -> int:
                 m = r.metrics
                 row = {"model": model, "seed": seed, "method": method, "test_auc": m["test_auc"],
                        "test_logloss": m["test_logloss"], "epochs": r.epochs,
-                       # what the method keeps: OptFS features, DNIS / OptEmbed embedding parameters
-                       "kept": m.get("features_kept", m.get("embedding_params_kept")),
-                       "kept_count": m.get("features_kept_count", m.get("embedding_params_kept_count")),
-                       "total": m.get("features_total", m.get("embedding_params_total")),
+                       # what the method keeps: OptFS features, DNIS / OptEmbed embedding parameters, OptInter pairs
+                       "kept": m.get("features_kept", m.get("embedding_params_kept", m.get("pairs_kept"))),
+                       "kept_count": m.get("features_kept_count", m.get("embedding_params_kept_count",
+                                                                          m.get("pairs_kept_count"))),
+                       "total": m.get("features_total", m.get("embedding_params_total", m.get("pairs_total"))),
+                       **({"pairs": [int(m[f"pairs_{c}"]) for c in ("memorise", "factorise", "naive")],
+                           "pair_params": [m["pair_params_kept_count"], m["pair_params_total"]]}
+                          if "pairs_total" in m else {}),
                        "rows_kept": m.get("embedding_rows_kept"),  # OptEmbed's second figure
                        "dims": {k[5:]: v for k, v in m.items() if k.startswith("dims_")} or None,
                        "seconds": time.time() - t0,

@@ -33,7 +33,8 @@ from bars.config import to_container
 if TYPE_CHECKING:
     from bars.run import RunResult
 
-__all__ = ["METHODS", "DNISConfig", "OptEmbedConfig", "OptFSConfig", "StageHooks", "check_method", "method_config", "method_name", "run_method"]
+__all__ = ["METHODS", "DNISConfig", "OptEmbedConfig", "OptFSConfig", "OptInterConfig", "StageHooks", "check_method",
+           "method_config", "method_name", "run_method"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +153,37 @@ class OptEmbedConfig:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class OptInterConfig:
+    """OptInter (Lyu et al., ICDE 2022; https://github.com/fuyuanlyu/OptInter @72735504), keys of
+    conf/method/optinter.yaml; defaults are the official ``CriteoSearch.py`` arguments where it has them
+    (``epochs``, ``arch_lr``, ``tau``, ``Y``); ``hash_rows``, ``fields`` and ``max_embedding_bytes`` are bars'."""
+
+    search_epochs: int = 10        # at most this many search epochs; stops at the first non-improving one
+    arch_lr: float = 1e-3          # Adam learning rate of the architecture weights alpha (their own optimizer)
+    tau: float = 5e-5              # temperature t = max(0.01, 1 - tau * training steps) of softmax(alpha / t)
+    min_count: int = 20            # a pair value seen fewer times in train reads the pair's OOV row (official Y)
+    hash_rows: int = 1_000_000     # rows per memorised pair table (beyond: known values hashed into this many)
+    fields: list[str] | None = None  # pairs over these categorical fields (null: every categorical field)
+    max_embedding_bytes: int = 4 * 2**30  # stop before allocating more float32 bytes of pair tables
+
+    def problems(self) -> list[str]:
+        out = []
+        for key, low in (("search_epochs", 1), ("min_count", 1), ("hash_rows", 1), ("max_embedding_bytes", 1)):
+            v = getattr(self, key)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= low):
+                out.append(f"method.{key} must be an int >= {low}, got {v!r}")
+        if not (_num(self.arch_lr) and self.arch_lr > 0):
+            out.append(f"method.arch_lr must be a number > 0, got {self.arch_lr!r}")
+        if not (_num(self.tau) and self.tau >= 0):
+            out.append(f"method.tau must be a number >= 0, got {self.tau!r}")
+        if self.fields is not None and not (isinstance(self.fields, (list, tuple)) and len(self.fields) >= 2
+                                            and all(isinstance(f, str) for f in self.fields)
+                                            and len(set(self.fields)) == len(self.fields)):
+            out.append(f"method.fields must be null or a list of at least 2 distinct field names, got {self.fields!r}")
+        return out
+
+
 def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -161,6 +193,7 @@ METHODS: dict[str, tuple[type, str]] = {
     "optfs": (OptFSConfig, "bars.methods.optfs"),
     "dnis": (DNISConfig, "bars.methods.dnis"),
     "optembed": (OptEmbedConfig, "bars.methods.optembed"),
+    "optinter": (OptInterConfig, "bars.methods.optinter"),
 }
 
 

@@ -164,6 +164,7 @@ def run_method(cfg: DictConfig, *, on_epoch: Any = None, parent_run_id: str | No
         "stop_reason": result.stop_reason, "checkpoint": str(result.checkpoint) if result.checkpoint else None}})
     kept = metrics.get("features_kept")
     emb = metrics.get("embedding_params_kept")  # DNIS
+    pairs = metrics.get("pair_params_kept")  # OptInter
     say(f"\n== {backbone}+{name} on {cfg.data.name} (seed {cfg.seed}) ==\n"
         f"  test  AUC {metrics.get('test_auc', float('nan')):.5f}   logloss {metrics.get('test_logloss', float('nan')):.5f}"
         + (f"   features kept {kept:.4f} ({int(metrics['features_kept_count'])}/{int(metrics['features_total'])})"
@@ -171,5 +172,8 @@ def run_method(cfg: DictConfig, *, on_epoch: Any = None, parent_run_id: str | No
         + (f"   embedding parameters kept {emb:.4f} ({int(metrics['embedding_params_kept_count'])}/"
            f"{int(metrics['embedding_params_total'])})" if emb is not None else "")
         + (f"   embedding rows kept {metrics['embedding_rows_kept']:.4f}" if "embedding_rows_kept" in metrics else "")
+        + (f"   pairs memorise/factorise/naive {int(metrics['pairs_memorise'])}/{int(metrics['pairs_factorise'])}/"
+           f"{int(metrics['pairs_naive'])}, pair parameters kept {pairs:.4f} ({int(metrics['pair_params_kept_count'])}/"
+           f"{int(metrics['pair_params_total'])})" if pairs is not None else "")
         + (f"\n  MLflow run {result.run_id}" if result.run_id else ""))
     return result

@@ -173,3 +173,6 @@ __all__ += ["DimensionSelection", "prune_mask"]
 from bars.models.layers.embedding_mask import BinaryStep, EmbeddingMask, binary_step, prefix_mask
 
 __all__ += ["BinaryStep", "EmbeddingMask", "binary_step", "prefix_mask"]
+from bars.models.layers.pair_interaction import PairInteraction, all_pairs, pair_keys, pair_vocabulary
+
+__all__ += ["PairInteraction", "all_pairs", "pair_keys", "pair_vocabulary"]

@@ -1,0 +1,288 @@
+"""OptInter (Lyu et al., "Memorize, Factorize, or be Naive: Learning Optimal Feature Interaction Methods for CTR
+Prediction", ICDE 2022; https://github.com/fuyuanlyu/OptInter, commit 72735504): for every pair of categorical
+fields, a choice among memorising the pair (its own cross-product embedding), factorising it (the product of two
+field embeddings) and dropping it, searched with architecture weights, then retrained with the choices fixed.
+
+How the pairs enter the backbone (the official ``DNN_cart``: the pair embeddings concatenated to the field
+embeddings into the MLP): the backbone is rebuilt for the data's fields plus one *slot field* per pair
+(``<i>__x__<j>``, a categorical field of vocabulary 2 that the batch always sets to padding), and the output of
+every backbone :class:`FeatureEmbedding` of the backbone's embedding width is patched so that a slot holds its
+pair's embedding (:class:`bars.models.layers.PairInteraction`). So a pair is one more field for the backbone:
+DNN's MLP reads ``[fields, pairs]`` (DNN_cart); DeepFM's FM and MLP and DCN's cross net and MLP read it too.
+Embeddings of another width (the first-order LR term's dim-1 tables) see the slot as padding: zero.
+
+1. ``search`` (at most ``search_epochs`` epochs; stops at the first epoch whose validation AUC does not improve
+   and keeps the best epoch, no LR decay: the official ``CriteoSearch.py`` loop): every pair is
+   ``w0 * memorise + w1 * factorise + w2 * 0`` with ``w = softmax(alpha / t)``, ``t = max(0.01, 1 - tau * s)``
+   after ``s`` training steps. One level, jointly: each training batch's loss gives the gradient of the weights
+   (the trainer's Adam) and of ``alpha`` (its own Adam, ``arch_lr``, no weight decay, no clipping), both stepped
+   on that batch (official: ``loss.backward(); arch_optimizer.step(); optimizer.step()``). Outputs:
+   ``search/arch.pt`` (``alpha`` of the best epoch and the choices, ``argmax`` per pair), ``search/pairs.pt``
+   (the pair vocabularies, built from the training split).
+2. ``retrain``: the backbone from scratch (BARS initialisation, the run's seed) with one slot per pair not chosen
+   naive, its memorised table or its factorised product, under the BARS protocol: its test metrics are the
+   method's.
+
+Metrics of both stages: ``pairs_memorise``, ``pairs_factorise``, ``pairs_naive``, ``pairs_total``,
+``pairs_kept`` (fraction not naive, ``_count``: the board's kept column) and ``pair_params_kept`` (the pair
+tables' embedding parameters against memorising every pair; ``_count``, ``_total``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bars.data.spec import Feature, FeatureSpec
+from bars.methods import OptInterConfig
+from bars.methods.wrapper import BackboneWrapper
+from bars.models.layers import FeatureEmbedding, PairInteraction, all_pairs, pair_vocabulary, split_parameters
+from bars.models.layers.feature_gate import _Patched, patch_embeddings
+from bars.train import EpochLog, TrainConfig, save_checkpoint
+
+__all__ = ["STAGES", "PairModel", "RetrainStage", "SearchStage", "make_stage", "slot_spec"]
+
+STAGES = ("search", "retrain")
+MIN_TEMPERATURE = 0.01  # official: max(0.01, 1 - tau * step)
+
+
+def embedding_width(backbone: nn.Module) -> int:
+    """The backbone's field-embedding width: its widest :class:`FeatureEmbedding` over a categorical field."""
+    dims = [m.dim for m in backbone.modules() if isinstance(m, FeatureEmbedding) and m.cat_names]
+    if not dims:
+        raise ValueError(f"OptInter: {type(backbone).__name__} has no FeatureEmbedding over a categorical field")
+    return max(dims)
+
+
+def slot_spec(spec: FeatureSpec, slots: list[str]) -> FeatureSpec:
+    """``spec`` plus one categorical slot field (vocabulary 2, always padding) per name in ``slots``."""
+    clash = sorted(set(slots) & set(spec.names))
+    if clash:
+        raise ValueError(f"OptInter: slot fields {clash} clash with the data's fields")
+    extra = tuple(Feature(n, "categorical", vocab_size=2, source="OptInter pair slot") for n in slots)
+    return dataclasses.replace(spec, features=spec.features + extra)
+
+
+def rebuild(backbone: nn.Module, spec: FeatureSpec) -> nn.Module:
+    """The backbone's class and config built again for ``spec`` (its fields plus the pair slots)."""
+    cfg = getattr(backbone, "cfg", None)
+    if cfg is None:
+        raise ValueError(f"OptInter: {type(backbone).__name__} keeps no config (self.cfg); it cannot be rebuilt "
+                         "with pair slots")
+    return type(backbone)(spec, cfg)
+
+
+def train_columns(split: Any, names: list[str]) -> dict[str, Tensor]:
+    """The field indices of ``names`` over every row of ``split`` (in memory, or read batch by batch)."""
+    feats = getattr(split, "features", None)
+    if isinstance(feats, Mapping) and all(n in feats for n in names):
+        return {n: feats[n] for n in names}
+    parts: dict[str, list[Tensor]] = {n: [] for n in names}
+    for xb, _ in split.batches(65536, shuffle=False, seed=0, device=torch.device("cpu")):
+        for n in names:
+            parts[n].append(xb[n])
+    return {n: torch.cat(v) for n, v in parts.items()}
+
+
+class PairModel(BackboneWrapper):
+    """The backbone rebuilt with pair slots; ``pairs`` fills them. While ``arch_optimizer`` is set (the search),
+    ``alpha``'s gradient from the last training batch is applied by its own Adam before the next forward, and
+    every training forward advances the temperature schedule."""
+
+    def __init__(self, backbone: nn.Module, slots: list[str], width: int, tau: float = 0.0) -> None:
+        super().__init__(backbone)
+        self.slots = list(slots)
+        self.width = int(width)
+        self.tau = float(tau)
+        self.steps = 0
+        self.pairs: PairInteraction | None = None
+        self.arch_optimizer: torch.optim.Optimizer | None = None
+        self._current: Tensor | None = None
+        self._handles: list[_Patched] = []
+        if self.slots:
+            self._handles = patch_embeddings(backbone, self._hook_for, width=self.width)
+            if not self._handles:
+                raise ValueError(f"OptInter: {type(backbone).__name__} has no FeatureEmbedding of width {self.width} "
+                                 "over every pair slot; OptInter feeds the pairs through the backbone's field embedding")
+
+    def set_pairs(self, pairs: PairInteraction) -> None:
+        if pairs.num_slots != len(self.slots) or pairs.dim != self.width:
+            raise ValueError(f"OptInter: {pairs.num_slots} pair slots of width {pairs.dim} for a backbone with "
+                             f"{len(self.slots)} slots of width {self.width}")
+        self.pairs = pairs
+
+    def _hook_for(self, emb: FeatureEmbedding) -> Any:
+        names = [n for n in self.slots if n in emb.field_names]
+        if not names:
+            return None
+        if names != self.slots:
+            raise ValueError(f"OptInter: a FeatureEmbedding of {type(self.backbone).__name__} embeds only some pair "
+                             f"slots ({len(names)} of {len(self.slots)})")
+        positions = torch.tensor([emb.field_names.index(n) for n in self.slots], dtype=torch.int64)
+        cache: dict[torch.device, Tensor] = {}
+
+        def hook(batch: dict[str, Tensor], out: Tensor) -> Tensor:
+            if self._current is None:
+                raise RuntimeError("OptInter: the backbone's embedding was called outside PairModel.forward")
+            if out.device not in cache:
+                cache[out.device] = positions.to(out.device)
+            return out.index_copy(1, cache[out.device], self._current.to(out.dtype))
+
+        return hook
+
+    def temperature(self) -> float:
+        return max(MIN_TEMPERATURE, 1.0 - self.tau * self.steps)
+
+    def _apply_arch_step(self) -> None:
+        assert self.pairs is not None and self.pairs.alpha is not None and self.arch_optimizer is not None
+        if self.pairs.alpha.grad is None:
+            return
+        with torch.inference_mode(False), torch.no_grad():
+            self.arch_optimizer.step()
+        self.pairs.alpha.grad = None
+
+    def forward(self, batch: dict[str, Tensor]) -> Any:
+        if not self.slots:
+            return self.backbone(batch)
+        if self.pairs is None:
+            raise RuntimeError("OptInter: the pair layer was not set (the search builds it from the training split)")
+        if self.arch_optimizer is not None:
+            self._apply_arch_step()  # the previous training batch's alpha step (official: after its backward)
+            if self.training and torch.is_grad_enabled():
+                self.pairs.temperature = self.temperature()
+                self.steps += 1
+        ref = next(iter(batch.values()))
+        pad = torch.zeros(ref.shape[0], dtype=torch.int32, device=ref.device)
+        self._current = self.pairs(batch)
+        try:
+            return self.backbone({**batch, **dict.fromkeys(self.slots, pad)})
+        finally:
+            self._current = None
+
+    def split_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        emb, net = super().split_parameters()
+        if self.pairs is not None:
+            pe, _ = split_parameters(self.pairs)  # its tables; alpha is neither (its own optimizer)
+            emb = emb + pe
+        return emb, net
+
+    def unregularized_parameters(self) -> list[nn.Parameter]:
+        return []  # alpha has its own Adam (arch_lr), never the trainer's
+
+    def init_bars_(self, embedding_std: float) -> None:
+        self.init_backbone_(embedding_std)
+        if self.pairs is not None:
+            self.pairs.reset_parameters(embedding_std)
+
+
+def choice_metrics(pairs: PairInteraction, spec: FeatureSpec, choices: list[str]) -> dict[str, float]:
+    return pairs.parameters_of(spec, choices)
+
+
+@dataclasses.dataclass
+class SearchStage:
+    cfg: OptInterConfig
+    folder: Path
+    name: str = "search"
+    init: bool = True  # fit initialises backbone, tables and alpha (BARS init, alpha xavier-normal; the run's seed)
+    model: PairModel | None = None
+    spec: FeatureSpec | None = None
+    width: int = 0
+    pairs: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
+        # official search: at most `epochs`, stop at the first non-improving epoch, keep the best one, no decay
+        return dataclasses.replace(train_cfg, max_epochs=self.cfg.search_epochs, lr_decay_factor=1.0, max_strikes=1)
+
+    def wrap(self, backbone: nn.Module, spec: Any, train_cfg: TrainConfig, seed: int) -> PairModel:
+        self.spec, self.width = spec, embedding_width(backbone)
+        self.pairs = all_pairs(spec, self.cfg.fields)
+        slots = [PairInteraction.slot_name(p) for p in self.pairs]
+        self.model = PairModel(rebuild(backbone, slot_spec(spec, slots)), slots, self.width, self.cfg.tau)
+        return self.model
+
+    def bind_data(self, splits: Mapping[str, Any]) -> None:
+        """Build the pair vocabularies from the training split and the pair layer (``bars.run`` calls it after
+        :meth:`wrap`, before training)."""
+        assert self.model is not None and self.spec is not None
+        names = sorted({n for p in self.pairs for n in p})
+        keys = pair_vocabulary(train_columns(splits["train"], names), self.spec, self.pairs, self.cfg.min_count)
+        layer = PairInteraction(self.spec, self.width, self.pairs, keys, hash_rows=self.cfg.hash_rows,
+                                max_bytes=self.cfg.max_embedding_bytes)
+        self.model.set_pairs(layer)
+        assert layer.alpha is not None
+        self.model.arch_optimizer = torch.optim.Adam([layer.alpha], lr=float(self.cfg.arch_lr))
+        save_checkpoint({f"keys_{k}": keys[p] for k, p in enumerate(self.pairs)}, self.folder / self.name / "pairs.pt")
+
+    def on_epoch(self, log: EpochLog) -> None:
+        pass
+
+    def finish(self, model: nn.Module) -> Mapping[str, float]:
+        assert self.model is not None and self.model.pairs is not None and self.spec is not None
+        layer = self.model.pairs
+        if layer.alpha is None:
+            raise RuntimeError("OptInter search: the pair layer has no architecture weights")
+        self.model.arch_optimizer = None  # fit restored the best epoch's weights and alpha; the test pass uses them
+        choices = layer.chosen()
+        save_checkpoint({"alpha": layer.alpha.detach().cpu(),
+                         "choices": torch.tensor([["memorise", "factorise", "naive"].index(c) for c in choices])},
+                        self.folder / self.name / "arch.pt")
+        w = layer.mixing().detach()
+        return {**choice_metrics(layer, self.spec, choices), "temperature": self.model.temperature(),
+                "search_steps": float(self.model.steps), "alpha_weight_max_mean": float(w.max(dim=1).values.mean())}
+
+
+@dataclasses.dataclass
+class RetrainStage:
+    cfg: OptInterConfig
+    folder: Path
+    name: str = "retrain"
+    init: bool = True  # from scratch, as the official retrain (a new model)
+    model: PairModel | None = None
+    spec: FeatureSpec | None = None
+    choices: list[str] = dataclasses.field(default_factory=list)
+    layer: PairInteraction | None = None
+
+    def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
+        return train_cfg
+
+    def wrap(self, backbone: nn.Module, spec: Any, train_cfg: TrainConfig, seed: int) -> PairModel:
+        search = self.folder / "search"
+        arch = torch.load(search / "arch.pt", map_location="cpu", weights_only=True)
+        stored = torch.load(search / "pairs.pt", map_location="cpu", weights_only=True)
+        pairs = all_pairs(spec, self.cfg.fields)
+        if len(pairs) != len(arch["choices"]):
+            raise ValueError(f"OptInter retrain: the search chose for {len(arch['choices'])} pairs, the data has "
+                             f"{len(pairs)}")
+        self.spec = spec
+        self.choices = [("memorise", "factorise", "naive")[int(i)] for i in arch["choices"].tolist()]
+        keys = {p: stored[f"keys_{k}"] for k, p in enumerate(pairs)}
+        width = embedding_width(backbone)
+        layer = PairInteraction(spec, width, pairs, keys, hash_rows=self.cfg.hash_rows, choices=self.choices,
+                                max_bytes=self.cfg.max_embedding_bytes)
+        slots = [PairInteraction.slot_name(pairs[k]) for k in layer.slot_pairs]
+        self.model = PairModel(rebuild(backbone, slot_spec(spec, slots)) if slots else backbone, slots, width)
+        if slots:
+            self.model.set_pairs(layer)
+        self.layer = layer
+        return self.model
+
+    def on_epoch(self, log: EpochLog) -> None:
+        pass
+
+    def finish(self, model: nn.Module) -> Mapping[str, float]:
+        assert self.spec is not None and self.layer is not None
+        return choice_metrics(self.layer, self.spec, self.choices)
+
+
+def make_stage(name: str, cfg: OptInterConfig, folder: Path) -> SearchStage | RetrainStage:
+    if name == "search":
+        return SearchStage(cfg, folder)
+    if name == "retrain":
+        return RetrainStage(cfg, folder)
+    raise ValueError(f"OptInter has no stage {name!r}; stages: {list(STAGES)}")
