@@ -140,3 +140,37 @@ def test_only_the_d_wide_embeddings_are_masked_and_a_model_without_one_is_refuse
         EmbeddingMask(SPEC, 4).attach(lr)
     with pytest.raises(ValueError, match="norm must be 1 or 2"):
         EmbeddingMask(SPEC, 4, norm=3)
+
+
+def test_feature_level_thresholds_prune_each_value_by_its_own_threshold():
+    """The official mode_threshold='feature': one threshold per feature value (global rows, padding row unused)."""
+    torch.manual_seed(0)
+    emb = FeatureEmbedding(SPEC, 4)
+    with torch.no_grad():
+        emb.weight.normal_(0, 0.5)
+        emb.weight[0].zero_()
+    xb, _ = tiny_batch(32)
+    plain = emb(xb).detach()
+    mask = EmbeddingMask(SPEC, 4, level="feature")
+    assert tuple(mask.threshold.shape) == (39,)
+    mask.attach(emb)
+    with torch.no_grad():
+        mask.threshold.copy_(torch.rand(39, generator=torch.Generator().manual_seed(2)) * 2)
+    mask.eval()
+    out = emb(xb)
+    for pos, name in ((0, "a"), (2, "b")):
+        t = mask.threshold.detach()[xb[name].long() + mask.offsets[name] - 1]
+        keep = (plain[:, pos].norm(p=1, dim=1) > t).float()
+        assert 0 < keep.sum() < 32
+        torch.testing.assert_close(out[:, pos], plain[:, pos] * keep[:, None])
+    rows = mask.hard_row_mask()
+    table_a = emb.table("a")
+    o = mask.offsets["a"]
+    assert torch.equal(rows[o: o + 19], (table_a.norm(p=1, dim=1) > mask.threshold[o: o + 19]).float().detach())
+    torch.testing.assert_close(mask.penalty(), torch.exp(-mask.threshold[1:]).sum())
+    (out.sum()).backward()
+    read = {int(v) + mask.offsets["a"] - 1 for v in xb["a"]} | {int(v) + mask.offsets["b"] - 1 for v in xb["b"]}
+    unread = [r for r in range(1, 39) if r not in read]
+    assert unread and all(float(mask.threshold.grad[r]) == 0 for r in unread)  # a value not read gets no gradient
+    with pytest.raises(ValueError, match="level must be 'field' or 'feature'"):
+        EmbeddingMask(SPEC, 4, level="row")

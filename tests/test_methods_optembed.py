@@ -46,6 +46,9 @@ def test_unknown_or_bad_optembed_keys_are_errors_naming_the_key():
     with pytest.raises(ConfigError, match="method.threshold_lr must be a number >= 0"):
         validate(compose(["model=deepfm", "method=optembed", "method.threshold_lr=-1"]), "train")
     validate(compose(["model=deepfm", "method=optembed", "method.supernet_epochs=3"]), "train")
+    validate(compose(["model=deepfm", "method=optembed", "method.threshold_level=feature"]), "train")
+    with pytest.raises(ConfigError, match="method.threshold_level must be 'field' or 'feature'"):
+        validate(compose(["model=deepfm", "method=optembed", "method.threshold_level=row"]), "train")
 
 
 def test_sweep_space_merges_the_optembed_space_and_its_study_is_its_own():
@@ -64,13 +67,13 @@ def _vocab_rows(tmp_path):
     return fields, torch.tensor([vocab[f] - 1 for f in fields])
 
 
-@pytest.mark.parametrize("model", ["fm", "dcn", "ipnn", "dnn"])
-def test_optembed_over_each_backbone(tmp_path, model):
+@pytest.mark.parametrize("model,level", [("fm", "field"), ("dcn", "field"), ("ipnn", "feature"), ("dnn", "field")])
+def test_optembed_over_each_backbone(tmp_path, model, level):
     from bars.methods import method_config
     from bars.methods.optembed import EvolutionStage
     from bars.run import train_one
 
-    cfg = _cfg(tmp_path, model, tracked=False)
+    cfg = _cfg(tmp_path, model, f"method.threshold_level={level}", tracked=False)
     r = train_one(cfg, quiet=True)
     m = r.metrics
     assert r.run_id is None and 0.5 < m["test_auc"] < 1

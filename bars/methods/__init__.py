@@ -110,6 +110,7 @@ class OptEmbedConfig:
     threshold_reg: float = 1e-4    # weight of sum_f exp(-t_f) in the supernet's loss (official --alpha)
     threshold_init: float = 0.0    # initial threshold (official init_threshold(0))
     norm: int = 1                  # the row norm thresholded: 1 or 2 (official --norm 1)
+    threshold_level: str = "field"  # one threshold per field, or per feature value (official --mode_threshold)
     supernet_epochs: int | None = None  # null: train.max_epochs (the supernet trains under the BARS protocol)
     iterations: int = 30           # generations of the evolutionary search (official --epoch 30)
     keep_num: int = 15             # top candidates kept per generation (README k = 15)
@@ -134,6 +135,8 @@ class OptEmbedConfig:
             out.append(f"method.threshold_init must be a number, got {self.threshold_init!r}")
         if self.norm not in (1, 2) or isinstance(self.norm, bool):
             out.append(f"method.norm must be 1 or 2, got {self.norm!r}")
+        if self.threshold_level not in ("field", "feature"):
+            out.append(f"method.threshold_level must be 'field' or 'feature', got {self.threshold_level!r}")
         if self.supernet_epochs is not None:
             int_at_least("supernet_epochs", 1)
         for name in ("iterations",):

@@ -105,7 +105,8 @@ def mask_metrics(mask: EmbeddingMask, row_keep: Tensor | None = None, dims: Tens
 
 
 def _build(backbone: nn.Module, spec: Any, cfg: OptEmbedConfig, *, train_thresholds: bool) -> MaskedModel:
-    mask = EmbeddingMask(spec, embedding_width(backbone), norm=cfg.norm, threshold_init=cfg.threshold_init)
+    mask = EmbeddingMask(spec, embedding_width(backbone), norm=cfg.norm, threshold_init=cfg.threshold_init,
+                         level=cfg.threshold_level)
     if not train_thresholds:
         mask.threshold.requires_grad_(False)
     return MaskedModel(backbone, mask, cfg.threshold_lr, cfg.threshold_reg)

@@ -68,11 +68,13 @@ def potential_field_masks(d: int, dtype) -> torch.Tensor:
     return torch.stack([torch.cat([torch.ones(i + 1), torch.zeros(d - i - 1)]) for i in range(d)]).to(dtype)
 
 
-def transcribed_supernet(table, threshold, ids, phase, norm, indexes=None):
-    """modules_super.py calculate_input, mode 'all', oov 'zero', field thresholds: xe = mask_f * (mask_e * xv)
-    ('train') or mask_f * xv ('test'); mask_f = BinaryStep(||xv||_p - t) on the unmasked xv."""
+def transcribed_supernet(table, threshold, ids, phase, norm, indexes=None, level="field"):
+    """modules_super.py calculate_input, mode 'all', oov 'zero': xe = mask_f * (mask_e * xv) ('train') or
+    mask_f * xv ('test'); mask_f = BinaryStep(||xv||_p - tv) on the unmasked xv, tv = the field thresholds
+    [F, 1] or (modules.py get_batch_threshold_value, 'feature') F.embedding(x, threshold [N, 1])."""
     xv = F.embedding(ids, table)
-    mask_f = transcribed_step(torch.norm(xv, norm, dim=2).unsqueeze(2) - threshold)
+    tv = threshold if level == "field" else F.embedding(ids, threshold)
+    mask_f = transcribed_step(torch.norm(xv, norm, dim=2).unsqueeze(2) - tv)
     if phase == "test":
         return mask_f * xv
     mask_e = F.embedding(indexes, potential_field_masks(table.shape[1], table.dtype))
@@ -109,17 +111,18 @@ def _official(tmp_path: Path):
         sys.path.remove(str(pkg.parent))
 
 
-def _ours(frappe, norm: int, seed: int = 0):
+def _ours(frappe, norm: int, seed: int = 0, level: str = "field"):
     spec, cols, _ = frappe
     torch.manual_seed(seed)
     emb = FeatureEmbedding(spec, DIM).double()
     with torch.no_grad():
         emb.weight.normal_(0, 0.1)  # L1 row norms around 0.8: thresholds near them reach every surrogate piece
         emb.weight[0].zero_()
-    mask = EmbeddingMask(spec, DIM, norm=norm).double()
+    mask = EmbeddingMask(spec, DIM, norm=norm, level=level).double()
     center = 0.8 if norm == 1 else 0.3
     with torch.no_grad():
-        mask.threshold.copy_(center + 0.1 * torch.randn(len(mask.field_names), generator=torch.Generator().manual_seed(1)))
+        n = mask.threshold.shape[0]
+        mask.threshold.copy_(center + 0.1 * torch.randn(n, generator=torch.Generator().manual_seed(1)))
     mask.attach(emb)
     batch = {k: v[:ROWS] for k, v in cols.items()}
     ids = torch.stack([batch[n].long() + mask.offsets[n] - 1 for n in mask.field_names], dim=1) - 1  # official ids
@@ -129,14 +132,15 @@ def _ours(frappe, norm: int, seed: int = 0):
 def _opt(frappe, mask):
     spec = frappe[0]
     return {"latent_dim": DIM, "field_dim": [spec[n].vocab_size - 1 for n in mask.field_names],
-            "mode_supernet": "all", "mode_threshold": "field", "mode_oov": "zero", "norm": mask.norm,
+            "mode_supernet": "all", "mode_threshold": mask.level, "mode_oov": "zero", "norm": mask.norm,
             "mode_retrain": "weight", "use_cuda": False}
 
 
+@pytest.mark.parametrize("level", ["field", "feature"])
 @pytest.mark.parametrize("norm", [1, 2])
 @pytest.mark.parametrize("phase", ["train", "test"])
-def test_supernet_mask_equals_the_transcribed_and_the_official_equations(frappe, tmp_path, norm, phase):
-    emb, mask, batch, ids = _ours(frappe, norm)
+def test_supernet_mask_equals_the_transcribed_and_the_official_equations(frappe, tmp_path, norm, phase, level):
+    emb, mask, batch, ids = _ours(frappe, norm, level=level)
     mask.train(phase == "train")
     assert emb.num_fields == len(mask.field_names) == 10  # every Frappe field is categorical and masked
     torch.manual_seed(7)
@@ -144,23 +148,30 @@ def test_supernet_mask_equals_the_transcribed_and_the_official_equations(frappe,
     torch.manual_seed(7)  # the same dimension draw: randint(0, latent_dim, (batch_size, field_num)) on the CPU
     indexes = torch.randint(low=0, high=DIM, size=(ROWS, 10))
     table = emb.weight.detach()[1:].clone().requires_grad_(True)
-    t = mask.threshold.detach().clone().unsqueeze(1).requires_grad_(True)  # official shape [field_num, 1]
-    ref = transcribed_supernet(table, t, ids, phase, norm, indexes)
+    # official shape [field_num, 1] or [feature_num, 1] (official id = bars row - 1: no padding threshold)
+    t0 = mask.threshold.detach().clone() if level == "field" else mask.threshold.detach()[1:].clone()
+    t = t0.unsqueeze(1).requires_grad_(True)
+    ref = transcribed_supernet(table, t, ids, phase, norm, indexes, level)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
-    kept = (torch.norm(F.embedding(ids, table.detach()), norm, dim=2) > t.detach().T).float().mean()
+    tv = t.detach().T if level == "field" else F.embedding(ids, t.detach()).squeeze(2)
+    kept = (torch.norm(F.embedding(ids, table.detach()), norm, dim=2) > tv).float().mean()
     assert 0.1 < float(kept) < 0.9  # the thresholds prune a real share of the rows read
     g = torch.randn_like(out)
     (out * g).sum().backward()
     (ref * g).sum().backward()
     torch.testing.assert_close(emb.weight.grad[1:], table.grad, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(mask.threshold.grad, t.grad.squeeze(1), rtol=1e-10, atol=1e-10)
-    assert float(mask.threshold.grad.abs().min()) > 0  # every field's threshold receives the surrogate gradient
+    ours_tgrad = mask.threshold.grad if level == "field" else mask.threshold.grad[1:]
+    torch.testing.assert_close(ours_tgrad, t.grad.squeeze(1), rtol=1e-10, atol=1e-10)
+    if level == "field":
+        assert float(mask.threshold.grad.abs().min()) > 0  # every field's threshold receives the surrogate gradient
+    else:
+        assert int((mask.threshold.grad != 0).sum()) > 1000  # the values read near their threshold
 
     sup, _, _ = _official(tmp_path)
     official = sup.BasicSuper(_opt(frappe, mask)).double()
     with torch.no_grad():  # transplant: official id = bars row - 1
         official.embedding.copy_(emb.weight[1:])
-        official.threshold.copy_(mask.threshold.unsqueeze(1))
+        official.threshold.copy_(t0.unsqueeze(1))
     official.potential_field_masks = official.potential_field_masks.double()
     emb.weight.grad = None
     mask.threshold.grad = None
@@ -175,7 +186,8 @@ def test_supernet_mask_equals_the_transcribed_and_the_official_equations(frappe,
     # norm's share of the gradient agrees to float32 precision only (the transcribed float64 one above: 1e-10)
     scale = float(official.embedding.grad.abs().max())
     torch.testing.assert_close(emb.weight.grad[1:], official.embedding.grad, rtol=1e-5, atol=1e-6 * scale)
-    torch.testing.assert_close(mask.threshold.grad, official.threshold.grad.squeeze(1), rtol=1e-5,
+    ours_tgrad = mask.threshold.grad if level == "field" else mask.threshold.grad[1:]
+    torch.testing.assert_close(ours_tgrad, official.threshold.grad.squeeze(1), rtol=1e-5,
                                atol=1e-6 * float(official.threshold.grad.abs().max()))
     # the hard row mask over the whole table: official calc_feature_mask (what the evolution prunes with)
     rows = mask.hard_row_mask()

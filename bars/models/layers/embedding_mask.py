@@ -8,7 +8,8 @@ Two modes (``mode``):
 - ``"supernet"`` (the official ``mode_supernet='all'``, ``mode_threshold='field'``, ``mode_oov='zero'``,
   ``models/modules_super.py: BasicSuper.calculate_input``): the embedding ``e`` of a value of field ``f`` becomes
   ``m_row * m_dim * e`` with ``m_row = BinaryStep(||e||_p - t_f)`` (``p``: ``norm``, official 1; ``t_f`` the
-  field's learnable threshold, initialised to 0) and, in training mode only, ``m_dim`` the first ``k + 1`` of
+  field's learnable threshold, initialised to 0; ``level='feature'``: one per feature value, the official
+  ``mode_threshold='feature'``) and, in training mode only, ``m_dim`` the first ``k + 1`` of
   ``d`` dimensions with ``k`` drawn uniformly in ``[0, d)`` per row of the batch and field (so every dimension
   choice trains); in eval mode ``m_dim = 1``. ``BinaryStep`` (``models/layer.py``) is ``1[u > 0]`` forward and,
   backward, the gradient times ``2 - 4|u|`` for ``|u| <= 0.4``, ``0.4`` for ``0.4 < |u| <= 1`` and ``0`` beyond
@@ -68,16 +69,21 @@ def prefix_mask(dims: Tensor, width: int) -> Tensor:
 
 
 class EmbeddingMask(nn.Module):
-    """Thresholds ``threshold [F]`` (learnable, supernet) and the frozen masks ``row_keep [1 + sum(vocab - 1)]``
-    and ``dims [F]`` (fixed mode) over the categorical fields of ``spec`` at embedding width ``dim``."""
+    """Thresholds ``threshold`` (learnable, supernet: ``[F]`` per field, or ``[1 + sum(vocab - 1)]`` per feature
+    value with ``level='feature'``, the official ``mode_threshold``) and the frozen masks
+    ``row_keep [1 + sum(vocab - 1)]`` and ``dims [F]`` (fixed mode) over the categorical fields of ``spec`` at
+    embedding width ``dim``."""
 
-    def __init__(self, spec: FeatureSpec, dim: int, norm: int = 1, threshold_init: float = 0.0) -> None:
+    def __init__(self, spec: FeatureSpec, dim: int, norm: int = 1, threshold_init: float = 0.0,
+                 level: str = "field") -> None:
         super().__init__()
         if dim < 1:
             raise ValueError(f"EmbeddingMask: dim must be >= 1, got {dim}")
         if norm not in (1, 2):
             raise ValueError(f"EmbeddingMask: norm must be 1 or 2, got {norm!r}")
-        self.dim, self.norm, self.threshold_init = int(dim), int(norm), float(threshold_init)
+        if level not in ("field", "feature"):
+            raise ValueError(f"EmbeddingMask: level must be 'field' or 'feature', got {level!r}")
+        self.dim, self.norm, self.threshold_init, self.level = int(dim), int(norm), float(threshold_init), level
         self.field_names = tuple(f.name for f in spec.features if f.type == "categorical")
         if not self.field_names:
             raise ValueError("EmbeddingMask: the dataset has no categorical field to mask")
@@ -89,7 +95,7 @@ class EmbeddingMask(nn.Module):
             rows += spec[name].vocab_size - 1
         self.register_buffer("rows", torch.tensor([spec[n].vocab_size - 1 for n in self.field_names],
                                                   dtype=torch.int64), persistent=False)
-        self.threshold = nn.Parameter(torch.empty(len(self.field_names)))
+        self.threshold = nn.Parameter(torch.empty(len(self.field_names) if level == "field" else rows))
         self.register_buffer("row_keep", torch.ones(rows))
         self.register_buffer("dims", torch.full((len(self.field_names),), self.dim, dtype=torch.int64))
         self.mode = "supernet"
@@ -122,8 +128,9 @@ class EmbeddingMask(nn.Module):
             self.threshold.fill_(self.threshold_init)
 
     def penalty(self) -> Tensor:
-        """The threshold regulariser ``sum_f exp(-t_f)``."""
-        return torch.exp(-self.threshold).sum()
+        """The threshold regulariser ``sum exp(-t)`` over every threshold (per feature: the padding row's excluded)."""
+        t = self.threshold if self.level == "field" else self.threshold[1:]
+        return torch.exp(-t).sum()
 
     def set_fixed(self, row_keep: Tensor, dims: Tensor) -> None:
         """Freeze: rows ``row_keep`` (0/1 per global row) and the first ``dims[f]`` dimensions of field ``f``."""
@@ -153,7 +160,8 @@ class EmbeddingMask(nn.Module):
             table = emb.table(name)  # [vocab - 1, d]
             norms = table.detach().norm(p=self.norm, dim=1)
             o = self.offsets[name]
-            keep[o: o + table.shape[0]] = (norms - self.threshold[i].detach().to(norms.dtype) > 0).to(keep.dtype)
+            t = self.threshold[i] if self.level == "field" else self.threshold[o: o + table.shape[0]]
+            keep[o: o + table.shape[0]] = (norms - t.detach().to(norms.dtype) > 0).to(keep.dtype)
         return keep
 
     # --------------------------------------------------------------------------------------------- hooks
@@ -185,7 +193,12 @@ class EmbeddingMask(nn.Module):
             p, fi, off = cache[dev]
             x = out if everything else out.index_select(1, p)  # [B, Fm, d]
             if self.mode == "supernet":
-                u = x.norm(p=self.norm, dim=2) - self.threshold.index_select(0, fi).to(x.dtype)  # [B, Fm]
+                if self.level == "field":
+                    t = self.threshold.index_select(0, fi)  # [Fm]
+                else:
+                    idx = torch.stack([batch[n] for n in names], dim=1).long()
+                    t = self.threshold[torch.where(idx > 0, idx + off, 0)]  # [B, Fm]
+                u = x.norm(p=self.norm, dim=2) - t.to(x.dtype)  # [B, Fm]
                 m = binary_step(u).unsqueeze(-1)
                 if self.training:
                     k = torch.randint(0, self.dim, u.shape, device=dev)
