@@ -71,6 +71,18 @@ def test_optinter_over_each_backbone_chooses_per_pair_and_retrains(tmp_path, mod
     assert 0 <= m["pair_params_kept"] == pytest.approx(m["pair_params_kept_count"] / m["pair_params_total"])
 
 
+def test_hashed_pair_tables_train_end_to_end(tmp_path):
+    """hash_rows below a pair's known values: those pairs' values share hash_rows rows (plus padding and OOV)."""
+    from bars.run import train_one
+
+    r = train_one(_cfg(tmp_path, "dnn", "method.min_count=1", "method.hash_rows=20", tracked=False), quiet=True)
+    m = r.metrics
+    assert m["pairs_hashed"] >= 8 and 0.5 < m["test_auc"] < 1  # on 4,724 rows most pairs have > 20 values
+    folder = next((tmp_path / "results" / "methods").iterdir())
+    stored = torch.load(folder / "search" / "pairs.pt", weights_only=True)
+    assert sum(len(stored[f"keys_{k}"]) > 20 for k in range(10)) == m["pairs_hashed"]
+
+
 def _movielens(tmp_path):
     from bars.data.loader import load_dataset
     from bars.data.prepare import prepare
