@@ -170,7 +170,7 @@ def test_a_method_without_the_final_model_hook_is_a_clear_error(store, monkeypat
         load_recorded_run(store["runs"]["dnis"].run_id, compose(store["overrides"]))
 
 
-@pytest.mark.parametrize("method", ["dnis"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_reproduce_a_method_run_reruns_every_stage_and_matches(store, method):
     from bars.reproduce import reproduce
 
@@ -180,7 +180,8 @@ def test_reproduce_a_method_run_reruns_every_stage_and_matches(store, method):
     c = reproduce(store["stages"][method]["search"], cfg, out=lines.append)  # a stage's id: the whole method
     assert c.identical and c.run_id == parent and c.new_run_id not in (None, parent)
     keys = [row[0] for row in c.rows]
-    assert {"test_auc", "val_auc", "embedding_params_kept", "embedding_params_kept_count", "search_epochs",
+    what = {"dnis": "embedding_params", "optfs": "features"}[method]
+    assert {"test_auc", "val_auc", f"{what}_kept", f"{what}_kept_count", f"{what}_total", "search_epochs",
             "retrain_epochs", "params_effective"} <= set(keys)
     assert any("reproducing the whole method" in x for x in lines)
     new = store["client"].get_run(c.new_run_id)
