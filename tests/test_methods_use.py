@@ -161,6 +161,13 @@ def test_export_a_method_run_bakes_the_selection_in_and_scores_as_the_trained_me
     assert bad.returncode == 1 and "is the 'search' stage of" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_compress_refuses_a_method_run_with_the_reason(store):
+    from bars.compress import CompressError, compress_run
+
+    with pytest.raises(CompressError, match=r"is a optfs run \(deepfm\+optfs\): bars compress supports plain runs"):
+        compress_run(store["runs"]["optfs"].run_id, compose(store["overrides"]), say=_quiet)
+
+
 def test_a_method_without_the_final_model_hook_is_a_clear_error(store, monkeypatch):
     from bars.methods import dnis
 
