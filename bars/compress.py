@@ -402,6 +402,9 @@ def compress_run(run_id: str, current: DictConfig, *, rank: Any = None, ratio: A
 
     k, r, n_rows = parse_rank(rank, ratio, rows)
     rec = load_recorded_run(run_id, current, say=say)
+    if rec.method:  # its row, its checkpoint's reload (load_compressed) and its masks are not handled here yet
+        raise CompressError(f"run {run_id} is a {rec.method} run ({rec.model_label}): bars compress supports plain "
+                            f"runs only; compress the backbone's run, or export this one (make export RUN={run_id})")
     label = label_of(k, r)
     ds = load_dataset(rec.folder, splits=("train", "valid", "test"))
     model = rec.model

@@ -353,7 +353,10 @@ def signature(rec: Any, fmt: str, model_file: Path, d_logit: float, d_prob: floa
                                      "value not in the file is out_of_vocabulary; sequences are cut or padded with "
                                      "padding_or_missing at the end to max_len (the shape); every index must be "
                                      "< vocab_size"},
-        "run": {"run_id": rec.run_id, "model": tags.get("model"), "model_class": str(rec.cfg.model.name),
+        "run": {"run_id": rec.run_id, "model": rec.model_label, "model_class": str(rec.cfg.model.name),
+                **({"method": rec.method, "method_run": rec.method_run_id, "final_stage_run": rec.record.run_id,
+                    "method_note": "the method's selection is folded into the backbone's embedding tables"}
+                   if rec.method else {}),
                 "data": str(rec.cfg.data.name), "data_fingerprint": tags.get("data_fingerprint"),
                 "seed": tags.get("seed"), "git_commit": tags.get("git_commit"),
                 "test_auc": rec.record.metrics.get("test_auc")},
@@ -397,7 +400,7 @@ def export_run(run_id: str, fmt: str, current: DictConfig, *, out: str | Path | 
     test = load_dataset(rec.folder, splits=("test",)).splits["test"]
     sample = sample_batch(test, rec.spec.names)
     tags = {"stage": "export", "source_run": run_id, "format": fmt,
-            "model": rec.record.tags.get("model", rec.cfg.model.id), "model_class": str(rec.cfg.model.name),
+            "model": rec.model_label, "model_class": str(rec.cfg.model.name),
             "data": str(rec.cfg.data.name), "data_fingerprint": rec.record.tags.get("data_fingerprint"),
             "output": str(out_dir)}
     with child_run(rec, track, f"export__{tags['model']}__{fmt}", tags,

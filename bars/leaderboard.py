@@ -150,6 +150,17 @@ def _method_columns(runs: list) -> dict[str, Any]:
     return out
 
 
+def _size_columns(runs: list) -> dict[str, Any]:
+    """The size columns (docs/methods.md "Size"): the mean over the seeds of ``model_bytes`` (the stored model:
+    a plain run's best checkpoint, a method run's baked model) and of the effective parameters
+    (``params_effective`` of a method run: the baked backbone's parameters less the table entries its masks zero;
+    a plain run's ``n_params``, all of which it uses). None where no run recorded it."""
+    nbytes = _mean([r.metrics["model_bytes"] for r in runs if "model_bytes" in r.metrics])
+    eff = _mean([r.metrics.get("params_effective", r.metrics["n_params"]) for r in runs
+                 if "params_effective" in r.metrics or ("n_params" in r.metrics and not r.tags.get("method"))])
+    return {"model_bytes": nbytes, "params_effective": eff}
+
+
 # a method's kept metrics, by the prefix of their names (default ``features``: OptFS)
 _KEPT_METRICS = {"dnis": "embedding_params", "optembed": "embedding_params", "optinter": "pairs"}
 # a method's second kept figure, shown as its own column (``Kept, 2nd``)
@@ -296,6 +307,9 @@ class Row:
     kept2_count: float | None = None
     kept2_total: float | None = None
     tuning: Tuning | None = None  # the compute the row's sweep used (None: no sweep)
+    # size (_size_columns): mean serialised model bytes and effective parameters over the seeds
+    model_bytes: float | None = None
+    params_effective: float | None = None
 
     @property
     def run_ids(self) -> tuple[str, ...]:
@@ -577,6 +591,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                 preset=preset, bars_gauc=pub.gauc if pub else None, diff_gauc=diff_gauc,
                 **_method_columns(runs),
                 tuning=tuning_of(mtrials),
+                **_size_columns(runs),
             ))
         rows.sort(key=lambda r: (-(v if (v := r.test_mean.get(rank)) is not None else -math.inf), r.model))
         rows = _significance(rows, alpha, rank)

@@ -77,6 +77,7 @@ CSV_COLUMNS_AFTER_METRICS = [
     "run_ids", "preset", "bars_gauc", "diff_gauc", "method", "kept_fraction", "kept_count", "kept_total",
     "tuning_trials_recorded", "tuning_train_samples", "tuning_cpu_s", "tuning_wall_s", "tuning_device_s",
     "kept2_fraction", "kept2_count", "kept2_total",
+    "params_effective", "model_bytes",
 ]
 
 
@@ -114,7 +115,7 @@ def render_csv(board: Board) -> str:
             " ".join(r.run_ids), r.preset, r.bars_gauc, r.diff_gauc, r.method, r.kept_fraction, r.kept_count,
             r.kept_total,
             *_tuning_csv(r),
-            r.kept2_fraction, r.kept2_count, r.kept2_total,
+            r.kept2_fraction, r.kept2_count, r.kept2_total, r.params_effective, r.model_bytes,
         ]])
     return buf.getvalue()
 
@@ -144,7 +145,12 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
         cols += [("Kept (OptFS: features, DNIS: emb. params, OptInter: pairs)", "num", "kept")]
     if any(r.kept2_fraction is not None for r in board.rows):  # a method's second figure
         cols += [("Kept, 2nd (OptEmbed: emb. rows)", "num", "kept2")]
-    cols += [("Params", "num", "n_params"), ("s/epoch", "num", "spe"), ("samples/s", "num", "sps"),
+    cols += [("Params", "num", "n_params")]
+    if any(r.method for r in board.rows):  # method rows beside their backbones: the size after the masks
+        cols += [("Eff. params⁴", "num", "params_effective")]
+    if any(r.model_bytes is not None for r in board.rows):
+        cols += [("Model bytes⁴", "num", "model_bytes")]
+    cols += [("s/epoch", "num", "spe"), ("samples/s", "num", "sps"),
              ("Device", "text", "device"), ("Trials", "num", "trials"), ("Tuning compute³", "num", "tuning"),
              ("Best config", "text", "best_config")]
     return cols
@@ -169,6 +175,8 @@ def _cell(row: Row, key: str, link_prefix: str) -> tuple[str, Any, str | None]:
         "bars_ll": (fmt(row.bars_logloss), row.bars_logloss, None),
         "diff_ll": (fmt_signed(row.diff_logloss), row.diff_logloss, None),
         "n_params": (fmt_int(row.n_params), row.n_params, None),
+        "params_effective": (fmt_int(row.params_effective), row.params_effective, None),
+        "model_bytes": (fmt_int(row.model_bytes), row.model_bytes, None),
         "kept": (f"{row.kept_fraction:.3f} ({fmt_int(row.kept_count)}/{fmt_int(row.kept_total)})"
                  if row.kept_fraction is not None else "—", row.kept_fraction, None),
         "kept2": (f"{row.kept2_fraction:.3f} ({fmt_int(row.kept2_count)}/{fmt_int(row.kept2_total)})"
@@ -204,6 +212,16 @@ def footnotes(board: Board) -> list[str]:
     notes.append("³ Tuning compute: what the model's sweep used, over all its trials (complete, pruned, failed): "
                  "training samples processed and CPU-hours of the worker processes (GPU-hours: device time of GPU "
                  "workers); n/a: a sweep recorded before compute was measured; ≥: some trials have no record.")
+    methods = any(r.method for r in board.rows)
+    if methods or any(r.model_bytes is not None for r in board.rows):
+        notes.append("⁴ Size. Model bytes: the stored model, its float32 state dict as a checkpoint file holds it "
+                     "(a plain run: its best checkpoint; a method run: its final model with the method's masks folded "
+                     "into the embedding tables, the masked entries still stored). "
+                     + ("Eff. params: the parameters the model uses: a method row's backbone parameters less the "
+                        "embedding-table entries its masks zero (OptFS: closed feature values' rows, DNIS: pruned "
+                        "dimensions); a plain row's Params. Params: the parameters the final run trained (a method's "
+                        "own gates or selection weights included). " if methods else "")
+                     + "Means over the seeds.")
     return notes
 
 

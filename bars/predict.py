@@ -227,7 +227,7 @@ def predict_file(run_id: str, file: str | Path, current: DictConfig, *, out: str
         raise PredictError(f"out={out_path} is the input file")
     keep = tuple(keep)
     groups = group_column(rec.cfg, rec.spec)
-    tags = {"stage": "predict", "source_run": run_id, "model": rec.record.tags.get("model", rec.cfg.model.id),
+    tags = {"stage": "predict", "source_run": run_id, "model": rec.model_label,
             "model_class": str(rec.cfg.model.name), "data": str(rec.cfg.data.name),
             "data_fingerprint": rec.record.tags.get("data_fingerprint"), "input": str(file), "output": str(out_path),
             "keep": ",".join(keep)}

@@ -9,6 +9,11 @@
 3. Prepare the data with that config and check its fingerprint against the run's ``data_fingerprint`` tag.
 4. Rerun with tracking (tags ``stage=reproduce``, ``reproduce_of=<id>``), print the original and new metrics
    side by side with |diff|, and exit 1 when they differ on CPU (where they must be identical), 0 otherwise.
+
+A method run (``bars.methods``; the id of its parent run or of any of its stages' runs) is reproduced whole: every
+stage rerun from the config its final stage recorded, in a fresh work folder (the recorded run's folder is never
+resumed from), and the new method run's metrics compared with the recorded method run's, the method's own size
+figures (``*_kept``, ``*_kept_count``, ``*_total``, ``params_effective``) and each stage's epochs included.
 """
 
 from __future__ import annotations
@@ -191,11 +196,20 @@ def data_fingerprint(folder: Path) -> str:
     return Path(folder).name
 
 
+METHOD_SUFFIXES = ("_kept", "_kept_count", "_total", "_epochs")  # a method's size figures, its stages' epochs
+
+
+def method_keys(old: Mapping[str, float]) -> tuple[str, ...]:
+    """What a method run's reproduction matches besides :func:`compared_keys`: the method's own size figures
+    (``features_kept``, ``embedding_params_total``, ...), ``params_effective`` and each stage's epochs."""
+    return tuple(k for k in sorted(old) if k.endswith(METHOD_SUFFIXES) or k == "params_effective")
+
+
 def compare(old: Mapping[str, float], new: Mapping[str, float], device: str, run_id: str,
-            new_run_id: str | None) -> Comparison:
+            new_run_id: str | None, extra: tuple[str, ...] = ()) -> Comparison:
     rows: list[tuple[str, float | None, float | None, float | None]] = []
     identical = True
-    compared = compared_keys(old, new)
+    compared = compared_keys(old, new) + tuple(k for k in extra if k not in compared_keys(old, new))
     for key in compared + SHOWN:
         a, b = old.get(key), new.get(key)
         if a is None and b is None:
@@ -253,13 +267,37 @@ def finished_run_config(run_id: str, current: DictConfig, error: type[Exception]
 def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictConfig], Path] | None = None,
               train_fn: Callable[..., Any] | None = None, out: Callable[[str], None] = print) -> Comparison:
     """Rerun MLflow run ``run_id`` (from the store at ``current.tracking.uri``) and compare its metrics."""
-    from bars.records import get_run
+    from bars.recorded import RecordedRunError, method_runs
+    from bars.records import RecordsError, get_run
 
     uri = str(current.tracking.uri)
-    old, cfg = finished_run_config(run_id, current, ReproduceError, "nothing to compare against")
-    if old.tags.get("loader_train") in ("memory", "stream"):  # loader.mode=auto decided by the machine's memory:
+    try:
+        mruns = method_runs(run_id, uri)
+    except RecordedRunError as e:
+        raise ReproduceError(str(e)) from None
+    asked = run_id
+    if mruns is not None:  # a method run, whole: the parent's metrics, the final stage's config and tags
+        run_id = mruns.parent
+        try:
+            parent = get_run(uri, run_id)
+        except RecordsError as e:
+            raise ReproduceError(str(e)) from None
+        if parent.status != "FINISHED" or not mruns.final:
+            raise ReproduceError(f"{mruns.method} run {run_id} ended {parent.status}"
+                                 + ("" if mruns.final else " without a final stage") + ": nothing to compare against")
+        stage_rec, cfg = finished_run_config(mruns.final, current, ReproduceError, "nothing to compare against")
+        old = parent
+        old_tags = {**parent.tags, **{k: v for k, v in stage_rec.tags.items()
+                                      if k in ("data_fingerprint", "loader_train", "git_commit")}}
+        if asked != run_id:
+            out(f"bars reproduce: run {asked} is the {mruns.given!r} stage of {mruns.method} run {run_id}: "
+                "reproducing the whole method")
+    else:
+        old, cfg = finished_run_config(run_id, current, ReproduceError, "nothing to compare against")
+        old_tags = old.tags
+    if old_tags.get("loader_train") in ("memory", "stream"):  # loader.mode=auto decided by the machine's memory:
         # train the way the run did (the two loaders shuffle differently; evaluation is the same either way)
-        OmegaConf.update(cfg, "loader.mode", old.tags["loader_train"], force_add=True)
+        OmegaConf.update(cfg, "loader.mode", old_tags["loader_train"], force_add=True)
     out(f"bars reproduce: run {run_id} ({old.tags.get('model', '?')} on {old.tags.get('data', '?')}, seed "
         f"{cfg.get('seed')}, stage {old.stage or '?'}) from {uri}")
     from bars.validate import validate
@@ -269,7 +307,7 @@ def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictCon
     if prepare_fn is None:
         from bars.data.prepare import prepare as prepare_fn
     folder = Path(prepare_fn(cfg))
-    want = old.tags.get("data_fingerprint")
+    want = old_tags.get("data_fingerprint")
     got = data_fingerprint(folder)
     if not want:
         raise ReproduceError(f"run {run_id} has no data_fingerprint tag: cannot check its data")
@@ -278,9 +316,18 @@ def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictCon
             f"data fingerprint mismatch: run {run_id} trained on data {want}, but preparing "
             f"{cfg.data.name} with its recorded config gives {got} ({folder}). The raw files or the "
             f"preprocessing code differ from the run's; restore them (see datasets/{cfg.data.name}/README.md) "
-            f"or check out the run's commit {old.tags.get('git_commit', '?')}.")
+            f"or check out the run's commit {old_tags.get('git_commit', '?')}.")
     out(f"data fingerprint {got} matches")
 
+    if train_fn is None and mruns is not None:  # every stage again, in a fresh work folder (never resumed)
+        import functools
+        import time
+
+        from bars.methods.runner import run_method, work_folder
+
+        base = work_folder(cfg)
+        fresh = base.with_name(f"{base.name}__reproduce-{run_id}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+        train_fn = functools.partial(run_method, folder=fresh)
     if train_fn is None:
         from bars.run import train_one as train_fn
     result: RunResult = train_fn(cfg, extra_tags={"stage": "reproduce", "reproduce_of": run_id})
@@ -290,7 +337,8 @@ def reproduce(run_id: str, current: DictConfig, *, prepare_fn: Callable[[DictCon
         new_metrics, device = new.metrics, new.tags.get("device", result.device)
     else:
         new_metrics, device = dict(result.metrics), result.device
-    c = compare(old.metrics, new_metrics, str(device), run_id, new_id)
+    c = compare(old.metrics, new_metrics, str(device), run_id, new_id,
+                method_keys(old.metrics) if mruns is not None else ())
     out(format_table(c))
     return c
 

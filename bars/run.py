@@ -358,6 +358,8 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
         "best_epoch": float(fit_result.best_epoch),
         "wall_seconds": wall, "fit_seconds": fit_result.seconds, "seconds_per_epoch": fit_result.seconds_per_epoch,
         "samples_per_s_mean": sum(rates) / len(rates) if rates else 0.0,
+        # the size of the model as stored: its best checkpoint's bytes (a method's final stage: its baked model's)
+        **({"model_bytes": float(ckpt.stat().st_size)} if ckpt.exists() else {}),
         **stage_metrics,
     }
     # the breakdown of the wall time so far (bars.timing): the final tracking call itself is not in it

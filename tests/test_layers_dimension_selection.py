@@ -121,3 +121,33 @@ def test_min_dims_floor_keeps_each_fields_strongest_dims_within_the_budget():
         [True, False, False, False], [True, False, False, False], [False, True, False, False]]
     # floors alone over the budget: only the floors are kept
     assert prune_mask(alpha, rows, keep_ratio=0.1, min_dims=2).sum(1).tolist() == [2, 2, 2]
+
+
+def test_per_row_and_per_field_pruning():
+    """bars switch ``scope``: per_row ranks by |alpha| / rows[f] (the same budget rule, written out as a greedy
+    loop); per_field keeps floor(keep_ratio * d) of every field's dims, its largest |alpha|."""
+    alpha = torch.tensor([[0.9, -0.1, 0.5, 0.05], [-0.7, 0.3, 0.3, 0.01], [0.02, 0.04, 0.03, 0.01]])
+    rows = torch.tensor([100, 10, 5])
+    total = 4 * 115
+    keep = prune_mask(alpha, rows, keep_ratio=0.5, scope="per_row")
+    score = alpha.abs() / rows[:, None]
+    want = torch.zeros_like(keep)
+    spent = 0
+    order = sorted(((float(score[f, j]), f, j) for f in range(3) for j in range(4)), reverse=True)
+    for i, (v, f, j) in enumerate(order):  # no ties here: greedy until the next entry would exceed the budget
+        if spent + int(rows[f]) > 0.5 * total:
+            break
+        want[f, j] = True
+        spent += int(rows[f])
+    assert torch.equal(keep, want)
+    # |alpha| / rows: field 1's 0.07, 0.03, 0.03, then field 0's 0.009, field 2's 0.008, 0.006 (140 of 230 rows);
+    # field 0's next (0.005, 100 rows) would exceed the budget
+    assert keep.tolist() == [[True, False, False, False], [True, True, True, False], [False, True, True, False]]
+    assert not prune_mask(alpha, rows, keep_ratio=0.5)[2].any()  # the paper's rule, for contrast
+    with pytest.raises(ValueError, match="scope=per_row ranks against a keep_ratio budget"):
+        prune_mask(alpha, rows, threshold=0.1, scope="per_row")
+    keep = prune_mask(alpha, rows, keep_ratio=0.5, scope="per_field")
+    assert keep[0].tolist() == [True, False, True, False] and keep[2].tolist() == [False, True, True, False]
+    assert keep.sum(1).tolist() == [2, 2, 2] and bool(keep[1, 0])  # field 1's tie at 0.3: one of the two
+    assert prune_mask(alpha, rows, keep_ratio=0.3, scope="per_field").sum(1).tolist() == [1, 1, 1]
+    assert prune_mask(alpha, rows, keep_ratio=0.3, scope="per_field", min_dims=2).sum(1).tolist() == [2, 2, 2]

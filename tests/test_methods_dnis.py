@@ -241,3 +241,51 @@ def test_one_selection_step_is_a_first_order_step_on_the_validation_loss(tmp_pat
     assert not any(p is sel.weight for p in step.params)  # the trainer's Adam never holds alpha
     changed = [k for k, v in backbone.state_dict().items() if not torch.equal(v, w0[k])]
     assert changed  # the backbone's step ran after the selection step
+
+
+@pytest.mark.parametrize("mode", ["search", "search_scaled"])
+def test_retrain_from_the_search_starts_from_its_last_weights(tmp_path, mode):
+    """bars switch ``method.retrain_from``: the retrain loads the search's last backbone weights (``search``), with
+    ``alpha`` multiplied into each selected field's table columns (``search_scaled``), and fit does not
+    re-initialise them; ``scratch`` (the paper's) leaves initialisation to fit."""
+    from bars.methods import DNISConfig
+    from bars.methods.dnis import RetrainStage
+    from bars.models import build
+    from bars.models.layers import FeatureEmbedding
+    from bars.train import save_checkpoint
+    from tests._tiny_ctr import SPEC
+
+    torch.manual_seed(0)
+    searched = build("deepfm", SPEC, {"embedding_dim": 4, "hidden_units": [8]})
+    for p in searched.parameters():
+        torch.nn.init.normal_(p)
+    alpha = torch.rand(2, 4) + 0.5
+    keep = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 0.0]])
+    (tmp_path / "search").mkdir()
+    save_checkpoint(searched, tmp_path / "search" / "weights.pt")
+    save_checkpoint({"alpha": alpha}, tmp_path / "search" / "alpha.pt")
+    save_checkpoint({"keep": keep}, tmp_path / "search" / "mask.pt")
+    assert RetrainStage(DNISConfig(), tmp_path).init  # the paper's: from scratch
+    stage = RetrainStage(DNISConfig(retrain_from=mode), tmp_path)
+    assert not stage.init
+    model = stage.wrap(build("deepfm", SPEC, {"embedding_dim": 4, "hidden_units": [8]}), SPEC, None, 0)
+    got, want = model.backbone.state_dict(), searched.state_dict()
+    table = next(f"{n}.weight" for n, m in model.backbone.named_modules()
+                 if isinstance(m, FeatureEmbedding) and m.dim == 4)  # the d-wide table DNIS selects over
+    emb = model.backbone.get_submodule(table[: -len(".weight")])
+    for k in want:
+        if mode == "search" or k != table:
+            assert torch.equal(got[k], want[k]), k
+    if mode == "search_scaled":
+        for i, name in enumerate(("a", "b")):
+            lo, n = emb._offset[name], SPEC[name].vocab_size - 1
+            assert torch.equal(got[table][lo:lo + n], want[table][lo:lo + n] * alpha[i])
+        assert torch.equal(got[table][0], want[table][0])  # the padding row
+    assert torch.equal(model.selection.keep, keep) and model.selection.hard
+    with pytest.raises(ConfigError, match="method.retrain_from must be"):
+        validate(compose(["model=deepfm", "method=dnis", "method.retrain_from=warm"]), "train")
+    with pytest.raises(ConfigError, match="method.prune must be"):
+        validate(compose(["model=deepfm", "method=dnis", "method.prune=cost"]), "train")
+    with pytest.raises(ConfigError, match="method.prune=per_field prunes against the keep_ratio budget"):
+        validate(compose(["model=deepfm", "method=dnis", "method.prune=per_field", "method.keep_ratio=null",
+                          "method.threshold=0.1"]), "train")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from bars.run import RunResult
 
 __all__ = ["METHODS", "DNISConfig", "OptEmbedConfig", "OptFSConfig", "OptInterConfig", "StageHooks", "check_method",
+           "final_model", "final_stage",
            "method_config", "method_name", "run_method"]
 
 
@@ -77,6 +78,8 @@ class DNISConfig:
     keep_ratio: float | None = 0.5  # prune to at most this fraction of the embedding parameters
     threshold: float | None = None  # or: keep |alpha| > threshold (exactly one of the two is set)
     min_dims: int = 0              # bars switch (0 = the paper): dims each field keeps whatever the threshold
+    prune: str = "global"          # bars switch ("global" = the paper): "per_row" (|alpha| / rows), "per_field"
+    retrain_from: str = "scratch"  # bars switch ("scratch" = the paper): "search" (its last weights), "search_scaled"
 
     def problems(self) -> list[str]:
         out = []
@@ -98,6 +101,12 @@ class DNISConfig:
             out.append(f"method.threshold must be a number >= 0, got {self.threshold!r}")
         if not (isinstance(self.min_dims, int) and not isinstance(self.min_dims, bool) and self.min_dims >= 0):
             out.append(f"method.min_dims must be an int >= 0, got {self.min_dims!r}")
+        if self.prune not in ("global", "per_row", "per_field"):
+            out.append(f"method.prune must be 'global', 'per_row' or 'per_field', got {self.prune!r}")
+        elif self.prune != "global" and self.keep_ratio is None:
+            out.append(f"method.prune={self.prune} prunes against the keep_ratio budget: set method.keep_ratio")
+        if self.retrain_from not in ("scratch", "search", "search_scaled"):
+            out.append(f"method.retrain_from must be 'scratch', 'search' or 'search_scaled', got {self.retrain_from!r}")
         return out
 
 
@@ -266,6 +275,32 @@ def check_method(cfg: DictConfig) -> list[str]:
     except (TypeError, ValueError) as e:
         return [str(e)]
     return mcfg.problems()
+
+
+def final_stage(name: str) -> str:
+    """The name of method ``name``'s last stage (whose run holds the method's checkpoint and metrics)."""
+    import importlib
+
+    if name not in METHODS:
+        raise ValueError(f"method {name!r} is not one of {sorted(METHODS)}")
+    return str(importlib.import_module(METHODS[name][1]).STAGES[-1])
+
+
+def final_model(cfg: DictConfig, backbone: Any, spec: Any) -> Any:
+    """The final stage's model of ``cfg``'s method over ``backbone``, as its checkpoint holds it (what
+    ``bars predict`` / ``bars export`` / ``bars compress`` load a method run's ``best.pt`` into), via the method
+    module's hook ``final_model(method_config, backbone, spec)``. The model's ``bake()`` gives the plain backbone
+    with the selection folded in (:class:`bars.methods.wrapper.BackboneWrapper`). A method module without the
+    hook raises ``NotImplementedError`` naming it."""
+    import importlib
+
+    name = str(method_name(cfg))
+    module = importlib.import_module(METHODS[name][1])
+    hook = getattr(module, "final_model", None)
+    if hook is None:
+        raise NotImplementedError(f"method {name!r} cannot be loaded for scoring: {module.__name__} has no "
+                                  "final_model(config, backbone, spec) hook (bars.methods.final_model)")
+    return hook(method_config(cfg), backbone, spec)
 
 
 def run_method(cfg: DictConfig, **kwargs: Any) -> RunResult:

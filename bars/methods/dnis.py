@@ -30,12 +30,12 @@ import torch
 from torch import Tensor, nn
 
 from bars.methods import DNISConfig
-from bars.methods.wrapper import BackboneWrapper
+from bars.methods.wrapper import BackboneWrapper, BakeError, scale_field_rows
 from bars.models.layers import DimensionSelection, FeatureEmbedding, prune_mask
 from bars.objective import data_loss, loss_function, model_tasks
 from bars.train import EpochLog, TrainConfig, save_checkpoint
 
-__all__ = ["STAGES", "RetrainStage", "SearchStage", "SelectedModel", "make_stage", "selection_metrics"]
+__all__ = ["STAGES", "RetrainStage", "SearchStage", "SelectedModel", "final_model", "make_stage", "selection_metrics"]
 
 STAGES = ("search", "retrain")
 
@@ -72,6 +72,19 @@ class SelectedModel(BackboneWrapper):
         self.init_backbone_(embedding_std)
         if not self.selection.hard:
             self.selection.reset_parameters()
+
+    def _fold(self, folded: set[tuple[int, int]]) -> int:
+        """Each selected field's rows of the ``d``-wide tables times its 0/1 mask over the dimensions."""
+        sel = self.selection
+        if not sel.hard:
+            raise BakeError("DNIS: only the retrain's hard mask folds into the tables")
+        removed = 0
+        for emb in self.backbone.modules():
+            if isinstance(emb, FeatureEmbedding) and emb.dim == sel.dim:
+                for name in emb.cat_names:
+                    if name in sel.index:
+                        removed += scale_field_rows(emb, name, sel.keep[sel.index[name]], folded)
+        return removed
 
 
 class AlphaStep:
@@ -142,6 +155,7 @@ class SearchStage:
     train_cfg: TrainConfig | None = None
     seed: int = 0
     final: Tensor | None = None
+    weights: dict[str, Tensor] | None = None  # the backbone at the end of the search (retrain_from=search)
 
     def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
         e = self.cfg.search_epochs
@@ -162,6 +176,8 @@ class SearchStage:
         assert self.model is not None
         if log.epoch == self.cfg.search_epochs:
             self.final = self.model.selection.weight.detach().cpu().clone()
+            if self.cfg.retrain_from != "scratch":  # fit restores its best epoch after: keep the last one's
+                self.weights = {k: v.detach().cpu().clone() for k, v in self.model.backbone.state_dict().items()}
 
     def finish(self, model: nn.Module) -> Mapping[str, float]:
         assert self.model is not None and self.final is not None
@@ -169,10 +185,12 @@ class SearchStage:
             raise RuntimeError("DNIS search: no validation data was bound (bars.run calls stage.bind_data)")
         sel = self.model.selection
         keep = prune_mask(self.final, sel.rows.cpu(), keep_ratio=self.cfg.keep_ratio, threshold=self.cfg.threshold,
-                          min_dims=self.cfg.min_dims)
+                          min_dims=self.cfg.min_dims, scope=self.cfg.prune)
         out = self.folder / self.name
         save_checkpoint({"alpha": self.final}, out / "alpha.pt")
         save_checkpoint({"keep": keep.float()}, out / "mask.pt")
+        if self.weights is not None:
+            save_checkpoint(self.weights, out / "weights.pt")
         steps = self.model.searcher.steps
         self.model.searcher = None  # the test pass and anything after the search see alpha fixed
         return {**selection_metrics(sel, keep), "selection_steps": float(steps),
@@ -187,12 +205,27 @@ class RetrainStage:
     init: bool = True  # from scratch: fit initialises the backbone with the run's seed, as plain training
     model: SelectedModel | None = None
 
+    def __post_init__(self) -> None:
+        if self.cfg.retrain_from != "scratch":  # bars switch: warm start from the search's last weights
+            self.init = False
+
     def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
         return train_cfg
 
     def wrap(self, backbone: nn.Module, spec: Any, train_cfg: TrainConfig, seed: int) -> SelectedModel:
         keep = torch.load(self.folder / "search" / "mask.pt", map_location="cpu", weights_only=True)["keep"]
+        if not self.init:
+            weights = torch.load(self.folder / "search" / "weights.pt", map_location="cpu", weights_only=True)
+            backbone.load_state_dict(weights, strict=True)
         selection = DimensionSelection(spec, embedding_width(backbone), self.cfg.alpha_init)
+        if self.cfg.retrain_from == "search_scaled":  # the search's function on the kept dims: alpha into the tables
+            alpha = torch.load(self.folder / "search" / "alpha.pt", map_location="cpu", weights_only=True)["alpha"]
+            folded: set[tuple[int, int]] = set()
+            for emb in backbone.modules():
+                if isinstance(emb, FeatureEmbedding) and emb.dim == selection.dim:
+                    for name in emb.cat_names:
+                        if name in selection.index:
+                            scale_field_rows(emb, name, alpha[selection.index[name]], folded)
         selection.set_mask(keep)
         self.model = SelectedModel(backbone, selection)
         return self.model
@@ -202,7 +235,15 @@ class RetrainStage:
 
     def finish(self, model: nn.Module) -> Mapping[str, float]:
         assert self.model is not None
-        return selection_metrics(self.model.selection, self.model.selection.keep)
+        return {**selection_metrics(self.model.selection, self.model.selection.keep), **self.model.bake().metrics()}
+
+
+def final_model(cfg: DNISConfig, backbone: nn.Module, spec: Any) -> SelectedModel:
+    """The retrain stage's model as its checkpoint holds it (the mask hard; the checkpoint fills ``keep``):
+    load the final stage's ``best.pt`` into it, then :meth:`SelectedModel.bake` (bars.recorded)."""
+    selection = DimensionSelection(spec, embedding_width(backbone), cfg.alpha_init)
+    selection.set_mask(torch.ones_like(selection.weight))
+    return SelectedModel(backbone, selection)
 
 
 def make_stage(name: str, cfg: DNISConfig, folder: Path) -> SearchStage | RetrainStage:

@@ -26,11 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from bars.methods import OptFSConfig
-from bars.methods.wrapper import BackboneWrapper
-from bars.models.layers import FeatureGate
+from bars.methods.wrapper import BackboneWrapper, BakeError, scale_field_rows
+from bars.models.layers import FeatureEmbedding, FeatureGate
 from bars.train import EpochLog, TrainConfig, save_checkpoint, seed_everything
 
-__all__ = ["STAGES", "GatedModel", "RetrainStage", "SearchStage", "make_stage"]
+__all__ = ["STAGES", "GatedModel", "RetrainStage", "SearchStage", "final_model", "make_stage"]
 
 STAGES = ("search", "retrain")
 
@@ -58,6 +58,22 @@ class GatedModel(BackboneWrapper):
         if self.sparsity > 0 and not self.gate.hard and self.gate.weight.requires_grad:
             loss = loss + self.sparsity * self.gate.penalty()
         return loss
+
+    def _fold(self, folded: set[tuple[int, int]]) -> int:
+        """Each gated field's rows of every table times its values' hard gates (``scale * 1[m > 0]``)."""
+        if not self.gate.hard:
+            raise BakeError("OptFS: only hard gates (the retrain's) fold into the tables")
+        removed = 0
+        with torch.no_grad():
+            for emb in self.backbone.modules():
+                if not isinstance(emb, FeatureEmbedding):
+                    continue
+                for name in emb.field_names:
+                    if name in self.gate.offsets and emb._vocab.get(name) is not None:
+                        lo = self.gate.offsets[name]
+                        rows = torch.arange(lo, lo + emb._vocab[name] - 1, device=self.gate.weight.device)
+                        removed += scale_field_rows(emb, name, self.gate(rows).unsqueeze(-1), folded)
+        return removed
 
 
 def gate_metrics(gate: FeatureGate) -> dict[str, float]:
@@ -146,7 +162,16 @@ class RetrainStage:
 
     def finish(self, model: nn.Module) -> Mapping[str, float]:
         assert self.model is not None
-        return gate_metrics(self.model.gate)
+        return {**gate_metrics(self.model.gate), **self.model.bake().metrics()}
+
+
+def final_model(cfg: OptFSConfig, backbone: nn.Module, spec: Any) -> GatedModel:
+    """The retrain stage's model as its checkpoint holds it (gates hard and frozen): load the final stage's
+    ``best.pt`` into it, then :meth:`GatedModel.bake` (bars.recorded)."""
+    gate = FeatureGate(spec, cfg.gate_init)
+    gate.weight.requires_grad_(False)
+    gate.hard = True
+    return GatedModel(backbone, gate, 0.0)
 
 
 def make_stage(name: str, cfg: OptFSConfig, folder: Path) -> SearchStage | RetrainStage:

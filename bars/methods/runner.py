@@ -56,11 +56,13 @@ def _result_of(done: Mapping[str, Any]) -> RunResult:
 
 
 def run_method(cfg: DictConfig, *, on_epoch: Any = None, parent_run_id: str | None = None,
-               extra_tags: Mapping[str, Any] | None = None, quiet: bool = False) -> RunResult:
+               extra_tags: Mapping[str, Any] | None = None, quiet: bool = False,
+               folder: Path | None = None) -> RunResult:
     """Run every stage of ``cfg``'s method over the backbone ``cfg.model``; return the parent run's result (the
     final stage's metrics plus the method's own figures). ``on_epoch`` (a sweep's pruning callback) sees the final
     stage's epochs; ``parent_run_id`` (a sweep) becomes the method run's parent; ``extra_tags`` go to the method's
-    run (its ``stage`` tag too: ``trial``, ``final``...)."""
+    run (its ``stage`` tag too: ``trial``, ``final``...); ``folder`` replaces the config's work folder
+    (``bars reproduce``: a fresh one, so nothing is resumed)."""
     from bars.validate import validate
 
     validate(cfg, "train")
@@ -69,7 +71,7 @@ def run_method(cfg: DictConfig, *, on_epoch: Any = None, parent_run_id: str | No
     mcfg = method_config(cfg)
     module = importlib.import_module(METHODS[name][1])
     stage_names: list[str] = list(module.STAGES)
-    folder = work_folder(cfg)
+    folder = work_folder(cfg) if folder is None else Path(folder)
     state_path = folder / "method.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     backbone = str(cfg.model.id)

@@ -130,7 +130,7 @@ class DimensionSelection(nn.Module):
 
 
 def prune_mask(alpha: Tensor, rows: Tensor, *, keep_ratio: float | None = None,
-               threshold: float | None = None, min_dims: int = 0) -> Tensor:
+               threshold: float | None = None, min_dims: int = 0, scope: str = "global") -> Tensor:
     """DNIS's pruning: keep the (field, dim) entries whose ``|alpha|`` is above a threshold. Bool ``[F, d]``.
 
     - ``threshold``: keep ``|alpha| > threshold``.
@@ -141,12 +141,32 @@ def prune_mask(alpha: Tensor, rows: Tensor, *, keep_ratio: float | None = None,
     - ``min_dims`` (a bars switch, 0 = the paper): each field first keeps its ``min_dims`` largest ``|alpha|``
       whatever the threshold; with ``keep_ratio`` their parameters count against the budget (when they alone
       exceed it, only they are kept and the fraction is above ``keep_ratio``).
+    - ``scope`` (a bars switch; ``"global"`` = the paper: one threshold over every (field, dim) entry), with
+      ``keep_ratio`` only: ``"per_row"`` ranks entries by ``|alpha[f, j]| / rows[f]``, the selection weight per
+      embedding parameter the entry costs, instead of ``|alpha|`` (within a field the order is the same; across
+      fields a dimension of a small field costs few parameters and comes first; the budget rule is the same);
+      ``"per_field"`` keeps in every field its ``floor(keep_ratio * d)`` largest ``|alpha|`` (then the floors, if
+      more), so every field keeps the same share of its dimensions and ``alpha`` only chooses which.
     Exactly one of ``keep_ratio`` and ``threshold`` must be given."""
     if (keep_ratio is None) == (threshold is None):
         raise ValueError("prune_mask: give exactly one of keep_ratio and threshold")
     if min_dims < 0:
         raise ValueError(f"prune_mask: min_dims must be >= 0, got {min_dims!r}")
     a = alpha.detach().abs().float()
+    if scope not in ("global", "per_row", "per_field"):
+        raise ValueError(f"prune_mask: scope must be global, per_row or per_field, got {scope!r}")
+    if scope != "global" and keep_ratio is None:
+        raise ValueError(f"prune_mask: scope={scope} ranks against a keep_ratio budget: give keep_ratio")
+    if scope == "per_row":
+        a = a.double() / rows.to(torch.float64).clamp(min=1).unsqueeze(1)
+    if scope == "per_field":
+        if not 0.0 < float(keep_ratio) <= 1.0:
+            raise ValueError(f"prune_mask: keep_ratio must be in (0, 1], got {keep_ratio!r}")
+        k = max(math.floor(float(keep_ratio) * a.shape[1] + 1e-9), int(min_dims))
+        keep = torch.zeros_like(a, dtype=torch.bool)
+        if k > 0:
+            keep.scatter_(1, a.topk(min(k, a.shape[1]), dim=1).indices, True)
+        return keep
     floor = torch.zeros_like(a, dtype=torch.bool)
     if min_dims > 0:
         floor.scatter_(1, a.topk(min(int(min_dims), a.shape[1]), dim=1).indices, True)
