@@ -126,8 +126,36 @@ def ensure_store(uri: str) -> None:
         return
     lock.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(lock):
+        db = sqlite_path(uri)
+        assert db is not None
+        for stale in db.parent.glob(f"{db.name}.tmp-*"):  # a creation killed before its rename (we hold the lock)
+            stale.unlink(missing_ok=True)
+        if not db.exists() or db.stat().st_size == 0:
+            # A new store is created whole under a temporary name, then renamed into place: MLflow's first-use
+            # schema migration takes seconds and a process killed in it (kill -9, a job runner's timeout) would
+            # otherwise leave a half-migrated file that no later command can open ("table _alembic_tmp_...
+            # already exists"). The rename is atomic; the next process finds either no store or a complete one.
+            tmp = db.with_name(f"{db.name}.tmp-{os.getpid()}")
+            query = uri.partition("?")[1] + uri.partition("?")[2]  # e.g. ?timeout=30, kept for the temporary
+            tmp_uri = f"sqlite:///{tmp}{query}"
+            try:
+                client = MlflowClient(tracking_uri=tmp_uri)
+                client.search_experiments(max_results=1)
+                _dispose(client)
+                os.replace(tmp, db)
+            finally:
+                tmp.unlink(missing_ok=True)
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     _READY.add(uri)
+
+
+def _dispose(client: MlflowClient) -> None:
+    """Close the connections the client's SQLite store pooled (best effort: closing early is tidiness, the file
+    is complete either way), so that no open handle writes to the file after it was renamed."""
+    with contextlib.suppress(Exception):
+        engine = getattr(client._tracking_client.store, "engine", None)
+        if engine is not None:
+            engine.dispose()
 
 
 def _short(value: Any, limit: int) -> str:
