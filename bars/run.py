@@ -15,9 +15,11 @@ MLflow shows as each metric's latest value.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -117,6 +119,47 @@ def learning_curve(history: list[EpochLog], title: str = "") -> Any:
     # fixed margins: tight_layout measured every label (0.4 s a run on a loaded 2-core machine, issue 16)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.86 if title else 0.95, wspace=0.28)
     return fig
+
+
+def render_png(fig: Any) -> bytes:
+    """A matplotlib Figure as PNG bytes (what ``savefig(format="png")`` writes)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+class _EndArtifacts:
+    """A run's closing artifacts, made in a background thread from the moment it is created: the learning curve
+    PNG (0.3-0.5 s of matplotlib on a loaded machine) and history.json, while the main thread runs the test pass.
+    :meth:`files` waits for them. Rendering touches only this object's data (no MLflow call, no pyplot state); a
+    failure to render is a warning and history.json is still logged: it never fails the run or loses a metric."""
+
+    def __init__(self, history: list[EpochLog], title: str) -> None:
+        self._history, self._title = list(history), title
+        self._files: dict[str, Any] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._make, name="bars-end-artifacts", daemon=True)
+        self._thread.start()
+
+    def _make(self) -> None:
+        try:
+            self._files["history.json"] = json.dumps([asdict(h) for h in self._history], indent=1)
+            self._files["learning_curve.png"] = render_png(learning_curve(self._history, self._title))
+        except BaseException as exc:  # noqa: BLE001 - reported by files(), in the run's thread
+            self._error = exc
+
+    def files(self) -> dict[str, Any]:
+        """``{"learning_curve.png": bytes, "history.json": text}`` (the PNG left out, with a warning, when it
+        could not be rendered)."""
+        self._thread.join()
+        if self._error is not None:
+            import warnings
+
+            warnings.warn(f"bars.run: the learning curve was not rendered: {type(self._error).__name__}: "
+                          f"{self._error}", RuntimeWarning, stacklevel=2)
+        if "history.json" not in self._files:
+            self._files["history.json"] = json.dumps([asdict(h) for h in self._history], indent=1)
+        return {k: self._files[k] for k in ("learning_curve.png", "history.json") if k in self._files}
 
 
 def _fmt_rate(x: float) -> str:
@@ -299,14 +342,15 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
     ckpt_dir = Path(cfg.paths.checkpoints) / (run.run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}")
     ckpt = ckpt_dir / "best.pt"
     if tracked:  # the data and model tags came with the run's creation (_setup_tags)
-        with timer.phase("tracking"):
-            run.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-            for name in ("feature_spec.json", "manifest.json"):
-                if (folder / name).exists():
-                    run.log_artifact(folder / name)
-            from bars.tracking import environment_report
+        with timer.phase("tracking"):  # the start artifacts in one store call (log_artifacts of a folder)
+            from bars.tracking import dict_text, environment_report
 
-            run.log_text(environment_report(), "env.txt")
+            files: dict[str, Any] = {
+                "config.yaml": dict_text(OmegaConf.to_container(cfg, resolve=True), "config.yaml").encode("utf-8")}
+            files.update({name: folder / name for name in ("feature_spec.json", "manifest.json")
+                          if (folder / name).exists()})
+            files["env.txt"] = environment_report()
+            run.log_files(files)
     say(f"bars train: {cfg.model.id} on {cfg.data.name} (fingerprint {ds.fingerprint}), seed {seed}, "
         f"{n_params:,} parameters, device {device}; rows train {n_rows['train']:,} valid {n_rows['valid']:,} "
         f"test {n_rows['test']:,}" + ("" if set((ds.modes or {}).values()) <= {"memory"} else
@@ -329,6 +373,9 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
                                     on_epoch=on_epoch_tracked, checkpoint_path=ckpt, group_column=groups,
                                     init=True if stage is None else stage.init, meter=meter)
     stage_metrics: dict[str, float] = {} if stage is None else dict(stage.finish(model))
+    # the learning curve is rendered in a thread while the test pass runs (off the run's critical path)
+    curve = _EndArtifacts(fit_result.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})") \
+        if tracked and fit_result.history else None
     # the epochs less their training/validation passes and checkpoint writes: per-epoch bookkeeping
     timer.carve("epochs", "epoch_bookkeeping", fit_result.phase_seconds)
     with timer.phase("test"):
@@ -342,11 +389,6 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
             ckpt_sha = file_digest(ckpt, "sha256")
         else:
             ckpt_sha = None
-    with phase("artifacts"):
-        if fit_result.history and tracked:  # nothing to render for an untracked run
-            run.log_figure(learning_curve(fit_result.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})"),
-                           "learning_curve.png")
-            run.log_text(json.dumps([asdict(h) for h in fit_result.history], indent=1), "history.json")
 
     wall = timer.elapsed()
     rates = [h.samples_per_s for h in fit_result.history]
@@ -367,6 +409,11 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
                 tags={"stop_reason": fit_result.stop_reason, "best_epoch": fit_result.best_epoch,
                       "device": fit_result.device, "checkpoint": str(ckpt),
                       **({"checkpoint_sha256": ckpt_sha} if ckpt_sha is not None else {})})
+    # after the metrics (nothing measured waits on matplotlib): the curve rendered meanwhile, and history.json,
+    # in one call; the wait and the upload are in RunResult.phases, not in the time_* metrics just logged
+    with phase("artifacts"):
+        if curve is not None:  # nothing to render for an untracked run
+            run.log_files(curve.files())
 
     result = RunResult(run_id=run.run_id, metrics=metrics, epochs=fit_result.epochs,
                        best_epoch=fit_result.best_epoch, seconds=wall, n_params=n_params, device=fit_result.device,

@@ -35,6 +35,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -274,7 +275,7 @@ class Tracker:
         str_tags = {str(k): _short(v, MAX_TAG_VALUE) for k, v in all_tags.items() if v is not None}
         mlrun = self._call("create run", self.client.create_run, exp_id, tags=str_tags, run_name=name,
                            raise_errors=True)
-        run = TrackedRun(self, mlrun.info.run_id, name=mlrun.info.run_name)
+        run = TrackedRun(self, mlrun.info.run_id, name=mlrun.info.run_name, artifact_uri=mlrun.info.artifact_uri)
         if params is not None:
             run.log_params(params)
         return run
@@ -431,10 +432,12 @@ def _quote(value: str) -> str:
 class TrackedRun:
     """A handle on one MLflow run. Logging methods never raise (retry, then keep in the spool or warn)."""
 
-    def __init__(self, tracker: Tracker, run_id: str, name: str | None = None) -> None:
+    def __init__(self, tracker: Tracker, run_id: str, name: str | None = None,
+                 artifact_uri: str | None = None) -> None:
         self.tracker = tracker
         self.run_id = run_id
         self.name = name
+        self.artifact_uri = artifact_uri  # known when this process created the run (Tracker.start_run)
         self.ended = False
         self.status: str = "RUNNING"
 
@@ -548,6 +551,50 @@ class TrackedRun:
         self._call(f"log dict {name}", self.client.log_dict, self.run_id, data, name,
                    keep=self._keep_artifact(), keep_kwargs={"text": _dict_text(data, name), **self._named(name)})
 
+    def log_files(self, files: Mapping[str, str | bytes | os.PathLike[str]]) -> None:
+        """Several artifacts in one store call (``log_artifacts`` of a staged folder) instead of one call each:
+        ``{name: content}``, ``name`` a run-relative path (``"config.yaml"``, ``"plots/x.png"``), ``content`` a
+        ``Path`` (the file is copied), a ``str`` (text, redacted and UTF-8 encoded as :meth:`log_text` does) or
+        ``bytes`` (written as they are). The files recorded are those one call per file would record; when the
+        upload fails after its retries each file is kept in the spool, like a single artifact."""
+        if not files:
+            return
+        with tempfile.TemporaryDirectory(prefix="bars-artifacts-") as tmp:
+            staged: dict[str, Path] = {}
+            for name, content in files.items():
+                dst = Path(tmp, *name.split("/"))
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, bytes):
+                    dst.write_bytes(content)
+                elif isinstance(content, str):
+                    dst.write_bytes(redact(content).encode("utf-8"))
+                else:
+                    shutil.copyfile(content, dst)
+                staged[name] = dst
+            spool = self.tracker.spool
+
+            def keep(run_id: str, *, experiment: str = "") -> Path:
+                kept = Path()
+                for name, dst in staged.items():
+                    folder, _, base = name.rpartition("/")
+                    kept = spool.artifact(run_id, dst, name=base, artifact_path=folder or None,
+                                          experiment=experiment)
+                return kept
+
+            self._call(f"log artifacts {', '.join(staged)}", self._log_folder, tmp,
+                       keep=keep if spool is not None else None)
+
+    def _log_folder(self, local_dir: str) -> None:
+        """``log_artifacts`` of a folder. Into a local (``file:``) artifact root known from the run's creation the
+        files are copied directly, as MLflow's local repository does, without the store call in which the client
+        first looks the run's artifact location up; any other location goes through the client."""
+        if (self.artifact_uri or "").startswith("file:"):
+            from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+            LocalArtifactRepository(self.artifact_uri).log_artifacts(local_dir)
+        else:
+            self.client.log_artifacts(self.run_id, local_dir)
+
     def log_figure(self, fig: Any, name: str) -> None:
         """Save a matplotlib figure as a PNG artifact (and close it). Rendered once: the same bytes are uploaded
         and, when the upload fails, kept in the spool (MLflow's ``log_figure`` would render it again)."""
@@ -594,6 +641,19 @@ def _redacted(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [_redacted(v) for v in data]
     return redact(data)
+
+
+def dict_text(data: Any, name: str) -> str:
+    """The text MLflow's ``log_dict`` writes for ``data`` under ``name`` (YAML for .yaml/.yml, else JSON), after
+    the same redaction as :meth:`TrackedRun.log_dict`: the same bytes, for :meth:`TrackedRun.log_files`."""
+    from bars.config import to_container
+
+    data = _redacted(to_container(data))
+    if name.endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.dump(data, indent=2, default_flow_style=False)
+    return json.dumps(data, indent=2, default=str)
 
 
 def _dict_text(data: Any, name: str) -> str:
@@ -675,7 +735,7 @@ def reconcile(uri: str | None, experiment: str | None = None, *,
 
 
 __all__ = [
-    "RunStatus", "RunSummary", "TrackedRun", "Tracker", "TrackingWarning", "end_run", "ensure_store",
+    "RunStatus", "RunSummary", "TrackedRun", "Tracker", "TrackingWarning", "dict_text", "end_run", "ensure_store",
     "environment_report", "environment_tags", "git_info", "hardware_description",
     "reconcile", "replay_spool", "resolve_uri", "sqlite_path", "store_lock", "sync_spools",
     "tracker_of",
