@@ -73,9 +73,9 @@ class _NullRun:
     def log(self, metrics: Mapping[str, Any] | None = None, step: int | None = None, *, params: Any = None,
             tags: Mapping[str, Any] | None = None) -> None: ...
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, *, wait: bool = True) -> None: ...
 
-    def log_params(self, params: Any) -> None: ...
+    def log_params(self, params: Any, *, wait: bool = True) -> None: ...
 
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
 
@@ -361,8 +361,10 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
             stage.on_epoch(log)
         per_epoch = {"train_loss": log.train_loss, **log.val_metrics(), "monitor": log.monitor, "lr": log.lr,
                      "samples_per_s": log.samples_per_s, "epoch_seconds": log.seconds}
-        with phase("tracking"):
-            run.log_metrics({k: v for k, v in per_epoch.items() if math.isfinite(v)}, step=log.epoch)
+        with phase("tracking"):  # logged before the caller's on_epoch runs (a sweep prunes there); without a
+            # callback the write overlaps the next epoch (the run's final call waits for it)
+            run.log_metrics({k: v for k, v in per_epoch.items() if math.isfinite(v)}, step=log.epoch,
+                            wait=on_epoch is not None)
         say(progress_line(log, train_cfg.max_epochs))
         if on_epoch is not None:
             with timer.phase("on_epoch"):  # the caller's callback (a sweep reports to its study here)

@@ -276,8 +276,8 @@ class Tracker:
         mlrun = self._call("create run", self.client.create_run, exp_id, tags=str_tags, run_name=name,
                            raise_errors=True)
         run = TrackedRun(self, mlrun.info.run_id, name=mlrun.info.run_name, artifact_uri=mlrun.info.artifact_uri)
-        if params is not None:
-            run.log_params(params)
+        if params is not None:  # sent by the run's writer thread while the caller goes on (in the store before
+            run.log_params(params, wait=False)  # any later waited write, and before the run ends)
         return run
 
     def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, Any] | None = None) -> None:
@@ -438,6 +438,9 @@ class TrackedRun:
         self.run_id = run_id
         self.name = name
         self.artifact_uri = artifact_uri  # known when this process created the run (Tracker.start_run)
+        self._writer: Any = None  # one background thread for writes made with wait=False, in order
+        self._pending: list[Any] = []
+        self._pending_lock = threading.Lock()
         self.ended = False
         self.status: str = "RUNNING"
 
@@ -498,29 +501,58 @@ class TrackedRun:
         return [RunTag(str(k), redact(_short(v, MAX_TAG_VALUE))) for k, v in tags.items() if v is not None]
 
     def log(self, metrics: Mapping[str, Any] | None = None, step: int | None = None, *,
-            params: Mapping[str, Any] | Any = None, tags: Mapping[str, Any] | None = None) -> None:
+            params: Mapping[str, Any] | Any = None, tags: Mapping[str, Any] | None = None,
+            wait: bool = True) -> None:
         """Metrics (at ``step``), params and tags together in as few ``log_batch`` calls as MLflow's limits allow
         (100 params, 100 tags, 1000 entries per call): one call for a run's summary instead of one per kind.
-        Each call is retried and, failing that, kept in the spool, like every other write."""
+        Each call is retried and, failing that, kept in the spool, like every other write.
+
+        ``wait=False`` hands the calls to this run's writer thread and returns at once (the values are taken
+        now): the store's round trips then overlap the caller's work. Writes keep their order: every call made
+        with ``wait=True`` (and :meth:`end`, :meth:`flush`) first waits for those still in flight, so what a
+        waited call recorded is in the store, with everything logged before it, when it returns."""
         ms = self._metric_items(metrics or {}, step)
         ps = self._param_items(params) if params is not None else []
         ts = self._tag_items(tags or {})
         kinds = [w for w, x in (("log metrics", ms), ("log params", ps), ("set tags", ts)) if x]
         what = kinds[0] if len(kinds) == 1 else "log batch"
+        batches = []
         while ms or ps or ts:
             p, ps = ps[:PARAMS_PER_BATCH], ps[PARAMS_PER_BATCH:]
             t, ts = ts[:PARAMS_PER_BATCH], ts[PARAMS_PER_BATCH:]
             room = METRICS_PER_BATCH - len(p) - len(t)
             m, ms = ms[:room], ms[room:]
-            self._batch(what, metrics=m, params=p, tags=t)
+            batches.append((m, p, t))
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        self.log(metrics, step)
+        def send() -> None:
+            for m, p, t in batches:
+                self._batch(what, metrics=m, params=p, tags=t)
 
-    def log_params(self, params: Mapping[str, Any] | Any) -> None:
+        if wait:
+            self.flush()
+            send()
+            return
+        with self._pending_lock:
+            if self._writer is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bars-tracking")
+            self._pending.append(self._writer.submit(send))
+
+    def flush(self) -> None:
+        """Wait until the writes made with ``wait=False`` are done (sent, or kept in the spool and warned about)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for fut in pending:
+            fut.result()
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, *, wait: bool = True) -> None:
+        self.log(metrics, step, wait=wait)
+
+    def log_params(self, params: Mapping[str, Any] | Any, *, wait: bool = True) -> None:
         """Log a (nested) mapping as params: flattened, values truncated to 6000 chars, 100 per call; passwords
         of URLs in values removed."""
-        self.log(params=params)
+        self.log(params=params, wait=wait)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.log(tags=tags)
@@ -624,6 +656,10 @@ class TrackedRun:
         """End the run; then send what its spool kept (the store may be back), or say where it is kept."""
         if self.ended:
             return
+        self.flush()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         if tags:
             self.set_tags(tags)
         spool = self.tracker.spool

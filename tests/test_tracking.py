@@ -343,3 +343,18 @@ def test_log_files_kept_in_the_spool_when_the_store_fails(tmp_path, store):
     got = Path(client.download_artifacts(run.run_id, "sub/a.png", str(tmp_path / "dl")))
     assert got.read_bytes() == b"png"
     assert {a.path for a in client.list_artifacts(run.run_id)} == {"history.json", "sub"}
+
+
+def test_writes_without_waiting_keep_their_order(tracker):
+    """``wait=False`` writes go through the run's writer thread; a waited write, and the run's end, come after
+    every write made before them (start_run's params are such a write)."""
+    with tracker.run("no-wait", params={"a": 1, "b": {"c": 2}}) as run:
+        run.log_metrics({"m": 1.0}, step=1, wait=False)
+        run.log_metrics({"m": 2.0}, step=2, wait=False)
+        run.log_metrics({"m": 3.0}, step=3)  # returns once the two before it are in the store
+        assert [x.step for x in tracker.client.get_metric_history(run.run_id, "m")] == [1, 2, 3]
+        assert tracker.client.get_run(run.run_id).data.params == {"a": "1", "b.c": "2"}
+        run.log_metrics({"m": 4.0}, step=4, wait=False)
+    r = tracker.client.get_run(run.run_id)
+    assert r.info.status == "FINISHED" and r.data.metrics["m"] == 4.0
+    assert [x.step for x in tracker.client.get_metric_history(run.run_id, "m")] == [1, 2, 3, 4]
