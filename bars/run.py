@@ -71,7 +71,7 @@ class _NullRun:
     uri = None
 
     def log(self, metrics: Mapping[str, Any] | None = None, step: int | None = None, *, params: Any = None,
-            tags: Mapping[str, Any] | None = None) -> None: ...
+            tags: Mapping[str, Any] | None = None, wait: bool = True) -> None: ...
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, *, wait: bool = True) -> None: ...
 
@@ -175,19 +175,22 @@ def progress_line(log: EpochLog, max_epochs: int) -> str:
 
 @contextlib.contextmanager
 def _tracked(cfg: DictConfig, tags: dict[str, Any], parent_run_id: str | None, timer: PhaseTimer) -> Iterator[Any]:
-    """The run (opening and ending it timed as ``tracking``)."""
+    """The run (opening and ending it timed as ``tracking``). The config is resolved once (OmegaConf's resolve
+    is the slow part of flattening it): the run's params are made from it and config.yaml is written from it.
+    Yields ``(run, resolved config)``."""
     if not cfg.tracking.enabled:
-        yield _NullRun()
+        yield _NullRun(), None
         return
     from bars.tracking import tracker_of
 
     with contextlib.ExitStack() as stack:
         with timer.phase("tracking"):
             tracker = tracker_of(cfg)
-            run = stack.enter_context(tracker.run(run_name(cfg), tags=tags, params=cfg,
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            run = stack.enter_context(tracker.run(run_name(cfg), tags=tags, params=resolved,
                                                   parent_run_id=parent_run_id))
         stack.callback(timer.start, "tracking")  # unwound first: ending the run is timed as tracking
-        yield run
+        yield run, resolved
     timer.stop("tracking")
 
 
@@ -273,9 +276,9 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     run_id: str | None = None
     meter = SampleMeter()
     try:
-        with _tracked(cfg, tags, parent_run_id, timer) as run:
+        with _tracked(cfg, tags, parent_run_id, timer) as (run, resolved):
             run_id = run.run_id
-            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, timer, meter, stage)
+            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, timer, meter, stage, resolved)
     except BaseException as exc:
         with contextlib.suppress(AttributeError):  # what the run processed before it failed (a sweep counts it)
             exc.compute_samples = meter.as_attrs()  # type: ignore[attr-defined]
@@ -328,7 +331,7 @@ def _setup_tags(setup: _Setup) -> dict[str, Any]:
 
 def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch: EpochCallback | None,
                   say: Callable[..., None], timer: PhaseTimer, meter: SampleMeter,
-                  stage: Any = None) -> RunResult:
+                  stage: Any = None, resolved: Any = None) -> RunResult:
     from bars.train import evaluate, fit
 
     folder, ds, groups = setup.folder, setup.ds, setup.groups
@@ -346,7 +349,7 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
             from bars.tracking import dict_text, environment_report
 
             files: dict[str, Any] = {
-                "config.yaml": dict_text(OmegaConf.to_container(cfg, resolve=True), "config.yaml").encode("utf-8")}
+                "config.yaml": dict_text(resolved, "config.yaml").encode("utf-8")}
             files.update({name: folder / name for name in ("feature_spec.json", "manifest.json")
                           if (folder / name).exists()})
             files["env.txt"] = environment_report()
@@ -406,11 +409,12 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
     }
     # the breakdown of the wall time so far (bars.timing): the final tracking call itself is not in it
     timings = as_metrics(timer.breakdown())
-    with phase("tracking"):  # one call: the summary metrics, the breakdown and the final tags
+    with phase("tracking"):  # one call: the summary metrics, the breakdown and the final tags; handed to the
+        # run's writer thread (it overlaps the wait for the learning curve), in the store before the run ends
         run.log({**metrics, **timings}, step=max(fit_result.epochs, 1),
                 tags={"stop_reason": fit_result.stop_reason, "best_epoch": fit_result.best_epoch,
                       "device": fit_result.device, "checkpoint": str(ckpt),
-                      **({"checkpoint_sha256": ckpt_sha} if ckpt_sha is not None else {})})
+                      **({"checkpoint_sha256": ckpt_sha} if ckpt_sha is not None else {})}, wait=False)
     # after the metrics (nothing measured waits on matplotlib): the curve rendered meanwhile, and history.json,
     # in one call; the wait and the upload are in RunResult.phases, not in the time_* metrics just logged
     with phase("artifacts"):
