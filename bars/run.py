@@ -15,9 +15,11 @@ MLflow shows as each metric's latest value.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -69,11 +71,11 @@ class _NullRun:
     uri = None
 
     def log(self, metrics: Mapping[str, Any] | None = None, step: int | None = None, *, params: Any = None,
-            tags: Mapping[str, Any] | None = None) -> None: ...
+            tags: Mapping[str, Any] | None = None, wait: bool = True) -> None: ...
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, *, wait: bool = True) -> None: ...
 
-    def log_params(self, params: Any) -> None: ...
+    def log_params(self, params: Any, *, wait: bool = True) -> None: ...
 
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
 
@@ -119,6 +121,47 @@ def learning_curve(history: list[EpochLog], title: str = "") -> Any:
     return fig
 
 
+def render_png(fig: Any) -> bytes:
+    """A matplotlib Figure as PNG bytes (what ``savefig(format="png")`` writes)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+class _EndArtifacts:
+    """A run's closing artifacts, made in a background thread from the moment it is created: the learning curve
+    PNG (0.3-0.5 s of matplotlib on a loaded machine) and history.json, while the main thread runs the test pass.
+    :meth:`files` waits for them. Rendering touches only this object's data (no MLflow call, no pyplot state); a
+    failure to render is a warning and history.json is still logged: it never fails the run or loses a metric."""
+
+    def __init__(self, history: list[EpochLog], title: str) -> None:
+        self._history, self._title = list(history), title
+        self._files: dict[str, Any] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._make, name="bars-end-artifacts", daemon=True)
+        self._thread.start()
+
+    def _make(self) -> None:
+        try:
+            self._files["history.json"] = json.dumps([asdict(h) for h in self._history], indent=1)
+            self._files["learning_curve.png"] = render_png(learning_curve(self._history, self._title))
+        except BaseException as exc:  # noqa: BLE001 - reported by files(), in the run's thread
+            self._error = exc
+
+    def files(self) -> dict[str, Any]:
+        """``{"learning_curve.png": bytes, "history.json": text}`` (the PNG left out, with a warning, when it
+        could not be rendered)."""
+        self._thread.join()
+        if self._error is not None:
+            import warnings
+
+            warnings.warn(f"bars.run: the learning curve was not rendered: {type(self._error).__name__}: "
+                          f"{self._error}", RuntimeWarning, stacklevel=2)
+        if "history.json" not in self._files:
+            self._files["history.json"] = json.dumps([asdict(h) for h in self._history], indent=1)
+        return {k: self._files[k] for k in ("learning_curve.png", "history.json") if k in self._files}
+
+
 def _fmt_rate(x: float) -> str:
     return f"{x / 1e3:.1f}k" if x < 1e6 else f"{x / 1e6:.2f}M"
 
@@ -132,19 +175,22 @@ def progress_line(log: EpochLog, max_epochs: int) -> str:
 
 @contextlib.contextmanager
 def _tracked(cfg: DictConfig, tags: dict[str, Any], parent_run_id: str | None, timer: PhaseTimer) -> Iterator[Any]:
-    """The run (opening and ending it timed as ``tracking``)."""
+    """The run (opening and ending it timed as ``tracking``). The config is resolved once (OmegaConf's resolve
+    is the slow part of flattening it): the run's params are made from it and config.yaml is written from it.
+    Yields ``(run, resolved config)``."""
     if not cfg.tracking.enabled:
-        yield _NullRun()
+        yield _NullRun(), None
         return
     from bars.tracking import tracker_of
 
     with contextlib.ExitStack() as stack:
         with timer.phase("tracking"):
             tracker = tracker_of(cfg)
-            run = stack.enter_context(tracker.run(run_name(cfg), tags=tags, params=cfg,
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            run = stack.enter_context(tracker.run(run_name(cfg), tags=tags, params=resolved,
                                                   parent_run_id=parent_run_id))
         stack.callback(timer.start, "tracking")  # unwound first: ending the run is timed as tracking
-        yield run
+        yield run, resolved
     timer.stop("tracking")
 
 
@@ -230,9 +276,9 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     run_id: str | None = None
     meter = SampleMeter()
     try:
-        with _tracked(cfg, tags, parent_run_id, timer) as run:
+        with _tracked(cfg, tags, parent_run_id, timer) as (run, resolved):
             run_id = run.run_id
-            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, timer, meter, stage)
+            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, timer, meter, stage, resolved)
     except BaseException as exc:
         with contextlib.suppress(AttributeError):  # what the run processed before it failed (a sweep counts it)
             exc.compute_samples = meter.as_attrs()  # type: ignore[attr-defined]
@@ -285,7 +331,7 @@ def _setup_tags(setup: _Setup) -> dict[str, Any]:
 
 def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch: EpochCallback | None,
                   say: Callable[..., None], timer: PhaseTimer, meter: SampleMeter,
-                  stage: Any = None) -> RunResult:
+                  stage: Any = None, resolved: Any = None) -> RunResult:
     from bars.train import evaluate, fit
 
     folder, ds, groups = setup.folder, setup.ds, setup.groups
@@ -299,14 +345,15 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
     ckpt_dir = Path(cfg.paths.checkpoints) / (run.run_id or f"untracked-{time.strftime('%Y%m%d-%H%M%S')}")
     ckpt = ckpt_dir / "best.pt"
     if tracked:  # the data and model tags came with the run's creation (_setup_tags)
-        with timer.phase("tracking"):
-            run.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-            for name in ("feature_spec.json", "manifest.json"):
-                if (folder / name).exists():
-                    run.log_artifact(folder / name)
-            from bars.tracking import environment_report
+        with timer.phase("tracking"):  # the start artifacts in one store call (log_artifacts of a folder)
+            from bars.tracking import dict_text, environment_report
 
-            run.log_text(environment_report(), "env.txt")
+            files: dict[str, Any] = {
+                "config.yaml": dict_text(resolved, "config.yaml").encode("utf-8")}
+            files.update({name: folder / name for name in ("feature_spec.json", "manifest.json")
+                          if (folder / name).exists()})
+            files["env.txt"] = environment_report()
+            run.log_files(files)
     say(f"bars train: {cfg.model.id} on {cfg.data.name} (fingerprint {ds.fingerprint}), seed {seed}, "
         f"{n_params:,} parameters, device {device}; rows train {n_rows['train']:,} valid {n_rows['valid']:,} "
         f"test {n_rows['test']:,}" + ("" if set((ds.modes or {}).values()) <= {"memory"} else
@@ -317,8 +364,10 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
             stage.on_epoch(log)
         per_epoch = {"train_loss": log.train_loss, **log.val_metrics(), "monitor": log.monitor, "lr": log.lr,
                      "samples_per_s": log.samples_per_s, "epoch_seconds": log.seconds}
-        with phase("tracking"):
-            run.log_metrics({k: v for k, v in per_epoch.items() if math.isfinite(v)}, step=log.epoch)
+        with phase("tracking"):  # logged before the caller's on_epoch runs (a sweep prunes there); without a
+            # callback the write overlaps the next epoch (the run's final call waits for it)
+            run.log_metrics({k: v for k, v in per_epoch.items() if math.isfinite(v)}, step=log.epoch,
+                            wait=on_epoch is not None)
         say(progress_line(log, train_cfg.max_epochs))
         if on_epoch is not None:
             with timer.phase("on_epoch"):  # the caller's callback (a sweep reports to its study here)
@@ -329,6 +378,9 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
                                     on_epoch=on_epoch_tracked, checkpoint_path=ckpt, group_column=groups,
                                     init=True if stage is None else stage.init, meter=meter)
     stage_metrics: dict[str, float] = {} if stage is None else dict(stage.finish(model))
+    # the learning curve is rendered in a thread while the test pass runs (off the run's critical path)
+    curve = _EndArtifacts(fit_result.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})") \
+        if tracked and fit_result.history else None
     # the epochs less their training/validation passes and checkpoint writes: per-epoch bookkeeping
     timer.carve("epochs", "epoch_bookkeeping", fit_result.phase_seconds)
     with timer.phase("test"):
@@ -342,11 +394,6 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
             ckpt_sha = file_digest(ckpt, "sha256")
         else:
             ckpt_sha = None
-    with phase("artifacts"):
-        if fit_result.history and tracked:  # nothing to render for an untracked run
-            run.log_figure(learning_curve(fit_result.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})"),
-                           "learning_curve.png")
-            run.log_text(json.dumps([asdict(h) for h in fit_result.history], indent=1), "history.json")
 
     wall = timer.elapsed()
     rates = [h.samples_per_s for h in fit_result.history]
@@ -364,11 +411,17 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
     }
     # the breakdown of the wall time so far (bars.timing): the final tracking call itself is not in it
     timings = as_metrics(timer.breakdown())
-    with phase("tracking"):  # one call: the summary metrics, the breakdown and the final tags
+    with phase("tracking"):  # one call: the summary metrics, the breakdown and the final tags; handed to the
+        # run's writer thread (it overlaps the wait for the learning curve), in the store before the run ends
         run.log({**metrics, **timings}, step=max(fit_result.epochs, 1),
                 tags={"stop_reason": fit_result.stop_reason, "best_epoch": fit_result.best_epoch,
                       "device": fit_result.device, "checkpoint": str(ckpt),
-                      **({"checkpoint_sha256": ckpt_sha} if ckpt_sha is not None else {})})
+                      **({"checkpoint_sha256": ckpt_sha} if ckpt_sha is not None else {})}, wait=False)
+    # after the metrics (nothing measured waits on matplotlib): the curve rendered meanwhile, and history.json,
+    # in one call; the wait and the upload are in RunResult.phases, not in the time_* metrics just logged
+    with phase("artifacts"):
+        if curve is not None:  # nothing to render for an untracked run
+            run.log_files(curve.files())
 
     result = RunResult(run_id=run.run_id, metrics=metrics, epochs=fit_result.epochs,
                        best_epoch=fit_result.best_epoch, seconds=wall, n_params=n_params, device=fit_result.device,

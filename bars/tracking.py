@@ -35,6 +35,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -302,9 +303,9 @@ class Tracker:
         str_tags = {str(k): _short(v, MAX_TAG_VALUE) for k, v in all_tags.items() if v is not None}
         mlrun = self._call("create run", self.client.create_run, exp_id, tags=str_tags, run_name=name,
                            raise_errors=True)
-        run = TrackedRun(self, mlrun.info.run_id, name=mlrun.info.run_name)
-        if params is not None:
-            run.log_params(params)
+        run = TrackedRun(self, mlrun.info.run_id, name=mlrun.info.run_name, artifact_uri=mlrun.info.artifact_uri)
+        if params is not None:  # sent by the run's writer thread while the caller goes on (in the store before
+            run.log_params(params, wait=False)  # any later waited write, and before the run ends)
         return run
 
     def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, Any] | None = None) -> None:
@@ -459,10 +460,15 @@ def _quote(value: str) -> str:
 class TrackedRun:
     """A handle on one MLflow run. Logging methods never raise (retry, then keep in the spool or warn)."""
 
-    def __init__(self, tracker: Tracker, run_id: str, name: str | None = None) -> None:
+    def __init__(self, tracker: Tracker, run_id: str, name: str | None = None,
+                 artifact_uri: str | None = None) -> None:
         self.tracker = tracker
         self.run_id = run_id
         self.name = name
+        self.artifact_uri = artifact_uri  # known when this process created the run (Tracker.start_run)
+        self._writer: Any = None  # one background thread for writes made with wait=False, in order
+        self._pending: list[Any] = []
+        self._pending_lock = threading.Lock()
         self.ended = False
         self.status: str = "RUNNING"
 
@@ -523,29 +529,58 @@ class TrackedRun:
         return [RunTag(str(k), redact(_short(v, MAX_TAG_VALUE))) for k, v in tags.items() if v is not None]
 
     def log(self, metrics: Mapping[str, Any] | None = None, step: int | None = None, *,
-            params: Mapping[str, Any] | Any = None, tags: Mapping[str, Any] | None = None) -> None:
+            params: Mapping[str, Any] | Any = None, tags: Mapping[str, Any] | None = None,
+            wait: bool = True) -> None:
         """Metrics (at ``step``), params and tags together in as few ``log_batch`` calls as MLflow's limits allow
         (100 params, 100 tags, 1000 entries per call): one call for a run's summary instead of one per kind.
-        Each call is retried and, failing that, kept in the spool, like every other write."""
+        Each call is retried and, failing that, kept in the spool, like every other write.
+
+        ``wait=False`` hands the calls to this run's writer thread and returns at once (the values are taken
+        now): the store's round trips then overlap the caller's work. Writes keep their order: every call made
+        with ``wait=True`` (and :meth:`end`, :meth:`flush`) first waits for those still in flight, so what a
+        waited call recorded is in the store, with everything logged before it, when it returns."""
         ms = self._metric_items(metrics or {}, step)
         ps = self._param_items(params) if params is not None else []
         ts = self._tag_items(tags or {})
         kinds = [w for w, x in (("log metrics", ms), ("log params", ps), ("set tags", ts)) if x]
         what = kinds[0] if len(kinds) == 1 else "log batch"
+        batches = []
         while ms or ps or ts:
             p, ps = ps[:PARAMS_PER_BATCH], ps[PARAMS_PER_BATCH:]
             t, ts = ts[:PARAMS_PER_BATCH], ts[PARAMS_PER_BATCH:]
             room = METRICS_PER_BATCH - len(p) - len(t)
             m, ms = ms[:room], ms[room:]
-            self._batch(what, metrics=m, params=p, tags=t)
+            batches.append((m, p, t))
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        self.log(metrics, step)
+        def send() -> None:
+            for m, p, t in batches:
+                self._batch(what, metrics=m, params=p, tags=t)
 
-    def log_params(self, params: Mapping[str, Any] | Any) -> None:
+        if wait:
+            self.flush()
+            send()
+            return
+        with self._pending_lock:
+            if self._writer is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bars-tracking")
+            self._pending.append(self._writer.submit(send))
+
+    def flush(self) -> None:
+        """Wait until the writes made with ``wait=False`` are done (sent, or kept in the spool and warned about)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for fut in pending:
+            fut.result()
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, *, wait: bool = True) -> None:
+        self.log(metrics, step, wait=wait)
+
+    def log_params(self, params: Mapping[str, Any] | Any, *, wait: bool = True) -> None:
         """Log a (nested) mapping as params: flattened, values truncated to 6000 chars, 100 per call; passwords
         of URLs in values removed."""
-        self.log(params=params)
+        self.log(params=params, wait=wait)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.log(tags=tags)
@@ -576,6 +611,50 @@ class TrackedRun:
         self._call(f"log dict {name}", self.client.log_dict, self.run_id, data, name,
                    keep=self._keep_artifact(), keep_kwargs={"text": _dict_text(data, name), **self._named(name)})
 
+    def log_files(self, files: Mapping[str, str | bytes | os.PathLike[str]]) -> None:
+        """Several artifacts in one store call (``log_artifacts`` of a staged folder) instead of one call each:
+        ``{name: content}``, ``name`` a run-relative path (``"config.yaml"``, ``"plots/x.png"``), ``content`` a
+        ``Path`` (the file is copied), a ``str`` (text, redacted and UTF-8 encoded as :meth:`log_text` does) or
+        ``bytes`` (written as they are). The files recorded are those one call per file would record; when the
+        upload fails after its retries each file is kept in the spool, like a single artifact."""
+        if not files:
+            return
+        with tempfile.TemporaryDirectory(prefix="bars-artifacts-") as tmp:
+            staged: dict[str, Path] = {}
+            for name, content in files.items():
+                dst = Path(tmp, *name.split("/"))
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, bytes):
+                    dst.write_bytes(content)
+                elif isinstance(content, str):
+                    dst.write_bytes(redact(content).encode("utf-8"))
+                else:
+                    shutil.copyfile(content, dst)
+                staged[name] = dst
+            spool = self.tracker.spool
+
+            def keep(run_id: str, *, experiment: str = "") -> Path:
+                kept = Path()
+                for name, dst in staged.items():
+                    folder, _, base = name.rpartition("/")
+                    kept = spool.artifact(run_id, dst, name=base, artifact_path=folder or None,
+                                          experiment=experiment)
+                return kept
+
+            self._call(f"log artifacts {', '.join(staged)}", self._log_folder, tmp,
+                       keep=keep if spool is not None else None)
+
+    def _log_folder(self, local_dir: str) -> None:
+        """``log_artifacts`` of a folder. Into a local (``file:``) artifact root known from the run's creation the
+        files are copied directly, as MLflow's local repository does, without the store call in which the client
+        first looks the run's artifact location up; any other location goes through the client."""
+        if (self.artifact_uri or "").startswith("file:"):
+            from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+            LocalArtifactRepository(self.artifact_uri).log_artifacts(local_dir)
+        else:
+            self.client.log_artifacts(self.run_id, local_dir)
+
     def log_figure(self, fig: Any, name: str) -> None:
         """Save a matplotlib figure as a PNG artifact (and close it). Rendered once: the same bytes are uploaded
         and, when the upload fails, kept in the spool (MLflow's ``log_figure`` would render it again)."""
@@ -605,6 +684,10 @@ class TrackedRun:
         """End the run; then send what its spool kept (the store may be back), or say where it is kept."""
         if self.ended:
             return
+        self.flush()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         if tags:
             self.set_tags(tags)
         spool = self.tracker.spool
@@ -622,6 +705,19 @@ def _redacted(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [_redacted(v) for v in data]
     return redact(data)
+
+
+def dict_text(data: Any, name: str) -> str:
+    """The text MLflow's ``log_dict`` writes for ``data`` under ``name`` (YAML for .yaml/.yml, else JSON), after
+    the same redaction as :meth:`TrackedRun.log_dict`: the same bytes, for :meth:`TrackedRun.log_files`."""
+    from bars.config import to_container
+
+    data = _redacted(to_container(data))
+    if name.endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.dump(data, indent=2, default_flow_style=False)
+    return json.dumps(data, indent=2, default=str)
 
 
 def _dict_text(data: Any, name: str) -> str:
@@ -703,7 +799,7 @@ def reconcile(uri: str | None, experiment: str | None = None, *,
 
 
 __all__ = [
-    "RunStatus", "RunSummary", "TrackedRun", "Tracker", "TrackingWarning", "end_run", "ensure_store",
+    "RunStatus", "RunSummary", "TrackedRun", "Tracker", "TrackingWarning", "dict_text", "end_run", "ensure_store",
     "environment_report", "environment_tags", "git_info", "hardware_description",
     "reconcile", "replay_spool", "resolve_uri", "sqlite_path", "store_lock", "sync_spools",
     "tracker_of",

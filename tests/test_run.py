@@ -198,3 +198,36 @@ def test_run_records_where_its_wall_time_went(env):
 
     r_off = train_one(_cfg(env, "tracking.enabled=false"), quiet=True)  # untracked: the same breakdown
     assert r_off.run_id is None and r_off.phases["total"] >= sum(v for k, v in r_off.phases.items() if k != "total")
+
+
+def test_end_artifacts_render_off_the_main_thread_and_never_fail_the_run(monkeypatch):
+    """The learning curve is rendered in a thread while the test pass runs: the same PNG bytes as rendering it in
+    place; a rendering error is a warning, history.json is still there."""
+    import json
+    import threading
+
+    from bars import run as run_mod
+    from bars.train import EpochLog
+
+    hist = [EpochLog(epoch=i, train_loss=0.5 / i, val={"auc": 0.7 + 0.01 * i, "logloss": 0.5}, monitor=0.7 + 0.01 * i,
+                     lr=1e-3, samples_per_s=1e4, seconds=1.0, improved=True, strikes=0) for i in (1, 2)]
+    seen: list[str] = []
+    real = run_mod.learning_curve
+
+    def spy(history, title=""):
+        seen.append(threading.current_thread().name)
+        return real(history, title)
+
+    monkeypatch.setattr(run_mod, "learning_curve", spy)
+    files = run_mod._EndArtifacts(hist, "t").files()
+    assert seen == ["bars-end-artifacts"]
+    assert files["learning_curve.png"] == run_mod.render_png(real(hist, "t"))
+    assert [h["epoch"] for h in json.loads(files["history.json"])] == [1, 2]
+
+    def broken(history, title=""):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(run_mod, "learning_curve", broken)
+    with pytest.warns(RuntimeWarning, match="not rendered: RuntimeError: no fonts"):
+        files = run_mod._EndArtifacts(hist, "t").files()
+    assert list(files) == ["history.json"]

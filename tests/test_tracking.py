@@ -298,3 +298,63 @@ def test_public_calls_for_existing_runs(store):
     tr.end_run(ids[0], "RUNNING")
     assert tr.run_status(ids[0]) == "RUNNING"
     assert MlflowClient(tracking_uri=tr.uri).get_run(ids[0]).data.tags["state"] == "pruned"
+
+
+def test_log_files_records_what_one_call_per_file_records(tracker, tmp_path):
+    """``TrackedRun.log_files``: several artifacts in one store call, byte for byte what log_dict / log_text /
+    log_artifact record (text redacted as log_text, a Path copied, bytes as they are, nested names)."""
+    spec = tmp_path / "feature_spec.json"
+    spec.write_text('{"fields": [1, 2]}')
+    cfg = {"b": {"c": [1, 2]}, "a": "postgresql://u:secret@h/db"}
+    text = "see postgresql://u:secret@h/db\n"
+    with tracker.run("one-by-one") as one:
+        one.log_dict(cfg, "config.yaml")
+        one.log_artifact(spec)
+        one.log_text(text, "env.txt")
+    with tracker.run("together") as run:
+        run.log_files({"config.yaml": tracking.dict_text(cfg, "config.yaml").encode(), "feature_spec.json": spec,
+                       "env.txt": text, "plots/curve.png": b"\x89PNG\x00\xff"})
+    client = MlflowClient(tracking_uri=tracker.uri)
+
+    def read(run_id: str, name: str) -> bytes:
+        return Path(client.download_artifacts(run_id, name, str(tmp_path / run_id))).read_bytes()
+
+    for name in ("config.yaml", "feature_spec.json", "env.txt"):
+        assert read(run.run_id, name) == read(one.run_id, name), name
+    assert b"secret" not in read(run.run_id, "env.txt") + read(run.run_id, "config.yaml")
+    assert read(run.run_id, "plots/curve.png") == b"\x89PNG\x00\xff"
+
+
+def test_log_files_kept_in_the_spool_when_the_store_fails(tmp_path, store):
+    """The one call fails after its retries: every file is kept in the run's spool and sent when the run ends."""
+    tr = Tracker(store, "bars-test", tries=1, first_delay=0.01, spool_dir=tmp_path / "spool")
+    with tr.run("spooled") as run:
+        def down(local_dir: str) -> None:
+            raise OSError("store away")
+
+        run._log_folder = down  # type: ignore[method-assign]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run.log_files({"history.json": "[1]", "sub/a.png": b"png"})
+        assert any("kept in" in str(w.message) for w in caught)
+        assert tr.spool is not None and tr.spool.pending(run.run_id)
+    client = MlflowClient(tracking_uri=tr.uri)
+    assert not tr.spool.pending(run.run_id)  # sent when the run ended (the store was there)
+    got = Path(client.download_artifacts(run.run_id, "sub/a.png", str(tmp_path / "dl")))
+    assert got.read_bytes() == b"png"
+    assert {a.path for a in client.list_artifacts(run.run_id)} == {"history.json", "sub"}
+
+
+def test_writes_without_waiting_keep_their_order(tracker):
+    """``wait=False`` writes go through the run's writer thread; a waited write, and the run's end, come after
+    every write made before them (start_run's params are such a write)."""
+    with tracker.run("no-wait", params={"a": 1, "b": {"c": 2}}) as run:
+        run.log_metrics({"m": 1.0}, step=1, wait=False)
+        run.log_metrics({"m": 2.0}, step=2, wait=False)
+        run.log_metrics({"m": 3.0}, step=3)  # returns once the two before it are in the store
+        assert [x.step for x in tracker.client.get_metric_history(run.run_id, "m")] == [1, 2, 3]
+        assert tracker.client.get_run(run.run_id).data.params == {"a": "1", "b.c": "2"}
+        run.log_metrics({"m": 4.0}, step=4, wait=False)
+    r = tracker.client.get_run(run.run_id)
+    assert r.info.status == "FINISHED" and r.data.metrics["m"] == 4.0
+    assert [x.step for x in tracker.client.get_metric_history(run.run_id, "m")] == [1, 2, 3, 4]

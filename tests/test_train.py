@@ -705,3 +705,19 @@ def test_fit_runs_the_public_train_step():
         float(p.detach().square().sum()) for p in net
     )
     assert abs(reg.item() - want) < 1e-6 * max(1.0, want)
+
+
+def test_bce_without_nan_skips_the_guard_with_the_same_loss_and_gradient():
+    """On CPU a batch without NaN takes the unguarded graph: the loss and the gradient are bit for bit the
+    guarded graph's (issue 16: the guard's ops were a fixed cost of every step)."""
+    z = torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 8
+    y = (torch.rand(4096, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    fast = z.clone().requires_grad_()
+    guarded = z.clone().requires_grad_()
+    a = T.loss_function("bce")(fast, y)
+    p = torch.sigmoid(guarded)
+    bad = torch.isnan(p)
+    b = torch.nn.functional.binary_cross_entropy(p.masked_fill(bad, 0.5), y) + p.masked_fill(~bad, 0.0).sum() * 0.0
+    a.backward()
+    b.backward()
+    assert torch.equal(a, b) and torch.equal(fast.grad, guarded.grad)

@@ -213,7 +213,9 @@ class FeatureEmbedding(nn.Module):
         parts: list[Tensor] = []
         if self.cat_names:
             idx = torch.stack([batch[n] for n in self.cat_names], dim=1).long()  # [B, Fc]
-            if idx.device.type == "cpu" and bool((idx >= self.cat_vocab).any()):
+            # one reduction (each field's largest index) then a comparison of Fc numbers, rather than two passes
+            # over [B, Fc]: the check costs a shallow model's step less (issue 16)
+            if idx.device.type == "cpu" and idx.numel() and bool((idx.amax(dim=0) >= self.cat_vocab).any()):
                 self._out_of_range(idx, self.cat_vocab, self.cat_names)
             parts.append(self._lookup(idx, self.cat_offsets))
         for n in self.pcat_names:
