@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from _methods_common import method_cfg
 
 from bars.config import compose
 from bars.models.layers import FeatureEmbedding, FeatureGate
@@ -101,16 +102,11 @@ def test_gate_refuses_a_model_without_embeddings():
 
 # ------------------------------------------------------------------------------------------------ the axis
 
+OPTFS_RUN = ["method=optfs", "method.search_epochs=2", "method.rewind_epoch=1", "method.sparsity=1e-3"]
+
+
 def _cfg(tmp_path, model: str, *extra: str, tracked: bool = True):
-    root = tmp_path
-    small = {"deepfm": ["model.params.hidden_units=[16]"], "dcn": ["model.params.dnn_hidden_units=[16]"],
-             "ipnn": ["model.params.hidden_units=[16]"], "dnn": ["model.params.hidden_units=[16]"], "fm": []}[model]
-    return compose([f"model={model}", "data=movielens_small", "data.rows=6000", "method=optfs",
-                    "method.search_epochs=2", "method.rewind_epoch=1", "method.sparsity=1e-3",
-                    "train.max_epochs=1", "train.num_threads=1", "train.device=cpu", "train.batch_size=512",
-                    f"paths.data={root / 'data'}", f"paths.checkpoints={root / 'ckpt'}",
-                    f"paths.results={root / 'results'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
-                    f"tracking.enabled={str(tracked).lower()}", *small, *extra])
+    return method_cfg(tmp_path, model, OPTFS_RUN, *extra, tracked=tracked)
 
 
 def test_default_config_has_no_method_block_and_none_is_plain():

@@ -9,23 +9,16 @@ import json
 
 import pytest
 import torch
+from _methods_common import SMALL, method_cfg
 
 from bars.config import compose
 from bars.validate import ConfigError, validate
 
-SMALL = {"deepfm": ["model.params.hidden_units=[16]"], "dcn": ["model.params.dnn_hidden_units=[16]"],
-         "ipnn": ["model.params.hidden_units=[16]"], "dnn": ["model.params.hidden_units=[16]"], "fm": []}
+OPTEMBED_RUN = ["method=optembed", "method.iterations=3", "method.keep_num=3", "method.mutation_num=3", "method.crossover_num=3", "method.threshold_lr=0.1", "method.threshold_reg=0.01"]
 
 
 def _cfg(tmp_path, model: str, *extra: str, tracked: bool = True):
-    root = tmp_path
-    return compose([f"model={model}", "data=movielens_small", "data.rows=6000", "method=optembed",
-                    "method.iterations=3", "method.keep_num=3", "method.mutation_num=3", "method.crossover_num=3",
-                    "method.threshold_lr=0.1", "method.threshold_reg=0.01",
-                    "train.max_epochs=1", "train.num_threads=1", "train.device=cpu", "train.batch_size=512",
-                    f"paths.data={root / 'data'}", f"paths.checkpoints={root / 'ckpt'}",
-                    f"paths.results={root / 'results'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
-                    f"tracking.enabled={str(tracked).lower()}", *SMALL[model], *extra])
+    return method_cfg(tmp_path, model, OPTEMBED_RUN, *extra, tracked=tracked)
 
 
 def test_unknown_or_bad_optembed_keys_are_errors_naming_the_key():

@@ -256,7 +256,7 @@ class EvolutionStage:
         tags = {"model": cfg.model.id, "model_class": cfg.model.name, "data": cfg.data.name, "seed": seed,
                 "device": str(device), "n_params": setup.n_params, **dict(extra_tags)}
         t0 = time.perf_counter()
-        with _tracked(cfg, tags, parent_run_id, timer) as run:
+        with _tracked(cfg, tags, parent_run_id, timer) as (run, _resolved):
             def score(cand: list[int]) -> float:
                 mask.set_dims(cand)
                 return float(evaluate(model, valid, bs, device, group_column=setup.groups)["auc"])
