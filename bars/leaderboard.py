@@ -36,21 +36,24 @@ What goes in (all from MLflow, nothing parsed from logs):
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from bars import compute, metrics
 from bars.leaderboard_render import fmt_pm, plot_names, sig_label, write_board, write_index
+from bars.published import (
+    SEQ_BOARD_NAMES,
+    bars_model_of,
+    bars_split_of,
+    load_published,
+    recorded_value,
+)
 
-PUBLISHED_RESOURCE = ("reference", "bars_published.csv")
 PROTOCOL_NOTES = {  # data.protocol_name -> what a reader of the board must know
     "bars-seq": ("Protocol bars-seq: validated on the TEST set (valid = test: early stopping, LR decay and the "
                  "checkpoint follow test metrics), as BARS's sequential boards did; comparable to BARS, optimistic "
@@ -58,65 +61,6 @@ PROTOCOL_NOTES = {  # data.protocol_name -> what a reader of the board must know
     "holdout": ("Protocol holdout: validated on a held-out part of train; the test set is used once, for the "
                 "reported numbers."),
 }
-
-
-# --------------------------------------------------------------------------------------------- published facts
-@dataclass(frozen=True)
-class Published:
-    split: str
-    model: str
-    auc: float
-    logloss: float
-    source: str
-    gauc: float | None = None  # the sequential boards publish test gAUC too
-
-
-def load_published() -> dict[tuple[str, str], Published]:
-    """(BARS split, BARS model) -> published test AUC/logloss (and gAUC on the sequential boards), from the CSVs
-    shipped inside the package: the flat boards' and :func:`load_published_seq`'s."""
-    text = resources.files("bars").joinpath(*PUBLISHED_RESOURCE).read_text(encoding="utf-8")
-    out: dict[tuple[str, str], Published] = {}
-    for row in csv.DictReader(io.StringIO(text)):
-        p = Published(row["dataset"], row["model"], float(row["auc"]), float(row["logloss"]), row["source"])
-        out[(p.split, p.model)] = p
-    out.update(load_published_seq())
-    return out
-
-
-SEQ_PUBLISHED_RESOURCE = ("reference", "bars_published_seq.csv")
-SEQ_SPLITS = {"taobaoad_x1": "TaobaoAd_x1", "amazonelectronics_x1": "AmazonElectronics_x1",
-              "kuaivideo_x1": "KuaiVideo_x1", "microvideo1.7m_x1": "MicroVideo1.7M_x1"}
-
-
-# a model config's bars_name -> the name BARS's sequential boards give that model (its DNN on pooled histories is
-# "YoutubeDNN" there; DCNv2 is spelled "DCN-V2"), for runs made without a preset
-SEQ_BOARD_NAMES = {"DNN": "YoutubeDNN", "DCNv2": "DCN-V2"}
-
-
-def load_published_seq() -> dict[tuple[str, str], Published]:
-    """(BARS split, BARS model) -> published test gAUC/AUC/logloss of BARS's four sequential boards (64 rows,
-    validated on the test set: protocol bars-seq), from the shipped copy of ../shared/reference/
-    bars_published_seq.csv (its dataset column is the split in lower case: SEQ_SPLITS). Part of
-    :func:`load_published`."""
-    text = resources.files("bars").joinpath(*SEQ_PUBLISHED_RESOURCE).read_text(encoding="utf-8")
-    out: dict[tuple[str, str], Published] = {}
-    for row in csv.DictReader(io.StringIO(text)):
-        p = Published(SEQ_SPLITS[row["dataset"]], row["model"], float(row["auc"]), float(row["logloss"]),
-                      row["source"], float(row["gauc"]))
-        out[(p.split, p.model)] = p
-    return out
-
-
-def _recorded(params: Mapping[str, str], key: str) -> str | None:
-    """A config value as MLflow recorded it; null (logged as "None") is None."""
-    value = params.get(key)
-    return None if value in (None, "", "None", "null") else value
-
-
-def bars_split_of(params: Mapping[str, str]) -> str | None:
-    """The BARS split a run's dataset is (its ``data.bars_split`` param), or None. Runs recorded before the
-    data configs named their split have none, so they are not compared with published numbers."""
-    return _recorded(params, "data.bars_split")
 
 
 def row_key(rec) -> str:
@@ -165,31 +109,6 @@ def _size_columns(runs: list) -> dict[str, Any]:
 _KEPT_METRICS = {"dnis": "embedding_params", "optembed": "embedding_params", "optinter": "pairs"}
 # a method's second kept figure, shown as its own column (``Kept, 2nd``)
 _KEPT2_METRICS = {"optembed": "embedding_rows"}
-
-
-def bars_model_of(model: str, params: Mapping[str, str], published_models: Iterable[str]) -> str | None:
-    """The BARS model name of a run: its ``model.bars_name`` param (set in conf/model/<id>.yaml, null for none);
-    for runs recorded before model configs named it, :func:`bars_model_name`."""
-    if "model.bars_name" in params:
-        return _recorded(params, "model.bars_name")
-    return bars_model_name(model, published_models, params)
-
-
-def bars_model_name(model: str, published_models: Iterable[str], params: Mapping[str, str] | None = None
-                    ) -> str | None:
-    """The rule for runs recorded before model configs carried ``bars_name``: autoint is AutoInt+ unless the
-    run had ``model.params.use_dnn=False``; dcnv2 with ``model_structure=crossnet_only`` is CrossNetv2; else the
-    published name equal to the registry key up to letter case (widedeep -> WideDeep, xdeepfm -> xDeepFM)."""
-    key = model.lower()
-    params = params or {}
-    if key == "autoint":
-        return "AutoInt" if str(params.get("model.params.use_dnn", "True")).lower() == "false" else "AutoInt+"
-    if key == "dcnv2" and params.get("model.params.model_structure") == "crossnet_only":
-        return "CrossNetv2"
-    for name in published_models:
-        if name.lower() == key:
-            return name
-    return None
 
 
 # ------------------------------------------------------------------------------------------------- data model
@@ -497,7 +416,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
     by_data: dict[str, list] = {}
     for rec in records:  # one board per dataset and protocol (data.protocol_name, e.g. bars-seq / holdout)
         data = rec.tags.get("data") or rec.params.get("data.name") or rec.experiment
-        protocol = _recorded(rec.params, "data.protocol_name")
+        protocol = recorded_value(rec.params, "data.protocol_name")
         by_data.setdefault(f"{data}.{protocol}" if protocol else data, []).append(rec)
     wanted = None if datasets is None else set(datasets)
     boards: dict[str, Board] = {}
@@ -521,7 +440,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
         # the registered metrics any final run of this board recorded (test_<m>), in registry order
         # (per-task columns <metric>_<task> after them: bars.metrics.metric_columns)
         board_metrics = tuple(metrics.metric_columns({k for r in finals for k in r.metrics}))
-        rank = rank_metric_of(board_metrics, {t for r in finals if (t := _recorded(r.params, "train.monitor_task"))})
+        rank = rank_metric_of(board_metrics, {t for r in finals if (t := recorded_value(r.params, "train.monitor_task"))})
         rows: list[Row] = []
         for model in sorted({row_key(r) for r in finals}):
             latest: dict[int, Any] = {}
@@ -699,8 +618,8 @@ def main() -> int:
 
 
 __all__ = [
-    "Board", "FinalRun", "Provenance", "Published", "Row", "Tuning", "bars_model_name", "bars_model_of", "bars_split_of",
-    "build", "generate", "hardware_of", "load_published", "load_published_seq", "main", "plot_names", "protocol_seed_param", "run",
+    "Board", "FinalRun", "Provenance", "Row", "Tuning",
+    "build", "generate", "hardware_of", "main", "plot_names", "protocol_seed_param", "run",
     "trial_state", "trial_value", "tuning_of", "uri_label", "write_board", "write_index",
 ]
 

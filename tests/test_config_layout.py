@@ -54,8 +54,8 @@ MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 @pytest.mark.parametrize("name", MODELS)
 def test_model_config_identity(name):
     """Each model config names its registry key (name), itself (id = file name) and its BARS display name."""
-    from bars.leaderboard import load_published, load_published_seq
     from bars.models import list_models
+    from bars.published import load_published, load_published_seq
 
     raw = OmegaConf.load(CONF / "model" / f"{name}.yaml")
     assert list(raw)[:3] == ["name", "id", "bars_name"] and set(raw) == {"name", "id", "bars_name", "params"}

@@ -20,6 +20,7 @@ from conftest import SHARED
 from scipy import stats
 
 from bars import leaderboard as lb
+from bars import published as bars_published
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -116,7 +117,7 @@ def check_numbers(uri: str, out: Path, data: str, only: set[str] | None = None) 
     finals = mlflow_finals(uri, data, only)
     table = read_csv(out / f"{data}.csv")
     header, md = md_table(out / f"{data}.md")
-    published = lb.load_published()
+    published = bars_published.load_published()
     assert set(table) == set(finals) == set(md)
     for model, by_seed in finals.items():
         row, mrow = table[model], md[model]
@@ -128,7 +129,7 @@ def check_numbers(uri: str, out: Path, data: str, only: set[str] | None = None) 
         pseed = int(params["protocol.seed"] if "protocol.seed" in params else params["data.protocol_seed"])
         # the BARS split and model name the runs recorded (none for runs recorded before they were configs)
         split = params.get("data.bars_split") if params.get("data.bars_split") != "None" else None
-        bars_name = params.get("model.bars_name") or lb.bars_model_name(model, {m for _, m in published})
+        bars_name = params.get("model.bars_name") or bars_published.bars_model_name(model, {m for _, m in published})
         assert int(row["n"]) == len(runs) == int(mrow["n"])
         assert row["seeds"] == " ".join(map(str, seeds))
         assert row["run_ids"] == " ".join(r.info.run_id for r in runs)
@@ -229,16 +230,17 @@ def test_trials_and_sweep_curves(store):
 def test_bars_mapping_is_explicit():
     from bars.config import compose
 
-    pub = lb.load_published()
+    pub = bars_published.load_published()
     names = {m for _, m in pub}
     # the BARS split is a fact of the data config; runs record it (data.bars_split)
     assert compose(["data=frappe_x1"]).data.bars_split == "Frappe_x1" and compose([]).data.bars_split is None
-    # the rule for runs recorded before model configs named their BARS model    assert lb.bars_model_name("dcn", names) == "DCN"
-    assert lb.bars_model_name("autoint", names) == "AutoInt+"
-    assert lb.bars_model_name("autoint", names, {"model.params.use_dnn": "False"}) == "AutoInt"
-    assert lb.bars_model_name("widedeep", names) == "WideDeep"
-    assert lb.bars_model_name("xdeepfm", names) == "xDeepFM"
-    assert lb.bars_model_name("nonexistent", names) is None
+    # the rule for runs recorded before model configs named their BARS model
+    assert bars_published.bars_model_name("dcn", names) == "DCN"
+    assert bars_published.bars_model_name("autoint", names) == "AutoInt+"
+    assert bars_published.bars_model_name("autoint", names, {"model.params.use_dnn": "False"}) == "AutoInt"
+    assert bars_published.bars_model_name("widedeep", names) == "WideDeep"
+    assert bars_published.bars_model_name("xdeepfm", names) == "xDeepFM"
+    assert bars_published.bars_model_name("nonexistent", names) is None
     assert pub[("Frappe_x1", "DCN")].auc == 0.983907
 
 

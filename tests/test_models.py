@@ -125,7 +125,7 @@ def test_yaml_keys_equal_dataclass_fields(cid):
 
 
 def test_bars_names_are_unique_and_published():
-    from bars.leaderboard import load_published, load_published_seq
+    from bars.published import load_published, load_published_seq
 
     names = [n for n in (OmegaConf.load(CONF / f"{cid}.yaml").bars_name for cid in CONFIG_IDS) if n is not None]
     assert len(names) == len(set(names))

@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 
 from bars import presets as P
 from bars.config import CONF_DIR, PROJECT_ROOT, compose
-from bars.leaderboard import SEQ_BOARD_NAMES, load_published
 from bars.models import make_config
+from bars.published import SEQ_BOARD_NAMES, load_published
 from bars.train import TrainConfig, TrainConfigError
 
 MODEL_CONFIGS = {p.stem: OmegaConf.load(p) for p in sorted((CONF_DIR / "model").glob("*.yaml"))}

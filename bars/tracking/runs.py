@@ -1,33 +1,5 @@
-"""MLflow run tracking: the only module in bars that imports mlflow.
-
-- :class:`Tracker` ``(uri, experiment)`` talks to one tracking store through an explicit ``MlflowClient`` (never
-  MLflow's global "active run"), so several runs and threads in one process do not clash, and sweep trials can
-  be child runs of a sweep run (tag ``mlflow.parentRunId``).
-- ``with tracker.run(name, tags, params, parent_run_id=None) as run:`` yields a :class:`TrackedRun`. An
-  exception inside ends the run ``FAILED`` (tags ``error`` and ``error_type``) and re-raises; a
-  ``KeyboardInterrupt`` (or any other ``BaseException``) ends it ``KILLED``; otherwise ``FINISHED``.
-- Every MLflow call made while a run is in progress goes through :meth:`Tracker._call`: retried with exponential
-  backoff (default 5 tries over ~30 s), then a warning. A slow or unreachable store never raises into training.
-  After a call has exhausted its retries the tracker is "degraded": later calls get one try each (so an
-  unreachable store costs each epoch one failed call, not 30 s) until one succeeds again.
-  Creating the experiment and the run at the start is the exception: it is retried, then raises, because a run
-  that cannot be recorded at all should fail loudly before any training time is spent.
-- Every run records ``hostname``, ``pid`` and ``pid_start`` (the process start time from /proc) tags;
-  :func:`reconcile` ends runs left ``RUNNING`` by dead processes as ``FAILED``. :func:`end_run` ends one run
-  (sweeps reconcile from Optuna's storage and call it).
-- Nothing measured is silently lost: with a spool folder (``Tracker(..., spool_dir=...)``, ``tracking.spool_dir``
-  in the config) a write that still fails after its retries is kept in the run's spool (``bars.spool``) and sent
-  when the run ends, or by the next command that opens the store (:func:`sync_spools`, ``bars sync``).
-- First use is safe: a new SQLite store is created (and an old one migrated) once, under a file lock next to it
-  (:func:`ensure_store`), whatever number of processes open it at once; MLflow's own first-use migration run
-  by several processes together corrupts the file for good.
-- Passwords in storage URLs never reach logs, params or tags (``bars.config.redact``).
-- Reading records back (a run's config, a plain client) is ``bars.records``.
-
-A relative ``sqlite:///x.db`` URI is resolved against the project root (``bars.config.project_root()``), never the
-working directory. For a SQLite store, experiments created here put their artifacts in ``mlartifacts/<experiment>``
-next to the database file (MLflow's own default, ``./mlruns``, depends on the working directory).
-"""
+"""Runs: :class:`Tracker` (one store + experiment, retried calls) and :class:`TrackedRun` (one run's params,
+metrics, tags and artifacts), and :func:`end_run`. Part of :mod:`bars.tracking`."""
 
 from __future__ import annotations
 
@@ -36,7 +8,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -48,128 +19,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# Our retry loop governs; MLflow's own HTTP retries (7 tries, backoff 2 -> minutes) would multiply with it.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from bars.config import flatten, project_root, redact, safe_url
-from bars.environment import environment_report, environment_tags, git_info, hardware_description
-from bars.fileio import file_lock
-from bars.process import process_alive
-
-MAX_PARAM_KEY = 250
-MAX_PARAM_VALUE = 6000
-MAX_TAG_VALUE = 8000
-PARAMS_PER_BATCH = 100
-METRICS_PER_BATCH = 1000
-
-# MLflow error codes that retrying cannot fix (bad input, not a flaky store).
-_PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST",
-                     "BAD_REQUEST", "INVALID_STATE", "PERMISSION_DENIED", "UNAUTHENTICATED"}
-
-STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
-
-
-class TrackingWarning(UserWarning):
-    """A tracking call failed after its retries; the run goes on without that record."""
-
-
-# ----------------------------------------------------------------------------------------------------- helpers
-
-
-def resolve_uri(uri: str | None) -> str:
-    """An absolute tracking URI. ``None``/empty -> ``sqlite:///<project root>/mlflow.db``; a relative sqlite path
-    is resolved against the project root; anything else (http(s)://, postgresql://, absolute paths) is kept."""
-    root = project_root()
-    if not uri:
-        return f"sqlite:///{root / 'mlflow.db'}"
-    uri = str(uri)
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):]
-        if path and path != ":memory:" and not path.startswith("/"):
-            return f"sqlite:///{(root / path).resolve()}"
-    return uri
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else None."""
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):].split("?", 1)[0]
-        if path and path != ":memory:":
-            return Path(path)
-    return None
-
-
-_READY: set[str] = set()
-
-
-def store_lock(uri: str) -> Path | None:
-    """The lock file that guards the first use of a SQLite store (``<db>-init.lock``); None for other stores."""
-    db = sqlite_path(uri)
-    return None if db is None else db.with_name(db.name + "-init.lock")
-
-
-def ensure_store(uri: str) -> None:
-    """Create (or migrate) a SQLite tracking store once, under a file lock, before this process uses it.
-
-    MLflow creates and migrates a SQLite store on first open, in every process that opens it; several at once
-    race and leave the file corrupted for good ("table _alembic_tmp_... already exists"). Here the first process
-    holds ``<db>-init.lock`` while MLflow creates the tables; the others wait, then find them complete. Once per
-    process and store; other stores (servers, PostgreSQL) migrate on their own side."""
-    uri = resolve_uri(uri)
-    lock = store_lock(uri)
-    if lock is None or uri in _READY:
-        return
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(lock):
-        db = sqlite_path(uri)
-        assert db is not None
-        for stale in db.parent.glob(f"{db.name}.tmp-*"):  # a creation killed before its rename (we hold the lock)
-            stale.unlink(missing_ok=True)
-        if not db.exists() or db.stat().st_size == 0:
-            # A new store is created whole under a temporary name, then renamed into place: MLflow's first-use
-            # schema migration takes seconds and a process killed in it (kill -9, a job runner's timeout) would
-            # otherwise leave a half-migrated file that no later command can open ("table _alembic_tmp_...
-            # already exists"). The rename is atomic; the next process finds either no store or a complete one.
-            tmp = db.with_name(f"{db.name}.tmp-{os.getpid()}")
-            query = uri.partition("?")[1] + uri.partition("?")[2]  # e.g. ?timeout=30, kept for the temporary
-            tmp_uri = f"sqlite:///{tmp}{query}"
-            try:
-                client = MlflowClient(tracking_uri=tmp_uri)
-                client.search_experiments(max_results=1)
-                _dispose(client)
-                os.replace(tmp, db)
-            finally:
-                tmp.unlink(missing_ok=True)
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    _READY.add(uri)
-
-
-def _dispose(client: MlflowClient) -> None:
-    """Close the connections the client's SQLite store pooled (best effort: closing early is tidiness, the file
-    is complete either way), so that no open handle writes to the file after it was renamed."""
-    with contextlib.suppress(Exception):
-        engine = getattr(client._tracking_client.store, "engine", None)
-        if engine is not None:
-            engine.dispose()
-
-
-def _short(value: Any, limit: int) -> str:
-    s = value if isinstance(value, str) else json.dumps(value, default=str) if isinstance(
-        value, (list, dict, tuple)) else str(value)
-    if len(s) > limit:
-        s = s[: limit - 15] + "...[truncated]"
-    return s
-
-
-def _error_code(exc: BaseException) -> str | None:
-    return getattr(exc, "error_code", None)
-
+from bars.config import flatten, redact, safe_url
+from bars.environment import environment_tags
+from bars.tracking.store import (
+    _PERMANENT_ERRORS,
+    MAX_PARAM_KEY,
+    MAX_PARAM_VALUE,
+    MAX_TAG_VALUE,
+    METRICS_PER_BATCH,
+    PARAMS_PER_BATCH,
+    STATUSES,
+    TrackingWarning,
+    _error_code,
+    _short,
+    ensure_store,
+    replay_spool,
+    resolve_uri,
+    sqlite_path,
+)
 
 # ----------------------------------------------------------------------------------------------------- tracker
 
@@ -362,72 +233,6 @@ class Tracker:
               f"{safe_url(self.uri)} could not take are kept in {kept.path}; they are sent by `bars sync` (and by "
               f"any bars command that opens this store)", file=sys.stderr, flush=True)
         return False
-
-
-def replay_spool(client: MlflowClient, kept: Any) -> bool:
-    """Send a spool's records in order (``bars.spool.SpoolFile``), resuming after the ones an earlier try sent
-    (counted in ``<run id>.sent``); True when all were sent. Every record is safe to send twice (same metric
-    points, same params, tags overwritten, artifacts replaced)."""
-    done_file = kept.path.with_suffix(".sent")
-    try:
-        done = int(done_file.read_text() or 0)
-    except (OSError, ValueError):
-        done = 0
-    for i, rec in enumerate(kept.records):
-        if i < done:
-            continue
-        try:
-            op = rec.get("op")
-            if op == "batch":
-                client.log_batch(kept.run_id, metrics=[Metric(k, float(v), int(ts), int(st))
-                                                       for k, v, ts, st in rec.get("metrics", [])],
-                                 params=[Param(k, v) for k, v in rec.get("params", [])],
-                                 tags=[RunTag(k, v) for k, v in rec.get("tags", [])])
-            elif op == "artifact":
-                client.log_artifact(kept.run_id, str(kept.files / rec["file"]), rec.get("path"))
-            elif op == "end":
-                client.set_terminated(kept.run_id, rec.get("status", "FINISHED"))
-        except Exception:  # noqa: BLE001 - the store is still away: keep the rest for the next try
-            return False
-        done_file.write_text(str(i + 1))
-    done_file.unlink(missing_ok=True)
-    return True
-
-
-def sync_spools(uri: str | None, spool_dir: str | os.PathLike[str] | None,
-                say: Callable[[str], None] | None = None) -> tuple[int, int]:
-    """Send the spools of ``uri``'s runs kept in ``spool_dir`` whose process is gone (or is this one);
-    ``(sent, left)``. Spools of live runs elsewhere are left to them. Never raises for an unreachable store."""
-    from bars import spool as sp
-
-    if not spool_dir:
-        return 0, 0
-    uri = resolve_uri(uri)
-    found = sp.pending(spool_dir, uri)
-    if not found:
-        return 0, 0
-    me = sp.process.identity()
-    sent = left = 0
-    try:
-        ensure_store(uri)
-        client = MlflowClient(tracking_uri=uri)
-    except Exception:  # noqa: BLE001
-        return 0, len(found)
-    for kept in found:
-        if kept.owner != me and kept.owner_alive() is not False:
-            continue  # a live run (or one on another host) sends its own
-        with sp.claimed(kept) as mine:
-            if not mine:
-                continue
-            if replay_spool(client, kept):
-                sp.remove(kept)
-                sent += 1
-                if say:
-                    say(f"bars.tracking: sent {len(kept.records)} kept record(s) of run {kept.run_id} to "
-                        f"{safe_url(uri)}")
-            else:
-                left += 1
-    return sent, left
 
 
 def tracker_of(cfg: Any, **kwargs: Any) -> Tracker:
@@ -745,62 +550,3 @@ def end_run(run_id: str, status: str = "FINISHED", tags: Mapping[str, Any] | Non
     if tags:
         run.set_tags(tags)
     tracker._call(f"end run {status}", tracker.client.set_terminated, run_id, status)
-
-
-def _default_is_alive(tags: Mapping[str, str]) -> bool | None:
-    """True/False for runs started on this host; None (unknown) for other hosts or runs without a pid tag."""
-    if tags.get("hostname") != socket.gethostname():
-        return None
-    try:
-        pid = int(tags["pid"])
-    except (KeyError, ValueError):
-        return None
-    return process_alive(pid, tags.get("pid_start"))
-
-
-def reconcile(uri: str | None, experiment: str | None = None, *,
-              is_alive: Callable[[Mapping[str, str]], bool | None] | None = None,
-              status: str = "FAILED") -> list[str]:
-    """End every RUNNING run whose owning process is dead; returns their run ids.
-
-    ``is_alive(tags) -> True | False | None`` decides (None = cannot tell, leave it). The default checks the
-    ``hostname``/``pid``/``pid_start`` tags against this machine's processes, so only runs started on this host
-    are judged. ``experiment=None`` scans every experiment.
-    """
-    tracker = Tracker(uri, experiment or "Default")
-    client = tracker.client
-    if experiment is None:
-        exp_ids = [e.experiment_id for e in client.search_experiments()]
-    else:
-        exp = client.get_experiment_by_name(experiment)
-        exp_ids = [exp.experiment_id] if exp is not None else []
-    if not exp_ids:
-        return []
-    judge = is_alive or _default_is_alive
-    ended: list[str] = []
-    page_token = None
-    while True:
-        page = client.search_runs(exp_ids, filter_string="attributes.status = 'RUNNING'", max_results=1000,
-                                  page_token=page_token)
-        for r in page:
-            alive = judge(dict(r.data.tags))
-            if alive is False:
-                end_run(r.info.run_id, status, {
-                    "error": f"reconciled: owning process {r.data.tags.get('hostname')}:"
-                             f"{r.data.tags.get('pid')} is gone",
-                    "error_type": "ProcessDied",
-                    "reconciled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                }, tracker=tracker)
-                ended.append(r.info.run_id)
-        page_token = page.token
-        if not page_token:
-            break
-    return ended
-
-
-__all__ = [
-    "RunStatus", "RunSummary", "TrackedRun", "Tracker", "TrackingWarning", "dict_text", "end_run", "ensure_store",
-    "environment_report", "environment_tags", "git_info", "hardware_description",
-    "reconcile", "replay_spool", "resolve_uri", "sqlite_path", "store_lock", "sync_spools",
-    "tracker_of",
-]
