@@ -355,7 +355,7 @@ def signature(rec: Any, fmt: str, model_file: Path, d_logit: float, d_prob: floa
                                      "< vocab_size"},
         "run": {"run_id": rec.run_id, "model": rec.model_label, "model_class": str(rec.cfg.model.name),
                 **({"method": rec.method, "method_run": rec.method_run_id, "final_stage_run": rec.record.run_id,
-                    "method_note": "the method's selection is folded into the backbone's embedding tables"}
+                    "method_note": _method_note(rec.method)}
                    if rec.method else {}),
                 "data": str(rec.cfg.data.name), "data_fingerprint": tags.get("data_fingerprint"),
                 "seed": tags.get("seed"), "git_commit": tags.get("git_commit"),
@@ -372,6 +372,17 @@ def signature(rec: Any, fmt: str, model_file: Path, d_logit: float, d_prob: floa
         "versions": versions,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _method_note(method: str) -> str:
+    """What the exported model of a method run holds (the method module's ``BAKED_NOTE``, else its masks folded)."""
+    import importlib
+
+    from bars.methods import METHODS
+
+    default = "the method's selection is folded into the backbone's embedding tables"
+    entry = METHODS.get(method)
+    return str(getattr(importlib.import_module(entry[1]), "BAKED_NOTE", default)) if entry else default
 
 
 def _target_folder(out: Path) -> None:

@@ -12,7 +12,7 @@ stage's run, which holds the config, the data fingerprint and the checkpoint: th
 stage's both work (another stage's is refused, naming the two). The final stage's model is rebuilt through the
 method's ``final_model`` hook, its checkpoint loaded, then baked (``bake()``: the method's masks folded into the
 backbone's embedding tables), so :attr:`RecordedRun.model` is a plain backbone that scores exactly as the method's
-final model did.
+final model did (OptInter's: the backbone rebuilt with its pair slots, the architecture read from the checkpoint).
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def load_recorded_run(run_id: str, current: DictConfig, *, say: Any = None) -> R
         from bars.methods.wrapper import BakeError
 
         try:
-            model = final_model(cfg, model, spec)
+            model = final_model(cfg, model, spec, checkpoint=ckpt)
         except (NotImplementedError, ValueError) as e:
             raise RecordedRunError(f"run {run_id} ({method}): {e}") from None
     try:

@@ -153,3 +153,40 @@ def test_memory_check_names_bytes_and_knobs_before_allocating():
     with pytest.raises(EmbeddingMemoryError, match=r"need \d[\d,]* bytes .*method.max_embedding_bytes = 100.*"
                                                    r"method.hash_rows"):
         PairInteraction(SPEC, 3, pairs, keys, max_bytes=100)
+
+
+def test_sorted_position_is_searchsorted_by_gathers():
+    from bars.models.layers.pair_interaction import sorted_position
+
+    g = torch.Generator().manual_seed(3)
+    for n in (1, 2, 3, 7, 8, 100, 1023, 1024):
+        known = torch.unique(torch.randint(0, 5 * n, (n,), generator=g)).to(torch.int64)
+        key = torch.randint(-3, 5 * n + 3, (500,), generator=g).to(torch.int64)
+        key = torch.cat([key, known, known[:1] - 1, known[-1:] + 1])  # hits, just below the first, above the last
+        assert torch.equal(sorted_position(known, key), torch.searchsorted(known, key)), n
+
+
+@pytest.mark.parametrize("hash_rows", [1000, 2])  # exact lookups, and hashed ones (more known values than rows)
+def test_the_fixed_architecture_is_in_the_state_and_rebuilds_the_same_layer(hash_rows):
+    choices = ["memorise", "naive", "factorise"]
+    layer = _layer(hash_rows=hash_rows, choices=choices).eval()
+    state = {f"pairs.{k}": v for k, v in layer.state_dict().items()}
+    assert state["pairs.choices_index"].tolist() == [0, 2, 1] and "pairs.keys_0" in state
+    again = PairInteraction.from_state(state, "pairs.", SPEC, 3, all_pairs(SPEC), hash_rows=hash_rows)
+    again.load_state_dict(layer.state_dict(), strict=True)
+    assert again.chosen() == choices and again.rows[0] == layer.rows[0] and again.hashed[0] == layer.hashed[0]
+    batch = _columns(200, seed=1)
+    want = layer(batch)
+    assert torch.equal(again(batch), want)
+    layer.export_friendly = True  # the binary search of gathers (ONNX): the same rows, so the same output
+    assert torch.equal(layer(batch), want)
+    searching = _layer(hash_rows=hash_rows)  # a search's state holds no architecture
+    with pytest.raises(ValueError, match="holds no pairs.choices_index"):
+        PairInteraction.from_state({f"pairs.{k}": v for k, v in searching.state_dict().items()}, "pairs.", SPEC, 3,
+                                   all_pairs(SPEC))
+    bad = {**state, "pairs.choices_index": torch.tensor([0, 1])}
+    with pytest.raises(ValueError, match=r"does not give one of .* for each of the 3 pairs"):
+        PairInteraction.from_state(bad, "pairs.", SPEC, 3, all_pairs(SPEC))
+    del state["pairs.keys_0"]
+    with pytest.raises(ValueError, match=r"no pairs.keys_0: the vocabulary of memorised pair \('a', 'b'\)"):
+        PairInteraction.from_state(state, "pairs.", SPEC, 3, all_pairs(SPEC))

@@ -1,10 +1,11 @@
-"""Method runs used like plain runs (issue 13): `bars predict`, `bars export` and `bars reproduce` of an OptFS and a
-DNIS run (by the method's run id or its final stage's), the baked model scoring exactly as the trained one, and the
-size columns (effective parameters, model bytes) from the run to the leaderboard. Real training on the shipped
-movielens_small (small DeepFM, one epoch a stage), a real MLflow store."""
+"""Method runs used like plain runs (issue 13): `bars predict`, `bars export` and `bars reproduce` of an OptFS, a
+DNIS, an OptEmbed and an OptInter run (by the method's run id or its final stage's), the baked model scoring exactly
+as the trained one, and the size columns (effective parameters, model bytes) from the run to the leaderboard. Real training
+on the shipped movielens_small (small DeepFM, one epoch a stage), a real MLflow store."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -26,7 +27,14 @@ METHODS = {  # settings that make each method select something in a short run
     "optfs": ["method=optfs", "method.search_epochs=2", "method.rewind_epoch=1", "method.sparsity=1e-3",
               "method.gate_init=0.02"],
     "dnis": ["method=dnis", "method.search_epochs=1", "method.alpha_lr=0.05", "method.keep_ratio=0.5"],
+    # thresholds that move in one epoch (rows pruned), a short evolution (mixed dimensions)
+    "optembed": ["method=optembed", "method.threshold_lr=1.0", "method.iterations=2", "method.keep_num=2",
+                 "method.mutation_num=2", "method.crossover_num=2"],
+    # pairs memorised (some hashed: more known values than hash_rows), factorised and dropped
+    "optinter": ["method=optinter", "method.search_epochs=1", "method.min_count=2", "method.hash_rows=300",
+                 "method.arch_lr=0.05"],
 }
+KEPT = {"optfs": "features", "dnis": "embedding_params", "optembed": "embedding_params", "optinter": "pairs"}  # the size figure's prefix
 
 
 def _quiet(*_):
@@ -35,7 +43,7 @@ def _quiet(*_):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """One store with a plain DeepFM run and an OptFS and a DNIS run over it (stage final, seed 2021)."""
+    """One store with a plain DeepFM run and a run of each method in METHODS over it (stage final, seed 2021)."""
     from bars.run import train_one
 
     root = tmp_path_factory.mktemp("methods_use")
@@ -66,6 +74,16 @@ def raw_test(store, tmp_path_factory):
     return path
 
 
+def _stages(method):
+    from bars.methods import METHODS as REGISTERED
+
+    return list(importlib.import_module(REGISTERED[method][1]).STAGES)
+
+
+def _first_stage(method):
+    return _stages(method)[0]
+
+
 def _unbaked(rec):
     """The final stage's wrapper with its checkpoint, hooks on (what the run trained and tested)."""
     from bars.methods import final_model
@@ -73,7 +91,7 @@ def _unbaked(rec):
     from bars.train import load_checkpoint
 
     backbone = build(str(rec.cfg.model.name), rec.spec, dict(rec.cfg.model.params))
-    return load_checkpoint(final_model(rec.cfg, backbone, rec.spec), rec.checkpoint).eval()
+    return load_checkpoint(final_model(rec.cfg, backbone, rec.spec, checkpoint=rec.checkpoint), rec.checkpoint).eval()
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -85,8 +103,11 @@ def test_the_baked_model_scores_bitwise_as_the_trained_method_and_the_sizes_are_
     rec = load_recorded_run(store["runs"][method].run_id, cfg)
     assert rec.method == method and rec.record.run_id == store["stages"][method]["retrain"]
     assert rec.model_label == f"deepfm+{method}" and "through its final stage run" in rec.describe()
-    assert type(rec.model).__name__ == "DeepFM"  # plain backbone: nothing of the method's layer is left
-    assert not any("forward" in vars(m) for m in rec.model.modules())
+    if method == "optinter":  # the backbone rebuilt with its pair slots, the pair layer inside its embedding
+        assert type(rec.model).__name__ == "PairBackbone" and type(rec.model.backbone).__name__ == "DeepFM"
+    else:
+        assert type(rec.model).__name__ == "DeepFM"  # plain backbone: nothing of the method's layer is left
+    assert not any("forward" in vars(m) for m in rec.model.modules())  # no patched forward: it traces, it copies
     test = load_dataset(rec.folder, splits=("test",)).splits["test"]
     baked = predict(rec.model, test, 4096, torch.device("cpu"))
     trained = predict(_unbaked(rec), test, 4096, torch.device("cpu"))
@@ -95,10 +116,19 @@ def test_the_baked_model_scores_bitwise_as_the_trained_method_and_the_sizes_are_
     m = store["client"].get_run(store["runs"][method].run_id).data.metrics
     plain = store["client"].get_run(store["runs"]["plain"].run_id).data.metrics
     n_backbone = sum(p.numel() for p in rec.model.parameters())
+    if method == "optinter":  # nothing folded away: the pair tables are the model's own parameters
+        assert m["pairs_memorise"] > 0 and m["pairs_factorise"] > 0 and m["pairs_naive"] > 0
+        assert m["pairs_hashed"] > 0  # the hashed lookup is exercised too
+        assert m["params_removed"] == 0 and m["params_effective"] == n_backbone
+        assert m["model_bytes"] > plain["model_bytes"]
+        return
     zero = sum(int((p == 0).sum()) for n, p in rec.model.named_parameters() if "embedding" in n)
     assert m["params_effective"] == n_backbone - m["params_removed"] and m["params_removed"] > 0
     assert m["params_removed"] <= zero  # every removed entry is a zero table entry of the baked model
-    if method == "dnis":  # removed = the masked (field, dim) entries times the field's rows
+    if method == "optembed":  # both of its masks are exercised: pruned rows and fewer dimensions
+        assert m["embedding_rows_kept_count"] < m["embedding_rows_total"]
+        assert min(m[f"dims_{f}"] for f in rec.model.embedding.cat_names) < int(rec.cfg.model.params.embedding_dim)
+    if method in ("dnis", "optembed"):  # removed = the masked (row, dim) entries of the d-wide tables
         assert m["params_removed"] == m["embedding_params_total"] - m["embedding_params_kept_count"]
     else:  # a closed feature value loses its row in the d-wide table and in the first-order (dim 1) table
         closed = m["features_total"] - m["features_kept_count"]
@@ -124,8 +154,9 @@ def test_predict_a_method_run_by_its_id_or_its_final_stage_gives_its_test_metric
         assert child.data.tags["mlflow.parentRunId"] == rid and child.data.tags["model"] == f"deepfm+{method}"
         outs.append(pl.read_parquet(r.out))
     assert outs[0].equals(outs[1])
-    search = store["stages"][method]["search"]
-    with pytest.raises(RecordedRunError, match=rf"run {search} is the 'search' stage of {method} run {parent}: its "
+    first = _first_stage(method)
+    search = store["stages"][method][first]
+    with pytest.raises(RecordedRunError, match=rf"run {search} is the '{first}' stage of {method} run {parent}: its "
                                                rf"weights are not the method's result; use the method run {parent}"):
         predict_file(search, raw_test, cfg, progress=False, track=False, say=_quiet)
 
@@ -155,17 +186,20 @@ def test_export_a_method_run_bakes_the_selection_in_and_scores_as_the_trained_me
             assert np.abs(got - want).max() <= TOLERANCE
     # the CLI: a stage that is not the final one stops with the reason, exit 1, no traceback
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    bad = subprocess.run([sys.executable, "-m", "bars.cli", "export", f"run_id={store['stages'][method]['search']}",
+    first = _first_stage(method)
+    bad = subprocess.run([sys.executable, "-m", "bars.cli", "export", f"run_id={store['stages'][method][first]}",
                           "format=onnx", *store["overrides"]], check=False, capture_output=True, text=True,
                          cwd=PROJECT_ROOT, env=env)
-    assert bad.returncode == 1 and "is the 'search' stage of" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 1 and f"is the '{first}' stage of" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_compress_refuses_a_method_run_with_the_reason(store):
+@pytest.mark.parametrize("method", list(METHODS))
+def test_compress_refuses_a_method_run_with_the_reason(store, method):
     from bars.compress import CompressError, compress_run
 
-    with pytest.raises(CompressError, match=r"is a optfs run \(deepfm\+optfs\): bars compress supports plain runs"):
-        compress_run(store["runs"]["optfs"].run_id, compose(store["overrides"]), say=_quiet)
+    with pytest.raises(CompressError, match=rf"is a {method} run \(deepfm\+{method}\): bars compress supports plain "
+                                            "runs"):
+        compress_run(store["runs"][method].run_id, compose(store["overrides"]), say=_quiet)
 
 
 def test_a_method_without_the_final_model_hook_is_a_clear_error(store, monkeypatch):
@@ -184,19 +218,20 @@ def test_reproduce_a_method_run_reruns_every_stage_and_matches(store, method):
     cfg = compose(store["overrides"])
     parent = store["runs"][method].run_id
     lines: list[str] = []
-    c = reproduce(store["stages"][method]["search"], cfg, out=lines.append)  # a stage's id: the whole method
+    stages = _stages(method)
+    c = reproduce(store["stages"][method][stages[0]], cfg, out=lines.append)  # a stage's id: the whole method
     assert c.identical and c.run_id == parent and c.new_run_id not in (None, parent)
     keys = [row[0] for row in c.rows]
-    what = {"dnis": "embedding_params", "optfs": "features"}[method]
-    assert {"test_auc", "val_auc", f"{what}_kept", f"{what}_kept_count", f"{what}_total", "search_epochs",
-            "retrain_epochs", "params_effective"} <= set(keys)
+    what = KEPT[method]
+    assert {"test_auc", "val_auc", f"{what}_kept", f"{what}_kept_count", f"{what}_total", "params_effective",
+            *(f"{s}_epochs" for s in stages)} <= set(keys)
     assert any("reproducing the whole method" in x for x in lines)
     new = store["client"].get_run(c.new_run_id)
     assert new.data.tags["stage"] == "reproduce" and new.data.tags["reproduce_of"] == parent
     assert new.data.tags["method_folder"] != store["client"].get_run(parent).data.tags["method_folder"]
     kids = store["client"].search_runs([new.info.experiment_id],
                                        filter_string=f"tags.mlflow.parentRunId = '{c.new_run_id}'")
-    assert sorted(k.data.tags["stage"] for k in kids) == ["retrain", "search"]  # both stages ran again
+    assert sorted(k.data.tags["stage"] for k in kids) == sorted(stages)  # every stage ran again
 
 
 def test_the_board_shows_method_rows_beside_the_backbone_with_the_size_columns(store, tmp_path):
@@ -209,13 +244,15 @@ def test_the_board_shows_method_rows_beside_the_backbone_with_the_size_columns(s
 
     board = build(load_runs(store["uri"], ["movielens_small"]), published={})["movielens_small"]
     rows = {r.model: r for r in board.rows}
-    assert set(rows) == {"deepfm", "deepfm+optfs", "deepfm+dnis"}
+    assert set(rows) == {"deepfm", *(f"deepfm+{m}" for m in METHODS)}
     metrics = {k: store["client"].get_run(store["runs"][k].run_id).data.metrics for k in ("plain", *METHODS)}
     assert rows["deepfm"].params_effective == metrics["plain"]["n_params"] == rows["deepfm"].n_params
     assert rows["deepfm"].model_bytes == metrics["plain"]["model_bytes"]
     for name in METHODS:
         row = rows[f"deepfm+{name}"]
-        assert row.params_effective == metrics[name]["params_effective"] < rows["deepfm"].n_params
+        assert row.params_effective == metrics[name]["params_effective"]
+        if name != "optinter":  # OptInter adds pair tables: more parameters than its backbone
+            assert row.params_effective < rows["deepfm"].n_params
         assert row.model_bytes == metrics[name]["model_bytes"] and row.kept_fraction is not None
     md = render_markdown(board, "test")
     header = next(line for line in md.splitlines() if line.startswith("| Model |"))

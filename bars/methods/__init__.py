@@ -286,13 +286,15 @@ def final_stage(name: str) -> str:
     return str(importlib.import_module(METHODS[name][1]).STAGES[-1])
 
 
-def final_model(cfg: DictConfig, backbone: Any, spec: Any) -> Any:
+def final_model(cfg: DictConfig, backbone: Any, spec: Any, checkpoint: Any = None) -> Any:
     """The final stage's model of ``cfg``'s method over ``backbone``, as its checkpoint holds it (what
     ``bars predict`` / ``bars export`` / ``bars compress`` load a method run's ``best.pt`` into), via the method
-    module's hook ``final_model(method_config, backbone, spec)``. The model's ``bake()`` gives the plain backbone
-    with the selection folded in (:class:`bars.methods.wrapper.BackboneWrapper`). A method module without the
-    hook raises ``NotImplementedError`` naming it."""
+    module's hook ``final_model(method_config, backbone, spec)``; a hook that also takes ``checkpoint`` (the
+    final stage's ``best.pt``: OptInter reads its architecture from it) is given it. The model's ``bake()`` gives
+    the backbone with the selection folded in (:class:`bars.methods.wrapper.BackboneWrapper`). A method module
+    without the hook raises ``NotImplementedError`` naming it."""
     import importlib
+    import inspect
 
     name = str(method_name(cfg))
     module = importlib.import_module(METHODS[name][1])
@@ -300,6 +302,8 @@ def final_model(cfg: DictConfig, backbone: Any, spec: Any) -> Any:
     if hook is None:
         raise NotImplementedError(f"method {name!r} cannot be loaded for scoring: {module.__name__} has no "
                                   "final_model(config, backbone, spec) hook (bars.methods.final_model)")
+    if "checkpoint" in inspect.signature(hook).parameters:
+        return hook(method_config(cfg), backbone, spec, checkpoint=checkpoint)
     return hook(method_config(cfg), backbone, spec)
 
 

@@ -41,12 +41,12 @@ from torch import Tensor, nn
 from bars.fileio import atomic_write_text
 from bars.methods import OptEmbedConfig
 from bars.methods.dnis import embedding_width
-from bars.methods.wrapper import BackboneWrapper
-from bars.models.layers import EmbeddingMask
+from bars.methods.wrapper import BackboneWrapper, BakeError, scale_field_rows
+from bars.models.layers import EmbeddingMask, FeatureEmbedding, prefix_mask
 from bars.train import EpochLog, TrainConfig, save_checkpoint
 
-__all__ = ["STAGES", "EvolutionStage", "MaskedModel", "RetrainStage", "SupernetStage", "evolve", "make_stage",
-           "mask_metrics"]
+__all__ = ["STAGES", "EvolutionStage", "MaskedModel", "RetrainStage", "SupernetStage", "evolve", "final_model",
+           "make_stage", "mask_metrics"]
 
 STAGES = ("supernet", "evolution", "retrain")
 
@@ -88,6 +88,25 @@ class MaskedModel(BackboneWrapper):
         if self.mask.mode == "supernet" and self.threshold_reg > 0 and self.mask.threshold.requires_grad:
             loss = loss + self.threshold_reg * self.mask.penalty()
         return loss
+
+    def _fold(self, folded: set[tuple[int, int]]) -> int:
+        """Each masked field's rows of the ``d``-wide tables times its fixed mask: ``row_keep`` per row (a pruned
+        row becomes zero) times the first ``dims_f`` dimensions (the rest zero): exactly the fixed-mode hook's
+        factor ``row_keep[value] * prefix(dims_f)``, so the baked tables score bitwise as the hooked model."""
+        mask = self.mask
+        if mask.mode != "fixed":
+            raise BakeError("OptEmbed: only the fixed masks (the evolution's, the retrain's) fold into the tables; "
+                            "the supernet's rows depend on its thresholds and its dimensions are sampled")
+        removed = 0
+        for emb in self.backbone.modules():
+            if isinstance(emb, FeatureEmbedding) and emb.dim == mask.dim:
+                for name in emb.cat_names:
+                    if name in mask.index:
+                        i, o = mask.index[name], mask.offsets[name]
+                        rows = mask.row_keep[o: o + int(mask.rows[i])].unsqueeze(-1)  # [vocab - 1, 1]
+                        dims = prefix_mask(mask.dims[i], mask.dim).to(rows.device)  # [d]
+                        removed += scale_field_rows(emb, name, rows * dims, folded)
+        return removed
 
 
 def mask_metrics(mask: EmbeddingMask, row_keep: Tensor | None = None, dims: Tensor | None = None) -> dict[str, float]:
@@ -317,7 +336,15 @@ class RetrainStage:
 
     def finish(self, model: nn.Module) -> Mapping[str, float]:
         assert self.model is not None
-        return mask_metrics(self.model.mask)
+        return {**mask_metrics(self.model.mask), **self.model.bake().metrics()}
+
+
+def final_model(cfg: OptEmbedConfig, backbone: nn.Module, spec: Any) -> MaskedModel:
+    """The retrain stage's model as its checkpoint holds it (the masks fixed; the checkpoint fills ``row_keep`` and
+    ``dims``): load the final stage's ``best.pt`` into it, then :meth:`MaskedModel.bake` (bars.recorded)."""
+    model = _build(backbone, spec, cfg, train_thresholds=False)
+    model.mask.set_fixed(torch.ones_like(model.mask.row_keep), model.mask.dims.clone())
+    return model
 
 
 def make_stage(name: str, cfg: OptEmbedConfig, folder: Path) -> SupernetStage | EvolutionStage | RetrainStage:

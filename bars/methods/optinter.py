@@ -23,6 +23,12 @@ Embeddings of another width (the first-order LR term's dim-1 tables) see the slo
    naive, its memorised table or its factorised product, under the BARS protocol: its test metrics are the
    method's.
 
+Predict, export, reproduce (:func:`final_model`, :meth:`PairModel.bake`): the retrain's checkpoint holds its
+architecture (the choice per pair and the memorised pairs' vocabularies, buffers of the pair layer), so the final
+model is rebuilt from the checkpoint alone; baked, it is :class:`PairBackbone`: the rebuilt backbone whose slot
+embedding computes the pair embeddings itself (:class:`PairSlotEmbedding`, no patched ``forward``), which traces to
+ONNX and TorchScript (the pair lookup's ``searchsorted`` becomes a binary search of gathers for ONNX).
+
 Metrics of both stages: ``pairs_memorise``, ``pairs_factorise``, ``pairs_naive``, ``pairs_total``,
 ``pairs_kept`` (fraction not naive, ``_count``: the board's kept column) and ``pair_params_kept`` (the pair
 tables' embedding parameters against memorising every pair; ``_count``, ``_total``).
@@ -30,6 +36,7 @@ tables' embedding parameters against memorising every pair; ``_count``, ``_total
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,14 +47,17 @@ from torch import Tensor, nn
 
 from bars.data.spec import Feature, FeatureSpec
 from bars.methods import OptInterConfig
-from bars.methods.wrapper import BackboneWrapper
+from bars.methods.wrapper import BackboneWrapper, Baked, BakeError
 from bars.models.layers import FeatureEmbedding, PairInteraction, all_pairs, pair_vocabulary, split_parameters
 from bars.models.layers.feature_gate import _Patched, patch_embeddings
 from bars.train import EpochLog, TrainConfig, save_checkpoint
 
-__all__ = ["STAGES", "PairModel", "RetrainStage", "SearchStage", "make_stage", "slot_spec"]
+__all__ = ["STAGES", "PairBackbone", "PairModel", "PairSlotEmbedding", "RetrainStage", "SearchStage", "final_model",
+           "make_stage", "slot_spec"]
 
 STAGES = ("search", "retrain")
+BAKED_NOTE = ("the backbone rebuilt with one input slot per pair kept, the slots filled by the pair layer inside the "
+              "model: memorised pair tables (with their pair-value vocabularies) and the factorisation table")
 MIN_TEMPERATURE = 0.01  # official: max(0.01, 1 - tau * step)
 
 
@@ -180,6 +190,72 @@ class PairModel(BackboneWrapper):
             self.pairs.reset_parameters(embedding_std)
 
 
+    def bake(self) -> Baked:
+        """The retrained model as one module without hooks (what ``bars predict`` / ``bars export`` use):
+        :class:`PairBackbone` over a copy of the rebuilt backbone whose slot embeddings are
+        :class:`PairSlotEmbedding` s holding the pair layer; without slots (every pair naive) the plain backbone.
+        It computes the hooked model's operations on the same values, so it scores bitwise the same. Nothing is
+        folded away: ``removed`` is 0 (the pair tables are the model's, counted in its parameters)."""
+        if self.arch_optimizer is not None or (self.pairs is not None and self.pairs.choices is None):
+            raise BakeError("OptInter: only the retrained model (choices fixed) can be baked, not the search's")
+        twin = copy.deepcopy(self)
+        for h in twin._handles:
+            h.remove()
+        if not twin.slots:
+            return Baked(twin.backbone.eval(), 0)
+        assert twin.pairs is not None
+        targets = [m for m in twin.backbone.modules() if isinstance(m, FeatureEmbedding) and m.dim == twin.width
+                   and any(s in m.field_names for s in twin.slots)]
+        for emb in targets:
+            PairSlotEmbedding.convert(emb, twin.pairs, [emb.field_names.index(s) for s in twin.slots])
+        return Baked(PairBackbone(twin.backbone, twin.slots).eval(), 0)
+
+
+class PairSlotEmbedding(FeatureEmbedding):
+    """A :class:`FeatureEmbedding` of a backbone rebuilt with pair slots whose slot fields hold the pair layer's
+    embeddings: the baked form of :class:`PairModel`'s hook (its ``forward`` is the class's, so a traced or
+    deep-copied model carries it). ``convert`` turns an embedding into one in place."""
+
+    pair_layer: PairInteraction
+    slot_gather: Tensor
+
+    @classmethod
+    def convert(cls, emb: FeatureEmbedding, layer: PairInteraction, positions: list[int]) -> PairSlotEmbedding:
+        if type(emb) is not FeatureEmbedding:
+            raise BakeError(f"OptInter: the slot embedding is a {type(emb).__name__}, not a FeatureEmbedding")
+        n = emb.num_fields
+        # [B, F + S] (the table's output, then the pair slots) -> [B, F]: slot field p reads pair slot s
+        gather = list(range(n))
+        for s, p in enumerate(positions):
+            gather[p] = n + s
+        emb.__class__ = cls
+        emb.add_module("pair_layer", layer)
+        emb.register_buffer("slot_gather", torch.tensor(gather, dtype=torch.int64), persistent=False)
+        return emb  # type: ignore[return-value]
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        out = super().forward(batch)
+        pairs = self.pair_layer(batch).to(out.dtype)
+        return torch.cat([out, pairs], dim=1).index_select(1, self.slot_gather)
+
+
+class PairBackbone(nn.Module):
+    """The baked OptInter model: ``backbone`` (rebuilt with the pair slots, its slot embeddings
+    :class:`PairSlotEmbedding` s) called with the slot fields set to padding, so it takes the data's fields only."""
+
+    def __init__(self, backbone: nn.Module, slots: list[str]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.slots = list(slots)
+        if getattr(backbone, "tasks", ()):
+            self.tasks = tuple(backbone.tasks)
+
+    def forward(self, batch: dict[str, Tensor]) -> Any:
+        ref = next(iter(batch.values()))
+        pad = torch.zeros(ref.shape[0], dtype=torch.int32, device=ref.device)
+        return self.backbone({**batch, **dict.fromkeys(self.slots, pad)})
+
+
 def choice_metrics(pairs: PairInteraction, spec: FeatureSpec, choices: list[str]) -> dict[str, float]:
     return pairs.parameters_of(spec, choices)
 
@@ -262,13 +338,9 @@ class RetrainStage:
         self.spec = spec
         self.choices = [("memorise", "factorise", "naive")[int(i)] for i in arch["choices"].tolist()]
         keys = {p: stored[f"keys_{k}"] for k, p in enumerate(pairs)}
-        width = embedding_width(backbone)
-        layer = PairInteraction(spec, width, pairs, keys, hash_rows=self.cfg.hash_rows, choices=self.choices,
-                                max_bytes=self.cfg.max_embedding_bytes)
-        slots = [PairInteraction.slot_name(pairs[k]) for k in layer.slot_pairs]
-        self.model = PairModel(rebuild(backbone, slot_spec(spec, slots)) if slots else backbone, slots, width)
-        if slots:
-            self.model.set_pairs(layer)
+        layer = PairInteraction(spec, embedding_width(backbone), pairs, keys, hash_rows=self.cfg.hash_rows,
+                                choices=self.choices, max_bytes=self.cfg.max_embedding_bytes)
+        self.model = _retrain_model(backbone, spec, layer)
         self.layer = layer
         return self.model
 
@@ -276,8 +348,37 @@ class RetrainStage:
         pass
 
     def finish(self, model: nn.Module) -> Mapping[str, float]:
-        assert self.spec is not None and self.layer is not None
-        return choice_metrics(self.layer, self.spec, self.choices)
+        assert self.spec is not None and self.layer is not None and self.model is not None
+        return {**choice_metrics(self.layer, self.spec, self.choices), **self.model.bake().metrics()}
+
+
+def _retrain_model(backbone: nn.Module, spec: FeatureSpec, layer: PairInteraction) -> PairModel:
+    """The retrain's model: the backbone rebuilt with one slot per pair not naive (none: the backbone as it is),
+    ``layer`` (choices fixed) filling the slots."""
+    slots = [PairInteraction.slot_name(layer.pairs[k]) for k in layer.slot_pairs]  # type: ignore[arg-type]
+    model = PairModel(rebuild(backbone, slot_spec(spec, slots)) if slots else backbone, slots, layer.dim)
+    if slots:
+        model.set_pairs(layer)
+    return model
+
+
+def final_model(cfg: OptInterConfig, backbone: nn.Module, spec: Any, checkpoint: Any = None) -> PairModel:
+    """The retrain stage's model as its checkpoint ``checkpoint`` (the final stage's ``best.pt``) holds it: the
+    architecture (the choice per pair, the memorised pairs' vocabularies) is read from the checkpoint's pair layer
+    (:meth:`PairInteraction.from_state`); load the checkpoint into it, then :meth:`PairModel.bake` (bars.recorded).
+    A checkpoint without a pair layer is the all-naive retrain (the plain backbone)."""
+    if checkpoint is None:
+        raise ValueError("OptInter: the final model's pair choices are read from its checkpoint; none was given")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    pairs = all_pairs(spec, cfg.fields)
+    if not any(k.startswith("pairs.") for k in state):  # every pair naive: no slots, no pair layer
+        return PairModel(backbone, [], embedding_width(backbone))
+    try:
+        layer = PairInteraction.from_state(state, "pairs.", spec, embedding_width(backbone), pairs,
+                                           hash_rows=cfg.hash_rows, max_bytes=cfg.max_embedding_bytes)
+    except ValueError as e:
+        raise ValueError(f"OptInter: checkpoint {checkpoint}: {e}") from None
+    return _retrain_model(backbone, spec, layer)
 
 
 def make_stage(name: str, cfg: OptInterConfig, folder: Path) -> SearchStage | RetrainStage:

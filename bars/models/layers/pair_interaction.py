@@ -21,7 +21,11 @@ factorised embedding; a memorised table exists only for the memorised pairs, the
 the fields of the factorised pairs.
 
 Both tables are :class:`FeatureEmbedding` s (so the embedding regulariser and the BARS initialisation treat
-them as embeddings). The size of the memorised tables is checked before anything is allocated
+them as embeddings). With choices fixed the layer records them in its state (the buffer ``choices``: the index in
+:data:`CHOICES` per pair) beside the memorised pairs' vocabularies (``keys_<k>``), so a checkpoint says which
+architecture it holds (:meth:`PairInteraction.from_state` rebuilds it). ``export_friendly`` (set by ``bars export``
+while tracing for ONNX, which has no ``searchsorted``) looks a pair value up by a binary search of gathers and
+comparisons: the same row index, so the same scores. The size of the memorised tables is checked before anything is allocated
 (:class:`~bars.models.layers.field_aware.EmbeddingMemoryError`, naming the bytes and the knobs).
 """
 
@@ -38,7 +42,7 @@ from bars.data.spec import Feature, FeatureSpec
 from bars.models.layers.embedding import FeatureEmbedding
 from bars.models.layers.field_aware import EmbeddingMemoryError, available_memory_bytes
 
-__all__ = ["CHOICES", "PairInteraction", "all_pairs", "pair_keys", "pair_vocabulary"]
+__all__ = ["CHOICES", "PairInteraction", "all_pairs", "pair_keys", "pair_vocabulary", "sorted_position"]
 
 CHOICES = ("memorise", "factorise", "naive")
 _PRIME = 2_147_483_647  # 2^31 - 1: hash arithmetic stays below 2^63 for indices < 2^31
@@ -74,6 +78,21 @@ def pair_vocabulary(columns: Mapping[str, Tensor], spec: FeatureSpec, pairs: Seq
         keys, counts = torch.unique(pair_keys(xa[ok], xb[ok], spec[b].vocab_size), return_counts=True)
         out[(a, b)] = keys[counts >= int(min_count)].contiguous()  # torch.unique sorts
     return out
+
+
+def sorted_position(known: Tensor, key: Tensor) -> Tensor:
+    """``torch.searchsorted(known, key)`` (left; ``known`` sorted, 1-D) by a binary search of gathers and
+    comparisons, ``ceil(log2(n + 1))`` steps: what ONNX can express (it has no searchsorted)."""
+    n = known.numel()
+    lo = torch.zeros_like(key)
+    hi = torch.full_like(key, n)
+    for _ in range(max(1, math.ceil(math.log2(n + 1)))):
+        mid = torch.div(lo + hi, 2, rounding_mode="floor")
+        right = known[mid.clamp(max=n - 1)] < key
+        active = lo < hi
+        lo = torch.where(active & right, mid + 1, lo)
+        hi = torch.where(active & ~right, mid, hi)
+    return lo
 
 
 def _hash_constants(p: int) -> tuple[int, int, int]:
@@ -150,9 +169,44 @@ class PairInteraction(nn.Module):
         for k in self.mem_pairs:
             self.register_buffer(f"keys_{k}", keys[self.pairs[k]].to(torch.int64).contiguous())
         self.fac_pos = {n: i for i, n in enumerate(self.fac_fields)}
+        if self.choices is not None:  # the architecture, in the checkpoint (from_state)
+            self.register_buffer("choices_index", torch.tensor([CHOICES.index(c) for c in self.choices],
+                                                               dtype=torch.int64))
+            # slot order of [memorised..., factorised...] -> slot s (a copy: forward is an exact gather)
+            order = [*self.mem_pairs, *self.fac_pairs]
+            self.register_buffer("slot_order", torch.tensor([order.index(k) for k in self.slot_pairs],
+                                                            dtype=torch.int64), persistent=False)
+        self.export_friendly = False
         self.alpha = nn.Parameter(torch.empty(len(self.pairs), len(CHOICES))) if self.choices is None else None
         self.temperature = 1.0
         self.reset_parameters()
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Tensor], prefix: str, spec: FeatureSpec, dim: int,
+                   pairs: Sequence[tuple[str, str]], *, hash_rows: int = 1_000_000,
+                   max_bytes: int = 4 * 2**30) -> PairInteraction:
+        """The fixed-choice layer a state dict holds (``state[prefix + "choices_index"]`` and the memorised pairs'
+        ``keys_<k>``), before loading it: the architecture a checkpoint of a retrained model was trained with. A
+        state without ``choices_index`` (a search's, or one saved before it was recorded) raises ValueError. The
+        state holds no vocabulary of the pairs not memorised: the rebuilt layer counts them as empty (its forward does
+        not read them; only :meth:`parameters_of`'s memorise-all total would differ)."""
+        codes = state.get(f"{prefix}choices_index")
+        if codes is None:
+            raise ValueError(f"the state holds no {prefix}choices_index: not a retrained OptInter model, or one saved "
+                             "before the choices were recorded in the checkpoint (rerun it: bars reproduce)")
+        codes = [int(c) for c in codes.reshape(-1).tolist()]
+        if len(codes) != len(pairs) or any(not 0 <= c < len(CHOICES) for c in codes):
+            raise ValueError(f"the state's {prefix}choices_index {codes} does not give one of {CHOICES} for each of "
+                             f"the {len(pairs)} pairs of the data")
+        choices = [CHOICES[c] for c in codes]
+        empty = torch.zeros(0, dtype=torch.int64)
+        keys = {}
+        for k, p in enumerate(pairs):
+            key = state.get(f"{prefix}keys_{k}")
+            if choices[k] == "memorise" and key is None:
+                raise ValueError(f"the state holds no {prefix}keys_{k}: the vocabulary of memorised pair {p}")
+            keys[tuple(p)] = empty if key is None else key
+        return cls(spec, dim, pairs, keys, hash_rows=hash_rows, choices=choices, max_bytes=max_bytes)
 
     # ---------------------------------------------------------------------------------------------- sizes
     @staticmethod
@@ -208,7 +262,8 @@ class PairInteraction(nn.Module):
         key = pair_keys(xa, xb, self.vocab_b[k])
         known: Tensor = getattr(self, f"keys_{k}")
         if known.numel():
-            pos = torch.searchsorted(known, key).clamp_(max=known.numel() - 1)
+            pos = (sorted_position(known, key) if self.export_friendly else torch.searchsorted(known, key))
+            pos = pos.clamp(max=known.numel() - 1)
             hit = known[pos] == key
         else:
             pos = torch.zeros_like(key)
@@ -247,17 +302,13 @@ class PairInteraction(nn.Module):
             mem = self.memorised_embeddings(batch)
             fac = self.factorised_embeddings(batch)
             return mem * w[:, 0].view(1, -1, 1) + fac * w[:, 1].view(1, -1, 1)  # + w[:, 2] * 0 (naive)
-        ref = next(iter(batch.values()))
-        out = torch.zeros(ref.shape[0], self.num_slots, self.dim, device=ref.device,
-                          dtype=self._dtype())
-        slot_of = {k: s for s, k in enumerate(self.slot_pairs)}
-        if self.mem_pairs:
-            out = out.index_copy(1, torch.tensor([slot_of[k] for k in self.mem_pairs], device=ref.device),
-                                 self.memorised_embeddings(batch))
-        if self.fac_pairs:
-            out = out.index_copy(1, torch.tensor([slot_of[k] for k in self.fac_pairs], device=ref.device),
-                                 self.factorised_embeddings(batch))
-        return out
+        parts = ([self.memorised_embeddings(batch)] if self.mem_pairs else []) + \
+            ([self.factorised_embeddings(batch)] if self.fac_pairs else [])
+        if not parts:
+            ref = next(iter(batch.values()))
+            return torch.zeros(ref.shape[0], 0, self.dim, device=ref.device, dtype=self._dtype())
+        both = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return both.index_select(1, self.slot_order)  # slots in pair order (a gather: exact)
 
     def _dtype(self) -> torch.dtype:
         for p in self.parameters():
