@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import importlib
 import os
+import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -36,6 +40,37 @@ def require_or_skip(reason: str) -> None:
     if os.environ.get("BARS_REQUIRE_REFERENCE") == "1":
         pytest.fail(f"BARS_REQUIRE_REFERENCE=1 but {reason}")
     pytest.skip(reason)
+
+
+def import_official(tmp_path: Path, what: str, env: str, default: str, files: dict[str, str],
+                    modules: list[str]) -> list[ModuleType]:
+    """Modules of a paper's official code, imported fresh from a checkout or a bare git mirror of it (``$env``, else
+    ``default``; absent: skipped with the reason, or failed under BARS_REQUIRE_REFERENCE=1). ``files`` maps a path
+    in the repository to where it goes under a new folder of ``tmp_path`` (so that the official package names
+    import; each folder gets an ``__init__.py``); earlier imports of the modules' top-level names are dropped, then
+    ``modules`` are imported from that folder, which leaves ``sys.path`` again."""
+    repo = Path(os.environ.get(env, default))
+    if not repo.exists():
+        require_or_skip(f"the official {what} code is not at {repo} (set {env})")
+    root = tmp_path / f"{what.lower()}_official"
+    for src, dst in files.items():
+        if (repo / src).exists():
+            text = (repo / src).read_text()
+        else:  # a bare mirror
+            text = subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{src}"], check=True, capture_output=True,
+                                  text=True).stdout
+        (root / dst).parent.mkdir(parents=True, exist_ok=True)
+        (root / dst).write_text(text)
+        if (root / dst).parent != root:
+            (root / dst).parent.joinpath("__init__.py").touch()
+    tops = {m.split(".")[0] for m in modules}
+    sys.path.insert(0, str(root))
+    try:
+        for mod in [m for m in sys.modules if m.split(".")[0] in tops]:
+            sys.modules.pop(mod, None)
+        return [importlib.import_module(m) for m in modules]
+    finally:
+        sys.path.remove(str(root))
 
 
 def load_frappe(path: Path) -> tuple[FeatureSpec, dict[str, torch.Tensor], torch.Tensor]:

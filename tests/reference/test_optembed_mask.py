@@ -24,16 +24,12 @@ Layout: the official code embeds global feature ids ``0..N-1`` in one table; bar
 
 from __future__ import annotations
 
-import importlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import require_or_skip
+from conftest import import_official
 
 from bars.models.layers import EmbeddingMask, FeatureEmbedding
 
@@ -88,28 +84,10 @@ def transcribed_fixed(table, feature_mask, ids, cand):
 
 
 def _official(tmp_path: Path):
-    repo = Path(os.environ.get("OPTEMBED_REPO", "/work/.mirror/fuyuanlyu+OptEmbed/repo"))
-    if not repo.exists():
-        require_or_skip(f"the official OptEmbed code is not at {repo} (set OPTEMBED_REPO)")
-    pkg = tmp_path / "optembed_official" / "models"
-    pkg.mkdir(parents=True)
-    for name in ("layer.py", "modules.py", "modules_super.py", "modules_evo.py", "modules_retrain.py"):
-        if (repo / "models" / name).exists():
-            text = (repo / "models" / name).read_text()
-        else:  # a bare mirror
-            text = subprocess.run(["git", "-C", str(repo), "show", f"HEAD:models/{name}"], check=True,
-                                  capture_output=True, text=True).stdout
-        (pkg / name).write_text(text)
-    (pkg / "__init__.py").write_text("")
-    sys.path.insert(0, str(pkg.parent))
-    try:
-        for mod in [m for m in sys.modules if m == "models" or m.startswith("models.")]:
-            sys.modules.pop(mod, None)
-        return (importlib.import_module("models.modules_super"), importlib.import_module("models.modules_evo"),
-                importlib.import_module("models.modules_retrain"))
-    finally:
-        sys.path.remove(str(pkg.parent))
-
+    names = ("layer.py", "modules.py", "modules_super.py", "modules_evo.py", "modules_retrain.py")
+    return tuple(import_official(tmp_path, "OptEmbed", "OPTEMBED_REPO", "/work/.mirror/fuyuanlyu+OptEmbed/repo",
+                                 {f"models/{n}": f"models/{n}" for n in names},
+                                 ["models.modules_super", "models.modules_evo", "models.modules_retrain"]))
 
 def _ours(frappe, norm: int, seed: int = 0, level: str = "field"):
     spec, cols, _ = frappe

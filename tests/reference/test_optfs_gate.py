@@ -18,15 +18,11 @@ laid out the same way, per categorical field in spec order).
 
 from __future__ import annotations
 
-import importlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import require_or_skip
+from conftest import import_official
 
 from bars.models.layers import FeatureEmbedding, FeatureGate
 
@@ -44,27 +40,9 @@ def transcribed_gate(mask_weight: torch.Tensor, x: torch.Tensor, temp: float, ti
 
 
 def _official_module(tmp_path: Path):
-    repo = Path(os.environ.get("OPTFS_REPO", "/work/.mirror/fuyuanlyu+OptFS/repo"))
-    if not repo.exists():
-        require_or_skip(f"the official OptFS code is not at {repo} (set OPTFS_REPO)")
-    pkg = tmp_path / "optfs_official" / "modules"
-    pkg.mkdir(parents=True)
-    for name in ("mask.py", "layers.py"):
-        if (repo / "modules" / name).exists():
-            text = (repo / "modules" / name).read_text()
-        else:  # a bare mirror
-            text = subprocess.run(["git", "-C", str(repo), "show", f"HEAD:modules/{name}"], check=True,
-                                  capture_output=True, text=True).stdout
-        (pkg / name).write_text(text)
-    (pkg / "__init__.py").write_text("")
-    sys.path.insert(0, str(pkg.parent))
-    try:
-        for mod in ("modules", "modules.layers", "modules.mask"):
-            sys.modules.pop(mod, None)
-        return importlib.import_module("modules.mask")  # the official module, from the copy just written
-    finally:
-        sys.path.remove(str(pkg.parent))
-
+    (mask,) = import_official(tmp_path, "OptFS", "OPTFS_REPO", "/work/.mirror/fuyuanlyu+OptFS/repo",
+                              {f"modules/{n}": f"modules/{n}" for n in ("mask.py", "layers.py")}, ["modules.mask"])
+    return mask
 
 def _ours(frappe, dim: int = 10, seed: int = 0):
     spec, cols, _ = frappe

@@ -25,15 +25,11 @@ the official model bars' global rows.
 
 from __future__ import annotations
 
-import importlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import require_or_skip
+from conftest import import_official
 
 from bars.models.layers import PairInteraction, all_pairs, pair_vocabulary
 
@@ -126,25 +122,9 @@ def test_memorised_vocabulary_is_the_official_count_threshold_partition(frappe):
 
 
 def _official_module(tmp_path: Path):
-    repo = Path(os.environ.get("OPTINTER_REPO", "/work/.mirror/fuyuanlyu+OptInter/repo"))
-    if not repo.exists():
-        require_or_skip(f"the official OptInter code is not at {repo} (set OPTINTER_REPO)")
-    pkg = tmp_path / "optinter_official"
-    pkg.mkdir(parents=True)
-    path = repo / "learn" / "model" / "model_search.py"
-    if path.exists():
-        text = path.read_text()
-    else:  # a bare mirror
-        text = subprocess.run(["git", "-C", str(repo), "show", "HEAD:learn/model/model_search.py"], check=True,
-                              capture_output=True, text=True).stdout
-    (pkg / "optinter_model_search.py").write_text(text)
-    sys.path.insert(0, str(pkg))
-    try:
-        sys.modules.pop("optinter_model_search", None)
-        return importlib.import_module("optinter_model_search")
-    finally:
-        sys.path.remove(str(pkg))
-
+    (search,) = import_official(tmp_path, "OptInter", "OPTINTER_REPO", "/work/.mirror/fuyuanlyu+OptInter/repo",
+                                {"learn/model/model_search.py": "optinter_model_search.py"}, ["optinter_model_search"])
+    return search
 
 @pytest.mark.parametrize("tau,step", CASES)
 def test_search_mix_and_gradients_equal_the_official_dnn_cart_search(frappe, tmp_path, tau, step):
