@@ -17,6 +17,8 @@ process waits for a core then counts for neither side, so the figure is what a q
 
     PYTHONPATH=. .venv-ref/bin/python tests/reference/bench_reference.py [--threads 2] [--repeats 5]
         [--models dcn,dnn] [--shapes frappe,criteo]
+
+``--whole-run`` measures whole runs instead (4 epochs, tracking on, data to test metrics): bench_whole_run.py.
 """
 
 from __future__ import annotations
@@ -140,6 +142,11 @@ def measure(cid: str, shape: str, repeats: int, steps: int, clock=time.perf_coun
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--whole-run" in argv:  # whole runs, bars vs FuxiCTR's run_expid flow (bench_whole_run.py)
+        from bench_whole_run import main as whole_run
+
+        return whole_run(argv)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
