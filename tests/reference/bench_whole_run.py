@@ -313,7 +313,7 @@ def launch(python: str, side: str, a: dict[str, Any], threads: int) -> dict[str,
     t = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([python, str(Path(__file__).resolve()), "--worker", side, json.dumps(a)],
-                          capture_output=True, text=True, env=env, cwd=str(ROOT))
+                          check=False, capture_output=True, text=True, env=env, cwd=str(ROOT))
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker and its (waited-for) loader processes
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
