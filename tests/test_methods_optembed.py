@@ -6,6 +6,7 @@ figures; the threshold's SGD step and the evolutionary search against the offici
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -261,6 +262,36 @@ def test_evolution_is_the_official_search_and_is_seeded(seed):
     assert len(others) > 1  # the seed matters
 
 
+def test_a_parameter_budget_keeps_the_evolution_within_it_and_is_off_by_default():
+    import dataclasses
+
+    from bars.methods import OptEmbedConfig
+    from bars.methods.optembed import evolve
+
+    rows = [900, 60, 20, 10, 5, 3, 2]  # one large field, as Frappe's item
+
+    def cost(c):
+        return sum(r * d for r, d in zip(rows, c, strict=True)) / (sum(rows) * 10)
+
+    def score(c):  # more dimensions score higher: unconstrained, the search goes large
+        return sum(c) + 0.01 * c[0]
+
+    cfg = OptEmbedConfig(iterations=10)
+    free, _, _ = evolve(score, 7, 10, cfg, 2021)
+    assert evolve(score, 7, 10, cfg, 2021, cost=cost)[0] == free  # null budget: the cost changes nothing
+    assert cost(free) > 0.5
+    seen = []
+    budgeted = dataclasses.replace(cfg, max_params_kept=0.5)
+    best, best_score, _ = evolve(lambda c: seen.append(list(c)) or score(c), 7, 10, budgeted, 2021, cost=cost)
+    assert cost(best) <= 0.5 and best_score == score(best) and seen and all(cost(c) <= 0.5 for c in seen)
+    assert best[0] < free[0] and max(best[1:]) == 10  # the budget comes out of the large field
+    with pytest.raises(ValueError, match=r"method.max_params_kept=0.05: even one dimension per field keeps 0.1000"):
+        evolve(score, 7, 10, dataclasses.replace(cfg, max_params_kept=0.05), 2021, cost=cost)
+    with pytest.raises(ConfigError, match=r"method.max_params_kept must be null or a number in \(0, 1\]"):
+        validate(compose(["model=deepfm", "method=optembed", "method.max_params_kept=1.5"]), "train")
+    validate(compose(["model=deepfm", "method=optembed", "method.max_params_kept=0.5"]), "train")
+
+
 def test_a_retrain_under_full_masks_is_plain_training(tmp_path):
     """Every row kept and every dimension: the retrain stage computes exactly what plain training does (same seed,
     same initialisation, same batches), so a difference in the measured rows comes from the masks alone."""
@@ -287,3 +318,42 @@ def cfg_overrides(tmp_path):
             "train.device=cpu", "train.batch_size=512", f"paths.data={tmp_path / 'data'}",
             f"paths.checkpoints={tmp_path / 'ckpt'}", f"paths.results={tmp_path / 'results'}",
             "tracking.enabled=false", *SMALL["deepfm"]]
+
+
+def test_retrain_from_the_supernet_starts_from_its_weights_under_the_found_masks(tmp_path):
+    """``method.retrain_from=supernet`` (the official ``retrain.py --init_name``): the retrain stage loads the
+    supernet's best-epoch weights instead of initialising; the default starts from scratch."""
+    from bars.data.prepare import prepare
+    from bars.data.spec import FeatureSpec
+    from bars.methods import method_config
+    from bars.methods.optembed import RetrainStage, SupernetStage
+    from bars.models import build
+    from bars.train import save_checkpoint
+
+    cfg = _cfg(tmp_path, "deepfm", "method.retrain_from=supernet", tracked=False)
+    spec = FeatureSpec.load(Path(prepare(cfg, quiet=True)) / "feature_spec.json")
+    mcfg = method_config(cfg)
+    folder = tmp_path / "m"
+
+    def backbone():
+        return build(str(cfg.model.name), spec, dict(cfg.model.params))
+
+    supernet = SupernetStage(mcfg, folder).wrap(backbone(), spec, None, 0)
+    with torch.no_grad():
+        for p in supernet.parameters():
+            p.normal_()
+    save_checkpoint(supernet, folder / "supernet" / "supernet.pt")
+    _, rows = _vocab_rows(tmp_path)
+    keep = torch.ones(1 + int(rows.sum()))
+    keep[1] = 0
+    save_checkpoint({"row_keep": keep, "dims": torch.tensor([3, 4, 5, 6, 7])}, folder / "evolution" / "arch.pt")
+    stage = RetrainStage(mcfg, folder)
+    assert stage.init is False  # fit does not initialise: the weights are the supernet's
+    model = stage.wrap(backbone(), spec, None, 0)
+    want = {k: v for k, v in supernet.state_dict().items() if k.startswith("backbone.")}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in want.items())
+    assert model.mask.mode == "fixed" and model.mask.dims.tolist() == [3, 4, 5, 6, 7]
+    assert torch.equal(model.mask.row_keep, keep)
+    assert RetrainStage(method_config(_cfg(tmp_path, "deepfm", tracked=False)), folder).init is True  # default
+    with pytest.raises(ConfigError, match="method.retrain_from must be 'scratch' or 'supernet'"):
+        validate(compose(["model=deepfm", "method=optembed", "method.retrain_from=search"]), "train")

@@ -127,6 +127,10 @@ class OptEmbedConfig:
     crossover_num: int = 10        # crossover children per generation (parents from the top crossover_num + 1)
     mutation_prob: float = 0.1     # per-field mutation probability (official --m_prob)
     official_crossover: bool = False  # True: the crossover point drawn in [1, d] as the official code (bars: [1, F-1])
+    max_params_kept: float | None = None  # bars switch (null = the paper): the evolution's candidates keep at most
+    # this fraction of the embedding parameters (others are infeasible: never scored, never chosen)
+    retrain_from: str = "scratch"  # "scratch" (official default --init_name init.pth) or "supernet" (official
+    # --init_name <supernet file>: the retrain starts from the supernet's best-epoch weights)
 
     def problems(self) -> list[str]:
         out = []
@@ -162,6 +166,10 @@ class OptEmbedConfig:
             out.append(f"method.mutation_prob must be a number in [0, 1], got {self.mutation_prob!r}")
         if not isinstance(self.official_crossover, bool):
             out.append(f"method.official_crossover must be true or false, got {self.official_crossover!r}")
+        if self.max_params_kept is not None and not (_num(self.max_params_kept) and 0 < self.max_params_kept <= 1):
+            out.append(f"method.max_params_kept must be null or a number in (0, 1], got {self.max_params_kept!r}")
+        if self.retrain_from not in ("scratch", "supernet"):
+            out.append(f"method.retrain_from must be 'scratch' or 'supernet', got {self.retrain_from!r}")
         return out
 
 

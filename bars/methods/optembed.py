@@ -165,7 +165,7 @@ class SupernetStage:
 
 
 def evolve(score: Any, num_fields: int, dim: int, cfg: OptEmbedConfig, seed: int,
-           on_generation: Any = None) -> tuple[list[int], float, list[dict[str, Any]]]:
+           on_generation: Any = None, cost: Any = None) -> tuple[list[int], float, list[dict[str, Any]]]:
     """The official ``EvolutionSearcher.search`` over candidates (the embedding dimension of each field, in
     ``[1, dim]``), maximising ``score(candidate) -> float`` (validation AUC). Returns the best candidate, its score
     and one record per generation. Seeded by ``seed`` (same seed, same candidates).
@@ -175,10 +175,31 @@ def evolve(score: Any, num_fields: int, dim: int, cfg: OptEmbedConfig, seed: int
     ``keep_num``, ``mutation_num`` mutations (candidate ``i`` of the top, each field redrawn in ``[2, dim]`` with
     probability ``mutation_prob``: the official ``randint(1, latent_dim)`` index) and ``crossover_num`` crossovers
     (pairs ``(x, y)`` drawn from the top ``crossover_num + 1``, no pair twice; ``x[:p] + y[p:]`` with ``p`` in
-    ``[1, F-1]``, or ``[1, dim]`` with ``official_crossover``). The first population is uniform in ``[1, dim]``."""
+    ``[1, F-1]``, or ``[1, dim]`` with ``official_crossover``). The first population is uniform in ``[1, dim]``.
+
+    ``cfg.max_params_kept`` (a bars switch; ``cost(candidate)`` gives its fraction of the embedding parameters): a
+    candidate above the budget is infeasible, scored ``-inf`` without evaluating it (so never kept ahead of a
+    feasible one, never the result); the first population is drawn uniform among the feasible candidates (each
+    redrawn until feasible). Without it (null) nothing changes: the same draws, the same result."""
     rng = random.Random(int(seed))
     population = cfg.keep_num + cfg.mutation_num + cfg.crossover_num
-    cands = [[rng.randint(1, dim) for _ in range(num_fields)] for _ in range(population)]
+    budget = cfg.max_params_kept
+    if budget is not None and cost is None:
+        raise ValueError("OptEmbed evolution: method.max_params_kept needs the candidates' cost")
+    if budget is not None and cost([1] * num_fields) > budget:
+        raise ValueError(f"method.max_params_kept={budget}: even one dimension per field keeps "
+                         f"{cost([1] * num_fields):.4f} of the embedding parameters; raise it")
+
+    def draw() -> list[int]:
+        while True:
+            c = [rng.randint(1, dim) for _ in range(num_fields)]
+            if budget is None or cost(c) <= budget:
+                return c
+
+    def fitness(c: list[int]) -> float:
+        return float("-inf") if budget is not None and cost(c) > budget else float(score(c))
+
+    cands = [draw() for _ in range(population)]
     cache: dict[tuple[int, ...], float] = {}
     best: list[int] | None = None
     best_score = float("-inf")
@@ -188,15 +209,17 @@ def evolve(score: Any, num_fields: int, dim: int, cfg: OptEmbedConfig, seed: int
         for c in cands:
             key = tuple(c)
             if key not in cache:
-                cache[key] = float(score(c))
+                cache[key] = fitness(c)
             scores.append(cache[key])
         order = sorted(range(len(cands)), key=lambda i: -scores[i])
         cands = [cands[i] for i in order]
         scores = [scores[i] for i in order]
         if scores[0] > best_score:
             best, best_score = list(cands[0]), scores[0]
-        rec = {"generation": gen + 1, "best": scores[0], "worst": scores[-1], "best_so_far": best_score,
-               "candidate": list(cands[0]), "scored": len(cache)}
+        feasible = [x for x in scores if x > float("-inf")]
+        rec = {"generation": gen + 1, "best": scores[0], "worst": min(feasible, default=scores[-1]),
+               "best_so_far": best_score, "candidate": list(cands[0]), "scored": len(cache),
+               "infeasible": len(scores) - len(feasible)}
         history.append(rec)
         if on_generation is not None:
             on_generation(rec)
@@ -219,7 +242,8 @@ def evolve(score: Any, num_fields: int, dim: int, cfg: OptEmbedConfig, seed: int
             p = rng.randint(1, hi)
             crossover.append(list(cands[x][:p]) + list(cands[y][p:]))
         cands = [list(c) for c in cands[:cfg.keep_num]] + mutation + crossover
-    assert best is not None
+    if best is None:  # every candidate infeasible (only possible with a budget; the first population is feasible)
+        raise ValueError(f"method.max_params_kept={budget}: no candidate within the budget was found")
     return best, best_score, history
 
 
@@ -290,7 +314,11 @@ class EvolutionStage:
                     f"worst {rec['worst']:.5f}  best so far {rec['best_so_far']:.5f}  params kept {kept:.4f}")
 
             with timer.phase("epochs"):
-                best, best_auc, history = evolve(score, len(mask.field_names), mask.dim, self.cfg, seed, on_generation)
+                def cost(cand: list[int]) -> float:
+                    return mask.parameters_kept(mask.row_keep, torch.tensor(cand)) / mask.parameters_total
+
+                best, best_auc, history = evolve(score, len(mask.field_names), mask.dim, self.cfg, seed, on_generation,
+                                                 cost)
             mask.set_dims(best)
             val = evaluate(model, valid, bs, device, group_column=setup.groups)
             tst = evaluate(model, test, bs, device, group_column=setup.groups)
@@ -321,12 +349,19 @@ class RetrainStage:
     init: bool = True  # from scratch: fit initialises the backbone with the run's seed, as plain training
     model: MaskedModel | None = None
 
+    def __post_init__(self) -> None:
+        if self.cfg.retrain_from == "supernet":  # official --init_name: start from the supernet's weights
+            self.init = False
+
     def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
         return train_cfg
 
     def wrap(self, backbone: nn.Module, spec: Any, train_cfg: TrainConfig, seed: int) -> MaskedModel:
         arch = torch.load(self.folder / "evolution" / "arch.pt", map_location="cpu", weights_only=True)
         model = _build(backbone, spec, self.cfg, train_thresholds=False)
+        if not self.init:  # the supernet's best-epoch weights (its thresholds too; the masks are set below)
+            model.load_state_dict(torch.load(self.folder / "supernet" / "supernet.pt", map_location="cpu",
+                                             weights_only=True), strict=True)
         model.mask.set_fixed(arch["row_keep"], arch["dims"])
         self.model = model
         return model
