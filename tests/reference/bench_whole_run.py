@@ -313,7 +313,7 @@ def launch(python: str, side: str, a: dict[str, Any], threads: int) -> dict[str,
     t = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([python, str(Path(__file__).resolve()), "--worker", side, json.dumps(a)],
-                          capture_output=True, text=True, env=env, cwd=str(ROOT))
+                          check=False, capture_output=True, text=True, env=env, cwd=str(ROOT))
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker and its (waited-for) loader processes
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -353,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fuxictr-loader", choices=("npz", "parquet"), default="npz",
                     help="npz: FuxiCTR's in-memory NpzDataLoader (default); parquet: its Ray Data loader")
     ap.add_argument("--fuxictr-workers", type=int, default=1, help="FuxiCTR loader's num_workers (its default 1)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs per side before each model's repeats "
+                    "(default 1; the first model of a shape always has its side's first run)")
     ap.add_argument("--keep", help="use (and keep) this folder instead of a temporary one")
     ap.add_argument("--json", help="also write every run's figures to this JSON file")
     args = ap.parse_args(argv)
@@ -387,9 +389,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"bars first run (prepare + MLflow store creation) {first['split']['process']:.1f} s",
                           flush=True)
                     built = True
-                else:  # warm-up of the model's first run on each side
-                    launch(args.bars_python, "bars", a, args.threads)
-                launch(args.fuxictr_python, "fuxictr", a, args.threads)
+                for i in range(args.warmup):  # untimed runs of this model on each side
+                    if i or m != models[0]:
+                        launch(args.bars_python, "bars", a, args.threads)
+                    launch(args.fuxictr_python, "fuxictr", a, args.threads)
                 runs: dict[str, list[dict[str, Any]]] = {"bars": [], "fuxictr": []}
                 for _ in range(args.repeats):
                     for side, py in (("bars", args.bars_python), ("fuxictr", args.fuxictr_python)):
