@@ -365,8 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(shapes) - {"frappe", "criteo"})
     if bad:
         ap.error(f"--shapes: unknown {bad}; known: frappe, criteo")
+    sys.path.insert(0, str(HERE))
+    from fuxictr_zoo import REFERENCES, model_configs
+
+    configs = model_configs()
     for m in models:
         preset_set(m)
+        ref = REFERENCES.get(configs[m][0]) if m in configs else None
+        if ref is None or ref.multi_task or ref.data != "frappe" or ref.groups is not None:
+            ap.error(f"--models: {m!r} has no single-task FuxiCTR composition on plain Frappe fields "
+                     "(tests/reference/fuxictr_zoo) to run as FuxiCTR's side")
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bars-whole-run-"))
     root.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
