@@ -126,7 +126,7 @@ $(REF_STAMP): Makefile
 test-reference: $(REF_STAMP) ## Every model equal to its FuxiCTR 2.3.10 composition (own venv .venv-ref; real Frappe rows)
 	$(REF_PYTEST) tests/reference $(ARGS)
 
-bench-reference: $(REF_STAMP) ## Training samples/s of each model vs its FuxiCTR composition (Frappe and Criteo shapes)
+bench-reference: $(REF_STAMP) ## Training samples/s of each model vs its FuxiCTR composition (Frappe and Criteo shapes); ARGS=--whole-run: whole 4-epoch runs vs FuxiCTR's flow
 	PYTHONPATH=$(CURDIR) $(REF_VENV)/bin/python tests/reference/bench_reference.py $(ARGS)
 
 lint: $(STAMP) ## ruff

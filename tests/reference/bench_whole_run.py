@@ -353,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fuxictr-loader", choices=("npz", "parquet"), default="npz",
                     help="npz: FuxiCTR's in-memory NpzDataLoader (default); parquet: its Ray Data loader")
     ap.add_argument("--fuxictr-workers", type=int, default=1, help="FuxiCTR loader's num_workers (its default 1)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs per side before each model's repeats "
+                    "(default 1; the first model of a shape always has its side's first run)")
     ap.add_argument("--keep", help="use (and keep) this folder instead of a temporary one")
     ap.add_argument("--json", help="also write every run's figures to this JSON file")
     args = ap.parse_args(argv)
@@ -363,8 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(shapes) - {"frappe", "criteo"})
     if bad:
         ap.error(f"--shapes: unknown {bad}; known: frappe, criteo")
+    sys.path.insert(0, str(HERE))
+    from fuxictr_zoo import REFERENCES, model_configs
+
+    configs = model_configs()
     for m in models:
         preset_set(m)
+        ref = REFERENCES.get(configs[m][0]) if m in configs else None
+        if ref is None or ref.multi_task or ref.data != "frappe" or ref.groups is not None:
+            ap.error(f"--models: {m!r} has no single-task FuxiCTR composition on plain Frappe fields "
+                     "(tests/reference/fuxictr_zoo) to run as FuxiCTR's side")
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bars-whole-run-"))
     root.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
@@ -387,9 +397,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"bars first run (prepare + MLflow store creation) {first['split']['process']:.1f} s",
                           flush=True)
                     built = True
-                else:  # warm-up of the model's first run on each side
-                    launch(args.bars_python, "bars", a, args.threads)
-                launch(args.fuxictr_python, "fuxictr", a, args.threads)
+                for i in range(args.warmup):  # untimed runs of this model on each side
+                    if i or m != models[0]:
+                        launch(args.bars_python, "bars", a, args.threads)
+                    launch(args.fuxictr_python, "fuxictr", a, args.threads)
                 runs: dict[str, list[dict[str, Any]]] = {"bars": [], "fuxictr": []}
                 for _ in range(args.repeats):
                     for side, py in (("bars", args.bars_python), ("fuxictr", args.fuxictr_python)):
