@@ -93,7 +93,8 @@ class APGLinear(nn.Module):
             v = self.V if self.V is not None else self.V_l @ self.V_r
             h = torch.bmm((x @ u).unsqueeze(1), s.reshape(-1, self.rank_k, self.rank_k)).squeeze(1)
             out = h @ v
-        return out + bias if bias is not None else out
+        # in place, as FuxiCTR's ``out += bias``: no backward reads ``out`` (bmm / mm save their inputs only)
+        return out.add_(bias) if bias is not None else out
 
 
 class APGMLP(nn.Module):
@@ -141,7 +142,8 @@ class APGMLP(nn.Module):
             post: list[nn.Module] = []
             if batch_norm:
                 post.append(nn.BatchNorm1d(dims[i + 1]))
-            post.append(activation(activation_name))
+            # ReLU in place: it follows APGLinear's output or BN's, neither read by a backward
+            post.append(activation(activation_name, inplace=True))
             if dropout > 0:
                 post.append(Dropout(dropout))
             self.post.append(nn.Sequential(*post))
