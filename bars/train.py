@@ -63,6 +63,7 @@ from bars.objective import (
     loss_function,
     model_tasks,
     regularization,
+    regularization_value,
 )
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "model_tasks",
     "predict",
     "regularization",
+    "regularization_value",
     "resolve_device",
     "save_checkpoint",
     "seed_everything",
@@ -381,15 +383,34 @@ class TrainStep:
         _set_lr(self.optimizer, lr)
 
     def __call__(self, xb: dict[str, Tensor], yb: Tensor, *, epoch: int = 0, batch: int = 0) -> Tensor:
-        loss = self.objective(self.model(xb), yb)
+        """One step. The regularizers' gradient ``lam * W`` is added to each parameter's gradient directly
+        instead of back-propagating ``(lam / 2) ||W||^2`` through autograd (which squares, expands and multiplies
+        whole tables, a large share of a step with big embedding tables): the same gradient in float32 bit for bit
+        (``(2 W) * (lam / 2)`` and ``W * lam`` round alike; a sum of two gradients is commutative), so the
+        gradients, clipping and the update are those of :meth:`objective`'s graph; the returned objective is
+        its value (:func:`bars.objective.regularization_value`: bit for bit up to tables of 2**18 entries)."""
+        data = data_loss(self.model, self.model(xb), yb, self.loss_fn)
+        loss = data.detach()
+        for reg in (regularization_value(self.emb_params, self.lam_e), regularization_value(self.net_params, self.lam_n)):
+            if reg is not None:
+                loss = loss + reg
         if self.check_finite and not torch.isfinite(loss):
-            raise NonFiniteLossError(epoch, batch, float(loss.detach()))
+            raise NonFiniteLossError(epoch, batch, float(loss))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        data.backward()
+        with torch.no_grad():
+            for params, lam in ((self.emb_params, self.lam_e), (self.net_params, self.lam_n)):
+                if lam == 0:
+                    continue
+                for p in params:
+                    if p.grad is None:
+                        p.grad = p * lam
+                    else:
+                        p.grad.add_(p * lam)
         if not math.isinf(self.clip):
             nn.utils.clip_grad_norm_(self.params, self.clip)
         self.optimizer.step()
-        return loss.detach()
+        return loss
 
 
 def save_checkpoint(model_or_state: nn.Module | Mapping[str, Tensor], path: str | Path) -> Path:

@@ -310,6 +310,18 @@ def test_regularizer_math_with_explicit_weights():
     assert float(T.regularization([model.emb.weight], 0.0) or 0.0) == 0.0
 
 
+def test_regularization_value_in_pieces():
+    """The graph-free value TrainStep logs: bit for bit :func:`regularization`'s for tables up to 2**18 entries,
+    the same sum in another order (float32 rounding) for a bigger one, squared in pieces."""
+    g = torch.Generator().manual_seed(0)
+    small, big = torch.randn(100, 10, generator=g), torch.randn(70_000, 16, generator=g)  # 1.12M entries
+    assert torch.equal(T.regularization_value([small], 0.05), T.regularization([small], 0.05))
+    exact = 0.025 * float((big.double() ** 2).sum() + (small.double() ** 2).sum())
+    got = float(T.regularization_value([big, small], 0.05))
+    assert got == pytest.approx(exact, rel=1e-6) and float(T.regularization([big, small], 0.05)) == pytest.approx(got, rel=1e-6)
+    assert T.regularization_value([big], 0.0) is None and T.regularization_value([], 0.05) is None
+
+
 def test_regularizer_gradient_reaches_unused_embedding_rows():
     model = TinyModel(vocab=10, dim=2)
     split = TinySplit(
@@ -705,6 +717,42 @@ def test_fit_runs_the_public_train_step():
         float(p.detach().square().sum()) for p in net
     )
     assert abs(reg.item() - want) < 1e-6 * max(1.0, want)
+
+
+def test_step_adds_the_regularizer_gradient_as_the_autograd_objective_does():
+    """TrainStep adds lam * W to the gradients directly (issue 16: back-propagating (lam/2)||W||^2 through whole
+    embedding tables was a large share of a step at the Criteo shape); every step's loss, gradient and update
+    are bit for bit those of back-propagating :meth:`TrainStep.objective`, including a regularized parameter
+    that the batch's data term does not reach (a grad of None before the regularizer)."""
+    c = cfg(max_epochs=1, batch_size=50, embedding_regularizer=0.05, net_regularizer=0.013, clip_grad_norm=0.5)
+    split = make_split(200)
+    class WithUnused(TinyModel):  # a net parameter the forward never uses: only its regularizer moves it
+        def __init__(self) -> None:
+            super().__init__()
+            self.unused = nn.Linear(3, 2)
+
+        def split_parameters(self):
+            emb, net = super().split_parameters()
+            return emb, [*net, self.unused.weight, self.unused.bias]
+
+    models = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        models.append(WithUnused().train())
+    fast, slow = (T.TrainStep(m, c) for m in models)
+    for xb, yb in split.batches(50, shuffle=True, seed=1):
+        got = fast(xb, yb)
+        want = slow.objective(slow.model(xb), yb)  # the graph with the regularizers in it
+        slow.optimizer.zero_grad(set_to_none=True)
+        want.backward()
+        grads = [p.grad.clone() for p in slow.params]
+        torch.nn.utils.clip_grad_norm_(slow.params, slow.clip)
+        slow.optimizer.step()
+        assert torch.equal(got, want.detach())
+        assert all(p.grad is not None for p in fast.params)
+        for (n, pa), pb in zip(models[0].state_dict().items(), models[1].state_dict().values(), strict=True):
+            assert torch.equal(pa, pb), n
+    assert all(g.abs().sum() > 0 for g in grads)
 
 
 def test_bce_without_nan_skips_the_guard_with_the_same_loss_and_gradient():
