@@ -58,6 +58,7 @@ from bars.fileio import atomic_write
 from bars.objective import (
     LOSSES,
     TrainConfigError,
+    add_regularization_grad,
     data_loss,
     final_logits,
     loss_function,
@@ -398,15 +399,8 @@ class TrainStep:
             raise NonFiniteLossError(epoch, batch, float(loss))
         self.optimizer.zero_grad(set_to_none=True)
         data.backward()
-        with torch.no_grad():
-            for params, lam in ((self.emb_params, self.lam_e), (self.net_params, self.lam_n)):
-                if lam == 0:
-                    continue
-                for p in params:
-                    if p.grad is None:
-                        p.grad = p * lam
-                    else:
-                        p.grad.add_(p * lam)
+        add_regularization_grad(self.emb_params, self.lam_e)
+        add_regularization_grad(self.net_params, self.lam_n)
         if not math.isinf(self.clip):
             nn.utils.clip_grad_norm_(self.params, self.clip)
         self.optimizer.step()

@@ -320,6 +320,14 @@ def test_regularization_value_in_pieces():
     got = float(T.regularization_value([big, small], 0.05))
     assert got == pytest.approx(exact, rel=1e-6) and float(T.regularization([big, small], 0.05)) == pytest.approx(got, rel=1e-6)
     assert T.regularization_value([big], 0.0) is None and T.regularization_value([], 0.05) is None
+    # the gradient added in pieces: bit for bit the whole-table form
+    w = big.clone().requires_grad_()
+    w.grad = torch.randn(70_000, 16, generator=g)
+    want = w.grad + w.detach() * 0.05
+    from bars.objective import add_regularization_grad
+
+    add_regularization_grad([w], 0.05)
+    assert torch.equal(w.grad, want)
 
 
 def test_regularizer_gradient_reaches_unused_embedding_rows():
