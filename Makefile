@@ -30,11 +30,15 @@ RANK ?=
 RATIO ?=
 PORT ?= 5000
 PRESET ?=
+MODELS ?=
+BUDGET ?=
+PLAN ?=
+REBUDGET ?=
 ARGS ?=
 PYTEST_VERSION := $(shell sed -n 's/^pytest==//p' requirements.lock)
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock data train sweep worker final bars-plan leaderboard reproduce predict export compress ui dashboard test \
+.PHONY: help install lock data train sweep worker final board bars-plan leaderboard reproduce predict export compress ui dashboard test \
         test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict bench-reliability bench-load bench-missing bench-esmm gpu-check clean \
         test-reference bench-reference
 
@@ -43,7 +47,7 @@ help: ## List the targets
 	@echo
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET METHOD TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN FILE OUT KEEP FORMAT RANK RATIO PORT ARGS"
+	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET METHOD TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN FILE OUT KEEP FORMAT RANK RATIO PORT MODELS BUDGET PLAN REBUDGET ARGS"
 	@echo
 	@echo "Datasets (DATA=, conf/data/):" $$(grep -L '^# alias:' conf/data/*.yaml | sed 's|conf/data/||; s|\.yaml$$||')
 	@echo "Dataset aliases (the same run, the alias recorded):"
@@ -81,6 +85,11 @@ worker: $(STAMP) ## One sweep worker on an existing study (what a job runner sta
 
 final: $(STAMP) ## Rerun the sweep's best config (or PRESET=bars) with SEEDS seeds: make final MODEL=<m> DATA=<d> [SEEDS=5]
 	$(BARS) final model=$(MODEL) data=$(DATA) final.seeds=$(SEEDS) $(RUN_OPTS) $(ARGS)
+
+board: $(STAMP) ## Every model on one dataset at one fair budget, SEEDS finals each, then its leaderboard (resumable): make board DATA=<d> [MODELS=a,b|all] [BUDGET="1M samples"|10m] [SEEDS=5] [WORKERS=k] [PLAN=1] [REBUDGET=1] [RAW=<dir>]
+	$(BARS) board --data $(DATA) $(if $(MODELS),--models $(MODELS)) $(if $(BUDGET),--budget "$(BUDGET)") --seeds $(SEEDS) \
+	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(PLAN),--plan) $(if $(REBUDGET),--rebudget) \
+	  $(if $(RAW),data.raw_dir=$(abspath $(RAW))) $(ARGS)
 
 bars-plan: $(STAMP) ## Print the runs that regenerate BARS's published board: make bars-plan DATA=<d> [SEEDS=n] [RAW=<dir>]
 	@$(BARS) presets plan --preset $(or $(PRESET),bars) --data $(DATA) \

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("bars.sweep", "Optuna hyperparameter sweep (one or many workers)"),
     "final": ("bars.final", "Rerun a sweep's best configuration with several seeds (stage=final)"),
     "leaderboard": ("bars.leaderboard", "Write results/ tables and plots from MLflow"),
+    "board": ("bars.board", "A whole board: every model swept at one fair budget, final seeds, the leaderboard"),
     "reproduce": ("bars.reproduce", "Rerun one MLflow run exactly and compare metrics"),
     "predict": ("bars.predict", "Score a new raw file with a recorded run (its model and preprocessing)"),
     "export": ("bars.export", "Export a recorded run's model to ONNX or TorchScript, verified"),

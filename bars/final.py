@@ -109,6 +109,12 @@ def _finished(cfg: DictConfig, key: str) -> DoneRun | None:
     return DoneRun(rec.run_id, dict(rec.metrics))
 
 
+def finished_runs(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> list[tuple[int, int, DoneRun | None]]:
+    """``(index, seed, the FINISHED run with that seed's final_key or None)`` per final run of ``cfg``: what a
+    rerun would skip, read from MLflow without training (``bars board`` shows it)."""
+    return [(i, seed, _finished(cfg, final_key(rcfg))) for i, seed, rcfg in final_configs(cfg, cli_overrides)]
+
+
 def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
               train_fn: Callable[..., Any] | None = None) -> list[Any]:
     from bars.validate import validate
@@ -199,5 +205,5 @@ def main() -> int:
                          (FinalError, *expected_errors()))
 
 
-__all__ = ["DoneRun", "FinalError", "final_configs", "final_key", "main", "preset_only", "read_overrides",
+__all__ = ["DoneRun", "FinalError", "final_configs", "final_key", "finished_runs", "main", "preset_only", "read_overrides",
            "run_final"]

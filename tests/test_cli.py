@@ -32,7 +32,7 @@ def test_every_command_module_has_a_main():
 
 def test_make_help_lists_targets():
     out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for target in ("install", "data", "train", "sweep", "final", "leaderboard", "reproduce", "ui", "test", "bench"):
+    for target in ("install", "data", "train", "sweep", "final", "board", "leaderboard", "reproduce", "ui", "test", "bench"):
         assert f"make {target}" in out, target
 
 

@@ -1,0 +1,277 @@
+"""`bars board` (bars.board): every model of a dataset swept at one fair budget, final seeds, the leaderboard, in
+one resumable command, on a tiny movielens_small (2,000 rows, prepared for real; every model composed and built on
+its feature spec for real).
+
+Fast tests: the plan, the errors, and the board's control flow (sweep, finals, a failing model, the budget rule,
+REBUDGET) with real Optuna studies and a stand-in trainer that reports rows per epoch, tracking off. Slow tests
+(``slow``: a fresh MLflow store alone costs ~10 s here): one real board, LR and FM trained through
+``bars.run.train_one`` into a temporary MLflow store, DIN skipped by its build error, DNN failing in every trial,
+then the leaderboard; a rerun trains nothing (MLflow runs counted)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from bars import board as B
+from bars.config import compose
+
+ROWS = 2000  # train split ~1,600 rows: a 3k-samples budget is two one-epoch trials
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    from bars.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("board-data")
+    prepare(compose(["data=movielens_small", f"data.rows={ROWS}", f"paths.data={root}"]), quiet=True)
+    return root
+
+
+def stores(root: Path, data_root: Path, *extra: str) -> list[str]:
+    return [f"data.rows={ROWS}", f"paths.data={data_root}", f"paths.results={root / 'results'}",
+            f"paths.sweeps={root / 'sweeps'}", f"paths.checkpoints={root / 'ckpt'}",
+            f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "train.max_epochs=1", "sweep.threads=1",
+            "train.num_threads=1", "sweep.progress=off", "sweep.max_failed=2", *extra]
+
+
+def mlflow_runs(root: Path) -> list:
+    from bars.records import get_client
+
+    c = get_client(f"sqlite:///{root / 'mlflow.db'}")
+    exp = c.get_experiment_by_name("movielens_small")
+    return list(c.search_runs([exp.experiment_id], max_results=1000)) if exp else []
+
+
+def failing_for(model: str):
+    """The real trainer, except that every run of ``model`` raises (a model whose training breaks)."""
+    from bars.run import train_one
+
+    def train(cfg, **kwargs):
+        if str(cfg.model.id) == model:
+            raise RuntimeError(f"{model} exploded (test)")
+        return train_one(cfg, **kwargs)
+
+    return train
+
+
+def standin(fail: str | None = None, rows: int = 1000):
+    """A trainer that reports ``rows`` training rows per epoch (as bars.train does) without training; every run
+    of the model ``fail`` raises."""
+    from bars import compute as C
+    from bars.train import EpochLog
+
+    def train(cfg, *, on_epoch=None, parent_run_id=None, extra_tags=None, quiet=False):
+        if str(cfg.model.id) == fail:
+            raise RuntimeError(f"{fail} exploded (test)")
+        epochs = int(cfg.train.max_epochs)
+        v = 0.7 + 0.01 * float(cfg.train.learning_rate)
+        for e in range(1, epochs + 1):
+            if on_epoch:
+                on_epoch(EpochLog(epoch=e, train_loss=0.5, val={"auc": v, "logloss": 0.5}, monitor=v, lr=0.001,
+                                  samples_per_s=1.0, seconds=0.0, improved=True, strikes=0,
+                                  train_samples=rows * e, valid_samples=100 * e))
+        return SimpleNamespace(run_id=None, metrics={"val_auc": v, "val_logloss": 0.5, "test_auc": v}, epochs=epochs,
+                               samples={C.TRAIN_SAMPLES: rows * epochs, C.VALID_SAMPLES: 100 * epochs})
+
+    return train
+
+
+def study_trials(root: Path, model: str) -> int:
+    from bars import study as ST
+
+    cfg = compose([f"model={model}", "data=movielens_small", f"paths.sweeps={root / 'sweeps'}"])
+    return len(ST.counted(ST.load_study(cfg, ST.open_storage(ST.storage_url(cfg)), 0).get_trials()))
+
+
+# ---------------------------------------------------------------------------------------------- fast checks
+def test_unknown_model_is_an_error_naming_the_registry():
+    with pytest.raises(B.BoardError, match=r"unknown model.*'nosuch'.*registered models.*bars\.models registry"
+                                           r".*dcn, dcnv2"):
+        B.resolve_models("lr,nosuch")
+    assert B.resolve_models("all") == B.registered_models()
+    assert "lr" in B.registered_models() and "autoint_plus" in B.registered_models()  # config ids, not classes
+    assert B.resolve_models("fm, lr,fm") == ["fm", "lr"]
+
+
+def test_overrides_the_board_owns_and_worker_packing():
+    from bars.compute import parse_budget
+
+    b = parse_budget("1M samples")
+    ov = B.board_overrides("frappe_vt", b, None, ["train.device=cpu"])
+    assert ov == ["data=frappe_vt", "sweep.budget=1M samples", "sweep.trials=null", "train.device=cpu"]
+    # WORKERS=8 on one GPU: 8 workers packed on it; on two GPUs 4 each; on the CPU k processes
+    assert "sweep.workers_per_gpu=8" in B.board_overrides("d", b, 8, [], gpus=["0"])
+    assert "sweep.workers_per_gpu=4" in B.board_overrides("d", b, 8, [], gpus=["0", "1"])
+    cpu = B.board_overrides("d", b, 2, [], gpus=[])
+    assert "sweep.workers=2" in cpu and not any(o.startswith("sweep.workers_per_gpu") for o in cpu)
+    assert "sweep.workers_per_gpu=2" in B.board_overrides("d", b, 8, ["sweep.workers_per_gpu=2"], gpus=["0"])
+    assert "sweep.trials=5" in B.board_overrides("d", b, None, ["sweep.trials=5"])  # an explicit cap is kept
+    assert "sweep.trials=null" not in B.board_overrides("d", b, None, ["sweep.trials=5"])
+    for bad in ("model=dcn", "final.seeds=3", "data=frappe_vt"):
+        with pytest.raises(B.BoardError, match="the board sets"):
+            B.board_overrides("d", b, None, [bad])
+    with pytest.raises(B.BoardError, match=">= 1"):
+        B.board_overrides("d", b, 0, [])
+
+
+def test_plan_lists_models_skips_by_build_error_and_fails_a_bad_override(tmp_path, data_root, capsys):
+    """No training: the plan composes and builds every model; DIN and ESMM cannot run on plain CTR rows (their
+    build errors are the reasons); an override LR lacks fails LR alone (the error names the key)."""
+    out = B.run_board("movielens_small", models="lr,fm,din,esmm", budget="3k samples", seeds=2, plan=True,
+                      overrides=stores(tmp_path, data_root, "model.params.embedding_dim=10"))
+    text = capsys.readouterr().out
+    models = out["board"]["models"]
+    assert out["exit_code"] == 0
+    assert models["fm"]["status"] == "pending" and models["fm"]["study"] == "fm__movielens_small"
+    assert models["din"]["status"] == "skipped" and "no sequence field" in models["din"]["reason"]
+    assert models["esmm"]["status"] == "skipped" and "CTCVR" in models["esmm"]["reason"]
+    assert models["lr"]["status"] == "failed" and "embedding_dim" in models["lr"]["reason"]
+    assert "din: ModelConfigError" in text and "esmm: ValueError: ESMM needs" in text
+    assert "0 done, 0 partial, 1 not started, 1 failed, 2 skipped" in text
+    assert "budget 3k samples" in text and "2 seeds" in text and "sampler tpe, pruner none" in text
+    assert not (tmp_path / "sweeps").exists() and not (tmp_path / "results").exists()  # nothing written
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_bad_budget_and_seeds_are_errors_before_anything(tmp_path, data_root):
+    with pytest.raises(B.BoardError, match=r"BUDGET \(--budget\).*'5M' has no unit"):
+        B.run_board("movielens_small", models="lr", budget="5M", plan=True, overrides=stores(tmp_path, data_root))
+    with pytest.raises(B.BoardError, match="--seeds must be >= 1"):
+        B.run_board("movielens_small", models="lr", budget="5k samples", seeds=0, plan=True,
+                    overrides=stores(tmp_path, data_root))
+    with pytest.raises(B.BoardError, match="not sweep.budget"):
+        B.run_board("movielens_small", models="lr", plan=True,
+                    overrides=stores(tmp_path, data_root, "sweep.budget=5k samples"))
+
+
+def test_board_flow_and_a_failing_model(tmp_path, data_root, capsys):
+    """Sweeps run in-process at the budget (3 trials of 1,000 rows = 3k), final runs follow; FM's every trial
+    fails: recorded failed with the trial's error, LR goes on, exit status 1."""
+    ov = stores(tmp_path, data_root, "tracking.enabled=false")
+    out = B.run_board("movielens_small", models="lr,fm,din", budget="3k samples", seeds=2, overrides=ov,
+                      train_fn=standin(fail="fm"))
+    text = capsys.readouterr().out
+    rec = out["board"]
+    assert out["exit_code"] == 1 and rec["counts"]["failed"] == 1 and rec["counts"]["skipped"] == 1
+    lr, fm = rec["models"]["lr"], rec["models"]["fm"]
+    assert lr["sweep"]["done"] and lr["sweep"]["trials"] == 3 and lr["sweep"]["spent"] == 3000
+    assert lr["sweep"]["compute"]["compute_train_samples"] == 3000
+    # tracking off: the finals ran (printed) but cannot be confirmed from a store: 0/2 finished, partial
+    assert lr["status"] == "partial" and "2 final seeds to run" in lr["reason"]
+    assert "bars final: [2/2] seed 2022" in text
+    assert fm["status"] == "failed" and "2 trials failed" in fm["reason"] and "fm exploded (test)" in fm["reason"]
+    assert "bars board: fm failed: SweepError" in text
+    assert (tmp_path / "sweeps" / "lr__movielens_small" / "best.overrides").is_file()
+    assert json.loads((tmp_path / "results" / "movielens_small_board.json").read_text()) == rec
+    assert "no model has finished final runs" in text  # no leaderboard without final runs in a store
+
+
+def test_a_different_budget_is_refused_unless_rebudget(tmp_path, data_root):
+    """A rerun at another budget is refused before anything runs, naming the study and both budgets; REBUDGET
+    continues the study with the new one; the same command again (the board's budget by default) trains
+    nothing more."""
+    ov = stores(tmp_path, data_root, "tracking.enabled=false")
+    B.run_board("movielens_small", models="lr", budget="3k samples", seeds=1, overrides=ov, train_fn=standin(),
+                say=lambda s: None)
+    assert study_trials(tmp_path, "lr") == 3
+    with pytest.raises(B.BoardError) as e:
+        B.run_board("movielens_small", models="lr,fm", budget="5k samples", seeds=1, overrides=ov,
+                    train_fn=standin())
+    assert "study lr__movielens_small was run with sweep.budget=3k samples; this board asks for 5k samples" \
+        in str(e.value) and "REBUDGET=1" in str(e.value)
+    assert study_trials(tmp_path, "lr") == 3  # refused before anything ran
+    out = B.run_board("movielens_small", models="lr", budget="5k samples", seeds=1, overrides=ov,
+                      train_fn=standin(), rebudget=True, say=lambda s: None)
+    assert out["board"]["models"]["lr"]["sweep"]["spent"] == 5000 and study_trials(tmp_path, "lr") == 5
+    assert out["board"]["budget"]["spec"] == "5k samples"
+    out = B.run_board("movielens_small", models="lr", seeds=1, overrides=ov, train_fn=standin(),
+                      say=lambda s: None)  # no BUDGET: the board's own
+    assert out["board"]["budget"]["spec"] == "5k samples" and study_trials(tmp_path, "lr") == 5
+
+
+# -------------------------------------------------------------------------------------- one real board run
+@pytest.fixture(scope="module")
+def board_run(tmp_path_factory, data_root):
+    root = tmp_path_factory.mktemp("board")
+    ov = stores(root, data_root)
+    out = B.run_board("movielens_small", models="lr,fm,dnn,din", budget="3k samples", seeds=2, overrides=ov,
+                      train_fn=failing_for("dnn"), say=lambda s: None)
+    return {"root": root, "ov": ov, "out": out, "runs": mlflow_runs(root)}
+
+
+@pytest.mark.slow
+def test_board_sweeps_finals_and_leaderboard_for_each_model(board_run):
+    root, out = board_run["root"], board_run["out"]
+    rec = out["board"]
+    assert out["exit_code"] == 1  # DNN failed
+    assert {m: s["status"] for m, s in rec["models"].items()} == {"lr": "done", "fm": "done", "dnn": "failed",
+                                                                    "din": "skipped"}
+    assert "dnn exploded (test)" in rec["models"]["dnn"]["reason"]
+    assert rec["budget"] == {"unit": "samples", "amount": 3000.0, "spec": "3k samples"} and rec["seeds"] == 2
+    runs = board_run["runs"]
+    for m in ("lr", "fm"):
+        sw = rec["models"][m]["sweep"]
+        assert sw["done"] and sw["spent"] >= 3000 and sw["trials"] >= 2 and sw["budget"]["spec"] == "3k samples"
+        assert sw["compute"]["compute_train_samples"] == sw["spent"]
+        assert (root / "sweeps" / f"{m}__movielens_small" / "best.overrides").is_file()
+        finals = [r for r in runs if r.data.tags.get("stage") == "final" and r.data.tags.get("model") == m]
+        assert sorted(int(r.data.tags["seed"]) for r in finals) == [2021, 2022]
+        assert all(r.info.status == "FINISHED" for r in finals)
+        assert rec["models"][m]["final"]["finished"] == 2
+        trials = [r for r in runs if r.data.tags.get("stage") == "trial" and r.data.tags.get("model") == m]
+        assert len(trials) == sw["trials"]
+    assert not [r for r in runs if r.data.tags.get("stage") in ("final", "trial") and r.data.tags.get("model")
+                in ("dnn", "din")]
+    rows = {r["model"]: r for r in csv.DictReader((root / "results" / "movielens_small.csv").open())}
+    assert set(rows) == {"lr", "fm"}
+    assert all(int(r["n"]) == 2 for r in rows.values())
+    on_disk = json.loads((root / "results" / "movielens_small_board.json").read_text())
+    assert on_disk == rec and on_disk["counts"]["done"] == 2 and on_disk["counts"]["skipped"] == 1
+
+
+@pytest.mark.slow
+def test_rerun_trains_nothing_new_and_plan_shows_done(board_run, capsys):
+    root, ov = board_run["root"], board_run["ov"]
+    before = len(mlflow_runs(root))
+    out = B.run_board("movielens_small", models="lr,fm,dnn,din", seeds=2, overrides=ov,  # budget: the board's
+                      train_fn=failing_for("dnn"), say=lambda s: None, leaderboard=False)
+    assert len(mlflow_runs(root)) == before
+    assert out["board"]["models"]["lr"]["status"] == "done" and out["exit_code"] == 1
+    plan = B.run_board("movielens_small", models="lr,fm", seeds=2, overrides=ov, plan=True)
+    text = capsys.readouterr().out
+    assert plan["exit_code"] == 0 and "2 done" in text and "final 2/2 seeds" in text and "(spent)" in text
+    assert len(mlflow_runs(root)) == before
+
+
+@pytest.mark.slow
+def test_real_board_refuses_another_budget_and_rebudget_trains_nothing_when_spent(board_run, capsys):
+    root, ov = board_run["root"], board_run["ov"]
+    before = len(mlflow_runs(root))
+    with pytest.raises(B.BoardError, match=r"study lr__movielens_small was run with sweep.budget=3k samples; this "
+                                           r"board asks for 2k samples"):
+        B.run_board("movielens_small", models="lr,fm", budget="2k samples", seeds=2, overrides=ov)
+    plan = B.run_board("movielens_small", models="lr", budget="2k samples", seeds=2, overrides=ov, plan=True)
+    assert plan["exit_code"] == 2 and "budget conflicts" in capsys.readouterr().out
+    # REBUDGET: the study continues with the new budget (already spent: nothing trains, finals are the same runs)
+    out = B.run_board("movielens_small", models="lr", budget="2k samples", seeds=2, overrides=ov, rebudget=True,
+                      say=lambda s: None, leaderboard=False)
+    assert out["board"]["models"]["lr"]["status"] == "done"
+    assert out["board"]["models"]["lr"]["sweep"]["budget"]["spec"] == "2k samples"
+    assert len(mlflow_runs(root)) == before
+    B.run_board("movielens_small", models="lr", budget="3k samples", seeds=2, overrides=ov, rebudget=True,
+                say=lambda s: None, leaderboard=False)  # back to the board's budget for the other tests
+    assert len(mlflow_runs(root)) == before
+
+
+@pytest.mark.slow
+def test_cli_plan_exit_codes(board_run, capsys):
+    ov = board_run["ov"]
+    assert B.main(["--data", "movielens_small", "--models", "lr,nosuch", "--plan", *ov]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert B.main(["--data", "movielens_small", "--models", "fm", "--budget", "3k samples", "--seeds", "2",
+                   "--plan", *ov]) == 0
