@@ -277,6 +277,9 @@ class Board:
     # the metric column rows are ranked by (mean over seeds, best first) and the paired t-test compares: auc, or on a
     # multi-task dataset auc_<main task> (train.monitor_task recorded by the runs; rank_metric_of)
     rank_metric: str = "auc"
+    # (row, its sweep's compute budget as the user wrote it: the ``compute_budget`` tag of the sweep's MLflow parent
+    # run) for rows whose sweep had one (sweep.budget; every row of a `bars board` has the board's)
+    tuning_budgets: tuple[tuple[str, str], ...] = ()
 
     @property
     def protocol_note(self) -> str | None:
@@ -430,6 +433,11 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
         finals += [r for r in recs if r.stage == "compress" and r.status == "FINISHED"
                    and r.tags.get("source_run") in final_ids]
         trials = [r for r in recs if r.stage == "trial"]
+        budgets: dict[str, str] = {}  # study -> its compute budget (the newest parent run of the study says)
+        for p in sorted((r for r in recs if r.stage == "sweep" and r.tags.get("compute_budget")),
+                        key=lambda r: (r.start_time or 0, r.run_id)):
+            budgets[p.tags.get("sweep_study", "")] = p.tags["compute_budget"]
+        row_budgets: list[tuple[str, str]] = []
         if not finals:
             continue
         splits = sorted({bars_split_of(r.params) for r in finals} - {None})
@@ -491,6 +499,8 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
                 numbers[t.tags.get("trial_number", t.run_id)] = trial_state(t)
             states = tuple((s, sum(1 for v in numbers.values() if v == s))
                            for s in sorted(set(numbers.values())))
+            if study in budgets and (numbers or studies):
+                row_budgets.append((model, budgets[study]))
             rows.append(Row(
                 dataset=data, model=model, runs=final_runs, n=len(aucs),
                 test_mean={m: _mean(v) for m, v in values.items()},
@@ -541,6 +551,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             newest_run_end=_iso(max((r.end_time for r in used_all if r.end_time), default=None)),
         )
         boards[key] = Board(dataset=key, bars_split=split, rows=tuple(rows), sweeps=sweeps, provenance=prov,
+                            tuning_budgets=tuple(sorted(row_budgets)),
                             alpha=alpha, metrics=board_metrics, protocol=protocol or None, rank_metric=rank)
     return boards
 

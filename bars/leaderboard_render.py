@@ -212,6 +212,17 @@ def footnotes(board: Board) -> list[str]:
     notes.append("³ Tuning compute: what the model's sweep used, over all its trials (complete, pruned, failed): "
                  "training samples processed and CPU-hours of the worker processes (GPU-hours: device time of GPU "
                  "workers); n/a: a sweep recorded before compute was measured; ≥: some trials have no record.")
+    if board.tuning_budgets:
+        specs = sorted({b for _, b in board.tuning_budgets})
+        seeds = sorted({r.n for r in board.rows})
+        if len(specs) == 1:
+            who = ("every model's sweep" if len(board.tuning_budgets) == len(board.rows) else
+                   f"the sweeps of {', '.join(m for m, _ in board.tuning_budgets)}")
+            note = f"Tuning budget: {who} had the same compute budget, sweep.budget={specs[0]}"
+        else:
+            note = ("Tuning budgets DIFFER between models (not a fair comparison of tuned models): "
+                    + ", ".join(f"{m} {b}" for m, b in board.tuning_budgets))
+        notes.append(note + (f"; {seeds[0]} final seeds per model." if len(seeds) == 1 else "."))
     methods = any(r.method for r in board.rows)
     if methods or any(r.model_bytes is not None for r in board.rows):
         notes.append("⁴ Size. Model bytes: the stored model, its float32 state dict as a checkpoint file holds it "

@@ -194,6 +194,29 @@ def test_a_different_budget_is_refused_unless_rebudget(tmp_path, data_root):
     assert out["board"]["budget"]["spec"] == "5k samples" and study_trials(tmp_path, "lr") == 5
 
 
+def test_an_interrupted_board_keeps_its_summary_and_resumes(tmp_path, data_root):
+    """Ctrl-C in FM's sweep: the summary on disk is whole (LR's sweep spent, FM partial: interrupted), nothing
+    half-written is left; the same command again continues: LR is not swept again, FM is."""
+    ov = stores(tmp_path, data_root, "tracking.enabled=false")
+    fine = standin()
+
+    def interrupt_fm(cfg, **kwargs):
+        if str(cfg.model.id) == "fm":
+            raise KeyboardInterrupt
+        return fine(cfg, **kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        B.run_board("movielens_small", models="lr,fm", budget="3k samples", seeds=1, overrides=ov,
+                    train_fn=interrupt_fm, say=lambda s: None)
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["movielens_small_board.json"]
+    rec = json.loads((tmp_path / "results" / "movielens_small_board.json").read_text())
+    assert rec["models"]["lr"]["sweep"]["done"] and rec["models"]["lr"]["sweep"]["trials"] == 3
+    assert rec["models"]["fm"]["status"] == "partial" and rec["models"]["fm"]["reason"] == "interrupted"
+    out = B.run_board("movielens_small", models="lr,fm", seeds=1, overrides=ov, train_fn=fine, say=lambda s: None)
+    assert study_trials(tmp_path, "lr") == 3 and out["board"]["models"]["fm"]["sweep"]["done"]
+    assert out["exit_code"] == 0
+
+
 # -------------------------------------------------------------------------------------- one real board run
 @pytest.fixture(scope="module")
 def board_run(tmp_path_factory, data_root):
@@ -230,6 +253,8 @@ def test_board_sweeps_finals_and_leaderboard_for_each_model(board_run):
     rows = {r["model"]: r for r in csv.DictReader((root / "results" / "movielens_small.csv").open())}
     assert set(rows) == {"lr", "fm"}
     assert all(int(r["n"]) == 2 for r in rows.values())
+    md = (root / "results" / "movielens_small.md").read_text()
+    assert "every model's sweep had the same compute budget, sweep.budget=3k samples; 2 final seeds per model" in md
     on_disk = json.loads((root / "results" / "movielens_small_board.json").read_text())
     assert on_disk == rec and on_disk["counts"]["done"] == 2 and on_disk["counts"]["skipped"] == 1
 
@@ -275,3 +300,39 @@ def test_cli_plan_exit_codes(board_run, capsys):
     assert "unknown model" in capsys.readouterr().err
     assert B.main(["--data", "movielens_small", "--models", "fm", "--budget", "3k samples", "--seeds", "2",
                    "--plan", *ov]) == 0
+
+
+# -------------------------------------------------------------------------------------- the leaderboard note
+def _records(budgets: dict[str, str]) -> list:
+    from bars.records import RunRecord
+
+    out = []
+    for i, (model, spec) in enumerate(sorted(budgets.items())):
+        study = f"{model}__movielens_small"
+        out.append(RunRecord(f"p{i}", "movielens_small", "FINISHED", 1, 2, tags={
+            "stage": "sweep", "sweep_study": study, "model": model, "data": "movielens_small",
+            "compute_budget": spec, "compute_budget_unit": "samples"}))
+        out.append(RunRecord(f"t{i}", "movielens_small", "FINISHED", 1, 2, tags={
+            "stage": "trial", "sweep_study": study, "model": model, "data": "movielens_small", "trial_number": "0",
+            "state": "complete"}, metrics={"val_auc": 0.7}))
+        for seed in (2021, 2022):
+            out.append(RunRecord(f"f{i}{seed}", "movielens_small", "FINISHED", 3, 4, tags={
+                "stage": "final", "sweep_study": study, "model": model, "data": "movielens_small",
+                "seed": str(seed)}, params={"protocol.seed": "2021"},
+                metrics={"test_auc": 0.7 + 0.01 * i + (seed - 2021) * 0.001, "test_logloss": 0.5}))
+    return out
+
+
+def test_leaderboard_notes_the_tuning_budget_and_flags_different_ones():
+    from bars.leaderboard import build
+    from bars.leaderboard_render import footnotes
+
+    board = build(_records({"lr": "3k samples", "fm": "3k samples"}), published={})["movielens_small"]
+    assert board.tuning_budgets == (("fm", "3k samples"), ("lr", "3k samples"))
+    assert ("Tuning budget: every model's sweep had the same compute budget, sweep.budget=3k samples; 2 final "
+            "seeds per model.") in footnotes(board)
+    board = build(_records({"lr": "3k samples", "fm": "5k samples"}), published={})["movielens_small"]
+    assert any(n.startswith("Tuning budgets DIFFER between models") and "fm 5k samples, lr 3k samples" in n
+               for n in footnotes(board))
+    plain = [r for r in _records({"lr": "3k samples"}) if r.stage != "sweep"]  # a trial-count sweep: no note
+    assert not any("Tuning budget" in n for n in footnotes(build(plain, published={})["movielens_small"]))
