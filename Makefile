@@ -34,6 +34,7 @@ MODELS ?=
 BUDGET ?=
 PLAN ?=
 REBUDGET ?=
+BOARD ?=
 ARGS ?=
 PYTEST_VERSION := $(shell sed -n 's/^pytest==//p' requirements.lock)
 
@@ -47,7 +48,7 @@ help: ## List the targets
 	@echo
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET METHOD TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN FILE OUT KEEP FORMAT RANK RATIO PORT MODELS BUDGET PLAN REBUDGET ARGS"
+	@echo "Variables: DATA=$(DATA) MODEL=$(MODEL) PRESET METHOD TRIALS WORKERS STORAGE TIMEOUT SEEDS RAW ROWS RUN FILE OUT KEEP FORMAT RANK RATIO PORT MODELS BUDGET PLAN REBUDGET BOARD ARGS"
 	@echo
 	@echo "Datasets (DATA=, conf/data/):" $$(grep -L '^# alias:' conf/data/*.yaml | sed 's|conf/data/||; s|\.yaml$$||')
 	@echo "Dataset aliases (the same run, the alias recorded):"
@@ -86,8 +87,8 @@ worker: $(STAMP) ## One sweep worker on an existing study (what a job runner sta
 final: $(STAMP) ## Rerun the sweep's best config (or PRESET=bars) with SEEDS seeds: make final MODEL=<m> DATA=<d> [SEEDS=5]
 	$(BARS) final model=$(MODEL) data=$(DATA) final.seeds=$(SEEDS) $(RUN_OPTS) $(ARGS)
 
-board: $(STAMP) ## Every model on one dataset at one fair budget, SEEDS finals each, then its leaderboard (resumable): make board DATA=<d> [MODELS=a,b|all] [BUDGET="1M samples"|10m] [SEEDS=5] [WORKERS=k] [PLAN=1] [REBUDGET=1] [RAW=<dir>]
-	$(BARS) board --data $(DATA) $(if $(MODELS),--models $(MODELS)) $(if $(BUDGET),--budget "$(BUDGET)") --seeds $(SEEDS) \
+board: $(STAMP) ## Every model on one dataset at one fair budget, SEEDS finals each, then its leaderboard (resumable): make board DATA=<d> [MODELS=a,b|all] [BUDGET="1M samples"|10m] [SEEDS=5] [WORKERS=k] [PLAN=1] [REBUDGET=1] [BOARD=<name>] [RAW=<dir>]
+	$(BARS) board --data $(DATA) $(if $(MODELS),--models $(MODELS)) $(if $(BUDGET),--budget "$(BUDGET)") --seeds $(SEEDS) $(if $(BOARD),--name $(BOARD)) \
 	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(PLAN),--plan) $(if $(REBUDGET),--rebudget) \
 	  $(if $(RAW),data.raw_dir=$(abspath $(RAW))) $(ARGS)
 

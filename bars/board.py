@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import json
 import math
+import re
 import signal
 import sys
 import time
@@ -86,16 +87,26 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~").strip()
 
 
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
 def board_overrides(data: str, budget: Budget, workers: int | None, overrides: Sequence[str],
-                    gpus: Sequence[str] | None = None) -> list[str]:
+                    gpus: Sequence[str] | None = None, name: str | None = None) -> list[str]:
     """The overrides every model of the board is composed with (``model=<id>`` is added per model): the dataset,
-    the budget, no trial cap, the workers (packed on the visible GPUs), then the command line's own."""
+    the budget, no trial cap, the workers (packed on the visible GPUs), the studies' names for a named board
+    (``<model id>__<data>__<name>``), then the command line's own."""
     bad = [o for o in overrides if _key(o) in _BOARD_KEYS or _key(o) == "data"]
     if bad:
         raise BoardError(f"{bad}: the board sets the model (MODELS= / --models), the dataset (DATA= / --data), the "
                          f"budget (BUDGET= / --budget) and the seeds (SEEDS= / --seeds) itself")
     keys = {_key(o) for o in overrides}
     out = [f"data={data}", f"sweep.budget={budget.spec}"]
+    if name is not None:
+        if not _NAME.match(name):
+            raise BoardError(f"--name (BOARD=) must be lower-case letters, digits, _ and -, got {name!r}")
+        if "sweep.study" in keys:
+            raise BoardError("a named board names its studies <model id>__<data>__<name>: drop sweep.study or BOARD=")
+        out.append(f"sweep.study='${{model.id}}__${{data.name}}${{bars_suffix:${{preset}}}}__{name}'")  # quoted: nested
     if "sweep.trials" not in keys:
         out.append("sweep.trials=null")  # the compute budget is the only limit: every model the same compute
     if workers is not None:
@@ -248,12 +259,13 @@ class Board:
     models: list[str]
     states: dict[str, ModelState]
     results: Path
+    name: str | None = None  # a named board: its own studies (<model id>__<data>__<name>) and summary file
     strategy: dict[str, Any] = field(default_factory=dict)
     configs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def path(self) -> Path:
-        return board_path(self.results, self.data)
+        return board_path(self.results, self.data, self.name)
 
     def model_overrides(self, model: str) -> list[str]:
         """The model's sweep and final runs are composed from these (final.seeds does not change a sweep)."""
@@ -285,17 +297,18 @@ class Board:
             total["device_s"] += c.get("compute_device_s", 0.0)
             total["final_wall_s"] += st.get("final", {}).get("wall_s", 0.0) or 0.0
         counts = {s: sum(1 for st in models.values() if st.get("status") == s) for s in STATUSES}
-        return {"data": self.data, "budget": self.budget.as_record(), "seeds": self.seeds,
+        return {"data": self.data, "name": self.name, "budget": self.budget.as_record(), "seeds": self.seeds,
                 "workers": self.workers, "strategy": self.strategy, "overrides": self.overrides,
                 "counts": counts, "compute": {k: round(v, 3) for k, v in total.items()}, "models": models}
 
 
-def board_path(results: Path, data: str) -> Path:
-    return Path(results) / f"{data}_board.json"
+def board_path(results: Path, data: str, name: str | None = None) -> Path:
+    """``results/<d>_board.json``; a named board's ``results/<d>__<name>_board.json``."""
+    return Path(results) / f"{data}{'__' + name if name else ''}_board.json"
 
 
-def read_board(results: Path, data: str) -> dict[str, Any] | None:
-    p = board_path(results, data)
+def read_board(results: Path, data: str, name: str | None = None) -> dict[str, Any] | None:
+    p = board_path(results, data, name)
     if not p.exists():
         return None
     try:
@@ -307,13 +320,13 @@ def read_board(results: Path, data: str) -> dict[str, Any] | None:
 def write_board(board: Board) -> Path:
     from bars.fileio import atomic_write_text
 
-    record = board.record(read_board(board.results, board.data))
+    record = board.record(read_board(board.results, board.data, board.name))
     return atomic_write_text(board.path, json.dumps(record, indent=1, sort_keys=False) + "\n")
 
 
 def plan_board(data: str, *, models: str | Sequence[str] | None = None, budget: str | None = None, seeds: int = 5,
-               workers: int | None = None, overrides: Sequence[str] = (), gpus: Sequence[str] | None = None
-               ) -> Board:
+               workers: int | None = None, overrides: Sequence[str] = (), gpus: Sequence[str] | None = None,
+               name: str | None = None) -> Board:
     """Compose every model, prepare the data once, build each model on its feature spec, and read each sweep
     and its final runs from the stores. Trains nothing; writes only the prepared data."""
     from bars.config import compose
@@ -329,7 +342,7 @@ def plan_board(data: str, *, models: str | Sequence[str] | None = None, budget: 
                          "against its sweeps")
     base_cfg = compose([f"data={data}", *[o for o in overrides if _key(o) not in _BOARD_KEYS]])
     results = Path(str(base_cfg.paths.results))
-    earlier = read_board(results, data)
+    earlier = read_board(results, data, name)
     spec_text = budget if budget is not None else (earlier or {}).get("budget", {}).get("spec") or DEFAULT_BUDGET
     try:
         b = parse_budget(spec_text)
@@ -337,14 +350,14 @@ def plan_board(data: str, *, models: str | Sequence[str] | None = None, budget: 
         raise BoardError(str(e).replace("sweep.budget", "BUDGET (--budget)", 1)) from None
     if b is None:
         raise BoardError(f"a board needs a compute budget (BUDGET=, e.g. {DEFAULT_BUDGET!r} or 10m); got {spec_text!r}")
-    ov = board_overrides(data, b, workers, list(overrides), gpus)
+    ov = board_overrides(data, b, workers, list(overrides), gpus, name)
     cfg0 = compose(ov)
     folder = Path(prepare(cfg0, quiet=True))
     spec = FeatureSpec.load(folder / SPEC)
     strategy = {"sampler": str(cfg0.sweep.sampler.name), "pruner": str(cfg0.sweep.pruner.name),
                 "max_epochs": cfg0.sweep.max_epochs, "workers": str(cfg0.sweep.workers)}
     board = Board(data=data, budget=b, seeds=seeds, workers=workers, overrides=ov, models=names, states={},
-                  results=results, strategy=strategy)
+                  results=results, name=name, strategy=strategy)
     for m in names:
         st = ModelState(m)
         board.states[m] = st
@@ -389,7 +402,7 @@ def budget_conflicts(board: Board) -> dict[str, str]:
 
 def print_table(board: Board, say: Callable[[str], None], title: str) -> None:
     c = board.counts()
-    say(f"bars board: {title}: {board.data}, {len(board.models)} models, budget {board.budget.spec} "
+    say(f"bars board: {title}: {board.data}{f' (board {board.name})' if board.name else ''}, {len(board.models)} models, budget {board.budget.spec} "
         f"({board.budget.describe()}) per model, {board.seeds} seeds, sampler {board.strategy.get('sampler')}, "
         f"pruner {board.strategy.get('pruner')}, workers {board.strategy.get('workers')}")
     for m in board.models:
@@ -418,14 +431,14 @@ def print_table(board: Board, say: Callable[[str], None], title: str) -> None:
 def run_board(data: str, *, models: str | Sequence[str] | None = None, budget: str | None = None, seeds: int = 5,
               workers: int | None = None, plan: bool = False, rebudget: bool = False,
               overrides: Sequence[str] = (), train_fn: Callable[..., Any] | None = None,
-              leaderboard: bool = True, gpus: Sequence[str] | None = None,
+              leaderboard: bool = True, gpus: Sequence[str] | None = None, name: str | None = None,
               say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The board (see the module doc). Returns ``{"board": <the summary record>, "exit_code": 0 | 1,
     "leaderboard": <bars.leaderboard boards or None>}``; raises :class:`BoardError` before anything trains
     (unknown model, budget conflict without ``rebudget``) and KeyboardInterrupt after writing the summary."""
     say = say or (lambda s: print(s, flush=True))
     board = plan_board(data, models=models, budget=budget, seeds=seeds, workers=workers, overrides=overrides,
-                       gpus=gpus)
+                       gpus=gpus, name=name)
     conflicts = budget_conflicts(board)
     if plan:
         print_table(board, say, "plan")
@@ -490,7 +503,7 @@ def run_board(data: str, *, models: str | Sequence[str] | None = None, budget: s
         f"{fmt_seconds(time.process_time() - cpu0)} CPU in this process (worker processes not included); "
         f"summary: {board.path}")
     failed = board.counts()["failed"]
-    return {"board": read_board(board.results, board.data), "exit_code": 1 if failed else 0, "leaderboard": boards}
+    return {"board": read_board(board.results, board.data, board.name), "exit_code": 1 if failed else 0, "leaderboard": boards}
 
 
 def _leaderboard(board: Board, say: Callable[[str], None]) -> Any:
@@ -522,6 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None,
                     help="sweep workers per model (default: sweep.workers=auto: one per GPU, 1 on the CPU); "
                          "packed on the visible GPUs")
+    ap.add_argument("--name", default=None,
+                    help="a named board: its own studies <model id>__<data>__<name> (beside earlier sweeps of the "
+                         "same models) and summary results/<d>__<name>_board.json")
     ap.add_argument("--plan", action="store_true", help="print what would run and what is done; train nothing")
     ap.add_argument("--rebudget", action="store_true",
                     help="continue sweeps that were run with another budget with this one")
@@ -537,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         out = run_board(args.data, models=args.models, budget=args.budget, seeds=args.seeds, workers=args.workers,
-                        plan=args.plan, rebudget=args.rebudget, overrides=args.overrides)
+                        plan=args.plan, rebudget=args.rebudget, overrides=args.overrides, name=args.name)
     except KeyboardInterrupt:
         return 130
     except (BoardError, *expected_errors()) as e:

@@ -81,10 +81,11 @@ def standin(fail: str | None = None, rows: int = 1000):
     return train
 
 
-def study_trials(root: Path, model: str) -> int:
+def study_trials(root: Path, model: str, study: str | None = None) -> int:
     from bars import study as ST
 
-    cfg = compose([f"model={model}", "data=movielens_small", f"paths.sweeps={root / 'sweeps'}"])
+    cfg = compose([f"model={model}", "data=movielens_small", f"paths.sweeps={root / 'sweeps'}",
+                   *([f"sweep.study={study}"] if study else [])])
     return len(ST.counted(ST.load_study(cfg, ST.open_storage(ST.storage_url(cfg)), 0).get_trials()))
 
 
@@ -117,6 +118,13 @@ def test_overrides_the_board_owns_and_worker_packing():
             B.board_overrides("d", b, None, [bad])
     with pytest.raises(B.BoardError, match=">= 1"):
         B.board_overrides("d", b, 0, [])
+    named = B.board_overrides("d", b, None, [], name="fair")
+    assert "sweep.study='${model.id}__${data.name}${bars_suffix:${preset}}__fair'" in named
+    for bad_name in ("Fair", "a b", "../x"):
+        with pytest.raises(B.BoardError, match="--name"):
+            B.board_overrides("d", b, None, [], name=bad_name)
+    with pytest.raises(B.BoardError, match="drop sweep.study or BOARD="):
+        B.board_overrides("d", b, None, ["sweep.study=x"], name="fair")
 
 
 def test_plan_lists_models_skips_by_build_error_and_fails_a_bad_override(tmp_path, data_root, capsys):
@@ -136,6 +144,10 @@ def test_plan_lists_models_skips_by_build_error_and_fails_a_bad_override(tmp_pat
     assert "budget 3k samples" in text and "2 seeds" in text and "sampler tpe, pruner none" in text
     assert not (tmp_path / "sweeps").exists() and not (tmp_path / "results").exists()  # nothing written
     assert not (tmp_path / "mlflow.db").exists()
+    named = B.run_board("movielens_small", models="fm", budget="3k samples", seeds=2, plan=True, name="fair",
+                        overrides=stores(tmp_path, data_root))
+    assert named["board"]["models"]["fm"]["study"] == "fm__movielens_small__fair" and named["board"]["name"] == "fair"
+    assert "movielens_small (board fair)" in capsys.readouterr().out
 
 
 def test_bad_budget_and_seeds_are_errors_before_anything(tmp_path, data_root):
@@ -196,7 +208,8 @@ def test_a_different_budget_is_refused_unless_rebudget(tmp_path, data_root):
 
 def test_an_interrupted_board_keeps_its_summary_and_resumes(tmp_path, data_root):
     """Ctrl-C in FM's sweep: the summary on disk is whole (LR's sweep spent, FM partial: interrupted), nothing
-    half-written is left; the same command again continues: LR is not swept again, FM is."""
+    half-written is left; the same command again continues: LR is not swept again, FM is. (A named board: its own
+    studies <model>__<data>__<name> and summary file.)"""
     ov = stores(tmp_path, data_root, "tracking.enabled=false")
     fine = standin()
 
@@ -207,13 +220,17 @@ def test_an_interrupted_board_keeps_its_summary_and_resumes(tmp_path, data_root)
 
     with pytest.raises(KeyboardInterrupt):
         B.run_board("movielens_small", models="lr,fm", budget="3k samples", seeds=1, overrides=ov,
-                    train_fn=interrupt_fm, say=lambda s: None)
-    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["movielens_small_board.json"]
-    rec = json.loads((tmp_path / "results" / "movielens_small_board.json").read_text())
+                    train_fn=interrupt_fm, say=lambda s: None, name="fair")
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["movielens_small__fair_board.json"]
+    assert sorted(p.name for p in (tmp_path / "sweeps").iterdir()) == ["fm__movielens_small__fair",
+                                                                        "lr__movielens_small__fair"]
+    rec = json.loads((tmp_path / "results" / "movielens_small__fair_board.json").read_text())
     assert rec["models"]["lr"]["sweep"]["done"] and rec["models"]["lr"]["sweep"]["trials"] == 3
     assert rec["models"]["fm"]["status"] == "partial" and rec["models"]["fm"]["reason"] == "interrupted"
-    out = B.run_board("movielens_small", models="lr,fm", seeds=1, overrides=ov, train_fn=fine, say=lambda s: None)
-    assert study_trials(tmp_path, "lr") == 3 and out["board"]["models"]["fm"]["sweep"]["done"]
+    out = B.run_board("movielens_small", models="lr,fm", seeds=1, overrides=ov, train_fn=fine, say=lambda s: None,
+                      name="fair")
+    assert study_trials(tmp_path, "lr", "lr__movielens_small__fair") == 3
+    assert out["board"]["models"]["fm"]["sweep"]["done"] and out["board"]["budget"]["spec"] == "3k samples"
     assert out["exit_code"] == 0
 
 
