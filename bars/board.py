@@ -51,6 +51,7 @@ from typing import Any
 from bars.compute import Budget, BudgetSyntaxError, fmt_samples, fmt_seconds, parse_budget
 
 DEFAULT_BUDGET = "1M samples"  # when neither --budget nor an earlier board of the dataset names one
+DEFAULT_SEEDS = 5  # likewise for --seeds
 STATUSES = ("done", "partial", "pending", "failed", "skipped")
 _BOARD_KEYS = ("model", "sweep.budget", "sweep.role", "final.seeds")  # the board sets these itself
 
@@ -324,7 +325,8 @@ def write_board(board: Board) -> Path:
     return atomic_write_text(board.path, json.dumps(record, indent=1, sort_keys=False) + "\n")
 
 
-def plan_board(data: str, *, models: str | Sequence[str] | None = None, budget: str | None = None, seeds: int = 5,
+def plan_board(data: str, *, models: str | Sequence[str] | None = None, budget: str | None = None,
+               seeds: int | None = None,
                workers: int | None = None, overrides: Sequence[str] = (), gpus: Sequence[str] | None = None,
                name: str | None = None) -> Board:
     """Compose every model, prepare the data once, build each model on its feature spec, and read each sweep
@@ -334,8 +336,6 @@ def plan_board(data: str, *, models: str | Sequence[str] | None = None, budget: 
     from bars.data.spec import FeatureSpec
     from bars.data.writer import SPEC
 
-    if seeds < 1:
-        raise BoardError(f"--seeds must be >= 1, got {seeds}")
     names = resolve_models(models)
     if any(_key(o) == "sweep.budget" for o in overrides):
         raise BoardError("set the board's budget with BUDGET= (--budget), not sweep.budget: the board checks it "
@@ -343,6 +343,9 @@ def plan_board(data: str, *, models: str | Sequence[str] | None = None, budget: 
     base_cfg = compose([f"data={data}", *[o for o in overrides if _key(o) not in _BOARD_KEYS]])
     results = Path(str(base_cfg.paths.results))
     earlier = read_board(results, data, name)
+    seeds = int(seeds if seeds is not None else (earlier or {}).get("seeds") or DEFAULT_SEEDS)
+    if seeds < 1:
+        raise BoardError(f"--seeds must be >= 1, got {seeds}")
     spec_text = budget if budget is not None else (earlier or {}).get("budget", {}).get("spec") or DEFAULT_BUDGET
     try:
         b = parse_budget(spec_text)
@@ -428,7 +431,8 @@ def print_table(board: Board, say: Callable[[str], None], title: str) -> None:
     say(line)
 
 
-def run_board(data: str, *, models: str | Sequence[str] | None = None, budget: str | None = None, seeds: int = 5,
+def run_board(data: str, *, models: str | Sequence[str] | None = None, budget: str | None = None,
+              seeds: int | None = None,
               workers: int | None = None, plan: bool = False, rebudget: bool = False,
               overrides: Sequence[str] = (), train_fn: Callable[..., Any] | None = None,
               leaderboard: bool = True, gpus: Sequence[str] | None = None, name: str | None = None,
@@ -531,7 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--budget", default=None,
                     help=f"every model's sweep budget: '1M samples', 5e6, '30m' (default: the board's earlier "
                          f"budget, else {DEFAULT_BUDGET!r})")
-    ap.add_argument("--seeds", type=int, default=5, help="final runs per model (default 5)")
+    ap.add_argument("--seeds", type=int, default=None,
+                    help=f"final runs per model (default: the board's earlier seeds, else {DEFAULT_SEEDS})")
     ap.add_argument("--workers", type=int, default=None,
                     help="sweep workers per model (default: sweep.workers=auto: one per GPU, 1 on the CPU); "
                          "packed on the visible GPUs")
@@ -562,6 +567,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(out["exit_code"])
 
 
-__all__ = ["DEFAULT_BUDGET", "Board", "BoardError", "ModelState", "board_overrides", "board_path", "budget_conflicts",
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_SEEDS", "Board", "BoardError", "ModelState", "board_overrides", "board_path", "budget_conflicts",
            "build_check", "final_progress", "main", "plan_board", "read_board", "refresh", "registered_models",
            "resolve_models", "run_board", "sweep_progress", "write_board"]

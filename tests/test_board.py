@@ -201,9 +201,10 @@ def test_a_different_budget_is_refused_unless_rebudget(tmp_path, data_root):
                       train_fn=standin(), rebudget=True, say=lambda s: None)
     assert out["board"]["models"]["lr"]["sweep"]["spent"] == 5000 and study_trials(tmp_path, "lr") == 5
     assert out["board"]["budget"]["spec"] == "5k samples"
-    out = B.run_board("movielens_small", models="lr", seeds=1, overrides=ov, train_fn=standin(),
-                      say=lambda s: None)  # no BUDGET: the board's own
+    out = B.run_board("movielens_small", models="lr", overrides=ov, train_fn=standin(),
+                      say=lambda s: None)  # no BUDGET, no SEEDS: the board's own
     assert out["board"]["budget"]["spec"] == "5k samples" and study_trials(tmp_path, "lr") == 5
+    assert out["board"]["seeds"] == 1 and out["board"]["models"]["lr"]["final"]["seeds"] == 1
 
 
 def test_an_interrupted_board_keeps_its_summary_and_resumes(tmp_path, data_root):
