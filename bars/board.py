@@ -16,7 +16,8 @@ For each model (the model configs of ``conf/model/``, each naming a class of the
    spent its budget only rewrites its results files; a study run with another budget is refused before anything
    trains (naming the study and both budgets) unless ``--rebudget`` (``REBUDGET=1``) continues it with the new one.
 3. **Final runs** (``bars.final.run_final``): ``seeds`` seeds of the sweep's best configuration; a seed whose
-   run already FINISHED with the same configuration is not retrained.
+   run already FINISHED with the same configuration is not retrained, at any git commit
+   (``final.same_commit=false``, unless the command line sets it: the board spans sessions and commits).
 4. At the end, **the leaderboard** of the dataset (``bars.leaderboard.run``), listing every model with final runs.
 
 A model that fails (an error in its sweep or its final runs) is recorded as failed with its error and the board
@@ -110,6 +111,8 @@ def board_overrides(data: str, budget: Budget, workers: int | None, overrides: S
         out.append(f"sweep.study='${{model.id}}__${{data.name}}${{bars_suffix:${{preset}}}}__{name}'")  # quoted: nested
     if "sweep.trials" not in keys:
         out.append("sweep.trials=null")  # the compute budget is the only limit: every model the same compute
+    if "final.same_commit" not in keys:
+        out.append("final.same_commit=false")  # a board resumed after new commits keeps its final runs
     if workers is not None:
         if workers < 1:
             raise BoardError(f"--workers must be >= 1, got {workers}")

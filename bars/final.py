@@ -16,7 +16,9 @@ Every final run's config is composed and validated (``bars.validate``) before th
 resumes: a seed whose run already FINISHED with the same configuration (tag ``final_key``: a fingerprint of the
 resolved config without paths and tracking, plus the bars version and git commit) is not trained again, so a
 ``make final`` killed half-way and run again ends with exactly one run per seed; ``final.rerun=true`` trains
-every seed anew.
+every seed anew; ``final.same_commit=false`` counts a FINISHED run of the same configuration made at another git
+commit as done too (tag ``final_config_key``: the key without the commit; what ``bars board`` uses, so a board
+resumed after new commits does not retrain its final runs).
 """
 
 from __future__ import annotations
@@ -87,6 +89,15 @@ def final_key(rcfg: DictConfig) -> str:
     return fingerprint({"config": body, "bars": __version__, "commit": git_info().get("git_commit")}, 16)
 
 
+def config_key(rcfg: DictConfig) -> str:
+    """:func:`final_key` without the git commit (tag ``final_config_key``): the same configuration and bars
+    version at any commit. ``final.same_commit=false`` resumes by it (a board resumed after new commits)."""
+    from bars import __version__
+
+    body = {k: v for k, v in to_container(rcfg).items() if k not in _NOT_KEYED}
+    return fingerprint({"config": body, "bars": __version__}, 16)
+
+
 @dataclass
 class DoneRun:
     """A final run found FINISHED in MLflow with the same ``final_key``: not trained again."""
@@ -95,12 +106,16 @@ class DoneRun:
     metrics: dict[str, float]
 
 
-def _finished(cfg: DictConfig, key: str) -> DoneRun | None:
+def _finished(cfg: DictConfig, rcfg: DictConfig) -> DoneRun | None:
+    """The FINISHED final run of ``rcfg``'s computation: same ``final_key`` (the same commit), or with
+    ``final.same_commit=false`` the same ``final_config_key`` (any commit)."""
     if not cfg.tracking.get("enabled", True) or cfg.final.get("rerun"):
         return None
     from bars.tracking import tracker_of
 
-    found = [r for r in tracker_of(cfg).find_runs({"stage": "final", "final_key": key}) if r.status == "FINISHED"]
+    tags = ({"stage": "final", "final_key": final_key(rcfg)} if cfg.final.get("same_commit", True) else
+            {"stage": "final", "final_config_key": config_key(rcfg)})
+    found = [r for r in tracker_of(cfg).find_runs(tags) if r.status == "FINISHED"]
     if not found:
         return None
     from bars.records import get_run
@@ -112,7 +127,7 @@ def _finished(cfg: DictConfig, key: str) -> DoneRun | None:
 def finished_runs(cfg: DictConfig, cli_overrides: Sequence[str] = ()) -> list[tuple[int, int, DoneRun | None]]:
     """``(index, seed, the FINISHED run with that seed's final_key or None)`` per final run of ``cfg``: what a
     rerun would skip, read from MLflow without training (``bars board`` shows it)."""
-    return [(i, seed, _finished(cfg, final_key(rcfg))) for i, seed, rcfg in final_configs(cfg, cli_overrides)]
+    return [(i, seed, _finished(cfg, rcfg)) for i, seed, rcfg in final_configs(cfg, cli_overrides)]
 
 
 def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
@@ -149,7 +164,7 @@ def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
 
     for i, seed, rcfg in runs:
         key = final_key(rcfg)
-        done = _finished(cfg, key)
+        done = _finished(cfg, rcfg)
         if done is not None:
             m = done.metrics
             print(f"bars final: [{i + 1}/{len(runs)}] seed {seed}: done before (MLflow run {done.run_id}, same "
@@ -157,6 +172,7 @@ def run_final(cfg: DictConfig, cli_overrides: Sequence[str] = (), *,
             results.append(done)
             continue
         tags = {"stage": "final", "final_index": i, "final_seeds": len(runs), "final_key": key,
+                "final_config_key": config_key(rcfg),
                 "protocol_seed_run": str(seed == int(rcfg.protocol.seed)).lower()}
         if not from_preset:
             tags["sweep_study"] = study
@@ -205,5 +221,5 @@ def main() -> int:
                          (FinalError, *expected_errors()))
 
 
-__all__ = ["DoneRun", "FinalError", "final_configs", "final_key", "finished_runs", "main", "preset_only", "read_overrides",
+__all__ = ["DoneRun", "FinalError", "config_key", "final_configs", "final_key", "finished_runs", "main", "preset_only", "read_overrides",
            "run_final"]

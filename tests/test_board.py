@@ -104,7 +104,9 @@ def test_overrides_the_board_owns_and_worker_packing():
 
     b = parse_budget("1M samples")
     ov = B.board_overrides("frappe_vt", b, None, ["train.device=cpu"])
-    assert ov == ["data=frappe_vt", "sweep.budget=1M samples", "sweep.trials=null", "train.device=cpu"]
+    assert ov == ["data=frappe_vt", "sweep.budget=1M samples", "sweep.trials=null", "final.same_commit=false",
+                  "train.device=cpu"]
+    assert "final.same_commit=false" not in B.board_overrides("d", b, None, ["final.same_commit=true"])
     # WORKERS=8 on one GPU: 8 workers packed on it; on two GPUs 4 each; on the CPU k processes
     assert "sweep.workers_per_gpu=8" in B.board_overrides("d", b, 8, [], gpus=["0"])
     assert "sweep.workers_per_gpu=4" in B.board_overrides("d", b, 8, [], gpus=["0", "1"])
@@ -278,7 +280,7 @@ def test_board_sweeps_finals_and_leaderboard_for_each_model(board_run):
 
 
 @pytest.mark.slow
-def test_rerun_trains_nothing_new_and_plan_shows_done(board_run, capsys):
+def test_rerun_trains_nothing_new_and_plan_shows_done(board_run, capsys, monkeypatch):
     root, ov = board_run["root"], board_run["ov"]
     before = len(mlflow_runs(root))
     out = B.run_board("movielens_small", models="lr,fm,dnn,din", seeds=2, overrides=ov,  # budget: the board's
@@ -289,6 +291,16 @@ def test_rerun_trains_nothing_new_and_plan_shows_done(board_run, capsys):
     text = capsys.readouterr().out
     assert plan["exit_code"] == 0 and "2 done" in text and "final 2/2 seeds" in text and "(spent)" in text
     assert len(mlflow_runs(root)) == before
+    # after a new commit: the board (final.same_commit=false) still finds its final runs; make final's strict
+    # rule (final.same_commit=true) would retrain them
+    import bars.environment
+
+    monkeypatch.setattr(bars.environment, "git_info", lambda root=None: {"git_commit": "f" * 40, "git_dirty": "false"})
+    capsys.readouterr()
+    assert B.run_board("movielens_small", models="lr", overrides=ov, plan=True)["board"]["models"]["lr"]["status"] \
+        == "done"
+    strict = B.run_board("movielens_small", models="lr", overrides=[*ov, "final.same_commit=true"], plan=True)
+    assert strict["board"]["models"]["lr"]["final"]["finished"] == 0
 
 
 @pytest.mark.slow
