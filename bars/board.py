@@ -149,8 +149,8 @@ class ModelState:
         else:
             b = Budget.from_record(sw.get("budget"))
             spent = (b or budget).fmt(sw.get("spent", 0.0))
-            sweep = (f"sweep {spent} of {b.fmt(b.amount)} {b.unit}" if b else f"sweep (no compute budget: "
-                     f"{sw.get('trials', 0)} trials)") + (" (spent)" if sw.get("done") else "")
+            sweep = (f"sweep {spent} of {b.fmt(b.amount)} {b.unit}" if b else "sweep (no compute budget)") + \
+                (" (spent)" if sw.get("done") else "")
             sweep += f", {sw.get('trials', 0)} trials"
         fin = self.final
         seeds = f"final {fin.get('finished', 0)}/{fin.get('seeds', 0)} seeds" if fin else "final -"
@@ -197,8 +197,8 @@ def sweep_progress(cfg: Any) -> dict[str, Any]:
     best = ST.best_trial(study)
     errors = [t.user_attrs["error"] for t in ST.counted(study.get_trials(deepcopy=False))
               if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("error")]
-    return {"started": True, "last_error": errors[-1] if errors else None, "trials": tally.finished, "failed": tally.failed,
-            "budget": None if tally.compute is None else tally.compute.as_record(),
+    return {"started": True, "last_error": errors[-1] if errors else None, "trials": tally.finished,
+            "failed": tally.failed, "budget": None if tally.compute is None else tally.compute.as_record(),
             "trial_cap": tally.budget, "spent": tally.spent, "done": tally.done,
             "best_value": None if best is None else best.value,
             "compute": {k: round(v, 3) for k, v in tally.totals.items()}}
@@ -408,7 +408,8 @@ def budget_conflicts(board: Board) -> dict[str, str]:
 
 def print_table(board: Board, say: Callable[[str], None], title: str) -> None:
     c = board.counts()
-    say(f"bars board: {title}: {board.data}{f' (board {board.name})' if board.name else ''}, {len(board.models)} models, budget {board.budget.spec} "
+    named = f" (board {board.name})" if board.name else ""
+    say(f"bars board: {title}: {board.data}{named}, {len(board.models)} models, budget {board.budget.spec} "
         f"({board.budget.describe()}) per model, {board.seeds} seeds, sampler {board.strategy.get('sampler')}, "
         f"pruner {board.strategy.get('pruner')}, workers {board.strategy.get('workers')}")
     for m in board.models:
@@ -510,7 +511,8 @@ def run_board(data: str, *, models: str | Sequence[str] | None = None, budget: s
         f"{fmt_seconds(time.process_time() - cpu0)} CPU in this process (worker processes not included); "
         f"summary: {board.path}")
     failed = board.counts()["failed"]
-    return {"board": read_board(board.results, board.data, board.name), "exit_code": 1 if failed else 0, "leaderboard": boards}
+    return {"board": read_board(board.results, board.data, board.name), "exit_code": 1 if failed else 0,
+            "leaderboard": boards}
 
 
 def _leaderboard(board: Board, say: Callable[[str], None]) -> Any:
@@ -570,6 +572,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(out["exit_code"])
 
 
-__all__ = ["DEFAULT_BUDGET", "DEFAULT_SEEDS", "Board", "BoardError", "ModelState", "board_overrides", "board_path", "budget_conflicts",
-           "build_check", "final_progress", "main", "plan_board", "read_board", "refresh", "registered_models",
-           "resolve_models", "run_board", "sweep_progress", "write_board"]
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_SEEDS", "Board", "BoardError", "ModelState", "board_overrides", "board_path",
+           "budget_conflicts", "build_check", "final_progress", "main", "plan_board", "read_board", "refresh",
+           "registered_models", "resolve_models", "run_board", "sweep_progress", "write_board"]
