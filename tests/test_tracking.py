@@ -358,3 +358,20 @@ def test_writes_without_waiting_keep_their_order(tracker):
     r = tracker.client.get_run(run.run_id)
     assert r.info.status == "FINISHED" and r.data.metrics["m"] == 4.0
     assert [x.step for x in tracker.client.get_metric_history(run.run_id, "m")] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("model", ["dcn", "finalmlp", "din", "autoint_plus"])
+def test_dict_text_is_what_log_dict_writes_for_a_resolved_config(model):
+    """config.yaml is emitted by libyaml when present (4 ms instead of 18 ms a run): the same text as MLflow's
+    ``log_dict`` (PyYAML's Python emitter) for a whole resolved config."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from bars.config import compose
+    from bars.tracking.runs import _redacted
+
+    cfg = OmegaConf.to_container(compose([f"model={model}", "tracking.uri=postgresql://u:secret@h/db"]),
+                                 resolve=True)
+    text = tracking.dict_text(cfg, "config.yaml")
+    assert text == yaml.dump(_redacted(cfg), indent=2, default_flow_style=False)
+    assert "secret" not in text and yaml.safe_load(text)["model"]["id"] == model
