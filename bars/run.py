@@ -5,8 +5,10 @@ is the thin Hydra shell behind ``bars train`` / ``make train MODEL=<m> DATA=<d> 
 
 Ordering: the whole config is validated first (``bars.validate``), then the data is prepared and loaded and the
 model built; only then is the MLflow run opened, so a bad value, a missing file or bad raw input never leaves a
-run behind (nor a data folder, for a bad value). Inside the run: fit, test, records. Each epoch is logged to MLflow *before* the caller's ``on_epoch`` runs, so a sweep that prunes the
-trial from its ``on_epoch`` (by raising) still finds the epoch recorded. Any exception (``NonFiniteLossError``
+run behind (nor a data folder, for a bad value). Inside the run: fit, test, records. Each epoch's metrics are
+handed to the run's writer thread before the caller's ``on_epoch`` runs and are in the store before the run ends,
+whatever ``on_epoch`` does: a sweep that prunes the trial from its ``on_epoch`` (by raising) still finds the epoch
+recorded (ending the run waits for every write in flight). Any exception (``NonFiniteLossError``
 included) ends the run FAILED with the error in its tags and propagates, with a note naming the MLflow run.
 Final metrics (``val_*`` of the best epoch, ``test_*``) are logged at step = last epoch so that they are what
 MLflow shows as each metric's latest value.
@@ -221,7 +223,8 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
               extra_tags: Mapping[str, Any] | None = None, quiet: bool = False, stage: Any = None) -> RunResult:
     """Train and test one model on one dataset under ``cfg`` (a composed config); record it in MLflow.
 
-    ``on_epoch(EpochLog)`` runs after the epoch is logged; an exception it raises (e.g. optuna's TrialPruned)
+    ``on_epoch(EpochLog)`` runs after the epoch is handed to the run's writer (in the store before the run ends,
+    not necessarily while ``on_epoch`` runs); an exception it raises (e.g. optuna's TrialPruned)
     ends the MLflow run FAILED and propagates. ``extra_tags`` override the default tags (``stage=single``...).
     Returns a :class:`RunResult`; ``run_id`` is None when ``cfg.tracking.enabled`` is false.
 
@@ -352,10 +355,10 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
             stage.on_epoch(log)
         per_epoch = {"train_loss": log.train_loss, **log.val_metrics(), "monitor": log.monitor, "lr": log.lr,
                      "samples_per_s": log.samples_per_s, "epoch_seconds": log.seconds}
-        with phase("tracking"):  # logged before the caller's on_epoch runs (a sweep prunes there); without a
-            # callback the write overlaps the next epoch (the run's final call waits for it)
-            run.log_metrics({k: v for k, v in per_epoch.items() if math.isfinite(v)}, step=log.epoch,
-                            wait=on_epoch is not None)
+        with phase("tracking"):  # handed to the run's writer before the caller's on_epoch runs (a sweep prunes
+            # there): the write overlaps the callback and the next epoch; the run's end waits for it, also when
+            # on_epoch raises (issue 16: a waited SQLite commit per epoch was a sweep trial's fixed cost)
+            run.log_metrics({k: v for k, v in per_epoch.items() if math.isfinite(v)}, step=log.epoch, wait=False)
         say(progress_line(log, train_cfg.max_epochs))
         if on_epoch is not None:
             with timer.phase("on_epoch"):  # the caller's callback (a sweep reports to its study here)

@@ -375,3 +375,25 @@ def test_dict_text_is_what_log_dict_writes_for_a_resolved_config(model):
     text = tracking.dict_text(cfg, "config.yaml")
     assert text == yaml.dump(_redacted(cfg), indent=2, default_flow_style=False)
     assert "secret" not in text and yaml.safe_load(text)["model"]["id"] == model
+
+
+def test_git_state_is_asked_once_per_process(monkeypatch, tmp_path):
+    """environment_tags() runs git once per process and folder (it was two git processes at every run's start)."""
+    import subprocess
+
+    from bars import environment
+
+    calls: list[list[str]] = []
+    real = subprocess.run
+
+    def spy(cmd, *a, **kw):
+        calls.append(list(cmd))
+        return real(cmd, *a, **kw)
+
+    environment._git_info.cache_clear()
+    monkeypatch.setattr(environment.subprocess, "run", spy)
+    first = environment.git_info()
+    assert environment.git_info() == first and environment.environment_tags()["git_commit"] == first["git_commit"]
+    assert [c[:2] for c in calls] == [["git", "rev-parse"], ["git", "status"]]
+    assert environment.git_info(tmp_path) == {"git_commit": "unknown", "git_dirty": "unknown"}  # not a checkout
+    environment._git_info.cache_clear()
