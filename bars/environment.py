@@ -29,8 +29,16 @@ def _version(dist: str) -> str:
 
 
 def git_info(root: Path | None = None) -> dict[str, str]:
-    """``git_commit`` and ``git_dirty`` ("true"/"false") of the project, or "unknown" outside a git checkout."""
-    root = root or project_root()
+    """``git_commit`` and ``git_dirty`` ("true"/"false") of the project, or "unknown" outside a git checkout.
+
+    Asked once per process and folder (two ``git`` processes, 30-70 ms a run on a loaded machine, were waited
+    at every run's start: issue 16): the state when this process first asked, which is the code it runs (its
+    modules were loaded then; a later edit of the checkout does not change the running code)."""
+    return dict(_git_info(str(root or project_root())))
+
+
+@functools.lru_cache(maxsize=8)
+def _git_info(root: str) -> tuple[tuple[str, str], ...]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
@@ -38,9 +46,9 @@ def git_info(root: Path | None = None) -> dict[str, str]:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
                                 ":(exclude)results", ":(exclude)sweeps"], cwd=root,
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        return {"git_commit": commit, "git_dirty": "true" if dirty else "false"}
+        return (("git_commit", commit), ("git_dirty", "true" if dirty else "false"))
     except (OSError, subprocess.SubprocessError):
-        return {"git_commit": "unknown", "git_dirty": "unknown"}
+        return (("git_commit", "unknown"), ("git_dirty", "unknown"))
 
 
 def environment_tags() -> dict[str, str]:
@@ -68,8 +76,10 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
+@functools.lru_cache(maxsize=1)
 def hardware_description() -> str:
-    """CPU model and logical cores, plus the GPU name(s) when CUDA is available: the leaderboard's hardware."""
+    """CPU model and logical cores, plus the GPU name(s) when CUDA is available: the leaderboard's hardware (read
+    once per process)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

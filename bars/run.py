@@ -5,8 +5,10 @@ is the thin Hydra shell behind ``bars train`` / ``make train MODEL=<m> DATA=<d> 
 
 Ordering: the whole config is validated first (``bars.validate``), then the data is prepared and loaded and the
 model built; only then is the MLflow run opened, so a bad value, a missing file or bad raw input never leaves a
-run behind (nor a data folder, for a bad value). Inside the run: fit, test, records. Each epoch is logged to MLflow *before* the caller's ``on_epoch`` runs, so a sweep that prunes the
-trial from its ``on_epoch`` (by raising) still finds the epoch recorded. Any exception (``NonFiniteLossError``
+run behind (nor a data folder, for a bad value). Inside the run: fit, test, records. Each epoch's metrics are
+handed to the run's writer thread before the caller's ``on_epoch`` runs and are in the store before the run ends,
+whatever ``on_epoch`` does: a sweep that prunes the trial from its ``on_epoch`` (by raising) still finds the epoch
+recorded (ending the run waits for every write in flight). Any exception (``NonFiniteLossError``
 included) ends the run FAILED with the error in its tags and propagates, with a note naming the MLflow run.
 Final metrics (``val_*`` of the best epoch, ``test_*``) are logged at step = last epoch so that they are what
 MLflow shows as each metric's latest value.
@@ -15,11 +17,9 @@ MLflow shows as each metric's latest value.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bars.compute import SampleMeter
 from bars.config import hydra_command, to_container
+from bars.plotting import learning_curve, render_png
 from bars.timing import PhaseTimer, as_metrics
 
 if TYPE_CHECKING:  # the trainer imports torch: only at run time, inside train_one
@@ -92,74 +93,59 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.model.id}__{cfg.data.name}__s{cfg.seed}"
 
 
-def learning_curve(history: list[EpochLog], title: str = "") -> Any:
-    """A two-panel matplotlib Figure: train loss and validation AUC per epoch (no pyplot state touched)."""
-    from matplotlib.figure import Figure
-
-    epochs = [h.epoch for h in history]
-    fig = Figure(figsize=(9, 3.5), dpi=100)
-    ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot(epochs, [h.train_loss for h in history], marker="o")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("train loss")
-    ax1.grid(alpha=0.3)
-    single = all("auc" in h.val for h in history)  # a multi-task run has auc_<task> keys: plot its monitor
-    aucs = [h.val["auc"] if single else h.monitor for h in history]
-    ax2.plot(epochs, aucs, marker="o", color="tab:orange", label="val AUC" if single else "val monitor")
-    if aucs:
-        improved = [i for i, h in enumerate(history) if h.improved]
-        best = max(range(len(aucs)), key=aucs.__getitem__) if single or not improved else improved[-1]
-        ax2.scatter([epochs[best]], [aucs[best]], s=80, facecolors="none", edgecolors="k", label="best")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("validation AUC" if single else "validation monitor")
-    ax2.grid(alpha=0.3)
-    ax2.legend(loc="lower right")
-    if title:
-        fig.suptitle(title)
-    # fixed margins: tight_layout measured every label (0.4 s a run on a loaded 2-core machine, issue 16)
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.86 if title else 0.95, wspace=0.28)
-    return fig
-
-
-def render_png(fig: Any) -> bytes:
-    """A matplotlib Figure as PNG bytes (what ``savefig(format="png")`` writes)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 class _EndArtifacts:
-    """A run's closing artifacts, made in a background thread from the moment it is created: the learning curve
-    PNG (0.3-0.5 s of matplotlib on a loaded machine) and history.json, while the main thread runs the test pass.
-    :meth:`files` waits for them. Rendering touches only this object's data (no MLflow call, no pyplot state); a
-    failure to render is a warning and history.json is still logged: it never fails the run or loses a metric."""
+    """A run's closing artifacts: history.json and the learning curve PNG. Created when ``fit`` returns, it hands
+    the rendering to the process's render helper (``bars.plotting.Renderer``: another process, so the test pass
+    that runs meanwhile does not compete with matplotlib for the GIL); :meth:`files` collects the PNG. When the
+    helper is unavailable the PNG is rendered here, in :meth:`files` (after the test pass). A failure to render is
+    a warning and history.json is still logged: it never fails the run or loses a metric."""
 
     def __init__(self, history: list[EpochLog], title: str) -> None:
-        self._history, self._title = list(history), title
-        self._files: dict[str, Any] = {}
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._make, name="bars-end-artifacts", daemon=True)
-        self._thread.start()
+        from bars.plotting import RenderUnavailable, renderer
 
-    def _make(self) -> None:
+        self._title = title
+        self._history = json.dumps([asdict(h) for h in history], indent=1)
+        self._ticket: int | None = None
         try:
-            self._files["history.json"] = json.dumps([asdict(h) for h in self._history], indent=1)
-            self._files["learning_curve.png"] = render_png(learning_curve(self._history, self._title))
-        except BaseException as exc:  # noqa: BLE001 - reported by files(), in the run's thread
-            self._error = exc
+            self._ticket = renderer().submit(self._history, title)
+        except RenderUnavailable:
+            pass
+
+    def _png(self) -> bytes | None:
+        from bars.plotting import RenderUnavailable, history_records, renderer
+
+        error: BaseException | None = None
+        if self._ticket is not None:
+            ticket, self._ticket = self._ticket, None
+            try:
+                return renderer().result(ticket)
+            except RenderUnavailable:
+                pass  # rendered here instead
+            except RuntimeError as exc:  # the helper's rendering raised: try here (the same error, most likely)
+                error = exc
+        try:
+            return render_png(learning_curve(history_records(self._history), self._title))
+        except Exception as exc:  # noqa: BLE001 - a warning: the run keeps its other records
+            error = exc
+        import warnings
+
+        warnings.warn(f"bars.run: the learning curve was not rendered: {type(error).__name__}: {error}",
+                      RuntimeWarning, stacklevel=3)
+        return None
 
     def files(self) -> dict[str, Any]:
         """``{"learning_curve.png": bytes, "history.json": text}`` (the PNG left out, with a warning, when it
         could not be rendered)."""
-        self._thread.join()
-        if self._error is not None:
-            import warnings
+        png = self._png()
+        return {**({"learning_curve.png": png} if png is not None else {}), "history.json": self._history}
 
-            warnings.warn(f"bars.run: the learning curve was not rendered: {type(self._error).__name__}: "
-                          f"{self._error}", RuntimeWarning, stacklevel=2)
-        if "history.json" not in self._files:
-            self._files["history.json"] = json.dumps([asdict(h) for h in self._history], indent=1)
-        return {k: self._files[k] for k in ("learning_curve.png", "history.json") if k in self._files}
+    def abandon(self) -> None:
+        """The run failed before collecting its files: the helper's reply is discarded."""
+        if self._ticket is not None:
+            from bars.plotting import renderer
+
+            renderer().drop(self._ticket)
+            self._ticket = None
 
 
 def _fmt_rate(x: float) -> str:
@@ -237,7 +223,8 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
               extra_tags: Mapping[str, Any] | None = None, quiet: bool = False, stage: Any = None) -> RunResult:
     """Train and test one model on one dataset under ``cfg`` (a composed config); record it in MLflow.
 
-    ``on_epoch(EpochLog)`` runs after the epoch is logged; an exception it raises (e.g. optuna's TrialPruned)
+    ``on_epoch(EpochLog)`` runs after the epoch is handed to the run's writer (in the store before the run ends,
+    not necessarily while ``on_epoch`` runs); an exception it raises (e.g. optuna's TrialPruned)
     ends the MLflow run FAILED and propagates. ``extra_tags`` override the default tags (``stage=single``...).
     Returns a :class:`RunResult`; ``run_id`` is None when ``cfg.tracking.enabled`` is false.
 
@@ -257,6 +244,10 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
 
     validate(cfg, "train")  # before any file is written or any MLflow run is opened
     seed = int(cfg.seed)
+    if cfg.tracking.enabled:  # the learning curve's render helper imports matplotlib while this run loads and trains
+        from bars.plotting import renderer
+
+        renderer().start()
     timer.stop("config")
     setup = _setup(cfg, seed, timer, stage)
     timer.start("config")
@@ -332,7 +323,7 @@ def _setup_tags(setup: _Setup) -> dict[str, Any]:
 def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch: EpochCallback | None,
                   say: Callable[..., None], timer: PhaseTimer, meter: SampleMeter,
                   stage: Any = None, resolved: Any = None) -> RunResult:
-    from bars.train import evaluate, fit
+    from bars.train import fit
 
     folder, ds, groups = setup.folder, setup.ds, setup.groups
     train_cfg, device, model, n_params = setup.train_cfg, setup.device, setup.model, setup.n_params
@@ -364,10 +355,10 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
             stage.on_epoch(log)
         per_epoch = {"train_loss": log.train_loss, **log.val_metrics(), "monitor": log.monitor, "lr": log.lr,
                      "samples_per_s": log.samples_per_s, "epoch_seconds": log.seconds}
-        with phase("tracking"):  # logged before the caller's on_epoch runs (a sweep prunes there); without a
-            # callback the write overlaps the next epoch (the run's final call waits for it)
-            run.log_metrics({k: v for k, v in per_epoch.items() if math.isfinite(v)}, step=log.epoch,
-                            wait=on_epoch is not None)
+        with phase("tracking"):  # handed to the run's writer before the caller's on_epoch runs (a sweep prunes
+            # there): the write overlaps the callback and the next epoch; the run's end waits for it, also when
+            # on_epoch raises (issue 16: a waited SQLite commit per epoch was a sweep trial's fixed cost)
+            run.log_metrics({k: v for k, v in per_epoch.items() if math.isfinite(v)}, step=log.epoch, wait=False)
         say(progress_line(log, train_cfg.max_epochs))
         if on_epoch is not None:
             with timer.phase("on_epoch"):  # the caller's callback (a sweep reports to its study here)
@@ -378,14 +369,30 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
                                     on_epoch=on_epoch_tracked, checkpoint_path=ckpt, group_column=groups,
                                     init=True if stage is None else stage.init, meter=meter)
     stage_metrics: dict[str, float] = {} if stage is None else dict(stage.finish(model))
-    # the learning curve is rendered in a thread while the test pass runs (off the run's critical path)
+    # the learning curve is rendered by the render helper (another process) while the test pass runs
     curve = _EndArtifacts(fit_result.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})") \
         if tracked and fit_result.history else None
+    try:
+        return _finish_run(cfg, run, setup, fit_result, stage_metrics, curve, ckpt, phase, say, timer, meter)
+    except BaseException:
+        if curve is not None:
+            curve.abandon()
+        raise
+
+
+def _finish_run(cfg: DictConfig, run: Any, setup: _Setup, fit_result: FitResult, stage_metrics: dict[str, float],
+                curve: _EndArtifacts | None, ckpt: Path, phase: Callable[[str], Any], say: Callable[..., None],
+                timer: PhaseTimer, meter: SampleMeter) -> RunResult:
+    """After ``fit``: the test pass, the checkpoint's digest, the summary call and the closing artifacts."""
+    from bars.train import evaluate
+
+    ds, groups, train_cfg, n_params, model = setup.ds, setup.groups, setup.train_cfg, setup.n_params, setup.model
+    n_rows_test = len(ds.splits["test"])
     # the epochs less their training/validation passes and checkpoint writes: per-epoch bookkeeping
     timer.carve("epochs", "epoch_bookkeeping", fit_result.phase_seconds)
     with timer.phase("test"):
         test = evaluate(model, ds.splits["test"], train_cfg.eval_batch_size, fit_result.device, group_column=groups)
-        meter.test += n_rows["test"]
+        meter.test += n_rows_test
 
     with timer.phase("checkpoint"):
         if ckpt.exists():  # the best weights' identity: bars predict / bars export check the file against it
@@ -417,8 +424,8 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
                 tags={"stop_reason": fit_result.stop_reason, "best_epoch": fit_result.best_epoch,
                       "device": fit_result.device, "checkpoint": str(ckpt),
                       **({"checkpoint_sha256": ckpt_sha} if ckpt_sha is not None else {})}, wait=False)
-    # after the metrics (nothing measured waits on matplotlib): the curve rendered meanwhile, and history.json,
-    # in one call; the wait and the upload are in RunResult.phases, not in the time_* metrics just logged
+    # after the metrics (nothing measured waits on the render helper): the curve rendered meanwhile, and
+    # history.json, in one call; the wait and the upload are in RunResult.phases, not in the time_* metrics
     with phase("artifacts"):
         if curve is not None:  # nothing to render for an untracked run
             run.log_files(curve.files())

@@ -54,13 +54,11 @@ class SweepTracking:
         """Tag the trial's run with its state and log the compute it used (bars.compute.KEYS) as metrics."""
         if not run_id:
             return
-        if used:
-            self.tracker.attach(run_id).log_metrics({k: float(v) for k, v in used.items() if k in compute.KEYS})
-        extra = {"state": state}
+        # the compute and the state tag in one store call (a waited SQLite commit each: issue 16)
+        self.tracker.attach(run_id).log({k: float(v) for k, v in (used or {}).items() if k in compute.KEYS},
+                                        tags={"state": state})
         if state == "pruned":  # train_one ended it FAILED (TrialPruned propagated): pruning is not a failure
-            self.tracker.end_run(run_id, "FINISHED", extra)
-        else:
-            self.tracker.attach(run_id).set_tags(extra)
+            self.tracker.end_run(run_id, "FINISHED")
 
     def finish_parent(self, run_id: str | None, study: SweepStudy, tally: BudgetState,
                       summary: dict[str, Any]) -> None:

@@ -47,16 +47,15 @@ def _cfg(env, *extra: str, csv_file: Path | None = None):
 
 def test_train_one_records_everything(env):
     client = MlflowClient(tracking_uri=env["uri"])
-    seen: list[tuple[int, list[int]]] = []
+    seen: list[int] = []
 
-    def on_epoch(log):  # runs after the epoch was logged: the sweep's pruning relies on this order
-        run = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
-                                 filter_string="attributes.status = 'RUNNING'")[0]
-        seen.append((log.epoch, [m.step for m in client.get_metric_history(run.info.run_id, "val_auc")]))
+    def on_epoch(log):  # runs after the epoch was handed to the run's writer (in the store before the run ends)
+        seen.append(log.epoch)
 
     r = train_one(_cfg(env), on_epoch=on_epoch, quiet=True)
     assert isinstance(r, RunResult) and r.run_id
-    assert seen == [(1, [1]), (2, [1, 2])]
+    assert seen == [1, 2]
+    assert sorted(m.step for m in client.get_metric_history(r.run_id, "val_auc")) == [1, 2, 2]  # epochs + best
     assert r.epochs == 2 and 1 <= r.best_epoch <= 2 and r.n_params > 0 and r.device == "cpu"
     assert r.checkpoint is not None and r.checkpoint == env["root"] / "ckpt" / r.run_id / "best.pt"
     assert r.checkpoint.exists()
@@ -200,34 +199,85 @@ def test_run_records_where_its_wall_time_went(env):
     assert r_off.run_id is None and r_off.phases["total"] >= sum(v for k, v in r_off.phases.items() if k != "total")
 
 
-def test_end_artifacts_render_off_the_main_thread_and_never_fail_the_run(monkeypatch):
-    """The learning curve is rendered in a thread while the test pass runs: the same PNG bytes as rendering it in
-    place; a rendering error is a warning, history.json is still there."""
-    import json
-    import threading
-
-    from bars import run as run_mod
+def _history(n: int = 2, multi: bool = False):
     from bars.train import EpochLog
 
-    hist = [EpochLog(epoch=i, train_loss=0.5 / i, val={"auc": 0.7 + 0.01 * i, "logloss": 0.5}, monitor=0.7 + 0.01 * i,
-                     lr=1e-3, samples_per_s=1e4, seconds=1.0, improved=True, strikes=0) for i in (1, 2)]
-    seen: list[str] = []
+    def val(i):
+        return {"auc_a": 0.6 + 0.01 * i, "auc_b": 0.7} if multi else {"auc": 0.7 + 0.01 * i, "logloss": 0.5 / 3}
+    return [EpochLog(epoch=i, train_loss=0.5 / i, val=val(i), monitor=0.7 + 0.01 * i / 3, lr=1e-3, samples_per_s=1e4,
+                     seconds=1.0, improved=i % 2 == 1, strikes=0) for i in range(1, n + 1)]
+
+
+def test_end_artifacts_render_in_the_helper_process_and_never_fail_the_run(monkeypatch):
+    """The learning curve is rendered by the render helper (another process) while the test pass runs: the same
+    PNG bytes as rendering it in place (single- and multi-task); when the helper is unavailable the run renders
+    it itself; a rendering error is a warning, history.json is still there."""
+    import json
+
+    from bars import plotting
+    from bars import run as run_mod
+
+    for hist in (_history(3), _history(2, multi=True)):
+        in_place = run_mod.render_png(run_mod.learning_curve(hist, "t"))
+        files = run_mod._EndArtifacts(hist, "t").files()
+        assert files["learning_curve.png"] == in_place
+        assert [h["epoch"] for h in json.loads(files["history.json"])] == [h.epoch for h in hist]
+    helper = plotting.renderer()._proc
+    assert helper is not None and helper.poll() is None  # the helper rendered them (and stays for the next run)
+    assert helper.pid != os.getpid()
+
+    seen: list[int] = []
     real = run_mod.learning_curve
 
     def spy(history, title=""):
-        seen.append(threading.current_thread().name)
+        seen.append(len(history))
         return real(history, title)
 
     monkeypatch.setattr(run_mod, "learning_curve", spy)
-    files = run_mod._EndArtifacts(hist, "t").files()
-    assert seen == ["bars-end-artifacts"]
-    assert files["learning_curve.png"] == run_mod.render_png(real(hist, "t"))
-    assert [h["epoch"] for h in json.loads(files["history.json"])] == [1, 2]
+    files = run_mod._EndArtifacts(_history(2), "t").files()
+    assert seen == [] and "learning_curve.png" in files  # the helper did it
+    monkeypatch.setenv("BARS_RENDER", "inline")  # no helper: rendered here, same bytes
+    files = run_mod._EndArtifacts(_history(2), "t").files()
+    assert seen == [2] and files["learning_curve.png"] == run_mod.render_png(real(_history(2), "t"))
 
     def broken(history, title=""):
         raise RuntimeError("no fonts")
 
     monkeypatch.setattr(run_mod, "learning_curve", broken)
     with pytest.warns(RuntimeWarning, match="not rendered: RuntimeError: no fonts"):
-        files = run_mod._EndArtifacts(hist, "t").files()
+        files = run_mod._EndArtifacts(_history(2), "t").files()
     assert list(files) == ["history.json"]
+
+
+def test_render_helper_failures_fall_back_to_rendering_in_place(monkeypatch):
+    """A helper that dies, cannot start, or answers an error: the run still gets its PNG (rendered in place); an
+    abandoned request's reply is dropped, not handed to the next run."""
+    from bars import plotting
+    from bars import run as run_mod
+
+    r = plotting.Renderer()  # a private one: the process's helper is left alone
+    monkeypatch.setattr(plotting, "_RENDERER", r)
+    hist = _history(2)
+    want = run_mod.render_png(run_mod.learning_curve(hist, "t"))
+
+    first = run_mod._EndArtifacts(hist, "first")  # abandoned (its run failed): its reply must not leak
+    first.abandon()
+    assert run_mod._EndArtifacts(hist, "t").files()["learning_curve.png"] == want
+    assert r._replies == {} and r._dropped == set()
+
+    t = r.submit("not json", "x")  # the helper answers an error: result raises it
+    with pytest.raises(RuntimeError, match="JSONDecodeError"):
+        r.result(t)
+
+    curve = run_mod._EndArtifacts(hist, "t")
+    r._proc.kill()  # the helper dies before answering: rendered in place
+    r._proc.wait()
+    assert curve.files()["learning_curve.png"] == want
+    assert r._broken is not None  # not used again by this process
+    assert run_mod._EndArtifacts(hist, "t").files()["learning_curve.png"] == want
+
+    r2 = plotting.Renderer()
+    monkeypatch.setattr(plotting, "_RENDERER", r2)
+    monkeypatch.setattr(r2, "_command", lambda: ["/nonexistent/python"])  # cannot start
+    assert run_mod._EndArtifacts(hist, "t").files()["learning_curve.png"] == want
+    r.close()

@@ -802,3 +802,73 @@ def test_bce_without_nan_skips_the_guard_with_the_same_loss_and_gradient():
     a.backward()
     b.backward()
     assert torch.equal(a, b) and torch.equal(fast.grad, guarded.grad)
+
+
+def test_fused_adam_is_torch_fused_adam_bit_for_bit():
+    """bars's FusedAdam (the trainer's optimizer: no torch._dynamo import) gives torch.optim.Adam(fused=True)'s
+    weights and state bit for bit: lazily created state, a parameter without a gradient at some steps (skipped),
+    a learning-rate change, an embedding table and an MLP, several steps."""
+
+    def make():
+        torch.manual_seed(0)
+        return nn.ModuleDict({"emb": nn.Embedding(50, 8), "mlp": nn.Sequential(nn.Linear(16, 32), nn.ReLU(),
+                                                                               nn.Linear(32, 1)),
+                              "late": nn.Linear(16, 1)})
+
+    def steps(model, opt, set_lr):
+        g = torch.Generator().manual_seed(1)
+        for i in range(12):
+            x = torch.randint(0, 50, (64, 2), generator=g)
+            h = model["emb"](x).reshape(64, 16)
+            out = model["mlp"](h).squeeze(-1)
+            if i >= 4:  # "late" gets gradients from step 5 on: its state starts then
+                out = out + model["late"](h).squeeze(-1)
+            loss = nn.functional.binary_cross_entropy_with_logits(out, (x[:, 0] % 2).float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if i == 6:
+                set_lr(opt, 3e-4)
+
+    a, b = make(), make()
+    ref = torch.optim.Adam(list(a.parameters()), lr=1e-3, fused=True)
+    ours = T._make_adam(list(b.parameters()), 1e-3, torch.device("cpu"))
+    assert isinstance(ours, T.FusedAdam)
+    steps(a, ref, T._set_lr)
+    steps(b, ours, T._set_lr)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb), name
+        st = ref.state[pa]
+        step, avg, sq = ours.state[pb]
+        assert torch.equal(st["step"], step) and step.dtype == st["step"].dtype, name
+        assert torch.equal(st["exp_avg"], avg) and torch.equal(st["exp_avg_sq"], sq), name
+    assert float(ours.state[next(iter(b["late"].parameters()))][0]) == 8.0  # 12 steps, the first 4 without a grad
+
+
+def test_a_run_imports_neither_dynamo_nor_matplotlib():
+    """The trainer's process does not import torch._dynamo (torch.optim's Adam and
+    torch.use_deterministic_algorithms would: 2-3 s of CPU per process) nor matplotlib, and the deterministic
+    flag is set as torch's public call sets it."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, torch
+from torch import nn
+from bars import train as T
+T.seed_everything(1, deterministic=True)
+assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(8, 1), nn.Flatten(0))
+step = T.TrainStep(model, T.TrainConfig(learning_rate=1e-2, clip_grad_norm=10.0))
+for _ in range(3):
+    step(torch.randint(0, 10, (16, 2)), torch.randint(0, 2, (16,)).float())
+T.predict(model, type("S", (), {"__len__": lambda s: 16, "batches": lambda s, *a, **k: iter([(torch.randint(0, 10, (16, 2)), None)])})(), 8)
+T.seed_everything(1, deterministic=False)
+assert not torch.are_deterministic_algorithms_enabled()
+bad = sorted(m for m in ("torch._dynamo", "torch._inductor", "matplotlib", "sympy") if m in sys.modules)
+print("loaded:", bad)
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(Path(T.__file__).resolve().parent.parent)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "loaded: []" in out.stdout, out.stdout

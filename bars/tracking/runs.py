@@ -521,7 +521,9 @@ def dict_text(data: Any, name: str) -> str:
     if name.endswith((".yaml", ".yml")):
         import yaml
 
-        return yaml.dump(data, indent=2, default_flow_style=False)
+        # libyaml's emitter when present: the same text for a config's plain values (tested), 4 ms instead of
+        # 18 ms a run (issue 16)
+        return yaml.dump(data, Dumper=getattr(yaml, "CDumper", yaml.Dumper), indent=2, default_flow_style=False)
     return json.dumps(data, indent=2, default=str)
 
 
