@@ -79,23 +79,25 @@ def final_configs(cfg: DictConfig, cli_overrides: Sequence[str]) -> list[tuple[i
 _NOT_KEYED = ("paths", "tracking", "hydra", "sweep", "final", "leaderboard")
 
 
+def _key_fields(rcfg: DictConfig) -> dict[str, Any]:
+    """What both keys fingerprint: the resolved config without :data:`_NOT_KEYED` blocks and the bars version."""
+    from bars import __version__
+
+    return {"config": {k: v for k, v in to_container(rcfg).items() if k not in _NOT_KEYED}, "bars": __version__}
+
+
 def final_key(rcfg: DictConfig) -> str:
     """What identifies a final run's computation: the resolved config without :data:`_NOT_KEYED` blocks, plus
     the bars version and the git commit. Two runs with the same key give the same numbers (on CPU)."""
-    from bars import __version__
     from bars.environment import git_info
 
-    body = {k: v for k, v in to_container(rcfg).items() if k not in _NOT_KEYED}
-    return fingerprint({"config": body, "bars": __version__, "commit": git_info().get("git_commit")}, 16)
+    return fingerprint({**_key_fields(rcfg), "commit": git_info().get("git_commit")}, 16)
 
 
 def config_key(rcfg: DictConfig) -> str:
     """:func:`final_key` without the git commit (tag ``final_config_key``): the same configuration and bars
     version at any commit. ``final.same_commit=false`` resumes by it (a board resumed after new commits)."""
-    from bars import __version__
-
-    body = {k: v for k, v in to_container(rcfg).items() if k not in _NOT_KEYED}
-    return fingerprint({"config": body, "bars": __version__}, 16)
+    return fingerprint(_key_fields(rcfg), 16)
 
 
 @dataclass
