@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from bars.methods import OptInterConfig
 from bars.methods.wrapper import BackboneWrapper, Baked, BakeError
 from bars.models.layers import FeatureEmbedding, PairInteraction, all_pairs, pair_vocabulary, split_parameters
 from bars.models.layers.feature_gate import _Patched, patch_embeddings
+from bars.models.layers.pair_interaction import CHOICES
 from bars.train import EpochLog, TrainConfig, save_checkpoint
 
 __all__ = ["STAGES", "PairBackbone", "PairModel", "PairSlotEmbedding", "RetrainStage", "SearchStage", "final_model",
@@ -112,6 +114,7 @@ class PairModel(BackboneWrapper):
         self.steps = 0
         self.pairs: PairInteraction | None = None
         self.arch_optimizer: torch.optim.Optimizer | None = None
+        self.warm_tables: dict[str, Tensor] | None = None  # retrain_from=search: rows copied in after the BARS init
         self._current: Tensor | None = None
         self._handles: list[_Patched] = []
         if self.slots:
@@ -188,7 +191,8 @@ class PairModel(BackboneWrapper):
         self.init_backbone_(embedding_std)
         if self.pairs is not None:
             self.pairs.reset_parameters(embedding_std)
-
+        if self.warm_tables is not None:
+            load_tables(self, self.warm_tables)
 
     def bake(self) -> Baked:
         """The retrained model as one module without hooks (what ``bars predict`` / ``bars export`` use):
@@ -260,6 +264,58 @@ def choice_metrics(pairs: PairInteraction, spec: FeatureSpec, choices: list[str]
     return pairs.parameters_of(spec, choices)
 
 
+def budget_choices(alpha: Tensor, max_pairs_kept: float | None) -> list[str]:
+    """The choice per pair: ``argmax(alpha)`` (official), then, with ``max_pairs_kept`` (bars switch), at most
+    ``floor(max_pairs_kept * P)`` pairs not naive: beyond that, the kept pairs of weakest keep-score
+    ``max(alpha_memorise, alpha_factorise) - alpha_naive`` (the log-odds of the better keeping choice against
+    dropping, at any temperature) become naive, ties by pair order (the later pair dropped first)."""
+    choices = [CHOICES[int(i)] for i in alpha.argmax(dim=1).tolist()]
+    if max_pairs_kept is None:
+        return choices
+    limit = math.floor(max_pairs_kept * len(choices) + 1e-9)
+    kept = [k for k, c in enumerate(choices) if c != "naive"]
+    if len(kept) <= limit:
+        return choices
+    a = alpha.detach().to(torch.float64)
+    score = (torch.maximum(a[:, 0], a[:, 1]) - a[:, 2]).tolist()
+    for k in sorted(kept, key=lambda k: (score[k], -k))[:len(kept) - limit]:
+        choices[k] = "naive"
+    return choices
+
+
+def embedding_tables(model: nn.Module) -> dict[str, Tensor]:
+    """Every :class:`FeatureEmbedding` table's rows per field, keyed ``<module path>::<field>`` (copies)."""
+    out = {}
+    for path, emb in model.named_modules():
+        if isinstance(emb, FeatureEmbedding) and emb.weight is not None:
+            for name, (a, b) in emb.table_rows.items():
+                out[f"{path}::{name}"] = emb.weight.detach()[a:b].cpu().clone()
+    return out
+
+
+def load_tables(model: nn.Module, tables: Mapping[str, Tensor]) -> int:
+    """Copy ``tables`` (:func:`embedding_tables` of another model) into ``model``'s FeatureEmbedding rows of the same
+    module path and field (the pair slots' padding-only rows excepted); returns the fields copied. A field of both
+    with another shape is an error."""
+    copied = 0
+    with torch.no_grad():
+        for path, emb in model.named_modules():
+            if not (isinstance(emb, FeatureEmbedding) and emb.weight is not None):
+                continue
+            for name, (a, b) in emb.table_rows.items():
+                src = tables.get(f"{path}::{name}")
+                if src is None or ("__x__" in name and path.startswith("backbone")):
+                    continue
+                if tuple(src.shape) != (b - a, emb.dim):
+                    raise ValueError(f"OptInter retrain_from=search: table {path}::{name} is {tuple(src.shape)} in "
+                                     f"the search, {(b - a, emb.dim)} in the retrain")
+                emb.weight[a:b] = src.to(emb.weight.device, emb.weight.dtype)
+                copied += 1
+    if not copied:
+        raise ValueError("OptInter retrain_from=search: no embedding table of the search matches the retrain's")
+    return copied
+
+
 @dataclasses.dataclass
 class SearchStage:
     cfg: OptInterConfig
@@ -270,6 +326,7 @@ class SearchStage:
     spec: FeatureSpec | None = None
     width: int = 0
     pairs: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    batch_size: int = 0
 
     def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
         # official search: at most `epochs`, stop at the first non-improving epoch, keep the best one, no decay
@@ -280,6 +337,7 @@ class SearchStage:
         self.pairs = all_pairs(spec, self.cfg.fields)
         slots = [PairInteraction.slot_name(p) for p in self.pairs]
         self.model = PairModel(rebuild(backbone, slot_spec(spec, slots)), slots, self.width, self.cfg.tau)
+        self.batch_size = train_cfg.batch_size
         return self.model
 
     def bind_data(self, splits: Mapping[str, Any]) -> None:
@@ -288,6 +346,9 @@ class SearchStage:
         assert self.model is not None and self.spec is not None
         names = sorted({n for p in self.pairs for n in p})
         keys = pair_vocabulary(train_columns(splits["train"], names), self.spec, self.pairs, self.cfg.min_count)
+        if self.cfg.anneal_epochs is not None:  # bars switch: the floor after anneal_epochs epochs of this data
+            steps = self.cfg.anneal_epochs * math.ceil(len(splits["train"]) / self.batch_size)
+            self.model.tau = (1.0 - MIN_TEMPERATURE) / steps
         layer = PairInteraction(self.spec, self.width, self.pairs, keys, hash_rows=self.cfg.hash_rows,
                                 max_bytes=self.cfg.max_embedding_bytes)
         self.model.set_pairs(layer)
@@ -304,13 +365,16 @@ class SearchStage:
         if layer.alpha is None:
             raise RuntimeError("OptInter search: the pair layer has no architecture weights")
         self.model.arch_optimizer = None  # fit restored the best epoch's weights and alpha; the test pass uses them
-        choices = layer.chosen()
+        choices = budget_choices(layer.alpha.detach().cpu(), self.cfg.max_pairs_kept)
+        if self.cfg.retrain_from == "search":  # the best epoch's tables (fit restored it), for the retrain's start
+            save_checkpoint(embedding_tables(self.model), self.folder / self.name / "tables.pt")
         save_checkpoint({"alpha": layer.alpha.detach().cpu(),
                          "choices": torch.tensor([["memorise", "factorise", "naive"].index(c) for c in choices])},
                         self.folder / self.name / "arch.pt")
         w = layer.mixing().detach()
         return {**choice_metrics(layer, self.spec, choices), "temperature": self.model.temperature(),
-                "search_steps": float(self.model.steps), "alpha_weight_max_mean": float(w.max(dim=1).values.mean())}
+                "search_steps": float(self.model.steps), "alpha_weight_max_mean": float(w.max(dim=1).values.mean()),
+                "pairs_kept_argmax": sum(c != "naive" for c in layer.chosen()) / len(choices)}
 
 
 @dataclasses.dataclass
@@ -325,6 +389,8 @@ class RetrainStage:
     layer: PairInteraction | None = None
 
     def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
+        if self.cfg.retrain_max_strikes is not None:  # bars switch: the retrain's patience
+            return dataclasses.replace(train_cfg, max_strikes=self.cfg.retrain_max_strikes)
         return train_cfg
 
     def wrap(self, backbone: nn.Module, spec: Any, train_cfg: TrainConfig, seed: int) -> PairModel:
@@ -341,6 +407,8 @@ class RetrainStage:
         layer = PairInteraction(spec, embedding_width(backbone), pairs, keys, hash_rows=self.cfg.hash_rows,
                                 choices=self.choices, max_bytes=self.cfg.max_embedding_bytes)
         self.model = _retrain_model(backbone, spec, layer)
+        if self.cfg.retrain_from == "search":  # bars switch: fit's BARS init, then the search's tables copied in
+            self.model.warm_tables = torch.load(search / "tables.pt", map_location="cpu", weights_only=True)
         self.layer = layer
         return self.model
 
