@@ -165,3 +165,58 @@ def test_retrain_from_search_and_patience_run_end_to_end(tmp_path):
     assert 0.5 < m["test_auc"] < 1
     _, folder = _arch(tmp_path)
     assert (folder / "search" / "tables.pt").exists() and (folder / "retrain" / "done.json").exists()
+
+
+def test_arch_data_valid_steps_alpha_on_the_next_validation_batch_only(tmp_path):
+    """arch_data=valid: before each training step, one Adam step of alpha on the gradient of the next validation
+    batch's loss (network in evaluation mode, weights fixed); the training batch gives alpha no gradient."""
+    from bars.data.loader import load_dataset
+    from bars.data.prepare import prepare
+    from bars.methods import OptInterConfig
+    from bars.methods.optinter import SearchStage
+    from bars.models import build
+    from bars.objective import loss_function
+    from bars.train import TrainConfig, TrainStep
+
+    ds = load_dataset(prepare(_cfg(tmp_path)))
+    train_cfg = TrainConfig.from_cfg({"batch_size": 512, "device": "cpu"})
+    stage = SearchStage(OptInterConfig(min_count=2, arch_lr=0.01, arch_data="valid"), tmp_path)
+    torch.manual_seed(5)
+    model = stage.wrap(build("dnn", ds.spec, {"embedding_dim": 10, "hidden_units": [16], "dropout": 0.5}), ds.spec,
+                       train_cfg, seed=1)
+    stage.bind_data(ds.splits)
+    model.init_bars_(1e-1)
+    alpha = model.pairs.alpha
+    a0 = alpha.detach().clone()
+    # the validation batch the first step reads (the same seeded shuffle), its loss's gradient by hand, eval mode
+    xv, yv = next(ds.splits["valid"].batches(512, shuffle=True, seed=(1 * 1_000_003 + 7919) % 2**63))
+    model.eval()
+    pad = torch.zeros(len(yv), dtype=torch.int32)
+    a = alpha.detach().clone().requires_grad_(True)
+    model.pairs.alpha = torch.nn.Parameter(a, requires_grad=True)
+    model._current = model.pairs(xv)
+    loss = loss_function("bce")(model.backbone({**xv, **dict.fromkeys(model.slots, pad)}), yv)
+    model._current = None
+    (g,) = torch.autograd.grad(loss, [model.pairs.alpha])
+    model.pairs.alpha = alpha
+    model.train()
+    step = TrainStep(model, train_cfg)
+    assert not any(p is alpha for p in step.params)
+    xt, yt = next(ds.splits["train"].batches(512, shuffle=False))
+    step(xt, yt)
+    torch.testing.assert_close(alpha.detach(), a0 - 0.01 * g / (g.abs() + 1e-8), rtol=0, atol=1e-6)
+    assert alpha.grad is None and model.steps == 1 and model.training and model.backbone.training
+    moved = alpha.detach().clone()
+    model.eval()
+    with torch.no_grad():
+        model(xt)  # evaluation: no alpha step
+    assert torch.equal(alpha.detach(), moved)
+
+
+def test_arch_data_valid_runs_end_to_end(tmp_path):
+    from bars.run import train_one
+
+    m = train_one(_cfg(tmp_path, "method.arch_data=valid", "method.max_pairs_kept=0.5"), quiet=True).metrics
+    assert 0.5 < m["test_auc"] < 1 and m["pairs_kept_count"] <= 5
+    arch, folder = _arch(tmp_path)
+    assert int((arch["choices"] != 2).sum()) == m["pairs_kept_count"] and (folder / "retrain" / "done.json").exists()

@@ -191,6 +191,7 @@ class OptInterConfig:
     max_pairs_kept: float | None = None  # keep at most this share of the pairs: the weakest keep-scores dropped
     retrain_from: str = "scratch"  # "search": the retrain's embedding tables start from the search's best epoch
     retrain_max_strikes: int | None = None  # the retrain's train.max_strikes (null: the run's)
+    arch_data: str = "train"  # "valid": alpha stepped on the next validation batch (first-order bi-level)
 
     def problems(self) -> list[str]:
         out = []
@@ -215,6 +216,8 @@ class OptInterConfig:
         v = self.retrain_max_strikes
         if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
             out.append(f"method.retrain_max_strikes must be null or an int >= 1, got {v!r}")
+        if self.arch_data not in ("train", "valid"):
+            out.append(f"method.arch_data must be 'train' or 'valid', got {self.arch_data!r}")
         return out
 
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from bars.methods.wrapper import BackboneWrapper, Baked, BakeError
 from bars.models.layers import FeatureEmbedding, PairInteraction, all_pairs, pair_vocabulary, split_parameters
 from bars.models.layers.feature_gate import _Patched, patch_embeddings
 from bars.models.layers.pair_interaction import CHOICES
+from bars.objective import data_loss, loss_function
 from bars.train import EpochLog, TrainConfig, save_checkpoint
 
 __all__ = ["STAGES", "PairBackbone", "PairModel", "PairSlotEmbedding", "RetrainStage", "SearchStage", "final_model",
@@ -115,6 +116,7 @@ class PairModel(BackboneWrapper):
         self.pairs: PairInteraction | None = None
         self.arch_optimizer: torch.optim.Optimizer | None = None
         self.warm_tables: dict[str, Tensor] | None = None  # retrain_from=search: rows copied in after the BARS init
+        self.arch_valid: ValidBatches | None = None  # arch_data=valid: alpha steps on these, not the training batch
         self._current: Tensor | None = None
         self._handles: list[_Patched] = []
         if self.slots:
@@ -164,7 +166,12 @@ class PairModel(BackboneWrapper):
             return self.backbone(batch)
         if self.pairs is None:
             raise RuntimeError("OptInter: the pair layer was not set (the search builds it from the training split)")
-        if self.arch_optimizer is not None:
+        if self.arch_optimizer is not None and self.arch_valid is not None:  # bars switch arch_data=valid
+            if self.training and torch.is_grad_enabled():
+                self.pairs.temperature = self.temperature()
+                self.steps += 1
+                self._valid_arch_step()
+        elif self.arch_optimizer is not None:
             self._apply_arch_step()  # the previous training batch's alpha step (official: after its backward)
             if self.training and torch.is_grad_enabled():
                 self.pairs.temperature = self.temperature()
@@ -176,6 +183,32 @@ class PairModel(BackboneWrapper):
             return self.backbone({**batch, **dict.fromkeys(self.slots, pad)})
         finally:
             self._current = None
+
+    def _valid_arch_step(self) -> None:
+        """``alpha <- Adam(alpha, grad_alpha L_val(w, alpha))`` on the next validation batch, the weights fixed and
+        the network in evaluation mode (no dropout, batch norm's running statistics read, not updated); ``alpha``
+        then takes no gradient from the training batch (the trainer's step sees it as a constant)."""
+        assert self.pairs is not None and self.pairs.alpha is not None and self.arch_optimizer is not None
+        assert self.arch_valid is not None
+        alpha = self.pairs.alpha
+        xb, yb = self.arch_valid.next(alpha.device)
+        ref = next(iter(xb.values()))
+        pad = torch.zeros(ref.shape[0], dtype=torch.int32, device=ref.device)
+        self.backbone.eval()
+        alpha.requires_grad_(True)
+        try:
+            self._current = self.pairs(xb)
+            loss = data_loss(self.backbone, self.backbone({**xb, **dict.fromkeys(self.slots, pad)}), yb,
+                             self.arch_valid.loss_fn)
+            (grad,) = torch.autograd.grad(loss, [alpha])
+        finally:
+            self._current = None
+            alpha.requires_grad_(False)
+            self.backbone.train()
+        alpha.grad = grad
+        with torch.no_grad():
+            self.arch_optimizer.step()
+        alpha.grad = None
 
     def split_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         emb, net = super().split_parameters()
@@ -213,6 +246,30 @@ class PairModel(BackboneWrapper):
         for emb in targets:
             PairSlotEmbedding.convert(emb, twin.pairs, [emb.field_names.index(s) for s in twin.slots])
         return Baked(PairBackbone(twin.backbone, twin.slots).eval(), 0)
+
+
+class ValidBatches:
+    """The validation split's batches, endlessly, shuffled per pass (seeded by the run's seed and the pass), with
+    the training loss function: what ``arch_data=valid`` steps ``alpha`` on."""
+
+    def __init__(self, valid: Any, train_cfg: TrainConfig, seed: int) -> None:
+        self.valid = valid
+        self.batch_size = int(train_cfg.batch_size)
+        self.loss_fn = loss_function(train_cfg.loss)
+        self.seed = int(seed)
+        self.passes = 0
+        self._it: Iterator[tuple[dict[str, Tensor], Tensor]] | None = None
+
+    def next(self, device: torch.device) -> tuple[dict[str, Tensor], Tensor]:
+        while True:
+            if self._it is None:
+                self._it = iter(self.valid.batches(self.batch_size, shuffle=True, device=device,
+                                                   seed=(self.seed * 1_000_003 + 7919 * (self.passes + 1)) % 2**63))
+                self.passes += 1
+            try:
+                return next(self._it)
+            except StopIteration:
+                self._it = None
 
 
 class PairSlotEmbedding(FeatureEmbedding):
@@ -327,6 +384,8 @@ class SearchStage:
     width: int = 0
     pairs: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     batch_size: int = 0
+    train_cfg: TrainConfig | None = None
+    seed: int = 0
 
     def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
         # official search: at most `epochs`, stop at the first non-improving epoch, keep the best one, no decay
@@ -337,7 +396,7 @@ class SearchStage:
         self.pairs = all_pairs(spec, self.cfg.fields)
         slots = [PairInteraction.slot_name(p) for p in self.pairs]
         self.model = PairModel(rebuild(backbone, slot_spec(spec, slots)), slots, self.width, self.cfg.tau)
-        self.batch_size = train_cfg.batch_size
+        self.batch_size, self.train_cfg, self.seed = train_cfg.batch_size, train_cfg, seed
         return self.model
 
     def bind_data(self, splits: Mapping[str, Any]) -> None:
@@ -354,6 +413,10 @@ class SearchStage:
         self.model.set_pairs(layer)
         assert layer.alpha is not None
         self.model.arch_optimizer = torch.optim.Adam([layer.alpha], lr=float(self.cfg.arch_lr))
+        if self.cfg.arch_data == "valid":  # bars switch: alpha on validation batches, never on the training loss
+            assert self.train_cfg is not None
+            layer.alpha.requires_grad_(False)
+            self.model.arch_valid = ValidBatches(splits["valid"], self.train_cfg, self.seed)
         save_checkpoint({f"keys_{k}": keys[p] for k, p in enumerate(self.pairs)}, self.folder / self.name / "pairs.pt")
 
     def on_epoch(self, log: EpochLog) -> None:
@@ -365,6 +428,7 @@ class SearchStage:
         if layer.alpha is None:
             raise RuntimeError("OptInter search: the pair layer has no architecture weights")
         self.model.arch_optimizer = None  # fit restored the best epoch's weights and alpha; the test pass uses them
+        self.model.arch_valid = None
         choices = budget_choices(layer.alpha.detach().cpu(), self.cfg.max_pairs_kept)
         if self.cfg.retrain_from == "search":  # the best epoch's tables (fit restored it), for the retrain's start
             save_checkpoint(embedding_tables(self.model), self.folder / self.name / "tables.pt")
