@@ -23,6 +23,12 @@ Embeddings of another width (the first-order LR term's dim-1 tables) see the slo
    naive, its memorised table or its factorised product, under the BARS protocol: its test metrics are the
    method's.
 
+bars switches (off by default, the official procedure above; docs/fidelity.md 34): ``max_pairs_kept`` (at most
+that share of the pairs kept: the weakest keep-scores ``max(alpha_m, alpha_f) - alpha_n`` dropped,
+:func:`budget_choices`), ``anneal_epochs`` (``tau`` sized so that ``t`` reaches its floor after that many search
+epochs), ``arch_data: valid`` (``alpha`` stepped on the next validation batch, first-order bi-level),
+``retrain_from: search`` (the retrain's embedding tables start from the search's best epoch), ``retrain_max_strikes``.
+
 Predict, export, reproduce (:func:`final_model`, :meth:`PairModel.bake`): the retrain's checkpoint holds its
 architecture (the choice per pair and the memorised pairs' vocabularies, buffers of the pair layer), so the final
 model is rebuilt from the checkpoint alone; baked, it is :class:`PairBackbone`: the rebuilt backbone whose slot
