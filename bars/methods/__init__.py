@@ -186,6 +186,12 @@ class OptInterConfig:
     hash_rows: int = 1_000_000     # rows per memorised pair table (beyond: known values hashed into this many)
     fields: list[str] | None = None  # pairs over these categorical fields (null: every categorical field)
     max_embedding_bytes: int = 4 * 2**30  # stop before allocating more float32 bytes of pair tables
+    # bars switches (null / "scratch" = the official procedure; docs/fidelity.md 34, measured in docs/methods.md)
+    anneal_epochs: float | None = None  # t reaches its floor 0.01 after this many search epochs (replaces tau)
+    max_pairs_kept: float | None = None  # keep at most this share of the pairs: the weakest keep-scores dropped
+    retrain_from: str = "scratch"  # "search": the retrain's embedding tables start from the search's best epoch
+    retrain_max_strikes: int | None = None  # the retrain's train.max_strikes (null: the run's)
+    arch_data: str = "train"  # "valid": alpha stepped on the next validation batch (first-order bi-level)
 
     def problems(self) -> list[str]:
         out = []
@@ -201,6 +207,17 @@ class OptInterConfig:
                                             and all(isinstance(f, str) for f in self.fields)
                                             and len(set(self.fields)) == len(self.fields)):
             out.append(f"method.fields must be null or a list of at least 2 distinct field names, got {self.fields!r}")
+        if self.anneal_epochs is not None and not (_num(self.anneal_epochs) and self.anneal_epochs > 0):
+            out.append(f"method.anneal_epochs must be null or a number > 0, got {self.anneal_epochs!r}")
+        if self.max_pairs_kept is not None and not (_num(self.max_pairs_kept) and 0 < self.max_pairs_kept <= 1):
+            out.append(f"method.max_pairs_kept must be null or a number in (0, 1], got {self.max_pairs_kept!r}")
+        if self.retrain_from not in ("scratch", "search"):
+            out.append(f"method.retrain_from must be 'scratch' or 'search', got {self.retrain_from!r}")
+        v = self.retrain_max_strikes
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            out.append(f"method.retrain_max_strikes must be null or an int >= 1, got {v!r}")
+        if self.arch_data not in ("train", "valid"):
+            out.append(f"method.arch_data must be 'train' or 'valid', got {self.arch_data!r}")
         return out
 
 

@@ -23,6 +23,12 @@ Embeddings of another width (the first-order LR term's dim-1 tables) see the slo
    naive, its memorised table or its factorised product, under the BARS protocol: its test metrics are the
    method's.
 
+bars switches (off by default, the official procedure above; docs/fidelity.md 34): ``max_pairs_kept`` (at most
+that share of the pairs kept: the weakest keep-scores ``max(alpha_m, alpha_f) - alpha_n`` dropped,
+:func:`budget_choices`), ``anneal_epochs`` (``tau`` sized so that ``t`` reaches its floor after that many search
+epochs), ``arch_data: valid`` (``alpha`` stepped on the next validation batch, first-order bi-level),
+``retrain_from: search`` (the retrain's embedding tables start from the search's best epoch), ``retrain_max_strikes``.
+
 Predict, export, reproduce (:func:`final_model`, :meth:`PairModel.bake`): the retrain's checkpoint holds its
 architecture (the choice per pair and the memorised pairs' vocabularies, buffers of the pair layer), so the final
 model is rebuilt from the checkpoint alone; baked, it is :class:`PairBackbone`: the rebuilt backbone whose slot
@@ -38,7 +44,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +57,8 @@ from bars.methods import OptInterConfig
 from bars.methods.wrapper import BackboneWrapper, Baked, BakeError
 from bars.models.layers import FeatureEmbedding, PairInteraction, all_pairs, pair_vocabulary, split_parameters
 from bars.models.layers.feature_gate import _Patched, patch_embeddings
+from bars.models.layers.pair_interaction import CHOICES
+from bars.objective import data_loss, loss_function
 from bars.train import EpochLog, TrainConfig, save_checkpoint
 
 __all__ = ["STAGES", "PairBackbone", "PairModel", "PairSlotEmbedding", "RetrainStage", "SearchStage", "final_model",
@@ -112,6 +121,8 @@ class PairModel(BackboneWrapper):
         self.steps = 0
         self.pairs: PairInteraction | None = None
         self.arch_optimizer: torch.optim.Optimizer | None = None
+        self.warm_tables: dict[str, Tensor] | None = None  # retrain_from=search: rows copied in after the BARS init
+        self.arch_valid: ValidBatches | None = None  # arch_data=valid: alpha steps on these, not the training batch
         self._current: Tensor | None = None
         self._handles: list[_Patched] = []
         if self.slots:
@@ -161,7 +172,12 @@ class PairModel(BackboneWrapper):
             return self.backbone(batch)
         if self.pairs is None:
             raise RuntimeError("OptInter: the pair layer was not set (the search builds it from the training split)")
-        if self.arch_optimizer is not None:
+        if self.arch_optimizer is not None and self.arch_valid is not None:  # bars switch arch_data=valid
+            if self.training and torch.is_grad_enabled():
+                self.pairs.temperature = self.temperature()
+                self.steps += 1
+                self._valid_arch_step()
+        elif self.arch_optimizer is not None:
             self._apply_arch_step()  # the previous training batch's alpha step (official: after its backward)
             if self.training and torch.is_grad_enabled():
                 self.pairs.temperature = self.temperature()
@@ -173,6 +189,32 @@ class PairModel(BackboneWrapper):
             return self.backbone({**batch, **dict.fromkeys(self.slots, pad)})
         finally:
             self._current = None
+
+    def _valid_arch_step(self) -> None:
+        """``alpha <- Adam(alpha, grad_alpha L_val(w, alpha))`` on the next validation batch, the weights fixed and
+        the network in evaluation mode (no dropout, batch norm's running statistics read, not updated); ``alpha``
+        then takes no gradient from the training batch (the trainer's step sees it as a constant)."""
+        assert self.pairs is not None and self.pairs.alpha is not None and self.arch_optimizer is not None
+        assert self.arch_valid is not None
+        alpha = self.pairs.alpha
+        xb, yb = self.arch_valid.next(alpha.device)
+        ref = next(iter(xb.values()))
+        pad = torch.zeros(ref.shape[0], dtype=torch.int32, device=ref.device)
+        self.backbone.eval()
+        alpha.requires_grad_(True)
+        try:
+            self._current = self.pairs(xb)
+            loss = data_loss(self.backbone, self.backbone({**xb, **dict.fromkeys(self.slots, pad)}), yb,
+                             self.arch_valid.loss_fn)
+            (grad,) = torch.autograd.grad(loss, [alpha])
+        finally:
+            self._current = None
+            alpha.requires_grad_(False)
+            self.backbone.train()
+        alpha.grad = grad
+        with torch.no_grad():
+            self.arch_optimizer.step()
+        alpha.grad = None
 
     def split_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         emb, net = super().split_parameters()
@@ -188,7 +230,8 @@ class PairModel(BackboneWrapper):
         self.init_backbone_(embedding_std)
         if self.pairs is not None:
             self.pairs.reset_parameters(embedding_std)
-
+        if self.warm_tables is not None:
+            load_tables(self, self.warm_tables)
 
     def bake(self) -> Baked:
         """The retrained model as one module without hooks (what ``bars predict`` / ``bars export`` use):
@@ -209,6 +252,30 @@ class PairModel(BackboneWrapper):
         for emb in targets:
             PairSlotEmbedding.convert(emb, twin.pairs, [emb.field_names.index(s) for s in twin.slots])
         return Baked(PairBackbone(twin.backbone, twin.slots).eval(), 0)
+
+
+class ValidBatches:
+    """The validation split's batches, endlessly, shuffled per pass (seeded by the run's seed and the pass), with
+    the training loss function: what ``arch_data=valid`` steps ``alpha`` on."""
+
+    def __init__(self, valid: Any, train_cfg: TrainConfig, seed: int) -> None:
+        self.valid = valid
+        self.batch_size = int(train_cfg.batch_size)
+        self.loss_fn = loss_function(train_cfg.loss)
+        self.seed = int(seed)
+        self.passes = 0
+        self._it: Iterator[tuple[dict[str, Tensor], Tensor]] | None = None
+
+    def next(self, device: torch.device) -> tuple[dict[str, Tensor], Tensor]:
+        while True:
+            if self._it is None:
+                self._it = iter(self.valid.batches(self.batch_size, shuffle=True, device=device,
+                                                   seed=(self.seed * 1_000_003 + 7919 * (self.passes + 1)) % 2**63))
+                self.passes += 1
+            try:
+                return next(self._it)
+            except StopIteration:
+                self._it = None
 
 
 class PairSlotEmbedding(FeatureEmbedding):
@@ -260,6 +327,58 @@ def choice_metrics(pairs: PairInteraction, spec: FeatureSpec, choices: list[str]
     return pairs.parameters_of(spec, choices)
 
 
+def budget_choices(alpha: Tensor, max_pairs_kept: float | None) -> list[str]:
+    """The choice per pair: ``argmax(alpha)`` (official), then, with ``max_pairs_kept`` (bars switch), at most
+    ``floor(max_pairs_kept * P)`` pairs not naive: beyond that, the kept pairs of weakest keep-score
+    ``max(alpha_memorise, alpha_factorise) - alpha_naive`` (the log-odds of the better keeping choice against
+    dropping, at any temperature) become naive, ties by pair order (the later pair dropped first)."""
+    choices = [CHOICES[int(i)] for i in alpha.argmax(dim=1).tolist()]
+    if max_pairs_kept is None:
+        return choices
+    limit = math.floor(max_pairs_kept * len(choices) + 1e-9)
+    kept = [k for k, c in enumerate(choices) if c != "naive"]
+    if len(kept) <= limit:
+        return choices
+    a = alpha.detach().to(torch.float64)
+    score = (torch.maximum(a[:, 0], a[:, 1]) - a[:, 2]).tolist()
+    for k in sorted(kept, key=lambda k: (score[k], -k))[:len(kept) - limit]:
+        choices[k] = "naive"
+    return choices
+
+
+def embedding_tables(model: nn.Module) -> dict[str, Tensor]:
+    """Every :class:`FeatureEmbedding` table's rows per field, keyed ``<module path>::<field>`` (copies)."""
+    out = {}
+    for path, emb in model.named_modules():
+        if isinstance(emb, FeatureEmbedding) and emb.weight is not None:
+            for name, (a, b) in emb.table_rows.items():
+                out[f"{path}::{name}"] = emb.weight.detach()[a:b].cpu().clone()
+    return out
+
+
+def load_tables(model: nn.Module, tables: Mapping[str, Tensor]) -> int:
+    """Copy ``tables`` (:func:`embedding_tables` of another model) into ``model``'s FeatureEmbedding rows of the same
+    module path and field (the pair slots' padding-only rows excepted); returns the fields copied. A field of both
+    with another shape is an error."""
+    copied = 0
+    with torch.no_grad():
+        for path, emb in model.named_modules():
+            if not (isinstance(emb, FeatureEmbedding) and emb.weight is not None):
+                continue
+            for name, (a, b) in emb.table_rows.items():
+                src = tables.get(f"{path}::{name}")
+                if src is None or ("__x__" in name and path.startswith("backbone")):
+                    continue
+                if tuple(src.shape) != (b - a, emb.dim):
+                    raise ValueError(f"OptInter retrain_from=search: table {path}::{name} is {tuple(src.shape)} in "
+                                     f"the search, {(b - a, emb.dim)} in the retrain")
+                emb.weight[a:b] = src.to(emb.weight.device, emb.weight.dtype)
+                copied += 1
+    if not copied:
+        raise ValueError("OptInter retrain_from=search: no embedding table of the search matches the retrain's")
+    return copied
+
+
 @dataclasses.dataclass
 class SearchStage:
     cfg: OptInterConfig
@@ -270,6 +389,9 @@ class SearchStage:
     spec: FeatureSpec | None = None
     width: int = 0
     pairs: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    batch_size: int = 0
+    train_cfg: TrainConfig | None = None
+    seed: int = 0
 
     def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
         # official search: at most `epochs`, stop at the first non-improving epoch, keep the best one, no decay
@@ -280,6 +402,7 @@ class SearchStage:
         self.pairs = all_pairs(spec, self.cfg.fields)
         slots = [PairInteraction.slot_name(p) for p in self.pairs]
         self.model = PairModel(rebuild(backbone, slot_spec(spec, slots)), slots, self.width, self.cfg.tau)
+        self.batch_size, self.train_cfg, self.seed = train_cfg.batch_size, train_cfg, seed
         return self.model
 
     def bind_data(self, splits: Mapping[str, Any]) -> None:
@@ -288,11 +411,18 @@ class SearchStage:
         assert self.model is not None and self.spec is not None
         names = sorted({n for p in self.pairs for n in p})
         keys = pair_vocabulary(train_columns(splits["train"], names), self.spec, self.pairs, self.cfg.min_count)
+        if self.cfg.anneal_epochs is not None:  # bars switch: the floor after anneal_epochs epochs of this data
+            steps = self.cfg.anneal_epochs * math.ceil(len(splits["train"]) / self.batch_size)
+            self.model.tau = (1.0 - MIN_TEMPERATURE) / steps
         layer = PairInteraction(self.spec, self.width, self.pairs, keys, hash_rows=self.cfg.hash_rows,
                                 max_bytes=self.cfg.max_embedding_bytes)
         self.model.set_pairs(layer)
         assert layer.alpha is not None
         self.model.arch_optimizer = torch.optim.Adam([layer.alpha], lr=float(self.cfg.arch_lr))
+        if self.cfg.arch_data == "valid":  # bars switch: alpha on validation batches, never on the training loss
+            assert self.train_cfg is not None
+            layer.alpha.requires_grad_(False)
+            self.model.arch_valid = ValidBatches(splits["valid"], self.train_cfg, self.seed)
         save_checkpoint({f"keys_{k}": keys[p] for k, p in enumerate(self.pairs)}, self.folder / self.name / "pairs.pt")
 
     def on_epoch(self, log: EpochLog) -> None:
@@ -304,13 +434,17 @@ class SearchStage:
         if layer.alpha is None:
             raise RuntimeError("OptInter search: the pair layer has no architecture weights")
         self.model.arch_optimizer = None  # fit restored the best epoch's weights and alpha; the test pass uses them
-        choices = layer.chosen()
+        self.model.arch_valid = None
+        choices = budget_choices(layer.alpha.detach().cpu(), self.cfg.max_pairs_kept)
+        if self.cfg.retrain_from == "search":  # the best epoch's tables (fit restored it), for the retrain's start
+            save_checkpoint(embedding_tables(self.model), self.folder / self.name / "tables.pt")
         save_checkpoint({"alpha": layer.alpha.detach().cpu(),
                          "choices": torch.tensor([["memorise", "factorise", "naive"].index(c) for c in choices])},
                         self.folder / self.name / "arch.pt")
         w = layer.mixing().detach()
         return {**choice_metrics(layer, self.spec, choices), "temperature": self.model.temperature(),
-                "search_steps": float(self.model.steps), "alpha_weight_max_mean": float(w.max(dim=1).values.mean())}
+                "search_steps": float(self.model.steps), "alpha_weight_max_mean": float(w.max(dim=1).values.mean()),
+                "pairs_kept_argmax": sum(c != "naive" for c in layer.chosen()) / len(choices)}
 
 
 @dataclasses.dataclass
@@ -325,6 +459,8 @@ class RetrainStage:
     layer: PairInteraction | None = None
 
     def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
+        if self.cfg.retrain_max_strikes is not None:  # bars switch: the retrain's patience
+            return dataclasses.replace(train_cfg, max_strikes=self.cfg.retrain_max_strikes)
         return train_cfg
 
     def wrap(self, backbone: nn.Module, spec: Any, train_cfg: TrainConfig, seed: int) -> PairModel:
@@ -341,6 +477,8 @@ class RetrainStage:
         layer = PairInteraction(spec, embedding_width(backbone), pairs, keys, hash_rows=self.cfg.hash_rows,
                                 choices=self.choices, max_bytes=self.cfg.max_embedding_bytes)
         self.model = _retrain_model(backbone, spec, layer)
+        if self.cfg.retrain_from == "search":  # bars switch: fit's BARS init, then the search's tables copied in
+            self.model.warm_tables = torch.load(search / "tables.pt", map_location="cpu", weights_only=True)
         self.layer = layer
         return self.model
 
