@@ -357,3 +357,61 @@ def test_retrain_from_the_supernet_starts_from_its_weights_under_the_found_masks
     assert RetrainStage(method_config(_cfg(tmp_path, "deepfm", tracked=False)), folder).init is True  # default
     with pytest.raises(ConfigError, match="method.retrain_from must be 'scratch' or 'supernet'"):
         validate(compose(["model=deepfm", "method=optembed", "method.retrain_from=search"]), "train")
+
+
+def test_min_row_count_prunes_the_rare_values_rows_from_the_supernet_on_and_is_off_by_default(tmp_path):
+    """``method.min_row_count`` (a bars switch, not the paper): the rows of values seen fewer than that many times
+    in the training split are zero in the supernet (whatever their norm), in its row mask, in the evolution's and
+    the retrain's; 0 (the default) binds nothing. Thresholds frozen at 0 (``threshold_lr 0``) so that every other
+    row is kept and the row mask is the frequency rule alone, counted here from the training split independently."""
+    from collections import Counter
+
+    from bars.data.loader import load_dataset
+    from bars.methods import method_config
+    from bars.methods.optembed import SupernetStage
+    from bars.run import train_one
+
+    cfg = _cfg(tmp_path, "deepfm", "method.threshold_lr=0", "method.min_row_count=3", tracked=False)
+    m = train_one(cfg, quiet=True).metrics
+    folder = next((tmp_path / "results" / "methods").iterdir())
+    rows = torch.load(folder / "supernet" / "rows.pt", weights_only=True)["row_keep"]
+    arch = torch.load(folder / "evolution" / "arch.pt", weights_only=True)
+    assert torch.equal(arch["row_keep"], rows)
+    ds = load_dataset(next((tmp_path / "data" / "movielens_small").iterdir()))
+    fields, vocab_rows = _vocab_rows(tmp_path)
+    expected, offset = [1.0], 1
+    for f, n in zip(fields, vocab_rows.tolist(), strict=True):
+        counts = Counter(ds.splits["train"].column(f).tolist())
+        expected += [1.0 if counts.get(v, 0) >= 3 else 0.0 for v in range(1, n + 1)]
+        assert m[f"rows_{f}"] == sum(expected[offset: offset + n])
+        offset += n
+    assert rows.tolist() == expected and 0 < sum(expected[1:]) < int(vocab_rows.sum())
+    assert m["embedding_rows_kept_count"] == sum(expected[1:])
+
+    # the supernet's embedding of a forced-off value is zero (eval mode: every dimension kept), others unchanged
+    stage = SupernetStage(method_config(cfg), tmp_path / "s")
+    from bars.data.spec import FeatureSpec
+    from bars.models import build
+
+    spec = FeatureSpec.load(next((tmp_path / "data" / "movielens_small").iterdir()) / "feature_spec.json")
+    model = stage.wrap(build(str(cfg.model.name), spec, dict(cfg.model.params)), spec, None, 2021)
+    emb = model.mask.owners["movie"]
+    batch = dict(ds.splits["train"].features)  # every training row: rare movies among them
+    model.eval()
+    plain = emb(batch).detach()
+    assert model.mask.row_allow is None
+    stage.bind_data(ds.splits)
+    pruned = emb(batch).detach()
+    movie = batch["movie"].long()
+    off = model.mask.offsets["movie"] - 1
+    allowed = model.mask.row_allow[movie + off].bool()
+    i = emb.field_names.index("movie")
+    assert not allowed.all() and allowed.any()
+    assert torch.equal(pruned[~allowed, i], torch.zeros_like(pruned[~allowed, i]))
+    assert torch.equal(pruned[allowed, i], plain[allowed, i])
+    off_stage = SupernetStage(method_config(_cfg(tmp_path, "deepfm", tracked=False)), tmp_path / "t")
+    off_model = off_stage.wrap(build(str(cfg.model.name), spec, dict(cfg.model.params)), spec, None, 2021)
+    off_stage.bind_data(ds.splits)
+    assert off_model.mask.row_allow is None  # min_row_count 0: the paper's masks
+    with pytest.raises(ConfigError, match=r"method.min_row_count must be an int >= 0, got -1"):
+        validate(compose(["model=deepfm", "method=optembed", "method.min_row_count=-1"]), "train")

@@ -46,7 +46,7 @@ from bars.models.layers import EmbeddingMask, FeatureEmbedding, prefix_mask
 from bars.train import EpochLog, TrainConfig, save_checkpoint
 
 __all__ = ["STAGES", "EvolutionStage", "MaskedModel", "RetrainStage", "SupernetStage", "evolve", "final_model",
-           "make_stage", "mask_metrics"]
+           "frequency_rows", "make_stage", "mask_metrics"]
 
 STAGES = ("supernet", "evolution", "retrain")
 
@@ -123,6 +123,24 @@ def mask_metrics(mask: EmbeddingMask, row_keep: Tensor | None = None, dims: Tens
     return out
 
 
+def frequency_rows(mask: EmbeddingMask, train: Any, min_count: int) -> Tensor:
+    """``[1 + sum(vocab - 1)]`` 0/1 (``mask``'s global row layout, the padding row 1): 1 where the feature value
+    occurs at least ``min_count`` times in ``train`` (a split with ``column(name)``: the value indices of a field)."""
+    if not callable(getattr(train, "column", None)):
+        raise ValueError("OptEmbed method.min_row_count counts the training split's values: it needs the split in "
+                         f"memory (loader.mode=memory), got {type(train).__name__}")
+    allow = torch.ones_like(mask.row_keep)
+    for i, name in enumerate(mask.field_names):
+        n = int(mask.rows[i])
+        counts = torch.bincount(torch.as_tensor(train.column(name)).long().reshape(-1).cpu(), minlength=n + 1)
+        if counts.numel() > n + 1:
+            raise ValueError(f"OptEmbed min_row_count: field {name!r} has value index {counts.numel() - 1} in the "
+                             f"training split, beyond its vocabulary of {n + 1}")
+        o = mask.offsets[name]
+        allow[o: o + n] = (counts[1:] >= min_count).to(allow.dtype)
+    return allow
+
+
 def _build(backbone: nn.Module, spec: Any, cfg: OptEmbedConfig, *, train_thresholds: bool) -> MaskedModel:
     mask = EmbeddingMask(spec, embedding_width(backbone), norm=cfg.norm, threshold_init=cfg.threshold_init,
                          level=cfg.threshold_level)
@@ -148,6 +166,13 @@ class SupernetStage:
         self.model = _build(backbone, spec, self.cfg, train_thresholds=True)
         return self.model
 
+    def bind_data(self, splits: Mapping[str, Any]) -> None:
+        """``min_row_count`` (a bars switch): the rows of values seen fewer than that many times in the training
+        split are forced off (``bars.run`` calls this after :meth:`wrap`); 0 leaves the paper's masks."""
+        assert self.model is not None
+        if self.cfg.min_row_count > 0:
+            self.model.mask.set_row_allow(frequency_rows(self.model.mask, splits["train"], self.cfg.min_row_count))
+
     def on_epoch(self, log: EpochLog) -> None:
         pass
 
@@ -160,7 +185,9 @@ class SupernetStage:
         save_checkpoint({"row_keep": rows, "threshold": mask.threshold.detach()}, out / "rows.pt")
         t = mask.threshold.detach().cpu()
         full = torch.full_like(mask.dims.cpu(), mask.dim)
-        return {**mask_metrics(mask, rows, full), "threshold_steps": float(self.model.threshold_steps),
+        extra = {} if mask.row_allow is None else {
+            "rows_below_min_count": float(mask.rows_total - int(mask.rows_kept_per_field(mask.row_allow).sum()))}
+        return {**mask_metrics(mask, rows, full), **extra, "threshold_steps": float(self.model.threshold_steps),
                 "threshold_mean": float(t.mean()), "threshold_min": float(t.min()), "threshold_max": float(t.max())}
 
 

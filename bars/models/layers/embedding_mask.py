@@ -98,6 +98,7 @@ class EmbeddingMask(nn.Module):
         self.threshold = nn.Parameter(torch.empty(len(self.field_names) if level == "field" else rows))
         self.register_buffer("row_keep", torch.ones(rows))
         self.register_buffer("dims", torch.full((len(self.field_names),), self.dim, dtype=torch.int64))
+        self.row_allow: Tensor | None = None  # bars switch (set_row_allow): rows forced off in supernet mode too
         self.mode = "supernet"
         self.owners: dict[str, FeatureEmbedding] = {}  # the first hooked embedding of each field
         self.reset_parameters()
@@ -148,10 +149,19 @@ class EmbeddingMask(nn.Module):
             raise ValueError(f"EmbeddingMask: dims must be {len(self.field_names)} ints in [0, {self.dim}], got {d.tolist()}")
         self.dims.copy_(d.to(self.dims.device))
 
+    def set_row_allow(self, allow: Tensor | None) -> None:
+        """A bars switch, not the paper (OptEmbed's ``method.min_row_count``): ``allow`` (0/1 per global row, the
+        padding row 1) forces the rows at 0 off in supernet mode (their embedding is zero whatever the threshold)
+        and in :meth:`hard_row_mask`. None (the default) leaves the paper's masks unchanged."""
+        if allow is not None and tuple(allow.shape) != tuple(self.row_keep.shape):
+            raise ValueError(f"EmbeddingMask: row allowance shape {tuple(allow.shape)} != {tuple(self.row_keep.shape)}")
+        self.row_allow = None if allow is None else (allow > 0).to(self.row_keep.dtype).to(self.row_keep.device)
+
     @torch.no_grad()
     def hard_row_mask(self) -> Tensor:
         """``[1 + sum(vocab - 1)]`` 0/1: ``1[||E_row||_p > t_f]`` over each field's rows in its (first hooked)
-        table (the official ``calc_feature_mask``); the padding row 1."""
+        table (the official ``calc_feature_mask``); the padding row 1. With a row allowance
+        (:meth:`set_row_allow`) the rows it forces off are 0 too."""
         keep = torch.ones_like(self.row_keep)
         for i, name in enumerate(self.field_names):
             emb = self.owners.get(name)
@@ -162,6 +172,8 @@ class EmbeddingMask(nn.Module):
             o = self.offsets[name]
             t = self.threshold[i] if self.level == "field" else self.threshold[o: o + table.shape[0]]
             keep[o: o + table.shape[0]] = (norms - t.detach().to(norms.dtype) > 0).to(keep.dtype)
+        if self.row_allow is not None:
+            keep = keep * self.row_allow.to(keep.device)
         return keep
 
     # --------------------------------------------------------------------------------------------- hooks
@@ -200,6 +212,10 @@ class EmbeddingMask(nn.Module):
                     t = self.threshold[torch.where(idx > 0, idx + off, 0)]  # [B, Fm]
                 u = x.norm(p=self.norm, dim=2) - t.to(x.dtype)  # [B, Fm]
                 m = binary_step(u).unsqueeze(-1)
+                if self.row_allow is not None:  # bars switch: rows forced off (OptEmbed's min_row_count)
+                    idx = torch.stack([batch[n] for n in names], dim=1).long()
+                    ra = self.row_allow.to(dev, x.dtype)[torch.where(idx > 0, idx + off, 0)]
+                    m = m * ra.unsqueeze(-1)
                 if self.training:
                     k = torch.randint(0, self.dim, u.shape, device=dev)
                     m = m * prefix_mask(k + 1, self.dim).to(x.dtype)
