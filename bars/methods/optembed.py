@@ -127,7 +127,7 @@ def frequency_rows(mask: EmbeddingMask, train: Any, min_count: int) -> Tensor:
     """``[1 + sum(vocab - 1)]`` 0/1 (``mask``'s global row layout, the padding row 1): 1 where the feature value
     occurs at least ``min_count`` times in ``train`` (a split with ``column(name)``: the value indices of a field)."""
     if not callable(getattr(train, "column", None)):
-        raise ValueError("OptEmbed method.min_row_count counts the training split's values: it needs the split in "
+        raise TypeError("OptEmbed method.min_row_count counts the training split's values: it needs the split in "
                          f"memory (loader.mode=memory), got {type(train).__name__}")
     allow = torch.ones_like(mask.row_keep)
     for i, name in enumerate(mask.field_names):
