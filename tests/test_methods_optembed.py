@@ -285,7 +285,7 @@ def test_a_parameter_budget_keeps_the_evolution_within_it_and_is_off_by_default(
     best, best_score, _ = evolve(lambda c: seen.append(list(c)) or score(c), 7, 10, budgeted, 2021, cost=cost)
     assert cost(best) <= 0.5 and best_score == score(best) and seen and all(cost(c) <= 0.5 for c in seen)
     assert best[0] < free[0] and max(best[1:]) == 10  # the budget comes out of the large field
-    with pytest.raises(ValueError, match=r"method.max_params_kept=0.05: even one dimension per field keeps 0.1000"):
+    with pytest.raises(ValueError, match=r"method.max_params_kept=0.05: even 1 dimension\(s\) per field keep\(s\) 0.1000"):
         evolve(score, 7, 10, dataclasses.replace(cfg, max_params_kept=0.05), 2021, cost=cost)
     with pytest.raises(ConfigError, match=r"method.max_params_kept must be null or a number in \(0, 1\]"):
         validate(compose(["model=deepfm", "method=optembed", "method.max_params_kept=1.5"]), "train")
@@ -415,3 +415,35 @@ def test_min_row_count_prunes_the_rare_values_rows_from_the_supernet_on_and_is_o
     assert off_model.mask.row_allow is None  # min_row_count 0: the paper's masks
     with pytest.raises(ConfigError, match=r"method.min_row_count must be an int >= 0, got -1"):
         validate(compose(["model=deepfm", "method=optembed", "method.min_row_count=-1"]), "train")
+
+
+def test_min_dims_floors_every_candidate_of_the_evolution_and_1_is_the_official_search():
+    import dataclasses
+
+    from bars.methods import OptEmbedConfig
+    from bars.methods.optembed import evolve
+
+    rows = [900, 60, 20, 10, 5, 3, 2]
+
+    def cost(c):
+        return sum(r * d for r, d in zip(rows, c, strict=True)) / (sum(rows) * 10)
+
+    seen = []
+
+    def score(c):  # fewer dimensions score higher: unconstrained, the search goes to the floor
+        seen.append(list(c))
+        return -sum(c)
+
+    cfg = OptEmbedConfig(iterations=10)
+    assert evolve(score, 7, 10, dataclasses.replace(cfg, min_dims=1), 2021) == evolve(score, 7, 10, cfg, 2021)
+    assert min(min(c) for c in seen) == 1
+    seen.clear()
+    floored = dataclasses.replace(cfg, min_dims=4, max_params_kept=0.5)
+    best, _, _ = evolve(score, 7, 10, floored, 2021, cost=cost)
+    assert seen and all(min(c) >= 4 and cost(c) <= 0.5 for c in seen) and min(best) == 4
+    with pytest.raises(ValueError, match=r"method.max_params_kept=0.3: even 4 dimension\(s\) per field keep\(s\) 0.4000"):
+        evolve(score, 7, 10, dataclasses.replace(floored, max_params_kept=0.3), 2021, cost=cost)
+    with pytest.raises(ValueError, match="method.min_dims=11 is above the embedding width 10"):
+        evolve(score, 7, 10, dataclasses.replace(cfg, min_dims=11), 2021)
+    with pytest.raises(ConfigError, match=r"method.min_dims must be an int >= 1, got 0"):
+        validate(compose(["model=deepfm", "method=optembed", "method.min_dims=0"]), "train")

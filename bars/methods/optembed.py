@@ -207,19 +207,25 @@ def evolve(score: Any, num_fields: int, dim: int, cfg: OptEmbedConfig, seed: int
     ``cfg.max_params_kept`` (a bars switch; ``cost(candidate)`` gives its fraction of the embedding parameters): a
     candidate above the budget is infeasible, scored ``-inf`` without evaluating it (so never kept ahead of a
     feasible one, never the result); the first population is drawn uniform among the feasible candidates (each
-    redrawn until feasible). Without it (null) nothing changes: the same draws, the same result."""
+    redrawn until feasible). Without it (null) nothing changes: the same draws, the same result.
+
+    ``cfg.min_dims`` (a bars switch; 1 = the official ranges): the first population is drawn in ``[min_dims, dim]``
+    and mutations in ``[max(2, min_dims), dim]`` (crossovers keep the parents' values), so no field falls below it."""
     rng = random.Random(int(seed))
     population = cfg.keep_num + cfg.mutation_num + cfg.crossover_num
     budget = cfg.max_params_kept
     if budget is not None and cost is None:
         raise ValueError("OptEmbed evolution: method.max_params_kept needs the candidates' cost")
-    if budget is not None and cost([1] * num_fields) > budget:
-        raise ValueError(f"method.max_params_kept={budget}: even one dimension per field keeps "
-                         f"{cost([1] * num_fields):.4f} of the embedding parameters; raise it")
+    low = int(cfg.min_dims)  # bars switch (1 = the official range): the floor of every field's dimension
+    if low > dim:
+        raise ValueError(f"method.min_dims={low} is above the embedding width {dim}")
+    if budget is not None and cost([low] * num_fields) > budget:
+        raise ValueError(f"method.max_params_kept={budget}: even {low} dimension(s) per field keep(s) "
+                         f"{cost([low] * num_fields):.4f} of the embedding parameters; raise it")
 
     def draw() -> list[int]:
         while True:
-            c = [rng.randint(1, dim) for _ in range(num_fields)]
+            c = [rng.randint(low, dim) for _ in range(num_fields)]
             if budget is None or cost(c) <= budget:
                 return c
 
@@ -255,7 +261,7 @@ def evolve(score: Any, num_fields: int, dim: int, cfg: OptEmbedConfig, seed: int
             child = list(cands[i])
             for f in range(num_fields):
                 if rng.random() < cfg.mutation_prob:
-                    child[f] = rng.randint(2, dim) if dim >= 2 else 1
+                    child[f] = rng.randint(max(2, low), dim) if dim >= 2 else 1
             mutation.append(child)
         crossover = []
         seen: set[tuple[int, int]] = set()
