@@ -447,3 +447,60 @@ def test_min_dims_floors_every_candidate_of_the_evolution_and_1_is_the_official_
         evolve(score, 7, 10, dataclasses.replace(cfg, min_dims=11), 2021)
     with pytest.raises(ConfigError, match=r"method.min_dims must be an int >= 1, got 0"):
         validate(compose(["model=deepfm", "method=optembed", "method.min_dims=0"]), "train")
+
+
+def test_frequency_blocks_give_rare_and_frequent_values_their_own_dimension_and_bake_bitwise(tmp_path):
+    """``method.frequency_blocks`` (a bars switch, not the paper): each field's values split by training count
+    (here ``[3]``: seen fewer than 3 times, the rest), a dimension searched and kept per block; the units follow the
+    training split's counts (counted here independently), the retrain masks each row to its block's dimension, the
+    parameters kept count each block's rows times its dimension, and the baked tables score as the hooked model."""
+    from collections import Counter
+
+    from bars.data.loader import load_dataset
+    from bars.methods import method_config
+    from bars.methods.optembed import RetrainStage
+    from bars.run import train_one
+
+    cfg = _cfg(tmp_path, "deepfm", "method.threshold_lr=0", "method.frequency_blocks=[3]", tracked=False)
+    m = train_one(cfg, quiet=True).metrics
+    folder = next((tmp_path / "results" / "methods").iterdir())
+    arch = torch.load(folder / "evolution" / "arch.pt", weights_only=True)
+    assert torch.equal(arch["row_unit"], torch.load(folder / "supernet" / "rows.pt", weights_only=True)["row_unit"])
+    ds = load_dataset(next((tmp_path / "data" / "movielens_small").iterdir()))
+    fields, vocab_rows = _vocab_rows(tmp_path)
+    units, offset = [0], 1
+    for i, (f, n) in enumerate(zip(fields, vocab_rows.tolist(), strict=True)):
+        counts = Counter(ds.splits["train"].column(f).tolist())
+        units += [2 * i + (1 if counts.get(v, 0) >= 3 else 0) for v in range(1, n + 1)]
+        offset += n
+    assert arch["row_unit"].tolist() == units
+    dims = arch["dims"].tolist()
+    assert len(dims) == 10 and all(1 <= d <= 10 for d in dims)
+    per_unit = Counter(units[1:])
+    assert m["embedding_params_kept_count"] == sum(per_unit[u] * dims[u] for u in range(10))  # every row kept
+    assert m["embedding_rows_kept"] == 1.0 and per_unit[2] > 0 and per_unit[3] > 0  # movie: rare and frequent
+    assert [m[f"dims_{f}_b{k}"] for f in fields for k in (0, 1)] == [float(d) for d in dims]
+    assert [m[f"rows_{f}_b{k}"] for f in fields for k in (0, 1)] == [float(per_unit[u]) for u in range(10)]
+
+    # the retrain's mask: a row keeps exactly its block's first dims; baking scores bitwise as the hooked model
+    stage = RetrainStage(method_config(cfg), folder)
+    from bars.data.spec import FeatureSpec
+    from bars.models import build
+
+    spec = FeatureSpec.load(next((tmp_path / "data" / "movielens_small").iterdir()) / "feature_spec.json")
+    model = stage.wrap(build(str(cfg.model.name), spec, dict(cfg.model.params)), spec, None, 2021)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.normal_()
+    model.eval()
+    batch = dict(ds.splits["train"].features)
+    out = model.mask.owners["movie"](batch).detach()
+    i = model.mask.owners["movie"].field_names.index("movie")
+    unit = arch["row_unit"][batch["movie"].long() + model.mask.offsets["movie"] - 1]
+    width = (out[:, i] != 0).sum(1)
+    assert set(unit.tolist()) == {2, 3} and torch.equal(width, arch["dims"][unit])
+    baked = model.bake().model
+    assert torch.equal(baked(batch)["y_pred"] if isinstance(baked(batch), dict) else baked(batch),
+                       model(batch)["y_pred"] if isinstance(model(batch), dict) else model(batch))
+    with pytest.raises(ConfigError, match=r"method.frequency_blocks must be a list of increasing ints >= 1"):
+        validate(compose(["model=deepfm", "method=optembed", "method.frequency_blocks=[5,3]"]), "train")

@@ -104,7 +104,11 @@ class MaskedModel(BackboneWrapper):
                     if name in mask.index:
                         i, o = mask.index[name], mask.offsets[name]
                         rows = mask.row_keep[o: o + int(mask.rows[i])].unsqueeze(-1)  # [vocab - 1, 1]
-                        dims = prefix_mask(mask.dims[i], mask.dim).to(rows.device)  # [d]
+                        if mask.blocks == 1:
+                            dims = prefix_mask(mask.dims[i], mask.dim).to(rows.device)  # [d]
+                        else:  # frequency blocks: each row's unit's dims, [vocab - 1, d]
+                            units = mask.row_unit[o: o + int(mask.rows[i])]
+                            dims = prefix_mask(mask.dims[units], mask.dim).to(rows.device)
                         removed += scale_field_rows(emb, name, rows * dims, folded)
         return removed
 
@@ -117,33 +121,61 @@ def mask_metrics(mask: EmbeddingMask, row_keep: Tensor | None = None, dims: Tens
     out = {"embedding_params_kept": kept / total, "embedding_params_kept_count": float(kept),
            "embedding_params_total": float(total), "embedding_rows_kept": kept_rows / total_rows,
            "embedding_rows_kept_count": float(kept_rows), "embedding_rows_total": float(total_rows)}
+    if mask.blocks == 1:
+        for i, name in enumerate(mask.field_names):
+            out[f"dims_{name}"] = float(d[i])
+            out[f"rows_{name}"] = float(rows[i])
+        return out
+    unit_rows = mask.rows_kept_per_unit(row_keep)
     for i, name in enumerate(mask.field_names):
-        out[f"dims_{name}"] = float(d[i])
         out[f"rows_{name}"] = float(rows[i])
+    for u, name in enumerate(mask.unit_names):  # frequency blocks: <field>_b<k>, k = 0 the rarest values
+        out[f"dims_{name}"] = float(d[u])
+        out[f"rows_{name}"] = float(unit_rows[u])
     return out
 
 
 def frequency_rows(mask: EmbeddingMask, train: Any, min_count: int) -> Tensor:
     """``[1 + sum(vocab - 1)]`` 0/1 (``mask``'s global row layout, the padding row 1): 1 where the feature value
     occurs at least ``min_count`` times in ``train`` (a split with ``column(name)``: the value indices of a field)."""
+    allow = (_row_counts(mask, train, "min_row_count") >= min_count).to(mask.row_keep.dtype)
+    allow[0] = 1  # the padding row (zero anyway) is never counted as pruned
+    return allow
+
+
+def _row_counts(mask: EmbeddingMask, train: Any, key: str) -> Tensor:
+    """``[1 + sum(vocab - 1)]`` int: how often each global row's value occurs in ``train`` (the padding row: 0)."""
     if not callable(getattr(train, "column", None)):
-        raise TypeError("OptEmbed method.min_row_count counts the training split's values: it needs the split in "
-                         f"memory (loader.mode=memory), got {type(train).__name__}")
-    allow = torch.ones_like(mask.row_keep)
+        raise TypeError(f"OptEmbed method.{key} counts the training split's values: it needs the split in "
+                        f"memory (loader.mode=memory), got {type(train).__name__}")
+    out = torch.zeros(mask.row_keep.shape, dtype=torch.int64)
     for i, name in enumerate(mask.field_names):
         n = int(mask.rows[i])
         counts = torch.bincount(torch.as_tensor(train.column(name)).long().reshape(-1).cpu(), minlength=n + 1)
         if counts.numel() > n + 1:
-            raise ValueError(f"OptEmbed min_row_count: field {name!r} has value index {counts.numel() - 1} in the "
+            raise ValueError(f"OptEmbed method.{key}: field {name!r} has value index {counts.numel() - 1} in the "
                              f"training split, beyond its vocabulary of {n + 1}")
         o = mask.offsets[name]
-        allow[o: o + n] = (counts[1:] >= min_count).to(allow.dtype)
-    return allow
+        out[o: o + n] = counts[1:]
+    return out
+
+
+def frequency_units(mask: EmbeddingMask, train: Any, cutoffs: Any) -> Tensor:
+    """``[1 + sum(vocab - 1)]`` int (a bars switch, OptEmbed's ``frequency_blocks``): the unit of each global row,
+    ``f * blocks + k`` for field ``f`` and ``k`` the number of ``cutoffs`` (increasing counts) its value's training
+    count reaches: block 0 holds the values seen fewer than ``cutoffs[0]`` times, the last the most frequent."""
+    counts = _row_counts(mask, train, "frequency_blocks")
+    k = torch.bucketize(counts, torch.tensor([int(c) for c in cutoffs], dtype=torch.int64), right=True)
+    unit = torch.zeros_like(counts)
+    for i, name in enumerate(mask.field_names):
+        o, n = mask.offsets[name], int(mask.rows[i])
+        unit[o: o + n] = i * mask.blocks + k[o: o + n]
+    return unit
 
 
 def _build(backbone: nn.Module, spec: Any, cfg: OptEmbedConfig, *, train_thresholds: bool) -> MaskedModel:
     mask = EmbeddingMask(spec, embedding_width(backbone), norm=cfg.norm, threshold_init=cfg.threshold_init,
-                         level=cfg.threshold_level)
+                         level=cfg.threshold_level, blocks=len(cfg.frequency_blocks or ()) + 1)
     if not train_thresholds:
         mask.threshold.requires_grad_(False)
     return MaskedModel(backbone, mask, cfg.threshold_lr, cfg.threshold_reg)
@@ -172,6 +204,8 @@ class SupernetStage:
         assert self.model is not None
         if self.cfg.min_row_count > 0:
             self.model.mask.set_row_allow(frequency_rows(self.model.mask, splits["train"], self.cfg.min_row_count))
+        if self.model.mask.blocks > 1:
+            self.model.mask.set_units(frequency_units(self.model.mask, splits["train"], self.cfg.frequency_blocks))
 
     def on_epoch(self, log: EpochLog) -> None:
         pass
@@ -182,7 +216,8 @@ class SupernetStage:
         rows = mask.hard_row_mask()
         out = self.folder / self.name
         save_checkpoint(self.model, out / "supernet.pt")
-        save_checkpoint({"row_keep": rows, "threshold": mask.threshold.detach()}, out / "rows.pt")
+        save_checkpoint({"row_keep": rows, "threshold": mask.threshold.detach(),
+                         **({"row_unit": mask.row_unit} if mask.blocks > 1 else {})}, out / "rows.pt")
         t = mask.threshold.detach().cpu()
         full = torch.full_like(mask.dims.cpu(), mask.dim)
         extra = {} if mask.row_allow is None else {
@@ -298,8 +333,10 @@ class EvolutionStage:
         sdir = self.folder / "supernet"
         model = _build(backbone, spec, self.cfg, train_thresholds=False)
         model.load_state_dict(torch.load(sdir / "supernet.pt", map_location="cpu", weights_only=True), strict=True)
-        rows = torch.load(sdir / "rows.pt", map_location="cpu", weights_only=True)["row_keep"]
-        model.mask.set_fixed(rows, torch.full((len(model.mask.field_names),), model.mask.dim))
+        saved = torch.load(sdir / "rows.pt", map_location="cpu", weights_only=True)
+        if model.mask.blocks > 1:
+            model.mask.set_units(saved["row_unit"])
+        model.mask.set_fixed(saved["row_keep"], torch.full((len(model.mask.unit_names),), model.mask.dim))
         self.model = model
         return model
 
@@ -350,13 +387,14 @@ class EvolutionStage:
                 def cost(cand: list[int]) -> float:
                     return mask.parameters_kept(mask.row_keep, torch.tensor(cand)) / mask.parameters_total
 
-                best, best_auc, history = evolve(score, len(mask.field_names), mask.dim, self.cfg, seed, on_generation,
+                best, best_auc, history = evolve(score, len(mask.unit_names), mask.dim, self.cfg, seed, on_generation,
                                                  cost)
             mask.set_dims(best)
             val = evaluate(model, valid, bs, device, group_column=setup.groups)
             tst = evaluate(model, test, bs, device, group_column=setup.groups)
             out = self.folder / self.name
-            save_checkpoint({"row_keep": mask.row_keep, "dims": mask.dims}, out / "arch.pt")
+            save_checkpoint({"row_keep": mask.row_keep, "dims": mask.dims,
+                             **({"row_unit": mask.row_unit} if mask.blocks > 1 else {})}, out / "arch.pt")
             atomic_write_text(out / "history.json", json.dumps(history, indent=1))
             best_gen = next(r["generation"] for r in history if r["best_so_far"] == best_auc)
             seconds = time.perf_counter() - t0
@@ -395,6 +433,8 @@ class RetrainStage:
         if not self.init:  # the supernet's best-epoch weights (its thresholds too; the masks are set below)
             model.load_state_dict(torch.load(self.folder / "supernet" / "supernet.pt", map_location="cpu",
                                              weights_only=True), strict=True)
+        if model.mask.blocks > 1:
+            model.mask.set_units(arch["row_unit"])
         model.mask.set_fixed(arch["row_keep"], arch["dims"])
         self.model = model
         return model
