@@ -500,7 +500,15 @@ def test_frequency_blocks_give_rare_and_frequent_values_their_own_dimension_and_
     width = (out[:, i] != 0).sum(1)
     assert set(unit.tolist()) == {2, 3} and torch.equal(width, arch["dims"][unit])
     baked = model.bake().model
-    assert torch.equal(baked(batch)["y_pred"] if isinstance(baked(batch), dict) else baked(batch),
-                       model(batch)["y_pred"] if isinstance(model(batch), dict) else model(batch))
+    assert torch.equal(baked(batch), model(batch))
+    # what bars predict / export load: final_model from the retrain's checkpoint carries each row's block
+    from bars.methods import final_model
+    from bars.train import load_checkpoint, save_checkpoint
+
+    save_checkpoint(model, tmp_path / "best.pt")
+    loaded = load_checkpoint(final_model(cfg, build(str(cfg.model.name), spec, dict(cfg.model.params)), spec),
+                             tmp_path / "best.pt").eval()
+    assert torch.equal(loaded.mask.row_unit, arch["row_unit"]) and torch.equal(loaded.mask.dims, arch["dims"])
+    assert torch.equal(loaded.bake().model(batch), baked(batch))
     with pytest.raises(ConfigError, match=r"method.frequency_blocks must be a list of increasing ints >= 1"):
         validate(compose(["model=deepfm", "method=optembed", "method.frequency_blocks=[5,3]"]), "train")
