@@ -443,6 +443,8 @@ def test_min_dims_floors_every_candidate_of_the_evolution_and_1_is_the_official_
     assert seen and all(min(c) >= 4 and cost(c) <= 0.5 for c in seen) and min(best) == 4
     with pytest.raises(ValueError, match=r"method.max_params_kept=0.3: even 4 dimension\(s\) per field keep\(s\) 0.4000"):
         evolve(score, 7, 10, dataclasses.replace(floored, max_params_kept=0.3), 2021, cost=cost)
+    with pytest.raises(ValueError, match=r"max_params_kept=0.4 with method.min_dims=4: no feasible candidate"):
+        evolve(score, 7, 10, dataclasses.replace(floored, max_params_kept=0.4), 2021, cost=cost)  # only all-4s fit
     with pytest.raises(ValueError, match="method.min_dims=11 is above the embedding width 10"):
         evolve(score, 7, 10, dataclasses.replace(cfg, min_dims=11), 2021)
     with pytest.raises(ConfigError, match=r"method.min_dims must be an int >= 1, got 0"):

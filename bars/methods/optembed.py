@@ -259,10 +259,13 @@ def evolve(score: Any, num_fields: int, dim: int, cfg: OptEmbedConfig, seed: int
                          f"{cost([low] * num_fields):.4f} of the embedding parameters; raise it")
 
     def draw() -> list[int]:
-        while True:
+        for _ in range(100_000):  # a budget that leaves almost nothing feasible would never end otherwise
             c = [rng.randint(low, dim) for _ in range(num_fields)]
             if budget is None or cost(c) <= budget:
                 return c
+        raise ValueError(f"method.max_params_kept={budget} with method.min_dims={low}: no feasible candidate in "
+                         "100,000 uniform draws (the budget leaves almost nothing above the floor); raise the budget "
+                         "or lower min_dims")
 
     def fitness(c: list[int]) -> float:
         return float("-inf") if budget is not None and cost(c) > budget else float(score(c))
