@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", default="optfs")
     ap.add_argument("--root", default="/tmp/bars_measure_methods")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--no-plain", action="store_true", help="the method's runs only (plain figures known already)")
     ap.add_argument("overrides", nargs="*", help="overrides for every run (after --); method.* ones for the method's")
     args = ap.parse_args(argv)
     root = Path(args.root)
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in args.models:
         for seed in args.seeds:
-            for method in ("none", args.method):
+            for method in ((args.method,) if args.no_plain else ("none", args.method)):
                 t0 = time.time()
                 # method.* overrides go to the method's runs only
                 ov = [o for o in args.overrides if method != "none" or not o.lstrip("+").startswith("method.")]
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                                *([f"method={method}"] if method != "none" else []), *ov])
                 r = train_one(cfg, quiet=True)
                 m = r.metrics
-                row = {"model": model, "seed": seed, "method": method, "test_auc": m["test_auc"],
+                row = {"model": model, "seed": seed, "method": method, "val_auc": m.get("val_auc"),
+                       "test_auc": m["test_auc"],
                        "test_logloss": m["test_logloss"], "epochs": r.epochs,
                        # what the method keeps: OptFS features, DNIS / OptEmbed embedding parameters, OptInter pairs
                        "kept": m.get("features_kept", m.get("embedding_params_kept", m.get("pairs_kept"))),
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print()
-    for model in args.models:
+    for model in ([] if args.no_plain else args.models):
         plain = {r["seed"]: r for r in rows if r["model"] == model and r["method"] == "none"}
         meth = {r["seed"]: r for r in rows if r["model"] == model and r["method"] != "none"}
         diffs = [meth[s]["test_auc"] - plain[s]["test_auc"] for s in args.seeds]

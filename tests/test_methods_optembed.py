@@ -285,7 +285,7 @@ def test_a_parameter_budget_keeps_the_evolution_within_it_and_is_off_by_default(
     best, best_score, _ = evolve(lambda c: seen.append(list(c)) or score(c), 7, 10, budgeted, 2021, cost=cost)
     assert cost(best) <= 0.5 and best_score == score(best) and seen and all(cost(c) <= 0.5 for c in seen)
     assert best[0] < free[0] and max(best[1:]) == 10  # the budget comes out of the large field
-    with pytest.raises(ValueError, match=r"method.max_params_kept=0.05: even one dimension per field keeps 0.1000"):
+    with pytest.raises(ValueError, match=r"method.max_params_kept=0.05: even 1 dimension\(s\) per field keep\(s\) 0.1000"):
         evolve(score, 7, 10, dataclasses.replace(cfg, max_params_kept=0.05), 2021, cost=cost)
     with pytest.raises(ConfigError, match=r"method.max_params_kept must be null or a number in \(0, 1\]"):
         validate(compose(["model=deepfm", "method=optembed", "method.max_params_kept=1.5"]), "train")
@@ -357,3 +357,160 @@ def test_retrain_from_the_supernet_starts_from_its_weights_under_the_found_masks
     assert RetrainStage(method_config(_cfg(tmp_path, "deepfm", tracked=False)), folder).init is True  # default
     with pytest.raises(ConfigError, match="method.retrain_from must be 'scratch' or 'supernet'"):
         validate(compose(["model=deepfm", "method=optembed", "method.retrain_from=search"]), "train")
+
+
+def test_min_row_count_prunes_the_rare_values_rows_from_the_supernet_on_and_is_off_by_default(tmp_path):
+    """``method.min_row_count`` (a bars switch, not the paper): the rows of values seen fewer than that many times
+    in the training split are zero in the supernet (whatever their norm), in its row mask, in the evolution's and
+    the retrain's; 0 (the default) binds nothing. Thresholds frozen at 0 (``threshold_lr 0``) so that every other
+    row is kept and the row mask is the frequency rule alone, counted here from the training split independently."""
+    from collections import Counter
+
+    from bars.data.loader import load_dataset
+    from bars.methods import method_config
+    from bars.methods.optembed import SupernetStage
+    from bars.run import train_one
+
+    cfg = _cfg(tmp_path, "deepfm", "method.threshold_lr=0", "method.min_row_count=3", tracked=False)
+    m = train_one(cfg, quiet=True).metrics
+    folder = next((tmp_path / "results" / "methods").iterdir())
+    rows = torch.load(folder / "supernet" / "rows.pt", weights_only=True)["row_keep"]
+    arch = torch.load(folder / "evolution" / "arch.pt", weights_only=True)
+    assert torch.equal(arch["row_keep"], rows)
+    ds = load_dataset(next((tmp_path / "data" / "movielens_small").iterdir()))
+    fields, vocab_rows = _vocab_rows(tmp_path)
+    expected, offset = [1.0], 1
+    for f, n in zip(fields, vocab_rows.tolist(), strict=True):
+        counts = Counter(ds.splits["train"].column(f).tolist())
+        expected += [1.0 if counts.get(v, 0) >= 3 else 0.0 for v in range(1, n + 1)]
+        assert m[f"rows_{f}"] == sum(expected[offset: offset + n])
+        offset += n
+    assert rows.tolist() == expected and 0 < sum(expected[1:]) < int(vocab_rows.sum())
+    assert m["embedding_rows_kept_count"] == sum(expected[1:])
+
+    # the supernet's embedding of a forced-off value is zero (eval mode: every dimension kept), others unchanged
+    stage = SupernetStage(method_config(cfg), tmp_path / "s")
+    from bars.data.spec import FeatureSpec
+    from bars.models import build
+
+    spec = FeatureSpec.load(next((tmp_path / "data" / "movielens_small").iterdir()) / "feature_spec.json")
+    model = stage.wrap(build(str(cfg.model.name), spec, dict(cfg.model.params)), spec, None, 2021)
+    emb = model.mask.owners["movie"]
+    batch = dict(ds.splits["train"].features)  # every training row: rare movies among them
+    model.eval()
+    plain = emb(batch).detach()
+    assert model.mask.row_allow is None
+    stage.bind_data(ds.splits)
+    pruned = emb(batch).detach()
+    movie = batch["movie"].long()
+    off = model.mask.offsets["movie"] - 1
+    allowed = model.mask.row_allow[movie + off].bool()
+    i = emb.field_names.index("movie")
+    assert not allowed.all() and allowed.any()
+    assert torch.equal(pruned[~allowed, i], torch.zeros_like(pruned[~allowed, i]))
+    assert torch.equal(pruned[allowed, i], plain[allowed, i])
+    off_stage = SupernetStage(method_config(_cfg(tmp_path, "deepfm", tracked=False)), tmp_path / "t")
+    off_model = off_stage.wrap(build(str(cfg.model.name), spec, dict(cfg.model.params)), spec, None, 2021)
+    off_stage.bind_data(ds.splits)
+    assert off_model.mask.row_allow is None  # min_row_count 0: the paper's masks
+    with pytest.raises(ConfigError, match=r"method.min_row_count must be an int >= 0, got -1"):
+        validate(compose(["model=deepfm", "method=optembed", "method.min_row_count=-1"]), "train")
+
+
+def test_min_dims_floors_every_candidate_of_the_evolution_and_1_is_the_official_search():
+    import dataclasses
+
+    from bars.methods import OptEmbedConfig
+    from bars.methods.optembed import evolve
+
+    rows = [900, 60, 20, 10, 5, 3, 2]
+
+    def cost(c):
+        return sum(r * d for r, d in zip(rows, c, strict=True)) / (sum(rows) * 10)
+
+    seen = []
+
+    def score(c):  # fewer dimensions score higher: unconstrained, the search goes to the floor
+        seen.append(list(c))
+        return -sum(c)
+
+    cfg = OptEmbedConfig(iterations=10)
+    assert evolve(score, 7, 10, dataclasses.replace(cfg, min_dims=1), 2021) == evolve(score, 7, 10, cfg, 2021)
+    assert min(min(c) for c in seen) == 1
+    seen.clear()
+    floored = dataclasses.replace(cfg, min_dims=4, max_params_kept=0.5)
+    best, _, _ = evolve(score, 7, 10, floored, 2021, cost=cost)
+    assert seen and all(min(c) >= 4 and cost(c) <= 0.5 for c in seen) and min(best) == 4
+    with pytest.raises(ValueError, match=r"method.max_params_kept=0.3: even 4 dimension\(s\) per field keep\(s\) 0.4000"):
+        evolve(score, 7, 10, dataclasses.replace(floored, max_params_kept=0.3), 2021, cost=cost)
+    with pytest.raises(ValueError, match=r"max_params_kept=0.4 with method.min_dims=4: no feasible candidate"):
+        evolve(score, 7, 10, dataclasses.replace(floored, max_params_kept=0.4), 2021, cost=cost)  # only all-4s fit
+    with pytest.raises(ValueError, match="method.min_dims=11 is above the embedding width 10"):
+        evolve(score, 7, 10, dataclasses.replace(cfg, min_dims=11), 2021)
+    with pytest.raises(ConfigError, match=r"method.min_dims must be an int >= 1, got 0"):
+        validate(compose(["model=deepfm", "method=optembed", "method.min_dims=0"]), "train")
+
+
+def test_frequency_blocks_give_rare_and_frequent_values_their_own_dimension_and_bake_bitwise(tmp_path):
+    """``method.frequency_blocks`` (a bars switch, not the paper): each field's values split by training count
+    (here ``[3]``: seen fewer than 3 times, the rest), a dimension searched and kept per block; the units follow the
+    training split's counts (counted here independently), the retrain masks each row to its block's dimension, the
+    parameters kept count each block's rows times its dimension, and the baked tables score as the hooked model."""
+    from collections import Counter
+
+    from bars.data.loader import load_dataset
+    from bars.methods import method_config
+    from bars.methods.optembed import RetrainStage
+    from bars.run import train_one
+
+    cfg = _cfg(tmp_path, "deepfm", "method.threshold_lr=0", "method.frequency_blocks=[3]", tracked=False)
+    m = train_one(cfg, quiet=True).metrics
+    folder = next((tmp_path / "results" / "methods").iterdir())
+    arch = torch.load(folder / "evolution" / "arch.pt", weights_only=True)
+    assert torch.equal(arch["row_unit"], torch.load(folder / "supernet" / "rows.pt", weights_only=True)["row_unit"])
+    ds = load_dataset(next((tmp_path / "data" / "movielens_small").iterdir()))
+    fields, vocab_rows = _vocab_rows(tmp_path)
+    units, offset = [0], 1
+    for i, (f, n) in enumerate(zip(fields, vocab_rows.tolist(), strict=True)):
+        counts = Counter(ds.splits["train"].column(f).tolist())
+        units += [2 * i + (1 if counts.get(v, 0) >= 3 else 0) for v in range(1, n + 1)]
+        offset += n
+    assert arch["row_unit"].tolist() == units
+    dims = arch["dims"].tolist()
+    assert len(dims) == 10 and all(1 <= d <= 10 for d in dims)
+    per_unit = Counter(units[1:])
+    assert m["embedding_params_kept_count"] == sum(per_unit[u] * dims[u] for u in range(10))  # every row kept
+    assert m["embedding_rows_kept"] == 1.0 and per_unit[2] > 0 and per_unit[3] > 0  # movie: rare and frequent
+    assert [m[f"dims_{f}_b{k}"] for f in fields for k in (0, 1)] == [float(d) for d in dims]
+    assert [m[f"rows_{f}_b{k}"] for f in fields for k in (0, 1)] == [float(per_unit[u]) for u in range(10)]
+
+    # the retrain's mask: a row keeps exactly its block's first dims; baking scores bitwise as the hooked model
+    stage = RetrainStage(method_config(cfg), folder)
+    from bars.data.spec import FeatureSpec
+    from bars.models import build
+
+    spec = FeatureSpec.load(next((tmp_path / "data" / "movielens_small").iterdir()) / "feature_spec.json")
+    model = stage.wrap(build(str(cfg.model.name), spec, dict(cfg.model.params)), spec, None, 2021)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.normal_()
+    model.eval()
+    batch = dict(ds.splits["train"].features)
+    out = model.mask.owners["movie"](batch).detach()
+    i = model.mask.owners["movie"].field_names.index("movie")
+    unit = arch["row_unit"][batch["movie"].long() + model.mask.offsets["movie"] - 1]
+    width = (out[:, i] != 0).sum(1)
+    assert set(unit.tolist()) == {2, 3} and torch.equal(width, arch["dims"][unit])
+    baked = model.bake().model
+    assert torch.equal(baked(batch), model(batch))
+    # what bars predict / export load: final_model from the retrain's checkpoint carries each row's block
+    from bars.methods import final_model
+    from bars.train import load_checkpoint, save_checkpoint
+
+    save_checkpoint(model, tmp_path / "best.pt")
+    loaded = load_checkpoint(final_model(cfg, build(str(cfg.model.name), spec, dict(cfg.model.params)), spec),
+                             tmp_path / "best.pt").eval()
+    assert torch.equal(loaded.mask.row_unit, arch["row_unit"]) and torch.equal(loaded.mask.dims, arch["dims"])
+    assert torch.equal(loaded.bake().model(batch), baked(batch))
+    with pytest.raises(ConfigError, match=r"method.frequency_blocks must be a list of increasing ints >= 1"):
+        validate(compose(["model=deepfm", "method=optembed", "method.frequency_blocks=[5,3]"]), "train")

@@ -131,6 +131,11 @@ class OptEmbedConfig:
     # this fraction of the embedding parameters (others are infeasible: never scored, never chosen)
     retrain_from: str = "scratch"  # "scratch" (official default --init_name init.pth) or "supernet" (official
     # --init_name <supernet file>: the retrain starts from the supernet's best-epoch weights)
+    min_dims: int = 1             # bars switch (1 = the official ranges): the evolution's floor per field dimension
+    frequency_blocks: tuple[int, ...] | list[int] = ()  # bars switch (empty = the paper: a dimension per field):
+    # training-count cutoffs splitting every field's values into len + 1 blocks, each with its own dimension
+    min_row_count: int = 0        # bars switch (0 = the paper): rows of feature values seen fewer times than this in
+    # the training split are pruned (zero) from the supernet on, whatever their norm (frequency-aware row pruning)
 
     def problems(self) -> list[str]:
         out = []
@@ -170,6 +175,15 @@ class OptEmbedConfig:
             out.append(f"method.max_params_kept must be null or a number in (0, 1], got {self.max_params_kept!r}")
         if self.retrain_from not in ("scratch", "supernet"):
             out.append(f"method.retrain_from must be 'scratch' or 'supernet', got {self.retrain_from!r}")
+        if not (isinstance(self.min_dims, int) and not isinstance(self.min_dims, bool) and self.min_dims >= 1):
+            out.append(f"method.min_dims must be an int >= 1, got {self.min_dims!r}")
+        fb = self.frequency_blocks
+        if not (isinstance(fb, (list, tuple)) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
+                                                        for c in fb) and list(fb) == sorted(set(fb))):
+            out.append(f"method.frequency_blocks must be a list of increasing ints >= 1 (training counts), got {fb!r}")
+        if not (isinstance(self.min_row_count, int) and not isinstance(self.min_row_count, bool)
+                and self.min_row_count >= 0):
+            out.append(f"method.min_row_count must be an int >= 0, got {self.min_row_count!r}")
         return out
 
 

@@ -46,7 +46,7 @@ from bars.models.layers import EmbeddingMask, FeatureEmbedding, prefix_mask
 from bars.train import EpochLog, TrainConfig, save_checkpoint
 
 __all__ = ["STAGES", "EvolutionStage", "MaskedModel", "RetrainStage", "SupernetStage", "evolve", "final_model",
-           "make_stage", "mask_metrics"]
+           "frequency_rows", "make_stage", "mask_metrics"]
 
 STAGES = ("supernet", "evolution", "retrain")
 
@@ -104,7 +104,11 @@ class MaskedModel(BackboneWrapper):
                     if name in mask.index:
                         i, o = mask.index[name], mask.offsets[name]
                         rows = mask.row_keep[o: o + int(mask.rows[i])].unsqueeze(-1)  # [vocab - 1, 1]
-                        dims = prefix_mask(mask.dims[i], mask.dim).to(rows.device)  # [d]
+                        if mask.blocks == 1:
+                            dims = prefix_mask(mask.dims[i], mask.dim).to(rows.device)  # [d]
+                        else:  # frequency blocks: each row's unit's dims, [vocab - 1, d]
+                            units = mask.row_unit[o: o + int(mask.rows[i])]
+                            dims = prefix_mask(mask.dims[units], mask.dim).to(rows.device)
                         removed += scale_field_rows(emb, name, rows * dims, folded)
         return removed
 
@@ -117,15 +121,61 @@ def mask_metrics(mask: EmbeddingMask, row_keep: Tensor | None = None, dims: Tens
     out = {"embedding_params_kept": kept / total, "embedding_params_kept_count": float(kept),
            "embedding_params_total": float(total), "embedding_rows_kept": kept_rows / total_rows,
            "embedding_rows_kept_count": float(kept_rows), "embedding_rows_total": float(total_rows)}
+    if mask.blocks == 1:
+        for i, name in enumerate(mask.field_names):
+            out[f"dims_{name}"] = float(d[i])
+            out[f"rows_{name}"] = float(rows[i])
+        return out
+    unit_rows = mask.rows_kept_per_unit(row_keep)
     for i, name in enumerate(mask.field_names):
-        out[f"dims_{name}"] = float(d[i])
         out[f"rows_{name}"] = float(rows[i])
+    for u, name in enumerate(mask.unit_names):  # frequency blocks: <field>_b<k>, k = 0 the rarest values
+        out[f"dims_{name}"] = float(d[u])
+        out[f"rows_{name}"] = float(unit_rows[u])
     return out
+
+
+def frequency_rows(mask: EmbeddingMask, train: Any, min_count: int) -> Tensor:
+    """``[1 + sum(vocab - 1)]`` 0/1 (``mask``'s global row layout, the padding row 1): 1 where the feature value
+    occurs at least ``min_count`` times in ``train`` (a split with ``column(name)``: the value indices of a field)."""
+    allow = (_row_counts(mask, train, "min_row_count") >= min_count).to(mask.row_keep.dtype)
+    allow[0] = 1  # the padding row (zero anyway) is never counted as pruned
+    return allow
+
+
+def _row_counts(mask: EmbeddingMask, train: Any, key: str) -> Tensor:
+    """``[1 + sum(vocab - 1)]`` int: how often each global row's value occurs in ``train`` (the padding row: 0)."""
+    if not callable(getattr(train, "column", None)):
+        raise TypeError(f"OptEmbed method.{key} counts the training split's values: it needs the split in "
+                        f"memory (loader.mode=memory), got {type(train).__name__}")
+    out = torch.zeros(mask.row_keep.shape, dtype=torch.int64)
+    for i, name in enumerate(mask.field_names):
+        n = int(mask.rows[i])
+        counts = torch.bincount(torch.as_tensor(train.column(name)).long().reshape(-1).cpu(), minlength=n + 1)
+        if counts.numel() > n + 1:
+            raise ValueError(f"OptEmbed method.{key}: field {name!r} has value index {counts.numel() - 1} in the "
+                             f"training split, beyond its vocabulary of {n + 1}")
+        o = mask.offsets[name]
+        out[o: o + n] = counts[1:]
+    return out
+
+
+def frequency_units(mask: EmbeddingMask, train: Any, cutoffs: Any) -> Tensor:
+    """``[1 + sum(vocab - 1)]`` int (a bars switch, OptEmbed's ``frequency_blocks``): the unit of each global row,
+    ``f * blocks + k`` for field ``f`` and ``k`` the number of ``cutoffs`` (increasing counts) its value's training
+    count reaches: block 0 holds the values seen fewer than ``cutoffs[0]`` times, the last the most frequent."""
+    counts = _row_counts(mask, train, "frequency_blocks")
+    k = torch.bucketize(counts, torch.tensor([int(c) for c in cutoffs], dtype=torch.int64), right=True)
+    unit = torch.zeros_like(counts)
+    for i, name in enumerate(mask.field_names):
+        o, n = mask.offsets[name], int(mask.rows[i])
+        unit[o: o + n] = i * mask.blocks + k[o: o + n]
+    return unit
 
 
 def _build(backbone: nn.Module, spec: Any, cfg: OptEmbedConfig, *, train_thresholds: bool) -> MaskedModel:
     mask = EmbeddingMask(spec, embedding_width(backbone), norm=cfg.norm, threshold_init=cfg.threshold_init,
-                         level=cfg.threshold_level)
+                         level=cfg.threshold_level, blocks=len(cfg.frequency_blocks or ()) + 1)
     if not train_thresholds:
         mask.threshold.requires_grad_(False)
     return MaskedModel(backbone, mask, cfg.threshold_lr, cfg.threshold_reg)
@@ -148,6 +198,15 @@ class SupernetStage:
         self.model = _build(backbone, spec, self.cfg, train_thresholds=True)
         return self.model
 
+    def bind_data(self, splits: Mapping[str, Any]) -> None:
+        """``min_row_count`` (a bars switch): the rows of values seen fewer than that many times in the training
+        split are forced off (``bars.run`` calls this after :meth:`wrap`); 0 leaves the paper's masks."""
+        assert self.model is not None
+        if self.cfg.min_row_count > 0:
+            self.model.mask.set_row_allow(frequency_rows(self.model.mask, splits["train"], self.cfg.min_row_count))
+        if self.model.mask.blocks > 1:
+            self.model.mask.set_units(frequency_units(self.model.mask, splits["train"], self.cfg.frequency_blocks))
+
     def on_epoch(self, log: EpochLog) -> None:
         pass
 
@@ -157,10 +216,13 @@ class SupernetStage:
         rows = mask.hard_row_mask()
         out = self.folder / self.name
         save_checkpoint(self.model, out / "supernet.pt")
-        save_checkpoint({"row_keep": rows, "threshold": mask.threshold.detach()}, out / "rows.pt")
+        save_checkpoint({"row_keep": rows, "threshold": mask.threshold.detach(),
+                         **({"row_unit": mask.row_unit} if mask.blocks > 1 else {})}, out / "rows.pt")
         t = mask.threshold.detach().cpu()
         full = torch.full_like(mask.dims.cpu(), mask.dim)
-        return {**mask_metrics(mask, rows, full), "threshold_steps": float(self.model.threshold_steps),
+        extra = {} if mask.row_allow is None else {
+            "rows_below_min_count": float(mask.rows_total - int(mask.rows_kept_per_field(mask.row_allow).sum()))}
+        return {**mask_metrics(mask, rows, full), **extra, "threshold_steps": float(self.model.threshold_steps),
                 "threshold_mean": float(t.mean()), "threshold_min": float(t.min()), "threshold_max": float(t.max())}
 
 
@@ -180,21 +242,30 @@ def evolve(score: Any, num_fields: int, dim: int, cfg: OptEmbedConfig, seed: int
     ``cfg.max_params_kept`` (a bars switch; ``cost(candidate)`` gives its fraction of the embedding parameters): a
     candidate above the budget is infeasible, scored ``-inf`` without evaluating it (so never kept ahead of a
     feasible one, never the result); the first population is drawn uniform among the feasible candidates (each
-    redrawn until feasible). Without it (null) nothing changes: the same draws, the same result."""
+    redrawn until feasible). Without it (null) nothing changes: the same draws, the same result.
+
+    ``cfg.min_dims`` (a bars switch; 1 = the official ranges): the first population is drawn in ``[min_dims, dim]``
+    and mutations in ``[max(2, min_dims), dim]`` (crossovers keep the parents' values), so no field falls below it."""
     rng = random.Random(int(seed))
     population = cfg.keep_num + cfg.mutation_num + cfg.crossover_num
     budget = cfg.max_params_kept
     if budget is not None and cost is None:
         raise ValueError("OptEmbed evolution: method.max_params_kept needs the candidates' cost")
-    if budget is not None and cost([1] * num_fields) > budget:
-        raise ValueError(f"method.max_params_kept={budget}: even one dimension per field keeps "
-                         f"{cost([1] * num_fields):.4f} of the embedding parameters; raise it")
+    low = int(cfg.min_dims)  # bars switch (1 = the official range): the floor of every field's dimension
+    if low > dim:
+        raise ValueError(f"method.min_dims={low} is above the embedding width {dim}")
+    if budget is not None and cost([low] * num_fields) > budget:
+        raise ValueError(f"method.max_params_kept={budget}: even {low} dimension(s) per field keep(s) "
+                         f"{cost([low] * num_fields):.4f} of the embedding parameters; raise it")
 
     def draw() -> list[int]:
-        while True:
-            c = [rng.randint(1, dim) for _ in range(num_fields)]
+        for _ in range(100_000):  # a budget that leaves almost nothing feasible would never end otherwise
+            c = [rng.randint(low, dim) for _ in range(num_fields)]
             if budget is None or cost(c) <= budget:
                 return c
+        raise ValueError(f"method.max_params_kept={budget} with method.min_dims={low}: no feasible candidate in "
+                         "100,000 uniform draws (the budget leaves almost nothing above the floor); raise the budget "
+                         "or lower min_dims")
 
     def fitness(c: list[int]) -> float:
         return float("-inf") if budget is not None and cost(c) > budget else float(score(c))
@@ -228,7 +299,7 @@ def evolve(score: Any, num_fields: int, dim: int, cfg: OptEmbedConfig, seed: int
             child = list(cands[i])
             for f in range(num_fields):
                 if rng.random() < cfg.mutation_prob:
-                    child[f] = rng.randint(2, dim) if dim >= 2 else 1
+                    child[f] = rng.randint(max(2, low), dim) if dim >= 2 else 1
             mutation.append(child)
         crossover = []
         seen: set[tuple[int, int]] = set()
@@ -265,8 +336,10 @@ class EvolutionStage:
         sdir = self.folder / "supernet"
         model = _build(backbone, spec, self.cfg, train_thresholds=False)
         model.load_state_dict(torch.load(sdir / "supernet.pt", map_location="cpu", weights_only=True), strict=True)
-        rows = torch.load(sdir / "rows.pt", map_location="cpu", weights_only=True)["row_keep"]
-        model.mask.set_fixed(rows, torch.full((len(model.mask.field_names),), model.mask.dim))
+        saved = torch.load(sdir / "rows.pt", map_location="cpu", weights_only=True)
+        if model.mask.blocks > 1:
+            model.mask.set_units(saved["row_unit"])
+        model.mask.set_fixed(saved["row_keep"], torch.full((len(model.mask.unit_names),), model.mask.dim))
         self.model = model
         return model
 
@@ -317,13 +390,14 @@ class EvolutionStage:
                 def cost(cand: list[int]) -> float:
                     return mask.parameters_kept(mask.row_keep, torch.tensor(cand)) / mask.parameters_total
 
-                best, best_auc, history = evolve(score, len(mask.field_names), mask.dim, self.cfg, seed, on_generation,
+                best, best_auc, history = evolve(score, len(mask.unit_names), mask.dim, self.cfg, seed, on_generation,
                                                  cost)
             mask.set_dims(best)
             val = evaluate(model, valid, bs, device, group_column=setup.groups)
             tst = evaluate(model, test, bs, device, group_column=setup.groups)
             out = self.folder / self.name
-            save_checkpoint({"row_keep": mask.row_keep, "dims": mask.dims}, out / "arch.pt")
+            save_checkpoint({"row_keep": mask.row_keep, "dims": mask.dims,
+                             **({"row_unit": mask.row_unit} if mask.blocks > 1 else {})}, out / "arch.pt")
             atomic_write_text(out / "history.json", json.dumps(history, indent=1))
             best_gen = next(r["generation"] for r in history if r["best_so_far"] == best_auc)
             seconds = time.perf_counter() - t0
@@ -362,6 +436,8 @@ class RetrainStage:
         if not self.init:  # the supernet's best-epoch weights (its thresholds too; the masks are set below)
             model.load_state_dict(torch.load(self.folder / "supernet" / "supernet.pt", map_location="cpu",
                                              weights_only=True), strict=True)
+        if model.mask.blocks > 1:
+            model.mask.set_units(arch["row_unit"])
         model.mask.set_fixed(arch["row_keep"], arch["dims"])
         self.model = model
         return model

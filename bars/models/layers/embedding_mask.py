@@ -75,7 +75,7 @@ class EmbeddingMask(nn.Module):
     embedding width ``dim``."""
 
     def __init__(self, spec: FeatureSpec, dim: int, norm: int = 1, threshold_init: float = 0.0,
-                 level: str = "field") -> None:
+                 level: str = "field", blocks: int = 1) -> None:
         super().__init__()
         if dim < 1:
             raise ValueError(f"EmbeddingMask: dim must be >= 1, got {dim}")
@@ -83,8 +83,15 @@ class EmbeddingMask(nn.Module):
             raise ValueError(f"EmbeddingMask: norm must be 1 or 2, got {norm!r}")
         if level not in ("field", "feature"):
             raise ValueError(f"EmbeddingMask: level must be 'field' or 'feature', got {level!r}")
+        if not (isinstance(blocks, int) and blocks >= 1):
+            raise ValueError(f"EmbeddingMask: blocks must be an int >= 1, got {blocks!r}")
         self.dim, self.norm, self.threshold_init, self.level = int(dim), int(norm), float(threshold_init), level
         self.field_names = tuple(f.name for f in spec.features if f.type == "categorical")
+        # the units a dimension is chosen for: the fields (the paper), or ``blocks`` units per field (a bars switch:
+        # OptEmbed's frequency_blocks; field f's rows go to units f * blocks .. f * blocks + blocks - 1 by set_units)
+        self.blocks = int(blocks)
+        self.unit_names = self.field_names if blocks == 1 else tuple(
+            f"{n}_b{k}" for n in self.field_names for k in range(blocks))
         if not self.field_names:
             raise ValueError("EmbeddingMask: the dataset has no categorical field to mask")
         self.index = {n: i for i, n in enumerate(self.field_names)}
@@ -97,7 +104,13 @@ class EmbeddingMask(nn.Module):
                                                   dtype=torch.int64), persistent=False)
         self.threshold = nn.Parameter(torch.empty(len(self.field_names) if level == "field" else rows))
         self.register_buffer("row_keep", torch.ones(rows))
-        self.register_buffer("dims", torch.full((len(self.field_names),), self.dim, dtype=torch.int64))
+        self.register_buffer("dims", torch.full((len(self.unit_names),), self.dim, dtype=torch.int64))
+        if blocks > 1:  # each row's unit (persistent: a retrained model's checkpoint carries it)
+            unit = torch.zeros(rows, dtype=torch.int64)
+            for i, name in enumerate(self.field_names):
+                unit[self.offsets[name]: self.offsets[name] + int(self.rows[i])] = i * blocks
+            self.register_buffer("row_unit", unit)
+        self.row_allow: Tensor | None = None  # bars switch (set_row_allow): rows forced off in supernet mode too
         self.mode = "supernet"
         self.owners: dict[str, FeatureEmbedding] = {}  # the first hooked embedding of each field
         self.reset_parameters()
@@ -117,10 +130,32 @@ class EmbeddingMask(nn.Module):
         return torch.stack([k[self.offsets[n]: self.offsets[n] + int(self.rows[i])].sum()
                             for i, n in enumerate(self.field_names)])
 
+    def rows_kept_per_unit(self, row_keep: Tensor | None = None) -> Tensor:
+        """``[U]`` int: rows kept per unit (the fields, or their frequency blocks)."""
+        if self.blocks == 1:
+            return self.rows_kept_per_field(row_keep)
+        k = ((self.row_keep if row_keep is None else row_keep).detach().cpu() > 0)[1:].long()
+        return torch.bincount(self.row_unit[1:].cpu(), weights=k.double(), minlength=len(self.unit_names)).long()
+
     def parameters_kept(self, row_keep: Tensor | None = None, dims: Tensor | None = None) -> int:
-        """``sum_f rows_kept_f * dims_f`` (the official ``calc_sparsity``)."""
+        """``sum_u rows_kept_u * dims_u`` over the units (the fields: the official ``calc_sparsity``)."""
         d = (self.dims if dims is None else dims).detach().cpu().long()
-        return int((self.rows_kept_per_field(row_keep) * d).sum())
+        return int((self.rows_kept_per_unit(row_keep) * d).sum())
+
+    def set_units(self, row_unit: Tensor) -> None:
+        """The unit of every global row (``blocks > 1``): field ``f``'s rows must map into ``f * blocks ..
+        f * blocks + blocks - 1``."""
+        if self.blocks == 1:
+            raise ValueError("EmbeddingMask: set_units needs blocks > 1 (one unit per field otherwise)")
+        u = torch.as_tensor(row_unit, dtype=torch.int64).cpu()
+        if tuple(u.shape) != tuple(self.row_unit.shape):
+            raise ValueError(f"EmbeddingMask: row unit shape {tuple(u.shape)} != {tuple(self.row_unit.shape)}")
+        for i, name in enumerate(self.field_names):
+            part = u[self.offsets[name]: self.offsets[name] + int(self.rows[i])]
+            if bool(((part < i * self.blocks) | (part >= (i + 1) * self.blocks)).any()):
+                raise ValueError(f"EmbeddingMask: rows of field {name!r} must map to units "
+                                 f"{i * self.blocks}..{(i + 1) * self.blocks - 1}")
+        self.row_unit.copy_(u.to(self.row_unit.device))
 
     # --------------------------------------------------------------------------------------------- state
     def reset_parameters(self) -> None:
@@ -145,13 +180,22 @@ class EmbeddingMask(nn.Module):
     def set_dims(self, dims: Tensor | list[int]) -> None:
         d = torch.as_tensor(dims, dtype=torch.int64)
         if tuple(d.shape) != tuple(self.dims.shape) or bool(((d < 0) | (d > self.dim)).any()):
-            raise ValueError(f"EmbeddingMask: dims must be {len(self.field_names)} ints in [0, {self.dim}], got {d.tolist()}")
+            raise ValueError(f"EmbeddingMask: dims must be {len(self.unit_names)} ints in [0, {self.dim}], got {d.tolist()}")
         self.dims.copy_(d.to(self.dims.device))
+
+    def set_row_allow(self, allow: Tensor | None) -> None:
+        """A bars switch, not the paper (OptEmbed's ``method.min_row_count``): ``allow`` (0/1 per global row, the
+        padding row 1) forces the rows at 0 off in supernet mode (their embedding is zero whatever the threshold)
+        and in :meth:`hard_row_mask`. None (the default) leaves the paper's masks unchanged."""
+        if allow is not None and tuple(allow.shape) != tuple(self.row_keep.shape):
+            raise ValueError(f"EmbeddingMask: row allowance shape {tuple(allow.shape)} != {tuple(self.row_keep.shape)}")
+        self.row_allow = None if allow is None else (allow > 0).to(self.row_keep.dtype).to(self.row_keep.device)
 
     @torch.no_grad()
     def hard_row_mask(self) -> Tensor:
         """``[1 + sum(vocab - 1)]`` 0/1: ``1[||E_row||_p > t_f]`` over each field's rows in its (first hooked)
-        table (the official ``calc_feature_mask``); the padding row 1."""
+        table (the official ``calc_feature_mask``); the padding row 1. With a row allowance
+        (:meth:`set_row_allow`) the rows it forces off are 0 too."""
         keep = torch.ones_like(self.row_keep)
         for i, name in enumerate(self.field_names):
             emb = self.owners.get(name)
@@ -162,6 +206,8 @@ class EmbeddingMask(nn.Module):
             o = self.offsets[name]
             t = self.threshold[i] if self.level == "field" else self.threshold[o: o + table.shape[0]]
             keep[o: o + table.shape[0]] = (norms - t.detach().to(norms.dtype) > 0).to(keep.dtype)
+        if self.row_allow is not None:
+            keep = keep * self.row_allow.to(keep.device)
         return keep
 
     # --------------------------------------------------------------------------------------------- hooks
@@ -200,13 +246,21 @@ class EmbeddingMask(nn.Module):
                     t = self.threshold[torch.where(idx > 0, idx + off, 0)]  # [B, Fm]
                 u = x.norm(p=self.norm, dim=2) - t.to(x.dtype)  # [B, Fm]
                 m = binary_step(u).unsqueeze(-1)
+                if self.row_allow is not None:  # bars switch: rows forced off (OptEmbed's min_row_count)
+                    idx = torch.stack([batch[n] for n in names], dim=1).long()
+                    ra = self.row_allow.to(dev, x.dtype)[torch.where(idx > 0, idx + off, 0)]
+                    m = m * ra.unsqueeze(-1)
                 if self.training:
                     k = torch.randint(0, self.dim, u.shape, device=dev)
                     m = m * prefix_mask(k + 1, self.dim).to(x.dtype)
             else:
                 idx = torch.stack([batch[n] for n in names], dim=1).long()  # [B, Fm]
-                rk = self.row_keep.to(x.dtype)[torch.where(idx > 0, idx + off, 0)].unsqueeze(-1)
-                m = rk * prefix_mask(self.dims.index_select(0, fi), self.dim).to(x.dtype)
+                g = torch.where(idx > 0, idx + off, 0)
+                rk = self.row_keep.to(x.dtype)[g].unsqueeze(-1)
+                if self.blocks == 1:
+                    m = rk * prefix_mask(self.dims.index_select(0, fi), self.dim).to(x.dtype)
+                else:  # bars switch (frequency blocks): each row's dimension count is its unit's
+                    m = rk * prefix_mask(self.dims[self.row_unit[g]], self.dim).to(x.dtype)
             if everything:
                 return x * m
             full = torch.ones(out.shape[0], out.shape[1], out.shape[2], dtype=out.dtype, device=dev)
