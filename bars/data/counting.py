@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from bars.data import transforms as T
 from bars.data.spec import FIRST_KNOWN_INDEX, OOV_INDEX
@@ -47,16 +45,6 @@ class Dictionary:
 
     def encode(self, col: str) -> pl.Expr:
         return pl.col(col).cast(self.dtype).to_physical().alias(col)
-
-    def intern(self, arr: pa.Array | pa.ChunkedArray) -> pa.Array:
-        """The ids of an Arrow string array (uint32; missing stays missing): the ids :meth:`encode` gives, for less
-        CPU. Each value is hashed once by Arrow's dictionary encoding (no polars strings are built) and only the
-        batch's distinct values go through the shared categories."""
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
-        enc = pc.dictionary_encode(arr)
-        ids = pl.Series(enc.dictionary).cast(self.dtype).to_physical().to_arrow()
-        return pc.take(ids, enc.indices)
 
     def values(self, ids: pl.Series) -> pl.Series:
         table = self.categories.to_series()  # position = id

@@ -49,9 +49,6 @@ from bars.fileio import file_digest
 FORMAT_VERSION = 2  # bump when the engine's output for the same config changes (2: pyarrow-written splits)
 SPLITS = T.SPLITS
 ROW_GROUP_ROWS = 256 * 1024  # rows per Parquet row group of the output splits (fixed: output bytes depend on it)
-# raw rows per staged batch: less per-batch cost and fewer distinct values per batch to intern than the readers'
-# default (1 << 16): ~13% less CPU per row at 1M Criteo-format rows, ~250 MiB more peak RSS (docs/performance.md)
-STAGE_BATCH_ROWS = 1 << 18
 STAGE_COMPRESSION = None  # staged IPC files: uncompressed (lz4 cost ~0.6 CPU-s per 1M Criteo rows)
 
 
@@ -97,9 +94,6 @@ class Recipe:
     labels: list[str] | None = None  # several label columns (multi-task); ``label`` is then labels[0]
     valid_is_test: bool = False  # BARS's sequential boards: no valid split, the test split validates
     split_note: str = ""  # the manifest's description of the split (default: from the sources)
-    # the input columns ``transform`` reads or writes (None: unknown, maybe any). String categorical fields outside
-    # it are interned to ids right after parsing, in the reader's thread (``_intern_early``), not after the transform
-    transform_columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.labels:
@@ -281,36 +275,6 @@ def prefetch(it, depth: int = 2):
     th.join()
 
 
-def _early_columns(recipe: Recipe, src: Source, schema: pa.Schema, allowed: set[str] | None) -> frozenset[str]:
-    """The categorical/meta fields that can be interned straight from the parsed Arrow batch: string columns of the
-    input that the recipe's transform does not touch (``Recipe.transform_columns``); none for libsvm sources (their
-    tokens are stripped first) or an undeclared transform. ``allowed``: once the first batch has decided which
-    fields are interned, only those."""
-    if src.fmt == "libsvm" or (recipe.transform is not None and recipe.transform_columns is None):
-        return frozenset()
-    touched = set(recipe.transform_columns or ()) | set(recipe.label_columns) | {src.label}
-    strings = {n for n, t in zip(schema.names, schema.types) if t in (pa.string(), pa.large_string())}
-    return frozenset(f.name for f in recipe.fields if f.type in ("categorical", "meta") and f.name in strings
-                     and f.name not in touched and (allowed is None or f.name in allowed))
-
-
-def _intern_early(batches: Iterator, recipe: Recipe, src: Source, dicts: dict[str, Dictionary],
-                  allowed: set[str] | None) -> Iterator[tuple[int, pa.Table | pa.RecordBatch, frozenset[str]]]:
-    """``(line0, batch, interned columns)``: the batches with the early columns (:func:`_early_columns`) replaced by
-    their Dictionary ids. Runs in the reader's thread (Arrow releases the GIL), beside the main thread's work."""
-    cols: frozenset[str] | None = None
-    for line0, batch in batches:
-        if cols is None:
-            cols = _early_columns(recipe, src, batch.schema, allowed)
-        if cols:
-            table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-            for c in cols:
-                i = table.schema.get_field_index(c)
-                table = table.set_column(i, c, dicts[c].intern(table.column(i)))
-            batch = table
-        yield line0, batch, cols
-
-
 class _Stage:
     """Staged Arrow IPC files, one per split, all with the schema of the first batch."""
 
@@ -345,8 +309,6 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
     stage = _Stage(folder)
     dicts: dict[str, Dictionary] | None = None
     counters: dict[str, Counter] = {}
-    # one Dictionary per field that may be interned, made before the reader's thread interns into them
-    candidates = {f.name: Dictionary() for f in recipe.fields if f.type in ("categorical", "meta")}
 
     def put(split: str, part: pl.DataFrame) -> None:
         stage.write(split, part)
@@ -375,19 +337,15 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
             else:
                 fut = pool.submit(file_digest, src.path, "sha256")
             n_src = 0
-            batches = _intern_early(read_batches(src, recipe.rows, STAGE_BATCH_ROWS), recipe, src, candidates,
-                                    None if dicts is None else set(dicts))
-            for line0, batch, early in prefetch(batches):
+            for line0, batch in prefetch(read_batches(src, recipe.rows)):
                 df = finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
                 if dicts is None:  # the first batch decides which fields are interned
-                    dicts = {f.name: candidates[f.name] for f in recipe.fields if f.name in candidates
-                             and (f.name in early or df.schema[f.name] == pl.String)}
+                    dicts = {f.name: Dictionary() for f in recipe.fields
+                             if f.type in ("categorical", "meta") and df.schema[f.name] == pl.String}
                     counters = {f.name: Counter(f.name, df.schema[f.name]) for f in recipe.fields
                                 if f.type == "categorical" and f.name not in dicts}
                 if dicts:
-                    late = [d.encode(c) for c, d in dicts.items() if c not in early]
-                    if late:
-                        df = df.with_columns(late)
+                    df = df.with_columns([d.encode(c) for c, d in dicts.items()])
                     top = df.select(pl.col(list(dicts)).max()).row(0)
                     for d, m in zip(dicts.values(), top):
                         if m is not None:

@@ -109,9 +109,7 @@ def criteo_recipe(data: dict, raw_dir: Path, raw_file: Path | None = None) -> Re
     src_txt = "floor(ln(x)^2) if x > 2 else x; missing -> 0" if mode == "bucket" else "numeric as given"
     fields = [Field(c, kind, min_count=mc, source=f"{c}: {src_txt}") for c in CRITEO_INT]
     fields += [Field(c, "categorical", min_count=mc, source=c) for c in CRITEO_CAT]
-    recipe = _base(data, sources, fields, layout, official, transform)
-    recipe.transform_columns = (*{s.label for s in sources}, "label", *CRITEO_INT)  # C1..C26 interned early
-    return recipe
+    return _base(data, sources, fields, layout, official, transform)
 
 
 # -- Avazu ---------------------------------------------------------------------------------------------------
@@ -144,9 +142,7 @@ def avazu_recipe(data: dict, raw_dir: Path) -> Recipe:
     fields = [Field(c, min_count=mc, source=c) for c in cats]
     fields += [Field("hour", min_count=mc, source="hour HH"), Field("weekday", min_count=mc, source="hour -> weekday"),
                Field("weekend", min_count=mc, source="hour -> weekday >= Sat")]
-    recipe = _base(data, sources, fields, layout, official, transform)
-    recipe.transform_columns = ("hour",)  # the other categorical columns are interned early (bars.data.engine)
-    return recipe
+    return _base(data, sources, fields, layout, official, transform)
 
 
 # -- x1 one-hot datasets (Frappe_x1, MovielensLatest_x1, Avazu_x1): official CSVs or AFN libsvm ----------------
@@ -175,9 +171,7 @@ def onehot_recipe(data: dict, raw_dir: Path, fields: list[str], allow_libsvm: bo
             df = df.rename({df.columns[0]: "label"})
         return df
 
-    recipe = _base(data, sources, [Field(c, min_count=mc, source=c) for c in fields], layout, True, transform)
-    recipe.transform_columns = tuple({s.label for s in sources} | {"label"})  # renames the label column only
-    return recipe
+    return _base(data, sources, [Field(c, min_count=mc, source=c) for c in fields], layout, True, transform)
 
 
 
@@ -352,8 +346,7 @@ def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe
     return Recipe(name=name, sources=sources, fields=fields, label=label, split_ratios=ratios,
                   split_seed=int(data.get("split_seed", 2021)), rows=data.get("rows"),
                   params=data, layout="tabular", official_split=bool(data.get("official_split", False)),
-                  labels=labels or None, valid_is_test=valid_is_test, transform=transform,
-                  transform_columns=tuple(copies.values()))  # a copied column is interned after the copy
+                  labels=labels or None, valid_is_test=valid_is_test, transform=transform)
 
 
 def onehot_csv_recipe(data: dict, raw_dir: Path) -> Recipe:

@@ -124,10 +124,8 @@ def resolve_columns(src: Source) -> list[str]:
 ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
 
 
-def read_batches(src: Source, rows: int | None = None,
-                 batch_rows: int = BATCH_ROWS) -> Iterator[tuple[int, pa.RecordBatch | pa.Table]]:
-    """Yield ``(first_line_number, batch)`` of the raw columns, validated; at most ``rows`` rows in all; CSV batches
-    of at least ``batch_rows`` rows (but the last)."""
+def read_batches(src: Source, rows: int | None = None) -> Iterator[tuple[int, pa.RecordBatch | pa.Table]]:
+    """Yield ``(first_line_number, batch)`` of the raw columns, validated; at most ``rows`` rows in all."""
     names = resolve_columns(src)
     done = 0
     if src.fmt == "parquet":
@@ -168,7 +166,7 @@ def read_batches(src: Source, rows: int | None = None,
                 ),
             )
             header_lines = 1 if src.header else 0
-            for b in _combined(reader, rows, batch_rows):
+            for b in _combined(reader, rows):
                 yield done + 1 + header_lines, b
                 done += b.num_rows
         except DataError:
@@ -180,8 +178,8 @@ def read_batches(src: Source, rows: int | None = None,
                         if src.header else f"{src.path}: no data rows")
 
 
-def _combined(reader: Iterator[pa.RecordBatch], rows: int | None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
-    """Tables of at least ``batch_rows`` rows (the last may be shorter) from the reader's blocks; ``rows`` in all.
+def _combined(reader: Iterator[pa.RecordBatch], rows: int | None) -> Iterator[pa.Table]:
+    """Tables of at least BATCH_ROWS rows (the last may be shorter) from the reader's blocks; ``rows`` in all.
     Each is one contiguous chunk per column: polars works on those several times faster than on many chunks."""
     pending: list[pa.RecordBatch] = []
     n_pending = n_all = 0
@@ -193,7 +191,7 @@ def _combined(reader: Iterator[pa.RecordBatch], rows: int | None, batch_rows: in
         n_all += b.num_rows
         if rows is not None and n_all >= rows:
             break
-        if n_pending >= batch_rows:
+        if n_pending >= BATCH_ROWS:
             yield pa.Table.from_batches(pending).combine_chunks()
             pending, n_pending = [], 0
     if pending:
