@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +34,20 @@ def test_bad_rows_are_refused(monkeypatch, capsys, tmp_path, rows, message):
     assert bench.main() == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="VmHWM needs /proc")
+def test_peak_rss_is_the_prepare_process_own_not_the_bench_process():
+    """wait4's ru_maxrss of a child counts the parent's memory at the spawn (Linux keeps the high-water mark across
+    exec); the child's own VmHWM does not."""
+    ballast = bytearray(400 * 2**20)  # the bench process after generating a big file
+    ballast[:: 4096] = b"x" * len(ballast[:: 4096])
+    proc = subprocess.Popen([sys.executable, "-c", bench.CHILD, "--help"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read()
+    assert os.waitstatus_to_exitcode(status) == 0 and bench.PEAK_MARK in err
+    own = bench.child_peak_mib(err, usage)
+    assert 1 < own < 300 < usage.ru_maxrss / 1024  # the ballast shows in wait4's figure only
+    assert bench.child_peak_mib("no mark", usage) == usage.ru_maxrss / 1024
+    del ballast

@@ -2,7 +2,7 @@
 
 Each size: a synthetic Criteo-format TSV is generated (not timed; written in chunks of 500,000 rows, so memory
 stays flat at any size; reused when it exists), then `bars prepare data=synthetic` runs in a fresh process (wall
-time, CPU time and that process's own peak RSS via wait4), then the train split is read back in this process:
+time, CPU time and that process's own peak RSS, its VmHWM as it reports it), then the train split is read back:
 into tensors (the in-memory loader, skipped when it would not fit in half the available memory) and, with
 ``--stream``, one shuffled epoch through the streaming loader (rows/s, and this process's peak RSS growth). CPU
 seconds make figures comparable on a machine shared with other work, where wall time is not. Before anything is
@@ -45,6 +45,30 @@ def check_disk(work: Path, rows: int, raw_exists: bool) -> None:
         raise SystemExit(f"bars bench data: {rows:,} rows need about {need / 2**30:.1f} GiB of free disk under {work} "
                          f"(raw text, staged columns, Parquet); {free / 2**30:.1f} GiB are free. Use --workdir on a "
                          f"bigger disk or fewer rows")
+
+
+# The prepare process is started by this one, so the peak RSS that wait4 reports for it (ru_maxrss) also counts
+# this process's memory at the moment of the spawn (Linux keeps the high-water mark across exec: after generating
+# 45M rows this process held ~1.4 GB). The child reports its own peak instead: VmHWM of its post-exec memory.
+PEAK_MARK = "bench-peak-rss-kib"
+CHILD = ("import atexit, sys\n"
+         "def _peak():\n"
+         "    try:\n"
+         "        hwm = next(ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM:'))\n"
+         "    except (OSError, StopIteration):\n"
+         "        return\n"
+         f"    print('{PEAK_MARK}', hwm, file=sys.stderr, flush=True)\n"
+         "atexit.register(_peak)\n"
+         "from bars.cli import main\n"
+         "sys.exit(main(sys.argv[1:]))\n")
+
+
+def child_peak_mib(stderr: str, usage) -> float:
+    """The prepare process's own peak RSS (its VmHWM line); ru_maxrss from wait4 where /proc is missing."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith(PEAK_MARK):
+            return int(line.split()[1]) / 1024
+    return usage.ru_maxrss / 1024
 
 
 def cpu_s(usage) -> float:
@@ -116,7 +140,7 @@ def main() -> int:
         data_dir = work / "data" / str(n)
         if data_dir.exists():
             shutil.rmtree(data_dir)
-        cmd = [sys.executable, "-m", "bars.cli", "prepare", "data=synthetic", f"data.rows={n}",
+        cmd = [sys.executable, "-c", CHILD, "prepare", "data=synthetic", f"data.rows={n}",
                f"data.raw_dir={raw}", f"paths.data={data_dir}"]
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -133,7 +157,7 @@ def main() -> int:
         parquet_mib = sum(f.stat().st_size for f in folder.glob("*.parquet")) / 2**20
         loaders = measure_loaders(folder, args.stream)
         cpu = cpu_s(usage)
-        results.append({"rows": n, "secs": secs, "rate": n / secs, "rss": usage.ru_maxrss / 1024, "cpu": cpu,
+        results.append({"rows": n, "secs": secs, "rate": n / secs, "rss": child_peak_mib(err, usage), "cpu": cpu,
                         "parquet_mib": parquet_mib, **loaders})
         print(f"  {n:,} rows: prepare {secs:.1f} s ({n / secs:,.0f} rows/s, {cpu_s(usage):.1f} CPU s); "
               f"{'; '.join(stages)}", file=sys.stderr, flush=True)

@@ -157,6 +157,7 @@ def _log(msg: str) -> None:
 class _Progress:
     def __init__(self, label: str):
         self.label, self.rows, self.t0, self.last = label, 0, time.perf_counter(), 0.0
+        self.c0 = time.process_time()  # CPU seconds of the whole process (reader thread, polars' pool) in the phase
 
     def add(self, n: int) -> None:
         self.rows += n
@@ -168,7 +169,8 @@ class _Progress:
 
     def done(self) -> float:
         dt = time.perf_counter() - self.t0
-        _log(f"  {self.label}: {self.rows:,} rows in {dt:.1f} s ({self.rows / max(dt, 1e-9):,.0f} rows/s)")
+        _log(f"  {self.label}: {self.rows:,} rows in {dt:.1f} s ({self.rows / max(dt, 1e-9):,.0f} rows/s, "
+             f"{time.process_time() - self.c0:.1f} CPU s)")
         return dt
 
 
@@ -439,7 +441,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     train = pl.scan_ipc(stage.files["train"])
 
     # vocabularies (train only; counted while staging, sequences here) and sequence lengths
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     cat = [f for f in recipe.fields if f.type in ("categorical", "sequence")]
     seq = [f for f in cat if f.name not in dicts and f.name not in counters]
     frames = dict(zip([f.name for f in seq], pl.collect_all(
@@ -495,10 +497,10 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             else:
                 longest = train.select(pl.col(f.name).list.len().max()).collect().item() or 1
                 max_lens[f.name] = max(1, min(int(longest), recipe.max_len_cap))
-    _log(f"  vocabularies: {len(cat)} fields in {time.perf_counter() - t1:.1f} s")
+    _log(f"  vocabularies: {len(cat)} fields in {time.perf_counter() - t1:.1f} s ({time.process_time() - c1:.1f} CPU s)")
 
     # encode each split, batch by batch
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     exprs, pre = [], []
     for f in recipe.fields:
         if f.name in remaps:  # staged id -> index: a gather; missing (null id) -> by the missing rule
@@ -545,7 +547,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
         splits = {SPLITS[0]: first, **rest.result()}
     if recipe.valid_is_test:  # the same file validates and tests (BARS's sequential boards)
         splits = {"train": splits["train"], "valid": {**splits["test"], "same_as": "test"}, "test": splits["test"]}
-    _log(f"  encode + write: {time.perf_counter() - t2:.1f} s")
+    _log(f"  encode + write: {time.perf_counter() - t2:.1f} s ({time.process_time() - c2:.1f} CPU s)")
     del train, dicts
     for p in folder.iterdir():
         p.unlink()
