@@ -22,7 +22,7 @@ stages over any backbone whose fields go through :class:`FeatureEmbedding`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from bars.methods import DNISConfig
-from bars.methods.wrapper import BackboneWrapper, BakeError, scale_field_rows
+from bars.methods.wrapper import BackboneWrapper, BakeError, ValidBatches, scale_field_rows
 from bars.models.layers import DimensionSelection, FeatureEmbedding, prune_mask
 from bars.objective import data_loss, loss_function, model_tasks
 from bars.train import EpochLog, TrainConfig, save_checkpoint
@@ -93,33 +93,15 @@ class AlphaStep:
 
     def __init__(self, model: SelectedModel, valid: Any, cfg: DNISConfig, train_cfg: TrainConfig, seed: int) -> None:
         self.model = model
-        self.valid = valid
         self.l1 = float(cfg.l1)
-        self.batch_size = int(train_cfg.batch_size)
         self.loss_fn = loss_function(train_cfg.loss)
-        self.all_labels = bool(model_tasks(model.backbone))
-        self.seed = int(seed)
-        self.passes = 0
         self.steps = 0
         self.optimizer = torch.optim.Adam([model.selection.weight], lr=float(cfg.alpha_lr))
-        self._it: Iterator[tuple[dict[str, Tensor], Tensor]] | None = None
-
-    def _next(self, device: torch.device) -> tuple[dict[str, Tensor], Tensor]:
-        while True:
-            if self._it is None:
-                kw = {"all_labels": True} if self.all_labels else {}
-                self._it = iter(self.valid.batches(self.batch_size, shuffle=True,
-                                                   seed=(self.seed * 1_000_003 + 7919 * (self.passes + 1)) % 2**63,
-                                                   device=device, **kw))
-                self.passes += 1
-            try:
-                return next(self._it)
-            except StopIteration:
-                self._it = None
+        self.batches = ValidBatches(valid, train_cfg.batch_size, seed, all_labels=bool(model_tasks(model.backbone)))
 
     def step(self) -> None:
         sel = self.model.selection
-        xb, yb = self._next(sel.weight.device)
+        xb, yb = self.batches.next(sel.weight.device)
         sel.grad_on = True
         try:
             loss = data_loss(self.model.backbone, self.model.backbone(xb), yb, self.loss_fn)

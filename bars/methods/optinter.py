@@ -45,7 +45,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from bars.data.spec import Feature, FeatureSpec
 from bars.methods import OptInterConfig
-from bars.methods.wrapper import BackboneWrapper, Baked, BakeError
+from bars.methods.wrapper import BackboneWrapper, Baked, BakeError, ValidBatches
 from bars.models.layers import FeatureEmbedding, PairInteraction, all_pairs, pair_vocabulary, split_parameters
 from bars.models.layers.feature_gate import _Patched, patch_embeddings
 from bars.models.layers.pair_interaction import CHOICES
@@ -123,6 +123,7 @@ class PairModel(BackboneWrapper):
         self.arch_optimizer: torch.optim.Optimizer | None = None
         self.warm_tables: dict[str, Tensor] | None = None  # retrain_from=search: rows copied in after the BARS init
         self.arch_valid: ValidBatches | None = None  # arch_data=valid: alpha steps on these, not the training batch
+        self.arch_loss_fn: Any = None  # ... with the run's training loss
         self._current: Tensor | None = None
         self._handles: list[_Patched] = []
         if self.slots:
@@ -205,7 +206,7 @@ class PairModel(BackboneWrapper):
         try:
             self._current = self.pairs(xb)
             loss = data_loss(self.backbone, self.backbone({**xb, **dict.fromkeys(self.slots, pad)}), yb,
-                             self.arch_valid.loss_fn)
+                             self.arch_loss_fn)
             (grad,) = torch.autograd.grad(loss, [alpha])
         finally:
             self._current = None
@@ -252,30 +253,6 @@ class PairModel(BackboneWrapper):
         for emb in targets:
             PairSlotEmbedding.convert(emb, twin.pairs, [emb.field_names.index(s) for s in twin.slots])
         return Baked(PairBackbone(twin.backbone, twin.slots).eval(), 0)
-
-
-class ValidBatches:
-    """The validation split's batches, endlessly, shuffled per pass (seeded by the run's seed and the pass), with
-    the training loss function: what ``arch_data=valid`` steps ``alpha`` on."""
-
-    def __init__(self, valid: Any, train_cfg: TrainConfig, seed: int) -> None:
-        self.valid = valid
-        self.batch_size = int(train_cfg.batch_size)
-        self.loss_fn = loss_function(train_cfg.loss)
-        self.seed = int(seed)
-        self.passes = 0
-        self._it: Iterator[tuple[dict[str, Tensor], Tensor]] | None = None
-
-    def next(self, device: torch.device) -> tuple[dict[str, Tensor], Tensor]:
-        while True:
-            if self._it is None:
-                self._it = iter(self.valid.batches(self.batch_size, shuffle=True, device=device,
-                                                   seed=(self.seed * 1_000_003 + 7919 * (self.passes + 1)) % 2**63))
-                self.passes += 1
-            try:
-                return next(self._it)
-            except StopIteration:
-                self._it = None
 
 
 class PairSlotEmbedding(FeatureEmbedding):
@@ -422,7 +399,8 @@ class SearchStage:
         if self.cfg.arch_data == "valid":  # bars switch: alpha on validation batches, never on the training loss
             assert self.train_cfg is not None
             layer.alpha.requires_grad_(False)
-            self.model.arch_valid = ValidBatches(splits["valid"], self.train_cfg, self.seed)
+            self.model.arch_valid = ValidBatches(splits["valid"], self.train_cfg.batch_size, self.seed)
+            self.model.arch_loss_fn = loss_function(self.train_cfg.loss)
         save_checkpoint({f"keys_{k}": keys[p] for k, p in enumerate(self.pairs)}, self.folder / self.name / "pairs.pt")
 
     def on_epoch(self, log: EpochLog) -> None:

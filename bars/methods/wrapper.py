@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -16,7 +17,34 @@ from torch import Tensor, nn
 from bars.models.layers import FeatureEmbedding, init_bars_, split_parameters
 from bars.objective import data_loss
 
-__all__ = ["BackboneWrapper", "BakeError", "Baked", "scale_field_rows", "state_bytes"]
+__all__ = ["BackboneWrapper", "BakeError", "Baked", "ValidBatches", "scale_field_rows", "state_bytes"]
+
+
+class ValidBatches:
+    """The validation split's batches, endlessly, reshuffled every pass (seeded by the run's seed and the pass
+    number): what a first-order bi-level search steps its architecture weights on (DNIS's ``alpha``, OptInter's
+    ``arch_data=valid``). ``all_labels``: every task's labels (a multi-task backbone)."""
+
+    def __init__(self, valid: Any, batch_size: int, seed: int, *, all_labels: bool = False) -> None:
+        self.valid = valid
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.all_labels = bool(all_labels)
+        self.passes = 0
+        self._it: Iterator[tuple[dict[str, Tensor], Tensor]] | None = None
+
+    def next(self, device: torch.device) -> tuple[dict[str, Tensor], Tensor]:
+        while True:
+            if self._it is None:
+                kw = {"all_labels": True} if self.all_labels else {}
+                self._it = iter(self.valid.batches(self.batch_size, shuffle=True, device=device,
+                                                   seed=(self.seed * 1_000_003 + 7919 * (self.passes + 1)) % 2**63,
+                                                   **kw))
+                self.passes += 1
+            try:
+                return next(self._it)
+            except StopIteration:
+                self._it = None
 
 
 class BakeError(ValueError):
