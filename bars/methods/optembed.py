@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from bars.fileio import atomic_write_text
 from bars.methods import OptEmbedConfig
 from bars.methods.dnis import embedding_width
-from bars.methods.wrapper import BackboneWrapper, BakeError, scale_field_rows
+from bars.methods.wrapper import BackboneWrapper, BakeError, scale_field_rows, train_columns
 from bars.models.layers import EmbeddingMask, FeatureEmbedding, prefix_mask
 from bars.train import EpochLog, TrainConfig, save_checkpoint
 
@@ -137,7 +137,7 @@ def mask_metrics(mask: EmbeddingMask, row_keep: Tensor | None = None, dims: Tens
 
 def frequency_rows(mask: EmbeddingMask, train: Any, min_count: int) -> Tensor:
     """``[1 + sum(vocab - 1)]`` 0/1 (``mask``'s global row layout, the padding row 1): 1 where the feature value
-    occurs at least ``min_count`` times in ``train`` (a split with ``column(name)``: the value indices of a field)."""
+    occurs at least ``min_count`` times in ``train`` (a split, in memory or streamed)."""
     allow = (_row_counts(mask, train, "min_row_count") >= min_count).to(mask.row_keep.dtype)
     allow[0] = 1  # the padding row (zero anyway) is never counted as pruned
     return allow
@@ -145,13 +145,11 @@ def frequency_rows(mask: EmbeddingMask, train: Any, min_count: int) -> Tensor:
 
 def _row_counts(mask: EmbeddingMask, train: Any, key: str) -> Tensor:
     """``[1 + sum(vocab - 1)]`` int: how often each global row's value occurs in ``train`` (the padding row: 0)."""
-    if not callable(getattr(train, "column", None)):
-        raise TypeError(f"OptEmbed method.{key} counts the training split's values: it needs the split in "
-                        f"memory (loader.mode=memory), got {type(train).__name__}")
+    columns = train_columns(train, list(mask.field_names))  # in memory, or read batch by batch
     out = torch.zeros(mask.row_keep.shape, dtype=torch.int64)
     for i, name in enumerate(mask.field_names):
         n = int(mask.rows[i])
-        counts = torch.bincount(torch.as_tensor(train.column(name)).long().reshape(-1).cpu(), minlength=n + 1)
+        counts = torch.bincount(columns[name].long().reshape(-1).cpu(), minlength=n + 1)
         if counts.numel() > n + 1:
             raise ValueError(f"OptEmbed method.{key}: field {name!r} has value index {counts.numel() - 1} in the "
                              f"training split, beyond its vocabulary of {n + 1}")

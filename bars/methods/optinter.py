@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from bars.data.spec import Feature, FeatureSpec
 from bars.methods import OptInterConfig
-from bars.methods.wrapper import BackboneWrapper, Baked, BakeError, ValidBatches
+from bars.methods.wrapper import BackboneWrapper, Baked, BakeError, ValidBatches, train_columns
 from bars.models.layers import FeatureEmbedding, PairInteraction, all_pairs, pair_vocabulary, split_parameters
 from bars.models.layers.feature_gate import _Patched, patch_embeddings
 from bars.models.layers.pair_interaction import CHOICES
@@ -94,18 +94,6 @@ def rebuild(backbone: nn.Module, spec: FeatureSpec) -> nn.Module:
         raise ValueError(f"OptInter: {type(backbone).__name__} keeps no config (self.cfg); it cannot be rebuilt "
                          "with pair slots")
     return type(backbone)(spec, cfg)
-
-
-def train_columns(split: Any, names: list[str]) -> dict[str, Tensor]:
-    """The field indices of ``names`` over every row of ``split`` (in memory, or read batch by batch)."""
-    feats = getattr(split, "features", None)
-    if isinstance(feats, Mapping) and all(n in feats for n in names):
-        return {n: feats[n] for n in names}
-    parts: dict[str, list[Tensor]] = {n: [] for n in names}
-    for xb, _ in split.batches(65536, shuffle=False, seed=0, device=torch.device("cpu")):
-        for n in names:
-            parts[n].append(xb[n])
-    return {n: torch.cat(v) for n, v in parts.items()}
 
 
 class PairModel(BackboneWrapper):

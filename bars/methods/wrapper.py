@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -17,7 +17,20 @@ from torch import Tensor, nn
 from bars.models.layers import FeatureEmbedding, init_bars_, split_parameters
 from bars.objective import data_loss
 
-__all__ = ["BackboneWrapper", "BakeError", "Baked", "ValidBatches", "scale_field_rows", "state_bytes"]
+__all__ = ["BackboneWrapper", "BakeError", "Baked", "ValidBatches", "scale_field_rows", "state_bytes",
+           "train_columns"]
+
+
+def train_columns(split: Any, names: list[str]) -> dict[str, Tensor]:
+    """The field indices of ``names`` over every row of ``split`` (in memory, or read batch by batch)."""
+    feats = getattr(split, "features", None)
+    if isinstance(feats, Mapping) and all(n in feats for n in names):
+        return {n: feats[n] for n in names}
+    parts: dict[str, list[Tensor]] = {n: [] for n in names}
+    for xb, _ in split.batches(65536, shuffle=False, seed=0, device=torch.device("cpu")):
+        for n in names:
+            parts[n].append(xb[n])
+    return {n: torch.cat(v) for n, v in parts.items()}
 
 
 class ValidBatches:
