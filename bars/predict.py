@@ -199,7 +199,10 @@ def score_file(rec: Any, file: Path, out: Path, *, keep: Sequence[str] = (), sep
     metrics: dict[str, float] = {}
     g = np.concatenate(groups) if group_column is not None else None
     p = np.concatenate(probs_all)
-    if tasks:  # each task whose label column the file has, on every row
+    if len(tasks) == 1:  # one task (a multi-task architecture on single-label data): the plain keys, as evaluate
+        if tasks[0] in raw.labels and label_present(y[:, 0]):
+            metrics = M.compute(y[:, 0], p[:, 0], groups=g)
+    elif tasks:  # each task whose label column the file has, on every row
         for j, task in enumerate(tasks):
             if task in raw.labels and label_present(y[:, j]):
                 metrics.update({M.task_key(k, task): v for k, v in M.compute(y[:, j], p[:, j], groups=g).items()})

@@ -492,7 +492,9 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 16384, device: An
     """Every registered metric (``bars.metrics.compute``) of ``model`` on ``split`` by name, in registry order:
     ``{"auc": .., "logloss": .., ...}`` on probabilities = sigmoid(logits), float32. With ``group_column`` (a
     feature of the split, e.g. the user) the grouped metrics (gAUC) are computed too. A multi-task model
-    (:func:`model_tasks`) is scored per task against the split's labels: ``{"auc_click": .., ...}``."""
+    (:func:`model_tasks`) is scored per task against the split's labels: ``{"auc_click": .., ...}``; one that
+    predicts a single task (a multi-task architecture on a single-label dataset) is scored like any single-task
+    model, under the plain keys, so that its runs rank, compare and summarise beside the others'."""
     probs = predict(model, split, batch_size, device).numpy()
     tasks = model_tasks(model)
     y = split.labels if tasks else split.label
@@ -509,7 +511,9 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 16384, device: An
         if names != tasks:
             raise ValueError(f"{type(model).__name__} predicts tasks {list(tasks)} but the split's labels are "
                              f"{list(names)}")
-        return metrics.compute_tasks(y, probs, tasks, groups=groups)
+        if len(tasks) > 1:
+            return metrics.compute_tasks(y, probs, tasks, groups=groups)
+        y, probs = y.reshape(len(y), -1)[:, 0], probs.reshape(len(probs), -1)[:, 0]
     return metrics.compute(y, probs, groups=groups)
 
 

@@ -157,3 +157,32 @@ def test_funnel_oracle_adds_would_convert_and_changes_nothing_else(tmp_path):
     assert ((pw > 0) & (pw < 1) & (pc > 0) & (pc < 1)).all()
     from bars import metrics
     assert metrics.auc(w, pw) > 0.7 and metrics.auc(click, pc) > 0.6
+
+
+@pytest.mark.parametrize("name", ("sharebottom", "mmoe", "ple"))
+def test_a_single_label_dataset_scores_a_multitask_model_under_the_plain_keys(name):
+    """On a single-label dataset a multi-task architecture predicts one task; it is scored as any single-task
+    model (``auc``, ``logloss``: the keys the board's final runs, the leaderboard's ranking and the significance
+    test read), with the values of the metrics on its one column; found by the movielens_small board, where
+    ShareBottom's five final runs recorded ``test_auc_label`` only and its summary failed on a NaN."""
+    from bars import metrics
+    from bars.train import evaluate, predict
+
+    torch.manual_seed(0)
+    one_spec = dataclasses.replace(SPEC, labels=("click",))
+    params = {"embedding_dim": 4}
+    params.update({"expert_hidden_units": [16], "gate_hidden_units": [], "tower_hidden_units": [8]}
+                  if name in ("mmoe", "ple") else {})
+    model = build(name, one_spec, params)
+
+    def one_label(split: SplitTensors) -> SplitTensors:
+        return SplitTensors(split.features, split.label, split.labels[:, :1], ("click",))
+
+    cfg = TrainConfig(learning_rate=0.01, batch_size=256, max_epochs=2, embedding_init_std=0.1, device="cpu")
+    res = fit(model, one_label(_data()), one_label(_data(seed=1)), cfg, seed=1)
+    assert set(res.best_val) == {"auc", "logloss"} and res.best_val["auc"] > 0.75, res.best_val
+    test = one_label(_data(seed=2))
+    got = evaluate(model, test)
+    probs = predict(model, test)
+    assert probs.shape == (len(test), 1)  # predictions keep the task column (predict / export)
+    assert got == metrics.compute(test.labels[:, 0].numpy(), probs[:, 0].numpy())
