@@ -28,11 +28,10 @@
 The batch objective (regularizers, ``train.loss``, what a model's ``forward`` may return, a model's own
 ``training_loss``, multi-task models) is defined in :mod:`bars.objective` and re-exported here; the clipping,
 the finite-loss check and logging stay here. A multi-task model is trained on every label and evaluated per task
-(``<metric>_<task>`` keys, :func:`bars.metrics.compute_tasks`).
-
-Side effects arrive as callbacks (``on_epoch``): this module never imports mlflow or optuna.
-The hot loop does no per-batch host synchronisation on CUDA (losses are accumulated on the device and checked
-for NaN/inf every ``_CUDA_CHECK_EVERY`` batches); on CPU the check is free and done before every optimizer step.
+(``<metric>_<task>`` keys, :func:`bars.metrics.compute_tasks`; one task: the plain keys, :func:`evaluate`).
+Side effects arrive as callbacks (``on_epoch``): this module never imports mlflow or optuna. The hot loop does no
+per-batch host synchronisation on CUDA (losses are accumulated on the device and checked for NaN/inf every
+``_CUDA_CHECK_EVERY`` batches); on CPU the check is free and done before every optimizer step.
 """
 
 from __future__ import annotations
@@ -492,9 +491,7 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 16384, device: An
     """Every registered metric (``bars.metrics.compute``) of ``model`` on ``split`` by name, in registry order:
     ``{"auc": .., "logloss": .., ...}`` on probabilities = sigmoid(logits), float32. With ``group_column`` (a
     feature of the split, e.g. the user) the grouped metrics (gAUC) are computed too. A multi-task model
-    (:func:`model_tasks`) is scored per task against the split's labels: ``{"auc_click": .., ...}``; one that
-    predicts a single task (a multi-task architecture on a single-label dataset) is scored like any single-task
-    model, under the plain keys, so that its runs rank, compare and summarise beside the others'."""
+    (:func:`model_tasks`) is scored per task: ``{"auc_click": .., ...}``; with one task, under the plain keys."""
     probs = predict(model, split, batch_size, device).numpy()
     tasks = model_tasks(model)
     y = split.labels if tasks else split.label
@@ -513,7 +510,7 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 16384, device: An
                              f"{list(names)}")
         if len(tasks) > 1:
             return metrics.compute_tasks(y, probs, tasks, groups=groups)
-        y, probs = y.reshape(len(y), -1)[:, 0], probs.reshape(len(probs), -1)[:, 0]
+        y, probs = y[:, 0], probs[:, 0]  # [N, 1] -> [N]
     return metrics.compute(y, probs, groups=groups)
 
 
