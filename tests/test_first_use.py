@@ -40,7 +40,9 @@ def test_eight_trains_at_once_on_a_fresh_project(server, tmp_path):
     _start_all(server, root, ["train", *tiny_args(root, csv)])
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
-    assert len(runs) == N and {r.info.status for r in runs} == {"FINISHED"}
+    bad = [r.info.run_id for r in runs if r.info.status != "FINISHED"]  # every command exited 0: show its log
+    why = {i: log[-2000:] for i in range(N) if any(b in (log := (root / f"cmd{i}.log").read_text()) for b in bad)}
+    assert len(runs) == N and not bad, (len(runs), bad, why)
     assert len({r.info.run_id for r in runs}) == N
     # one prepared dataset, no temporary folder left next to it
     built = [p for p in (root / "data").iterdir() if p.name != ".locks"]
