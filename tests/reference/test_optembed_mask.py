@@ -14,7 +14,7 @@ Two references:
 - the official modules themselves (``models/modules_super.py``, ``modules_evo.py``, ``modules_retrain.py`` with
   ``modules.py`` and ``layer.py``), imported from a copy of the repository (``OPTEMBED_REPO``: a checkout or a
   bare git mirror, default ``/work/.mirror/fuyuanlyu+OptEmbed/repo``; skipped with the reason when absent, failed
-  under ``BARS_REQUIRE_REFERENCE=1``). They import only torch and numpy.
+  under ``BARS_REQUIRE_OFFICIAL=1``). They import only torch and numpy.
 
 Layout: the official code embeds global feature ids ``0..N-1`` in one table; bars packs row 0 as padding and value
 ``i >= 1`` of field ``f`` at row ``offset_f + i - 1``, so official id = bars row - 1. The official retrain model

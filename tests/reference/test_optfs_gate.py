@@ -9,7 +9,7 @@ Two references:
   ``forward`` lines 38-40, ``reg`` lines 58-59), always run;
 - the official ``modules/mask.py`` itself, imported from a copy of the repository (``OPTFS_REPO``: a checkout or a
   bare git mirror, default ``/work/.mirror/fuyuanlyu+OptFS/repo``; skipped with the reason when absent, failed
-  under ``BARS_REQUIRE_REFERENCE=1``). Its module imports only torch and numpy.
+  under ``BARS_REQUIRE_OFFICIAL=1``). Its module imports only torch and numpy.
 
 Layout: the official code embeds global feature ids ``0..N-1`` in one table; bars packs row 0 as padding and
 value ``i >= 1`` of field ``f`` at row ``offset_f + i - 1``, so official id = bars row - 1 (the gate's rows are

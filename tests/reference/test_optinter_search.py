@@ -15,7 +15,7 @@ Two references:
   always run;
 - the official ``DNN_cart_search`` itself, imported from a copy of the repository (``OPTINTER_REPO``: a checkout
   or a bare git mirror, default ``/work/.mirror/fuyuanlyu+OptInter/repo``; skipped with the reason when absent,
-  failed under ``BARS_REQUIRE_REFERENCE=1``; its module imports only torch and numpy): its pair part of the MLP
+  failed under ``BARS_REQUIRE_OFFICIAL=1``; its module imports only torch and numpy): its pair part of the MLP
   input ``X`` (captured before ``fc_layers[0]``) and that part's gradients.
 
 Layout: the official code embeds global ids in one table per kind; bars packs row 0 as padding and index ``i >= 1``
