@@ -213,6 +213,21 @@ def test_end_run_and_custom_liveness(tracker):
         "hostname") != "elsewhere") == [other.run_id]
 
 
+def test_reconcile_keeps_a_run_its_process_finished_after_the_search(tracker):
+    """The race of eight concurrent ``bars train`` on one store: one command's housekeeping lists another's run
+    RUNNING, that command ends it FINISHED and exits, then the first judges its process dead. The run must stay
+    FINISHED (it was overwritten FAILED before the status was read again)."""
+    run = tracker.start_run("finishing")
+
+    def owner_finishes_then_exits(tags):
+        tracking.end_run(run.run_id, "FINISHED", uri=tracker.uri)  # the owning process ends its run, then exits
+        return False
+
+    assert tracking.reconcile(tracker.uri, "bars-test", is_alive=owner_finishes_then_exits) == []
+    r = tracker.client.get_run(run.run_id)
+    assert r.info.status == "FINISHED" and "error_type" not in r.data.tags
+
+
 def test_resolve_uri_is_absolute(monkeypatch, tmp_path):
     monkeypatch.setenv("BARS_HOME", str(tmp_path))
     assert tracking.resolve_uri("sqlite:///x/m.db") == f"sqlite:///{tmp_path / 'x' / 'm.db'}"

@@ -28,7 +28,9 @@ def reconcile(uri: str | None, experiment: str | None = None, *,
 
     ``is_alive(tags) -> True | False | None`` decides (None = cannot tell, leave it). The default checks the
     ``hostname``/``pid``/``pid_start`` tags against this machine's processes, so only runs started on this host
-    are judged. ``experiment=None`` scans every experiment.
+    are judged. ``experiment=None`` scans every experiment. A run is ended only if it is still RUNNING when read
+    again after its process was judged dead (concurrent commands: one that finished and exited meanwhile keeps
+    its FINISHED).
     """
     tracker = Tracker(uri, experiment or "Default")
     client = tracker.client
@@ -47,7 +49,10 @@ def reconcile(uri: str | None, experiment: str | None = None, *,
                                   page_token=page_token)
         for r in page:
             alive = judge(dict(r.data.tags))
-            if alive is False:
+            # The page is a snapshot: a process that ended its run FINISHED and exited between the search and the
+            # judgement looks dead with a RUNNING run. Its status is read again only now that its process is known
+            # dead (a dead process writes nothing more), so a finished run is never overwritten FAILED.
+            if alive is False and client.get_run(r.info.run_id).info.status == "RUNNING":
                 end_run(r.info.run_id, status, {
                     "error": f"reconciled: owning process {r.data.tags.get('hostname')}:"
                              f"{r.data.tags.get('pid')} is gone",
