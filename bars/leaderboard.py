@@ -410,6 +410,31 @@ def _significance(rows: list[Row], alpha: float, metric: str = "auc") -> list[Ro
     return out
 
 
+def board_key(rec) -> str:
+    """The board a run belongs to: its dataset, with ``.<protocol>`` when it records data.protocol_name."""
+    data = rec.tags.get("data") or rec.params.get("data.name") or rec.experiment
+    protocol = recorded_value(rec.params, "data.protocol_name")
+    return f"{data}.{protocol}" if protocol else data
+
+
+def merge_records(store: Sequence, files: Mapping[str, Sequence]) -> list:
+    """The store's runs plus those of record files (``{label: records}``): a run (by id) found in several places
+    must be the same record in each (the store's copy of a run still running may be newer: it is kept); the
+    union, sorted by experiment then run id."""
+    by_id = {r.run_id: r for r in store}
+    seen: dict[str, str] = {r.run_id: "the store" for r in store}
+    for label, recs in files.items():
+        for r in recs:
+            if r.run_id in by_id:
+                if by_id[r.run_id] != r and not (seen[r.run_id] == "the store" and by_id[r.run_id].status == "RUNNING"):
+                    raise ValueError(f"run {r.run_id} differs between {seen[r.run_id]} and {label}: a record file "
+                                     f"must hold the runs as recorded")
+                continue
+            by_id[r.run_id] = r
+            seen[r.run_id] = label
+    return sorted(by_id.values(), key=lambda r: (r.experiment, r.run_id))
+
+
 def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None = None,
           datasets: Iterable[str] | None = None) -> dict[str, Board]:
     """MLflow records -> {dataset: Board}. Pure: the same records give the same boards."""
@@ -418,9 +443,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
     by_source = {p.source: p for p in published.values()}
     by_data: dict[str, list] = {}
     for rec in records:  # one board per dataset and protocol (data.protocol_name, e.g. bars-seq / holdout)
-        data = rec.tags.get("data") or rec.params.get("data.name") or rec.experiment
-        protocol = recorded_value(rec.params, "data.protocol_name")
-        by_data.setdefault(f"{data}.{protocol}" if protocol else data, []).append(rec)
+        by_data.setdefault(board_key(rec), []).append(rec)
     wanted = None if datasets is None else set(datasets)
     boards: dict[str, Board] = {}
     for key in sorted(by_data):
@@ -571,19 +594,38 @@ def uri_label(uri: str, root: Path) -> str:
     return safe_url(uri)
 
 
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
+
+
 def generate(uri: str, out_dir: Path, *, datasets: Sequence[str] | None = None, alpha: float = 0.05,
-             root: Path | None = None, link_prefix: str | None = None) -> dict[str, Board]:
-    """Read MLflow, write results for ``datasets`` (all when None) and index.html over all datasets."""
-    from bars.records import list_experiments, load_runs
+             root: Path | None = None, link_prefix: str | None = None, records: Sequence[str | Path] = (),
+             save_records: bool = False) -> dict[str, Board]:
+    """Read MLflow (and the run-record files ``records``, merged in: :func:`merge_records`), write results for
+    ``datasets`` (all when None) and index.html over all datasets. ``save_records``: also write the runs of each
+    written board to ``<out_dir>/<board>_runs.jsonl.gz`` (:func:`bars.records.dump_records`). With record files
+    a SQLite store that does not exist is read as empty."""
+    from bars.records import dump_records, list_experiments, load_runs, read_records
+    from bars.tracking import resolve_uri, sqlite_path
 
     out_dir = Path(out_dir)
     root = Path(root) if root is not None else out_dir.parent
     if link_prefix is None:
         rel = os.path.relpath(root, out_dir)
         link_prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-    label = uri_label(uri, root)
-    records = load_runs(uri, list_experiments(uri))
-    boards = build(records, alpha=alpha)
+    files = {_rel(Path(f), root): read_records(f) for f in records}  # all read before anything is written
+    db = sqlite_path(resolve_uri(uri))
+    if files and db is not None and not db.exists():
+        label = " + ".join(f"records {f}" for f in files)
+        store: list = []
+    else:
+        label = uri_label(uri, root) + "".join(f" + records {f}" for f in files)
+        store = load_runs(uri, list_experiments(uri))
+    runs = merge_records(store, files)
+    boards = build(runs, alpha=alpha)
     selected = sorted(boards) if datasets is None else list(datasets)
     missing = [d for d in selected if d not in boards]
     if missing:
@@ -591,6 +633,8 @@ def generate(uri: str, out_dir: Path, *, datasets: Sequence[str] | None = None, 
                          f"datasets with final runs: {sorted(boards)}. Run `make final MODEL=<m> DATA=<d>` first.")
     for d in selected:
         write_board(boards[d], out_dir, label, link_prefix=link_prefix)
+        if save_records:
+            dump_records([r for r in runs if board_key(r) == d], out_dir / f"{d}_runs.jsonl.gz")
     write_index(boards, out_dir, label)
     return boards
 
@@ -607,8 +651,12 @@ def run(cfg) -> dict[str, Board]:
                                                                         else data.split(","))]
     out_dir = Path(str(lb.get("out_dir") or cfg.paths.results))
     remove_stale_temps(out_dir)  # left by a leaderboard run that was killed while writing
+    root = Path(str(cfg.paths.root))
+    recs = lb.get("records") or []
+    recs = [x for x in recs.split(",") if x] if isinstance(recs, str) else [str(x) for x in recs]
+    files = [p if (p := Path(f)).is_absolute() else root / p for f in recs]
     boards = generate(str(cfg.tracking.uri), out_dir, datasets=datasets, alpha=float(lb.get("alpha", 0.05)),
-                      root=Path(str(cfg.paths.root)))
+                      root=root, records=files, save_records=bool(lb.get("save_records", False)))
     for d in sorted(boards) if datasets is None else datasets:
         b = boards[d]
         print(f"{d}: {len(b.rows)} model{'' if len(b.rows) == 1 else 's'} -> {out_dir / (d + '.md')}, {out_dir / (d + '.csv')}")
@@ -629,9 +677,9 @@ def main() -> int:
 
 
 __all__ = [
-    "Board", "FinalRun", "Provenance", "Row", "Tuning",
-    "build", "generate", "hardware_of", "main", "plot_names", "protocol_seed_param", "run",
-    "trial_state", "trial_value", "tuning_of", "uri_label", "write_board", "write_index",
+    "Board", "FinalRun", "Provenance", "Row", "Tuning", "board_key", "build", "generate", "hardware_of", "main",
+    "merge_records", "plot_names", "protocol_seed_param", "run", "trial_state", "trial_value", "tuning_of",
+    "uri_label", "write_board", "write_index",
 ]
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@
 ``bars.leaderboard`` (a pure function of these records) and ``bars.reproduce``. It never creates, changes or
 deletes anything in the store. The import-linter contract allows exactly ``bars.tracking`` and ``bars.records``
 to import mlflow.
+
+Records can also be kept as a file (:func:`dump_records` / :func:`read_records`: gzip JSON lines, deterministic
+bytes): the runs behind a published board (``results/<d>_runs.jsonl.gz``, ``leaderboard.save_records``), from
+which ``bars leaderboard leaderboard.records=[...]`` rebuilds or extends the board without the store they came from
+(a board run on several machines or over several sessions).
 """
 
 from __future__ import annotations
@@ -173,3 +178,88 @@ def get_client(uri: str | None = None):
     from bars.tracking import resolve_uri
 
     return MlflowClient(tracking_uri=resolve_uri(uri))
+
+
+RECORDS_FORMAT = "bars-run-records"
+RECORDS_VERSION = 1
+_RECORD_FIELDS = ("run_id", "experiment", "status", "start_time", "end_time", "tags", "params", "metrics", "history")
+
+
+def dump_records(records: Iterable[RunRecord], path: str | Path) -> Path:
+    """Write ``records`` to ``path`` (gzip JSON lines: a header line, then one run per line sorted by run id;
+    gzip without a timestamp, so the same records give the same bytes), atomically."""
+    import gzip
+    import json
+
+    from bars.fileio import atomic_write
+
+    recs = sorted(records, key=lambda r: r.run_id)
+    lines = [json.dumps({"format": RECORDS_FORMAT, "version": RECORDS_VERSION, "runs": len(recs)}, sort_keys=True)]
+    for r in recs:
+        d = {k: getattr(r, k) for k in _RECORD_FIELDS}
+        d["history"] = {k: [list(p) for p in v] for k, v in r.history.items()}
+        lines.append(json.dumps(d, sort_keys=True, allow_nan=True))
+    data = ("\n".join(lines) + "\n").encode()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            gz.write(data)
+
+    return atomic_write(path, write)
+
+
+def read_records(path: str | Path) -> list[RunRecord]:
+    """The runs of a file :func:`dump_records` wrote; anything else is a :class:`RecordsError` naming the file and
+    line and what was expected."""
+    import gzip
+    import json
+
+    path = Path(path)
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise RecordsError(f"{path}: cannot read run records (expected a gzip JSON-lines file written by bars "
+                           f"leaderboard leaderboard.save_records=true): {type(e).__name__}: {e}") from e
+
+    def parse(i: int) -> dict:
+        try:
+            d = json.loads(lines[i])
+        except ValueError as e:
+            raise RecordsError(f"{path}, line {i + 1}: not JSON: {e}") from e
+        if not isinstance(d, dict):
+            raise RecordsError(f"{path}, line {i + 1}: expected a JSON object, got {type(d).__name__}")
+        return d
+
+    if not lines:
+        raise RecordsError(f"{path}: empty; expected a header line {{\"format\": \"{RECORDS_FORMAT}\", ...}}")
+    head = parse(0)
+    if head.get("format") != RECORDS_FORMAT or head.get("version") != RECORDS_VERSION:
+        raise RecordsError(f"{path}, line 1: expected the header format {RECORDS_FORMAT!r} version "
+                           f"{RECORDS_VERSION}, got format {head.get('format')!r} version {head.get('version')!r}")
+    if head.get("runs") != len(lines) - 1:
+        raise RecordsError(f"{path}: the header announces {head.get('runs')} runs but the file holds "
+                           f"{len(lines) - 1} (truncated or edited)")
+    out: list[RunRecord] = []
+    for i in range(1, len(lines)):
+        d = parse(i)
+        keys = set(d)
+        if keys != set(_RECORD_FIELDS):
+            raise RecordsError(f"{path}, line {i + 1}: expected the keys {sorted(_RECORD_FIELDS)}; missing "
+                               f"{sorted(set(_RECORD_FIELDS) - keys)}, unknown {sorted(keys - set(_RECORD_FIELDS))}")
+        try:
+            out.append(RunRecord(
+                run_id=str(d["run_id"]), experiment=str(d["experiment"]), status=str(d["status"]),
+                start_time=d["start_time"], end_time=d["end_time"],
+                tags={str(k): str(v) for k, v in d["tags"].items()},
+                params={str(k): str(v) for k, v in d["params"].items()},
+                metrics={str(k): float(v) for k, v in d["metrics"].items()},
+                history={str(k): tuple((int(s), float(v)) for s, v in pts) for k, pts in d["history"].items()},
+            ))
+        except (AttributeError, TypeError, ValueError) as e:
+            raise RecordsError(f"{path}, line {i + 1} (run {d.get('run_id')!r}): malformed field: "
+                               f"{type(e).__name__}: {e}") from e
+    ids = [r.run_id for r in out]
+    if len(set(ids)) != len(ids):
+        raise RecordsError(f"{path}: run ids repeated: {sorted({x for x in ids if ids.count(x) > 1})[:5]}")
+    return out

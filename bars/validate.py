@@ -398,6 +398,13 @@ def check_leaderboard(cfg: DictConfig) -> list[str]:
     d = _get(cfg, "leaderboard.out_dir")
     if d is not None and not isinstance(d, str):
         out.append(f"leaderboard.out_dir must be a folder path or null, got {d!r}")
+    recs = _get(cfg, "leaderboard.records")
+    if recs is not None and not isinstance(recs, str) and not (
+            isinstance(recs, list) and all(isinstance(r, str) and r for r in recs)):
+        out.append(f"leaderboard.records must be a list of run-record file paths (or one path), got {recs!r}")
+    save = _get(cfg, "leaderboard.save_records")
+    if not isinstance(save, bool):
+        out.append(f"leaderboard.save_records must be true or false, got {save!r}")
     return out
 
 
