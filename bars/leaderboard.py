@@ -586,15 +586,14 @@ def uri_label(uri: str, root: Path) -> str:
 
     prefix = "sqlite:///"
     if uri.startswith(prefix):
-        p = Path(uri[len(prefix):])
-        try:
-            return prefix + str(p.resolve().relative_to(Path(root).resolve()))
-        except ValueError:
-            return uri
+        p = uri[len(prefix):]
+        rel = _rel(Path(p), root)
+        return uri if rel == str(Path(p)) else prefix + rel
     return safe_url(uri)
 
 
 def _rel(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` when inside it, else as given."""
     try:
         return str(Path(path).resolve().relative_to(Path(root).resolve()))
     except ValueError:

@@ -92,6 +92,31 @@ def test_a_run_recorded_differently_in_two_places_is_an_error(store):
     assert len(lb.merge_records(runs, {"same": [final]})) == len(runs)  # the same record twice is one run
 
 
+def test_the_stores_copy_of_a_running_run_wins_over_an_older_record(store):
+    """A file saved while a run was still RUNNING, merged with the store that kept recording it: the store's copy
+    (newer) is kept, not an error; a RUNNING store copy that conflicts with a file is never silently replaced by
+    the file's copy."""
+    import dataclasses
+
+    runs = [r for r in store["runs"] if lb.board_key(r) == "frappe_x1"]
+    final = next(r for r in runs if r.stage == "final" and r.status == "FINISHED")
+    live = dataclasses.replace(final, status="RUNNING", metrics={**final.metrics, "test_auc": 0.5})
+    older = dataclasses.replace(final, status="RUNNING")
+    store_runs = [live if r.run_id == final.run_id else r for r in runs]
+    merged = lb.merge_records(store_runs, {"saved-earlier": [older]})
+    assert len(merged) == len(runs)
+    assert next(r for r in merged if r.run_id == final.run_id) is live
+    with pytest.raises(ValueError, match=f"run {final.run_id} differs"):  # only the store's copy may be newer
+        lb.merge_records(runs, {"a": [older], "b": [live]})
+
+
+def test_uri_label_shows_a_store_inside_the_project_relative_to_it(tmp_path):
+    assert lb.uri_label(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path) == "sqlite:///mlflow.db"
+    outside = f"sqlite:///{tmp_path.parent / 'elsewhere.db'}"
+    assert lb.uri_label(outside, tmp_path) == outside
+    assert lb.uri_label("postgresql://bars:secret@db:5432/mlflow", tmp_path) == "postgresql://bars@db:5432/mlflow"
+
+
 def test_bad_record_files_are_clear_errors(store, tmp_path):
     good = store["out"] / "frappe_x1_runs.jsonl.gz"
     lines = gzip.decompress(good.read_bytes()).decode().splitlines()
