@@ -61,10 +61,19 @@ def strategy_problems(cfg: DictConfig) -> list[str]:
             k = str(k)
             if k == "name":
                 continue
+            if part == "sampler" and k == "unique":
+                u = node.get(k)
+                if not isinstance(u, bool):
+                    out.append(f"sweep.sampler.unique must be true or false, got {u!r}")
+                elif name == "grid" and not u and (defaults.get("sampler") or {}).get("unique") is not False:
+                    out.append("sweep.sampler.unique=false has no effect with sweep.sampler.name=grid (a grid "
+                               "never repeats a point): drop it")
+                continue
             if k not in table:
                 moved = [n for n, keys in table.items() if k in keys]
                 hint = f" (settings live in the name's block: sweep.{part}.{moved[0]}.{k})" if moved else ""
-                out.append(f"sweep.{part}.{k}: unknown key; sweep.{part} has name and the blocks "
+                out.append(f"sweep.{part}.{k}: unknown key; sweep.{part} has name"
+                           f"{', unique' if part == 'sampler' else ''} and the blocks "
                            f"{[n for n in table if table[n]]}{hint}")
                 continue
             sub = node.get(k)
@@ -125,7 +134,16 @@ def sampler_settings(cfg: DictConfig) -> dict[str, Any]:
         return {"order": "a permutation of the grid's points by sweep.seed (the same in every worker); each "
                          "trial takes the first point no live or finished trial holds", "order_seed":
                 int(cfg.sweep.seed)}
-    return {k: (bool(s[k]) if kind == "bool" else int(s[k])) for k, (kind, _) in SAMPLER_KEYS[name].items()}
+    out = {k: (bool(s[k]) if kind == "bool" else int(s[k])) for k, (kind, _) in SAMPLER_KEYS[name].items()}
+    out["unique"] = unique(cfg)
+    return out
+
+
+def unique(cfg: DictConfig) -> bool:
+    """``sweep.sampler.unique``: a trial never repeats a point another trial holds (bars.samplers.UniqueSampler;
+    a grid never does)."""
+    node = cfg.sweep.get("sampler")
+    return True if block(cfg, "sampler")[0] == "grid" else bool(node.get("unique", False))
 
 
 def pruner_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -138,4 +156,4 @@ def pruner_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 __all__ = ["PRUNERS", "PRUNER_KEYS", "SAMPLERS", "SAMPLER_KEYS", "block", "pruner_settings", "sampler_settings",
-           "strategy_problems"]
+           "strategy_problems", "unique"]

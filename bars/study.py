@@ -37,11 +37,12 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from bars import compute, metrics, process
+from bars import compute, metrics, process, search
 from bars.compute import Budget
 from bars.config import to_container
 from bars.fileio import atomic_write_text
 from bars.metrics import Monitor
+from bars.samplers import UniqueSampler, space_exhausted
 from bars.search import Param, SearchSpaceError, decode_choice, encode_choice, format_value, to_overrides
 from bars.strategy import PRUNERS, SAMPLERS, block, pruner_settings, sampler_settings
 
@@ -184,20 +185,23 @@ GRID_POINT_ATTR = "bars_grid_point"  # the index (in the grid's points) of the p
 
 def make_sampler(cfg: DictConfig, seed: int) -> optuna.samplers.BaseSampler:
     """``sweep.sampler.name``: tpe (its settings), random, or grid (:class:`GridPointsSampler` over
-    :func:`bars.grids.grid_of`; its order comes from ``sweep.seed``, so every worker walks the same one)."""
+    :func:`bars.grids.grid_of`; its order comes from ``sweep.seed``, so every worker walks the same one); tpe and
+    random with ``sweep.sampler.unique=true`` never repeat a point (:class:`bars.samplers.UniqueSampler`)."""
     name, _ = block(cfg, "sampler")
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
         from bars.grids import grid_of
 
         grid = grid_of(cfg)
         assert grid is not None
         return GridPointsSampler(grid, int(cfg.sweep.seed))
-    if name != "tpe":
+    if name not in ("tpe", "random"):
         raise SweepError(f"sweep.sampler.name must be one of {' | '.join(SAMPLERS)}, got {name!r}")
+    settings = sampler_settings(cfg)
+    unique = settings.pop("unique")
     with _experimental_ok():
-        return optuna.samplers.TPESampler(seed=seed, **sampler_settings(cfg))
+        base = optuna.samplers.RandomSampler(seed=seed) if name == "random" else \
+            optuna.samplers.TPESampler(seed=seed, **settings)
+    return UniqueSampler(base, seed=seed) if unique else base
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
@@ -317,6 +321,7 @@ def study_record(cfg: DictConfig, space: dict[str, Param]) -> dict[str, Any]:
         "optuna_version": optuna.__version__,
         "search_space": json.loads(json.dumps({k: p.describe() for k, p in space.items()})),
         "max_epochs_cap": None if cfg.sweep.max_epochs is None else int(cfg.sweep.max_epochs),
+        "space_points": search.space_points(space),  # None: infinite; an exhausted finite space ends the sweep
     }
     if s_name == "grid":
         from bars.grids import grid_of
@@ -505,10 +510,11 @@ class BudgetState:
     compute: Budget | None = None  # the compute budget (sweep.budget), if any
     spent: float = 0.0  # of ``compute``'s unit: every counted trial's, running ones' progress included
     totals: dict[str, float] = field(default_factory=dict)  # bars.compute.KEYS summed over the counted trials
+    exhausted: bool = False  # every point of the study's finite search space has a finished trial
 
     @property
     def done(self) -> bool:
-        return ((self.budget is not None and self.finished >= self.budget)
+        return ((self.budget is not None and self.finished >= self.budget) or self.exhausted
                 or (self.compute is not None and self.spent >= self.compute.amount))
 
     @property
@@ -548,6 +554,7 @@ def budget_state(study: optuna.Study, default_budget: int | None, default_comput
         compute=cb,
         spent=sum(compute.trial_cost(c, cb.unit) for c in used) if cb is not None else 0.0,
         totals=compute.totals(used),
+        exhausted=space_exhausted(fin, study.user_attrs.get("space_points")),
     )
 
 
@@ -649,51 +656,12 @@ def write_results(study: optuna.Study, out_dir: Path, space_keys: Sequence[str] 
 
 
 __all__ = [
-    "ACTIVE",
-    "COMPUTE_COLUMNS",
-    "FINISHED",
-    "GRID_POINT_ATTR",
-    "PRUNERS",
-    "RUN_KEYS",
-    "SAMPLERS",
-    "SKIPPED_ATTR",
-    "STALE_MIN_AGE",
-    "WORKER_ATTR",
-    "BudgetState",
-    "GridPointsSampler",
-    "OverBudget",
-    "SweepError",
-    "SweepStudy",
-    "best_trial",
-    "budget_of",
-    "budget_state",
-    "check_space_compatible",
-    "claim_grid_point",
-    "claim_or_skip",
-    "compute_budget",
-    "compute_budget_of",
-    "counted",
-    "create_study",
-    "fail_stale_trials",
-    "grid_coverage",
-    "grid_holders",
-    "heartbeat_callback",
-    "is_journal",
-    "load_study",
-    "make_pruner",
-    "make_sampler",
-    "maximizes",
-    "monitor_of",
-    "open_storage",
-    "pruner_settings",
-    "sampler_settings",
-    "state_name",
-    "storage_url",
-    "study_record",
-    "sweep_dir",
-    "trial_cap",
-    "trial_compute",
-    "trials_table",
-    "worker_identity",
-    "write_results",
+    "ACTIVE", "COMPUTE_COLUMNS", "FINISHED", "GRID_POINT_ATTR", "PRUNERS", "RUN_KEYS", "SAMPLERS",
+    "SKIPPED_ATTR", "STALE_MIN_AGE", "WORKER_ATTR", "BudgetState", "GridPointsSampler", "OverBudget",
+    "SweepError", "SweepStudy", "best_trial", "budget_of", "budget_state", "check_space_compatible",
+    "claim_grid_point", "claim_or_skip", "compute_budget", "compute_budget_of", "counted", "create_study",
+    "fail_stale_trials", "grid_coverage", "grid_holders", "heartbeat_callback", "is_journal", "load_study",
+    "make_pruner", "make_sampler", "maximizes", "monitor_of", "open_storage", "pruner_settings",
+    "sampler_settings", "state_name", "storage_url", "study_record", "sweep_dir", "trial_cap", "trial_compute",
+    "trials_table", "worker_identity", "write_results",
 ]

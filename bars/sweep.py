@@ -556,7 +556,7 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
     summary.update(role="launcher", workers=k, devices=[s.label for s in plan.slots], finished=tally.finished,
                    budget=tally.budget, failed=tally.failed,
                    seconds=round(time.monotonic() - t0, 1), study=study.study_name, storage=safe_url(url),
-                   parent_run_id=parent, done=tally.done,
+                   parent_run_id=parent, done=tally.done, exhausted=tally.exhausted,
                    compute_budget=None if tally.compute is None else tally.compute.as_record(),
                    compute_spent=tally.spent if tally.compute is not None else None, overshoot=tally.overshoot)
     best = summary.get("best")
@@ -566,6 +566,9 @@ def sweep(cfg: DictConfig, cli_overrides: Sequence[str] = (), *, train_fn: Train
           f"{best['value']:.5f} (trial {best['number']})" if best else
           f"bars sweep: {count} trials finished, none complete", file=sys.stderr)
     print(f"bars sweep: compute: {tally.describe_compute()}", file=sys.stderr)
+    if tally.exhausted:
+        print(f"bars sweep: the search space is exhausted: all {study.user_attrs.get('space_points')} of its points "
+              f"have a finished trial (the sweep is done)", file=sys.stderr)
     if best:
         print(f"bars sweep: wrote {out / 'trials.csv'} and {out / 'best.overrides'}; replay with\n"
               f"  bars train model={cfg.model.id} data={cfg.data.name} $(cat {out / 'best.overrides'})",

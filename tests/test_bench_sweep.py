@@ -173,7 +173,7 @@ def test_report_on_a_partial_result_folder(tmp_path):
     assert rnd["reach"] == 1 and grid["reach"] == 0
     assert "PARTIAL: 3 of 6 cells" in text and "d/m/grid/seed1, d/m/random/seed1, d/m/tpe/seed1" in text
     # samples: short of 1/3 (100) after its CPU share was spent -> its final best, starred; nothing after 1/3
-    assert "| TPE, no pruning (default) | 1 | – | 0.7900* | – | – | – | 0.7000* | – | – | 0/1 | 1.0 (0.0) |" in text
+    assert "| TPE, no pruning (second default) | 1 | – | 0.7900* | – | – | – | 0.7000* | – | – | 0/1 | 1.0 (0.0) |" in text
     assert "| random | 1 | – | 0.8100 | 0.8100 | 0.8500 | – | 0.7100 | 0.7100 | 0.7200 | 1/1 | 3.0 (1.0) |" in text
     new = docs.read_text()
     assert new.startswith("# Sweeps\nhand-written text\n") and new.endswith("more text\n")
@@ -183,7 +183,7 @@ def test_report_on_a_partial_result_folder(tmp_path):
     # the goal table: TPE against random (no default cell here): it never reaches the grid's best 0.80 by 1/3 and
     # is below random at 1/3 of the samples (0.79 vs 0.81)
     rows = R.verdict(R.summarize(R.load_cells(out)), ("tpe_median", "tpe"))
-    assert rows[2].startswith("| d / m | 0.8000 | TPE, no pruning (default) | 0/1; 0/1 | 0.7900; 0.8100; 0.7000 | 1/3; ")
+    assert rows[2].startswith("| d / m | 0.8000 | TPE, no pruning (second default) | 0/1; 0/1 | 0.7900; 0.8100; 0.7000 | 1/3; ")
     assert rows[2].endswith("| –; – |") and len(rows) == 3  # one seed: no paired difference
     # a run that stopped before a budget shows no value there (not its last one)
     assert R.best_at([_trial(50, 5, 0.9, 0.8)], "samples", 100) == (None, None, False)

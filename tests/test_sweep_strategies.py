@@ -15,6 +15,7 @@ from bars import study as ST
 from bars import sweep as S
 from bars.config import compose
 from bars.grids import GridError, apply_grid
+from bars.samplers import UniqueSampler
 from bars.strategy import strategy_problems
 from bars.train import EpochLog
 
@@ -61,12 +62,16 @@ def test_each_sampler_and_pruner_builds_and_is_recorded(tmp_path, sampler, cls, 
         extra.append(f"sweep.grid={grid_file(tmp_path)}")
     cfg = apply_grid(compose(ov(tmp_path, *extra)), extra).cfg
     assert strategy_problems(cfg) == []
-    assert isinstance(ST.make_sampler(cfg, 7), cls) and isinstance(ST.make_pruner(cfg), pcls)
+    made = ST.make_sampler(cfg, 7)
+    if sampler != "grid":  # sweep.sampler.unique (default true) wraps TPE and random (bars.samplers)
+        assert isinstance(made, UniqueSampler)
+        made = made.base
+    assert isinstance(made, cls) and isinstance(ST.make_pruner(cfg), pcls)
     rec = ST.study_record(cfg, S.space_of(cfg))
     assert rec["sampler"].endswith(cls.__name__) and rec["pruner"].endswith(pcls.__name__)
     if sampler == "tpe":
         assert rec["sampler_settings"] == {"n_startup_trials": 4, "n_ei_candidates": 24, "multivariate": True,
-                                           "group": False, "constant_liar": True}
+                                           "group": False, "constant_liar": True, "unique": True}
     if sampler == "grid":
         assert rec["grid"]["points"] == 4 and set(rec["search_space"]) == set(GRID["axes"])
     if pruner == "hyperband":  # max_resource defaults to the epoch cap
@@ -80,7 +85,7 @@ def test_tpe_independent_and_grouped_settings_reach_the_sampler(tmp_path):
                      "sweep.sampler.tpe.constant_liar=false", "sweep.sampler.tpe.n_startup_trials=2"))
     assert strategy_problems(cfg) == []
     assert ST.sampler_settings(cfg) == {"n_startup_trials": 2, "n_ei_candidates": 24, "multivariate": False,
-                                        "group": True, "constant_liar": False}
+                                        "group": True, "constant_liar": False, "unique": True}
 
 
 @pytest.mark.parametrize(("extra", "words"), [

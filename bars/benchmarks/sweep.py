@@ -26,7 +26,7 @@ on the trained points (training is deterministic for a configuration, so trainin
 result). ``--overhead`` measures a sweep trial's fixed cost through the real ``bars sweep`` path (issue 16).
 
     bars bench sweep [--data frappe_vt,movielens_small,synthetic] [--models dcn,finalmlp,dnn,autoint_plus]
-                     [--strategies grid,random,tpe,tpe_median,tpe_hyperband] [--seeds 3] [--out .bench/sweep]
+                     [--strategies grid,random,tpe,tpe_median,tpe_hyperband,random_unique,tpe_unique] [--seeds 3] [--out .bench/sweep]
                      [--space grid|search] [--threads 1] [--epochs 3] [--rows 20000] [--fraction 1]
                      [--report-only] [--overhead]
 """
@@ -56,17 +56,23 @@ from bars.search import decode_choice, encode_choice
 
 DATASETS = ("frappe_vt", "movielens_small", "synthetic")
 MODELS = ("dcn", "finalmlp", "dnn", "autoint_plus")
-STRATEGIES = ("grid", "random", "tpe", "tpe_median", "tpe_hyperband")
-STRATEGY_NAMES = {"grid": "BARS grid", "random": "random", "tpe": "TPE, no pruning (default)",
-                  "tpe_median": "TPE + median pruning (former default)", "tpe_hyperband": "TPE + Hyperband"}
+STRATEGIES = ("grid", "random", "tpe", "tpe_median", "tpe_hyperband", "random_unique", "tpe_unique")
+STRATEGY_NAMES = {"grid": "BARS grid", "random": "random", "tpe": "TPE, no pruning (second default)",
+                  "tpe_median": "TPE + median pruning (first default)", "tpe_hyperband": "TPE + Hyperband",
+                  "random_unique": "random, no repeats", "tpe_unique": "TPE, no repeats (default)"}
 # The product's sampler/pruner keys of each strategy (conf/sweep/default.yaml `sweep.sampler.name` /
-# `sweep.pruner.name`); TPE's own settings (startup trials, multivariate, ...) stay the sweep defaults.
+# `sweep.pruner.name` / `sweep.sampler.unique`); TPE's own settings (startup trials, multivariate, ...) stay the
+# sweep defaults. The strategies measured before `unique` existed sample with replacement (unique=false).
+_REPEATS = "sweep.sampler.unique=false"
 STRATEGY_OVERRIDES = {
     "grid": ["sweep.sampler.name=grid", "sweep.pruner.name=none"],
-    "random": ["sweep.sampler.name=random", "sweep.pruner.name=none"],
-    "tpe": ["sweep.sampler.name=tpe", "sweep.pruner.name=none"],
-    "tpe_median": ["sweep.sampler.name=tpe", "sweep.pruner.name=median"],
-    "tpe_hyperband": ["sweep.sampler.name=tpe", "sweep.pruner.name=hyperband"],
+    "random": ["sweep.sampler.name=random", "sweep.pruner.name=none", _REPEATS],
+    "tpe": ["sweep.sampler.name=tpe", "sweep.pruner.name=none", _REPEATS],
+    "tpe_median": ["sweep.sampler.name=tpe", "sweep.pruner.name=median", _REPEATS],
+    "tpe_hyperband": ["sweep.sampler.name=tpe", "sweep.pruner.name=hyperband", _REPEATS],
+    # sweep.sampler.unique (bars.samplers.UniqueSampler): never a point another trial of the run holds
+    "random_unique": ["sweep.sampler.name=random", "sweep.pruner.name=none", "sweep.sampler.unique=true"],
+    "tpe_unique": ["sweep.sampler.name=tpe", "sweep.pruner.name=none", "sweep.sampler.unique=true"],
 }
 FRACTIONS = (1 / 9, 1 / 3, 2 / 3, 1.0)
 FRACTION_LABELS = ("1/9", "1/3", "2/3", "1")

@@ -254,7 +254,7 @@ def render(summary: dict[tuple[str, str], dict[str, Any]], missing: list[str], t
     lines.append("")
     if summary:
         lines += ["Goal of issue 15, per (data, model) and strategy (mean over the seeds finished):", "",
-                  *verdict(summary, ("tpe_median", "tpe", "tpe_hyperband")), ""]
+                  *verdict(summary, ("tpe_median", "tpe", "tpe_hyperband", "random_unique", "tpe_unique")), ""]
     for (data, model), s in sorted(summary.items()):
         m = s["meta"]
         b = s["budget"]

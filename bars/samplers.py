@@ -1,0 +1,176 @@
+"""A sampler that never repeats a point the study has already tried (``sweep.sampler.unique=true``).
+
+On a finite search space (BARS's tuning grids, and most ``conf/search`` spaces: categorical choices) random search
+and TPE sample with replacement: the sweep-strategy study (docs/sweeps.md, "Which strategy?") found them visiting
+only 23-25 distinct points of a 36-point grid in 36 trials, so at the grid's full compute they end below the grid
+walked in a random order. Training a trial is deterministic for a configuration (same seed), so a repeated point
+spends a trial's compute to learn nothing.
+
+:class:`UniqueSampler` wraps the configured sampler (TPE or random). For each trial it asks the wrapped sampler
+for a whole point (its relative sample, then its independent sample for the rest, as Optuna would), and takes it
+if no finished, running or waiting trial of the study holds that point; otherwise it asks again, up to
+``attempts`` times (each ask draws anew: TPE's candidates and random's values come from the sampler's generator),
+then takes a point uniformly at random among those not yet tried. When every point of a finite space is taken it
+answers what the wrapped sampler proposes (a repeat): the sweep stops before that, as a study records its space's
+size (``space_points``) and an exhausted space counts as done (``bars.study.budget_state``).
+
+Points are compared on the parameters every trial shares (Optuna's intersection search space, in each
+distribution's internal representation); a space with parameters that only some trials have (conditional
+parameters) is compared on the shared ones. A continuous dimension (a float without ``step``) makes the space
+infinite: repeats are then practically impossible and the wrapper steps aside (the wrapped sampler's own relative
+space and samples, call for call: the same trials as without it, for the same seed). The first trial of a study
+(no shared space yet) is the wrapped sampler's too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.search_space import IntersectionSearchSpace
+from optuna.trial import FrozenTrial, TrialState
+
+# the trials a new one must not repeat: finished, and running/waiting ones (parallel workers)
+TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+ENUMERATE_MAX = 200_000  # spaces up to this many points are enumerated for the fallback; larger: rejection
+
+
+def choices_of(dist: BaseDistribution) -> list[Any] | None:
+    """The values a distribution can take (external representation), or None when there are infinitely many."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, IntDistribution):
+        if dist.log:
+            return list(range(int(dist.low), int(dist.high) + 1))
+        return list(range(int(dist.low), int(dist.high) + 1, int(dist.step)))
+    if isinstance(dist, FloatDistribution) and dist.step is not None:
+        n = math.floor((dist.high - dist.low) / dist.step + 1e-9) + 1
+        return [round(dist.low + i * dist.step, 12) for i in range(n)]
+    return None
+
+
+def space_size(space: Mapping[str, BaseDistribution]) -> int | None:
+    """How many points the space has (the product of its dimensions' sizes); None when a dimension is continuous."""
+    n = 1
+    for dist in space.values():
+        c = choices_of(dist)
+        if c is None:
+            return None
+        n *= len(c)
+    return n
+
+
+def point_key(params: Mapping[str, Any], space: Mapping[str, BaseDistribution]) -> tuple | None:
+    """A hashable key of a point on the space's dimensions (None when ``params`` lacks one of them)."""
+    try:
+        return tuple((k, space[k].to_internal_repr(params[k])) for k in sorted(space))
+    except KeyError:
+        return None
+
+
+def taken_keys(trials: Iterable[FrozenTrial], space: Mapping[str, BaseDistribution], *,
+               states: Sequence[TrialState] = TAKEN, exclude: int | None = None) -> set[tuple]:
+    """The keys of the points held by ``trials`` in ``states`` (not trial number ``exclude``)."""
+    out = set()
+    for t in trials:
+        if t.state not in states or t.number == exclude:
+            continue
+        k = point_key(t.params, space)
+        if k is not None:
+            out.add(k)
+    return out
+
+
+def space_exhausted(finished: Iterable[FrozenTrial], points: int | None) -> bool:
+    """Whether ``finished`` trials hold ``points`` distinct parameter sets (a finite space of that many points,
+    every one tried; ``points`` None: an infinite space, never)."""
+    if not points:
+        return False
+    return len({tuple(sorted((k, repr(v)) for k, v in t.params.items())) for t in finished}) >= int(points)
+
+
+class UniqueSampler(optuna.samplers.BaseSampler):
+    """``base`` (a TPE or random sampler), never repeating a point another trial of the study holds (module doc).
+    ``seed`` seeds the fallback's uniform choice among the points not yet tried."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler, seed: int | None = None, attempts: int = 16) -> None:
+        self.base = base
+        self.attempts = int(attempts)
+        self._rng = random.Random(seed)
+        self._space = IntersectionSearchSpace(include_pruned=True)
+        self.fallbacks = 0  # trials whose point came from the uniform fallback (for tests and diagnostics)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+        self._rng.seed()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        # a finite space: every dimension the finished trials share, so the whole point is chosen here, jointly;
+        # an infinite one: the wrapped sampler's own (the wrapper then changes nothing)
+        space = {k: d for k, d in self._space.calculate(study).items() if not d.single()}
+        return space if space and space_size(space) is not None else self.base.infer_relative_search_space(study,
+                                                                                                           trial)
+
+    def _propose(self, study: optuna.Study, trial: FrozenTrial,
+                 space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        base_space = self.base.infer_relative_search_space(study, trial)
+        base_space = {k: d for k, d in base_space.items() if k in space}
+        point = dict(self.base.sample_relative(study, trial, base_space)) if base_space else {}
+        for k, d in space.items():
+            if k not in point:
+                point[k] = self.base.sample_independent(study, trial, k, d)
+        return point
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if not search_space or space_size(search_space) is None:  # infinite: exactly the wrapped sampler
+            return self.base.sample_relative(study, trial, search_space)
+        taken = taken_keys(study.get_trials(deepcopy=False), search_space, exclude=trial.number)
+        point: dict[str, Any] = {}
+        for _ in range(max(1, self.attempts)):
+            point = self._propose(study, trial, search_space)
+            if point_key(point, search_space) not in taken:
+                return point
+        free = self._free_point(search_space, taken)
+        if free is None:  # every point is taken: the wrapped sampler's (a repeat); the sweep stops on exhaustion
+            return point
+        self.fallbacks += 1
+        return free
+
+    def _free_point(self, space: dict[str, BaseDistribution], taken: set[tuple]) -> dict[str, Any] | None:
+        names = sorted(space)
+        values = [choices_of(space[k]) for k in names]
+        if any(v is None for v in values):  # an infinite space: draw until a free point comes
+            return None
+        size = math.prod(len(v) for v in values)
+        if size <= len(taken):
+            return None
+        if size <= ENUMERATE_MAX:
+            free = [p for p in itertools.product(*values)
+                    if point_key(dict(zip(names, p, strict=True)), space) not in taken]
+            return dict(zip(names, self._rng.choice(free), strict=True)) if free else None
+        for _ in range(10_000):  # a large space with few points taken: rejection sampling
+            p = {k: self._rng.choice(v) for k, v in zip(names, values, strict=True)}
+            if point_key(p, space) not in taken:
+                return p
+        return None
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        # the first trial (no shared space yet) and parameters outside the shared space
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+
+__all__ = ["UniqueSampler", "choices_of", "point_key", "space_exhausted", "space_size", "taken_keys"]

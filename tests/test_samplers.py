@@ -1,0 +1,158 @@
+"""``sweep.sampler.unique``: TPE and random search that never repeat a point the study holds (bars.samplers), and a
+finite search space whose points all have a finished trial ending the sweep (any sampler)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import optuna
+import pytest
+from test_sweep_strategies import grid_file, ov, scripted
+
+from bars import study as ST
+from bars import sweep as S
+from bars.config import compose
+from bars.samplers import UniqueSampler, space_exhausted, space_size
+from bars.search import space_of, space_points
+from bars.strategy import strategy_problems
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = {"a": [0.001, 0.003, 0.01], "b": [0, 1, 2, 3], "c": ["x", "y"]}  # 24 points
+
+
+def objective(trial: optuna.Trial) -> float:
+    a = trial.suggest_categorical("a", SPACE["a"])
+    b = trial.suggest_categorical("b", SPACE["b"])
+    c = trial.suggest_categorical("c", SPACE["c"])
+    return -abs(a - 0.003) * 100 - abs(b - 2) - (c == "x") * 0.5  # one best point: (0.003, 2, "y")
+
+
+def points(study: optuna.Study) -> list[tuple]:
+    return [(t.params["a"], t.params["b"], t.params["c"]) for t in study.trials]
+
+
+@pytest.mark.parametrize("base", ["random", "tpe"])
+def test_a_unique_sampler_visits_every_point_of_a_finite_space_once(base):
+    def make(seed: int) -> optuna.samplers.BaseSampler:
+        if base == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True)
+
+    plain = optuna.create_study(direction="maximize", sampler=make(3))
+    plain.optimize(objective, n_trials=24)
+    assert len(set(points(plain))) < 24  # with replacement: repeats (the study's finding on BARS grids)
+    unique = optuna.create_study(direction="maximize", sampler=UniqueSampler(make(3), seed=3))
+    unique.optimize(objective, n_trials=24)
+    assert len(set(points(unique))) == 24  # every point once: the best one included
+    assert unique.best_value == pytest.approx(0.0)
+    assert space_exhausted(unique.trials, 24) and not space_exhausted(unique.trials[:-1], 24)
+
+
+@pytest.mark.parametrize("base", ["random", "tpe"])
+def test_on_a_space_with_a_continuous_dimension_the_wrapper_changes_nothing(base):
+    def obj(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        layers = trial.suggest_int("layers", 1, 3)
+        return -abs(lr - 1e-3) - layers * 0.01
+
+    def make() -> optuna.samplers.BaseSampler:
+        if base == "random":
+            return optuna.samplers.RandomSampler(seed=5)
+        return optuna.samplers.TPESampler(seed=5, n_startup_trials=4, multivariate=True, constant_liar=True)
+
+    runs = []
+    for sampler in (make(), UniqueSampler(make(), seed=5)):
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(obj, n_trials=14)
+        runs.append([t.params for t in study.trials])
+    assert runs[0] == runs[1]
+
+
+def test_tpe_keeps_its_own_choice_when_it_is_new_and_falls_back_only_on_a_repeat():
+    sampler = UniqueSampler(optuna.samplers.TPESampler(seed=0, n_startup_trials=4, multivariate=True), seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(objective, n_trials=12)
+    assert len(set(points(study))) == 12
+    assert sampler.fallbacks < 12 - 4  # most post-startup points are TPE's own
+    # same seed, same trials: deterministic
+    again = optuna.create_study(direction="maximize", sampler=UniqueSampler(
+        optuna.samplers.TPESampler(seed=0, n_startup_trials=4, multivariate=True), seed=0))
+    again.optimize(objective, n_trials=12)
+    assert points(again) == points(study)
+
+
+def test_a_running_trials_point_is_not_given_to_another_worker():
+    study = optuna.create_study(direction="maximize", sampler=UniqueSampler(optuna.samplers.RandomSampler(seed=1),
+                                                                            seed=1))
+    study.optimize(objective, n_trials=20)
+    held = study.ask()  # a worker holds this trial (RUNNING) and has chosen its point
+    for k, v in SPACE.items():
+        held.suggest_categorical(k, v)
+    mine = (held.params["a"], held.params["b"], held.params["c"])
+    taken = set(points(study)[:20]) | {mine}
+    rest = []
+    for _ in range(24 - len(taken)):
+        t = study.ask()
+        p = tuple(t.suggest_categorical(k, v) for k, v in SPACE.items())
+        rest.append(p)
+        study.tell(t, 0.0)
+    assert not set(rest) & taken and len(set(rest)) == len(rest)
+
+
+def test_space_size_counts_finite_spaces_and_continuous_ones_are_infinite(tmp_path):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    assert space_size({"a": CategoricalDistribution([1, 2, 3]), "b": IntDistribution(1, 6),
+                       "c": FloatDistribution(0.0, 0.5, step=0.1)}) == 3 * 6 * 6
+    assert space_size({"a": FloatDistribution(1e-4, 1e-2, log=True)}) is None
+    cfg = compose(ov(tmp_path))
+    assert space_points(space_of(cfg)) is None  # conf/search/dcn: continuous learning rate and regularizer
+    d = finite_space(tmp_path)
+    assert space_points(space_of(compose(ov(tmp_path, f"sweep.search_dir={d}")))) == 2 * 3 * 2
+
+
+def finite_space(tmp_path: Path) -> Path:
+    d = tmp_path / "search"
+    d.mkdir(exist_ok=True)
+    (d / "common.yaml").write_text("train.learning_rate: [0.001, 0.003]\nmodel.params.dropout: {type: float, "
+                                   "low: 0.0, high: 0.2, step: 0.1}\n")
+    (d / "dcn.yaml").write_text("model.params.num_cross_layers: {type: int, low: 1, high: 2}\n")
+    return d
+
+
+@pytest.mark.parametrize("unique", [True, False])
+def test_a_sweep_ends_when_every_point_of_its_finite_space_has_run(tmp_path, unique, capfd):
+    """12 points, a budget of 1M samples the scripted trials never spend, a cap of 60 trials: the sweep stops as
+    soon as every point has a finished trial: after exactly 12 trials with unique=true."""
+    extra = [f"sweep.search_dir={finite_space(tmp_path)}", "sweep.sampler.name=random", "sweep.trials=60",
+             "sweep.budget=1M samples", f"sweep.sampler.unique={str(unique).lower()}"]
+    cfg = compose(ov(tmp_path, *extra))
+    assert strategy_problems(cfg) == []
+    out = S.sweep(cfg, extra, train_fn=scripted)
+    assert out["done"] and out["exhausted"]
+    with (tmp_path / "sw" / "trials.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["state"] == "complete"]
+    pts = {(r["train.learning_rate"], r["model.params.dropout"], r["model.params.num_cross_layers"]) for r in rows}
+    assert len(pts) == 12
+    if unique:
+        assert len(rows) == 12
+    else:
+        assert 12 <= len(rows) < 60
+    assert "the search space is exhausted: all 12 of its points have a finished trial" in capfd.readouterr().err
+    storage = ST.open_storage(ST.storage_url(cfg), cfg)
+    study = ST.load_study(cfg, storage, 0)
+    assert study.user_attrs["space_points"] == 12
+    assert study.user_attrs["sampler_settings"]["unique"] is unique
+    assert isinstance(study.sampler, UniqueSampler) is unique
+
+
+def test_unique_is_checked(tmp_path):
+    assert any("sweep.sampler.unique must be true or false" in p
+               for p in strategy_problems(compose(ov(tmp_path, "sweep.sampler.unique=maybe"))))
+    assert strategy_problems(compose(ov(tmp_path, "sweep.sampler.unique=false"))) == []
+    grid = ["sweep.sampler.name=grid", f"sweep.grid={grid_file(tmp_path)}"]
+    assert strategy_problems(compose(ov(tmp_path, *grid))) == []  # a grid never repeats: unique holds
+    assert any("sweep.sampler.unique=false has no effect with sweep.sampler.name=grid" in p
+               for p in strategy_problems(compose(ov(tmp_path, *grid, "sweep.sampler.unique=false"))))
