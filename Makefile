@@ -87,10 +87,10 @@ worker: $(STAMP) ## One sweep worker on an existing study (what a job runner sta
 final: $(STAMP) ## Rerun the sweep's best config (or PRESET=bars) with SEEDS seeds: make final MODEL=<m> DATA=<d> [SEEDS=5]
 	$(BARS) final model=$(MODEL) data=$(DATA) final.seeds=$(SEEDS) $(RUN_OPTS) $(ARGS)
 
-board: $(STAMP) ## Every model on one dataset at one fair budget, SEEDS finals each, then its leaderboard (resumable): make board DATA=<d> [MODELS=a,b|all] [BUDGET="1M samples"|10m] [SEEDS=5] [WORKERS=k] [PLAN=1] [REBUDGET=1] [BOARD=<name>] [RAW=<dir>]
+board: $(STAMP) ## Every model on one dataset at one fair budget, SEEDS finals each, then its leaderboard (resumable): make board DATA=<d> [MODELS=a,b|all] [BUDGET="1M samples"|10m] [SEEDS=5] [WORKERS=k] [JOBS=k] [PLAN=1] [REBUDGET=1] [BOARD=<name>] [RAW=<dir>]
 	$(BARS) board --data $(DATA) $(if $(MODELS),--models $(MODELS)) $(if $(BUDGET),--budget "$(BUDGET)") \
 	  $(if $(filter command line,$(origin SEEDS)),--seeds $(SEEDS)) $(if $(BOARD),--name $(BOARD)) \
-	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(PLAN),--plan) $(if $(REBUDGET),--rebudget) \
+	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(JOBS),--jobs $(JOBS)) $(if $(PLAN),--plan) $(if $(REBUDGET),--rebudget) \
 	  $(if $(RAW),data.raw_dir=$(abspath $(RAW))) $(ARGS)
 
 bars-plan: $(STAMP) ## Print the runs that regenerate BARS's published board: make bars-plan DATA=<d> [SEEDS=n] [RAW=<dir>]

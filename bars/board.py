@@ -31,7 +31,9 @@ Why in-process rather than a subprocess per model: it is exactly what ``make swe
 one worker (the launcher trains in its own process), an error is caught per model as a Python exception, and no
 model pays an interpreter and torch start; with ``--workers k`` (k > 1, or one per GPU) the sweep itself starts
 worker processes (``bars.sweep.spawn_workers``), so trials are isolated there. A hard crash of the board process
-(killed, out of memory) stops the board; rerunning it resumes.
+(killed, out of memory) stops the board; rerunning it resumes. ``--jobs k`` (``JOBS=k``) runs k models at a
+time, each in its own ``bars board --models <m>`` process (:func:`_run_jobs`): on a CPU machine one-thread models
+side by side use the cores better than one model's threads do.
 """
 
 from __future__ import annotations
@@ -322,10 +324,92 @@ def read_board(results: Path, data: str, name: str | None = None) -> dict[str, A
 
 
 def write_board(board: Board) -> Path:
-    from bars.fileio import atomic_write_text
+    """Merge this board's states into the summary file (under a lock: ``--jobs`` processes write it too)."""
+    import hashlib
+    import tempfile
 
-    record = board.record(read_board(board.results, board.data, board.name))
-    return atomic_write_text(board.path, json.dumps(record, indent=1, sort_keys=False) + "\n")
+    from bars.fileio import atomic_write_text, file_lock
+
+    key = hashlib.sha256(str(board.path.resolve()).encode()).hexdigest()[:16]  # one lock per summary file
+    with file_lock(Path(tempfile.gettempdir()) / f"bars-board-{key}.lock"):  # not beside it: results/ stays clean
+        record = board.record(read_board(board.results, board.data, board.name))
+        return atomic_write_text(board.path, json.dumps(record, indent=1, sort_keys=False) + "\n")
+
+
+def _run_jobs(board: Board, todo: list[str], jobs: int, *, workers: int | None, rebudget: bool,
+              overrides: Sequence[str], say: Callable[[str], None]) -> None:
+    """``--jobs k``: k models at a time, each in its own ``bars board --models <m> --no-leaderboard`` process
+    (the same sweep and final runs as in this process), its lines relayed with a ``[<model>]`` prefix. Each
+    process gets ``cores // k`` torch threads (``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` unless set), so k
+    one-thread models fill k cores: on a CPU machine the sweep of one model and the final runs of another no
+    longer wait for each other. Passwords in the overrides go through the environment, as for sweep workers."""
+    import os
+    import subprocess
+    import threading
+
+    from bars.sweep import SECRET_ENV, has_secret
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(k, str(threads))
+    keep = []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if _key(key) in SECRET_ENV and has_secret(value):
+            env[SECRET_ENV[_key(key)]] = value
+        else:
+            keep.append(o)
+    base = ["--data", board.data, "--budget", board.budget.spec, "--seeds", str(board.seeds), "--no-leaderboard",
+            *(["--name", board.name] if board.name else []), *(["--workers", str(workers)] if workers else []),
+            *(["--rebudget"] if rebudget else [])]
+
+    def relay(p: subprocess.Popen, m: str) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            say(f"[{m}] {line.rstrip()}")
+
+    queue, running = list(todo), {}
+    say(f"bars board: {len(todo)} models, {jobs} at a time, one process each ({env['OMP_NUM_THREADS']} threads)")
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                m = queue.pop(0)
+                p = subprocess.Popen([sys.executable, "-m", "bars.cli", "board", *base, "--models", m, *keep],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                t = threading.Thread(target=relay, args=(p, m), daemon=True)
+                t.start()
+                running[m] = (p, t)
+            time.sleep(0.2)
+            for m, (p, t) in list(running.items()):
+                if p.poll() is not None:
+                    t.join(timeout=5)
+                    del running[m]
+                    _collect(board, m, p.returncode, say)
+    except KeyboardInterrupt:
+        for p, _ in running.values():
+            p.terminate()  # SIGTERM: the model's process stops as on Ctrl-C (its stores stay resumable)
+        for m, (p, _) in running.items():
+            with contextlib.suppress(Exception):
+                p.wait(timeout=60)
+            with contextlib.suppress(Exception):
+                _collect(board, m, p.returncode if p.returncode is not None else 130, say)
+        raise
+
+
+def _collect(board: Board, m: str, code: int, say: Callable[[str], None]) -> None:
+    """A ``--jobs`` process ended: its model's state from the stores (failed: the reason its process recorded)."""
+    st = refresh(board, m)
+    if code != 0 and st.status != "done":
+        child = ((read_board(board.results, board.data, board.name) or {}).get("models") or {}).get(m) or {}
+        if code in (130, -15):
+            st.status, st.reason = "partial", "interrupted"
+        else:
+            st.status = "failed"
+            st.reason = child.get("reason") if child.get("status") == "failed" and child.get("reason") else \
+                f"its process exited with status {code} (its lines above say why)"
+        say(f"bars board: {m} {st.status}: {st.reason}")
+    write_board(board)
 
 
 def plan_board(data: str, *, models: str | Sequence[str] | None = None, budget: str | None = None,
@@ -440,7 +524,7 @@ def run_board(data: str, *, models: str | Sequence[str] | None = None, budget: s
               workers: int | None = None, plan: bool = False, rebudget: bool = False,
               overrides: Sequence[str] = (), train_fn: Callable[..., Any] | None = None,
               leaderboard: bool = True, gpus: Sequence[str] | None = None, name: str | None = None,
-              say: Callable[[str], None] | None = None) -> dict[str, Any]:
+              say: Callable[[str], None] | None = None, jobs: int | None = None) -> dict[str, Any]:
     """The board (see the module doc). Returns ``{"board": <the summary record>, "exit_code": 0 | 1,
     "leaderboard": <bars.leaderboard boards or None>}``; raises :class:`BoardError` before anything trains
     (unknown model, budget conflict without ``rebudget``) and KeyboardInterrupt after writing the summary."""
@@ -467,7 +551,12 @@ def run_board(data: str, *, models: str | Sequence[str] | None = None, budget: s
     print_table(board, say, "start")
     t0, cpu0 = time.monotonic(), time.process_time()
     write_board(board)
+    if jobs is not None and jobs < 1:
+        raise BoardError(f"--jobs (JOBS=) must be >= 1, got {jobs}")
     try:
+        if jobs is not None and jobs > 1 and len(todo) > 1:
+            _run_jobs(board, todo, jobs, workers=workers, rebudget=rebudget, overrides=overrides, say=say)
+            todo = []
         for n, m in enumerate(todo, 1):
             st = board.states[m]
             say(f"bars board: [{n}/{len(todo)}] {m}: sweep {st.study} at {board.budget.spec}, then {board.seeds} "
@@ -532,8 +621,8 @@ def _leaderboard(board: Board, say: Callable[[str], None]) -> Any:
 
 # ------------------------------------------------------------------------------------------------- the shell
 def main(argv: Sequence[str] | None = None) -> int:
-    """``bars board --data <d> [--models a,b|all] [--budget "1M samples"] [--seeds 5] [--workers k] [--plan]
-    [--rebudget] [overrides...]``."""
+    """``bars board --data <d> [--models a,b|all] [--budget "1M samples"] [--seeds 5] [--workers k] [--jobs k]
+    [--no-leaderboard] [--plan] [--rebudget] [overrides...]``."""
     ap = argparse.ArgumentParser(prog="bars board", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="the dataset (conf/data/<d>.yaml)")
     ap.add_argument("--models", default="all", help="comma-separated model config ids, or all (default)")
@@ -548,6 +637,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--name", default=None,
                     help="a named board: its own studies <model id>__<data>__<name> (beside earlier sweeps of the "
                          "same models) and summary results/<d>__<name>_board.json")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="models run at the same time, each in its own process with cores // jobs threads "
+                         "(default 1: one after the other in this process)")
+    ap.add_argument("--no-leaderboard", action="store_true", help="do not write the leaderboard at the end")
     ap.add_argument("--plan", action="store_true", help="print what would run and what is done; train nothing")
     ap.add_argument("--rebudget", action="store_true",
                     help="continue sweeps that were run with another budget with this one")
@@ -563,7 +656,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         out = run_board(args.data, models=args.models, budget=args.budget, seeds=args.seeds, workers=args.workers,
-                        plan=args.plan, rebudget=args.rebudget, overrides=args.overrides, name=args.name)
+                        plan=args.plan, rebudget=args.rebudget, overrides=args.overrides, name=args.name,
+                        jobs=args.jobs, leaderboard=not args.no_leaderboard)
     except KeyboardInterrupt:
         return 130
     except (BoardError, *expected_errors()) as e:

@@ -370,7 +370,8 @@ def warnings_quiet():
 SECRET_ENV = {"tracking.uri": "MLFLOW_TRACKING_URI", "sweep.storage": "BARS_SWEEP_STORAGE"}
 
 
-def _has_secret(value: str) -> bool:
+def has_secret(value: str) -> bool:
+    """Whether a URL holds a password (what :func:`bars.config.safe_url` would hide)."""
     return safe_url(value) != value
 
 
@@ -383,10 +384,10 @@ def worker_command(cli_overrides: Sequence[str], url: str, index: int, threads: 
             if o.split("=", 1)[0].lstrip("+~") not in
             ("sweep.role", "sweep.workers", "sweep.worker_index", "sweep.storage", "sweep.threads",
              "sweep.worker_device", "sweep.device_workers")
-            and not (o.split("=", 1)[0].lstrip("+~") in SECRET_ENV and _has_secret(o))]
+            and not (o.split("=", 1)[0].lstrip("+~") in SECRET_ENV and has_secret(o))]
     cmd = [sys.executable, "-m", "bars.cli", "sweep", *keep, "sweep.role=worker", "sweep.workers=1",
            f"sweep.worker_index={index}"]
-    if not _has_secret(url):
+    if not has_secret(url):
         cmd.append(f"sweep.storage={url if not is_journal(url) else url[len('journal://'):]}")
     if threads:
         cmd.append(f"sweep.threads={threads}")
@@ -397,11 +398,11 @@ def worker_command(cli_overrides: Sequence[str], url: str, index: int, threads: 
 
 def worker_secrets(cli_overrides: Sequence[str], url: str) -> dict[str, str]:
     """The environment that hands a local worker the URLs :func:`worker_command` left out."""
-    env = {SECRET_ENV["sweep.storage"]: url} if _has_secret(url) else {}
+    env = {SECRET_ENV["sweep.storage"]: url} if has_secret(url) else {}
     for o in cli_overrides:
         key, _, value = o.partition("=")
         key = key.lstrip("+~")
-        if key == "tracking.uri" and _has_secret(value):
+        if key == "tracking.uri" and has_secret(value):
             env[SECRET_ENV[key]] = value
     return env
 

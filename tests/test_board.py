@@ -366,3 +366,32 @@ def test_leaderboard_notes_the_tuning_budget_and_flags_different_ones():
                for n in footnotes(board))
     plain = [r for r in _records({"lr": "3k samples"}) if r.stage != "sweep"]  # a trial-count sweep: no note
     assert not any("Tuning budget" in n for n in footnotes(build(plain, published={})["movielens_small"]))
+
+
+def test_jobs_must_be_positive(tmp_path, data_root):
+    with pytest.raises(B.BoardError, match="--jobs"):
+        B.run_board("movielens_small", models="lr,fm", budget="3k samples", seeds=1,
+                    overrides=stores(tmp_path, data_root), jobs=0, say=lambda s: None)
+
+
+@pytest.mark.slow
+def test_jobs_run_models_side_by_side_in_their_own_processes(tmp_path, data_root):
+    """``--jobs 2``: LR and FM each in a ``bars board --models <m>`` process (real training into one MLflow
+    store), their lines relayed with the model's prefix, the summary and the leaderboard written once by the
+    parent with both models done; DIN is skipped in the parent (its build error), never started."""
+    lines: list[str] = []
+    out = B.run_board("movielens_small", models="lr,fm,din", budget="3k samples", seeds=1,
+                      overrides=stores(tmp_path, data_root), jobs=2, say=lines.append)
+    rec = out["board"]
+    assert out["exit_code"] == 0, "\n".join(lines[-40:])
+    assert {m: s["status"] for m, s in rec["models"].items()} == {"lr": "done", "fm": "done", "din": "skipped"}
+    assert any(s.startswith("[lr] bars board:") for s in lines) and any(s.startswith("[fm] bars board:")
+                                                                        for s in lines)
+    assert not any(s.startswith("[din]") for s in lines)
+    assert "bars board: 2 models, 2 at a time, one process each" in "\n".join(lines)
+    finals = [r for r in mlflow_runs(tmp_path) if r.data.tags.get("stage") == "final"]
+    assert sorted(r.data.tags["model"] for r in finals) == ["fm", "lr"]
+    assert json.loads((tmp_path / "results" / "movielens_small_board.json").read_text()) == rec
+    rows = {r["model"] for r in csv.DictReader((tmp_path / "results" / "movielens_small.csv").open())}
+    assert rows == {"lr", "fm"}
+    assert not [p for p in (tmp_path / "results").iterdir() if p.name.endswith(".tmp")]
