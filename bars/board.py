@@ -529,6 +529,8 @@ def run_board(data: str, *, models: str | Sequence[str] | None = None, budget: s
     "leaderboard": <bars.leaderboard boards or None>}``; raises :class:`BoardError` before anything trains
     (unknown model, budget conflict without ``rebudget``) and KeyboardInterrupt after writing the summary."""
     say = say or (lambda s: print(s, flush=True))
+    if jobs is not None and jobs < 1:
+        raise BoardError(f"--jobs (JOBS=) must be >= 1, got {jobs}")
     board = plan_board(data, models=models, budget=budget, seeds=seeds, workers=workers, overrides=overrides,
                        gpus=gpus, name=name)
     conflicts = budget_conflicts(board)
@@ -551,8 +553,6 @@ def run_board(data: str, *, models: str | Sequence[str] | None = None, budget: s
     print_table(board, say, "start")
     t0, cpu0 = time.monotonic(), time.process_time()
     write_board(board)
-    if jobs is not None and jobs < 1:
-        raise BoardError(f"--jobs (JOBS=) must be >= 1, got {jobs}")
     try:
         if jobs is not None and jobs > 1 and len(todo) > 1:
             _run_jobs(board, todo, jobs, workers=workers, rebudget=rebudget, overrides=overrides, say=say)
