@@ -1,6 +1,6 @@
 """A sampler that never repeats a point the study has already tried (``sweep.sampler.unique=true``).
 
-On a finite search space (BARS's tuning grids, and most ``conf/search`` spaces: categorical choices) random search
+On a finite search space (BARS's tuning grids, or a ``conf/search`` space of choices and stepped ranges) random search
 and TPE sample with replacement: the sweep-strategy study (docs/sweeps.md, "Which strategy?") found them visiting
 only 23-25 distinct points of a 36-point grid in 36 trials, so at the grid's full compute they end below the grid
 walked in a random order. Training a trial is deterministic for a configuration (same seed), so a repeated point
@@ -145,7 +145,7 @@ class UniqueSampler(optuna.samplers.BaseSampler):
     def _free_point(self, space: dict[str, BaseDistribution], taken: set[tuple]) -> dict[str, Any] | None:
         names = sorted(space)
         values = [choices_of(space[k]) for k in names]
-        if any(v is None for v in values):  # an infinite space: draw until a free point comes
+        if any(v is None for v in values):  # not reached: sample_relative handles infinite spaces first
             return None
         size = math.prod(len(v) for v in values)
         if size <= len(taken):
