@@ -444,7 +444,9 @@ def plan_board(data: str, *, models: str | Sequence[str] | None = None, budget: 
     cfg0 = compose(ov)
     folder = Path(prepare(cfg0, quiet=True))
     spec = FeatureSpec.load(folder / SPEC)
-    strategy = {"sampler": str(cfg0.sweep.sampler.name), "pruner": str(cfg0.sweep.pruner.name),
+    from bars.strategy import unique
+
+    strategy = {"sampler": str(cfg0.sweep.sampler.name), "unique": unique(cfg0), "pruner": str(cfg0.sweep.pruner.name),
                 "max_epochs": cfg0.sweep.max_epochs, "workers": str(cfg0.sweep.workers)}
     board = Board(data=data, budget=b, seeds=seeds, workers=workers, overrides=ov, models=names, states={},
                   results=results, name=name, strategy=strategy)
