@@ -14,12 +14,13 @@ then takes a point uniformly at random among those not yet tried. When every poi
 answers what the wrapped sampler proposes (a repeat): the sweep stops before that, as a study records its space's
 size (``space_points``) and an exhausted space counts as done (``bars.study.budget_state``).
 
-Points are compared on the parameters every trial shares (Optuna's intersection search space, in each
-distribution's internal representation); a space with parameters that only some trials have (conditional
+Points are compared on the parameters every trial shares (the intersection search space of the finished and
+running trials, each value by :func:`value_key`); a space with parameters that only some trials have (conditional
 parameters) is compared on the shared ones. A continuous dimension (a float without ``step``) makes the space
 infinite: repeats are then practically impossible and the wrapper steps aside (the wrapped sampler's own relative
 space and samples, call for call: the same trials as without it, for the same seed). The first trial of a study
-(no shared space yet) is the wrapped sampler's too.
+(no shared space yet) is the wrapped sampler's too. With Optuna's Hyperband pruner a sampler sees only the trials
+of the current trial's bracket, so repeats are avoided within a bracket.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import FrozenTrial, TrialState
 
 # the trials a new one must not repeat: finished, and running/waiting ones (parallel workers)
@@ -50,8 +50,16 @@ def choices_of(dist: BaseDistribution) -> list[Any] | None:
         return list(range(int(dist.low), int(dist.high) + 1, int(dist.step)))
     if isinstance(dist, FloatDistribution) and dist.step is not None:
         n = math.floor((dist.high - dist.low) / dist.step + 1e-9) + 1
-        return [round(dist.low + i * dist.step, 12) for i in range(n)]
+        return [dist.low + i * dist.step for i in range(n)]  # as Optuna forms them (low + k * step, unrounded)
     return None
+
+
+def value_key(dist: BaseDistribution, value: Any) -> Any:
+    """What identifies ``value`` on ``dist``: a stepped float by its step index (0.3 and 0.30000000000000004 are
+    one point), anything else by Optuna's internal representation (a categorical by its choice's index)."""
+    if isinstance(dist, FloatDistribution) and dist.step is not None:
+        return round((float(value) - dist.low) / dist.step)
+    return dist.to_internal_repr(value)
 
 
 def space_size(space: Mapping[str, BaseDistribution]) -> int | None:
@@ -68,7 +76,7 @@ def space_size(space: Mapping[str, BaseDistribution]) -> int | None:
 def point_key(params: Mapping[str, Any], space: Mapping[str, BaseDistribution]) -> tuple | None:
     """A hashable key of a point on the space's dimensions (None when ``params`` lacks one of them)."""
     try:
-        return tuple((k, space[k].to_internal_repr(params[k])) for k in sorted(space))
+        return tuple((k, value_key(space[k], params[k])) for k in sorted(space))
     except KeyError:
         return None
 
@@ -91,7 +99,19 @@ def space_exhausted(finished: Iterable[FrozenTrial], points: int | None) -> bool
     every one tried; ``points`` None: an infinite space, never)."""
     if not points:
         return False
-    return len({tuple(sorted((k, repr(v)) for k, v in t.params.items())) for t in finished}) >= int(points)
+    return len({point_key(t.params, t.distributions) for t in finished}) >= int(points)
+
+
+def shared_space(trials: Iterable[FrozenTrial], exclude: int | None = None) -> dict[str, BaseDistribution]:
+    """The dimensions (of more than one value) every taken trial with parameters has, with the same distribution:
+    Optuna's intersection search space over finished and running trials (not trial number ``exclude``)."""
+    space: dict[str, BaseDistribution] | None = None
+    for t in trials:
+        if t.state not in TAKEN or t.number == exclude or not t.distributions:
+            continue
+        d = t.distributions
+        space = dict(d) if space is None else {k: v for k, v in space.items() if d.get(k) == v}
+    return {k: v for k, v in sorted((space or {}).items()) if not v.single()}
 
 
 class UniqueSampler(optuna.samplers.BaseSampler):
@@ -102,7 +122,6 @@ class UniqueSampler(optuna.samplers.BaseSampler):
         self.base = base
         self.attempts = int(attempts)
         self._rng = random.Random(seed)
-        self._space = IntersectionSearchSpace(include_pruned=True)
         self.fallbacks = 0  # trials whose point came from the uniform fallback (for tests and diagnostics)
 
     def reseed_rng(self) -> None:
@@ -110,9 +129,10 @@ class UniqueSampler(optuna.samplers.BaseSampler):
         self._rng.seed()
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        # a finite space: every dimension the finished trials share, so the whole point is chosen here, jointly;
-        # an infinite one: the wrapped sampler's own (the wrapper then changes nothing)
-        space = {k: d for k, d in self._space.calculate(study).items() if not d.single()}
+        # a finite space: every dimension the other trials (finished, and running ones with parameters: parallel
+        # workers from the first trials on) share, so the whole point is chosen here, jointly; an infinite one: the
+        # wrapped sampler's own (the wrapper then changes nothing)
+        space = shared_space(study.get_trials(deepcopy=False), exclude=trial.number)
         return space if space and space_size(space) is not None else self.base.infer_relative_search_space(study,
                                                                                                            trial)
 
@@ -173,4 +193,5 @@ class UniqueSampler(optuna.samplers.BaseSampler):
         self.base.after_trial(study, trial, state, values)
 
 
-__all__ = ["UniqueSampler", "choices_of", "point_key", "space_exhausted", "space_size", "taken_keys"]
+__all__ = ["UniqueSampler", "choices_of", "point_key", "shared_space", "space_exhausted", "space_size", "taken_keys",
+           "value_key"]

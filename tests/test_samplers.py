@@ -156,3 +156,27 @@ def test_unique_is_checked(tmp_path):
     assert strategy_problems(compose(ov(tmp_path, *grid))) == []  # a grid never repeats: unique holds
     assert any("sweep.sampler.unique=false has no effect with sweep.sampler.name=grid" in p
                for p in strategy_problems(compose(ov(tmp_path, *grid, "sweep.sampler.unique=false"))))
+
+
+def test_parallel_workers_never_get_the_same_point_even_before_a_trial_finishes():
+    """Four workers asking at once on a 4-point space (nothing finished yet): four different points."""
+    space = {"a": [1, 2], "b": ["x", "y"]}
+    study = optuna.create_study(sampler=UniqueSampler(optuna.samplers.RandomSampler(seed=0), seed=0))
+    held = []
+    for _ in range(4):
+        t = study.ask()
+        held.append(tuple(t.suggest_categorical(k, v) for k, v in space.items()))
+    assert len(set(held)) == 4
+
+
+def test_a_stepped_float_is_one_point_whatever_its_rounding():
+    """0.3 and 0.30000000000000004 are the same point of [0, 0.7] step 0.1: eight trials cover all eight points,
+    and the space is exhausted only then."""
+    def obj(trial: optuna.Trial) -> float:
+        return trial.suggest_float("x", 0.0, 0.7, step=0.1)
+
+    study = optuna.create_study(sampler=UniqueSampler(optuna.samplers.TPESampler(seed=2, n_startup_trials=2),
+                                                      seed=2))
+    study.optimize(obj, n_trials=8)
+    assert sorted(round(t.params["x"] * 10) for t in study.trials) == list(range(8))
+    assert space_exhausted(study.trials, 8) and not space_exhausted(study.trials[:7], 8)
