@@ -288,10 +288,13 @@ class Board:
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for st in self.states.values() if st.status == s) for s in STATUSES}
 
-    def record(self, previous: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The summary file's content (models of earlier invocations not in this one are kept as they were)."""
+    def record(self, previous: dict[str, Any] | None = None, only: Sequence[str] | None = None) -> dict[str, Any]:
+        """The summary file's content (models of earlier invocations not in this one, and with ``only`` every
+        model but those, are kept as they were)."""
+        from bars.config import redact
+
         models = dict((previous or {}).get("models", {}))
-        for m in self.models:
+        for m in (self.models if only is None else only):
             models[m] = {k: v for k, v in asdict(self.states[m]).items() if k != "model"}
         models = dict(sorted(models.items()))
         total = {"train_samples": 0.0, "cpu_s": 0.0, "wall_s": 0.0, "device_s": 0.0, "final_wall_s": 0.0}
@@ -304,7 +307,7 @@ class Board:
             total["final_wall_s"] += st.get("final", {}).get("wall_s", 0.0) or 0.0
         counts = {s: sum(1 for st in models.values() if st.get("status") == s) for s in STATUSES}
         return {"data": self.data, "name": self.name, "budget": self.budget.as_record(), "seeds": self.seeds,
-                "workers": self.workers, "strategy": self.strategy, "overrides": self.overrides,
+                "workers": self.workers, "strategy": self.strategy, "overrides": [redact(o) for o in self.overrides],
                 "counts": counts, "compute": {k: round(v, 3) for k, v in total.items()}, "models": models}
 
 
@@ -323,8 +326,9 @@ def read_board(results: Path, data: str, name: str | None = None) -> dict[str, A
         return None
 
 
-def write_board(board: Board) -> Path:
-    """Merge this board's states into the summary file (under a lock: ``--jobs`` processes write it too)."""
+def write_board(board: Board, only: Sequence[str] | None = None) -> Path:
+    """Merge this board's states (``only``: those models') into the summary file (under a lock: ``--jobs``
+    processes write it too)."""
     import hashlib
     import tempfile
 
@@ -332,12 +336,12 @@ def write_board(board: Board) -> Path:
 
     key = hashlib.sha256(str(board.path.resolve()).encode()).hexdigest()[:16]  # one lock per summary file
     with file_lock(Path(tempfile.gettempdir()) / f"bars-board-{key}.lock"):  # not beside it: results/ stays clean
-        record = board.record(read_board(board.results, board.data, board.name))
+        record = board.record(read_board(board.results, board.data, board.name), only)
         return atomic_write_text(board.path, json.dumps(record, indent=1, sort_keys=False) + "\n")
 
 
-def _run_jobs(board: Board, todo: list[str], jobs: int, *, workers: int | None, rebudget: bool,
-              overrides: Sequence[str], say: Callable[[str], None]) -> None:
+def _run_jobs(board: Board, todo: list[str], jobs: int, *, rebudget: bool, overrides: Sequence[str],
+              say: Callable[[str], None]) -> None:
     """``--jobs k``: k models at a time, each in its own ``bars board --models <m> --no-leaderboard`` process
     (the same sweep and final runs as in this process), its lines relayed with a ``[<model>]`` prefix. Each
     process gets ``cores // k`` torch threads (``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` unless set), so k
@@ -361,13 +365,13 @@ def _run_jobs(board: Board, todo: list[str], jobs: int, *, workers: int | None, 
         else:
             keep.append(o)
     base = ["--data", board.data, "--budget", board.budget.spec, "--seeds", str(board.seeds), "--no-leaderboard",
-            *(["--name", board.name] if board.name else []), *(["--workers", str(workers)] if workers else []),
-            *(["--rebudget"] if rebudget else [])]
+            *(["--name", board.name] if board.name else []), *(["--rebudget"] if rebudget else [])]
 
     def relay(p: subprocess.Popen, m: str) -> None:
         assert p.stdout is not None
-        for line in p.stdout:
-            say(f"[{m}] {line.rstrip()}")
+        for line in p.stdout:  # drained to the end whatever happens: a full pipe would block the model's process
+            with contextlib.suppress(Exception):
+                say(f"[{m}] {line.rstrip()}")
 
     queue, running = list(todo), {}
     say(f"bars board: {len(todo)} models, {jobs} at a time, one process each ({env['OMP_NUM_THREADS']} threads)")
@@ -376,7 +380,8 @@ def _run_jobs(board: Board, todo: list[str], jobs: int, *, workers: int | None, 
             while queue and len(running) < jobs:
                 m = queue.pop(0)
                 p = subprocess.Popen([sys.executable, "-m", "bars.cli", "board", *base, "--models", m, *keep],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     errors="replace", bufsize=1)
                 t = threading.Thread(target=relay, args=(p, m), daemon=True)
                 t.start()
                 running[m] = (p, t)
@@ -386,30 +391,37 @@ def _run_jobs(board: Board, todo: list[str], jobs: int, *, workers: int | None, 
                     t.join(timeout=5)
                     del running[m]
                     _collect(board, m, p.returncode, say)
-    except KeyboardInterrupt:
-        for p, _ in running.values():
-            p.terminate()  # SIGTERM: the model's process stops as on Ctrl-C (its stores stay resumable)
+    finally:  # Ctrl-C (which the models' processes got too) or an error here: stop them, keep what they recorded
+        deadline = time.monotonic() + 30
+        for sig in ("wait", "terminate", "kill"):
+            for p, _ in running.values():
+                if p.poll() is None and sig != "wait":
+                    getattr(p, sig)()
+            while any(p.poll() is None for p, _ in running.values()) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            deadline = time.monotonic() + 10
         for m, (p, _) in running.items():
-            with contextlib.suppress(Exception):
-                p.wait(timeout=60)
-            with contextlib.suppress(Exception):
-                _collect(board, m, p.returncode if p.returncode is not None else 130, say)
-        raise
+            _collect(board, m, p.returncode if p.returncode is not None else 130, say)
 
 
 def _collect(board: Board, m: str, code: int, say: Callable[[str], None]) -> None:
-    """A ``--jobs`` process ended: its model's state from the stores (failed: the reason its process recorded)."""
-    st = refresh(board, m)
+    """A ``--jobs`` process ended: its model's state from the stores (failed: the reason its process recorded;
+    killed by a signal or Ctrl-C: partial, interrupted); only that model's entry of the summary is rewritten."""
+    st = board.states[m]
+    try:
+        refresh(board, m)
+    except Exception as e:  # noqa: BLE001  (a store that cannot be read: the model is failed, the board goes on)
+        st.status, st.reason = "failed", f"its state could not be read: {_first_line(e)}"
     if code != 0 and st.status != "done":
         child = ((read_board(board.results, board.data, board.name) or {}).get("models") or {}).get(m) or {}
-        if code in (130, -15):
+        if code in (130, -2, -9, -15):
             st.status, st.reason = "partial", "interrupted"
         else:
             st.status = "failed"
             st.reason = child.get("reason") if child.get("status") == "failed" and child.get("reason") else \
                 f"its process exited with status {code} (its lines above say why)"
         say(f"bars board: {m} {st.status}: {st.reason}")
-    write_board(board)
+    write_board(board, only=[m])
 
 
 def plan_board(data: str, *, models: str | Sequence[str] | None = None, budget: str | None = None,
@@ -533,6 +545,11 @@ def run_board(data: str, *, models: str | Sequence[str] | None = None, budget: s
     say = say or (lambda s: print(s, flush=True))
     if jobs is not None and jobs < 1:
         raise BoardError(f"--jobs (JOBS=) must be >= 1, got {jobs}")
+    if jobs is not None and jobs > 1 and workers is not None:
+        raise BoardError("--jobs (JOBS=) runs one process per model; --workers (WORKERS=) starts sweep workers per "
+                         "model (GPU machines): choose one")
+    if jobs is not None and jobs > 1 and train_fn is not None:
+        raise BoardError("--jobs > 1 trains in child processes: a train_fn cannot be passed to them")
     board = plan_board(data, models=models, budget=budget, seeds=seeds, workers=workers, overrides=overrides,
                        gpus=gpus, name=name)
     conflicts = budget_conflicts(board)
@@ -557,7 +574,7 @@ def run_board(data: str, *, models: str | Sequence[str] | None = None, budget: s
     write_board(board)
     try:
         if jobs is not None and jobs > 1 and len(todo) > 1:
-            _run_jobs(board, todo, jobs, workers=workers, rebudget=rebudget, overrides=overrides, say=say)
+            _run_jobs(board, todo, jobs, rebudget=rebudget, overrides=overrides, say=say)
             todo = []
         for n, m in enumerate(todo, 1):
             st = board.states[m]

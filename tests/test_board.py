@@ -368,10 +368,22 @@ def test_leaderboard_notes_the_tuning_budget_and_flags_different_ones():
     assert not any("Tuning budget" in n for n in footnotes(build(plain, published={})["movielens_small"]))
 
 
-def test_jobs_must_be_positive(tmp_path, data_root):
-    with pytest.raises(B.BoardError, match="--jobs"):
-        B.run_board("movielens_small", models="lr,fm", budget="3k samples", seeds=1,
-                    overrides=stores(tmp_path, data_root), jobs=0, say=lambda s: None)
+def test_jobs_must_be_positive_and_not_combined_with_workers_or_a_train_fn(tmp_path, data_root):
+    ov = stores(tmp_path, data_root)
+    for kw, words in (({"jobs": 0}, "must be >= 1"), ({"jobs": 2, "workers": 2}, "choose one"),
+                      ({"jobs": 2, "train_fn": standin()}, "train_fn")):
+        with pytest.raises(B.BoardError, match=words):
+            B.run_board("movielens_small", models="lr,fm", budget="3k samples", seeds=1, overrides=ov,
+                        say=lambda s: None, **kw)
+    assert not (tmp_path / "results").exists()  # refused before anything is planned or written
+
+
+def test_the_summary_never_shows_a_password(tmp_path, data_root):
+    board = B.plan_board("movielens_small", models="lr", budget="3k samples", seeds=1,
+                         overrides=stores(tmp_path, data_root, "tracking.enabled=false"))
+    board.overrides = [*board.overrides, "sweep.storage=postgresql://bars:hunter2@db:5432/optuna"]
+    rec = json.dumps(board.record())
+    assert "hunter2" not in rec and "postgresql://bars@db:5432/optuna" in rec
 
 
 @pytest.mark.slow
