@@ -12,7 +12,7 @@ if no finished, running or waiting trial of the study holds that point; otherwis
 ``attempts`` times (each ask draws anew: TPE's candidates and random's values come from the sampler's generator),
 then takes a point uniformly at random among those not yet tried. When every point of a finite space is taken it
 answers what the wrapped sampler proposes (a repeat): the sweep stops before that, as a study records its space's
-size (``space_points``) and an exhausted space counts as done (``bars.study.budget_state``).
+size (``space_points``) and an exhausted space (its current points, :func:`space_exhausted`) counts as done (``bars.study.budget_state``).
 
 Points are compared on the parameters every trial shares (the intersection search space of the finished and
 running trials, each value by :func:`value_key`); a space with parameters that only some trials have (conditional
@@ -94,12 +94,32 @@ def taken_keys(trials: Iterable[FrozenTrial], space: Mapping[str, BaseDistributi
     return out
 
 
-def space_exhausted(finished: Iterable[FrozenTrial], points: int | None) -> bool:
-    """Whether ``finished`` trials hold ``points`` distinct parameter sets (a finite space of that many points,
-    every one tried; ``points`` None: an infinite space, never)."""
-    if not points:
+def contains(dist: BaseDistribution, value: Any) -> bool:
+    """Whether ``value`` is one of the points of a finite dimension ``dist`` (a stepped float: on a step)."""
+    if isinstance(dist, CategoricalDistribution):
+        try:
+            dist.to_internal_repr(value)
+        except ValueError:
+            return False
+        return True
+    if choices_of(dist) is None or not isinstance(value, (int, float)) or isinstance(value, bool):
         return False
-    return len({point_key(t.params, t.distributions) for t in finished}) >= int(points)
+    if isinstance(dist, FloatDistribution):
+        at = (float(value) - dist.low) / dist.step
+        return abs(at - round(at)) < 1e-6 and 0 <= round(at) < len(choices_of(dist))
+    return int(value) == value and value in set(choices_of(dist))
+
+
+def space_exhausted(finished: Iterable[FrozenTrial], space: Mapping[str, BaseDistribution] | None) -> bool:
+    """Whether ``finished`` trials hold every point of the finite ``space`` (the study's current one: a trial
+    whose point lies outside it, from before the space shrank, does not count; a dimension the space no longer has
+    is ignored). An infinite or empty space (or None) is never exhausted."""
+    size = space_size(space) if space else None
+    if not size:
+        return False
+    held = {point_key(t.params, space) for t in finished
+            if all(k in t.params and contains(d, t.params[k]) for k, d in space.items())}
+    return len(held) >= size
 
 
 def shared_space(trials: Iterable[FrozenTrial], exclude: int | None = None) -> dict[str, BaseDistribution]:
@@ -193,5 +213,5 @@ class UniqueSampler(optuna.samplers.BaseSampler):
         self.base.after_trial(study, trial, state, values)
 
 
-__all__ = ["UniqueSampler", "choices_of", "point_key", "shared_space", "space_exhausted", "space_size", "taken_keys",
+__all__ = ["UniqueSampler", "choices_of", "contains", "point_key", "shared_space", "space_exhausted", "space_size", "taken_keys",
            "value_key"]

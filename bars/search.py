@@ -58,16 +58,6 @@ class Param:
         encoded = [encode_choice(c) for c in self.choices]
         return decode_choice(trial.suggest_categorical(self.key, encoded))
 
-    def points(self) -> int | None:
-        """How many values this dimension can take (None: a continuous float, infinitely many)."""
-        if self.type == "categorical":
-            return len(self.choices)
-        if self.type == "int":
-            return len(range(int(self.low), int(self.high) + 1, 1 if self.log else int(self.step or 1)))
-        if self.step is None:
-            return None
-        return math.floor((float(self.high) - float(self.low)) / float(self.step) + 1e-9) + 1
-
     def describe(self) -> dict[str, Any]:
         if self.type == "categorical":
             return {"type": "categorical", "choices": list(self.choices)}
@@ -197,15 +187,12 @@ def load_search_space(model: str, search_dir: Path | str = SEARCH_DIR, data: str
     return {k: parse_param(k, s, p) for k, (s, p) in merged.items()}
 
 
-def space_points(space: dict[str, Param]) -> int | None:
-    """How many points a search space has (the product of its dimensions'); None when one is continuous."""
-    n = 1
-    for p in space.values():
-        k = p.points()
-        if k is None:
-            return None
-        n *= k
-    return n
+def space_from_record(described: dict[str, Any] | None) -> dict[str, Param] | None:
+    """The space a study records (``search_space``: each dimension's :meth:`Param.describe`) as Params again;
+    None when the study records none."""
+    if not isinstance(described, dict):
+        return None
+    return {k: parse_param(k, spec, Path("<the study's search_space>")) for k, spec in described.items()}
 
 
 def space_of(cfg: DictConfig) -> dict[str, Param]:
@@ -292,5 +279,5 @@ def replayable_overrides(cli_overrides: Iterable[str]) -> list[str]:
 __all__ = [
     "NOT_REPLAYED", "SEARCH_DIR", "Param", "SearchSpaceError", "apply_params", "decode_choice", "encode_choice",
     "format_value", "load_search_space", "parse_param", "replayable_overrides", "search_dir_of",
-    "search_space_files", "space_of", "space_points", "to_overrides", "validate_space",
+    "search_space_files", "space_from_record", "space_of", "to_overrides", "validate_space",
 ]

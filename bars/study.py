@@ -42,7 +42,7 @@ from bars.compute import Budget
 from bars.config import to_container
 from bars.fileio import atomic_write_text
 from bars.metrics import Monitor
-from bars.samplers import UniqueSampler, space_exhausted
+from bars.samplers import UniqueSampler, space_exhausted, space_size
 from bars.search import Param, SearchSpaceError, decode_choice, encode_choice, format_value, to_overrides
 from bars.strategy import PRUNERS, SAMPLERS, block, pruner_settings, sampler_settings
 
@@ -301,6 +301,20 @@ def grid_coverage(study: optuna.Study, size: int) -> dict[str, int]:
             "missing": size - len(runs)}
 
 
+def distribution(p: Param) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution a search-space dimension suggests from (``Param.suggest``; choices encoded)."""
+    if p.type == "float":
+        return optuna.distributions.FloatDistribution(float(p.low), float(p.high), log=p.log, step=p.step)
+    if p.type == "int":
+        return optuna.distributions.IntDistribution(int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
+    return optuna.distributions.CategoricalDistribution([encode_choice(c) for c in p.choices])
+
+
+def distributions(space: dict[str, Param]) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The search space as Optuna distributions (``bars.samplers.space_size`` counts its points)."""
+    return {k: distribution(p) for k, p in space.items()}
+
+
 def study_record(cfg: DictConfig, space: dict[str, Param]) -> dict[str, Any]:
     """What the launcher writes into the study's user attributes (and the MLflow parent run)."""
     s_name, _ = block(cfg, "sampler")
@@ -321,7 +335,7 @@ def study_record(cfg: DictConfig, space: dict[str, Param]) -> dict[str, Any]:
         "optuna_version": optuna.__version__,
         "search_space": json.loads(json.dumps({k: p.describe() for k, p in space.items()})),
         "max_epochs_cap": None if cfg.sweep.max_epochs is None else int(cfg.sweep.max_epochs),
-        "space_points": search.space_points(space),  # None: infinite; an exhausted finite space ends the sweep
+        "space_points": space_size(distributions(space)),  # None: infinite; an exhausted finite space ends the sweep
     }
     if s_name == "grid":
         from bars.grids import grid_of
@@ -538,6 +552,15 @@ class BudgetState:
                 f"(overshoot {'+' if over >= 0 else '-'}{b.fmt(abs(over))}); {used}")
 
 
+def recorded_space(study: optuna.Study) -> dict[str, Any] | None:
+    """The study's current search space (the last launcher's ``search_space``) as Optuna distributions; None when
+    it records none or it is infinite."""
+    space = search.space_from_record(study.user_attrs.get("search_space"))
+    if not space or study.user_attrs.get("space_points") is None:
+        return None
+    return distributions(space)
+
+
 def budget_state(study: optuna.Study, default_budget: int | None, default_compute: Budget | None = None
                  ) -> BudgetState:
     trials = counted(study.get_trials(deepcopy=False))
@@ -554,7 +577,7 @@ def budget_state(study: optuna.Study, default_budget: int | None, default_comput
         compute=cb,
         spent=sum(compute.trial_cost(c, cb.unit) for c in used) if cb is not None else 0.0,
         totals=compute.totals(used),
-        exhausted=space_exhausted(fin, study.user_attrs.get("space_points")),
+        exhausted=space_exhausted(fin, recorded_space(study)),
     )
 
 
@@ -656,12 +679,12 @@ def write_results(study: optuna.Study, out_dir: Path, space_keys: Sequence[str] 
 
 
 __all__ = [
-    "ACTIVE", "COMPUTE_COLUMNS", "FINISHED", "GRID_POINT_ATTR", "PRUNERS", "RUN_KEYS", "SAMPLERS",
-    "SKIPPED_ATTR", "STALE_MIN_AGE", "WORKER_ATTR", "BudgetState", "GridPointsSampler", "OverBudget",
-    "SweepError", "SweepStudy", "best_trial", "budget_of", "budget_state", "check_space_compatible",
-    "claim_grid_point", "claim_or_skip", "compute_budget", "compute_budget_of", "counted", "create_study",
+    "ACTIVE", "COMPUTE_COLUMNS", "FINISHED", "GRID_POINT_ATTR", "PRUNERS", "RUN_KEYS", "SAMPLERS", "SKIPPED_ATTR",
+    "STALE_MIN_AGE", "WORKER_ATTR", "BudgetState", "GridPointsSampler", "OverBudget", "SweepError", "SweepStudy",
+    "best_trial", "budget_of", "budget_state", "check_space_compatible", "claim_grid_point", "claim_or_skip",
+    "compute_budget", "compute_budget_of", "counted", "create_study", "distribution", "distributions",
     "fail_stale_trials", "grid_coverage", "grid_holders", "heartbeat_callback", "is_journal", "load_study",
-    "make_pruner", "make_sampler", "maximizes", "monitor_of", "open_storage", "pruner_settings",
+    "make_pruner", "make_sampler", "maximizes", "monitor_of", "open_storage", "pruner_settings", "recorded_space",
     "sampler_settings", "state_name", "storage_url", "study_record", "sweep_dir", "trial_cap", "trial_compute",
     "trials_table", "worker_identity", "write_results",
 ]

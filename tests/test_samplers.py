@@ -8,14 +8,16 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from test_sweep_strategies import grid_file, ov, scripted
 
 from bars import study as ST
 from bars import sweep as S
 from bars.config import compose
-from bars.samplers import UniqueSampler, space_exhausted, space_size
-from bars.search import space_of, space_points
+from bars.samplers import UniqueSampler, contains, space_exhausted, space_size
+from bars.search import space_of
 from bars.strategy import strategy_problems
+from bars.study import distributions
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -47,7 +49,8 @@ def test_a_unique_sampler_visits_every_point_of_a_finite_space_once(base):
     unique.optimize(objective, n_trials=24)
     assert len(set(points(unique))) == 24  # every point once: the best one included
     assert unique.best_value == pytest.approx(0.0)
-    assert space_exhausted(unique.trials, 24) and not space_exhausted(unique.trials[:-1], 24)
+    space = {k: CategoricalDistribution(v) for k, v in SPACE.items()}
+    assert space_exhausted(unique.trials, space) and not space_exhausted(unique.trials[:-1], space)
 
 
 @pytest.mark.parametrize("base", ["random", "tpe"])
@@ -102,15 +105,13 @@ def test_a_running_trials_point_is_not_given_to_another_worker():
 
 
 def test_space_size_counts_finite_spaces_and_continuous_ones_are_infinite(tmp_path):
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
     assert space_size({"a": CategoricalDistribution([1, 2, 3]), "b": IntDistribution(1, 6),
                        "c": FloatDistribution(0.0, 0.5, step=0.1)}) == 3 * 6 * 6
     assert space_size({"a": FloatDistribution(1e-4, 1e-2, log=True)}) is None
     cfg = compose(ov(tmp_path))
-    assert space_points(space_of(cfg)) is None  # conf/search/dcn: continuous learning rate and regularizer
+    assert space_size(distributions(space_of(cfg))) is None  # conf/search/dcn: continuous lr and regularizer
     d = finite_space(tmp_path)
-    assert space_points(space_of(compose(ov(tmp_path, f"sweep.search_dir={d}")))) == 2 * 3 * 2
+    assert space_size(distributions(space_of(compose(ov(tmp_path, f"sweep.search_dir={d}"))))) == 2 * 3 * 2
 
 
 def finite_space(tmp_path: Path) -> Path:
@@ -179,4 +180,47 @@ def test_a_stepped_float_is_one_point_whatever_its_rounding():
                                                       seed=2))
     study.optimize(obj, n_trials=8)
     assert sorted(round(t.params["x"] * 10) for t in study.trials) == list(range(8))
-    assert space_exhausted(study.trials, 8) and not space_exhausted(study.trials[:7], 8)
+    x = {"x": FloatDistribution(0.0, 0.7, step=0.1)}
+    assert space_exhausted(study.trials, x) and not space_exhausted(study.trials[:7], x)
+
+
+def test_contains_knows_the_points_of_each_kind_of_dimension():
+    assert contains(CategoricalDistribution(["[1,2]", "x"]), "[1,2]") and not contains(CategoricalDistribution(["x"]),
+                                                                                      "y")
+    assert contains(IntDistribution(1, 9, step=2), 5) and not contains(IntDistribution(1, 9, step=2), 4)
+    assert not contains(IntDistribution(1, 9), 10) and not contains(IntDistribution(1, 9), 2.5)
+    f = FloatDistribution(0.0, 0.5, step=0.1)
+    assert contains(f, 0.30000000000000004) and contains(f, 0.5)
+    assert not contains(f, 0.35) and not contains(f, 0.6) and not contains(f, -0.1)
+    assert not contains(FloatDistribution(0.0, 1.0), 0.5)  # continuous: no points to hold
+
+
+def test_a_resumed_study_whose_space_shrank_counts_only_the_points_of_its_space_now(tmp_path, capfd):
+    """A finite space of 12 points, 6 trials; then resumed on a space of 4 points (one dimension's range cut,
+    another dimension dropped): the old trials outside it do not count toward exhaustion, and the sweep ends
+    once every one of the 4 points has a finished trial."""
+    d = finite_space(tmp_path)
+    first = [f"sweep.search_dir={d}", "sweep.sampler.name=random", "sweep.trials=6", "sweep.budget=1M samples"]
+    S.sweep(compose(ov(tmp_path, *first)), first, train_fn=scripted)
+    cfg = compose(ov(tmp_path, *first))
+    study = ST.load_study(cfg, ST.open_storage(ST.storage_url(cfg), cfg), 0)
+    old = [t.params for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len({tuple(sorted(p.items())) for p in old}) == 6
+    (d / "common.yaml").write_text("train.learning_rate: [0.001, 0.003]\n")  # dropout no longer searched
+    (d / "dcn.yaml").write_text("model.params.num_cross_layers: {type: int, low: 1, high: 2}\n")
+    smaller = [*first[:2], "sweep.trials=60", first[3]]
+    cfg = compose(ov(tmp_path, *smaller))
+    state = ST.budget_state(ST.create_study(cfg, ST.open_storage(ST.storage_url(cfg), cfg), space_of(cfg)), None)
+    held = {(p["train.learning_rate"], p["model.params.num_cross_layers"]) for p in old}
+    assert state.exhausted is (len(held) == 4)  # the 6 old points (12-point space) are at most 4 points now
+    (d / "dcn.yaml").write_text("model.params.num_cross_layers: {type: int, low: 3, high: 4}\n")  # a range moved
+    cfg = compose(ov(tmp_path, *smaller))
+    study = ST.create_study(cfg, ST.open_storage(ST.storage_url(cfg), cfg), space_of(cfg))
+    assert study.user_attrs["space_points"] == 4
+    assert not ST.budget_state(study, None).exhausted  # the old trials (1..2 cross layers) hold none of its points
+    out = S.sweep(cfg, smaller, train_fn=scripted)
+    assert out["done"] and out["exhausted"]
+    study = ST.load_study(cfg, ST.open_storage(ST.storage_url(cfg), cfg), 0)
+    new = [t.params for t in study.get_trials()[len(old):] if t.state == optuna.trial.TrialState.COMPLETE]
+    assert {(p["train.learning_rate"], p["model.params.num_cross_layers"]) for p in new} == \
+        {(a, b) for a in (0.001, 0.003) for b in (3, 4)}
