@@ -407,3 +407,59 @@ def test_jobs_run_models_side_by_side_in_their_own_processes(tmp_path, data_root
     rows = {r["model"] for r in csv.DictReader((tmp_path / "results" / "movielens_small.csv").open())}
     assert rows == {"lr", "fm"}
     assert not [p for p in (tmp_path / "results").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_jobs_board_and_its_model_processes(tmp_path, data_root):
+    """Ctrl-C in a terminal (SIGINT to the whole process group) during ``--jobs 2``: both model processes stop,
+    nothing of the group is left running, the board exits 130 with both models partial (interrupted) in its
+    summary, and the summary says so."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    cmd = [sys.executable, "-m", "bars.cli", "board", "--data", "movielens_small", "--models", "lr,fm", "--jobs", "2",
+           "--budget", "1G samples", "--seeds", "1", "--no-leaderboard", *stores(tmp_path, data_root)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    started: set[str] = set()
+    both = threading.Event()
+
+    def read() -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            lines.append(line.rstrip())
+            for m in ("lr", "fm"):
+                if line.startswith(f"[{m}] bars sweep: 1 worker"):
+                    started.add(m)
+            if started == {"lr", "fm"}:
+                both.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert both.wait(240), "\n".join(lines[-40:])
+        time.sleep(2)  # both sweeps are training
+        os.killpg(p.pid, signal.SIGINT)
+        assert p.wait(90) == 130, "\n".join(lines[-40:])
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the model processes are gone too (their group is the board's)
+        try:
+            os.killpg(p.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail("a model process outlived the board")
+    reader.join(10)
+    rec = json.loads((tmp_path / "results" / "movielens_small_board.json").read_text())
+    assert {m: (s["status"], s.get("reason")) for m, s in rec["models"].items()} == \
+        {"lr": ("partial", "interrupted"), "fm": ("partial", "interrupted")}, "\n".join(lines[-40:])
+    assert any("bars board: interrupted; the summary is in" in s for s in lines)
