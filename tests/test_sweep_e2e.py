@@ -77,7 +77,7 @@ def study_of(ov: list[str]) -> optuna.Study:
 
 
 def kill_a_worker_mid_trial(ov: list[str], proc: subprocess.Popen, log: Path, timeout: float = 150) -> tuple:
-    """Wait until some trial has finished an epoch and is still running; kill -9 its worker process."""
+    """Wait until some trial has finished an epoch, has two or more left and is still running; kill -9 its worker."""
     deadline = time.monotonic() + timeout
     cfg = compose(ov)
     storage = None  # opened once: a new RDB storage per poll leaks connections (PostgreSQL: "too many clients")
@@ -91,7 +91,8 @@ def kill_a_worker_mid_trial(ov: list[str], proc: subprocess.Popen, log: Path, ti
             continue
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             ident = t.user_attrs.get(ST.WORKER_ATTR)
-            if ident and t.intermediate_values and identity_alive(ident):
+            # at least two epochs left: a trial on its last epoch may finish between this read and the kill
+            if ident and 0 < len(t.intermediate_values) <= int(cfg.train.max_epochs) - 2 and identity_alive(ident):
                 pid = int(ident.rsplit(":", 2)[1])
                 os.kill(pid, signal.SIGKILL)
                 return t.number, dict(t.params), pid
