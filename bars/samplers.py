@@ -14,9 +14,12 @@ then takes a point uniformly at random among those not yet tried. When every poi
 answers what the wrapped sampler proposes (a repeat): the sweep stops before that, as a study records its space's
 size (``space_points``) and an exhausted space (its current points, :func:`space_exhausted`) counts as done (``bars.study.budget_state``).
 
-Points are compared on the parameters every trial shares (the intersection search space of the finished and
-running trials, each value by :func:`value_key`); a space with parameters that only some trials have (conditional
-parameters) is compared on the shared ones. A continuous dimension (a float without ``step``) makes the space
+Points are compared on the study's current search space when the wrapper is given one (``space_of``: the sweep
+passes the last launcher's recorded space, :func:`bars.study.recorded_space`), so that after a resume whose range
+moved the new points are still chosen jointly on every dimension, and a trial whose point lies outside the current
+space (from before it changed) takes no point of it. Without one, points are compared on the parameters every trial
+shares (the intersection search space of the finished and running trials, each value by :func:`value_key`); a space
+with parameters that only some trials have (conditional parameters) is compared on the shared ones. A continuous dimension (a float without ``step``) makes the space
 infinite: repeats are then practically impossible and the wrapper steps aside (the wrapped sampler's own relative
 space and samples, call for call: the same trials as without it, for the same seed). The first trial of a study
 (no shared space yet) is the wrapped sampler's too. With Optuna's Hyperband pruner a sampler sees only the trials
@@ -28,7 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -88,6 +91,8 @@ def taken_keys(trials: Iterable[FrozenTrial], space: Mapping[str, BaseDistributi
     for t in trials:
         if t.state not in states or t.number == exclude:
             continue
+        if not all(contains(d, t.params[n]) for n, d in space.items() if n in t.params):
+            continue  # a point outside the space (from before a resume changed it) takes none of its points
         k = point_key(t.params, space)
         if k is not None:
             out.add(k)
@@ -138,8 +143,10 @@ class UniqueSampler(optuna.samplers.BaseSampler):
     """``base`` (a TPE or random sampler), never repeating a point another trial of the study holds (module doc).
     ``seed`` seeds the fallback's uniform choice among the points not yet tried."""
 
-    def __init__(self, base: optuna.samplers.BaseSampler, seed: int | None = None, attempts: int = 16) -> None:
+    def __init__(self, base: optuna.samplers.BaseSampler, seed: int | None = None, attempts: int = 16,
+                 space_of: Callable[[optuna.Study], Mapping[str, BaseDistribution] | None] | None = None) -> None:
         self.base = base
+        self.space_of = space_of
         self.attempts = int(attempts)
         self._rng = random.Random(seed)
         self.fallbacks = 0  # trials whose point came from the uniform fallback (for tests and diagnostics)
@@ -152,7 +159,11 @@ class UniqueSampler(optuna.samplers.BaseSampler):
         # a finite space: every dimension the other trials (finished, and running ones with parameters: parallel
         # workers from the first trials on) share, so the whole point is chosen here, jointly; an infinite one: the
         # wrapped sampler's own (the wrapper then changes nothing)
-        space = shared_space(study.get_trials(deepcopy=False), exclude=trial.number)
+        trials = study.get_trials(deepcopy=False)
+        space = shared_space(trials, exclude=trial.number)
+        current = self.space_of(study) if self.space_of is not None and space else None
+        if current and space_size(current) is not None:  # the study's current space (module doc)
+            space = {k: v for k, v in sorted(current.items()) if not v.single()}
         return space if space and space_size(space) is not None else self.base.infer_relative_search_space(study,
                                                                                                            trial)
 

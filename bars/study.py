@@ -201,7 +201,7 @@ def make_sampler(cfg: DictConfig, seed: int) -> optuna.samplers.BaseSampler:
     with _experimental_ok():
         base = optuna.samplers.RandomSampler(seed=seed) if name == "random" else \
             optuna.samplers.TPESampler(seed=seed, **settings)
-    return UniqueSampler(base, seed=seed) if unique else base
+    return UniqueSampler(base, seed=seed, space_of=recorded_space) if unique else base
 
 
 def make_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
@@ -554,9 +554,11 @@ class BudgetState:
 
 def recorded_space(study: optuna.Study) -> dict[str, Any] | None:
     """The study's current search space (the last launcher's ``search_space``) as Optuna distributions; None when
-    it records none or it is infinite."""
-    space = search.space_from_record(study.user_attrs.get("search_space"))
-    if not space or study.user_attrs.get("space_points") is None:
+    it records none or it is infinite. Read from the storage: the unique sampler asks with Optuna's Hyperband
+    bracket view of the study, which has no ``user_attrs``."""
+    attrs = study._storage.get_study_user_attrs(study._study_id)
+    space = search.space_from_record(attrs.get("search_space"))
+    if not space or attrs.get("space_points") is None:
         return None
     return distributions(space)
 

@@ -224,3 +224,6 @@ def test_a_resumed_study_whose_space_shrank_counts_only_the_points_of_its_space_
     new = [t.params for t in study.get_trials()[len(old):] if t.state == optuna.trial.TrialState.COMPLETE]
     assert {(p["train.learning_rate"], p["model.params.num_cross_layers"]) for p in new} == \
         {(a, b) for a in (0.001, 0.003) for b in (3, 4)}
+    # the unique sampler compared points on the space now (both dimensions), not on the one dimension the old and
+    # new trials share (the learning rate, whose two values the old trials hold): no repeat, 4 trials for 4 points
+    assert len(new) == 4
