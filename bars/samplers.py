@@ -19,9 +19,10 @@ passes the last launcher's recorded space, :func:`bars.study.recorded_space`), s
 moved the new points are still chosen jointly on every dimension, and a trial whose point lies outside the current
 space (from before it changed) takes no point of it. Without one, points are compared on the parameters every trial
 shares (the intersection search space of the finished and running trials, each value by :func:`value_key`); a space
-with parameters that only some trials have (conditional parameters) is compared on the shared ones. A continuous dimension (a float without ``step``) makes the space
-infinite: repeats are then practically impossible and the wrapper steps aside (the wrapped sampler's own relative
-space and samples, call for call: the same trials as without it, for the same seed). The first trial of a study
+with parameters that only some trials have (conditional parameters) is compared on the shared ones. A continuous
+dimension (a float without ``step``) makes the space infinite: repeats are then practically impossible and the
+wrapper steps aside (the wrapped sampler's own relative space and samples, call for call: the same trials as without
+it, for the same seed). The first trial of a study
 (no shared space yet) is the wrapped sampler's too. With Optuna's Hyperband pruner a sampler sees only the trials
 of the current trial's bracket, so repeats are avoided within a bracket.
 """
@@ -86,7 +87,8 @@ def point_key(params: Mapping[str, Any], space: Mapping[str, BaseDistribution]) 
 
 def taken_keys(trials: Iterable[FrozenTrial], space: Mapping[str, BaseDistribution], *,
                states: Sequence[TrialState] = TAKEN, exclude: int | None = None) -> set[tuple]:
-    """The keys of the points held by ``trials`` in ``states`` (not trial number ``exclude``)."""
+    """The keys of the points held by ``trials`` in ``states`` (not trial number ``exclude``) on the finite
+    ``space``; a trial with a value outside it holds none."""
     out = set()
     for t in trials:
         if t.state not in states or t.number == exclude:
@@ -159,8 +161,7 @@ class UniqueSampler(optuna.samplers.BaseSampler):
         # a finite space: every dimension the other trials (finished, and running ones with parameters: parallel
         # workers from the first trials on) share, so the whole point is chosen here, jointly; an infinite one: the
         # wrapped sampler's own (the wrapper then changes nothing)
-        trials = study.get_trials(deepcopy=False)
-        space = shared_space(trials, exclude=trial.number)
+        space = shared_space(study.get_trials(deepcopy=False), exclude=trial.number)
         current = self.space_of(study) if self.space_of is not None and space else None
         if current and space_size(current) is not None:  # the study's current space (module doc)
             space = {k: v for k, v in sorted(current.items()) if not v.single()}
