@@ -73,8 +73,8 @@ RUN_OPTS = $(if $(PRESET),preset=$(PRESET)) $(if $(RAW),data.raw_dir=$(abspath $
 data: $(STAMP) ## Prepare a dataset: make data DATA=<name> [RAW=<dir>] [ROWS=<n>] [ARGS="overrides"]
 	$(BARS) prepare data=$(DATA) $(if $(RAW),data.raw_dir=$(abspath $(RAW))) $(if $(ROWS),data.rows=$(ROWS)) $(ARGS)
 
-train: $(STAMP) ## Train one run: make train MODEL=<m> DATA=<d> [PRESET=bars] [METHOD=optfs|dnis|optembed|optinter] [RAW=<dir>] [ARGS="overrides"]
-	$(BARS) train model=$(MODEL) data=$(DATA) $(RUN_OPTS) $(ARGS)
+train: $(STAMP) ## Train one run: make train MODEL=<m> DATA=<d> [PRESET=bars] [METHOD=optfs|dnis|optembed|optinter] [RAW=<dir>] [GPUS=n] [ARGS="overrides"]
+	$(BARS) train model=$(MODEL) data=$(DATA) $(RUN_OPTS) $(if $(GPUS),train.processes=$(GPUS)) $(ARGS)
 
 sweep: $(STAMP) ## Optuna sweep: make sweep MODEL=<m> DATA=<d> [TRIALS=n] [BUDGET="5M samples"|30m] [WORKERS=k] [STORAGE=url] [TIMEOUT=s] [PRESET=bars]
 	$(BARS) sweep model=$(MODEL) data=$(DATA) $(RUN_OPTS) $(if $(TRIALS),sweep.trials=$(TRIALS)) $(if $(BUDGET),"sweep.budget=$(BUDGET)") \

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 import traceback
@@ -160,11 +161,13 @@ def progress_line(log: EpochLog, max_epochs: int) -> str:
 
 
 @contextlib.contextmanager
-def _tracked(cfg: DictConfig, tags: dict[str, Any], parent_run_id: str | None, timer: PhaseTimer) -> Iterator[Any]:
+def _tracked(cfg: DictConfig, tags: dict[str, Any], parent_run_id: str | None, timer: PhaseTimer,
+             enabled: bool = True) -> Iterator[Any]:
     """The run (opening and ending it timed as ``tracking``). The config is resolved once (OmegaConf's resolve
     is the slow part of flattening it): the run's params are made from it and config.yaml is written from it.
-    Yields ``(run, resolved config)``."""
-    if not cfg.tracking.enabled:
+    Yields ``(run, resolved config)``. ``enabled=False`` (a process other than 0 of a multi-process run) or
+    ``tracking.enabled=false``: no run."""
+    if not cfg.tracking.enabled or not enabled:
         yield _NullRun(), None
         return
     from bars.tracking import tracker_of
@@ -193,11 +196,19 @@ class _Setup:
     n_params: int
 
 
-def _setup(cfg: DictConfig, seed: int, timer: PhaseTimer, stage: Any = None) -> _Setup:
+def _setup(cfg: DictConfig, seed: int, timer: PhaseTimer, stage: Any = None, ctx: Any = None) -> _Setup:
     with timer.phase("prepare"):
         from bars.data.prepare import prepare
 
-        folder = Path(prepare(cfg))
+        if ctx is None:
+            folder = Path(prepare(cfg))
+        else:  # several processes: process 0 builds (or checks) the dataset folder, then the others reuse it
+            from bars.distributed import barrier
+
+            folder = Path(prepare(cfg)) if ctx.is_main else None
+            barrier()
+            if folder is None:
+                folder = Path(prepare(cfg, quiet=True))
     with timer.phase("load"):
         from bars.data.loader import load_dataset
 
@@ -208,7 +219,12 @@ def _setup(cfg: DictConfig, seed: int, timer: PhaseTimer, stage: Any = None) -> 
         from bars.train import TrainConfig, resolve_device, seed_everything
 
         train_cfg = TrainConfig.from_cfg(cfg.train)
-        device = resolve_device(train_cfg.device)
+        if ctx is not None:
+            from bars.distributed import device_for
+
+            device = device_for(ctx, train_cfg.device)
+        else:
+            device = resolve_device(train_cfg.device)
         seed_everything(seed)
         model = build(cfg.model.name, ds.spec, to_container(cfg.model.params))
         if stage is not None:  # a method's stage (bars.methods): its training settings, the backbone wrapped
@@ -238,18 +254,21 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
 
         return run_method(cfg, on_epoch=on_epoch, parent_run_id=parent_run_id, extra_tags=extra_tags, quiet=quiet)
     timer = PhaseTimer()
-    say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
     timer.start("config")
     from bars.validate import validate
 
     validate(cfg, "train")  # before any file is written or any MLflow run is opened
+    ctx = _distributed(cfg)  # one of several processes training this run (train.processes > 1), or None
+    quiet = quiet or (ctx is not None and not ctx.is_main)
+    tracked = bool(cfg.tracking.enabled) and (ctx is None or ctx.is_main)  # only process 0 records
+    say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
     seed = int(cfg.seed)
-    if cfg.tracking.enabled:  # the learning curve's render helper imports matplotlib while this run loads and trains
+    if tracked:  # the learning curve's render helper imports matplotlib while this run loads and trains
         from bars.plotting import renderer
 
         renderer().start()
     timer.stop("config")
-    setup = _setup(cfg, seed, timer, stage)
+    setup = _setup(cfg, seed, timer, stage, ctx)
     timer.start("config")
     tags: dict[str, Any] = {"model": cfg.model.id, "model_class": cfg.model.name, "data": cfg.data.name,
                             "seed": seed, "stage": "single"}
@@ -257,6 +276,9 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
         tags["protocol_name"] = str(cfg.data.protocol_name)
     if cfg.data.get("alias"):  # the name the user typed (DATA=criteo -> criteo_x1)
         tags["data_alias"] = str(cfg.data.alias)
+    if ctx is not None:  # e.g. "2 processes (gloo)": how the run was trained (each process's device: cuda:<rank>)
+        tags["processes"] = ctx.world_size
+        tags["distributed_backend"] = "nccl" if setup.device.type == "cuda" else "gloo"
     from bars.presets import preset_tags
 
     tags.update(preset_tags(cfg))  # preset, preset_source (the BARS README), preset_file
@@ -267,9 +289,9 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     run_id: str | None = None
     meter = SampleMeter()
     try:
-        with _tracked(cfg, tags, parent_run_id, timer) as (run, resolved):
+        with _tracked(cfg, tags, parent_run_id, timer, enabled=tracked) as (run, resolved):
             run_id = run.run_id
-            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, timer, meter, stage, resolved)
+            result = _train_in_run(cfg, run, setup, seed, on_epoch, say, timer, meter, stage, resolved, ctx)
     except BaseException as exc:
         with contextlib.suppress(AttributeError):  # what the run processed before it failed (a sweep counts it)
             exc.compute_samples = meter.as_attrs()  # type: ignore[attr-defined]
@@ -284,6 +306,18 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     result.tracking_uri = run.uri
     result.phases = timer.breakdown()
     return result
+
+
+def _distributed(cfg: DictConfig) -> Any:
+    """This process's :class:`bars.distributed.Context` when ``train.processes > 1`` (the process group joined),
+    else None."""
+    processes = int(cfg.train.get("processes", 1) or 1)
+    from bars import distributed
+
+    ctx = distributed.context(processes)
+    if ctx is not None:
+        distributed.init(ctx, distributed.device_for(ctx, str(cfg.train.get("device", "auto"))))
+    return ctx
 
 
 def _method_of(cfg: DictConfig) -> str | None:
@@ -322,7 +356,7 @@ def _setup_tags(setup: _Setup) -> dict[str, Any]:
 
 def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch: EpochCallback | None,
                   say: Callable[..., None], timer: PhaseTimer, meter: SampleMeter,
-                  stage: Any = None, resolved: Any = None) -> RunResult:
+                  stage: Any = None, resolved: Any = None, ctx: Any = None) -> RunResult:
     from bars.train import fit
 
     folder, ds, groups = setup.folder, setup.ds, setup.groups
@@ -347,7 +381,7 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
             run.log_files(files)
     say(f"bars train: {cfg.model.id} on {cfg.data.name} (fingerprint {ds.fingerprint}), seed {seed}, "
         f"{n_params:,} parameters, device {device}; rows train {n_rows['train']:,} valid {n_rows['valid']:,} "
-        f"test {n_rows['test']:,}" + ("" if set((ds.modes or {}).values()) <= {"memory"} else
+        f"test {n_rows['test']:,}" + ("" if ctx is None else f"; {ctx.world_size} processes") + ("" if set((ds.modes or {}).values()) <= {"memory"} else
                                      f" (streamed: {', '.join(k for k, m in ds.modes.items() if m == 'stream')})") + (f"; MLflow run {run.run_id}" if run.run_id else "; tracking disabled"))
 
     def on_epoch_tracked(log: EpochLog) -> None:
@@ -366,14 +400,16 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
 
     with timer.phase("epochs"):
         fit_result: FitResult = fit(model, ds.splits["train"], ds.splits["valid"], train_cfg, seed=seed,
-                                    on_epoch=on_epoch_tracked, checkpoint_path=ckpt, group_column=groups,
-                                    init=True if stage is None else stage.init, meter=meter)
+                                    on_epoch=on_epoch_tracked,
+                                    checkpoint_path=ckpt if ctx is None or ctx.is_main else None,
+                                    group_column=groups, init=True if stage is None else stage.init, meter=meter,
+                                    distributed=ctx)
     stage_metrics: dict[str, float] = {} if stage is None else dict(stage.finish(model))
     # the learning curve is rendered by the render helper (another process) while the test pass runs
     curve = _EndArtifacts(fit_result.history, f"{cfg.model.id} on {cfg.data.name} (seed {seed})") \
         if tracked and fit_result.history else None
     try:
-        return _finish_run(cfg, run, setup, fit_result, stage_metrics, curve, ckpt, phase, say, timer, meter)
+        return _finish_run(cfg, run, setup, fit_result, stage_metrics, curve, ckpt, phase, say, timer, meter, ctx)
     except BaseException:
         if curve is not None:
             curve.abandon()
@@ -382,7 +418,7 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
 
 def _finish_run(cfg: DictConfig, run: Any, setup: _Setup, fit_result: FitResult, stage_metrics: dict[str, float],
                 curve: _EndArtifacts | None, ckpt: Path, phase: Callable[[str], Any], say: Callable[..., None],
-                timer: PhaseTimer, meter: SampleMeter) -> RunResult:
+                timer: PhaseTimer, meter: SampleMeter, ctx: Any = None) -> RunResult:
     """After ``fit``: the test pass, the checkpoint's digest, the summary call and the closing artifacts."""
     from bars.train import evaluate
 
@@ -391,7 +427,8 @@ def _finish_run(cfg: DictConfig, run: Any, setup: _Setup, fit_result: FitResult,
     # the epochs less their training/validation passes and checkpoint writes: per-epoch bookkeeping
     timer.carve("epochs", "epoch_bookkeeping", fit_result.phase_seconds)
     with timer.phase("test"):
-        test = evaluate(model, ds.splits["test"], train_cfg.eval_batch_size, fit_result.device, group_column=groups)
+        test = evaluate(model, ds.splits["test"], train_cfg.eval_batch_size, fit_result.device, group_column=groups,
+                        precision=train_cfg.precision, distributed=ctx)
         meter.test += n_rows_test
 
     with timer.phase("checkpoint"):
@@ -500,22 +537,29 @@ def housekeeping(cfg: DictConfig, command: str = "train") -> None:
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message says it all (bad config, bad input, full disk, diverged training): no traceback."""
     from bars.data.errors import DataError
+    from bars.distributed import DistributedError
     from bars.fileio import DiskFullError
     from bars.train import NonFiniteLossError
     from bars.validate import ConfigError
 
-    return (ConfigError, DataError, DiskFullError, NonFiniteLossError)
+    return (ConfigError, DataError, DiskFullError, NonFiniteLossError, DistributedError)
 
 
-def _train_command(cfg: DictConfig, _: list[str]) -> int:
+def _train_command(cfg: DictConfig, overrides: list[str]) -> int:
     _end_on_sigterm()
+    from bars import distributed
     from bars.validate import validate
 
     validate(cfg, "train")  # a ConfigError: `bars train: error: ...`, exit 2, nothing opened or written
-    if cfg.tracking.enabled:
+    processes = int(cfg.train.get("processes", 1) or 1)
+    if processes > 1 and distributed.launched_world() is None:  # start the processes (each runs this command)
+        return distributed.launch(processes, overrides)
+    if cfg.tracking.enabled and os.environ.get("RANK", "0") == "0":
         housekeeping(cfg)
+    ok = False
     try:
         train_one(cfg)
+        ok = True
     except KeyboardInterrupt:
         print("\nbars train: interrupted; the MLflow run was ended KILLED", file=sys.stderr, flush=True)
         return 130
@@ -526,6 +570,8 @@ def _train_command(cfg: DictConfig, _: list[str]) -> int:
         print(f"\nbars train: FAILED: {type(exc).__name__}: {exc}" + (f"\n  {notes}" if notes else ""),
               file=sys.stderr, flush=True)
         return 1
+    finally:
+        distributed.shutdown(wait=ok)
     return 0
 
 

@@ -36,6 +36,8 @@ per-batch host synchronisation on CUDA (losses are accumulated on the device and
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import functools
 import math
@@ -92,6 +94,34 @@ __all__ = [
 ]
 
 _CUDA_CHECK_EVERY = 64  # batches between host syncs for the NaN/inf check on accelerators
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """The forward passes' precision: ``fp32`` (nothing changes: the default, as FuxiCTR) or ``bf16`` (torch's
+    autocast to bfloat16 on ``device``: matmuls, convolutions and the like in bfloat16, reductions and the rest in
+    float32). The loss is always computed in float32, outside it."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision {precision!r} is not one of {list(PRECISIONS)}")
+
+
+def set_tf32(on: bool) -> None:
+    """``train.tf32``: TF32 for CUDA float32 matmuls and cuDNN convolutions (on Ampere and later GPUs), or neither
+    (strict float32, the default; torch's own default runs cuDNN convolutions in TF32). No effect on the CPU."""
+    torch.backends.cuda.matmul.allow_tf32 = bool(on)
+    torch.backends.cudnn.allow_tf32 = bool(on)
+
+
+def _float(outputs: Tensor | Mapping[str, Tensor]) -> Tensor | Mapping[str, Tensor]:
+    """A model's outputs in float32 (what autocast left in bfloat16), for the loss and the scores."""
+    if isinstance(outputs, Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, Mapping):
+        return {k: _float(v) for k, v in outputs.items()}
+    return outputs
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -130,6 +160,9 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int = 0
     deterministic: bool = True
+    processes: int = 1  # processes training the run together (bars.distributed: DistributedDataParallel)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes; the loss in float32)
+    tf32: bool = False  # CUDA: TF32 for float32 matmuls and cuDNN convolutions
 
     def __post_init__(self) -> None:
         problems = []
@@ -141,7 +174,9 @@ class TrainConfig:
             metrics.Monitor.parse(self.monitor, task=self.monitor_task)
         except metrics.MetricError as e:
             problems.append(str(e))
-        for name in ("learning_rate", "batch_size", "eval_batch_size", "max_epochs", "max_strikes"):
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        for name in ("learning_rate", "batch_size", "eval_batch_size", "max_epochs", "max_strikes", "processes"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("embedding_regularizer", "net_regularizer", "min_delta", "min_lr", "num_threads"):
@@ -364,10 +399,19 @@ class TrainStep:
     ``step(xb, yb)`` runs forward, :meth:`objective`, backward, gradient clipping and the Adam update, and returns
     the objective's value (detached). The model must already be on its device and initialised.
     ``check_finite`` (default: on CPU) raises :class:`NonFiniteLossError` *before* a NaN/inf loss updates any
-    weight; ``epoch`` / ``batch`` only label that error."""
+    weight; ``epoch`` / ``batch`` only label that error.
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, *, check_finite: bool | None = None) -> None:
+    Several processes (:mod:`bars.distributed`): ``forward_module`` is the model wrapped in
+    ``DistributedDataParallel`` (the forward goes through it, so its backward averages the gradients over the
+    processes) and ``distributed`` the process's context; ``step(xb, yb, weight=w)`` then takes this process's
+    share of a global batch, ``w`` its share of the rows, and returns the global batch's objective (the same in
+    every process: the finite-loss check raises in all of them or in none)."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, *, check_finite: bool | None = None,
+                 forward_module: nn.Module | None = None, distributed: Any = None) -> None:
         self.model = model
+        self.forward_module = model if forward_module is None else forward_module
+        self.distributed = distributed
         self.cfg = cfg
         self.device = _model_device(model)
         self.emb_params, self.net_params = _split_parameters(model)
@@ -401,15 +445,27 @@ class TrainStep:
     def set_lr(self, lr: float) -> None:
         _set_lr(self.optimizer, lr)
 
-    def __call__(self, xb: dict[str, Tensor], yb: Tensor, *, epoch: int = 0, batch: int = 0) -> Tensor:
+    def __call__(self, xb: dict[str, Tensor], yb: Tensor, *, epoch: int = 0, batch: int = 0,
+                 weight: float = 1.0) -> Tensor:
         """One step. The regularizers' gradient ``lam * W`` is added to each parameter's gradient directly
         instead of back-propagating ``(lam / 2) ||W||^2`` through autograd (which squares, expands and multiplies
         whole tables, a large share of a step with big embedding tables): the same gradient in float32 bit for bit
         (``(2 W) * (lam / 2)`` and ``W * lam`` round alike; a sum of two gradients is commutative), so the
         gradients, clipping and the update are those of :meth:`objective`'s graph; the returned objective is
         its value (:func:`bars.objective.regularization_value`: bit for bit up to tables of 2**18 entries)."""
-        data = data_loss(self.model, self.model(xb), yb, self.loss_fn)
-        loss = data.detach()
+        with autocast(self.device, self.cfg.precision):
+            outputs = self.forward_module(xb)
+        if self.cfg.precision != "fp32":
+            outputs = _float(outputs)
+        data = data_loss(self.model, outputs, yb, self.loss_fn)
+        if self.distributed is not None:  # this process's part of the global batch's mean loss
+            from bars.distributed import all_reduce_sum
+
+            data = data * weight
+            loss = all_reduce_sum(data.detach().clone())  # the global batch's mean data loss, in every process
+            data = data * self.distributed.world_size  # DistributedDataParallel averages: the sum of the parts
+        else:
+            loss = data.detach()
         for reg in (regularization_value(self.emb_params, self.lam_e), regularization_value(self.net_params, self.lam_n)):
             if reg is not None:
                 loss = loss + reg
@@ -455,9 +511,11 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int = 16384, device: Any = None) -> Tensor:
+def predict(model: nn.Module, split: Split, batch_size: int = 16384, device: Any = None, *,
+            precision: str = "fp32") -> Tensor:
     """Probabilities (float32, on CPU) for every row of ``split`` in order: [N], or [N, T] for a multi-task
-    model (one column per task); the model is in eval mode meanwhile and only its final prediction is used."""
+    model (one column per task); the model is in eval mode meanwhile and only its final prediction is used.
+    ``precision`` as ``train.precision`` (:func:`autocast`)."""
     device = _model_device(model) if device is None else resolve_device(device)
     was_training = model.training
     model.eval()
@@ -468,7 +526,9 @@ def predict(model: nn.Module, split: Split, batch_size: int = 16384, device: Any
         start = 0
         with torch.inference_mode():
             for xb, _ in split.batches(batch_size, shuffle=False, seed=0, device=device):
-                logits = final_logits(model(xb))
+                with autocast(torch.device(device), precision):
+                    outputs = model(xb)
+                logits = final_logits(outputs if precision == "fp32" else _float(outputs))
                 b = logits.shape[0]
                 if n_tasks:
                     if logits.dim() != 2 or logits.shape[1] != n_tasks:
@@ -487,12 +547,37 @@ def predict(model: nn.Module, split: Split, batch_size: int = 16384, device: Any
 
 
 def evaluate(model: nn.Module, split: Split, batch_size: int = 16384, device: Any = None, *,
-             group_column: str | None = None) -> dict[str, float]:
+             group_column: str | None = None, precision: str = "fp32", distributed: Any = None) -> dict[str, float]:
     """Every registered metric (``bars.metrics.compute``) of ``model`` on ``split`` by name, in registry order:
     ``{"auc": .., "logloss": .., ...}`` on probabilities = sigmoid(logits), float32. With ``group_column`` (a
     feature of the split, e.g. the user) the grouped metrics (gAUC) are computed too. A multi-task model
-    (:func:`model_tasks`) is scored per task: ``{"auc_click": .., ...}``; with one task, under the plain keys."""
-    probs = predict(model, split, batch_size, device).numpy()
+    (:func:`model_tasks`) is scored per task: ``{"auc_click": .., ...}``; with one task, under the plain keys.
+
+    ``distributed`` (a :class:`bars.distributed.Context`; collective: every process calls it): each process
+    scores its share of the rows with process 0's buffers, process 0 gathers the probabilities and computes the
+    metrics, and every process returns process 0's values."""
+    if distributed is not None:
+        from bars import distributed as dist
+
+        dist.broadcast_buffers(model)
+        shard = dist.EvalShard(split, distributed, batch_size)
+        local = predict(model, shard, batch_size, device, precision=precision)
+        probs_all = dist.gather_rows(local, shard)
+        scores: Any = None
+        if probs_all is not None:  # process 0; an error there is raised in every process, not waited for
+            try:
+                scores = score(model, split, probs_all.numpy(), group_column)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, in every process
+                scores = exc
+        scores = dist.broadcast_object(scores, distributed)
+        if isinstance(scores, BaseException):
+            raise scores
+        return scores
+    return score(model, split, predict(model, split, batch_size, device, precision=precision).numpy(), group_column)
+
+
+def score(model: nn.Module, split: Split, probs: np.ndarray, group_column: str | None = None) -> dict[str, float]:
+    """The metrics of :func:`evaluate` for ``probs`` (what :func:`predict` returned for ``model`` on ``split``)."""
     tasks = model_tasks(model)
     y = split.labels if tasks else split.label
     y = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
@@ -537,6 +622,7 @@ def fit(
     evaluate_fn: EvaluateFn | None = None,
     group_column: str | None = None,
     meter: SampleMeter | None = None,
+    distributed: Any = None,
 ) -> FitResult:
     """Train ``model`` under the BARS protocol; best weights are restored on return.
 
@@ -547,6 +633,12 @@ def fit(
     An exception raised by ``on_epoch`` propagates (e.g. a pruning signal); the model then keeps its last weights.
     ``meter`` (:class:`bars.compute.SampleMeter`) counts the rows trained and validated, a partial epoch cut short
     by an exception included (added to once per epoch, not per batch).
+
+    ``distributed`` (a :class:`bars.distributed.Context`, the process group joined): this process is one of
+    several training the run together (:mod:`bars.distributed`): the model is wrapped in
+    ``DistributedDataParallel``, each process trains its share of every global batch and scores its share of the
+    validation rows, and every decision (improvement, LR decay, stop) is taken on process 0's metrics, the same in
+    every process. Only process 0 should pass ``checkpoint_path`` and ``on_epoch``.
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(
@@ -556,9 +648,18 @@ def fit(
         raise ValueError(f"empty split: train has {len(train)} rows, valid has {len(valid)}")
     meter = SampleMeter() if meter is None else meter
     t_fit = time.perf_counter()
-    device = resolve_device(cfg.device)
+    if distributed is not None:
+        from bars import distributed as dist
+
+        device = dist.device_for(distributed, cfg.device)
+        dist.init(distributed, device)
+        if cfg.num_threads == 0 and device.type == "cpu":
+            torch.set_num_threads(dist.cpu_threads(distributed))
+    else:
+        device = resolve_device(cfg.device)
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
+    set_tf32(cfg.tf32)
     seed_everything(seed, deterministic=cfg.deterministic)
     monitor = cfg.monitor_spec
     needs_groups = [m.name for m in monitor.metrics if "groups" in m.inputs]
@@ -566,14 +667,28 @@ def fit(
         raise ValueError(f"train.monitor {monitor.describe()} needs {needs_groups}, which needs a group column: "
                          f"set data.group_column to a feature of the dataset")
     if evaluate_fn is None:
-        evaluate_fn = functools.partial(evaluate, group_column=group_column)
+        evaluate_fn = functools.partial(evaluate, group_column=group_column, precision=cfg.precision,
+                                        distributed=distributed)
 
     model.to(device)
     train, valid = _to_device(train, device), _to_device(valid, device)
     if init:
         _init(model, cfg.embedding_init_std)
-    step = TrainStep(model, cfg, check_finite=device.type == "cpu")
     all_labels = bool(model_tasks(model))  # a multi-task model trains on every label column
+    forward_module = None
+    if distributed is not None:  # the same weights everywhere (seeded alike; process 0's, to be sure), then each
+        # process its own random stream (dropout masks): process 0 keeps the one a single process would have
+        from torch.nn.parallel import DistributedDataParallel
+
+        dist.broadcast_parameters(model)
+        unused = _unused_parameters(model, train, cfg, device, all_labels)
+        if distributed.rank:
+            torch.manual_seed((seed * 1_000_003 + 7_919 * distributed.rank) % 2**63)
+        forward_module = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(unused))
+    step = TrainStep(model, cfg, check_finite=device.type == "cpu", forward_module=forward_module,
+                     distributed=distributed)
     check_every = 1 if device.type == "cpu" else _CUDA_CHECK_EVERY
 
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -600,15 +715,18 @@ def fit(
 
     for epoch in range(1, cfg.max_epochs + 1):
         t_epoch = time.perf_counter()
-        model.train()
+        (model if forward_module is None else forward_module).train()
         losses = torch.zeros(n_batches, dtype=torch.float32, device=device)
         nb = 0
         try:
-            for xb, yb in train.batches(
+            batches = train.batches(
                 cfg.batch_size, shuffle=True, seed=(seed * 1_000_003 + epoch) % 2**63, device=device,
                 **({"all_labels": True} if all_labels else {}),
-            ):
-                losses[nb] = step(xb, yb, epoch=epoch, batch=nb + 1)
+            )
+            shared = dist.shard_batches(batches, distributed) if distributed is not None else \
+                ((xb, yb, 1.0) for xb, yb in batches)
+            for xb, yb, weight in shared:
+                losses[nb] = step(xb, yb, epoch=epoch, batch=nb + 1, weight=weight)
                 nb += 1
                 if check_every > 1 and nb % check_every == 0:
                     _check_losses(losses[:nb], epoch)
@@ -679,6 +797,22 @@ def fit(
         best_monitor=best_monitor,
         phase_seconds=phase,
     )
+
+
+def _unused_parameters(model: nn.Module, train: Split, cfg: TrainConfig, device: torch.device,
+                       all_labels: bool) -> list[str]:
+    """The trainable parameters a training step of ``model`` leaves without a gradient (e.g. FinalNet's block
+    heads when unused), found on a copy of the model with one small batch, the random streams restored after:
+    ``DistributedDataParallel`` must be told of them (``find_unused_parameters``, which costs a walk of the
+    autograd graph every step) and only then."""
+    probe = copy.deepcopy(model).train()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        xb, yb = next(iter(train.batches(min(cfg.batch_size, 64, len(train)), shuffle=False, seed=0, device=device,
+                                         **({"all_labels": True} if all_labels else {}))))
+        with autocast(device, cfg.precision):
+            outputs = probe(xb)
+        data_loss(probe, _float(outputs), yb, loss_function(cfg.loss)).backward()
+    return [name for name, p in probe.named_parameters() if p.requires_grad and p.grad is None]
 
 
 def _to_device(split: Split, device: torch.device) -> Split:

@@ -429,7 +429,25 @@ def problems(cfg: DictConfig, command: str, *, final_runs: Callable[[], list[Dic
                 out += CHECKS[section](cfg)
         except Exception as e:  # noqa: BLE001 - a value so wrong a check cannot read it: still a named problem
             out.append(f"{section}: {type(e).__name__}: {e}")
+    if "train" in SECTIONS[command]:
+        out += _check_processes(cfg, command)
     return out
+
+
+def _check_processes(cfg: DictConfig, command: str) -> list[str]:
+    """``train.processes > 1`` (bars.distributed) is for ``bars train`` of a plain run only."""
+    n = _get(cfg, "train.processes", 1)
+    if not _is_int(n) or n <= 1:
+        return []  # the train section names a bad value
+    if command != "train":
+        return [(f"train.processes={n}: several processes train one run of `bars train` (make train ... GPUS={n}); "
+                 f"bars {command} runs one process per run (a sweep places its workers on the GPUs: "
+                 f"sweep.workers_per_gpu, sweep.devices)")]
+    method = _get(cfg, "method.name")
+    if method not in (None, "none"):
+        return [(f"train.processes={n} with method={method}: a method's stages train in one process; "
+                 f"set train.processes=1")]
+    return []
 
 
 def validate(cfg: DictConfig, command: str, *, final_runs: Callable[[], list[DictConfig]] | None = None) -> None:
