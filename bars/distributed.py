@@ -21,17 +21,20 @@ The BARS protocol is kept, decided once and shared:
 - **recording**: only process 0 opens the MLflow run, prints, writes the checkpoint and the artifacts; the
   others train and evaluate silently.
 
+- **batch norm**: every BatchNorm layer normalises by the statistics of the global batch, gathered from every
+  process (:func:`global_batch_norm`), and updates its running statistics from them: what one process computes.
+
 What differs from one process (docs/performance.md "Multi-process training"): dropout draws other masks (each
-process has its own random stream), floating-point sums of the gradients are taken in another order, and
-BatchNorm normalises each process's share of a batch by that share's statistics (its running statistics are
-process 0's, as ``DistributedDataParallel`` broadcasts them).
+process has its own random stream) and floating-point sums are taken in another order.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,9 +143,12 @@ def shutdown(wait: bool = True) -> None:
     """Leave the process group. ``wait``: after every process got here (a barrier: a process that tears its
     side of gloo down while another still uses it can abort, "terminate called without an active exception");
     a process leaving on an error does not wait (the others may never come: torchrun stops them)."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_initialized():
+        gc.collect()  # DistributedDataParallel's reducer (in reference cycles) freed now, not while Python exits
         if wait:
             dist.barrier()
         dist.destroy_process_group()
@@ -280,6 +286,105 @@ def broadcast_parameters(module: torch.nn.Module) -> None:
         dist.broadcast(t.data, src=0)
 
 
+# ------------------------------------------------------------------------------------------------- batch norm
+_GHOST: contextvars.ContextVar[bool] = contextvars.ContextVar("bars_distributed_ghost", default=False)
+
+
+@contextlib.contextmanager
+def ghost_rows(on: bool) -> Iterator[None]:
+    """While ``on``: this process's rows are a stand-in (its share of the batch is empty, :func:`shard_batches`'s
+    weight 0): they add nothing to the global batch statistics of :func:`global_batch_norm`."""
+    token = _GHOST.set(bool(on))
+    try:
+        yield
+    finally:
+        _GHOST.reset(token)
+
+
+class _GlobalBatchNorm:
+    """Mixed into a torch BatchNorm class by :func:`global_batch_norm`: in training mode the batch statistics are
+    those of the global batch (every process's share; two differentiable all-reduces: the sum and count, then the
+    sum of squared deviations from the global mean), the running statistics are updated from them as one process
+    would (momentum, unbiased variance over all the rows); in eval mode, or outside a process group, torch's own."""
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        if not self.training or not dist.is_initialized():  # type: ignore[attr-defined]
+            return super().forward(x)  # type: ignore[misc]
+        self._check_input_dim(x)  # type: ignore[attr-defined]
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        xf = x.float()
+        ghost = _GHOST.get()
+        n_local = 0.0 if ghost else float(x.numel() // c)
+        total = _SumOverProcesses.apply(torch.cat([xf.sum(dims) * (0.0 if ghost else 1.0),
+                                      torch.full((1,), n_local, dtype=torch.float32, device=x.device)]))
+        n = total[c]
+        mean = total[:c] / n
+        shape = [1, c] + [1] * (x.dim() - 2)
+        centred = xf - mean.view(shape)
+        sq = _SumOverProcesses.apply((centred * centred).sum(dims) * (0.0 if ghost else 1.0))
+        var = sq / n  # biased: what normalises, as torch's
+        if self.track_running_stats:  # type: ignore[attr-defined]
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)  # type: ignore[attr-defined]
+                momentum = self.momentum  # type: ignore[attr-defined]
+                factor = (1.0 / float(self.num_batches_tracked)) if momentum is None else momentum  # type: ignore
+                self.running_mean.mul_(1 - factor).add_(mean.detach() * factor)  # type: ignore[attr-defined]
+                unbiased = var.detach() * (n / (n - 1)) if float(n) > 1 else var.detach()
+                self.running_var.mul_(1 - factor).add_(unbiased * factor)  # type: ignore[attr-defined]
+        y = centred / torch.sqrt(var.view(shape) + self.eps)  # type: ignore[attr-defined]
+        if self.affine:  # type: ignore[attr-defined]
+            y = y * self.weight.view(shape) + self.bias.view(shape)  # type: ignore[attr-defined]
+        return y.to(x.dtype)
+
+
+class _SumOverProcesses(torch.autograd.Function):
+    """``x`` summed over the processes, differentiable: the gradient of a sum that every process uses is the sum
+    of every process's gradient (an all-reduce both ways)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        out = x.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        out = grad.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+
+_GLOBAL_CLASSES: dict[type, type] = {}
+
+
+def global_batch_norm(model: torch.nn.Module) -> Callable[[], None]:
+    """Make every BatchNorm layer of ``model`` (torch's BatchNorm1d/2d/3d) normalise by the global batch's
+    statistics while it trains in a process group (the layers keep their parameters, buffers and names: their
+    class is swapped for a subclass); returns the function that puts the classes back. Torch's SyncBatchNorm does
+    the same on GPUs only; this works with gloo on the CPU too."""
+    swapped = []
+    for m in model.modules():
+        cls = type(m)
+        if cls in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d):
+            if cls not in _GLOBAL_CLASSES:
+                _GLOBAL_CLASSES[cls] = type(f"Global{cls.__name__}", (_GlobalBatchNorm, cls), {})
+            m.__class__ = _GLOBAL_CLASSES[cls]
+            swapped.append((m, cls))
+
+    def restore() -> None:
+        for m, cls in swapped:
+            m.__class__ = cls
+
+    return restore
+
+
 # ------------------------------------------------------------------------------------------------- launch
 def launch_command(processes: int, overrides: Sequence[str]) -> list[str]:
     """The torchrun command that runs ``bars train <overrides>`` in ``processes`` processes on this machine."""
@@ -312,5 +417,5 @@ def launch(processes: int, overrides: Sequence[str]) -> int:
 
 __all__ = ["Context", "DistributedError", "EvalShard", "all_reduce_sum", "barrier", "broadcast_buffers",
            "broadcast_object", "broadcast_parameters", "context", "cpu_threads", "device_for", "gather_rows",
-           "init", "launch", "launch_command", "launched_world", "shard_batches", "share_weight", "shares",
+           "ghost_rows", "global_batch_norm", "init", "launch", "launch_command", "launched_world", "shard_batches", "share_weight", "shares",
            "shutdown"]

@@ -453,7 +453,8 @@ class TrainStep:
         (``(2 W) * (lam / 2)`` and ``W * lam`` round alike; a sum of two gradients is commutative), so the
         gradients, clipping and the update are those of :meth:`objective`'s graph; the returned objective is
         its value (:func:`bars.objective.regularization_value`: bit for bit up to tables of 2**18 entries)."""
-        with autocast(self.device, self.cfg.precision):
+        ghost = contextlib.nullcontext() if self.distributed is None else _ghost_rows(weight == 0)
+        with autocast(self.device, self.cfg.precision), ghost:
             outputs = self.forward_module(xb)
         if self.cfg.precision != "fp32":
             outputs = _float(outputs)
@@ -676,17 +677,20 @@ def fit(
         _init(model, cfg.embedding_init_std)
     all_labels = bool(model_tasks(model))  # a multi-task model trains on every label column
     forward_module = None
+    restore_batch_norm: Callable[[], None] = lambda: None
     if distributed is not None:  # the same weights everywhere (seeded alike; process 0's, to be sure), then each
         # process its own random stream (dropout masks): process 0 keeps the one a single process would have
         from torch.nn.parallel import DistributedDataParallel
 
         dist.broadcast_parameters(model)
         unused = _unused_parameters(model, train, cfg, device, all_labels)
+        restore_batch_norm = dist.global_batch_norm(model)  # put back when fit returns or raises
         if distributed.rank:
             torch.manual_seed((seed * 1_000_003 + 7_919 * distributed.rank) % 2**63)
         forward_module = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=bool(unused))
+            find_unused_parameters=bool(unused),
+            forward_sync_buffers=False)  # batch norm's running statistics are updated alike everywhere (global batch)
     step = TrainStep(model, cfg, check_finite=device.type == "cpu", forward_module=forward_module,
                      distributed=distributed)
     check_every = 1 if device.type == "cpu" else _CUDA_CHECK_EVERY
@@ -713,73 +717,76 @@ def fit(
         saved_at, unsaved = time.perf_counter(), False
         phase["checkpoint"] += saved_at - t_ckpt
 
-    for epoch in range(1, cfg.max_epochs + 1):
-        t_epoch = time.perf_counter()
-        (model if forward_module is None else forward_module).train()
-        losses = torch.zeros(n_batches, dtype=torch.float32, device=device)
-        nb = 0
-        try:
-            batches = train.batches(
-                cfg.batch_size, shuffle=True, seed=(seed * 1_000_003 + epoch) % 2**63, device=device,
-                **({"all_labels": True} if all_labels else {}),
-            )
-            shared = dist.shard_batches(batches, distributed) if distributed is not None else \
-                ((xb, yb, 1.0) for xb, yb in batches)
-            for xb, yb, weight in shared:
-                losses[nb] = step(xb, yb, epoch=epoch, batch=nb + 1, weight=weight)
-                nb += 1
-                if check_every > 1 and nb % check_every == 0:
-                    _check_losses(losses[:nb], epoch)
-        finally:  # every batch but the last has batch_size rows: a cut-short epoch counts the batches it trained
-            meter.train += n_train if nb == n_batches else min(nb * cfg.batch_size, n_train)
-        if nb == 0:
-            raise ValueError("train split yielded no batches")
-        _check_losses(losses[:nb], epoch)
-        train_loss = float(losses[:nb].mean())
-        train_seconds = time.perf_counter() - t_epoch
-        phase["train"] += train_seconds
+    try:
+        for epoch in range(1, cfg.max_epochs + 1):
+            t_epoch = time.perf_counter()
+            (model if forward_module is None else forward_module).train()
+            losses = torch.zeros(n_batches, dtype=torch.float32, device=device)
+            nb = 0
+            try:
+                batches = train.batches(
+                    cfg.batch_size, shuffle=True, seed=(seed * 1_000_003 + epoch) % 2**63, device=device,
+                    **({"all_labels": True} if all_labels else {}),
+                )
+                shared = dist.shard_batches(batches, distributed) if distributed is not None else \
+                    ((xb, yb, 1.0) for xb, yb in batches)
+                for xb, yb, weight in shared:
+                    losses[nb] = step(xb, yb, epoch=epoch, batch=nb + 1, weight=weight)
+                    nb += 1
+                    if check_every > 1 and nb % check_every == 0:
+                        _check_losses(losses[:nb], epoch)
+            finally:  # every batch but the last has batch_size rows: a cut-short epoch counts the batches it trained
+                meter.train += n_train if nb == n_batches else min(nb * cfg.batch_size, n_train)
+            if nb == 0:
+                raise ValueError("train split yielded no batches")
+            _check_losses(losses[:nb], epoch)
+            train_loss = float(losses[:nb].mean())
+            train_seconds = time.perf_counter() - t_epoch
+            phase["train"] += train_seconds
 
-        t_valid = time.perf_counter()
-        val = {k: float(v) for k, v in evaluate_fn(model, valid, cfg.eval_batch_size, device).items()}
-        meter.valid += len(valid)
-        phase["valid"] += time.perf_counter() - t_valid
-        keyed = {f"val_{k}": v for k, v in val.items()}
-        value = monitor.value(keyed)
-        score = monitor.score(keyed)
-        improved = score >= best_score + cfg.min_delta  # FuxiCTR: "< best + min_delta" is no improvement
-        epoch_lr = lr
-        if improved:
-            best_score, best_epoch, best_monitor = score, epoch, value
-            best_val = dict(val)
-            best_state = _state_copy(model)
-            unsaved = ckpt is not None
-            if unsaved and time.perf_counter() - saved_at >= CHECKPOINT_EVERY_S:
-                save_best()
-            if cfg.reset_strikes_on_improvement:
-                strikes = 0
-        else:
-            strikes += 1
-            lr = max(lr * cfg.lr_decay_factor, cfg.min_lr)
-            step.set_lr(lr)
-        log = EpochLog(
-            epoch=epoch,
-            train_loss=train_loss,
-            val=val,
-            monitor=value,
-            lr=epoch_lr,
-            samples_per_s=n_train / train_seconds if train_seconds > 0 else float("inf"),
-            seconds=time.perf_counter() - t_epoch,
-            improved=improved,
-            strikes=strikes,
-            train_samples=meter.train,
-            valid_samples=meter.valid,
-        )
-        history.append(log)
-        if on_epoch is not None:
-            on_epoch(log)
-        if strikes >= cfg.max_strikes:
-            stop_reason = "early_stopping"
-            break
+            t_valid = time.perf_counter()
+            val = {k: float(v) for k, v in evaluate_fn(model, valid, cfg.eval_batch_size, device).items()}
+            meter.valid += len(valid)
+            phase["valid"] += time.perf_counter() - t_valid
+            keyed = {f"val_{k}": v for k, v in val.items()}
+            value = monitor.value(keyed)
+            score = monitor.score(keyed)
+            improved = score >= best_score + cfg.min_delta  # FuxiCTR: "< best + min_delta" is no improvement
+            epoch_lr = lr
+            if improved:
+                best_score, best_epoch, best_monitor = score, epoch, value
+                best_val = dict(val)
+                best_state = _state_copy(model)
+                unsaved = ckpt is not None
+                if unsaved and time.perf_counter() - saved_at >= CHECKPOINT_EVERY_S:
+                    save_best()
+                if cfg.reset_strikes_on_improvement:
+                    strikes = 0
+            else:
+                strikes += 1
+                lr = max(lr * cfg.lr_decay_factor, cfg.min_lr)
+                step.set_lr(lr)
+            log = EpochLog(
+                epoch=epoch,
+                train_loss=train_loss,
+                val=val,
+                monitor=value,
+                lr=epoch_lr,
+                samples_per_s=n_train / train_seconds if train_seconds > 0 else float("inf"),
+                seconds=time.perf_counter() - t_epoch,
+                improved=improved,
+                strikes=strikes,
+                train_samples=meter.train,
+                valid_samples=meter.valid,
+            )
+            history.append(log)
+            if on_epoch is not None:
+                on_epoch(log)
+            if strikes >= cfg.max_strikes:
+                stop_reason = "early_stopping"
+                break
+    finally:
+        restore_batch_norm()
 
     if unsaved and best_state is not None:
         save_best()
@@ -797,6 +804,12 @@ def fit(
         best_monitor=best_monitor,
         phase_seconds=phase,
     )
+
+
+def _ghost_rows(on: bool) -> Any:
+    from bars.distributed import ghost_rows
+
+    return ghost_rows(on)
 
 
 def _unused_parameters(model: nn.Module, train: Split, cfg: TrainConfig, device: torch.device,

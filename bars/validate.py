@@ -440,9 +440,11 @@ def _check_processes(cfg: DictConfig, command: str) -> list[str]:
     if not _is_int(n) or n <= 1:
         return []  # the train section names a bad value
     if command != "train":
+        hint = ("it reruns a run in its own process: rerun a multi-process run with `bars train` and its recorded "
+                "config.yaml" if command == "reproduce" else
+                "a sweep places its workers on the GPUs instead: sweep.workers_per_gpu, sweep.devices")
         return [(f"train.processes={n}: several processes train one run of `bars train` (make train ... GPUS={n}); "
-                 f"bars {command} runs one process per run (a sweep places its workers on the GPUs: "
-                 f"sweep.workers_per_gpu, sweep.devices)")]
+                 f"bars {command} runs one process per run ({hint})")]
     method = _get(cfg, "method.name")
     if method not in (None, "none"):
         return [(f"train.processes={n} with method={method}: a method's stages train in one process; "

@@ -12,7 +12,9 @@ Steps (each in its own process, with a time limit; one table row per result):
 4. ``sweep``: a real sweep (``data=synthetic``, generated in a temporary root, DCN, 1 epoch per trial) with
    ``sweep.workers_per_gpu=2``: every trial must finish (complete or pruned), record a GPU, and 2 workers must have run trials on
    one GPU.
-5. ``ddp``: multi-GPU training does not exist yet (issue 14 item 3), so this row says so; it is no failure.
+5. ``ddp``: ``bars train train.processes=2`` (torchrun, DistributedDataParallel) against one process, DCN on
+   synthetic data without dropout or batch norm: on 2 GPUs (NCCL) when there are 2, else 2 CPU processes (gloo);
+   the two test AUCs must agree within 0.001.
 
 Without a visible CUDA device it stops before running anything (exit 2). ``--cpu`` runs the same steps on the CPU
 at small sizes (2 CPU sweep workers in place of 2 per GPU; the CUDA tests are then expected to skip): that is how
@@ -169,8 +171,38 @@ def sweep_check(cpu: bool, gpus: int, timeout: float) -> Result:
     return Result("sweep", "PASS" if ok else "FAIL", f"{where}: {detail}", secs)
 
 
-def ddp_check() -> Result:
-    return Result("ddp", "N/A", "multi-GPU training (DDP) is not implemented yet (issue 14 item 3)")
+DDP_TOLERANCE = 1e-3  # test AUC, 2 processes against 1 (issue 14's goal for DDP)
+
+
+def ddp_overrides(root: Path, device: str) -> list[str]:
+    """DCN on synthetic data without dropout or batch norm, so that 2 processes and 1 compute the same model up to
+    the order of float sums (with them, each process draws its own masks and normalises its own share)."""
+    return ["model=dcn", "data=synthetic", "data.rows=20000", f"paths.root={root}", "train.max_epochs=2",
+            "model.params.dropout=0", "model.params.batch_norm=false", f"train.device={device}",
+            "tracking.experiment=gpu-check-ddp"]
+
+
+def ddp_check(cpu: bool, gpus: int, timeout: float) -> Result:
+    """``bars train train.processes=2`` (torchrun, DistributedDataParallel) against one process: 2 GPUs (NCCL)
+    when the machine has them, else 2 CPU processes (gloo). PASS: both runs finished and their test AUCs agree
+    within ``DDP_TOLERANCE``."""
+    device, where = ("cuda", "2 GPUs (NCCL)") if gpus >= 2 and not cpu else ("cpu", "2 CPU processes (gloo)")
+    auc = {}
+    secs = 0.0
+    with tempfile.TemporaryDirectory(prefix="bars-gpu-check-ddp-") as tmp:
+        for n in (2, 1):
+            rc, out, s = run([sys.executable, "-m", "bars.cli", "train", *ddp_overrides(Path(tmp), device),
+                              f"train.processes={n}"], timeout)
+            secs += s
+            found = re.findall(r"test\s+AUC ([0-9.]+)", out)
+            if rc != 0 or not found:
+                return Result("ddp", "FAIL", f"{n} process(es) on {device}: exit {rc}\n{tail(out)}", secs)
+            auc[n] = float(found[-1])
+    diff = abs(auc[2] - auc[1])
+    note = "" if device == "cuda" else f" (this machine has {gpus} GPU(s): 2 are needed for NCCL)"
+    return Result("ddp", "PASS" if diff <= DDP_TOLERANCE else "FAIL",
+                  f"{where}{note}: test AUC {auc[2]:.5f} vs 1 process {auc[1]:.5f} (|diff| {diff:.1e}, "
+                  f"tolerance {DDP_TOLERANCE:g})", secs)
 
 
 def table(results: list[Result]) -> str:
@@ -212,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         elif step == "sweep":
             results.append(sweep_check(args.cpu, len(gpus), args.timeout))
         else:
-            results.append(ddp_check())
+            results.append(ddp_check(args.cpu, len(gpus), args.timeout))
         print(f"gpu-check: {step} done in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     print(f"\ngpu-check ({'CPU mode: not a GPU check' if args.cpu else 'CUDA'}; {os.cpu_count()} cores)")
     print(table(results))

@@ -25,26 +25,32 @@ def train_config(batch_size: int, **extra) -> TrainConfig:
                        embedding_regularizer=1e-3, net_regularizer=1e-4, device="cpu", num_threads=1, **extra)
 
 
-def run(rank: int, world: int, port: int, out: str, n_train: int, batch_size: int, model: str) -> None:
+def model_params(batch_norm: bool) -> dict:
+    return {**MODEL, "batch_norm": batch_norm}
+
+
+def run(rank: int, world: int, port: int, out: str, n_train: int, batch_size: int, model: str,
+        batch_norm: bool) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world)})
     ctx = dist.context(world)
     cfg = train_config(batch_size, processes=world)
     torch.manual_seed(0)
-    net = build(model, SPEC, MODEL)
+    net = build(model, SPEC, model_params(batch_norm))
     train, valid = tiny_data(n_train, seed=1), tiny_data(701, seed=2)
     result = fit(net, train, valid, cfg, seed=5, distributed=ctx)
     # the gathered scores of a split whose batches do not divide evenly, against one process's
     shard = dist.EvalShard(valid, ctx, 100)
     gathered = dist.gather_rows(predict(net, shard, 100), shard)
     again = evaluate(net, valid, 100, distributed=ctx)
+    classes = sorted({type(m).__name__ for m in net.modules() if "BatchNorm" in type(m).__name__})
     if ctx.is_main:
-        torch.save({"state": net.state_dict(), "history": [(h.train_loss, h.val, h.lr) for h in result.history],
+        torch.save({"classes": classes, "state": net.state_dict(), "history": [(h.train_loss, h.val, h.lr) for h in result.history],
                     "best_epoch": result.best_epoch, "gathered": gathered, "plain": predict(net, valid, 100),
                     "again": again, "threads": torch.get_num_threads()}, out)
     dist.shutdown()
 
 
 if __name__ == "__main__":
-    rank, world, port, out, n_train, batch_size, model = sys.argv[1:8]
-    run(int(rank), int(world), int(port), out, int(n_train), int(batch_size), model)
+    rank, world, port, out, n_train, batch_size, model, batch_norm = sys.argv[1:9]
+    run(int(rank), int(world), int(port), out, int(n_train), int(batch_size), model, batch_norm == "1")
