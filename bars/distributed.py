@@ -409,7 +409,11 @@ def launch(processes: int, overrides: Sequence[str]) -> int:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return proc.wait()
+        rc = proc.wait()
+        if rc != 0:
+            print(f"bars train: the {processes} processes failed (torchrun exit {rc}); the first error is printed "
+                  f"above torchrun's report", file=sys.stderr, flush=True)
+        return rc
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

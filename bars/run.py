@@ -564,6 +564,12 @@ def _train_command(cfg: DictConfig, overrides: list[str]) -> int:
         print("\nbars train: interrupted; the MLflow run was ended KILLED", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # noqa: BLE001 - any failure: clear message, non-zero exit
+        rank = int(os.environ.get("RANK", "0")) if distributed.launched_world() else 0
+        if rank:  # another process of a multi-process run: one line (most often: process 0 failed first)
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            print(f"bars train (process {rank} of {distributed.launched_world()}): stopped: {type(exc).__name__}: "
+                  f"{first}", file=sys.stderr, flush=True)
+            return 1
         if not isinstance(exc, expected_errors()):
             traceback.print_exc(file=sys.stderr)
         notes = " ".join(getattr(exc, "__notes__", []))
