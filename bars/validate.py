@@ -449,6 +449,16 @@ def _check_processes(cfg: DictConfig, command: str) -> list[str]:
     if method not in (None, "none"):
         return [(f"train.processes={n} with method={method}: a method's stages train in one process; "
                  f"set train.processes=1")]
+    device = str(_get(cfg, "train.device", "auto")).strip().lower()
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device == "cuda" or (device == "auto" and gpus):
+        if gpus < n:
+            return [(f"train.processes={n} on GPUs (train.device={device}) needs {n} GPUs, one per process; "
+                     f"{gpus} visible (train.device=cpu runs CPU processes)")]
+    elif device not in ("auto", "cpu"):
+        return [f"train.device={device} with train.processes={n}: use auto, cuda (one GPU per process) or cpu"]
     return []
 
 

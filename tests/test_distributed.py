@@ -243,4 +243,9 @@ def test_processes_are_refused_where_they_cannot_run():
         validate(compose(["model=dnn", "method=optfs", "train.processes=2"]), "train")
     with pytest.raises(ConfigError, match=r"train.precision must be one of \['fp32', 'bf16'\], got 'half'"):
         validate(compose(["model=dnn", "train.precision=half"]), "train")
+    with pytest.raises(ConfigError, match="train.device=cuda:1 with train.processes=2"):
+        validate(compose(["model=dnn", "train.processes=2", "train.device=cuda:1"]), "train")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="needs 2 GPUs, one per process; 0 visible"):
+            validate(compose(["model=dnn", "train.processes=2", "train.device=cuda"]), "train")
     validate(compose(["model=dnn", "train.processes=2"]), "train")

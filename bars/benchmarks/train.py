@@ -115,9 +115,10 @@ def _sync(device: torch.device) -> None:
 
 
 def step_only_per_s(model: nn.Module, split, batch_size: int, reg: float, iters: int = 6,
-                    device: torch.device | None = None) -> float:
-    """The training step on one fixed batch (no batching/permutation), same loss, clipping and fused Adam."""
-    from bars.train import _make_adam, _split_parameters, regularization
+                    device: torch.device | None = None, precision: str = "fp32") -> float:
+    """The training step on one fixed batch (no batching/permutation), same loss, clipping and fused Adam;
+    ``precision`` as ``train.precision`` (the forward under autocast, the loss in float32)."""
+    from bars.train import _make_adam, _split_parameters, autocast, regularization
 
     device = device or torch.device("cpu")
     xb, yb = next(split.batches(batch_size, shuffle=False, seed=0, device=device))
@@ -128,7 +129,9 @@ def step_only_per_s(model: nn.Module, split, batch_size: int, reg: float, iters:
     model.train()
 
     def step():
-        loss = loss_fn(model(xb), yb)
+        with autocast(device, precision):
+            out = model(xb)
+        loss = loss_fn(out.float(), yb)
         r = regularization(emb, reg)
         if r is not None:
             loss = loss + r
@@ -146,14 +149,16 @@ def step_only_per_s(model: nn.Module, split, batch_size: int, reg: float, iters:
     return iters * batch_size / (time.perf_counter() - t)
 
 
-def bench_model(name, spec, params, train, valid, epochs: int, reg: float, threads: int, device: str = "cpu") -> Row:
+def bench_model(name, spec, params, train, valid, epochs: int, reg: float, threads: int, device: str = "cpu",
+                precision: str = "fp32") -> Row:
     from bars.models.layers import count_parameters
     from bars.models.registry import build
     from bars.train import TrainConfig, evaluate, fit, resolve_device
 
     t0 = time.perf_counter()
     model = build(name, spec, params)
-    cfg = TrainConfig(max_epochs=epochs, embedding_regularizer=reg, device=device, num_threads=threads)
+    cfg = TrainConfig(max_epochs=epochs, embedding_regularizer=reg, device=device, num_threads=threads,
+                      precision=precision)
     scores = iter(np.linspace(0.6, 0.7, epochs))  # a rising validation curve: no early stop, no LR decay
     cpu = [time.process_time()]  # process CPU seconds (all threads) at the end of each epoch's training
 
@@ -172,10 +177,11 @@ def bench_model(name, spec, params, train, valid, epochs: int, reg: float, threa
     )
     train_per_s = res.history[-1].samples_per_s
     train_per_cpu_s = len(train) / (cpu[-2] - cpu[-3])
-    step_per_s = step_only_per_s(model, train, cfg.batch_size, reg, device=resolve_device(device))
-    evaluate(model, valid, cfg.eval_batch_size)  # warm-up
+    step_per_s = step_only_per_s(model, train, cfg.batch_size, reg, device=resolve_device(device),
+                                 precision=precision)
+    evaluate(model, valid, cfg.eval_batch_size, precision=precision)  # warm-up
     t = time.perf_counter()
-    evaluate(model, valid, cfg.eval_batch_size)
+    evaluate(model, valid, cfg.eval_batch_size, precision=precision)
     valid_per_s = len(valid) / (time.perf_counter() - t)
     return Row(
         name,
@@ -221,6 +227,8 @@ def main() -> int:
     ap.add_argument("--frappe-models", default="dcn",
                     help="models at Frappe_x1 shape (dcn: its best BARS configuration; others: conf defaults)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (every case)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="train.precision of every case (bf16: autocast to bfloat16)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table for the Frappe DCN step")
     ap.add_argument("--breakdown", action="store_true",
                     help="instead: a whole run's wall time by phase (bars.run.train_one), tracking off and on")
@@ -253,7 +261,7 @@ def main() -> int:
     threads = torch.get_num_threads()
     print(
         f"bars bench train: torch {torch.__version__}, {device}, {threads} CPU threads, {os.cpu_count()} cores, "
-        f"load average {os.getloadavg()[0]:.1f} at start, batch 4096, eval batch 16384"
+        f"load average {os.getloadavg()[0]:.1f} at start, batch 4096, eval batch 16384, precision {args.precision}"
     )
     rows: list[Row] = []
     if not args.skip_zoo:
@@ -262,7 +270,8 @@ def main() -> int:
         valid = synthetic_split(spec, args.valid_rows, 1)
         names = [m for m in args.models.split(",") if m] or list_models()
         for name in names:
-            rows.append(bench_model(name, spec, _params(name, 10), train, valid, args.epochs, 1e-5, threads, device))
+            rows.append(bench_model(name, spec, _params(name, 10), train, valid, args.epochs, 1e-5, threads, device,
+                                    args.precision))
             print(f"  {rows[-1].name}: {rows[-1].train_per_s:,.0f} samples/s", file=sys.stderr, flush=True)
     cnames = [m for m in args.criteo_models.split(",") if m]
     if cnames:
@@ -270,7 +279,8 @@ def main() -> int:
         ctrain = synthetic_split(cspec, args.criteo_rows, 0)
         cvalid = synthetic_split(cspec, args.valid_rows, 1)
         for name in cnames:
-            r = bench_model(name, cspec, _params(name, 10), ctrain, cvalid, args.epochs, 1e-5, threads, device)
+            r = bench_model(name, cspec, _params(name, 10), ctrain, cvalid, args.epochs, 1e-5, threads, device,
+                            args.precision)
             r.name = f"{name} @ Criteo shape"
             rows.append(r)
             print(f"  {r.name}: {r.train_per_s:,.0f} samples/s", file=sys.stderr, flush=True)
@@ -280,7 +290,7 @@ def main() -> int:
     dcn = None
     for name in [m for m in args.frappe_models.split(",") if m]:
         params = FRAPPE_DCN_BEST if name == "dcn" else _params(name, 10)
-        r = bench_model(name, fspec, params, ftrain, fvalid, args.epochs, 0.05, threads, device)
+        r = bench_model(name, fspec, params, ftrain, fvalid, args.epochs, 0.05, threads, device, args.precision)
         r.name = "dcn @ Frappe_x1 best" if name == "dcn" else f"{name} @ Frappe_x1"
         dcn = r if name == "dcn" else dcn
         rows.append(r)
