@@ -208,7 +208,8 @@ def test_bars_train_with_two_processes_records_one_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ["model=dnn", "data=movielens_small", "train.max_epochs=1", "model.params.hidden_units=[32,16]",
               "model.params.batch_norm=false", "model.params.dropout=0", f"paths.data={tmp_path / 'data'}",
-              f"paths.checkpoints={tmp_path / 'ckpt'}", f"tracking.uri={uri}", "tracking.experiment=ddp"]
+              f"paths.checkpoints={tmp_path / 'ckpt'}", f"tracking.uri={uri}", "tracking.experiment=ddp",
+              "train.device=cpu"]  # gloo (a GPU machine runs the NCCL case in scripts/gpu-check)
     runs = {}
     for n in (2, 1):
         out = subprocess.run([sys.executable, "-m", "bars.cli", "train", *common, f"train.processes={n}"],
@@ -248,4 +249,27 @@ def test_processes_are_refused_where_they_cannot_run():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="needs 2 GPUs, one per process; 0 visible"):
             validate(compose(["model=dnn", "train.processes=2", "train.device=cuda"]), "train")
-    validate(compose(["model=dnn", "train.processes=2"]), "train")
+    validate(compose(["model=dnn", "train.processes=2", "train.device=cpu"]), "train")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_and_tf32_switches_on_cuda():
+    """On a GPU: train.tf32 sets both CUDA flags for the run, bf16 autocast runs the forward in bfloat16, and the
+    tiny problem is learnt."""
+    from bars.models import build
+
+    torch.manual_seed(0)
+    net = build("dnn", SPEC, MODEL)
+    seen = []
+    net.mlp.register_forward_hook(lambda m, i, o: seen.append((o.dtype, o.device.type)))
+    cfg = TrainConfig(batch_size=256, eval_batch_size=129, max_epochs=3, learning_rate=3e-3, device="cuda",
+                      precision="bf16", tf32=True)
+    try:
+        result = fit(net, tiny_data(2000, seed=1), tiny_data(701, seed=2), cfg, seed=5)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        from bars.train import set_tf32
+
+        set_tf32(False)
+    assert set(seen) == {(torch.bfloat16, "cuda")}
+    assert result.best_val["auc"] > 0.7
