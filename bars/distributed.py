@@ -18,13 +18,12 @@ The BARS protocol is kept, decided once and shared:
 - **validation and test**: each process scores its share of the split's rows, the probabilities are gathered
   and process 0 computes the metrics, which it sends to every process: the early-stopping and LR-decay
   decisions are therefore taken once and are the same everywhere;
-- **recording**: only process 0 opens the MLflow run, prints, writes the checkpoint and the artifacts; the
-  others train and evaluate silently.
-
 - **batch norm**: every BatchNorm layer normalises by the statistics of the global batch, gathered from every
-  process (:func:`global_batch_norm`), and updates its running statistics from them: what one process computes.
+  process (:func:`global_batch_norm`), and updates its running statistics from them: what one process computes;
+- **recording**: only process 0 prepares the data (the others wait, then reuse it), opens the MLflow run, prints,
+  writes the checkpoint and the artifacts; the others train and evaluate silently.
 
-What differs from one process (docs/performance.md "Multi-process training"): dropout draws other masks (each
+What differs from one process (docs/performance.md "Multi-process training and precision switches"): dropout draws other masks (each
 process has its own random stream) and floating-point sums are taken in another order.
 """
 
@@ -112,9 +111,8 @@ def device_for(ctx: Context, requested: str) -> torch.device:
 
 
 def init(ctx: Context, device: torch.device) -> None:
-    """Join the process group (NCCL for CUDA devices, gloo otherwise), once per process. On the CPU, a process
-    that was left torch's default thread count gets its share of the cores (``torch.set_num_threads``) so that
-    the processes of a node do not oversubscribe them."""
+    """Join the process group (NCCL for CUDA devices, gloo otherwise), once per process (``bars.train.fit`` then
+    gives a CPU process left at torch's default thread count its share of the cores: :func:`cpu_threads`)."""
     import torch.distributed as dist
 
     if dist.is_initialized():
