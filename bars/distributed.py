@@ -284,6 +284,27 @@ def broadcast_parameters(module: torch.nn.Module) -> None:
         dist.broadcast(t.data, src=0)
 
 
+def unused_parameters(model: torch.nn.Module, train: Any, cfg: Any, device: torch.device, all_labels: bool
+                      ) -> list[str]:
+    """The trainable parameters a training step of ``model`` leaves without a gradient (e.g. FinalNet's block
+    heads when unused), found on a copy of the model with one small batch, the random streams restored after:
+    ``DistributedDataParallel`` must be told of them (``find_unused_parameters``, which costs a walk of the
+    autograd graph every step) and only then."""
+    import copy
+
+    from bars.objective import data_loss, loss_function
+    from bars.precision import autocast, float_outputs
+
+    probe = copy.deepcopy(model).train()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        xb, yb = next(iter(train.batches(min(cfg.batch_size, 64, len(train)), shuffle=False, seed=0, device=device,
+                                         **({"all_labels": True} if all_labels else {}))))
+        with autocast(device, cfg.precision):
+            outputs = probe(xb)
+        data_loss(probe, float_outputs(outputs), yb, loss_function(cfg.loss)).backward()
+    return [name for name, p in probe.named_parameters() if p.requires_grad and p.grad is None]
+
+
 # ------------------------------------------------------------------------------------------------- batch norm
 _GHOST: contextvars.ContextVar[bool] = contextvars.ContextVar("bars_distributed_ghost", default=False)
 
@@ -417,7 +438,28 @@ def launch(processes: int, overrides: Sequence[str]) -> int:
             signal.signal(s, h)
 
 
-__all__ = ["Context", "DistributedError", "EvalShard", "all_reduce_sum", "barrier", "broadcast_buffers",
-           "broadcast_object", "broadcast_parameters", "context", "cpu_threads", "device_for", "gather_rows",
-           "ghost_rows", "global_batch_norm", "init", "launch", "launch_command", "launched_world", "shard_batches", "share_weight", "shares",
-           "shutdown"]
+__all__ = [
+    "Context",
+    "DistributedError",
+    "EvalShard",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_buffers",
+    "broadcast_object",
+    "broadcast_parameters",
+    "context",
+    "cpu_threads",
+    "device_for",
+    "gather_rows",
+    "ghost_rows",
+    "global_batch_norm",
+    "init",
+    "launch",
+    "launch_command",
+    "launched_world",
+    "shard_batches",
+    "share_weight",
+    "shares",
+    "shutdown",
+    "unused_parameters",
+]

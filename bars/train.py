@@ -37,8 +37,6 @@ per-batch host synchronisation on CUDA (losses are accumulated on the device and
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 import functools
 import math
 import os
@@ -70,6 +68,9 @@ from bars.objective import (
 from bars.optim import FusedAdam  # noqa: F401 (re-exported)
 from bars.optim import make_adam as _make_adam
 from bars.optim import set_lr as _set_lr
+from bars.precision import PRECISIONS, autocast, set_tf32  # noqa: F401 (re-exported)
+from bars.precision import float_outputs as _float
+from bars.train_config import TrainConfig
 
 __all__ = [
     "LOSSES",
@@ -94,36 +95,6 @@ __all__ = [
 ]
 
 _CUDA_CHECK_EVERY = 64  # batches between host syncs for the NaN/inf check on accelerators
-PRECISIONS = ("fp32", "bf16")
-
-
-def autocast(device: torch.device, precision: str) -> Any:
-    """The forward passes' precision: ``fp32`` (nothing changes: the default, as FuxiCTR) or ``bf16`` (torch's
-    autocast to bfloat16 on ``device``: matmuls, convolutions and the like in bfloat16, reductions and the rest in
-    float32). The loss is always computed in float32, outside it."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise ValueError(f"precision {precision!r} is not one of {list(PRECISIONS)}")
-
-
-def set_tf32(on: bool) -> None:
-    """``train.tf32``: TF32 for CUDA float32 matmuls and cuDNN convolutions (on Ampere and later GPUs), or neither
-    (strict float32, the default; torch's own default runs cuDNN convolutions in TF32). No effect on the CPU."""
-    torch.backends.cuda.matmul.allow_tf32 = bool(on)
-    torch.backends.cudnn.allow_tf32 = bool(on)
-
-
-def _float(outputs: Tensor | Mapping[str, Tensor]) -> Tensor | Mapping[str, Tensor]:
-    """A model's outputs in float32 (what autocast left in bfloat16), for the loss and the scores."""
-    if isinstance(outputs, Tensor):
-        return outputs.float() if outputs.is_floating_point() else outputs
-    if isinstance(outputs, Mapping):
-        return {k: _float(v) for k, v in outputs.items()}
-    return outputs
-
-
 class NonFiniteLossError(FloatingPointError):
     """A batch loss was NaN or infinite; the message names the epoch, the batch and the value."""
 
@@ -133,123 +104,6 @@ class NonFiniteLossError(FloatingPointError):
             f"non-finite training loss {value} at epoch {epoch}, batch {batch} (1-based); training stopped. "
             "Lower the learning rate or check the inputs (e.g. unscaled numeric features)."
         )
-
-
-# ------------------------------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class TrainConfig:
-    """The BARS protocol's knobs; fields == keys of ``conf/train/default.yaml``."""
-
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    batch_size: int = 4096
-    eval_batch_size: int = 16384
-    max_epochs: int = 100
-    embedding_regularizer: float = 0.0
-    net_regularizer: float = 0.0
-    clip_grad_norm: float = 10.0
-    embedding_init_std: float = 1e-4
-    loss: str = "bce"
-    monitor: str | Mapping[str, float] = "val_auc"  # a metric key, or metric key -> weight (sum maximised)
-    monitor_task: str | None = None  # multi-task runs: the task a task-less monitor key reads (None: the first)
-    min_delta: float = 1e-6
-    lr_decay_factor: float = 0.1
-    min_lr: float = 1e-6
-    max_strikes: int = 2
-    reset_strikes_on_improvement: bool = True
-    device: str = "auto"
-    num_threads: int = 0
-    deterministic: bool = True
-    processes: int = 1  # processes training the run together (bars.distributed: DistributedDataParallel)
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes; the loss in float32)
-    tf32: bool = False  # CUDA: TF32 for float32 matmuls and cuDNN convolutions
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.optimizer.lower() != "adam":
-            problems.append(f"optimizer {self.optimizer!r}: only 'adam' (the BARS protocol) is supported")
-        if self.loss not in LOSSES:
-            problems.append(f"loss {self.loss!r} is not one of {sorted(LOSSES)}")
-        try:
-            metrics.Monitor.parse(self.monitor, task=self.monitor_task)
-        except metrics.MetricError as e:
-            problems.append(str(e))
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        for name in ("learning_rate", "batch_size", "eval_batch_size", "max_epochs", "max_strikes", "processes"):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("embedding_regularizer", "net_regularizer", "min_delta", "min_lr", "num_threads"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0 < self.lr_decay_factor <= 1:
-            problems.append(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor!r}")
-        if not self.clip_grad_norm > 0 and not math.isinf(self.clip_grad_norm):
-            problems.append(
-                f"clip_grad_norm must be > 0 (inf disables clipping), got {self.clip_grad_norm!r}"
-            )
-        if problems:
-            raise TrainConfigError("invalid train config: " + "; ".join(problems))
-
-    @property
-    def monitor_spec(self) -> metrics.Monitor:
-        """``monitor`` parsed against the metric registry."""
-        return metrics.Monitor.parse(self.monitor, task=self.monitor_task)
-
-    @classmethod
-    def fields(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_cfg(cls, node: Any) -> TrainConfig:
-        """From ``cfg.train`` (DictConfig or mapping). Strict: unknown keys raise, listing the valid ones."""
-        try:
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(node, DictConfig):
-                node = OmegaConf.to_container(node, resolve=True)
-        except ImportError:  # pragma: no cover
-            pass
-        if not isinstance(node, Mapping):
-            raise TrainConfigError(f"train config must be a mapping, got {type(node).__name__}")
-        valid = cls.fields()
-        unknown = sorted(set(node) - set(valid))
-        if unknown:
-            raise TrainConfigError(f"unknown train config key(s) {unknown}; valid keys are {valid}")
-        kwargs = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in node:
-                continue
-            v = node[f.name]
-            if f.name == "monitor":  # a metric key or a mapping: checked against the registry by __post_init__
-                if not isinstance(v, (str, Mapping)):
-                    raise TrainConfigError(f"train.monitor must be a metric key or a mapping of metric keys to "
-                                           f"weights, got {v!r} ({type(v).__name__})")
-                kwargs[f.name] = v if isinstance(v, str) else dict(v)
-                continue
-            if f.name == "monitor_task":  # a label column name, or null
-                if v is not None and not isinstance(v, str):
-                    raise TrainConfigError(f"train.monitor_task must be a label column name or null, got {v!r}")
-                kwargs[f.name] = v
-                continue
-            want = (
-                f.type
-                if isinstance(f.type, type)
-                else {"float": float, "int": int, "bool": bool, "str": str}[f.type]
-            )
-            if want is float and isinstance(v, (int, float)) and not isinstance(v, bool):
-                v = float(v)
-            elif want is float and isinstance(v, str):  # YAML 1.1 reads "1e-3" as a string
-                try:
-                    v = float(v)
-                except ValueError:
-                    pass
-            if not isinstance(v, want) or (want is int and isinstance(v, bool)):
-                raise TrainConfigError(
-                    f"train.{f.name} must be {want.__name__}, got {v!r} ({type(v).__name__})"
-                )
-            kwargs[f.name] = v
-        return cls(**kwargs)
 
 
 # ------------------------------------------------------------------------------------------------- records
@@ -453,7 +307,7 @@ class TrainStep:
         (``(2 W) * (lam / 2)`` and ``W * lam`` round alike; a sum of two gradients is commutative), so the
         gradients, clipping and the update are those of :meth:`objective`'s graph; the returned objective is
         its value (:func:`bars.objective.regularization_value`: bit for bit up to tables of 2**18 entries)."""
-        ghost = contextlib.nullcontext() if self.distributed is None else _ghost_rows(weight == 0)
+        ghost = contextlib.nullcontext() if self.distributed is None else _distributed_ghost_rows(weight == 0)
         with autocast(self.device, self.cfg.precision), ghost:
             outputs = self.forward_module(xb)
         if self.cfg.precision != "fp32":
@@ -683,7 +537,7 @@ def fit(
         from torch.nn.parallel import DistributedDataParallel
 
         dist.broadcast_parameters(model)
-        unused = _unused_parameters(model, train, cfg, device, all_labels)
+        unused = dist.unused_parameters(model, train, cfg, device, all_labels)
         restore_batch_norm = dist.global_batch_norm(model)  # put back when fit returns or raises
         if distributed.rank:
             torch.manual_seed((seed * 1_000_003 + 7_919 * distributed.rank) % 2**63)
@@ -806,26 +660,10 @@ def fit(
     )
 
 
-def _ghost_rows(on: bool) -> Any:
+def _distributed_ghost_rows(on: bool) -> Any:
     from bars.distributed import ghost_rows
 
     return ghost_rows(on)
-
-
-def _unused_parameters(model: nn.Module, train: Split, cfg: TrainConfig, device: torch.device,
-                       all_labels: bool) -> list[str]:
-    """The trainable parameters a training step of ``model`` leaves without a gradient (e.g. FinalNet's block
-    heads when unused), found on a copy of the model with one small batch, the random streams restored after:
-    ``DistributedDataParallel`` must be told of them (``find_unused_parameters``, which costs a walk of the
-    autograd graph every step) and only then."""
-    probe = copy.deepcopy(model).train()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        xb, yb = next(iter(train.batches(min(cfg.batch_size, 64, len(train)), shuffle=False, seed=0, device=device,
-                                         **({"all_labels": True} if all_labels else {}))))
-        with autocast(device, cfg.precision):
-            outputs = probe(xb)
-        data_loss(probe, _float(outputs), yb, loss_function(cfg.loss)).backward()
-    return [name for name, p in probe.named_parameters() if p.requires_grad and p.grad is None]
 
 
 def _to_device(split: Split, device: torch.device) -> Split:

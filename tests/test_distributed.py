@@ -143,9 +143,9 @@ def test_two_processes_train_as_one(tmp_path, n_train, batch_size, batch_norm):
 
 
 def test_two_processes_with_a_model_that_leaves_parameters_unused(tmp_path):
-    """DistributedDataParallel must be told of parameters a step leaves without gradient, and only then: FM's
-    first-order weight of a field with no rows... here a model whose forward skips a parameter (the probe)."""
-    from bars.train import _unused_parameters
+    """DistributedDataParallel must be told of parameters a step leaves without a gradient, and only then: the
+    probe finds a parameter the forward never reads, and none in a model that reads all of its parameters."""
+    _unused_parameters = dist.unused_parameters
 
     class Skips(torch.nn.Module):
         def __init__(self) -> None:
