@@ -72,12 +72,9 @@ def launched_world() -> int | None:
 def context(processes: int) -> Context | None:
     """The context of a run asking for ``processes`` (``train.processes``): None for one process; else the rank
     torchrun gave this process. A mismatch with the launcher's world size, or no launcher, is an error."""
+    if processes <= 1:  # one process, whatever the environment says (a cluster may set RANK / WORLD_SIZE for its
+        return None     # own reasons: a sweep worker there trains its trials alone)
     world = launched_world()
-    if processes <= 1:
-        if world not in (None, 1):
-            raise DistributedError(f"this process was started as one of {world} (WORLD_SIZE={world}) but "
-                                   f"train.processes={processes}: set train.processes={world}")
-        return None
     if world is None:
         raise DistributedError(f"train.processes={processes} needs {processes} processes: `bars train` starts them "
                                f"itself (make train ... GPUS={processes}); a caller of bars.run.train_one must be "

@@ -554,7 +554,8 @@ def _train_command(cfg: DictConfig, overrides: list[str]) -> int:
     processes = int(cfg.train.get("processes", 1) or 1)
     if processes > 1 and distributed.launched_world() is None:  # start the processes (each runs this command)
         return distributed.launch(processes, overrides)
-    if cfg.tracking.enabled and os.environ.get("RANK", "0") == "0":
+    rank = int(os.environ.get("RANK", "0")) if processes > 1 else 0  # this process's rank among the run's
+    if cfg.tracking.enabled and rank == 0:
         housekeeping(cfg)
     ok = False
     try:
@@ -564,7 +565,6 @@ def _train_command(cfg: DictConfig, overrides: list[str]) -> int:
         print("\nbars train: interrupted; the MLflow run was ended KILLED", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:  # noqa: BLE001 - any failure: clear message, non-zero exit
-        rank = int(os.environ.get("RANK", "0")) if distributed.launched_world() else 0
         if rank:  # another process of a multi-process run: one line (most often: process 0 failed first)
             first = str(exc).splitlines()[0] if str(exc) else ""
             print(f"bars train (process {rank} of {distributed.launched_world()}): stopped: {type(exc).__name__}: "

@@ -59,8 +59,7 @@ def test_context_from_the_environment(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(dist.DistributedError, match="launcher started 3"):
         dist.context(2)
-    with pytest.raises(dist.DistributedError, match="set train.processes=3"):
-        dist.context(1)
+    assert dist.context(1) is None  # one process, whatever the environment says (a cluster may set RANK)
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
     ctx = dist.context(3)
