@@ -266,6 +266,10 @@ class TrainStep:
         self.model = model
         self.forward_module = model if forward_module is None else forward_module
         self.distributed = distributed
+        if distributed is not None:  # resolved once, not per step
+            from bars.distributed import all_reduce_sum, ghost_rows
+
+            self._all_reduce_sum, self._ghost_rows = all_reduce_sum, ghost_rows
         self.cfg = cfg
         self.device = _model_device(model)
         self.emb_params, self.net_params = _split_parameters(model)
@@ -307,17 +311,15 @@ class TrainStep:
         (``(2 W) * (lam / 2)`` and ``W * lam`` round alike; a sum of two gradients is commutative), so the
         gradients, clipping and the update are those of :meth:`objective`'s graph; the returned objective is
         its value (:func:`bars.objective.regularization_value`: bit for bit up to tables of 2**18 entries)."""
-        ghost = contextlib.nullcontext() if self.distributed is None else _distributed_ghost_rows(weight == 0)
+        ghost = contextlib.nullcontext() if self.distributed is None else self._ghost_rows(weight == 0)
         with autocast(self.device, self.cfg.precision), ghost:
             outputs = self.forward_module(xb)
         if self.cfg.precision != "fp32":
             outputs = _float(outputs)
         data = data_loss(self.model, outputs, yb, self.loss_fn)
         if self.distributed is not None:  # this process's part of the global batch's mean loss
-            from bars.distributed import all_reduce_sum
-
             data = data * weight
-            loss = all_reduce_sum(data.detach().clone())  # the global batch's mean data loss, in every process
+            loss = self._all_reduce_sum(data.detach().clone())  # the global batch's mean data loss, in every process
             data = data * self.distributed.world_size  # DistributedDataParallel averages: the sum of the parts
         else:
             loss = data.detach()
@@ -658,12 +660,6 @@ def fit(
         best_monitor=best_monitor,
         phase_seconds=phase,
     )
-
-
-def _distributed_ghost_rows(on: bool) -> Any:
-    from bars.distributed import ghost_rows
-
-    return ghost_rows(on)
 
 
 def _to_device(split: Split, device: torch.device) -> Split:
