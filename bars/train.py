@@ -368,7 +368,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int = 16384, device: Any = None, *,
+def predict(model: nn.Module, split: Split, batch_size: int = 8192, device: Any = None, *,
             precision: str = "fp32") -> Tensor:
     """Probabilities (float32, on CPU) for every row of ``split`` in order: [N], or [N, T] for a multi-task
     model (one column per task); the model is in eval mode meanwhile and only its final prediction is used.
@@ -403,7 +403,7 @@ def predict(model: nn.Module, split: Split, batch_size: int = 16384, device: Any
         model.train(was_training)
 
 
-def evaluate(model: nn.Module, split: Split, batch_size: int = 16384, device: Any = None, *,
+def evaluate(model: nn.Module, split: Split, batch_size: int = 8192, device: Any = None, *,
              group_column: str | None = None, precision: str = "fp32", distributed: Any = None) -> dict[str, float]:
     """Every registered metric (``bars.metrics.compute``) of ``model`` on ``split`` by name, in registry order:
     ``{"auc": .., "logloss": .., ...}`` on probabilities = sigmoid(logits), float32. With ``group_column`` (a

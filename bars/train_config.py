@@ -24,7 +24,7 @@ class TrainConfig:
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     batch_size: int = 4096
-    eval_batch_size: int = 16384
+    eval_batch_size: int = 8192
     max_epochs: int = 100
     embedding_regularizer: float = 0.0
     net_regularizer: float = 0.0

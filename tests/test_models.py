@@ -368,3 +368,17 @@ def test_forward_backward_on_cuda(name, spec):
     out = final_logits(model(batch))
     assert out.shape == (B,) and out.is_cuda and torch.isfinite(out).all()
     out.sum().backward()
+
+
+@pytest.mark.parametrize("cid", CONFIG_IDS)
+def test_eval_outputs_do_not_depend_on_the_batching(cid, spec):
+    """Scoring rows in one batch or in several gives the same outputs bit for bit, so `train.eval_batch_size` is a
+    speed knob only (validation, test and `bars predict` may use any batch size without changing a metric)."""
+    torch.manual_seed(0)
+    raw = OmegaConf.load(CONF / f"{cid}.yaml")
+    model = init_bars_(build(str(raw.name), spec, yaml_params(cid))).eval()
+    batch = make_batch(spec, n=600, seed=2)
+    with torch.no_grad():
+        whole = final_logits(model(batch))
+        parts = torch.cat([final_logits(model({k: v[i:i + 256] for k, v in batch.items()})) for i in (0, 256, 512)])
+    assert torch.equal(whole, parts), f"{cid}: max |difference| {float((whole - parts).abs().max())}"

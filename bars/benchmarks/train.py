@@ -24,7 +24,7 @@ forward, loss + regularizers, backward, clipping, Adam: everything but validatio
 ``train/cpu-s`` = the same rows per CPU-second of this process (all threads; on a machine shared with other
 jobs wall-clock figures fall, this one much less: with ``--threads 1`` it is the single-core speed);
 ``step/s`` = the same step on one fixed batch with no data pipeline (a ceiling: what the model costs);
-``valid/s`` = rows/s of ``bars.train.evaluate`` (batch 16384, no_grad, AUC + logloss included).
+``valid/s`` = rows/s of ``bars.train.evaluate`` (the trainer's eval batch, 8192, no_grad, AUC + logloss included).
 ``--profile`` prints torch.profiler's top operators for the Frappe DCN training step.
 ``--breakdown`` (``make bench-train ARGS=--breakdown``) instead times whole runs by phase, tracking off and on
 (``bars.benchmarks.fixed_cost``: a run's fixed cost, issue 16).
@@ -259,9 +259,12 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
+    from bars.train_config import TrainConfig
+
     print(
         f"bars bench train: torch {torch.__version__}, {device}, {threads} CPU threads, {os.cpu_count()} cores, "
-        f"load average {os.getloadavg()[0]:.1f} at start, batch 4096, eval batch 16384, precision {args.precision}"
+        f"load average {os.getloadavg()[0]:.1f} at start, batch 4096, eval batch {TrainConfig().eval_batch_size}, "
+        f"precision {args.precision}"
     )
     rows: list[Row] = []
     if not args.skip_zoo:
