@@ -170,11 +170,11 @@ def _tracked(cfg: DictConfig, tags: dict[str, Any], parent_run_id: str | None, t
     if not cfg.tracking.enabled or not enabled:
         yield _NullRun(), None
         return
-    from bars.tracking import tracker_of
+    from bars.tracking_helper import tracker_for
 
     with contextlib.ExitStack() as stack:
         with timer.phase("tracking"):
-            tracker = tracker_of(cfg)
+            tracker = tracker_for(cfg)  # through the tracking helper (bars.tracking_helper) or in this process
             resolved = OmegaConf.to_container(cfg, resolve=True)
             run = stack.enter_context(tracker.run(run_name(cfg), tags=tags, params=resolved,
                                                   parent_run_id=parent_run_id))
@@ -263,9 +263,13 @@ def train_one(cfg: DictConfig, *, on_epoch: EpochCallback | None = None, parent_
     tracked = bool(cfg.tracking.enabled) and (ctx is None or ctx.is_main)  # only process 0 records
     say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
     seed = int(cfg.seed)
-    if tracked:  # the learning curve's render helper imports matplotlib while this run loads and trains
+    if tracked:  # the tracking helper opens the store, the learning curve's render helper imports matplotlib,
+        # while this run loads and builds
+        from bars import tracking_helper
         from bars.plotting import renderer
 
+        if tracking_helper.wanted(cfg):
+            tracking_helper.start(tracking_helper.options_of(cfg))
         renderer().start()
     timer.stop("config")
     setup = _setup(cfg, seed, timer, stage, ctx)
@@ -371,7 +375,8 @@ def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch:
     ckpt = ckpt_dir / "best.pt"
     if tracked:  # the data and model tags came with the run's creation (_setup_tags)
         with timer.phase("tracking"):  # the start artifacts in one store call (log_artifacts of a folder)
-            from bars.tracking import dict_text, environment_report
+            from bars.environment import environment_report
+            from bars.tracking_helper import dict_text
 
             files: dict[str, Any] = {
                 "config.yaml": dict_text(resolved, "config.yaml").encode("utf-8")}
@@ -517,10 +522,16 @@ def _end_on_sigterm() -> None:
 def housekeeping(cfg: DictConfig, command: str = "train") -> None:
     """Before a command uses the store: send records kept locally while it was unreachable (``bars sync``), then
     end runs of this experiment left RUNNING by killed processes on this host (kill -9, OOM, power loss), and
-    remove the checkpoint temporaries such processes left."""
+    remove the checkpoint temporaries such processes left. For ``bars train`` through the tracking helper
+    (``bars.tracking_helper``), the helper does the store's part, started here, while this process goes on."""
     from bars.fileio import remove_stale_temps
 
     remove_stale_temps(Path(str(cfg.paths.checkpoints)), recursive=True)
+    from bars import tracking_helper
+
+    if command == "train" and tracking_helper.wanted(cfg) and \
+            tracking_helper.start(tracking_helper.options_of(cfg), command) is not None:
+        return  # the helper does it while this process goes on; it says what it did when the run opens
     try:
         from bars.tracking import reconcile, sync_spools
 
@@ -547,14 +558,21 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
 def _train_command(cfg: DictConfig, overrides: list[str]) -> int:
     _end_on_sigterm()
-    from bars import distributed
+    from bars import distributed, tracking_helper
     from bars.validate import validate
 
-    validate(cfg, "train")  # a ConfigError: `bars train: error: ...`, exit 2, nothing opened or written
+    try:
+        validate(cfg, "train")  # a ConfigError: `bars train: error: ...`, exit 2, nothing opened or written
+    except BaseException:
+        tracking_helper.discard()
+        raise
     processes = int(cfg.train.get("processes", 1) or 1)
-    if processes > 1 and distributed.launched_world() is None:  # start the processes (each runs this command)
-        return distributed.launch(processes, overrides)
     rank = int(os.environ.get("RANK", "0")) if processes > 1 else 0  # this process's rank among the run's
+    launcher = processes > 1 and distributed.launched_world() is None
+    if launcher or not (cfg.tracking.enabled and rank == 0) or _method_of(cfg) is not None:
+        tracking_helper.discard()  # no run of this process writes through it (a method's parent run holds mlflow)
+    if launcher:  # start the processes (each runs this command)
+        return distributed.launch(processes, overrides)
     if cfg.tracking.enabled and rank == 0:
         housekeeping(cfg)
     ok = False
@@ -583,8 +601,10 @@ def _train_command(cfg: DictConfig, overrides: list[str]) -> int:
 
 def main() -> int:
     """``bars train [hydra overrides]``: one run; exits non-zero with a clear error when the run fails."""
+    from bars import tracking_helper
     from bars.validate import ConfigError
 
+    tracking_helper.prestart()  # imports mlflow and the store's modules while this process composes and loads
     return hydra_command("train", _train_command, (ConfigError,))
 
 

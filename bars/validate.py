@@ -210,6 +210,9 @@ def check_tracking(cfg: DictConfig) -> list[str]:
         _int(cfg, "tracking.tries", 1, out)
     if _get(cfg, "tracking.retry_wait") is not None:
         _pos(cfg, "tracking.retry_wait", out, zero=True)
+    helper = _get(cfg, "tracking.helper", "auto")
+    if not (isinstance(helper, bool) or helper == "auto"):
+        out.append(f"tracking.helper must be auto, true or false, got {helper!r}")
     spool = _get(cfg, "tracking.spool_dir")
     if spool is not None and not isinstance(spool, str):
         out.append(f"tracking.spool_dir must be a folder path or null, got {spool!r}")

@@ -44,10 +44,9 @@ from mlflow.entities import RunStatus
 
 from bars.environment import environment_report, environment_tags, git_info, hardware_description
 from bars.tracking.reconcile import reconcile
-from bars.tracking.runs import RunSummary, TrackedRun, Tracker, dict_text, end_run, tracker_of
+from bars.tracking.runs import RunSummary, TrackedRun, Tracker, end_run, tracker_of
 from bars.tracking.store import (
     STATUSES,
-    TrackingWarning,
     ensure_store,
     replay_spool,
     resolve_uri,
@@ -55,6 +54,7 @@ from bars.tracking.store import (
     store_lock,
     sync_spools,
 )
+from bars.tracking_helper import TrackingWarning, dict_text
 
 __all__ = [
     "STATUSES", "RunStatus", "RunSummary", "TrackedRun", "Tracker", "TrackingWarning", "dict_text", "end_run",

@@ -33,7 +33,6 @@ from bars.tracking.store import (
     METRICS_PER_BATCH,
     PARAMS_PER_BATCH,
     STATUSES,
-    TrackingWarning,
     _error_code,
     _short,
     ensure_store,
@@ -41,6 +40,8 @@ from bars.tracking.store import (
     resolve_uri,
     sqlite_path,
 )
+from bars.tracking_helper import TrackingWarning
+from bars.tracking_helper import redacted as _redacted
 
 # ----------------------------------------------------------------------------------------------------- tracker
 
@@ -159,10 +160,13 @@ class Tracker:
 
     def start_run(self, name: str | None = None, tags: Mapping[str, Any] | None = None,
                   params: Mapping[str, Any] | Any = None, parent_run_id: str | None = None,
-                  *, description: str | None = None) -> TrackedRun:
-        """Create a RUNNING run and return it; the caller must end it (``TrackedRun.end``). Prefer :meth:`run`."""
+                  *, description: str | None = None, environment: Mapping[str, Any] | None = None) -> TrackedRun:
+        """Create a RUNNING run and return it; the caller must end it (``TrackedRun.end``). Prefer :meth:`run`.
+        ``environment``: the environment tags (``bars.environment.environment_tags``) of the process the run is
+        for, when that is not this one (the tracking helper's runs)."""
         exp_id = self.experiment_id(create=True)
-        all_tags: dict[str, Any] = {"stage": "single", **environment_tags(), **dict(tags or {})}
+        env = environment_tags() if environment is None else dict(environment)
+        all_tags: dict[str, Any] = {"stage": "single", **env, **dict(tags or {})}
         all_tags.setdefault("mlflow.source.name", all_tags.get("command", ""))
         all_tags.setdefault("mlflow.source.type", "LOCAL")
         if all_tags.get("git_commit") not in (None, "unknown"):
@@ -502,29 +506,6 @@ class TrackedRun:
         self.status = status
         if spool is not None and spool.pending(self.run_id):
             self.tracker.send_spool(self.run_id)
-
-
-def _redacted(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {k: _redacted(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_redacted(v) for v in data]
-    return redact(data)
-
-
-def dict_text(data: Any, name: str) -> str:
-    """The text MLflow's ``log_dict`` writes for ``data`` under ``name`` (YAML for .yaml/.yml, else JSON), after
-    the same redaction as :meth:`TrackedRun.log_dict`: the same bytes, for :meth:`TrackedRun.log_files`."""
-    from bars.config import to_container
-
-    data = _redacted(to_container(data))
-    if name.endswith((".yaml", ".yml")):
-        import yaml
-
-        # libyaml's emitter when present: the same text for a config's plain values (tested), 4 ms instead of
-        # 18 ms a run (issue 16)
-        return yaml.dump(data, Dumper=getattr(yaml, "CDumper", yaml.Dumper), indent=2, default_flow_style=False)
-    return json.dumps(data, indent=2, default=str)
 
 
 def _dict_text(data: Any, name: str) -> str:

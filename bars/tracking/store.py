@@ -29,10 +29,6 @@ _PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESO
 STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED")
 
 
-class TrackingWarning(UserWarning):
-    """A tracking call failed after its retries; the run goes on without that record."""
-
-
 # ----------------------------------------------------------------------------------------------------- helpers
 
 

@@ -151,6 +151,7 @@ def bars_overrides(a: dict[str, Any]) -> list[str]:
     ov += [f"train.max_epochs={a['epochs']}", f"train.max_strikes={a['epochs'] + 1}", "train.device=cpu",
            f"train.num_threads={a['threads']}", "tracking.enabled=true",
            f"tracking.uri=sqlite:///{root / 'bars' / 'mlflow.db'}", "tracking.experiment=whole-run",
+           f"tracking.helper={a.get('tracking_helper', 'auto')}",
            f"tracking.spool_dir={root / 'bars' / 'spool'}", f"paths.data={root / 'bars' / 'data'}",
            f"paths.checkpoints={root / 'bars' / 'ckpt'}"]
     return ov
@@ -158,6 +159,10 @@ def bars_overrides(a: dict[str, Any]) -> list[str]:
 
 def bars_worker(a: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
+    if a.get("tracking_helper", "auto") == "auto":  # as `bars train`: the tracking helper starts first thing
+        from bars import tracking_helper
+
+        tracking_helper.prestart()
     import torch
 
     from bars.config import compose
@@ -355,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fuxictr-workers", type=int, default=1, help="FuxiCTR loader's num_workers (its default 1)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs per side before each model's repeats "
                     "(default 1; the first model of a shape always has its side's first run)")
+    ap.add_argument("--tracking-helper", choices=("auto", "false"), default="auto",
+                    help="bars side: auto = as `bars train` (MLflow written by the tracking helper process), false = "
+                         "in the run's process (before session 21)")
     ap.add_argument("--keep", help="use (and keep) this folder instead of a temporary one")
     ap.add_argument("--json", help="also write every run's figures to this JSON file")
     args = ap.parse_args(argv)
@@ -389,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                 a = {"shape": shape, "model": m, "params": shape_params(m, shape), "epochs": args.epochs,
                      "threads": args.threads, "root": str(root), "data_dir": str(data_dir),
                      "fx_root": str(root / "fuxictr"), "dataset_id": f"{shape}_shape", "loader": args.fuxictr_loader,
-                     "fuxictr_workers": args.fuxictr_workers}
+                     "fuxictr_workers": args.fuxictr_workers, "tracking_helper": args.tracking_helper}
                 if not built:  # each side builds its dataset once per shape (not in the medians)
                     fx = launch(args.fuxictr_python, "fuxictr", {**a, "build": True}, args.threads)
                     first = launch(args.bars_python, "bars", a, args.threads)
