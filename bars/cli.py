@@ -34,7 +34,12 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+# Commands whose process, run from the command line, ends without the interpreter's teardown (_exit_now)
+FAST_EXIT = frozenset({"train"})
+
+
 def main(argv: list[str] | None = None) -> int:
+    own = argv is None  # this process's own command line (the `bars` script, python -m bars.cli), not a caller's
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -45,8 +50,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(COMMANDS[cmd][0])
     sys.argv = [f"bars {cmd}", *rest]
-    rc = module.main()
-    return int(rc or 0)
+    rc = int(module.main() or 0)
+    if own and cmd in FAST_EXIT:
+        _exit_now(rc)
+    return rc
+
+
+def _exit_now(rc: int) -> None:
+    """End the process now that its command is done: the atexit handlers (helper processes closed, temporary
+    folders removed, logging shut down), the standard streams flushed, then ``os._exit(rc)``, skipping the
+    interpreter's teardown of every module: ~0.8 s with torch loaded, a tenth of a demo ``bars train`` process
+    (issue 16). Returns instead (the normal exit follows) when another non-daemon thread still runs, which the
+    normal exit would wait for."""
+    import atexit
+    import contextlib
+    import os
+    import threading
+
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()  # the normal exit's handlers, in its order (no public equivalent)
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):
+            stream.flush()  # type: ignore[union-attr]
+    os._exit(rc)
 
 
 if __name__ == "__main__":

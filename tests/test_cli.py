@@ -39,3 +39,20 @@ def test_make_help_lists_targets():
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "bars.cli", "--help"], capture_output=True, text=True, check=True)
     assert "usage: bars" in out.stdout
+
+
+def test_exit_now_runs_the_exit_handlers_flushes_and_keeps_the_code(tmp_path):
+    """``bars train`` from the command line ends with ``_exit_now``: atexit handlers run, buffered output is
+    written, the exit code kept; with another non-daemon thread alive it returns and the normal exit waits."""
+    mark = tmp_path / "atexit-ran"
+    code = ("import atexit, sys; from bars.cli import _exit_now; "
+            f"atexit.register(lambda: open({str(mark)!r}, 'w').write('x')); "
+            "print('buffered', end=''); sys.stderr.write('err'); _exit_now(3); print('not reached')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert (out.returncode, out.stdout, out.stderr) == (3, "buffered", "err")
+    assert mark.read_text() == "x"
+    code = ("import threading, time, sys; from bars.cli import _exit_now; "
+            "t = threading.Thread(target=lambda: (time.sleep(0.5), print('thread done'))); t.start(); "
+            "_exit_now(3); print('returned')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.split() == ["returned", "thread", "done"]

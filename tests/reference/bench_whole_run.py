@@ -361,8 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs per side before each model's repeats "
                     "(default 1; the first model of a shape always has its side's first run)")
     ap.add_argument("--tracking-helper", choices=("auto", "false"), default="auto",
-                    help="bars side: auto = as `bars train` (MLflow written by the tracking helper process), false = "
-                         "in the run's process (before session 21)")
+                    help="bars side: auto = as `bars train` (MLflow written by the tracking helper process, the "
+                         "process ended without the interpreter's teardown), false = in the run's process, normal "
+                         "exit (before session 21)")
     ap.add_argument("--keep", help="use (and keep) this folder instead of a temporary one")
     ap.add_argument("--json", help="also write every run's figures to this JSON file")
     args = ap.parse_args(argv)
@@ -448,6 +449,10 @@ def worker_main(side: str, payload: str) -> int:
     a = json.loads(payload)
     out = bars_worker(a) if side == "bars" else fuxictr_worker(a)
     print(json.dumps(out, default=float))
+    if side == "bars" and a.get("tracking_helper", "auto") == "auto":  # as `bars train` ends (bars.cli)
+        from bars.cli import _exit_now
+
+        _exit_now(0)
     return 0
 
 
