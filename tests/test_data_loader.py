@@ -191,3 +191,23 @@ def test_checksums_hashed_once_then_stamped(movielens_folder, tmp_path, monkeypa
     assert hashed == ["test.parquet"]
     with pytest.raises(DataError, match="loader.verify must be one of"):
         load_dataset(folder, verify="quick")
+
+
+def test_numpy_views_equal_to_numpy_for_every_split_dtype():
+    """``bars.data.loader._numpy`` (a buffer view, without pyarrow's pandas import) gives what ``to_numpy`` gives:
+    every dtype a split holds, sliced arrays (an offset into the buffer), list values; nulls and other types go
+    through ``to_numpy``."""
+    import pyarrow as pa
+
+    from bars.data.loader import _numpy
+
+    cases = [pa.array([1, -2, 3, 4, 5], pa.int32()), pa.array([1, 2, 2**40], pa.int64()),
+             pa.array([0.5, -1.5, 2.25], pa.float32()), pa.array([0.1, 0.2], pa.float64()),
+             pa.array([1, 2, 3, 4, 5], pa.int32()).slice(2, 3), pa.array([0.5, 1.5, 2.5], pa.float32()).slice(1),
+             pa.array([[1, 2], [3, 4], [5, 6]], pa.list_(pa.int32())).slice(1).flatten(),
+             pa.array([1.0, None, 3.0], pa.float32()), pa.array([True, False]), pa.array([1, 2], pa.int16())]
+    for arr in cases:
+        got, want = _numpy(arr), arr.to_numpy(zero_copy_only=False)
+        assert got.dtype == want.dtype and got.shape == want.shape, arr.type
+        np.testing.assert_array_equal(got, want)
+    assert _numpy(cases[4]).tolist() == [3, 4, 5] and _numpy(cases[6]).tolist() == [3, 4, 5, 6]

@@ -144,11 +144,11 @@ def test_bars_train_never_imports_mlflow_and_still_ends_dead_runs(tmp_path):
     root.mkdir()
     stale = Tracker(uri, "tiny").start_run("stale", tags={"pid": "999999999", "pid_start": "1"})
     code = ("import sys; from bars.cli import main; rc = main(sys.argv[1:]); "
-            "print('MLFLOW_LOADED', 'mlflow' in sys.modules); sys.exit(rc)")
+            "print('MLFLOW_LOADED', 'mlflow' in sys.modules, 'PANDAS_LOADED', 'pandas' in sys.modules); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code, "train", *args], check=False, cwd=ROOT, env=command_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "MLFLOW_LOADED False" in proc.stdout
+    assert "MLFLOW_LOADED False PANDAS_LOADED False" in proc.stdout  # nor pandas (pyarrow's to_numpy imports it)
     assert f"marked 1 run(s) of dead processes FAILED: {stale.run_id}" in proc.stdout
     client = MlflowClient(tracking_uri=uri)
     assert client.get_run(stale.run_id).info.status == "FAILED"

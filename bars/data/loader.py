@@ -156,12 +156,26 @@ def check_schema(spec: FeatureSpec, schema: pa.Schema, where: str) -> None:
             raise SpecError(f"{where}: meta column {name!r} has type {schema.field(name).type}, expected int64")
 
 
+_NUMPY = {pa.int32(): np.int32, pa.int64(): np.int64, pa.float32(): np.float32, pa.float64(): np.float64}
+
+
+def _numpy(arr: pa.Array) -> np.ndarray:
+    """A primitive Arrow array without nulls as a (read-only) numpy view of its buffer; any other through
+    ``to_numpy``. The view, because pyarrow's ``to_numpy`` imports pandas (~0.5 s of a ``bars train`` process that
+    has no other use for it; issue 16)."""
+    dtype = _NUMPY.get(arr.type)
+    if dtype is None or arr.null_count:
+        return arr.to_numpy(zero_copy_only=False)
+    size = np.dtype(dtype).itemsize
+    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * size)
+
+
 def _column(table: pa.Table, name: str, kind: str, max_len: int) -> torch.Tensor:
     col = table.column(name).combine_chunks()
     if kind == "sequence":
-        arr = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.int32).reshape(len(col), max_len)
+        arr = np.asarray(_numpy(col.flatten()), dtype=np.int32).reshape(len(col), max_len)
     else:
-        arr = col.to_numpy(zero_copy_only=False)
+        arr = _numpy(col)
     if not arr.flags.writeable or not arr.flags.c_contiguous:
         arr = np.array(arr, copy=True, order="C")
     return torch.from_numpy(arr)
@@ -250,7 +264,7 @@ def load_tables(folder: Path, spec: FeatureSpec, manifest: dict, verify: bool | 
         if not path.is_file():
             raise DataError(f"{path}: pretrained table of {f.name!r} missing")
         stamps.verify(path, entry, "pretrained table")
-        t = pq.read_table(path)
+        t = read_parquet(path)
         index = np.asarray(t.column("index").to_numpy(), dtype=np.int64)
         vec = t.column("vector").combine_chunks()
         vectors = np.asarray(vec.flatten().to_numpy(), dtype=np.float32).reshape(len(vec), f.pretrained_dim)
@@ -260,9 +274,17 @@ def load_tables(folder: Path, spec: FeatureSpec, manifest: dict, verify: bool | 
     return out
 
 
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file as an Arrow table: ``pq.ParquetFile(...).read``, the same table as ``pq.read_table`` for one
+    file, without the ``pyarrow.dataset`` module, whose import also imports pandas (~0.5-1 s of a ``bars train``
+    process that needs neither; issue 16)."""
+    with pq.ParquetFile(path) as pf:
+        return pf.read(columns=columns)
+
+
 def load_split(folder: Path, spec: FeatureSpec, name: str, file: str | None = None) -> SplitTensors:
     path = Path(folder) / (file or f"{name}.parquet")
-    return split_from_table(pq.read_table(path), spec, str(path))
+    return split_from_table(read_parquet(path), spec, str(path))
 
 
 def load_dataset(folder: str | Path, splits=("train", "valid", "test"), verify: bool | str | None = None,

@@ -180,10 +180,10 @@ class StreamSplit:
         return self._label
 
     def read_column(self, name: str, kind: str | None = None) -> torch.Tensor:
-        from bars.data.loader import _column
+        from bars.data.loader import _column, read_parquet
 
         kind, max_len = (kind, 0) if kind is not None else self.kinds[name]
-        return _column(pq.read_table(self.path, columns=[name]), name, kind, max_len)
+        return _column(read_parquet(self.path, columns=[name]), name, kind, max_len)
 
     def _group(self, pf: pq.ParquetFile, i: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         from bars.data.loader import _column
