@@ -461,6 +461,30 @@ def close_all() -> None:
 # ------------------------------------------------------------------------------------------------ run handles
 
 
+def failure_tags(exc: BaseException) -> dict[str, str]:
+    """The tags a run that failed with ``exc`` ends with (``error``, ``error_type``, ``error_traceback``)."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE], "error_type": type(exc).__name__,
+            "error_traceback": tb[-MAX_TAG_VALUE:]}
+
+
+@contextlib.contextmanager
+def ended_on_exit(run: Any) -> Iterator[Any]:
+    """Yield ``run``; then end it FAILED on an exception (re-raised, :func:`failure_tags`), KILLED on any other
+    BaseException (KeyboardInterrupt, SystemExit), else FINISHED unless it was ended already."""
+    try:
+        yield run
+    except Exception as exc:
+        run.fail(exc)
+        raise
+    except BaseException as exc:
+        run.end("KILLED", {"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE], "error_type": type(exc).__name__})
+        raise
+    else:
+        if not run.ended:
+            run.end("FINISHED")
+
+
 class RemoteRun:
     """A run written through the helper, with ``TrackedRun``'s interface (what ``bars.run`` calls)."""
 
@@ -535,9 +559,7 @@ class RemoteRun:
         self.log_files({name: render_png(fig)})
 
     def fail(self, exc: BaseException) -> None:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        self.end("FAILED", {"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE],
-                            "error_type": type(exc).__name__, "error_traceback": tb[-MAX_TAG_VALUE:]})
+        self.end("FAILED", failure_tags(exc))
 
     def end(self, status: str = "FINISHED", tags: Mapping[str, Any] | None = None) -> None:
         if self.ended:
@@ -580,19 +602,8 @@ class RemoteTracker:
             parent_run_id: str | None = None, *, description: str | None = None) -> Iterator[Any]:
         """As ``Tracker.run``: FAILED on an exception (re-raised), KILLED on any other BaseException, else
         FINISHED."""
-        run = self.start_run(name, tags, params, parent_run_id, description=description)
-        try:
+        with ended_on_exit(self.start_run(name, tags, params, parent_run_id, description=description)) as run:
             yield run
-        except Exception as exc:
-            run.fail(exc)
-            raise
-        except BaseException as exc:
-            run.end("KILLED", {"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE],
-                               "error_type": type(exc).__name__})
-            raise
-        else:
-            if not run.ended:
-                run.end("FINISHED")
 
 
 def tracker_for(cfg: Any) -> Any:

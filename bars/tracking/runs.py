@@ -12,7 +12,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from bars.tracking.store import (
     resolve_uri,
     sqlite_path,
 )
-from bars.tracking_helper import TrackingWarning
+from bars.tracking_helper import TrackingWarning, ended_on_exit, failure_tags
 from bars.tracking_helper import redacted as _redacted
 
 # ----------------------------------------------------------------------------------------------------- tracker
@@ -144,19 +143,8 @@ class Tracker:
 
         ``params`` may be a nested mapping or DictConfig (flattened with ``bars.config.flatten``).
         """
-        run = self.start_run(name, tags, params, parent_run_id, description=description)
-        try:
+        with ended_on_exit(self.start_run(name, tags, params, parent_run_id, description=description)) as run:
             yield run
-        except Exception as exc:
-            run.fail(exc)
-            raise
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit
-            run.end("KILLED", {"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE],
-                               "error_type": type(exc).__name__})
-            raise
-        else:
-            if not run.ended:
-                run.end("FINISHED")
 
     def start_run(self, name: str | None = None, tags: Mapping[str, Any] | None = None,
                   params: Mapping[str, Any] | Any = None, parent_run_id: str | None = None,
@@ -485,9 +473,7 @@ class TrackedRun:
 
     # -- end ------------------------------------------------------------------------------------------------
     def fail(self, exc: BaseException) -> None:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        self.end("FAILED", {"error": f"{type(exc).__name__}: {exc}"[:MAX_TAG_VALUE],
-                            "error_type": type(exc).__name__, "error_traceback": tb[-MAX_TAG_VALUE:]})
+        self.end("FAILED", failure_tags(exc))
 
     def end(self, status: str = "FINISHED", tags: Mapping[str, Any] | None = None) -> None:
         """End the run; then send what its spool kept (the store may be back), or say where it is kept."""

@@ -15,10 +15,10 @@ from mlflow.tracking import MlflowClient
 
 from bars.config import project_root, safe_url
 from bars.fileio import file_lock
+from bars.tracking_helper import MAX_TAG_VALUE  # noqa: F401 - one limit for both sides of the helper
 
 MAX_PARAM_KEY = 250
 MAX_PARAM_VALUE = 6000
-MAX_TAG_VALUE = 8000
 PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
 
