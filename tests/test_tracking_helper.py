@@ -156,3 +156,39 @@ def test_bars_train_never_imports_mlflow_and_still_ends_dead_runs(tmp_path):
                               filter_string="attributes.status = 'FINISHED'")
     assert len(runs) == 1 and "test_auc" in runs[0].data.metrics
     assert runs[0].data.tags["pid"] != str(os.getpid())
+
+
+def test_ctrl_c_on_bars_train_ends_its_run_killed_and_leaves_no_helper(tmp_path):
+    """SIGINT to the whole process group (a Ctrl-C) of a `bars train` writing through the helper: the run's process
+    ends the run KILLED through the helper (which ignores SIGINT), exits 130, and nothing of the group is left."""
+    import signal
+    import time
+
+    root = tmp_path / "proj"
+    args = tiny_args(root, tiny_csv(tmp_path / "tiny.csv", n=4000), "train.max_epochs=500", "train.max_strikes=500")
+    proc = subprocess.Popen([sys.executable, "-m", "bars.cli", "train", *args], cwd=ROOT, env=command_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("epoch   2/"):
+            break
+    else:
+        raise AssertionError("".join(lines)[-3000:])
+    os.killpg(proc.pid, signal.SIGINT)
+    out = proc.stdout.read()
+    assert proc.wait(timeout=120) == 130, out[-3000:]
+    assert "the MLflow run was ended KILLED" in out
+    assert "itself from now on" not in out  # the helper took the Ctrl-C's end (it ignores SIGINT), no take-over
+    deadline = time.time() + 30
+    while True:  # the helper, in the same group, ends at the end of its input
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.time() < deadline, "a process of the group is still alive"
+        time.sleep(0.2)
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags["error_type"] == "KeyboardInterrupt"
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
