@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import ipc
 
+from bars.data import native
 from bars.data import transforms as T
 from bars.data.counting import Counter, Dictionary
 from bars.data.errors import DataError
@@ -94,6 +95,9 @@ class Recipe:
     labels: list[str] | None = None  # several label columns (multi-task); ``label`` is then labels[0]
     valid_is_test: bool = False  # BARS's sequential boards: no valid split, the test split validates
     split_note: str = ""  # the manifest's description of the split (default: from the sources)
+    # raw string columns that the transform passes through untouched as categorical fields: the native reader
+    # (bars.data.native) may intern them while it parses (the output does not depend on the reader)
+    raw_categoricals: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.labels:
@@ -321,6 +325,13 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
             for c, k in counters.items():
                 k.count(part[c])
     prog = _Progress("read")
+    for src in recipe.sources:  # a label without a declared type is read as a number (then checked: 0 or 1)
+        if src.label not in src.types and src.fmt != "parquet":
+            src.types = {**src.types, src.label: "float"}
+    interners = _native_interners(recipe)
+    if interners:
+        dicts = dict(interners)
+    started = False
     pool = cf.ThreadPoolExecutor(max_workers=1)
     try:
         for src in recipe.sources:
@@ -328,8 +339,6 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
                 raise DataError(f"{src.path}: raw file not found")
             if src.split is not None and src.split not in SPLITS:
                 raise DataError(f"{src.path}: split {src.split!r} is not one of {SPLITS}")
-            if src.label not in src.types and src.fmt != "parquet":
-                src.types = {**src.types, src.label: "float"}
             info: dict = {"file": src.path.name, "split": src.split or "seeded", "bytes": src.path.stat().st_size}
             if src.md5:
                 _log(f"  verifying md5 of {src.path.name}")
@@ -339,19 +348,23 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
             else:
                 fut = pool.submit(file_digest, src.path, "sha256")
             n_src = 0
-            for line0, batch in prefetch(read_batches(src, recipe.rows)):
+            reader = native.read_batches(src, interners, recipe.rows) if interners else read_batches(src, recipe.rows)
+            for line0, batch in prefetch(reader):
                 df = finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
-                if dicts is None:  # the first batch decides which fields are interned
-                    dicts = {f.name: Dictionary() for f in recipe.fields
-                             if f.type in ("categorical", "meta") and df.schema[f.name] == pl.String}
+                if not started:  # the first batch decides which fields are interned
+                    started = True
+                    if dicts is None:
+                        dicts = {f.name: Dictionary() for f in recipe.fields
+                                 if f.type in ("categorical", "meta") and df.schema[f.name] == pl.String}
                     counters = {f.name: Counter(f.name, df.schema[f.name]) for f in recipe.fields
                                 if f.type == "categorical" and f.name not in dicts}
-                if dicts:
-                    df = df.with_columns([d.encode(c) for c, d in dicts.items()])
-                    top = df.select(pl.col(list(dicts)).max()).row(0)
-                    for d, m in zip(dicts.values(), top):
+                own = [c for c in dicts if c not in interners]  # interned here (the native reader's: already ids)
+                if own:
+                    df = df.with_columns([dicts[c].encode(c) for c in own])
+                    top = df.select(pl.col(own).max()).row(0)
+                    for c, m in zip(own, top):
                         if m is not None:
-                            d.size = max(d.size, m + 1)
+                            dicts[c].size = max(dicts[c].size, m + 1)
                 if src.split is None:
                     ids = T.assign_split(n_src, df.height, recipe.split_seed, recipe.split_ratios)
                     for i, k in enumerate(SPLITS):
@@ -374,6 +387,19 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
         raise DataError(f"dataset {recipe.name!r}: the train split is empty (inputs: "
                         f"{[str(s.path) for s in recipe.sources]})")
     return counts, inputs, stage, dicts or {}, counters
+
+
+def _native_interners(recipe: Recipe) -> dict:
+    """Interners of the native reader for the recipe's raw categoricals, when it can read every source."""
+    names = {f.name for f in recipe.fields if f.type == "categorical"} & set(recipe.raw_categoricals)
+    if not names or not native.available():
+        return {}
+    if not all(s.path.exists() and native.usable(s, names) for s in recipe.sources):
+        if native.mode() == "native":
+            raise DataError(f"BARS_READER=native: dataset {recipe.name!r} has inputs the native reader does not "
+                            "read (gzip, zip, libsvm, Parquet, or string columns the recipe transforms)")
+        return {}
+    return {f.name: native.Interner() for f in recipe.fields if f.name in names}
 
 
 def _staged_batches(path: Path | None, schema: pa.Schema) -> Iterator[pa.Table]:

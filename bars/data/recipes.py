@@ -109,7 +109,9 @@ def criteo_recipe(data: dict, raw_dir: Path, raw_file: Path | None = None) -> Re
     src_txt = "floor(ln(x)^2) if x > 2 else x; missing -> 0" if mode == "bucket" else "numeric as given"
     fields = [Field(c, kind, min_count=mc, source=f"{c}: {src_txt}") for c in CRITEO_INT]
     fields += [Field(c, "categorical", min_count=mc, source=c) for c in CRITEO_CAT]
-    return _base(data, sources, fields, layout, official, transform)
+    r = _base(data, sources, fields, layout, official, transform)
+    r.raw_categoricals = tuple(CRITEO_CAT)  # passed through untouched: the native reader interns them
+    return r
 
 
 # -- Avazu ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,444 @@
+/* The native fast path of the raw-file reader (bars.data.native): delimited text -> int64 columns and interned
+ * string ids in one pass, so a Criteo-size file is parsed and its string fields interned without building Arrow
+ * strings first. It handles only the unambiguous subset of what pyarrow's CSV reader accepts (no quote, no \r,
+ * ASCII text, integers as [-]digits, floats only in that integer form, pyarrow's null tokens in string
+ * fields); on anything else a block is handed back
+ * (return value < 0) and the caller parses that block with pyarrow, so both paths give the same values.
+ *
+ * Called through ctypes (which releases the GIL), so the reader thread parses while the main thread works. The
+ * module init exists only so that setuptools builds and the import system finds this file. */
+#define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A slot holds a value's first 8 bytes (zero-padded) or, for longer values, its hash, and (length << 32) | (id + 1):
+ * values of up to 8 bytes (hashed CTR ids such as Criteo's) are found without touching the arena. */
+typedef struct {
+    uint64_t key;
+    uint64_t meta;  /* 0 = empty */
+} Slot;
+
+typedef struct {
+    Slot *slots;        /* open addressing, linear probing, load <= 1/2 */
+    int64_t *offsets;   /* start of each id's bytes in arena; offsets[n] = arena_len */
+    char *arena;
+    int64_t arena_len, arena_cap;
+    int64_t n, ids_cap;
+    uint64_t mask;
+} Interner;
+
+void *bars_interner_new(void) {
+    Interner *t = calloc(1, sizeof(Interner));
+    if (!t) return NULL;
+    t->mask = (1u << 12) - 1;
+    t->slots = calloc(t->mask + 1, sizeof(Slot));
+    t->ids_cap = 1024;
+    t->offsets = malloc((t->ids_cap + 1) * sizeof(int64_t));
+    t->arena_cap = 1 << 16;
+    t->arena = malloc(t->arena_cap);
+    if (!t->slots || !t->offsets || !t->arena) {
+        free(t->slots); free(t->offsets); free(t->arena); free(t);
+        return NULL;
+    }
+    t->offsets[0] = 0;
+    return t;
+}
+
+void bars_interner_free(void *p) {
+    Interner *t = p;
+    if (!t) return;
+    free(t->slots); free(t->offsets); free(t->arena); free(t);
+}
+
+int64_t bars_interner_size(void *p) { return ((Interner *)p)->n; }
+int64_t bars_interner_bytes(void *p) { return ((Interner *)p)->arena_len; }
+
+/* Arrow large_string layout of every value in id order: offsets (n + 1 int64) and data (bytes()). */
+void bars_interner_export(void *p, int64_t *offsets, char *data) {
+    Interner *t = p;
+    memcpy(offsets, t->offsets, (t->n + 1) * sizeof(int64_t));
+    memcpy(data, t->arena, t->arena_len);
+}
+
+static inline uint64_t mix(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+static inline uint64_t hash_long(const char *s, int64_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n;
+    while (n >= 8) {
+        uint64_t k;
+        memcpy(&k, s, 8);
+        h = mix(h ^ k);
+        s += 8;
+        n -= 8;
+    }
+    uint64_t k = 0;
+    memcpy(&k, s, (size_t)n);
+    return mix(h ^ k);
+}
+
+static int grow_table(Interner *t) {
+    uint64_t mask = (t->mask << 1) | 1;
+    Slot *slots = calloc(mask + 1, sizeof(Slot));
+    if (!slots) return -1;
+    for (uint64_t j = 0; j <= t->mask; j++) {
+        Slot e = t->slots[j];
+        if (!e.meta) continue;
+        int64_t len = (int64_t)(e.meta >> 32);
+        uint64_t h = len <= 8 ? mix(e.key ^ ((uint64_t)len << 59)) : e.key;
+        uint64_t i = h & mask;
+        while (slots[i].meta) i = (i + 1) & mask;
+        slots[i] = e;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->mask = mask;
+    return 0;
+}
+
+static inline void hash_key(const char *s, int64_t n, uint64_t *key, uint64_t *h) {
+    if (n <= 8) {
+        uint64_t k = 0;
+        memcpy(&k, s, (size_t)n);
+        *key = k;
+        *h = mix(k ^ ((uint64_t)n << 59));
+    } else {
+        *key = *h = hash_long(s, n);
+    }
+}
+
+/* The id of s[0:n] (key and hash from hash_key), added if new; -1 when out of memory or past 2^32 - 2 ids. */
+static inline int64_t intern_hashed(Interner *t, const char *s, int64_t n, uint64_t key, uint64_t h) {
+    uint64_t want = (uint64_t)n << 32;
+    uint64_t i = h & t->mask;
+    for (;;) {
+        Slot e = t->slots[i];
+        if (!e.meta) break;
+        if (e.key == key && (e.meta & 0xFFFFFFFF00000000ull) == want) {
+            int64_t id = (int64_t)(e.meta & 0xFFFFFFFFull) - 1;
+            if (n <= 8 || memcmp(t->arena + t->offsets[id], s, (size_t)n) == 0) return id;
+        }
+        i = (i + 1) & t->mask;
+    }
+    if (t->n >= 0xFFFFFFFEll || n >= 0xFFFFFFFFll) return -1;
+    if (t->n + 1 > t->ids_cap) {
+        int64_t cap = t->ids_cap * 2;
+        int64_t *os = realloc(t->offsets, (cap + 1) * sizeof(int64_t));
+        if (!os) return -1;
+        t->offsets = os;
+        t->ids_cap = cap;
+    }
+    if (t->arena_len + n > t->arena_cap) {
+        int64_t cap = t->arena_cap * 2;
+        while (cap < t->arena_len + n) cap *= 2;
+        char *a = realloc(t->arena, cap);
+        if (!a) return -1;
+        t->arena = a;
+        t->arena_cap = cap;
+    }
+    int64_t id = t->n++;
+    memcpy(t->arena + t->arena_len, s, (size_t)n);
+    t->arena_len += n;
+    t->offsets[id + 1] = t->arena_len;
+    t->slots[i].key = key;
+    t->slots[i].meta = want | (uint64_t)(id + 1);
+    if ((uint64_t)t->n * 2 > t->mask + 1 && grow_table(t) != 0) return -1;
+    return id;
+}
+
+static inline int64_t intern(Interner *t, const char *s, int64_t n) {
+    uint64_t key, h;
+    hash_key(s, n, &key, &h);
+    return intern_hashed(t, s, n, key, h);
+}
+
+/* pyarrow's default null tokens: such a string field is missing (ConvertOptions.strings_can_be_null). */
+static const char *NULLS[] = {"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                              "1.#QNAN", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"};
+
+static inline int is_null_token(const char *s, int64_t n) {
+    if (n == 0) return 1;
+    if (n > 8) return 0;
+    if (s[0] != '#' && s[0] != '-' && s[0] != '1' && s[0] != 'N' && s[0] != 'n') return 0;
+    for (size_t k = 0; k < sizeof(NULLS) / sizeof(NULLS[0]); k++)
+        if ((int64_t)strlen(NULLS[k]) == n && memcmp(NULLS[k], s, (size_t)n) == 0) return 1;
+    return 0;
+}
+
+/* Integer in the fast path's form, [-]digits within int64; 0 = not that form (pyarrow decides). */
+static inline int parse_int(const char *s, int64_t n, int64_t *out) {
+    int neg = 0;
+    if (n && s[0] == '-') { neg = 1; s++; n--; }
+    if (n <= 0 || n > 19) return 0;
+    uint64_t v = 0;
+    for (int64_t k = 0; k < n; k++) {
+        unsigned d = (unsigned char)s[k] - '0';
+        if (d > 9) return 0;
+        v = v * 10 + d;
+    }
+    if (neg) {
+        if (v > 9223372036854775808ull) return 0;
+        *out = (int64_t)(0 - v);
+    } else {
+        if (v > 9223372036854775807ull) return 0;
+        *out = (int64_t)v;
+    }
+    return 1;
+}
+
+enum { KIND_INT = 1, KIND_INTERN = 2, KIND_FLOAT = 3 };
+
+/* 1 when buf holds a byte >= 0x80: non-ASCII text goes to pyarrow, which checks it is UTF-8. */
+static int has_high_byte(const char *buf, int64_t len) {
+    int64_t k = 0;
+    uint64_t acc = 0;
+    for (; k + 8 <= len; k += 8) {
+        uint64_t w;
+        memcpy(&w, buf + k, 8);
+        acc |= w;
+    }
+    for (; k < len; k++) acc |= (unsigned char)buf[k];
+    return (acc & 0x8080808080808080ull) != 0;
+}
+
+/* Parse the lines of buf[0:len] (whole lines; the last may lack its newline; empty lines are skipped, as
+ * pyarrow does) into columns: kind 1 -> int64 values (outs[c]), kind 2 -> uint32 ids of interners[c], kind 3 ->
+ * float64 (written as integers, e.g. a 0/1 label); validity
+ * bitmaps (Arrow layout, LSB first, zeroed by the caller) in valid[c]. At most max_rows rows.
+ * Returns the rows parsed, or -1 when the block holds something the fast path leaves to pyarrow (a quote, a
+ * \r, a line with another number of fields, an integer in another form), -2 when out of memory. consumed[0]
+ * gets the bytes used (less than len when max_rows stopped it). */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* The first byte at or after p that is sep or '\n' (end when none): eight bytes at a time. The lowest flagged
+ * byte of the zero-byte test is exact (false flags only follow a true one). */
+static inline const char *next_delim(const char *p, const char *end, uint64_t seps) {
+    const uint64_t nls = ONES * (uint64_t)'\n';
+    while (p + 8 <= end) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t x = w ^ seps, y = w ^ nls;
+        uint64_t t = (((x - ONES) & ~x) | ((y - ONES) & ~y)) & HIGHS;
+        if (t) return p + (__builtin_ctzll(t) >> 3);
+        p += 8;
+    }
+    while (p < end && *p != (char)(seps & 0xFF) && *p != '\n') p++;
+    return p;
+}
+
+/* One field's value into column c, row r; 0 = done, -1 = leave the block to pyarrow, -2 = out of memory. */
+static inline int put_field(const char *s, int64_t n, int8_t kind, void *interner, void *out, uint8_t *valid,
+                            int64_t r) {
+    if (kind == KIND_INTERN) {
+        if (is_null_token(s, n)) {
+            ((uint32_t *)out)[r] = 0;
+            return 0;
+        }
+        int64_t id = intern((Interner *)interner, s, n);
+        if (id < 0) return -2;
+        ((uint32_t *)out)[r] = (uint32_t)id;
+    } else if (kind == KIND_INT) {
+        int64_t v = 0;
+        if (n == 0) {
+            ((int64_t *)out)[r] = 0;
+            return 0;
+        }
+        if (!parse_int(s, n, &v)) return -1;
+        ((int64_t *)out)[r] = v;
+    } else if (kind == KIND_FLOAT) {  /* [-]digits only, up to 15: exact as a double */
+        int64_t v = 0;
+        if (n == 0) {
+            ((double *)out)[r] = 0.0;
+            return 0;
+        }
+        if (n > 15 || !parse_int(s, n, &v) || (v == 0 && s[0] == '-')) return -1;
+        ((double *)out)[r] = (double)v;
+    } else {
+        return 0;
+    }
+    valid[r >> 3] |= (uint8_t)(1u << (r & 7));
+    return 0;
+}
+
+/* The delimiters (sep or '\n') of buf[i:i+16] as a bit mask (bit k = byte i + k). */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static inline uint32_t delim_mask16(const char *p, __m128i vsep, __m128i vnl) {
+    __m128i w = _mm_loadu_si128((const __m128i *)p);
+    return (uint32_t)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(w, vsep), _mm_cmpeq_epi8(w, vnl)));
+}
+#endif
+
+/* An interned field of the current row, hashed and its slot prefetched: looked up at the row's end, so the
+ * row's table lookups (cache misses for large vocabularies) overlap instead of following one another. */
+typedef struct {
+    const char *s;
+    int64_t n;
+    uint64_t key, h;
+    int32_t c;
+} Pending;
+
+static inline int field(const char *s, int64_t n, int32_t c, const int8_t *kinds, void **interners, void **outs,
+                        uint8_t **valid, int64_t r, Pending *pend, int32_t *npend) {
+    if (kinds[c] != KIND_INTERN) return put_field(s, n, kinds[c], interners[c], outs[c], valid[c], r);
+    if (is_null_token(s, n)) {
+        ((uint32_t *)outs[c])[r] = 0;
+        return 0;
+    }
+    Pending *e = &pend[(*npend)++];
+    e->s = s;
+    e->n = n;
+    e->c = c;
+    hash_key(s, n, &e->key, &e->h);
+    Interner *t = interners[c];
+    __builtin_prefetch(&t->slots[e->h & t->mask]);
+    return 0;
+}
+
+static inline int flush(Pending *pend, int32_t npend, void **interners, void **outs, uint8_t **valid, int64_t r) {
+    for (int32_t k = 0; k < npend; k++) {
+        Pending *e = &pend[k];
+        int64_t id = intern_hashed((Interner *)interners[e->c], e->s, e->n, e->key, e->h);
+        if (id < 0) return -2;
+        ((uint32_t *)outs[e->c])[r] = (uint32_t)id;
+        valid[e->c][r >> 3] |= (uint8_t)(1u << (r & 7));
+    }
+    return 0;
+}
+
+static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds,
+                     void **interners, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed,
+                     Pending *pend);
+
+int64_t bars_parse(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds,
+                   void **interners, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed) {
+    if (ncols <= 0) return -1;
+    if (memchr(buf, '"', (size_t)len) || memchr(buf, '\r', (size_t)len) || has_high_byte(buf, len)) return -1;
+    Pending *pend = malloc((size_t)ncols * sizeof(Pending));
+    if (!pend) return -2;
+    int64_t rc = parse(buf, len, sep, ncols, kinds, interners, outs, valid, max_rows, consumed, pend);
+    free(pend);
+    return rc;
+}
+
+static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds,
+                     void **interners, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed,
+                     Pending *pend) {
+    int32_t npend = 0;
+    int64_t r = 0, start = 0;  /* row, start of the current field */
+    int32_t c = 0;             /* its column */
+    int64_t i = 0;
+#if defined(__SSE2__)
+    __m128i vsep = _mm_set1_epi8(sep), vnl = _mm_set1_epi8('\n');
+#endif
+    /* every delimiter in order: a field ends at each; a row at each newline */
+    while (i < len && r < max_rows) {
+        uint32_t m;
+        int64_t base = i;
+#if defined(__SSE2__)
+        if (i + 16 <= len) {
+            m = delim_mask16(buf + i, vsep, vnl);
+            i += 16;
+        } else
+#endif
+        {
+            m = 0;
+            int64_t k = 0;
+            for (; k < 16 && i + k < len; k++)
+                if (buf[i + k] == sep || buf[i + k] == '\n') m |= 1u << k;
+            i += k;
+        }
+        while (m) {
+            int64_t pos = base + __builtin_ctz(m);
+            m &= m - 1;
+            if (buf[pos] == '\n') {
+                if (c == 0 && pos == start) {  /* empty line: skipped, as pyarrow does */
+                    start = pos + 1;
+                    continue;
+                }
+                if (c != ncols - 1) return -1;
+                int rc = field(buf + start, pos - start, c, kinds, interners, outs, valid, r, pend, &npend);
+                if (rc) return rc;
+                if (npend && (rc = flush(pend, npend, interners, outs, valid, r))) return rc;
+                npend = 0;
+                c = 0;
+                start = pos + 1;
+                if (++r == max_rows) {
+                    *consumed = start;
+                    return r;
+                }
+            } else {
+                if (c == ncols - 1) return -1;
+                int rc = field(buf + start, pos - start, c, kinds, interners, outs, valid, r, pend, &npend);
+                if (rc) return rc;
+                c++;
+                start = pos + 1;
+            }
+        }
+    }
+    if (start < len && r < max_rows) {  /* the last line, without its newline */
+        if (c != ncols - 1) return -1;
+        int rc = field(buf + start, len - start, c, kinds, interners, outs, valid, r, pend, &npend);
+        if (rc) return rc;
+        if (npend && (rc = flush(pend, npend, interners, outs, valid, r))) return rc;
+        r++;
+        start = len;
+    } else if (c != 0) {
+        return -1;
+    }
+    *consumed = start;
+    return r;
+}
+
+/* Lines in buf[0:len] that hold a byte (an upper bound of the rows), and the length up to the last newline. */
+int64_t bars_count_lines(const char *buf, int64_t len) {
+    int64_t n = 0;
+    const char *p = buf, *end = buf + len;
+    while (p < end) {
+        const char *q = memchr(p, '\n', (size_t)(end - p));
+        n++;
+        if (!q) break;
+        p = q + 1;
+    }
+    return n;
+}
+
+int64_t bars_last_newline(const char *buf, int64_t len) {
+    const char *q = memrchr(buf, '\n', (size_t)len);
+    return q ? q - buf + 1 : 0;
+}
+
+/* Intern an Arrow string array (int32 offsets, data, optional validity bitmap, array offset ``off``) of n values
+ * into ids and a validity bitmap (zeroed by the caller): the blocks pyarrow parsed go into the same ids.
+ * Returns 0, or -2 when out of memory. */
+int64_t bars_intern_arrow(void *p, const int32_t *offsets, const char *data, const uint8_t *validity, int64_t off,
+                          int64_t n, uint32_t *out, uint8_t *out_valid) {
+    Interner *t = p;
+    for (int64_t k = 0; k < n; k++) {
+        int64_t j = off + k;
+        if (validity && !((validity[j >> 3] >> (j & 7)) & 1)) {
+            out[k] = 0;
+            continue;
+        }
+        int64_t id = intern(t, data + offsets[j], offsets[j + 1] - offsets[j]);
+        if (id < 0) return -2;
+        out[k] = (uint32_t)id;
+        out_valid[k >> 3] |= (uint8_t)(1u << (k & 7));
+    }
+    return 0;
+}
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastcsv", "native fast path of bars.data.native", -1,
+                                    NULL};
+
+PyMODINIT_FUNC PyInit__fastcsv(void) { return PyModule_Create(&module); }

@@ -1,0 +1,235 @@
+"""The native reader: delimited raw files parsed and their categorical string fields interned in one compiled
+pass (``bars/data/_fastcsv.c``, built by ``pip install`` when a C compiler is present; without one, bars reads
+every file with pyarrow, as before).
+
+It gives the same values as the pyarrow path (``bars.data.sources.read_batches``), by construction: the C code
+handles only the unambiguous subset of pyarrow's CSV grammar (ASCII, no quote, no ``\\r``, integers as
+``[-]digits``, floats only in that form, pyarrow's null tokens in string fields) and hands every other block back,
+which is then parsed by pyarrow with the same options and interned into the same ids; a block pyarrow rejects
+is diagnosed line by line, as on the pyarrow path. ``BARS_READER=arrow`` turns the native reader off
+(``native`` requires it; default ``auto``). Interned fields come out as uint32 ids of an :class:`Interner`
+(null = missing): the staged form the engine's :class:`bars.data.counting.Dictionary` gives, so the output
+bytes do not depend on the reader (tests/test_native_reader.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from bars.data.counting import Dictionary
+from bars.data.errors import DataError
+from bars.data.sources import ARROW_TYPES, Source, diagnose, resolve_columns
+from bars.fileio import is_gzip
+
+CHUNK_BYTES = 16 << 20  # raw bytes per parsed block (~65k Criteo rows: about BATCH_ROWS)
+KINDS = {"int": 1, "str": 2, "float": 3}
+_lib: ctypes.CDLL | None | bool = None
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib
+    if _lib is None:
+        try:
+            from bars.data import _fastcsv  # the optional compiled module
+        except ImportError:
+            _lib = False
+        else:
+            lib = ctypes.CDLL(_fastcsv.__file__)
+            vp, i64, p = ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p
+            lib.bars_interner_new.restype = vp
+            lib.bars_interner_free.argtypes = [vp]
+            lib.bars_interner_size.argtypes = [vp]
+            lib.bars_interner_size.restype = i64
+            lib.bars_interner_bytes.argtypes = [vp]
+            lib.bars_interner_bytes.restype = i64
+            lib.bars_interner_export.argtypes = [vp, p, p]
+            lib.bars_parse.argtypes = [p, i64, ctypes.c_char, ctypes.c_int32, p, p, p, p, i64,
+                                       ctypes.POINTER(i64)]
+            lib.bars_parse.restype = i64
+            lib.bars_intern_arrow.argtypes = [vp, p, p, p, i64, i64, p, p]
+            lib.bars_intern_arrow.restype = i64
+            lib.bars_count_lines.argtypes = [p, i64]
+            lib.bars_count_lines.restype = i64
+            lib.bars_last_newline.argtypes = [p, i64]
+            lib.bars_last_newline.restype = i64
+            _lib = lib
+    return _lib or None
+
+
+def mode() -> str:
+    m = os.environ.get("BARS_READER", "auto")
+    if m not in ("auto", "native", "arrow"):
+        raise DataError(f"BARS_READER={m!r}: expected auto, native or arrow")
+    return m
+
+
+def available() -> bool:
+    """Whether the native reader is built and not turned off; ``BARS_READER=native`` without it is an error."""
+    m = mode()
+    if m == "arrow":
+        return False
+    if _load() is None:
+        if m == "native":
+            raise DataError("BARS_READER=native: the native reader is not built (bars/data/_fastcsv.c needs a C "
+                            "compiler at `pip install -e .`); unset BARS_READER to read with pyarrow")
+        return False
+    return True
+
+
+def usable(src: Source, intern: set[str]) -> bool:
+    """The native reader reads plain (not gzip, not zip) delimited files whose columns are int, float or
+    interned string fields (every string column must be in ``intern``)."""
+    if src.fmt != "csv" or src.member is not None or len(src.sep) != 1 or not intern or is_gzip(src.path):
+        return False
+    names = resolve_columns(src)
+    return all(src.types.get(c, "str") != "str" or c in intern for c in names) and \
+        all(src.types.get(c, "str") in KINDS for c in names)
+
+
+class Interner(Dictionary):
+    """A :class:`Dictionary` whose ids the native reader assigns while parsing (arrival order, as the
+    polars-interned ids: the vocabulary does not depend on them)."""
+
+    def __init__(self) -> None:
+        lib = _load()
+        if lib is None:
+            raise DataError("the native reader is not built")
+        self._lib, self._ptr = lib, lib.bars_interner_new()
+        if not self._ptr:
+            raise MemoryError("native interner")
+        self.counts = np.zeros(0, dtype=np.int64)
+
+    def __del__(self) -> None:
+        if getattr(self, "_ptr", None):
+            self._lib.bars_interner_free(self._ptr)
+            self._ptr = None
+
+    @property
+    def size(self) -> int:  # type: ignore[override]
+        return int(self._lib.bars_interner_size(self._ptr))
+
+    def encode(self, col: str) -> pl.Expr:
+        return pl.col(col)
+
+    def values(self, ids: pl.Series) -> pl.Series:
+        n, nbytes = self.size, int(self._lib.bars_interner_bytes(self._ptr))
+        offsets = np.empty(n + 1, dtype=np.int64)
+        data = np.empty(max(nbytes, 1), dtype=np.uint8)
+        self._lib.bars_interner_export(self._ptr, offsets.ctypes.data, data.ctypes.data)
+        table = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+        return pl.Series("", table).cast(pl.String).gather(ids)
+
+    def intern_arrow(self, arr: pa.Array) -> pa.Array:
+        """Ids of a pyarrow string array (a block the C parser handed back)."""
+        arr = arr.cast(pa.string())
+        n = len(arr)
+        ids = np.zeros(max(n, 1), dtype=np.uint32)
+        valid = np.zeros((n + 7) // 8 or 1, dtype=np.uint8)
+        bufs = arr.buffers()
+        validity = bufs[0].address if bufs[0] is not None else None
+        rc = self._lib.bars_intern_arrow(self._ptr, bufs[1].address, bufs[2].address if bufs[2] is not None else
+                                         bufs[1].address, validity, arr.offset, n, ids.ctypes.data, valid.ctypes.data)
+        if rc < 0:
+            raise MemoryError("native interner")
+        return pa.Array.from_buffers(pa.uint32(), n, [pa.py_buffer(valid), pa.py_buffer(ids)])
+
+
+def read_batches(src: Source, interners: dict[str, Interner], rows: int | None = None
+                 ) -> Iterator[tuple[int, pa.Table]]:
+    """Yield ``(first_line_number, table)`` as :func:`bars.data.sources.read_batches` does, with the columns
+    named in ``interners`` as uint32 ids."""
+    lib = _load()
+    names = resolve_columns(src)
+    kinds_list = [KINDS[src.types.get(c, "str")] for c in names]
+    kinds = np.array(kinds_list, dtype=np.int8)
+    ptrs = (ctypes.c_void_p * len(names))(*[interners[c]._ptr if k == 2 else None for c, k in zip(names, kinds_list)])
+    dtypes = {1: np.int64, 2: np.uint32, 3: np.float64}
+    atypes = {1: pa.int64(), 2: pa.uint32(), 3: pa.float64()}
+    sep = src.sep.encode()
+    header_lines = 1 if src.header else 0
+    done = 0
+    consumed = ctypes.c_int64(0)
+    try:
+        f = open(src.path, "rb")  # noqa: SIM115 - closed in finally
+    except OSError as e:
+        raise DataError(f"{src.path}: cannot read ({e})") from None
+    try:
+        if src.header:
+            f.readline()
+        buf = np.empty(CHUNK_BYTES, dtype=np.uint8)
+        have = 0  # bytes carried over at the buffer's start (a line not yet ended)
+        while rows is None or done < rows:
+            if have == len(buf):  # a line longer than the buffer
+                buf = np.concatenate([buf, np.empty(len(buf), dtype=np.uint8)])
+            got = f.readinto(memoryview(buf)[have:])
+            total = have + (got or 0)
+            if not got:
+                if not total:
+                    break
+                cut = total  # the last line, without its newline
+            else:
+                cut = lib.bars_last_newline(buf.ctypes.data, total)
+                if cut == 0:
+                    have = total
+                    continue
+            cap = lib.bars_count_lines(buf.ctypes.data, cut)
+            if rows is not None:
+                cap = min(cap, rows - done)
+            outs = [np.empty(cap, dtype=dtypes[k]) for k in kinds_list]
+            valid = [np.zeros((cap + 7) // 8, dtype=np.uint8) for _ in kinds_list]
+            n = lib.bars_parse(buf.ctypes.data, cut, sep, len(names), kinds.ctypes.data, ptrs,
+                               (ctypes.c_void_p * len(names))(*[o.ctypes.data for o in outs]),
+                               (ctypes.c_void_p * len(names))(*[v.ctypes.data for v in valid]),
+                               cap, ctypes.byref(consumed))
+            if n == -2:
+                raise MemoryError(f"{src.path}: native interner")
+            if n >= 0:
+                table = pa.table([pa.Array.from_buffers(atypes[k], n, [pa.py_buffer(v), pa.py_buffer(o)])
+                                  for k, o, v in zip(kinds_list, outs, valid)], names=names)
+            else:
+                table = _arrow_block(src, names, buf[:cut].tobytes(), interners, rows)
+                if rows is not None and done + table.num_rows > rows:
+                    table = table.slice(0, rows - done)
+            buf[: total - cut] = buf[cut:total]
+            have = total - cut
+            if table.num_rows:
+                yield done + 1 + header_lines, table
+                done += table.num_rows
+            if not got:
+                break
+    except OSError as e:
+        raise DataError(f"{src.path}: cannot read ({e})") from None
+    finally:
+        f.close()
+    if done == 0:
+        raise DataError(f"{src.path}: no data rows (expected at least one row after the header)"
+                        if src.header else f"{src.path}: no data rows")
+
+
+def _arrow_block(src: Source, names: list[str], block: bytes, interners: dict[str, Interner],
+                 rows: int | None) -> pa.Table:
+    """A block the C parser handed back, parsed by pyarrow with the options of the pyarrow path."""
+    if not block.strip(b"\n"):
+        return pa.table({c: pa.array([], type=pa.uint32() if c in interners else ARROW_TYPES[src.types.get(c, "str")])
+                         for c in names})
+    try:
+        t = pacsv.read_csv(
+            pa.py_buffer(block),
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+            parse_options=pacsv.ParseOptions(delimiter=src.sep),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: ARROW_TYPES[src.types.get(c, "str")] for c in names},
+                strings_can_be_null=True, quoted_strings_can_be_null=True))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        diagnose(src, names, e, rows)
+        raise  # diagnose always raises
+    cols = [interners[c].intern_arrow(t.column(c).combine_chunks()) if c in interners else t.column(c).combine_chunks()
+            for c in names]
+    return pa.table(cols, names=names)

@@ -1,0 +1,175 @@
+"""The native reader (bars.data.native, bars/data/_fastcsv.c) gives what the pyarrow reader gives: the same values
+on the subset it parses, pyarrow's on blocks it hands back, the same errors, and the same prepared bytes."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import random
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from bars.data import engine, native
+from bars.data import sources as S
+from bars.data.errors import DataError
+from bars.data.recipes import CRITEO_CAT, CRITEO_INT, synthetic_criteo_recipe
+
+if native._load() is None:
+    if os.environ.get("BARS_REQUIRE_NATIVE"):  # CI sets it: gcc is there, so the build must have made it
+        raise RuntimeError("BARS_REQUIRE_NATIVE is set but bars/data/_fastcsv.c is not built (pip install -e .)")
+    pytest.skip("the native reader is not built (no C compiler at install)", allow_module_level=True)
+
+NAMES = ["label", "a", "b", "s", "t"]
+TYPES = {"label": "float", "a": "int", "b": "int", "s": "str", "t": "str"}
+
+
+def _src(path: Path, header: bool = False) -> S.Source:
+    return S.Source(path, split="train", sep="\t", header=header, columns=list(NAMES), types=dict(TYPES))
+
+
+def _native_rows(src: S.Source, rows=None) -> list[dict]:
+    interners = {"s": native.Interner(), "t": native.Interner()}
+    out = []
+    for _, t in native.read_batches(src, interners, rows):
+        d = t.to_pydict()
+        for c, it in interners.items():
+            ids = d[c]
+            vals = it.values(pl.Series([i or 0 for i in ids], dtype=pl.UInt32))
+            d[c] = [None if i is None else v for i, v in zip(ids, vals.to_list())]
+        out += [dict(zip(d, r)) for r in zip(*d.values())]
+    return out
+
+
+def _arrow_rows(src: S.Source, rows=None) -> list[dict]:
+    out = []
+    for _, t in S.read_batches(src, rows):
+        out += t.to_pylist()
+    return out
+
+
+def _same(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert x[k] == y[k] and (x[k] is None) == (y[k] is None), (k, x, y)
+            if isinstance(x[k], float) and x[k] == 0:
+                assert str(x[k]) == str(y[k]), (k, x, y)  # -0.0 is not 0.0
+
+
+ODD_LINES = [
+    "1\t5\t-3\tab12cd34\tx",
+    "0\t\t\t\t",                      # every field missing
+    "1\t007\t-0\tNA\tnull",           # leading zeros, -0, null tokens
+    "0\t 5\t6 \tN/A\tnan",            # numbers with spaces: pyarrow trims them
+    "1\t0x1F\t2\t#N/A\tNaN",          # hex integer (pyarrow's own form)
+    "-0\t1\t2\ta\tb",                 # -0 as a float label: -0.0
+    "1\t9223372036854775807\t-9223372036854775808\tverylongvalue_0123456789\tz",
+    "",                               # an empty line: skipped
+    "0\t1\t2\t\"quoted\ttab\"\tq",    # a quoted field holding the separator
+    "1\t3\t4\tcafé\tü",               # non-ASCII
+    "0\t1\t2\tab12cd34\tx",
+]
+
+
+@pytest.mark.parametrize("chunk", [native.CHUNK_BYTES, 7, 64])
+def test_same_values_as_pyarrow(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(native, "CHUNK_BYTES", chunk)  # tiny blocks: carried lines, grown buffer, block fallbacks
+    rng = random.Random(1)
+    lines = list(ODD_LINES)
+    for _ in range(300):
+        lines.append("\t".join([str(rng.randint(0, 1)), str(rng.randint(-5, 10**6)),
+                                rng.choice(["", str(rng.randint(0, 9))]), rng.choice(["", "NA", f"v{rng.randint(0, 50)}"]),
+                                f"{rng.randint(0, 3):08x}"]))
+    for last_newline in (True, False):
+        p = tmp_path / f"x{last_newline}.tsv"
+        p.write_text("\n".join(lines) + ("\n" if last_newline else ""), encoding="utf-8")
+        _same(_native_rows(_src(p)), _arrow_rows(_src(p)))
+        _same(_native_rows(_src(p), rows=5), _arrow_rows(_src(p), rows=5))
+
+
+def test_plain_block_is_parsed_natively(tmp_path):
+    """A block within the fast path's grammar does not go to pyarrow (else the test above proves nothing)."""
+    p = tmp_path / "x.tsv"
+    p.write_text("".join(f"{i % 2}\t{i}\t-{i}\tv{i % 7}\t{i:08x}\n" for i in range(1000)))
+    calls = []
+    orig = native._arrow_block
+    try:
+        native._arrow_block = lambda *a, **k: calls.append(1) or orig(*a, **k)
+        rows = _native_rows(_src(p))
+    finally:
+        native._arrow_block = orig
+    assert calls == [] and len(rows) == 1000
+    _same(rows, _arrow_rows(_src(p)))
+
+
+@pytest.mark.parametrize("bad, why", [("1\t2\t3\tx", "found 4 columns, expected 5"),
+                                      ("1\tseven\t3\tx\ty", "column 'a': expected an integer or empty, got 'seven'"),
+                                      ("2\t1\t3\tx\ty", "label 'label' is 2.0: expected 0 or 1")])
+def test_errors_name_the_line(tmp_path, monkeypatch, bad, why):
+    lines = [f"0\t{i}\t{i}\tv\tw" for i in range(50)]
+    lines[37] = bad
+    p = tmp_path / "raw.txt"
+    p.write_text("\n".join(lines) + "\n")
+    for mode in ("native", "arrow"):
+        monkeypatch.setenv("BARS_READER", mode)
+        r = engine.Recipe(name="t", sources=[_src(p)],
+                          fields=[engine.Field(c, "categorical", min_count=1) for c in ["a", "b", "s", "t"]],
+                          raw_categoricals=("s", "t"))
+        out = tmp_path / f"out_{mode}"
+        out.mkdir()
+        with pytest.raises(DataError) as e:
+            engine.build(r, out, "fp")
+        assert f"{p}:38" in str(e.value) and why in str(e.value), (mode, str(e.value))
+
+
+def _digests(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
+
+
+def test_prepared_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    data = {"name": "synthetic", "rows": 30000, "generator_seed": 3, "integer_mode": "bucket", "min_count": 2,
+            "missing": "oov", "split_ratios": [0.8, 0.1, 0.1], "split_seed": 2021}
+    r = synthetic_criteo_recipe(data, raw)
+    f = r.sources[0].path
+    lines = f.read_text().splitlines()
+    cols = lines[100].split("\t")
+    cols[14] = '"q,uoted"'  # one line pyarrow must parse (a quote): its block goes through pyarrow
+    lines[100] = "\t".join(cols)
+    f.write_text("\n".join(lines) + "\n")
+    got = {}
+    for mode in ("native", "arrow"):
+        monkeypatch.setenv("BARS_READER", mode)
+        out = tmp_path / mode
+        out.mkdir()
+        engine.build(synthetic_criteo_recipe(data, raw), out, "fp")
+        got[mode] = _digests(out)
+    assert got["native"] == got["arrow"] and "train.parquet" in got["native"] and len(got["native"]) > 40
+
+
+def test_modes(tmp_path, monkeypatch):
+    monkeypatch.setenv("BARS_READER", "fast")
+    with pytest.raises(DataError, match="BARS_READER='fast': expected auto, native or arrow"):
+        native.available()
+    p = tmp_path / "raw.txt.gz"
+    with gzip.open(p, "wt") as fh:
+        fh.write("0\t1\t2\tv\tw\n")
+    monkeypatch.setenv("BARS_READER", "native")
+    r = engine.Recipe(name="t", sources=[_src(p)], fields=[engine.Field(c, "categorical", min_count=1)
+                                                            for c in ["a", "b", "s", "t"]], raw_categoricals=("s", "t"))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(DataError, match="the native reader does not read"):
+        engine.build(r, out, "fp")
+    monkeypatch.setenv("BARS_READER", "auto")  # auto: the same gzip file through pyarrow
+    shutil.rmtree(out)
+    out.mkdir()
+    assert engine.build(r, out, "fp")["splits"]["train"]["rows"] == 1
+    assert set(CRITEO_CAT) == set(synthetic_criteo_recipe({"name": "s", "rows": 10}, tmp_path / "r").raw_categoricals)
+    assert not set(CRITEO_INT) & set(CRITEO_CAT)
