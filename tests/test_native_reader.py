@@ -17,6 +17,7 @@ from bars.data import engine, native
 from bars.data import sources as S
 from bars.data.errors import DataError
 from bars.data.recipes import CRITEO_CAT, CRITEO_INT, synthetic_criteo_recipe
+from bars.fileio import file_digest
 
 if native._load() is None:
     if os.environ.get("BARS_REQUIRE_NATIVE"):  # CI sets it: gcc is there, so the build must have made it
@@ -34,13 +35,15 @@ def _src(path: Path, header: bool = False) -> S.Source:
 def _native_rows(src: S.Source, rows=None) -> list[dict]:
     interners = {"s": native.Interner(), "t": native.Interner()}
     out = []
-    for _, t in native.read_batches(src, interners, rows):
+    digest = hashlib.sha256()
+    for _, t in native.read_batches(src, interners, rows, digest):
         d = t.to_pydict()
         for c, it in interners.items():
             ids = d[c]
             vals = it.values(pl.Series([i or 0 for i in ids], dtype=pl.UInt32))
             d[c] = [None if i is None else v for i, v in zip(ids, vals.to_list())]
         out += [dict(zip(d, r)) for r in zip(*d.values())]
+    assert digest.hexdigest() == file_digest(src.path, "sha256")  # the whole file, also when rows stopped it
     return out
 
 
@@ -148,8 +151,10 @@ def test_prepared_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch):
         monkeypatch.setenv("BARS_READER", mode)
         out = tmp_path / mode
         out.mkdir()
-        engine.build(synthetic_criteo_recipe(data, raw), out, "fp")
+        manifest = engine.build(synthetic_criteo_recipe(data, raw), out, "fp")
         got[mode] = _digests(out)
+        got[mode]["inputs"] = manifest["inputs"]  # with the raw file's sha256 (the native reader hashes as it reads)
+    assert got["native"]["inputs"][0]["sha256"] == file_digest(f, "sha256")
     assert got["native"] == got["arrow"] and "train.parquet" in got["native"] and len(got["native"]) > 40
 
 

@@ -17,6 +17,7 @@ input's size (Criteo-format: ~210 bytes per row) next to the output folder.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -344,11 +345,14 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
                 _log(f"  verifying md5 of {src.path.name}")
                 verify_checksum(src.path, src.md5, "md5")
                 info["md5"] = src.md5
-                fut = None
+                fut = digest = None
+            elif interners:  # the native reader hashes the bytes it reads (the file is read once)
+                fut, digest = None, hashlib.sha256()
             else:
-                fut = pool.submit(file_digest, src.path, "sha256")
+                fut, digest = pool.submit(file_digest, src.path, "sha256"), None
             n_src = 0
-            reader = native.read_batches(src, interners, recipe.rows) if interners else read_batches(src, recipe.rows)
+            reader = (native.read_batches(src, interners, recipe.rows, digest) if interners
+                      else read_batches(src, recipe.rows))
             for line0, batch in prefetch(reader):
                 df = finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
                 if not started:  # the first batch decides which fields are interned
@@ -378,6 +382,8 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
             info["rows"] = n_src
             if fut is not None:
                 info["sha256"] = fut.result()
+            elif digest is not None:
+                info["sha256"] = digest.hexdigest()
             inputs.append(info)
     finally:
         pool.shutdown(wait=True)

@@ -14,6 +14,7 @@ bytes do not depend on the reader (tests/test_native_reader.py).
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import ctypes
 import os
 from collections.abc import Iterator
@@ -141,10 +142,11 @@ class Interner(Dictionary):
         return pa.Array.from_buffers(pa.uint32(), n, [pa.py_buffer(valid), pa.py_buffer(ids)])
 
 
-def read_batches(src: Source, interners: dict[str, Interner], rows: int | None = None
+def read_batches(src: Source, interners: dict[str, Interner], rows: int | None = None, digest=None
                  ) -> Iterator[tuple[int, pa.Table]]:
     """Yield ``(first_line_number, table)`` as :func:`bars.data.sources.read_batches` does, with the columns
-    named in ``interners`` as uint32 ids."""
+    named in ``interners`` as uint32 ids. ``digest`` (a hashlib object) is updated with every byte of the file,
+    all of it even when ``rows`` stops the parsing early: the file is read once for both."""
     lib = _load()
     names = resolve_columns(src)
     kinds_list = [KINDS[src.types.get(c, "str")] for c in names]
@@ -160,25 +162,39 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
         f = open(src.path, "rb")  # noqa: SIM115 - closed in finally
     except OSError as e:
         raise DataError(f"{src.path}: cannot read ({e})") from None
+    hasher = cf.ThreadPoolExecutor(max_workers=1) if digest is not None else None  # in order, off this thread
     try:
         if src.header:
-            f.readline()
-        buf = np.empty(CHUNK_BYTES, dtype=np.uint8)
-        have = 0  # bytes carried over at the buffer's start (a line not yet ended)
+            line = f.readline()
+            if digest is not None:
+                digest.update(line)
+        # two buffers: one is parsed (and hashed, by the hasher's thread) while the next is read; ``have`` bytes of
+        # a line not yet ended are carried to the next buffer's start
+        bufs = [np.empty(CHUNK_BYTES, dtype=np.uint8), np.empty(CHUNK_BYTES, dtype=np.uint8)]
+        hashing: list[cf.Future | None] = [None, None]
+        prev, have, which = None, 0, 0
         while rows is None or done < rows:
-            if have == len(buf):  # a line longer than the buffer
-                buf = np.concatenate([buf, np.empty(len(buf), dtype=np.uint8)])
-            got = f.readinto(memoryview(buf)[have:])
-            total = have + (got or 0)
+            if hashing[which] is not None:  # this buffer's last bytes are hashed: it may be overwritten
+                hashing[which].result()
+                hashing[which] = None
+            if have >= len(bufs[which]):  # a line longer than the buffer
+                bufs[which] = np.empty(2 * have, dtype=np.uint8)
+            buf = bufs[which]
+            if have:
+                buf[:have] = prev
+            got = f.readinto(memoryview(buf)[have:]) or 0
+            total = have + got
+            if got and hasher is not None:
+                hashing[which] = hasher.submit(digest.update, memoryview(buf)[have:total])
             if not got:
                 if not total:
                     break
                 cut = total  # the last line, without its newline
             else:
                 cut = lib.bars_last_newline(buf.ctypes.data, total)
-                if cut == 0:
-                    have = total
-                    continue
+            prev, have, which = buf[cut:total], total - cut, 1 - which
+            if cut == 0:
+                continue
             cap = lib.bars_count_lines(buf.ctypes.data, cut)
             if rows is not None:
                 cap = min(cap, rows - done)
@@ -197,16 +213,22 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
                 table = _arrow_block(src, names, buf[:cut].tobytes(), interners, rows)
                 if rows is not None and done + table.num_rows > rows:
                     table = table.slice(0, rows - done)
-            buf[: total - cut] = buf[cut:total]
-            have = total - cut
             if table.num_rows:
                 yield done + 1 + header_lines, table
                 done += table.num_rows
             if not got:
                 break
+        if hasher is not None:  # in order: what was read, then the rest of a file that ``rows`` stopped short
+            for h in hashing:
+                if h is not None:
+                    h.result()
+            while chunk := f.read(CHUNK_BYTES):
+                digest.update(chunk)
     except OSError as e:
         raise DataError(f"{src.path}: cannot read ({e})") from None
     finally:
+        if hasher is not None:
+            hasher.shutdown(wait=True)
         f.close()
     if done == 0:
         raise DataError(f"{src.path}: no data rows (expected at least one row after the header)"
