@@ -162,37 +162,41 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
         f = open(src.path, "rb")  # noqa: SIM115 - closed in finally
     except OSError as e:
         raise DataError(f"{src.path}: cannot read ({e})") from None
-    hasher = cf.ThreadPoolExecutor(max_workers=1) if digest is not None else None  # in order, off this thread
+    io = cf.ThreadPoolExecutor(max_workers=1)  # reads (and hashes) the next buffer while this one is parsed
+
+    def fill(buf: np.ndarray, have: int) -> int:
+        got = f.readinto(memoryview(buf)[have:]) or 0
+        if got and digest is not None:
+            digest.update(memoryview(buf)[have:have + got])
+        return got
+
     try:
         if src.header:
             line = f.readline()
             if digest is not None:
                 digest.update(line)
-        # two buffers: one is parsed (and hashed, by the hasher's thread) while the next is read; ``have`` bytes of
-        # a line not yet ended are carried to the next buffer's start
+        # two buffers: one is parsed while the I/O thread reads the file into the other; ``have`` bytes of a line
+        # not yet ended are carried to the start of the next buffer before it is filled
         bufs = [np.empty(CHUNK_BYTES, dtype=np.uint8), np.empty(CHUNK_BYTES, dtype=np.uint8)]
-        hashing: list[cf.Future | None] = [None, None]
-        prev, have, which = None, 0, 0
+        which, have = 0, 0
+        pending = io.submit(fill, bufs[0], 0)
         while rows is None or done < rows:
-            if hashing[which] is not None:  # this buffer's last bytes are hashed: it may be overwritten
-                hashing[which].result()
-                hashing[which] = None
-            if have >= len(bufs[which]):  # a line longer than the buffer
-                bufs[which] = np.empty(2 * have, dtype=np.uint8)
+            got = pending.result()
+            pending = None
             buf = bufs[which]
-            if have:
-                buf[:have] = prev
-            got = f.readinto(memoryview(buf)[have:]) or 0
             total = have + got
-            if got and hasher is not None:
-                hashing[which] = hasher.submit(digest.update, memoryview(buf)[have:total])
             if not got:
                 if not total:
                     break
                 cut = total  # the last line, without its newline
             else:
                 cut = lib.bars_last_newline(buf.ctypes.data, total)
-            prev, have, which = buf[cut:total], total - cut, 1 - which
+            have, which = total - cut, 1 - which
+            if got:
+                if have >= len(bufs[which]):  # a line longer than the buffer
+                    bufs[which] = np.empty(2 * have, dtype=np.uint8)
+                bufs[which][:have] = buf[cut:total]
+                pending = io.submit(fill, bufs[which], have)
             if cut == 0:
                 continue
             cap = lib.bars_count_lines(buf.ctypes.data, cut)
@@ -218,17 +222,15 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
                 done += table.num_rows
             if not got:
                 break
-        if hasher is not None:  # in order: what was read, then the rest of a file that ``rows`` stopped short
-            for h in hashing:
-                if h is not None:
-                    h.result()
+        if pending is not None:
+            pending.result()
+        if digest is not None:  # the rest of a file that ``rows`` stopped short
             while chunk := f.read(CHUNK_BYTES):
                 digest.update(chunk)
     except OSError as e:
         raise DataError(f"{src.path}: cannot read ({e})") from None
     finally:
-        if hasher is not None:
-            hasher.shutdown(wait=True)
+        io.shutdown(wait=True)  # before the file closes
         f.close()
     if done == 0:
         raise DataError(f"{src.path}: no data rows (expected at least one row after the header)"
