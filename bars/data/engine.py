@@ -46,7 +46,7 @@ from bars.data.tables import (
 )
 from bars.data.vocab import MANIFEST_KEY, write_vocabularies
 from bars.data.writer import MANIFEST, SPEC, write_json
-from bars.fileio import file_digest
+from bars.fileio import file_digest, is_gzip
 
 FORMAT_VERSION = 2  # bump when the engine's output for the same config changes (2: pyarrow-written splits)
 SPLITS = T.SPLITS
@@ -346,7 +346,7 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
                 verify_checksum(src.path, src.md5, "md5")
                 info["md5"] = src.md5
                 fut = digest = None
-            elif interners:  # the native reader hashes the bytes it reads (the file is read once)
+            elif interners and not is_gzip(src.path):  # the native reader hashes the bytes it reads (read once)
                 fut, digest = None, hashlib.sha256()
             else:
                 fut, digest = pool.submit(file_digest, src.path, "sha256"), None

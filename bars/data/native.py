@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import ctypes
+import gzip
 import os
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -85,9 +87,9 @@ def available() -> bool:
 
 
 def usable(src: Source, intern: set[str]) -> bool:
-    """The native reader reads plain (not gzip, not zip) delimited files whose columns are int, float or
+    """The native reader reads delimited files, plain or gzip (not a zip member), whose columns are int, float or
     interned string fields (every string column must be in ``intern``)."""
-    if src.fmt != "csv" or src.member is not None or len(src.sep) != 1 or not intern or is_gzip(src.path):
+    if src.fmt != "csv" or src.member is not None or len(src.sep) != 1 or not intern:
         return False
     names = resolve_columns(src)
     return all(src.types.get(c, "str") != "str" or c in intern for c in names) and \
@@ -146,7 +148,8 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
                  ) -> Iterator[tuple[int, pa.Table]]:
     """Yield ``(first_line_number, table)`` as :func:`bars.data.sources.read_batches` does, with the columns
     named in ``interners`` as uint32 ids. ``digest`` (a hashlib object) is updated with every byte of the file,
-    all of it even when ``rows`` stops the parsing early: the file is read once for both."""
+    all of it even when ``rows`` stops the parsing early: the file is read once for both (a gzip file: the
+    decompressed bytes, so the caller hashes a gzip file itself)."""
     lib = _load()
     names = resolve_columns(src)
     kinds_list = [KINDS[src.types.get(c, "str")] for c in names]
@@ -159,7 +162,7 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
     done = 0
     consumed = ctypes.c_int64(0)
     try:
-        f = open(src.path, "rb")  # noqa: SIM115 - closed in finally
+        f = gzip.open(src.path, "rb") if is_gzip(src.path) else open(src.path, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
         raise DataError(f"{src.path}: cannot read ({e})") from None
     io = cf.ThreadPoolExecutor(max_workers=1)  # reads (and hashes) the next buffer while this one is parsed
@@ -227,7 +230,9 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
         if digest is not None:  # the rest of a file that ``rows`` stopped short
             while chunk := f.read(CHUNK_BYTES):
                 digest.update(chunk)
-    except OSError as e:
+    except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt gzip file: named by line, as pyarrow's path
+        if is_gzip(src.path):
+            diagnose(src, names, e, rows)
         raise DataError(f"{src.path}: cannot read ({e})") from None
     finally:
         io.shutdown(wait=True)  # before the file closes
