@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import ctypes
-import gzip
 import os
 import zlib
 from collections.abc import Iterator
@@ -162,7 +161,8 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
     done = 0
     consumed = ctypes.c_int64(0)
     try:
-        f = gzip.open(src.path, "rb") if is_gzip(src.path) else open(src.path, "rb")  # noqa: SIM115 - closed below
+        f = (pa.input_stream(str(src.path), compression="gzip", buffer_size=1 << 20) if is_gzip(src.path)
+             else open(src.path, "rb"))  # noqa: SIM115 - closed below
     except OSError as e:
         raise DataError(f"{src.path}: cannot read ({e})") from None
     io = cf.ThreadPoolExecutor(max_workers=1)  # reads (and hashes) the next buffer while this one is parsed
@@ -230,7 +230,7 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
         if digest is not None:  # the rest of a file that ``rows`` stopped short
             while chunk := f.read(CHUNK_BYTES):
                 digest.update(chunk)
-    except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt gzip file: named by line, as pyarrow's path
+    except (OSError, EOFError, zlib.error, pa.ArrowException) as e:  # a truncated or corrupt gzip file: by line
         if is_gzip(src.path):
             diagnose(src, names, e, rows)
         raise DataError(f"{src.path}: cannot read ({e})") from None
