@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import os
 import random
+import zipfile
 from pathlib import Path
 
 import polars as pl
@@ -15,7 +16,7 @@ import pytest
 from bars.data import engine, native
 from bars.data import sources as S
 from bars.data.errors import DataError
-from bars.data.recipes import CRITEO_CAT, CRITEO_INT, criteo_recipe, synthetic_criteo_recipe
+from bars.data.recipes import CRITEO_CAT, CRITEO_INT, avazu_recipe, criteo_recipe, synthetic_criteo_recipe
 from bars.fileio import file_digest
 
 if native._load() is None:
@@ -31,8 +32,8 @@ def _src(path: Path, header: bool = False) -> S.Source:
     return S.Source(path, split="train", sep="\t", header=header, columns=list(NAMES), types=dict(TYPES))
 
 
-def _native_rows(src: S.Source, rows=None) -> list[dict]:
-    interners = {"s": native.Interner(), "t": native.Interner()}
+def _native_rows(src: S.Source, rows=None, interned=("s", "t")) -> list[dict]:
+    interners = {c: native.Interner() for c in interned}  # the others: plain strings
     out = []
     digest = hashlib.sha256()
     for _, t in native.read_batches(src, interners, rows, digest):
@@ -42,7 +43,8 @@ def _native_rows(src: S.Source, rows=None) -> list[dict]:
             vals = it.values(pl.Series([i or 0 for i in ids], dtype=pl.UInt32))
             d[c] = [None if i is None else v for i, v in zip(ids, vals.to_list())]
         out += [dict(zip(d, r)) for r in zip(*d.values())]
-    assert digest.hexdigest() == file_digest(src.path, "sha256")  # the whole file, also when rows stopped it
+    # the whole file (of a gzip file: its content), also when rows stopped it
+    assert digest.hexdigest() == file_digest(src.path, "sha256", content=True)
     return out
 
 
@@ -92,6 +94,11 @@ def test_same_values_as_pyarrow(tmp_path, monkeypatch, chunk):
         p.write_text("\n".join(lines) + ("\n" if last_newline else ""), encoding="utf-8")
         _same(_native_rows(_src(p)), _arrow_rows(_src(p)))
         _same(_native_rows(_src(p), rows=5), _arrow_rows(_src(p), rows=5))
+        _same(_native_rows(_src(p), interned=("s",)), _arrow_rows(_src(p)))  # "t" as plain strings
+        h = tmp_path / f"h{last_newline}.tsv.gz"  # with a header line, gzip
+        h.write_bytes(gzip.compress(("\t".join(NAMES) + "\n" + p.read_text(encoding="utf-8")).encode()))
+        _same(_native_rows(_src(h, header=True)), _arrow_rows(_src(h, header=True)))
+        _same(_native_rows(_src(h, header=True), rows=3), _arrow_rows(_src(h, header=True), rows=3))
 
 
 def test_plain_block_is_parsed_natively(tmp_path):
@@ -176,6 +183,26 @@ def test_real_criteo_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch, sh
     assert got["native"] == got["arrow"] and got["native"]["splits"]["train"]["rows"] > 7000
 
 
+@pytest.mark.parametrize("gz", [True, False])
+def test_real_avazu_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch, shared_datasets, gz):
+    """The real Kaggle Avazu head: 21 interned fields, ``id`` and ``hour`` read as plain strings (the recipe
+    transforms hour)."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    blob = (shared_datasets / "avazu_head10k" / "raw" / "train.gz").read_bytes()
+    (raw / ("train.gz" if gz else "train")).write_bytes(blob if gz else gzip.decompress(blob))
+    data = {"name": "avazu_x4_001", "min_count": 2, "missing": "oov", "split_ratios": [0.8, 0.1, 0.1],
+            "split_seed": 2018}
+    got = {}
+    for mode in ("native", "arrow"):
+        monkeypatch.setenv("BARS_READER", mode)
+        out = tmp_path / mode
+        out.mkdir()
+        manifest = engine.build(avazu_recipe(data, raw), out, "fp")
+        got[mode] = {**_digests(out), "inputs": manifest["inputs"], "splits": manifest["splits"]}
+    assert got["native"] == got["arrow"] and got["native"]["splits"]["train"]["rows"] > 7000
+
+
 def test_modes(tmp_path, monkeypatch):
     monkeypatch.setenv("BARS_READER", "fast")
     with pytest.raises(DataError, match="BARS_READER='fast': expected auto, native or arrow"):
@@ -194,10 +221,16 @@ def test_modes(tmp_path, monkeypatch):
         return engine.build(recipe(raw_categoricals), out, "fp")
 
     monkeypatch.setenv("BARS_READER", "native")
-    with pytest.raises(DataError, match="the native reader does not read"):  # "t" is a string it may not intern
-        build(("s",), "o1")
-    assert build(("s", "t"), "o2")["splits"]["train"]["rows"] == 1  # gzip: read natively
-    monkeypatch.setenv("BARS_READER", "auto")  # auto: what the native reader cannot read goes through pyarrow
-    assert build(("s",), "o3")["splits"]["train"]["rows"] == 1
+    with pytest.raises(DataError, match="names no raw categoricals for it to intern"):  # not its job then
+        build((), "o1")
+    assert build(("s",), "o2")["splits"]["train"]["rows"] == 1  # gzip, "t" a plain string: read natively
+    zipped = tmp_path / "raw.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr("raw.tsv", "0\t1\t2\tv\tw\n")
+    p_zip = _src(zipped)
+    p_zip.member = "raw.tsv"
+    assert not native.usable(p_zip, {"s"})  # a zip member: pyarrow reads it
+    monkeypatch.setenv("BARS_READER", "auto")
+    assert build((), "o3")["splits"]["train"]["rows"] == 1
     assert set(CRITEO_CAT) == set(synthetic_criteo_recipe({"name": "s", "rows": 10}, tmp_path / "r").raw_categoricals)
     assert not set(CRITEO_INT) & set(CRITEO_CAT)

@@ -195,7 +195,14 @@ static inline int parse_int(const char *s, int64_t n, int64_t *out) {
     return 1;
 }
 
-enum { KIND_INT = 1, KIND_INTERN = 2, KIND_FLOAT = 3 };
+enum { KIND_INT = 1, KIND_INTERN = 2, KIND_FLOAT = 3, KIND_STR = 4 };
+
+/* A plain string column of one block (kind 4): the bytes (room for the whole block) and how many are used; the
+ * column's int32 Arrow offsets go to outs[c] (offsets[0] = 0 set by the caller). */
+typedef struct {
+    char *data;
+    int64_t used;
+} StrOut;
 
 /* 1 when buf holds a byte >= 0x80: non-ASCII text goes to pyarrow, which checks it is UTF-8. */
 static int has_high_byte(const char *buf, int64_t len) {
@@ -212,7 +219,7 @@ static int has_high_byte(const char *buf, int64_t len) {
 
 /* Parse the lines of buf[0:len] (whole lines; the last may lack its newline; empty lines are skipped, as
  * pyarrow does) into columns: kind 1 -> int64 values (outs[c]), kind 2 -> uint32 ids of interners[c], kind 3 ->
- * float64 (written as integers, e.g. a 0/1 label); validity
+ * float64 (written as integers, e.g. a 0/1 label), kind 4 -> plain strings (StrOut in interners[c]); validity
  * bitmaps (Arrow layout, LSB first, zeroed by the caller) in valid[c]. At most max_rows rows.
  * Returns the rows parsed, or -1 when the block holds something the fast path leaves to pyarrow (a quote, a
  * \r, a line with another number of fields, an integer in another form), -2 when out of memory. consumed[0]
@@ -263,6 +270,15 @@ static inline int put_field(const char *s, int64_t n, int8_t kind, void *interne
         }
         if (n > 15 || !parse_int(s, n, &v) || (v == 0 && s[0] == '-')) return -1;
         ((double *)out)[r] = (double)v;
+    } else if (kind == KIND_STR) {
+        StrOut *o = interner;
+        if (!is_null_token(s, n)) {
+            memcpy(o->data + o->used, s, (size_t)n);
+            o->used += n;
+            valid[r >> 3] |= (uint8_t)(1u << (r & 7));
+        }
+        ((int32_t *)out)[r + 1] = (int32_t)o->used;
+        return 0;
     } else {
         return 0;
     }
@@ -322,7 +338,7 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
 
 int64_t bars_parse(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds,
                    void **interners, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed) {
-    if (ncols <= 0) return -1;
+    if (ncols <= 0 || len >= 0x7FFFFFFF) return -1;  /* (plain strings take int32 offsets) */
     if (memchr(buf, '"', (size_t)len) || memchr(buf, '\r', (size_t)len) || has_high_byte(buf, len)) return -1;
     Pending *pend = malloc((size_t)ncols * sizeof(Pending));
     if (!pend) return -2;

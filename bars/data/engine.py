@@ -398,12 +398,13 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
 def _native_interners(recipe: Recipe) -> dict:
     """Interners of the native reader for the recipe's raw categoricals, when it can read every source."""
     names = {f.name for f in recipe.fields if f.type == "categorical"} & set(recipe.raw_categoricals)
-    if not names or not native.available():
+    if not native.available():
         return {}
-    if not all(s.path.exists() and native.usable(s, names) for s in recipe.sources):
+    if not names or not all(s.path.exists() and native.usable(s, names) for s in recipe.sources):
         if native.mode() == "native":
-            raise DataError(f"BARS_READER=native: dataset {recipe.name!r} has inputs the native reader does not "
-                            "read (gzip, zip, libsvm, Parquet, or string columns the recipe transforms)")
+            why = ("has inputs the native reader does not read (zip members, libsvm, Parquet, or a separator of "
+                   "several characters)" if names else "names no raw categoricals for it to intern")
+            raise DataError(f"BARS_READER=native: dataset {recipe.name!r} {why}")
         return {}
     return {f.name: native.Interner() for f in recipe.fields if f.name in names}
 

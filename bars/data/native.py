@@ -31,7 +31,11 @@ from bars.data.sources import ARROW_TYPES, Source, diagnose, resolve_columns
 from bars.fileio import is_gzip
 
 CHUNK_BYTES = 16 << 20  # raw bytes per parsed block (~65k Criteo rows: about BATCH_ROWS)
-KINDS = {"int": 1, "str": 2, "float": 3}
+KINDS = {"int": 1, "str": 2, "float": 3}  # a "str" column not interned is kind 4 (plain strings)
+
+
+class _StrOut(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("used", ctypes.c_int64)]
 _lib: ctypes.CDLL | None | bool = None
 
 
@@ -86,13 +90,11 @@ def available() -> bool:
 
 
 def usable(src: Source, intern: set[str]) -> bool:
-    """The native reader reads delimited files, plain or gzip (not a zip member), whose columns are int, float or
-    interned string fields (every string column must be in ``intern``)."""
+    """The native reader reads delimited files, plain or gzip (not a zip member), of int, float and string
+    columns, of which it interns those in ``intern`` (and only when there are some: that is its gain)."""
     if src.fmt != "csv" or src.member is not None or len(src.sep) != 1 or not intern:
         return False
-    names = resolve_columns(src)
-    return all(src.types.get(c, "str") != "str" or c in intern for c in names) and \
-        all(src.types.get(c, "str") in KINDS for c in names)
+    return all(src.types.get(c, "str") in KINDS for c in resolve_columns(src))
 
 
 class Interner(Dictionary):
@@ -152,8 +154,8 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
     lib = _load()
     names = resolve_columns(src)
     kinds_list = [KINDS[src.types.get(c, "str")] for c in names]
+    kinds_list = [4 if k == 2 and c not in interners else k for c, k in zip(names, kinds_list)]
     kinds = np.array(kinds_list, dtype=np.int8)
-    ptrs = (ctypes.c_void_p * len(names))(*[interners[c]._ptr if k == 2 else None for c, k in zip(names, kinds_list)])
     dtypes = {1: np.int64, 2: np.uint32, 3: np.float64}
     atypes = {1: pa.int64(), 2: pa.uint32(), 3: pa.float64()}
     sep = src.sep.encode()
@@ -174,15 +176,19 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
         return got
 
     try:
-        if src.header:
-            line = f.readline()
+        head = b""
+        if src.header:  # skipped (resolve_columns checked it); what follows it starts the first buffer
+            while (nl := head.find(b"\n")) < 0 and (more := f.read(1 << 16)):
+                head += more
             if digest is not None:
-                digest.update(line)
+                digest.update(head)
+            head = head[nl + 1:] if nl >= 0 else b""
         # two buffers: one is parsed while the I/O thread reads the file into the other; ``have`` bytes of a line
         # not yet ended are carried to the start of the next buffer before it is filled
-        bufs = [np.empty(CHUNK_BYTES, dtype=np.uint8), np.empty(CHUNK_BYTES, dtype=np.uint8)]
-        which, have = 0, 0
-        pending = io.submit(fill, bufs[0], 0)
+        bufs = [np.empty(max(CHUNK_BYTES, 2 * len(head)), dtype=np.uint8), np.empty(CHUNK_BYTES, dtype=np.uint8)]
+        which, have = 0, len(head)
+        bufs[0][:have] = np.frombuffer(head, dtype=np.uint8)
+        pending = io.submit(fill, bufs[0], have)
         while rows is None or done < rows:
             got = pending.result()
             pending = None
@@ -205,8 +211,14 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
             cap = lib.bars_count_lines(buf.ctypes.data, cut)
             if rows is not None:
                 cap = min(cap, rows - done)
-            outs = [np.empty(cap, dtype=dtypes[k]) for k in kinds_list]
+            outs = [np.empty(cap, dtype=dtypes[k]) if k != 4 else np.zeros(cap + 1, dtype=np.int32) for k in kinds_list]
             valid = [np.zeros((cap + 7) // 8, dtype=np.uint8) for _ in kinds_list]
+            strs = {j: (np.empty(max(cut, 1), dtype=np.uint8), _StrOut()) for j, k in enumerate(kinds_list) if k == 4}
+            for data, so in strs.values():
+                so.data, so.used = data.ctypes.data, 0
+            ptrs = (ctypes.c_void_p * len(names))(*[
+                interners[c]._ptr if k == 2 else ctypes.addressof(strs[j][1]) if k == 4 else None
+                for j, (c, k) in enumerate(zip(names, kinds_list))])
             n = lib.bars_parse(buf.ctypes.data, cut, sep, len(names), kinds.ctypes.data, ptrs,
                                (ctypes.c_void_p * len(names))(*[o.ctypes.data for o in outs]),
                                (ctypes.c_void_p * len(names))(*[v.ctypes.data for v in valid]),
@@ -214,8 +226,11 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
             if n == -2:
                 raise MemoryError(f"{src.path}: native interner")
             if n >= 0:
-                table = pa.table([pa.Array.from_buffers(atypes[k], n, [pa.py_buffer(v), pa.py_buffer(o)])
-                                  for k, o, v in zip(kinds_list, outs, valid)], names=names)
+                table = pa.table([
+                    pa.Array.from_buffers(atypes[k], n, [pa.py_buffer(v), pa.py_buffer(o)]) if k != 4 else
+                    pa.StringArray.from_buffers(n, pa.py_buffer(o), pa.py_buffer(strs[j][0][:strs[j][1].used]),
+                                                pa.py_buffer(v))
+                    for j, (k, o, v) in enumerate(zip(kinds_list, outs, valid))], names=names)
             else:
                 table = _arrow_block(src, names, buf[:cut].tobytes(), interners, rows)
                 if rows is not None and done + table.num_rows > rows:

@@ -144,7 +144,9 @@ def avazu_recipe(data: dict, raw_dir: Path) -> Recipe:
     fields = [Field(c, min_count=mc, source=c) for c in cats]
     fields += [Field("hour", min_count=mc, source="hour HH"), Field("weekday", min_count=mc, source="hour -> weekday"),
                Field("weekend", min_count=mc, source="hour -> weekday >= Sat")]
-    return _base(data, sources, fields, layout, official, transform)
+    r = _base(data, sources, fields, layout, official, transform)
+    r.raw_categoricals = tuple(cats)  # passed through untouched (hour is transformed): the native reader interns them
+    return r
 
 
 # -- x1 one-hot datasets (Frappe_x1, MovielensLatest_x1, Avazu_x1): official CSVs or AFN libsvm ----------------
