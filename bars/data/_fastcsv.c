@@ -24,7 +24,6 @@ typedef struct {
 typedef struct {
     Slot *slots;        /* open addressing, linear probing, load <= 1/2 */
     int64_t *offsets;   /* start of each id's bytes in arena; offsets[n] = arena_len */
-    int64_t *counts;    /* per id: rows of the counted split (train) that hold it, counted while parsing */
     char *arena;
     int64_t arena_len, arena_cap;
     int64_t n, ids_cap;
@@ -38,11 +37,10 @@ void *bars_interner_new(void) {
     t->slots = calloc(t->mask + 1, sizeof(Slot));
     t->ids_cap = 1024;
     t->offsets = malloc((t->ids_cap + 1) * sizeof(int64_t));
-    t->counts = calloc(t->ids_cap, sizeof(int64_t));
     t->arena_cap = 1 << 16;
     t->arena = malloc(t->arena_cap);
-    if (!t->slots || !t->offsets || !t->counts || !t->arena) {
-        free(t->slots); free(t->offsets); free(t->counts); free(t->arena); free(t);
+    if (!t->slots || !t->offsets || !t->arena) {
+        free(t->slots); free(t->offsets); free(t->arena); free(t);
         return NULL;
     }
     t->offsets[0] = 0;
@@ -52,23 +50,7 @@ void *bars_interner_new(void) {
 void bars_interner_free(void *p) {
     Interner *t = p;
     if (!t) return;
-    free(t->slots); free(t->offsets); free(t->counts); free(t->arena); free(t);
-}
-
-/* Count n ids (a block pyarrow parsed: the engine counts its train rows). */
-void bars_interner_add_counts(void *p, const uint32_t *ids, int64_t n) {
-    Interner *t = p;
-    for (int64_t k = 0; k < n; k++) t->counts[ids[k]]++;
-}
-
-/* Upper bounds of the rows per part of a block of at most ``rows`` rows (see Split). */
-void bars_part_sizes(int32_t nparts, const double *edges, uint64_t seed_key, int64_t row0, int64_t rows,
-                     int64_t *out);
-
-/* The counts of ids 0 .. n-1 (n = bars_interner_size). */
-void bars_interner_counts(void *p, int64_t *out) {
-    Interner *t = p;
-    memcpy(out, t->counts, t->n * sizeof(int64_t));
+    free(t->slots); free(t->offsets); free(t->arena); free(t);
 }
 
 int64_t bars_interner_size(void *p) { return ((Interner *)p)->n; }
@@ -153,10 +135,6 @@ static inline int64_t intern_hashed(Interner *t, const char *s, int64_t n, uint6
         int64_t *os = realloc(t->offsets, (cap + 1) * sizeof(int64_t));
         if (!os) return -1;
         t->offsets = os;
-        int64_t *cs = realloc(t->counts, cap * sizeof(int64_t));
-        if (!cs) return -1;
-        memset(cs + t->ids_cap, 0, (cap - t->ids_cap) * sizeof(int64_t));
-        t->counts = cs;
         t->ids_cap = cap;
     }
     if (t->arena_len + n > t->arena_cap) {
@@ -239,6 +217,32 @@ static int has_high_byte(const char *buf, int64_t len) {
     return (acc & 0x8080808080808080ull) != 0;
 }
 
+/* Parse the lines of buf[0:len] (whole lines; the last may lack its newline; empty lines are skipped, as
+ * pyarrow does) into columns: kind 1 -> int64 values (outs[c]), kind 2 -> uint32 ids of interners[c], kind 3 ->
+ * float64 (written as integers, e.g. a 0/1 label), kind 4 -> plain strings (StrOut in interners[c]); validity
+ * bitmaps (Arrow layout, LSB first, zeroed by the caller) in valid[c]. At most max_rows rows.
+ * Returns the rows parsed, or -1 when the block holds something the fast path leaves to pyarrow (a quote, a
+ * \r, a line with another number of fields, an integer in another form), -2 when out of memory. consumed[0]
+ * gets the bytes used (less than len when max_rows stopped it). */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* The first byte at or after p that is sep or '\n' (end when none): eight bytes at a time. The lowest flagged
+ * byte of the zero-byte test is exact (false flags only follow a true one). */
+static inline const char *next_delim(const char *p, const char *end, uint64_t seps) {
+    const uint64_t nls = ONES * (uint64_t)'\n';
+    while (p + 8 <= end) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t x = w ^ seps, y = w ^ nls;
+        uint64_t t = (((x - ONES) & ~x) | ((y - ONES) & ~y)) & HIGHS;
+        if (t) return p + (__builtin_ctzll(t) >> 3);
+        p += 8;
+    }
+    while (p < end && *p != (char)(seps & 0xFF) && *p != '\n') p++;
+    return p;
+}
+
 /* One field's value into column c, row r; 0 = done, -1 = leave the block to pyarrow, -2 = out of memory. */
 static inline int put_field(const char *s, int64_t n, int8_t kind, void *interner, void *out, uint8_t *valid,
                             int64_t r) {
@@ -317,106 +321,39 @@ static inline int field(const char *s, int64_t n, int32_t c, const int8_t *kinds
     return 0;
 }
 
-static inline int flush(Pending *pend, int32_t npend, void **interners, void **outs, uint8_t **valid, int64_t r,
-                        int count) {
+static inline int flush(Pending *pend, int32_t npend, void **interners, void **outs, uint8_t **valid, int64_t r) {
     for (int32_t k = 0; k < npend; k++) {
         Pending *e = &pend[k];
-        Interner *t = interners[e->c];
-        int64_t id = intern_hashed(t, e->s, e->n, e->key, e->h);
+        int64_t id = intern_hashed((Interner *)interners[e->c], e->s, e->n, e->key, e->h);
         if (id < 0) return -2;
-        if (count) t->counts[id]++;
         ((uint32_t *)outs[e->c])[r] = (uint32_t)id;
         valid[e->c][r >> 3] |= (uint8_t)(1u << (r & 7));
     }
     return 0;
 }
 
-/* Where each row goes: nparts = 1 (every row to part 0) or the seeded split of bars.data.transforms.assign_split
- * (part = the number of edges <= u, u from splitmix64 of the source's row number plus splitmix64(seed)); the rows of
- * part ``count_part`` (the train split; -1: none) are counted into the interners. Out: rows per part, and per part
- * the block row of each of its rows (for error messages that name the line). */
-typedef struct {
-    int32_t nparts;
-    int32_t count_part;
-    const double *edges;
-    uint64_t seed_key;
-    int64_t row0;
-    int64_t *part_rows;
-    uint32_t **row_index;
-} Split;
-
-static inline uint64_t splitmix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static inline int32_t part_of(const Split *sp, int64_t row) {
-    if (sp->nparts == 1) return 0;
-    double u = (double)(splitmix64((uint64_t)row + sp->seed_key) >> 11) / 9007199254740992.0;
-    int32_t k = 0;
-    while (k < sp->nparts - 1 && sp->edges[k] <= u) k++;
-    return k;
-}
-
 static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds,
                      void **interners, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed,
-                     Pending *pend, Split *sp);
+                     Pending *pend);
 
-void bars_part_sizes(int32_t nparts, const double *edges, uint64_t seed_key, int64_t row0, int64_t rows,
-                     int64_t *out) {
-    Split sp = {nparts, -1, edges, seed_key, row0, NULL, NULL};
-    for (int32_t k = 0; k < nparts; k++) out[k] = 0;
-    for (int64_t r = 0; r < rows; r++) out[part_of(&sp, row0 + r)]++;
-}
-
-/* Parse the lines of buf[0:len] (whole lines; the last may lack its newline; empty lines are skipped, as
- * pyarrow does) into columns: kind 1 -> int64 values (outs[c]), kind 2 -> uint32 ids of interners[c], kind 3 ->
- * float64 (written as integers, e.g. a 0/1 label), kind 4 -> plain strings (StrOut in interners[c]); validity
- * bitmaps (Arrow layout, LSB first, zeroed by the caller) in valid[c]. At most max_rows rows. Rows go to
- * parts (Split: the seeded split) and are written at their row in the part.
- * Returns the rows parsed, or -1 when the block holds something the fast path leaves to pyarrow (a quote, a
- * \r, a line with another number of fields, an integer in another form), -2 when out of memory. consumed[0]
- * gets the bytes used (less than len when max_rows stopped it). */
-/* ``interners``, ``outs`` and ``valid`` hold nparts * ncols entries (part-major). */
 int64_t bars_parse(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds,
-                   void **interners, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed,
-                   int32_t nparts, int32_t count_part, const double *edges, uint64_t seed_key, int64_t row0,
-                   int64_t *part_rows, uint32_t **row_index) {
-    if (ncols <= 0 || nparts < 1 || len >= 0x7FFFFFFF) return -1;  /* (plain strings take int32 offsets) */
+                   void **interners, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed) {
+    if (ncols <= 0 || len >= 0x7FFFFFFF) return -1;  /* (plain strings take int32 offsets) */
     if (memchr(buf, '"', (size_t)len) || memchr(buf, '\r', (size_t)len) || has_high_byte(buf, len)) return -1;
     Pending *pend = malloc((size_t)ncols * sizeof(Pending));
     if (!pend) return -2;
-    Split sp = {nparts, count_part, edges, seed_key, row0, part_rows, row_index};
-    for (int32_t k = 0; k < nparts; k++) part_rows[k] = 0;
-    int64_t rc = parse(buf, len, sep, ncols, kinds, interners, outs, valid, max_rows, consumed, pend, &sp);
+    int64_t rc = parse(buf, len, sep, ncols, kinds, interners, outs, valid, max_rows, consumed, pend);
     free(pend);
     return rc;
 }
 
 static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds,
                      void **interners, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed,
-                     Pending *pend, Split *sp) {
+                     Pending *pend) {
     int32_t npend = 0;
-    int64_t r = 0, start = 0;  /* rows of the block, start of the current field */
+    int64_t r = 0, start = 0;  /* row, start of the current field */
     int32_t c = 0;             /* its column */
     int64_t i = 0;
-    /* the current row's part, its row in that part, and the part's columns */
-    int32_t k = part_of(sp, sp->row0);
-    int64_t rk = 0;
-    void **it = interners + (int64_t)k * ncols, **o = outs + (int64_t)k * ncols;
-    uint8_t **v = valid + (int64_t)k * ncols;
-#define NEXT_ROW()                                                                          \
-    do {                                                                                    \
-        sp->row_index[k][rk] = (uint32_t)r;                                                 \
-        sp->part_rows[k] = rk + 1;                                                          \
-        r++;                                                                                \
-        k = part_of(sp, sp->row0 + r);                                                      \
-        rk = sp->part_rows[k];                                                              \
-        it = interners + (int64_t)k * ncols, o = outs + (int64_t)k * ncols;                 \
-        v = valid + (int64_t)k * ncols;                                                     \
-    } while (0)
 #if defined(__SSE2__)
     __m128i vsep = _mm_set1_epi8(sep), vnl = _mm_set1_epi8('\n');
 #endif
@@ -432,10 +369,10 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
 #endif
         {
             m = 0;
-            int64_t q = 0;
-            for (; q < 16 && i + q < len; q++)
-                if (buf[i + q] == sep || buf[i + q] == '\n') m |= 1u << q;
-            i += q;
+            int64_t k = 0;
+            for (; k < 16 && i + k < len; k++)
+                if (buf[i + k] == sep || buf[i + k] == '\n') m |= 1u << k;
+            i += k;
         }
         while (m) {
             int64_t pos = base + __builtin_ctz(m);
@@ -446,20 +383,19 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
                     continue;
                 }
                 if (c != ncols - 1) return -1;
-                int rc = field(buf + start, pos - start, c, kinds, it, o, v, rk, pend, &npend);
+                int rc = field(buf + start, pos - start, c, kinds, interners, outs, valid, r, pend, &npend);
                 if (rc) return rc;
-                if (npend && (rc = flush(pend, npend, it, o, v, rk, k == sp->count_part))) return rc;
+                if (npend && (rc = flush(pend, npend, interners, outs, valid, r))) return rc;
                 npend = 0;
                 c = 0;
                 start = pos + 1;
-                NEXT_ROW();
-                if (r == max_rows) {
+                if (++r == max_rows) {
                     *consumed = start;
                     return r;
                 }
             } else {
                 if (c == ncols - 1) return -1;
-                int rc = field(buf + start, pos - start, c, kinds, it, o, v, rk, pend, &npend);
+                int rc = field(buf + start, pos - start, c, kinds, interners, outs, valid, r, pend, &npend);
                 if (rc) return rc;
                 c++;
                 start = pos + 1;
@@ -468,15 +404,14 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
     }
     if (start < len && r < max_rows) {  /* the last line, without its newline */
         if (c != ncols - 1) return -1;
-        int rc = field(buf + start, len - start, c, kinds, it, o, v, rk, pend, &npend);
+        int rc = field(buf + start, len - start, c, kinds, interners, outs, valid, r, pend, &npend);
         if (rc) return rc;
-        if (npend && (rc = flush(pend, npend, it, o, v, rk, k == sp->count_part))) return rc;
-        NEXT_ROW();
+        if (npend && (rc = flush(pend, npend, interners, outs, valid, r))) return rc;
+        r++;
         start = len;
     } else if (c != 0) {
         return -1;
     }
-#undef NEXT_ROW
     *consumed = start;
     return r;
 }

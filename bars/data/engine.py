@@ -179,15 +179,12 @@ class _Progress:
         return dt
 
 
-def _where(src: Source, line0: int, i: int, rows: np.ndarray | None = None) -> str:
-    """Row ``i`` of a batch (``rows``: of a part of one, mapped to the batch's rows)."""
-    if rows is not None:
-        i = int(rows[i])
+def _where(src: Source, line0: int, i: int) -> str:
     return f"{src.path}:{line0 + i}" if src.fmt != "parquet" else f"{src.path}: row {line0 + i}"
 
 
 def _check_labels(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int,
-                  label_required: bool = True, rows: np.ndarray | None = None) -> list[pl.Series]:
+                  label_required: bool = True) -> list[pl.Series]:
     """Every label column as float32 0/1; anything else (missing included, unless ``label_required`` is false)
     names file:line."""
     out = []
@@ -200,13 +197,12 @@ def _check_labels(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int,
         bad = (bad | lab.is_null()) if label_required else bad.fill_null(False)
         if bad.any():
             i = int(bad.arg_max())
-            raise DataError(f"{_where(src, line0, i, rows)}: label {name!r} is {df[name][i]!r}: expected 0 or 1")
+            raise DataError(f"{_where(src, line0, i)}: label {name!r} is {df[name][i]!r}: expected 0 or 1")
         out.append(lab.cast(pl.Float32).alias(name))
     return out
 
 
-def _check_sequences(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int,
-                     rows: np.ndarray | None = None) -> pl.DataFrame:
+def _check_sequences(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int) -> pl.DataFrame:
     """Integer tokens (``token_type="int"``) and aligned lengths (``align_with``), named by file:line."""
     for f in recipe.fields:
         if f.type != "sequence":
@@ -218,7 +214,7 @@ def _check_sequences(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int,
             if bad.any():
                 i = int(bad.arg_max())
                 tok = next(t for t, v in zip(col[i], as_int[i]) if v is None)
-                raise DataError(f"{_where(src, line0, i, rows)}: sequence {f.name!r} has token {tok!r}: expected integers "
+                raise DataError(f"{_where(src, line0, i)}: sequence {f.name!r} has token {tok!r}: expected integers "
                                 f"separated by {f.sep!r}")
             df = df.with_columns(as_int.alias(f.name))
         if f.align_with:
@@ -227,16 +223,15 @@ def _check_sequences(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int,
             bad = a != b
             if bad.any():
                 i = int(bad.arg_max())
-                raise DataError(f"{_where(src, line0, i, rows)}: sequence {f.name!r} has {a[i]} items but {f.align_with!r} "
+                raise DataError(f"{_where(src, line0, i)}: sequence {f.name!r} has {a[i]} items but {f.align_with!r} "
                                 f"has {b[i]}: expected the same length (they describe the same behaviours)")
     return df
 
 
 def finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int, *,
-                 label_required: bool = True, rows: np.ndarray | None = None) -> pl.DataFrame:
+                 label_required: bool = True) -> pl.DataFrame:
     """Apply the recipe's transform, split sequences, select and check the label(s): 0/1, never missing (with
-    ``label_required=False``, as ``bars predict`` reads new rows: 0/1 or missing). ``rows``: the batch row of
-    each row of ``df`` when it is a part of a batch (errors name the line)."""
+    ``label_required=False``, as ``bars predict`` reads new rows: 0/1 or missing)."""
     if src.fmt == "libsvm":
         df = df.with_columns([T.strip_libsvm(c) for c in df.columns if c != src.label])
     if recipe.transform is not None:
@@ -252,10 +247,10 @@ def finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int, *,
             exprs.append(T.split_sequence(f.name, f.sep))
         else:
             exprs.append(pl.col(f.name))
-    labels = _check_labels(recipe, src, df, line0, label_required, rows)
+    labels = _check_labels(recipe, src, df, line0, label_required)
     out = df.select(*exprs)
     if any(f.type == "sequence" and (f.token_type == "int" or f.align_with) for f in recipe.fields):
-        out = _check_sequences(recipe, src, out, line0, rows)
+        out = _check_sequences(recipe, src, out, line0)
     return out.with_columns(labels)
 
 
@@ -322,35 +317,14 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
     dicts: dict[str, Dictionary] | None = None
     counters: dict[str, Counter] = {}
 
-    def put(split: str, part: pl.DataFrame, counted: bool = False) -> None:
-        """Stage a split's rows and count its train values (``counted``: the interners' are counted)."""
+    def put(split: str, part: pl.DataFrame) -> None:
         stage.write(split, part)
         counts[split] += part.height
         if split == "train":
             for c, d in dicts.items():
-                if not (counted and c in interners):
-                    d.count(part[c])
+                d.count(part[c])
             for c, k in counters.items():
                 k.count(part[c])
-
-    def finished(df: pl.DataFrame) -> pl.DataFrame:
-        """A finished batch with its string fields interned (the native reader's are ids already)."""
-        nonlocal started, dicts, counters
-        if not started:  # the first batch decides which fields are interned
-            started = True
-            if dicts is None:
-                dicts = {f.name: Dictionary() for f in recipe.fields
-                         if f.type in ("categorical", "meta") and df.schema[f.name] == pl.String}
-            counters = {f.name: Counter(f.name, df.schema[f.name]) for f in recipe.fields
-                        if f.type == "categorical" and f.name not in dicts}
-        own = [c for c in dicts if c not in interners]
-        if own:
-            df = df.with_columns([dicts[c].encode(c) for c in own])
-            top = df.select(pl.col(own).max()).row(0)
-            for c, m in zip(own, top):
-                if m is not None:
-                    dicts[c].size = max(dicts[c].size, m + 1)
-        return df
     prog = _Progress("read")
     for src in recipe.sources:  # a label without a declared type is read as a number (then checked: 0 or 1)
         if src.label not in src.types and src.fmt != "parquet":
@@ -377,18 +351,24 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
             else:
                 fut, digest = pool.submit(file_digest, src.path, "sha256"), None
             n_src = 0
-            split = (recipe.split_seed, recipe.split_ratios) if src.split is None else (None, src.split)
-            reader = (native.read_batches(src, interners, recipe.rows, digest, split) if interners
+            reader = (native.read_batches(src, interners, recipe.rows, digest) if interners
                       else read_batches(src, recipe.rows))
             for line0, batch in prefetch(reader):
-                if isinstance(batch, native.Parts):  # split by the C parser, its train ids counted
-                    for k, (table, rows) in batch.items():
-                        put(k, finished(finish_batch(recipe, src, pl.from_arrow(table, rechunk=False), line0,
-                                                     rows=rows)), counted=True)
-                        n_src += table.num_rows
-                        prog.add(table.num_rows)
-                    continue
-                df = finished(finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0))
+                df = finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
+                if not started:  # the first batch decides which fields are interned
+                    started = True
+                    if dicts is None:
+                        dicts = {f.name: Dictionary() for f in recipe.fields
+                                 if f.type in ("categorical", "meta") and df.schema[f.name] == pl.String}
+                    counters = {f.name: Counter(f.name, df.schema[f.name]) for f in recipe.fields
+                                if f.type == "categorical" and f.name not in dicts}
+                own = [c for c in dicts if c not in interners]  # interned here (the native reader's: already ids)
+                if own:
+                    df = df.with_columns([dicts[c].encode(c) for c in own])
+                    top = df.select(pl.col(own).max()).row(0)
+                    for c, m in zip(own, top):
+                        if m is not None:
+                            dicts[c].size = max(dicts[c].size, m + 1)
                 if src.split is None:
                     ids = T.assign_split(n_src, df.height, recipe.split_seed, recipe.split_ratios)
                     for i, k in enumerate(SPLITS):

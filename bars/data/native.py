@@ -19,14 +19,12 @@ import ctypes
 import os
 import zlib
 from collections.abc import Iterator
-from typing import ClassVar
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from bars.data import transforms as T
 from bars.data.counting import Dictionary
 from bars.data.errors import DataError
 from bars.data.sources import ARROW_TYPES, Source, diagnose, resolve_columns
@@ -59,14 +57,10 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_interner_bytes.restype = i64
             lib.bars_interner_export.argtypes = [vp, p, p]
             lib.bars_parse.argtypes = [p, i64, ctypes.c_char, ctypes.c_int32, p, p, p, p, i64,
-                                       ctypes.POINTER(i64), ctypes.c_int32, ctypes.c_int32, p, ctypes.c_uint64, i64,
-                                       p, p]
+                                       ctypes.POINTER(i64)]
             lib.bars_parse.restype = i64
             lib.bars_intern_arrow.argtypes = [vp, p, p, p, i64, i64, p, p]
             lib.bars_intern_arrow.restype = i64
-            lib.bars_interner_counts.argtypes = [vp, p]
-            lib.bars_interner_add_counts.argtypes = [vp, p, i64]
-            lib.bars_part_sizes.argtypes = [ctypes.c_int32, p, ctypes.c_uint64, i64, i64, p]
             lib.bars_count_lines.argtypes = [p, i64]
             lib.bars_count_lines.restype = i64
             lib.bars_last_newline.argtypes = [p, i64]
@@ -114,6 +108,7 @@ class Interner(Dictionary):
         self._lib, self._ptr = lib, lib.bars_interner_new()
         if not self._ptr:
             raise MemoryError("native interner")
+        self.counts = np.zeros(0, dtype=np.int64)
 
     def __del__(self) -> None:
         if getattr(self, "_ptr", None):
@@ -123,18 +118,6 @@ class Interner(Dictionary):
     @property
     def size(self) -> int:  # type: ignore[override]
         return int(self._lib.bars_interner_size(self._ptr))
-
-    @property
-    def counts(self) -> np.ndarray:  # type: ignore[override]
-        """Train count per id: counted by the C parser (its train part), plus :meth:`count`'s."""
-        out = np.zeros(self.size, dtype=np.int64)
-        self._lib.bars_interner_counts(self._ptr, out.ctypes.data)
-        return out
-
-    def count(self, ids: pl.Series) -> None:
-        arr = np.ascontiguousarray(ids.drop_nulls().to_numpy(), dtype=np.uint32)
-        if len(arr):
-            self._lib.bars_interner_add_counts(self._ptr, arr.ctypes.data, len(arr))
 
     def encode(self, col: str) -> pl.Expr:
         return pl.col(col)
@@ -162,39 +145,20 @@ class Interner(Dictionary):
         return pa.Array.from_buffers(pa.uint32(), n, [pa.py_buffer(valid), pa.py_buffer(ids)])
 
 
-class Parts(dict):
-    """A block the C parser split: split name -> (table, block row of each of its rows); the train rows' interned
-    ids are already counted into the interners."""
-
-
-def read_batches(src: Source, interners: dict[str, Interner], rows: int | None = None, digest=None,
-                 split: tuple[int, tuple[float, float, float]] | None = None
-                 ) -> Iterator[tuple[int, pa.Table | Parts]]:
-    """Yield ``(first_line_number, batch)`` as :func:`bars.data.sources.read_batches` does, with the columns
+def read_batches(src: Source, interners: dict[str, Interner], rows: int | None = None, digest=None
+                 ) -> Iterator[tuple[int, pa.Table]]:
+    """Yield ``(first_line_number, table)`` as :func:`bars.data.sources.read_batches` does, with the columns
     named in ``interners`` as uint32 ids. ``digest`` (a hashlib object) is updated with every byte of the file,
     all of it even when ``rows`` stops the parsing early: the file is read once for both (a gzip file: the
-    decompressed bytes, so the caller hashes a gzip file itself).
-
-    ``split``: None yields tables (the caller splits and counts them); ``(seed, ratios)`` (a seeded split, by
-    :func:`bars.data.transforms.assign_split`'s rule) or ``(None, src.split)`` (an official split file) yields
-    :class:`Parts` for the blocks the C parser reads, tables for the blocks pyarrow reads."""
+    decompressed bytes, so the caller hashes a gzip file itself)."""
     lib = _load()
     names = resolve_columns(src)
     kinds_list = [KINDS[src.types.get(c, "str")] for c in names]
     kinds_list = [4 if k == 2 and c not in interners else k for c, k in zip(names, kinds_list)]
     kinds = np.array(kinds_list, dtype=np.int8)
+    dtypes = {1: np.int64, 2: np.uint32, 3: np.float64}
+    atypes = {1: pa.int64(), 2: pa.uint32(), 3: pa.float64()}
     sep = src.sep.encode()
-    if split is None or split[0] is None:
-        part_names = [src.split or "train"]
-        nparts, edges, seed_key = 1, np.zeros(1), 0
-        count_part = 0 if split is not None and src.split == "train" else -1
-    else:
-        part_names = list(T.SPLITS)
-        r = np.asarray(split[1], dtype=np.float64)
-        edges = np.ascontiguousarray(np.cumsum(r / r.sum())[:-1])
-        nparts, count_part = len(part_names), 0
-        seed_key = int(T._splitmix64(np.array([split[0]], dtype=np.uint64))[0])
-    ncols = len(names)
     header_lines = 1 if src.header else 0
     done = 0
     consumed = ctypes.c_int64(0)
@@ -247,35 +211,33 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
             cap = lib.bars_count_lines(buf.ctypes.data, cut)
             if rows is not None:
                 cap = min(cap, rows - done)
-            sizes = np.zeros(nparts, dtype=np.int64)  # upper bounds per part (empty lines shift rows)
-            lib.bars_part_sizes(nparts, edges.ctypes.data, seed_key, done, cap, sizes.ctypes.data)
-            parts = [_PartOut(int(m), kinds_list, cut) for m in sizes]
-            ptrs = (ctypes.c_void_p * (nparts * ncols))(*[
-                interners[c]._ptr if k == 2 else part.aux(j) for part in parts
+            outs = [np.empty(cap, dtype=dtypes[k]) if k != 4 else np.zeros(cap + 1, dtype=np.int32) for k in kinds_list]
+            valid = [np.zeros((cap + 7) // 8, dtype=np.uint8) for _ in kinds_list]
+            strs = {j: (np.empty(max(cut, 1), dtype=np.uint8), _StrOut()) for j, k in enumerate(kinds_list) if k == 4}
+            for data, so in strs.values():
+                so.data, so.used = data.ctypes.data, 0
+            ptrs = (ctypes.c_void_p * len(names))(*[
+                interners[c]._ptr if k == 2 else ctypes.addressof(strs[j][1]) if k == 4 else None
                 for j, (c, k) in enumerate(zip(names, kinds_list))])
-            part_rows = np.zeros(nparts, dtype=np.int64)
-            n = lib.bars_parse(buf.ctypes.data, cut, sep, ncols, kinds.ctypes.data, ptrs,
-                               (ctypes.c_void_p * (nparts * ncols))(*[a for part in parts for a in part.out_ptrs]),
-                               (ctypes.c_void_p * (nparts * ncols))(*[a for part in parts for a in part.valid_ptrs]),
-                               cap, ctypes.byref(consumed), nparts, count_part, edges.ctypes.data, seed_key, done,
-                               part_rows.ctypes.data,
-                               (ctypes.c_void_p * nparts)(*[part.index.ctypes.data for part in parts]))
+            n = lib.bars_parse(buf.ctypes.data, cut, sep, len(names), kinds.ctypes.data, ptrs,
+                               (ctypes.c_void_p * len(names))(*[o.ctypes.data for o in outs]),
+                               (ctypes.c_void_p * len(names))(*[v.ctypes.data for v in valid]),
+                               cap, ctypes.byref(consumed))
             if n == -2:
                 raise MemoryError(f"{src.path}: native interner")
             if n >= 0:
-                batch: pa.Table | Parts = Parts(
-                    (name, (part.table(names, int(m)), part.index[:m]))
-                    for name, part, m in zip(part_names, parts, part_rows) if m)
-                if split is None:
-                    batch = batch[part_names[0]][0] if batch else None
+                table = pa.table([
+                    pa.Array.from_buffers(atypes[k], n, [pa.py_buffer(v), pa.py_buffer(o)]) if k != 4 else
+                    pa.StringArray.from_buffers(n, pa.py_buffer(o), pa.py_buffer(strs[j][0][:strs[j][1].used]),
+                                                pa.py_buffer(v))
+                    for j, (k, o, v) in enumerate(zip(kinds_list, outs, valid))], names=names)
             else:
-                batch = _arrow_block(src, names, buf[:cut].tobytes(), interners, rows)
-                if rows is not None and done + batch.num_rows > rows:
-                    batch = batch.slice(0, rows - done)
-                n = batch.num_rows
-            if n:
-                yield done + 1 + header_lines, batch
-                done += n
+                table = _arrow_block(src, names, buf[:cut].tobytes(), interners, rows)
+                if rows is not None and done + table.num_rows > rows:
+                    table = table.slice(0, rows - done)
+            if table.num_rows:
+                yield done + 1 + header_lines, table
+                done += table.num_rows
             if not got:
                 break
         if pending is not None:
@@ -293,40 +255,6 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
     if done == 0:
         raise DataError(f"{src.path}: no data rows (expected at least one row after the header)"
                         if src.header else f"{src.path}: no data rows")
-
-
-class _PartOut:
-    """The C parser's output arrays for one part of a block (``cap`` rows at most)."""
-
-    DTYPES: ClassVar[dict] = {1: np.int64, 2: np.uint32, 3: np.float64}
-    ATYPES: ClassVar[dict] = {1: pa.int64(), 2: pa.uint32(), 3: pa.float64()}
-
-    def __init__(self, cap: int, kinds: list[int], block_bytes: int) -> None:
-        self.kinds = kinds
-        self.outs = [np.empty(cap, dtype=self.DTYPES[k]) if k != 4 else np.zeros(cap + 1, dtype=np.int32)
-                     for k in kinds]
-        self.valid = [np.zeros((cap + 7) // 8 or 1, dtype=np.uint8) for _ in kinds]
-        self.index = np.empty(max(cap, 1), dtype=np.uint32)
-        self.strs = {j: (np.empty(max(block_bytes, 1), dtype=np.uint8), _StrOut()) for j, k in enumerate(kinds)
-                     if k == 4}
-        for data, so in self.strs.values():
-            so.data, so.used = data.ctypes.data, 0
-        self.out_ptrs = [o.ctypes.data for o in self.outs]
-        self.valid_ptrs = [v.ctypes.data for v in self.valid]
-
-    def aux(self, j: int) -> int | None:
-        return ctypes.addressof(self.strs[j][1]) if j in self.strs else None
-
-    def table(self, names: list[str], n: int) -> pa.Table:
-        cols = []
-        for j, (k, o, v) in enumerate(zip(self.kinds, self.outs, self.valid)):
-            if k == 4:
-                data, so = self.strs[j]
-                cols.append(pa.StringArray.from_buffers(n, pa.py_buffer(o), pa.py_buffer(data[:so.used]),
-                                                        pa.py_buffer(v)))
-            else:
-                cols.append(pa.Array.from_buffers(self.ATYPES[k], n, [pa.py_buffer(v), pa.py_buffer(o)]))
-        return pa.table(cols, names=names)
 
 
 def _arrow_block(src: Source, names: list[str], block: bytes, interners: dict[str, Interner],
