@@ -119,14 +119,18 @@ def test_plain_block_is_parsed_natively(tmp_path):
 @pytest.mark.parametrize("bad, why", [("1\t2\t3\tx", "found 4 columns, expected 5"),
                                       ("1\tseven\t3\tx\ty", "column 'a': expected an integer or empty, got 'seven'"),
                                       ("2\t1\t3\tx\ty", "label 'label' is 2.0: expected 0 or 1")])
-def test_errors_name_the_line(tmp_path, monkeypatch, bad, why):
+@pytest.mark.parametrize("seeded", [False, True])  # an official split file, or rows split by the seeded rule
+def test_errors_name_the_line(tmp_path, monkeypatch, bad, why, seeded):
     lines = [f"0\t{i}\t{i}\tv\tw" for i in range(50)]
     lines[37] = bad
     p = tmp_path / "raw.txt"
     p.write_text("\n".join(lines) + "\n")
+    src = _src(p)
+    if seeded:
+        src.split = None
     for mode in ("native", "arrow"):
         monkeypatch.setenv("BARS_READER", mode)
-        r = engine.Recipe(name="t", sources=[_src(p)],
+        r = engine.Recipe(name="t", sources=[src],
                           fields=[engine.Field(c, "categorical", min_count=1) for c in ["a", "b", "s", "t"]],
                           raw_categoricals=("s", "t"))
         out = tmp_path / f"out_{mode}"
