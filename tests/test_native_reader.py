@@ -238,3 +238,50 @@ def test_modes(tmp_path, monkeypatch):
     assert build((), "o3")["splits"]["train"]["rows"] == 1
     assert set(CRITEO_CAT) == set(synthetic_criteo_recipe({"name": "s", "rows": 10}, tmp_path / "r").raw_categoricals)
     assert not set(CRITEO_INT) & set(CRITEO_CAT)
+
+
+def _build_both(tmp_path, monkeypatch, make_recipe) -> dict:
+    got = {}
+    for mode in ("native", "arrow"):
+        monkeypatch.setenv("BARS_READER", mode)
+        out = tmp_path / f"out_{mode}"
+        out.mkdir(parents=True)
+        manifest = engine.build(make_recipe(), out, "fp")
+        got[mode] = {**_digests(out), "inputs": manifest["inputs"], "splits": manifest["splits"]}
+    assert got["native"] == got["arrow"]
+    return got["native"]
+
+
+def test_frappe_csvs_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch, shared_datasets):
+    """Frappe_x1's official valid/test CSVs (../shared), resplit as frappe_vt: ten interned one-hot fields."""
+    from bars.data.recipes import onehot_resplit_recipe
+
+    raw = shared_datasets / "frappe_x1" / "derived"
+    fields = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"]
+    data = {"name": "frappe_vt", "files": {"train": "valid.csv", "test": "test.csv"}, "holdout_ratio": 0.2,
+            "fields": fields, "min_count": 1, "missing": "oov", "split_seed": 2021, "verify_md5": False}
+    got = _build_both(tmp_path, monkeypatch, lambda: onehot_resplit_recipe(data, raw))
+    assert got["splits"]["test"]["rows"] == 28860 and got["splits"]["train"]["rows"] + got["splits"]["valid"][
+        "rows"] == 57722
+
+
+def test_tabular_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch):
+    """A user's CSV: interned categoricals, a copied column (read as strings), a sequence, a numeric column,
+    quoted values in one block (pyarrow's), several files."""
+    from bars.data.recipes import tabular_recipe
+
+    rng = random.Random(3)
+    rows = ["click,user,city,price,hist"]
+    for i in range(3000):
+        city = f'"c,{i % 5}"' if i == 1500 else f"c{rng.randint(0, 40)}"
+        rows.append(f"{i % 2},u{rng.randint(0, 300)},{city},{rng.choice(['', '1.5', str(i)])},"
+                    f"a|b{i % 3}{'|c' if i % 4 == 0 else ''}")
+    for split, sl in (("train", slice(1, 2401)), ("valid", slice(2401, 2701)), ("test", slice(2701, 3001))):
+        (tmp_path / f"{split}.csv").write_text("\n".join([rows[0], *rows[sl]]) + "\n")
+    data = {"name": "mine", "files": {k: f"{k}.csv" for k in ("train", "valid", "test")}, "label": "click",
+            "categorical": ["user", "city", "town"], "numeric": ["price"], "sequence": ["hist"], "min_count": 2,
+            "missing": "oov", "copies": {"town": "city"}}
+    r = tabular_recipe(data, tmp_path)
+    assert r.raw_categoricals == ("user",)  # city is copied, town is a copy: both stay strings until the transform
+    got = _build_both(tmp_path / "o", monkeypatch, lambda: tabular_recipe(data, tmp_path))
+    assert got["splits"]["train"]["rows"] == 2400

@@ -175,7 +175,9 @@ def onehot_recipe(data: dict, raw_dir: Path, fields: list[str], allow_libsvm: bo
             df = df.rename({df.columns[0]: "label"})
         return df
 
-    return _base(data, sources, [Field(c, min_count=mc, source=c) for c in fields], layout, True, transform)
+    r = _base(data, sources, [Field(c, min_count=mc, source=c) for c in fields], layout, True, transform)
+    r.raw_categoricals = tuple(fields)  # passed through untouched: the native reader interns them (CSV files)
+    return r
 
 
 
@@ -207,6 +209,7 @@ def onehot_resplit_recipe(data: dict, raw_dir: Path) -> Recipe:
               f"{found['train'].name} split {1 - h:g}/{h:g} (seeded) + {found['test'].name}", False,
               lambda df: df if "label" in df.columns else df.rename({df.columns[0]: "label"}))
     r.split_ratios = (1 - h, h, 0.0)
+    r.raw_categoricals = tuple(fields)
     return r
 
 # -- the tabular recipe: a user's own files described in the data config --------------------------------
@@ -347,10 +350,12 @@ def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe
                         "data.files.train/valid/test=<files> (CSV or Parquet; relative to data.raw_dir)")
     if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
         raise DataError(f"data.split_ratios: expected three non-negative numbers (train, valid, test), got {ratios}")
+    copied = set(copies) | set(copies.values())  # a copy must see the file's strings, not ids
     return Recipe(name=name, sources=sources, fields=fields, label=label, split_ratios=ratios,
                   split_seed=int(data.get("split_seed", 2021)), rows=data.get("rows"),
                   params=data, layout="tabular", official_split=bool(data.get("official_split", False)),
-                  labels=labels or None, valid_is_test=valid_is_test, transform=transform)
+                  labels=labels or None, valid_is_test=valid_is_test, transform=transform,
+                  raw_categoricals=tuple(c for c in cats if c not in copied))
 
 
 def onehot_csv_recipe(data: dict, raw_dir: Path) -> Recipe:
