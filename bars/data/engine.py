@@ -357,9 +357,8 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
                 df = finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
                 if not started:  # the first batch decides which fields are interned
                     started = True
-                    if dicts is None:
-                        dicts = {f.name: Dictionary() for f in recipe.fields
-                                 if f.type in ("categorical", "meta") and df.schema[f.name] == pl.String}
+                    dicts = {**(dicts or {}), **{f.name: Dictionary() for f in recipe.fields  # the reader's first
+                             if f.type in ("categorical", "meta") and df.schema[f.name] == pl.String}}
                     counters = {f.name: Counter(f.name, df.schema[f.name]) for f in recipe.fields
                                 if f.type == "categorical" and f.name not in dicts}
                 own = [c for c in dicts if c not in interners]  # interned here (the native reader's: already ids)

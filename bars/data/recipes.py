@@ -350,7 +350,11 @@ def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe
                         "data.files.train/valid/test=<files> (CSV or Parquet; relative to data.raw_dir)")
     if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
         raise DataError(f"data.split_ratios: expected three non-negative numbers (train, valid, test), got {ratios}")
-    copied = set(copies) | set(copies.values())  # a copy must see the file's strings, not ids
+    # interned while parsing: categoricals that neither copy nor are copied (a copy must see the file's strings)
+    # and own a table of their own (shared tables and pretrained keys are joined by value)
+    shared = {f.share_embedding for f in fields if f.share_embedding}
+    copied = set(copies) | set(copies.values()) | shared | {f.name for f in fields
+                                                           if f.share_embedding or f.pretrained is not None}
     return Recipe(name=name, sources=sources, fields=fields, label=label, split_ratios=ratios,
                   split_seed=int(data.get("split_seed", 2021)), rows=data.get("rows"),
                   params=data, layout="tabular", official_split=bool(data.get("official_split", False)),
