@@ -145,6 +145,18 @@ def _digests(out: Path) -> dict[str, str]:
             if p.is_file() and p.name != "manifest.json"}
 
 
+def _build_both(tmp_path, monkeypatch, make_recipe) -> dict:
+    got = {}
+    for mode in ("native", "arrow"):
+        monkeypatch.setenv("BARS_READER", mode)
+        out = tmp_path / f"out_{mode}"
+        out.mkdir(parents=True)
+        manifest = engine.build(make_recipe(), out, "fp")
+        got[mode] = {**_digests(out), "inputs": manifest["inputs"], "splits": manifest["splits"]}
+    assert got["native"] == got["arrow"]
+    return got["native"]
+
+
 def test_prepared_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     data = {"name": "synthetic", "rows": 30000, "generator_seed": 3, "integer_mode": "bucket", "min_count": 2,
@@ -156,16 +168,9 @@ def test_prepared_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch):
     cols[14] = '"q,uoted"'  # one line pyarrow must parse (a quote): its block goes through pyarrow
     lines[100] = "\t".join(cols)
     f.write_text("\n".join(lines) + "\n")
-    got = {}
-    for mode in ("native", "arrow"):
-        monkeypatch.setenv("BARS_READER", mode)
-        out = tmp_path / mode
-        out.mkdir()
-        manifest = engine.build(synthetic_criteo_recipe(data, raw), out, "fp")
-        got[mode] = _digests(out)
-        got[mode]["inputs"] = manifest["inputs"]  # with the raw file's sha256 (the native reader hashes as it reads)
-    assert got["native"]["inputs"][0]["sha256"] == file_digest(f, "sha256")
-    assert got["native"] == got["arrow"] and "train.parquet" in got["native"] and len(got["native"]) > 40
+    got = _build_both(tmp_path / "out", monkeypatch, lambda: synthetic_criteo_recipe(data, raw))
+    assert got["inputs"][0]["sha256"] == file_digest(f, "sha256")  # the native reader hashes what it reads
+    assert "train.parquet" in got and len(got) > 40
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -177,15 +182,7 @@ def test_real_criteo_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch, sh
     (raw / ("train.txt.gz" if gz else "train.txt")).write_bytes(blob if gz else gzip.decompress(blob))
     data = {"name": "criteo_x4_001", "integer_mode": "bucket", "min_count": 2, "missing": "oov",
             "split_ratios": [0.8, 0.1, 0.1], "split_seed": 2018}
-    got = {}
-    for mode in ("native", "arrow"):
-        monkeypatch.setenv("BARS_READER", mode)
-        out = tmp_path / mode
-        out.mkdir()
-        manifest = engine.build(criteo_recipe(data, raw), out, "fp")
-        got[mode] = {**_digests(out), "inputs": manifest["inputs"], "splits": manifest["splits"]}
-    assert got["native"] == got["arrow"] and got["native"]["splits"]["train"]["rows"] > 7000
-
+    assert _build_both(tmp_path, monkeypatch, lambda: criteo_recipe(data, raw))["splits"]["train"]["rows"] > 7000
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_real_avazu_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch, shared_datasets, gz):
@@ -197,15 +194,7 @@ def test_real_avazu_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch, sha
     (raw / ("train.gz" if gz else "train")).write_bytes(blob if gz else gzip.decompress(blob))
     data = {"name": "avazu_x4_001", "min_count": 2, "missing": "oov", "split_ratios": [0.8, 0.1, 0.1],
             "split_seed": 2018}
-    got = {}
-    for mode in ("native", "arrow"):
-        monkeypatch.setenv("BARS_READER", mode)
-        out = tmp_path / mode
-        out.mkdir()
-        manifest = engine.build(avazu_recipe(data, raw), out, "fp")
-        got[mode] = {**_digests(out), "inputs": manifest["inputs"], "splits": manifest["splits"]}
-    assert got["native"] == got["arrow"] and got["native"]["splits"]["train"]["rows"] > 7000
-
+    assert _build_both(tmp_path, monkeypatch, lambda: avazu_recipe(data, raw))["splits"]["train"]["rows"] > 7000
 
 def test_modes(tmp_path, monkeypatch):
     monkeypatch.setenv("BARS_READER", "fast")
@@ -238,18 +227,6 @@ def test_modes(tmp_path, monkeypatch):
     assert build((), "o3")["splits"]["train"]["rows"] == 1
     assert set(CRITEO_CAT) == set(synthetic_criteo_recipe({"name": "s", "rows": 10}, tmp_path / "r").raw_categoricals)
     assert not set(CRITEO_INT) & set(CRITEO_CAT)
-
-
-def _build_both(tmp_path, monkeypatch, make_recipe) -> dict:
-    got = {}
-    for mode in ("native", "arrow"):
-        monkeypatch.setenv("BARS_READER", mode)
-        out = tmp_path / f"out_{mode}"
-        out.mkdir(parents=True)
-        manifest = engine.build(make_recipe(), out, "fp")
-        got[mode] = {**_digests(out), "inputs": manifest["inputs"], "splits": manifest["splits"]}
-    assert got["native"] == got["arrow"]
-    return got["native"]
 
 
 def test_frappe_csvs_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch, shared_datasets):
