@@ -370,10 +370,13 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
                             dicts[c].size = max(dicts[c].size, m + 1)
                 if src.split is None:
                     ids = T.assign_split(n_src, df.height, recipe.split_seed, recipe.split_ratios)
-                    for i, k in enumerate(SPLITS):
-                        part = df.filter(pl.Series(ids == i))
-                        if part.height:
-                            put(k, part)
+                    # one stable gather by split, then slices (each split's rows in file order): 0.07 CPU-s per
+                    # 1M Criteo rows against 0.16 for three filters
+                    grouped, start = df[np.argsort(ids, kind="stable")], 0
+                    for k, m in zip(SPLITS, np.bincount(ids, minlength=len(SPLITS))):
+                        if m:
+                            put(k, grouped.slice(start, int(m)))
+                        start += int(m)
                 else:
                     put(src.split, df)
                 n_src += df.height
