@@ -65,6 +65,13 @@ def test_vocab_order_and_encoding():
 def test_criteo_bucket():
     out = pl.DataFrame({"I": [None, -1, 0, 1, 2, 3, 100]}).select(T.criteo_bucket("I"))["I"].to_list()
     assert out == [0, -1, 0, 1, 2, int(np.floor(np.log(3) ** 2)), int(np.floor(np.log(100) ** 2))]
+    # the table (values below BUCKET_TABLE_SIZE) and the formula (the rest) agree with the formula everywhere,
+    # around the table's edge and on every bucket boundary below it
+    n = T.BUCKET_TABLE_SIZE
+    xs = np.concatenate([np.arange(-3, n + 3), [2**31, 2**40, -(2**40)], np.ceil(np.exp(np.sqrt(np.arange(1, 200))))])
+    df = pl.DataFrame({"I": xs.astype(np.int64)})
+    assert df.select(T.criteo_bucket("I"))["I"].to_list() == df.select(
+        T._criteo_bucket_formula(pl.col("I").fill_null(0)))["I"].to_list()
 
 
 def test_assign_split_is_batch_independent():
