@@ -357,7 +357,8 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _S
                 df = finish_batch(recipe, src, pl.from_arrow(batch, rechunk=False), line0)
                 if not started:  # the first batch decides which fields are interned
                     started = True
-                    dicts = {**(dicts or {}), **{f.name: Dictionary() for f in recipe.fields  # the reader's first
+                    # the native reader's interners (its fields arrive as ids), then the string fields left
+                    dicts = {**(dicts or {}), **{f.name: Dictionary() for f in recipe.fields
                              if f.type in ("categorical", "meta") and df.schema[f.name] == pl.String}}
                     counters = {f.name: Counter(f.name, df.schema[f.name]) for f in recipe.fields
                                 if f.type == "categorical" and f.name not in dicts}

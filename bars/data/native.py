@@ -1,6 +1,7 @@
-"""The native reader: delimited raw files parsed and their categorical string fields interned in one compiled
-pass (``bars/data/_fastcsv.c``, built by ``pip install`` when a C compiler is present; without one, bars reads
-every file with pyarrow, as before).
+"""The native reader: delimited raw files (plain or gzip) parsed and their categorical string fields interned in
+one compiled pass (``bars/data/_fastcsv.c``, built by ``pip install`` when a C compiler is present; without one,
+bars reads every file with pyarrow, as before). Other string columns come out as Arrow strings; an I/O thread
+reads the next block (and feeds the file's sha256) while one is parsed.
 
 It gives the same values as the pyarrow path (``bars.data.sources.read_batches``), by construction: the C code
 handles only the unambiguous subset of pyarrow's CSV grammar (ASCII, no quote, no ``\\r``, integers as
@@ -35,7 +36,11 @@ KINDS = {"int": 1, "str": 2, "float": 3}  # a "str" column not interned is kind 
 
 
 class _StrOut(ctypes.Structure):
+    """A plain string column of one block (the C side's StrOut): its bytes and how many are used."""
+
     _fields_ = [("data", ctypes.c_void_p), ("used", ctypes.c_int64)]
+
+
 _lib: ctypes.CDLL | None | bool = None
 
 

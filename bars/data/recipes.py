@@ -352,14 +352,13 @@ def tabular_recipe(data: dict, raw_dir: Path, name: str | None = None) -> Recipe
         raise DataError(f"data.split_ratios: expected three non-negative numbers (train, valid, test), got {ratios}")
     # interned while parsing: categoricals that neither copy nor are copied (a copy must see the file's strings)
     # and own a table of their own (shared tables and pretrained keys are joined by value)
-    shared = {f.share_embedding for f in fields if f.share_embedding}
-    copied = set(copies) | set(copies.values()) | shared | {f.name for f in fields
-                                                           if f.share_embedding or f.pretrained is not None}
+    as_strings = (set(copies) | set(copies.values()) | {f.share_embedding for f in fields if f.share_embedding}
+                  | {f.name for f in fields if f.share_embedding or f.pretrained is not None})
     return Recipe(name=name, sources=sources, fields=fields, label=label, split_ratios=ratios,
                   split_seed=int(data.get("split_seed", 2021)), rows=data.get("rows"),
                   params=data, layout="tabular", official_split=bool(data.get("official_split", False)),
                   labels=labels or None, valid_is_test=valid_is_test, transform=transform,
-                  raw_categoricals=tuple(c for c in cats if c not in copied))
+                  raw_categoricals=tuple(c for c in cats if c not in as_strings))
 
 
 def onehot_csv_recipe(data: dict, raw_dir: Path) -> Recipe:
