@@ -28,7 +28,15 @@ import pyarrow.csv as pacsv
 
 from bars.data.counting import Dictionary
 from bars.data.errors import DataError
-from bars.data.sources import ARROW_TYPES, Source, diagnose, resolve_columns
+from bars.data.sources import (
+    ARROW_TYPES,
+    Source,
+    convert_options,
+    diagnose,
+    no_rows,
+    parse_options,
+    resolve_columns,
+)
 from bars.fileio import is_gzip
 
 CHUNK_BYTES = 16 << 20  # raw bytes per parsed block (~65k Criteo rows: about BATCH_ROWS)
@@ -258,8 +266,7 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
         io.shutdown(wait=True)  # before the file closes
         f.close()
     if done == 0:
-        raise DataError(f"{src.path}: no data rows (expected at least one row after the header)"
-                        if src.header else f"{src.path}: no data rows")
+        raise no_rows(src)
 
 
 def _arrow_block(src: Source, names: list[str], block: bytes, interners: dict[str, Interner],
@@ -272,10 +279,7 @@ def _arrow_block(src: Source, names: list[str], block: bytes, interners: dict[st
         t = pacsv.read_csv(
             pa.py_buffer(block),
             read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
-            parse_options=pacsv.ParseOptions(delimiter=src.sep),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: ARROW_TYPES[src.types.get(c, "str")] for c in names},
-                strings_can_be_null=True, quoted_strings_can_be_null=True))
+            parse_options=parse_options(src), convert_options=convert_options(src, names))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         diagnose(src, names, e, rows)
         raise  # diagnose always raises

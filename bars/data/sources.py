@@ -143,9 +143,6 @@ def read_batches(src: Source, rows: int | None = None) -> Iterator[tuple[int, pa
         if done == 0:
             raise DataError(f"{src.path}: no data rows")
         return
-    col_types = {c: ARROW_TYPES[src.types.get(c, "str")] for c in names}
-    if src.fmt == "libsvm":
-        col_types = {c: pa.string() for c in names}
     with contextlib.ExitStack() as files:  # the raw file (or zip member) is closed however reading ends
         try:
             if src.member is not None:
@@ -160,10 +157,8 @@ def read_batches(src: Source, rows: int | None = None) -> Iterator[tuple[int, pa
                 read_options=pacsv.ReadOptions(
                     column_names=names, skip_rows=1 if src.header else 0, block_size=BLOCK_SIZE
                 ),
-                parse_options=pacsv.ParseOptions(delimiter=" " if src.fmt == "libsvm" else src.sep),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=col_types, strings_can_be_null=True, quoted_strings_can_be_null=True
-                ),
+                parse_options=parse_options(src),
+                convert_options=convert_options(src, names),
             )
             header_lines = 1 if src.header else 0
             for b in _combined(reader, rows):
@@ -174,8 +169,23 @@ def read_batches(src: Source, rows: int | None = None) -> Iterator[tuple[int, pa
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
             diagnose(src, names, e, rows)
     if done == 0:
-        raise DataError(f"{src.path}: no data rows (expected at least one row after the header)"
-                        if src.header else f"{src.path}: no data rows")
+        raise no_rows(src)
+
+
+def parse_options(src: Source) -> pacsv.ParseOptions:
+    """How a delimited source is split into fields (the native reader's pyarrow blocks use it too)."""
+    return pacsv.ParseOptions(delimiter=" " if src.fmt == "libsvm" else src.sep)
+
+
+def convert_options(src: Source, names: list[str]) -> pacsv.ConvertOptions:
+    """The column types and null rules a delimited source is read with (also by the native reader's blocks)."""
+    types = {c: pa.string() if src.fmt == "libsvm" else ARROW_TYPES[src.types.get(c, "str")] for c in names}
+    return pacsv.ConvertOptions(column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=True)
+
+
+def no_rows(src: Source) -> DataError:
+    return DataError(f"{src.path}: no data rows (expected at least one row after the header)"
+                     if src.header else f"{src.path}: no data rows")
 
 
 def _combined(reader: Iterator[pa.RecordBatch], rows: int | None) -> Iterator[pa.Table]:
