@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bars.models.layers.kernels import MaskedDropout
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -64,10 +66,11 @@ class Dropout(nn.Module):
     """Inverted dropout, as ``nn.Dropout``, with a cheaper mask on CPU.
 
     ``torch.bernoulli_`` on CPU draws one generator call per element and was a third of DCN's training step on
-    two cores. Here one 64-bit draw of the (seeded, global) torch generator gives four 16-bit uniforms; an element
-    is kept when its uniform is >= ``round(p * 65536)``, so the drop probability is ``p`` rounded to a multiple
-    of 1/65536 (0.2 -> 0.199997) and kept values are scaled by the exact ``1 / keep_probability``. On other
-    devices it is ``F.dropout``."""
+    two cores. Here one 64-bit key from the (seeded, global) torch generator per call and a counter hash
+    (splitmix64) give four 16-bit uniforms per 64-bit value (:mod:`bars.models.layers.kernels`: one pass in the
+    optional compiled kernel, the same values in torch ops without it); an element is kept when its uniform is
+    >= ``round(p * 65536)``, so the drop probability is ``p`` rounded to a multiple of 1/65536 (0.2 -> 0.199997)
+    and kept values are scaled by the exact ``1 / keep_probability``. On other devices it is ``F.dropout``."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -80,29 +83,23 @@ class Dropout(nn.Module):
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
-    def _keep(self, x: Tensor) -> Tensor:
-        n = x.numel()
-        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-        return bits.view(torch.int16)[:n].view(x.shape) >= self._threshold
-
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, True)
-        return x * self._keep(x).to(x.dtype).mul_(self._scale)
+        return MaskedDropout.apply(x, self._threshold, self._scale, False)
 
 
 class ReLUDropout(Dropout):
     """``Dropout(ReLU(x))`` in one mask on CPU while training: ``x * ((x > 0) & keep) / keep_probability`` (one
-    multiply forward and backward instead of ReLU + its threshold backward + the dropout multiply). Same values
-    and gradients as the two modules in sequence."""
+    pass forward and one multiply backward instead of ReLU + its threshold backward + the dropout multiply). Same
+    values and gradients as the two modules in sequence."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0 or x.device.type != "cpu":
             return super().forward(torch.relu(x))
-        keep = self._keep(x).logical_and_(x > 0)
-        return x * keep.to(x.dtype).mul_(self._scale)
+        return MaskedDropout.apply(x, self._threshold, self._scale, True)
 
 
 class MLP(nn.Module):

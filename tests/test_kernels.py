@@ -1,0 +1,100 @@
+"""The models' compiled CPU kernels (bars/models/_kernels.c) against their torch fallbacks: the same bits, so a
+run's numbers do not depend on whether the extension was built (bars.models.layers.kernels)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from bars.models.layers import MLP, Dropout, ReLUDropout
+from bars.models.layers import kernels as K
+
+THRESHOLD, SCALE = round(0.2 * 65536) - 32768, 65536.0 / (65536 - round(0.2 * 65536))
+
+
+@pytest.fixture(scope="module")
+def compiled() -> None:
+    if K._load() is None:
+        if os.environ.get("BARS_REQUIRE_NATIVE"):  # CI sets it: gcc is there, so the build must have made it
+            raise RuntimeError("BARS_REQUIRE_NATIVE is set but bars/models/_kernels.c is not built (pip install -e .)")
+        pytest.skip("bars/models/_kernels.c is not built")
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:  # bit patterns, so that NaN == NaN and -0 != +0
+    return t.view(torch.int32)
+
+
+def test_uniforms_are_splitmix64() -> None:
+    # splitmix64 seeded with 0: first outputs 0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4 (Vigna's reference code)
+    u = K.uniform16(8, 0).view(torch.int64)
+    assert [v & (2**64 - 1) for v in u.tolist()] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4]
+    assert K.uniform16(5, 7).tolist() == K.uniform16(8, 7)[:5].tolist()  # a prefix does not depend on n
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 4095, 4096, 4097, 3 * 4096 + 7, 100_003])
+def test_compiled_mask_equals_fallback(compiled, monkeypatch, relu: bool, n: int) -> None:
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g)
+    special = torch.tensor([float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 1e-45, -1e-45, 3e38])
+    x[: min(n, len(special))] = special[: min(n, len(special))]
+    for key in (0, 2**64 - 1, 0x0123456789ABCDEF):
+        out, mask = K.dropout_mask(x, THRESHOLD, SCALE, relu, key)
+        monkeypatch.setenv("BARS_KERNELS", "torch")
+        out_t, mask_t = K.dropout_mask(x, THRESHOLD, SCALE, relu, key)
+        monkeypatch.delenv("BARS_KERNELS")
+        assert torch.equal(bits(out), bits(out_t)) and torch.equal(bits(mask), bits(mask_t))
+    kept = (mask > 0).float().mean().item()
+    if n > 4096:
+        assert abs(kept - (0.8 * 0.5 if relu else 0.8)) < 0.05
+
+
+def test_training_is_the_same_with_and_without_the_kernel(compiled, monkeypatch) -> None:
+    def train(kernels: str) -> list[torch.Tensor]:
+        monkeypatch.setenv("BARS_KERNELS", kernels)
+        torch.manual_seed(3)
+        mlp = MLP(12, [32, 16], "relu", batch_norm=True, dropout=0.3, output_dim=1)
+        opt = torch.optim.Adam(mlp.parameters(), 1e-2)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(5):
+            x, y = torch.randn(256, 12, generator=g), torch.rand(256, 1, generator=g).round()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(mlp(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return [p.detach().clone() for p in mlp.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(train("auto"), train("torch"), strict=True))
+
+
+def test_layouts_the_kernel_does_not_take_give_the_same_values() -> None:
+    x = torch.randn(64, 48)
+    for layer in (Dropout(0.3), ReLUDropout(0.3)):
+        torch.manual_seed(1)
+        a = layer(x.t().contiguous())  # the kernel where built
+        torch.manual_seed(1)
+        b = layer(x.t())  # not contiguous: the torch path
+        assert torch.equal(a, b)
+        torch.manual_seed(1)
+        c = layer(x.t().contiguous().double())  # float64: the torch path
+        assert torch.allclose(c, a.double()) and torch.equal(c != 0, a != 0)
+
+
+def test_gradient_is_grad_times_mask() -> None:
+    x = torch.randn(40, 30, requires_grad=True)
+    torch.manual_seed(9)
+    y = ReLUDropout(0.25)(x)
+    g = torch.randn_like(y)
+    y.backward(g)
+    kept = y != 0  # x > 0 and kept (a kept x > 0 stays non-zero after scaling)
+    scale = 65536.0 / (65536 - round(0.25 * 65536))
+    assert torch.equal(x.grad, torch.where(kept, g * scale, torch.zeros(())))
+    assert torch.equal(y, torch.where(kept, x.detach() * scale, torch.zeros(())))
+
+
+def test_unknown_kernels_mode_is_an_error(monkeypatch) -> None:
+    monkeypatch.setenv("BARS_KERNELS", "fast")
+    with pytest.raises(ValueError, match="BARS_KERNELS='fast'"):
+        K.available()
