@@ -347,3 +347,24 @@ def test_relu_dropout_equals_relu_then_dropout():
     assert torch.equal(x.grad, x2.grad)
     m = ReLUDropout(0.3).eval()
     assert torch.equal(m(x), torch.relu(x))
+
+
+@pytest.mark.parametrize("dim", [1, 4, 10, 16, 40])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_padded_lookup_gradient_is_torchs_bit_for_bit(dim: int, dtype: torch.dtype) -> None:
+    from bars.models.layers.embedding import padded_lookup
+
+    g = torch.Generator().manual_seed(dim)
+    rows = 97
+    idx = (torch.rand(512, 7, generator=g) ** 3 * rows).long().clamp(max=rows - 1).to(dtype)  # repeats, row 0
+    assert (idx == 0).any() and idx.unique().numel() < idx.numel()
+    w1 = torch.randn(rows, dim, generator=g, requires_grad=True)
+    w2 = w1.detach().clone().requires_grad_(True)
+    up = torch.randn(512, 7, dim, generator=g) * 1e3  # large, so a different summation order would show
+    a, b = padded_lookup(idx, w1), torch.nn.functional.embedding(idx, w2, padding_idx=0)
+    assert torch.equal(a, b)
+    (a * up).sum().backward()
+    (b * up).sum().backward()
+    assert torch.equal(w1.grad, w2.grad) and not w1.grad[0].any()
+    with torch.no_grad():  # no graph: torch's own lookup
+        assert torch.equal(padded_lookup(idx, w1), b)

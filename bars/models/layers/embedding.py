@@ -15,6 +15,44 @@ from bars.data.spec import Feature, FeatureSpec
 # ------------------------------------------------------------------------------------------------------------
 # Embeddings
 # ------------------------------------------------------------------------------------------------------------
+class _PaddedLookup(torch.autograd.Function):
+    """``F.embedding(idx, weight, padding_idx=0)`` on CPU float32 with a cheaper backward: torch's
+    ``embedding_dense_backward`` adds each looked-up row's gradient in its own small call (about 2 ms for Frappe's
+    4096 x 10 lookups into a 5,390 x 10 table, 1.8 ms even at width 1). Here one ``bincount`` over (row, column)
+    keys (width < 16) or one ``index_add_`` (wider) does the same additions in the same order (each row's
+    gradients in the order of their lookups), so the gradient is bit for bit torch's (tests/test_layers.py);
+    the padding row's gradient is zero."""
+
+    @staticmethod
+    def forward(ctx, idx: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(idx)
+        ctx.rows = weight.shape[0]
+        return F.embedding(idx, weight, padding_idx=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+        (idx,) = ctx.saved_tensors
+        rows, dim = ctx.rows, grad.shape[-1]
+        flat = idx.reshape(-1).long()
+        g = grad.reshape(-1, dim)
+        if dim < 16:
+            keys = (flat.unsqueeze(1) * dim + torch.arange(dim, device=flat.device)).reshape(-1)
+            out = torch.bincount(keys, weights=g.reshape(-1), minlength=rows * dim).view(rows, dim)
+        else:
+            out = torch.zeros((rows, dim), dtype=grad.dtype, device=grad.device).index_add_(0, flat, g)
+        out[0] = 0
+        return None, out
+
+
+def padded_lookup(idx: Tensor, weight: Tensor) -> Tensor:
+    """``F.embedding(idx, weight, padding_idx=0)``: the same values and gradients, the gradient cheaper on CPU
+    (:class:`_PaddedLookup`)."""
+    if (weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.requires_grad
+            and torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.jit.is_scripting()):
+        return _PaddedLookup.apply(idx, weight)  # (an exported graph keeps torch's own op)
+    return F.embedding(idx, weight, padding_idx=0)
+
+
 class FeatureEmbedding(nn.Module):
     """Embeds every field of ``spec`` (or the subset ``fields``, in spec order) into ``[B, F, dim]``.
 
@@ -186,7 +224,7 @@ class FeatureEmbedding(nn.Module):
     def _lookup(self, idx: Tensor, offset: Tensor | int) -> Tensor:
         assert self.weight is not None
         g = torch.where(idx > 0, idx + offset, 0)
-        return F.embedding(g, self.weight, padding_idx=0)
+        return padded_lookup(g, self.weight)
 
     def lookup(self, name: str, idx: Tensor) -> Tensor:
         """Embeddings ``[..., dim]`` of raw indices ``idx`` (any shape) of field ``name`` in its table (its owner's
@@ -199,7 +237,7 @@ class FeatureEmbedding(nn.Module):
             raise IndexError(f"field {name!r}: index {int(idx.max())} >= vocab_size {self._vocab[name]}")
         own = self._owner[name]
         if own in self.pretrained:
-            return F.embedding(idx, self.pretrained[own], padding_idx=0)
+            return padded_lookup(idx, self.pretrained[own])
         return self._lookup(idx, self._offset[name] - 1)
 
     def sequence(self, batch: dict[str, Tensor], name: str) -> tuple[Tensor, Tensor]:
