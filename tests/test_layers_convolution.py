@@ -171,3 +171,12 @@ def test_feature_generation_rejects_bad_stacks():
         FeatureGeneration(6, 4, [3], [3], [2], [0], "tanh", True)
     with pytest.raises(ValueError, match="pooling_sizes"):
         FeatureGeneration(7, 4, [3], [3], [3], [2], "tanh", True)
+
+
+def test_traced_convolution_equals_the_eager_one():
+    torch.manual_seed(1)
+    conv = FieldConvolution(10, [3, 3], [3, 3], "tanh")  # CCPM's defaults on 10 fields
+    emb = torch.randn(16, 10, 5)
+    traced = torch.jit.trace(conv, emb)  # the exported path: conv1d
+    assert "conv1d" in str(traced.graph) or "_convolution" in str(traced.graph)
+    assert torch.allclose(traced(emb), conv(emb), atol=1e-6)

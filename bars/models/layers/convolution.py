@@ -52,8 +52,11 @@ class FieldConvolution(nn.Module):
 
     The convolutions are ``nn.Conv2d`` modules (``convs[i]``: weight ``[C_i, C_{i-1}, h_i, 1]``, FuxiCTR's
     ``conv_layer.conv_layer[4 * i + 1]``), keeping PyTorch's default initialisation as FuxiCTR does (its reset
-    only touches Linear and Conv1d). The forward pass runs them as a 1-d convolution over fields with the
-    embedding dimension folded into the batch (same weights, same sums; faster on CPU).
+    only touches Linear and Conv1d). The forward pass runs them as one matrix product of the unfolded windows
+    over fields (the embedding dimension folded into the batch) with the ``[C_i, C_{i-1} * h_i]`` weights: the
+    same sums as the convolution, 2.6x faster on CPU than ``conv1d`` for CCPM's first layer (8.4 ms against 22
+    ms forward + backward at batch 4096 on two cores; ``conv2d`` 19 ms), whose one or three input channels make
+    a poor case for the convolution kernels. A traced (exported) graph keeps ``conv1d``.
     """
 
     def __init__(
@@ -93,7 +96,11 @@ class FieldConvolution(nn.Module):
         x = emb.transpose(1, 2).reshape(b * d, 1, f)  # [B*D, C, F]: each embedding dimension is a sequence
         for conv, pool in zip(self.convs, self.pools, strict=True):
             h = conv.kernel_size[0]
-            x = F.conv1d(F.pad(x, (h - 1, h - 1)), conv.weight.squeeze(-1), conv.bias)
+            if torch.jit.is_tracing():  # an exported graph (ONNX has no Unfold of unknown size): the convolution
+                x = F.conv1d(F.pad(x, (h - 1, h - 1)), conv.weight.squeeze(-1), conv.bias)
+            else:
+                windows = F.pad(x, (h - 1, h - 1)).unfold(-1, h, 1)  # [B*D, C_in, L, h]: each output's inputs
+                x = torch.einsum("nclh,och->nol", windows, conv.weight.squeeze(-1)) + conv.bias.unsqueeze(-1)
             x = self.act(pool(x))
             x = x.contiguous()
         c, k = x.shape[1], x.shape[2]
