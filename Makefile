@@ -54,7 +54,7 @@ help: ## List the targets
 	@echo "Dataset aliases (the same run, the alias recorded):"
 	@sed -n 's/^# alias: \([a-z0-9_]*\) -> \([a-z0-9_]*\) *(\(.*\)).*/  DATA=\1 = DATA=\2  (\3)/p' conf/data/*.yaml
 
-$(STAMP): pyproject.toml requirements.lock setup.py bars/data/_fastcsv.c bars/models/_kernels.c
+$(STAMP): pyproject.toml requirements.lock setup.py bars/data/_fastcsv.c bars/models/layers/_kernels.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0

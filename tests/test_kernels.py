@@ -1,4 +1,4 @@
-"""The models' compiled CPU kernels (bars/models/_kernels.c) against their torch fallbacks: the same bits, so a
+"""The models' compiled CPU kernels (bars/models/layers/_kernels.c) against their torch fallbacks: the same bits, so a
 run's numbers do not depend on whether the extension was built (bars.models.layers.kernels)."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ THRESHOLD, SCALE = round(0.2 * 65536) - 32768, 65536.0 / (65536 - round(0.2 * 65
 def compiled() -> None:
     if K._load() is None:
         if os.environ.get("BARS_REQUIRE_NATIVE"):  # CI sets it: gcc is there, so the build must have made it
-            raise RuntimeError("BARS_REQUIRE_NATIVE is set but bars/models/_kernels.c is not built (pip install -e .)")
-        pytest.skip("bars/models/_kernels.c is not built")
+            raise RuntimeError("BARS_REQUIRE_NATIVE is set but bars/models/layers/_kernels.c is not built "
+                               "(pip install -e .)")
+        pytest.skip("bars/models/layers/_kernels.c is not built")
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:  # bit patterns, so that NaN == NaN and -0 != +0

@@ -1,6 +1,6 @@
-"""CPU kernels of the layers: the compiled one (bars/models/_kernels.c, optional, through ctypes) and its torch
-fallback, which compute the same values bit for bit, so a run's numbers never depend on whether the extension was
-built (tests/test_layers.py compares both paths).
+"""CPU kernels of the layers: the compiled one (bars/models/layers/_kernels.c, optional, through ctypes) and its
+torch fallback, which compute the same values bit for bit, so a run's numbers never depend on whether the extension
+was built (tests/test_kernels.py compares both paths).
 
 Dropout's mask (:func:`dropout_mask`): one 64-bit key drawn from torch's seeded generator per call, then
 splitmix64 of a counter gives four signed 16-bit uniforms per 64-bit value: element ``4j + k`` reads bits
@@ -26,7 +26,7 @@ def _load() -> ctypes.CDLL | None:
     global _lib
     if _lib is None:
         try:
-            from bars.models import _kernels  # the optional compiled module
+            from bars.models.layers import _kernels  # the optional compiled module
         except ImportError:
             _lib = False
         else:
