@@ -1,5 +1,6 @@
-"""The models' compiled CPU kernels (bars/models/layers/_kernels.c) against their torch fallbacks: the same bits, so a
-run's numbers do not depend on whether the extension was built (bars.models.layers.kernels)."""
+"""The models' compiled CPU kernels (bars/models/layers/_kernels.c: dropout masks, LayerNorm over a narrow axis)
+against their torch fallbacks: the same bits, so a run's numbers do not depend on whether the extension was built
+(bars.models.layers.kernels); and both against their equations."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import pytest
 import torch
 
-from bars.models.layers import MLP, Dropout, ReLUDropout
+from bars.models.layers import MLP, Dropout, LayerNorm, ReLUDropout
 from bars.models.layers import kernels as K
 
 THRESHOLD, SCALE = round(0.2 * 65536) - 32768, 65536.0 / (65536 - round(0.2 * 65536))
@@ -99,3 +100,79 @@ def test_unknown_kernels_mode_is_an_error(monkeypatch) -> None:
     monkeypatch.setenv("BARS_KERNELS", "fast")
     with pytest.raises(ValueError, match="BARS_KERNELS='fast'"):
         K.available()
+
+
+# --- LayerNorm over a narrow axis (SmallLayerNorm, bars.models.layers.LayerNorm) ---------------------------------
+
+def _ln_run(shape, dim, seed, monkeypatch, mode):
+    """y, dx, dw, db of SmallLayerNorm over ``dim`` with BARS_KERNELS=mode."""
+    monkeypatch.setenv("BARS_KERNELS", mode)
+    g = torch.Generator().manual_seed(seed)
+    d = shape[dim]
+    x = (torch.randn(shape, generator=g) * 3 + 1).requires_grad_()
+    w = torch.randn(d, generator=g).requires_grad_()
+    b = torch.randn(d, generator=g).requires_grad_()
+    dy = torch.randn(shape, generator=g)
+    y = K.SmallLayerNorm.apply(x, w, b, 1e-5, dim)
+    y.backward(dy)
+    return y.detach(), x.grad, w.grad, b.grad, (x.detach(), w.detach(), b.detach(), dy)
+
+
+LN_CASES = [((37, 10), -1), ((4, 80, 10), -1), ((3, 17, 7), -1), ((5, 1), -1), ((2, 33, 63), -1),
+            ((6, 10, 80), 1), ((3, 7, 5), 1), ((2, 1, 9), 1), ((4, 52, 3), 1), ((2, 3, 4, 5), 2)]
+
+
+@pytest.mark.parametrize(("shape", "dim"), LN_CASES)
+def test_layer_norm_compiled_equals_fallback(compiled, monkeypatch, shape, dim) -> None:
+    a = _ln_run(shape, dim, 7, monkeypatch, "auto")
+    f = _ln_run(shape, dim, 7, monkeypatch, "torch")
+    for name, u, v in zip(("y", "dx", "dw", "db"), a[:4], f[:4], strict=True):
+        assert torch.equal(bits(u), bits(v)), f"{name} differs between the kernel and its fallback"
+
+
+@pytest.mark.parametrize("mode", ["auto", "torch"])
+@pytest.mark.parametrize(("shape", "dim"), LN_CASES)
+def test_layer_norm_equals_its_equation(monkeypatch, mode, shape, dim) -> None:
+    """Both paths against LayerNorm written out in float64 (moving the axis last), values and all gradients."""
+    y, dx, dw, db, (x, w, b, dy) = _ln_run(shape, dim, 3, monkeypatch, mode)
+    x64 = x.double().movedim(dim, -1).requires_grad_()
+    w64, b64 = w.double().requires_grad_(), b.double().requires_grad_()
+    mean = x64.mean(-1, keepdim=True)
+    var = ((x64 - mean) ** 2).mean(-1, keepdim=True)
+    ref = (x64 - mean) / torch.sqrt(var + 1e-5) * w64 + b64
+    ref.backward(dy.double().movedim(dim, -1))
+    torch.testing.assert_close(y.double(), ref.detach().movedim(-1, dim), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx.double(), x64.grad.movedim(-1, dim), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dw.double(), w64.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(db.double(), b64.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("width", [3, 10, 16, 52, 100])
+def test_layer_norm_module_is_torchs_forward(width) -> None:
+    """bars's LayerNorm: the same state as nn.LayerNorm, the same forward bits over the last axis (its own
+    backward only for widths <= 64 that are not multiples of 8, equal to torch's to rounding; torch's otherwise),
+    and forward_dim = moving the axis last."""
+    torch.manual_seed(width)
+    ours, ref = LayerNorm(width), torch.nn.LayerNorm(width)
+    with torch.no_grad():
+        ours.weight.normal_()
+        ours.bias.normal_()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(64, 5, width, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    dy = torch.randn(64, 5, width)
+    a, r = ours(x), ref(x2)
+    assert torch.equal(a, r)
+    a.backward(dy)
+    r.backward(dy)
+    exact = width % 8 == 0 or width > 64
+    for u, v in ((x.grad, x2.grad), (ours.weight.grad, ref.weight.grad), (ours.bias.grad, ref.bias.grad)):
+        if exact:
+            assert torch.equal(u, v)
+        else:
+            torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        xt = torch.randn(8, width, 6)
+        torch.testing.assert_close(ours.forward_dim(xt, 1), ref(xt.transpose(1, 2)).transpose(1, 2),
+                                   rtol=1e-5, atol=1e-5)
+        assert ours.eval()(xt.transpose(1, 2)).shape == (8, 6, width)

@@ -79,4 +79,7 @@ class WuKong(nn.Module):
         self.mlp = MLP(n * d, cfg.mlp_hidden_units, cfg.mlp_activation, cfg.batch_norm, 0.0, output_dim=1)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return logits(self.mlp(self.layers(self.embedding(batch)).flatten(start_dim=1)))
+        xt = self.embedding(batch).transpose(1, 2).contiguous()  # [B, D, F]: the layers' transposed layout
+        for layer in self.layers:
+            xt = layer.forward_t(xt)
+        return logits(self.mlp(xt.transpose(1, 2).flatten(start_dim=1)))

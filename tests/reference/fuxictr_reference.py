@@ -218,7 +218,9 @@ def copy_leaves(dst: nn.Module, src: nn.Module, where: str) -> None:
         raise ValueError(f"{where}: {len(a)} stateful layers in FuxiCTR vs {len(b)} in bars")
     for i, (x, y) in enumerate(zip(a, b, strict=True)):
         linear = (nn.Linear, nn.Conv1d)
-        if not (type(x) is type(y) or (isinstance(x, linear) and isinstance(y, linear))):
+        # bars's LayerNorm subclasses nn.LayerNorm (same tensors; a CPU kernel for narrow widths)
+        same = type(x) is type(y) or (type(x) is nn.LayerNorm and isinstance(y, nn.LayerNorm))
+        if not (same or (isinstance(x, linear) and isinstance(y, linear))):
             raise ValueError(f"{where}[{i}]: FuxiCTR {type(x).__name__} vs bars {type(y).__name__}")
         ours = dict(y.named_parameters()) | dict(y.named_buffers())
         for name, t in list(x.named_parameters()) + list(x.named_buffers()):

@@ -16,7 +16,7 @@ tests/test_layers_<concept>.py).
 from bars.models.layers.anova import AnovaKernel, anova_kernels
 from bars.models.layers.attention import MultiHeadSelfAttention
 from bars.models.layers.bilinear import BilinearInteraction
-from bars.models.layers.core import ACTIVATIONS, MLP, Dice, Dropout, ReLUDropout, activation
+from bars.models.layers.core import ACTIVATIONS, MLP, Dice, Dropout, LayerNorm, ReLUDropout, activation
 from bars.models.layers.disentangled_attention import DisentangledSelfAttention
 from bars.models.layers.embedding import FeatureEmbedding, LogisticRegression
 from bars.models.layers.gating import BilinearFusion, FeatureSelection
@@ -54,6 +54,7 @@ __all__ = [
     "GeneralizedInteractionNet",
     "InnerProductInteraction",
     "InteractionMachine",
+    "LayerNorm",
     "LogisticRegression",
     "MultiHeadSelfAttention",
     "ReLUDropout",

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bars.models.layers.core import Dropout
+from bars.models.layers.core import Dropout, LayerNorm
 
 
 def _linear_default_(weight: Tensor, bias: Tensor) -> None:
@@ -57,8 +57,8 @@ class EulerInteractionLayer(nn.Module):
         self.bias_theta = nn.Parameter(torch.empty(1, embedding_dim, out_fields))
         self.drop_ex = Dropout(ex_dropout)
         self.drop_im = Dropout(im_dropout)
-        self.norm_r = nn.LayerNorm(embedding_dim)
-        self.norm_p = nn.LayerNorm(embedding_dim)
+        self.norm_r = LayerNorm(embedding_dim)
+        self.norm_p = LayerNorm(embedding_dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -74,21 +74,35 @@ class EulerInteractionLayer(nn.Module):
         self.norm_p.reset_parameters()
 
     def forward(self, r: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        b, d, fo = r.shape[0], self.dim, self.out_fields
-        # explicit part: log-modulus and phase mixed by the orders ([F_out, F_in] @ [B, F_in, 2D])
-        lam = 0.5 * torch.log(r * r + p * p + 1e-8)
-        theta = torch.atan2(p, r)
-        polar = torch.cat([self.drop_ex(lam), self.drop_ex(theta)], dim=-1)
-        polar = torch.matmul(self.inter_orders.t(), polar)
-        lam = torch.exp(polar[..., :d] + self.bias_lam.transpose(1, 2))
-        theta = polar[..., d:] + self.bias_theta.transpose(1, 2)
-        # implicit part: one Linear over the real and the imaginary parts (stacked on the batch)
-        flat = torch.cat([r.reshape(b, -1), p.reshape(b, -1)], dim=0)
-        lin = torch.relu(F.linear(self.drop_im(flat), self.weight, self.bias)).view(2 * b, fo, d)
-        out_r = lin[:b] + lam * torch.cos(theta)
-        out_p = lin[b:] + lam * torch.sin(theta)
+        rt, pt = self.forward_t(r.transpose(1, 2).contiguous(), p.transpose(1, 2).contiguous())
+        return rt.transpose(1, 2), pt.transpose(1, 2)
+
+    def forward_t(self, rt: Tensor, pt: Tensor) -> tuple[Tensor, Tensor]:
+        """The layer on the transposed layout, ``(r, p) [B, D, F_in] -> [B, D, F_out]`` (what the network passes
+        on): the orders' map over the field axis is then one matrix product over contiguous ``[B * 2D, F_in]``
+        rows, ``bias_lam`` / ``bias_theta`` are already ``[1, D, F_out]``, the implicit Linear's rows and columns
+        are taken in (dimension, field) order (a permuted view of the same weight, so the parameters keep
+        FuxiCTR's layout), and the LayerNorms run over the middle axis: no transposed copies of the
+        ``[B, F_out, D]`` activations forward or backward. Same values as FuxiCTR's layout up to float32 rounding
+        (the implicit part's sums run over the inputs in another order)."""
+        b, d, fi, fo = rt.shape[0], self.dim, self.in_fields, self.out_fields
+        # explicit part: log-modulus and phase mixed by the orders ([B, 2D, F_in] @ [F_in, F_out])
+        lam = 0.5 * torch.log(rt * rt + pt * pt + 1e-8)
+        theta = torch.atan2(pt, rt)
+        polar = torch.cat([self.drop_ex(lam), self.drop_ex(theta)], dim=1)
+        lam, theta = torch.matmul(polar, self.inter_orders).split(d, dim=1)  # split, not slices (whose backward
+        lam = torch.exp(lam + self.bias_lam)                                 # each fills a zero gradient)
+        theta = theta + self.bias_theta
+        # implicit part: one Linear over the real and the imaginary parts (stacked on the batch); weight rows in
+        # (dimension, output field) order, columns in (dimension, input field) order
+        w = self.weight.view(fo, d, fi, d).permute(1, 0, 3, 2).reshape(d * fo, d * fi)
+        flat = torch.cat([rt.reshape(b, -1), pt.reshape(b, -1)], dim=0)
+        lin = torch.relu(F.linear(self.drop_im(flat), w, self.bias.view(fo, d).t().reshape(-1)))
+        lin_r, lin_p = lin.view(2, -1, d, fo).unbind(0)  # (not split(b): a traced graph would fix the batch size)
+        out_r = lin_r + lam * torch.cos(theta)
+        out_p = lin_p + lam * torch.sin(theta)
         if self.layer_norm:
-            out_r, out_p = self.norm_r(out_r), self.norm_p(out_p)
+            out_r, out_p = self.norm_r.forward_dim(out_r, 1), self.norm_p.forward_dim(out_p, 1)
         return out_r, out_p
 
 
@@ -120,9 +134,12 @@ class EulerNetwork(nn.Module):
             self.bias.uniform_(-bound, bound)
 
     def forward(self, emb: Tensor) -> Tensor:
-        r, p = self.mu * torch.cos(emb), self.mu * torch.sin(emb)
+        # the layers run on the transposed layout [B, D, F] (EulerInteractionLayer.forward_t)
+        emb_t, mu_t = emb.transpose(1, 2).contiguous(), self.mu.transpose(1, 2)
+        r, p = mu_t * torch.cos(emb_t), mu_t * torch.sin(emb_t)
         for layer in self.layers:
-            r, p = layer(r, p)
-        b = emb.shape[0]
-        # reg(r) + reg(p) = W (r + p) + 2 b
-        return F.linear((r + p).reshape(b, -1), self.weight) + 2 * self.bias
+            r, p = layer.forward_t(r, p)
+        b, d, f = r.shape
+        # reg(r) + reg(p) = W (r + p) + 2 b; W's columns in (dimension, field) order
+        w = self.weight.view(f, d).t().reshape(1, -1)
+        return F.linear((r + p).reshape(b, -1), w) + 2 * self.bias

@@ -6,7 +6,12 @@ Dropout's mask (:func:`dropout_mask`): one 64-bit key drawn from torch's seeded 
 splitmix64 of a counter gives four signed 16-bit uniforms per 64-bit value: element ``4j + k`` reads bits
 ``16k..16k+15`` of ``z_j = mix(key + (j + 1) * GAMMA)``. It is kept when its uniform is ``>= threshold`` (and, for
 ReLU + dropout, when ``x > 0``); ``mask = scale`` where kept, else 0, and ``out = x * mask``. The compiled kernel
-does it in one pass over ``x``; the fallback (any dtype or device layout the kernel does not take) in torch ops."""
+does it in one pass over ``x``; the fallback (any dtype or device layout the kernel does not take) in torch ops.
+
+LayerNorm over a narrow last axis (:class:`SmallLayerNorm`, widths up to :data:`SMALL_NORM_MAX`): torch's own kernel
+spends ~30 ms forward and backward on WuKong's [4096, 80, 10] (a vector loop over 10 values per row); here one pass
+per row forward and backward, with sums taken in sequence (the fallback loops over the axis in torch ops, in the
+same order, so both give the same bits)."""
 
 from __future__ import annotations
 
@@ -35,6 +40,13 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_dropout_mask.argtypes = [p, p, p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_int32,
                                               ctypes.c_float, ctypes.c_int32]
             lib.bars_dropout_mask.restype = None
+            i64 = ctypes.c_int64
+            lib.bars_layer_norm_bwd.argtypes = [p, p, p, p, p, p, p, i64, i64]
+            lib.bars_layer_norm_bwd.restype = None
+            lib.bars_layer_norm_mid_fwd.argtypes = [p, p, p, p, p, p, i64, i64, i64, ctypes.c_float, p]
+            lib.bars_layer_norm_mid_fwd.restype = None
+            lib.bars_layer_norm_mid_bwd.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, p]
+            lib.bars_layer_norm_mid_bwd.restype = None
             _lib = lib
     return _lib or None
 
@@ -97,3 +109,124 @@ class MaskedDropout(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
         (mask,) = ctx.saved_tensors
         return grad * mask, None, None, None
+
+
+SMALL_NORM_MAX = 64  # widest last axis SmallLayerNorm takes (the kernel's per-row scratch); wider: torch's own
+
+
+def _kernel_ok(*ts: Tensor) -> bool:
+    return all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu" for t in ts) and available()
+
+
+def _seq_mean(t: Tensor, dim: int) -> Tensor:
+    """Mean over axis ``dim`` (kept, as size 1) as the kernel takes it: the sum in sequence (t_0 + t_1 + ...),
+    then divided by the width (by a tensor: torch multiplies by the reciprocal when the divisor is a number)."""
+    s = t.narrow(dim, 0, 1)
+    for j in range(1, t.shape[dim]):
+        s = s + t.narrow(dim, j, 1)
+    return s / torch.full_like(s, t.shape[dim])
+
+
+def _shape3(x: Tensor, dim: int) -> tuple[int, int, int]:
+    """``x`` as [outer, d, inner] around axis ``dim``."""
+    dim = dim % x.dim()
+    outer = 1
+    for n in x.shape[:dim]:
+        outer *= n
+    inner = 1
+    for n in x.shape[dim + 1:]:
+        inner *= n
+    return outer, x.shape[dim], inner
+
+
+def _affine_shape(x: Tensor, dim: int) -> list[int]:  # weight / bias [d] broadcast along axis dim
+    shape = [1] * x.dim()
+    shape[dim] = x.shape[dim]
+    return shape
+
+
+def layer_norm_forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float, keep: bool, dim: int = -1
+                       ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``(y, mean, rstd)`` of LayerNorm over axis ``dim`` of ``x`` (weight and bias [x.shape[dim]]; ``mean`` /
+    ``rstd`` shaped as ``x`` with that axis 1, None unless ``keep``); no autograd. Over the last axis this is
+    torch's own forward (its values, bit for bit); over another axis the compiled kernel or its fallback."""
+    x, weight, bias = x.detach(), weight.detach(), bias.detach()
+    dim = dim % x.dim()
+    outer, d, inner = _shape3(x, dim)
+    if inner == 1:
+        y, mean, rstd = torch.native_layer_norm(x, (d,), weight, bias, eps)
+        return y, (mean if keep else None), (rstd if keep else None)
+    stat_shape = list(x.shape)
+    stat_shape[dim] = 1
+    if _kernel_ok(x, weight, bias) and d > 0:
+        y = torch.empty_like(x)
+        mean = torch.empty(stat_shape) if keep else None
+        rstd = torch.empty(stat_shape) if keep else None
+        lib = _load()
+        assert lib is not None
+        scratch = torch.empty(4 * inner)
+        lib.bars_layer_norm_mid_fwd(x.data_ptr(), weight.data_ptr(), bias.data_ptr(), y.data_ptr(),
+                                    mean.data_ptr() if mean is not None else None,
+                                    rstd.data_ptr() if rstd is not None else None, outer, d, inner, eps,
+                                    scratch.data_ptr())
+        return y, mean, rstd
+    m = _seq_mean(x, dim)
+    c = x - m
+    # the kernel's correctly rounded sqrtf: torch's float32 sqrt may be off by one ulp (SLEEF), a float64 sqrt
+    # rounded to float32 is not; then an exact division (torch's 1.0 / t need not be)
+    root = torch.sqrt((_seq_mean(c * c, dim) + torch.tensor(eps, dtype=x.dtype)).double()).float()
+    r = torch.ones((), dtype=x.dtype) / root
+    shape = _affine_shape(x, dim)
+    y = (c * r) * weight.view(shape) + bias.view(shape)
+    return y, (m if keep else None), (r if keep else None)
+
+
+def layer_norm_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor, dim: int = -1
+                        ) -> tuple[Tensor, Tensor, Tensor]:
+    """``(dx, dweight, dbias)`` of :func:`layer_norm_forward`."""
+    dim = dim % x.dim()
+    outer, d, inner = _shape3(x, dim)
+    dy = dy.contiguous()
+    if _kernel_ok(dy, x, mean, rstd, weight) and d > 0:
+        dx, p = torch.empty_like(x), torch.empty_like(x)
+        lib = _load()
+        assert lib is not None
+        args = (dy.data_ptr(), x.data_ptr(), mean.data_ptr(), rstd.data_ptr(), weight.data_ptr(), dx.data_ptr(),
+                p.data_ptr(), outer, d)
+        if inner == 1:
+            lib.bars_layer_norm_bwd(*args)
+        else:
+            scratch = torch.empty(2 * inner)
+            lib.bars_layer_norm_mid_bwd(*args, inner, scratch.data_ptr())
+    else:
+        xh = (x - mean) * rstd
+        g = dy * weight.view(_affine_shape(x, dim))
+        p = dy * xh
+        a = _seq_mean(g, dim)
+        c = _seq_mean(g * xh, dim)
+        dx = ((g - a) - xh * c) * rstd
+    return dx, _axis_sums(p, outer, d, inner), _axis_sums(dy, outer, d, inner)
+
+
+def _axis_sums(t: Tensor, outer: int, d: int, inner: int) -> Tensor:
+    """``t`` viewed as [outer, d, inner] summed to [d]: over ``outer`` first (rows of d * inner values at a time;
+    torch's reduction of an [N, 10] matrix down its columns is 5x slower), then over ``inner``."""
+    k = next((k for k in (64, 16, 4) if inner == 1 and outer % k == 0), 1)  # narrow rows: k of them at a time
+    return t.reshape(outer // k, k * d * inner).sum(0).reshape(k, d, inner).sum((0, 2))
+
+
+class SmallLayerNorm(torch.autograd.Function):
+    """LayerNorm over axis ``dim`` (width <= SMALL_NORM_MAX) with weight and bias, by :func:`layer_norm_forward`."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float, dim: int = -1) -> Tensor:  # type: ignore[override]
+        y, mean, rstd = layer_norm_forward(x, weight, bias, eps, keep=True, dim=dim)
+        ctx.save_for_backward(x, mean, rstd, weight)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None]:  # type: ignore[override]
+        x, mean, rstd, weight = ctx.saved_tensors
+        dx, dw, db = layer_norm_backward(dy, x, mean, rstd, weight, ctx.dim)
+        return dx, dw, db, None, None

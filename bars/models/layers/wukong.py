@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bars.models.layers.core import MLP
+from bars.models.layers.core import MLP, LayerNorm
 
 
 class FactorizationMachineBlock(nn.Module):
@@ -41,7 +42,7 @@ class FactorizationMachineBlock(nn.Module):
         else:
             self.register_parameter("proj", None)
             fm_dim = input_features * input_features
-        self.layer_norm = nn.LayerNorm(fm_dim)
+        self.layer_norm = LayerNorm(fm_dim)
         self.mlp = MLP(fm_dim, mlp_hidden_units, mlp_activation, False, mlp_dropout,
                        output_dim=output_features * embedding_dim)
         self.reset_parameters()
@@ -51,11 +52,14 @@ class FactorizationMachineBlock(nn.Module):
         if self.proj is not None:
             nn.init.normal_(self.proj)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, xt: Tensor | None = None) -> Tensor:
+        """``x [B, n, D]``; ``xt``: the same values as ``[B, D, n]`` where the caller holds them so (contiguous:
+        ``X^T Y`` is then one matrix product, with no transposed copy)."""
+        xt = x.transpose(1, 2) if xt is None else xt
         if self.proj is not None:
-            fm = torch.bmm(x, torch.matmul(x.transpose(1, 2), self.proj))  # [B, n, k]
+            fm = torch.bmm(x, torch.matmul(xt, self.proj))  # [B, n, k]
         else:
-            fm = torch.bmm(x, x.transpose(1, 2))  # [B, n, n]
+            fm = torch.bmm(x, xt)  # [B, n, n]
         out = torch.relu(self.mlp(self.layer_norm(fm.flatten(start_dim=1))))
         return out.view(-1, self.output_features, self.embedding_dim)
 
@@ -87,11 +91,27 @@ class WuKongLayer(nn.Module):
         self.lcb = nn.Linear(input_features, lcb_features, bias=False)
         out = lcb_features + fmb_features
         self.residual_proj = nn.Linear(input_features, out) if input_features != out else None
-        self.layer_norm = nn.LayerNorm(embedding_dim) if layer_norm else nn.Identity()
+        self.layer_norm = LayerNorm(embedding_dim) if layer_norm else nn.Identity()
         self.output_features = out
 
     def forward(self, x: Tensor) -> Tensor:
-        xt = x.transpose(1, 2)  # [B, D, n]
-        res = x if self.residual_proj is None else self.residual_proj(xt).transpose(1, 2)
-        out = torch.cat([self.fmb(x), self.lcb(xt).transpose(1, 2)], dim=1)
-        return self.layer_norm(out + res)
+        return self.forward_t(x.transpose(1, 2).contiguous()).transpose(1, 2)
+
+    def forward_t(self, xt: Tensor) -> Tensor:
+        """The layer on the transposed layout, ``[B, D, n] -> [B, D, m_f + m_l]`` (what the stack passes on): the
+        maps over the feature axis (LCB, the residual projection, the FMB's ``X^T Y``) are then plain matrix
+        products over the contiguous ``[B * D, n]`` rows, with no transposed copies, and the LayerNorm runs over
+        the middle axis. Same values as FuxiCTR's layout up to float32 rounding (LCB and the residual
+        projection are one product here)."""
+        x = xt.transpose(1, 2)  # [B, n, D], a view
+        fmb = self.fmb(x, xt).transpose(1, 2)  # [B, D, m_f], a view
+        m_l = self.lcb.out_features
+        if self.residual_proj is None:
+            out = torch.cat([fmb, F.linear(xt, self.lcb.weight)], dim=2) + xt
+        else:  # LCB and the residual projection in one product
+            lcb, res = F.linear(xt, torch.cat([self.lcb.weight, self.residual_proj.weight])).split(
+                [m_l, self.output_features], dim=2)  # split, not slices: whose backward fills zeros, twice
+            out = torch.cat([fmb, lcb], dim=2) + (res + self.residual_proj.bias)
+        if isinstance(self.layer_norm, LayerNorm):
+            return self.layer_norm.forward_dim(out, 1)
+        return out
