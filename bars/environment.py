@@ -60,6 +60,7 @@ def environment_tags() -> dict[str, str]:
         "pid": str(os.getpid()),
         "command": redact(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])) if sys.argv else "",
         "mlflow_version": _version("mlflow"),
+        "mkl_cbwr": os.environ.get("MKL_CBWR", "unset"),  # oneMKL's reproducibility mode (bars/__init__.py)
     }
     start = process_start(os.getpid())
     if start is not None:

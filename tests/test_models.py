@@ -370,6 +370,32 @@ def test_forward_backward_on_cuda(name, spec):
     out.sum().backward()
 
 
+_CBWR_PROBE = """
+import os, sys, torch
+import bars
+from bars.environment import environment_tags
+torch.manual_seed(0)
+a, w = torch.randn(600, 1024), torch.randn(512, 1024)
+whole, parts = a @ w.t(), torch.cat([a[i:i + 256] @ w.t() for i in (0, 256, 512)])
+print(os.environ["MKL_CBWR"], environment_tags()["mkl_cbwr"], torch.equal(whole, parts))
+"""
+
+
+@pytest.mark.parametrize(("preset", "want"), [(None, "AUTO,STRICT"), ("COMPATIBLE", "COMPATIBLE")])
+def test_importing_bars_makes_matrix_products_independent_of_the_rows(preset, want):
+    """``import bars`` sets oneMKL's strict reproducibility (unless MKL_CBWR is set): a product of 600 rows equals
+    the same rows in batches of 256 bit for bit (what the next test needs of every model), and the mode in force
+    is a run tag. A fresh process: MKL reads the variable at its first call."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"} | ({"MKL_CBWR": preset} if preset else {})
+    out = subprocess.run([sys.executable, "-c", _CBWR_PROBE], env=env, capture_output=True, text=True, check=True,
+                         timeout=120).stdout.split()
+    assert out == [want, want, "True"]
+
+
 @pytest.mark.parametrize("cid", CONFIG_IDS)
 def test_eval_outputs_do_not_depend_on_the_batching(cid, spec):
     """Scoring rows in one batch or in several gives the same outputs bit for bit, so `train.eval_batch_size` is a

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
@@ -82,4 +83,11 @@ class WuKong(nn.Module):
         xt = self.embedding(batch).transpose(1, 2).contiguous()  # [B, D, F]: the layers' transposed layout
         for layer in self.layers:
             xt = layer.forward_t(xt)
-        return logits(self.mlp(xt.transpose(1, 2).flatten(start_dim=1)))
+        # the MLP's first Linear takes flatten(X_L) in (feature, dimension) order; here its weight's columns are
+        # taken in (dimension, feature) order instead, so X_L^T flattens as it lies (no transposed copy of the
+        # activations forward, nor of their gradient backward)
+        first = self.mlp.net[0]
+        assert isinstance(first, nn.Linear)
+        b, d, n = xt.shape
+        w = first.weight.view(-1, n, d).transpose(1, 2).reshape(-1, d * n)
+        return logits(self.mlp.net[1:](F.linear(xt.reshape(b, d * n), w, first.bias)))

@@ -57,7 +57,7 @@ void bars_dropout_mask(const float *x, float *out, float *mask, int64_t n, uint6
     }
 }
 
-/* bars_layer_norm_bwd: the input gradient of LayerNorm over the last axis (width d <= 64) of `rows` contiguous
+/* bars_layer_norm_bwd: the input gradient of LayerNorm over the last axis (width d) of `rows` contiguous
  * float32 rows, given the forward's per-row mean and rstd (torch's native_layer_norm's: the forward is torch's own),
  * computed as bars.models.layers.kernels' torch fallback does, in the same order and operations (sums in sequence,
  * no fused multiply-add: built with -ffp-contract=off), so both give the same bits. With xhat_j = (x_j - mean) *

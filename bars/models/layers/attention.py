@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bars.models.layers.core import Dropout
+from bars.models.layers.core import Dropout, LayerNorm
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -43,7 +43,7 @@ class MultiHeadSelfAttention(nn.Module):
             else None
         )
         self.dropout = Dropout(dropout) if dropout > 0 else None
-        self.norm = nn.LayerNorm(attention_dim) if layer_norm else None
+        self.norm = LayerNorm(attention_dim) if layer_norm else None
 
     def forward(self, x: Tensor) -> Tensor:
         b, f, _ = x.shape

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bars.models.layers.core import Dropout
+from bars.models.layers.core import Dropout, LayerNorm
 
 
 class MaskedSelfAttention(nn.Module):
@@ -59,8 +59,8 @@ class TransformerBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.LeakyReLU(), nn.Linear(dim, dim))
         self.use_residual = use_residual
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
-        self.norm1 = nn.LayerNorm(dim) if layer_norm else None
-        self.norm2 = nn.LayerNorm(dim) if layer_norm else None
+        self.norm1 = LayerNorm(dim) if layer_norm else None
+        self.norm2 = LayerNorm(dim) if layer_norm else None
 
     def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
         s = self.dropout1(self.attention(x, allowed))

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from bars.models.layers.core import LayerNorm
+
 
 class GlobalCompressor(nn.Module):
     """``X [B, F, d] -> G [B, K, d]``: each global token a learned linear combination of the F tokens
@@ -78,7 +80,7 @@ class CompressionCrossChannel(nn.Module):
                                    for _ in range(num_layers))
         self.local = (nn.ModuleList(LocalCompressor(token_dim, local_dim) for _ in range(num_layers))
                       if local_dim is not None else None)
-        self.norm = nn.ModuleList(nn.LayerNorm(token_dim) for _ in range(num_layers)) if layer_norm else None
+        self.norm = nn.ModuleList(LayerNorm(token_dim) for _ in range(num_layers)) if layer_norm else None
 
     def context(self, x: Tensor) -> Tensor:
         """The global context ``c = flat(G)`` [B, K*d] of the input tokens."""

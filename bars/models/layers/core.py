@@ -40,8 +40,9 @@ class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` (same parameters, state and initialisation; the same forward values) with a cheaper CPU
     backward over a narrow axis. torch's backward runs a vector loop along each row, which a width that is not a
     multiple of 8 leaves mostly in its scalar tail: 27 ms for WuKong's [4096, 80, 10] on two cores, against 1 ms
-    at width 16. For one-dimensional widths <= 64 that are not multiples of 8 (with weight and bias, float32, CPU,
-    training) the backward is :class:`bars.models.layers.kernels.SmallLayerNorm`'s (5 ms there); the gradients agree
+    at width 16. For one-dimensional widths <= 32 that are not multiples of 8 (with weight and bias, float32, CPU,
+    training) the backward is :class:`bars.models.layers.kernels.SmallLayerNorm`'s (5 ms there; 2-5x faster than
+    torch's below width 32, no faster above: MaskNet's 50 stays torch's); the gradients agree
     with torch's to float32 rounding (sums in another order). :meth:`forward_dim` normalises another axis than the
     last, without moving it. Other widths, devices and traced graphs (export): ``F.layer_norm``."""
 

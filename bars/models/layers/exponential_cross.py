@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bars.models.layers.core import Dropout
+from bars.models.layers.core import Dropout, LayerNorm
 
 
 def multihead_split(emb: Tensor, num_heads: int) -> Tensor:
@@ -59,7 +59,7 @@ class SelfMaskCrossNet(nn.Module):
         half = input_dim // 2
         self.w = nn.ModuleList(nn.Linear(input_dim, half, bias=False) for _ in range(num_layers))
         self.bias = nn.Parameter(torch.empty(num_layers, input_dim))
-        self.layer_norm = nn.ModuleList(nn.LayerNorm(half) for _ in range(num_layers)) if layer_norm else None
+        self.layer_norm = nn.ModuleList(LayerNorm(half) for _ in range(num_layers)) if layer_norm else None
         self.batch_norm = nn.ModuleList(nn.BatchNorm1d(num_heads) for _ in range(num_layers)) if batch_norm else None
         self.dropout = Dropout(dropout) if dropout > 0 else None
         self.fc = nn.Linear(input_dim, 1)

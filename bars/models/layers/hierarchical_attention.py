@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from bars.models.layers.core import Dropout
+from bars.models.layers.core import Dropout, LayerNorm
 
 HeadSplit = Literal["reshape", "per_head"]
 HEAD_SPLITS: tuple[str, ...] = ("reshape", "per_head")
@@ -55,7 +55,7 @@ class TransformerSelfAttention(nn.Module):
         self.W_res = nn.Linear(self.output_dim, input_dim, bias=False) if self.output_dim != input_dim else None
         self.attention_dropout = Dropout(dropout) if dropout > 0 else None
         self.dropout = Dropout(dropout) if dropout > 0 else None
-        self.layer_norm = nn.LayerNorm(input_dim) if layer_norm else None
+        self.layer_norm = LayerNorm(input_dim) if layer_norm else None
 
     def _heads(self, x: Tensor) -> Tensor:
         b, f, _ = x.shape
@@ -96,7 +96,7 @@ class PositionwiseFeedForward(nn.Module):
         super().__init__()
         self.ffn = nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, dim))
         self.use_residual = use_residual
-        self.layer_norm = nn.LayerNorm(dim) if layer_norm else None
+        self.layer_norm = LayerNorm(dim) if layer_norm else None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.ffn(x)

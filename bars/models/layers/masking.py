@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bars.models.layers.core import Dropout, ReLUDropout, activation
+from bars.models.layers.core import Dropout, LayerNorm, ReLUDropout, activation
 
 
 def mask_width(hidden_dim: int, reduction_ratio: float) -> int:
@@ -41,7 +41,7 @@ class MaskBlock(nn.Module):
         self.mask_layer = nn.Sequential(nn.Linear(input_dim, width), nn.ReLU(inplace=True), nn.Linear(width, hidden_dim))
         layers: list[nn.Module] = [nn.Linear(hidden_dim, output_dim, bias=False)]
         if layer_norm:
-            layers.append(nn.LayerNorm(output_dim))
+            layers.append(LayerNorm(output_dim))
         if dropout > 0 and activation_name.lower() == "relu":
             layers.append(ReLUDropout(dropout))
         else:

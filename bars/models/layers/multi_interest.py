@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bars.models.layers.behavior_transformer import MaskedSelfAttention
-from bars.models.layers.core import MLP, Dropout
+from bars.models.layers.core import MLP, Dropout, LayerNorm
 
 
 def interest_masks(seq: Tensor) -> tuple[Tensor, Tensor]:
@@ -47,7 +47,7 @@ class BehaviorRefiner(nn.Module):
         self.attention = MaskedSelfAttention(dim, num_heads, attention_dropout)
         self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
         self.dropout = Dropout(dropout)
-        self.layer_norm = nn.LayerNorm(dim) if layer_norm else None
+        self.layer_norm = LayerNorm(dim) if layer_norm else None
 
     def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
         """``x`` [B, L, dim], ``allowed`` [B, 1, L, L] (:func:`interest_masks`) -> [B, L, dim]."""
@@ -108,7 +108,7 @@ class MultiInterestExtractor(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.ModuleList(nn.Linear(head, dim, bias=False) for _ in range(num_heads))
         self.dropout = nn.ModuleList(Dropout(dropout) for _ in range(num_heads))
-        self.layer_norm = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_heads)) if layer_norm else None
+        self.layer_norm = nn.ModuleList(LayerNorm(dim) for _ in range(num_heads)) if layer_norm else None
         self.ffn = nn.ModuleList(nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
                                  for _ in range(num_heads))
         self.target_attention = nn.ModuleList(
