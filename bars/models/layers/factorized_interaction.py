@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from bars.models.layers.core import Dropout, activation
+from bars.models.layers.core import Dropout, ReLUDropout, activation
 
 ResidualType = Literal["concat", "sum"]
 
@@ -73,7 +73,8 @@ class FactorizedInteraction(nn.Module):
 
 class FinalBlock(nn.Module):
     """The FINAL block: per hidden width, :class:`FactorizedInteraction` -> BatchNorm (optional) -> activation
-    (``None``: none, FuxiCTR's default) -> :class:`Dropout` (when > 0); an MLP whose Linears are factorized
+    (``None``: none, FuxiCTR's default) -> :class:`Dropout` (when > 0; after ReLU the one module
+    :class:`ReLUDropout`, as the MLP); an MLP whose Linears are factorized
     interaction layers. Input ``[B, input_dim]``, output ``[B, hidden_units[-1]]``."""
 
     def __init__(self, input_dim: int, hidden_units: Sequence[int], activation_name: str | None = None,
@@ -87,12 +88,15 @@ class FinalBlock(nn.Module):
             layers.append(FactorizedInteraction(d, h, residual))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(h))
-            if activation_name is not None:
-                # PReLU as the project's MLP (one slope per unit, 0.1); FuxiCTR's FinalBlock cannot build PReLU
-                act = nn.PReLU(h, init=0.1) if activation_name.lower() == "prelu" else None
-                layers.append(act or activation(activation_name, inplace=True))
-            if dropout > 0:
-                layers.append(Dropout(dropout))
+            if activation_name is not None and activation_name.lower() == "relu" and dropout > 0:
+                layers.append(ReLUDropout(dropout))  # ReLU then dropout in one mask (the same values)
+            else:
+                if activation_name is not None:
+                    # PReLU as the project's MLP (one slope per unit, 0.1); FuxiCTR's FinalBlock cannot build PReLU
+                    act = nn.PReLU(h, init=0.1) if activation_name.lower() == "prelu" else None
+                    layers.append(act or activation(activation_name, inplace=True))
+                if dropout > 0:
+                    layers.append(Dropout(dropout))
             d = h
         self.net = nn.Sequential(*layers)
         self.output_dim = d
