@@ -176,3 +176,16 @@ def test_layer_norm_module_is_torchs_forward(width) -> None:
         torch.testing.assert_close(ours.forward_dim(xt, 1), ref(xt.transpose(1, 2)).transpose(1, 2),
                                    rtol=1e-5, atol=1e-5)
         assert ours.eval()(xt.transpose(1, 2)).shape == (8, 6, width)
+
+
+def test_layer_norm_module_without_affine_is_torchs() -> None:
+    """No weight or bias: torch's own path, forward and backward, on the last and on a middle axis."""
+    ln = LayerNorm(10, elementwise_affine=False)
+    x = torch.randn(4, 3, 10, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    y, ref = ln(x), torch.nn.functional.layer_norm(x2, (10,))
+    assert torch.equal(y, ref)
+    y.sum().backward()
+    ref.sum().backward()
+    assert torch.equal(x.grad, x2.grad)
+    assert torch.equal(ln.forward_dim(x.detach().transpose(1, 2), 1), ref.detach().transpose(1, 2))

@@ -57,7 +57,7 @@ class LayerNorm(nn.LayerNorm):
         kernel = (0 < width <= SMALL_NORM_MAX and self.weight is not None and self.bias is not None
                   and x.device.type == "cpu" and x.dtype == torch.float32
                   and not (torch.jit.is_tracing() or torch.jit.is_scripting()))
-        grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        grad = torch.is_grad_enabled() and (x.requires_grad or (self.weight is not None and self.weight.requires_grad))
         if not kernel or (last and (width % 8 == 0 or not grad)):
             if last:
                 return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)

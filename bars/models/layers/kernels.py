@@ -8,10 +8,12 @@ splitmix64 of a counter gives four signed 16-bit uniforms per 64-bit value: elem
 ReLU + dropout, when ``x > 0``); ``mask = scale`` where kept, else 0, and ``out = x * mask``. The compiled kernel
 does it in one pass over ``x``; the fallback (any dtype or device layout the kernel does not take) in torch ops.
 
-LayerNorm over a narrow last axis (:class:`SmallLayerNorm`, widths up to :data:`SMALL_NORM_MAX`): torch's own kernel
-spends ~30 ms forward and backward on WuKong's [4096, 80, 10] (a vector loop over 10 values per row); here one pass
-per row forward and backward, with sums taken in sequence (the fallback loops over the axis in torch ops, in the
-same order, so both give the same bits)."""
+LayerNorm over a narrow axis (:class:`SmallLayerNorm`; bars.models.layers.LayerNorm uses it for widths up to
+:data:`SMALL_NORM_MAX` that are not multiples of 8): torch's own backward spends ~27 ms on WuKong's [4096, 80, 10]
+(a vector loop over 10 values per row). Over the last axis the forward is torch's (``native_layer_norm``, whose
+mean and rstd the backward reads) and the backward one pass per row, 16 rows at a time; over a middle axis
+(``[outer, d, inner]``) forward and backward run along the contiguous ``inner`` axis. Each row's sums are taken in
+sequence; the fallback loops over the axis in torch ops in the same order, so both give the same bits."""
 
 from __future__ import annotations
 
