@@ -231,6 +231,35 @@ def test_self_attention_single_head_by_hand():
     assert torch.allclose(att(x)[0], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("use_scale", [False, True])
+def test_self_attention_training_and_scoring_paths_follow_the_equation(use_scale):
+    """Training (torch's fused attention) and scoring (the explicit products) against the layer written out per
+    head in float64: values and every gradient."""
+    torch.manual_seed(3)
+    att = MultiHeadSelfAttention(6, 8, num_heads=2, use_residual=True, use_scale=use_scale)
+    x = torch.randn(5, 7, 6, requires_grad=True)
+    out = att(x)  # gradient enabled: the fused path
+    with torch.no_grad():
+        scored = att(x)  # the explicit path
+    w = {n: p.detach().double().requires_grad_() for n, p in att.named_parameters()}
+    x64 = x.detach().double().requires_grad_()
+    heads = []
+    for h in range(2):
+        sl = slice(4 * h, 4 * h + 4)
+        q, k, v = (x64 @ w[f"{n}.weight"][sl].T for n in ("w_q", "w_k", "w_v"))
+        scores = q @ k.transpose(1, 2) / (2.0 if use_scale else 1.0)
+        heads.append(torch.softmax(scores, dim=-1) @ v)
+    ref = torch.relu(torch.cat(heads, dim=-1) + x64 @ w["res.weight"].T)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scored.double(), ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn(5, 7, 8)
+    out.backward(g)
+    ref.backward(g.double())
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
+    for n, p in att.named_parameters():
+        torch.testing.assert_close(p.grad.double(), w[n].grad, rtol=1e-4, atol=1e-5)
+
+
 def test_self_attention_heads_projection_and_norm():
     att = MultiHeadSelfAttention(
         4, 6, num_heads=3, dropout=0.1, use_residual=True, use_scale=True, layer_norm=True
