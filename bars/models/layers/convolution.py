@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bars.models.layers.core import activation
+from bars.models.layers.kernels import traced
 
 
 class KMaxPooling(nn.Module):
@@ -96,7 +97,7 @@ class FieldConvolution(nn.Module):
         x = emb.transpose(1, 2).reshape(b * d, 1, f)  # [B*D, C, F]: each embedding dimension is a sequence
         for conv, pool in zip(self.convs, self.pools, strict=True):
             h = conv.kernel_size[0]
-            if torch.jit.is_tracing():  # an exported graph (ONNX has no Unfold of unknown size): the convolution
+            if traced():  # an exported graph (ONNX has no Unfold of unknown size): the convolution
                 x = F.conv1d(F.pad(x, (h - 1, h - 1)), conv.weight.squeeze(-1), conv.bias)
             else:
                 windows = F.pad(x, (h - 1, h - 1)).unfold(-1, h, 1)  # [B*D, C_in, L, h]: each output's inputs

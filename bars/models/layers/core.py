@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bars.models.layers.kernels import SMALL_NORM_MAX, MaskedDropout, SmallLayerNorm, layer_norm_forward
+from bars.models.layers.kernels import (
+    SMALL_NORM_MAX,
+    MaskedDropout,
+    SmallLayerNorm,
+    layer_norm_forward,
+    traced,
+)
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -56,7 +62,7 @@ class LayerNorm(nn.LayerNorm):
         width = self.normalized_shape[0] if len(self.normalized_shape) == 1 else 0
         kernel = (0 < width <= SMALL_NORM_MAX and self.weight is not None and self.bias is not None
                   and x.device.type == "cpu" and x.dtype == torch.float32
-                  and not (torch.jit.is_tracing() or torch.jit.is_scripting()))
+                  and not traced())
         grad = torch.is_grad_enabled() and (x.requires_grad or (self.weight is not None and self.weight.requires_grad))
         if not kernel or (last and (width % 8 == 0 or not grad)):
             if last:

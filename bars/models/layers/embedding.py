@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bars.data.spec import Feature, FeatureSpec
+from bars.models.layers.kernels import traced
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -48,7 +49,7 @@ def padded_lookup(idx: Tensor, weight: Tensor) -> Tensor:
     """``F.embedding(idx, weight, padding_idx=0)``: the same values and gradients, the gradient cheaper on CPU
     (:class:`_PaddedLookup`)."""
     if (weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.requires_grad
-            and torch.is_grad_enabled() and not torch.jit.is_tracing() and not torch.jit.is_scripting()):
+            and torch.is_grad_enabled() and not traced()):
         return _PaddedLookup.apply(idx, weight)  # (an exported graph keeps torch's own op)
     return F.embedding(idx, weight, padding_idx=0)
 

@@ -61,6 +61,12 @@ def available() -> bool:
     return mode == "auto" and _load() is not None
 
 
+def traced() -> bool:
+    """Whether torch is tracing or scripting a graph (export): the layers then keep torch's own ops, which every
+    exporter knows, instead of these kernels and the other eager-only shortcuts."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
 def draw_key() -> int:
     """One 64-bit key from torch's global (seeded) CPU generator, as an unsigned integer."""
     return int(torch.empty((), dtype=torch.int64).random_(-(2**63), None)) & ((1 << 64) - 1)
@@ -84,7 +90,7 @@ def dropout_mask(x: Tensor, threshold: int, scale: float, relu: bool, key: int |
     """``(x * mask, mask)`` for a CPU tensor ``x`` (no autograd: the caller's backward is ``grad * mask``)."""
     key = draw_key() if key is None else key
     x = x.detach()
-    if x.dtype == torch.float32 and x.is_contiguous() and available():
+    if _kernel_ok(x):
         out, mask = torch.empty_like(x), torch.empty_like(x)
         lib = _load()
         assert lib is not None
