@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
 from bars.models._common import check_dim, check_dropout, logits
 from bars.models._pairs import pairwise_fields
 from bars.models.layers import Dropout, FeatureEmbedding, InnerProductInteraction, LogisticRegression
+from bars.models.layers.chunked import pair_relu_scores, weighted_pair_sum
 from bars.models.registry import register
 
 
@@ -76,11 +76,15 @@ class AFM(nn.Module):
         self.dropout2 = Dropout(cfg.attention_dropout[1])
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        products = self.product(self.embedding(batch))  # [B, P, D]
+        emb = self.embedding(batch)  # [B, F, D]
         if self.cfg.use_attention and self.attention is not None and self.weight_p is not None:
-            weights = self.dropout1(self.attention(products))  # [B, P, 1]
-            pooled = self.dropout2(torch.sum(weights * products, dim=1))  # [B, D]
+            # v_ij = e_i * e_j is never materialised on CPU: the attention net runs over the pairs in chunks of
+            # rows and the pooling is sum_i e_i * (A e)_i with A the pairs' weights (bars.models.layers.chunked)
+            left, right = self.product.left, self.product.right
+            scores = pair_relu_scores(emb, left, right, self.attention[0], self.attention[2])  # [B, P, 1]
+            weights = self.dropout1(self.attention[3](scores))  # softmax over the pairs, then dropout
+            pooled = self.dropout2(weighted_pair_sum(emb, weights.squeeze(-1), left, right))  # [B, D]
             out = self.weight_p(pooled)
         else:
-            out = products.flatten(start_dim=1).sum(dim=1, keepdim=True)
+            out = self.product(emb).flatten(start_dim=1).sum(dim=1, keepdim=True)
         return logits(self.lr(batch) + out)
