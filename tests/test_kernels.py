@@ -189,3 +189,77 @@ def test_layer_norm_module_without_affine_is_torchs() -> None:
     ref.sum().backward()
     assert torch.equal(x.grad, x2.grad)
     assert torch.equal(ln.forward_dim(x.detach().transpose(1, 2), 1), ref.detach().transpose(1, 2))
+
+
+# --- FFM's pairwise term (PairDotSum, FieldAwareProducts.dot_sum) -----------------------------------------------
+
+def _pairs_run(f, s, d, b, dtype, monkeypatch, mode, covers=True):
+    """(out, gradient) of PairDotSum with BARS_KERNELS=mode on FFM's slots of f fields (s = f - 1) or, when not
+    ``covers``, on every other pair only (slots in no pair: zero gradient)."""
+    from bars.models.layers.field_aware import FieldAwareProducts, ffm_slot
+
+    monkeypatch.setenv("BARS_KERNELS", mode)
+    prods = FieldAwareProducts(f, s, ffm_slot)
+    left, right = prods.left, prods.right
+    if not covers:
+        left, right = left[::2].contiguous(), right[::2].contiguous()
+    g = torch.Generator().manual_seed(f * 100 + d)
+    x = torch.randn(b, f * s, d, generator=g, dtype=dtype).requires_grad_()
+    dy = torch.randn(b, generator=g, dtype=dtype)
+    out = K.PairDotSum.apply(x, left, right, covers)
+    out.backward(dy)
+    return out.detach(), x.grad, (x.detach(), left, right, dy)
+
+
+PAIR_CASES = [(2, 1, 1, 3), (5, 4, 3, 17), (10, 9, 10, 64), (39, 38, 16, 5)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("covers", [True, False])
+@pytest.mark.parametrize(("f", "s", "d", "b"), PAIR_CASES)
+def test_pair_dot_sum_compiled_equals_fallback(compiled, monkeypatch, f, s, d, b, covers, dtype) -> None:
+    a = _pairs_run(f, s, d, b, dtype, monkeypatch, "auto", covers)
+    t = _pairs_run(f, s, d, b, dtype, monkeypatch, "torch", covers)
+    view = torch.int32 if dtype == torch.float32 else torch.int64
+    for name, u, v in zip(("out", "dx"), a[:2], t[:2], strict=True):
+        assert torch.equal(u.view(view), v.view(view)), f"{name} differs between the kernel and its fallback"
+
+
+@pytest.mark.parametrize("mode", ["auto", "torch"])
+@pytest.mark.parametrize("covers", [True, False])
+@pytest.mark.parametrize(("f", "s", "d", "b"), PAIR_CASES)
+def test_pair_dot_sum_equals_its_equation(monkeypatch, mode, f, s, d, b, covers) -> None:
+    out, dx, (x, left, right, dy) = _pairs_run(f, s, d, b, torch.float64, monkeypatch, mode, covers)
+    x = x.clone().requires_grad_()
+    want = (x[:, left] * x[:, right]).sum(dim=(1, 2))
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dx, torch.autograd.grad(want, x, dy)[0], rtol=0, atol=0)  # one product each
+
+
+@pytest.mark.parametrize("separate", [True, False])
+def test_ffm_dot_sum_equals_the_products_sum(separate) -> None:
+    """FieldAwareProducts.dot_sum (both embedding layouts, numeric and categorical fields interleaved, padding
+    indices) = the sum of its products: values and the gradients of every table."""
+    from bars.data.spec import Feature, FeatureSpec
+    from bars.models.layers.field_aware import FieldAwareEmbedding, FieldAwareProducts, ffm_slot
+
+    spec = FeatureSpec(dataset="t", label="y", features=(
+        Feature("n1", "numeric"), Feature("a", "categorical", vocab_size=7), Feature("n2", "numeric"),
+        Feature("b", "categorical", vocab_size=5), Feature("c", "categorical", vocab_size=9)))
+    torch.manual_seed(0)
+    emb = FieldAwareEmbedding(spec, 4, num_slots=4, separate_tables=separate, max_bytes=2**30).double()
+    for p in emb.parameters():
+        torch.nn.init.normal_(p)
+    prods = FieldAwareProducts(5, 4, ffm_slot)
+    assert prods.disjoint and prods.covers
+    batch = {"n1": torch.rand(6, dtype=torch.float64), "n2": torch.rand(6, dtype=torch.float64),
+             "a": torch.tensor([0, 1, 6, 3, 3, 2]), "b": torch.tensor([4, 4, 0, 1, 2, 3]),
+             "c": torch.tensor([8, 1, 1, 5, 0, 7])}
+    dy = torch.randn(6, dtype=torch.float64)
+    got = prods.dot_sum(emb.slots_first(batch), emb.slots_first_layout)
+    gg = torch.autograd.grad(got, list(emb.parameters()), dy)
+    want = prods(emb(batch)).sum(dim=(1, 2))
+    gw = torch.autograd.grad(want, list(emb.parameters()), dy)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for u, v in zip(gg, gw, strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)

@@ -67,5 +67,6 @@ class FFM(nn.Module):
         self.lr = LogisticRegression(spec, use_bias=True)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        pairs = self.products(self.embedding(batch))  # [B, P, D]
-        return logits(self.lr(batch)) + pairs.sum(dim=(1, 2))
+        emb = self.embedding.slots_first(batch)  # [B, S, F, D] (separate tables) or [B, F, S, D]
+        pairs = self.products.dot_sum(emb, self.embedding.slots_first_layout)  # [B]: sum of <v_ij, v_ji>
+        return logits(self.lr(batch)) + pairs

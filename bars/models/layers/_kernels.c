@@ -182,6 +182,55 @@ void bars_layer_norm_mid_bwd(const float *restrict dy, const float *restrict x, 
     }
 }
 
+/* bars_pair_dot_sum_{f32,f64} / bars_pair_scatter_{f32,f64}: FFM's pairwise term over the slot embeddings of a
+ * row, x: [rows, k, d] contiguous (k = fields * slots), pairs (left[q], right[q]) of slot indices, each slot in at
+ * most one pair. Forward: out_i = sum_q <x_i[left_q], x_i[right_q]>, every dot product and the sum over pairs
+ * taken in sequence (no fused multiply-add), as the torch fallback in bars.models.layers.kernels computes them, so
+ * both give the same bits. Backward: gx_i[left_q] = g_i * x_i[right_q], gx_i[right_q] = g_i * x_i[left_q] (one
+ * product each: exact in both paths); slots in no pair are zeroed when `zero` is set. No [rows, pairs, d]
+ * products and no gathers: FuxiCTR's loop over 741 pairs at Criteo's 39 fields and the gather-multiply-sum it
+ * replaces both write and read them (~0.5 s of a CPU step each way). */
+#define PAIR_DOT(T, SUFFIX)                                                                                         \
+    CLONES                                                                                                          \
+    void bars_pair_dot_sum_##SUFFIX(const T *restrict x, const int64_t *restrict left,                             \
+                                    const int64_t *restrict right, int64_t rows, int64_t k, int64_t d, int64_t p,   \
+                                    T *restrict out) {                                                              \
+        for (int64_t i = 0; i < rows; i++) {                                                                        \
+            const T *restrict row = x + i * k * d;                                                                  \
+            T acc = 0;                                                                                              \
+            for (int64_t q = 0; q < p; q++) {                                                                       \
+                const T *restrict l = row + left[q] * d, *restrict r = row + right[q] * d;                          \
+                T dot = 0;                                                                                          \
+                for (int64_t j = 0; j < d; j++) dot = dot + l[j] * r[j];                                            \
+                acc = acc + dot;                                                                                    \
+            }                                                                                                       \
+            out[i] = acc;                                                                                           \
+        }                                                                                                           \
+    }                                                                                                               \
+    CLONES                                                                                                          \
+    void bars_pair_scatter_##SUFFIX(const T *restrict x, const T *restrict g, const int64_t *restrict left,         \
+                                    const int64_t *restrict right, int64_t rows, int64_t k, int64_t d, int64_t p,   \
+                                    int32_t zero, T *restrict gx) {                                                 \
+        for (int64_t i = 0; i < rows; i++) {                                                                        \
+            const T *restrict row = x + i * k * d;                                                                  \
+            T *restrict grow = gx + i * k * d;                                                                      \
+            const T gi = g[i];                                                                                      \
+            if (zero)                                                                                               \
+                for (int64_t j = 0; j < k * d; j++) grow[j] = 0;                                                    \
+            for (int64_t q = 0; q < p; q++) {                                                                       \
+                const T *restrict l = row + left[q] * d, *restrict r = row + right[q] * d;                          \
+                T *restrict gl = grow + left[q] * d, *restrict gr = grow + right[q] * d;                            \
+                for (int64_t j = 0; j < d; j++) {                                                                   \
+                    gl[j] = gi * r[j];                                                                              \
+                    gr[j] = gi * l[j];                                                                              \
+                }                                                                                                   \
+            }                                                                                                       \
+        }                                                                                                           \
+    }
+
+PAIR_DOT(float, f32)
+PAIR_DOT(double, f64)
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "optional CPU kernels of bars.models", -1,
                                     NULL};
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
 from bars.models.layers.embedding import FeatureEmbedding
+from bars.models.layers.kernels import PairDotSum, traced
 
 FLOAT32_BYTES = 4
 GIB = 2**30
@@ -133,9 +134,23 @@ class FieldAwareEmbedding(nn.Module):
         self.num_fields = first.num_fields
         self.field_names = first.field_names
 
+    @property
+    def slots_first_layout(self) -> bool:
+        return self.tables is not None
+
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         if self.tables is not None:
             return torch.stack([t(batch) for t in self.tables], dim=2)
+        assert self.embedding is not None
+        out = self.embedding(batch)
+        return out.view(out.shape[0], self.num_fields, self.num_slots, self.dim)
+
+    def slots_first(self, batch: dict[str, Tensor]) -> Tensor:
+        """``[B, S, F, dim]`` with separate tables (each table's ``[B, F, dim]`` one contiguous block per row: no
+        interleaving copy, which stacking along the slot axis is: ~0.3 s of an FFM step at Criteo's 39 fields),
+        else :meth:`forward`'s ``[B, F, S, dim]``. :attr:`slots_first_layout` says which."""
+        if self.tables is not None:
+            return torch.stack([t(batch) for t in self.tables], dim=1)
         assert self.embedding is not None
         out = self.embedding(batch)
         return out.view(out.shape[0], self.num_fields, self.num_slots, self.dim)
@@ -189,8 +204,19 @@ class FieldAwareProducts(nn.Module):
                 raise ValueError(f"slot {s} out of range for {num_slots} slots")
         self.num_fields = num_fields
         self.num_pairs = len(ii)
+        self.num_slots = num_slots
+        used = left + right
+        # each slot in at most one pair (FFM: exactly one): dot_sum's one-pass kernel applies
+        self.disjoint = len(set(used)) == len(used)
+        self.covers = self.disjoint and len(used) == num_fields * num_slots
         self.register_buffer("left", torch.tensor(left, dtype=torch.int64), persistent=False)
         self.register_buffer("right", torch.tensor(right, dtype=torch.int64), persistent=False)
+        # the same slots in a [B, S, F, D] layout (FieldAwareEmbedding.slots_first): index s * F + f
+        def transposed(ix: list[int]) -> Tensor:
+            return torch.tensor([(i % num_slots) * num_fields + i // num_slots for i in ix], dtype=torch.int64)
+
+        self.register_buffer("left_sf", transposed(left), persistent=False)
+        self.register_buffer("right_sf", transposed(right), persistent=False)
 
     def forward(self, emb: Tensor) -> Tensor:
         b, f, s, d = emb.shape
@@ -198,6 +224,17 @@ class FieldAwareProducts(nn.Module):
         # advanced indexing: its backward (index_put with accumulate) is ~10-20x faster on CPU than
         # index_select's (index_add_ along a middle axis)
         return flat[:, self.left] * flat[:, self.right]
+
+    def dot_sum(self, emb: Tensor, slots_first: bool = False) -> Tensor:
+        """``[B, F, S, D] -> [B]``: ``forward(emb).sum(dim=(1, 2))``, FFM's pairwise term (``slots_first``: ``emb``
+        is ``[B, S, F, D]``). When each slot is in at most one pair (FFM, FFMv2), on CPU outside traced graphs,
+        without the ``[B, P, D]`` products: one pass over each row forward and backward
+        (:class:`bars.models.layers.kernels.PairDotSum`; the sum in another order, within float rounding)."""
+        if not self.disjoint or emb.device.type != "cpu" or traced():
+            return self(emb.transpose(1, 2) if slots_first else emb).sum(dim=(1, 2))
+        b, s1, s2, d = emb.shape
+        left, right = (self.left_sf, self.right_sf) if slots_first else (self.left, self.right)
+        return PairDotSum.apply(emb.reshape(b, s1 * s2, d).contiguous(), left, right, self.covers)
 
 
 class SlotSelect(nn.Module):

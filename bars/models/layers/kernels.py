@@ -13,7 +13,11 @@ LayerNorm over a narrow axis (:class:`SmallLayerNorm`; bars.models.layers.LayerN
 (a vector loop over 10 values per row). Over the last axis the forward is torch's (``native_layer_norm``, whose
 mean and rstd the backward reads) and the backward one pass per row, 16 rows at a time; over a middle axis
 (``[outer, d, inner]``) forward and backward run along the contiguous ``inner`` axis. Each row's sums are taken in
-sequence; the fallback loops over the axis in torch ops in the same order, so both give the same bits."""
+sequence; the fallback loops over the axis in torch ops in the same order, so both give the same bits.
+
+FFM's pairwise term (:class:`PairDotSum`): ``sum_q <x[left_q], x[right_q]>`` per row over the slot embeddings
+``[B, K, D]``, each slot in at most one pair: one pass over the row forward and backward (the backward writes each
+slot's gradient once), float32 and float64; the fallback takes the same products and sums in the same sequence."""
 
 from __future__ import annotations
 
@@ -49,6 +53,12 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_layer_norm_mid_fwd.restype = None
             lib.bars_layer_norm_mid_bwd.argtypes = [p, p, p, p, p, p, p, i64, i64, i64, p]
             lib.bars_layer_norm_mid_bwd.restype = None
+            for t in ("f32", "f64"):
+                fwd, bwd = getattr(lib, f"bars_pair_dot_sum_{t}"), getattr(lib, f"bars_pair_scatter_{t}")
+                fwd.argtypes = [p, p, p, i64, i64, i64, i64, p]
+                fwd.restype = None
+                bwd.argtypes = [p, p, p, p, i64, i64, i64, i64, ctypes.c_int32, p]
+                bwd.restype = None
             _lib = lib
     return _lib or None
 
@@ -238,3 +248,64 @@ class SmallLayerNorm(torch.autograd.Function):
         x, mean, rstd, weight = ctx.saved_tensors
         dx, dw, db = layer_norm_backward(dy, x, mean, rstd, weight, ctx.dim)
         return dx, dw, db, None, None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# FFM's pairwise term: sum over pairs of slot dot products
+# ------------------------------------------------------------------------------------------------------------
+def _pair_kernel_ok(x: Tensor) -> bool:
+    return x.dtype in (torch.float32, torch.float64) and x.is_contiguous() and x.device.type == "cpu" and available()
+
+
+def pair_dot_sum_forward(x: Tensor, left: Tensor, right: Tensor) -> Tensor:
+    """``out[b] = sum_q <x[b, left_q], x[b, right_q]>`` for ``x`` ``[B, K, D]``: each dot product and the sum
+    over pairs in sequence from 0 (the kernel's order)."""
+    b, k, d = x.shape
+    p = left.numel()
+    if _pair_kernel_ok(x):
+        out = x.new_empty(b)
+        fn = _load().bars_pair_dot_sum_f32 if x.dtype == torch.float32 else _load().bars_pair_dot_sum_f64  # type: ignore[union-attr]
+        fn(x.data_ptr(), left.data_ptr(), right.data_ptr(), b, k, d, p, out.data_ptr())
+        return out
+    prod = x[:, left] * x[:, right]  # [B, P, D]
+    dots = x.new_zeros(b, p)
+    for j in range(d):
+        dots = dots + prod[:, :, j]
+    acc = x.new_zeros(b)
+    for q in range(p):
+        acc = acc + dots[:, q]
+    return acc
+
+
+def pair_dot_sum_backward(g: Tensor, x: Tensor, left: Tensor, right: Tensor, covers: bool) -> Tensor:
+    """The gradient of :func:`pair_dot_sum_forward` for slots in at most one pair: ``g * partner``; slots in no
+    pair get 0 (``covers``: every slot is in a pair)."""
+    b, k, d = x.shape
+    g = g.contiguous()
+    if _pair_kernel_ok(x) and g.dtype == x.dtype:
+        gx = torch.empty_like(x)
+        fn = _load().bars_pair_scatter_f32 if x.dtype == torch.float32 else _load().bars_pair_scatter_f64  # type: ignore[union-attr]
+        fn(x.data_ptr(), g.data_ptr(), left.data_ptr(), right.data_ptr(), b, k, d, left.numel(), int(not covers),
+           gx.data_ptr())
+        return gx
+    gx = torch.empty_like(x) if covers else torch.zeros_like(x)
+    gb = g.view(b, 1, 1)
+    gx[:, left] = gb * x[:, right]
+    gx[:, right] = gb * x[:, left]
+    return gx
+
+
+class PairDotSum(torch.autograd.Function):
+    """``[B, K, D] -> [B]``: :func:`pair_dot_sum_forward` with its gradient (pairs of distinct slots, each slot in
+    at most one pair; ``covers``: every slot is in one)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, left: Tensor, right: Tensor, covers: bool) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, left, right)
+        ctx.covers = covers
+        return pair_dot_sum_forward(x, left, right)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+        x, left, right = ctx.saved_tensors
+        return pair_dot_sum_backward(g, x, left, right, ctx.covers), None, None, None
