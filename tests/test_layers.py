@@ -397,3 +397,22 @@ def test_padded_lookup_gradient_is_torchs_bit_for_bit(dim: int, dtype: torch.dty
     assert torch.equal(w1.grad, w2.grad) and not w1.grad[0].any()
     with torch.no_grad():  # no graph: torch's own lookup
         assert torch.equal(padded_lookup(idx, w1), b)
+
+
+def test_shared_input_linears_equal_separate_linears():
+    """DESTINE's projections of one input (one input gradient accumulated by matrix products): the values and
+    every gradient of the Linears applied one by one, in float64; a traced graph keeps the Linears."""
+    from bars.models.layers.disentangled_attention import shared_input_linears
+
+    torch.manual_seed(3)
+    linears = [nn.Linear(6, w).double() for w in (8, 8, 1, 5)]
+    x = torch.randn(4, 7, 6, dtype=torch.float64, requires_grad=True)
+    gs = [torch.randn(4, 7, m.out_features, dtype=torch.float64) for m in linears]
+    params = [x] + [t for m in linears for t in (m.weight, m.bias)]
+    got = shared_input_linears(x, linears)
+    assert "SharedInputLinears" in type(got[0].grad_fn).__name__
+    want = [m(x) for m in linears]
+    for u, v in zip(got, want, strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-13, atol=1e-13)
+    for u, v in zip(torch.autograd.grad(got, params, gs), torch.autograd.grad(want, params, gs), strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)

@@ -8,8 +8,43 @@ import torch
 from torch import Tensor, nn
 
 from bars.models.layers.core import Dropout
+from bars.models.layers.kernels import traced
 
 HeadSplit = Literal["view", "columns"]
+
+
+class _SharedInputLinears(torch.autograd.Function):
+    """``[x W_i^T + b_i for each i]`` whose input gradient ``sum_i g_i W_i`` is accumulated by matrix products
+    into one tensor (``addmm_``), not as one new tensor per Linear summed afterwards by autograd."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, *wb: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        ctx.save_for_backward(x, *wb)
+        flat = x.reshape(-1, x.shape[-1])
+        outs = [torch.addmm(b, flat, w.t()).view(*x.shape[:-1], w.shape[0]) for w, b in zip(wb[::2], wb[1::2],
+                                                                                             strict=True)]
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, *wb = ctx.saved_tensors
+        flat = x.reshape(-1, x.shape[-1])
+        gx = None
+        out: list[Tensor | None] = []
+        for w, g in zip(wb[::2], grads, strict=True):
+            g = g.reshape(-1, w.shape[0])
+            if ctx.needs_input_grad[0]:
+                gx = torch.mm(g, w) if gx is None else gx.addmm_(g, w)
+            out += [torch.mm(g.t(), flat), g.sum(dim=0)]
+        return (None if gx is None else gx.view(x.shape), *out)
+
+
+def shared_input_linears(x: Tensor, linears: list[nn.Linear]) -> list[Tensor]:
+    """``[m(x) for m in linears]`` (each with a bias): on CPU outside traced graphs through
+    :class:`_SharedInputLinears` (the same values; the input gradient's sum in one tensor)."""
+    if x.device.type != "cpu" or traced() or not torch.is_grad_enabled() or any(m.bias is None for m in linears):
+        return [m(x) for m in linears]
+    return list(_SharedInputLinears.apply(x, *[t for m in linears for t in (m.weight, m.bias)]))
 
 
 class DisentangledSelfAttention(nn.Module):
@@ -68,8 +103,9 @@ class DisentangledSelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, f, _ = x.shape
-        unary = torch.softmax(self.W_unary(x), dim=1)  # [B, F, H]: over fields
-        q, k, v = self.W_q(x), self.W_k(x), self.W_v(x)
+        linears = [self.W_q, self.W_k, self.W_v, self.W_unary] + ([self.W_res] if self.W_res is not None else [])
+        q, k, v, unary, *res = shared_input_linears(x, linears)
+        unary = torch.softmax(unary, dim=1)  # [B, F, H]: over fields
         if self.relu_before_att:
             q, k, v = q.relu(), k.relu(), v.relu()
         q, k, v = self._heads(q), self._heads(k), self._heads(v)  # [B*H, F, d]
@@ -91,6 +127,6 @@ class DisentangledSelfAttention(nn.Module):
             out = out.reshape(b, f, self.attention_dim)
         else:
             out = out.view(b, self.num_heads, f, self.head_dim).transpose(1, 2).reshape(b, f, self.attention_dim)
-        if self.W_res is not None:
-            out = out + self.W_res(x)
+        if res:
+            out = out + res[0]
         return out
