@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-import bars.models.layers.chunked as chunked
-from bars.models.layers import field_pairs
+from bars.models.layers import chunked, field_pairs
 from bars.models.layers.chunked import pair_relu_scores, weighted_pair_sum
 
 
