@@ -236,6 +236,104 @@ def test_pair_dot_sum_equals_its_equation(monkeypatch, mode, f, s, d, b, covers)
     torch.testing.assert_close(dx, torch.autograd.grad(want, x, dy)[0], rtol=0, atol=0)  # one product each
 
 
+# --- ONN's DNN input (SelectPairDots, FieldAwareProducts.with_selected) ---------------------------------------
+
+def _select_run(f, d, b, dtype, monkeypatch, mode, covers=True):
+    """(out, gradient) of SelectPairDots with BARS_KERNELS=mode on ONNv2's slots of f fields (copies on the
+    diagonal) or, when not ``covers``, on every other copy and pair only (other slots: zero gradient)."""
+    from bars.models.layers.field_aware import FieldAwareProducts, SlotSelect, onnv2_slot
+
+    monkeypatch.setenv("BARS_KERNELS", mode)
+    prods, sel = FieldAwareProducts(f, f, onnv2_slot), SlotSelect(f, f, onnv2_slot).index
+    left, right = prods.left, prods.right
+    if not covers:
+        sel, left, right = sel[::2].contiguous(), left[::2].contiguous(), right[::2].contiguous()
+    g = torch.Generator().manual_seed(f * 100 + d)
+    x = torch.randn(b, f * f, d, generator=g, dtype=dtype)
+    # the slots in f tables [b, f, d] (ONN's layout) or, every other case, in one [b, f * f, d] (ONNv2's)
+    xs = [t.clone().requires_grad_() for t in (x.split(f, dim=1) if f % 2 else [x])]
+    dy = torch.randn(b, sel.numel() * d + left.numel(), generator=g, dtype=dtype)
+    out = K.SelectPairDots.apply(sel, left, right, covers, *xs)
+    out.backward(dy)
+    return out.detach(), torch.cat([t.grad for t in xs], dim=1), (x, sel, left, right, dy)
+
+
+SELECT_CASES = [(2, 1, 3), (5, 3, 17), (10, 10, 64), (39, 16, 5), (3, 4, 9)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("covers", [True, False])
+@pytest.mark.parametrize(("f", "d", "b"), SELECT_CASES)
+def test_select_pair_dots_compiled_equals_fallback(compiled, monkeypatch, f, d, b, covers, dtype) -> None:
+    a = _select_run(f, d, b, dtype, monkeypatch, "auto", covers)
+    t = _select_run(f, d, b, dtype, monkeypatch, "torch", covers)
+    view = torch.int32 if dtype == torch.float32 else torch.int64
+    for name, u, v in zip(("out", "dx"), a[:2], t[:2], strict=True):
+        assert torch.equal(u.view(view), v.view(view)), f"{name} differs between the kernel and its fallback"
+
+
+@pytest.mark.parametrize("mode", ["auto", "torch"])
+@pytest.mark.parametrize("covers", [True, False])
+@pytest.mark.parametrize(("f", "d", "b"), SELECT_CASES)
+def test_select_pair_dots_equals_its_equation(monkeypatch, mode, f, d, b, covers) -> None:
+    out, dx, (x, sel, left, right, dy) = _select_run(f, d, b, torch.float64, monkeypatch, mode, covers)
+    x = x.clone().requires_grad_()
+    want = torch.cat([x[:, sel].flatten(start_dim=1), (x[:, left] * x[:, right]).sum(dim=-1)], dim=1)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dx, torch.autograd.grad(want, x, dy)[0], rtol=0, atol=0)  # a copy or one product
+
+
+@pytest.mark.parametrize("separate", [True, False])
+def test_onn_with_selected_equals_select_and_products(separate) -> None:
+    """FieldAwareProducts.with_selected (ONN's and ONNv2's layouts, numeric and categorical fields interleaved,
+    padding indices) = the copies beside the products' sums: values and the gradients of every table; traced, the
+    plain ops."""
+    from bars.data.spec import Feature, FeatureSpec
+    from bars.models.layers.field_aware import (
+        FieldAwareEmbedding,
+        FieldAwareProducts,
+        SlotSelect,
+        onn_slot,
+        onnv2_slot,
+    )
+
+    spec = FeatureSpec(dataset="t", label="y", features=(
+        Feature("n1", "numeric"), Feature("a", "categorical", vocab_size=7), Feature("n2", "numeric"),
+        Feature("b", "categorical", vocab_size=5), Feature("c", "categorical", vocab_size=9)))
+    torch.manual_seed(0)
+    emb = FieldAwareEmbedding(spec, 4, num_slots=5, separate_tables=separate, max_bytes=2**30).double()
+    for p in emb.parameters():
+        torch.nn.init.normal_(p)
+    slot = onn_slot if separate else onnv2_slot
+    prods, select = FieldAwareProducts(5, 5, slot), SlotSelect(5, 5, slot)
+    batch = {"n1": torch.rand(6, dtype=torch.float64), "n2": torch.rand(6, dtype=torch.float64),
+             "a": torch.tensor([0, 1, 6, 3, 3, 2]), "b": torch.tensor([4, 4, 0, 1, 2, 3]),
+             "c": torch.tensor([8, 1, 1, 5, 0, 7])}
+    got = prods.with_selected(emb.parts(batch), select, emb.slots_first_layout)
+    dy = torch.randn_like(got)
+    gg = torch.autograd.grad(got, list(emb.parameters()), dy)
+    e = emb(batch)
+    want = torch.cat([select(e).flatten(start_dim=1), prods(e).sum(dim=-1)], dim=1)
+    gw = torch.autograd.grad(want, list(emb.parameters()), dy)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for u, v in zip(gg, gw, strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.prods, self.select = emb, prods, select
+
+        def forward(self, n1, a, n2, b, c):
+            x = self.emb.parts({"n1": n1, "a": a, "n2": n2, "b": b, "c": c})
+            return self.prods.with_selected(x, self.select, self.emb.slots_first_layout)
+
+    args = tuple(batch[k] for k in ("n1", "a", "n2", "b", "c"))
+    graph = torch.jit.trace(Wrap(), args).inlined_graph
+    assert "SelectPairDots" not in str(graph)
+    torch.testing.assert_close(torch.jit.trace(Wrap(), args)(*args), want.detach(), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("separate", [True, False])
 def test_ffm_dot_sum_equals_the_products_sum(separate) -> None:
     """FieldAwareProducts.dot_sum (both embedding layouts, numeric and categorical fields interleaved, padding

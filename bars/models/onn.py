@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
@@ -84,6 +83,6 @@ class ONN(nn.Module):
         self.dnn = MLP(input_dim, cfg.hidden_units, cfg.activation, cfg.batch_norm, cfg.dropout, output_dim=1)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        emb = self.embedding(batch)  # [B, F, F, D]
-        x = torch.cat([self.copy(emb).flatten(start_dim=1), self.products(emb).sum(dim=-1)], dim=1)
+        parts = self.embedding.parts(batch)  # F tables' [B, F, D] (onn) or one [B, F * F, D] (onnv2)
+        x = self.products.with_selected(parts, self.copy, self.embedding.slots_first_layout)
         return logits(self.dnn(x))

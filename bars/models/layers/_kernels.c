@@ -231,6 +231,81 @@ void bars_layer_norm_mid_bwd(const float *restrict dy, const float *restrict x, 
 PAIR_DOT(float, f32)
 PAIR_DOT(double, f64)
 
+/* bars_select_pair_dots_{f32,f64} / bars_select_pair_scatter_{f32,f64}: ONN's DNN input from the slot embeddings
+ * of a row held in n tables xs[t]: [rows, kt, d] contiguous (slot k = xs[k / kt][row, k % kt]; ONN's F separate
+ * embedding tables without stacking them, or one [rows, k, d] array): out_i = [x_i[sel_0], ..., x_i[sel_{m-1}],
+ * <x_i[left_0], x_i[right_0]>, ..., <x_i[left_{p-1}], x_i[right_{p-1}]>] ([rows, m * d + p]); each dot product taken
+ * in sequence as in bars_pair_dot_sum. The selected slots and the pairs' slots are all distinct. Backward, into
+ * gxs shaped as xs: gx_i[sel_s] = g_i's s-th block, gx_i[left_q] = g_iq * x_i[right_q], gx_i[right_q] = g_iq *
+ * x_i[left_q]; other slots are zeroed when `zero` is set. Replaces the stacked [rows, k, d] copy, the
+ * [rows, pairs, d] gathers and products, their sum and the concatenation, and in the backward an index_put into a
+ * zero [rows, k, d] gradient: each a pass over hundreds of MB (and as many page faults) at Criteo's shape.
+ * `where` (2 * (m + 2p) int64, caller-owned) receives each slot's table and offset. */
+static void slot_where(const int64_t *ix, int64_t n, int64_t kt, int64_t *tab, int64_t *off) {
+    for (int64_t i = 0; i < n; i++) {
+        tab[i] = ix[i] / kt;
+        off[i] = ix[i] % kt;
+    }
+}
+
+#define SELECT_PAIR_DOT(T, SUFFIX)                                                                                  \
+    CLONES                                                                                                          \
+    void bars_select_pair_dots_##SUFFIX(const T *const *xs, int64_t kt, const int64_t *sel, int64_t m,             \
+                                        const int64_t *left, const int64_t *right, int64_t p, int64_t rows,         \
+                                        int64_t d, int64_t *where, T *restrict out) {                               \
+        int64_t *st = where, *so = st + m, *lt = so + m, *lo = lt + p, *rt = lo + p, *ro = rt + p;                  \
+        slot_where(sel, m, kt, st, so);                                                                             \
+        slot_where(left, p, kt, lt, lo);                                                                            \
+        slot_where(right, p, kt, rt, ro);                                                                           \
+        const int64_t w = m * d + p, rs = kt * d;                                                                   \
+        for (int64_t i = 0; i < rows; i++) {                                                                        \
+            T *restrict orow = out + i * w;                                                                         \
+            for (int64_t s = 0; s < m; s++) {                                                                       \
+                const T *restrict src = xs[st[s]] + i * rs + so[s] * d;                                             \
+                for (int64_t j = 0; j < d; j++) orow[s * d + j] = src[j];                                           \
+            }                                                                                                       \
+            for (int64_t q = 0; q < p; q++) {                                                                       \
+                const T *restrict l = xs[lt[q]] + i * rs + lo[q] * d, *restrict r = xs[rt[q]] + i * rs + ro[q] * d; \
+                T dot = 0;                                                                                          \
+                for (int64_t j = 0; j < d; j++) dot = dot + l[j] * r[j];                                            \
+                orow[m * d + q] = dot;                                                                              \
+            }                                                                                                       \
+        }                                                                                                           \
+    }                                                                                                               \
+    CLONES                                                                                                          \
+    void bars_select_pair_scatter_##SUFFIX(const T *const *xs, int64_t n, int64_t kt, const T *restrict g,         \
+                                           const int64_t *sel, int64_t m, const int64_t *left,                      \
+                                           const int64_t *right, int64_t p, int64_t rows, int64_t d, int32_t zero,  \
+                                           int64_t *where, T *const *gxs) {                                         \
+        int64_t *st = where, *so = st + m, *lt = so + m, *lo = lt + p, *rt = lo + p, *ro = rt + p;                  \
+        slot_where(sel, m, kt, st, so);                                                                             \
+        slot_where(left, p, kt, lt, lo);                                                                            \
+        slot_where(right, p, kt, rt, ro);                                                                           \
+        const int64_t w = m * d + p, rs = kt * d;                                                                   \
+        for (int64_t i = 0; i < rows; i++) {                                                                        \
+            const T *restrict grow_in = g + i * w;                                                                  \
+            if (zero)                                                                                               \
+                for (int64_t t = 0; t < n; t++)                                                                     \
+                    for (int64_t j = 0; j < rs; j++) gxs[t][i * rs + j] = 0;                                        \
+            for (int64_t s = 0; s < m; s++) {                                                                       \
+                T *restrict dst = gxs[st[s]] + i * rs + so[s] * d;                                                  \
+                for (int64_t j = 0; j < d; j++) dst[j] = grow_in[s * d + j];                                        \
+            }                                                                                                       \
+            for (int64_t q = 0; q < p; q++) {                                                                       \
+                const T *restrict l = xs[lt[q]] + i * rs + lo[q] * d, *restrict r = xs[rt[q]] + i * rs + ro[q] * d; \
+                T *restrict gl = gxs[lt[q]] + i * rs + lo[q] * d, *restrict gr = gxs[rt[q]] + i * rs + ro[q] * d;   \
+                const T gq = grow_in[m * d + q];                                                                    \
+                for (int64_t j = 0; j < d; j++) {                                                                   \
+                    gl[j] = gq * r[j];                                                                              \
+                    gr[j] = gq * l[j];                                                                              \
+                }                                                                                                   \
+            }                                                                                                       \
+        }                                                                                                           \
+    }
+
+SELECT_PAIR_DOT(float, f32)
+SELECT_PAIR_DOT(double, f64)
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "optional CPU kernels of bars.models", -1,
                                     NULL};
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
 from bars.models.layers.embedding import FeatureEmbedding
-from bars.models.layers.kernels import PairDotSum, traced
+from bars.models.layers.kernels import PairDotSum, SelectPairDots, traced
 
 FLOAT32_BYTES = 4
 GIB = 2**30
@@ -145,15 +145,22 @@ class FieldAwareEmbedding(nn.Module):
         out = self.embedding(batch)
         return out.view(out.shape[0], self.num_fields, self.num_slots, self.dim)
 
+    def parts(self, batch: dict[str, Tensor]) -> list[Tensor]:
+        """The slot embeddings as the tables hold them: with separate tables, ``S`` tensors ``[B, F, dim]`` (slot
+        ``s`` of every field), else one ``[B, F * S, dim]`` (field-major); :attr:`slots_first_layout` says which.
+        No copy: ONN reads them in place (:meth:`FieldAwareProducts.with_selected`)."""
+        if self.tables is not None:
+            return [t(batch) for t in self.tables]
+        out = self(batch)
+        return [out.view(out.shape[0], self.num_fields * self.num_slots, self.dim)]
+
     def slots_first(self, batch: dict[str, Tensor]) -> Tensor:
         """``[B, S, F, dim]`` with separate tables (each table's ``[B, F, dim]`` one contiguous block per row: no
         interleaving copy, which stacking along the slot axis is: ~0.3 s of an FFM step at Criteo's 39 fields),
         else :meth:`forward`'s ``[B, F, S, dim]``. :attr:`slots_first_layout` says which."""
-        if self.tables is not None:
-            return torch.stack([t(batch) for t in self.tables], dim=1)
-        assert self.embedding is not None
-        out = self.embedding(batch)
-        return out.view(out.shape[0], self.num_fields, self.num_slots, self.dim)
+        if self.tables is None:
+            return self(batch)
+        return torch.stack([t(batch) for t in self.tables], dim=1)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -217,6 +224,7 @@ class FieldAwareProducts(nn.Module):
 
         self.register_buffer("left_sf", transposed(left), persistent=False)
         self.register_buffer("right_sf", transposed(right), persistent=False)
+        self._paired = set(used) if self.disjoint else set()  # with_selected: slots in pairs ([B, F, S] order)
 
     def forward(self, emb: Tensor) -> Tensor:
         b, f, s, d = emb.shape
@@ -236,14 +244,38 @@ class FieldAwareProducts(nn.Module):
         left, right = (self.left_sf, self.right_sf) if slots_first else (self.left, self.right)
         return PairDotSum.apply(emb.reshape(b, s1 * s2, d).contiguous(), left, right, self.covers)
 
+    def with_selected(self, parts: list[Tensor], select: SlotSelect, slots_first: bool = False) -> Tensor:
+        """``[B, F * D + P]``: ``cat([select(emb).flatten(1), forward(emb).sum(-1)], 1)``, ONN's DNN input, of the
+        slot embeddings ``emb`` given as :meth:`FieldAwareEmbedding.parts` gives them (``slots_first``: ``S``
+        tables ``[B, F, D]``, else one ``[B, F * S, D]``). When the selected slots and the pairs' slots are all
+        distinct (ONN, ONNv2), on CPU outside traced graphs, one pass over each row forward and backward
+        (:class:`bars.models.layers.kernels.SelectPairDots`: no stacked copy of the tables, no ``[B, P, D]``
+        gathers or products, no concatenation; each dot product's sum over D in another order, within float
+        rounding)."""
+        cpu = all(x.device.type == "cpu" for x in parts)
+        used = set(select.index.tolist()) | self._paired if cpu and not traced() else set()  # [B, F, S] order
+        if len(used) != select.num_fields + 2 * self.num_pairs:  # not all distinct, or not this path
+            b, d = parts[0].shape[0], parts[0].shape[-1]
+            f, s = self.num_fields, self.num_slots
+            e = (torch.stack(parts, dim=1).transpose(1, 2) if slots_first else parts[0].view(b, f, s, d))
+            return torch.cat([select(e).flatten(start_dim=1), self(e).sum(dim=-1)], dim=1)
+        sel, left, right = ((select.index_sf, self.left_sf, self.right_sf) if slots_first
+                            else (select.index, self.left, self.right))
+        covers = len(used) == self.num_fields * self.num_slots
+        return SelectPairDots.apply(sel, left, right, covers, *(x.contiguous() for x in parts))
+
 
 class SlotSelect(nn.Module):
     """``[B, F, S, D] -> [B, F, D]``: field f's own ("copy") slot ``slot(f, f)`` (ONN's diagonal embedding)."""
 
     def __init__(self, num_fields: int, num_slots: int, slot: Callable[[int, int], int]) -> None:
         super().__init__()
+        self.num_fields = num_fields
         idx = [f * num_slots + slot(f, f) for f in range(num_fields)]
         self.register_buffer("index", torch.tensor(idx, dtype=torch.int64), persistent=False)
+        # the same slots in a [B, S, F, D] layout (FieldAwareEmbedding.slots_first)
+        idx_sf = [slot(f, f) * num_fields + f for f in range(num_fields)]
+        self.register_buffer("index_sf", torch.tensor(idx_sf, dtype=torch.int64), persistent=False)
 
     def forward(self, emb: Tensor) -> Tensor:
         b, f, s, d = emb.shape

@@ -17,12 +17,17 @@ sequence; the fallback loops over the axis in torch ops in the same order, so bo
 
 FFM's pairwise term (:class:`PairDotSum`): ``sum_q <x[left_q], x[right_q]>`` per row over the slot embeddings
 ``[B, K, D]``, each slot in at most one pair: one pass over the row forward and backward (the backward writes each
-slot's gradient once), float32 and float64; the fallback takes the same products and sums in the same sequence."""
+slot's gradient once), float32 and float64; the fallback takes the same products and sums in the same sequence.
+
+ONN's DNN input (:class:`SelectPairDots`): the copy slots beside every pair's dot product, read in place from the
+tables holding the slots (ONN's F separate ``[B, F, D]`` outputs, not stacked; ONNv2's one ``[B, F * F, D]``); its
+backward writes each table's gradient once. Same rules and the same dot-product order as :class:`PairDotSum`."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -58,6 +63,11 @@ def _load() -> ctypes.CDLL | None:
                 fwd.argtypes = [p, p, p, i64, i64, i64, i64, p]
                 fwd.restype = None
                 bwd.argtypes = [p, p, p, p, i64, i64, i64, i64, ctypes.c_int32, p]
+                bwd.restype = None
+                fwd, bwd = getattr(lib, f"bars_select_pair_dots_{t}"), getattr(lib, f"bars_select_pair_scatter_{t}")
+                fwd.argtypes = [p, i64, p, i64, p, p, i64, i64, i64, p, p]
+                fwd.restype = None
+                bwd.argtypes = [p, i64, i64, p, p, i64, p, p, i64, i64, i64, ctypes.c_int32, p, p]
                 bwd.restype = None
             _lib = lib
     return _lib or None
@@ -309,3 +319,71 @@ class PairDotSum(torch.autograd.Function):
     def backward(ctx, g: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
         x, left, right = ctx.saved_tensors
         return pair_dot_sum_backward(g, x, left, right, ctx.covers), None, None, None
+
+
+def _ptrs(ts: Sequence[Tensor]) -> Tensor:
+    return torch.tensor([t.data_ptr() for t in ts], dtype=torch.int64)
+
+
+def select_pair_dots_forward(xs: Sequence[Tensor], sel: Tensor, left: Tensor, right: Tensor) -> Tensor:
+    """``xs``: tables ``[B, Kt, D]`` holding slots ``k = t * Kt + j`` (``xs[t][:, j]``) -> ``[B, M * D + P]``: the
+    slots ``sel`` flattened, then ``<x[left_q], x[right_q]>`` per pair (each dot product in sequence from 0, the
+    kernel's order)."""
+    b, kt, d = xs[0].shape
+    m, p = sel.numel(), left.numel()
+    if all(_pair_kernel_ok(x) and x.shape == xs[0].shape and x.dtype == xs[0].dtype for x in xs):
+        out = xs[0].new_empty(b, m * d + p)
+        where = torch.empty(2 * (m + 2 * p), dtype=torch.int64)
+        ptrs = _ptrs(xs)
+        fn = _load().bars_select_pair_dots_f32 if xs[0].dtype == torch.float32 else _load().bars_select_pair_dots_f64  # type: ignore[union-attr]
+        fn(ptrs.data_ptr(), kt, sel.data_ptr(), m, left.data_ptr(), right.data_ptr(), p, b, d, where.data_ptr(),
+           out.data_ptr())
+        return out
+    x = torch.cat(list(xs), dim=1)  # [B, K, D]
+    prod = x[:, left] * x[:, right]  # [B, P, D]
+    dots = x.new_zeros(b, p)
+    for j in range(d):
+        dots = dots + prod[:, :, j]
+    return torch.cat([x[:, sel].reshape(b, m * d), dots], dim=1)
+
+
+def select_pair_dots_backward(g: Tensor, xs: Sequence[Tensor], sel: Tensor, left: Tensor, right: Tensor,
+                              covers: bool) -> list[Tensor]:
+    """The gradients of :func:`select_pair_dots_forward` for distinct slots, one per table: each selected slot its
+    block of ``g``, each paired slot ``g_q * partner``; other slots 0 (``covers``: there are none)."""
+    b, kt, d = xs[0].shape
+    m, p = sel.numel(), left.numel()
+    g = g.contiguous()
+    if all(_pair_kernel_ok(x) and x.shape == xs[0].shape and x.dtype == g.dtype for x in xs):
+        gxs = [torch.empty_like(x) for x in xs]
+        where = torch.empty(2 * (m + 2 * p), dtype=torch.int64)
+        ptrs, gptrs = _ptrs(xs), _ptrs(gxs)
+        fn = (_load().bars_select_pair_scatter_f32 if g.dtype == torch.float32  # type: ignore[union-attr]
+              else _load().bars_select_pair_scatter_f64)  # type: ignore[union-attr]
+        fn(ptrs.data_ptr(), len(xs), kt, g.data_ptr(), sel.data_ptr(), m, left.data_ptr(), right.data_ptr(), p, b,
+           d, int(not covers), where.data_ptr(), gptrs.data_ptr())
+        return gxs
+    x = torch.cat(list(xs), dim=1)
+    gx = torch.empty_like(x) if covers else torch.zeros_like(x)
+    gx[:, sel] = g[:, : m * d].reshape(b, m, d)
+    gq = g[:, m * d :].unsqueeze(-1)
+    gx[:, left] = gq * x[:, right]
+    gx[:, right] = gq * x[:, left]
+    return list(gx.split(kt, dim=1))
+
+
+class SelectPairDots(torch.autograd.Function):
+    """``(sel, left, right, covers, *xs) -> [B, M * D + P]``: :func:`select_pair_dots_forward` with its gradients
+    (ONN's DNN input from its tables: the copy slots and the pairs' dot products; all those slots distinct;
+    ``covers``: they are every slot)."""
+
+    @staticmethod
+    def forward(ctx, sel: Tensor, left: Tensor, right: Tensor, covers: bool, *xs: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(sel, left, right, *xs)
+        ctx.covers = covers
+        return select_pair_dots_forward(xs, sel, left, right)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        sel, left, right, *xs = ctx.saved_tensors
+        return (None, None, None, None, *select_pair_dots_backward(g, xs, sel, left, right, ctx.covers))
