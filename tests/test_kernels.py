@@ -361,3 +361,76 @@ def test_ffm_dot_sum_equals_the_products_sum(separate) -> None:
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     for u, v in zip(gg, gw, strict=True):
         torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+
+
+# --- FiBiNET's bilinear pairs (PairProducts, bilinear_concat) -------------------------------------------------
+
+def _products_run(f, d, b, n, dtype, monkeypatch, mode):
+    """(out, gradients of every h and e) of PairProducts with BARS_KERNELS=mode over n (h, e) couples."""
+    from bars.models.layers import field_pairs
+
+    monkeypatch.setenv("BARS_KERNELS", mode)
+    left, right = field_pairs(f)
+    g = torch.Generator().manual_seed(f * 100 + d + n)
+    hes = [torch.randn(b, f, d, generator=g, dtype=dtype).requires_grad_() for _ in range(2 * n)]
+    out = K.PairProducts.apply(left, right, *hes)
+    dy = torch.randn(out.shape, generator=g, dtype=dtype)
+    out.backward(dy)
+    return out.detach(), [t.grad for t in hes], ([t.detach() for t in hes], left, right, dy)
+
+
+PRODUCT_CASES = [(2, 1, 3, 1), (5, 3, 17, 2), (10, 10, 64, 2), (39, 16, 5, 1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("f", "d", "b", "n"), PRODUCT_CASES)
+def test_pair_products_compiled_equals_fallback(compiled, monkeypatch, f, d, b, n, dtype) -> None:
+    a = _products_run(f, d, b, n, dtype, monkeypatch, "auto")
+    t = _products_run(f, d, b, n, dtype, monkeypatch, "torch")
+    view = torch.int32 if dtype == torch.float32 else torch.int64
+    assert torch.equal(a[0].view(view), t[0].view(view)), "out differs between the kernel and its fallback"
+    for i, (u, v) in enumerate(zip(a[1], t[1], strict=True)):
+        assert torch.equal(u.view(view), v.view(view)), f"gradient {i} differs between the kernel and its fallback"
+
+
+@pytest.mark.parametrize("mode", ["auto", "torch"])
+@pytest.mark.parametrize(("f", "d", "b", "n"), PRODUCT_CASES)
+def test_pair_products_equals_its_equation(monkeypatch, mode, f, d, b, n) -> None:
+    out, grads, (hes, left, right, dy) = _products_run(f, d, b, n, torch.float64, monkeypatch, mode)
+    hes = [t.clone().requires_grad_() for t in hes]
+    want = torch.stack([h[:, left] * e[:, right] for h, e in zip(hes[0::2], hes[1::2], strict=True)], dim=1)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)  # one product each
+    for u, v in zip(grads, torch.autograd.grad(want, hes, dy), strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bilinear_type", ["field_all", "field_each", "field_interaction"])
+@pytest.mark.parametrize("separate", [True, False])
+def test_bilinear_concat_equals_the_layers_concatenated(bilinear_type, separate) -> None:
+    """bilinear_concat = FiBiNET's cat([bilinear(e), bilinear'(s)], 1).flatten(1): values and every gradient
+    (float64); traced, the plain ops."""
+    from bars.models.layers import BilinearInteraction, bilinear_concat
+
+    torch.manual_seed(0)
+    one = BilinearInteraction(6, 4, bilinear_type).double()
+    two = BilinearInteraction(6, 4, bilinear_type).double() if separate else one
+    e = torch.randn(7, 6, 4, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(7, 6, 4, dtype=torch.float64, requires_grad=True)
+    params = [e, s, *one.parameters(), *(two.parameters() if separate else [])]
+    got = bilinear_concat([(one, e), (two, s)])
+    dy = torch.randn_like(got)
+    want = torch.cat([one(e), two(s)], dim=1).flatten(start_dim=1)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for u, v in zip(torch.autograd.grad(got, params, dy), torch.autograd.grad(want, params, dy), strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.one, self.two = one, two
+
+        def forward(self, e, s):
+            return bilinear_concat([(self.one, e), (self.two, s)])
+
+    graph = str(torch.jit.trace(Wrap(), (e.detach(), s.detach())).inlined_graph)
+    assert "PairProducts" not in graph

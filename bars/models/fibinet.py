@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 from bars.data.spec import FeatureSpec
@@ -34,6 +33,7 @@ from bars.models.layers import (
     FeatureEmbedding,
     LogisticRegression,
     SqueezeExcitation,
+    bilinear_concat,
 )
 from bars.models.registry import register
 
@@ -77,6 +77,5 @@ class FiBiNET(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         emb = self.embedding(batch)
-        p = self.bilinear(emb)
-        q = (self.bilinear2 or self.bilinear)(self.senet(emb))
-        return logits(self.lr(batch) + self.mlp(torch.cat([p, q], dim=1).flatten(start_dim=1)))
+        x = bilinear_concat([(self.bilinear, emb), (self.bilinear2 or self.bilinear, self.senet(emb))])
+        return logits(self.lr(batch) + self.mlp(x))  # x: [p, q] flattened, p = bilinear(emb), q of the SENET's

@@ -71,8 +71,9 @@ class SAMLayer(nn.Module):
         s = torch.bmm(e, keys.transpose(1, 2)).unsqueeze(-1)  # [B, F, F, 1]
         if self.kind in ("SAM2A", "SAM2E"):
             out = s * self.W if self.W is not None else s * (e.unsqueeze(2) * e.unsqueeze(1))
-        elif self.W is not None:  # SAM3A: sum_j S[i, j] W[i, j]
-            out = (s * self.W).sum(dim=2)
+        elif self.W is not None:  # SAM3A: sum_j S[i, j] W[i, j], per field i one [B, F] x [F, D] product (not the
+            # [B, F, F, D] products summed, FuxiCTR's form: 400 MB a layer at Criteo's 39 fields)
+            out = torch.bmm(s.squeeze(-1).transpose(0, 1), self.W).transpose(0, 1)
         else:  # SAM3E: sum_j S[i, j] (e_i ⊙ e_j) = e_i ⊙ (S E)_i
             out = e * torch.bmm(s.squeeze(-1), e)
         if self.Q is not None:

@@ -15,7 +15,7 @@ tests/test_layers_<concept>.py).
 
 from bars.models.layers.anova import AnovaKernel, anova_kernels
 from bars.models.layers.attention import MultiHeadSelfAttention
-from bars.models.layers.bilinear import BilinearInteraction
+from bars.models.layers.bilinear import BilinearInteraction, bilinear_concat
 from bars.models.layers.core import ACTIVATIONS, MLP, Dice, Dropout, LayerNorm, ReLUDropout, activation
 from bars.models.layers.disentangled_attention import DisentangledSelfAttention
 from bars.models.layers.embedding import FeatureEmbedding, LogisticRegression
@@ -61,6 +61,7 @@ __all__ = [
     "SqueezeExcitation",
     "activation",
     "anova_kernels",
+    "bilinear_concat",
     "count_parameters",
     "field_pairs",
     "init_bars_",

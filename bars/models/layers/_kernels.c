@@ -306,6 +306,55 @@ static void slot_where(const int64_t *ix, int64_t n, int64_t kt, int64_t *tab, i
 SELECT_PAIR_DOT(float, f32)
 SELECT_PAIR_DOT(double, f64)
 
+/* bars_pair_products_{f32,f64} / bars_pair_products_bwd_{f32,f64}: FiBiNET's bilinear pairs, for n (h, e) couples
+ * of [rows, f, d] contiguous arrays: out[i, k, q] = h_k[i, left_q] * e_k[i, right_q] ([rows, n, p, d], the MLP's
+ * input as FiBiNET concatenates it); one product each, exact in both paths. Backward from zero, pairs in order:
+ * gh_k[i, left_q] += g[i, k, q] * e_k[i, right_q], ge_k[i, right_q] += g[i, k, q] * h_k[i, left_q] (the torch
+ * fallback's index_add_ adds in the same order). Replaces two [rows, p, d] gathers, their product and the
+ * concatenation forward, and the gathers' backward (index_add_ along a middle axis) at Criteo's 741 pairs. */
+#define PAIR_PRODUCTS(T, SUFFIX)                                                                                    \
+    CLONES                                                                                                          \
+    void bars_pair_products_##SUFFIX(const T *const *hs, const T *const *es, int64_t n, const int64_t *left,       \
+                                     const int64_t *right, int64_t p, int64_t rows, int64_t f, int64_t d,           \
+                                     T *restrict out) {                                                             \
+        for (int64_t i = 0; i < rows; i++)                                                                          \
+            for (int64_t k = 0; k < n; k++) {                                                                       \
+                const T *restrict h = hs[k] + i * f * d, *restrict e = es[k] + i * f * d;                           \
+                T *restrict o = out + (i * n + k) * p * d;                                                          \
+                for (int64_t q = 0; q < p; q++) {                                                                   \
+                    const T *restrict l = h + left[q] * d, *restrict r = e + right[q] * d;                          \
+                    for (int64_t j = 0; j < d; j++) o[q * d + j] = l[j] * r[j];                                     \
+                }                                                                                                   \
+            }                                                                                                       \
+    }                                                                                                               \
+    CLONES                                                                                                          \
+    void bars_pair_products_bwd_##SUFFIX(const T *const *hs, const T *const *es, int64_t n, const T *restrict g,   \
+                                         const int64_t *left, const int64_t *right, int64_t p, int64_t rows,        \
+                                         int64_t f, int64_t d, T *const *ghs, T *const *ges) {                      \
+        for (int64_t i = 0; i < rows; i++)                                                                          \
+            for (int64_t k = 0; k < n; k++) {                                                                       \
+                const T *restrict h = hs[k] + i * f * d, *restrict e = es[k] + i * f * d;                           \
+                T *restrict gh = ghs[k] + i * f * d, *restrict ge = ges[k] + i * f * d;                             \
+                const T *restrict gi = g + (i * n + k) * p * d;                                                     \
+                for (int64_t j = 0; j < f * d; j++) {                                                               \
+                    gh[j] = 0;                                                                                      \
+                    ge[j] = 0;                                                                                      \
+                }                                                                                                   \
+                for (int64_t q = 0; q < p; q++) {                                                                   \
+                    const T *restrict l = h + left[q] * d, *restrict r = e + right[q] * d;                          \
+                    T *restrict gl = gh + left[q] * d, *restrict gr = ge + right[q] * d;                            \
+                    const T *restrict gq = gi + q * d;                                                              \
+                    for (int64_t j = 0; j < d; j++) {                                                               \
+                        gl[j] = gl[j] + gq[j] * r[j];                                                               \
+                        gr[j] = gr[j] + gq[j] * l[j];                                                               \
+                    }                                                                                               \
+                }                                                                                                   \
+            }                                                                                                       \
+    }
+
+PAIR_PRODUCTS(float, f32)
+PAIR_PRODUCTS(double, f64)
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "optional CPU kernels of bars.models", -1,
                                     NULL};
 

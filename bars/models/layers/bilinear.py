@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from bars.models.layers.inner_product import field_pairs, num_pairs
+from bars.models.layers.kernels import PairProducts, traced
 
 BILINEAR_TYPES = ("field_all", "field_each", "field_interaction")
 BILINEAR_INITS = ("tensor", "matrix")
@@ -59,14 +60,34 @@ class BilinearInteraction(nn.Module):
             with torch.no_grad():
                 self.weight.normal_(0.0, math.sqrt(2.0 / (d + d)))
 
+    def hidden(self, emb: Tensor) -> Tensor:
+        """``e_i W`` (``field_all``) or ``e_i W_i`` (``field_each``) per field, ``[B, F, D]``: the left factor of
+        every pair whose left field is i."""
+        if self.bilinear_type == "field_all":
+            return emb @ self.weight
+        if self.bilinear_type == "field_each":
+            return torch.einsum("bfd,fde->bfe", emb, self.weight)
+        raise ValueError("field_interaction has a matrix per pair, not per field")
+
     def forward(self, emb: Tensor) -> Tensor:
         right = emb.index_select(1, self.right)
         if self.bilinear_type == "field_interaction":
             left = torch.einsum("bpd,pde->bpe", emb.index_select(1, self.left), self.weight)
         else:
-            if self.bilinear_type == "field_all":
-                hidden = emb @ self.weight
-            else:
-                hidden = torch.einsum("bfd,fde->bfe", emb, self.weight)
-            left = hidden.index_select(1, self.left)
+            left = self.hidden(emb).index_select(1, self.left)
         return left * right
+
+
+def bilinear_concat(layers: list[tuple[BilinearInteraction, Tensor]]) -> Tensor:
+    """``[B, n * P * D]``: ``cat([layer(emb) for layer, emb in layers], 1).flatten(1)``, FiBiNET's MLP input. With a
+    matrix per field or one for all (not per pair), on CPU outside traced graphs, the products are written straight
+    into it (:class:`bars.models.layers.kernels.PairProducts`: no ``[B, P, D]`` gathers, no concatenation, and a
+    backward without ``index_add_`` along the pair axis); the same values bit for bit."""
+    first, emb = layers[0]
+    plain = (traced() or emb.device.type != "cpu"
+             or any(layer.bilinear_type == "field_interaction" for layer, _ in layers)
+             or any(not torch.equal(layer.left, first.left) for layer, _ in layers))
+    if plain:
+        return torch.cat([layer(e) for layer, e in layers], dim=1).flatten(start_dim=1)
+    hes = [t for layer, e in layers for t in (layer.hidden(e), e)]
+    return PairProducts.apply(first.left, first.right, *hes).flatten(start_dim=1)

@@ -21,7 +21,11 @@ slot's gradient once), float32 and float64; the fallback takes the same products
 
 ONN's DNN input (:class:`SelectPairDots`): the copy slots beside every pair's dot product, read in place from the
 tables holding the slots (ONN's F separate ``[B, F, D]`` outputs, not stacked; ONNv2's one ``[B, F * F, D]``); its
-backward writes each table's gradient once. Same rules and the same dot-product order as :class:`PairDotSum`."""
+backward writes each table's gradient once. Same rules and the same dot-product order as :class:`PairDotSum`.
+
+FiBiNET's bilinear pairs (:class:`PairProducts`): ``h[left_q] * e[right_q]`` for every pair of one or more
+``(h, e)`` couples, written straight into the MLP's input; the backward accumulates each field's gradient over its
+pairs in pair order, as the fallback's ``index_add_`` does."""
 
 from __future__ import annotations
 
@@ -63,6 +67,11 @@ def _load() -> ctypes.CDLL | None:
                 fwd.argtypes = [p, p, p, i64, i64, i64, i64, p]
                 fwd.restype = None
                 bwd.argtypes = [p, p, p, p, i64, i64, i64, i64, ctypes.c_int32, p]
+                bwd.restype = None
+                fwd, bwd = getattr(lib, f"bars_pair_products_{t}"), getattr(lib, f"bars_pair_products_bwd_{t}")
+                fwd.argtypes = [p, p, i64, p, p, i64, i64, i64, i64, p]
+                fwd.restype = None
+                bwd.argtypes = [p, p, i64, p, p, p, i64, i64, i64, i64, p, p]
                 bwd.restype = None
                 fwd, bwd = getattr(lib, f"bars_select_pair_dots_{t}"), getattr(lib, f"bars_select_pair_scatter_{t}")
                 fwd.argtypes = [p, i64, p, i64, p, p, i64, i64, i64, p, p]
@@ -387,3 +396,59 @@ class SelectPairDots(torch.autograd.Function):
     def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         sel, left, right, *xs = ctx.saved_tensors
         return (None, None, None, None, *select_pair_dots_backward(g, xs, sel, left, right, ctx.covers))
+
+
+def _products_ok(ts: Sequence[Tensor]) -> bool:
+    return all(_pair_kernel_ok(t) and t.shape == ts[0].shape and t.dtype == ts[0].dtype for t in ts)
+
+
+def pair_products_forward(left: Tensor, right: Tensor, hs: Sequence[Tensor], es: Sequence[Tensor]) -> Tensor:
+    """``[B, n, P, D]``: ``hs[k][:, left] * es[k][:, right]`` for the ``n`` couples (each ``[B, F, D]``)."""
+    b, f, d = hs[0].shape
+    p = left.numel()
+    if _products_ok([*hs, *es]):
+        out = hs[0].new_empty(b, len(hs), p, d)
+        fn = _load().bars_pair_products_f32 if hs[0].dtype == torch.float32 else _load().bars_pair_products_f64  # type: ignore[union-attr]
+        ph, pe = _ptrs(hs), _ptrs(es)  # held until the call returns
+        fn(ph.data_ptr(), pe.data_ptr(), len(hs), left.data_ptr(), right.data_ptr(), p, b, f, d, out.data_ptr())
+        return out
+    return torch.stack([h[:, left] * e[:, right] for h, e in zip(hs, es, strict=True)], dim=1)
+
+
+def pair_products_backward(g: Tensor, left: Tensor, right: Tensor, hs: Sequence[Tensor], es: Sequence[Tensor]
+                           ) -> tuple[list[Tensor], list[Tensor]]:
+    """The gradients of :func:`pair_products_forward` (``hs``'s, ``es``'s): each field's sum over its pairs, in
+    pair order."""
+    b, f, d = hs[0].shape
+    p = left.numel()
+    g = g.contiguous()
+    if _products_ok([*hs, *es]) and g.dtype == hs[0].dtype:
+        ghs, ges = [torch.empty_like(h) for h in hs], [torch.empty_like(e) for e in es]
+        fn = (_load().bars_pair_products_bwd_f32 if g.dtype == torch.float32  # type: ignore[union-attr]
+              else _load().bars_pair_products_bwd_f64)  # type: ignore[union-attr]
+        ph, pe, pgh, pge = _ptrs(hs), _ptrs(es), _ptrs(ghs), _ptrs(ges)  # held until the call returns
+        fn(ph.data_ptr(), pe.data_ptr(), len(hs), g.data_ptr(), left.data_ptr(), right.data_ptr(), p, b, f, d,
+           pgh.data_ptr(), pge.data_ptr())
+        return ghs, ges
+    ghs, ges = [], []
+    for k, (h, e) in enumerate(zip(hs, es, strict=True)):
+        gk = g[:, k]
+        ghs.append(torch.zeros_like(h).index_add_(1, left, gk * e[:, right]))
+        ges.append(torch.zeros_like(e).index_add_(1, right, gk * h[:, left]))
+    return ghs, ges
+
+
+class PairProducts(torch.autograd.Function):
+    """``(left, right, h_1, e_1, ..., h_n, e_n) -> [B, n, P, D]``: :func:`pair_products_forward` with its
+    gradients (FiBiNET's bilinear pairs ``(e_i W) * e_j`` with ``h = e W``)."""
+
+    @staticmethod
+    def forward(ctx, left: Tensor, right: Tensor, *hes: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(left, right, *hes)
+        return pair_products_forward(left, right, hes[0::2], hes[1::2])
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        left, right, *hes = ctx.saved_tensors
+        ghs, ges = pair_products_backward(g, left, right, hes[0::2], hes[1::2])
+        return (None, None, *(t for couple in zip(ghs, ges, strict=True) for t in couple))
