@@ -434,3 +434,22 @@ def test_bilinear_concat_equals_the_layers_concatenated(bilinear_type, separate)
 
     graph = str(torch.jit.trace(Wrap(), (e.detach(), s.detach())).inlined_graph)
     assert "PairProducts" not in graph
+
+
+def test_bilinear_concat_under_bfloat16_autocast() -> None:
+    """Under CPU bfloat16 autocast (train.precision=bf16) the left factors are bfloat16 and the embeddings float32:
+    bilinear_concat takes the fallback and gives the plain composition's values and gradients."""
+    from bars.models.layers import BilinearInteraction, bilinear_concat
+
+    torch.manual_seed(0)
+    one = BilinearInteraction(6, 4, "field_all")
+    e = torch.randn(7, 6, 4, requires_grad=True)
+    s = torch.randn(7, 6, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = bilinear_concat([(one, e), (one, s)])
+        want = torch.cat([one(e), one(s)], dim=1).flatten(start_dim=1)
+    dy = torch.randn_like(want)
+    params = [e, s, one.weight]
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for u, v in zip(torch.autograd.grad(got, params, dy), torch.autograd.grad(want, params, dy), strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-2, atol=1e-2)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bars.models.layers.kernels import traced
+from bars.models.layers.kernels import autocast_on, traced
 
 CHUNK_ELEMENTS = 2**20  # hidden activations per chunk (4 MiB of float32)
 
@@ -97,7 +97,7 @@ def pair_relu_scores(emb: Tensor, left: Tensor, right: Tensor, first: nn.Linear,
     """``second(relu(first(e_l * e_r)))`` for every field pair ``(l, r)`` of ``emb`` ``[B, F, D]`` ->
     ``[B, P, O]`` (AFM's attention scores). On CPU outside traced graphs in chunks of batch rows, never holding
     the ``[B, P, D]`` products nor the ``[B * P, hidden]`` activations; elsewhere the plain ops."""
-    if (emb.device.type != "cpu" or traced() or first.bias is None or second.bias is not None
+    if (emb.device.type != "cpu" or traced() or autocast_on() or first.bias is None or second.bias is not None
             or not _same_float(emb, first.weight, second.weight)):
         return second(torch.relu(first(emb.index_select(1, left) * emb.index_select(1, right))))
     return _PairReLUScores.apply(emb.contiguous(), left, right, first.weight, first.bias, second.weight)
@@ -108,7 +108,7 @@ def weighted_pair_sum(emb: Tensor, weights: Tensor, left: Tensor, right: Tensor)
     and ``weights`` ``[B, P]``. On CPU outside traced graphs as ``sum_i e_i * (W e)_i`` with ``W`` the ``[F, F]``
     upper-triangular matrix of the pair weights (a batched matrix product over ``[B, F, F]``), not through the
     ``[B, P, D]`` products; the same sum in another order."""
-    if emb.device.type != "cpu" or traced() or not _same_float(emb, weights):
+    if emb.device.type != "cpu" or traced() or autocast_on() or not _same_float(emb, weights):
         return torch.sum(weights.unsqueeze(-1) * (emb.index_select(1, left) * emb.index_select(1, right)), dim=1)
     f = emb.shape[1]
     upper = _PairScatter.apply(weights, left * f + right, f)  # [B, F, F]

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from bars.models.layers.core import Dropout
-from bars.models.layers.kernels import traced
+from bars.models.layers.kernels import autocast_on, traced
 
 HeadSplit = Literal["view", "columns"]
 
@@ -42,7 +42,8 @@ class _SharedInputLinears(torch.autograd.Function):
 def shared_input_linears(x: Tensor, linears: list[nn.Linear]) -> list[Tensor]:
     """``[m(x) for m in linears]`` (each with a bias): on CPU outside traced graphs through
     :class:`_SharedInputLinears` (the same values; the input gradient's sum in one tensor)."""
-    if x.device.type != "cpu" or traced() or not torch.is_grad_enabled() or any(m.bias is None for m in linears):
+    if (x.device.type != "cpu" or traced() or autocast_on() or not torch.is_grad_enabled()
+            or any(m.bias is None for m in linears)):
         return [m(x) for m in linears]
     return list(_SharedInputLinears.apply(x, *[t for m in linears for t in (m.weight, m.bias)]))
 

@@ -96,6 +96,12 @@ def traced() -> bool:
     return torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
+def autocast_on(device_type: str = "cpu") -> bool:
+    """Whether autocast (``train.precision=bf16``) is on for ``device_type``: its per-op casts apply to torch's ops
+    only, so the layers' custom autograd Functions (which compute in their inputs' dtype) then give way to them."""
+    return torch.is_autocast_enabled(device_type)
+
+
 def draw_key() -> int:
     """One 64-bit key from torch's global (seeded) CPU generator, as an unsigned integer."""
     return int(torch.empty((), dtype=torch.int64).random_(-(2**63), None)) & ((1 << 64) - 1)
@@ -433,8 +439,9 @@ def pair_products_backward(g: Tensor, left: Tensor, right: Tensor, hs: Sequence[
     ghs, ges = [], []
     for k, (h, e) in enumerate(zip(hs, es, strict=True)):
         gk = g[:, k]
-        ghs.append(torch.zeros_like(h).index_add_(1, left, gk * e[:, right]))
-        ges.append(torch.zeros_like(e).index_add_(1, right, gk * h[:, left]))
+        # each gradient in its input's dtype (h is bfloat16 under CPU autocast, e float32)
+        ghs.append(torch.zeros_like(h).index_add_(1, left, (gk * e[:, right]).to(h.dtype)))
+        ges.append(torch.zeros_like(e).index_add_(1, right, (gk * h[:, left]).to(e.dtype)))
     return ghs, ges
 
 
