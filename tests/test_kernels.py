@@ -204,14 +204,16 @@ def _pairs_run(f, s, d, b, dtype, monkeypatch, mode, covers=True):
     if not covers:
         left, right = left[::2].contiguous(), right[::2].contiguous()
     g = torch.Generator().manual_seed(f * 100 + d)
-    x = torch.randn(b, f * s, d, generator=g, dtype=dtype).requires_grad_()
+    x = torch.randn(b, f * s, d, generator=g, dtype=dtype)
+    # the slots in s tables [b, f, d] (FFM's layout) or, when f is even, in one [b, f * s, d] (FFMv2's)
+    xs = [t.clone().requires_grad_() for t in (x.split(f, dim=1) if f % 2 else [x])]
     dy = torch.randn(b, generator=g, dtype=dtype)
-    out = K.PairDotSum.apply(x, left, right, covers)
+    out = K.PairDotSum.apply(left, right, covers, *xs)
     out.backward(dy)
-    return out.detach(), x.grad, (x.detach(), left, right, dy)
+    return out.detach(), torch.cat([t.grad for t in xs], dim=1), (x, left, right, dy)
 
 
-PAIR_CASES = [(2, 1, 1, 3), (5, 4, 3, 17), (10, 9, 10, 64), (39, 38, 16, 5)]
+PAIR_CASES = [(2, 1, 1, 3), (5, 4, 3, 17), (10, 9, 10, 64), (39, 38, 16, 5), (4, 3, 5, 9)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -354,13 +356,27 @@ def test_ffm_dot_sum_equals_the_products_sum(separate) -> None:
              "a": torch.tensor([0, 1, 6, 3, 3, 2]), "b": torch.tensor([4, 4, 0, 1, 2, 3]),
              "c": torch.tensor([8, 1, 1, 5, 0, 7])}
     dy = torch.randn(6, dtype=torch.float64)
-    got = prods.dot_sum(emb.slots_first(batch), emb.slots_first_layout)
+    got = prods.dot_sum(emb.parts(batch), emb.slots_first_layout)
     gg = torch.autograd.grad(got, list(emb.parameters()), dy)
     want = prods(emb(batch)).sum(dim=(1, 2))
     gw = torch.autograd.grad(want, list(emb.parameters()), dy)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     for u, v in zip(gg, gw, strict=True):
         torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.prods = emb, prods
+
+        def forward(self, n1, a, n2, b, c):
+            parts = self.emb.parts({"n1": n1, "a": a, "n2": n2, "b": b, "c": c})
+            return self.prods.dot_sum(parts, self.emb.slots_first_layout)
+
+    args = tuple(batch[k] for k in ("n1", "a", "n2", "b", "c"))
+    traced = torch.jit.trace(Wrap(), args)
+    assert "PairDotSum" not in str(traced.inlined_graph)
+    torch.testing.assert_close(traced(*args), want.detach(), rtol=1e-12, atol=1e-12)
 
 
 # --- FiBiNET's bilinear pairs (PairProducts, bilinear_concat) -------------------------------------------------

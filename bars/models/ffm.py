@@ -67,6 +67,6 @@ class FFM(nn.Module):
         self.lr = LogisticRegression(spec, use_bias=True)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        emb = self.embedding.slots_first(batch)  # [B, S, F, D] (separate tables) or [B, F, S, D]
-        pairs = self.products.dot_sum(emb, self.embedding.slots_first_layout)  # [B]: sum of <v_ij, v_ji>
+        parts = self.embedding.parts(batch)  # F - 1 tables' [B, F, D] (ffm) or one [B, F * (F - 1), D] (ffmv2)
+        pairs = self.products.dot_sum(parts, self.embedding.slots_first_layout)  # [B]: sum of <v_ij, v_ji>
         return logits(self.lr(batch)) + pairs

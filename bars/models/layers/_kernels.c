@@ -182,24 +182,36 @@ void bars_layer_norm_mid_bwd(const float *restrict dy, const float *restrict x, 
     }
 }
 
+/* slot_where: each slot index's table (ix / kt) and offset in it (ix % kt), once per call rather than per row. */
+static void slot_where(const int64_t *ix, int64_t n, int64_t kt, int64_t *tab, int64_t *off) {
+    for (int64_t i = 0; i < n; i++) {
+        tab[i] = ix[i] / kt;
+        off[i] = ix[i] % kt;
+    }
+}
+
 /* bars_pair_dot_sum_{f32,f64} / bars_pair_scatter_{f32,f64}: FFM's pairwise term over the slot embeddings of a
- * row, x: [rows, k, d] contiguous (k = fields * slots), pairs (left[q], right[q]) of slot indices, each slot in at
- * most one pair. Forward: out_i = sum_q <x_i[left_q], x_i[right_q]>, every dot product and the sum over pairs
- * taken in sequence (no fused multiply-add), as the torch fallback in bars.models.layers.kernels computes them, so
- * both give the same bits. Backward: gx_i[left_q] = g_i * x_i[right_q], gx_i[right_q] = g_i * x_i[left_q] (one
- * product each: exact in both paths); slots in no pair are zeroed when `zero` is set. No [rows, pairs, d]
- * products and no gathers: FuxiCTR's loop over 741 pairs at Criteo's 39 fields and the gather-multiply-sum it
- * replaces both write and read them (~0.5 s of a CPU step each way). */
+ * row held in n tables xs[t]: [rows, kt, d] contiguous (slot k = xs[k / kt][row, k % kt]: FFM's F - 1 separate
+ * embedding tables read in place, or one [rows, k, d] array), pairs (left[q], right[q]) of slot indices, each slot
+ * in at most one pair. Forward: out_i = sum_q <x_i[left_q], x_i[right_q]>, every dot product and the sum over
+ * pairs taken in sequence (no fused multiply-add), as the torch fallback in bars.models.layers.kernels computes
+ * them, so both give the same bits. Backward, into gxs shaped as xs: gx_i[left_q] = g_i * x_i[right_q],
+ * gx_i[right_q] = g_i * x_i[left_q] (one product each: exact in both paths); slots in no pair are zeroed when `zero`
+ * is set. No stacked copy of the tables, no [rows, pairs, d] products and no gathers: FuxiCTR's loop over 741
+ * pairs at Criteo's 39 fields and the gather-multiply-sum it replaces both write and read them (~0.5 s of a CPU
+ * step each way). `where` (4p int64, caller-owned) receives each pair slot's table and offset. */
 #define PAIR_DOT(T, SUFFIX)                                                                                         \
     CLONES                                                                                                          \
-    void bars_pair_dot_sum_##SUFFIX(const T *restrict x, const int64_t *restrict left,                             \
-                                    const int64_t *restrict right, int64_t rows, int64_t k, int64_t d, int64_t p,   \
-                                    T *restrict out) {                                                              \
+    void bars_pair_dot_sum_##SUFFIX(const T *const *xs, int64_t kt, const int64_t *left, const int64_t *right,     \
+                                    int64_t p, int64_t rows, int64_t d, int64_t *where, T *restrict out) {          \
+        int64_t *lt = where, *lo = lt + p, *rt = lo + p, *ro = rt + p;                                              \
+        slot_where(left, p, kt, lt, lo);                                                                            \
+        slot_where(right, p, kt, rt, ro);                                                                           \
+        const int64_t rs = kt * d;                                                                                  \
         for (int64_t i = 0; i < rows; i++) {                                                                        \
-            const T *restrict row = x + i * k * d;                                                                  \
             T acc = 0;                                                                                              \
             for (int64_t q = 0; q < p; q++) {                                                                       \
-                const T *restrict l = row + left[q] * d, *restrict r = row + right[q] * d;                          \
+                const T *restrict l = xs[lt[q]] + i * rs + lo[q] * d, *restrict r = xs[rt[q]] + i * rs + ro[q] * d; \
                 T dot = 0;                                                                                          \
                 for (int64_t j = 0; j < d; j++) dot = dot + l[j] * r[j];                                            \
                 acc = acc + dot;                                                                                    \
@@ -208,18 +220,21 @@ void bars_layer_norm_mid_bwd(const float *restrict dy, const float *restrict x, 
         }                                                                                                           \
     }                                                                                                               \
     CLONES                                                                                                          \
-    void bars_pair_scatter_##SUFFIX(const T *restrict x, const T *restrict g, const int64_t *restrict left,         \
-                                    const int64_t *restrict right, int64_t rows, int64_t k, int64_t d, int64_t p,   \
-                                    int32_t zero, T *restrict gx) {                                                 \
+    void bars_pair_scatter_##SUFFIX(const T *const *xs, int64_t n, int64_t kt, const T *restrict g,                \
+                                    const int64_t *left, const int64_t *right, int64_t p, int64_t rows, int64_t d,  \
+                                    int32_t zero, int64_t *where, T *const *gxs) {                                  \
+        int64_t *lt = where, *lo = lt + p, *rt = lo + p, *ro = rt + p;                                              \
+        slot_where(left, p, kt, lt, lo);                                                                            \
+        slot_where(right, p, kt, rt, ro);                                                                           \
+        const int64_t rs = kt * d;                                                                                  \
         for (int64_t i = 0; i < rows; i++) {                                                                        \
-            const T *restrict row = x + i * k * d;                                                                  \
-            T *restrict grow = gx + i * k * d;                                                                      \
             const T gi = g[i];                                                                                      \
             if (zero)                                                                                               \
-                for (int64_t j = 0; j < k * d; j++) grow[j] = 0;                                                    \
+                for (int64_t t = 0; t < n; t++)                                                                     \
+                    for (int64_t j = 0; j < rs; j++) gxs[t][i * rs + j] = 0;                                        \
             for (int64_t q = 0; q < p; q++) {                                                                       \
-                const T *restrict l = row + left[q] * d, *restrict r = row + right[q] * d;                          \
-                T *restrict gl = grow + left[q] * d, *restrict gr = grow + right[q] * d;                            \
+                const T *restrict l = xs[lt[q]] + i * rs + lo[q] * d, *restrict r = xs[rt[q]] + i * rs + ro[q] * d; \
+                T *restrict gl = gxs[lt[q]] + i * rs + lo[q] * d, *restrict gr = gxs[rt[q]] + i * rs + ro[q] * d;   \
                 for (int64_t j = 0; j < d; j++) {                                                                   \
                     gl[j] = gi * r[j];                                                                              \
                     gr[j] = gi * l[j];                                                                              \
@@ -241,12 +256,6 @@ PAIR_DOT(double, f64)
  * [rows, pairs, d] gathers and products, their sum and the concatenation, and in the backward an index_put into a
  * zero [rows, k, d] gradient: each a pass over hundreds of MB (and as many page faults) at Criteo's shape.
  * `where` (2 * (m + 2p) int64, caller-owned) receives each slot's table and offset. */
-static void slot_where(const int64_t *ix, int64_t n, int64_t kt, int64_t *tab, int64_t *off) {
-    for (int64_t i = 0; i < n; i++) {
-        tab[i] = ix[i] / kt;
-        off[i] = ix[i] % kt;
-    }
-}
 
 #define SELECT_PAIR_DOT(T, SUFFIX)                                                                                  \
     CLONES                                                                                                          \

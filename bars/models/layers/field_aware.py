@@ -148,19 +148,11 @@ class FieldAwareEmbedding(nn.Module):
     def parts(self, batch: dict[str, Tensor]) -> list[Tensor]:
         """The slot embeddings as the tables hold them: with separate tables, ``S`` tensors ``[B, F, dim]`` (slot
         ``s`` of every field), else one ``[B, F * S, dim]`` (field-major); :attr:`slots_first_layout` says which.
-        No copy: ONN reads them in place (:meth:`FieldAwareProducts.with_selected`)."""
+        No copy: FFM and ONN read them in place (:meth:`FieldAwareProducts.dot_sum`, :meth:`~FieldAwareProducts.with_selected`)."""
         if self.tables is not None:
             return [t(batch) for t in self.tables]
         out = self(batch)
         return [out.view(out.shape[0], self.num_fields * self.num_slots, self.dim)]
-
-    def slots_first(self, batch: dict[str, Tensor]) -> Tensor:
-        """``[B, S, F, dim]`` with separate tables (each table's ``[B, F, dim]`` one contiguous block per row: no
-        interleaving copy, which stacking along the slot axis is: ~0.3 s of an FFM step at Criteo's 39 fields),
-        else :meth:`forward`'s ``[B, F, S, dim]``. :attr:`slots_first_layout` says which."""
-        if self.tables is None:
-            return self(batch)
-        return torch.stack([t(batch) for t in self.tables], dim=1)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -218,7 +210,7 @@ class FieldAwareProducts(nn.Module):
         self.covers = self.disjoint and len(used) == num_fields * num_slots
         self.register_buffer("left", torch.tensor(left, dtype=torch.int64), persistent=False)
         self.register_buffer("right", torch.tensor(right, dtype=torch.int64), persistent=False)
-        # the same slots in a [B, S, F, D] layout (FieldAwareEmbedding.slots_first): index s * F + f
+        # the same slots in the separate tables' layout (FieldAwareEmbedding.parts, S tables [B, F, D]): s * F + f
         def transposed(ix: list[int]) -> Tensor:
             return torch.tensor([(i % num_slots) * num_fields + i // num_slots for i in ix], dtype=torch.int64)
 
@@ -233,16 +225,24 @@ class FieldAwareProducts(nn.Module):
         # index_select's (index_add_ along a middle axis)
         return flat[:, self.left] * flat[:, self.right]
 
-    def dot_sum(self, emb: Tensor, slots_first: bool = False) -> Tensor:
-        """``[B, F, S, D] -> [B]``: ``forward(emb).sum(dim=(1, 2))``, FFM's pairwise term (``slots_first``: ``emb``
-        is ``[B, S, F, D]``). When each slot is in at most one pair (FFM, FFMv2), on CPU outside traced graphs,
-        without the ``[B, P, D]`` products: one pass over each row forward and backward
-        (:class:`bars.models.layers.kernels.PairDotSum`; the sum in another order, within float rounding)."""
-        if not self.disjoint or emb.device.type != "cpu" or traced():
-            return self(emb.transpose(1, 2) if slots_first else emb).sum(dim=(1, 2))
-        b, s1, s2, d = emb.shape
+    def dot_sum(self, parts: list[Tensor], slots_first: bool = False) -> Tensor:
+        """``[B]``: ``forward(emb).sum(dim=(1, 2))``, FFM's pairwise term, of the slot embeddings ``emb`` given as
+        :meth:`FieldAwareEmbedding.parts` gives them (``slots_first``: ``S`` tables ``[B, F, D]``, else one
+        ``[B, F * S, D]``). When each slot is in at most one pair (FFM, FFMv2), on CPU outside traced graphs, one
+        pass over each row forward and backward, reading the tables in place
+        (:class:`bars.models.layers.kernels.PairDotSum`: no stacked copy, no ``[B, P, D]`` products; the sum in
+        another order, within float rounding)."""
+        if not self.disjoint or any(x.device.type != "cpu" for x in parts) or traced():
+            return self(self._stacked(parts, slots_first)).sum(dim=(1, 2))
         left, right = (self.left_sf, self.right_sf) if slots_first else (self.left, self.right)
-        return PairDotSum.apply(emb.reshape(b, s1 * s2, d).contiguous(), left, right, self.covers)
+        return PairDotSum.apply(left, right, self.covers, *(x.contiguous() for x in parts))
+
+    def _stacked(self, parts: list[Tensor], slots_first: bool) -> Tensor:
+        """:meth:`FieldAwareEmbedding.parts`'s tensors as one ``[B, F, S, D]``."""
+        b, d = parts[0].shape[0], parts[0].shape[-1]
+        if slots_first:
+            return torch.stack(parts, dim=1).transpose(1, 2)
+        return parts[0].view(b, self.num_fields, self.num_slots, d)
 
     def with_selected(self, parts: list[Tensor], select: SlotSelect, slots_first: bool = False) -> Tensor:
         """``[B, F * D + P]``: ``cat([select(emb).flatten(1), forward(emb).sum(-1)], 1)``, ONN's DNN input, of the
@@ -255,9 +255,7 @@ class FieldAwareProducts(nn.Module):
         cpu = all(x.device.type == "cpu" for x in parts)
         used = set(select.index.tolist()) | self._paired if cpu and not traced() else set()  # [B, F, S] order
         if len(used) != select.num_fields + 2 * self.num_pairs:  # not all distinct, or not this path
-            b, d = parts[0].shape[0], parts[0].shape[-1]
-            f, s = self.num_fields, self.num_slots
-            e = (torch.stack(parts, dim=1).transpose(1, 2) if slots_first else parts[0].view(b, f, s, d))
+            e = self._stacked(parts, slots_first)
             return torch.cat([select(e).flatten(start_dim=1), self(e).sum(dim=-1)], dim=1)
         sel, left, right = ((select.index_sf, self.left_sf, self.right_sf) if slots_first
                             else (select.index, self.left, self.right))
@@ -273,7 +271,7 @@ class SlotSelect(nn.Module):
         self.num_fields = num_fields
         idx = [f * num_slots + slot(f, f) for f in range(num_fields)]
         self.register_buffer("index", torch.tensor(idx, dtype=torch.int64), persistent=False)
-        # the same slots in a [B, S, F, D] layout (FieldAwareEmbedding.slots_first)
+        # the same slots in the separate tables' layout (FieldAwareEmbedding.parts): s * F + f
         idx_sf = [slot(f, f) * num_fields + f for f in range(num_fields)]
         self.register_buffer("index_sf", torch.tensor(idx_sf, dtype=torch.int64), persistent=False)
 

@@ -15,9 +15,10 @@ mean and rstd the backward reads) and the backward one pass per row, 16 rows at 
 (``[outer, d, inner]``) forward and backward run along the contiguous ``inner`` axis. Each row's sums are taken in
 sequence; the fallback loops over the axis in torch ops in the same order, so both give the same bits.
 
-FFM's pairwise term (:class:`PairDotSum`): ``sum_q <x[left_q], x[right_q]>`` per row over the slot embeddings
-``[B, K, D]``, each slot in at most one pair: one pass over the row forward and backward (the backward writes each
-slot's gradient once), float32 and float64; the fallback takes the same products and sums in the same sequence.
+FFM's pairwise term (:class:`PairDotSum`): ``sum_q <x[left_q], x[right_q]>`` per row over the slot embeddings,
+read in place from the tables holding them (FFM's F - 1 separate ``[B, F, D]`` outputs, not stacked; FFMv2's one
+``[B, F * (F - 1), D]``), each slot in at most one pair: one pass over the row forward and backward (the backward
+writes each slot's gradient once), float32 and float64; the fallback takes the same products and sums in the same sequence.
 
 ONN's DNN input (:class:`SelectPairDots`): the copy slots beside every pair's dot product, read in place from the
 tables holding the slots (ONN's F separate ``[B, F, D]`` outputs, not stacked; ONNv2's one ``[B, F * F, D]``); its
@@ -64,9 +65,9 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_layer_norm_mid_bwd.restype = None
             for t in ("f32", "f64"):
                 fwd, bwd = getattr(lib, f"bars_pair_dot_sum_{t}"), getattr(lib, f"bars_pair_scatter_{t}")
-                fwd.argtypes = [p, p, p, i64, i64, i64, i64, p]
+                fwd.argtypes = [p, i64, p, p, i64, i64, i64, p, p]
                 fwd.restype = None
-                bwd.argtypes = [p, p, p, p, i64, i64, i64, i64, ctypes.c_int32, p]
+                bwd.argtypes = [p, i64, i64, p, p, p, i64, i64, i64, ctypes.c_int32, p, p]
                 bwd.restype = None
                 fwd, bwd = getattr(lib, f"bars_pair_products_{t}"), getattr(lib, f"bars_pair_products_bwd_{t}")
                 fwd.argtypes = [p, p, i64, p, p, i64, i64, i64, i64, p]
@@ -282,16 +283,29 @@ def _pair_kernel_ok(x: Tensor) -> bool:
     return x.dtype in (torch.float32, torch.float64) and x.is_contiguous() and x.device.type == "cpu" and available()
 
 
-def pair_dot_sum_forward(x: Tensor, left: Tensor, right: Tensor) -> Tensor:
-    """``out[b] = sum_q <x[b, left_q], x[b, right_q]>`` for ``x`` ``[B, K, D]``: each dot product and the sum
-    over pairs in sequence from 0 (the kernel's order)."""
-    b, k, d = x.shape
+def _tables_ok(xs: Sequence[Tensor]) -> bool:
+    return all(_pair_kernel_ok(x) and x.shape == xs[0].shape and x.dtype == xs[0].dtype for x in xs)
+
+
+def _ptrs(ts: Sequence[Tensor]) -> Tensor:
+    """The tensors' data addresses as an int64 array (the kernels' ``const T *const *``); hold it until the call
+    returns."""
+    return torch.tensor([t.data_ptr() for t in ts], dtype=torch.int64)
+
+
+def pair_dot_sum_forward(xs: Sequence[Tensor], left: Tensor, right: Tensor) -> Tensor:
+    """``xs``: tables ``[B, Kt, D]`` holding slots ``k = t * Kt + j`` (``xs[t][:, j]``) -> ``out[b] = sum_q
+    <x[b, left_q], x[b, right_q]>``: each dot product and the sum over pairs in sequence from 0 (the kernel's
+    order)."""
+    b, kt, d = xs[0].shape
     p = left.numel()
-    if _pair_kernel_ok(x):
-        out = x.new_empty(b)
-        fn = _load().bars_pair_dot_sum_f32 if x.dtype == torch.float32 else _load().bars_pair_dot_sum_f64  # type: ignore[union-attr]
-        fn(x.data_ptr(), left.data_ptr(), right.data_ptr(), b, k, d, p, out.data_ptr())
+    if _tables_ok(xs):
+        out = xs[0].new_empty(b)
+        where, ptrs = torch.empty(4 * p, dtype=torch.int64), _ptrs(xs)
+        fn = _load().bars_pair_dot_sum_f32 if xs[0].dtype == torch.float32 else _load().bars_pair_dot_sum_f64  # type: ignore[union-attr]
+        fn(ptrs.data_ptr(), kt, left.data_ptr(), right.data_ptr(), p, b, d, where.data_ptr(), out.data_ptr())
         return out
+    x = torch.cat(list(xs), dim=1)  # [B, K, D]
     prod = x[:, left] * x[:, right]  # [B, P, D]
     dots = x.new_zeros(b, p)
     for j in range(d):
@@ -302,42 +316,42 @@ def pair_dot_sum_forward(x: Tensor, left: Tensor, right: Tensor) -> Tensor:
     return acc
 
 
-def pair_dot_sum_backward(g: Tensor, x: Tensor, left: Tensor, right: Tensor, covers: bool) -> Tensor:
-    """The gradient of :func:`pair_dot_sum_forward` for slots in at most one pair: ``g * partner``; slots in no
-    pair get 0 (``covers``: every slot is in a pair)."""
-    b, k, d = x.shape
+def pair_dot_sum_backward(g: Tensor, xs: Sequence[Tensor], left: Tensor, right: Tensor, covers: bool
+                          ) -> list[Tensor]:
+    """The gradients of :func:`pair_dot_sum_forward`, one per table, for slots in at most one pair: ``g *
+    partner``; slots in no pair get 0 (``covers``: every slot is in a pair)."""
+    b, kt, d = xs[0].shape
+    p = left.numel()
     g = g.contiguous()
-    if _pair_kernel_ok(x) and g.dtype == x.dtype:
-        gx = torch.empty_like(x)
-        fn = _load().bars_pair_scatter_f32 if x.dtype == torch.float32 else _load().bars_pair_scatter_f64  # type: ignore[union-attr]
-        fn(x.data_ptr(), g.data_ptr(), left.data_ptr(), right.data_ptr(), b, k, d, left.numel(), int(not covers),
-           gx.data_ptr())
-        return gx
+    if _tables_ok(xs) and g.dtype == xs[0].dtype:
+        gxs = [torch.empty_like(x) for x in xs]
+        where, ptrs, gptrs = torch.empty(4 * p, dtype=torch.int64), _ptrs(xs), _ptrs(gxs)
+        fn = _load().bars_pair_scatter_f32 if g.dtype == torch.float32 else _load().bars_pair_scatter_f64  # type: ignore[union-attr]
+        fn(ptrs.data_ptr(), len(xs), kt, g.data_ptr(), left.data_ptr(), right.data_ptr(), p, b, d, int(not covers),
+           where.data_ptr(), gptrs.data_ptr())
+        return gxs
+    x = torch.cat(list(xs), dim=1)
     gx = torch.empty_like(x) if covers else torch.zeros_like(x)
     gb = g.view(b, 1, 1)
     gx[:, left] = gb * x[:, right]
     gx[:, right] = gb * x[:, left]
-    return gx
+    return list(gx.split(kt, dim=1))
 
 
 class PairDotSum(torch.autograd.Function):
-    """``[B, K, D] -> [B]``: :func:`pair_dot_sum_forward` with its gradient (pairs of distinct slots, each slot in
-    at most one pair; ``covers``: every slot is in one)."""
+    """``(left, right, covers, *xs) -> [B]``: :func:`pair_dot_sum_forward` with its gradients (pairs of distinct
+    slots, each slot in at most one pair; ``covers``: every slot is in one)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, left: Tensor, right: Tensor, covers: bool) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, left, right)
+    def forward(ctx, left: Tensor, right: Tensor, covers: bool, *xs: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(left, right, *xs)
         ctx.covers = covers
-        return pair_dot_sum_forward(x, left, right)
+        return pair_dot_sum_forward(xs, left, right)
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
-        x, left, right = ctx.saved_tensors
-        return pair_dot_sum_backward(g, x, left, right, ctx.covers), None, None, None
-
-
-def _ptrs(ts: Sequence[Tensor]) -> Tensor:
-    return torch.tensor([t.data_ptr() for t in ts], dtype=torch.int64)
+    def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        left, right, *xs = ctx.saved_tensors
+        return (None, None, None, *pair_dot_sum_backward(g, xs, left, right, ctx.covers))
 
 
 def select_pair_dots_forward(xs: Sequence[Tensor], sel: Tensor, left: Tensor, right: Tensor) -> Tensor:
@@ -346,7 +360,7 @@ def select_pair_dots_forward(xs: Sequence[Tensor], sel: Tensor, left: Tensor, ri
     kernel's order)."""
     b, kt, d = xs[0].shape
     m, p = sel.numel(), left.numel()
-    if all(_pair_kernel_ok(x) and x.shape == xs[0].shape and x.dtype == xs[0].dtype for x in xs):
+    if _tables_ok(xs):
         out = xs[0].new_empty(b, m * d + p)
         where = torch.empty(2 * (m + 2 * p), dtype=torch.int64)
         ptrs = _ptrs(xs)
@@ -369,7 +383,7 @@ def select_pair_dots_backward(g: Tensor, xs: Sequence[Tensor], sel: Tensor, left
     b, kt, d = xs[0].shape
     m, p = sel.numel(), left.numel()
     g = g.contiguous()
-    if all(_pair_kernel_ok(x) and x.shape == xs[0].shape and x.dtype == g.dtype for x in xs):
+    if _tables_ok(xs) and g.dtype == xs[0].dtype:
         gxs = [torch.empty_like(x) for x in xs]
         where = torch.empty(2 * (m + 2 * p), dtype=torch.int64)
         ptrs, gptrs = _ptrs(xs), _ptrs(gxs)
@@ -404,15 +418,11 @@ class SelectPairDots(torch.autograd.Function):
         return (None, None, None, None, *select_pair_dots_backward(g, xs, sel, left, right, ctx.covers))
 
 
-def _products_ok(ts: Sequence[Tensor]) -> bool:
-    return all(_pair_kernel_ok(t) and t.shape == ts[0].shape and t.dtype == ts[0].dtype for t in ts)
-
-
 def pair_products_forward(left: Tensor, right: Tensor, hs: Sequence[Tensor], es: Sequence[Tensor]) -> Tensor:
     """``[B, n, P, D]``: ``hs[k][:, left] * es[k][:, right]`` for the ``n`` couples (each ``[B, F, D]``)."""
     b, f, d = hs[0].shape
     p = left.numel()
-    if _products_ok([*hs, *es]):
+    if _tables_ok([*hs, *es]):
         out = hs[0].new_empty(b, len(hs), p, d)
         fn = _load().bars_pair_products_f32 if hs[0].dtype == torch.float32 else _load().bars_pair_products_f64  # type: ignore[union-attr]
         ph, pe = _ptrs(hs), _ptrs(es)  # held until the call returns
@@ -428,7 +438,7 @@ def pair_products_backward(g: Tensor, left: Tensor, right: Tensor, hs: Sequence[
     b, f, d = hs[0].shape
     p = left.numel()
     g = g.contiguous()
-    if _products_ok([*hs, *es]) and g.dtype == hs[0].dtype:
+    if _tables_ok([*hs, *es]) and g.dtype == hs[0].dtype:
         ghs, ges = [torch.empty_like(h) for h in hs], [torch.empty_like(e) for e in es]
         fn = (_load().bars_pair_products_bwd_f32 if g.dtype == torch.float32  # type: ignore[union-attr]
               else _load().bars_pair_products_bwd_f64)  # type: ignore[union-attr]
