@@ -190,6 +190,18 @@ static void slot_where(const int64_t *ix, int64_t n, int64_t kt, int64_t *tab, i
     }
 }
 
+/* SCATTER_PAIR: row i's gradients of pair q's two slots, g_val * partner each (both pair-kernel backwards). */
+#define SCATTER_PAIR(T, g_val)                                                                                       \
+    do {                                                                                                            \
+        const T *restrict l = xs[lt[q]] + i * rs + lo[q] * d, *restrict r = xs[rt[q]] + i * rs + ro[q] * d;         \
+        T *restrict gl = gxs[lt[q]] + i * rs + lo[q] * d, *restrict gr = gxs[rt[q]] + i * rs + ro[q] * d;           \
+        const T gv = (g_val);                                                                                       \
+        for (int64_t j = 0; j < d; j++) {                                                                           \
+            gl[j] = gv * r[j];                                                                                      \
+            gr[j] = gv * l[j];                                                                                      \
+        }                                                                                                           \
+    } while (0)
+
 /* bars_pair_dot_sum_{f32,f64} / bars_pair_scatter_{f32,f64}: FFM's pairwise term over the slot embeddings of a
  * row held in n tables xs[t]: [rows, kt, d] contiguous (slot k = xs[k / kt][row, k % kt]: FFM's F - 1 separate
  * embedding tables read in place, or one [rows, k, d] array), pairs (left[q], right[q]) of slot indices, each slot
@@ -232,14 +244,7 @@ static void slot_where(const int64_t *ix, int64_t n, int64_t kt, int64_t *tab, i
             if (zero)                                                                                               \
                 for (int64_t t = 0; t < n; t++)                                                                     \
                     for (int64_t j = 0; j < rs; j++) gxs[t][i * rs + j] = 0;                                        \
-            for (int64_t q = 0; q < p; q++) {                                                                       \
-                const T *restrict l = xs[lt[q]] + i * rs + lo[q] * d, *restrict r = xs[rt[q]] + i * rs + ro[q] * d; \
-                T *restrict gl = gxs[lt[q]] + i * rs + lo[q] * d, *restrict gr = gxs[rt[q]] + i * rs + ro[q] * d;   \
-                for (int64_t j = 0; j < d; j++) {                                                                   \
-                    gl[j] = gi * r[j];                                                                              \
-                    gr[j] = gi * l[j];                                                                              \
-                }                                                                                                   \
-            }                                                                                                       \
+            for (int64_t q = 0; q < p; q++) SCATTER_PAIR(T, gi);                                                    \
         }                                                                                                           \
     }
 
@@ -257,16 +262,21 @@ PAIR_DOT(double, f64)
  * zero [rows, k, d] gradient: each a pass over hundreds of MB (and as many page faults) at Criteo's shape.
  * `where` (2 * (m + 2p) int64, caller-owned) receives each slot's table and offset. */
 
+/* SELECT_WHERE: the selected and paired slots' tables and offsets (in `where`), the output row's width w and a
+ * table row's stride rs (both select-pair kernels). */
+#define SELECT_WHERE                                                                                                \
+    int64_t *st = where, *so = st + m, *lt = so + m, *lo = lt + p, *rt = lo + p, *ro = rt + p;                      \
+    slot_where(sel, m, kt, st, so);                                                                                 \
+    slot_where(left, p, kt, lt, lo);                                                                                \
+    slot_where(right, p, kt, rt, ro);                                                                               \
+    const int64_t w = m * d + p, rs = kt * d
+
 #define SELECT_PAIR_DOT(T, SUFFIX)                                                                                  \
     CLONES                                                                                                          \
     void bars_select_pair_dots_##SUFFIX(const T *const *xs, int64_t kt, const int64_t *sel, int64_t m,             \
                                         const int64_t *left, const int64_t *right, int64_t p, int64_t rows,         \
                                         int64_t d, int64_t *where, T *restrict out) {                               \
-        int64_t *st = where, *so = st + m, *lt = so + m, *lo = lt + p, *rt = lo + p, *ro = rt + p;                  \
-        slot_where(sel, m, kt, st, so);                                                                             \
-        slot_where(left, p, kt, lt, lo);                                                                            \
-        slot_where(right, p, kt, rt, ro);                                                                           \
-        const int64_t w = m * d + p, rs = kt * d;                                                                   \
+        SELECT_WHERE;                                                                                               \
         for (int64_t i = 0; i < rows; i++) {                                                                        \
             T *restrict orow = out + i * w;                                                                         \
             for (int64_t s = 0; s < m; s++) {                                                                       \
@@ -286,11 +296,7 @@ PAIR_DOT(double, f64)
                                            const int64_t *sel, int64_t m, const int64_t *left,                      \
                                            const int64_t *right, int64_t p, int64_t rows, int64_t d, int32_t zero,  \
                                            int64_t *where, T *const *gxs) {                                         \
-        int64_t *st = where, *so = st + m, *lt = so + m, *lo = lt + p, *rt = lo + p, *ro = rt + p;                  \
-        slot_where(sel, m, kt, st, so);                                                                             \
-        slot_where(left, p, kt, lt, lo);                                                                            \
-        slot_where(right, p, kt, rt, ro);                                                                           \
-        const int64_t w = m * d + p, rs = kt * d;                                                                   \
+        SELECT_WHERE;                                                                                               \
         for (int64_t i = 0; i < rows; i++) {                                                                        \
             const T *restrict grow_in = g + i * w;                                                                  \
             if (zero)                                                                                               \
@@ -300,15 +306,7 @@ PAIR_DOT(double, f64)
                 T *restrict dst = gxs[st[s]] + i * rs + so[s] * d;                                                  \
                 for (int64_t j = 0; j < d; j++) dst[j] = grow_in[s * d + j];                                        \
             }                                                                                                       \
-            for (int64_t q = 0; q < p; q++) {                                                                       \
-                const T *restrict l = xs[lt[q]] + i * rs + lo[q] * d, *restrict r = xs[rt[q]] + i * rs + ro[q] * d; \
-                T *restrict gl = gxs[lt[q]] + i * rs + lo[q] * d, *restrict gr = gxs[rt[q]] + i * rs + ro[q] * d;   \
-                const T gq = grow_in[m * d + q];                                                                    \
-                for (int64_t j = 0; j < d; j++) {                                                                   \
-                    gl[j] = gq * r[j];                                                                              \
-                    gr[j] = gq * l[j];                                                                              \
-                }                                                                                                   \
-            }                                                                                                       \
+            for (int64_t q = 0; q < p; q++) SCATTER_PAIR(T, grow_in[m * d + q]);                                    \
         }                                                                                                           \
     }
 

@@ -293,6 +293,16 @@ def _ptrs(ts: Sequence[Tensor]) -> Tensor:
     return torch.tensor([t.data_ptr() for t in ts], dtype=torch.int64)
 
 
+def _pair_dots(x: Tensor, left: Tensor, right: Tensor) -> Tensor:
+    """``[B, P]``: ``<x[:, left_q], x[:, right_q]>`` for ``x`` ``[B, K, D]``, each summed over D in sequence from 0
+    (the kernels' order)."""
+    prod = x[:, left] * x[:, right]  # [B, P, D]
+    dots = x.new_zeros(x.shape[0], left.numel())
+    for j in range(x.shape[2]):
+        dots = dots + prod[:, :, j]
+    return dots
+
+
 def pair_dot_sum_forward(xs: Sequence[Tensor], left: Tensor, right: Tensor) -> Tensor:
     """``xs``: tables ``[B, Kt, D]`` holding slots ``k = t * Kt + j`` (``xs[t][:, j]``) -> ``out[b] = sum_q
     <x[b, left_q], x[b, right_q]>``: each dot product and the sum over pairs in sequence from 0 (the kernel's
@@ -305,12 +315,8 @@ def pair_dot_sum_forward(xs: Sequence[Tensor], left: Tensor, right: Tensor) -> T
         fn = _load().bars_pair_dot_sum_f32 if xs[0].dtype == torch.float32 else _load().bars_pair_dot_sum_f64  # type: ignore[union-attr]
         fn(ptrs.data_ptr(), kt, left.data_ptr(), right.data_ptr(), p, b, d, where.data_ptr(), out.data_ptr())
         return out
-    x = torch.cat(list(xs), dim=1)  # [B, K, D]
-    prod = x[:, left] * x[:, right]  # [B, P, D]
-    dots = x.new_zeros(b, p)
-    for j in range(d):
-        dots = dots + prod[:, :, j]
-    acc = x.new_zeros(b)
+    dots = _pair_dots(torch.cat(list(xs), dim=1), left, right)
+    acc = dots.new_zeros(b)
     for q in range(p):
         acc = acc + dots[:, q]
     return acc
@@ -369,11 +375,7 @@ def select_pair_dots_forward(xs: Sequence[Tensor], sel: Tensor, left: Tensor, ri
            out.data_ptr())
         return out
     x = torch.cat(list(xs), dim=1)  # [B, K, D]
-    prod = x[:, left] * x[:, right]  # [B, P, D]
-    dots = x.new_zeros(b, p)
-    for j in range(d):
-        dots = dots + prod[:, :, j]
-    return torch.cat([x[:, sel].reshape(b, m * d), dots], dim=1)
+    return torch.cat([x[:, sel].reshape(b, m * d), _pair_dots(x, left, right)], dim=1)
 
 
 def select_pair_dots_backward(g: Tensor, xs: Sequence[Tensor], sel: Tensor, left: Tensor, right: Tensor,
