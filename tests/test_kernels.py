@@ -285,32 +285,52 @@ def test_select_pair_dots_equals_its_equation(monkeypatch, mode, f, d, b, covers
     torch.testing.assert_close(dx, torch.autograd.grad(want, x, dy)[0], rtol=0, atol=0)  # a copy or one product
 
 
-@pytest.mark.parametrize("separate", [True, False])
-def test_onn_with_selected_equals_select_and_products(separate) -> None:
-    """FieldAwareProducts.with_selected (ONN's and ONNv2's layouts, numeric and categorical fields interleaved,
-    padding indices) = the copies beside the products' sums: values and the gradients of every table; traced, the
-    plain ops."""
+def _field_aware_case(num_slots: int, separate: bool):
+    """(FieldAwareEmbedding in float64 with N(0, 1) weights, a batch) over five fields, numeric and categorical
+    interleaved, with padding indices."""
     from bars.data.spec import Feature, FeatureSpec
-    from bars.models.layers.field_aware import (
-        FieldAwareEmbedding,
-        FieldAwareProducts,
-        SlotSelect,
-        onn_slot,
-        onnv2_slot,
-    )
+    from bars.models.layers.field_aware import FieldAwareEmbedding
 
     spec = FeatureSpec(dataset="t", label="y", features=(
         Feature("n1", "numeric"), Feature("a", "categorical", vocab_size=7), Feature("n2", "numeric"),
         Feature("b", "categorical", vocab_size=5), Feature("c", "categorical", vocab_size=9)))
     torch.manual_seed(0)
-    emb = FieldAwareEmbedding(spec, 4, num_slots=5, separate_tables=separate, max_bytes=2**30).double()
+    emb = FieldAwareEmbedding(spec, 4, num_slots=num_slots, separate_tables=separate, max_bytes=2**30).double()
     for p in emb.parameters():
         torch.nn.init.normal_(p)
-    slot = onn_slot if separate else onnv2_slot
-    prods, select = FieldAwareProducts(5, 5, slot), SlotSelect(5, 5, slot)
     batch = {"n1": torch.rand(6, dtype=torch.float64), "n2": torch.rand(6, dtype=torch.float64),
              "a": torch.tensor([0, 1, 6, 3, 3, 2]), "b": torch.tensor([4, 4, 0, 1, 2, 3]),
              "c": torch.tensor([8, 1, 1, 5, 0, 7])}
+    return emb, batch
+
+
+def _check_traced_keeps_plain_ops(emb, of_parts, batch, want, function: str) -> None:
+    """``of_parts(emb.parts(batch))`` traced (an export): no ``function`` in the graph, the same values."""
+    names = tuple(batch)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = emb
+
+        def forward(self, *xs):
+            return of_parts(self.emb.parts(dict(zip(names, xs, strict=True))))
+
+    args = tuple(batch.values())
+    traced = torch.jit.trace(Wrap(), args)
+    assert function not in str(traced.inlined_graph)
+    torch.testing.assert_close(traced(*args), want.detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("separate", [True, False])
+def test_onn_with_selected_equals_select_and_products(separate) -> None:
+    """FieldAwareProducts.with_selected (ONN's and ONNv2's layouts) = the copies beside the products' sums: values
+    and the gradients of every table; traced, the plain ops."""
+    from bars.models.layers.field_aware import FieldAwareProducts, SlotSelect, onn_slot, onnv2_slot
+
+    emb, batch = _field_aware_case(5, separate)
+    slot = onn_slot if separate else onnv2_slot
+    prods, select = FieldAwareProducts(5, 5, slot), SlotSelect(5, 5, slot)
     got = prods.with_selected(emb.parts(batch), select, emb.slots_first_layout)
     dy = torch.randn_like(got)
     gg = torch.autograd.grad(got, list(emb.parameters()), dy)
@@ -320,41 +340,19 @@ def test_onn_with_selected_equals_select_and_products(separate) -> None:
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     for u, v in zip(gg, gw, strict=True):
         torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
-
-    class Wrap(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.emb, self.prods, self.select = emb, prods, select
-
-        def forward(self, n1, a, n2, b, c):
-            x = self.emb.parts({"n1": n1, "a": a, "n2": n2, "b": b, "c": c})
-            return self.prods.with_selected(x, self.select, self.emb.slots_first_layout)
-
-    args = tuple(batch[k] for k in ("n1", "a", "n2", "b", "c"))
-    graph = torch.jit.trace(Wrap(), args).inlined_graph
-    assert "SelectPairDots" not in str(graph)
-    torch.testing.assert_close(torch.jit.trace(Wrap(), args)(*args), want.detach(), rtol=1e-12, atol=1e-12)
+    _check_traced_keeps_plain_ops(
+        emb, lambda parts: prods.with_selected(parts, select, emb.slots_first_layout), batch, want, "SelectPairDots")
 
 
 @pytest.mark.parametrize("separate", [True, False])
 def test_ffm_dot_sum_equals_the_products_sum(separate) -> None:
-    """FieldAwareProducts.dot_sum (both embedding layouts, numeric and categorical fields interleaved, padding
-    indices) = the sum of its products: values and the gradients of every table."""
-    from bars.data.spec import Feature, FeatureSpec
-    from bars.models.layers.field_aware import FieldAwareEmbedding, FieldAwareProducts, ffm_slot
+    """FieldAwareProducts.dot_sum (FFM's and FFMv2's layouts) = the sum of its products: values and the gradients
+    of every table; traced, the plain ops."""
+    from bars.models.layers.field_aware import FieldAwareProducts, ffm_slot
 
-    spec = FeatureSpec(dataset="t", label="y", features=(
-        Feature("n1", "numeric"), Feature("a", "categorical", vocab_size=7), Feature("n2", "numeric"),
-        Feature("b", "categorical", vocab_size=5), Feature("c", "categorical", vocab_size=9)))
-    torch.manual_seed(0)
-    emb = FieldAwareEmbedding(spec, 4, num_slots=4, separate_tables=separate, max_bytes=2**30).double()
-    for p in emb.parameters():
-        torch.nn.init.normal_(p)
+    emb, batch = _field_aware_case(4, separate)
     prods = FieldAwareProducts(5, 4, ffm_slot)
     assert prods.disjoint and prods.covers
-    batch = {"n1": torch.rand(6, dtype=torch.float64), "n2": torch.rand(6, dtype=torch.float64),
-             "a": torch.tensor([0, 1, 6, 3, 3, 2]), "b": torch.tensor([4, 4, 0, 1, 2, 3]),
-             "c": torch.tensor([8, 1, 1, 5, 0, 7])}
     dy = torch.randn(6, dtype=torch.float64)
     got = prods.dot_sum(emb.parts(batch), emb.slots_first_layout)
     gg = torch.autograd.grad(got, list(emb.parameters()), dy)
@@ -363,20 +361,8 @@ def test_ffm_dot_sum_equals_the_products_sum(separate) -> None:
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     for u, v in zip(gg, gw, strict=True):
         torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
-
-    class Wrap(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.emb, self.prods = emb, prods
-
-        def forward(self, n1, a, n2, b, c):
-            parts = self.emb.parts({"n1": n1, "a": a, "n2": n2, "b": b, "c": c})
-            return self.prods.dot_sum(parts, self.emb.slots_first_layout)
-
-    args = tuple(batch[k] for k in ("n1", "a", "n2", "b", "c"))
-    traced = torch.jit.trace(Wrap(), args)
-    assert "PairDotSum" not in str(traced.inlined_graph)
-    torch.testing.assert_close(traced(*args), want.detach(), rtol=1e-12, atol=1e-12)
+    _check_traced_keeps_plain_ops(
+        emb, lambda parts: prods.dot_sum(parts, emb.slots_first_layout), batch, want, "PairDotSum")
 
 
 # --- FiBiNET's bilinear pairs (PairProducts, bilinear_concat) -------------------------------------------------
