@@ -219,6 +219,10 @@ def _setup(cfg: DictConfig, seed: int, timer: PhaseTimer, stage: Any = None, ctx
         from bars.train import TrainConfig, resolve_device, seed_everything
 
         train_cfg = TrainConfig.from_cfg(cfg.train)
+        if train_cfg.reuse_freed_memory:  # before the model's first buffers (bars.heap); tag host_heap
+            from bars.heap import reuse_freed_memory
+
+            reuse_freed_memory()
         if ctx is not None:
             from bars.distributed import device_for
 
@@ -351,11 +355,13 @@ def group_column(cfg: DictConfig, spec: FeatureSpec) -> str | None:
 
 
 def _setup_tags(setup: _Setup) -> dict[str, Any]:
+    from bars.heap import state as heap_state
+
     ds = setup.ds
     return {"data_fingerprint": ds.fingerprint, "data_folder": str(setup.folder),
             **{f"rows_{s}": len(ds.splits[s]) for s in ("train", "valid", "test")},
             **{f"loader_{s}": m for s, m in (ds.modes or {}).items()},  # memory | stream (bars.data.stream)
-            "device": str(setup.device), "n_params": setup.n_params}
+            "device": str(setup.device), "n_params": setup.n_params, "host_heap": heap_state()}
 
 
 def _train_in_run(cfg: DictConfig, run: Any, setup: _Setup, seed: int, on_epoch: EpochCallback | None,

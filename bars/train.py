@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from bars import metrics
 from bars.compute import SampleMeter
 from bars.fileio import atomic_write
+from bars.heap import reuse_freed_memory
 from bars.objective import (
     LOSSES,
     TrainConfigError,
@@ -271,6 +272,8 @@ class TrainStep:
 
             self._all_reduce_sum, self._ghost_rows = all_reduce_sum, ghost_rows
         self.cfg = cfg
+        if cfg.reuse_freed_memory:  # the step's large buffers (embedding gradients, ...) reused, not re-faulted
+            reuse_freed_memory()
         self.device = _model_device(model)
         self.emb_params, self.net_params = _split_parameters(model)
         # a method's own parameters (OptFS's gates): trained by the same Adam, outside both regularizers

@@ -44,6 +44,7 @@ class TrainConfig:
     processes: int = 1  # processes training the run together (bars.distributed: DistributedDataParallel)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes; the loss in float32)
     tf32: bool = False  # CUDA: TF32 for float32 matmuls and cuDNN convolutions
+    reuse_freed_memory: bool = True  # freed host buffers stay in the process for the next step (bars.heap)
 
     def __post_init__(self) -> None:
         problems = []
@@ -63,6 +64,9 @@ class TrainConfig:
         for name in ("embedding_regularizer", "net_regularizer", "min_delta", "min_lr", "num_threads"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("deterministic", "tf32", "reuse_freed_memory"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not 0 < self.lr_decay_factor <= 1:
             problems.append(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor!r}")
         if not self.clip_grad_norm > 0 and not math.isinf(self.clip_grad_norm):

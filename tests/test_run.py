@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,8 @@ def test_train_one_records_everything(env):
     assert p["model.params.dnn_hidden_units"] == "[16]"
     assert t["model"] == "dcn" and t["data"] == "tabular" and t["seed"] == "2021" and t["stage"] == "single"
     assert len(t["data_fingerprint"]) >= 8 and t["device"] == "cpu" and t["n_params"] == str(r.n_params)
+    if platform.libc_ver()[0] == "glibc":  # train.reuse_freed_memory (default true) took effect (bars.heap)
+        assert t["host_heap"].startswith("reuse (glibc "), t["host_heap"]
     for key in ("git_commit", "python", "torch", "cuda", "hostname", "pid", "bars_version", "command"):
         assert t.get(key), key
     for key in ("train_loss", "val_auc", "val_logloss", "lr", "samples_per_s"):
