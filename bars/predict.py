@@ -123,6 +123,10 @@ def score_file(rec: Any, file: Path, out: Path, *, keep: Sequence[str] = (), sep
     threads = int(rec.cfg.train.get("num_threads", 0) or 0)
     if threads > 0:
         torch.set_num_threads(threads)  # as the run evaluated its test split
+    if rec.cfg.train.get("reuse_freed_memory", True):  # each batch's activations reuse the last one's pages
+        from bars.heap import reuse_freed_memory
+
+        reuse_freed_memory()
     model = rec.model.to(dev)
     tasks = tuple(model_tasks(model))  # a multi-task model: probabilities [N, T], one column per task
     names = output_columns(tasks)
