@@ -225,6 +225,16 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 
 # ------------------------------------------------------------------------------------------------- pieces
+def _no_forward_buffer_sync(ddp: type) -> dict[str, bool]:
+    """DistributedDataParallel's switch for "no buffer broadcast before each forward" (batch norm's running
+    statistics are updated alike everywhere: global batch statistics): ``forward_sync_buffers=False`` since torch
+    2.13, ``broadcast_buffers=False`` before (the torch 2.11 of a CUDA image took only that one)."""
+    import inspect
+
+    accepted = inspect.signature(ddp.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in accepted else {"broadcast_buffers": False}
+
+
 def _split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     own = getattr(model, "split_parameters", None)
     if callable(own):
@@ -549,7 +559,7 @@ def fit(
         forward_module = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=bool(unused),
-            forward_sync_buffers=False)  # batch norm's running statistics are updated alike everywhere (global batch)
+            **_no_forward_buffer_sync(DistributedDataParallel))
     step = TrainStep(model, cfg, check_finite=device.type == "cpu", forward_module=forward_module,
                      distributed=distributed)
     check_every = 1 if device.type == "cpu" else _CUDA_CHECK_EVERY

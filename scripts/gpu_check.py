@@ -12,7 +12,11 @@ Steps (each in its own process, with a time limit; one table row per result):
 4. ``sweep``: a real sweep (``data=synthetic``, generated in a temporary root, DCN, 1 epoch per trial) with
    ``sweep.workers_per_gpu=2``: every trial must finish (complete or pruned), record a GPU, and 2 workers must have run trials on
    one GPU.
-5. ``ddp``: ``bars train train.processes=2`` (torchrun, DistributedDataParallel) against one process, DCN on
+5. ``packing``: the same sweep (DCN, 250,000 synthetic rows = a Frappe_x1-size training split, 2 epochs per
+   trial) with 1 worker on one GPU and with 8 packed on it (``sweep.workers_per_gpu``): trials/hour of each, from
+   the command's wall time (processes, data preparation and tracking included) and from the trials' own span.
+   Issue 14's goal: 8 packed workers >= 4x the trials/hour of one. On ``--cpu``: 1 CPU worker against 2.
+6. ``ddp``: ``bars train train.processes=2`` (torchrun, DistributedDataParallel) against one process, DCN on
    synthetic data without dropout or batch norm: on 2 GPUs (NCCL) when there are 2, else 2 CPU processes (gloo);
    the two test AUCs must agree within 0.001.
 
@@ -51,15 +55,25 @@ class Result:
     seconds: float = 0.0
 
 
+LOGS: Path | None = None  # --logs: every command's whole output is appended to <folder>/<step>.log
+STEP = "gpu-check"
+
+
 def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> tuple[int, str, float]:
     """Run a command from the project root; (exit status, stdout + stderr, seconds). A timeout is status 124."""
     t = time.perf_counter()
     try:
         p = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-        return p.returncode, p.stdout + p.stderr, time.perf_counter() - t
+        rc, out = p.returncode, p.stdout + p.stderr
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return 124, out + f"\n(timed out after {timeout:.0f} s)", time.perf_counter() - t
+        rc, out = 124, out + f"\n(timed out after {timeout:.0f} s)"
+    secs = time.perf_counter() - t
+    if LOGS is not None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        with open(LOGS / f"{STEP}.log", "a") as f:
+            f.write(f"$ {' '.join(cmd)}\n(exit {rc}, {secs:.1f} s)\n{out}\n")
+    return rc, out, secs
 
 
 def tail(text: str, n: int = 15) -> str:
@@ -129,10 +143,14 @@ def bench_train(device: str, quick: bool, timeout: float) -> list[Result]:
 
 
 def sweep_overrides(root: Path, cpu: bool, gpus: int) -> list[str]:
+    """CPU: 2 trials per worker on 20,000 rows. GPU: 6 per worker on 100,000 rows, 2 epochs: a GPU trial takes
+    about a second, so with fewer the worker that starts first can finish them all before the second has
+    imported torch (seen on the first H200 run: 4 trials, all on one worker)."""
     workers = 2 if cpu else 2 * gpus
     placement = ["sweep.devices=cpu", "sweep.workers=2"] if cpu else ["sweep.workers_per_gpu=2"]
-    return ["model=dcn", "data=synthetic", "data.rows=20000", f"paths.root={root}", "train.max_epochs=1",
-            f"sweep.trials={2 * workers}", "tracking.experiment=gpu-check", *placement]
+    rows, epochs, per_worker = (20000, 1, 2) if cpu else (100000, 2, 6)
+    return ["model=dcn", "data=synthetic", f"data.rows={rows}", f"paths.root={root}", f"train.max_epochs={epochs}",
+            f"sweep.trials={per_worker * workers}", "tracking.experiment=gpu-check", *placement]
 
 
 def trial_placement(overrides: list[str]) -> list[tuple[str, str, str]]:
@@ -158,6 +176,67 @@ def judge_sweep(trials: list[tuple[str, str, str]], cpu: bool) -> tuple[bool, st
     kind_ok = all((d == "cpu") if cpu else d.startswith("cuda:") for d in per_device)
     ok = bool(trials) and done == len(trials) and kind_ok and max(len(w) for w in per_device.values()) >= 2
     return ok, detail
+
+
+PACK_WORKERS = 8
+PACK_GOAL = 4.0  # issue 14: 8 packed workers on one GPU >= 4x the trials/hour of one worker
+
+
+def packing_overrides(root: Path, cpu: bool, workers: int, quick: bool) -> list[str]:
+    """One sweep of the packing step: ``workers`` workers on GPU 0 (or ``workers`` CPU processes), two trials
+    each (a lone worker: 4), DCN on a Frappe_x1-size synthetic split."""
+    placement = (["sweep.devices=cpu", f"sweep.workers={workers}"] if cpu else
+                 ["sweep.devices=[0]", f"sweep.workers_per_gpu={workers}"])
+    rows = 20000 if quick else 250000
+    return ["model=dcn", "data=synthetic", f"data.rows={rows}", f"paths.root={root}", "train.max_epochs=2",
+            f"sweep.trials={max(4, 2 * workers)}", f"tracking.experiment=gpu-check-pack{workers}",
+            "sweep.progress=plain", *placement]
+
+
+def trial_span(overrides: list[str]) -> tuple[int, float, float, int]:
+    """(finished trials, seconds from the first trial's start to the last one's end, mean seconds per trial,
+    workers that ran trials) of that sweep's study."""
+    sys.path.insert(0, str(ROOT))
+    from bars import study as ST
+    from bars.config import compose
+
+    cfg = compose(overrides)
+    trials = [t for t in ST.load_study(cfg, ST.open_storage(ST.storage_url(cfg), cfg), 0).get_trials(deepcopy=False)
+              if t.state.name in ("COMPLETE", "PRUNED") and t.datetime_start and t.datetime_complete]
+    if not trials:
+        return 0, 0.0, 0.0, 0
+    start = min(t.datetime_start for t in trials)
+    end = max(t.datetime_complete for t in trials)
+    mean = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials) / len(trials)
+    workers = len({str(t.user_attrs.get(ST.WORKER_ATTR, "")) for t in trials})
+    return len(trials), (end - start).total_seconds(), mean, workers
+
+
+def packing_check(cpu: bool, quick: bool, timeout: float) -> Result:
+    """Trials/hour of one worker against ``PACK_WORKERS`` packed on one GPU (2 CPU processes with --cpu)."""
+    many = 2 if cpu else PACK_WORKERS
+    rate: dict[int, tuple[float, float, float, int]] = {}
+    secs = 0.0
+    for workers in (1, many):
+        with tempfile.TemporaryDirectory(prefix=f"bars-gpu-check-pack{workers}-") as tmp:
+            ov = packing_overrides(Path(tmp), cpu, workers, quick)
+            rc, out, s = run([sys.executable, "-m", "bars.cli", "sweep", *ov], timeout)
+            secs += s
+            if rc != 0:
+                return Result("packing", "FAIL", f"{workers} worker(s): exit {rc}\n{tail(out)}", secs)
+            n, span, mean, ran = trial_span(ov)
+        if n < max(4, 2 * workers) or span <= 0:
+            return Result("packing", "FAIL", f"{workers} worker(s): {n} trials finished", secs)
+        rate[workers] = (3600 * n / s, 3600 * n / span, mean, ran)
+    wall = rate[many][0] / rate[1][0]
+    inner = rate[many][1] / rate[1][1]
+    where = "CPU processes" if cpu else "workers on one GPU"
+    goal = "" if cpu else f"; goal >= {PACK_GOAL:g}x: {'met' if wall >= PACK_GOAL else 'NOT met'}"
+    return Result("packing", "PASS",
+                  f"trials/hour, 1 vs {many} {where}: {rate[1][0]:,.0f} vs {rate[many][0]:,.0f} by wall time "
+                  f"({wall:.2f}x), {rate[1][1]:,.0f} vs {rate[many][1]:,.0f} over the trials' span ({inner:.2f}x)"
+                  f"{goal}; a trial took {rate[1][2]:.1f} s alone, {rate[many][2]:.1f} s packed "
+                  f"({rate[many][3]} workers ran trials)", secs)
 
 
 def sweep_check(cpu: bool, gpus: int, timeout: float) -> Result:
@@ -218,12 +297,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/gpu-check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpu", action="store_true", help="run every step on the CPU (tests the script itself)")
     ap.add_argument("--quick", action="store_true", help="small bench sizes")
-    ap.add_argument("--steps", default="cuda-tests,bench-train,sweep,ddp",
-                    help="comma-separated subset of cuda-tests, bench-train, sweep, ddp")
+    ap.add_argument("--steps", default="cuda-tests,bench-train,sweep,packing,ddp",
+                    help="comma-separated subset of cuda-tests, bench-train, sweep, packing, ddp")
     ap.add_argument("--timeout", type=float, default=600, help="seconds each step may take")
+    ap.add_argument("--logs", type=Path, help="folder for every command's whole output (<step>.log)")
     args = ap.parse_args(argv)
+    global LOGS, STEP
+    LOGS = args.logs
     steps = [s for s in args.steps.split(",") if s]
-    known = {"cuda-tests", "bench-train", "sweep", "ddp"}
+    known = {"cuda-tests", "bench-train", "sweep", "packing", "ddp"}
     if set(steps) - known:
         print(f"gpu-check: --steps: unknown {sorted(set(steps) - known)}; known: {sorted(known)}", file=sys.stderr)
         return 2
@@ -235,17 +317,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = [env]
     print(f"gpu-check: {env.detail}", file=sys.stderr, flush=True)
+    done = len(results)
     for step in steps:
         t = time.perf_counter()
+        STEP = step
         if step == "cuda-tests":
             results.append(cuda_tests(args.cpu, args.timeout))
         elif step == "bench-train":
             results += bench_train("cpu" if args.cpu else "cuda", args.quick, args.timeout)
         elif step == "sweep":
             results.append(sweep_check(args.cpu, len(gpus), args.timeout))
+        elif step == "packing":
+            results.append(packing_check(args.cpu, args.quick, args.timeout))
         else:
             results.append(ddp_check(args.cpu, len(gpus), args.timeout))
         print(f"gpu-check: {step} done in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+        print(table(results[done:]).split("\n", 2)[2], file=sys.stderr, flush=True)  # its rows, as they come
+        done = len(results)
     print(f"\ngpu-check ({'CPU mode: not a GPU check' if args.cpu else 'CUDA'}; {os.cpu_count()} cores)")
     print(table(results))
     return 0 if all(r.status in ("PASS", "N/A") for r in results) else 1

@@ -4,6 +4,7 @@ train.processes=2` end to end with MLflow, the config checks, and the bf16 / TF3
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import socket
 import subprocess
@@ -272,3 +273,20 @@ def test_bf16_and_tf32_switches_on_cuda():
         set_tf32(False)
     assert set(seen) == {(torch.bfloat16, "cuda")}
     assert result.best_val["auc"] > 0.7
+
+
+def test_ddp_buffer_switch_follows_the_installed_torch():
+    """torch 2.13 names it forward_sync_buffers; the torch 2.11 of the H200's CUDA image took only
+    broadcast_buffers (the first GPU run's DDP row failed on the new name)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from bars.train import _no_forward_buffer_sync
+
+    class Older:
+        def __init__(self, module, device_ids=None, broadcast_buffers=True, find_unused_parameters=False):
+            pass
+
+    assert _no_forward_buffer_sync(Older) == {"broadcast_buffers": False}
+    expected = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                else "broadcast_buffers")
+    assert _no_forward_buffer_sync(DistributedDataParallel) == {expected: False}

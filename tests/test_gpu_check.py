@@ -54,9 +54,20 @@ def test_sweep_placement_is_judged():
 
 def test_sweep_overrides_pack_two_workers_per_gpu(tmp_path):
     gpu = GC.sweep_overrides(tmp_path, cpu=False, gpus=3)
-    assert "sweep.workers_per_gpu=2" in gpu and "sweep.trials=12" in gpu and f"paths.root={tmp_path}" in gpu
+    # 6 trials per worker on a GPU: with fewer, the first worker finished them all on the first H200 run
+    assert "sweep.workers_per_gpu=2" in gpu and "sweep.trials=36" in gpu and f"paths.root={tmp_path}" in gpu
     cpu = GC.sweep_overrides(tmp_path, cpu=True, gpus=0)
     assert {"sweep.devices=cpu", "sweep.workers=2", "sweep.trials=4"} <= set(cpu)
+
+
+def test_packing_sweeps_one_against_eight_workers_on_gpu_0(tmp_path):
+    one = GC.packing_overrides(tmp_path, cpu=False, workers=1, quick=False)
+    eight = GC.packing_overrides(tmp_path, cpu=False, workers=GC.PACK_WORKERS, quick=False)
+    assert {"sweep.devices=[0]", "sweep.workers_per_gpu=1", "sweep.trials=4"} <= set(one)
+    assert {"sweep.devices=[0]", "sweep.workers_per_gpu=8", "sweep.trials=16"} <= set(eight)
+    assert "data.rows=250000" in eight  # a Frappe_x1-size training split (80%)
+    assert {"sweep.devices=cpu", "sweep.workers=2"} <= set(GC.packing_overrides(tmp_path, cpu=True, workers=2,
+                                                                                 quick=True))
 
 
 def test_unknown_steps_are_refused(capsys):
