@@ -16,14 +16,14 @@ from torch import Tensor
 PRECISIONS = ("fp32", "bf16")
 
 
-def autocast(device: torch.device, precision: str) -> Any:
+def autocast(device: torch.device, precision: str, cache: bool = True) -> Any:
     """The forward passes' precision: ``fp32`` (nothing changes: the default, as FuxiCTR) or ``bf16`` (torch's
     autocast to bfloat16 on ``device``: matmuls, convolutions and the like in bfloat16, reductions and the rest in
     float32). The loss is always computed in float32, outside it."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "bf16":  # cache=False inside a CUDA graph capture (cast weights must not be cached)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
     raise ValueError(f"precision {precision!r} is not one of {list(PRECISIONS)}")
 
 

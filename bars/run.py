@@ -470,6 +470,7 @@ def _finish_run(cfg: DictConfig, run: Any, setup: _Setup, fit_result: FitResult,
         # run's writer thread (it overlaps the wait for the learning curve), in the store before the run ends
         run.log({**metrics, **timings}, step=max(fit_result.epochs, 1),
                 tags={"stop_reason": fit_result.stop_reason, "best_epoch": fit_result.best_epoch,
+                      "cuda_graph": fit_result.cuda_graph,
                       "device": fit_result.device, "checkpoint": str(ckpt),
                       **({"checkpoint_sha256": ckpt_sha} if ckpt_sha is not None else {})}, wait=False)
     # after the metrics (nothing measured waits on the render helper): the curve rendered meanwhile, and

@@ -96,6 +96,13 @@ __all__ = [
 ]
 
 _CUDA_CHECK_EVERY = 64  # batches between host syncs for the NaN/inf check on accelerators
+_GRAPH_WARMUP = 3  # train.cuda_graph: eager steps before the capture (cuBLAS handles, Adam's state, ...)
+
+
+def _batch_layout(xb: Mapping[str, Tensor], yb: Tensor) -> tuple:
+    return (tuple((k, tuple(v.shape), v.dtype) for k, v in xb.items()), tuple(yb.shape), yb.dtype)
+
+
 class NonFiniteLossError(FloatingPointError):
     """A batch loss was NaN or infinite; the message names the epoch, the batch and the value."""
 
@@ -149,6 +156,8 @@ class FitResult:
     # seconds of fit spent in the epochs' training passes ("train"), validation passes ("valid") and checkpoint
     # writes ("checkpoint"): the rest of ``seconds`` is bookkeeping (bars.run's breakdown of a run's wall time)
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    # train.cuda_graph: "off", "replayed <n> of <m> steps" or "fallback: <why the step could not be captured>"
+    cuda_graph: str = "off"
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -297,6 +306,17 @@ class TrainStep:
         self.lam_e, self.lam_n = float(cfg.embedding_regularizer), float(cfg.net_regularizer)
         self.clip = float(cfg.clip_grad_norm)
         self.check_finite = self.device.type == "cpu" if check_finite is None else check_finite
+        # train.cuda_graph: CUDA and one process only (TrainConfig refuses processes > 1; no effect on the CPU)
+        self._graph_wanted = bool(cfg.cuda_graph) and self.device.type == "cuda" and distributed is None
+        self._graph: Any = None  # torch.cuda.CUDAGraph of the step, once captured
+        self._graph_layout: tuple | None = None  # the batch layout (keys, shapes, dtypes) it was captured for
+        self._graph_warm = 0  # eager warm-up steps taken
+        self._static: tuple[dict[str, Tensor], Tensor] | None = None  # the graph's input tensors
+        self._static_loss: Tensor | None = None  # and its output
+        self.graph_fallback: str | None = None  # why the step could not be captured (then it runs eagerly)
+        self.graph_captures = 0
+        self.graph_replays = 0
+        self.steps = 0
 
     def regularization(self) -> Tensor:
         """``(lam_e / 2) ||E||^2 + (lam_n / 2) ||W||^2`` (differentiable; a zero tensor when both lambdas are 0)."""
@@ -314,6 +334,8 @@ class TrainStep:
         return self._add_regularization(data_loss(self.model, outputs, yb, self.loss_fn))
 
     def set_lr(self, lr: float) -> None:
+        if self._graph is not None and lr != self.optimizer.param_groups[0]["lr"]:
+            self._graph = None  # Adam's learning rate is a constant of the captured kernels: capture again
         _set_lr(self.optimizer, lr)
 
     def __call__(self, xb: dict[str, Tensor], yb: Tensor, *, epoch: int = 0, batch: int = 0,
@@ -323,9 +345,75 @@ class TrainStep:
         whole tables, a large share of a step with big embedding tables): the same gradient in float32 bit for bit
         (``(2 W) * (lam / 2)`` and ``W * lam`` round alike; a sum of two gradients is commutative), so the
         gradients, clipping and the update are those of :meth:`objective`'s graph; the returned objective is
-        its value (:func:`bars.objective.regularization_value`: bit for bit up to tables of 2**18 entries)."""
+        its value (:func:`bars.objective.regularization_value`: bit for bit up to tables of 2**18 entries).
+
+        ``train.cuda_graph`` (CUDA, one process): the first full batches run eagerly (warm-up), the next one
+        captures the step as a CUDA graph, and every later batch of that layout copies its tensors into the
+        graph's inputs and replays it: the same kernels on the same tensors, without Python and launch costs per
+        kernel. A batch of another layout (the epoch's last, shorter one) runs eagerly. A model whose step cannot
+        be captured (a host sync, a data-dependent shape) trains eagerly; :attr:`graph_fallback` says why."""
+        self.steps += 1
+        if self._graph_wanted and self.graph_fallback is None:
+            layout = _batch_layout(xb, yb)
+            if self._graph is not None and layout == self._graph_layout:
+                return self._replay(xb, yb)
+            if self._graph_layout is None or layout == self._graph_layout:
+                self._graph_layout = layout
+                if self._graph_warm < _GRAPH_WARMUP:
+                    self._graph_warm += 1
+                    side = torch.cuda.Stream(self.device)  # warm-up off the default stream (torch's recipe)
+                    side.wait_stream(torch.cuda.current_stream(self.device))
+                    with torch.cuda.stream(side):
+                        loss = self._step(xb, yb, epoch, batch, weight)
+                    torch.cuda.current_stream(self.device).wait_stream(side)
+                    return loss
+                return self._capture(xb, yb, epoch, batch, weight)
+        return self._step(xb, yb, epoch, batch, weight)
+
+    def graph_summary(self) -> str:
+        """``train.cuda_graph``'s outcome so far: "off", "replayed <n> of <m> steps" or "fallback: <why>"."""
+        if not self._graph_wanted:
+            return "off"
+        if self.graph_fallback is not None:
+            return f"fallback: {self.graph_fallback}"
+        return f"replayed {self.graph_replays} of {self.steps} steps"
+
+    def _capture(self, xb: dict[str, Tensor], yb: Tensor, epoch: int, batch: int, weight: float) -> Tensor:
+        """Capture the step on copies of this batch, then replay it (a capture runs nothing)."""
+        self._static = ({k: v.clone() for k, v in xb.items()}, yb.clone())
+        self.optimizer.zero_grad(set_to_none=True)  # the gradients are allocated in the graph's memory
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self._static_loss = self._step(*self._static, epoch, batch, weight, zero_grad=False,
+                                               autocast_cache=False)
+        except Exception as e:  # noqa: BLE001 - any capture failure: train eagerly, say why
+            self.graph_fallback = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self._graph, self._static = None, None
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.synchronize(self.device)
+            import warnings
+
+            warnings.warn(f"train.cuda_graph: the step could not be captured ({self.graph_fallback}); "
+                          "training eagerly", RuntimeWarning, stacklevel=3)
+            return self._step(xb, yb, epoch, batch, weight)
+        self._graph = graph
+        self.graph_captures += 1
+        return self._replay(xb, yb)
+
+    def _replay(self, xb: dict[str, Tensor], yb: Tensor) -> Tensor:
+        sx, sy = self._static
+        for k, v in xb.items():
+            sx[k].copy_(v)
+        sy.copy_(yb)
+        self._graph.replay()
+        self.graph_replays += 1
+        return self._static_loss.clone()  # the graph overwrites its output at the next replay
+
+    def _step(self, xb: dict[str, Tensor], yb: Tensor, epoch: int, batch: int, weight: float, *,
+              zero_grad: bool = True, autocast_cache: bool = True) -> Tensor:
         ghost = contextlib.nullcontext() if self.distributed is None else self._ghost_rows(weight == 0)
-        with autocast(self.device, self.cfg.precision), ghost:
+        with autocast(self.device, self.cfg.precision, cache=autocast_cache), ghost:
             outputs = self.forward_module(xb)
         if self.cfg.precision != "fp32":
             outputs = _float(outputs)
@@ -341,7 +429,8 @@ class TrainStep:
                 loss = loss + reg
         if self.check_finite and not torch.isfinite(loss):
             raise NonFiniteLossError(epoch, batch, float(loss))
-        self.optimizer.zero_grad(set_to_none=True)
+        if zero_grad:
+            self.optimizer.zero_grad(set_to_none=True)
         data.backward()
         add_regularization_grad(self.emb_params, self.lam_e)
         add_regularization_grad(self.net_params, self.lam_n)
@@ -672,6 +761,7 @@ def fit(
         device=str(device),
         best_monitor=best_monitor,
         phase_seconds=phase,
+        cuda_graph=step.graph_summary(),
     )
 
 

@@ -45,6 +45,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes; the loss in float32)
     tf32: bool = False  # CUDA: TF32 for float32 matmuls and cuDNN convolutions
     reuse_freed_memory: bool = True  # freed host buffers stay in the process for the next step (bars.heap)
+    cuda_graph: bool = False  # CUDA, one process: full batches replay one captured CUDA graph of the step
 
     def __post_init__(self) -> None:
         problems = []
@@ -64,9 +65,11 @@ class TrainConfig:
         for name in ("embedding_regularizer", "net_regularizer", "min_delta", "min_lr", "num_threads"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("deterministic", "tf32", "reuse_freed_memory"):
+        for name in ("deterministic", "tf32", "reuse_freed_memory", "cuda_graph"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.cuda_graph is True and isinstance(self.processes, int) and self.processes > 1:
+            problems.append(f"cuda_graph needs processes = 1 (one process per run), got processes={self.processes}")
         if not 0 < self.lr_decay_factor <= 1:
             problems.append(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor!r}")
         if not self.clip_grad_norm > 0 and not math.isinf(self.clip_grad_norm):

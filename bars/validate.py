@@ -434,7 +434,18 @@ def problems(cfg: DictConfig, command: str, *, final_runs: Callable[[], list[Dic
             out.append(f"{section}: {type(e).__name__}: {e}")
     if "train" in SECTIONS[command]:
         out += _check_processes(cfg, command)
+        out += _check_cuda_graph(cfg)
     return out
+
+
+def _check_cuda_graph(cfg: DictConfig) -> list[str]:
+    """``train.cuda_graph`` replays a captured step: a method's search sets plain Python attributes between steps
+    (OptInter's and OptFS's temperatures, hard masks) that a captured graph would keep at their capture values."""
+    method = _get(cfg, "method.name")
+    if _get(cfg, "train.cuda_graph", False) is True and method not in (None, "none"):
+        return [(f"train.cuda_graph=true with method={method}: a method changes settings between steps that a "
+                 f"captured CUDA graph would freeze; set train.cuda_graph=false")]
+    return []
 
 
 def _check_processes(cfg: DictConfig, command: str) -> list[str]:

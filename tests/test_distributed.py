@@ -242,6 +242,11 @@ def test_processes_are_refused_where_they_cannot_run():
             validate(compose(["model=dnn", "train.processes=2"]), command)
     with pytest.raises(ConfigError, match="with method=optfs"):
         validate(compose(["model=dnn", "method=optfs", "train.processes=2"]), "train")
+    with pytest.raises(ConfigError, match="train.cuda_graph=true with method=optfs: a method changes settings"):
+        validate(compose(["model=dnn", "method=optfs", "train.cuda_graph=true"]), "train")
+    with pytest.raises(ConfigError, match="cuda_graph needs processes = 1"):
+        validate(compose(["model=dnn", "train.cuda_graph=true", "train.processes=2", "train.device=cpu"]), "train")
+    validate(compose(["model=dnn", "train.cuda_graph=true"]), "train")
     with pytest.raises(ConfigError, match=r"train.precision must be one of \['fp32', 'bf16'\], got 'half'"):
         validate(compose(["model=dnn", "train.precision=half"]), "train")
     with pytest.raises(ConfigError, match="train.device=cuda:1 with train.processes=2"):

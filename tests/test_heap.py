@@ -59,8 +59,10 @@ def test_a_freed_buffer_is_reused_without_page_faults():
     assert on["state"].startswith("reuse (glibc ") and "M_MMAP_MAX 0" in on["state"]
     assert off["state"] == untouched["state"] == "system default"
     pages = 64 * 2**20 // 4096
-    # with the setting, the 2nd..5th allocations find the first one's pages mapped: (almost) no faults
-    assert max(on["faults"][1:]) < pages // 20, on
+    # with the setting, the 2nd..5th allocations find the pages of an earlier one mapped: (almost) no faults. One
+    # of the four may fault its pages in anew (seen once in make test on an AMD EPYC host: [15578, 0, 15625, 0, 0]:
+    # the freed chunk is not always the one the next 64 MiB request gets); the defaults fault in every one
+    assert sorted(on["faults"][1:])[-2] < pages // 20 and sum(on["faults"][1:]) < 1.5 * pages, on
     if not _thp_always():  # the C library's defaults: every 64 MiB buffer a fresh mapping, every 4 KiB page a fault
         assert min(off["faults"][1:]) > pages // 2, off
         assert min(untouched["faults"][1:]) > pages // 2, untouched

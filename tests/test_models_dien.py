@@ -37,6 +37,11 @@ def test_every_evolution_and_attention_trains(gru_type, attention_type):
     assert torch.allclose(loss, F.binary_cross_entropy_with_logits(out["logit"], torch.ones(6)) + 0.3 * out["aux_loss"])
     loss.backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    # DIN's attention unit: the score MLP's output bias adds one constant to every behaviour's score, which the
+    # softmax over behaviours cancels: its true gradient is 0 and the computed one rounding noise, exactly 0 or
+    # not depending on the order of float sums (0 with AIGRU/AUGRU on an AMD EPYC host, tiny on Intel)
+    if attention_type == "din_attention":
+        dead = [n for n in dead if n != "attention.0.unit.mlp.net.4.bias"]
     assert dead == []
     model.eval()
     with torch.no_grad():

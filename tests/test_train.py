@@ -16,6 +16,7 @@ from torch import nn
 
 from bars import metrics
 from bars import train as T
+from bars.models import build
 from bars.train import EpochLog, NonFiniteLossError, TrainConfig, TrainConfigError, fit
 
 # ------------------------------------------------------------------------------------------------ stand-ins
@@ -872,3 +873,36 @@ print("loaded:", bad)
                          env={**os.environ, "PYTHONPATH": str(Path(T.__file__).resolve().parent.parent)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "loaded: []" in out.stdout, out.stdout
+
+
+def test_cuda_graph_setting_is_checked_and_changes_nothing_on_the_cpu():
+    """train.cuda_graph: a bool, one process only; on the CPU it does nothing (the run reports "off")."""
+    with pytest.raises(TrainConfigError, match="cuda_graph must be true or false, got 'yes'"):
+        TrainConfig(cuda_graph="yes")
+    with pytest.raises(TrainConfigError, match="cuda_graph needs processes = 1"):
+        TrainConfig(cuda_graph=True, processes=2)
+    out = {}
+    for on in (False, True):
+        torch.manual_seed(0)
+        spec, train, valid = _graph_data()
+        model = build("dcn", spec, {"embedding_dim": 4, "dnn_hidden_units": [8], "num_cross_layers": 1})
+        res = fit(model, train, valid, TrainConfig(max_epochs=1, batch_size=64, device="cpu", cuda_graph=on), seed=3)
+        assert res.cuda_graph == "off"
+        out[on] = [p.detach().clone() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(out[False], out[True], strict=True))
+
+
+def _graph_data():
+    from bars.data.loader import SplitTensors
+    from bars.data.spec import Feature, FeatureSpec
+
+    g = torch.Generator().manual_seed(0)
+    spec = FeatureSpec(dataset="tiny", label="y", features=(Feature("a", "categorical", vocab_size=11),
+                                                            Feature("b", "categorical", vocab_size=7)))
+
+    def split(n):
+        x = {"a": torch.randint(0, 11, (n,), generator=g, dtype=torch.int32),
+             "b": torch.randint(0, 7, (n,), generator=g, dtype=torch.int32)}
+        return SplitTensors(x, ((x["a"] + x["b"]) % 2).float())
+
+    return spec, split(300), split(100)

@@ -150,7 +150,7 @@ def step_only_per_s(model: nn.Module, split, batch_size: int, reg: float, iters:
 
 
 def bench_model(name, spec, params, train, valid, epochs: int, reg: float, threads: int, device: str = "cpu",
-                precision: str = "fp32") -> Row:
+                precision: str = "fp32", cuda_graph: bool = False) -> Row:
     from bars.models.layers import count_parameters
     from bars.models.registry import build
     from bars.train import TrainConfig, evaluate, fit, resolve_device
@@ -158,7 +158,7 @@ def bench_model(name, spec, params, train, valid, epochs: int, reg: float, threa
     t0 = time.perf_counter()
     model = build(name, spec, params)
     cfg = TrainConfig(max_epochs=epochs, embedding_regularizer=reg, device=device, num_threads=threads,
-                      precision=precision)
+                      precision=precision, cuda_graph=cuda_graph)
     scores = iter(np.linspace(0.6, 0.7, epochs))  # a rising validation curve: no early stop, no LR decay
     cpu = [time.process_time()]  # process CPU seconds (all threads) at the end of each epoch's training
 
@@ -229,6 +229,8 @@ def main() -> int:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (every case)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                     help="train.precision of every case (bf16: autocast to bfloat16)")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="train.cuda_graph in every case (CUDA: full batches replay a captured graph of the step)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table for the Frappe DCN step")
     ap.add_argument("--breakdown", action="store_true",
                     help="instead: a whole run's wall time by phase (bars.run.train_one), tracking off and on")
@@ -264,7 +266,7 @@ def main() -> int:
     print(
         f"bars bench train: torch {torch.__version__}, {device}, {threads} CPU threads, {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.1f} at start, batch 4096, eval batch {TrainConfig().eval_batch_size}, "
-        f"precision {args.precision}"
+        f"precision {args.precision}, cuda_graph {args.cuda_graph}"
     )
     rows: list[Row] = []
     if not args.skip_zoo:
@@ -274,7 +276,7 @@ def main() -> int:
         names = [m for m in args.models.split(",") if m] or list_models()
         for name in names:
             rows.append(bench_model(name, spec, _params(name, 10), train, valid, args.epochs, 1e-5, threads, device,
-                                    args.precision))
+                                    args.precision, args.cuda_graph))
             print(f"  {rows[-1].name}: {rows[-1].train_per_s:,.0f} samples/s", file=sys.stderr, flush=True)
     cnames = [m for m in args.criteo_models.split(",") if m]
     if cnames:
@@ -283,7 +285,7 @@ def main() -> int:
         cvalid = synthetic_split(cspec, args.valid_rows, 1)
         for name in cnames:
             r = bench_model(name, cspec, _params(name, 10), ctrain, cvalid, args.epochs, 1e-5, threads, device,
-                            args.precision)
+                            args.precision, args.cuda_graph)
             r.name = f"{name} @ Criteo shape"
             rows.append(r)
             print(f"  {r.name}: {r.train_per_s:,.0f} samples/s", file=sys.stderr, flush=True)
@@ -293,7 +295,8 @@ def main() -> int:
     dcn = None
     for name in [m for m in args.frappe_models.split(",") if m]:
         params = FRAPPE_DCN_BEST if name == "dcn" else _params(name, 10)
-        r = bench_model(name, fspec, params, ftrain, fvalid, args.epochs, 0.05, threads, device, args.precision)
+        r = bench_model(name, fspec, params, ftrain, fvalid, args.epochs, 0.05, threads, device, args.precision,
+                        args.cuda_graph)
         r.name = "dcn @ Frappe_x1 best" if name == "dcn" else f"{name} @ Frappe_x1"
         dcn = r if name == "dcn" else dcn
         rows.append(r)
