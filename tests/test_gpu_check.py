@@ -63,8 +63,8 @@ def test_sweep_overrides_pack_two_workers_per_gpu(tmp_path):
 def test_packing_sweeps_one_against_eight_workers_on_gpu_0(tmp_path):
     one = GC.packing_overrides(tmp_path, cpu=False, workers=1, quick=False)
     eight = GC.packing_overrides(tmp_path, cpu=False, workers=GC.PACK_WORKERS, quick=False)
-    assert {"sweep.devices=[0]", "sweep.workers_per_gpu=1", "sweep.trials=4"} <= set(one)
-    assert {"sweep.devices=[0]", "sweep.workers_per_gpu=8", "sweep.trials=16"} <= set(eight)
+    assert {"sweep.devices=[0]", "sweep.workers_per_gpu=1", "sweep.trials=6"} <= set(one)
+    assert {"sweep.devices=[0]", "sweep.workers_per_gpu=8", "sweep.trials=32"} <= set(eight)
     assert {"data.rows=250000", "train.max_epochs=8"} <= set(eight)  # a Frappe_x1-size training split (80%)
     assert {"sweep.devices=cpu", "sweep.workers=2"} <= set(GC.packing_overrides(tmp_path, cpu=True, workers=2,
                                                                                  quick=True))
