@@ -68,6 +68,7 @@ def test_train_one_records_everything(env):
     assert p["model.params.dnn_hidden_units"] == "[16]"
     assert t["model"] == "dcn" and t["data"] == "tabular" and t["seed"] == "2021" and t["stage"] == "single"
     assert len(t["data_fingerprint"]) >= 8 and t["device"] == "cpu" and t["n_params"] == str(r.n_params)
+    assert t["cuda_graph"] == "off"  # train.cuda_graph's outcome (off by default; no effect on the CPU)
     if platform.libc_ver()[0] == "glibc":  # train.reuse_freed_memory (default true) took effect (bars.heap)
         assert t["host_heap"].startswith("reuse (glibc "), t["host_heap"]
     for key in ("git_commit", "python", "torch", "cuda", "hostname", "pid", "bars_version", "command"):
