@@ -161,7 +161,7 @@ bench-predict: $(STAMP) ## Predict rows/s from a raw file vs validation rows/s o
 bench-sweep: $(STAMP) ## Sweep-strategy study (docs/sweeps.md; resumable, hours): grid/random/TPE/+median/+Hyperband at the grid's compute; OVERHEAD=1: a sweep trial's fixed cost only
 	$(BARS) bench sweep $(if $(OVERHEAD),--overhead,--docs docs/sweeps.md) $(ARGS)
 
-gpu-check: $(STAMP) ## On a GPU machine: CUDA tests, bench-train on CUDA (eager, CUDA graph), a 2-workers-per-GPU sweep, 1 vs 8 packed workers, a 2-process DDP run; prints a table
+gpu-check: $(STAMP) ## On a GPU machine: CUDA tests, bench-train on CUDA (eager, CUDA graph), a 2-workers-per-GPU sweep, 1 vs 8 packed workers, precision switches' AUC, a 2-process DDP run; prints a table
 	scripts/gpu-check $(ARGS)
 
 bench-reliability: $(STAMP) ## Reliability checks at full count: 10,000 fuzz cases per format, 100 kill points per command (hours on 2 cores)

@@ -18,7 +18,11 @@ Steps (each in its own process, with a time limit; one table row per result):
    per trial on a GPU: the first H200 run's 2-epoch trials took ~2 s, too short to be more than start-up) with 1 worker on one GPU and with 8 packed on it (``sweep.workers_per_gpu``): trials/hour of each, from
    the command's wall time (processes, data preparation and tracking included) and from the trials' own span.
    Issue 14's goal: 8 packed workers >= 4x the trials/hour of one. On ``--cpu``: 1 CPU worker against 2.
-6. ``ddp``: ``bars train train.processes=2`` (torchrun, DistributedDataParallel) against one process, DCN on
+6. ``precision``: one seeded DCN run (conf defaults, 250,000 synthetic rows, 6 epochs) each in fp32, with
+   ``train.tf32=true``, with ``train.precision=bf16`` and with ``train.cuda_graph=true``: test AUC and logloss
+   against fp32's, training samples/s (issue 14: the switches' measured effect on AUC). On ``--cpu`` TF32 and the
+   graph do nothing, so their rows must equal fp32's.
+7. ``ddp``: ``bars train train.processes=2`` (torchrun, DistributedDataParallel) against one process, DCN on
    synthetic data without dropout or batch norm: on 2 GPUs (NCCL) when there are 2, else 2 CPU processes (gloo);
    the two test AUCs must agree within 0.001.
 
@@ -288,6 +292,42 @@ def ddp_overrides(root: Path, device: str) -> list[str]:
             "tracking.experiment=gpu-check-ddp"]
 
 
+PRECISIONS = {"fp32": [], "tf32": ["train.tf32=true"], "bf16": ["train.precision=bf16"],
+              "graph": ["train.cuda_graph=true"]}
+RUN_LINE = re.compile(r"test\s+AUC ([0-9.]+)\s+logloss ([0-9.]+)")
+SPEED_LINE = re.compile(r"([\d,]+) samples/s")
+
+
+def precision_overrides(root: Path, cpu: bool, quick: bool) -> list[str]:
+    """DCN at its conf defaults (dropout, batch norm) on a Frappe_x1-size synthetic split, 6 epochs."""
+    rows = 20000 if quick else 250000
+    return ["model=dcn", "data=synthetic", f"data.rows={rows}", f"paths.root={root}", "train.max_epochs=6",
+            f"train.device={'cpu' if cpu else 'cuda'}", "tracking.experiment=gpu-check-precision"]
+
+
+def precision_check(cpu: bool, quick: bool, timeout: float) -> Result:
+    """One seeded run per switch (fp32, train.tf32, train.precision=bf16, train.cuda_graph): test AUC and
+    logloss against fp32's, and training samples/s. Issue 14 asks for the measured effect of bf16 and TF32 on AUC;
+    on the CPU TF32 and the graph change nothing (their rows must equal fp32's)."""
+    got: dict[str, tuple[float, float, float]] = {}
+    secs = 0.0
+    with tempfile.TemporaryDirectory(prefix="bars-gpu-check-precision-") as tmp:
+        for name, extra in PRECISIONS.items():
+            rc, out, s = run([sys.executable, "-m", "bars.cli", "train", *precision_overrides(Path(tmp), cpu, quick),
+                              *extra], timeout)
+            secs += s
+            found, speed = RUN_LINE.findall(out), SPEED_LINE.findall(out)
+            if rc != 0 or not found or not speed:
+                return Result("precision", "FAIL", f"{name}: exit {rc}\n{tail(out)}", secs)
+            got[name] = (float(found[-1][0]), float(found[-1][1]), float(speed[-1].replace(",", "")))
+    auc0, ll0, sp0 = got["fp32"]
+    parts = [f"fp32 test AUC {auc0:.5f} ({sp0:,.0f} samples/s)"] + [
+        f"{n} {a - auc0:+.5f} AUC, {ll - ll0:+.5f} logloss ({sp:,.0f}/s)" for n, (a, ll, sp) in got.items()
+        if n != "fp32"]
+    ok = not cpu or (got["tf32"][:2] == got["fp32"][:2] and got["graph"][:2] == got["fp32"][:2])
+    return Result("precision", "PASS" if ok else "FAIL", "; ".join(parts) + " (one seed each)", secs)
+
+
 def ddp_check(cpu: bool, gpus: int, timeout: float) -> Result:
     """``bars train train.processes=2`` (torchrun, DistributedDataParallel) against one process: 2 GPUs (NCCL)
     when the machine has them, else 2 CPU processes (gloo). PASS: both runs finished and their test AUCs agree
@@ -324,15 +364,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/gpu-check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpu", action="store_true", help="run every step on the CPU (tests the script itself)")
     ap.add_argument("--quick", action="store_true", help="small bench sizes")
-    ap.add_argument("--steps", default="cuda-tests,bench-train,sweep,packing,ddp",
-                    help="comma-separated subset of cuda-tests, bench-train, sweep, packing, ddp")
+    ap.add_argument("--steps", default="cuda-tests,bench-train,sweep,packing,precision,ddp",
+                    help="comma-separated subset of cuda-tests, bench-train, sweep, packing, precision, ddp")
     ap.add_argument("--timeout", type=float, default=600, help="seconds each step may take")
     ap.add_argument("--logs", type=Path, help="folder for every command's whole output (<step>.log)")
     args = ap.parse_args(argv)
     global LOGS, STEP
     LOGS = args.logs
     steps = [s for s in args.steps.split(",") if s]
-    known = {"cuda-tests", "bench-train", "sweep", "packing", "ddp"}
+    known = {"cuda-tests", "bench-train", "sweep", "packing", "precision", "ddp"}
     if set(steps) - known:
         print(f"gpu-check: --steps: unknown {sorted(set(steps) - known)}; known: {sorted(known)}", file=sys.stderr)
         return 2
@@ -356,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(sweep_check(args.cpu, len(gpus), args.timeout))
         elif step == "packing":
             results.append(packing_check(args.cpu, args.quick, args.timeout))
+        elif step == "precision":
+            results.append(precision_check(args.cpu, args.quick, args.timeout))
         else:
             results.append(ddp_check(args.cpu, len(gpus), args.timeout))
         print(f"gpu-check: {step} done in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)

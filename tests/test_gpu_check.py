@@ -86,11 +86,23 @@ def test_without_a_gpu_it_runs_nothing_and_says_so():
 @pytest.mark.slow
 def test_every_step_runs_on_the_cpu():
     """The whole script in --cpu mode: the CUDA tests run (and skip), bench-train runs DCN/DeepFM/DNN at both
-    shapes, a real 2-worker sweep on synthetic data completes and its trials record the CPU."""
+    shapes, a real 2-worker sweep on synthetic data completes and its trials record the CPU, the packing sweeps
+    and the precision runs finish (TF32 and the CUDA graph equal fp32 on the CPU), DDP agrees with one process."""
     r = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--quick"], capture_output=True, text=True,
                        timeout=1800, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     for row in ("| cuda-tests | PASS |", "| bench-train dcn @ Frappe_x1 best | PASS |",
-                "| bench-train dnn @ Criteo shape | PASS |", "| sweep | PASS |", "| ddp | PASS |"):
+                "| bench-train dnn @ Criteo shape | PASS |", "| sweep | PASS |", "| packing | PASS |",
+                "| precision | PASS |", "| ddp | PASS |"):
         assert row in r.stdout
     assert "4/4 trials finished; cpu: 2 worker(s)" in r.stdout
+
+
+def test_precision_runs_name_each_switch(tmp_path):
+    assert GC.PRECISIONS == {"fp32": [], "tf32": ["train.tf32=true"], "bf16": ["train.precision=bf16"],
+                             "graph": ["train.cuda_graph=true"]}
+    gpu = GC.precision_overrides(tmp_path, cpu=False, quick=False)
+    assert {"model=dcn", "data.rows=250000", "train.device=cuda", f"paths.root={tmp_path}"} <= set(gpu)
+    assert "train.device=cpu" in GC.precision_overrides(tmp_path, cpu=True, quick=True)
+    m = GC.RUN_LINE.findall("  test  AUC 0.77115   logloss 0.51480\n")
+    assert m == [("0.77115", "0.51480")]
