@@ -264,6 +264,16 @@ def all_reduce_sum(t: Tensor) -> Tensor:
     return t
 
 
+def no_forward_buffer_sync(ddp: type) -> dict[str, bool]:
+    """DistributedDataParallel's switch for "no buffer broadcast before each forward" (batch norm's running
+    statistics are updated alike everywhere: global batch statistics): ``forward_sync_buffers=False`` since torch
+    2.13, ``broadcast_buffers=False`` before (the torch 2.11 of a CUDA image took only that one)."""
+    import inspect
+
+    accepted = inspect.signature(ddp.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in accepted else {"broadcast_buffers": False}
+
+
 def broadcast_buffers(module: torch.nn.Module) -> None:
     """Process 0's buffers (BatchNorm running statistics) in every process, before scoring or copying the
     weights, so that every process holds the same model (collective)."""

@@ -285,13 +285,13 @@ def test_ddp_buffer_switch_follows_the_installed_torch():
     broadcast_buffers (the first GPU run's DDP row failed on the new name)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    from bars.train import _no_forward_buffer_sync
+    from bars.distributed import no_forward_buffer_sync
 
     class Older:
         def __init__(self, module, device_ids=None, broadcast_buffers=True, find_unused_parameters=False):
             pass
 
-    assert _no_forward_buffer_sync(Older) == {"broadcast_buffers": False}
+    assert no_forward_buffer_sync(Older) == {"broadcast_buffers": False}
     expected = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                 else "broadcast_buffers")
-    assert _no_forward_buffer_sync(DistributedDataParallel) == {expected: False}
+    assert no_forward_buffer_sync(DistributedDataParallel) == {expected: False}
