@@ -176,16 +176,21 @@ def sweep_overrides(root: Path, cpu: bool, gpus: int) -> list[str]:
             f"sweep.trials={per_worker * workers}", "tracking.experiment=gpu-check", *placement]
 
 
-def trial_placement(overrides: list[str]) -> list[tuple[str, str, str]]:
-    """(state, device, worker) of every trial of the sweep those overrides name, read from its Optuna study."""
+def study_trials(overrides: list[str]) -> tuple[list, str]:
+    """Every trial (Optuna FrozenTrial) of the sweep those overrides name, and the user attribute that names the
+    worker of a trial."""
     sys.path.insert(0, str(ROOT))
     from bars import study as ST
     from bars.config import compose
 
     cfg = compose(overrides)
-    st = ST.load_study(cfg, ST.open_storage(ST.storage_url(cfg), cfg), 0)
-    return [(t.state.name, str(t.user_attrs.get("device", "")), str(t.user_attrs.get(ST.WORKER_ATTR, "")))
-            for t in st.get_trials(deepcopy=False)]
+    return ST.load_study(cfg, ST.open_storage(ST.storage_url(cfg), cfg), 0).get_trials(deepcopy=False), ST.WORKER_ATTR
+
+
+def trial_placement(overrides: list[str]) -> list[tuple[str, str, str]]:
+    """(state, device, worker) of every trial of the sweep those overrides name, read from its Optuna study."""
+    trials, worker = study_trials(overrides)
+    return [(t.state.name, str(t.user_attrs.get("device", "")), str(t.user_attrs.get(worker, ""))) for t in trials]
 
 
 def judge_sweep(trials: list[tuple[str, str, str]], cpu: bool) -> tuple[bool, str]:
@@ -226,19 +231,14 @@ def packing_overrides(root: Path, cpu: bool, workers: int, quick: bool) -> list[
 def trial_span(overrides: list[str]) -> tuple[int, float, float, int]:
     """(finished trials, seconds from the first trial's start to the last one's end, mean seconds per trial,
     workers that ran trials) of that sweep's study."""
-    sys.path.insert(0, str(ROOT))
-    from bars import study as ST
-    from bars.config import compose
-
-    cfg = compose(overrides)
-    trials = [t for t in ST.load_study(cfg, ST.open_storage(ST.storage_url(cfg), cfg), 0).get_trials(deepcopy=False)
-              if t.state.name in ("COMPLETE", "PRUNED") and t.datetime_start and t.datetime_complete]
+    every, worker = study_trials(overrides)
+    trials = [t for t in every if t.state.name in ("COMPLETE", "PRUNED") and t.datetime_start and t.datetime_complete]
     if not trials:
         return 0, 0.0, 0.0, 0
     start = min(t.datetime_start for t in trials)
     end = max(t.datetime_complete for t in trials)
     mean = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials) / len(trials)
-    workers = len({str(t.user_attrs.get(ST.WORKER_ATTR, "")) for t in trials})
+    workers = len({str(t.user_attrs.get(worker, "")) for t in trials})
     return len(trials), (end - start).total_seconds(), mean, workers
 
 
