@@ -340,10 +340,10 @@ def ddp_check(cpu: bool, gpus: int, timeout: float) -> Result:
             rc, out, s = run([sys.executable, "-m", "bars.cli", "train", *ddp_overrides(Path(tmp), device),
                               f"train.processes={n}"], timeout)
             secs += s
-            found = re.findall(r"test\s+AUC ([0-9.]+)", out)
+            found = RUN_LINE.findall(out)  # the run's summary line, as the precision row reads it
             if rc != 0 or not found:
                 return Result("ddp", "FAIL", f"{n} process(es) on {device}: exit {rc}\n{tail(out)}", secs)
-            auc[n] = float(found[-1])
+            auc[n] = float(found[-1][0])
     diff = abs(auc[2] - auc[1])
     note = "" if device == "cuda" else f" (this machine has {gpus} GPU(s): 2 are needed for NCCL)"
     return Result("ddp", "PASS" if diff <= DDP_TOLERANCE else "FAIL",
