@@ -10,6 +10,12 @@ import pytest
 
 from bars.config import PROJECT_ROOT, compose
 
+# `make test ARGS=...` hands its command-line variables to every make below it (exported, and in MAKEFLAGS): a test
+# that runs `make train ...` would then pass the pytest options in ARGS to `bars train`. The tests' own make calls
+# start clean.
+for _var in ("ARGS", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL"):
+    os.environ.pop(_var, None)
+
 
 def _find_shared() -> Path:
     """The workplace's ../shared (real public data, reference facts): $BARS_SHARED, else next to the project,
