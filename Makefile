@@ -122,7 +122,7 @@ dashboard: $(STAMP) ## optuna-dashboard on 127.0.0.1 over a sweep's storage: mak
 test: $(STAMP) ## Fast test suite (a few minutes) plus lint and the import-layer contracts
 	$(BIN)/ruff check bars tests datasets scripts
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n 2 $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 test-slow: $(STAMP) ## Long end-to-end tests (marked slow)
 	$(BIN)/python -m pytest -q -m slow $(ARGS)

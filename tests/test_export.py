@@ -43,6 +43,9 @@ from bars.export import (
 from bars.models import build, list_models
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# make test runs `-n 2 --dist loadfile`: one xdist worker runs this file, and the session-scoped `exports` fixture
+# (every model in both formats, ~50 s of CPU) is built once rather than once per worker
+
 CONF = PROJECT_ROOT / "conf" / "model"
 
 # numeric fields and a shared table, which movielens_small lacks; feature groups for DSSM, FLEN and PPNet
@@ -120,7 +123,7 @@ def _tiny_sample(n: int = 64) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: not torn down when the worker runs another module's test in between
 def exports(movielens_folder, tmp_path_factory):
     """Every registered model, in both formats, on real movielens_small test rows and on a tiny spec with numeric
     fields: ``{(name, fmt, data): (diff_logit, diff_prob) | ExportError}``; TorchScript files are loaded in ONE
