@@ -69,8 +69,7 @@ from bars.optim import set_lr as _set_lr
 from bars.precision import PRECISIONS, autocast, set_tf32  # noqa: F401 (re-exported)
 from bars.precision import float_outputs as _float
 from bars.train_config import TrainConfig
-from bars.train_support import (  # noqa: F401 (re-exported)
-    _deterministic_algorithms,
+from bars.train_support import (  # re-exported (__all__)
     _model_device,
     load_checkpoint,
     resolve_device,
