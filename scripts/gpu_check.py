@@ -17,11 +17,14 @@ Steps (each in its own process, with a time limit; one table row per result):
 5. ``packing``: the same sweep (DCN, 250,000 synthetic rows = a Frappe_x1-size training split, up to 8 epochs
    per trial on a GPU: the first H200 run's 2-epoch trials took ~2 s, too short to be more than start-up) with 1 worker on one GPU and with 8 packed on it (``sweep.workers_per_gpu``): trials/hour of each, from
    the command's wall time (processes, data preparation and tracking included) and from the trials' own span.
-   Issue 14's goal: 8 packed workers >= 4x the trials/hour of one. On ``--cpu``: 1 CPU worker against 2.
+   Issue 14's goal: 8 packed workers >= 4x the trials/hour of one. ``--pack-per-worker k``: k trials per packed
+   worker (default 4; the lone worker gets k + 2). On ``--cpu``: 1 CPU worker against 2.
 6. ``precision``: one seeded DCN run (conf defaults, 250,000 synthetic rows, 6 epochs) each in fp32, with
    ``train.tf32=true``, with ``train.precision=bf16`` and with ``train.cuda_graph=true``: test AUC and logloss
-   against fp32's, training samples/s (issue 14: the switches' measured effect on AUC). On ``--cpu`` TF32 and the
-   graph do nothing, so their rows must equal fp32's.
+   against fp32's, training samples/s (issue 14: the switches' measured effect on AUC). ``--seeds n``: n seeds
+   from 2021 on, each switch compared with fp32 at the same seed (mean difference, its standard error, seeds within
+   0.001); ``--jobs j``: j runs at once. On ``--cpu`` TF32 and the graph do nothing, so their rows must equal
+   fp32's.
 7. ``ddp``: ``bars train train.processes=2`` (torchrun, DistributedDataParallel) against one process, DCN on
    synthetic data without dropout or batch norm: on 2 GPUs (NCCL) when there are 2, else 2 CPU processes (gloo);
    the two test AUCs must agree within 0.001.
@@ -31,6 +34,7 @@ at small sizes (2 CPU sweep workers in place of 2 per GPU; the CUDA tests are th
 the script itself is tested on a machine without a GPU. Exit status: 0 when every step passed, 1 otherwise.
 
     scripts/gpu-check                 # on the GPU machine: a few minutes
+    scripts/gpu-check --steps precision,packing --seeds 24 --jobs 8 --pack-per-worker 8   # ~5 min on an H200
     scripts/gpu-check --cpu --quick   # the script's own paths, on the CPU
 """
 
@@ -43,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,13 +215,18 @@ PACK_WORKERS = 8
 PACK_GOAL = 4.0  # issue 14: 8 packed workers on one GPU >= 4x the trials/hour of one worker
 
 
-def pack_trials(cpu: bool, workers: int) -> int:
-    """Trials of a packing sweep: on a GPU 4 per packed worker (a lone one: 6), so that start-up, and the workers
-    that start late, weigh less (2 per worker on the first H200 run: 6 of 8 workers ran trials); CPU: 2 each."""
-    return max(4, 2 * workers) if cpu else (6 if workers == 1 else 4 * workers)
+PACK_PER_WORKER = 4  # --pack-per-worker
 
 
-def packing_overrides(root: Path, cpu: bool, workers: int, quick: bool) -> list[str]:
+def pack_trials(cpu: bool, workers: int, per_worker: int = PACK_PER_WORKER) -> int:
+    """Trials of a packing sweep: on a GPU ``per_worker`` (4) per packed worker (a lone one: 2 more), so that
+    start-up, and the workers that start late, weigh less (2 per worker on the first H200 run: 6 of 8 workers ran
+    trials); CPU: 2 each."""
+    return max(4, 2 * workers) if cpu else (per_worker + 2 if workers == 1 else per_worker * workers)
+
+
+def packing_overrides(root: Path, cpu: bool, workers: int, quick: bool,
+                      per_worker: int = PACK_PER_WORKER) -> list[str]:
     """One sweep of the packing step: ``workers`` workers on GPU 0 (or ``workers`` CPU processes), DCN on a
     Frappe_x1-size synthetic split; :func:`pack_trials` trials."""
     placement = (["sweep.devices=cpu", f"sweep.workers={workers}"] if cpu else
@@ -224,7 +234,7 @@ def packing_overrides(root: Path, cpu: bool, workers: int, quick: bool) -> list[
     rows, epochs = (20000, 2) if quick else (250000, 2 if cpu else 8)
     return ["model=dcn", "data=synthetic", f"data.rows={rows}", f"paths.root={root}", f"train.max_epochs={epochs}",
             f"sweep.max_epochs={epochs}",
-            f"sweep.trials={pack_trials(cpu, workers)}", f"tracking.experiment=gpu-check-pack{workers}",
+            f"sweep.trials={pack_trials(cpu, workers, per_worker)}", f"tracking.experiment=gpu-check-pack{workers}",
             "sweep.progress=plain", *placement]
 
 
@@ -242,20 +252,20 @@ def trial_span(overrides: list[str]) -> tuple[int, float, float, int]:
     return len(trials), (end - start).total_seconds(), mean, workers
 
 
-def packing_check(cpu: bool, quick: bool, timeout: float) -> Result:
+def packing_check(cpu: bool, quick: bool, timeout: float, per_worker: int = PACK_PER_WORKER) -> Result:
     """Trials/hour of one worker against ``PACK_WORKERS`` packed on one GPU (2 CPU processes with --cpu)."""
     many = 2 if cpu else PACK_WORKERS
     rate: dict[int, tuple[float, float, float, int]] = {}
     secs = 0.0
     for workers in (1, many):
         with tempfile.TemporaryDirectory(prefix=f"bars-gpu-check-pack{workers}-") as tmp:
-            ov = packing_overrides(Path(tmp), cpu, workers, quick)
+            ov = packing_overrides(Path(tmp), cpu, workers, quick, per_worker)
             rc, out, s = run([sys.executable, "-m", "bars.cli", "sweep", *ov], timeout)
             secs += s
             if rc != 0:
                 return Result("packing", "FAIL", f"{workers} worker(s): exit {rc}\n{tail(out)}", secs)
             n, span, mean, ran = trial_span(ov)
-        if n < pack_trials(cpu, workers) or span <= 0:
+        if n < pack_trials(cpu, workers, per_worker) or span <= 0:
             return Result("packing", "FAIL", f"{workers} worker(s): {n} trials finished", secs)
         rate[workers] = (3600 * n / s, 3600 * n / span, mean, ran)
     wall = rate[many][0] / rate[1][0]
@@ -296,36 +306,82 @@ PRECISIONS = {"fp32": [], "tf32": ["train.tf32=true"], "bf16": ["train.precision
               "graph": ["train.cuda_graph=true"]}
 RUN_LINE = re.compile(r"test\s+AUC ([0-9.]+)\s+logloss ([0-9.]+)")
 SPEED_LINE = re.compile(r"([\d,]+) samples/s")
+PRECISION_SEED = 2021  # the conf's default seed
 
 
-def precision_overrides(root: Path, cpu: bool, quick: bool) -> list[str]:
+def precision_overrides(root: Path, cpu: bool, quick: bool, seed: int = PRECISION_SEED) -> list[str]:
     """DCN at its conf defaults (dropout, batch norm) on a Frappe_x1-size synthetic split, 6 epochs."""
     rows = 20000 if quick else 250000
     return ["model=dcn", "data=synthetic", f"data.rows={rows}", f"paths.root={root}", "train.max_epochs=6",
-            f"train.device={'cpu' if cpu else 'cuda'}", "tracking.experiment=gpu-check-precision"]
+            f"seed={seed}", f"train.device={'cpu' if cpu else 'cuda'}", "tracking.experiment=gpu-check-precision"]
 
 
-def precision_check(cpu: bool, quick: bool, timeout: float) -> Result:
-    """One seeded run per switch (fp32, train.tf32, train.precision=bf16, train.cuda_graph): test AUC and
-    logloss against fp32's, and training samples/s. Issue 14 asks for the measured effect of bf16 and TF32 on AUC;
-    on the CPU TF32 and the graph change nothing (their rows must equal fp32's)."""
-    got: dict[str, tuple[float, float, float]] = {}
-    secs = 0.0
+def _mean_se(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return m, float("nan")
+    var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+    return m, (var / len(xs)) ** 0.5
+
+
+def precision_check(cpu: bool, quick: bool, timeout: float, seeds: int = 1, jobs: int = 1) -> Result:
+    """Seeded runs per switch (fp32, train.tf32, train.precision=bf16, train.cuda_graph), ``seeds`` seeds from
+    ``PRECISION_SEED`` on: test AUC and logloss against fp32's with the same seed (mean and standard error over
+    the seeds), and training samples/s. Issue 14 asks for the measured effect of bf16 and TF32 on AUC; on the CPU
+    TF32 and the graph change nothing (their rows must equal fp32's). ``jobs`` runs go at once (after the first,
+    which prepares the shared data folder): on a GPU machine with many cores the seeds then cost little more than
+    one; the samples/s are then those of runs sharing the GPU."""
+    runs = [(seed, name) for seed in range(PRECISION_SEED, PRECISION_SEED + seeds) for name in PRECISIONS]
+    got: dict[tuple[int, str], tuple[float, float, float]] = {}
+    fails: list[str] = []
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bars-gpu-check-precision-") as tmp:
-        for name, extra in PRECISIONS.items():
-            rc, out, s = run([sys.executable, "-m", "bars.cli", "train", *precision_overrides(Path(tmp), cpu, quick),
-                              *extra], timeout)
-            secs += s
+        def one(key: tuple[int, str]) -> None:
+            seed, name = key
+            rc, out, _ = run([sys.executable, "-m", "bars.cli", "train",
+                              *precision_overrides(Path(tmp), cpu, quick, seed), *PRECISIONS[name]], timeout)
             found, speed = RUN_LINE.findall(out), SPEED_LINE.findall(out)
             if rc != 0 or not found or not speed:
-                return Result("precision", "FAIL", f"{name}: exit {rc}\n{tail(out)}", secs)
-            got[name] = (float(found[-1][0]), float(found[-1][1]), float(speed[-1].replace(",", "")))
-    auc0, ll0, sp0 = got["fp32"]
-    parts = [f"fp32 test AUC {auc0:.5f} ({sp0:,.0f} samples/s)"] + [
-        f"{n} {a - auc0:+.5f} AUC, {ll - ll0:+.5f} logloss ({sp:,.0f}/s)" for n, (a, ll, sp) in got.items()
-        if n != "fp32"]
-    ok = not cpu or (got["tf32"][:2] == got["fp32"][:2] and got["graph"][:2] == got["fp32"][:2])
-    return Result("precision", "PASS" if ok else "FAIL", "; ".join(parts) + " (one seed each)", secs)
+                fails.append(f"{name} seed {seed}: exit {rc}\n{tail(out)}")
+                return
+            got[key] = (float(found[-1][0]), float(found[-1][1]), float(speed[-1].replace(",", "")))
+
+        one(runs[0])  # prepares the data folder the others reuse
+        if not fails:
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                list(pool.map(one, runs[1:]))
+    secs = time.perf_counter() - t0
+    if fails:
+        return Result("precision", "FAIL", fails[0], secs)
+    ok, detail = precision_summary(got, sorted({s for s, _ in runs}), jobs, cpu)
+    return Result("precision", "PASS" if ok else "FAIL", detail, secs)
+
+
+def precision_summary(got: dict[tuple[int, str], tuple[float, float, float]], seed_list: list[int], jobs: int,
+                      cpu: bool) -> tuple[bool, str]:
+    """(passed, the row's text) from every (seed, switch)'s (test AUC, logloss, samples/s): per switch the mean
+    difference from fp32 with the same seed, its standard error over the seeds, how many seeds are within 0.001.
+    On the CPU TF32 and the graph must equal fp32 exactly, seed by seed."""
+    auc0 = [got[(s, "fp32")][0] for s in seed_list]
+    sp0 = [got[(s, "fp32")][2] for s in seed_list]
+    m0, _ = _mean_se(auc0)
+    parts = [f"fp32 test AUC {m0:.5f} ({sum(sp0) / len(sp0):,.0f} samples/s)"]
+    for name in PRECISIONS:
+        if name == "fp32":
+            continue
+        d_auc = [got[(s, name)][0] - got[(s, "fp32")][0] for s in seed_list]
+        d_ll = [got[(s, name)][1] - got[(s, "fp32")][1] for s in seed_list]
+        sp = sum(got[(s, name)][2] for s in seed_list) / len(seed_list)
+        ma, sa = _mean_se(d_auc)
+        ml, _ = _mean_se(d_ll)
+        within = sum(abs(d) <= 1e-3 for d in d_auc)
+        se = "" if len(seed_list) < 2 else f" ± {sa:.5f} (se)"
+        parts.append(f"{name} {ma:+.5f}{se} AUC, {ml:+.5f} logloss, {within}/{len(seed_list)} within 0.001 "
+                     f"({sp:,.0f}/s)")
+    ok = not cpu or all(got[(s, n)][:2] == got[(s, "fp32")][:2] for s in seed_list for n in ("tf32", "graph"))
+    many = f"{len(seed_list)} seeds ({seed_list[0]}-{seed_list[-1]}), {max(1, jobs)} run(s) at once" \
+        if len(seed_list) > 1 else "one seed each"
+    return ok, "; ".join(parts) + f" ({many})"
 
 
 def ddp_check(cpu: bool, gpus: int, timeout: float) -> Result:
@@ -367,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", default="cuda-tests,bench-train,sweep,packing,precision,ddp",
                     help="comma-separated subset of cuda-tests, bench-train, sweep, packing, precision, ddp")
     ap.add_argument("--timeout", type=float, default=600, help="seconds each step may take")
+    ap.add_argument("--seeds", type=int, default=1, help="precision: seeds per switch (from 2021 on)")
+    ap.add_argument("--jobs", type=int, default=1, help="precision: runs at once (after the first)")
+    ap.add_argument("--pack-per-worker", type=int, default=PACK_PER_WORKER,
+                    help="packing: trials per packed GPU worker (the lone worker gets 2 more)")
     ap.add_argument("--logs", type=Path, help="folder for every command's whole output (<step>.log)")
     args = ap.parse_args(argv)
     global LOGS, STEP
@@ -395,9 +455,9 @@ def main(argv: list[str] | None = None) -> int:
         elif step == "sweep":
             results.append(sweep_check(args.cpu, len(gpus), args.timeout))
         elif step == "packing":
-            results.append(packing_check(args.cpu, args.quick, args.timeout))
+            results.append(packing_check(args.cpu, args.quick, args.timeout, args.pack_per_worker))
         elif step == "precision":
-            results.append(precision_check(args.cpu, args.quick, args.timeout))
+            results.append(precision_check(args.cpu, args.quick, args.timeout, args.seeds, args.jobs))
         else:
             results.append(ddp_check(args.cpu, len(gpus), args.timeout))
         print(f"gpu-check: {step} done in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)

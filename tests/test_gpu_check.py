@@ -106,3 +106,31 @@ def test_precision_runs_name_each_switch(tmp_path):
     assert "train.device=cpu" in GC.precision_overrides(tmp_path, cpu=True, quick=True)
     m = GC.RUN_LINE.findall("  test  AUC 0.77115   logloss 0.51480\n")
     assert m == [("0.77115", "0.51480")]
+
+
+def test_precision_seeds_are_summarised_against_fp32_with_the_same_seed(tmp_path):
+    assert "seed=2030" in GC.precision_overrides(tmp_path, cpu=False, quick=False, seed=2030)
+    got = {}
+    for seed, base in ((2021, 0.770), (2022, 0.780)):
+        got[(seed, "fp32")] = (base, 0.50, 100.0)
+        got[(seed, "tf32")] = (base + 0.002, 0.49, 100.0)  # +0.002 on both seeds: mean +0.002, se 0
+        got[(seed, "graph")] = (base, 0.50, 300.0)
+    got[(2021, "bf16")] = (0.770 + 0.0005, 0.50, 200.0)
+    got[(2022, "bf16")] = (0.780 - 0.0025, 0.51, 200.0)  # mean -0.001, se 0.0015
+    ok, text = GC.precision_summary(got, [2021, 2022], jobs=4, cpu=False)
+    assert ok
+    assert "fp32 test AUC 0.77500" in text
+    assert "tf32 +0.00200 ± 0.00000 (se) AUC, -0.01000 logloss, 0/2 within 0.001" in text
+    assert "bf16 -0.00100 ± 0.00150 (se) AUC, +0.00500 logloss, 1/2 within 0.001 (200/s)" in text
+    assert "graph +0.00000 ± 0.00000 (se) AUC" in text and "(2 seeds (2021-2022), 4 run(s) at once)" in text
+    # on the CPU TF32 must change nothing: the +0.002 fails the row; with one seed no standard error is printed
+    assert not GC.precision_summary(got, [2021, 2022], jobs=1, cpu=True)[0]
+    ok1, one = GC.precision_summary(got, [2021], jobs=1, cpu=False)
+    assert ok1 and "(se)" not in one and one.endswith("(one seed each)")
+
+
+def test_packing_trials_per_worker_can_be_raised(tmp_path):
+    assert GC.pack_trials(cpu=False, workers=8, per_worker=8) == 64
+    assert GC.pack_trials(cpu=False, workers=1, per_worker=8) == 10
+    assert "sweep.trials=64" in GC.packing_overrides(tmp_path, cpu=False, workers=8, quick=False, per_worker=8)
+    assert GC.pack_trials(cpu=True, workers=2, per_worker=8) == 4  # the CPU mode keeps its small sweeps
