@@ -46,6 +46,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class Result:
 
 LOGS: Path | None = None  # --logs: every command's whole output is appended to <folder>/<step>.log
 STEP = "gpu-check"
+_LOG_LOCK = threading.Lock()
 
 
 def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> tuple[int, str, float]:
@@ -81,9 +83,10 @@ def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> tu
         rc, out = 124, out + f"\n(timed out after {timeout:.0f} s)"
     secs = time.perf_counter() - t
     if LOGS is not None:
-        LOGS.mkdir(parents=True, exist_ok=True)
-        with open(LOGS / f"{STEP}.log", "a") as f:
-            f.write(f"$ {' '.join(cmd)}\n(exit {rc}, {secs:.1f} s)\n{out}\n")
+        with _LOG_LOCK:  # the precision row's runs finish in threads: one command's output stays in one piece
+            LOGS.mkdir(parents=True, exist_ok=True)
+            with open(LOGS / f"{STEP}.log", "a") as f:
+                f.write(f"$ {' '.join(cmd)}\n(exit {rc}, {secs:.1f} s)\n{out}\n")
     return rc, out, secs
 
 
