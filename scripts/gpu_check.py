@@ -19,12 +19,12 @@ Steps (each in its own process, with a time limit; one table row per result):
    the command's wall time (processes, data preparation and tracking included) and from the trials' own span.
    Issue 14's goal: 8 packed workers >= 4x the trials/hour of one. ``--pack-per-worker k``: k trials per packed
    worker (default 4; the lone worker gets k + 2). On ``--cpu``: 1 CPU worker against 2.
-6. ``precision``: one seeded DCN run (conf defaults, 250,000 synthetic rows, 6 epochs) each in fp32, with
+6. ``precision``: seeded DCN runs (conf defaults, 250,000 synthetic rows, 6 epochs) in fp32, with
    ``train.tf32=true``, with ``train.precision=bf16`` and with ``train.cuda_graph=true``: test AUC and logloss
-   against fp32's, training samples/s (issue 14: the switches' measured effect on AUC). ``--seeds n``: n seeds
-   from 2021 on, each switch compared with fp32 at the same seed (mean difference, its standard error, seeds within
-   0.001); ``--jobs j``: j runs at once. On ``--cpu`` TF32 and the graph do nothing, so their rows must equal
-   fp32's.
+   against fp32's at the same seed (mean difference, its standard error, seeds within 0.001), training
+   samples/s (issue 14: the switches' measured effect on AUC). ``--seeds n``: n seeds from 2021 on (default 8 on a
+   GPU, 1 with ``--cpu``); ``--jobs j``: j runs at once (default 8 on a GPU, at most half the cores). On ``--cpu``
+   TF32 and the graph do nothing, so their rows must equal fp32's.
 7. ``ddp``: ``bars train train.processes=2`` (torchrun, DistributedDataParallel) against one process, DCN on
    synthetic data without dropout or batch norm: on 2 GPUs (NCCL) when there are 2, else 2 CPU processes (gloo);
    the two test AUCs must agree within 0.001.
@@ -34,7 +34,7 @@ at small sizes (2 CPU sweep workers in place of 2 per GPU; the CUDA tests are th
 the script itself is tested on a machine without a GPU. Exit status: 0 when every step passed, 1 otherwise.
 
     scripts/gpu-check                 # on the GPU machine: a few minutes
-    scripts/gpu-check --steps precision,packing --seeds 24 --jobs 8 --pack-per-worker 8   # ~5 min on an H200
+    scripts/gpu-check --steps precision,packing --seeds 24 --pack-per-worker 8   # ~5 min on an H200
     scripts/gpu-check --cpu --quick   # the script's own paths, on the CPU
 """
 
@@ -360,6 +360,19 @@ def precision_check(cpu: bool, quick: bool, timeout: float, seeds: int = 1, jobs
     return Result("precision", "PASS" if ok else "FAIL", detail, secs)
 
 
+def precision_defaults(cpu: bool, seeds: int | None, jobs: int | None) -> tuple[int, int]:
+    """(seeds, jobs) of the precision row: as given, else 8 seeds, 8 at once (at most half the cores) on a GPU;
+    1 and 1 on the CPU. A single seed says little: on the H200 (session 30) one seed's TF32 or bf16 difference
+    was as large as fp32's own spread over seeds (sd 0.002-0.003)."""
+    if seeds is None:
+        seeds = 1 if cpu else 8
+    if jobs is None:
+        jobs = 1 if cpu else max(1, min(8, (os.cpu_count() or 2) // 2))
+    if seeds < 1 or jobs < 1:
+        raise SystemExit(f"gpu-check: --seeds and --jobs must be >= 1 (got {seeds}, {jobs})")
+    return seeds, jobs
+
+
 def precision_summary(got: dict[tuple[int, str], tuple[float, float, float]], seed_list: list[int], jobs: int,
                       cpu: bool) -> tuple[bool, str]:
     """(passed, the row's text) from every (seed, switch)'s (test AUC, logloss, samples/s): per switch the mean
@@ -426,8 +439,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", default="cuda-tests,bench-train,sweep,packing,precision,ddp",
                     help="comma-separated subset of cuda-tests, bench-train, sweep, packing, precision, ddp")
     ap.add_argument("--timeout", type=float, default=600, help="seconds each step may take")
-    ap.add_argument("--seeds", type=int, default=1, help="precision: seeds per switch (from 2021 on)")
-    ap.add_argument("--jobs", type=int, default=1, help="precision: runs at once (after the first)")
+    ap.add_argument("--seeds", type=int, help="precision: seeds per switch, from 2021 on (default: 8 on a GPU, "
+                    "1 with --cpu; one seed's difference is as large as another seed's: H200, session 30)")
+    ap.add_argument("--jobs", type=int, help="precision: runs at once after the first (default: 8 on a GPU, at "
+                    "most half the cores; 1 with --cpu)")
     ap.add_argument("--pack-per-worker", type=int, default=PACK_PER_WORKER,
                     help="packing: trials per packed GPU worker (the lone worker gets 2 more)")
     ap.add_argument("--logs", type=Path, help="folder for every command's whole output (<step>.log)")
@@ -460,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         elif step == "packing":
             results.append(packing_check(args.cpu, args.quick, args.timeout, args.pack_per_worker))
         elif step == "precision":
-            results.append(precision_check(args.cpu, args.quick, args.timeout, args.seeds, args.jobs))
+            seeds, jobs = precision_defaults(args.cpu, args.seeds, args.jobs)
+            results.append(precision_check(args.cpu, args.quick, args.timeout, seeds, jobs))
         else:
             results.append(ddp_check(args.cpu, len(gpus), args.timeout))
         print(f"gpu-check: {step} done in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)

@@ -134,3 +134,12 @@ def test_packing_trials_per_worker_can_be_raised(tmp_path):
     assert GC.pack_trials(cpu=False, workers=1, per_worker=8) == 10
     assert "sweep.trials=64" in GC.packing_overrides(tmp_path, cpu=False, workers=8, quick=False, per_worker=8)
     assert GC.pack_trials(cpu=True, workers=2, per_worker=8) == 4  # the CPU mode keeps its small sweeps
+
+
+def test_precision_defaults_to_eight_seeds_on_a_gpu_and_one_on_the_cpu():
+    assert GC.precision_defaults(cpu=True, seeds=None, jobs=None) == (1, 1)
+    seeds, jobs = GC.precision_defaults(cpu=False, seeds=None, jobs=None)
+    assert seeds == 8 and 1 <= jobs <= 8
+    assert GC.precision_defaults(cpu=False, seeds=24, jobs=3) == (24, 3)
+    with pytest.raises(SystemExit, match="must be >= 1"):
+        GC.precision_defaults(cpu=False, seeds=0, jobs=None)
