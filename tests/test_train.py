@@ -587,7 +587,9 @@ def load_frappe_valid_as_train():
         tr[f], va[f] = torch.from_numpy(enc[tr_idx]), torch.from_numpy(enc[va_idx])
     y = torch.from_numpy(df["label"].to_numpy().astype(np.float32))
     spec = FeatureSpec(dataset="frappe_x1_valid_as_train", label="label", features=tuple(feats))
-    return spec, SplitTensors(tr, y[tr_idx]), SplitTensors(va, y[va_idx])
+    # label_names as the loader gives them (bars.data.loader): the multi-task models check theirs against them
+    return (spec, SplitTensors(tr, y[tr_idx], label_names=("label",)),
+            SplitTensors(va, y[va_idx], label_names=("label",)))
 
 
 # TrainConfig overrides of the every-model real-data fit (default: 4 epochs, batch 4096, embedding regularizer 0.05,
