@@ -368,8 +368,6 @@ def precision_defaults(cpu: bool, seeds: int | None, jobs: int | None) -> tuple[
         seeds = 1 if cpu else 8
     if jobs is None:
         jobs = 1 if cpu else max(1, min(8, (os.cpu_count() or 2) // 2))
-    if seeds < 1 or jobs < 1:
-        raise SystemExit(f"gpu-check: --seeds and --jobs must be >= 1 (got {seeds}, {jobs})")
     return seeds, jobs
 
 
@@ -454,6 +452,13 @@ def main(argv: list[str] | None = None) -> int:
     if set(steps) - known:
         print(f"gpu-check: --steps: unknown {sorted(set(steps) - known)}; known: {sorted(known)}", file=sys.stderr)
         return 2
+    bad = [f"--{k.replace('_', '-')} {v}" for k, v in (("seeds", args.seeds), ("jobs", args.jobs),
+                                                        ("pack_per_worker", args.pack_per_worker))
+           if v is not None and v < 1]
+    if bad:
+        print(f"gpu-check: {', '.join(bad)}: must be >= 1", file=sys.stderr)
+        return 2
+    seeds, jobs = precision_defaults(args.cpu, args.seeds, args.jobs)
     env, gpus = check_env(args.cpu)
     if not gpus and not args.cpu:
         print(table([env]))
@@ -475,7 +480,6 @@ def main(argv: list[str] | None = None) -> int:
         elif step == "packing":
             results.append(packing_check(args.cpu, args.quick, args.timeout, args.pack_per_worker))
         elif step == "precision":
-            seeds, jobs = precision_defaults(args.cpu, args.seeds, args.jobs)
             results.append(precision_check(args.cpu, args.quick, args.timeout, seeds, jobs))
         else:
             results.append(ddp_check(args.cpu, len(gpus), args.timeout))

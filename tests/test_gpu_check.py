@@ -141,5 +141,8 @@ def test_precision_defaults_to_eight_seeds_on_a_gpu_and_one_on_the_cpu():
     seeds, jobs = GC.precision_defaults(cpu=False, seeds=None, jobs=None)
     assert seeds == 8 and 1 <= jobs <= 8
     assert GC.precision_defaults(cpu=False, seeds=24, jobs=3) == (24, 3)
-    with pytest.raises(SystemExit, match="must be >= 1"):
-        GC.precision_defaults(cpu=False, seeds=0, jobs=None)
+
+
+def test_counts_below_one_are_refused_before_anything_runs(capsys):
+    assert GC.main(["--cpu", "--steps", "sweep", "--seeds", "0", "--pack-per-worker", "-1"]) == 2
+    assert "--seeds 0, --pack-per-worker -1: must be >= 1" in capsys.readouterr().err
