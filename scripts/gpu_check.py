@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -319,14 +320,6 @@ def precision_overrides(root: Path, cpu: bool, quick: bool, seed: int = PRECISIO
             f"seed={seed}", f"train.device={'cpu' if cpu else 'cuda'}", "tracking.experiment=gpu-check-precision"]
 
 
-def _mean_se(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return m, float("nan")
-    var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
-    return m, (var / len(xs)) ** 0.5
-
-
 def precision_check(cpu: bool, quick: bool, timeout: float, seeds: int = 1, jobs: int = 1) -> Result:
     """Seeded runs per switch (fp32, train.tf32, train.precision=bf16, train.cuda_graph), ``seeds`` seeds from
     ``PRECISION_SEED`` on: test AUC and logloss against fp32's with the same seed (mean and standard error over
@@ -351,7 +344,7 @@ def precision_check(cpu: bool, quick: bool, timeout: float, seeds: int = 1, jobs
 
         one(runs[0])  # prepares the data folder the others reuse
         if not fails:
-            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
                 list(pool.map(one, runs[1:]))
     secs = time.perf_counter() - t0
     if fails:
@@ -376,25 +369,22 @@ def precision_summary(got: dict[tuple[int, str], tuple[float, float, float]], se
     """(passed, the row's text) from every (seed, switch)'s (test AUC, logloss, samples/s): per switch the mean
     difference from fp32 with the same seed, its standard error over the seeds, how many seeds are within 0.001.
     On the CPU TF32 and the graph must equal fp32 exactly, seed by seed."""
-    auc0 = [got[(s, "fp32")][0] for s in seed_list]
-    sp0 = [got[(s, "fp32")][2] for s in seed_list]
-    m0, _ = _mean_se(auc0)
-    parts = [f"fp32 test AUC {m0:.5f} ({sum(sp0) / len(sp0):,.0f} samples/s)"]
+    n = len(seed_list)
+    auc0 = statistics.fmean(got[(s, "fp32")][0] for s in seed_list)
+    sp0 = statistics.fmean(got[(s, "fp32")][2] for s in seed_list)
+    parts = [f"fp32 test AUC {auc0:.5f} ({sp0:,.0f} samples/s)"]
     for name in PRECISIONS:
         if name == "fp32":
             continue
         d_auc = [got[(s, name)][0] - got[(s, "fp32")][0] for s in seed_list]
-        d_ll = [got[(s, name)][1] - got[(s, "fp32")][1] for s in seed_list]
-        sp = sum(got[(s, name)][2] for s in seed_list) / len(seed_list)
-        ma, sa = _mean_se(d_auc)
-        ml, _ = _mean_se(d_ll)
+        d_ll = statistics.fmean(got[(s, name)][1] - got[(s, "fp32")][1] for s in seed_list)
+        sp = statistics.fmean(got[(s, name)][2] for s in seed_list)
         within = sum(abs(d) <= 1e-3 for d in d_auc)
-        se = "" if len(seed_list) < 2 else f" ± {sa:.5f} (se)"
-        parts.append(f"{name} {ma:+.5f}{se} AUC, {ml:+.5f} logloss, {within}/{len(seed_list)} within 0.001 "
-                     f"({sp:,.0f}/s)")
+        se = "" if n < 2 else f" ± {statistics.stdev(d_auc) / n ** 0.5:.5f} (se)"
+        parts.append(f"{name} {statistics.fmean(d_auc):+.5f}{se} AUC, {d_ll:+.5f} logloss, {within}/{n} within "
+                     f"0.001 ({sp:,.0f}/s)")
     ok = not cpu or all(got[(s, n)][:2] == got[(s, "fp32")][:2] for s in seed_list for n in ("tf32", "graph"))
-    many = f"{len(seed_list)} seeds ({seed_list[0]}-{seed_list[-1]}), {max(1, jobs)} run(s) at once" \
-        if len(seed_list) > 1 else "one seed each"
+    many = f"{n} seeds ({seed_list[0]}-{seed_list[-1]}), {jobs} run(s) at once" if n > 1 else "one seed each"
     return ok, "; ".join(parts) + f" ({many})"
 
 
