@@ -6,7 +6,12 @@ backward, clip 10, fused Adam), FuxiCTR's ``BaseModel.train_step`` (the same, wi
 use their conf/model/<id>.yaml defaults (dropout included); by default the config whose id is the registry name
 of each model with a composition (``--models`` takes any config id, e.g. crossnet or autoint_plus). Two shapes, synthetic batches of 4096 rows:
 - frappe: the 10 Frappe_x1 categorical fields with BARS's vocabulary sizes, embedding 10;
-- criteo: 13 numeric + 26 categorical fields, ~1M embedding rows, embedding 16;
+- criteo: 13 numeric + 26 categorical fields, ~1M embedding rows, embedding 16. Criteo's fields are anonymous,
+  so the models that read feature groups (DSSM, FLEN, PPNet) get a fixed, arbitrary split of them
+  (:func:`criteo_groups`: C1-C13 user, C14-C26 item, I1-I13 context, or on the user side where the model's Frappe
+  grouping has no context group, as BARS's Frappe_x1 grouping puts context on the user side). DLRM runs with
+  I1-I13 as categorical fields (vocabularies 65-125, as BARS's Criteo_x1 discretises them): FuxiCTR 2.3.10's DLRM
+  fails on numeric fields;
 - seq: the frappe fields plus two behaviour histories (``item_history`` sharing ``item``'s table, ``cost_history``
   sharing ``cost``'s, max_len 20, lengths uniform in 0..20, 0-padded after the values as FuxiCTR's default), for the
   sequence models (DIN, BST, DIEN, DMIN, DMR, QIN), embedding 10; only they run at this shape.
@@ -24,6 +29,7 @@ process waits for a core then counts for neither side, so the figure is what a q
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -63,6 +69,35 @@ def spec_of(shape: str) -> tuple[FeatureSpec, int]:
     feats = tuple(Feature(f"I{i + 1}", "numeric") for i in range(13)) + tuple(
         Feature(f"C{i + 1}", "categorical", vocab_size=v) for i, v in enumerate(CRITEO_VOCAB))
     return FeatureSpec(dataset="criteo_shape", label="label", features=feats), 16
+
+
+# models whose FuxiCTR 2.3.10 composition cannot take numeric fields: at the criteo shape I1-I13 are categorical
+NUMERIC_AS_CATEGORICAL = frozenset({"dlrm"})
+
+
+def numeric_as_categorical(spec: FeatureSpec) -> FeatureSpec:
+    """``spec`` with every numeric field a categorical one of ``60 + 5 i`` values (i: its 1-based position among
+    the numeric fields), as BARS's Criteo_x1 discretises I1-I13."""
+    feats, i = [], 0
+    for f in spec.features:
+        if f.type == "numeric":
+            i += 1
+            f = dataclasses.replace(f, type="categorical", vocab_size=60 + 5 * i)
+        feats.append(f)
+    return dataclasses.replace(spec, features=tuple(feats))
+
+
+def criteo_groups(frappe_groups) -> dict[str, tuple[str, ...]]:
+    """The criteo shape's feature groups for a model whose cases use ``frappe_groups``: the same group names,
+    C1-C13 user, C14-C26 item, I1-I13 context (or user, when ``frappe_groups`` has no context group)."""
+    numeric = tuple(f"I{i}" for i in range(1, 14))
+    user, item = tuple(f"C{i}" for i in range(1, 14)), tuple(f"C{i}" for i in range(14, 27))
+    names = set(frappe_groups)
+    if not {"user", "item"} <= names or not names <= {"user", "item", "context"}:
+        raise ValueError(f"no criteo-shape grouping for the groups {sorted(names)} (expected user, item[, context])")
+    if "context" in names:
+        return {"user": user, "item": item, "context": numeric}
+    return {"user": numeric + user, "item": item}
 
 
 def batch_of(spec: FeatureSpec, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -109,10 +144,11 @@ def measure(cid: str, shape: str, repeats: int, steps: int, clock=time.perf_coun
     seq_model = REFERENCES[name].data in ("frappe_seq", "frappe_seq_neg")
     if REFERENCES[name].multi_task or seq_model != (shape == "seq"):  # two labels; histories only at the seq shape
         return None
-    if REFERENCES[name].groups is not None:  # feature groups are declared for the Frappe fields only
-        if shape != "frappe":
-            return None
-        spec = with_groups(spec, REFERENCES[name].groups)
+    if REFERENCES[name].groups is not None:  # the models that read feature groups (DSSM, FLEN, PPNet)
+        groups = REFERENCES[name].groups
+        spec = with_groups(spec, groups if shape == "frappe" else criteo_groups(groups))
+    if shape == "criteo" and name in NUMERIC_AS_CATEGORICAL:
+        spec = numeric_as_categorical(spec)
     reg_e = 0.05
     ours, theirs = pair(name, spec, dim, params, reg_e)
     step = TrainStep(ours, TrainConfig(embedding_regularizer=reg_e, device="cpu", loss="bce"))
@@ -182,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             if got is None:
                 if shape == "seq":
                     continue  # only the sequence models run at this shape
-                print(f"{m:<12} {shape:<7} (not measured: its feature groups are declared for Frappe's fields only, "
-                      "it has two labels, or only sequence models run at the seq shape)")
+                print(f"{m:<12} {shape:<7} (not measured: it has two labels, or only sequence models run at the seq "
+                      "shape)")
                 continue
             a, b = got
             ratios.setdefault(shape, []).append(a / b)

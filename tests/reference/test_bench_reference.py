@@ -1,0 +1,79 @@
+"""bench_reference.py's criteo shape for the models that needed a shape of their own there: the feature-group
+models (DSSM, FLEN, PPNet: Criteo's anonymous fields split into groups by ``criteo_groups``, numeric fields
+included) and DLRM (I1-I13 as categorical fields, ``numeric_as_categorical``). The bench times them only; here
+the same specs (the embedding tables scaled down) and the same pairing give equal logits, so the figures it prints
+compare the same function on both sides."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from bench_reference import (
+    NUMERIC_AS_CATEGORICAL,
+    batch_of,
+    criteo_groups,
+    numeric_as_categorical,
+    pair,
+    spec_of,
+    yaml_params,
+)
+from fuxictr_reference import FRAPPE_THREE_GROUPS, FRAPPE_X1_GROUPS, with_groups
+from fuxictr_zoo import REFERENCES
+
+from bars.train import final_logits
+
+GROUPED = sorted(n for n in REFERENCES if REFERENCES[n].groups is not None)
+
+
+def _small_criteo(name: str):
+    """The bench's criteo spec for ``name`` with every table at most 2,000 rows (the layout, types and groups kept)."""
+    spec, dim = spec_of("criteo")
+    spec = dataclasses.replace(spec, features=tuple(
+        dataclasses.replace(f, vocab_size=min(f.vocab_size, 2_000)) if f.vocab_size else f for f in spec.features))
+    if REFERENCES[name].groups is not None:
+        spec = with_groups(spec, criteo_groups(REFERENCES[name].groups))
+    if name in NUMERIC_AS_CATEGORICAL:
+        spec = numeric_as_categorical(spec)
+    return spec, dim
+
+
+def test_the_criteo_shape_covers_the_grouped_models_and_dlrm():
+    assert set(GROUPED) == {"dssm", "flen", "ppnet"}  # a new grouped model: check criteo_groups suits it
+    assert "dlrm" in NUMERIC_AS_CATEGORICAL
+
+
+def test_criteo_groups():
+    numeric = tuple(f"I{i}" for i in range(1, 14))
+    three = criteo_groups(FRAPPE_THREE_GROUPS)
+    assert three["context"] == numeric and three["user"] == tuple(f"C{i}" for i in range(1, 14))
+    two = criteo_groups(FRAPPE_X1_GROUPS)
+    assert set(two) == {"user", "item"} and two["user"][:13] == numeric and two["item"] == three["item"]
+    spec, _ = spec_of("criteo")  # every field in exactly one group
+    for groups in (two, three):
+        names = [n for g in groups.values() for n in g]
+        assert sorted(names) == sorted(spec.names)
+    with pytest.raises(ValueError, match="no criteo-shape grouping"):
+        criteo_groups({"user": ("a",), "query": ("b",)})
+
+
+def test_numeric_as_categorical():
+    spec = numeric_as_categorical(spec_of("criteo")[0])
+    assert all(f.type == "categorical" for f in spec.features)
+    assert [f.vocab_size for f in spec.features[:13]] == [60 + 5 * i for i in range(1, 14)]
+    assert spec.features[13:] == spec_of("criteo")[0].features[13:]
+
+
+@pytest.mark.parametrize("name", [*GROUPED, *sorted(NUMERIC_AS_CATEGORICAL)])
+def test_equal_logits_at_the_criteo_shape(name):
+    spec, dim = _small_criteo(name)
+    _, params = yaml_params(name, dim)
+    ours, theirs = pair(name, spec, dim, params, 0.05)
+    ours.eval()
+    theirs.eval()
+    xb, _ = batch_of(spec, 0)
+    with torch.no_grad():
+        a, b = final_logits(ours(xb)), theirs.logits(xb)
+    assert a.shape == b.shape == (xb["C1"].shape[0],)
+    assert float((a - b).abs().max()) <= 1e-5, f"{name}: max |logit diff| {float((a - b).abs().max()):.3g}"
