@@ -1,8 +1,8 @@
 """bench_reference.py's criteo shape for the models that needed a shape of their own there: the feature-group
 models (DSSM, FLEN, PPNet: Criteo's anonymous fields split into groups by ``criteo_groups``, numeric fields
-included) and DLRM (I1-I13 as categorical fields, ``numeric_as_categorical``). The bench times them only; here
-the same specs (the embedding tables scaled down) and the same pairing give equal logits, so the figures it prints
-compare the same function on both sides."""
+included), DLRM (I1-I13 as categorical fields, ``numeric_as_categorical``) and the multi-task models (a second
+label). The bench times them only; here the same specs (the embedding tables scaled down) and the same pairing
+give equal logits, so the figures it prints compare the same function on both sides."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ from bench_reference import (
     spec_of,
     yaml_params,
 )
-from fuxictr_reference import FRAPPE_THREE_GROUPS, FRAPPE_X1_GROUPS, with_groups
+from fuxictr_reference import FRAPPE_THREE_GROUPS, FRAPPE_X1_GROUPS, SECOND_LABEL, with_groups
 from fuxictr_zoo import REFERENCES
 
 from bars.train import final_logits
 
 GROUPED = sorted(n for n in REFERENCES if REFERENCES[n].groups is not None)
+MULTI_TASK = sorted(n for n in REFERENCES if REFERENCES[n].multi_task)
 
 
 def _small_criteo(name: str):
@@ -36,11 +37,14 @@ def _small_criteo(name: str):
         spec = with_groups(spec, criteo_groups(REFERENCES[name].groups))
     if name in NUMERIC_AS_CATEGORICAL:
         spec = numeric_as_categorical(spec)
+    if REFERENCES[name].multi_task:
+        spec = dataclasses.replace(spec, labels=(spec.label, SECOND_LABEL))
     return spec, dim
 
 
 def test_the_criteo_shape_covers_the_grouped_models_and_dlrm():
     assert set(GROUPED) == {"dssm", "flen", "ppnet"}  # a new grouped model: check criteo_groups suits it
+    assert MULTI_TASK  # the multi-task compositions exist (their criteo-shape logits are checked below)
     assert "dlrm" in NUMERIC_AS_CATEGORICAL
 
 
@@ -65,7 +69,7 @@ def test_numeric_as_categorical():
     assert spec.features[13:] == spec_of("criteo")[0].features[13:]
 
 
-@pytest.mark.parametrize("name", [*GROUPED, *sorted(NUMERIC_AS_CATEGORICAL)])
+@pytest.mark.parametrize("name", [*GROUPED, *sorted(NUMERIC_AS_CATEGORICAL), *MULTI_TASK])
 def test_equal_logits_at_the_criteo_shape(name):
     spec, dim = _small_criteo(name)
     _, params = yaml_params(name, dim)
@@ -75,5 +79,5 @@ def test_equal_logits_at_the_criteo_shape(name):
     xb, _ = batch_of(spec, 0)
     with torch.no_grad():
         a, b = final_logits(ours(xb)), theirs.logits(xb)
-    assert a.shape == b.shape == (xb["C1"].shape[0],)
+    assert a.shape == b.shape == ((len(xb["C1"]), 2) if name in MULTI_TASK else (len(xb["C1"]),))
     assert float((a - b).abs().max()) <= 1e-5, f"{name}: max |logit diff| {float((a - b).abs().max()):.3g}"
