@@ -40,7 +40,7 @@ PYTEST_VERSION := $(shell sed -n 's/^pytest==//p' requirements.lock)
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock data train sweep worker final board bars-plan leaderboard reproduce predict export compress ui dashboard test \
-        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict bench-reliability bench-load bench-missing bench-esmm gpu-check clean \
+        test-slow lint bench bench-data bench-train bench-sweep bench-metrics bench-predict bench-reliability bench-load bench-missing bench-esmm bench-methods gpu-check clean \
         test-reference bench-reference
 
 help: ## List the targets
@@ -174,6 +174,9 @@ bench-esmm: $(STAMP) ## ESMM's CVR AUC over all impressions vs a CVR model train
 
 bench-load: $(STAMP) ## WORKERS (8) sweep workers on one study for MINUTES (10), SQLite+journal and PostgreSQL: lost/duplicated/RUNNING
 	$(BARS) bench load $(if $(WORKERS),--workers $(WORKERS)) $(if $(MINUTES),--minutes $(MINUTES)) $(if $(SETUPS),--setups $(SETUPS)) $(ARGS)
+
+bench-methods: $(STAMP) ## Per-epoch cost of each method's stages beside the plain backbone (DNN, movielens_small, 1 thread; REPEATS=1)
+	$(BARS) bench methods $(if $(REPEATS),--repeats $(REPEATS)) $(ARGS)
 
 bench-missing: $(STAMP) ## Missing values: FuxiCTR's OOV row vs the padding row, Criteo/Avazu slices, test AUC/logloss
 	$(BARS) bench missing $(ARGS)

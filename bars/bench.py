@@ -15,6 +15,7 @@ BENCHES = {
     "predict": "bars.benchmarks.predict",
     "esmm": "bars.benchmarks.esmm",
     "load": "bars.benchmarks.load",
+    "methods": "bars.benchmarks.methods",
 }
 
 
