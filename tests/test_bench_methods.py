@@ -47,3 +47,10 @@ def test_bench_methods_refuses_unknown_methods_and_counts():
         bench.main(["--repeats", "0"])
     with pytest.raises(SystemExit):  # an override scoped to a method that does not run
         bench.main(["--methods", "optfs", "dnis:method.min_dims=4"])
+
+
+def test_default_overrides_set_the_backbones_own_mlp_key():
+    assert bench.default_overrides("dnn") == ["train.batch_size=1024", "model.params.hidden_units=[100,100,100]"]
+    assert bench.default_overrides("dcn") == ["train.batch_size=1024",
+                                              "model.params.dnn_hidden_units=[100,100,100]"]
+    assert bench.default_overrides("fm") == ["train.batch_size=1024"]

@@ -1,7 +1,7 @@
 """`bars bench methods` (`make bench-methods`): what a method's stages cost per epoch, beside the plain backbone
 (issue 13: "method stages add no measurable overhead per epoch beyond the method's own computation").
 
-One backbone (default DNN [100, 100, 100]) on the shipped movielens_small, batch 1024, one thread, CPU. The
+One backbone (default DNN; its MLP at [100, 100, 100]) on the shipped movielens_small, batch 1024, one thread. The
 plain backbone and each method (default OptFS, DNIS, OptEmbed, OptInter) run for real through ``bars.run`` and
 ``bars.methods.run_method``, tracked in a temporary MLflow store. Every run's and every stage run's phase breakdown
 (the ``time_<phase>_s`` metrics ``bars.run.train_one`` records, bars.timing) is read back from that store:
@@ -32,7 +32,18 @@ import time
 from pathlib import Path
 
 METHODS = ("optfs", "dnis", "optembed", "optinter")
-DEFAULT_OVERRIDES = ("model.params.hidden_units=[100,100,100]", "train.batch_size=1024")
+# the docs/methods.md setup: batch 1024 and the backbone's MLP at [100, 100, 100] (its key, where it has one)
+DEFAULT_OVERRIDES = ("train.batch_size=1024",)
+MLP_KEYS = ("hidden_units", "dnn_hidden_units")
+
+
+def default_overrides(model: str) -> list[str]:
+    """DEFAULT_OVERRIDES plus ``model.params.<its MLP key>=[100,100,100]`` when the model config has one of
+    MLP_KEYS (DNN, DeepFM, IPNN: ``hidden_units``; DCN: ``dnn_hidden_units``; FM: none)."""
+    from bars.config import compose
+
+    params = compose([f"model={model}"]).model.params
+    return [*DEFAULT_OVERRIDES, *(f"model.params.{k}=[100,100,100]" for k in MLP_KEYS if k in params)]
 
 
 def stage_rows(uri: str, experiment: str, parent_id: str | None, label: str) -> list[dict]:
@@ -117,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats; the median per row is printed")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run; method.* ones for the methods' "
                     "runs only, <method>:<override> for that method's only (e.g. optembed:method.iterations=5); "
-                    f"default: {' '.join(DEFAULT_OVERRIDES)}; giving any replaces them")
+                    "default: train.batch_size=1024 and the backbone's MLP at [100,100,100]; giving any replaces "
+                    "them")
     args = ap.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
@@ -125,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--methods: unknown {unknown}; known: {list(METHODS)}" if unknown else "--methods: none given")
     if args.repeats < 1 or args.threads < 1:
         ap.error(f"--repeats and --threads must be >= 1, got {args.repeats} and {args.threads}")
-    overrides = list(args.overrides) or list(DEFAULT_OVERRIDES)
+    overrides = list(args.overrides) or default_overrides(args.model)
     stray = sorted({_scoped(o) for o in overrides} - {""} - set(methods))
     if stray:
         ap.error(f"overrides scoped to methods not in --methods: {stray} (--methods {','.join(methods)})")
