@@ -4,7 +4,7 @@
 One training step = each library's own step: ours ``bars.train.TrainStep`` (forward, sigmoid + BCE, regularizers,
 backward, clip 10, fused Adam), FuxiCTR's ``BaseModel.train_step`` (the same, with torch's default Adam). Models
 use their conf/model/<id>.yaml defaults (dropout included); by default the config whose id is the registry name
-of each model with a composition (``--models`` takes any config id, e.g. crossnet or autoint_plus). Two shapes, synthetic batches of 4096 rows:
+of each model with a composition (``--models`` takes any config id, e.g. crossnet or autoint_plus). Three shapes, synthetic batches of 4096 rows:
 - frappe: the 10 Frappe_x1 categorical fields with BARS's vocabulary sizes, embedding 10;
 - criteo: 13 numeric + 26 categorical fields, ~1M embedding rows, embedding 16. Criteo's fields are anonymous,
   so the models that read feature groups (DSSM, FLEN, PPNet) get a fixed, arbitrary split of them
@@ -147,7 +147,7 @@ def measure(cid: str, shape: str, repeats: int, steps: int, clock=time.perf_coun
     if seq_model != (shape == "seq"):  # histories only at the seq shape
         return None
     multi_task = REFERENCES[name].multi_task
-    if multi_task:  # two labels: the click and a second label (see batch_of)
+    if multi_task:  # two labels: the click and a second one (drawn below, after the batches)
         spec = dataclasses.replace(spec, labels=(spec.label, SECOND_LABEL))
     if REFERENCES[name].groups is not None:  # the models that read feature groups (DSSM, FLEN, PPNet)
         groups = REFERENCES[name].groups
