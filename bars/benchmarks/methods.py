@@ -59,6 +59,9 @@ def stage_rows(uri: str, experiment: str, parent_id: str | None, label: str) -> 
         picked = sorted((r for r in runs if r.parent_run_id == parent_id),
                         key=lambda r: int(r.tags.get("method_stage_index", "0")))
         names = [r.stage or "?" for r in picked]
+    if not picked:
+        raise RuntimeError(f"bench methods: no run {'of ' + label if parent_id else label} in experiment "
+                           f"{experiment!r} at {uri}" + (f" under the parent run {parent_id}" if parent_id else ""))
     out = []
     for name, r in zip(names, picked, strict=True):
         m = r.metrics
