@@ -231,14 +231,20 @@ def test_self_attention_single_head_by_hand():
     assert torch.allclose(att(x)[0], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("capability", ["AVX512", "AVX2"])
 @pytest.mark.parametrize("use_scale", [False, True])
-def test_self_attention_training_and_scoring_paths_follow_the_equation(use_scale):
-    """Training (torch's fused attention) and scoring (the explicit products) against the layer written out per
-    head in float64: values and every gradient."""
+def test_self_attention_training_and_scoring_paths_follow_the_equation(use_scale, capability, monkeypatch):
+    """Training (torch's fused attention on an AVX-512 CPU, the explicit products on an AVX2 one: kernels.avx512_cpu)
+    and scoring (the explicit products) against the layer written out per head in float64: values and every
+    gradient."""
+    from bars.models.layers import kernels
+
+    monkeypatch.setattr(kernels, "_CAPABILITY", capability)
+    assert kernels.avx512_cpu() == (capability == "AVX512")
     torch.manual_seed(3)
     att = MultiHeadSelfAttention(6, 8, num_heads=2, use_residual=True, use_scale=use_scale)
     x = torch.randn(5, 7, 6, requires_grad=True)
-    out = att(x)  # gradient enabled: the fused path
+    out = att(x)  # gradient enabled: the fused path (AVX-512) or the explicit one
     with torch.no_grad():
         scored = att(x)  # the explicit path
     w = {n: p.detach().double().requires_grad_() for n, p in att.named_parameters()}

@@ -60,11 +60,17 @@ def reference(conv: FieldConvolution, emb: torch.Tensor, act) -> torch.Tensor:
     return x
 
 
+@pytest.mark.parametrize("capability", ["AVX512", "AVX2"])
 @pytest.mark.parametrize("fields, channels, heights", [(6, [3, 2], [3, 2]), (5, [2, 3, 2], [4, 3, 2])])
-def test_field_convolution_equals_loops_and_fuxictr_layout(fields, channels, heights):
+def test_field_convolution_equals_loops_and_fuxictr_layout(fields, channels, heights, capability, monkeypatch):
+    """Both ways the layers compute (the unfolded windows' product; with AVX2 kernels conv1d for layers of several
+    input channels: kernels.avx512_cpu), values and gradients."""
+    from bars.models.layers import kernels
+
+    monkeypatch.setattr(kernels, "_CAPABILITY", capability)
     torch.manual_seed(0)
     conv = FieldConvolution(fields, channels, heights, "tanh")
-    emb = torch.randn(3, fields, 4)
+    emb = torch.randn(3, fields, 4, requires_grad=True)
     out = conv(emb)
     assert out.shape == (3, channels[-1], 3, 4)
     assert torch.allclose(out, reference(conv, emb, torch.tanh), atol=1e-5)
@@ -74,6 +80,11 @@ def test_field_convolution_equals_loops_and_fuxictr_layout(fields, channels, hei
         h = layer.kernel_size[0]
         x = torch.tanh(KMaxPooling(k, dim=2)(layer(nn.ZeroPad2d((0, 0, h - 1, h - 1))(x))))
     assert torch.allclose(out, x, atol=1e-6)
+    g = torch.randn_like(out)
+    ours = torch.autograd.grad(out, [emb, *conv.parameters()], g)
+    theirs = torch.autograd.grad(x, [emb, *conv.parameters()], g)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_conv_weights_keep_torch_default_init_shapes():

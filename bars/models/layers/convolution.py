@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bars.models.layers.core import activation
-from bars.models.layers.kernels import traced
+from bars.models.layers.kernels import avx512_cpu, traced
 
 
 class KMaxPooling(nn.Module):
@@ -56,8 +56,11 @@ class FieldConvolution(nn.Module):
     only touches Linear and Conv1d). The forward pass runs them as one matrix product of the unfolded windows
     over fields (the embedding dimension folded into the batch) with the ``[C_i, C_{i-1} * h_i]`` weights: the
     same sums as the convolution, 2.6x faster on CPU than ``conv1d`` for CCPM's first layer (8.4 ms against 22
-    ms forward + backward at batch 4096 on two cores; ``conv2d`` 19 ms), whose one or three input channels make
-    a poor case for the convolution kernels. A traced (exported) graph keeps ``conv1d``.
+    ms forward + backward at batch 4096 on two cores of an Intel Xeon with AVX-512; ``conv2d`` 19 ms), whose one
+    or three input channels make a poor case for the convolution kernels. Where ATen's kernels are AVX2
+    (:func:`~bars.models.layers.kernels.avx512_cpu` false), layers of several input channels use ``conv1d``:
+    there the product's copy of the windows costs more than the convolution. A traced (exported) graph keeps
+    ``conv1d``.
     """
 
     def __init__(
@@ -97,7 +100,11 @@ class FieldConvolution(nn.Module):
         x = emb.transpose(1, 2).reshape(b * d, 1, f)  # [B*D, C, F]: each embedding dimension is a sequence
         for conv, pool in zip(self.convs, self.pools, strict=True):
             h = conv.kernel_size[0]
-            if traced():  # an exported graph (ONNX has no Unfold of unknown size): the convolution
+            # an exported graph (ONNX has no Unfold of unknown size), and with AVX2 kernels a layer of several input
+            # channels: the convolution (there the unfolded windows' product copies them: CCPM's second layer, 3
+            # channels, 36 ms against conv1d's 14.5 forward + backward at batch 4096, 2 threads, an AMD EPYC; its
+            # one-channel first layer 16.3 against 17.1)
+            if traced() or (x.shape[1] > 1 and x.device.type == "cpu" and not avx512_cpu()):
                 x = F.conv1d(F.pad(x, (h - 1, h - 1)), conv.weight.squeeze(-1), conv.bias)
             else:
                 windows = F.pad(x, (h - 1, h - 1)).unfold(-1, h, 1)  # [B*D, C_in, L, h]: each output's inputs
