@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -13,6 +14,7 @@ from bars.models.layers.behavior_transformer import (
     MaskedSelfAttention,
     TransformerBlock,
     behaviour_masks,
+    scaled_attention,
 )
 
 
@@ -29,7 +31,37 @@ def test_masks_by_hand():
     assert causal[0, 0, 3].tolist() == [True, False, True, True]
 
 
-def test_attention_equals_torch_multihead_attention():
+@pytest.mark.parametrize("capability", ["AVX512", "AVX2"])
+@pytest.mark.parametrize("mask_kind", ["bool", "float"])
+def test_scaled_attention_both_paths_follow_the_equation(mask_kind, capability, monkeypatch):
+    """torch's fused kernel (AVX-512, or attention dropout) and the explicit products (an AVX2 CPU) against
+    softmax(q k^T / sqrt(d) + mask) v in float64: values and gradients; a bool mask removes keys (every query keeps
+    itself), a float one is added."""
+    from bars.models.layers import kernels
+
+    monkeypatch.setattr(kernels, "_CAPABILITY", capability)
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(3, 2, 5, 4, requires_grad=True) for _ in range(3))
+    _, allowed = behaviour_masks(torch.tensor([[1, 2, 0, 0], [0, 0, 3, 1], [0, 0, 0, 0]]))  # [3, 1, 5, 5]
+    mask = allowed if mask_kind == "bool" else torch.randn(3, 1, 5, 5)
+    out = scaled_attention(q, k, v, mask)
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    scores = q64 @ k64.transpose(-2, -1) / 2.0
+    scores = scores.masked_fill(~mask, float("-inf")) if mask_kind == "bool" else scores + mask.double()
+    want = torch.softmax(scores, dim=-1) @ v64
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(out)
+    out.backward(g)
+    want.backward(g.double())
+    for a, b in ((q, q64), (k, k64), (v, v64)):
+        torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("capability", ["AVX512", "AVX2"])
+def test_attention_equals_torch_multihead_attention(capability, monkeypatch):
+    from bars.models.layers import kernels
+
+    monkeypatch.setattr(kernels, "_CAPABILITY", capability)
     torch.manual_seed(0)
     ours = MaskedSelfAttention(8, 2)
     ref = nn.MultiheadAttention(8, 2, batch_first=True)

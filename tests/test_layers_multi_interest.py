@@ -34,8 +34,12 @@ def _history(dim: int = 8, seed: int = 0) -> torch.Tensor:
     return h * (SEQ > 0).unsqueeze(-1)  # padding rows are zero, as a padding embedding
 
 
+@pytest.mark.parametrize("capability", ["AVX512", "AVX2"])
 @pytest.mark.parametrize("mask", ["soft", "hard"])
-def test_refiner_equals_torch_multihead_attention(mask):
+def test_refiner_equals_torch_multihead_attention(mask, capability, monkeypatch):
+    from bars.models.layers import kernels
+
+    monkeypatch.setattr(kernels, "_CAPABILITY", capability)
     torch.manual_seed(0)
     ref = init_bars_(BehaviorRefiner(8, 2, mask=mask)).eval()
     mha = nn.MultiheadAttention(8, 2, batch_first=True)
@@ -97,7 +101,11 @@ def test_positional_target_attention_definition():
     assert no_pos.pos_emb is None and no_pos.proj is None
 
 
-def test_extractor_head_by_head():
+@pytest.mark.parametrize("capability", ["AVX512", "AVX2"])
+def test_extractor_head_by_head(capability, monkeypatch):
+    from bars.models.layers import kernels
+
+    monkeypatch.setattr(kernels, "_CAPABILITY", capability)
     torch.manual_seed(0)
     ext = init_bars_(MultiInterestExtractor(8, 2, 5, (6,), "relu", 0.0, 0.0, True, True, 3)).eval()
     x, t = _history(), torch.randn(4, 8)

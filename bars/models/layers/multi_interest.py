@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bars.models.layers.behavior_transformer import MaskedSelfAttention
+from bars.models.layers.behavior_transformer import MaskedSelfAttention, scaled_attention
 from bars.models.layers.core import MLP, Dropout, LayerNorm
 
 
@@ -121,8 +120,7 @@ class MultiInterestExtractor(nn.Module):
         -> ``num_heads`` interests [B, dim]."""
         b, length, _ = x.shape
         q, k, v = (t.view(b, length, self.num_heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
-        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
-                                               dropout_p=self.attention_dropout if self.training else 0.0)
+        heads = scaled_attention(q, k, v, allowed, self.attention_dropout if self.training else 0.0)
         interests = []
         for i in range(self.num_heads):
             s = self.dropout[i](self.out[i](heads[:, i])) + x
