@@ -17,6 +17,20 @@ for _var in ("ARGS", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL"):
     os.environ.pop(_var, None)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Every test leaves torch's intra-op thread count as it found it. A run with ``train.num_threads=1`` sets it
+    for the whole process, and float reductions differ by thread count: a later test's numbers then depended on
+    which tests ran before it (test_real_fit_on_frappe_every_model: DSSM 0.9269 alone, 0.8551 after the rest of
+    ``make test-slow``, exactly its 1-thread figure)."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 def _find_shared() -> Path:
     """The workplace's ../shared (real public data, reference facts): $BARS_SHARED, else next to the project,
     else /work/shared (so a fresh clone in a temporary folder still finds it)."""
