@@ -101,9 +101,10 @@ def avx512_cpu() -> bool:
     """Whether ATen's CPU kernels run with AVX-512 here (``torch.backends.cpu.get_cpu_capability()``: fixed per
     machine; ``ATEN_CPU_CAPABILITY`` can lower it). A few layers pick between two ways of computing the same
     function by it, where the faster one differs between an AVX-512 host (an Intel Xeon, where they were first
-    measured) and an AVX2 one (an AMD EPYC): AutoInt's attention (bars.models.layers.attention) and CCPM's
-    convolutions (bars.models.layers.convolution). The two ways differ only in float32 rounding; the host's CPU
-    model is a tag of every run (``hardware``)."""
+    measured) and an AVX2 one (an AMD EPYC): AutoInt's attention (bars.models.layers.attention), BST's and DMIN's
+    masked attentions (bars.models.layers.behavior_transformer.scaled_attention) and CCPM's convolutions
+    (bars.models.layers.convolution). The two ways differ only in float32 rounding; the host's CPU model is a tag
+    of every run (``hardware``)."""
     global _CAPABILITY
     if _CAPABILITY is None:
         _CAPABILITY = str(torch.backends.cpu.get_cpu_capability())
