@@ -455,3 +455,76 @@ def test_bilinear_concat_under_bfloat16_autocast() -> None:
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     for u, v in zip(torch.autograd.grad(got, params, dy), torch.autograd.grad(want, params, dy), strict=True):
         torch.testing.assert_close(u, v, rtol=1e-2, atol=1e-2)
+
+
+def _kmax_inputs():
+    """(x, k) cases: distinct values, ties at and away from the boundary, NaN, signed zeros and infinities, float64,
+    a non-contiguous view, rows longer than the kernel's buffer (64) and k = n - 1."""
+    g = torch.Generator().manual_seed(11)
+    for n, k in [(2, 1), (7, 3), (12, 5), (16, 6), (45, 3), (64, 63), (65, 10), (200, 7)]:
+        yield torch.randn(333, n, generator=g), k
+        yield torch.randint(-2, 3, (333, n), generator=g).float(), k  # ties everywhere
+        yield torch.randn(50, 3, n, generator=g, dtype=torch.float64), k
+    x = torch.randn(400, 12, generator=g)
+    x[::3, 4] = float("nan")
+    x[::5, 0:2] = float("inf")
+    x[1::5, 0:6] = float("-inf")
+    x[2::7, :] = -0.0
+    x[2::7, ::2] = 0.0
+    yield x, 5
+    yield torch.randn(12, 300, generator=g).t(), 4  # not contiguous
+    yield torch.randn(300, 5, 12, generator=g).transpose(1, 2), 2  # [rows, n, channels] as CCPM's first layer
+
+
+def test_kmax_index_is_topk_sorted(monkeypatch) -> None:
+    """Both paths (the kernel where built) give ``topk(k).indices.sort()`` exactly, ties and NaN included."""
+    for x, k in _kmax_inputs():
+        want = x.topk(k, dim=-1).indices.sort(dim=-1).values
+        assert torch.equal(K.kmax_index(x, k), want), (tuple(x.shape), k)
+        monkeypatch.setenv("BARS_KERNELS", "torch")
+        assert torch.equal(K.kmax_index(x, k), want), (tuple(x.shape), k)
+        monkeypatch.delenv("BARS_KERNELS")
+
+
+def test_kmax_kernel_flags_exactly_the_rows_without_one_set(compiled) -> None:
+    """The kernel's own rows (flag 0) are the k largest, in order; it leaves to topk exactly the rows with a tie at
+    the boundary or a NaN."""
+    x = torch.tensor([[3.0, 5.0, 3.0, 1.0],  # k = 2: 5 and one of the 3s -> topk decides
+                      [3.0, 5.0, 4.0, 1.0],  # 5, 4
+                      [1.0, float("nan"), 2.0, 0.0],  # NaN
+                      [2.0, 2.0, 1.0, 1.0],  # ties, but not at the boundary: 2, 2
+                      [-0.0, 0.0, -1.0, 5.0],  # -0 == 0 at the boundary
+                      [float("-inf"), float("inf"), 7.0, float("-inf")]])
+    index = torch.empty(6, 2, dtype=torch.int64)
+    flag = torch.empty(6, dtype=torch.uint8)
+    K._load().bars_kmax_index_f32(x.data_ptr(), 6, 4, 2, index.data_ptr(), flag.data_ptr())
+    assert flag.tolist() == [1, 0, 1, 0, 1, 0]
+    assert index[[1, 3, 5]].tolist() == [[1, 2], [0, 1], [1, 2]]
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(1000, 12, generator=g)
+    index = torch.empty(1000, 5, dtype=torch.int64)
+    flag = torch.empty(1000, dtype=torch.uint8)
+    K._load().bars_kmax_index_f32(y.data_ptr(), 1000, 12, 5, index.data_ptr(), flag.data_ptr())
+    assert not flag.any()
+    for row, idx in zip(y.tolist(), index.tolist(), strict=True):  # the definition, row by row
+        largest = sorted(range(12), key=lambda i: -row[i])[:5]
+        assert idx == sorted(largest)
+
+
+def test_ccpm_convolution_is_the_same_with_and_without_the_kernel(compiled, monkeypatch) -> None:
+    """CCPM's convolution stack (two k-max poolings a pass): same outputs and gradients, bit for bit."""
+    from bars.models.layers import FieldConvolution
+
+    def run(kernels: str):
+        monkeypatch.setenv("BARS_KERNELS", kernels)
+        torch.manual_seed(5)
+        conv = FieldConvolution(10, [3, 3], [3, 3], "tanh")
+        e = torch.randn(256, 10, 8, requires_grad=True)
+        e.data[::9, 3:6] = 0.0  # equal windows: ties in the first layer's outputs
+        out = conv(e)
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+        return out.detach(), e.grad, [p.grad for p in conv.parameters()]
+
+    a, b = run("auto"), run("torch")
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert all(torch.equal(u, v) for u, v in zip(a[2], b[2], strict=True))

@@ -362,6 +362,51 @@ SELECT_PAIR_DOT(double, f64)
 PAIR_PRODUCTS(float, f32)
 PAIR_PRODUCTS(double, f64)
 
+/* bars_kmax_index_{f32,f64}: CCPM's k-max pooling index over the last axis of a [rows, n] contiguous array
+ * (0 < k < n): the positions of each row's k largest values, ascending, in index[rows, k]. That is
+ * topk(k).indices.sort() wherever the k largest are one set, i.e. the k-th largest value is strictly greater than the
+ * (k+1)-th and the row has no NaN; a row where either fails (a tie at the boundary, which topk breaks by its own
+ * selection algorithm, or a NaN, which topk ranks above everything) gets flag[row] = 1 and is left to topk by the
+ * caller (bars.models.layers.kernels.kmax_index), so the result is topk's in every case. Per row, without branches
+ * on the data: each value's rank r_i = #{j : x_j > x_i}; x_i is among the k largest iff r_i < k, and exactly k
+ * values pass iff the k largest are one set. Rows longer than KMAX_BUF are all flagged. */
+#define KMAX_BUF 64
+#define KMAX_INDEX(T, SUFFIX)                                                                                       \
+    CLONES                                                                                                          \
+    void bars_kmax_index_##SUFFIX(const T *restrict x, int64_t rows, int64_t n, int64_t k, int64_t *restrict index, \
+                                  uint8_t *restrict flag) {                                                         \
+        int64_t buf[KMAX_BUF];                                                                                      \
+        T row[KMAX_BUF];                                                                                            \
+        int32_t above[KMAX_BUF];                                                                                    \
+        const int64_t np = (n + 7) / 8 * 8;                                                                         \
+        for (int64_t r = 0; r < rows; r++) {                                                                        \
+            const T *restrict xr = x + r * n;                                                                       \
+            flag[r] = 1;                                                                                            \
+            if (n > KMAX_BUF) continue;                                                                             \
+            int32_t nan = 0;                                                                                        \
+            for (int64_t i = 0; i < n; i++) nan |= xr[i] != xr[i];                                                  \
+            if (nan) continue;                                                                                      \
+            for (int64_t i = 0; i < n; i++) row[i] = xr[i];                                                         \
+            for (int64_t i = n; i < np; i++) row[i] = -INFINITY; /* never above anything: blocks of 8 */           \
+            for (int64_t i = 0; i < np; i++) above[i] = 0;                                                          \
+            for (int64_t j = 0; j < n; j++) {                                                                       \
+                T v = row[j];                                                                                       \
+                for (int64_t i = 0; i < np; i++) above[i] += v > row[i];                                            \
+            }                                                                                                       \
+            int64_t c = 0;                                                                                          \
+            for (int64_t i = 0; i < n; i++) {                                                                       \
+                buf[c] = i;                                                                                         \
+                c += above[i] < k;                                                                                  \
+            }                                                                                                       \
+            if (c != k) continue;                                                                                   \
+            memcpy(index + r * k, buf, sizeof(int64_t) * (size_t)k);                                                \
+            flag[r] = 0;                                                                                            \
+        }                                                                                                           \
+    }
+
+KMAX_INDEX(float, f32)
+KMAX_INDEX(double, f64)
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "optional CPU kernels of bars.models", -1,
                                     NULL};
 

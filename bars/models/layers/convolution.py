@@ -10,12 +10,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bars.models.layers.core import activation
-from bars.models.layers.kernels import avx512_cpu, traced
+from bars.models.layers.kernels import avx512_cpu, kmax_index, traced
 
 
 class KMaxPooling(nn.Module):
     """The ``k`` largest values along ``dim``, kept in their original order (FuxiCTR's ``KMaxPooling``: top-k
-    indices sorted ascending, then gathered)."""
+    indices sorted ascending, then gathered). Along the last axis the index comes from
+    :func:`~bars.models.layers.kernels.kmax_index`: the compiled kernel where built, ``topk`` for the rows it leaves
+    (ties at the boundary, NaN); the same index either way."""
 
     def __init__(self, k: int, dim: int) -> None:
         super().__init__()
@@ -28,6 +30,8 @@ class KMaxPooling(nn.Module):
         return f"k={self.k}, dim={self.dim}"
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.dim % x.dim() == x.dim() - 1:  # the last axis (CCPM's): the compiled kernel where built
+            return x.gather(self.dim, kmax_index(x, self.k))
         index = x.topk(self.k, dim=self.dim).indices.sort(dim=self.dim).values
         return x.gather(self.dim, index)
 
