@@ -188,6 +188,53 @@ def test_cin_shapes_multi_layer():
     assert cin(torch.randn(7, 4, 6)).shape == (7, 1)
 
 
+def _cin_by_equation(cin: CIN, x0: torch.Tensor) -> torch.Tensor:
+    """xDeepFM's CIN written out on [B, F, D] (FuxiCTR's layout: Z = einsum('bhd,bmd->bhmd'), a 1x1 convolution over
+    the F * H channels, sum-pooling over D)."""
+    b, _, d = x0.shape
+    x, pooled = x0, []
+    for conv in cin.convs:
+        z = torch.einsum("bhd,bmd->bhmd", x0, x).reshape(b, -1, d)
+        x = torch.einsum("kc,bcd->bkd", conv.weight, z) + conv.bias[:, None]
+        pooled.append(x.sum(dim=-1))
+    return cin.fc(torch.cat(pooled, dim=-1))
+
+
+def test_cin_equals_its_equation_values_and_gradients():
+    torch.manual_seed(3)
+    cin = CIN(num_fields=5, hidden_units=[4, 3, 2], output_dim=1).double()
+    x = torch.randn(6, 5, 7, dtype=torch.float64, requires_grad=True)
+    got, want = cin(x), _cin_by_equation(cin, x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(got)
+    params = [x, *cin.parameters()]
+    for u, v in zip(torch.autograd.grad(got, params, g), torch.autograd.grad(want, params, g), strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+    # float32 as trained: the same function up to rounding
+    cin32 = CIN(num_fields=5, hidden_units=[4, 3, 2], output_dim=1)
+    x32 = torch.randn(64, 5, 7)
+    torch.testing.assert_close(cin32(x32), _cin_by_equation(cin32, x32), rtol=1e-5, atol=1e-5)
+
+
+def test_row_outer_gradients_of_either_input():
+    from bars.models.layers.interaction import row_outer
+
+    a = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(row_outer, (a, c))
+    out = row_outer(a.detach(), c)  # one input without gradient
+    assert torch.equal(out, (a.detach()[:, :, None] * c.detach()[:, None, :]).reshape(9, 12))
+    (gc,) = torch.autograd.grad(out.sum(), [c])
+    torch.testing.assert_close(gc, a.detach().sum(1, keepdim=True).expand(9, 3))
+    x = torch.randn(5, 3, requires_grad=True)
+    y = row_outer(x, x)  # CIN's first layer: x0 with itself
+    (gx,) = torch.autograd.grad(y.sum(), [x])
+    torch.testing.assert_close(gx, 2 * x.detach().sum(1, keepdim=True).expand(5, 3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed dtypes under autocast: the plain multiply
+        z = row_outer(x, x.bfloat16())
+    assert z.dtype == torch.float32 and z.shape == (5, 9)
+
+
 def test_mlp_structure_and_identity():
     mlp = MLP(6, [5, 4], "relu", batch_norm=True, dropout=0.3, output_dim=1)
     kinds = [type(m).__name__ for m in mlp.net]
