@@ -3,8 +3,9 @@
 
 One training step = each library's own step: ours ``bars.train.TrainStep`` (forward, sigmoid + BCE, regularizers,
 backward, clip 10, fused Adam), FuxiCTR's ``BaseModel.train_step`` (the same, with torch's default Adam). Models
-use their conf/model/<id>.yaml defaults (dropout included); by default the config whose id is the registry name
-of each model with a composition (``--models`` takes any config id, e.g. crossnet or autoint_plus). Three shapes, synthetic batches of 4096 rows:
+use their conf/model/<id>.yaml defaults (dropout included); by default every config of a model with a composition
+(the registry names' configs and the others, e.g. cin beside xdeepfm, crossnet beside dcn; ``--models`` takes any
+of them). Three shapes, synthetic batches of 4096 rows:
 - frappe: the 10 Frappe_x1 categorical fields with BARS's vocabulary sizes, embedding 10;
 - criteo: 13 numeric + 26 categorical fields, ~1M embedding rows, embedding 16. Criteo's fields are anonymous,
   so the models that read feature groups (DSSM, FLEN, PPNet) get a fixed, arbitrary split of them
@@ -199,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=0, help="steps per repeat (default: 3 frappe, 1 criteo)")
-    ap.add_argument("--models", default=",".join(sorted(REFERENCES)), help="config ids (default: the registry "
-                    "names of the models with a FuxiCTR composition)")
+    configs = model_configs()
+    known = sorted(c for c, (n, _) in configs.items() if n in REFERENCES)
+    ap.add_argument("--models", default=",".join(known), help="config ids (default: every conf/model config of a "
+                    "model with a FuxiCTR composition, e.g. cin and crossnet beside xdeepfm and dcn)")
     ap.add_argument("--shapes", default="frappe,criteo,seq")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time; cpu: the running thread's CPU time (needs --threads 1)")
@@ -210,8 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     models = [m for m in args.models.split(",") if m]
-    configs = model_configs()
-    known = sorted(c for c, (n, _) in configs.items() if n in REFERENCES)
     unknown = sorted(set(models) - set(known))
     if unknown:
         ap.error(f"no config with a FuxiCTR composition: {unknown}; known: {known}")

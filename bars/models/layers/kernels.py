@@ -29,9 +29,9 @@ FiBiNET's bilinear pairs (:class:`PairProducts`): ``h[left_q] * e[right_q]`` for
 pairs in pair order, as the fallback's ``index_add_`` does.
 
 CCPM's k-max pooling index (:func:`kmax_index`): the positions of the ``k`` largest values along the last axis,
-ascending, as ``topk(k).indices.sort()``: the kernel finds them by insertion where the ``k`` largest are one set, and
-leaves the rows where they are not (a tie at the boundary, or a NaN) to ``topk``, so the result is topk's in every
-case. ``topk`` and the sort were 30 % of a CCPM training step at the Frappe shape (two layers of 122,880 rows, of 12 and 7
+ascending, as ``topk(k).indices.sort()``: the kernel ranks each row's values (``#{j : x_j > x_i}``, no branches on
+the data) where the ``k`` largest are one set, and leaves the rows where they are not (a tie at the boundary, or a
+NaN) to ``topk``, so the result is topk's in every case. ``topk`` and the sort were 30 % of a CCPM training step at the Frappe shape (two layers of 122,880 rows, of 12 and 7
 values); the kernel takes a third to a half of their time (docs/performance.md)."""
 
 from __future__ import annotations
