@@ -83,7 +83,8 @@ def row_outer(a: Tensor, c: Tensor) -> Tensor:
 
 class CIN(nn.Module):
     """xDeepFM's Compressed Interaction Network. Layer k: ``Z = x_0 (outer, per dim) x_{k-1}`` of shape
-    ``[B, F * H_{k-1}, D]``, compressed by a 1x1 convolution (here a Linear over the channel axis, the same map)
+    ``[B, F * H_{k-1}, D]`` (held as ``[B * D, F * H_{k-1}]``), compressed by a 1x1 convolution (here a Linear over
+    the channel axis, the same map)
     into ``H_k`` feature maps; every layer's maps are sum-pooled over D, concatenated and mapped to
     ``output_dim`` by a Linear. No split-half (as FuxiCTR). Input ``[B, F, D]``."""
 
@@ -101,8 +102,8 @@ class CIN(nn.Module):
         b, _, d = x0.shape
         # every layer in the [B, D, .] layout: Z's rows are the B * D (row, dimension) pairs, so Z is built where the
         # 1x1 convolution (the Linear) reads it and its output is the next layer's input, no transposed copies
-        # forward or backward (FuxiCTR's Conv1d on [B, F*H, D] and our earlier transposes of [B, F*H, D] copied
-        # Z, up to 650 MB a layer at the Criteo shape; the same sums up to rounding)
+        # forward or backward (the earlier Linear over Z.transpose(1, 2), Z as [B, F*H, D], copied Z: up to 650 MB a
+        # layer at the Criteo shape). The same sums as FuxiCTR's Conv1d up to float32 rounding
         x0t = x0.transpose(1, 2).contiguous()  # [B, D, F]
         xt = x0t
         pooled = []
