@@ -84,9 +84,8 @@ def row_outer(a: Tensor, c: Tensor) -> Tensor:
 class CIN(nn.Module):
     """xDeepFM's Compressed Interaction Network. Layer k: ``Z = x_0 (outer, per dim) x_{k-1}`` of shape
     ``[B, F * H_{k-1}, D]`` (held as ``[B * D, F * H_{k-1}]``), compressed by a 1x1 convolution (here a Linear over
-    the channel axis, the same map)
-    into ``H_k`` feature maps; every layer's maps are sum-pooled over D, concatenated and mapped to
-    ``output_dim`` by a Linear. No split-half (as FuxiCTR). Input ``[B, F, D]``."""
+    the channel axis, the same map) into ``H_k`` feature maps; every layer's maps are sum-pooled over D,
+    concatenated and mapped to ``output_dim`` by a Linear. No split-half (as FuxiCTR). Input ``[B, F, D]``."""
 
     def __init__(self, num_fields: int, hidden_units: Sequence[int], output_dim: int = 1) -> None:
         super().__init__()
