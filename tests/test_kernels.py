@@ -528,3 +528,53 @@ def test_ccpm_convolution_is_the_same_with_and_without_the_kernel(compiled, monk
     a, b = run("auto"), run("torch")
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert all(torch.equal(u, v) for u, v in zip(a[2], b[2], strict=True))
+
+
+def _gated_cross_run(monkeypatch, kernels: str, fused: bool = True, b: int = 300, d: int = 37, layers: int = 3):
+    """Outputs and every gradient of a GatedCrossNet (``fused``: the GatedCrossMix path; else autograd's ops)."""
+    from bars.models.layers import GatedCrossNet
+    from bars.models.layers import gated_cross as gc
+
+    monkeypatch.setenv("BARS_KERNELS", kernels)
+    if not fused:  # the path that tracing takes: autograd's own element-wise ops
+        monkeypatch.setattr(gc, "traced", lambda: True)
+    torch.manual_seed(3)
+    net = GatedCrossNet(d, layers)
+    x0 = torch.randn(b, d, requires_grad=True)
+    with torch.no_grad():
+        x0[::7, :5] = 0.0  # zeros: signed-zero products
+    out = net(x0)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+    monkeypatch.undo()
+    return out.detach(), x0.grad, net.weight.grad, net.bias.grad
+
+
+@pytest.mark.parametrize(("b", "d"), [(1, 1), (300, 37), (64, 624)])
+def test_gated_cross_compiled_equals_fallback(compiled, monkeypatch, b, d) -> None:
+    """GDCN's fused element-wise part: the compiled kernel and its torch fallback, bit for bit."""
+    a = _gated_cross_run(monkeypatch, "auto", b=b, d=d)
+    c = _gated_cross_run(monkeypatch, "torch", b=b, d=d)
+    for u, v in zip(a, c, strict=True):
+        assert torch.equal(bits(u), bits(v))
+
+
+@pytest.mark.parametrize("kernels", ["auto", "torch"])
+def test_gated_cross_fused_equals_autograds_ops(monkeypatch, kernels) -> None:
+    """The fused layer computes autograd's graph of ``x0 * (W x + b) * sigmoid(W_g x) + x``: the same outputs bit
+    for bit; the same gradients up to the order autograd sums x0's several contributions in."""
+    a = _gated_cross_run(monkeypatch, kernels)
+    c = _gated_cross_run(monkeypatch, kernels, fused=False)
+    assert torch.equal(a[0], c[0])
+    for u, v in zip(a[1:], c[1:], strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
+
+
+def test_gated_cross_is_autograds_function_in_float64() -> None:
+    """gradcheck of the fused node (its torch path: float64 is not the kernel's)."""
+    g = torch.Generator().manual_seed(2)
+    d = 5
+    z = torch.randn(4, 2 * d, dtype=torch.float64, generator=g, requires_grad=True)
+    bias = torch.rand(d, dtype=torch.float64, generator=g, requires_grad=True)
+    x0 = torch.randn(4, d, dtype=torch.float64, generator=g, requires_grad=True)
+    x = torch.randn(4, d, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(K.GatedCrossMix.apply, (z, bias, x0, x))

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bars.models.layers.kernels import GatedCrossMix, autocast_on, traced
+
 
 class GatedCrossNet(nn.Module):
     """``num_layers`` gated cross layers over ``x_0 [B, d]``::
@@ -45,9 +47,17 @@ class GatedCrossNet(nn.Module):
     def forward(self, x0: Tensor) -> Tensor:
         d = self.input_dim
         x = x0
+        # the element-wise part in one autograd node (kernels.GatedCrossMix, the same values) on float32 CPU
+        # tensors; autograd's ops where the exporters or autocast need them
+        fused = (x0.device.type == "cpu" and x0.dtype == torch.float32 and self.weight.dtype == torch.float32
+                 and x0.dim() == 2 and not traced() and not autocast_on())
         for i in range(self.num_layers):
-            # [B, 2d]: W x | W_g x, split in one op (backward: one cat) rather than two slices (whose backward
-            # each fills a zero [B, 2d] gradient and copies into it): the same values
-            w, g = F.linear(x, self.weight[i]).split(d, dim=1)
-            x = x0 * (w + self.bias[i]) * torch.sigmoid(g) + x
+            z = F.linear(x, self.weight[i])  # [B, 2d]: W x | W_g x, one matrix product
+            if fused:
+                x = GatedCrossMix.apply(z, self.bias[i], x0, x)
+            else:
+                # split in one op (backward: one cat) rather than two slices (whose backward each fills a zero
+                # [B, 2d] gradient and copies into it): the same values
+                w, g = z.split(d, dim=1)
+                x = x0 * (w + self.bias[i]) * torch.sigmoid(g) + x
         return x

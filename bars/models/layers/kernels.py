@@ -28,6 +28,11 @@ FiBiNET's bilinear pairs (:class:`PairProducts`): ``h[left_q] * e[right_q]`` for
 ``(h, e)`` couples, written straight into the MLP's input; the backward accumulates each field's gradient over its
 pairs in pair order, as the fallback's ``index_add_`` does.
 
+GDCN's gated cross layer (:class:`GatedCrossMix`): the element-wise part ``((x0 * (z_w + b)) * sigmoid(z_g)) + x``
+of a layer whose matrix product ``z = [z_w | z_g]`` is done, in one pass forward and one backward (which writes
+``z``'s gradient, both halves, where autograd's ops made eight passes and a cat), in the order of autograd's own
+backward of those ops (torch's ``sigmoid_backward`` included), so the same values.
+
 CCPM's k-max pooling index (:func:`kmax_index`): the positions of the ``k`` largest values along the last axis,
 ascending, as ``topk(k).indices.sort()``: the kernel ranks each row's values (``#{j : x_j > x_i}``, no branches on
 the data) where the ``k`` largest are one set, and leaves the rows where they are not (a tie at the boundary, or a
@@ -88,6 +93,10 @@ def _load() -> ctypes.CDLL | None:
                 kmax = getattr(lib, f"bars_kmax_index_{t}")
                 kmax.argtypes = [p, i64, i64, i64, p, p]
                 kmax.restype = None
+            lib.bars_gated_cross_fwd.argtypes = [p, p, p, p, p, p, i64, i64]
+            lib.bars_gated_cross_fwd.restype = None
+            lib.bars_gated_cross_bwd.argtypes = [p, p, p, p, p, p, p, i64, i64]
+            lib.bars_gated_cross_bwd.restype = None
             _lib = lib
     return _lib or None
 
@@ -519,3 +528,50 @@ def kmax_index(x: Tensor, k: int) -> Tensor:
             flat[left] = xs[left].topk(k, dim=-1).indices.sort(dim=-1).values
         return index
     return x.topk(k, dim=-1).indices.sort(dim=-1).values
+
+
+# ------------------------------------------------------------------------------------------------------------
+# GDCN's gated cross layer, element-wise part
+# ------------------------------------------------------------------------------------------------------------
+def gated_cross_forward(z: Tensor, s: Tensor, bias: Tensor, x0: Tensor, x: Tensor) -> Tensor:
+    """``((x0 * (z[:, :d] + bias)) * s) + x`` for ``z [B, 2d]``, ``s = sigmoid(z[:, d:])``, ``x0``, ``x [B, d]``."""
+    d = x0.shape[1]
+    if _kernel_ok(z, s, bias, x0, x):
+        out = torch.empty_like(x)
+        _load().bars_gated_cross_fwd(z.data_ptr(), s.data_ptr(), bias.data_ptr(), x0.data_ptr(),  # type: ignore[union-attr]
+                                      x.data_ptr(), out.data_ptr(), x.shape[0], d)
+        return out
+    return x0 * (z[:, :d] + bias) * s + x
+
+
+def gated_cross_backward(go: Tensor, z: Tensor, s: Tensor, bias: Tensor, x0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(gz [B, 2d], gbias [d], gx0 [B, d])`` of :func:`gated_cross_forward` (``x``'s gradient is ``go``)."""
+    d = x0.shape[1]
+    go = go.contiguous()
+    if _kernel_ok(go, z, s, bias, x0):
+        gz, gx0 = torch.empty_like(z), torch.empty_like(x0)
+        _load().bars_gated_cross_bwd(go.data_ptr(), z.data_ptr(), s.data_ptr(), bias.data_ptr(),  # type: ignore[union-attr]
+                                      x0.data_ptr(), gz.data_ptr(), gx0.data_ptr(), go.shape[0], d)
+    else:
+        h = z[:, :d] + bias
+        gs = go * s
+        gz = torch.cat([gs * x0, go * (x0 * h) * (1 - s) * s], dim=1)
+        gx0 = gs * h
+    return gz, gz[:, :d].sum(0), gx0
+
+
+class GatedCrossMix(torch.autograd.Function):
+    """``((x0 * (z[:, :d] + bias)) * sigmoid(z[:, d:])) + x`` (float32 CPU; :func:`gated_cross_forward`)."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, bias: Tensor, x0: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        z, bias, x0, x = z.detach(), bias.detach(), x0.detach(), x.detach()
+        s = torch.sigmoid(z[:, x0.shape[1]:])
+        ctx.save_for_backward(z, s, bias, x0)
+        return gated_cross_forward(z, s, bias, x0, x)
+
+    @staticmethod
+    def backward(ctx, go: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
+        z, s, bias, x0 = ctx.saved_tensors
+        gz, gbias, gx0 = gated_cross_backward(go, z, s, bias, x0)
+        return gz, gbias, gx0, go
