@@ -578,3 +578,29 @@ def test_gated_cross_is_autograds_function_in_float64() -> None:
     x0 = torch.randn(4, d, dtype=torch.float64, generator=g, requires_grad=True)
     x = torch.randn(4, d, dtype=torch.float64, generator=g, requires_grad=True)
     assert torch.autograd.gradcheck(K.GatedCrossMix.apply, (z, bias, x0, x))
+
+
+@pytest.mark.parametrize(("aten", "vendor", "want"), [
+    ("AVX512", "GenuineIntel", True),  # an Intel Xeon: torch's fused attention, CCPM's unfolded product
+    ("AVX512", "AuthenticAMD", False),  # an AMD EPYC with AVX-512 (Zen 4): measured faster with the other paths
+    ("AVX2", "GenuineIntel", False),
+    ("AVX2", "AuthenticAMD", False),
+    ("DEFAULT", "", False),
+])
+def test_layer_paths_follow_vendor_and_capability(monkeypatch, aten, vendor, want) -> None:
+    monkeypatch.setattr(K, "_CAPABILITY", None)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: aten)
+    monkeypatch.setattr(K, "_cpu_vendor", lambda: vendor)
+    assert K.intel_avx512_cpu() is want
+    monkeypatch.setattr(K, "_cpu_vendor", lambda: "GenuineIntel")  # cached: read once per process
+    assert K.intel_avx512_cpu() is want
+
+
+def test_cpu_vendor_is_cpuinfos_vendor_id() -> None:
+    from pathlib import Path
+
+    info = Path("/proc/cpuinfo")
+    lines = [ln for ln in info.read_text().splitlines() if ln.startswith("vendor_id")] if info.exists() else []
+    if not lines:
+        pytest.skip("no vendor_id in /proc/cpuinfo")
+    assert K._cpu_vendor() == lines[0].split(":", 1)[1].strip() != ""

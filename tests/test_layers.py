@@ -281,13 +281,13 @@ def test_self_attention_single_head_by_hand():
 @pytest.mark.parametrize("capability", ["AVX512", "AVX2"])
 @pytest.mark.parametrize("use_scale", [False, True])
 def test_self_attention_training_and_scoring_paths_follow_the_equation(use_scale, capability, monkeypatch):
-    """Training (torch's fused attention on an AVX-512 CPU, the explicit products on an AVX2 one: kernels.avx512_cpu)
-    and scoring (the explicit products) against the layer written out per head in float64: values and every
+    """Training (torch's fused attention on an Intel AVX-512 CPU, the explicit products elsewhere:
+    kernels.intel_avx512_cpu) and scoring (the explicit products) against the layer written out per head in float64: values and every
     gradient."""
     from bars.models.layers import kernels
 
     monkeypatch.setattr(kernels, "_CAPABILITY", capability)
-    assert kernels.avx512_cpu() == (capability == "AVX512")
+    assert kernels.intel_avx512_cpu() == (capability == "AVX512")
     torch.manual_seed(3)
     att = MultiHeadSelfAttention(6, 8, num_heads=2, use_residual=True, use_scale=use_scale)
     x = torch.randn(5, 7, 6, requires_grad=True)

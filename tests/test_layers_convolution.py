@@ -63,8 +63,8 @@ def reference(conv: FieldConvolution, emb: torch.Tensor, act) -> torch.Tensor:
 @pytest.mark.parametrize("capability", ["AVX512", "AVX2"])
 @pytest.mark.parametrize("fields, channels, heights", [(6, [3, 2], [3, 2]), (5, [2, 3, 2], [4, 3, 2])])
 def test_field_convolution_equals_loops_and_fuxictr_layout(fields, channels, heights, capability, monkeypatch):
-    """Both ways the layers compute (the unfolded windows' product; with AVX2 kernels conv1d for layers of several
-    input channels: kernels.avx512_cpu), values and gradients."""
+    """Both ways the layers compute (the unfolded windows' product; except on Intel AVX-512 CPUs conv1d for layers
+    of several input channels: kernels.intel_avx512_cpu), values and gradients."""
     from bars.models.layers import kernels
 
     monkeypatch.setattr(kernels, "_CAPABILITY", capability)

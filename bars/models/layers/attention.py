@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bars.models.layers.core import Dropout, LayerNorm
-from bars.models.layers.kernels import avx512_cpu, traced
+from bars.models.layers.kernels import intel_avx512_cpu, traced
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -53,13 +53,14 @@ class MultiHeadSelfAttention(nn.Module):
             w(x).view(b, f, self.num_heads, self.head_dim).transpose(1, 2) for w in (self.w_q, self.w_k, self.w_v)
         )  # [B, H, F, d]
         if (self.dropout is None and x.device.type == "cpu" and torch.is_grad_enabled() and not traced()
-                and avx512_cpu()):
-            # training on an AVX-512 CPU: softmax(q k^T [/ sqrt(d)]) v as torch's fused CPU kernel computes it (no
+                and intel_avx512_cpu()):
+            # training on an Intel AVX-512 CPU: softmax(q k^T [/ sqrt(d)]) v as torch's fused CPU kernel computes it (no
             # [B, H, F, F] scores kept, no copies of the transposed head views): the same function up to float32
             # rounding (its softmax is taken in blocks); 60 -> 47 ms forward + backward for AutoInt's default layer
             # at batch 4096 (an Intel Xeon), its step 0.98-1.02x -> 1.12x FuxiCTR's. With AVX2 kernels (an AMD
             # EPYC, 2 threads; 10 fields, 4 heads of 32) the fused kernel is ~3x slower than the explicit form,
-            # 126-129 ms against 40-44 ms, which made AutoInt's step 0.73x FuxiCTR's there: the explicit form then.
+            # 126-129 ms against 40-44 ms, which made AutoInt's step 0.73x FuxiCTR's there: the explicit form then;
+            # the same on an AMD EPYC with AVX-512 (Zen 4): 0.71x fused, 1.04x explicit.
             # Scoring (no gradient) keeps the explicit form, which exported graphs hold, so an export equals the
             # model it came from
             scale = 1.0 if self.scale is None else 1.0 / self.scale

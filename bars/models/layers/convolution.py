@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from bars.models.layers.core import activation
-from bars.models.layers.kernels import avx512_cpu, kmax_index, traced
+from bars.models.layers.kernels import intel_avx512_cpu, kmax_index, traced
 
 
 class KMaxPooling(nn.Module):
@@ -61,9 +61,10 @@ class FieldConvolution(nn.Module):
     over fields (the embedding dimension folded into the batch) with the ``[C_i, C_{i-1} * h_i]`` weights: the
     same sums as the convolution, 2.6x faster on CPU than ``conv1d`` for CCPM's first layer (8.4 ms against 22
     ms forward + backward at batch 4096 on two cores of an Intel Xeon with AVX-512; ``conv2d`` 19 ms), whose one
-    or three input channels make a poor case for the convolution kernels. Where ATen's kernels are AVX2
-    (:func:`~bars.models.layers.kernels.avx512_cpu` false), layers of several input channels use ``conv1d``:
-    there the product's copy of the windows costs more than the convolution. A traced (exported) graph keeps
+    or three input channels make a poor case for the convolution kernels. Except on Intel CPUs with AVX-512
+    (:func:`~bars.models.layers.kernels.intel_avx512_cpu` false: AVX2 ones, and AMD's with AVX-512), layers of
+    several input channels use ``conv1d``: there the product's copy of the windows costs more than the
+    convolution. A traced (exported) graph keeps
     ``conv1d``.
     """
 
@@ -108,7 +109,7 @@ class FieldConvolution(nn.Module):
             # channels: the convolution (there the unfolded windows' product copies them: CCPM's second layer, 3
             # channels, 36 ms against conv1d's 14.5 forward + backward at batch 4096, 2 threads, an AMD EPYC; its
             # one-channel first layer 16.3 against 17.1)
-            if traced() or (x.shape[1] > 1 and x.device.type == "cpu" and not avx512_cpu()):
+            if traced() or (x.shape[1] > 1 and x.device.type == "cpu" and not intel_avx512_cpu()):
                 x = F.conv1d(F.pad(x, (h - 1, h - 1)), conv.weight.squeeze(-1), conv.bias)
             else:
                 windows = F.pad(x, (h - 1, h - 1)).unfold(-1, h, 1)  # [B*D, C_in, L, h]: each output's inputs
