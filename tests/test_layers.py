@@ -282,8 +282,8 @@ def test_self_attention_single_head_by_hand():
 @pytest.mark.parametrize("use_scale", [False, True])
 def test_self_attention_training_and_scoring_paths_follow_the_equation(use_scale, capability, monkeypatch):
     """Training (torch's fused attention on an Intel AVX-512 CPU, the explicit products elsewhere:
-    kernels.intel_avx512_cpu) and scoring (the explicit products) against the layer written out per head in float64: values and every
-    gradient."""
+    kernels.intel_avx512_cpu) and scoring (the explicit products) against the layer written out per head in
+    float64: values and every gradient."""
     from bars.models.layers import kernels
 
     monkeypatch.setattr(kernels, "_CAPABILITY", capability)

@@ -54,8 +54,8 @@ class MultiHeadSelfAttention(nn.Module):
         )  # [B, H, F, d]
         if (self.dropout is None and x.device.type == "cpu" and torch.is_grad_enabled() and not traced()
                 and intel_avx512_cpu()):
-            # training on an Intel AVX-512 CPU: softmax(q k^T [/ sqrt(d)]) v as torch's fused CPU kernel computes it (no
-            # [B, H, F, F] scores kept, no copies of the transposed head views): the same function up to float32
+            # training on an Intel AVX-512 CPU: softmax(q k^T [/ sqrt(d)]) v as torch's fused CPU kernel computes
+            # it (no [B, H, F, F] scores kept, no copies of the transposed head views): the same function up to float32
             # rounding (its softmax is taken in blocks); 60 -> 47 ms forward + backward for AutoInt's default layer
             # at batch 4096 (an Intel Xeon), its step 0.98-1.02x -> 1.12x FuxiCTR's. With AVX2 kernels (an AMD
             # EPYC, 2 threads; 10 fields, 4 heads of 32) the fused kernel is ~3x slower than the explicit form,

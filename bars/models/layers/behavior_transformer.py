@@ -18,9 +18,9 @@ def scaled_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: f
     false key is removed, and every query must attend at least one key) or float (added to the scores), as
     ``F.scaled_dot_product_attention`` takes it. That fused kernel computes it, except on a CPU that is not an
     Intel one with AVX-512 (:func:`~bars.models.layers.kernels.intel_avx512_cpu` false) without attention dropout,
-    where the explicit products do: there the fused kernel was ~2.8x slower on DMIN's two attentions (150 ms of a ~1 s step at
-    batch 4096, 2 threads, an AMD EPYC, against FuxiCTR's explicit ones: DMIN 0.96x FuxiCTR's step). The two
-    differ in float32 rounding only. Traced graphs (exports) keep the fused op."""
+    where the explicit products do: there the fused kernel was ~2.8x slower on DMIN's two attentions (150 ms of a
+    ~1 s step at batch 4096, 2 threads, an AMD EPYC, against FuxiCTR's explicit ones: DMIN 0.96x FuxiCTR's step).
+    The two differ in float32 rounding only. Traced graphs (exports) keep the fused op."""
     if dropout_p > 0 or q.device.type != "cpu" or traced() or intel_avx512_cpu():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)

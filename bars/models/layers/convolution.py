@@ -64,8 +64,7 @@ class FieldConvolution(nn.Module):
     or three input channels make a poor case for the convolution kernels. Except on Intel CPUs with AVX-512
     (:func:`~bars.models.layers.kernels.intel_avx512_cpu` false: AVX2 ones, and AMD's with AVX-512), layers of
     several input channels use ``conv1d``: there the product's copy of the windows costs more than the
-    convolution. A traced (exported) graph keeps
-    ``conv1d``.
+    convolution. A traced (exported) graph keeps ``conv1d``.
     """
 
     def __init__(

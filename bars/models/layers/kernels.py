@@ -36,8 +36,9 @@ backward of those ops (torch's ``sigmoid_backward`` included), so the same value
 CCPM's k-max pooling index (:func:`kmax_index`): the positions of the ``k`` largest values along the last axis,
 ascending, as ``topk(k).indices.sort()``: the kernel ranks each row's values (``#{j : x_j > x_i}``, no branches on
 the data) where the ``k`` largest are one set, and leaves the rows where they are not (a tie at the boundary, or a
-NaN) to ``topk``, so the result is topk's in every case. ``topk`` and the sort were 30 % of a CCPM training step at the Frappe shape (two layers of 122,880 rows, of 12 and 7
-values); the kernel takes a third to a half of their time (docs/performance.md)."""
+NaN) to ``topk``, so the result is topk's in every case. ``topk`` and the sort were 30 % of a CCPM training step at
+the Frappe shape (two layers of 122,880 rows, of 12 and 7 values); the kernel takes a third to a half of their time
+(docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -560,8 +561,10 @@ def gated_cross_forward(z: Tensor, s: Tensor, bias: Tensor, x0: Tensor, x: Tenso
     d = x0.shape[1]
     if _kernel_ok(z, s, bias, x0, x):
         out = torch.empty_like(x)
-        _load().bars_gated_cross_fwd(z.data_ptr(), s.data_ptr(), bias.data_ptr(), x0.data_ptr(),  # type: ignore[union-attr]
-                                      x.data_ptr(), out.data_ptr(), x.shape[0], d)
+        lib = _load()
+        assert lib is not None
+        lib.bars_gated_cross_fwd(z.data_ptr(), s.data_ptr(), bias.data_ptr(), x0.data_ptr(), x.data_ptr(),
+                                 out.data_ptr(), x.shape[0], d)
         return out
     return x0 * (z[:, :d] + bias) * s + x
 
@@ -572,8 +575,10 @@ def gated_cross_backward(go: Tensor, z: Tensor, s: Tensor, bias: Tensor, x0: Ten
     go = go.contiguous()
     if _kernel_ok(go, z, s, bias, x0):
         gz, gx0 = torch.empty_like(z), torch.empty_like(x0)
-        _load().bars_gated_cross_bwd(go.data_ptr(), z.data_ptr(), s.data_ptr(), bias.data_ptr(),  # type: ignore[union-attr]
-                                      x0.data_ptr(), gz.data_ptr(), gx0.data_ptr(), go.shape[0], d)
+        lib = _load()
+        assert lib is not None
+        lib.bars_gated_cross_bwd(go.data_ptr(), z.data_ptr(), s.data_ptr(), bias.data_ptr(), x0.data_ptr(),
+                                 gz.data_ptr(), gx0.data_ptr(), go.shape[0], d)
     else:
         h = z[:, :d] + bias
         gs = go * s
