@@ -38,17 +38,20 @@ _CHUNK = 1 << 18  # entries per piece of a table squared at once (a 1 MiB tempor
 @torch.no_grad()
 def regularization_value(params: list[Tensor], lam: float) -> Tensor | None:
     """The value of :func:`regularization` without a graph, for a step that adds the gradient itself
-    (``TrainStep``): a big table is squared and summed in pieces of ``2**18`` entries (no table-sized temporary:
-    squaring a 16M-entry Criteo table at once cost ~80 ms of CPU, in pieces ~12 ms); a table of up to 2**18
-    entries gives :func:`regularization`'s value bit for bit, a larger one the same sum in another order (a
-    float32 difference in the last bits of the logged loss, none in any gradient)."""
+    (``TrainStep``): a table of up to 2**18 entries gives :func:`regularization`'s value bit for bit; a larger
+    table is summed in pieces of 2**18 entries, each a dot product with itself for float32 and float64 (no
+    table-sized temporary: squaring a 16M-entry Criteo table at once cost ~80 ms of CPU, in squared pieces 3.4 ms,
+    in dot products 1.9 ms), squared and summed for another dtype: the same sum in another order (a difference in
+    the last bits of the logged loss, none in any gradient)."""
     if lam == 0 or not params:
         return None
     sums = []
     for p in params:
-        flat = p.reshape(-1)
+        flat = p.detach().reshape(-1)
         if flat.numel() <= _CHUNK:
             sums.append(flat.square().sum())
+        elif flat.dtype in (torch.float32, torch.float64):
+            sums.append(torch.stack([torch.dot(c, c) for c in flat.split(_CHUNK)]).sum())
         else:
             sums.append(torch.stack([c.square().sum() for c in flat.split(_CHUNK)]).sum())
     return torch.stack(sums).sum() * (lam / 2.0)

@@ -452,6 +452,68 @@ def test_padded_lookup_gradient_is_torchs_bit_for_bit(dim: int, dtype: torch.dty
         assert torch.equal(padded_lookup(idx, w1), b)
 
 
+def _unfused_and_fused_grads(monkeypatch, kernels: str, dim: int, lookups: int = 1):
+    """The table's gradient from ``lookups`` lookups then the trainer's ``add_regularization_grad`` (unfused), and
+    the same inside ``regularizer_in_lookup_grad`` (then ``lam * W`` added by the caller where not ``done``)."""
+    from bars.models.layers.embedding import padded_lookup, regularizer_in_lookup_grad
+    from bars.objective import add_regularization_grad
+
+    monkeypatch.setenv("BARS_KERNELS", kernels)
+    g = torch.Generator().manual_seed(dim + lookups)
+    rows, lam = 2000, 0.05
+    idx = [(torch.rand(128, 7, generator=g) ** 3 * rows).long().clamp(max=rows - 1) for _ in range(lookups)]
+    assert (idx[0] == 0).any() and idx[0].unique().numel() < idx[0].numel()  # repeated rows, the padding row
+    assert idx[0].unique().numel() < rows - 1000  # rows not looked up: only the regularizer reaches them
+    w = torch.randn(rows, dim, generator=g)
+    with torch.no_grad():
+        w[0].zero_()
+    up = [torch.randn(128, 7, dim, generator=g) * 1e3 for _ in range(lookups)]  # large: another order would show
+    out = []
+    for fused in (False, True):
+        t = w.clone().requires_grad_(True)
+        with regularizer_in_lookup_grad([t] if fused else [], lam) as tables:
+            sum((padded_lookup(i, t) * u).sum() for i, u in zip(idx, up, strict=True)).backward()
+        done = fused and tables[id(t)].done
+        if not done:
+            add_regularization_grad([t], lam)
+        out.append((t.grad, done))
+    return out
+
+
+@pytest.mark.parametrize("kernels", ["auto", "torch"])
+@pytest.mark.parametrize("dim", [16, 40])
+def test_lookup_with_the_regularizer_is_the_unfused_gradient_bit_for_bit(monkeypatch, kernels, dim) -> None:
+    """A table looked up once in a step inside ``regularizer_in_lookup_grad`` gets ``lam * W`` from the lookup's
+    backward (issue 16: no zero-filled gradient, no two more passes over the table), summed in the unfused order:
+    the same bits for repeated rows, the padding row and the rows the batch does not reach (compiled kernel and
+    torch fallback)."""
+    (a, _), (b, done) = _unfused_and_fused_grads(monkeypatch, kernels, dim)
+    assert done
+    assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+    assert not a[0].any()
+
+
+@pytest.mark.parametrize(("dim", "lookups"), [(10, 1), (16, 2)])
+def test_lookup_leaves_the_regularizer_to_the_caller_where_it_would_change_the_order(monkeypatch, dim,
+                                                                                     lookups) -> None:
+    """Below width 16 (the bincount backward) and for a table looked up twice in one step (autograd sums the two
+    gradients before the table's) the lookup does not add ``lam * W``: ``done`` is false and the caller's addition
+    gives the unfused gradient."""
+    (a, _), (b, done) = _unfused_and_fused_grads(monkeypatch, "auto", dim, lookups)
+    assert not done
+    assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+def test_regularizer_in_lookup_grad_is_one_step_at_a_time() -> None:
+    from bars.models.layers.embedding import _REGULARIZED, regularizer_in_lookup_grad
+
+    t = torch.zeros(3, 16, requires_grad=True)
+    with (regularizer_in_lookup_grad([t], 0.1), pytest.raises(RuntimeError, match="already active"),
+          regularizer_in_lookup_grad([t], 0.1)):
+        pass
+    assert not _REGULARIZED  # cleared on the way out, an exception included
+
+
 def test_shared_input_linears_equal_separate_linears():
     """DESTINE's projections of one input (one input gradient accumulated by matrix products): the values and
     every gradient of the Linears applied one by one, in float64; a traced graph keeps the Linears."""

@@ -4,6 +4,7 @@ interfaces are used: a model ``forward(batch) -> logits [B]``, a split with ``.f
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -313,7 +314,8 @@ def test_regularizer_math_with_explicit_weights():
 
 def test_regularization_value_in_pieces():
     """The graph-free value TrainStep logs: bit for bit :func:`regularization`'s for tables up to 2**18 entries,
-    the same sum in another order (float32 rounding) for a bigger one, squared in pieces."""
+    the same sum in another order (float32 rounding) for a bigger one (a dot product; another dtype squared in
+    pieces)."""
     g = torch.Generator().manual_seed(0)
     small, big = torch.randn(100, 10, generator=g), torch.randn(70_000, 16, generator=g)  # 1.12M entries
     assert torch.equal(T.regularization_value([small], 0.05), T.regularization([small], 0.05))
@@ -321,6 +323,9 @@ def test_regularization_value_in_pieces():
     got = float(T.regularization_value([big, small], 0.05))
     assert got == pytest.approx(exact, rel=1e-6) and float(T.regularization([big, small], 0.05)) == pytest.approx(got, rel=1e-6)
     assert T.regularization_value([big], 0.0) is None and T.regularization_value([], 0.05) is None
+    half = big.to(torch.bfloat16)
+    want_half = 0.025 * float((half.double() ** 2).sum())
+    assert float(T.regularization_value([half], 0.05)) == pytest.approx(want_half, rel=1e-2)
     # the gradient added in pieces: bit for bit the whole-table form
     w = big.clone().requires_grad_()
     w.grad = torch.randn(70_000, 16, generator=g)
@@ -363,16 +368,17 @@ def test_regularizer_gradient_reaches_unused_embedding_rows():
 
 def test_gradient_norm_is_clipped(monkeypatch):
     seen = []
-    real = torch.nn.utils.clip_grad_norm_
+    real = T.TrainStep._clip_gradients
 
-    def spy(params, max_norm, *a, **kw):
-        params = list(params)
-        total = real(params, max_norm, *a, **kw)
-        after = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None))
-        seen.append((float(total), float(after), max_norm))
-        return total
+    def norm(params):
+        return float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None)))
 
-    monkeypatch.setattr(T.nn.utils, "clip_grad_norm_", spy)
+    def spy(self):
+        total = norm(self.params)
+        real(self)
+        seen.append((total, norm(self.params), self.clip))
+
+    monkeypatch.setattr(T.TrainStep, "_clip_gradients", spy)
 
     class Loud(TinyModel):  # huge logits -> huge gradients
         def forward(self, batch):
@@ -390,6 +396,26 @@ def test_gradient_norm_is_clipped(monkeypatch):
     assert any(total > 10 for total, _, _ in seen)
     for total, after, _ in seen:
         assert after == pytest.approx(min(total, 10.0), rel=1e-4)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 0.1, 1.0, 1e3, float("nan")])
+def test_clipping_is_torchs_clip_grad_norm_bit_for_bit(scale):
+    """The step's clipping: torch's ``clip_grad_norm_`` bit for bit, below the norm (where the CPU step skips the
+    multiplication by exactly 1), above it, and with a NaN gradient."""
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(300, 16, generator=g) * scale, torch.randn(40, generator=g) * scale]
+    grads[0][5, 3] = -0.0
+    ours, theirs = ([nn.Parameter(torch.zeros_like(x)) for x in grads] for _ in range(2))
+    for a, b, x in zip(ours, theirs, grads, strict=True):
+        a.grad, b.grad = x.clone(), x.clone()
+    step = T.TrainStep(TinyModel(), cfg(clip_grad_norm=10.0))
+    step.params = ours
+    step._clip_gradients()
+    torch.nn.utils.clip_grad_norm_(theirs, 10.0)
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a.grad.view(torch.int32), b.grad.view(torch.int32))
+    if not math.isnan(scale):  # a total norm of ~70 * scale: clipped to 10 from scale 1 on
+        assert (scale < 1) == torch.equal(ours[1].grad.view(torch.int32), grads[1].view(torch.int32))
 
 
 def test_non_finite_loss_raises_with_epoch_and_batch():
@@ -795,6 +821,51 @@ def test_step_adds_the_regularizer_gradient_as_the_autograd_objective_does():
         for (n, pa), pb in zip(models[0].state_dict().items(), models[1].state_dict().values(), strict=True):
             assert torch.equal(pa, pb), n
     assert all(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("name", ["dcn", "din"])
+def test_regularizer_written_by_the_lookup_changes_no_bit_of_training(monkeypatch, name):
+    """At embedding width 16 or more a CPU step lets the table's single lookup write ``lam * W`` into its gradient
+    (issue 16: fewer passes over a big table); every step's loss and every weight after it are bit for bit those
+    of the unfused step, which adds ``lam * W`` after the backward. DIN reads its item table twice (target item and
+    history): there the lookup leaves it to the trainer."""
+    from bars.data.loader import SplitTensors
+    from bars.data.spec import Feature, FeatureSpec
+    from bars.models.layers import embedding as E
+
+    g = torch.Generator().manual_seed(0)
+    feats = [Feature("user", "categorical", vocab_size=300), Feature("item", "categorical", vocab_size=200)]
+    x = {"user": torch.randint(0, 300, (512,), generator=g), "item": torch.randint(0, 200, (512,), generator=g)}
+    params: dict = {"embedding_dim": 16}
+    if name == "din":
+        feats.append(Feature("item_history", "sequence", vocab_size=200, max_len=6, share_embedding="item"))
+        x["item_history"] = torch.randint(0, 200, (512, 6), generator=g)
+    spec = FeatureSpec(dataset="tiny", label="y", features=tuple(feats))
+    split = SplitTensors(x, ((x["user"] + x["item"]) % 2).float())
+    c = TrainConfig(batch_size=128, learning_rate=1e-2, device="cpu", num_threads=1, embedding_regularizer=0.05,
+                    net_regularizer=0.01)
+    done = []
+    real = E.regularizer_in_lookup_grad
+
+    @contextlib.contextmanager
+    def watched(tables, lam):
+        with real(tables, lam) as entries:
+            yield entries
+        done.append(sum(e.done for e in entries.values()))
+
+    monkeypatch.setattr(E, "regularizer_in_lookup_grad", watched)
+    runs = []
+    for fused in (True, False):
+        torch.manual_seed(1)
+        model = build(name, spec, params)
+        step = T.TrainStep(model, c)
+        if not fused:
+            monkeypatch.setattr(step, "_regularizer_in_lookups", lambda: contextlib.nullcontext({}))
+        losses = [step(xb, yb) for xb, yb in split.batches(128, shuffle=True, seed=2)]
+        runs.append((losses, [p.detach().clone() for p in model.parameters()]))
+    assert len(done) == 4 and all(d == (1 if name == "dcn" else 0) for d in done), done
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0], strict=True))
+    assert all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(runs[0][1], runs[1][1], strict=True))
 
 
 def test_bce_without_nan_skips_the_guard_with_the_same_loss_and_gradient():

@@ -441,6 +441,46 @@ void bars_gated_cross_bwd(const float *restrict go, const float *restrict z, con
     }
 }
 
+/* bars_lookup_grad_f32: the gradient of a float32 table [rows, d] looked up n times (padded_lookup, index 0 the
+ * padding row) with the embedding regularizer's gradient lam * W in it, in the order the unfused step takes: each
+ * looked-up row r >= 1 gets ((0 + g_i1) + g_i2) + ... over its lookups in order (index_add_ into zeros), then
+ * + W[r] * lam; the padding row 0 + W[0] * lam. On entry out holds W * lam (torch's mul, every row): the rows not
+ * looked up keep it. mark [rows] is all zero on entry and on return. Two passes over the n lookups, none over the
+ * table. */
+#define LOOKAHEAD 32 /* lookups ahead whose rows are prefetched: the table is far larger than the caches */
+CLONES
+void bars_lookup_grad_f32(const int64_t *restrict idx, int64_t n, const float *restrict g,
+                          const float *restrict w, float lam, float *restrict out, uint8_t *restrict mark,
+                          int64_t d) {
+    for (int64_t i = 0; i < n; i++) {
+        int64_t r = idx[i];
+        if (i + LOOKAHEAD < n) __builtin_prefetch(out + idx[i + LOOKAHEAD] * d, 1);
+        if (r == 0) continue;
+        float *o = out + r * d;
+        const float *gi = g + i * d;
+        if (!mark[r]) {
+            mark[r] = 1;
+            for (int64_t j = 0; j < d; j++) o[j] = 0.0f + gi[j];
+        } else {
+            for (int64_t j = 0; j < d; j++) o[j] += gi[j];
+        }
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t r = idx[i];
+        if (i + LOOKAHEAD < n) {
+            int64_t q = idx[i + LOOKAHEAD];
+            __builtin_prefetch(out + q * d, 1);
+            __builtin_prefetch(w + q * d, 0);
+        }
+        if (r == 0 || !mark[r]) continue;
+        mark[r] = 0;
+        float *o = out + r * d;
+        const float *wr = w + r * d;
+        for (int64_t j = 0; j < d; j++) o[j] = o[j] + wr[j] * lam;
+    }
+    for (int64_t j = 0; j < d; j++) out[j] = 0.0f + out[j];
+}
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "optional CPU kernels of bars.models", -1,
                                     NULL};
 

@@ -2,55 +2,101 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bars.data.spec import Feature, FeatureSpec
-from bars.models.layers.kernels import traced
+from bars.models.layers.kernels import lookup_grad, traced
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Embeddings
 # ------------------------------------------------------------------------------------------------------------
+class RegularizedTable:
+    """A table whose embedding regularizer's gradient ``lam * W`` the lookup's backward may write into the table's
+    gradient (:func:`regularizer_in_lookup_grad`); ``lookups`` counts this step's differentiable lookups and
+    ``done`` says whether the gradient holds ``lam * W``."""
+
+    __slots__ = ("done", "lam", "lookups")
+
+    def __init__(self, lam: float) -> None:
+        self.lam, self.lookups, self.done = float(lam), 0, False
+
+
+_REGULARIZED: dict[int, RegularizedTable] = {}  # id(table) -> its entry, inside regularizer_in_lookup_grad only
+
+
+@contextlib.contextmanager
+def regularizer_in_lookup_grad(tables: Sequence[Tensor], lam: float) -> Iterator[dict[int, RegularizedTable]]:
+    """For one training step (its forward and backward inside the block): a CPU float32 table of ``tables``
+    (width 16 or more) looked up exactly once by :func:`padded_lookup` gets its regularizer's gradient ``lam * W``
+    from that lookup's backward, in the unfused step's order of additions (:func:`bars.models.layers.kernels.
+    lookup_grad`), instead of a zero-filled gradient to which the trainer then adds ``lam * W`` in two more passes
+    over the table (issue 16: ~7 ms of a Criteo-shape step). Yields ``{id(table): entry}``; after the backward the
+    caller adds ``lam * W`` itself to every table whose entry is not ``done`` (looked up twice or more, width
+    below 16, not looked up, or another dtype or device), so the gradient always holds it exactly once."""
+    if _REGULARIZED:
+        raise RuntimeError("regularizer_in_lookup_grad: already active (one training step at a time)")
+    entries = {id(t): RegularizedTable(lam) for t in tables}
+    _REGULARIZED.update(entries)
+    try:
+        yield entries
+    finally:
+        _REGULARIZED.clear()
+
+
 class _PaddedLookup(torch.autograd.Function):
     """``F.embedding(idx, weight, padding_idx=0)`` on CPU float32 with a cheaper backward: torch's
     ``embedding_dense_backward`` adds each looked-up row's gradient in its own small call (about 2 ms for Frappe's
     4096 x 10 lookups into a 5,390 x 10 table, 1.8 ms even at width 1). Here one ``bincount`` over (row, column)
     keys (width < 16) or one ``index_add_`` (wider) does the same additions in the same order (each row's
     gradients in the order of their lookups), so the gradient is bit for bit torch's (tests/test_layers.py);
-    the padding row's gradient is zero."""
+    the padding row's gradient is zero. ``table`` (width 16 or more, :func:`regularizer_in_lookup_grad`): the
+    gradient with the regularizer's ``lam * W`` in it."""
 
     @staticmethod
-    def forward(ctx, idx: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, idx: Tensor, weight: Tensor, table: RegularizedTable | None) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(idx)
         ctx.rows = weight.shape[0]
+        ctx.table = table
+        ctx.weight = weight if table is not None else None
         return F.embedding(idx, weight, padding_idx=0)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None]:  # type: ignore[override]
         (idx,) = ctx.saved_tensors
         rows, dim = ctx.rows, grad.shape[-1]
         flat = idx.reshape(-1).long()
         g = grad.reshape(-1, dim)
+        table = ctx.table
+        if table is not None and table.lookups == 1 and not table.done and grad.dtype == torch.float32:
+            table.done = True
+            return None, lookup_grad(flat, g, ctx.weight, table.lam), None
         if dim < 16:
             keys = (flat.unsqueeze(1) * dim + torch.arange(dim, device=flat.device)).reshape(-1)
             out = torch.bincount(keys, weights=g.reshape(-1), minlength=rows * dim).view(rows, dim)
         else:
             out = torch.zeros((rows, dim), dtype=grad.dtype, device=grad.device).index_add_(0, flat, g)
         out[0] = 0
-        return None, out
+        return None, out, None
 
 
 def padded_lookup(idx: Tensor, weight: Tensor) -> Tensor:
     """``F.embedding(idx, weight, padding_idx=0)``: the same values and gradients, the gradient cheaper on CPU
-    (:class:`_PaddedLookup`)."""
+    (:class:`_PaddedLookup`; inside :func:`regularizer_in_lookup_grad` with the regularizer's in it)."""
     if (weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.requires_grad
             and torch.is_grad_enabled() and not traced()):
-        return _PaddedLookup.apply(idx, weight)  # (an exported graph keeps torch's own op)
+        table = _REGULARIZED.get(id(weight)) if _REGULARIZED else None
+        if table is not None:
+            table.lookups += 1
+            if weight.shape[1] < 16:
+                table = None
+        return _PaddedLookup.apply(idx, weight, table)  # (an exported graph keeps torch's own op)
     return F.embedding(idx, weight, padding_idx=0)
 
 
