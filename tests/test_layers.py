@@ -504,14 +504,29 @@ def test_lookup_leaves_the_regularizer_to_the_caller_where_it_would_change_the_o
     assert torch.equal(a.view(torch.int32), b.view(torch.int32))
 
 
-def test_regularizer_in_lookup_grad_is_one_step_at_a_time() -> None:
-    from bars.models.layers.embedding import _REGULARIZED, regularizer_in_lookup_grad
+def test_regularizer_in_lookup_grad_is_one_step_at_a_time_per_thread() -> None:
+    import threading
+
+    from bars.models.layers.embedding import _ACTIVE, regularizer_in_lookup_grad
 
     t = torch.zeros(3, 16, requires_grad=True)
     with (regularizer_in_lookup_grad([t], 0.1), pytest.raises(RuntimeError, match="already active"),
           regularizer_in_lookup_grad([t], 0.1)):
         pass
-    assert not _REGULARIZED  # cleared on the way out, an exception included
+    assert _ACTIVE.tables is None  # cleared on the way out, an exception included
+    seen = []
+    with regularizer_in_lookup_grad([t], 0.1) as mine:  # another thread's step is its own
+
+        def other() -> None:
+            seen.append(_ACTIVE.tables)
+            with regularizer_in_lookup_grad([t], 0.2) as theirs:
+                seen.append(theirs[id(t)].lam)
+
+        th = threading.Thread(target=other)
+        th.start()
+        th.join()
+        assert mine[id(t)].lam == 0.1 and _ACTIVE.tables is mine
+    assert seen == [None, 0.2]
 
 
 def test_shared_input_linears_equal_separate_linears():

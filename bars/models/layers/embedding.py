@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -28,7 +29,11 @@ class RegularizedTable:
         self.lam, self.lookups, self.done = float(lam), 0, False
 
 
-_REGULARIZED: dict[int, RegularizedTable] = {}  # id(table) -> its entry, inside regularizer_in_lookup_grad only
+class _Active(threading.local):
+    tables: dict[int, RegularizedTable] | None = None  # id(table) -> its entry, inside regularizer_in_lookup_grad
+
+
+_ACTIVE = _Active()  # per thread: a CPU backward runs in the thread that called it
 
 
 @contextlib.contextmanager
@@ -40,14 +45,14 @@ def regularizer_in_lookup_grad(tables: Sequence[Tensor], lam: float) -> Iterator
     over the table (issue 16: ~7 ms of a Criteo-shape step). Yields ``{id(table): entry}``; after the backward the
     caller adds ``lam * W`` itself to every table whose entry is not ``done`` (looked up twice or more, width
     below 16, not looked up, or another dtype or device), so the gradient always holds it exactly once."""
-    if _REGULARIZED:
-        raise RuntimeError("regularizer_in_lookup_grad: already active (one training step at a time)")
+    if _ACTIVE.tables is not None:
+        raise RuntimeError("regularizer_in_lookup_grad: already active in this thread (one training step at a time)")
     entries = {id(t): RegularizedTable(lam) for t in tables}
-    _REGULARIZED.update(entries)
+    _ACTIVE.tables = entries
     try:
         yield entries
     finally:
-        _REGULARIZED.clear()
+        _ACTIVE.tables = None
 
 
 class _PaddedLookup(torch.autograd.Function):
@@ -91,7 +96,8 @@ def padded_lookup(idx: Tensor, weight: Tensor) -> Tensor:
     (:class:`_PaddedLookup`; inside :func:`regularizer_in_lookup_grad` with the regularizer's in it)."""
     if (weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.requires_grad
             and torch.is_grad_enabled() and not traced()):
-        table = _REGULARIZED.get(id(weight)) if _REGULARIZED else None
+        active = _ACTIVE.tables
+        table = active.get(id(weight)) if active else None
         if table is not None:
             table.lookups += 1
             if weight.shape[1] < 16:
