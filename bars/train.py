@@ -63,14 +63,19 @@ from bars.objective import (
     regularization,
     regularization_value,
 )
-from bars.optim import FusedAdam  # noqa: F401 (re-exported)
+from bars.optim import (
+    FusedAdam,  # noqa: F401 (re-exported)
+    clip_grad_norm_,
+)
 from bars.optim import make_adam as _make_adam
 from bars.optim import set_lr as _set_lr
 from bars.precision import PRECISIONS, autocast, set_tf32  # noqa: F401 (re-exported)
 from bars.precision import float_outputs as _float
 from bars.train_config import TrainConfig
 from bars.train_support import (  # re-exported (__all__)
+    _init,
     _model_device,
+    _split_parameters,
     load_checkpoint,
     resolve_device,
     save_checkpoint,
@@ -183,27 +188,6 @@ class Split(Protocol):
 
 
 # ------------------------------------------------------------------------------------------------- pieces
-def _split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    own = getattr(model, "split_parameters", None)
-    if callable(own):
-        emb, net = own()
-    else:
-        from bars.models.layers import split_parameters
-
-        emb, net = split_parameters(model)
-    return [p for p in emb if p.requires_grad], [p for p in net if p.requires_grad]
-
-
-def _init(model: nn.Module, std: float) -> None:
-    own = getattr(model, "init_bars_", None)
-    if callable(own):
-        own(std)
-    else:
-        from bars.models.layers import init_bars_
-
-        init_bars_(model, std)
-
-
 class TrainStep:
     """One optimisation step of the BARS protocol; ``fit`` calls it once per training batch.
 
@@ -355,28 +339,33 @@ class TrainStep:
     def _step(self, xb: dict[str, Tensor], yb: Tensor, epoch: int, batch: int, weight: float, *,
               zero_grad: bool = True, autocast_cache: bool = True) -> Tensor:
         with self._regularizer_in_lookups() as tables:
-            loss = self._step_grads(xb, yb, epoch, batch, weight, zero_grad=zero_grad, autocast_cache=autocast_cache)
+            ghost = contextlib.nullcontext() if self.distributed is None else self._ghost_rows(weight == 0)
+            with autocast(self.device, self.cfg.precision, cache=autocast_cache), ghost:
+                outputs = self.forward_module(xb)
+            if self.cfg.precision != "fp32":
+                outputs = _float(outputs)
+            data = data_loss(self.model, outputs, yb, self.loss_fn)
+            if self.distributed is not None:  # this process's part of the global batch's mean loss
+                data = data * weight
+                loss = self._all_reduce_sum(data.detach().clone())  # the global batch's mean data loss, in every process
+                data = data * self.distributed.world_size  # DistributedDataParallel averages: the sum of the parts
+            else:
+                loss = data.detach()
+            for reg in (regularization_value(self.emb_params, self.lam_e), regularization_value(self.net_params, self.lam_n)):
+                if reg is not None:
+                    loss = loss + reg
+            if self.check_finite and not torch.isfinite(loss):
+                raise NonFiniteLossError(epoch, batch, float(loss))
+            if zero_grad:
+                self.optimizer.zero_grad(set_to_none=True)
+            data.backward()
         emb = self.emb_params if not tables else [p for p in self.emb_params if not tables[id(p)].done]
         add_regularization_grad(emb, self.lam_e)
         add_regularization_grad(self.net_params, self.lam_n)
         if not math.isinf(self.clip):
-            self._clip_gradients()
+            clip_grad_norm_(self.params, self.clip)
         self.optimizer.step()
         return loss
-
-    def _clip_gradients(self) -> None:
-        """``nn.utils.clip_grad_norm_(self.params, self.clip)``, computed as torch computes it (the total norm,
-        then every gradient times ``min(clip / (norm + 1e-6), 1)``), except that on the CPU, where reading the
-        coefficient costs no device sync, the multiplication is skipped when the coefficient is exactly 1: it
-        would change no bit, and it is one more read and write of every gradient (a 1M x 16 table's: ~4 ms of a
-        Criteo-shape step, issue 16). A NaN or infinite norm multiplies as torch does."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if not grads:
-            return
-        total = nn.utils.get_total_norm(grads, 2.0)
-        if self.device.type == "cpu" and bool(self.clip / (total + 1e-6) >= 1.0):
-            return
-        nn.utils.clip_grads_with_norm_(self.params, self.clip, total)
 
     def _regularizer_in_lookups(self) -> contextlib.AbstractContextManager[dict]:
         """The embedding tables whose lookup's backward writes their regularizer's gradient too (CPU, one process:
@@ -387,31 +376,6 @@ class TrainStep:
         from bars.models.layers.embedding import regularizer_in_lookup_grad
 
         return regularizer_in_lookup_grad(self.emb_params, self.lam_e)
-
-    def _step_grads(self, xb: dict[str, Tensor], yb: Tensor, epoch: int, batch: int, weight: float, *,
-                    zero_grad: bool, autocast_cache: bool) -> Tensor:
-        """The step's forward, its objective's value (checked finite) and the data term's backward."""
-        ghost = contextlib.nullcontext() if self.distributed is None else self._ghost_rows(weight == 0)
-        with autocast(self.device, self.cfg.precision, cache=autocast_cache), ghost:
-            outputs = self.forward_module(xb)
-        if self.cfg.precision != "fp32":
-            outputs = _float(outputs)
-        data = data_loss(self.model, outputs, yb, self.loss_fn)
-        if self.distributed is not None:  # this process's part of the global batch's mean loss
-            data = data * weight
-            loss = self._all_reduce_sum(data.detach().clone())  # the global batch's mean data loss, in every process
-            data = data * self.distributed.world_size  # DistributedDataParallel averages: the sum of the parts
-        else:
-            loss = data.detach()
-        for reg in (regularization_value(self.emb_params, self.lam_e), regularization_value(self.net_params, self.lam_n)):
-            if reg is not None:
-                loss = loss + reg
-        if self.check_finite and not torch.isfinite(loss):
-            raise NonFiniteLossError(epoch, batch, float(loss))
-        if zero_grad:
-            self.optimizer.zero_grad(set_to_none=True)
-        data.backward()
-        return loss
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """Pieces of the trainer that stand on their own (re-exported by :mod:`bars.train`): seeds and deterministic
-algorithms, the device a name means, and checkpoint files (written atomically, read with ``weights_only``)."""
+algorithms, the device a name means, checkpoint files (written atomically, read with ``weights_only``), and a
+model's parameter split and initialisation (its own, else the layers' defaults)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,24 @@ def _model_device(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def _split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    own = getattr(model, "split_parameters", None)
+    if callable(own):
+        emb, net = own()
+    else:
+        from bars.models.layers import split_parameters
+
+        emb, net = split_parameters(model)
+    return [p for p in emb if p.requires_grad], [p for p in net if p.requires_grad]
+
+
+def _init(model: nn.Module, std: float) -> None:
+    own = getattr(model, "init_bars_", None)
+    if callable(own):
+        own(std)
+    else:
+        from bars.models.layers import init_bars_
+
+        init_bars_(model, std)

@@ -368,17 +368,17 @@ def test_regularizer_gradient_reaches_unused_embedding_rows():
 
 def test_gradient_norm_is_clipped(monkeypatch):
     seen = []
-    real = T.TrainStep._clip_gradients
+    real = T.clip_grad_norm_
 
     def norm(params):
         return float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None)))
 
-    def spy(self):
-        total = norm(self.params)
-        real(self)
-        seen.append((total, norm(self.params), self.clip))
+    def spy(params, max_norm):
+        total = norm(params)
+        real(params, max_norm)
+        seen.append((total, norm(params), max_norm))
 
-    monkeypatch.setattr(T.TrainStep, "_clip_gradients", spy)
+    monkeypatch.setattr(T, "clip_grad_norm_", spy)
 
     class Loud(TinyModel):  # huge logits -> huge gradients
         def forward(self, batch):
@@ -400,17 +400,15 @@ def test_gradient_norm_is_clipped(monkeypatch):
 
 @pytest.mark.parametrize("scale", [1e-3, 0.1, 1.0, 1e3, float("nan")])
 def test_clipping_is_torchs_clip_grad_norm_bit_for_bit(scale):
-    """The step's clipping: torch's ``clip_grad_norm_`` bit for bit, below the norm (where the CPU step skips the
-    multiplication by exactly 1), above it, and with a NaN gradient."""
+    """The step's clipping (bars.optim.clip_grad_norm_): torch's ``clip_grad_norm_`` bit for bit, below the norm
+    (where the CPU skips the multiplication by exactly 1), above it, and with a NaN gradient."""
     g = torch.Generator().manual_seed(0)
     grads = [torch.randn(300, 16, generator=g) * scale, torch.randn(40, generator=g) * scale]
     grads[0][5, 3] = -0.0
     ours, theirs = ([nn.Parameter(torch.zeros_like(x)) for x in grads] for _ in range(2))
     for a, b, x in zip(ours, theirs, grads, strict=True):
         a.grad, b.grad = x.clone(), x.clone()
-    step = T.TrainStep(TinyModel(), cfg(clip_grad_norm=10.0))
-    step.params = ours
-    step._clip_gradients()
+    T.clip_grad_norm_(ours, 10.0)
     torch.nn.utils.clip_grad_norm_(theirs, 10.0)
     for a, b in zip(ours, theirs, strict=True):
         assert torch.equal(a.grad.view(torch.int32), b.grad.view(torch.int32))
