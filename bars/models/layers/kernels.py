@@ -614,8 +614,8 @@ def lookup_grad(flat: Tensor, g: Tensor, weight: Tensor, lam: float) -> Tensor:
     weight[r] * lam`` over its lookups in order, the padding row ``0 + weight[0] * lam``, any other row
     ``weight[r] * lam`` (there the unfused step's ``0 + weight[r] * lam`` can differ only in the sign of a zero).
     The kernel writes ``weight * lam`` with torch (both threads) and then passes twice over the ``n`` lookups,
-    where the unfused step zero-fills the table's gradient and passes over it twice more (~7 ms a step at the
-    Criteo shape, a 1M x 16 table)."""
+    where the unfused step zero-fills the table's gradient and passes over it twice more (a 1M x 16 table, 4096 x
+    39 lookups: 12.3-13.1 ms against 15.8-16.0 ms for the lookup forward and backward with ``lam * W``)."""
     rows, d = weight.shape
     out = torch.mul(weight.detach(), lam)
     if _kernel_ok(g, weight) and flat.dtype == torch.int64 and flat.is_contiguous():
