@@ -619,9 +619,11 @@ def lookup_grad(flat: Tensor, g: Tensor, weight: Tensor, lam: float) -> Tensor:
     rows, d = weight.shape
     out = torch.mul(weight.detach(), lam)
     if _kernel_ok(g, weight) and flat.dtype == torch.int64 and flat.is_contiguous():
+        lib = _load()
+        assert lib is not None
         mark = torch.zeros(rows, dtype=torch.uint8)
-        _load().bars_lookup_grad_f32(flat.data_ptr(), flat.numel(), g.data_ptr(), weight.data_ptr(), lam,
-                                     out.data_ptr(), mark.data_ptr(), d)
+        lib.bars_lookup_grad_f32(flat.data_ptr(), flat.numel(), g.data_ptr(), weight.data_ptr(), lam,
+                                 out.data_ptr(), mark.data_ptr(), d)
         return out
     s = torch.zeros_like(out).index_add_(0, flat, g)
     looked = torch.zeros(rows, dtype=torch.bool, device=out.device)
