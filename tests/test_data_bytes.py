@@ -32,3 +32,19 @@ def test_batch_sizes_do_not_change_a_byte(tmp_path, monkeypatch):
     small = _build(raw, tmp_path / "small", rows)
     assert len(default) > 40 and small == default
     assert json.loads(default["manifest.splits"])["train"]["rows"] > 15_000
+
+
+def test_narrow_staging_and_small_native_blocks_do_not_change_a_byte(tmp_path, monkeypatch):
+    """Staged integers in their narrowest type (bars.data.staging) and the native reader's pipeline over many
+    small blocks (tokenized on one thread, interned on another) give the bytes of wide staging in one block."""
+    from bars.data import native, staging
+
+    rows = 20_000
+    raw = generate_criteo(tmp_path / "raw" / "criteo.txt", rows, seed=5)
+    default = _build(raw, tmp_path / "default", rows)
+    monkeypatch.setattr(staging, "_LADDERS", {})  # every staged column in its first batch's type
+    wide = _build(raw, tmp_path / "wide", rows)
+    monkeypatch.undo()
+    monkeypatch.setattr(native, "CHUNK_BYTES", 1 << 15)  # ~130 rows a block: ~150 blocks through the pipeline
+    small = _build(raw, tmp_path / "small", rows)
+    assert len(default) > 40 and wide == default and small == default

@@ -165,12 +165,14 @@ static inline int64_t intern(Interner *t, const char *s, int64_t n) {
 static const char *NULLS[] = {"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
                               "1.#QNAN", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"};
 
+static const uint8_t NULL_LENS[] = {4, 8, 3, 7, 8, 4, 4, 6, 7, 3, 2, 4, 3, 3, 3, 4};  /* strlen of each */
+
 static inline int is_null_token(const char *s, int64_t n) {
     if (n == 0) return 1;
     if (n > 8) return 0;
     if (s[0] != '#' && s[0] != '-' && s[0] != '1' && s[0] != 'N' && s[0] != 'n') return 0;
     for (size_t k = 0; k < sizeof(NULLS) / sizeof(NULLS[0]); k++)
-        if ((int64_t)strlen(NULLS[k]) == n && memcmp(NULLS[k], s, (size_t)n) == 0) return 1;
+        if (NULL_LENS[k] == n && memcmp(NULLS[k], s, (size_t)n) == 0) return 1;
     return 0;
 }
 
@@ -218,8 +220,9 @@ static int has_high_byte(const char *buf, int64_t len) {
 }
 
 /* Parse the lines of buf[0:len] (whole lines; the last may lack its newline; empty lines are skipped, as
- * pyarrow does) into columns: kind 1 -> int64 values (outs[c]), kind 2 -> uint32 ids of interners[c], kind 3 ->
- * float64 (written as integers, e.g. a 0/1 label), kind 4 -> plain strings (StrOut in interners[c]); validity
+ * pyarrow does) into columns: kind 1 -> int64 values (outs[c]), kind 2 -> located for interning (see Defer
+ * below), kind 3 -> float64 (written as integers, e.g. a 0/1 label), kind 4 -> plain strings (StrOut in
+ * strouts[c]); validity
  * bitmaps (Arrow layout, LSB first, zeroed by the caller) in valid[c]. At most max_rows rows.
  * Returns the rows parsed, or -1 when the block holds something the fast path leaves to pyarrow (a quote, a
  * \r, a line with another number of fields, an integer in another form), -2 when out of memory. consumed[0]
@@ -295,62 +298,35 @@ static inline uint32_t delim_mask16(const char *p, __m128i vsep, __m128i vnl) {
 }
 #endif
 
-/* An interned field of the current row, hashed and its slot prefetched: looked up at the row's end, so the
- * row's table lookups (cache misses for large vocabularies) overlap instead of following one another. */
-typedef struct {
-    const char *s;
-    int64_t n;
-    uint64_t key, h;
-    int32_t c;
-} Pending;
+/* Deferred interning (bars_tokenize): an interned field's value is only located and keyed: its offset in the block
+ * goes to its id column, its length to lens[c] (NULL_LEN: missing) and hash_key's key to keys[c];
+ * bars_intern_deferred interns the column later, on another thread, in row order (so the ids are the ones
+ * a single pass would give), reading the block's bytes only to compare values longer than 8 bytes and to store new ones. */
+#define NULL_LEN 0xFFFFFFFFu
 
-static inline int field(const char *s, int64_t n, int32_t c, const int8_t *kinds, void **interners, void **outs,
-                        uint8_t **valid, int64_t r, Pending *pend, int32_t *npend) {
-    if (kinds[c] != KIND_INTERN) return put_field(s, n, kinds[c], interners[c], outs[c], valid[c], r);
+typedef struct {
+    const char *buf;
+    uint32_t **lens;
+    uint64_t **keys;
+} Defer;
+
+static inline __attribute__((always_inline)) int field(const char *s, int64_t n, int32_t c, const int8_t *kinds,
+                                                        void **strouts, void **outs, uint8_t **valid, int64_t r,
+                                                        const Defer *d) {
+    if (kinds[c] != KIND_INTERN) return put_field(s, n, kinds[c], strouts[c], outs[c], valid[c], r);
     if (is_null_token(s, n)) {
-        ((uint32_t *)outs[c])[r] = 0;
+        d->lens[c][r] = NULL_LEN;
         return 0;
     }
-    Pending *e = &pend[(*npend)++];
-    e->s = s;
-    e->n = n;
-    e->c = c;
-    hash_key(s, n, &e->key, &e->h);
-    Interner *t = interners[c];
-    __builtin_prefetch(&t->slots[e->h & t->mask]);
+    uint64_t h;
+    ((uint32_t *)outs[c])[r] = (uint32_t)(s - d->buf);
+    d->lens[c][r] = (uint32_t)n;
+    hash_key(s, n, &d->keys[c][r], &h);
     return 0;
 }
 
-static inline int flush(Pending *pend, int32_t npend, void **interners, void **outs, uint8_t **valid, int64_t r) {
-    for (int32_t k = 0; k < npend; k++) {
-        Pending *e = &pend[k];
-        int64_t id = intern_hashed((Interner *)interners[e->c], e->s, e->n, e->key, e->h);
-        if (id < 0) return -2;
-        ((uint32_t *)outs[e->c])[r] = (uint32_t)id;
-        valid[e->c][r >> 3] |= (uint8_t)(1u << (r & 7));
-    }
-    return 0;
-}
-
-static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds,
-                     void **interners, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed,
-                     Pending *pend);
-
-int64_t bars_parse(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds,
-                   void **interners, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed) {
-    if (ncols <= 0 || len >= 0x7FFFFFFF) return -1;  /* (plain strings take int32 offsets) */
-    if (memchr(buf, '"', (size_t)len) || memchr(buf, '\r', (size_t)len) || has_high_byte(buf, len)) return -1;
-    Pending *pend = malloc((size_t)ncols * sizeof(Pending));
-    if (!pend) return -2;
-    int64_t rc = parse(buf, len, sep, ncols, kinds, interners, outs, valid, max_rows, consumed, pend);
-    free(pend);
-    return rc;
-}
-
-static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds,
-                     void **interners, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed,
-                     Pending *pend) {
-    int32_t npend = 0;
+static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds, void **strouts,
+                     void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed, const Defer *d) {
     int64_t r = 0, start = 0;  /* row, start of the current field */
     int32_t c = 0;             /* its column */
     int64_t i = 0;
@@ -383,10 +359,8 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
                     continue;
                 }
                 if (c != ncols - 1) return -1;
-                int rc = field(buf + start, pos - start, c, kinds, interners, outs, valid, r, pend, &npend);
+                int rc = field(buf + start, pos - start, c, kinds, strouts, outs, valid, r, d);
                 if (rc) return rc;
-                if (npend && (rc = flush(pend, npend, interners, outs, valid, r))) return rc;
-                npend = 0;
                 c = 0;
                 start = pos + 1;
                 if (++r == max_rows) {
@@ -395,7 +369,7 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
                 }
             } else {
                 if (c == ncols - 1) return -1;
-                int rc = field(buf + start, pos - start, c, kinds, interners, outs, valid, r, pend, &npend);
+                int rc = field(buf + start, pos - start, c, kinds, strouts, outs, valid, r, d);
                 if (rc) return rc;
                 c++;
                 start = pos + 1;
@@ -404,9 +378,8 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
     }
     if (start < len && r < max_rows) {  /* the last line, without its newline */
         if (c != ncols - 1) return -1;
-        int rc = field(buf + start, len - start, c, kinds, interners, outs, valid, r, pend, &npend);
+        int rc = field(buf + start, len - start, c, kinds, strouts, outs, valid, r, d);
         if (rc) return rc;
-        if (npend && (rc = flush(pend, npend, interners, outs, valid, r))) return rc;
         r++;
         start = len;
     } else if (c != 0) {
@@ -414,6 +387,53 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
     }
     *consumed = start;
     return r;
+}
+
+static int unsafe_block(const char *buf, int64_t len) {
+    return memchr(buf, '"', (size_t)len) || memchr(buf, '\r', (size_t)len) || has_high_byte(buf, len);
+}
+
+/* Parse the lines of buf[0:len] as described above, the interned columns located (offsets in buf in
+ * outs[c], lengths in lens[c] with NULL_LEN for a missing value, hash_key's keys in keys[c]) but not interned:
+ * bars_intern_deferred does that. It touches no interner, so one thread tokenizes a block while another interns
+ * the block before. */
+int64_t bars_tokenize(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds,
+                      void **strouts, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed,
+                      uint32_t **lens, uint64_t **keys) {
+    if (ncols <= 0 || len >= 0x7FFFFFFF) return -1;
+    if (unsafe_block(buf, len)) return -1;
+    Defer d = {buf, lens, keys};
+    return parse(buf, len, sep, ncols, kinds, strouts, outs, valid, max_rows, consumed, &d);
+}
+
+/* Intern one column that bars_tokenize located: ids[r] holds the offset of row r's value in buf and is
+ * overwritten by its id; lens[r] is its length (NULL_LEN: missing, id 0, validity bit left 0) and keys[r] its
+ * hash_key key. The slot of the row AHEAD rows on is prefetched while a row is looked up. Returns 0, or -2 when
+ * out of memory. */
+#define AHEAD 16
+static inline uint64_t key_hash(uint64_t key, uint32_t n) {
+    return n <= 8 ? mix(key ^ ((uint64_t)n << 59)) : key;
+}
+
+int64_t bars_intern_deferred(void *p, const char *buf, uint32_t *ids, const uint32_t *lens, const uint64_t *keys,
+                             int64_t n, uint8_t *valid) {
+    Interner *t = p;
+    for (int64_t r = 0; r < n && r < AHEAD; r++)
+        if (lens[r] != NULL_LEN) __builtin_prefetch(&t->slots[key_hash(keys[r], lens[r]) & t->mask]);
+    for (int64_t r = 0; r < n; r++) {
+        int64_t ahead = r + AHEAD;
+        if (ahead < n && lens[ahead] != NULL_LEN)
+            __builtin_prefetch(&t->slots[key_hash(keys[ahead], lens[ahead]) & t->mask]);
+        if (lens[r] == NULL_LEN) {
+            ids[r] = 0;
+            continue;
+        }
+        int64_t id = intern_hashed(t, buf + ids[r], lens[r], keys[r], key_hash(keys[r], lens[r]));
+        if (id < 0) return -2;
+        ids[r] = (uint32_t)id;
+        valid[r >> 3] |= (uint8_t)(1u << (r & 7));
+    }
+    return 0;
 }
 
 /* Lines in buf[0:len] that hold a byte (an upper bound of the rows), and the length up to the last newline. */

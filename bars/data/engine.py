@@ -20,15 +20,13 @@ import concurrent.futures as cf
 import hashlib
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
-from pyarrow import ipc
 
 from bars.data import native
 from bars.data import transforms as T
@@ -36,6 +34,7 @@ from bars.data.counting import Counter, Dictionary
 from bars.data.errors import DataError
 from bars.data.sources import Source, read_batches, verify_checksum
 from bars.data.spec import DEFAULT_MIN_COUNT, FIRST_KNOWN_INDEX, OOV_INDEX, Feature, FeatureSpec
+from bars.data.staging import Stage, staged_tables
 from bars.data.tables import (
     Pretrained,
     encode_joined,
@@ -51,7 +50,6 @@ from bars.fileio import file_digest, is_gzip
 FORMAT_VERSION = 2  # bump when the engine's output for the same config changes (2: pyarrow-written splits)
 SPLITS = T.SPLITS
 ROW_GROUP_ROWS = 256 * 1024  # rows per Parquet row group of the output splits (fixed: output bytes depend on it)
-STAGE_COMPRESSION = None  # staged IPC files: uncompressed (lz4 cost ~0.6 CPU-s per 1M Criteo rows)
 
 
 @dataclass
@@ -282,38 +280,13 @@ def prefetch(it, depth: int = 2):
     th.join()
 
 
-class _Stage:
-    """Staged Arrow IPC files, one per split, all with the schema of the first batch."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.schema = folder, None
-        self.writers: dict[str, ipc.RecordBatchFileWriter] = {}
-        self.files: dict[str, Path] = {}
-
-    def write(self, split: str, df: pl.DataFrame) -> None:
-        table = df.to_arrow()
-        if self.schema is None:
-            self.schema = table.schema
-        elif table.schema != self.schema:
-            table = table.cast(self.schema)
-        if split not in self.writers:
-            self.files[split] = self.folder / f"{split}.arrow"
-            self.writers[split] = ipc.new_file(self.files[split], self.schema,
-                                               options=ipc.IpcWriteOptions(compression=STAGE_COMPRESSION))
-        self.writers[split].write_table(table)
-
-    def close(self) -> None:
-        for w in self.writers.values():
-            w.close()
-
-
-def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], _Stage, dict[str, Dictionary],
+def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], Stage, dict[str, Dictionary],
                                                   dict[str, Counter]]:
     """Raw sources -> staged IPC files per split with the transformed columns, string categoricals as ids;
     the train counts of every categorical field are taken on the way."""
     counts = dict.fromkeys(SPLITS, 0)
     inputs: list[dict] = []
-    stage = _Stage(folder)
+    stage = Stage(folder)
     dicts: dict[str, Dictionary] | None = None
     counters: dict[str, Counter] = {}
 
@@ -412,27 +385,7 @@ def _native_interners(recipe: Recipe) -> dict:
     return {f.name: native.Interner() for f in recipe.fields if f.name in names}
 
 
-def _staged_batches(path: Path | None, schema: pa.Schema) -> Iterator[pa.Table]:
-    """The staged split in tables of exactly ROW_GROUP_ROWS rows (the last one shorter; one empty table if the
-    split has no rows), read batch by batch."""
-    pending: list[pa.RecordBatch] = []
-    n = 0
-    if path is not None:
-        with ipc.open_file(path) as f:
-            for i in range(f.num_record_batches):
-                b = f.get_batch(i)
-                pending.append(b)
-                n += b.num_rows
-                while n >= ROW_GROUP_ROWS:
-                    t = pa.Table.from_batches(pending, schema)
-                    yield t.slice(0, ROW_GROUP_ROWS)
-                    rest = t.slice(ROW_GROUP_ROWS)
-                    pending, n = rest.to_batches(), rest.num_rows
-    if n or path is None:
-        yield pa.Table.from_batches(pending, schema)
-
-
-def _encode_split(path: Path | None, schema: pa.Schema, exprs: list[pl.Expr], labels: list[str], dst: Path,
+def _encode_split(stage: Stage, split: str, exprs: list[pl.Expr], labels: list[str], dst: Path,
                   pre: list[pl.Expr] | None = None) -> dict:
     """Staged split -> final Parquet (lz4, ROW_GROUP_ROWS per row group); returns rows and positives per label.
     ``pre``: columns computed before ``exprs`` (casts for shared vocabularies).
@@ -442,7 +395,7 @@ def _encode_split(path: Path | None, schema: pa.Schema, exprs: list[pl.Expr], la
     pending: cf.Future | None = None
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
         try:
-            for t in _staged_batches(path, schema):
+            for t in staged_tables(stage, split, ROW_GROUP_ROWS):
                 df = pl.from_arrow(t, rechunk=False)
                 if pre:
                     df = df.with_columns(pre)
@@ -474,7 +427,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     groups = share_groups(recipe.fields)
     tables = {f.name: read_pretrained(f.pretrained) for f in recipe.fields if f.pretrained is not None}
     _, inputs, stage, dicts, counters = _stage(recipe, folder)
-    train = pl.scan_ipc(stage.files["train"])
+    train = stage.scan("train")
 
     # vocabularies (train only; counted while staging, sequences here) and sequence lengths
     t1, c1 = time.perf_counter(), time.process_time()
@@ -564,7 +517,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
 
     def encode(k: str) -> dict:
         dst = out / f"{k}.parquet"
-        stats = _encode_split(stage.files.get(k), stage.schema, exprs, labels, dst, pre)
+        stats = _encode_split(stage, k, exprs, labels, dst, pre)
         n, pos = stats["rows"], stats["positives"]
         entry = {"file": dst.name, "rows": n, "positives": pos[0], "positive_rate": round(pos[0] / n, 6) if n else None,
                  "bytes": dst.stat().st_size, "sha256": file_digest(dst, "sha256")}

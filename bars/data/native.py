@@ -69,9 +69,11 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_interner_bytes.argtypes = [vp]
             lib.bars_interner_bytes.restype = i64
             lib.bars_interner_export.argtypes = [vp, p, p]
-            lib.bars_parse.argtypes = [p, i64, ctypes.c_char, ctypes.c_int32, p, p, p, p, i64,
-                                       ctypes.POINTER(i64)]
-            lib.bars_parse.restype = i64
+            lib.bars_tokenize.argtypes = [p, i64, ctypes.c_char, ctypes.c_int32, p, p, p, p, i64,
+                                          ctypes.POINTER(i64), p, p]
+            lib.bars_tokenize.restype = i64
+            lib.bars_intern_deferred.argtypes = [vp, p, p, p, p, i64, p]
+            lib.bars_intern_deferred.restype = i64
             lib.bars_intern_arrow.argtypes = [vp, p, p, p, i64, i64, p, p]
             lib.bars_intern_arrow.restype = i64
             lib.bars_count_lines.argtypes = [p, i64]
@@ -174,13 +176,13 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
     sep = src.sep.encode()
     header_lines = 1 if src.header else 0
     done = 0
-    consumed = ctypes.c_int64(0)
     try:
         f = (pa.input_stream(str(src.path), compression="gzip", buffer_size=1 << 20) if is_gzip(src.path)
              else open(src.path, "rb"))  # noqa: SIM115 - closed below
     except OSError as e:
         raise DataError(f"{src.path}: cannot read ({e})") from None
-    io = cf.ThreadPoolExecutor(max_workers=1)  # reads (and hashes) the next buffer while this one is parsed
+    io = cf.ThreadPoolExecutor(max_workers=1)  # reads (and hashes) the next buffer
+    tok = cf.ThreadPoolExecutor(max_workers=1)  # locates the fields of one block while this thread interns the last
 
     def fill(buf: np.ndarray, have: int) -> int:
         got = f.readinto(memoryview(buf)[have:]) or 0
@@ -188,6 +190,49 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
             digest.update(memoryview(buf)[have:have + got])
         return got
 
+    def tokenize(blk: _Block) -> int:
+        consumed = ctypes.c_int64(0)
+        return lib.bars_tokenize(blk.buf.ctypes.data, blk.cut, sep, len(names), kinds.ctypes.data, blk.ptrs,
+                                 (ctypes.c_void_p * len(names))(*[o.ctypes.data for o in blk.outs]),
+                                 (ctypes.c_void_p * len(names))(*[v.ctypes.data for v in blk.valid]),
+                                 blk.cap, ctypes.byref(consumed), blk.lens_ptrs, blk.keys_ptrs)
+
+    def block(buf: np.ndarray, cut: int, cap: int) -> _Block:
+        blk = _Block(buf, cut, cap)
+        blk.outs = [np.empty(cap, dtype=dtypes[k]) if k != 4 else np.zeros(cap + 1, dtype=np.int32) for k in kinds_list]
+        blk.valid = [np.zeros((cap + 7) // 8, dtype=np.uint8) for _ in kinds_list]
+        blk.strs = {j: (np.empty(max(cut, 1), dtype=np.uint8), _StrOut()) for j, k in enumerate(kinds_list) if k == 4}
+        for data, so in blk.strs.values():
+            so.data, so.used = data.ctypes.data, 0
+        blk.ptrs = (ctypes.c_void_p * len(names))(*[
+            ctypes.addressof(blk.strs[j][1]) if k == 4 else None for j, k in enumerate(kinds_list)])
+        blk.lens = {j: np.empty(cap, dtype=np.uint32) for j, k in enumerate(kinds_list) if k == 2}
+        blk.keys = {j: np.empty(cap, dtype=np.uint64) for j in blk.lens}
+        blk.lens_ptrs = (ctypes.c_void_p * len(names))(*[
+            blk.lens[j].ctypes.data if j in blk.lens else None for j in range(len(names))])
+        blk.keys_ptrs = (ctypes.c_void_p * len(names))(*[
+            blk.keys[j].ctypes.data if j in blk.keys else None for j in range(len(names))])
+        blk.future = tok.submit(tokenize, blk)
+        return blk
+
+    def finish(blk: _Block, n: int, before: int) -> pa.Table:
+        """The block's table: its interned columns interned now (in block order), or parsed by pyarrow."""
+        if n < 0:
+            table = _arrow_block(src, names, blk.buf[:blk.cut].tobytes(), interners, rows)
+            if rows is not None and before + table.num_rows > rows:
+                table = table.slice(0, rows - before)
+            return table
+        for j, lens in blk.lens.items():
+            if lib.bars_intern_deferred(interners[names[j]]._ptr, blk.buf.ctypes.data, blk.outs[j].ctypes.data,
+                                        lens.ctypes.data, blk.keys[j].ctypes.data, n, blk.valid[j].ctypes.data) < 0:
+                raise MemoryError(f"{src.path}: native interner")
+        return pa.table([
+            pa.Array.from_buffers(atypes[k], n, [pa.py_buffer(v), pa.py_buffer(o)]) if k != 4 else
+            pa.StringArray.from_buffers(n, pa.py_buffer(o), pa.py_buffer(blk.strs[j][0][:blk.strs[j][1].used]),
+                                        pa.py_buffer(v))
+            for j, (k, o, v) in enumerate(zip(kinds_list, blk.outs, blk.valid))], names=names)
+
+    prev: _Block | None = None
     try:
         head = b""
         if src.header:  # skipped (resolve_columns checked it); what follows it starts the first buffer
@@ -196,62 +241,55 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
             if digest is not None:
                 digest.update(head)
             head = head[nl + 1:] if nl >= 0 else b""
-        # two buffers: one is parsed while the I/O thread reads the file into the other; ``have`` bytes of a line
-        # not yet ended are carried to the start of the next buffer before it is filled
-        bufs = [np.empty(max(CHUNK_BYTES, 2 * len(head)), dtype=np.uint8), np.empty(CHUNK_BYTES, dtype=np.uint8)]
+        # three buffers: the I/O thread reads the file into one while the block in the second is tokenized and the
+        # block in the third interned; ``have`` bytes of a line not yet ended are carried to the start of the
+        # next buffer before it is filled (that buffer's block was interned the round before)
+        bufs = [np.empty(max(CHUNK_BYTES, 2 * len(head)), dtype=np.uint8)] + [
+            np.empty(CHUNK_BYTES, dtype=np.uint8) for _ in range(2)]
         which, have = 0, len(head)
         bufs[0][:have] = np.frombuffer(head, dtype=np.uint8)
         pending = io.submit(fill, bufs[0], have)
-        while rows is None or done < rows:
-            got = pending.result()
-            pending = None
-            buf = bufs[which]
-            total = have + got
-            if not got:
-                if not total:
-                    break
-                cut = total  # the last line, without its newline
+        known = 0  # rows of the blocks before the current one (tokenized or parsed by pyarrow)
+        while True:
+            cur = None
+            if pending is not None:
+                got = pending.result()
+                pending = None
+                buf = bufs[which]
+                total = have + got
+                cut = total if not got else lib.bars_last_newline(buf.ctypes.data, total)  # not got: the last line
+                have, which = total - cut, (which + 1) % 3
+                if got:
+                    if have >= len(bufs[which]):  # a line longer than the buffer
+                        bufs[which] = np.empty(2 * have, dtype=np.uint8)
+                    bufs[which][:have] = buf[cut:total]
+                    pending = io.submit(fill, bufs[which], have)
+                if cut:
+                    cur = (buf, cut)
+            table = None
+            if prev is not None:  # its rows decide the next block's cap (data.rows)
+                n = prev.future.result()
+                if n == -2:
+                    raise MemoryError(f"{src.path}: native interner")
+                before = known
+                if n < 0:
+                    table = finish(prev, n, before)
+                    known += table.num_rows
+                else:
+                    known += n
+            if cur is not None and (rows is None or known < rows):
+                cap = lib.bars_count_lines(cur[0].ctypes.data, cur[1])
+                nxt = block(cur[0], cur[1], cap if rows is None else min(cap, rows - known))
             else:
-                cut = lib.bars_last_newline(buf.ctypes.data, total)
-            have, which = total - cut, 1 - which
-            if got:
-                if have >= len(bufs[which]):  # a line longer than the buffer
-                    bufs[which] = np.empty(2 * have, dtype=np.uint8)
-                bufs[which][:have] = buf[cut:total]
-                pending = io.submit(fill, bufs[which], have)
-            if cut == 0:
-                continue
-            cap = lib.bars_count_lines(buf.ctypes.data, cut)
-            if rows is not None:
-                cap = min(cap, rows - done)
-            outs = [np.empty(cap, dtype=dtypes[k]) if k != 4 else np.zeros(cap + 1, dtype=np.int32) for k in kinds_list]
-            valid = [np.zeros((cap + 7) // 8, dtype=np.uint8) for _ in kinds_list]
-            strs = {j: (np.empty(max(cut, 1), dtype=np.uint8), _StrOut()) for j, k in enumerate(kinds_list) if k == 4}
-            for data, so in strs.values():
-                so.data, so.used = data.ctypes.data, 0
-            ptrs = (ctypes.c_void_p * len(names))(*[
-                interners[c]._ptr if k == 2 else ctypes.addressof(strs[j][1]) if k == 4 else None
-                for j, (c, k) in enumerate(zip(names, kinds_list))])
-            n = lib.bars_parse(buf.ctypes.data, cut, sep, len(names), kinds.ctypes.data, ptrs,
-                               (ctypes.c_void_p * len(names))(*[o.ctypes.data for o in outs]),
-                               (ctypes.c_void_p * len(names))(*[v.ctypes.data for v in valid]),
-                               cap, ctypes.byref(consumed))
-            if n == -2:
-                raise MemoryError(f"{src.path}: native interner")
-            if n >= 0:
-                table = pa.table([
-                    pa.Array.from_buffers(atypes[k], n, [pa.py_buffer(v), pa.py_buffer(o)]) if k != 4 else
-                    pa.StringArray.from_buffers(n, pa.py_buffer(o), pa.py_buffer(strs[j][0][:strs[j][1].used]),
-                                                pa.py_buffer(v))
-                    for j, (k, o, v) in enumerate(zip(kinds_list, outs, valid))], names=names)
-            else:
-                table = _arrow_block(src, names, buf[:cut].tobytes(), interners, rows)
-                if rows is not None and done + table.num_rows > rows:
-                    table = table.slice(0, rows - done)
-            if table.num_rows:
-                yield done + 1 + header_lines, table
-                done += table.num_rows
-            if not got:
+                nxt = None
+            if prev is not None:
+                if table is None:
+                    table = finish(prev, n, before)
+                if table.num_rows:
+                    yield done + 1 + header_lines, table
+                    done += table.num_rows
+            prev = nxt
+            if prev is None and (pending is None or (rows is not None and known >= rows)):
                 break
         if pending is not None:
             pending.result()
@@ -263,10 +301,22 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
             diagnose(src, names, e, rows)
         raise DataError(f"{src.path}: cannot read ({e})") from None
     finally:
+        if prev is not None:
+            prev.future.cancel()
+            cf.wait([prev.future])
+        tok.shutdown(wait=True)
         io.shutdown(wait=True)  # before the file closes
         f.close()
     if done == 0:
         raise no_rows(src)
+
+
+class _Block:
+    """A block of whole lines being read: its buffer and the columns bars_tokenize fills."""
+
+    def __init__(self, buf: np.ndarray, cut: int, cap: int) -> None:
+        self.buf, self.cut, self.cap = buf, cut, cap
+        self.future: cf.Future
 
 
 def _arrow_block(src: Source, names: list[str], block: bytes, interners: dict[str, Interner],
