@@ -54,3 +54,21 @@ def test_staged_tables_are_exact_slices_in_order(tmp_path, rows):
     assert pa.concat_tables(tables).to_pylist() == pl.concat(parts).to_arrow().to_pylist()
     empty = list(staged_tables(stage, "valid", rows))  # a split nothing was written to: one empty table
     assert len(empty) == 1 and empty[0].num_rows == 0 and empty[0].schema == stage.schema
+
+
+def test_a_split_read_in_its_widest_segment_schema(tmp_path):
+    """The encoder reads a split in its last segment's types (polars widens them) and gets the same values."""
+    stage = Stage(tmp_path)
+    parts = list(_batches())[:3]  # int8 / int16 segments only
+    for df in parts:
+        stage.write("train", df)
+    with pytest.raises(RuntimeError, match="before close"):
+        stage.split_schema("train")
+    stage.close()
+    narrow = stage.split_schema("train")
+    assert narrow.field("i").type == pa.int16() and narrow.field("u").type == pa.uint16()
+    assert stage.split_schema("valid") == stage.schema
+    tables = list(staged_tables(stage, "train", 3, narrow))
+    assert all(t.schema == narrow for t in tables)
+    back = pl.from_arrow(pa.concat_tables(tables)).cast({"i": pl.Int64, "u": pl.UInt32})
+    assert back.equals(pl.concat(parts))

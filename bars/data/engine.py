@@ -393,10 +393,15 @@ def _encode_split(stage: Stage, split: str, exprs: list[pl.Expr], labels: list[s
     writer = None
     n, pos = 0, [0.0] * len(labels)
     pending: cf.Future | None = None
+    narrow = stage.split_schema(split)  # read as staged, widened to the first batch's types by polars
+    wide = dict(pl.from_arrow(stage.schema.empty_table()).schema)
+    widen = [pl.col(f.name).cast(wide[f.name]) for f, g in zip(narrow, stage.schema) if f.type != g.type]
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
         try:
-            for t in staged_tables(stage, split, ROW_GROUP_ROWS):
+            for t in staged_tables(stage, split, ROW_GROUP_ROWS, narrow):
                 df = pl.from_arrow(t, rechunk=False)
+                if widen:
+                    df = df.with_columns(widen)
                 if pre:
                     df = df.with_columns(pre)
                 df = df.select(exprs)

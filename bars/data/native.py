@@ -226,6 +226,7 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
             if lib.bars_intern_deferred(interners[names[j]]._ptr, blk.buf.ctypes.data, blk.outs[j].ctypes.data,
                                         lens.ctypes.data, blk.keys[j].ctypes.data, n, blk.valid[j].ctypes.data) < 0:
                 raise MemoryError(f"{src.path}: native interner")
+        blk.lens = blk.keys = {}  # (freed now: the block's table keeps only its columns)
         return pa.table([
             pa.Array.from_buffers(atypes[k], n, [pa.py_buffer(v), pa.py_buffer(o)]) if k != 4 else
             pa.StringArray.from_buffers(n, pa.py_buffer(o), pa.py_buffer(blk.strs[j][0][:blk.strs[j][1].used]),

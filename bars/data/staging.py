@@ -75,7 +75,7 @@ class Stage:
             self.segments[split].append(path)
             self._writers[split] = (ipc.new_file(path, schema, options=ipc.IpcWriteOptions(
                 compression=STAGE_COMPRESSION)), schema)
-        self._writers[split][0].write_table(table.cast(schema))
+        self._writers[split][0].write_table(table.cast(schema, safe=False))  # min_max above: every value fits
 
     def _close(self, split: str) -> None:
         if split in self._writers:
@@ -85,13 +85,24 @@ class Stage:
         for split in list(self._writers):
             self._close(split)
 
-    def batches(self, split: str) -> Iterator[pa.RecordBatch]:
-        """The split's staged rows in the order written, in batches of ``schema``."""
+    def split_schema(self, split: str) -> pa.Schema:
+        """The schema of the split's last (widest) segment: every one of its rows fits it."""
+        if split in self._writers:
+            raise RuntimeError("stage: read before close()")
+        segs = self.segments.get(split)
+        if not segs:
+            return self.schema
+        with ipc.open_file(segs[-1]) as f:
+            return f.schema
+
+    def batches(self, split: str, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
+        """The split's staged rows in the order written, in batches of ``schema`` (default: the first batch's)."""
+        schema = schema or self.schema
         for path in self.segments.get(split, []):
             with ipc.open_file(path) as f:
                 for i in range(f.num_record_batches):
                     b = f.get_batch(i)
-                    yield b if b.schema == self.schema else b.cast(self.schema)
+                    yield b if b.schema == schema else b.cast(schema)
 
     def scan(self, split: str) -> pl.LazyFrame:
         """The split's staged rows as a polars LazyFrame with the columns of ``schema``."""
@@ -103,18 +114,19 @@ class Stage:
         return [p for segs in self.segments.values() for p in segs]
 
 
-def staged_tables(stage: Stage, split: str, rows: int) -> Iterator[pa.Table]:
+def staged_tables(stage: Stage, split: str, rows: int, schema: pa.Schema | None = None) -> Iterator[pa.Table]:
     """The staged split in tables of exactly ``rows`` rows (the last one shorter; one empty table if the split has
-    no rows), read batch by batch."""
+    no rows), read batch by batch, in ``schema`` (default: the first batch's)."""
+    schema = schema or stage.schema
     pending: list[pa.RecordBatch] = []
     n = 0
-    for b in stage.batches(split):
+    for b in stage.batches(split, schema):
         pending.append(b)
         n += b.num_rows
         while n >= rows:
-            t = pa.Table.from_batches(pending, stage.schema)
+            t = pa.Table.from_batches(pending, schema)
             yield t.slice(0, rows)
             rest = t.slice(rows)
             pending, n = rest.to_batches(), rest.num_rows
     if n or split not in stage.segments:
-        yield pa.Table.from_batches(pending, stage.schema)
+        yield pa.Table.from_batches(pending, schema)
