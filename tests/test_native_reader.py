@@ -76,6 +76,7 @@ ODD_LINES = [
     "",                               # an empty line: skipped
     "0\t1\t2\t\"quoted\ttab\"\tq",    # a quoted field holding the separator
     "1\t3\t4\tcafé\tü",               # non-ASCII
+    "0\t8\t9\tcd56ef78\ty\r",           # a CRLF line end: pyarrow's (the fast path would keep the \r)
     "0\t1\t2\tab12cd34\tx",
 ]
 

@@ -206,19 +206,6 @@ typedef struct {
     int64_t used;
 } StrOut;
 
-/* 1 when buf holds a byte >= 0x80: non-ASCII text goes to pyarrow, which checks it is UTF-8. */
-static int has_high_byte(const char *buf, int64_t len) {
-    int64_t k = 0;
-    uint64_t acc = 0;
-    for (; k + 8 <= len; k += 8) {
-        uint64_t w;
-        memcpy(&w, buf + k, 8);
-        acc |= w;
-    }
-    for (; k < len; k++) acc |= (unsigned char)buf[k];
-    return (acc & 0x8080808080808080ull) != 0;
-}
-
 /* Parse the lines of buf[0:len] (whole lines; the last may lack its newline; empty lines are skipped, as
  * pyarrow does) into columns: kind 1 -> int64 values (outs[c]), kind 2 -> located for interning (see Defer
  * below), kind 3 -> float64 (written as integers, e.g. a 0/1 label), kind 4 -> plain strings (StrOut in
@@ -246,18 +233,11 @@ static inline const char *next_delim(const char *p, const char *end, uint64_t se
     return p;
 }
 
-/* One field's value into column c, row r; 0 = done, -1 = leave the block to pyarrow, -2 = out of memory. */
-static inline int put_field(const char *s, int64_t n, int8_t kind, void *interner, void *out, uint8_t *valid,
-                            int64_t r) {
-    if (kind == KIND_INTERN) {
-        if (is_null_token(s, n)) {
-            ((uint32_t *)out)[r] = 0;
-            return 0;
-        }
-        int64_t id = intern((Interner *)interner, s, n);
-        if (id < 0) return -2;
-        ((uint32_t *)out)[r] = (uint32_t)id;
-    } else if (kind == KIND_INT) {
+/* One field's value (not an interned one: see field()) into column c, row r; 0 = done, -1 = leave the block to
+ * pyarrow. ``strout``: the column's StrOut (kind 4). */
+static inline __attribute__((always_inline)) int put_field(const char *s, int64_t n, int8_t kind, void *strout,
+                                                            void *out, uint8_t *valid, int64_t r) {
+    if (kind == KIND_INT) {
         int64_t v = 0;
         if (n == 0) {
             ((int64_t *)out)[r] = 0;
@@ -274,7 +254,7 @@ static inline int put_field(const char *s, int64_t n, int8_t kind, void *interne
         if (n > 15 || !parse_int(s, n, &v) || (v == 0 && s[0] == '-')) return -1;
         ((double *)out)[r] = (double)v;
     } else if (kind == KIND_STR) {
-        StrOut *o = interner;
+        StrOut *o = strout;
         if (!is_null_token(s, n)) {
             memcpy(o->data + o->used, s, (size_t)n);
             o->used += n;
@@ -289,13 +269,8 @@ static inline int put_field(const char *s, int64_t n, int8_t kind, void *interne
     return 0;
 }
 
-/* The delimiters (sep or '\n') of buf[i:i+16] as a bit mask (bit k = byte i + k). */
 #if defined(__SSE2__)
 #include <emmintrin.h>
-static inline uint32_t delim_mask16(const char *p, __m128i vsep, __m128i vnl) {
-    __m128i w = _mm_loadu_si128((const __m128i *)p);
-    return (uint32_t)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(w, vsep), _mm_cmpeq_epi8(w, vnl)));
-}
 #endif
 
 /* Deferred interning (bars_tokenize): an interned field's value is only located and keyed: its offset in the block
@@ -330,8 +305,9 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
     int64_t r = 0, start = 0;  /* row, start of the current field */
     int32_t c = 0;             /* its column */
     int64_t i = 0;
+    uint32_t bad = 0;          /* a quote, a \r or a byte >= 0x80 seen: the block is pyarrow's (checked on return) */
 #if defined(__SSE2__)
-    __m128i vsep = _mm_set1_epi8(sep), vnl = _mm_set1_epi8('\n');
+    __m128i vsep = _mm_set1_epi8(sep), vnl = _mm_set1_epi8('\n'), vq = _mm_set1_epi8('"'), vcr = _mm_set1_epi8('\r');
 #endif
     /* every delimiter in order: a field ends at each; a row at each newline */
     while (i < len && r < max_rows) {
@@ -339,15 +315,20 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
         int64_t base = i;
 #if defined(__SSE2__)
         if (i + 16 <= len) {
-            m = delim_mask16(buf + i, vsep, vnl);
+            __m128i w = _mm_loadu_si128((const __m128i *)(buf + i));
+            m = (uint32_t)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(w, vsep), _mm_cmpeq_epi8(w, vnl)));
+            bad |= (uint32_t)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(w, vq), _mm_cmpeq_epi8(w, vcr)), w));
             i += 16;
         } else
 #endif
         {
             m = 0;
             int64_t k = 0;
-            for (; k < 16 && i + k < len; k++)
-                if (buf[i + k] == sep || buf[i + k] == '\n') m |= 1u << k;
+            for (; k < 16 && i + k < len; k++) {
+                unsigned char ch = (unsigned char)buf[i + k];
+                if (ch == (unsigned char)sep || ch == '\n') m |= 1u << k;
+                if (ch == '"' || ch == '\r' || ch >= 0x80) bad = 1;
+            }
             i += k;
         }
         while (m) {
@@ -365,7 +346,7 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
                 start = pos + 1;
                 if (++r == max_rows) {
                     *consumed = start;
-                    return r;
+                    return bad ? -1 : r;
                 }
             } else {
                 if (c == ncols - 1) return -1;
@@ -386,11 +367,7 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
         return -1;
     }
     *consumed = start;
-    return r;
-}
-
-static int unsafe_block(const char *buf, int64_t len) {
-    return memchr(buf, '"', (size_t)len) || memchr(buf, '\r', (size_t)len) || has_high_byte(buf, len);
+    return bad ? -1 : r;
 }
 
 /* Parse the lines of buf[0:len] as described above, the interned columns located (offsets in buf in
@@ -401,7 +378,6 @@ int64_t bars_tokenize(const char *buf, int64_t len, char sep, int32_t ncols, con
                       void **strouts, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed,
                       uint32_t **lens, uint64_t **keys) {
     if (ncols <= 0 || len >= 0x7FFFFFFF) return -1;
-    if (unsafe_block(buf, len)) return -1;
     Defer d = {buf, lens, keys};
     return parse(buf, len, sep, ncols, kinds, strouts, outs, valid, max_rows, consumed, &d);
 }
