@@ -72,3 +72,30 @@ def test_a_split_read_in_its_widest_segment_schema(tmp_path):
     assert all(t.schema == narrow for t in tables)
     back = pl.from_arrow(pa.concat_tables(tables)).cast({"i": pl.Int64, "u": pl.UInt32})
     assert back.equals(pl.concat(parts))
+
+
+def test_the_other_splits_encode_at_a_lower_priority():
+    """bars.data.engine._lower_priority raises the calling thread's nice value only (Linux)."""
+    import os
+    import sys
+    import threading
+
+    from bars.data import engine
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread nice values are Linux's")
+    seen = {}
+
+    def work():
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        engine._lower_priority(3)
+        seen["thread"] = (before, os.getpriority(os.PRIO_PROCESS, tid))
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    th = threading.Thread(target=work)
+    th.start()
+    th.join()
+    before, after = seen["thread"]
+    assert after == min(before + 3, 19)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before

@@ -1,7 +1,10 @@
 """The native reader: delimited raw files (plain or gzip) parsed and their categorical string fields interned in
-one compiled pass (``bars/data/_fastcsv.c``, built by ``pip install`` when a C compiler is present; without one,
-bars reads every file with pyarrow, as before). Other string columns come out as Arrow strings; an I/O thread
-reads the next block (and feeds the file's sha256) while one is parsed.
+compiled code (``bars/data/_fastcsv.c``, built by ``pip install`` when a C compiler is present; without one,
+bars reads every file with pyarrow, as before). Other string columns come out as Arrow strings. Three threads
+share the work: an I/O thread reads the next block (and feeds the file's sha256), a tokenizer thread parses the
+block before it (integers in place; each interned field located and keyed, no interner touched), and the
+reader's own thread interns the block before that, column by column in row order (so the ids are those of one
+pass over the file).
 
 It gives the same values as the pyarrow path (``bars.data.sources.read_batches``), by construction: the C code
 handles only the unambiguous subset of pyarrow's CSV grammar (ASCII, no quote, no ``\\r``, integers as
