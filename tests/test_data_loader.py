@@ -62,16 +62,32 @@ def test_vocab_order_and_encoding():
         T.encode_categorical("c", vocab, missing="zero")
 
 
-def test_criteo_bucket():
+def test_criteo_bucket(monkeypatch):
     out = pl.DataFrame({"I": [None, -1, 0, 1, 2, 3, 100]}).select(T.criteo_bucket("I"))["I"].to_list()
     assert out == [0, -1, 0, 1, 2, int(np.floor(np.log(3) ** 2)), int(np.floor(np.log(100) ** 2))]
     # the table (values below BUCKET_TABLE_SIZE) and the formula (the rest) agree with the formula everywhere,
     # around the table's edge and on every bucket boundary below it
     n = T.BUCKET_TABLE_SIZE
-    xs = np.concatenate([np.arange(-3, n + 3), [2**31, 2**40, -(2**40)], np.ceil(np.exp(np.sqrt(np.arange(1, 200))))])
-    df = pl.DataFrame({"I": xs.astype(np.int64)})
-    assert df.select(T.criteo_bucket("I"))["I"].to_list() == df.select(
-        T._criteo_bucket_formula(pl.col("I").fill_null(0)))["I"].to_list()
+    xs = np.concatenate([np.arange(-3, n + 3), np.array([2**31, 2**40, -(2**40), 2**63 - 1, -(2**63)]),
+                         np.ceil(np.exp(np.sqrt(np.arange(1, 200)))).astype(np.int64)])
+    df = pl.DataFrame({"I": pl.Series(list(xs) + [None, 5], dtype=pl.Int64)})
+    got = df.select(T.criteo_bucket("I"))["I"]
+    assert got.dtype == pl.Int64 and got.null_count() == 0
+    assert got.to_list() == df.select(T._criteo_bucket_formula(pl.col("I").fill_null(0)))["I"].to_list()
+    # every bucket bound above the table, and the values just below it, with and without the compiled pass
+    _, bounds, _ = T._bucket_table()
+    assert len(bounds) > 1500 and np.all(np.diff(bounds) >= 0)
+    edge = pl.DataFrame({"I": np.concatenate([bounds - 1, bounds, bounds + 1])})
+    want = edge.select(T._criteo_bucket_formula(pl.col("I")))["I"].to_list()
+    assert edge.select(T.criteo_bucket("I"))["I"].to_list() == want
+    monkeypatch.setenv("BARS_READER", "arrow")  # the numpy path
+    assert edge.select(T.criteo_bucket("I"))["I"].to_list() == want
+    assert df.select(T.criteo_bucket("I"))["I"].to_list() == got.to_list()
+    monkeypatch.delenv("BARS_READER")
+    # as the recipe uses it, in with_columns over several fields of a frame of several chunks
+    two = pl.concat([df.with_columns(J=pl.col("I") * -1), df.with_columns(J=pl.col("I"))], rechunk=False)
+    both = two.with_columns([T.criteo_bucket(c) for c in ("I", "J")])
+    assert both.equals(two.select([T._criteo_bucket_formula(pl.col(c).fill_null(0)).alias(c) for c in ("I", "J")]))
 
 
 def test_assign_split_is_batch_independent():

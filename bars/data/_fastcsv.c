@@ -412,6 +412,31 @@ int64_t bars_intern_deferred(void *p, const char *buf, uint32_t *ids, const uint
     return 0;
 }
 
+/* A Criteo integer field bucketed (bars.data.transforms.criteo_bucket): out[k] = table[x] for x in [0, tsize);
+ * above the table, base + the number of bounds[0:nb] (sorted: the first value of each later bucket) at or below x;
+ * a negative x as it is; a missing value (validity bit 0 at bit offset ``off``; validity NULL: none missing) as 0,
+ * whose bucket table[0] is 0. */
+void bars_criteo_bucket(const int64_t *x, const uint8_t *validity, int64_t off, int64_t n, const int64_t *table,
+                        int64_t tsize, const int64_t *bounds, int64_t nb, int64_t base, int64_t *out) {
+    for (int64_t k = 0; k < n; k++) {
+        int64_t j = off + k;
+        int64_t v = x[k];
+        if (validity) v &= -(int64_t)((validity[j >> 3] >> (j & 7)) & 1);  /* missing: 0, bucket 0 (table[0]) */
+        if ((uint64_t)v < (uint64_t)tsize) {
+            out[k] = table[v];
+        } else if (v < 0) {
+            out[k] = v;
+        } else {
+            int64_t lo = 0, hi = nb;  /* bounds[0:lo] <= v < bounds[hi:] */
+            while (lo < hi) {
+                int64_t mid = lo + (hi - lo) / 2;
+                if (bounds[mid] <= v) lo = mid + 1; else hi = mid;
+            }
+            out[k] = base + lo;
+        }
+    }
+}
+
 /* Lines in buf[0:len] that hold a byte (an upper bound of the rows), and the length up to the last newline. */
 int64_t bars_count_lines(const char *buf, int64_t len) {
     int64_t n = 0;

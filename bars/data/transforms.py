@@ -29,20 +29,51 @@ def _criteo_bucket_formula(x: pl.Expr) -> pl.Expr:
 BUCKET_TABLE_SIZE = 1 << 16  # values 0 .. 65535 are bucketed by a table computed with the formula itself
 
 
+def _formula_of(xs: np.ndarray) -> np.ndarray:
+    return pl.DataFrame({"x": xs.astype(np.int64)}).select(_criteo_bucket_formula(pl.col("x")))["x"].to_numpy()
+
+
 @functools.cache
-def _bucket_table() -> pl.Series:
-    xs = pl.DataFrame({"x": np.arange(BUCKET_TABLE_SIZE, dtype=np.int64)})
-    return xs.select(_criteo_bucket_formula(pl.col("x")))["x"]
+def _bucket_table() -> tuple[np.ndarray, np.ndarray, int]:
+    """The formula's buckets of 0 .. BUCKET_TABLE_SIZE - 1; above the table, ``bounds`` (the smallest x of each
+    later bucket, found by bisection with the formula itself: the formula is non-decreasing for x > 2) and
+    ``base`` (the bucket at the table's end): bucket(x) = base + #(bounds <= x)."""
+    table = _formula_of(np.arange(BUCKET_TABLE_SIZE, dtype=np.int64))
+    if table[0] != 0:  # the compiled pass reads a missing value as 0
+        raise AssertionError("criteo bucket of 0 must be 0")
+    top = np.iinfo(np.int64).max
+    base, last = _formula_of(np.array([BUCKET_TABLE_SIZE, top]))
+    buckets = np.arange(base + 1, last + 1)
+    lo = np.full(len(buckets), BUCKET_TABLE_SIZE, dtype=np.int64)  # formula(lo) < bucket <= formula(hi)
+    hi = np.full(len(buckets), top, dtype=np.int64)
+    while np.any(hi - lo > 1):
+        mid = lo + (hi - lo) // 2
+        ge = _formula_of(mid) >= buckets
+        hi, lo = np.where(ge, mid, hi), np.where(ge, lo, mid)
+    return table, hi, int(base)
+
+
+def _bucket_values(s: pl.Series) -> pl.Series:
+    from bars.data import native  # (the compiled pass; native imports this module's users)
+
+    table, bounds, base = _bucket_table()
+    out = native.bucket_by_table(s.cast(pl.Int64).to_arrow(), table, bounds, base)
+    if out is None:
+        x = s.fill_null(0).cast(pl.Int64).to_numpy()
+        out = table[np.clip(x, 0, BUCKET_TABLE_SIZE - 1)]
+        above = x >= BUCKET_TABLE_SIZE
+        out[above] = base + np.searchsorted(bounds, x[above], side="right")
+        out[x < 0] = x[x < 0]
+    return pl.Series(s.name, out, dtype=pl.Int64)
 
 
 def criteo_bucket(col: str) -> pl.Expr:
-    """BARS x4 Criteo integer field: missing -> 0; x > 2 -> floor(ln(x)^2); else x (kept as is). Values in
-    [0, BUCKET_TABLE_SIZE) are looked up in a table the same formula computed (so the result is the formula's,
-    bit for bit), the others computed: half the CPU of the formula alone on Criteo-like values."""
-    x = pl.col(col).fill_null(0)
-    small = (x >= 0) & (x < BUCKET_TABLE_SIZE)
-    return (pl.when(small).then(pl.lit(_bucket_table()).gather(x.clip(0, BUCKET_TABLE_SIZE - 1)))
-            .otherwise(_criteo_bucket_formula(x)).alias(col))
+    """BARS x4 Criteo integer field: missing -> 0; x > 2 -> floor(ln(x)^2); else x (kept as is). Computed from
+    the formula's own values, so bit for bit the formula's: values in [0, BUCKET_TABLE_SIZE) are looked up in a
+    table it filled, larger ones by their bucket's bounds, which bisection with it found (``_bucket_table``). One
+    compiled pass per column (the native module; numpy without it), where the formula takes a logarithm of every
+    value."""
+    return pl.col(col).map_batches(_bucket_values, return_dtype=pl.Int64, is_elementwise=True).alias(col)
 
 
 def avazu_hour_fields(col: str = "hour") -> list[pl.Expr]:
