@@ -265,8 +265,7 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
         # three buffers: the I/O thread reads the file into one while the block in the second is tokenized and the
         # block in the third interned; ``have`` bytes of a line not yet ended are carried to the start of the
         # next buffer before it is filled (that buffer's block was interned the round before)
-        bufs = [np.empty(max(CHUNK_BYTES, 2 * len(head)), dtype=np.uint8)] + [
-            np.empty(CHUNK_BYTES, dtype=np.uint8) for _ in range(2)]
+        bufs = [_padded(max(CHUNK_BYTES, 2 * len(head)))] + [_padded(CHUNK_BYTES) for _ in range(2)]
         which, have = 0, len(head)
         bufs[0][:have] = np.frombuffer(head, dtype=np.uint8)
         pending = io.submit(fill, bufs[0], have)
@@ -282,7 +281,7 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
                 have, which = total - cut, (which + 1) % 3
                 if got:
                     if have >= len(bufs[which]):  # a line longer than the buffer
-                        bufs[which] = np.empty(2 * have, dtype=np.uint8)
+                        bufs[which] = _padded(2 * have)
                     bufs[which][:have] = buf[cut:total]
                     pending = io.submit(fill, bufs[which], have)
                 if cut:
@@ -330,6 +329,12 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
         f.close()
     if done == 0:
         raise no_rows(src)
+
+
+def _padded(n: int) -> np.ndarray:
+    """A block buffer of n bytes followed by 8 more of the same allocation: bars_tokenize reads up to 8 bytes from
+    the start of a field however short it is."""
+    return np.empty(n + 8, dtype=np.uint8)[:n]
 
 
 class _Block:
