@@ -289,14 +289,14 @@ static inline __attribute__((always_inline)) int put_field(const char *s, int64_
 #endif
 
 /* Deferred interning (bars_tokenize): an interned field's value is only located and keyed: its offset in the block
- * goes to its id column, its length to lens[c] (NULL_LEN: missing) and hash_key's key to keys[c];
+ * and length go to spans[c] ((offset << 32) | length; NULL_LEN: missing) and hash_key's key to keys[c];
  * bars_intern_deferred interns the column later, on another thread, in row order (so the ids are the ones
  * a single pass would give), reading the block's bytes only to compare values longer than 8 bytes and to store new ones. */
 #define NULL_LEN 0xFFFFFFFFu
 
 typedef struct {
     const char *buf;
-    uint32_t **lens;
+    uint64_t **spans;
     uint64_t **keys;
 } Defer;
 
@@ -305,11 +305,10 @@ static inline __attribute__((always_inline)) int field(const char *s, int64_t n,
                                                         const Defer *d) {
     if (kinds[c] != KIND_INTERN) return put_field(s, n, kinds[c], strouts[c], outs[c], valid[c], r);
     if (is_null_token(s, n)) {
-        d->lens[c][r] = NULL_LEN;
+        d->spans[c][r] = NULL_LEN;
         return 0;
     }
-    ((uint32_t *)outs[c])[r] = (uint32_t)(s - d->buf);
-    d->lens[c][r] = (uint32_t)n;
+    d->spans[c][r] = ((uint64_t)(s - d->buf) << 32) | (uint32_t)n;
     d->keys[c][r] = key_padded(s, n);
     return 0;
 }
@@ -385,40 +384,41 @@ static int64_t parse(const char *buf, int64_t len, char sep, int32_t ncols, cons
 }
 
 /* Parse the lines of buf[0:len] as described above (8 more bytes readable after it: key_padded), the interned
- * columns located (offsets in buf in outs[c], lengths in lens[c] with NULL_LEN for a missing value, hash_key's
+ * columns located (offsets in buf and lengths in spans[c], NULL_LEN for a missing value, hash_key's
  * keys in keys[c]) but not interned: bars_intern_deferred does that. It touches no interner, so one thread
  * tokenizes a block while another interns the block before. */
 int64_t bars_tokenize(const char *buf, int64_t len, char sep, int32_t ncols, const int8_t *kinds,
                       void **strouts, void **outs, uint8_t **valid, int64_t max_rows, int64_t *consumed,
-                      uint32_t **lens, uint64_t **keys) {
+                      uint64_t **spans, uint64_t **keys) {
     if (ncols <= 0 || len >= 0x7FFFFFFF) return -1;
-    Defer d = {buf, lens, keys};
+    Defer d = {buf, spans, keys};
     return parse(buf, len, sep, ncols, kinds, strouts, outs, valid, max_rows, consumed, &d);
 }
 
-/* Intern one column that bars_tokenize located: ids[r] holds the offset of row r's value in buf and is
- * overwritten by its id; lens[r] is its length (NULL_LEN: missing, id 0, validity bit left 0) and keys[r] its
- * hash_key key. The slot of the row AHEAD rows on is prefetched while a row is looked up. Returns 0, or -2 when
- * out of memory. */
+/* Intern one column that bars_tokenize located: spans[r] holds the offset in buf (high 32 bits) and length of row
+ * r's value (NULL_LEN: missing, id 0, validity bit left 0), keys[r] its hash_key key; ids[r] gets its id. The slot
+ * of the row AHEAD rows on is prefetched while a row is looked up. Returns 0, or -2 when out of memory. */
 #define AHEAD 16
 static inline uint64_t key_hash(uint64_t key, uint32_t n) {
     return n <= 8 ? mix(key ^ ((uint64_t)n << 59)) : key;
 }
 
-int64_t bars_intern_deferred(void *p, const char *buf, uint32_t *ids, const uint32_t *lens, const uint64_t *keys,
+int64_t bars_intern_deferred(void *p, const char *buf, uint32_t *ids, const uint64_t *spans, const uint64_t *keys,
                              int64_t n, uint8_t *valid) {
     Interner *t = p;
     for (int64_t r = 0; r < n && r < AHEAD; r++)
-        if (lens[r] != NULL_LEN) __builtin_prefetch(&t->slots[key_hash(keys[r], lens[r]) & t->mask]);
+        if (spans[r] != NULL_LEN) __builtin_prefetch(&t->slots[key_hash(keys[r], (uint32_t)spans[r]) & t->mask]);
     for (int64_t r = 0; r < n; r++) {
         int64_t ahead = r + AHEAD;
-        if (ahead < n && lens[ahead] != NULL_LEN)
-            __builtin_prefetch(&t->slots[key_hash(keys[ahead], lens[ahead]) & t->mask]);
-        if (lens[r] == NULL_LEN) {
+        if (ahead < n && spans[ahead] != NULL_LEN)
+            __builtin_prefetch(&t->slots[key_hash(keys[ahead], (uint32_t)spans[ahead]) & t->mask]);
+        uint64_t sp = spans[r];
+        if (sp == NULL_LEN) {
             ids[r] = 0;
             continue;
         }
-        int64_t id = intern_hashed(t, buf + ids[r], lens[r], keys[r], key_hash(keys[r], lens[r]));
+        uint32_t len = (uint32_t)sp;
+        int64_t id = intern_hashed(t, buf + (sp >> 32), len, keys[r], key_hash(keys[r], len));
         if (id < 0) return -2;
         ids[r] = (uint32_t)id;
         valid[r >> 3] |= (uint8_t)(1u << (r & 7));

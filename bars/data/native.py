@@ -215,7 +215,7 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
         return lib.bars_tokenize(blk.buf.ctypes.data, blk.cut, sep, len(names), kinds.ctypes.data, blk.ptrs,
                                  (ctypes.c_void_p * len(names))(*[o.ctypes.data for o in blk.outs]),
                                  (ctypes.c_void_p * len(names))(*[v.ctypes.data for v in blk.valid]),
-                                 blk.cap, ctypes.byref(consumed), blk.lens_ptrs, blk.keys_ptrs)
+                                 blk.cap, ctypes.byref(consumed), blk.spans_ptrs, blk.keys_ptrs)
 
     def block(buf: np.ndarray, cut: int, cap: int) -> _Block:
         blk = _Block(buf, cut, cap)
@@ -226,10 +226,10 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
             so.data, so.used = data.ctypes.data, 0
         blk.ptrs = (ctypes.c_void_p * len(names))(*[
             ctypes.addressof(blk.strs[j][1]) if k == 4 else None for j, k in enumerate(kinds_list)])
-        blk.lens = {j: np.empty(cap, dtype=np.uint32) for j, k in enumerate(kinds_list) if k == 2}
-        blk.keys = {j: np.empty(cap, dtype=np.uint64) for j in blk.lens}
-        blk.lens_ptrs = (ctypes.c_void_p * len(names))(*[
-            blk.lens[j].ctypes.data if j in blk.lens else None for j in range(len(names))])
+        blk.spans = {j: np.empty(cap, dtype=np.uint64) for j, k in enumerate(kinds_list) if k == 2}
+        blk.keys = {j: np.empty(cap, dtype=np.uint64) for j in blk.spans}
+        blk.spans_ptrs = (ctypes.c_void_p * len(names))(*[
+            blk.spans[j].ctypes.data if j in blk.spans else None for j in range(len(names))])
         blk.keys_ptrs = (ctypes.c_void_p * len(names))(*[
             blk.keys[j].ctypes.data if j in blk.keys else None for j in range(len(names))])
         blk.future = tok.submit(tokenize, blk)
@@ -242,11 +242,11 @@ def read_batches(src: Source, interners: dict[str, Interner], rows: int | None =
             if rows is not None and before + table.num_rows > rows:
                 table = table.slice(0, rows - before)
             return table
-        for j, lens in blk.lens.items():
+        for j, spans in blk.spans.items():
             if lib.bars_intern_deferred(interners[names[j]]._ptr, blk.buf.ctypes.data, blk.outs[j].ctypes.data,
-                                        lens.ctypes.data, blk.keys[j].ctypes.data, n, blk.valid[j].ctypes.data) < 0:
+                                        spans.ctypes.data, blk.keys[j].ctypes.data, n, blk.valid[j].ctypes.data) < 0:
                 raise MemoryError(f"{src.path}: native interner")
-        blk.lens = blk.keys = {}  # (freed now: the block's table keeps only its columns)
+        blk.spans = blk.keys = {}  # (freed now: the block's table keeps only its columns)
         return pa.table([
             pa.Array.from_buffers(atypes[k], n, [pa.py_buffer(v), pa.py_buffer(o)]) if k != 4 else
             pa.StringArray.from_buffers(n, pa.py_buffer(o), pa.py_buffer(blk.strs[j][0][:blk.strs[j][1].used]),
