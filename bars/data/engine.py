@@ -398,7 +398,7 @@ def _encode_split(stage: Stage, split: str, exprs: list[pl.Expr], labels: list[s
     n, pos = 0, [0.0] * len(labels)
     pending: cf.Future | None = None
     narrow = stage.split_schema(split)  # read as staged, widened to the first batch's types by polars
-    wide = dict(pl.from_arrow(stage.schema.empty_table()).schema)
+    wide = stage.polars_schema()
     widen = [pl.col(f.name).cast(wide[f.name]) for f, g in zip(narrow, stage.schema) if f.type != g.type]
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
         try:

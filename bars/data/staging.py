@@ -104,11 +104,16 @@ class Stage:
                     b = f.get_batch(i)
                     yield b if b.schema == schema else b.cast(schema)
 
+    def polars_schema(self) -> dict[str, pl.DataType]:
+        """``schema`` in polars types (built from an empty table of no batches: ``Schema.empty_table`` imports
+        pandas, which a ``bars train`` process never needs)."""
+        return dict(pl.from_arrow(pa.Table.from_batches([], self.schema)).schema)
+
     def scan(self, split: str) -> pl.LazyFrame:
         """The split's staged rows as a polars LazyFrame with the columns of ``schema``."""
-        wide = dict(pl.from_arrow(self.schema.empty_table()).schema)
-        frames = [pl.scan_ipc(p).cast({c: wide[c] for c in wide}) for p in self.segments.get(split, [])]
-        return pl.concat(frames, how="vertical") if frames else pl.from_arrow(self.schema.empty_table()).lazy()
+        wide = self.polars_schema()
+        frames = [pl.scan_ipc(p).cast(wide) for p in self.segments.get(split, [])]
+        return pl.concat(frames, how="vertical") if frames else pl.LazyFrame(schema=wide)
 
     def files(self) -> list[Path]:
         return [p for segs in self.segments.values() for p in segs]
