@@ -54,7 +54,8 @@ def _bucket_table() -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def _bucket_values(s: pl.Series) -> pl.Series:
-    from bars.data import native  # (the compiled pass; native imports this module's users)
+    # imported here: bars.data.native imports bars.data.counting, which imports this module
+    from bars.data import native
 
     table, bounds, base = _bucket_table()
     out = native.bucket_by_table(s.cast(pl.Int64).to_arrow(), table, bounds, base)
