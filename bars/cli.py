@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bars: unknown command {cmd!r}; commands are: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[cmd][0])
+    if own and hasattr(module, "startup"):  # a command's own process first starts its helpers and imports (bars.run)
+        module.startup()
     sys.argv = [f"bars {cmd}", *rest]
     rc = int(module.main() or 0)
     if own and cmd in FAST_EXIT:

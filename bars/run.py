@@ -606,6 +606,26 @@ def _train_command(cfg: DictConfig, overrides: list[str]) -> int:
     return 0
 
 
+# What every run imports (torch, the trainer, the models, the data engine, hydra), imported up front by startup()
+RUN_MODULES = ("torch", "hydra", "omegaconf", "bars.distributed", "bars.train", "bars.models", "bars.data.prepare",
+               "bars.data.loader")
+
+
+def startup() -> None:
+    """``bars train`` as its own process, before :func:`main` (bars.cli): the tracking helper started first (it
+    imports mlflow while this process imports the rest), then :data:`RUN_MODULES` imported with the garbage
+    collector paused and what they leave frozen (bars.startup): ~0.2 s less per process (issue 16)."""
+    import importlib
+
+    from bars import tracking_helper
+    from bars.startup import collector_paused
+
+    tracking_helper.prestart()
+    with collector_paused():
+        for name in RUN_MODULES:
+            importlib.import_module(name)
+
+
 def main() -> int:
     """``bars train [hydra overrides]``: one run; exits non-zero with a clear error when the run fails."""
     from bars import tracking_helper
@@ -615,5 +635,5 @@ def main() -> int:
     return hydra_command("train", _train_command, (ConfigError,))
 
 
-__all__ = ["RunResult", "expected_errors", "housekeeping", "learning_curve", "main", "progress_line", "summary",
-           "train_one"]
+__all__ = ["RUN_MODULES", "RunResult", "expected_errors", "housekeeping", "learning_curve", "main", "progress_line",
+           "startup", "summary", "train_one"]

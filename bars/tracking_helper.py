@@ -137,9 +137,12 @@ def serve() -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - what opening a database store imports, ~1 s
+            from bars.startup import collector_paused
 
-            import bars.tracking  # noqa: F401 - mlflow, ~1 s
+            with collector_paused():  # ~340k objects imported: no collector passes over them (bars.startup)
+                import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - what opening a database store imports, ~1 s
+
+                import bars.tracking  # noqa: F401 - mlflow, ~1 s
         except Exception as exc:  # noqa: BLE001 - told to the run when it opens
             state["error"] = exc
     pending_warnings = list(caught)
@@ -406,7 +409,10 @@ _PRESTARTED: dict[int, Helper | None] = {}  # pid -> the helper bars train start
 def prestart() -> None:
     """Start a helper before the config is composed (``bars train``'s first step): it imports mlflow and the
     store's modules while this process imports torch, composes and validates the config. Marks this process as
-    one whose runs use the helper under ``tracking.helper=auto``; :func:`discard` undoes both."""
+    one whose runs use the helper under ``tracking.helper=auto``; :func:`discard` undoes both. Once per process:
+    a second call while the first's helper is kept does nothing."""
+    if os.getpid() in _PRESTARTED:
+        return
     try:
         helper: Helper | None = Helper()
     except OSError:

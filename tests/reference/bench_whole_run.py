@@ -159,10 +159,10 @@ def bars_overrides(a: dict[str, Any]) -> list[str]:
 
 def bars_worker(a: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
-    if a.get("tracking_helper", "auto") == "auto":  # as `bars train`: the tracking helper starts first thing
-        from bars import tracking_helper
+    if a.get("tracking_helper", "auto") == "auto":  # as `bars train` (bars.cli): the tracking helper started
+        from bars.run import startup  # first thing, then the run's modules imported with the collector paused
 
-        tracking_helper.prestart()
+        startup()
     import torch
 
     from bars.config import compose
