@@ -8,11 +8,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(code: str) -> dict:
+def _run(code: str) -> Any:  # the JSON value the code printed last
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT))
     assert out.returncode == 0, out.stderr[-3000:]
