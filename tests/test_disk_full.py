@@ -79,24 +79,26 @@ def test_splits_on_a_full_filesystem(tmp_path):
 
 
 def test_splits_with_enospc_injected(tmp_path, monkeypatch):
-    import pyarrow.parquet as pq
+    import polars as pl
 
     cfg, root = _cfg(tmp_path)
-    real = pq.ParquetWriter
+    real = pl.LazyFrame.sink_parquet
     calls = []
 
-    class Full(real):
-        def write_table(self, table, *a, **kw):
-            calls.append(self.where)
-            if len(calls) == 2:  # the second split: the first one is already on disk in the temporary folder
-                raise OSError(errno.ENOSPC, "No space left on device", str(self.where))
-            return super().write_table(table, *a, **kw)
+    def full(self, path, *a, **kw):
+        calls.append(path)
+        if len(calls) == 2:  # the second split: the first one is already on disk in the temporary folder
+            Path(path).write_bytes(b"PAR1 half")  # part of the file reached the disk, as on a real full disk
+            # the error polars raises when its writer meets a full disk (its text, checked on a tmpfs)
+            raise pl.exceptions.ComputeError("parquet: File out of specification: underlying IO error: "
+                                             "No space left on device (os error 28)")
+        return real(self, path, *a, **kw)
 
-    monkeypatch.setattr(pq, "ParquetWriter", Full)
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", full)
     (root / "data").mkdir(parents=True)
     _check_prepare_fails_cleanly(cfg, root / "data", [])
     assert len(calls) >= 2  # the splits are written in parallel: a third may have started
-    monkeypatch.setattr(pq, "ParquetWriter", real)
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", real)
     assert (prepare(cfg, quiet=True) / "manifest.json").is_file()
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
-import pytest
 
-from bars.data.staging import Stage, staged_tables
+from bars.data.staging import Stage
 
 
 def _batches():
@@ -42,60 +41,37 @@ def test_segments_widen_and_rows_come_back_in_the_first_schema(tmp_path):
     assert [s.name for s in stage.segments["test"]] == ["test.0.arrow"]
 
 
-@pytest.mark.parametrize("rows", [1, 2, 4, 100])
-def test_staged_tables_are_exact_slices_in_order(tmp_path, rows):
+def test_stream_reads_every_row_in_order_in_the_first_schema(tmp_path):
+    """The encoder's source: the staged rows batch by batch (no mapped files), widened to the first batch's types,
+    with polars's projection, filter and row limit applied; a split nothing was written to has no rows."""
     stage = Stage(tmp_path)
     parts = list(_batches())
     for df in parts:
         stage.write("train", df)
     stage.close()
-    tables = list(staged_tables(stage, "train", rows))
-    assert all(t.num_rows == rows for t in tables[:-1]) and 0 < tables[-1].num_rows <= rows
-    assert pa.concat_tables(tables).to_pylist() == pl.concat(parts).to_arrow().to_pylist()
-    empty = list(staged_tables(stage, "valid", rows))  # a split nothing was written to: one empty table
-    assert len(empty) == 1 and empty[0].num_rows == 0 and empty[0].schema == stage.schema
+    assert len(stage.segments["train"]) == 3
+    whole = pl.concat(parts)
+    got = stage.stream("train").collect(engine="streaming")
+    assert got.schema == whole.schema and got.equals(whole)
+    assert stage.stream("train").select("s", "i").collect().equals(whole.select("s", "i"))
+    assert stage.stream("train").filter(pl.col("f") > 2.5).collect().equals(whole.filter(pl.col("f") > 2.5))
+    for n in (1, 4, 9):
+        assert stage.stream("train").head(n).collect().equals(whole.head(n))
+    empty = stage.stream("valid").collect()
+    assert empty.height == 0 and empty.schema == whole.schema
 
 
-def test_a_split_read_in_its_widest_segment_schema(tmp_path):
-    """The encoder reads a split in its last segment's types (polars widens them) and gets the same values."""
+def test_stream_sinks_the_same_parquet_as_the_rows_written_in_one_go(tmp_path):
+    """Row groups of the requested size, in order, whatever batches were staged."""
+    import pyarrow.parquet as pq
+
     stage = Stage(tmp_path)
-    parts = list(_batches())[:3]  # int8 / int16 segments only
+    parts = list(_batches())[:3]
     for df in parts:
         stage.write("train", df)
-    with pytest.raises(RuntimeError, match="before close"):
-        stage.split_schema("train")
     stage.close()
-    narrow = stage.split_schema("train")
-    assert narrow.field("i").type == pa.int16() and narrow.field("u").type == pa.uint16()
-    assert stage.split_schema("valid") == stage.schema
-    tables = list(staged_tables(stage, "train", 3, narrow))
-    assert all(t.schema == narrow for t in tables)
-    back = pl.from_arrow(pa.concat_tables(tables)).cast({"i": pl.Int64, "u": pl.UInt32})
-    assert back.equals(pl.concat(parts))
-
-
-def test_the_other_splits_encode_at_a_lower_priority():
-    """bars.data.engine._lower_priority raises the calling thread's nice value only (Linux)."""
-    import os
-    import sys
-    import threading
-
-    from bars.data import engine
-
-    if not sys.platform.startswith("linux"):
-        pytest.skip("per-thread nice values are Linux's")
-    seen = {}
-
-    def work():
-        tid = threading.get_native_id()
-        before = os.getpriority(os.PRIO_PROCESS, tid)
-        engine._lower_priority(3)
-        seen["thread"] = (before, os.getpriority(os.PRIO_PROCESS, tid))
-
-    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    th = threading.Thread(target=work)
-    th.start()
-    th.join()
-    before, after = seen["thread"]
-    assert after == min(before + 3, 19)
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
+    dst = tmp_path / "train.parquet"
+    stage.stream("train").select(pl.col("i").cast(pl.Int32), "f").sink_parquet(dst, row_group_size=3)
+    md = pq.ParquetFile(dst).metadata
+    assert [md.row_group(k).num_rows for k in range(md.num_row_groups)] == [3, 3, 1]
+    assert pl.read_parquet(dst).equals(pl.concat(parts).select(pl.col("i").cast(pl.Int32), "f"))

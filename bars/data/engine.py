@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import os
 import sys
 import threading
 import time
@@ -30,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from bars.data import native
 from bars.data import transforms as T
@@ -38,7 +36,7 @@ from bars.data.counting import Counter, Dictionary
 from bars.data.errors import DataError
 from bars.data.sources import Source, read_batches, verify_checksum
 from bars.data.spec import DEFAULT_MIN_COUNT, FIRST_KNOWN_INDEX, OOV_INDEX, Feature, FeatureSpec
-from bars.data.staging import Stage, staged_tables
+from bars.data.staging import Stage
 from bars.data.tables import (
     Pretrained,
     encode_joined,
@@ -259,7 +257,6 @@ def finish_batch(recipe: Recipe, src: Source, df: pl.DataFrame, line0: int, *,
 def prefetch(it, depth: int = 2):
     """Run the raw reader (C++ parsing, GIL released) one batch ahead of the polars transforms."""
     import queue
-    import threading
 
     q: queue.Queue = queue.Queue(maxsize=depth)
     end = object()
@@ -392,50 +389,15 @@ def _native_interners(recipe: Recipe) -> dict:
 def _encode_split(stage: Stage, split: str, exprs: list[pl.Expr], labels: list[str], dst: Path,
                   pre: list[pl.Expr] | None = None) -> dict:
     """Staged split -> final Parquet (lz4, ROW_GROUP_ROWS per row group); returns rows and positives per label.
-    ``pre``: columns computed before ``exprs`` (casts for shared vocabularies).
-    Each row group is written in a thread while the next one is encoded (both release the GIL)."""
-    writer = None
-    n, pos = 0, [0.0] * len(labels)
-    pending: cf.Future | None = None
-    narrow = stage.split_schema(split)  # read as staged, widened to the first batch's types by polars
-    wide = stage.polars_schema()
-    widen = [pl.col(f.name).cast(wide[f.name]) for f, g in zip(narrow, stage.schema) if f.type != g.type]
-    with cf.ThreadPoolExecutor(max_workers=1) as pool:
-        try:
-            for t in staged_tables(stage, split, ROW_GROUP_ROWS, narrow):
-                df = pl.from_arrow(t, rechunk=False)
-                if widen:
-                    df = df.with_columns(widen)
-                if pre:
-                    df = df.with_columns(pre)
-                df = df.select(exprs)
-                n += df.height
-                for j, c in enumerate(labels):
-                    pos[j] += float(df[c].sum() or 0.0)
-                out = df.to_arrow()
-                if writer is None:
-                    writer = pq.ParquetWriter(dst, out.schema, compression="lz4")
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(writer.write_table, out, row_group_size=ROW_GROUP_ROWS)
-            if pending is not None:
-                pending.result()
-        finally:
-            if writer is not None:
-                if pending is not None:
-                    pending.exception()  # wait for it before closing
-                writer.close()
-    return {"rows": n, "positives": [int(p) for p in pos]}
-
-
-def _lower_priority(nice: int = 10) -> None:
-    """Raise the calling thread's nice value (Linux: a thread's own; elsewhere nothing happens)."""
-    if hasattr(os, "setpriority") and sys.platform.startswith("linux"):
-        try:
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
-        except OSError:
-            pass
+    ``pre``: columns computed before ``exprs`` (casts for shared vocabularies). One streaming polars query: its
+    writer encodes the columns of a row group on every core."""
+    lf = stage.stream(split)
+    if pre:
+        lf = lf.with_columns(pre)
+    lf.select(exprs).sink_parquet(dst, compression="lz4", row_group_size=ROW_GROUP_ROWS, statistics=True,
+                                  maintain_order=True, engine="streaming")
+    got = pl.scan_parquet(dst).select(pl.len().alias("_n"), *[pl.col(c).cast(pl.Float64).sum() for c in labels]).collect()
+    return {"rows": int(got["_n"][0]), "positives": [int(float(got[c][0] or 0.0)) for c in labels]}
 
 
 def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
@@ -544,13 +506,11 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             entry["positives_by_label"] = dict(zip(labels, pos))
         return entry
 
-    # train here, valid and test meanwhile in a thread: the cores stay busy while one writer works alone. The
-    # train split's Parquet writer is the phase's longest chain (a single thread: ~80 % of the rows), so the
-    # thread of the other splits (and the writer thread it starts, which inherits it) runs at a lower priority
+    # train here, valid and test meanwhile in a thread: their queries share polars's thread pool, which keeps the
+    # cores busy between one query's row groups (at 45M Criteo rows ~0.6 s faster than one split after the other)
     rest_names = [k for k in SPLITS[1:] if not (k == "valid" and recipe.valid_is_test)]
 
     def rest_splits() -> dict:
-        _lower_priority()
         return {k: encode(k) for k in rest_names}
 
     with cf.ThreadPoolExecutor(max_workers=1) as pool:

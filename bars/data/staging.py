@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from polars.io.plugins import register_io_source
 from pyarrow import ipc
 
 STAGE_COMPRESSION = None  # staged IPC files: uncompressed (lz4 cost ~0.6 CPU-s per 1M Criteo rows)
@@ -85,24 +86,18 @@ class Stage:
         for split in list(self._writers):
             self._close(split)
 
-    def split_schema(self, split: str) -> pa.Schema:
-        """The schema of the split's last (widest) segment: every one of its rows fits it."""
-        if split in self._writers:
-            raise RuntimeError("stage: read before close()")
-        segs = self.segments.get(split)
-        if not segs:
-            return self.schema
-        with ipc.open_file(segs[-1]) as f:
-            return f.schema
+    def _staged(self, split: str) -> Iterator[pa.RecordBatch]:
+        """The split's batches in the order written, each in its segment's (narrow) schema."""
+        for path in self.segments.get(split, []):
+            with ipc.open_file(path) as f:
+                for i in range(f.num_record_batches):
+                    yield f.get_batch(i)
 
     def batches(self, split: str, schema: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
         """The split's staged rows in the order written, in batches of ``schema`` (default: the first batch's)."""
         schema = schema or self.schema
-        for path in self.segments.get(split, []):
-            with ipc.open_file(path) as f:
-                for i in range(f.num_record_batches):
-                    b = f.get_batch(i)
-                    yield b if b.schema == schema else b.cast(schema)
+        for b in self._staged(split):
+            yield b if b.schema == schema else b.cast(schema)
 
     def polars_schema(self) -> dict[str, pl.DataType]:
         """``schema`` in polars types (built from an empty table of no batches: ``Schema.empty_table`` imports
@@ -115,23 +110,29 @@ class Stage:
         frames = [pl.scan_ipc(p).cast(wide) for p in self.segments.get(split, [])]
         return pl.concat(frames, how="vertical") if frames else pl.LazyFrame(schema=wide)
 
+    def stream(self, split: str) -> pl.LazyFrame:
+        """The split's staged rows as a polars LazyFrame that reads them batch by batch, in the order written,
+        with the columns of ``schema``. Unlike ``scan`` it does not map the files into memory (a mapped file's pages
+        count in the process's resident set for as long as the query runs: the whole staged train split)."""
+        wide = self.polars_schema()
+
+        def source(with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
+                   batch_size: int | None) -> Iterator[pl.DataFrame]:
+            left = n_rows
+            for b in self._staged(split):
+                if left is not None and left <= 0:
+                    return
+                df = pl.from_arrow(b, rechunk=False).cast(wide)
+                if with_columns is not None:
+                    df = df.select(with_columns)
+                if predicate is not None:
+                    df = df.filter(predicate)
+                if left is not None:
+                    df = df.head(left)
+                    left -= df.height
+                yield df
+
+        return register_io_source(source, schema=wide, explain_name="bars stage", explain_detail=split)
+
     def files(self) -> list[Path]:
         return [p for segs in self.segments.values() for p in segs]
-
-
-def staged_tables(stage: Stage, split: str, rows: int, schema: pa.Schema | None = None) -> Iterator[pa.Table]:
-    """The staged split in tables of exactly ``rows`` rows (the last one shorter; one empty table if the split has
-    no rows), read batch by batch, in ``schema`` (default: the first batch's)."""
-    schema = schema or stage.schema
-    pending: list[pa.RecordBatch] = []
-    n = 0
-    for b in stage.batches(split, schema):
-        pending.append(b)
-        n += b.num_rows
-        while n >= rows:
-            t = pa.Table.from_batches(pending, schema)
-            yield t.slice(0, rows)
-            rest = t.slice(rows)
-            pending, n = rest.to_batches(), rest.num_rows
-    if n or split not in stage.segments:
-        yield pa.Table.from_batches(pending, schema)
