@@ -15,6 +15,9 @@ buffers live); the process keeps its peak heap instead of returning it between s
 allocates the same sizes again needs anyway. Where the main arena cannot grow, glibc still maps memory (its
 fallback), so nothing fails for want of ``mmap``.
 
+A prepare that builds a dataset (``bars.data.prepare``) follows the same setting: the reader's block buffers and
+the encoder's batches are the same sizes every block (45M Criteo rows: kernel time 11-20 -> 8-10 s).
+
 The setting is process-wide and stays for the rest of the process once made (a training process's CLI, a sweep
 worker): :func:`reuse_freed_memory` is idempotent, and ``false`` leaves the C library's defaults alone. On a C
 library other than glibc (musl, macOS) it does nothing and says so (:func:`state`, the run's ``host_heap`` tag).

@@ -72,3 +72,26 @@ def test_reuse_freed_memory_must_be_a_bool():
     with pytest.raises(TrainConfigError, match="reuse_freed_memory must be true or false, got 'yes'"):
         TrainConfig(reuse_freed_memory="yes")
     assert TrainConfig().reuse_freed_memory is True
+
+
+_PREPARE = r"""
+import json, sys
+from bars import heap
+from bars.config import compose
+from bars.data.prepare import prepare
+
+prepare(compose(["data=movielens_small", "data.rows=2000", f"paths.data={sys.argv[1]}",
+                 f"train.reuse_freed_memory={sys.argv[2]}"]), quiet=True)
+print(json.dumps({"state": heap.state()}))
+"""
+
+
+@glibc
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_prepare_follows_the_setting(tmp_path, setting):
+    """A prepare that builds a dataset (its reader's block buffers, the encoder's batches) reuses freed memory as a
+    run does, and leaves the C library's defaults alone when the run's setting is false."""
+    out = subprocess.run([sys.executable, "-c", _PREPARE, str(tmp_path / "data"), setting], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    state = json.loads(out.strip().splitlines()[-1])["state"]
+    assert state.startswith("reuse (glibc ") if setting == "true" else state == "system default", state

@@ -40,6 +40,7 @@ from bars.data.transforms import missing_of
 from bars.data.vocab import MANIFEST_KEY as VOCAB_KEY
 from bars.data.writer import MANIFEST, SPEC, atomic_dir
 from bars.fileio import file_lock
+from bars.heap import reuse_freed_memory
 
 # cfg.data keys that never change the prepared bytes: where the files are, and facts about the dataset
 # (the recipe: the dataset name and the engine's FORMAT_VERSION are in the fingerprint, as for any code)
@@ -229,6 +230,10 @@ def prepare(cfg: DictConfig, quiet: bool = False) -> Path:
                 print(summary(out, manifest, reused=True))
             return out
         print(f"preparing {recipe.name} ({recipe.layout}) -> {out}", file=sys.stderr, flush=True)
+        if (cfg.get("train") or {}).get("reuse_freed_memory", True):
+            # the reader's block buffers and the encoder's batches reuse freed pages, not fresh ones from the
+            # kernel (bars.heap; 45M Criteo rows: read phase 30.8-33.5 -> 29.0 s, kernel time 11-20 -> 8-10 s)
+            reuse_freed_memory()
         with atomic_dir(out) as tmp:
             manifest = build(recipe, tmp, fp)
     if not quiet:
