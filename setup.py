@@ -8,4 +8,5 @@ from setuptools import Extension, setup
 setup(ext_modules=[Extension("bars.data._fastcsv", sources=["bars/data/_fastcsv.c"], optional=True,
                              extra_compile_args=["-O3"]),
                    Extension("bars.models.layers._kernels", sources=["bars/models/layers/_kernels.c"], optional=True,
-                             extra_compile_args=["-O3", "-ffp-contract=off"])])
+                             extra_compile_args=["-O3", "-ffp-contract=off", "-fopenmp"],
+                             extra_link_args=["-fopenmp"])])

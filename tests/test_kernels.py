@@ -53,6 +53,31 @@ def test_compiled_mask_equals_fallback(compiled, monkeypatch, relu: bool, n: int
         assert abs(kept - (0.8 * 0.5 if relu else 0.8)) < 0.05
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_compiled_mask_does_not_depend_on_the_threads(compiled, monkeypatch, threads: int) -> None:
+    """Above 65,536 elements the kernel splits its blocks between torch's OpenMP threads: the same bits."""
+    x = torch.randn(37 * 4096 + 5, generator=torch.Generator().manual_seed(1))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out, mask = K.dropout_mask(x, THRESHOLD, SCALE, True, 99)
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setenv("BARS_KERNELS", "torch")
+    out_t, mask_t = K.dropout_mask(x, THRESHOLD, SCALE, True, 99)
+    assert torch.equal(bits(out), bits(out_t)) and torch.equal(bits(mask), bits(mask_t))
+
+
+def test_the_kernels_share_torchs_openmp_runtime(compiled) -> None:
+    """Built with -fopenmp, the library must use the OpenMP runtime torch loaded (one thread team), not a second."""
+    maps = "/proc/self/maps"
+    if not os.path.exists(maps):
+        pytest.skip("no /proc here")
+    with open(maps) as f:
+        gomp = {line.split()[-1] for line in f if "/libgomp" in line or "/libiomp" in line}
+    assert len(gomp) <= 1, gomp
+
+
 def test_training_is_the_same_with_and_without_the_kernel(compiled, monkeypatch) -> None:
     def train(kernels: str) -> list[torch.Tensor]:
         monkeypatch.setenv("BARS_KERNELS", kernels)
