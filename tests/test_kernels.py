@@ -53,6 +53,24 @@ def test_compiled_mask_equals_fallback(compiled, monkeypatch, relu: bool, n: int
         assert abs(kept - (0.8 * 0.5 if relu else 0.8)) < 0.05
 
 
+@pytest.mark.parametrize("n", [5, 4097, 70_001])
+def test_compiled_backward_equals_the_float_mask_product(compiled, monkeypatch, n: int) -> None:
+    """The backward from the saved bytes (keep ? scale : 0) gives grad * mask bit for bit, NaN and infinities in
+    the gradient included (0 * inf is NaN in both), in the kernel and in the fallback."""
+    g = torch.Generator().manual_seed(n)
+    x, grad = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    grad[:4] = torch.tensor([float("nan"), float("inf"), float("-inf"), -0.0])
+    _, keep = K.dropout_keep(x, THRESHOLD, SCALE, True, 5)
+    assert keep.dtype == torch.uint8 and set(keep.unique().tolist()) <= {0, 1}
+    mask = torch.where(keep.bool(), torch.tensor(SCALE), torch.tensor(0.0))
+    want = grad * mask
+    assert torch.equal(bits(K.dropout_grad(grad, keep, SCALE)), bits(want))
+    monkeypatch.setenv("BARS_KERNELS", "torch")
+    assert torch.equal(bits(K.dropout_grad(grad, keep, SCALE)), bits(want))
+    _, keep_t = K.dropout_keep(x, THRESHOLD, SCALE, True, 5)
+    assert torch.equal(keep_t, keep)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_compiled_mask_does_not_depend_on_the_threads(compiled, monkeypatch, threads: int) -> None:
     """Above 65,536 elements the kernel splits its blocks between torch's OpenMP threads: the same bits."""

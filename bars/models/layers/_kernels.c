@@ -6,7 +6,9 @@
  * Uniform bits: splitmix64 of a counter, z_j = mix(key + (j + 1) * GAMMA) for j = 0, 1, ... (key: one draw of
  * torch's seeded generator per call); element 4j + k reads bits 16k..16k+15 of z_j as a signed 16-bit integer b
  * (the little-endian int16 view of the int64 array z) and is kept when b >= threshold (and, with relu, x > 0).
- * mask = kept ? scale : 0 and out = x * mask, both written (the backward pass is grad * mask). */
+ * keep (one byte per element: 1 kept, 0 dropped) and out = x * (kept ? scale : 0) are written; the backward pass
+ * (bars_dropout_grad) is grad * (kept ? scale : 0). A byte instead of a float mask: 3 of the 4 bytes per element
+ * the forward writes and the backward reads are gone (a [4096, 400] activation: 6.5 -> 1.6 MB each way). */
 #include <Python.h>
 #include <stdint.h>
 #include <math.h>
@@ -28,7 +30,7 @@
  * and reads the rows the op before (a parallel product or normalisation) wrote from its own cache. Every element's
  * bits depend on its index only, so the result does not depend on the threads. */
 CLONES
-void bars_dropout_mask(const float *x, float *out, float *mask, int64_t n, uint64_t key, int32_t threshold,
+void bars_dropout_mask(const float *x, float *out, uint8_t *keep, int64_t n, uint64_t key, int32_t threshold,
                        float scale, int32_t relu) {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
@@ -47,20 +49,35 @@ void bars_dropout_mask(const float *x, float *out, float *mask, int64_t n, uint6
         }
         memcpy(b, z, sizeof(uint64_t) * (size_t)ng); /* the int16 view, little-endian as the fallback's */
         const float *xs = x + i0;
-        float *os = out + i0, *ms = mask + i0;
+        float *os = out + i0;
+        uint8_t *ks = keep + i0;
         if (relu) {
             for (int64_t i = 0; i < ne; i++) {
-                float m = (b[i] >= threshold && xs[i] > 0.0f) ? scale : 0.0f;
-                ms[i] = m;
-                os[i] = xs[i] * m;
+                uint8_t k = b[i] >= threshold && xs[i] > 0.0f;
+                ks[i] = k;
+                os[i] = xs[i] * (k ? scale : 0.0f);
             }
         } else {
             for (int64_t i = 0; i < ne; i++) {
-                float m = b[i] >= threshold ? scale : 0.0f;
-                ms[i] = m;
-                os[i] = xs[i] * m;
+                uint8_t k = b[i] >= threshold;
+                ks[i] = k;
+                os[i] = xs[i] * (k ? scale : 0.0f);
             }
         }
+    }
+}
+
+/* bars_dropout_grad: the backward of bars_dropout_mask, dx = grad * (keep ? scale : 0) (the same product as with
+ * the float mask, so the same bits, NaN and infinite gradients included), split as the forward is. */
+CLONES
+void bars_dropout_grad(const float *grad, const uint8_t *keep, float *dx, int64_t n, float scale) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
+#endif
+    for (int64_t i0 = 0; i0 < n; i0 += 4 * BLOCK) {
+        int64_t ne = n - i0 < 4 * BLOCK ? n - i0 : 4 * BLOCK;
+        for (int64_t i = i0; i < i0 + ne; i++)
+            dx[i] = grad[i] * (keep[i] ? scale : 0.0f);
     }
 }
 

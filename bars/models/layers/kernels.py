@@ -68,6 +68,8 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_dropout_mask.argtypes = [p, p, p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_int32,
                                               ctypes.c_float, ctypes.c_int32]
             lib.bars_dropout_mask.restype = None
+            lib.bars_dropout_grad.argtypes = [p, p, p, ctypes.c_int64, ctypes.c_float]
+            lib.bars_dropout_grad.restype = None
             i64 = ctypes.c_int64
             lib.bars_layer_norm_bwd.argtypes = [p, p, p, p, p, p, p, i64, i64]
             lib.bars_layer_norm_bwd.restype = None
@@ -182,37 +184,57 @@ def uniform16(n: int, key: int) -> Tensor:
     return z.view(torch.int16)[:n]
 
 
-def dropout_mask(x: Tensor, threshold: int, scale: float, relu: bool, key: int | None = None) -> tuple[Tensor, Tensor]:
-    """``(x * mask, mask)`` for a CPU tensor ``x`` (no autograd: the caller's backward is ``grad * mask``)."""
+def dropout_keep(x: Tensor, threshold: int, scale: float, relu: bool, key: int | None = None) -> tuple[Tensor, Tensor]:
+    """``(x * mask, keep)`` for a CPU tensor ``x``: ``keep`` (uint8, 1 where kept) gives the mask ``keep ? scale :
+    0``; no autograd (the backward is :func:`dropout_grad`)."""
     key = draw_key() if key is None else key
     x = x.detach()
     if _kernel_ok(x):
-        out, mask = torch.empty_like(x), torch.empty_like(x)
+        out, keep = torch.empty_like(x), torch.empty_like(x, dtype=torch.uint8)
         lib = _load()
         assert lib is not None
-        lib.bars_dropout_mask(x.data_ptr(), out.data_ptr(), mask.data_ptr(), x.numel(), key, threshold, scale,
+        lib.bars_dropout_mask(x.data_ptr(), out.data_ptr(), keep.data_ptr(), x.numel(), key, threshold, scale,
                               int(relu))
-        return out, mask
-    keep = uniform16(x.numel(), key).view(x.shape) >= threshold
+        return out, keep
+    kept = uniform16(x.numel(), key).view(x.shape) >= threshold
     if relu:
-        keep.logical_and_(x > 0)
-    mask = keep.to(x.dtype).mul_(scale)
-    return x * mask, mask
+        kept.logical_and_(x > 0)
+    return x * kept.to(x.dtype).mul_(scale), kept.view(torch.uint8)
+
+
+def dropout_grad(grad: Tensor, keep: Tensor, scale: float) -> Tensor:
+    """``grad * (keep ? scale : 0)``: the same bits as the product with the float mask."""
+    grad = grad.detach()
+    if _kernel_ok(grad) and grad.shape == keep.shape and keep.is_contiguous():
+        dx = torch.empty_like(grad)
+        lib = _load()
+        assert lib is not None
+        lib.bars_dropout_grad(grad.data_ptr(), keep.data_ptr(), dx.data_ptr(), grad.numel(), scale)
+        return dx
+    return grad * keep.to(grad.dtype).mul_(scale)
+
+
+def dropout_mask(x: Tensor, threshold: int, scale: float, relu: bool, key: int | None = None) -> tuple[Tensor, Tensor]:
+    """``(x * mask, mask)``: :func:`dropout_keep` with the float mask ``keep ? scale : 0``."""
+    out, keep = dropout_keep(x, threshold, scale, relu, key)
+    return out, keep.to(x.dtype).mul_(scale)
 
 
 class MaskedDropout(torch.autograd.Function):
-    """``out = x * mask`` with the mask of :func:`dropout_mask`; backward ``grad * mask``."""
+    """``out = x * mask`` with the mask of :func:`dropout_keep`; backward ``grad * mask`` (:func:`dropout_grad`).
+    What is saved for the backward is one byte per element, not the float mask."""
 
     @staticmethod
     def forward(ctx, x: Tensor, threshold: int, scale: float, relu: bool) -> Tensor:  # type: ignore[override]
-        out, mask = dropout_mask(x, threshold, scale, relu)
-        ctx.save_for_backward(mask)
+        out, keep = dropout_keep(x, threshold, scale, relu)
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
-        (mask,) = ctx.saved_tensors
-        return grad * mask, None, None, None
+        (keep,) = ctx.saved_tensors
+        return dropout_grad(grad, keep, ctx.scale), None, None, None
 
 
 SMALL_NORM_MAX = 32  # widest axis bars's LayerNorm gives SmallLayerNorm; wider: torch's own (as fast there, see core)
