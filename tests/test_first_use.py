@@ -114,19 +114,32 @@ def test_store_creation_killed_mid_migration_leaves_no_broken_store(tmp_path):
     import time
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
-    killed = 0
-    for delay in (0.5, 1.5, 3.0):  # after the store's file appeared; a creation takes ~3-15 s on this machine
-        folder = tmp_path / f"after{delay}"
-        folder.mkdir()
+
+    def start(folder):
+        """Start a first use of ``folder/mlflow.db``; return the process and when its temporary store appeared."""
         db = folder / "mlflow.db"
         code = f"from bars.tracking import ensure_store; ensure_store({f'sqlite:///{db}'!r})"
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=folder)
         deadline = time.monotonic() + 120
         while (time.monotonic() < deadline and proc.poll() is None
                and not db.exists() and not list(folder.glob("mlflow.db.tmp-*"))):
-            time.sleep(0.01)
-        time.sleep(delay)
-        if proc.poll() is None:
+            time.sleep(0.005)
+        return proc, time.monotonic(), code
+
+    # How long a creation takes here, from its temporary file appearing to the process's end (~0.5-15 s, by
+    # machine): the kills below land at fractions of it, so that they fall inside the migration on any machine.
+    (tmp_path / "whole").mkdir()
+    proc, appeared, _ = start(tmp_path / "whole")
+    assert proc.wait(timeout=300) == 0
+    creation = time.monotonic() - appeared
+    killed = 0
+    for fraction in (0.1, 0.35, 0.6, 0.85):
+        folder = tmp_path / f"after{fraction}"
+        folder.mkdir()
+        db = folder / "mlflow.db"
+        proc, appeared, code = start(folder)
+        time.sleep(max(0.0, appeared + fraction * creation - time.monotonic()))
+        if proc.poll() is None:  # still creating the store
             os.kill(proc.pid, signal.SIGKILL)
             killed += 1
         proc.wait()
@@ -138,4 +151,4 @@ def test_store_creation_killed_mid_migration_leaves_no_broken_store(tmp_path):
         client.log_metric(run.info.run_id, "m", 1.0)
         assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
         assert not list(folder.glob("mlflow.db.tmp-*"))
-    assert killed >= 2  # the kills landed while the store was being created
+    assert killed >= 3, f"the kills did not land while the store was being created (creation {creation:.2f} s)"
