@@ -75,3 +75,43 @@ def test_stream_sinks_the_same_parquet_as_the_rows_written_in_one_go(tmp_path):
     md = pq.ParquetFile(dst).metadata
     assert [md.row_group(k).num_rows for k in range(md.num_row_groups)] == [3, 3, 1]
     assert pl.read_parquet(dst).equals(pl.concat(parts).select(pl.col("i").cast(pl.Int32), "f"))
+
+
+def test_background_writer_writes_the_same_files(tmp_path):
+    stages = {}
+    for mode in (False, True):
+        stage = Stage(tmp_path / str(mode), background=mode)
+        (tmp_path / str(mode)).mkdir()
+        for df in _batches():
+            stage.write("train", df)
+            stage.write("valid", df.head(1))
+        stage.close()
+        stages[mode] = stage
+    fg, bg = stages[False], stages[True]
+    assert [p.name for p in bg.files()] == [p.name for p in fg.files()]
+    for a, b in zip(fg.files(), bg.files()):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    assert bg.schema == fg.schema
+
+
+def test_background_writer_error_is_raised_once_and_nothing_waits(tmp_path, monkeypatch):
+    import pytest
+
+    stage = Stage(tmp_path, background=True)
+    calls = []
+    real = Stage._write
+
+    def failing(self, split, df):
+        calls.append(split)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(self, split, df)
+
+    monkeypatch.setattr(Stage, "_write", failing)
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(50):  # more batches than the queue holds: a dead writer must not block write()
+            for df in _batches():
+                stage.write("train", df)
+        stage.close()
+    stage.close()  # the error was raised once; closing again (a caller's ``finally``) does not raise it again
+    assert len(calls) == 2  # the batches after the error were dropped, not written

@@ -287,7 +287,7 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], St
     the train counts of every categorical field are taken on the way."""
     counts = dict.fromkeys(SPLITS, 0)
     inputs: list[dict] = []
-    stage = Stage(folder)
+    stage = Stage(folder, background=True)
     dicts: dict[str, Dictionary] | None = None
     counters: dict[str, Counter] = {}
 
