@@ -79,6 +79,8 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_intern_deferred.restype = i64
             lib.bars_intern_arrow.argtypes = [vp, p, p, p, i64, i64, p, p]
             lib.bars_intern_arrow.restype = i64
+            lib.bars_count_ids.argtypes = [p, p, i64]
+            lib.bars_count_ids.restype = None
             lib.bars_count_lines.argtypes = [p, i64]
             lib.bars_count_lines.restype = i64
             lib.bars_last_newline.argtypes = [p, i64]
