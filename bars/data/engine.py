@@ -287,7 +287,6 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], St
     the train counts of every categorical field are taken on the way."""
     counts = dict.fromkeys(SPLITS, 0)
     inputs: list[dict] = []
-    stage = Stage(folder, background=True)
     dicts: dict[str, Dictionary] | None = None
     counters: dict[str, Counter] = {}
 
@@ -308,6 +307,7 @@ def _stage(recipe: Recipe, folder: Path) -> tuple[dict[str, int], list[dict], St
         dicts = dict(interners)
     started = False
     pool = cf.ThreadPoolExecutor(max_workers=1)
+    stage = Stage(folder, background=True)  # its writer thread ends in ``close`` below, whatever happens
     try:
         for src in recipe.sources:
             if not src.path.exists():
