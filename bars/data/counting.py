@@ -51,7 +51,9 @@ class Dictionary:
 
     def vocab(self, col: str, min_count: int) -> pl.DataFrame:
         """Known ids with their counts and values, in index order, by the vocabulary rule (``T.vocab_order``)."""
-        ids = np.flatnonzero(self.counts).astype(np.uint32)  # ids seen in train
+        # ids seen in train at least min_count times: the rule's filter (vocab_order applies it again) taken before
+        # the values are looked up, so a rare value's string is never materialised (most of Criteo's ~33M)
+        ids = np.flatnonzero(self.counts >= max(int(min_count), 1)).astype(np.uint32)
         v = pl.DataFrame({col: ids, "count": self.counts[ids]})
         v = v.with_columns(self.values(v[col]).alias("value"))
         return T.vocab_order(v, "value", min_count)
