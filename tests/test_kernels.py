@@ -653,3 +653,93 @@ def test_cpu_vendor_is_cpuinfos_vendor_id() -> None:
     if not lines:
         pytest.skip("no vendor_id in /proc/cpuinfo")
     assert K._cpu_vendor() == lines[0].split(":", 1)[1].strip() != ""
+
+
+def _euler_run(monkeypatch, kernels: str, fused: bool = True, b: int = 300, fi: int = 11, fo: int = 7,
+               d: int = 6, layers: int = 2, layer_norm: bool = True):
+    """Output and every gradient of an EulerNetwork (``fused``: the EulerPolar / EulerCombine path; else autograd's
+    ops), with exact zeros in the embeddings (a zero phase and a modulus of 1e-4) and negative implicit parts."""
+    from bars.models.layers import EulerNetwork
+    from bars.models.layers import euler as eu
+
+    monkeypatch.setenv("BARS_KERNELS", kernels)
+    if not fused:  # the path that tracing takes: autograd's own element-wise ops
+        monkeypatch.setattr(eu, "traced", lambda: True)
+    torch.manual_seed(4)
+    net = EulerNetwork(fi, d, (fo,) * layers, layer_norm=layer_norm)
+    e = torch.randn(b, fi, d, requires_grad=True)
+    with torch.no_grad():
+        e[::7, :3] = 0.0
+    out = net(e)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+    monkeypatch.undo()
+    return [out.detach(), e.grad] + [p.grad for p in net.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize(("b", "fi", "fo", "d", "layers"), [(1, 1, 1, 1, 1), (300, 11, 7, 6, 2), (64, 39, 52, 16, 1)])
+def test_euler_compiled_equals_fallback(compiled, monkeypatch, b, fi, fo, d, layers) -> None:
+    """EulerNet's fused element-wise parts: the compiled kernels and their torch fallbacks, bit for bit."""
+    a = _euler_run(monkeypatch, "auto", b=b, fi=fi, fo=fo, d=d, layers=layers)
+    c = _euler_run(monkeypatch, "torch", b=b, fi=fi, fo=fo, d=d, layers=layers)
+    assert len(a) == len(c) > 6
+    for u, v in zip(a, c, strict=True):
+        assert torch.equal(bits(u), bits(v))
+
+
+@pytest.mark.parametrize("kernels", ["auto", "torch"])
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_euler_fused_equals_autograds_ops(monkeypatch, kernels, layer_norm) -> None:
+    """The fused layer computes autograd's graph: the same output bit for bit; the same gradients up to the order
+    the input's and the orders' several contributions are summed in."""
+    a = _euler_run(monkeypatch, kernels, layer_norm=layer_norm)
+    c = _euler_run(monkeypatch, kernels, fused=False, layer_norm=layer_norm)
+    assert torch.equal(a[0], c[0])
+    for u, v in zip(a[1:], c[1:], strict=True):  # sums of thousands of terms: relative to the largest
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-6 * float(v.abs().max()))
+
+
+def test_euler_fused_nodes_are_autograds_functions_in_float64() -> None:
+    """gradcheck of both fused nodes (their torch paths: float64 is not the kernels')."""
+    g = torch.Generator().manual_seed(2)
+    r = torch.randn(3, 2, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    p = torch.randn(3, 2, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(K.EulerPolar.apply, (r, p))
+    mixed = torch.randn(2, 3, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    bl = torch.randn(1, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    bt = torch.randn(5, dtype=torch.float64, generator=g, requires_grad=True)
+    lin = torch.randn(6, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(K.EulerCombine.apply, (mixed, bl, bt, lin))
+    e = torch.randn(3, 2, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    mu = torch.rand(1, 4, 1, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(K.EulerEmbed.apply, (e, mu))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["layer_norm_mid", "euler"])
+def test_split_kernels_do_not_depend_on_the_threads(compiled, monkeypatch, threads: int, kind: str) -> None:
+    """Above 65,536 values the middle-axis LayerNorm and EulerNet's element-wise kernels split their rows between
+    torch's OpenMP threads: the same bits as the torch fallback (LayerNorm's on one thread), forward and backward."""
+    def run(kernels: str, n: int):
+        monkeypatch.setenv("BARS_KERNELS", kernels)
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            if kind == "euler":
+                return _euler_run(monkeypatch, kernels, b=701, fi=13, fo=9, d=8, layers=1)
+            from bars.models.layers import LayerNorm
+            torch.manual_seed(6)
+            norm = LayerNorm(10)
+            with torch.no_grad():
+                norm.weight.uniform_(0.5, 1.5)
+            x = torch.randn(1001, 10, 13, requires_grad=True)
+            y = norm.forward_dim(x, 1)
+            y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(2)))
+            return [y.detach(), x.grad, norm.weight.grad, norm.bias.grad]
+        finally:
+            torch.set_num_threads(before)
+            monkeypatch.undo()
+
+    # EulerNet's run has matrix products, whose bits may depend on the threads: its fallback at the same count
+    a, c = run("auto", threads), run("torch", threads if kind == "euler" else 1)
+    for u, v in zip(a, c, strict=True):
+        assert torch.equal(bits(u), bits(v))

@@ -13,6 +13,9 @@
 #include <stdint.h>
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define GAMMA 0x9E3779B97F4A7C15ULL
 #define BLOCK 1024 /* 64-bit draws per block: 4096 elements */
@@ -132,15 +135,16 @@ void bars_layer_norm_bwd(const float *restrict dy, const float *restrict x, cons
  * their transposed layout), forward and backward, as the torch fallback computes them (sums in sequence):
  *   mean = (x_0 + x_1 + ...) / d,  var = ((x_0 - mean)^2 + ...) / d,  rstd = 1 / sqrt(var + eps)
  *   y_j = ((x_j - mean) * rstd) * w_j + b_j;  the backward as bars_layer_norm_bwd's.
- * The loops run along `inner`, which is contiguous, so they vectorise. `s`: scratch of 4 * inner floats.
+ * The loops run along `inner`, which is contiguous, so they vectorise. `s`: scratch of nt * 4 * inner floats (nt:
+ * the most threads the rows are split between, mid_threads below).
  * mean / rstd ([outer, inner]) may be NULL (inference). */
 CLONES
-void bars_layer_norm_mid_fwd(const float *restrict x, const float *restrict w, const float *restrict b,
-                             float *restrict y, float *restrict mean_out, float *restrict rstd_out, int64_t outer,
-                             int64_t d, int64_t inner, float eps, float *restrict s) {
+static void layer_norm_mid_fwd_rows(const float *restrict x, const float *restrict w, const float *restrict b,
+                                    float *restrict y, float *restrict mean_out, float *restrict rstd_out, int64_t o0,
+                                    int64_t o1, int64_t d, int64_t inner, float eps, float *restrict s) {
     const float fd = (float)d;
     float *restrict mean = s, *restrict rstd = s + inner, *restrict v = s + 2 * inner;
-    for (int64_t o = 0; o < outer; o++) {
+    for (int64_t o = o0; o < o1; o++) {
         const float *restrict xo = x + o * d * inner;
         float *restrict yo = y + o * d * inner;
         for (int64_t i = 0; i < inner; i++) mean[i] = xo[i];
@@ -168,12 +172,13 @@ void bars_layer_norm_mid_fwd(const float *restrict x, const float *restrict w, c
 }
 
 CLONES
-void bars_layer_norm_mid_bwd(const float *restrict dy, const float *restrict x, const float *restrict mean,
-                             const float *restrict rstd, const float *restrict w, float *restrict dx,
-                             float *restrict p, int64_t outer, int64_t d, int64_t inner, float *restrict s) {
+static void layer_norm_mid_bwd_rows(const float *restrict dy, const float *restrict x, const float *restrict mean,
+                                    const float *restrict rstd, const float *restrict w, float *restrict dx,
+                                    float *restrict p, int64_t o0, int64_t o1, int64_t d, int64_t inner,
+                                    float *restrict s) {
     const float fd = (float)d;
     float *restrict a = s, *restrict c = s + inner;
-    for (int64_t o = 0; o < outer; o++) {
+    for (int64_t o = o0; o < o1; o++) {
         const int64_t base = o * d * inner;
         const float *restrict xo = x + base, *restrict dyo = dy + base, *restrict mo = mean + o * inner,
                           *restrict ro = rstd + o * inner;
@@ -203,6 +208,47 @@ void bars_layer_norm_mid_bwd(const float *restrict dy, const float *restrict x, 
                 dxo[j * inner + i] = ((g - a[i]) - xh * c[i]) * ro[i];
             }
         }
+    }
+}
+
+/* The outer rows split between up to `nt` threads of torch's OpenMP team (static, contiguous blocks; each thread
+ * its own `4 * inner` floats of the scratch `s`, which holds nt of them): each row's values do not depend on the
+ * split. One thread below PARALLEL_MIN values. */
+static inline int mid_threads(int64_t outer, int64_t d, int64_t inner, int32_t nt) {
+    return outer * d * inner >= PARALLEL_MIN && nt > 1 ? (outer < nt ? (int)outer : nt) : 1;
+}
+
+void bars_layer_norm_mid_fwd(const float *x, const float *w, const float *b, float *y, float *mean_out,
+                             float *rstd_out, int64_t outer, int64_t d, int64_t inner, float eps, float *s, int32_t nt) {
+    int team = mid_threads(outer, d, inner, nt);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (team > 1)
+#endif
+    {
+        int k = 0, n = 1;
+#ifdef _OPENMP
+        k = omp_get_thread_num();
+        n = omp_get_num_threads();
+#endif
+        int64_t o0 = outer * k / n, o1 = outer * (k + 1) / n;
+        layer_norm_mid_fwd_rows(x, w, b, y, mean_out, rstd_out, o0, o1, d, inner, eps, s + (int64_t)k * 4 * inner);
+    }
+}
+
+void bars_layer_norm_mid_bwd(const float *dy, const float *x, const float *mean, const float *rstd, const float *w,
+                             float *dx, float *p, int64_t outer, int64_t d, int64_t inner, float *s, int32_t nt) {
+    int team = mid_threads(outer, d, inner, nt);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (team > 1)
+#endif
+    {
+        int k = 0, n = 1;
+#ifdef _OPENMP
+        k = omp_get_thread_num();
+        n = omp_get_num_threads();
+#endif
+        int64_t o0 = outer * k / n, o1 = outer * (k + 1) / n;
+        layer_norm_mid_bwd_rows(dy, x, mean, rstd, w, dx, p, o0, o1, d, inner, s + (int64_t)k * 4 * inner);
     }
 }
 
@@ -462,6 +508,145 @@ void bars_gated_cross_bwd(const float *restrict go, const float *restrict z, con
             ga[j] = gs * h;
             gg[j] = ((gr[j] * (ar[j] * h)) * (1.0f - sr[j])) * sr[j];
         }
+    }
+}
+
+/* bars_euler_*: the element-wise parts of EulerNet's interaction layer (bars.models.layers.EulerInteractionLayer,
+ * transposed layout; kernels.EulerPolar / EulerCombine), computed as their torch fallbacks in kernels.py do, in the
+ * same order and operations. r, p [rows, n]; polar and its gradient [2, rows, n] (the log-moduli, then the phases).
+ *   polar_fwd:   polar[:, 0] = (r * r + p * p) + 1e-8   (the log and the 0.5 and atan2 into polar[:, 1]: torch's)
+ *   polar_bwd:   s = r * r + p * p, q = s + 1e-8, a = (g_lam * 0.5) / q, c = 1 / s
+ *                gr = (a * r + a * r) + (g_theta * -p) * c,  gp = (a * p + a * p) + (g_theta * r) * c
+ * mixed and its gradient [2, rows, m] (as polar); lin, out and their gradients [2, rows, m] (the r part, then the
+ * p part).
+ *   combine_pre: e = mixed[:, 0] + bias_lam, t = mixed[:, 1] + bias_theta   (exp, cos and sin: torch's)
+ *   combine_fwd: out_r = relu(lin_r) + e * cos,  out_p = relu(lin_p) + e * sin   (e = exp(...))
+ *   combine_bwd: glin = g where relu(lin) > 0 or is NaN, else 0;  ge = g_r * cos + g_p * sin;
+ *                gmixed[:, 0] = ge * e,  gmixed[:, 1] = (g_r * e) * -sin + (g_p * e) * cos
+ * One pass each where autograd's ops take six to twelve. */
+CLONES
+void bars_euler_polar_fwd(const float *restrict r, const float *restrict p, float *restrict polar, int64_t rows,
+                          int64_t n) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (rows * n >= PARALLEL_MIN)
+#endif
+    for (int64_t b = 0; b < rows; b++) {
+        const float *rb = r + b * n, *pb = p + b * n;
+        float *q = polar + b * n;
+        for (int64_t j = 0; j < n; j++) q[j] = (rb[j] * rb[j] + pb[j] * pb[j]) + 1e-8f;
+    }
+}
+
+CLONES
+void bars_euler_polar_bwd(const float *restrict g, const float *restrict r, const float *restrict p,
+                          float *restrict gr, float *restrict gp, int64_t rows, int64_t n) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (rows * n >= PARALLEL_MIN)
+#endif
+    for (int64_t b = 0; b < rows; b++) {
+        const float *gl = g + b * n, *gt = gl + rows * n, *rb = r + b * n, *pb = p + b * n;
+        float *ro = gr + b * n, *po = gp + b * n;
+        for (int64_t j = 0; j < n; j++) {
+            float x = rb[j], y = pb[j];
+            float s = x * x + y * y;
+            float a = (gl[j] * 0.5f) / (s + 1e-8f), c = 1.0f / s;
+            ro[j] = (a * x + a * x) + (gt[j] * -y) * c;
+            po[j] = (a * y + a * y) + (gt[j] * x) * c;
+        }
+    }
+}
+
+CLONES
+void bars_euler_combine_pre(const float *restrict mixed, const float *restrict bl, const float *restrict bt,
+                            float *restrict e, float *restrict t, int64_t rows, int64_t m) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (rows * m >= PARALLEL_MIN)
+#endif
+    for (int64_t b = 0; b < rows; b++) {
+        const float *ml = mixed + b * m, *mt = ml + rows * m;
+        float *eb = e + b * m, *tb = t + b * m;
+        for (int64_t j = 0; j < m; j++) {
+            eb[j] = ml[j] + bl[j];
+            tb[j] = mt[j] + bt[j];
+        }
+    }
+}
+
+static inline float relu_f(float x) { return x > 0.0f || x != x ? x : 0.0f; }
+
+CLONES
+void bars_euler_combine_fwd(const float *restrict lin, const float *restrict e, const float *restrict c,
+                            const float *restrict s, float *restrict out, int64_t rows, int64_t m) {
+    int64_t total = rows * m;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (total >= PARALLEL_MIN)
+#endif
+    for (int64_t b = 0; b < rows; b++) {
+        for (int64_t i = b * m; i < (b + 1) * m; i++) {
+            out[i] = relu_f(lin[i]) + e[i] * c[i];
+            out[total + i] = relu_f(lin[total + i]) + e[i] * s[i];
+        }
+    }
+}
+
+CLONES
+void bars_euler_combine_bwd(const float *restrict g, const float *restrict lin, const float *restrict e,
+                            const float *restrict c, const float *restrict s, float *restrict glin,
+                            float *restrict gmixed, int64_t rows, int64_t m) {
+    int64_t total = rows * m;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (total >= PARALLEL_MIN)
+#endif
+    for (int64_t b = 0; b < rows; b++) {
+        float *gl = gmixed + b * m, *gt = gl + total;
+        for (int64_t j = 0; j < m; j++) {
+            int64_t i = b * m + j;
+            float gr = g[i], gp = g[total + i], lr = lin[i], lp = lin[total + i];
+            glin[i] = lr > 0.0f || lr != lr ? gr : 0.0f;
+            glin[total + i] = lp > 0.0f || lp != lp ? gp : 0.0f;
+            float ei = e[i], ci = c[i], si = s[i];
+            gl[j] = (gr * ci + gp * si) * ei;
+            gt[j] = (gr * ei) * -si + (gp * ei) * ci;
+        }
+    }
+}
+
+/* bars_euler_embed_{fwd,bwd}: EulerNet's input (bars.models.layers.EulerNetwork, kernels.EulerEmbed) on the
+ * transposed layout [rows, d, f] (n = d * f values a row, field j % f): with c, s = cos and sin of the embeddings
+ * (torch's), r = mu[field] * c and p = mu[field] * s; backward ge = (g_r * mu) * -s + (g_p * mu) * c and
+ * t = g_r * c + g_p * s (summed over rows and d by torch: mu's gradient). */
+CLONES
+void bars_euler_embed_fwd(const float *restrict c, const float *restrict s, const float *restrict mu,
+                          float *restrict r, float *restrict p, int64_t rows, int64_t n, int64_t f) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (rows * n >= PARALLEL_MIN)
+#endif
+    for (int64_t b = 0; b < rows; b++) {
+        const float *cb = c + b * n, *sb = s + b * n;
+        float *rb = r + b * n, *pb = p + b * n;
+        for (int64_t j0 = 0; j0 < n; j0 += f)
+            for (int64_t k = 0; k < f; k++) {
+                rb[j0 + k] = mu[k] * cb[j0 + k];
+                pb[j0 + k] = mu[k] * sb[j0 + k];
+            }
+    }
+}
+
+CLONES
+void bars_euler_embed_bwd(const float *restrict gr, const float *restrict gp, const float *restrict c,
+                          const float *restrict s, const float *restrict mu, float *restrict ge, float *restrict t,
+                          int64_t rows, int64_t n, int64_t f) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (rows * n >= PARALLEL_MIN)
+#endif
+    for (int64_t b = 0; b < rows; b++) {
+        for (int64_t j0 = b * n; j0 < (b + 1) * n; j0 += f)
+            for (int64_t k = 0; k < f; k++) {
+                int64_t i = j0 + k;
+                float x = gr[i], y = gp[i];
+                ge[i] = (x * mu[k]) * -s[i] + (y * mu[k]) * c[i];
+                t[i] = x * c[i] + y * s[i];
+            }
     }
 }
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bars.models.layers.core import Dropout, LayerNorm
+from bars.models.layers.kernels import EulerCombine, EulerEmbed, EulerPolar, autocast_on, traced
 
 
 def _linear_default_(weight: Tensor, bias: Tensor) -> None:
@@ -86,6 +87,8 @@ class EulerInteractionLayer(nn.Module):
         ``[B, F_out, D]`` activations forward or backward. Same values as FuxiCTR's layout up to float32 rounding
         (the implicit part's sums run over the inputs in another order)."""
         b, d, fi, fo = rt.shape[0], self.dim, self.in_fields, self.out_fields
+        if self._fused(rt):
+            return self._forward_fused(rt, pt)
         # explicit part: log-modulus and phase mixed by the orders ([B, 2D, F_in] @ [F_in, F_out])
         lam = 0.5 * torch.log(rt * rt + pt * pt + 1e-8)
         theta = torch.atan2(pt, rt)
@@ -101,6 +104,33 @@ class EulerInteractionLayer(nn.Module):
         lin_r, lin_p = lin.view(2, -1, d, fo).unbind(0)  # (not split(b): a traced graph would fix the batch size)
         out_r = lin_r + lam * torch.cos(theta)
         out_p = lin_p + lam * torch.sin(theta)
+        if self.layer_norm:
+            out_r, out_p = self.norm_r.forward_dim(out_r, 1), self.norm_p.forward_dim(out_p, 1)
+        return out_r, out_p
+
+
+    def _fused(self, rt: Tensor) -> bool:
+        """Whether the element-wise parts run as two autograd nodes (:class:`~bars.models.layers.kernels.EulerPolar`,
+        :class:`~bars.models.layers.kernels.EulerCombine`): float32 CPU, no dropout at work (the unfused path draws
+        the masks), not traced or under autocast (whose per-op casts apply to torch's ops only)."""
+        no_dropout = not self.training or (self.drop_ex.p == 0.0 and self.drop_im.p == 0.0)
+        return (rt.device.type == "cpu" and rt.dtype == torch.float32 and self.weight.dtype == torch.float32
+                and no_dropout and not traced() and not autocast_on())
+
+    def _forward_fused(self, rt: Tensor, pt: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward_t` with its element-wise parts fused: the log-modulus and the phase written into one
+        ``[2, B, D F_in]`` buffer (no cat), and the exp / cos / sin combination with the implicit part's ReLU in one
+        node whose backward is one pass (docs/performance.md). Same forward values as the unfused path (the same
+        operations in the same order); the input gradients sum the same terms in a fixed order (float32
+        rounding aside, the same)."""
+        b, d, fi, fo = rt.shape[0], self.dim, self.in_fields, self.out_fields
+        polar = EulerPolar.apply(rt, pt)  # [2, B, D * F_in]: the log-moduli, then the phases
+        mixed = torch.matmul(polar.view(2 * b * d, fi), self.inter_orders)  # [2 B D, F_out]
+        w = self.weight.view(fo, d, fi, d).permute(1, 0, 3, 2).reshape(d * fo, d * fi)
+        flat = torch.cat([rt.reshape(b, -1), pt.reshape(b, -1)], dim=0)
+        lin = F.linear(flat, w, self.bias.view(fo, d).t().reshape(-1))  # [2B, D * F_out], before its ReLU
+        out = EulerCombine.apply(mixed.view(2, b, d * fo), self.bias_lam, self.bias_theta, lin)
+        out_r, out_p = out[0].view(b, d, fo), out[1].view(b, d, fo)
         if self.layer_norm:
             out_r, out_p = self.norm_r.forward_dim(out_r, 1), self.norm_p.forward_dim(out_p, 1)
         return out_r, out_p
@@ -136,7 +166,10 @@ class EulerNetwork(nn.Module):
     def forward(self, emb: Tensor) -> Tensor:
         # the layers run on the transposed layout [B, D, F] (EulerInteractionLayer.forward_t)
         emb_t, mu_t = emb.transpose(1, 2).contiguous(), self.mu.transpose(1, 2)
-        r, p = mu_t * torch.cos(emb_t), mu_t * torch.sin(emb_t)
+        if self.layers and self.layers[0]._fused(emb_t):  # the same values in one autograd node (EulerEmbed)
+            r, p = EulerEmbed.apply(emb_t, self.mu)
+        else:
+            r, p = mu_t * torch.cos(emb_t), mu_t * torch.sin(emb_t)
         for layer in self.layers:
             r, p = layer.forward_t(r, p)
         b, d, f = r.shape
