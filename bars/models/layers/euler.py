@@ -108,10 +108,10 @@ class EulerInteractionLayer(nn.Module):
             out_r, out_p = self.norm_r.forward_dim(out_r, 1), self.norm_p.forward_dim(out_p, 1)
         return out_r, out_p
 
-
     def _fused(self, rt: Tensor) -> bool:
-        """Whether the element-wise parts run as two autograd nodes (:class:`~bars.models.layers.kernels.EulerPolar`,
-        :class:`~bars.models.layers.kernels.EulerCombine`): float32 CPU, no dropout at work (the unfused path draws
+        """Whether the element-wise parts run as autograd nodes of their own (:class:`~bars.models.layers.kernels.
+        EulerPolar`, :class:`~bars.models.layers.kernels.EulerCombine`; the network's input :class:`~bars.models.
+        layers.kernels.EulerEmbed` follows the first layer's choice): float32 CPU, no dropout at work (the unfused path draws
         the masks), not traced or under autocast (whose per-op casts apply to torch's ops only)."""
         no_dropout = not self.training or (self.drop_ex.p == 0.0 and self.drop_im.p == 0.0)
         return (rt.device.type == "cpu" and rt.dtype == torch.float32 and self.weight.dtype == torch.float32
