@@ -218,38 +218,50 @@ static inline int mid_threads(int64_t outer, int64_t d, int64_t inner, int32_t n
     return outer * d * inner >= PARALLEL_MIN && nt > 1 ? (outer < nt ? (int)outer : nt) : 1;
 }
 
+/* Inside a parallel region: this thread's block [*o0, *o1) of `outer` rows; returns its index (0, all rows,
+ * without OpenMP). */
+static inline int team_rows(int64_t outer, int64_t *o0, int64_t *o1) {
+    int k = 0, n = 1;
+#ifdef _OPENMP
+    k = omp_get_thread_num();
+    n = omp_get_num_threads();
+#endif
+    *o0 = outer * k / n;
+    *o1 = outer * (k + 1) / n;
+    return k;
+}
+
+/* Runs BODY on this thread's block [o0, o1) of `outer` rows (k: the thread's index), split between the `team`
+ * threads of a parallel region (one without OpenMP). */
+#ifdef _OPENMP
+#define FOR_TEAM_ROWS(outer, team, BODY)                                   \
+    _Pragma("omp parallel num_threads(team) if (team > 1)") {             \
+        int64_t o0, o1;                                                    \
+        int k = team_rows((outer), &o0, &o1);                              \
+        BODY;                                                              \
+    }
+#else
+#define FOR_TEAM_ROWS(outer, team, BODY)                                   \
+    {                                                                      \
+        (void)(team);                                                      \
+        int64_t o0, o1;                                                    \
+        int k = team_rows((outer), &o0, &o1);                              \
+        BODY;                                                              \
+    }
+#endif
+
 void bars_layer_norm_mid_fwd(const float *x, const float *w, const float *b, float *y, float *mean_out,
                              float *rstd_out, int64_t outer, int64_t d, int64_t inner, float eps, float *s, int32_t nt) {
     int team = mid_threads(outer, d, inner, nt);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(team) if (team > 1)
-#endif
-    {
-        int k = 0, n = 1;
-#ifdef _OPENMP
-        k = omp_get_thread_num();
-        n = omp_get_num_threads();
-#endif
-        int64_t o0 = outer * k / n, o1 = outer * (k + 1) / n;
-        layer_norm_mid_fwd_rows(x, w, b, y, mean_out, rstd_out, o0, o1, d, inner, eps, s + (int64_t)k * 4 * inner);
-    }
+    FOR_TEAM_ROWS(outer, team, layer_norm_mid_fwd_rows(x, w, b, y, mean_out, rstd_out, o0, o1, d, inner, eps,
+                                                       s + (int64_t)k * 4 * inner))
 }
 
 void bars_layer_norm_mid_bwd(const float *dy, const float *x, const float *mean, const float *rstd, const float *w,
                              float *dx, float *p, int64_t outer, int64_t d, int64_t inner, float *s, int32_t nt) {
     int team = mid_threads(outer, d, inner, nt);
-#ifdef _OPENMP
-#pragma omp parallel num_threads(team) if (team > 1)
-#endif
-    {
-        int k = 0, n = 1;
-#ifdef _OPENMP
-        k = omp_get_thread_num();
-        n = omp_get_num_threads();
-#endif
-        int64_t o0 = outer * k / n, o1 = outer * (k + 1) / n;
-        layer_norm_mid_bwd_rows(dy, x, mean, rstd, w, dx, p, o0, o1, d, inner, s + (int64_t)k * 4 * inner);
-    }
+    FOR_TEAM_ROWS(outer, team, layer_norm_mid_bwd_rows(dy, x, mean, rstd, w, dx, p, o0, o1, d, inner,
+                                                       s + (int64_t)k * 4 * inner))
 }
 
 /* slot_where: each slot index's table (ix / kt) and offset in it (ix % kt), once per call rather than per row. */
