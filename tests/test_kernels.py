@@ -699,19 +699,21 @@ def test_euler_fused_equals_autograds_ops(monkeypatch, kernels, layer_norm) -> N
 
 
 def test_euler_fused_nodes_are_autograds_functions_in_float64() -> None:
-    """gradcheck of both fused nodes (their torch paths: float64 is not the kernels')."""
+    """gradcheck of the three fused nodes (their torch paths: float64 is not the kernels')."""
+    from bars.models.layers import euler as eu
+
     g = torch.Generator().manual_seed(2)
     r = torch.randn(3, 2, 4, dtype=torch.float64, generator=g, requires_grad=True)
     p = torch.randn(3, 2, 4, dtype=torch.float64, generator=g, requires_grad=True)
-    assert torch.autograd.gradcheck(K.EulerPolar.apply, (r, p))
+    assert torch.autograd.gradcheck(eu.EulerPolar.apply, (r, p))
     mixed = torch.randn(2, 3, 5, dtype=torch.float64, generator=g, requires_grad=True)
     bl = torch.randn(1, 5, dtype=torch.float64, generator=g, requires_grad=True)
     bt = torch.randn(5, dtype=torch.float64, generator=g, requires_grad=True)
     lin = torch.randn(6, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    assert torch.autograd.gradcheck(K.EulerCombine.apply, (mixed, bl, bt, lin))
+    assert torch.autograd.gradcheck(eu.EulerCombine.apply, (mixed, bl, bt, lin))
     e = torch.randn(3, 2, 4, dtype=torch.float64, generator=g, requires_grad=True)
     mu = torch.rand(1, 4, 1, dtype=torch.float64, generator=g, requires_grad=True)
-    assert torch.autograd.gradcheck(K.EulerEmbed.apply, (e, mu))
+    assert torch.autograd.gradcheck(eu.EulerEmbed.apply, (e, mu))
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

@@ -524,17 +524,17 @@ void bars_gated_cross_bwd(const float *restrict go, const float *restrict z, con
 }
 
 /* bars_euler_*: the element-wise parts of EulerNet's interaction layer (bars.models.layers.EulerInteractionLayer,
- * transposed layout; kernels.EulerPolar / EulerCombine), computed as their torch fallbacks in kernels.py do, in the
+ * transposed layout; euler.EulerPolar / EulerCombine), computed as their torch fallbacks in euler.py do, in the
  * same order and operations. r, p [rows, n]; polar and its gradient [2, rows, n] (the log-moduli, then the phases).
- *   polar_fwd:   polar[:, 0] = (r * r + p * p) + 1e-8   (the log and the 0.5 and atan2 into polar[:, 1]: torch's)
+ *   polar_fwd:   polar[0] = (r * r + p * p) + 1e-8   (the log and the 0.5, and atan2 into polar[1]: torch's)
  *   polar_bwd:   s = r * r + p * p, q = s + 1e-8, a = (g_lam * 0.5) / q, c = 1 / s
  *                gr = (a * r + a * r) + (g_theta * -p) * c,  gp = (a * p + a * p) + (g_theta * r) * c
  * mixed and its gradient [2, rows, m] (as polar); lin, out and their gradients [2, rows, m] (the r part, then the
  * p part).
- *   combine_pre: e = mixed[:, 0] + bias_lam, t = mixed[:, 1] + bias_theta   (exp, cos and sin: torch's)
+ *   combine_pre: e = mixed[0] + bias_lam, t = mixed[1] + bias_theta   (exp, cos and sin: torch's)
  *   combine_fwd: out_r = relu(lin_r) + e * cos,  out_p = relu(lin_p) + e * sin   (e = exp(...))
  *   combine_bwd: glin = g where relu(lin) > 0 or is NaN, else 0;  ge = g_r * cos + g_p * sin;
- *                gmixed[:, 0] = ge * e,  gmixed[:, 1] = (g_r * e) * -sin + (g_p * e) * cos
+ *                gmixed[0] = ge * e,  gmixed[1] = (g_r * e) * -sin + (g_p * e) * cos
  * One pass each where autograd's ops take six to twelve. */
 CLONES
 void bars_euler_polar_fwd(const float *restrict r, const float *restrict p, float *restrict polar, int64_t rows,
@@ -623,7 +623,7 @@ void bars_euler_combine_bwd(const float *restrict g, const float *restrict lin, 
     }
 }
 
-/* bars_euler_embed_{fwd,bwd}: EulerNet's input (bars.models.layers.EulerNetwork, kernels.EulerEmbed) on the
+/* bars_euler_embed_{fwd,bwd}: EulerNet's input (bars.models.layers.EulerNetwork, euler.EulerEmbed) on the
  * transposed layout [rows, d, f] (n = d * f values a row, field j % f): with c, s = cos and sin of the embeddings
  * (torch's), r = mu[field] * c and p = mu[field] * s; backward ge = (g_r * mu) * -s + (g_p * mu) * c and
  * t = g_r * c + g_p * s (summed over rows and d by torch: mu's gradient). */
