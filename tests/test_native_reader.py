@@ -169,9 +169,13 @@ def test_prepared_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch):
     cols[14] = '"q,uoted"'  # one line pyarrow must parse (a quote): its block goes through pyarrow
     lines[100] = "\t".join(cols)
     f.write_text("\n".join(lines) + "\n")
+    made = []  # every interner of the native build: freed once its vocabulary is taken, before the encoding
+    init = native.Interner.__init__
+    monkeypatch.setattr(native.Interner, "__init__", lambda self: (init(self), made.append(self))[0])
     got = _build_both(tmp_path / "out", monkeypatch, lambda: synthetic_criteo_recipe(data, raw))
     assert got["inputs"][0]["sha256"] == file_digest(f, "sha256")  # the native reader hashes what it reads
     assert "train.parquet" in got and len(got) > 40
+    assert len(made) == 26 and all(it._ptr is None and not len(it.counts) for it in made)
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -263,3 +267,35 @@ def test_tabular_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch):
     assert r.raw_categoricals == ("user",)  # city is copied, town is a copy: both stay strings until the transform
     got = _build_both(tmp_path / "o", monkeypatch, lambda: tabular_recipe(data, tmp_path))
     assert got["splits"]["train"]["rows"] == 2400
+
+
+def test_interner_compact_then_full(tmp_path):
+    """While every value is at most 8 bytes the interner keeps them in its hash table alone (16 bytes a slot, no
+    arena); the first longer value moves every value so far into an arena. Ids, values of any subset of ids in any
+    order, and lengths (``ab`` and ``ab\\0`` share a zero-padded key) survive the move and the table's growth."""
+    import pyarrow as pa
+
+    it = native.Interner()
+    rng = random.Random(5)
+    short = list(dict.fromkeys([f"{rng.getrandbits(32):08x}" for _ in range(30_000)] + ["", "a", "ab", "ab\x00"]))
+    ids = it.intern_arrow(pa.array(short + short[::-7])).to_pylist()
+    assert ids == list(range(len(short))) + list(range(len(short)))[::-7]  # arrival order, repeats found
+    assert it.size == len(short)
+    compact = it.footprint  # the table alone: a power of two of 16-byte slots at load <= 3/4
+    assert compact == 16 * 2 ** (len(short) * 4 // 3).bit_length()
+    pick = [len(short) - 1, 0, 17, len(short) - 3, len(short) - 2, 5, 5]
+    assert it.values(pl.Series(pick, dtype=pl.UInt32)).to_list() == [short[i] for i in pick]
+
+    long = ["verylongvalue_0123456789", "x" * 9, "café-au-lait"]
+    assert it.intern_arrow(pa.array(long + ["ab\x00", short[3]])).to_pylist() == [len(short), len(short) + 1,
+                                                                                  len(short) + 2, len(short) - 1, 3]
+    assert it.footprint > compact  # the arena and its offsets now
+    every = short + long
+    assert it.values(pl.Series(range(len(every)), dtype=pl.UInt32)).to_list() == every
+    assert it.intern_arrow(pa.array(every[::-1])).to_pylist() == list(range(len(every)))[::-1]
+    assert it.values(pl.Series([], dtype=pl.UInt32)).to_list() == []
+    with pytest.raises(IndexError, match="not interned"):
+        it.values(pl.Series([len(every)], dtype=pl.UInt32))
+    it.release()
+    with pytest.raises(RuntimeError, match="after release"):
+        _ = it.size

@@ -21,11 +21,14 @@ typedef struct {
     uint64_t meta;  /* 0 = empty */
 } Slot;
 
+/* While every value interned is at most 8 bytes long ("compact": Criteo's and Avazu's hashed ids), the slots hold
+ * the values themselves and there is no arena: 16 bytes per slot is all a value costs. The first longer value
+ * switches the interner to an arena of every value's bytes with offsets per id (to_full), as long values need. */
 typedef struct {
-    Slot *slots;        /* open addressing, linear probing, load <= 1/2 */
-    int64_t *offsets;   /* start of each id's bytes in arena; offsets[n] = arena_len */
+    Slot *slots;        /* open addressing, linear probing, load <= 3/4 */
+    int64_t *offsets;   /* NULL while compact; else start of each id's bytes in arena; offsets[n] = arena_len */
     char *arena;
-    int64_t arena_len, arena_cap;
+    int64_t arena_len, arena_cap;  /* arena_len: the bytes of all values (counted while compact too) */
     int64_t n, ids_cap;
     uint64_t mask;
 } Interner;
@@ -35,15 +38,10 @@ void *bars_interner_new(void) {
     if (!t) return NULL;
     t->mask = (1u << 12) - 1;
     t->slots = calloc(t->mask + 1, sizeof(Slot));
-    t->ids_cap = 1024;
-    t->offsets = malloc((t->ids_cap + 1) * sizeof(int64_t));
-    t->arena_cap = 1 << 16;
-    t->arena = malloc(t->arena_cap);
-    if (!t->slots || !t->offsets || !t->arena) {
-        free(t->slots); free(t->offsets); free(t->arena); free(t);
+    if (!t->slots) {
+        free(t);
         return NULL;
     }
-    t->offsets[0] = 0;
     return t;
 }
 
@@ -55,12 +53,86 @@ void bars_interner_free(void *p) {
 
 int64_t bars_interner_size(void *p) { return ((Interner *)p)->n; }
 int64_t bars_interner_bytes(void *p) { return ((Interner *)p)->arena_len; }
-
-/* Arrow large_string layout of every value in id order: offsets (n + 1 int64) and data (bytes()). */
-void bars_interner_export(void *p, int64_t *offsets, char *data) {
+/* The bytes the interner holds (slots, offsets, arena), for the engine's memory report and the tests. */
+int64_t bars_interner_footprint(void *p) {
     Interner *t = p;
-    memcpy(offsets, t->offsets, (t->n + 1) * sizeof(int64_t));
-    memcpy(data, t->arena, t->arena_len);
+    int64_t b = (int64_t)((t->mask + 1) * sizeof(Slot));
+    if (t->offsets) b += (t->ids_cap + 1) * (int64_t)sizeof(int64_t) + t->arena_cap;
+    return b;
+}
+
+/* Compact mode: the length (in lens, when not NULL) and the value's bytes as a little-endian key (in keys) of
+ * every id, from the slots. */
+static void compact_values(const Interner *t, uint64_t *keys, uint8_t *lens) {
+    for (uint64_t j = 0; j <= t->mask; j++) {
+        Slot e = t->slots[j];
+        if (!e.meta) continue;
+        int64_t id = (int64_t)(e.meta & 0xFFFFFFFFull) - 1;
+        keys[id] = e.key;
+        if (lens) lens[id] = (uint8_t)(e.meta >> 32);
+    }
+}
+
+/* Arrow large_string layout of the values of ids[0:k] in that order (ids NULL: every id, in id order): offsets
+ * (k + 1 int64, offsets[0] = 0) and, when data is not NULL, their bytes in data. Returns the bytes (data's size),
+ * -1 when out of memory, -2 for an id not interned. */
+int64_t bars_interner_export_ids(void *p, const uint32_t *ids, int64_t k, int64_t *offsets, char *data) {
+    Interner *t = p;
+    if (ids == NULL) k = t->n;
+    for (int64_t j = 0; ids && j < k; j++)
+        if ((int64_t)ids[j] >= t->n) return -2;
+    offsets[0] = 0;
+    if (t->offsets) {
+        for (int64_t j = 0; j < k; j++) {
+            int64_t id = ids ? (int64_t)ids[j] : j;
+            int64_t len = t->offsets[id + 1] - t->offsets[id];
+            if (data) memcpy(data + offsets[j], t->arena + t->offsets[id], (size_t)len);
+            offsets[j + 1] = offsets[j] + len;
+        }
+        return offsets[k];
+    }
+    uint64_t *keys = malloc((size_t)(t->n > 0 ? t->n : 1) * sizeof(uint64_t));
+    uint8_t *lens = malloc((size_t)(t->n > 0 ? t->n : 1));
+    if (!keys || !lens) {
+        free(keys); free(lens);
+        return -1;
+    }
+    compact_values(t, keys, lens);
+    for (int64_t j = 0; j < k; j++) {
+        int64_t id = ids ? (int64_t)ids[j] : j;
+        if (data) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            memcpy(data + offsets[j], &keys[id], lens[id]);
+#else
+            for (int b = 0; b < lens[id]; b++) data[offsets[j] + b] = (char)(keys[id] >> (8 * b));
+#endif
+        }
+        offsets[j + 1] = offsets[j] + lens[id];
+    }
+    free(keys); free(lens);
+    return offsets[k];
+}
+
+/* Leave compact mode: an arena of every value's bytes so far, in id order, with their offsets. 0, or -1 when out
+ * of memory (the interner is then unchanged). */
+static int to_full(Interner *t) {
+    int64_t cap = t->n < 512 ? 1024 : 2 * t->n;
+    int64_t *offsets = malloc((cap + 1) * sizeof(int64_t));
+    int64_t arena_cap = t->arena_len < (1 << 15) ? (1 << 16) : 2 * t->arena_len;
+    char *arena = malloc((size_t)arena_cap);
+    if (!offsets || !arena) {
+        free(offsets); free(arena);
+        return -1;
+    }
+    if (bars_interner_export_ids(t, NULL, 0, offsets, arena) < 0) {
+        free(offsets); free(arena);
+        return -1;
+    }
+    t->offsets = offsets;
+    t->arena = arena;
+    t->ids_cap = cap;
+    t->arena_cap = arena_cap;
+    return 0;
 }
 
 static inline uint64_t mix(uint64_t h) {
@@ -140,33 +212,37 @@ static inline int64_t intern_hashed(Interner *t, const char *s, int64_t n, uint6
         if (!e.meta) break;
         if (e.key == key && (e.meta & 0xFFFFFFFF00000000ull) == want) {
             int64_t id = (int64_t)(e.meta & 0xFFFFFFFFull) - 1;
+            /* a value longer than 8 bytes exists, so the arena does */
             if (n <= 8 || memcmp(t->arena + t->offsets[id], s, (size_t)n) == 0) return id;
         }
         i = (i + 1) & t->mask;
     }
     if (t->n >= 0xFFFFFFFEll || n >= 0xFFFFFFFFll) return -1;
-    if (t->n + 1 > t->ids_cap) {
-        int64_t cap = t->ids_cap * 2;
-        int64_t *os = realloc(t->offsets, (cap + 1) * sizeof(int64_t));
-        if (!os) return -1;
-        t->offsets = os;
-        t->ids_cap = cap;
-    }
-    if (t->arena_len + n > t->arena_cap) {
-        int64_t cap = t->arena_cap * 2;
-        while (cap < t->arena_len + n) cap *= 2;
-        char *a = realloc(t->arena, cap);
-        if (!a) return -1;
-        t->arena = a;
-        t->arena_cap = cap;
+    if (!t->offsets && n > 8 && to_full(t) != 0) return -1;
+    if (t->offsets) {
+        if (t->n + 1 > t->ids_cap) {
+            int64_t cap = t->ids_cap * 2;
+            int64_t *os = realloc(t->offsets, (cap + 1) * sizeof(int64_t));
+            if (!os) return -1;
+            t->offsets = os;
+            t->ids_cap = cap;
+        }
+        if (t->arena_len + n > t->arena_cap) {
+            int64_t cap = t->arena_cap * 2;
+            while (cap < t->arena_len + n) cap *= 2;
+            char *a = realloc(t->arena, cap);
+            if (!a) return -1;
+            t->arena = a;
+            t->arena_cap = cap;
+        }
+        memcpy(t->arena + t->arena_len, s, (size_t)n);
+        t->offsets[t->n + 1] = t->arena_len + n;
     }
     int64_t id = t->n++;
-    memcpy(t->arena + t->arena_len, s, (size_t)n);
     t->arena_len += n;
-    t->offsets[id + 1] = t->arena_len;
     t->slots[i].key = key;
     t->slots[i].meta = want | (uint64_t)(id + 1);
-    if ((uint64_t)t->n * 2 > t->mask + 1 && grow_table(t) != 0) return -1;
+    if ((uint64_t)t->n * 4 > (t->mask + 1) * 3 && grow_table(t) != 0) return -1;
     return id;
 }
 

@@ -61,6 +61,10 @@ class Dictionary:
     def encode(self, col: str) -> pl.Expr:
         return pl.col(col).cast(self.dtype).to_physical().alias(col)
 
+    def release(self) -> None:
+        """Drop the counts once the vocabulary is taken (the engine's encoding reads staged ids only)."""
+        self.counts = np.zeros(0, dtype=np.int64)
+
     def values(self, ids: pl.Series) -> pl.Series:
         table = self.categories.to_series()  # position = id
         if len(table) < self.size or table.null_count():

@@ -419,6 +419,9 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
         if seq else []))
     vocabs, remaps = {}, {}
     own: dict[str, pl.DataFrame] = {}  # (value, count) per field in index order: shared tables, the vocab files
+    # fields whose staged ids the shared-table step below looks up again; any other field's interner and counts are
+    # freed once its vocabulary is taken (at Criteo's cardinality they are most of the process's memory)
+    regrouped = {m.name for owner, members in groups.items() if len(members) > 1 or owner in tables for m in members}
     for f in cat:
         if f.name in dicts:
             d = dicts[f.name]
@@ -427,6 +430,8 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             remap[v[f.name].to_numpy()] = np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + v.height, dtype=np.int32)
             vocabs[f.name], remaps[f.name] = v["value"], pl.Series(remap)
             own[f.name] = v.select("value", "count")
+            if f.name not in regrouped:
+                d.release()
         elif f.name in counters:
             v = counters[f.name].vocab(f.min_count)
             vocabs[f.name] = v[f.name]
@@ -459,6 +464,8 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
                   .with_columns(pl.col("count").fill_null(0)))  # keys only a pretrained file knows: count 0
         for m in members:
             own[m.name] = shared
+    for d in dicts.values():  # the shared tables' interners and counts too: the encoding needs the remaps only
+        d.release()
     max_lens = {}
     for f in recipe.fields:
         if f.type == "sequence":

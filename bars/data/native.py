@@ -71,7 +71,10 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_interner_size.restype = i64
             lib.bars_interner_bytes.argtypes = [vp]
             lib.bars_interner_bytes.restype = i64
-            lib.bars_interner_export.argtypes = [vp, p, p]
+            lib.bars_interner_footprint.argtypes = [vp]
+            lib.bars_interner_footprint.restype = i64
+            lib.bars_interner_export_ids.argtypes = [vp, p, i64, p, p]
+            lib.bars_interner_export_ids.restype = i64
             lib.bars_tokenize.argtypes = [p, i64, ctypes.c_char, ctypes.c_int32, p, p, p, p, i64,
                                           ctypes.POINTER(i64), p, p]
             lib.bars_tokenize.restype = i64
@@ -148,24 +151,49 @@ class Interner(Dictionary):
         self.counts = np.zeros(0, dtype=np.int64)
 
     def __del__(self) -> None:
-        if getattr(self, "_ptr", None):
-            self._lib.bars_interner_free(self._ptr)
-            self._ptr = None
+        self.release()
+
+    def _live(self) -> int:
+        if not getattr(self, "_ptr", None):
+            raise RuntimeError("native interner: used after release()")
+        return self._ptr
 
     @property
     def size(self) -> int:  # type: ignore[override]
-        return int(self._lib.bars_interner_size(self._ptr))
+        return int(self._lib.bars_interner_size(self._live()))
 
     def encode(self, col: str) -> pl.Expr:
         return pl.col(col)
 
     def values(self, ids: pl.Series) -> pl.Series:
-        n, nbytes = self.size, int(self._lib.bars_interner_bytes(self._ptr))
-        offsets = np.empty(n + 1, dtype=np.int64)
+        """The values of ``ids`` (staged ids, no null), in their order: only those are exported from the C side
+        (the vocabulary's, a fraction of a Criteo field's millions), not the whole field first."""
+        arr = np.ascontiguousarray(ids.to_numpy(), dtype=np.uint32)
+        k = len(arr)
+        offsets = np.empty(k + 1, dtype=np.int64)
+        nbytes = self._lib.bars_interner_export_ids(self._live(), arr.ctypes.data, k, offsets.ctypes.data, None)
         data = np.empty(max(nbytes, 1), dtype=np.uint8)
-        self._lib.bars_interner_export(self._ptr, offsets.ctypes.data, data.ctypes.data)
-        table = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
-        return pl.Series("", table).cast(pl.String).gather(ids)
+        if nbytes >= 0:
+            nbytes = self._lib.bars_interner_export_ids(self._ptr, arr.ctypes.data, k, offsets.ctypes.data,
+                                                        data.ctypes.data)
+        if nbytes == -2:
+            raise IndexError(f"native interner: an id in {ids.name!r} is not interned (the interner holds {self.size})")
+        if nbytes < 0:
+            raise MemoryError("native interner")
+        table = pa.LargeStringArray.from_buffers(k, pa.py_buffer(offsets), pa.py_buffer(data))
+        return pl.Series("", table).cast(pl.String)
+
+    @property
+    def footprint(self) -> int:
+        """Bytes the interner's C side holds (its hash table, and the arena of values longer than 8 bytes)."""
+        return int(self._lib.bars_interner_footprint(self._live()))
+
+    def release(self) -> None:
+        """Free the C side and the counts once the vocabulary is taken (the engine's encoding needs neither)."""
+        if getattr(self, "_ptr", None):
+            self._lib.bars_interner_free(self._ptr)
+            self._ptr = None
+        self.counts = np.zeros(0, dtype=np.int64)
 
     def intern_arrow(self, arr: pa.Array) -> pa.Array:
         """Ids of a pyarrow string array (a block the C parser handed back)."""
