@@ -51,3 +51,32 @@ def test_peak_rss_is_the_prepare_process_own_not_the_bench_process():
     assert 1 < own < 300 < usage.ru_maxrss / 1024  # the ballast shows in wait4's figure only
     assert bench.child_peak_mib("no mark", usage) == usage.ru_maxrss / 1024
     del ballast
+
+
+def test_generator_cardinalities(tmp_path):
+    """The default file's values are 32-bit ids in 8 hex digits from small per-field tables; ``criteo`` draws each
+    field uniformly from Kaggle Criteo's number of values (deterministic per seed), and nothing else is taken."""
+    import numpy as np
+    import pyarrow.csv as pacsv
+
+    from bars.data import synthetic
+
+    x = np.random.default_rng(0).integers(0, 2**32, size=5000, dtype=np.uint64).astype(np.uint32)
+    assert synthetic._hex8(x).to_pylist() == [f"{v:08x}" for v in x.tolist()]
+
+    def columns(path):
+        t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+                           parse_options=pacsv.ParseOptions(delimiter="\t"),
+                           convert_options=pacsv.ConvertOptions(column_types={f"f{i}": "string" for i in range(14, 40)}))
+        return {f"C{i - 13}": [v for v in t.column(f"f{i}").to_pylist() if v] for i in range(14, 40)}  # "": missing
+
+    default = columns(synthetic.generate_criteo(tmp_path / "d.txt", 4000, 1))
+    criteo = columns(synthetic.generate_criteo(tmp_path / "c.txt", 4000, 1, cardinality="criteo"))
+    again = synthetic.generate_criteo(tmp_path / "c2.txt", 4000, 1, cardinality="criteo")
+    assert again.read_bytes() == (tmp_path / "c.txt").read_bytes()
+    assert len(set(default["C3"])) < 40 and len(set(criteo["C3"])) > 3500  # 21 values against 10.1M
+    assert len(set(criteo["C9"])) <= 3 and len(set(criteo["C20"])) <= 4
+    assert all(len(v) == 8 and int(v, 16) >= 0 for vals in criteo.values() for v in vals)
+    with pytest.raises(ValueError, match="cardinality 'avazu': expected one of synthetic, criteo"):
+        synthetic.generate_criteo(tmp_path / "a.txt", 10, cardinality="avazu")
+    assert not (tmp_path / "a.txt").exists()

@@ -1,4 +1,5 @@
-"""`bars bench data [--rows 1000000,4000000] [--workdir DIR] [--stream] [--keep-raw]`: preprocessing at any size.
+"""`bars bench data [--rows 1000000,4000000] [--workdir DIR] [--stream] [--keep-raw] [--cardinality criteo]`:
+preprocessing at any size.
 
 Each size: a synthetic Criteo-format TSV is generated (not timed; written in chunks of 500,000 rows, so memory
 stays flat at any size; reused when it exists), then `bars prepare data=synthetic` runs in a fresh process (wall
@@ -12,6 +13,11 @@ files larger than 4M rows are deleted too unless ``--keep-raw``.
 
     make bench-data                   # 1M and 4M rows
     make bench-data ROWS=45000000     # Criteo size (~11.5 GB of text; minutes of both cores)
+    make bench-data ROWS=45000000 ARGS="--cardinality criteo"   # and Criteo's vocabulary sizes (33.8M values)
+
+The default file's fields have 10 .. 100,000 values each, so its vocabularies are small at any size; with
+``--cardinality criteo`` each field draws from as many values as Kaggle Criteo's has (its raw files go to
+``raw_criteo_cardinality/``), and the vocabularies, not the rows, set the peak RSS.
 """
 
 from __future__ import annotations
@@ -115,6 +121,9 @@ def main() -> int:
     ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "bars-bench-data"))
     ap.add_argument("--stream", action="store_true", help="also time one shuffled epoch of the streaming loader")
     ap.add_argument("--keep-raw", action="store_true", help=f"keep generated files over {KEEP_RAW_UP_TO:,} rows")
+    ap.add_argument("--cardinality", choices=("synthetic", "criteo"), default="synthetic",
+                    help="criteo: every categorical field draws from as many values as Kaggle Criteo's has (33.8M in "
+                         "all; bars.data.synthetic.CRITEO_CARDINALITY), where the vocabularies set the memory")
     args = ap.parse_args(sys.argv[1:])
     try:
         sizes = [int(x.replace("_", "")) for x in args.rows.split(",") if x.strip()]
@@ -129,12 +138,12 @@ def main() -> int:
     work = Path(args.workdir)
     results = []
     for n in sizes:
-        raw = work / "raw"
+        raw = work / ("raw" if args.cardinality == "synthetic" else f"raw_{args.cardinality}_cardinality")
         path = raw / f"synthetic_criteo_{n}_0.txt"
         check_disk(work, n, path.exists())
         if not path.exists():
             t = time.perf_counter()
-            generate_criteo(path, n, 0)
+            generate_criteo(path, n, 0, cardinality=args.cardinality)
             print(f"generated {n:,} rows ({path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - t:.1f} s: "
                   f"{path}", file=sys.stderr, flush=True)
         data_dir = work / "data" / str(n)
@@ -164,7 +173,7 @@ def main() -> int:
         shutil.rmtree(data_dir)
         if n > KEEP_RAW_UP_TO and not args.keep_raw:
             path.unlink()
-    print(f"\nbars bench data (synthetic Criteo format, {os.cpu_count()} cores, load average "
+    print(f"\nbars bench data (synthetic Criteo format, {args.cardinality} cardinality, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f} at the end)")
     print(f"| rows | prepare s | rows/s | CPU s | rows/CPU-s | peak RSS MiB | Parquet MiB | load train s "
           f"| stream rows/s | stream RSS +MiB | goal {GOAL_ROWS_PER_S:,} rows/s |")
