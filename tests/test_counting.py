@@ -43,3 +43,27 @@ def test_count_takes_the_batch_only():
     for _ in range(10):
         d.count(pl.Series([1, 2, 2], dtype=pl.UInt32))
     assert len(d.counts) == n and d.counts[2] == 20 and d.counts[1] == 10 and d.counts[5_000_000] == 1
+
+
+def test_counts_widen_before_any_could_overflow():
+    """32-bit counts while the ids counted so far fit in 32 bits (no count can pass 2^32 - 1), 64-bit from the batch
+    that could take one past it on, with every count kept; the vocabulary's counts are 64-bit either way."""
+    d = Dictionary()
+    d.count(pl.Series([1, 2, 2, 7], dtype=pl.UInt32))
+    assert d.counts.dtype == np.uint32
+    d.counted = 2**32 - 5  # as if 4.29 billion ids had been counted: this batch of 4 could reach 2^32 - 1
+    d.count(pl.Series([2, 2, 3, 3], dtype=pl.UInt32))
+    assert d.counts.dtype == np.uint32
+    d.count(pl.Series([2], dtype=pl.UInt32))  # this one could pass it
+    assert d.counts.dtype == np.int64
+    np.testing.assert_array_equal(d.counts[:8], [0, 1, 5, 2, 0, 0, 0, 1])
+    d.counts[2] = 2**32 + 3  # a count past 32 bits stays exact
+    d.count(pl.Series([2], dtype=pl.UInt32))
+    assert d.counts[2] == 2**32 + 4
+    import pyarrow as pa
+
+    it = native.Interner()  # 32-bit counts: the vocabulary's are 64-bit, as before
+    it.count(pl.Series(it.intern_arrow(pa.array(["a", "b", "b", None]))))
+    assert it.counts.dtype == np.uint32
+    v = it.vocab("f", 1)
+    assert v.schema["count"] == pl.Int64 and v["value"].to_list() == ["b", "a"] and v["count"].to_list() == [2, 1]

@@ -534,6 +534,11 @@ void bars_count_ids(int64_t *counts, const uint32_t *ids, int64_t n) {
     for (int64_t k = 0; k < n; k++) counts[ids[k]]++;
 }
 
+/* The same into 32-bit counts (the caller widens them before any could pass 2^32 - 1). */
+void bars_count_ids32(uint32_t *counts, const uint32_t *ids, int64_t n) {
+    for (int64_t k = 0; k < n; k++) counts[ids[k]]++;
+}
+
 /* Lines in buf[0:len] that hold a byte (an upper bound of the rows), and the length up to the last newline. */
 int64_t bars_count_lines(const char *buf, int64_t len) {
     int64_t n = 0;

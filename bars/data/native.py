@@ -84,6 +84,8 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_intern_arrow.restype = i64
             lib.bars_count_ids.argtypes = [p, p, i64]
             lib.bars_count_ids.restype = None
+            lib.bars_count_ids32.argtypes = [p, p, i64]
+            lib.bars_count_ids32.restype = None
             lib.bars_count_lines.argtypes = [p, i64]
             lib.bars_count_lines.restype = i64
             lib.bars_last_newline.argtypes = [p, i64]
@@ -148,7 +150,7 @@ class Interner(Dictionary):
         self._lib, self._ptr = lib, lib.bars_interner_new()
         if not self._ptr:
             raise MemoryError("native interner")
-        self.counts = np.zeros(0, dtype=np.int64)
+        self.counts, self.counted = np.zeros(0, dtype=np.uint32), 0
 
     def __del__(self) -> None:
         self.release()
@@ -193,7 +195,7 @@ class Interner(Dictionary):
         if getattr(self, "_ptr", None):
             self._lib.bars_interner_free(self._ptr)
             self._ptr = None
-        self.counts = np.zeros(0, dtype=np.int64)
+        self.counts = np.zeros(0, dtype=np.uint32)
 
     def intern_arrow(self, arr: pa.Array) -> pa.Array:
         """Ids of a pyarrow string array (a block the C parser handed back)."""
