@@ -52,8 +52,7 @@ void bars_interner_free(void *p) {
 }
 
 int64_t bars_interner_size(void *p) { return ((Interner *)p)->n; }
-int64_t bars_interner_bytes(void *p) { return ((Interner *)p)->arena_len; }
-/* The bytes the interner holds (slots, offsets, arena), for the engine's memory report and the tests. */
+/* The bytes the interner holds (slots, and offsets and arena once a value is longer than 8 bytes). */
 int64_t bars_interner_footprint(void *p) {
     Interner *t = p;
     int64_t b = (int64_t)((t->mask + 1) * sizeof(Slot));

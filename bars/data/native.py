@@ -69,8 +69,6 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_interner_free.argtypes = [vp]
             lib.bars_interner_size.argtypes = [vp]
             lib.bars_interner_size.restype = i64
-            lib.bars_interner_bytes.argtypes = [vp]
-            lib.bars_interner_bytes.restype = i64
             lib.bars_interner_footprint.argtypes = [vp]
             lib.bars_interner_footprint.restype = i64
             lib.bars_interner_export_ids.argtypes = [vp, p, i64, p, p]
