@@ -269,26 +269,38 @@ def test_tabular_bytes_do_not_depend_on_the_reader(tmp_path, monkeypatch):
     assert got["splits"]["train"]["rows"] == 2400
 
 
-def test_interner_compact_then_full(tmp_path):
-    """While every value is at most 8 bytes the interner keeps them in its hash table alone (16 bytes a slot, no
-    arena); the first longer value moves every value so far into an arena. Ids, values of any subset of ids in any
-    order, and lengths (``ab`` and ``ab\\0`` share a zero-padded key) survive the move and the table's growth."""
+def test_interner_hex_then_compact_then_full(tmp_path):
+    """While every value is 8 lowercase hex digits (hashed CTR ids) the interner keeps their 32-bit numbers in its
+    hash table alone (8 bytes a slot); the first other value of at most 8 bytes moves them to 16-byte slots that
+    hold the bytes (still no arena); the first longer value moves every value so far into an arena. Ids, values of
+    any subset of ids in any order, and lengths (``ab`` and ``ab\\0`` share a zero-padded key) survive each move
+    and the table's growth."""
     import pyarrow as pa
 
     it = native.Interner()
     rng = random.Random(5)
-    short = list(dict.fromkeys([f"{rng.getrandbits(32):08x}" for _ in range(30_000)] + ["", "a", "ab", "ab\x00"]))
-    ids = it.intern_arrow(pa.array(short + short[::-7])).to_pylist()
-    assert ids == list(range(len(short))) + list(range(len(short)))[::-7]  # arrival order, repeats found
+    hexes = list(dict.fromkeys([f"{rng.getrandbits(32):08x}" for _ in range(30_000)]
+                               + ["00000000", "ffffffff", "0123abcd", "9a9a9a9a", "a0f9fa09"]))
+    ids = it.intern_arrow(pa.array(hexes + hexes[::-7])).to_pylist()
+    assert ids == list(range(len(hexes))) + list(range(len(hexes)))[::-7]  # arrival order, repeats found
+    slots = 2 ** (len(hexes) * 4 // 3).bit_length()  # a power of two at load <= 3/4
+    assert it.footprint == 8 * slots
+    assert it.values(pl.Series(range(len(hexes)), dtype=pl.UInt32)).to_list() == hexes
+
+    # 8 bytes but not lowercase hex digits, then shorter values: the same ids in 16-byte slots
+    others = ["0123ABCD", "0123abcg", "0123abc/", "0123abc:", "0123abc`", "", "a", "ab", "ab\x00", "1005"]
+    short = hexes + others
+    ids = it.intern_arrow(pa.array(others + hexes[::-5])).to_pylist()
+    assert ids == list(range(len(hexes), len(short))) + list(range(len(hexes)))[::-5]
     assert it.size == len(short)
-    compact = it.footprint  # the table alone: a power of two of 16-byte slots at load <= 3/4
+    compact = it.footprint
     assert compact == 16 * 2 ** (len(short) * 4 // 3).bit_length()
-    pick = [len(short) - 1, 0, 17, len(short) - 3, len(short) - 2, 5, 5]
+    pick = [len(short) - 1, 0, 17, len(short) - 3, len(short) - 2, 5, 5, len(hexes)]
     assert it.values(pl.Series(pick, dtype=pl.UInt32)).to_list() == [short[i] for i in pick]
 
     long = ["verylongvalue_0123456789", "x" * 9, "café-au-lait"]
-    assert it.intern_arrow(pa.array(long + ["ab\x00", short[3]])).to_pylist() == [len(short), len(short) + 1,
-                                                                                  len(short) + 2, len(short) - 1, 3]
+    assert it.intern_arrow(pa.array(long + ["ab\x00", short[3]])).to_pylist() == [
+        len(short), len(short) + 1, len(short) + 2, short.index("ab\x00"), 3]
     assert it.footprint > compact  # the arena and its offsets now
     every = short + long
     assert it.values(pl.Series(range(len(every)), dtype=pl.UInt32)).to_list() == every

@@ -21,11 +21,15 @@ typedef struct {
     uint64_t meta;  /* 0 = empty */
 } Slot;
 
-/* While every value interned is at most 8 bytes long ("compact": Criteo's and Avazu's hashed ids), the slots hold
- * the values themselves and there is no arena: 16 bytes per slot is all a value costs. The first longer value
- * switches the interner to an arena of every value's bytes with offsets per id (to_full), as long values need. */
+/* Three modes, each left for the next at the first value it cannot hold:
+ * - "hex": every value so far is 8 lowercase hex digits (Criteo's and most of Avazu's hashed ids). A slot is 8
+ *   bytes, (the 32-bit number the digits spell << 32) | (id + 1), 0 = empty (hslots; slots is NULL).
+ * - "compact": every value is at most 8 bytes long. The 16-byte slots hold the values themselves; no arena.
+ * - "full": an arena of every value's bytes with offsets per id (to_full), as longer values need.
+ * A value's hash (hash_key) is the same in every mode, so a mode's table is found by the same probe. */
 typedef struct {
-    Slot *slots;        /* open addressing, linear probing, load <= 3/4 */
+    uint64_t *hslots;   /* hex mode's table, NULL once left */
+    Slot *slots;        /* open addressing, linear probing, load <= 3/4; NULL in hex mode */
     int64_t *offsets;   /* NULL while compact; else start of each id's bytes in arena; offsets[n] = arena_len */
     char *arena;
     int64_t arena_len, arena_cap;  /* arena_len: the bytes of all values (counted while compact too) */
@@ -37,8 +41,8 @@ void *bars_interner_new(void) {
     Interner *t = calloc(1, sizeof(Interner));
     if (!t) return NULL;
     t->mask = (1u << 12) - 1;
-    t->slots = calloc(t->mask + 1, sizeof(Slot));
-    if (!t->slots) {
+    t->hslots = calloc(t->mask + 1, sizeof(uint64_t));
+    if (!t->hslots) {
         free(t);
         return NULL;
     }
@@ -48,21 +52,59 @@ void *bars_interner_new(void) {
 void bars_interner_free(void *p) {
     Interner *t = p;
     if (!t) return;
-    free(t->slots); free(t->offsets); free(t->arena); free(t);
+    free(t->hslots); free(t->slots); free(t->offsets); free(t->arena); free(t);
 }
 
 int64_t bars_interner_size(void *p) { return ((Interner *)p)->n; }
-/* The bytes the interner holds (slots, and offsets and arena once a value is longer than 8 bytes). */
+/* The bytes the interner holds (its table, and offsets and arena once a value is longer than 8 bytes). */
 int64_t bars_interner_footprint(void *p) {
     Interner *t = p;
-    int64_t b = (int64_t)((t->mask + 1) * sizeof(Slot));
+    int64_t b = (int64_t)((t->mask + 1) * (t->hslots ? sizeof(uint64_t) : sizeof(Slot)));
     if (t->offsets) b += (t->ids_cap + 1) * (int64_t)sizeof(int64_t) + t->arena_cap;
     return b;
 }
 
-/* Compact mode: the length (in lens, when not NULL) and the value's bytes as a little-endian key (in keys) of
- * every id, from the slots. */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/* Hex mode's 32-bit number of a value's key (hash_key's: its 8 bytes) when they are 8 lowercase hex digits
+ * (1, in *out), else 0. hex8_key is the inverse. Eight bytes at a time: a byte b (< 0x80) is in [lo, hi] when
+ * b + 0x80 - lo has its high bit and b + 0x7F - hi has not (no carry leaves a byte). */
+static inline int hex8_pack(uint64_t x, uint32_t *out) {
+    if (x & HIGHS) return 0;
+    uint64_t dig = (x + ONES * (0x80 - '0')) & ~(x + ONES * (0x7F - '9')) & HIGHS;
+    uint64_t af = (x + ONES * (0x80 - 'a')) & ~(x + ONES * (0x7F - 'f')) & HIGHS;
+    if ((dig | af) != HIGHS) return 0;
+    uint64_t v = (x & (ONES * 0x0F)) + (af >> 7) * 9;  /* each byte's digit, 0-15 */
+    v = (v | (v >> 4)) & 0x00FF00FF00FF00FFull;          /* byte k's digit -> bits 4k of the result */
+    v = (v | (v >> 8)) & 0x0000FFFF0000FFFFull;
+    v = (v | (v >> 16)) & 0xFFFFFFFFull;
+    *out = (uint32_t)v;
+    return 1;
+}
+
+static inline uint64_t hex8_key(uint32_t packed) {
+    uint64_t v = packed;
+    v = (v | (v << 16)) & 0x0000FFFF0000FFFFull;
+    v = (v | (v << 8)) & 0x00FF00FF00FF00FFull;
+    v = (v | (v << 4)) & 0x0F0F0F0F0F0F0F0Full;
+    uint64_t letter = ((v + ONES * 0x76) & HIGHS) >> 7;  /* digit >= 10 */
+    return v + ONES * '0' + letter * ('a' - '0' - 10);
+}
+
+/* Hex or compact mode: the length (in lens, when not NULL) and the value's bytes as a little-endian key (in keys)
+ * of every id, from the table. */
 static void compact_values(const Interner *t, uint64_t *keys, uint8_t *lens) {
+    if (t->hslots) {
+        for (uint64_t j = 0; j <= t->mask; j++) {
+            uint64_t e = t->hslots[j];
+            if (!e) continue;
+            int64_t id = (int64_t)(e & 0xFFFFFFFFull) - 1;
+            keys[id] = hex8_key((uint32_t)(e >> 32));
+            if (lens) lens[id] = 8;
+        }
+        return;
+    }
     for (uint64_t j = 0; j <= t->mask; j++) {
         Slot e = t->slots[j];
         if (!e.meta) continue;
@@ -157,6 +199,46 @@ static inline uint64_t hash_long(const char *s, int64_t n) {
     return mix(h ^ k);
 }
 
+static inline uint64_t hex_hash(uint32_t packed) { return mix(hex8_key(packed) ^ (8ull << 59)); }
+
+/* Hex mode's table twice as large. */
+static int grow_hex(Interner *t) {
+    uint64_t mask = (t->mask << 1) | 1;
+    uint64_t *slots = calloc(mask + 1, sizeof(uint64_t));
+    if (!slots) return -1;
+    for (uint64_t j = 0; j <= t->mask; j++) {
+        uint64_t e = t->hslots[j];
+        if (!e) continue;
+        uint64_t i = hex_hash((uint32_t)(e >> 32)) & mask;
+        while (slots[i]) i = (i + 1) & mask;
+        slots[i] = e;
+    }
+    free(t->hslots);
+    t->hslots = slots;
+    t->mask = mask;
+    return 0;
+}
+
+/* Leave hex mode for compact mode: the same values and ids in 16-byte slots. 0, or -1 when out of memory (the
+ * interner is then unchanged). */
+static int leave_hex(Interner *t) {
+    Slot *slots = calloc(t->mask + 1, sizeof(Slot));
+    if (!slots) return -1;
+    for (uint64_t j = 0; j <= t->mask; j++) {
+        uint64_t e = t->hslots[j];
+        if (!e) continue;
+        uint64_t key = hex8_key((uint32_t)(e >> 32));
+        uint64_t i = mix(key ^ (8ull << 59)) & t->mask;
+        while (slots[i].meta) i = (i + 1) & t->mask;
+        slots[i].key = key;
+        slots[i].meta = (8ull << 32) | (e & 0xFFFFFFFFull);
+    }
+    free(t->hslots);
+    t->hslots = NULL;
+    t->slots = slots;
+    return 0;
+}
+
 static int grow_table(Interner *t) {
     uint64_t mask = (t->mask << 1) | 1;
     Slot *slots = calloc(mask + 1, sizeof(Slot));
@@ -202,8 +284,30 @@ static inline uint64_t key_padded(const char *s, int64_t n) {
 #endif
 }
 
+/* Hex mode: the id of the value whose number is packed (h: its hash_key hash), added if new; -1 as below. */
+static inline int64_t intern_hex(Interner *t, uint32_t packed, uint64_t h) {
+    uint64_t i = h & t->mask;
+    for (;;) {
+        uint64_t e = t->hslots[i];
+        if (!e) break;
+        if ((uint32_t)(e >> 32) == packed) return (int64_t)(e & 0xFFFFFFFFull) - 1;
+        i = (i + 1) & t->mask;
+    }
+    if (t->n >= 0xFFFFFFFEll) return -1;
+    int64_t id = t->n++;
+    t->arena_len += 8;
+    t->hslots[i] = ((uint64_t)packed << 32) | (uint64_t)(id + 1);
+    if ((uint64_t)t->n * 4 > (t->mask + 1) * 3 && grow_hex(t) != 0) return -1;
+    return id;
+}
+
 /* The id of s[0:n] (key and hash from hash_key), added if new; -1 when out of memory or past 2^32 - 2 ids. */
 static inline int64_t intern_hashed(Interner *t, const char *s, int64_t n, uint64_t key, uint64_t h) {
+    if (t->hslots) {
+        uint32_t packed;
+        if (n == 8 && hex8_pack(key, &packed)) return intern_hex(t, packed, h);
+        if (leave_hex(t) != 0) return -1;
+    }
     uint64_t want = (uint64_t)n << 32;
     uint64_t i = h & t->mask;
     for (;;) {
@@ -304,9 +408,6 @@ typedef struct {
  * Returns the rows parsed, or -1 when the block holds something the fast path leaves to pyarrow (a quote, a
  * \r, a line with another number of fields, an integer in another form), -2 when out of memory. consumed[0]
  * gets the bytes used (less than len when max_rows stopped it). */
-#define ONES 0x0101010101010101ull
-#define HIGHS 0x8080808080808080ull
-
 /* The first byte at or after p that is sep or '\n' (end when none): eight bytes at a time. The lowest flagged
  * byte of the zero-byte test is exact (false flags only follow a true one). */
 static inline const char *next_delim(const char *p, const char *end, uint64_t seps) {
@@ -478,15 +579,19 @@ static inline uint64_t key_hash(uint64_t key, uint32_t n) {
     return n <= 8 ? mix(key ^ ((uint64_t)n << 59)) : key;
 }
 
+static inline void prefetch_slot(const Interner *t, uint64_t h) {
+    if (t->hslots) __builtin_prefetch(&t->hslots[h & t->mask]);
+    else __builtin_prefetch(&t->slots[h & t->mask]);
+}
+
 int64_t bars_intern_deferred(void *p, const char *buf, uint32_t *ids, const uint64_t *spans, const uint64_t *keys,
                              int64_t n, uint8_t *valid) {
     Interner *t = p;
     for (int64_t r = 0; r < n && r < AHEAD; r++)
-        if (spans[r] != NULL_LEN) __builtin_prefetch(&t->slots[key_hash(keys[r], (uint32_t)spans[r]) & t->mask]);
+        if (spans[r] != NULL_LEN) prefetch_slot(t, key_hash(keys[r], (uint32_t)spans[r]));
     for (int64_t r = 0; r < n; r++) {
         int64_t ahead = r + AHEAD;
-        if (ahead < n && spans[ahead] != NULL_LEN)
-            __builtin_prefetch(&t->slots[key_hash(keys[ahead], (uint32_t)spans[ahead]) & t->mask]);
+        if (ahead < n && spans[ahead] != NULL_LEN) prefetch_slot(t, key_hash(keys[ahead], (uint32_t)spans[ahead]));
         uint64_t sp = spans[r];
         if (sp == NULL_LEN) {
             ids[r] = 0;
