@@ -45,7 +45,7 @@ from bars.data.tables import (
     share_groups,
     write_table,
 )
-from bars.data.vocab import MANIFEST_KEY, write_vocabularies
+from bars.data.vocab import MANIFEST_KEY, write_vocabularies, write_vocabulary
 from bars.data.writer import MANIFEST, SPEC, write_json
 from bars.fileio import file_digest, is_gzip
 
@@ -420,18 +420,26 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     vocabs, remaps = {}, {}
     own: dict[str, pl.DataFrame] = {}  # (value, count) per field in index order: shared tables, the vocab files
     # fields whose staged ids the shared-table step below looks up again; any other field's interner and counts are
-    # freed once its vocabulary is taken (at Criteo's cardinality they are most of the process's memory)
+    # freed once its vocabulary is taken (at Criteo's cardinality they are most of the process's memory), and its
+    # vocabulary file written then, keeping only its size: the encoding needs its remap alone
     regrouped = {m.name for owner, members in groups.items() if len(members) > 1 or owner in tables for m in members}
+    order = [f.name for f in recipe.fields if f.type != "meta"]  # the vocabulary files' positions
+    written: dict[str, dict] = {}  # manifest entries of the vocabulary files written so far
+    sizes: dict[str, int] = {}  # vocabulary sizes of the fields written (not in vocabs)
     for f in cat:
         if f.name in dicts:
             d = dicts[f.name]
             v = d.vocab(f.name, f.min_count)
             remap = np.full(max(d.size, 1), OOV_INDEX, dtype=np.int32)
             remap[v[f.name].to_numpy()] = np.arange(FIRST_KNOWN_INDEX, FIRST_KNOWN_INDEX + v.height, dtype=np.int32)
-            vocabs[f.name], remaps[f.name] = v["value"], pl.Series(remap)
-            own[f.name] = v.select("value", "count")
+            remaps[f.name] = pl.Series(remap)
             if f.name not in regrouped:
                 d.release()
+                written[f.name] = write_vocabulary(out, f.name, order.index(f.name), v.select("value", "count"))
+                sizes[f.name] = v.height
+                del v
+                continue
+            vocabs[f.name], own[f.name] = v["value"], v.select("value", "count")
         elif f.name in counters:
             v = counters[f.name].vocab(f.min_count)
             vocabs[f.name] = v[f.name]
@@ -535,6 +543,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
         p.unlink()
     folder.rmdir()
 
+    sizes.update({name: len(values) for name, values in vocabs.items()})
     table_entries = {}
     for name, (keys, vectors) in tables.items():
         table_entries[name] = write_table(out, name, vocabs[name], keys, vectors,
@@ -542,7 +551,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     features = tuple(
         Feature(
             name=f.name, type=f.type,
-            vocab_size=(len(vocabs[f.name]) + FIRST_KNOWN_INDEX) if f.name in vocabs else 0,
+            vocab_size=(sizes[f.name] + FIRST_KNOWN_INDEX) if f.name in sizes else 0,
             max_len=max_lens.get(f.name, 0),
             min_count=f.min_count if f.type != "numeric" else DEFAULT_MIN_COUNT,
             source=f.source,
@@ -559,6 +568,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
                        meta=tuple(f.name for f in recipe.fields if f.type == "meta"),
                        notes={"official_split": recipe.official_split, "layout": recipe.layout, **recipe.notes})
     spec.save(out / SPEC)
+    written.update(write_vocabularies(out, own, order))  # the fields not written during the vocabulary step
     from bars import __version__ as bars_version
 
     manifest = {
@@ -576,7 +586,7 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
             + ("" if recipe.official_split else " (not the official split)")),
         "inputs": inputs,
         "splits": splits,
-        MANIFEST_KEY: write_vocabularies(out, own, [f.name for f in recipe.fields if f.type != "meta"]),
+        MANIFEST_KEY: {name: written[name] for name in order if name in written},  # field order
         "feature_spec_sha256": file_digest(out / SPEC, "sha256"),
         "seconds": round(time.perf_counter() - t0, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -7,8 +7,9 @@ rule's output (``bars.data.transforms.vocab_order``), so a value that is not in 
 and a missing value is padding (index 0). The manifest lists each file under ``vocabularies`` with its row count,
 dtype and sha256, and :func:`load_vocabularies` checks them against it and against the feature spec.
 
-The files are written after the splits and do not change their bytes, nor the dataset's fingerprint (which hashes
-the preprocessing config): they record what the preprocessing fitted on train, so that ``bars predict`` and
+The files are written while the vocabularies are taken (an interned field's as soon as its vocabulary is known, so
+that its values need not stay in memory through the encoding) and do not change the splits' bytes, nor the dataset's
+fingerprint (which hashes the preprocessing config): they record what the preprocessing fitted on train, so that ``bars predict`` and
 ``bars export`` encode new rows exactly as the splits were encoded, without re-fitting anything.
 """
 
@@ -39,18 +40,20 @@ def vocab_file(name: str, position: int) -> str:
 def write_vocabularies(folder: Path, frames: dict[str, pl.DataFrame], order: list[str]) -> dict[str, dict]:
     """Write ``frames[field]`` (columns ``value``, ``count``; rows in index order) for every field of ``order``
     that has one; return the manifest entries ``{field: {file, values, dtype, sha256}}`` in field order."""
-    entries: dict[str, dict] = {}
-    for position, name in enumerate(order):
-        if name not in frames:
-            continue
-        frame = frames[name].select(pl.col("value"), pl.col("count").cast(pl.Int64))
-        rel = vocab_file(name, position)
-        path = Path(folder) / rel
-        table = frame.to_arrow()
-        atomic_write(path, lambda tmp, t=table: pq.write_table(t, tmp, compression="zstd"))
-        entries[name] = {"file": rel, "values": frame.height, "dtype": str(frame.schema["value"]),
-                         "sha256": file_digest(path, "sha256")}
-    return entries
+    return {name: write_vocabulary(folder, name, position, frames[name])
+            for position, name in enumerate(order) if name in frames}
+
+
+def write_vocabulary(folder: Path, name: str, position: int, frame: pl.DataFrame) -> dict:
+    """Write one field's file (``frame``: ``value``, ``count``, rows in index order; ``position``: the field's in
+    the spec) and return its manifest entry ``{file, values, dtype, sha256}``."""
+    frame = frame.select(pl.col("value"), pl.col("count").cast(pl.Int64))
+    rel = vocab_file(name, position)
+    path = Path(folder) / rel
+    table = frame.to_arrow()
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return {"file": rel, "values": frame.height, "dtype": str(frame.schema["value"]),
+            "sha256": file_digest(path, "sha256")}
 
 
 def load_vocabularies(folder: Path, manifest: dict, spec: FeatureSpec, verify: bool = True) -> dict[str, pl.Series]:
