@@ -10,6 +10,7 @@ import random
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -311,3 +312,35 @@ def test_interner_hex_then_compact_then_full(tmp_path):
     it.release()
     with pytest.raises(RuntimeError, match="after release"):
         _ = it.size
+
+
+def test_interner_vocab_sorted_on_hex_numbers_is_the_rule():
+    """In hex mode the vocabulary is sorted on the numbers the values spell (first digit highest) and the kept
+    values exported after: the result is the rule's (``vocab_order`` on the strings), count ties included. Once a
+    value of another form arrives there are no numbers and the strings are sorted themselves: the same rule."""
+    import pyarrow as pa
+
+    from bars.data import transforms as T
+
+    rng = random.Random(2)
+    vals = list(dict.fromkeys(f"{rng.getrandbits(rng.choice([4, 8, 16, 32])):08x}" for _ in range(20_000)))
+    it = native.Interner()
+    it.intern_arrow(pa.array(vals))
+
+    def rule(values, counts, min_count):
+        frame = pl.DataFrame({"c": np.arange(len(values), dtype=np.uint32), "count": counts.astype(np.int64),
+                              "value": values})
+        return T.vocab_order(frame, "value", min_count)
+
+    keys = it.order_keys(np.arange(len(vals), dtype=np.uint32))
+    assert keys is not None and keys.dtype == np.uint32
+    assert [vals[i] for i in np.argsort(keys, kind="stable")] == sorted(vals)  # numbers order as strings do
+    it.counts = np.array([rng.randint(0, 4) for _ in vals], dtype=np.uint32)  # many ties
+    for min_count in (1, 2, 4):
+        assert it.vocab("c", min_count).equals(rule(vals, it.counts, min_count))
+
+    it.intern_arrow(pa.array(["ABCDEF01", "zz"]))  # not lowercase hex digits: hex mode is left
+    vals += ["ABCDEF01", "zz"]
+    assert it.order_keys(np.arange(3, dtype=np.uint32)) is None
+    it.counts = np.array([rng.randint(0, 4) for _ in vals], dtype=np.uint32)
+    assert it.vocab("c", 2).equals(rule(vals, it.counts, 2))

@@ -67,11 +67,22 @@ int64_t bars_interner_footprint(void *p) {
 #define ONES 0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
 
+/* The value's first byte in the key's highest byte (the key holds the bytes in memory order). */
+static inline uint64_t first_byte_high(uint64_t x) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap64(x);
+#else
+    return x;
+#endif
+}
+
 /* Hex mode's 32-bit number of a value's key (hash_key's: its 8 bytes) when they are 8 lowercase hex digits
- * (1, in *out), else 0. hex8_key is the inverse. Eight bytes at a time: a byte b (< 0x80) is in [lo, hi] when
- * b + 0x80 - lo has its high bit and b + 0x7F - hi has not (no carry leaves a byte). */
+ * (1, in *out), else 0: the number they spell, first digit highest, so numbers order as the values' bytes do.
+ * hex8_key is the inverse. Eight bytes at a time: a byte b (< 0x80) is in [lo, hi] when b + 0x80 - lo has its
+ * high bit and b + 0x7F - hi has not (no carry leaves a byte). */
 static inline int hex8_pack(uint64_t x, uint32_t *out) {
     if (x & HIGHS) return 0;
+    x = first_byte_high(x);
     uint64_t dig = (x + ONES * (0x80 - '0')) & ~(x + ONES * (0x7F - '9')) & HIGHS;
     uint64_t af = (x + ONES * (0x80 - 'a')) & ~(x + ONES * (0x7F - 'f')) & HIGHS;
     if ((dig | af) != HIGHS) return 0;
@@ -89,7 +100,7 @@ static inline uint64_t hex8_key(uint32_t packed) {
     v = (v | (v << 8)) & 0x00FF00FF00FF00FFull;
     v = (v | (v << 4)) & 0x0F0F0F0F0F0F0F0Full;
     uint64_t letter = ((v + ONES * 0x76) & HIGHS) >> 7;  /* digit >= 10 */
-    return v + ONES * '0' + letter * ('a' - '0' - 10);
+    return first_byte_high(v + ONES * '0' + letter * ('a' - '0' - 10));
 }
 
 /* Hex or compact mode: the length (in lens, when not NULL) and the value's bytes as a little-endian key (in keys)
@@ -112,6 +123,18 @@ static void compact_values(const Interner *t, uint64_t *keys, uint8_t *lens) {
         keys[id] = e.key;
         if (lens) lens[id] = (uint8_t)(e.meta >> 32);
     }
+}
+
+/* In hex mode, the number of every id's value (out[id], n of them: bars_interner_size): its values order as
+ * these numbers do, so the vocabulary can be sorted on them. 0, or -3 when the interner is not in hex mode. */
+int64_t bars_interner_hex_numbers(void *p, uint32_t *out) {
+    Interner *t = p;
+    if (!t->hslots) return -3;
+    for (uint64_t j = 0; j <= t->mask; j++) {
+        uint64_t e = t->hslots[j];
+        if (e) out[(e & 0xFFFFFFFFull) - 1] = (uint32_t)(e >> 32);
+    }
+    return 0;
 }
 
 /* Arrow large_string layout of the values of ids[0:k] in that order (ids NULL: every id, in id order): offsets

@@ -63,8 +63,18 @@ class Dictionary:
         # the values are looked up, so a rare value's string is never materialised (most of Criteo's ~33M)
         ids = np.flatnonzero(self.counts >= max(int(min_count), 1)).astype(np.uint32)
         v = pl.DataFrame({col: ids, "count": self.counts[ids].astype(np.int64)})
-        v = v.with_columns(self.values(v[col]).alias("value"))
-        return T.vocab_order(v, "value", min_count)
+        keys = self.order_keys(ids)
+        if keys is None:
+            return T.vocab_order(v.with_columns(self.values(v[col]).alias("value")), "value", min_count)
+        # integers that order as the values do: the rule sorts them, then the kept values are looked up in the
+        # final order (at Criteo's cardinality half the time and memory of sorting millions of strings)
+        v = T.vocab_order(v.with_columns(pl.Series("value", keys)), "value", min_count)
+        return v.with_columns(self.values(v[col]).alias("value"))
+
+    def order_keys(self, ids: np.ndarray) -> np.ndarray | None:
+        """Integers, one per id of ``ids``, whose order is that of the ids' values (None: there are none, the
+        values are sorted themselves). The native interner has them while its values are 8 hex digits."""
+        return None
 
     def encode(self, col: str) -> pl.Expr:
         return pl.col(col).cast(self.dtype).to_physical().alias(col)

@@ -426,7 +426,9 @@ def build(recipe: Recipe, out: Path, fingerprint: str) -> dict:
     order = [f.name for f in recipe.fields if f.type != "meta"]  # the vocabulary files' positions
     written: dict[str, dict] = {}  # manifest entries of the vocabulary files written so far
     sizes: dict[str, int] = {}  # vocabulary sizes of the fields written (not in vocabs)
-    for f in cat:
+    # the interned fields by size, largest last: its vocabulary's buffers can reuse what the others freed
+    interned = {name: d.size for name, d in dicts.items()}
+    for f in sorted(cat, key=lambda f: interned.get(f.name, -1)):
         if f.name in dicts:
             d = dicts[f.name]
             v = d.vocab(f.name, f.min_count)

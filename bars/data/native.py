@@ -73,6 +73,8 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_interner_footprint.restype = i64
             lib.bars_interner_export_ids.argtypes = [vp, p, i64, p, p]
             lib.bars_interner_export_ids.restype = i64
+            lib.bars_interner_hex_numbers.argtypes = [vp, p]
+            lib.bars_interner_hex_numbers.restype = i64
             lib.bars_tokenize.argtypes = [p, i64, ctypes.c_char, ctypes.c_int32, p, p, p, p, i64,
                                           ctypes.POINTER(i64), p, p]
             lib.bars_tokenize.restype = i64
@@ -182,6 +184,16 @@ class Interner(Dictionary):
             raise MemoryError("native interner")
         table = pa.LargeStringArray.from_buffers(k, pa.py_buffer(offsets), pa.py_buffer(data))
         return pl.Series("", table).cast(pl.String)
+
+    def order_keys(self, ids: np.ndarray) -> np.ndarray | None:
+        """While every value is 8 lowercase hex digits (the C side's hex mode): the number each of ``ids``'s values
+        spells, first digit highest. Numbers order as the values' bytes (polars's string order) do, so the
+        vocabulary can be sorted on them and only the kept values exported, in their final order. Else None."""
+        size = self.size
+        numbers = np.empty(max(size, 1), dtype=np.uint32)
+        if self._lib.bars_interner_hex_numbers(self._ptr, numbers.ctypes.data) != 0:
+            return None
+        return numbers[ids]
 
     @property
     def footprint(self) -> int:
