@@ -80,3 +80,33 @@ def test_generator_cardinalities(tmp_path):
     with pytest.raises(ValueError, match="cardinality 'avazu': expected one of synthetic, criteo"):
         synthetic.generate_criteo(tmp_path / "a.txt", 10, cardinality="avazu")
     assert not (tmp_path / "a.txt").exists()
+
+
+def test_min_count_reaches_the_prepare_and_the_table(monkeypatch, capsys, tmp_path):
+    """``--min-count`` is the prepare's ``data.min_count`` (a real prepare of 2,000 rows: the vocabulary files it
+    writes keep only values seen that often) and the table says which threshold it ran with; a bad one is refused
+    before anything is written."""
+    monkeypatch.setattr(sys, "argv", ["bench-data", "--rows", "2000", "--workdir", str(tmp_path), "--min-count", "0"])
+    assert bench.main() == 2 and "--min-count 0: expected a whole number >= 1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+    raw, data_dir = tmp_path / "raw", tmp_path / "d"
+    from bars.data.synthetic import generate_criteo
+
+    generate_criteo(raw / "synthetic_criteo_2000_0.txt", 2000, 0)
+    assert bench.prepare_command(2000, raw, data_dir, None)[-1] == f"paths.data={data_dir}"
+    cmd = bench.prepare_command(2000, raw, data_dir, 40)
+    assert cmd[-1] == "data.min_count=40"
+    subprocess.run(cmd, check=True, capture_output=True)
+    import polars as pl
+
+    vocab = next(data_dir.glob("synthetic/*/vocab/C1.parquet"))
+    counts = pl.read_parquet(vocab)["count"]
+    assert len(counts) > 0 and counts.min() >= 40
+
+    monkeypatch.setattr(sys, "argv", ["bench-data", "--rows", "2000", "--workdir", str(tmp_path / "w"),
+                                      "--min-count", "3"])
+    assert bench.main() == 0
+    out = capsys.readouterr().out
+    assert "min_count 3" in out and "goal peak < 1.5 GB" in out
+    assert out.strip().splitlines()[-1].endswith("| met |")  # 2,000 rows: far under 1.5 GB
