@@ -287,6 +287,9 @@ def test_interner_hex_then_compact_then_full(tmp_path):
     slots = 2 ** (len(hexes) * 4 // 3).bit_length()  # a power of two at load <= 3/4
     assert it.footprint == 8 * slots
     assert it.values(pl.Series(range(len(hexes)), dtype=pl.UInt32)).to_list() == hexes
+    assert it.values(pl.Series([], dtype=pl.UInt32)).to_list() == []
+    with pytest.raises(IndexError, match="not interned"):
+        it.values(pl.Series([len(hexes)], dtype=pl.UInt32))
 
     # 8 bytes but not lowercase hex digits, then shorter values: the same ids in 16-byte slots
     others = ["0123ABCD", "0123abcg", "0123abc/", "0123abc:", "0123abc`", "", "a", "ab", "ab\x00", "1005"]

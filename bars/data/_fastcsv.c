@@ -137,6 +137,48 @@ int64_t bars_interner_hex_numbers(void *p, uint32_t *out) {
     return 0;
 }
 
+/* Arrow string_view layout of the values of ids[0:k] in that order, while every value is at most 8 bytes (hex and
+ * compact modes): 16 bytes each in views, the length (int32) then the bytes inline, zero-padded; no data buffer.
+ * Returns 0, -1 when out of memory, -2 for an id not interned, -3 in full mode (bars_interner_export_ids then). */
+int64_t bars_interner_export_views(void *p, const uint32_t *ids, int64_t k, uint8_t *views) {
+    Interner *t = p;
+    if (t->offsets) return -3;
+    for (int64_t j = 0; j < k; j++)
+        if ((int64_t)ids[j] >= t->n) return -2;
+    size_t n = (size_t)(t->n > 0 ? t->n : 1);
+    uint32_t *numbers = NULL;
+    uint64_t *keys = NULL;
+    uint8_t *lens = NULL;
+    if (t->hslots) {  /* 4 bytes per id, not the 9 of compact_values */
+        numbers = malloc(n * sizeof(uint32_t));
+        if (!numbers) return -1;
+        bars_interner_hex_numbers(t, numbers);
+    } else {
+        keys = malloc(n * sizeof(uint64_t));
+        lens = malloc(n);
+        if (!keys || !lens) {
+            free(keys); free(lens);
+            return -1;
+        }
+        compact_values(t, keys, lens);
+    }
+    for (int64_t j = 0; j < k; j++) {
+        uint32_t id = ids[j];
+        int32_t len = numbers ? 8 : (int32_t)lens[id];
+        uint64_t key = numbers ? hex8_key(numbers[id]) : keys[id];
+        uint8_t *v = views + 16 * j;
+        memset(v, 0, 16);
+        memcpy(v, &len, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(v + 4, &key, (size_t)len);
+#else
+        for (int b = 0; b < len; b++) v[4 + b] = (uint8_t)(key >> (8 * b));
+#endif
+    }
+    free(numbers); free(keys); free(lens);
+    return 0;
+}
+
 /* Arrow large_string layout of the values of ids[0:k] in that order (ids NULL: every id, in id order): offsets
  * (k + 1 int64, offsets[0] = 0) and, when data is not NULL, their bytes in data. Returns the bytes (data's size),
  * -1 when out of memory, -2 for an id not interned. */
