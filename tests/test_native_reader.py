@@ -347,3 +347,22 @@ def test_interner_vocab_sorted_on_hex_numbers_is_the_rule():
     assert it.order_keys(np.arange(3, dtype=np.uint32)) is None
     it.counts = np.array([rng.randint(0, 4) for _ in vals], dtype=np.uint32)
     assert it.vocab("c", 2).equals(rule(vals, it.counts, 2))
+
+
+def test_hex_fields_leaving_hex_mode_mid_file_do_not_change_the_bytes(tmp_path, monkeypatch):
+    """Fields of 8 hex digits (the interner's hex mode, whose vocabulary is sorted on the numbers they spell) that
+    meet another value mid-file: an upper-case one, a short one, a long one. Both readers give the same files."""
+    from bars.data.recipes import tabular_recipe
+
+    rng = random.Random(11)
+    rows = ["click,h,g"]
+    for i in range(4000):
+        h = {2500: "ABCDEF01", 3100: "x"}.get(i, f"{rng.getrandbits(10):08x}")  # ~1,000 values: count ties
+        g = f"longer_value_{i % 7}" if i > 1200 and i % 9 == 0 else f"{rng.getrandbits(9) << 20:08x}"
+        rows.append(f"{i % 2},{h},{g}")
+    for split, sl in (("train", slice(1, 3201)), ("valid", slice(3201, 3601)), ("test", slice(3601, 4001))):
+        (tmp_path / f"{split}.csv").write_text("\n".join([rows[0], *rows[sl]]) + "\n")
+    data = {"name": "hexes", "files": {k: f"{k}.csv" for k in ("train", "valid", "test")}, "label": "click",
+            "categorical": ["h", "g"], "min_count": 2, "missing": "oov"}
+    got = _build_both(tmp_path / "o", monkeypatch, lambda: tabular_recipe(data, tmp_path))
+    assert got["splits"]["train"]["rows"] == 3200
