@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* A slot holds a value's first 8 bytes (zero-padded) or, for longer values, its hash, and (length << 32) | (id + 1):
  * values of up to 8 bytes (hashed CTR ids such as Criteo's) are found without touching the arena. */
@@ -37,11 +38,32 @@ typedef struct {
     uint64_t mask;
 } Interner;
 
+/* Hash tables: those of 2 MiB or more are their own anonymous mappings, asked for transparent huge pages (a
+ * Criteo field's 128 MiB table is probed at random, one row after another: with 4 KiB pages nearly every probe
+ * misses the TLB as well as the cache), and given back to the system when freed. Smaller ones come from calloc. */
+#define TABLE_MAPPED (2u << 20)
+
+static void *table_alloc(size_t bytes) {
+    if (bytes < TABLE_MAPPED) return calloc(1, bytes);
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE);  /* a hint: where THP is off, plain pages */
+#endif
+    return p;
+}
+
+static void table_free(void *p, size_t bytes) {
+    if (!p) return;
+    if (bytes < TABLE_MAPPED) free(p);
+    else munmap(p, bytes);
+}
+
 void *bars_interner_new(void) {
     Interner *t = calloc(1, sizeof(Interner));
     if (!t) return NULL;
     t->mask = (1u << 12) - 1;
-    t->hslots = calloc(t->mask + 1, sizeof(uint64_t));
+    t->hslots = table_alloc((t->mask + 1) * sizeof(uint64_t));
     if (!t->hslots) {
         free(t);
         return NULL;
@@ -52,7 +74,9 @@ void *bars_interner_new(void) {
 void bars_interner_free(void *p) {
     Interner *t = p;
     if (!t) return;
-    free(t->hslots); free(t->slots); free(t->offsets); free(t->arena); free(t);
+    table_free(t->hslots, (t->mask + 1) * sizeof(uint64_t));
+    table_free(t->slots, (t->mask + 1) * sizeof(Slot));
+    free(t->offsets); free(t->arena); free(t);
 }
 
 int64_t bars_interner_size(void *p) { return ((Interner *)p)->n; }
@@ -269,7 +293,7 @@ static inline uint64_t hex_hash(uint32_t packed) { return mix(hex8_key(packed) ^
 /* Hex mode's table twice as large. */
 static int grow_hex(Interner *t) {
     uint64_t mask = (t->mask << 1) | 1;
-    uint64_t *slots = calloc(mask + 1, sizeof(uint64_t));
+    uint64_t *slots = table_alloc((mask + 1) * sizeof(uint64_t));
     if (!slots) return -1;
     for (uint64_t j = 0; j <= t->mask; j++) {
         uint64_t e = t->hslots[j];
@@ -278,7 +302,7 @@ static int grow_hex(Interner *t) {
         while (slots[i]) i = (i + 1) & mask;
         slots[i] = e;
     }
-    free(t->hslots);
+    table_free(t->hslots, (t->mask + 1) * sizeof(uint64_t));
     t->hslots = slots;
     t->mask = mask;
     return 0;
@@ -287,7 +311,7 @@ static int grow_hex(Interner *t) {
 /* Leave hex mode for compact mode: the same values and ids in 16-byte slots. 0, or -1 when out of memory (the
  * interner is then unchanged). */
 static int leave_hex(Interner *t) {
-    Slot *slots = calloc(t->mask + 1, sizeof(Slot));
+    Slot *slots = table_alloc((t->mask + 1) * sizeof(Slot));
     if (!slots) return -1;
     for (uint64_t j = 0; j <= t->mask; j++) {
         uint64_t e = t->hslots[j];
@@ -298,7 +322,7 @@ static int leave_hex(Interner *t) {
         slots[i].key = key;
         slots[i].meta = (8ull << 32) | (e & 0xFFFFFFFFull);
     }
-    free(t->hslots);
+    table_free(t->hslots, (t->mask + 1) * sizeof(uint64_t));
     t->hslots = NULL;
     t->slots = slots;
     return 0;
@@ -306,7 +330,7 @@ static int leave_hex(Interner *t) {
 
 static int grow_table(Interner *t) {
     uint64_t mask = (t->mask << 1) | 1;
-    Slot *slots = calloc(mask + 1, sizeof(Slot));
+    Slot *slots = table_alloc((mask + 1) * sizeof(Slot));
     if (!slots) return -1;
     for (uint64_t j = 0; j <= t->mask; j++) {
         Slot e = t->slots[j];
@@ -317,7 +341,7 @@ static int grow_table(Interner *t) {
         while (slots[i].meta) i = (i + 1) & mask;
         slots[i] = e;
     }
-    free(t->slots);
+    table_free(t->slots, (t->mask + 1) * sizeof(Slot));
     t->slots = slots;
     t->mask = mask;
     return 0;
