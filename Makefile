@@ -146,7 +146,7 @@ lint: $(STAMP) ## ruff
 bench: bench-data bench-train bench-metrics bench-predict ## All benchmarks (print figures; the hours-long sweep study: make bench-sweep)
 	$(BARS) bench sweep --overhead $(ARGS)
 
-bench-data: $(STAMP) ## Preprocessing rows/s, peak RSS, load s on synthetic data: [ROWS=1000000,4000000] (any size, e.g. 45000000)
+bench-data: $(STAMP) ## Preprocessing rows/s, peak RSS, load s on synthetic data: [ROWS=1000000,4000000] (any size, e.g. 45000000) [ARGS="--cardinality criteo --min-count 10"]: Criteo's vocabulary sizes
 	$(BARS) bench data $(if $(ROWS),--rows $(ROWS)) $(ARGS)
 
 bench-train: $(STAMP) ## Training samples/s for every model, DCN at Frappe_x1, DCN/DeepFM/DNN at Criteo shape (2.5M emb rows)
