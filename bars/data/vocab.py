@@ -8,9 +8,10 @@ and a missing value is padding (index 0). The manifest lists each file under ``v
 dtype and sha256, and :func:`load_vocabularies` checks them against it and against the feature spec.
 
 The files are written while the vocabularies are taken (an interned field's as soon as its vocabulary is known, so
-that its values need not stay in memory through the encoding) and do not change the splits' bytes, nor the dataset's
-fingerprint (which hashes the preprocessing config): they record what the preprocessing fitted on train, so that ``bars predict`` and
-``bars export`` encode new rows exactly as the splits were encoded, without re-fitting anything.
+that its values need not stay in memory through the encoding). They do not change the splits' bytes, nor the
+dataset's fingerprint (which hashes the preprocessing config): they record what the preprocessing fitted on train,
+so that ``bars predict`` and ``bars export`` encode new rows exactly as the splits were encoded, without re-fitting
+anything.
 """
 
 from __future__ import annotations
