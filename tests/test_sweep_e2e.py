@@ -46,10 +46,16 @@ def shared(tmp_path_factory):
     return root
 
 
-def base(shared: Path, tmp_path: Path, rows: int, *extra: str) -> list[str]:
+# the kill tests' batch size: 75 steps an epoch of their 12,000 rows, so that a trial stays between its first and
+# its last epoch long enough to be caught there (at 512, a fast host ran the whole 3-trial sweep in 3 s, between
+# two polls)
+KILL_BATCH = 128
+
+
+def base(shared: Path, tmp_path: Path, rows: int, *extra: str, batch_size: int = 512) -> list[str]:
     return ["model=dcn", "data=movielens_small", f"data.rows={rows}", f"paths.data={shared / 'data'}",
             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"sweep.dir={tmp_path / 'sw'}",
-            f"sweep.search_dir={shared / 'search'}", "sweep.progress=plain", "train.batch_size=512",
+            f"sweep.search_dir={shared / 'search'}", "sweep.progress=plain", f"train.batch_size={batch_size}",
             "train.eval_batch_size=4096", "sweep.threads=1", *extra]
 
 
@@ -152,7 +158,8 @@ def test_real_sweep_records_mlflow_and_resumes(shared, tmp_path):
 
 def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):
     ov = base(shared, tmp_path, 12000, "sweep.trials=3", "sweep.workers=2", "train.max_epochs=4",
-              "sweep.pruner.name=median", "sweep.pruner.median.n_startup_trials=1000", "sweep.poll=0.5")
+              "sweep.pruner.name=median", "sweep.pruner.median.n_startup_trials=1000", "sweep.poll=0.5",
+              batch_size=KILL_BATCH)
     log = tmp_path / "sweep.log"
     proc = launch(ov, log)
     try:
@@ -183,7 +190,7 @@ def test_two_journal_workers_survive_kill9_of_one(shared, tmp_path):
 
 def test_kill_whole_sweep_and_rerun_resumes(shared, tmp_path):
     ov = base(shared, tmp_path, 12000, "sweep.trials=3", "train.max_epochs=4",
-              "sweep.pruner.name=median", "sweep.pruner.median.n_startup_trials=1000")
+              "sweep.pruner.name=median", "sweep.pruner.median.n_startup_trials=1000", batch_size=KILL_BATCH)
     log = tmp_path / "sweep.log"
     proc = launch(ov, log)
     try:
@@ -212,7 +219,8 @@ def test_kill_whole_sweep_and_rerun_resumes(shared, tmp_path):
 def test_postgres_two_workers_retry_killed_trial_with_same_params(shared, tmp_path, postgres_url):  # noqa: F811
     ov = base(shared, tmp_path, 12000, "sweep.trials=3", "sweep.workers=2", "train.max_epochs=4",
               f"sweep.storage={postgres_url}", "sweep.heartbeat_interval=1", "sweep.grace_period=4",
-              "sweep.pruner.name=median", "sweep.pruner.median.n_startup_trials=1000", "sweep.poll=0.5")
+              "sweep.pruner.name=median", "sweep.pruner.median.n_startup_trials=1000", "sweep.poll=0.5",
+              batch_size=KILL_BATCH)
     log = tmp_path / "sweep.log"
     proc = launch(ov, log)
     try:
