@@ -181,23 +181,23 @@ class Interner(Dictionary):
         if rc == 0:
             return pl.Series("", pa.Array.from_buffers(pa.string_view(), k, [None, pa.py_buffer(views)]))
         del views
-        if rc == -2:
-            raise IndexError(f"native interner: an id in {ids.name!r} is not interned (the interner holds {self.size})")
-        if rc == -1:
-            raise MemoryError("native interner")
-        # -3: a value is longer than 8 bytes: Arrow large_string from the arena
+        if rc != -3:  # -3: a value is longer than 8 bytes: Arrow large_string from the arena, below
+            self._export_failed(rc, ids)
         offsets = np.empty(k + 1, dtype=np.int64)
         nbytes = self._lib.bars_interner_export_ids(self._live(), arr.ctypes.data, k, offsets.ctypes.data, None)
         data = np.empty(max(nbytes, 1), dtype=np.uint8)
         if nbytes >= 0:
             nbytes = self._lib.bars_interner_export_ids(self._ptr, arr.ctypes.data, k, offsets.ctypes.data,
                                                         data.ctypes.data)
-        if nbytes == -2:
-            raise IndexError(f"native interner: an id in {ids.name!r} is not interned (the interner holds {self.size})")
         if nbytes < 0:
-            raise MemoryError("native interner")
+            self._export_failed(nbytes, ids)
         table = pa.LargeStringArray.from_buffers(k, pa.py_buffer(offsets), pa.py_buffer(data))
         return pl.Series("", table).cast(pl.String)
+
+    def _export_failed(self, rc: int, ids: pl.Series) -> None:
+        if rc == -2:
+            raise IndexError(f"native interner: an id in {ids.name!r} is not interned (the interner holds {self.size})")
+        raise MemoryError("native interner")
 
     def order_keys(self, ids: np.ndarray) -> np.ndarray | None:
         """While every value is 8 lowercase hex digits (the C side's hex mode): the number each of ``ids``'s values
