@@ -65,3 +65,24 @@ def test_frappe_shape_files_are_bars_frappe_x1_rows(tmp_path):
     assert len(train) == b.FRAPPE_TRAIN_ROWS + 1 and train[0] == valid[0]
     pool = set(valid[1:]) | set((folder / "test.csv").read_text().splitlines()[1:])
     assert set(train[1:1000]) <= pool
+
+
+def test_bars_overrides_come_last_and_reach_the_config(tmp_path):
+    from bars.config import compose
+
+    b = _bench()
+    data = b.write_data("criteo", tmp_path / "raw", 80)
+    a = {"shape": "criteo", "model": "dcn", "params": b.shape_params("dcn", "criteo"), "epochs": 4, "threads": 1,
+         "root": str(tmp_path), "data_dir": str(data),
+         "bars_overrides": ["train.precision=bf16", "train.max_epochs=2"]}
+    ov = b.bars_overrides(a)
+    assert ov[-2:] == ["train.precision=bf16", "train.max_epochs=2"]
+    cfg = compose(ov)
+    assert cfg.train.precision == "bf16" and cfg.train.max_epochs == 2  # the user's override wins over the bench's
+
+
+def test_a_bars_override_without_a_value_is_an_error(capsys):
+    b = _bench()
+    with pytest.raises(SystemExit):
+        b.main(["--whole-run", "--bars-override", "train.precision"])
+    assert "--bars-override: expected KEY=VALUE, got ['train.precision']" in capsys.readouterr().err

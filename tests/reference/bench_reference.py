@@ -24,7 +24,10 @@ the thread that runs it (``time.thread_time``) instead of the wall clock: on a s
 process waits for a core then counts for neither side, so the figure is what a quiet core would give.
 
     PYTHONPATH=. .venv-ref/bin/python tests/reference/bench_reference.py [--threads 2] [--repeats 5]
-        [--models dcn,dnn] [--shapes frappe,criteo]
+        [--models dcn,dnn] [--shapes frappe,criteo] [--precision bf16]
+
+``--precision bf16`` runs bars's steps under ``train.precision=bf16`` (FuxiCTR's stay in float32): what the switch
+buys on a CPU with bfloat16 instructions, not a like-for-like figure.
 
 ``--whole-run`` measures whole runs instead (4 epochs, tracking on, data to test metrics): bench_whole_run.py.
 """
@@ -48,7 +51,7 @@ from fuxictr_zoo import REFERENCES, model_configs
 from bars.data.spec import Feature, FeatureSpec
 from bars.models import build
 from bars.models.layers import init_bars_
-from bars.train import TrainConfig, TrainStep
+from bars.train import PRECISIONS, TrainConfig, TrainStep
 
 FRAPPE_VOCAB = {"user": 956, "item": 4084, "daytime": 9, "weekday": 9, "isweekend": 4, "homework": 5, "cost": 4,
                 "weather": 11, "country": 82, "city": 235}
@@ -141,7 +144,8 @@ def pair(name: str, spec: FeatureSpec, dim: int, params: dict, reg_e: float):
     return ours.train(), theirs.train()
 
 
-def measure(cid: str, shape: str, repeats: int, steps: int, clock=time.perf_counter) -> tuple[float, float] | None:
+def measure(cid: str, shape: str, repeats: int, steps: int, clock=time.perf_counter,
+            precision: str = "fp32") -> tuple[float, float] | None:
     spec, dim = spec_of(shape)
     name, params = yaml_params(cid, dim)
     seq_model = REFERENCES[name].data in ("frappe_seq", "frappe_seq_neg")
@@ -157,7 +161,7 @@ def measure(cid: str, shape: str, repeats: int, steps: int, clock=time.perf_coun
         spec = numeric_as_categorical(spec)
     reg_e = 0.05
     ours, theirs = pair(name, spec, dim, params, reg_e)
-    step = TrainStep(ours, TrainConfig(embedding_regularizer=reg_e, device="cpu", loss="bce"))
+    step = TrainStep(ours, TrainConfig(embedding_regularizer=reg_e, device="cpu", loss="bce", precision=precision))
     batches = [batch_of(spec, s) for s in range(3)]
     if multi_task:  # the second label: 1 on a seeded third of the clicked rows (a click -> conversion funnel)
         g = torch.Generator().manual_seed(7)
@@ -207,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shapes", default="frappe,criteo,seq")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time; cpu: the running thread's CPU time (needs --threads 1)")
+    ap.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                    help="bars side's train.precision (bf16: its forward under autocast to bfloat16); FuxiCTR's side "
+                         "stays float32, as FuxiCTR trains")
     args = ap.parse_args(argv)
     if args.clock == "cpu" and args.threads != 1:
         ap.error(f"--clock cpu times the calling thread only, so it needs --threads 1 (got --threads {args.threads})")
@@ -217,14 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"no config with a FuxiCTR composition: {unknown}; known: {known}")
     print(f"bars vs FuxiCTR 2.3.10 training step, batch {BATCH}, {args.threads} threads, torch {torch.__version__}, "
-          f"median of {args.repeats} interleaved repeats, {args.clock} clock")
+          f"median of {args.repeats} interleaved repeats, {args.clock} clock, bars precision {args.precision}")
     print(f"{'config':<12} {'shape':<7} {'bars samples/s':>15} {'FuxiCTR samples/s':>18} {'ratio':>7}")
     ratios: dict[str, list[float]] = {}
     for shape in [s for s in args.shapes.split(",") if s]:
         steps = args.steps or (1 if shape == "criteo" else 3)
         for m in models:
             try:
-                got = measure(m, shape, args.repeats, steps, clock)
+                got = measure(m, shape, args.repeats, steps, clock, args.precision)
             except NotImplementedError as exc:  # a composition FuxiCTR cannot build at this shape (e.g. DLRM)
                 print(f"{m:<12} {shape:<7} (not measured: {exc})", flush=True)
                 continue

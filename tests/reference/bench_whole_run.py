@@ -154,7 +154,7 @@ def bars_overrides(a: dict[str, Any]) -> list[str]:
            f"tracking.helper={a.get('tracking_helper', 'auto')}",
            f"tracking.spool_dir={root / 'bars' / 'spool'}", f"paths.data={root / 'bars' / 'data'}",
            f"paths.checkpoints={root / 'bars' / 'ckpt'}"]
-    return ov
+    return ov + list(a.get("bars_overrides", ()))
 
 
 def bars_worker(a: dict[str, Any]) -> dict[str, Any]:
@@ -364,9 +364,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="bars side: auto = as `bars train` (MLflow written by the tracking helper process, the "
                          "process ended without the interpreter's teardown), false = in the run's process, normal "
                          "exit (before session 21)")
+    ap.add_argument("--bars-override", action="append", default=[], metavar="KEY=VALUE",
+                    help="one more Hydra override for bars's runs, after the bench's own (repeatable), e.g. "
+                         "train.precision=bf16; FuxiCTR's side is unchanged")
     ap.add_argument("--keep", help="use (and keep) this folder instead of a temporary one")
     ap.add_argument("--json", help="also write every run's figures to this JSON file")
     args = ap.parse_args(argv)
+    bad_overrides = [o for o in args.bars_override if "=" not in o or o.startswith("=")]
+    if bad_overrides:
+        ap.error(f"--bars-override: expected KEY=VALUE, got {bad_overrides}")
     if not Path(args.bars_python).exists():
         ap.error(f"--bars-python {args.bars_python} does not exist (make install creates .venv)")
     models = [m for m in args.models.split(",") if m]
@@ -389,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     print(f"bars vs FuxiCTR 2.3.10 whole run: {args.epochs} epochs, tracking on (bars), {args.threads} threads, "
           f"FuxiCTR loader {args.fuxictr_loader}, median of {args.repeats} interleaved repeats; "
+          f"bars overrides {args.bars_override or 'none'}; "
           f"load average at start {_load()}", flush=True)
     try:
         for shape in shapes:
@@ -398,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                 a = {"shape": shape, "model": m, "params": shape_params(m, shape), "epochs": args.epochs,
                      "threads": args.threads, "root": str(root), "data_dir": str(data_dir),
                      "fx_root": str(root / "fuxictr"), "dataset_id": f"{shape}_shape", "loader": args.fuxictr_loader,
-                     "fuxictr_workers": args.fuxictr_workers, "tracking_helper": args.tracking_helper}
+                     "fuxictr_workers": args.fuxictr_workers, "tracking_helper": args.tracking_helper,
+                     "bars_overrides": args.bars_override}
                 if not built:  # each side builds its dataset once per shape (not in the medians)
                     fx = launch(args.fuxictr_python, "fuxictr", {**a, "build": True}, args.threads)
                     first = launch(args.bars_python, "bars", a, args.threads)
