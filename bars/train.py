@@ -69,7 +69,7 @@ from bars.optim import (
 )
 from bars.optim import make_adam as _make_adam
 from bars.optim import set_lr as _set_lr
-from bars.precision import PRECISIONS, autocast, set_tf32  # noqa: F401 (re-exported)
+from bars.precision import PRECISIONS, autocast, set_tf32, warn_if_slow  # noqa: F401 (re-exported)
 from bars.precision import float_outputs as _float
 from bars.train_config import TrainConfig
 from bars.train_support import (  # re-exported (__all__)
@@ -528,6 +528,7 @@ def fit(
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     set_tf32(cfg.tf32)
+    warn_if_slow(device, cfg.precision)
     seed_everything(seed, deterministic=cfg.deterministic)
     monitor = cfg.monitor_spec
     needs_groups = [m.name for m in monitor.metrics if "groups" in m.inputs]

@@ -9,12 +9,14 @@ import itertools
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from bars import distributed as dist
+from bars.precision import bf16_fast
 from bars.train import TrainConfig, TrainConfigError, fit, predict
 
 HERE = Path(__file__).resolve().parent
@@ -181,6 +183,18 @@ def test_precision_and_tf32_switches():
         set_tf32(False)
 
 
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads /proc/cpuinfo (Linux)")
+def test_bf16_fast_on_the_cpu_follows_its_instructions():
+    """bfloat16 arithmetic of the CPU's own: AVX512-BF16 or AMX on x86, BF16 on Arm (AVX-512 alone emulates it);
+    the probe agrees with this machine's flags, whichever machine runs the test."""
+    flags: set[str] = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.split(":")[0].strip() in ("flags", "Features"):
+            flags |= set(line.split(":", 1)[1].split())
+    want = bool({"avx512_bf16", "amx_bf16", "amx_tile"} & flags) if "sse2" in flags else "bf16" in flags
+    assert bf16_fast(torch.device("cpu")) is want
+
+
 def test_bf16_autocast_runs_the_forward_in_bfloat16():
     from bars.models import build
 
@@ -189,7 +203,11 @@ def test_bf16_autocast_runs_the_forward_in_bfloat16():
     seen = []
     net.mlp.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     cfg = train_config(256, precision="bf16")
-    result = fit(net, tiny_data(2000, seed=1), tiny_data(701, seed=2), cfg, seed=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit(net, tiny_data(2000, seed=1), tiny_data(701, seed=2), cfg, seed=5)
+    slow = [w for w in caught if "train.precision=bf16 on cpu without bfloat16 instructions" in str(w.message)]
+    assert len(slow) == (0 if bf16_fast(torch.device("cpu")) else 1)  # said once, where the CPU emulates bfloat16
     assert set(seen) == {torch.bfloat16}  # training steps and validation passes alike
     probs = predict(net, tiny_data(701, seed=2), 100, precision="bf16")
     assert probs.dtype == torch.float32  # scores leave autocast in float32

@@ -212,6 +212,13 @@ def profile_frappe_dcn(train, threads: int, steps: int = 8) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=22, max_name_column_width=44))
 
 
+def _bf16_note(device: torch.device) -> str:
+    """`` (bfloat16 native)`` or `` (bfloat16 emulated: slower than fp32)`` for the header of a bf16 bench."""
+    from bars.precision import bf16_fast
+
+    return " (bfloat16 native)" if bf16_fast(device) else " (bfloat16 emulated: slower than fp32 here)"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(prog="bars bench train")
     ap.add_argument("--models", default="", help="comma-separated subset of the zoo (default: all)")
@@ -266,7 +273,8 @@ def main() -> int:
     print(
         f"bars bench train: torch {torch.__version__}, {device}, {threads} CPU threads, {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.1f} at start, batch 4096, eval batch {TrainConfig().eval_batch_size}, "
-        f"precision {args.precision}, cuda_graph {args.cuda_graph}"
+        f"precision {args.precision}{_bf16_note(device) if args.precision == 'bf16' else ''}, "
+        f"cuda_graph {args.cuda_graph}"
     )
     rows: list[Row] = []
     if not args.skip_zoo:
