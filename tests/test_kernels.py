@@ -71,19 +71,76 @@ def test_compiled_backward_equals_the_float_mask_product(compiled, monkeypatch, 
     assert torch.equal(keep_t, keep)
 
 
+def bits16(t: torch.Tensor) -> torch.Tensor:
+    """A bfloat16 tensor's bit patterns, every NaN as one pattern: torch itself writes a NaN as 0x7FC0 or 0xFFFF
+    depending on whether its scalar or its vectorised loop rounded it (the tensor's size decides)."""
+    return torch.where(t.isnan(), torch.tensor(0x7FC0, dtype=torch.int16), t.view(torch.int16))
+
+
+BF16_SPECIAL = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 1e-40, -1e-40, 3e38, -3e38, 1.00390625]
+
+
+@pytest.mark.parametrize("scale", [SCALE, 1 / 0.9, 1 / 0.7])  # 1.25 is a bfloat16 value, 1/0.9 and 1/0.7 are not
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("n", [1, 5, 4097, 3 * 4096 + 7, 100_003])
+def test_compiled_bf16_mask_equals_fallback(compiled, monkeypatch, relu: bool, n: int, scale: float) -> None:
+    """Under train.precision=bf16 a dropout sees bfloat16 activations: the kernel's bfloat16 pass gives torch's
+    bfloat16 product ``x * keep.to(bfloat16).mul_(scale)`` bit for bit (specials included), keeps the same elements
+    as the float32 pass of the same key, and its backward is ``grad * mask`` in bfloat16."""
+    g = torch.Generator().manual_seed(n)
+    x = (torch.randn(n, generator=g) * 3).to(torch.bfloat16)
+    grad = torch.randn(n, generator=g).to(torch.bfloat16)
+    k = min(n, len(BF16_SPECIAL))
+    x[:k] = torch.tensor(BF16_SPECIAL[:k]).to(torch.bfloat16)
+    grad[-k:] = torch.tensor(BF16_SPECIAL[:k]).to(torch.bfloat16)
+    threshold = round((1 - 1 / scale) * 65536) - 32768
+    for key in (0, 2**64 - 1, 0x0123456789ABCDEF):
+        out, keep = K.dropout_keep(x, threshold, scale, relu, key)
+        dx = K.dropout_grad(grad, keep, scale)
+        monkeypatch.setenv("BARS_KERNELS", "torch")
+        out_t, keep_t = K.dropout_keep(x, threshold, scale, relu, key)
+        dx_t = K.dropout_grad(grad, keep_t, scale)
+        _, keep_f32 = K.dropout_keep(x.float(), threshold, scale, relu, key)
+        monkeypatch.delenv("BARS_KERNELS")
+        assert out.dtype == dx.dtype == torch.bfloat16
+        assert torch.equal(keep, keep_t) and torch.equal(keep, keep_f32)
+        assert torch.equal(bits16(out), bits16(out_t)) and torch.equal(bits16(dx), bits16(dx_t))
+        mask = keep.to(torch.bfloat16).mul_(scale)  # the product with the bfloat16 mask, as autograd would take it
+        assert torch.equal(bits16(out), bits16(x * mask)) and torch.equal(bits16(dx), bits16(grad * mask))
+
+
+def test_bf16_dropout_module_trains_through_the_kernel(compiled) -> None:
+    """ReLUDropout on a bfloat16 activation in training: a bfloat16 output, and the gradient reaches the input only
+    where the element was kept (and positive)."""
+    torch.manual_seed(3)
+    layer = ReLUDropout(0.2).train()
+    x = torch.randn(4096, 40).to(torch.bfloat16).requires_grad_()
+    y = layer(x)
+    y.float().sum().backward()
+    assert y.dtype == x.grad.dtype == torch.bfloat16
+    kept = y != 0
+    assert torch.equal(x.grad != 0, kept) and bool((x[kept] > 0).all())
+    assert torch.equal(x.grad[kept].float(), torch.full((int(kept.sum()),), 1.25))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_compiled_mask_does_not_depend_on_the_threads(compiled, monkeypatch, threads: int) -> None:
+def test_compiled_mask_does_not_depend_on_the_threads(compiled, monkeypatch, threads: int, dtype) -> None:
     """Above 65,536 elements the kernel splits its blocks between torch's OpenMP threads: the same bits."""
-    x = torch.randn(37 * 4096 + 5, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(37 * 4096 + 5, generator=torch.Generator().manual_seed(1)).to(dtype)
+    as_bits = bits if dtype == torch.float32 else bits16
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         out, mask = K.dropout_mask(x, THRESHOLD, SCALE, True, 99)
+        dx = K.dropout_grad(x, (mask != 0).view(torch.uint8), SCALE)
     finally:
         torch.set_num_threads(before)
     monkeypatch.setenv("BARS_KERNELS", "torch")
     out_t, mask_t = K.dropout_mask(x, THRESHOLD, SCALE, True, 99)
-    assert torch.equal(bits(out), bits(out_t)) and torch.equal(bits(mask), bits(mask_t))
+    dx_t = K.dropout_grad(x, (mask_t != 0).view(torch.uint8), SCALE)
+    assert torch.equal(as_bits(out), as_bits(out_t)) and torch.equal(as_bits(mask), as_bits(mask_t))
+    assert torch.equal(as_bits(dx), as_bits(dx_t))
 
 
 def test_the_kernels_share_torchs_openmp_runtime(compiled) -> None:

@@ -27,6 +27,18 @@
 #define CLONES
 #endif
 
+/* The signed 16-bit uniforms of elements 4 g0 .. 4 (g0 + ng) - 1 (ng <= BLOCK draws) into b. */
+static inline void uniform16_block(uint64_t key, int64_t g0, int64_t ng, int16_t *b) {
+    uint64_t z[BLOCK];
+    for (int64_t j = 0; j < ng; j++) {
+        uint64_t v = key + (uint64_t)(g0 + j + 1) * GAMMA;
+        v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        v = (v ^ (v >> 27)) * 0x94D049BB133111EBULL;
+        z[j] = v ^ (v >> 31);
+    }
+    memcpy(b, z, sizeof(uint64_t) * (size_t)ng); /* the int16 view, little-endian as the fallback's */
+}
+
 /* Blocks of 4096 elements split between the threads of torch's own OpenMP team (built with -fopenmp, this
  * library's libgomp.so.1 is the one torch loaded first): a thread of our own found torch's worker spinning on the
  * other core (1.50 ms against 1.35 ms single-threaded for 4096 x 400), while torch's worker takes its share at once
@@ -39,18 +51,10 @@ void bars_dropout_mask(const float *x, float *out, uint8_t *keep, int64_t n, uin
 #pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
 #endif
     for (int64_t g0 = 0; g0 < (n + 3) / 4; g0 += BLOCK) {
-        uint64_t z[BLOCK];
         int16_t b[4 * BLOCK];
         int64_t i0 = 4 * g0, ne = n - i0;
         if (ne > 4 * BLOCK) ne = 4 * BLOCK;
-        int64_t ng = (ne + 3) / 4;
-        for (int64_t j = 0; j < ng; j++) {
-            uint64_t v = key + (uint64_t)(g0 + j + 1) * GAMMA;
-            v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9ULL;
-            v = (v ^ (v >> 27)) * 0x94D049BB133111EBULL;
-            z[j] = v ^ (v >> 31);
-        }
-        memcpy(b, z, sizeof(uint64_t) * (size_t)ng); /* the int16 view, little-endian as the fallback's */
+        uniform16_block(key, g0, (ne + 3) / 4, b);
         const float *xs = x + i0;
         float *os = out + i0;
         uint8_t *ks = keep + i0;
@@ -81,6 +85,60 @@ void bars_dropout_grad(const float *grad, const uint8_t *keep, float *dx, int64_
         int64_t ne = n - i0 < 4 * BLOCK ? n - i0 : 4 * BLOCK;
         for (int64_t i = i0; i < i0 + ne; i++)
             dx[i] = grad[i] * (keep[i] ? scale : 0.0f);
+    }
+}
+
+/* The same two passes on bfloat16 tensors (what a dropout sees under train.precision=bf16, autocast on the CPU),
+ * computed as torch's bfloat16 product does: widen to float32, multiply by the mask value (scale, already rounded
+ * to bfloat16 by the caller, as torch rounds the float mask; the product of two bfloat16 values is exact in
+ * float32), round to nearest even. A NaN becomes 0xFFFF, as torch's vectorised rounding writes it. Same uniforms,
+ * so the same elements are kept as in float32. */
+static inline float bf16_widen(uint16_t v) {
+    uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0xFFFF;
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+CLONES
+void bars_dropout_mask_bf16(const uint16_t *x, uint16_t *out, uint8_t *keep, int64_t n, uint64_t key,
+                            int32_t threshold, float scale, int32_t relu) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
+#endif
+    for (int64_t g0 = 0; g0 < (n + 3) / 4; g0 += BLOCK) {
+        int16_t b[4 * BLOCK];
+        int64_t i0 = 4 * g0, ne = n - i0;
+        if (ne > 4 * BLOCK) ne = 4 * BLOCK;
+        uniform16_block(key, g0, (ne + 3) / 4, b);
+        const uint16_t *xs = x + i0;
+        uint16_t *os = out + i0;
+        uint8_t *ks = keep + i0;
+        for (int64_t i = 0; i < ne; i++) {
+            float xf = bf16_widen(xs[i]);
+            uint8_t k = b[i] >= threshold && (!relu || xf > 0.0f);
+            ks[i] = k;
+            os[i] = bf16_round(xf * (k ? scale : 0.0f));
+        }
+    }
+}
+
+CLONES
+void bars_dropout_grad_bf16(const uint16_t *grad, const uint8_t *keep, uint16_t *dx, int64_t n, float scale) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
+#endif
+    for (int64_t i0 = 0; i0 < n; i0 += 4 * BLOCK) {
+        int64_t ne = n - i0 < 4 * BLOCK ? n - i0 : 4 * BLOCK;
+        for (int64_t i = i0; i < i0 + ne; i++)
+            dx[i] = bf16_round(bf16_widen(grad[i]) * (keep[i] ? scale : 0.0f));
     }
 }
 

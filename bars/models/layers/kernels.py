@@ -75,6 +75,10 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_dropout_mask.restype = None
             lib.bars_dropout_grad.argtypes = [p, p, p, ctypes.c_int64, ctypes.c_float]
             lib.bars_dropout_grad.restype = None
+            lib.bars_dropout_mask_bf16.argtypes = lib.bars_dropout_mask.argtypes
+            lib.bars_dropout_mask_bf16.restype = None
+            lib.bars_dropout_grad_bf16.argtypes = lib.bars_dropout_grad.argtypes
+            lib.bars_dropout_grad_bf16.restype = None
             i64 = ctypes.c_int64
             lib.bars_layer_norm_bwd.argtypes = [p, p, p, p, p, p, p, i64, i64]
             lib.bars_layer_norm_bwd.restype = None
@@ -204,12 +208,13 @@ def dropout_keep(x: Tensor, threshold: int, scale: float, relu: bool, key: int |
     0``; no autograd (the backward is :func:`dropout_grad`)."""
     key = draw_key() if key is None else key
     x = x.detach()
-    if _kernel_ok(x):
+    if _kernel_ok(x) or _bf16_kernel_ok(x):
         out, keep = torch.empty_like(x), torch.empty_like(x, dtype=torch.uint8)
         lib = _load()
         assert lib is not None
-        lib.bars_dropout_mask(x.data_ptr(), out.data_ptr(), keep.data_ptr(), x.numel(), key, threshold, scale,
-                              int(relu))
+        fn, m = ((lib.bars_dropout_mask, scale) if x.dtype == torch.float32
+                 else (lib.bars_dropout_mask_bf16, _bf16_value(scale)))
+        fn(x.data_ptr(), out.data_ptr(), keep.data_ptr(), x.numel(), key, threshold, m, int(relu))
         return out, keep
     kept = uniform16(x.numel(), key).view(x.shape) >= threshold
     if relu:
@@ -220,11 +225,13 @@ def dropout_keep(x: Tensor, threshold: int, scale: float, relu: bool, key: int |
 def dropout_grad(grad: Tensor, keep: Tensor, scale: float) -> Tensor:
     """``grad * (keep ? scale : 0)``: the same bits as the product with the float mask."""
     grad = grad.detach()
-    if _kernel_ok(grad) and grad.shape == keep.shape and keep.is_contiguous():
+    if (_kernel_ok(grad) or _bf16_kernel_ok(grad)) and grad.shape == keep.shape and keep.is_contiguous():
         dx = torch.empty_like(grad)
         lib = _load()
         assert lib is not None
-        lib.bars_dropout_grad(grad.data_ptr(), keep.data_ptr(), dx.data_ptr(), grad.numel(), scale)
+        fn, m = ((lib.bars_dropout_grad, scale) if grad.dtype == torch.float32
+                 else (lib.bars_dropout_grad_bf16, _bf16_value(scale)))
+        fn(grad.data_ptr(), keep.data_ptr(), dx.data_ptr(), grad.numel(), m)
         return dx
     return grad * keep.to(grad.dtype).mul_(scale)
 
@@ -257,6 +264,17 @@ SMALL_NORM_MAX = 32  # widest axis bars's LayerNorm gives SmallLayerNorm; wider:
 
 def _kernel_ok(*ts: Tensor) -> bool:
     return all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu" for t in ts) and available()
+
+
+def _bf16_kernel_ok(x: Tensor) -> bool:
+    """A contiguous bfloat16 CPU tensor (a dropout's input under ``train.precision=bf16``): the dropout kernels' bf16
+    passes take it."""
+    return x.dtype == torch.bfloat16 and x.is_contiguous() and x.device.type == "cpu" and available()
+
+
+def _bf16_value(v: float) -> float:
+    """``v`` rounded to bfloat16 and widened back: the value of a bfloat16 mask ``keep.to(bfloat16).mul_(v)``."""
+    return float(torch.tensor(v, dtype=torch.float32).to(torch.bfloat16).float())
 
 
 def _seq_mean(t: Tensor, dim: int) -> Tensor:
