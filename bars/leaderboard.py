@@ -32,6 +32,9 @@ What goes in (all from MLflow, nothing parsed from logs):
 - compressed runs: ``bars compress`` child runs (``stage=compress``) of a final run on the board form their own row
   beside it, ``<row of the source> [compressed <rank=k | ratio=r>]`` (test metrics and parameters of the
   compressed model; no published value).
+- numeric switches: final runs trained with a switch that changes the arithmetic (``train.precision=bf16``,
+  ``train.tf32=true``) form their own row, ``<model id> [bf16]`` (``[<preset>, bf16]``, ``[<preset>, tuned,
+  tf32]``): their seeds are never averaged with float32 runs of the same model.
 """
 
 from __future__ import annotations
@@ -63,16 +66,31 @@ PROTOCOL_NOTES = {  # data.protocol_name -> what a reader of the board must know
 }
 
 
-def row_key(rec) -> str:
+def numeric_switches(params: Mapping[str, str]) -> list[str]:
+    """The switches a run recorded that change its arithmetic from FuxiCTR's float32: ``bf16``
+    (``train.precision``), ``tf32`` (``train.tf32``); empty for a float32 run (and for runs recorded before
+    the switches existed)."""
+    out = []
+    precision = recorded_value(params, "train.precision")
+    if precision not in (None, "fp32"):
+        out.append(precision)
+    if str(recorded_value(params, "train.tf32")).lower() == "true":
+        out.append("tf32")
+    return out
+
+
+def row_key(rec, switches: bool = True) -> str:
     """The leaderboard row a final run belongs to: its model id, or ``<model id> [<preset>]`` for a preset run
-    (``[<preset>, tuned]`` when it replays the best of a sweep started from the preset)."""
+    (``[<preset>, tuned]`` when it replays the best of a sweep started from the preset), with the run's numeric
+    switches (:func:`numeric_switches`) in the brackets: ``dcn [bf16]``, ``dcn [bars, bf16]`` (``switches=False``:
+    the row's name without them)."""
     if rec.stage == "compress":  # bars compress: beside the row of its source run (source_row tag)
         return f"{rec.tags.get('source_row') or rec.model} [compressed {rec.tags.get('compression', '?')}]"
     preset = rec.tags.get("preset")
-    if not preset:
-        return rec.model
-    pid = Path(rec.tags["preset_file"]).stem if rec.tags.get("preset_file") else rec.model
-    return f"{pid} [{preset}, tuned]" if rec.tags.get("sweep_study") else f"{pid} [{preset}]"
+    labels = ([preset, "tuned"] if rec.tags.get("sweep_study") else [preset]) if preset else []
+    labels += numeric_switches(rec.params) if switches else []
+    pid = Path(rec.tags["preset_file"]).stem if preset and rec.tags.get("preset_file") else rec.model
+    return f"{pid} [{', '.join(labels)}]" if labels else pid
 
 
 def _method_columns(runs: list) -> dict[str, Any]:
@@ -498,7 +516,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             elif preset:  # the README the preset was transcribed from
                 pub = by_source.get(runs[0].tags.get("preset_source", "")) if split else None
             else:
-                bmodel = bars_model_of(model, runs[0].params, pub_models) if split and runs else None
+                bmodel = bars_model_of(runs[0].model, runs[0].params, pub_models) if split and runs else None
                 pub = (published.get((split, bmodel)) or published.get((split, SEQ_BOARD_NAMES.get(bmodel, ""))))\
                     if split and bmodel else None
             diff_auc = diff_ll = diff_gauc = None
@@ -514,7 +532,7 @@ def build(records: Iterable, *, alpha: float = 0.05, published: Mapping | None =
             throughputs = [m for m in (_samples_per_s(r) for r in runs) if m is not None]
             # the sweep the final runs replayed (their sweep_study tag), else <model>__<data>
             studies = sorted({r.tags["sweep_study"] for r in runs if r.tags.get("sweep_study")})
-            study = studies[-1] if studies else f"{model}__{data}"
+            study = studies[-1] if studies else f"{row_key(runs[0], switches=False) if runs else model}__{data}"
             base = runs[0].model if runs else model  # the model id trials are tagged with
             mtrials = [t for t in trials if t.model == base and _study_of(t) in (studies or [study])]
             numbers: dict[str, str] = {}

@@ -75,7 +75,8 @@ def _config_yaml(data: str, model: str, seed: int) -> str:
 
 def log_run(client: MlflowClient, exp_id: str, tmp: Path, data: str, model: str, seed: int, stage: str,
             rng: random.Random, *, parent: str | None = None, trial: int | None = None,
-            status: str = "FINISHED", epochs: int = 4, extra_tags: dict | None = None) -> str:
+            status: str = "FINISHED", epochs: int = 4, extra_tags: dict | None = None,
+            extra_params: dict | None = None) -> str:
     tags = _common_tags(data, model, seed, stage)
     if parent:
         tags["mlflow.parentRunId"] = parent
@@ -110,7 +111,7 @@ def log_run(client: MlflowClient, exp_id: str, tmp: Path, data: str, model: str,
     }
     # bars.run logs the final values at step = last epoch, after that epoch's own values
     metrics += [Metric(k, v, ts + 1, epochs) for k, v in final.items()]
-    params = [Param(k, v) for k, v in _params(data, model, seed).items()]
+    params = [Param(k, v) for k, v in {**_params(data, model, seed), **(extra_params or {})}.items()]
     client.log_batch(rid, metrics=metrics, params=params)
     cfg_path = tmp / f"{rid}" / "config.yaml"
     cfg_path.parent.mkdir(parents=True)
