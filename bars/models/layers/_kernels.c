@@ -43,18 +43,33 @@ static inline void uniform16_block(uint64_t key, int64_t g0, int64_t ng, int16_t
  * library's libgomp.so.1 is the one torch loaded first): a thread of our own found torch's worker spinning on the
  * other core (1.50 ms against 1.35 ms single-threaded for 4096 x 400), while torch's worker takes its share at once
  * and reads the rows the op before (a parallel product or normalisation) wrote from its own cache. Every element's
- * bits depend on its index only, so the result does not depend on the threads. */
+ * bits depend on its index only, so the result does not depend on the threads. The dropout passes below run their
+ * body once per block: MASK_BLOCKS with i0 (the block's first element), ne (its size) and b (its uniforms),
+ * GRAD_BLOCKS with i0 and ne; both over n elements. */
+#ifdef _OPENMP
+#define OMP_BLOCKS _Pragma("omp parallel for schedule(static) if (n >= PARALLEL_MIN)")
+#else
+#define OMP_BLOCKS
+#endif
+#define MASK_BLOCKS(...)                                                                                          \
+    OMP_BLOCKS                                                                                                    \
+    for (int64_t g0 = 0; g0 < (n + 3) / 4; g0 += BLOCK) {                                                         \
+        int16_t b[4 * BLOCK];                                                                                     \
+        int64_t i0 = 4 * g0, ne = n - i0 < 4 * BLOCK ? n - i0 : 4 * BLOCK;                                        \
+        uniform16_block(key, g0, (ne + 3) / 4, b);                                                                \
+        __VA_ARGS__                                                                                               \
+    }
+#define GRAD_BLOCKS(...)                                                                                          \
+    OMP_BLOCKS                                                                                                    \
+    for (int64_t i0 = 0; i0 < n; i0 += 4 * BLOCK) {                                                               \
+        int64_t ne = n - i0 < 4 * BLOCK ? n - i0 : 4 * BLOCK;                                                     \
+        __VA_ARGS__                                                                                               \
+    }
+
 CLONES
 void bars_dropout_mask(const float *x, float *out, uint8_t *keep, int64_t n, uint64_t key, int32_t threshold,
                        float scale, int32_t relu) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-#endif
-    for (int64_t g0 = 0; g0 < (n + 3) / 4; g0 += BLOCK) {
-        int16_t b[4 * BLOCK];
-        int64_t i0 = 4 * g0, ne = n - i0;
-        if (ne > 4 * BLOCK) ne = 4 * BLOCK;
-        uniform16_block(key, g0, (ne + 3) / 4, b);
+    MASK_BLOCKS(
         const float *xs = x + i0;
         float *os = out + i0;
         uint8_t *ks = keep + i0;
@@ -70,22 +85,16 @@ void bars_dropout_mask(const float *x, float *out, uint8_t *keep, int64_t n, uin
                 ks[i] = k;
                 os[i] = xs[i] * (k ? scale : 0.0f);
             }
-        }
-    }
+        })
 }
 
 /* bars_dropout_grad: the backward of bars_dropout_mask, dx = grad * (keep ? scale : 0) (the same product as with
  * the float mask, so the same bits, NaN and infinite gradients included), split as the forward is. */
 CLONES
 void bars_dropout_grad(const float *grad, const uint8_t *keep, float *dx, int64_t n, float scale) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-#endif
-    for (int64_t i0 = 0; i0 < n; i0 += 4 * BLOCK) {
-        int64_t ne = n - i0 < 4 * BLOCK ? n - i0 : 4 * BLOCK;
+    GRAD_BLOCKS(
         for (int64_t i = i0; i < i0 + ne; i++)
-            dx[i] = grad[i] * (keep[i] ? scale : 0.0f);
-    }
+            dx[i] = grad[i] * (keep[i] ? scale : 0.0f);)
 }
 
 /* The same two passes on bfloat16 tensors (what a dropout sees under train.precision=bf16, autocast on the CPU),
@@ -110,14 +119,7 @@ static inline uint16_t bf16_round(float f) {
 CLONES
 void bars_dropout_mask_bf16(const uint16_t *x, uint16_t *out, uint8_t *keep, int64_t n, uint64_t key,
                             int32_t threshold, float scale, int32_t relu) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-#endif
-    for (int64_t g0 = 0; g0 < (n + 3) / 4; g0 += BLOCK) {
-        int16_t b[4 * BLOCK];
-        int64_t i0 = 4 * g0, ne = n - i0;
-        if (ne > 4 * BLOCK) ne = 4 * BLOCK;
-        uniform16_block(key, g0, (ne + 3) / 4, b);
+    MASK_BLOCKS(
         const uint16_t *xs = x + i0;
         uint16_t *os = out + i0;
         uint8_t *ks = keep + i0;
@@ -126,20 +128,14 @@ void bars_dropout_mask_bf16(const uint16_t *x, uint16_t *out, uint8_t *keep, int
             uint8_t k = b[i] >= threshold && (!relu || xf > 0.0f);
             ks[i] = k;
             os[i] = bf16_round(xf * (k ? scale : 0.0f));
-        }
-    }
+        })
 }
 
 CLONES
 void bars_dropout_grad_bf16(const uint16_t *grad, const uint8_t *keep, uint16_t *dx, int64_t n, float scale) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
-#endif
-    for (int64_t i0 = 0; i0 < n; i0 += 4 * BLOCK) {
-        int64_t ne = n - i0 < 4 * BLOCK ? n - i0 : 4 * BLOCK;
+    GRAD_BLOCKS(
         for (int64_t i = i0; i < i0 + ne; i++)
-            dx[i] = bf16_round(bf16_widen(grad[i]) * (keep[i] ? scale : 0.0f));
-    }
+            dx[i] = bf16_round(bf16_widen(grad[i]) * (keep[i] ? scale : 0.0f));)
 }
 
 /* bars_layer_norm_bwd: the input gradient of LayerNorm over the last axis (width d) of `rows` contiguous
