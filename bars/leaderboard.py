@@ -32,9 +32,8 @@ What goes in (all from MLflow, nothing parsed from logs):
 - compressed runs: ``bars compress`` child runs (``stage=compress``) of a final run on the board form their own row
   beside it, ``<row of the source> [compressed <rank=k | ratio=r>]`` (test metrics and parameters of the
   compressed model; no published value).
-- numeric switches: final runs trained with a switch that changes the arithmetic (``train.precision=bf16``,
-  ``train.tf32=true``) form their own row, ``<model id> [bf16]`` (``[<preset>, bf16]``, ``[<preset>, tuned,
-  tf32]``): their seeds are never averaged with float32 runs of the same model.
+- numeric switches: final runs with ``train.precision=bf16`` or ``train.tf32=true`` form their own row, ``<model id>
+  [bf16]`` (``[<preset>, tuned, tf32]``): never averaged with float32 runs of the model.
 """
 
 from __future__ import annotations
@@ -67,9 +66,8 @@ PROTOCOL_NOTES = {  # data.protocol_name -> what a reader of the board must know
 
 
 def numeric_switches(params: Mapping[str, str]) -> list[str]:
-    """The switches a run recorded that change its arithmetic from FuxiCTR's float32: ``bf16``
-    (``train.precision``), ``tf32`` (``train.tf32``); empty for a float32 run (and for runs recorded before
-    the switches existed)."""
+    """The switches a run recorded that change its arithmetic from FuxiCTR's float32 (``bf16``: train.precision,
+    ``tf32``: train.tf32); empty for a float32 run, and for runs recorded before the switches existed."""
     out = []
     precision = recorded_value(params, "train.precision")
     if precision not in (None, "fp32"):
@@ -82,8 +80,7 @@ def numeric_switches(params: Mapping[str, str]) -> list[str]:
 def row_key(rec, switches: bool = True) -> str:
     """The leaderboard row a final run belongs to: its model id, or ``<model id> [<preset>]`` for a preset run
     (``[<preset>, tuned]`` when it replays the best of a sweep started from the preset), with the run's numeric
-    switches (:func:`numeric_switches`) in the brackets: ``dcn [bf16]``, ``dcn [bars, bf16]`` (``switches=False``:
-    the row's name without them)."""
+    switches (:func:`numeric_switches`) in the brackets unless ``switches=False``: ``dcn [bf16]``, ``dcn [bars, bf16]``."""
     if rec.stage == "compress":  # bars compress: beside the row of its source run (source_row tag)
         return f"{rec.tags.get('source_row') or rec.model} [compressed {rec.tags.get('compression', '?')}]"
     preset = rec.tags.get("preset")
