@@ -336,6 +336,7 @@ def study_record(cfg: DictConfig, space: dict[str, Param]) -> dict[str, Any]:
         "search_space": json.loads(json.dumps({k: p.describe() for k, p in space.items()})),
         "max_epochs_cap": None if cfg.sweep.max_epochs is None else int(cfg.sweep.max_epochs),
         "space_points": space_size(distributions(space)),  # None: infinite; an exhausted finite space ends the sweep
+        "arithmetic": {"precision": str(cfg.train.precision), "tf32": bool(cfg.train.tf32)},  # shared by its trials
     }
     if s_name == "grid":
         from bars.grids import grid_of
@@ -369,6 +370,11 @@ def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage, space: d
         raise SweepError(f"study {name!r} was created to walk {was}; this sweep walks {now}: a grid study's trials "
                          f"are its grid's points, so the grid cannot change. Start a new study (sweep.study=<new "
                          f"name>) or restore the grid")
+    was, now = old.get("arithmetic"), record["arithmetic"]  # absent in studies created before it was recorded
+    if was is not None and was != now:
+        raise SweepError(f"study {name!r} was run with train.precision={was['precision']}, train.tf32={was['tf32']}; "
+                         f"this sweep asks for train.precision={now['precision']}, train.tf32={now['tf32']}: one "
+                         "study's trials share their arithmetic. Start a new study (sweep.study=<new name>) or restore it")
     check_space_compatible(study, space)
     if old.get("search_space") not in (None, record["search_space"]):
         print(f"bars sweep: warning: the search space of study {name!r} changed since it was created; the sampler "

@@ -374,3 +374,23 @@ def test_changed_categorical_choices_fail_before_any_trial(tmp_path):
     (d / "dcn.yaml").write_text("model.params.dnn_hidden_units: [[64, 64], [128]]\n"
                                 "train.learning_rate: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}\n")
     assert S.sweep(compose(ov2), ov2, train_fn=fake_train)["finished"] == 3
+
+
+def test_a_study_keeps_its_arithmetic(tmp_path):
+    """A study's trials share train.precision and train.tf32: resuming an fp32 study with bf16 (or the other way)
+    is refused before any trial, naming both settings; a new study name takes the other setting."""
+    ov = overrides(tmp_path, "sweep.trials=2")
+    S.sweep(compose(ov), ov, train_fn=fake_train)
+    storage = ST.open_storage(ST.storage_url(compose(ov)))
+    assert optuna.load_study(study_name="dcn__movielens_small", storage=storage).user_attrs["arithmetic"] == \
+        {"precision": "fp32", "tf32": False}
+    calls = []
+    for extra in ("train.precision=bf16", "train.tf32=true"):
+        ov2 = [*ov, "sweep.trials=3", extra]
+        with pytest.raises(ST.SweepError, match=r"was run with train\.precision=fp32, train\.tf32=False; this sweep "
+                                                r"asks for train\.precision=(bf16|fp32), train\.tf32=(False|True)"):
+            S.sweep(compose(ov2), ov2, train_fn=lambda *a, **k: calls.append(1))
+    assert calls == []
+    ov3 = [*ov, "train.precision=bf16", "sweep.study=dcn_bf16"]
+    assert S.sweep(compose(ov3), ov3, train_fn=fake_train)["finished"] == 2
+    assert S.sweep(compose(ov3), ov3, train_fn=fake_train)["finished"] == 2  # resumed with its own setting
