@@ -3,8 +3,9 @@ workers, and the results files (``trials.csv``, ``best.overrides``).
 
 - Storage: a journal file ``sweeps/<model id>__<data>/study.journal`` by default (one machine, many processes),
   or ``postgresql://...`` (RDB with heartbeats: a trial whose worker stops beating is failed and retried with
-  the same parameters). :func:`open_storage` returns the storage object; :class:`SweepStudy` keeps it as the
-  handle every state write goes through.
+  the same parameters). :func:`open_storage` (in :mod:`bars.sweep_storage`, re-exported here) returns the storage
+  object; :class:`SweepStudy` keeps it as the handle every state write goes through.
+- Arithmetic: the trials of one study share ``train.precision`` and ``train.tf32`` (:func:`check_arithmetic`).
 - Budget: a worker starts a trial only while ``finished + running + waiting < budget`` (finished = complete +
   pruned); a trial that loses the race to another worker is marked with ``SKIPPED_ATTR`` before it trains
   (:func:`claim_or_skip`) and ignored everywhere (:func:`counted`). Failed trials do not count.
@@ -20,21 +21,18 @@ Never imports mlflow or the trainer: ``bars.sweep`` runs the trials.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import sys
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from bars import compute, metrics, process, search
@@ -45,6 +43,15 @@ from bars.metrics import Monitor
 from bars.samplers import UniqueSampler, space_exhausted, space_size
 from bars.search import Param, SearchSpaceError, decode_choice, encode_choice, format_value, to_overrides
 from bars.strategy import PRUNERS, SAMPLERS, block, pruner_settings, sampler_settings
+from bars.sweep_storage import (  # re-exported: the storage of a study (bars.sweep_storage)
+    _experimental_ok,
+    first_use_lock,
+    heartbeat_callback,
+    is_journal,
+    open_storage,
+    storage_url,
+    sweep_dir,
+)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ACTIVE = (TrialState.RUNNING, TrialState.WAITING)
@@ -80,106 +87,8 @@ class SweepStudy(optuna.Study):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Storage, sampler, pruner, study
+# Sampler, pruner, study (the storage: bars.sweep_storage)
 # --------------------------------------------------------------------------------------------------------------
-def sweep_dir(cfg: DictConfig) -> Path:
-    return Path(str(cfg.sweep.dir))
-
-
-def storage_url(cfg: DictConfig) -> str:
-    """``sweep.storage`` or the default journal file; journal paths are returned as ``journal:///abs/path``."""
-    s = cfg.sweep.storage
-    if s in (None, "", "null"):
-        return "journal://" + str((sweep_dir(cfg) / "study.journal").resolve())
-    s = str(s)
-    if "://" not in s:  # a plain path: a journal file
-        return "journal://" + str(Path(s).resolve())
-    return s
-
-
-def is_journal(url: str) -> bool:
-    return url.startswith("journal://")
-
-
-@contextlib.contextmanager
-def first_use_lock(url: str) -> Iterator[None]:
-    """Held while a storage is opened for the first time and the study created: a file lock next to a journal
-    or SQLite file (``<file>.init.lock``), a PostgreSQL advisory lock for ``postgresql://`` (any host). Optuna
-    creates its tables and the study in every process that asks; several at once on a new database race
-    (duplicate tables, a study created twice). Other URLs: no lock. Re-entrant within a process (``open_storage``
-    takes it too, inside a launcher that already holds it)."""
-    key = (url, threading.get_ident())
-    if key in _FIRST_USE_HELD:
-        yield
-        return
-    _FIRST_USE_HELD.add(key)
-    try:
-        with _first_use_lock(url):
-            yield
-    finally:
-        _FIRST_USE_HELD.discard(key)
-
-
-_FIRST_USE_HELD: set[tuple[str, int]] = set()  # (URL, thread) pairs that hold its first-use lock
-
-
-@contextlib.contextmanager
-def _first_use_lock(url: str) -> Iterator[None]:
-    from bars.fileio import file_lock
-
-    if is_journal(url) or url.startswith("sqlite:///"):
-        path = Path(url[len("journal://"):] if is_journal(url) else url[len("sqlite:///"):].split("?", 1)[0])
-        with file_lock(path.with_name(path.name + ".init.lock")):
-            yield
-        return
-    if url.startswith("postgresql"):
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-        try:
-            with engine.connect() as conn:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _ADVISORY_KEY})
-                try:
-                    yield
-                finally:
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _ADVISORY_KEY})
-        finally:
-            engine.dispose()
-        return
-    yield
-
-
-_ADVISORY_KEY = 0x0BA25_0001  # "bars" first-use lock of an Optuna database
-
-
-def open_storage(url: str, cfg: DictConfig | None = None) -> optuna.storages.BaseStorage:
-    if is_journal(url):
-        path = Path(url[len("journal://"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-        return optuna.storages.JournalStorage(backend)
-    s = cfg.sweep if cfg is not None else OmegaConf.create({})
-    kwargs: dict[str, Any] = {}
-    if not url.startswith("sqlite"):
-        kwargs = {
-            "heartbeat_interval": int(s.get("heartbeat_interval") or 10),
-            "grace_period": int(s.get("grace_period") or 30),
-            "heartbeat_stale_trial_callback": _retry_callback(s.get("max_retry", 3)),
-        }
-        engine = {"pool_pre_ping": True}
-        with first_use_lock(url), _experimental_ok():  # Optuna creates its tables on first open: one at a time
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
-    with first_use_lock(url):
-        return optuna.storages.RDBStorage(url)
-
-
-def _retry_callback(max_retry: int | None) -> Any:
-    with _experimental_ok():
-        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-
-
 GRID_POINT_ATTR = "bars_grid_point"  # the index (in the grid's points) of the point a grid trial trains
 
 
@@ -336,7 +245,7 @@ def study_record(cfg: DictConfig, space: dict[str, Param]) -> dict[str, Any]:
         "search_space": json.loads(json.dumps({k: p.describe() for k, p in space.items()})),
         "max_epochs_cap": None if cfg.sweep.max_epochs is None else int(cfg.sweep.max_epochs),
         "space_points": space_size(distributions(space)),  # None: infinite; an exhausted finite space ends the sweep
-        "arithmetic": {"precision": str(cfg.train.precision), "tf32": bool(cfg.train.tf32)},  # shared by its trials
+        "arithmetic": arithmetic(cfg),
     }
     if s_name == "grid":
         from bars.grids import grid_of
@@ -370,11 +279,7 @@ def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage, space: d
         raise SweepError(f"study {name!r} was created to walk {was}; this sweep walks {now}: a grid study's trials "
                          f"are its grid's points, so the grid cannot change. Start a new study (sweep.study=<new "
                          f"name>) or restore the grid")
-    was, now = old.get("arithmetic"), record["arithmetic"]  # absent in studies created before it was recorded
-    if was is not None and was != now:
-        raise SweepError(f"study {name!r} was run with train.precision={was['precision']}, train.tf32={was['tf32']}; "
-                         f"this sweep asks for train.precision={now['precision']}, train.tf32={now['tf32']}: one "
-                         "study's trials share their arithmetic. Start a new study (sweep.study=<new name>) or restore it")
+    check_arithmetic(name, old, cfg)
     check_space_compatible(study, space)
     if old.get("search_space") not in (None, record["search_space"]):
         print(f"bars sweep: warning: the search space of study {name!r} changed since it was created; the sampler "
@@ -392,6 +297,21 @@ def create_study(cfg: DictConfig, storage: optuna.storages.BaseStorage, space: d
     if "created_at" not in old:
         study.set_user_attr("created_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return study
+
+
+def arithmetic(cfg: DictConfig) -> dict[str, Any]:
+    """``train.precision`` and ``train.tf32``: what one study's trials share (its ``arithmetic`` attribute)."""
+    return {"precision": str(cfg.train.precision), "tf32": bool(cfg.train.tf32)}
+
+
+def check_arithmetic(name: str, attrs: dict[str, Any], cfg: DictConfig) -> None:
+    """Refuse to run ``cfg``'s trials in study ``name`` (user attributes ``attrs``) with other arithmetic than its
+    own (recorded since session 42; older studies record it on their next launch)."""
+    was, now = attrs.get("arithmetic"), arithmetic(cfg)
+    if was is not None and was != now:
+        raise SweepError(f"study {name!r} was run with train.precision={was['precision']}, train.tf32={was['tf32']}; "
+                         f"this sweep asks for train.precision={now['precision']}, train.tf32={now['tf32']}: one "
+                         "study's trials share their arithmetic. Start a new study (sweep.study=<new name>) or restore it")
 
 
 def check_space_compatible(study: optuna.Study, space: dict[str, Param]) -> None:
@@ -503,21 +423,6 @@ def fail_stale_trials(study: SweepStudy, retry: bool) -> list[int]:
         with _experimental_ok():
             optuna.storages.fail_stale_trials(study)
     return failed
-
-
-def heartbeat_callback(storage: optuna.storages.BaseStorage) -> Callable[..., None] | None:
-    """The retry callback an RDB storage with heartbeats was opened with (None for journals)."""
-    if isinstance(storage, optuna.storages.RDBStorage):
-        return storage.get_heartbeat_stale_trial_callback()
-    return None
-
-
-@contextlib.contextmanager
-def _experimental_ok() -> Iterator[None]:
-    """Optuna marks the heartbeat API experimental; its warning is noise for users of a sweep."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
 
 
 @dataclass
@@ -689,10 +594,10 @@ def write_results(study: optuna.Study, out_dir: Path, space_keys: Sequence[str] 
 __all__ = [
     "ACTIVE", "COMPUTE_COLUMNS", "FINISHED", "GRID_POINT_ATTR", "PRUNERS", "RUN_KEYS", "SAMPLERS", "SKIPPED_ATTR",
     "STALE_MIN_AGE", "WORKER_ATTR", "BudgetState", "GridPointsSampler", "OverBudget", "SweepError", "SweepStudy",
-    "best_trial", "budget_of", "budget_state", "check_space_compatible", "claim_grid_point", "claim_or_skip",
-    "compute_budget", "compute_budget_of", "counted", "create_study", "distribution", "distributions",
-    "fail_stale_trials", "grid_coverage", "grid_holders", "heartbeat_callback", "is_journal", "load_study",
-    "make_pruner", "make_sampler", "maximizes", "monitor_of", "open_storage", "pruner_settings", "recorded_space",
-    "sampler_settings", "state_name", "storage_url", "study_record", "sweep_dir", "trial_cap", "trial_compute",
-    "trials_table", "worker_identity", "write_results",
+    "arithmetic", "best_trial", "budget_of", "budget_state", "check_arithmetic", "check_space_compatible",
+    "claim_grid_point", "claim_or_skip", "compute_budget", "compute_budget_of", "counted", "create_study",
+    "distribution", "distributions", "fail_stale_trials", "first_use_lock", "grid_coverage", "grid_holders",
+    "heartbeat_callback", "is_journal", "load_study", "make_pruner", "make_sampler", "maximizes", "monitor_of",
+    "open_storage", "pruner_settings", "recorded_space", "sampler_settings", "state_name", "storage_url",
+    "study_record", "sweep_dir", "trial_cap", "trial_compute", "trials_table", "worker_identity", "write_results",
 ]

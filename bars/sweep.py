@@ -54,6 +54,7 @@ from bars.study import (
     SweepStudy,
     budget_of,
     budget_state,
+    check_arithmetic,
     check_space_compatible,
     claim_grid_point,
     claim_or_skip,
@@ -295,6 +296,7 @@ def run_worker(cfg: DictConfig, *, replay: Sequence[str], train_fn: TrainFn | No
     space = space_of(cfg)
     validate_space(space, cfg)
     check_space_compatible(study, space)
+    check_arithmetic(study.study_name, study.user_attrs, cfg)  # a worker started with other train.* switches
     if tracking is True:
         tracking = make_tracking(cfg)
     elif tracking is False:

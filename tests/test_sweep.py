@@ -377,8 +377,9 @@ def test_changed_categorical_choices_fail_before_any_trial(tmp_path):
 
 
 def test_a_study_keeps_its_arithmetic(tmp_path):
-    """A study's trials share train.precision and train.tf32: resuming an fp32 study with bf16 (or the other way)
-    is refused before any trial, naming both settings; a new study name takes the other setting."""
+    """A study's trials share train.precision and train.tf32: resuming an fp32 study with bf16 (or the other way),
+    or joining it with a worker that asks for bf16, is refused before any trial, naming both settings; a new study
+    name takes the other setting."""
     ov = overrides(tmp_path, "sweep.trials=2")
     S.sweep(compose(ov), ov, train_fn=fake_train)
     storage = ST.open_storage(ST.storage_url(compose(ov)))
@@ -390,6 +391,10 @@ def test_a_study_keeps_its_arithmetic(tmp_path):
         with pytest.raises(ST.SweepError, match=r"was run with train\.precision=fp32, train\.tf32=False; this sweep "
                                                 r"asks for train\.precision=(bf16|fp32), train\.tf32=(False|True)"):
             S.sweep(compose(ov2), ov2, train_fn=lambda *a, **k: calls.append(1))
+    assert calls == []
+    with pytest.raises(ST.SweepError, match=r"asks for train\.precision=bf16"):  # a worker joining with bf16
+        S.run_worker(compose([*ov, "train.precision=bf16"]), replay=[], train_fn=lambda *a, **k: calls.append(1),
+                     tracking=False, progress_mode="off")
     assert calls == []
     ov3 = [*ov, "train.precision=bf16", "sweep.study=dcn_bf16"]
     assert S.sweep(compose(ov3), ov3, train_fn=fake_train)["finished"] == 2
