@@ -48,6 +48,7 @@ the Frappe shape (two layers of 122,880 rows, of 12 and 7 values); the kernel ta
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from collections.abc import Sequence
 
@@ -272,8 +273,10 @@ def _bf16_kernel_ok(x: Tensor) -> bool:
     return x.dtype == torch.bfloat16 and x.is_contiguous() and x.device.type == "cpu" and available()
 
 
+@functools.lru_cache(maxsize=64)
 def _bf16_value(v: float) -> float:
-    """``v`` rounded to bfloat16 and widened back: the value of a bfloat16 mask ``keep.to(bfloat16).mul_(v)``."""
+    """``v`` rounded to bfloat16 and widened back: the value of a bfloat16 mask ``keep.to(bfloat16).mul_(v)``
+    (cached: a dropout's scale is one number per layer, asked for on every step)."""
     return float(torch.tensor(v, dtype=torch.float32).to(torch.bfloat16).float())
 
 
