@@ -24,7 +24,13 @@ the thread that runs it (``time.thread_time``) instead of the wall clock: on a s
 process waits for a core then counts for neither side, so the figure is what a quiet core would give.
 
     PYTHONPATH=. .venv-ref/bin/python tests/reference/bench_reference.py [--threads 2] [--repeats 5]
-        [--models dcn,dnn] [--shapes frappe,criteo] [--precision bf16]
+        [--models dcn,dnn] [--shapes frappe,criteo] [--precision bf16] [--processes separate]
+
+``--processes separate`` runs each repeat of each side in a fresh process of its own (still alternating), as each
+library's users run it: bars's process under its run settings (``train.reuse_freed_memory``: freed buffers kept
+for the next step), FuxiCTR's with the C library's allocator defaults (each step's large buffers fresh pages, one
+page fault per 4 KiB; the figure printed beside). By default both sides share one process, so FuxiCTR's steps get
+bars's allocator setting too: the conservative figure. Both modes keep MKL in the strict mode bars sets.
 
 ``--precision bf16`` runs bars's steps under ``train.precision=bf16`` (FuxiCTR's stay in float32): what the switch
 buys on a CPU with bfloat16 instructions, not a like-for-like figure.
@@ -36,7 +42,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -144,8 +154,9 @@ def pair(name: str, spec: FeatureSpec, dim: int, params: dict, reg_e: float):
     return ours.train(), theirs.train()
 
 
-def measure(cid: str, shape: str, repeats: int, steps: int, clock=time.perf_counter,
-            precision: str = "fp32") -> tuple[float, float] | None:
+def setup(cid: str, shape: str, precision: str = "fp32"):
+    """(bars's step, FuxiCTR's step) for config ``cid`` at ``shape``: each a function of a batch index that runs one
+    training step of its side on the bench's seeded batches; None where the config does not run at the shape."""
     spec, dim = spec_of(shape)
     name, params = yaml_params(cid, dim)
     seq_model = REFERENCES[name].data in ("frappe_seq", "frappe_seq_neg")
@@ -161,37 +172,96 @@ def measure(cid: str, shape: str, repeats: int, steps: int, clock=time.perf_coun
         spec = numeric_as_categorical(spec)
     reg_e = 0.05
     ours, theirs = pair(name, spec, dim, params, reg_e)
-    step = TrainStep(ours, TrainConfig(embedding_regularizer=reg_e, device="cpu", loss="bce", precision=precision))
     batches = [batch_of(spec, s) for s in range(3)]
     if multi_task:  # the second label: 1 on a seeded third of the clicked rows (a click -> conversion funnel)
         g = torch.Generator().manual_seed(7)
         batches = [(xb, torch.stack([yb, yb * (torch.rand(BATCH, generator=g) < 1 / 3).float()], dim=1))
                    for xb, yb in batches]
+    labels = spec.labels
 
     def their_batch(xb, yb):  # FuxiCTR reads each label from the batch by its name
-        return {**xb, **({n: yb[:, j] for j, n in enumerate(spec.labels)} if multi_task else {"label": yb})}
+        return {**xb, **({n: yb[:, j] for j, n in enumerate(labels)} if multi_task else {"label": yb})}
 
-    def run_ours(n: int) -> float:
-        t = clock()
-        for i in range(n):
-            xb, yb = batches[i % len(batches)]
-            step(xb, yb)
-        return n * BATCH / (clock() - t)
+    def make_ours():  # the TrainStep applies bars's run settings (bars.heap), so only the bars side makes one
+        step = TrainStep(ours, TrainConfig(embedding_regularizer=reg_e, device="cpu", loss="bce",
+                                           precision=precision))
+        return lambda i: step(*batches[i % len(batches)])
 
-    def run_theirs(n: int) -> float:
-        t = clock()
-        for i in range(n):
-            xb, yb = batches[i % len(batches)]
-            theirs.train_step(their_batch(xb, yb))
-        return n * BATCH / (clock() - t)
+    def make_theirs():
+        theirs_batches = [their_batch(xb, yb) for xb, yb in batches]
+        return lambda i: theirs.train_step(theirs_batches[i % len(theirs_batches)])
 
-    run_ours(1)
-    run_theirs(1)  # warm-up (allocator, Adam state)
+    return make_ours, make_theirs
+
+
+def rate(step, n: int, clock=time.perf_counter) -> float:
+    """Training samples/s of ``n`` calls of ``step``."""
+    t = clock()
+    for i in range(n):
+        step(i)
+    return n * BATCH / (clock() - t)
+
+
+def measure(cid: str, shape: str, repeats: int, steps: int, clock=time.perf_counter,
+            precision: str = "fp32") -> tuple[float, float] | None:
+    """(bars, FuxiCTR) samples/s, medians of ``repeats`` alternating runs of ``steps`` steps, both in this process."""
+    made = setup(cid, shape, precision)
+    if made is None:
+        return None
+    ours, theirs = made[0](), made[1]()
+    rate(ours, 1)
+    rate(theirs, 1)  # warm-up (allocator, Adam state)
     a, b = [], []
     for _ in range(repeats):
-        a.append(run_ours(steps))
-        b.append(run_theirs(steps))
+        a.append(rate(ours, steps, clock))
+        b.append(rate(theirs, steps, clock))
     return statistics.median(a), statistics.median(b)
+
+
+WARMUP_STEPS = 3  # per fresh process of --processes separate
+
+
+def side_run(cid: str, shape: str, side: str, steps: int, clock=time.perf_counter,
+             precision: str = "fp32") -> dict | None:
+    """One side's figure in this process (``--processes separate``'s child): samples/s of ``steps`` steps after
+    ``WARMUP_STEPS`` warm-up steps, and the minor page faults per step meanwhile. The other side's model is built (the same seeded
+    weights, transplanted) and dropped before the first step."""
+    made = setup(cid, shape, precision)
+    if made is None:
+        return None
+    step = made[0]() if side == "bars" else made[1]()
+    del made
+    rate(step, WARMUP_STEPS)  # a fresh process: the heap, the allocator's thresholds and Adam's state settle
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    r = rate(step, steps, clock)
+    return {"rate": r, "faults": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps}
+
+
+def measure_separate(cid: str, shape: str, repeats: int, steps: int, threads: int, clock: str,
+                     precision: str) -> tuple[float, float, float, float] | None:
+    """(bars, FuxiCTR) samples/s, medians of ``repeats`` alternating fresh processes per side, and each side's median
+    minor page faults per step: each library in a process of its own, as its users run it (bars's process with
+    its run settings, FuxiCTR's with the C library's defaults)."""
+    got: dict[str, list[dict]] = {"bars": [], "fuxictr": []}
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    for _ in range(repeats):
+        for side in ("bars", "fuxictr"):
+            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--side", side, "--models", cid,
+                                   "--shapes", shape, "--steps", str(steps), "--threads", str(threads),
+                                   "--clock", clock, "--precision", precision],
+                                  check=False, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                raise SystemExit(f"bench reference: the {side} process for {cid} at the {shape} shape failed "
+                                 f"(exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            if out is None:
+                return None
+            if "not_implemented" in out:
+                raise NotImplementedError(out["not_implemented"])
+            got[side].append(out)
+    med = {s: (statistics.median(o["rate"] for o in got[s]), statistics.median(o["faults"] for o in got[s]))
+           for s in got}
+    return med["bars"][0], med["fuxictr"][0], med["bars"][1], med["fuxictr"][1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=0, help="steps per repeat (default: 3 frappe, 1 criteo)")
+    ap.add_argument("--steps", type=int, default=0, help="steps per repeat (default: 3 frappe, 1 criteo; with --processes separate 10 "
+                    "and 2, after 3 warm-up steps in each process)")
     configs = model_configs()
     known = sorted(c for c, (n, _) in configs.items() if n in REFERENCES)
     ap.add_argument("--models", default=",".join(known), help="config ids (default: every conf/model config of a "
@@ -214,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", choices=PRECISIONS, default="fp32",
                     help="bars side's train.precision (bf16: its forward under autocast to bfloat16); FuxiCTR's side "
                          "stays float32, as FuxiCTR trains")
+    ap.add_argument("--processes", choices=("shared", "separate"), default="shared",
+                    help="shared: both sides in this process, under bars's run settings (the conservative figure); "
+                         "separate: each repeat of each side in a fresh process of its own, as each library's users "
+                         "run it (FuxiCTR's with the C library's allocator defaults)")
+    ap.add_argument("--side", choices=("bars", "fuxictr"), help=argparse.SUPPRESS)  # a --processes separate child
     args = ap.parse_args(argv)
     if args.clock == "cpu" and args.threads != 1:
         ap.error(f"--clock cpu times the calling thread only, so it needs --threads 1 (got --threads {args.threads})")
@@ -223,23 +299,37 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(models) - set(known))
     if unknown:
         ap.error(f"no config with a FuxiCTR composition: {unknown}; known: {known}")
+    if args.side:  # a child of --processes separate: one side, one config, one shape; its figure as JSON
+        (shape,) = [s for s in args.shapes.split(",") if s]
+        try:
+            out = side_run(models[0], shape, args.side, args.steps or 1, clock, args.precision)
+        except NotImplementedError as exc:  # told to the parent, which prints it as the shared mode does
+            out = {"not_implemented": str(exc)}
+        print(json.dumps(out))
+        return 0
+    separate = args.processes == "separate"
     print(f"bars vs FuxiCTR 2.3.10 training step, batch {BATCH}, {args.threads} threads, torch {torch.__version__}, "
-          f"median of {args.repeats} interleaved repeats, {args.clock} clock, bars precision {args.precision}")
-    print(f"{'config':<12} {'shape':<7} {'bars samples/s':>15} {'FuxiCTR samples/s':>18} {'ratio':>7}")
+          f"median of {args.repeats} interleaved repeats, {args.clock} clock, bars precision {args.precision}, "
+          + ("each side in fresh processes of its own (FuxiCTR's with the C library's allocator defaults)" if separate
+             else "both sides in this process (under bars's run settings)"))
+    print(f"{'config':<12} {'shape':<7} {'bars samples/s':>15} {'FuxiCTR samples/s':>18} {'ratio':>7}"
+          + (f" {'faults/step bars / FuxiCTR':>27}" if separate else ""))
     ratios: dict[str, list[float]] = {}
     for shape in [s for s in args.shapes.split(",") if s]:
-        steps = args.steps or (1 if shape == "criteo" else 3)
+        steps = args.steps or ((2 if shape == "criteo" else 10) if separate else (1 if shape == "criteo" else 3))
         for m in models:
             try:
-                got = measure(m, shape, args.repeats, steps, clock, args.precision)
+                got = (measure_separate(m, shape, args.repeats, steps, args.threads, args.clock, args.precision)
+                       if separate else measure(m, shape, args.repeats, steps, clock, args.precision))
             except NotImplementedError as exc:  # a composition FuxiCTR cannot build at this shape (e.g. DLRM)
                 print(f"{m:<12} {shape:<7} (not measured: {exc})", flush=True)
                 continue
             if got is None:
                 continue  # only the sequence models run at the seq shape, and they only there
-            a, b = got
+            a, b = got[:2]
             ratios.setdefault(shape, []).append(a / b)
-            print(f"{m:<12} {shape:<7} {a:>15,.0f} {b:>18,.0f} {a / b:>7.2f}", flush=True)
+            faults = f" {f'{got[2]:,.0f} / {got[3]:,.0f}':>27}" if separate else ""
+            print(f"{m:<12} {shape:<7} {a:>15,.0f} {b:>18,.0f} {a / b:>7.2f}{faults}", flush=True)
     allr = [r for rs in ratios.values() for r in rs]
     if not allr:  # e.g. only sequence models asked for at the frappe or criteo shape
         print("no model measured: the sequence models run at the seq shape only, the others not at it")

@@ -81,3 +81,35 @@ def test_equal_logits_at_the_criteo_shape(name):
         a, b = final_logits(ours(xb)), theirs.logits(xb)
     assert a.shape == b.shape == ((len(xb["C1"]), 2) if name in MULTI_TASK else (len(xb["C1"]),))
     assert float((a - b).abs().max()) <= 1e-5, f"{name}: max |logit diff| {float((a - b).abs().max()):.3g}"
+
+
+def test_separate_processes_time_each_side_in_a_fresh_process(capsys):
+    """``--processes separate``: every repeat of each side is a child process of its own, which reports its
+    samples/s and page faults per step; the parent prints them as a ratio, as the shared mode does."""
+    from bench_reference import main
+
+    assert main(["--models", "dcn", "--shapes", "frappe", "--repeats", "1", "--steps", "1",
+                 "--processes", "separate"]) == 0
+    out = capsys.readouterr().out
+    assert "each side in fresh processes of its own" in out
+    (row,) = [ln.split() for ln in out.splitlines() if ln.startswith("dcn ")]
+    bars, theirs, ratio = (float(v.replace(",", "")) for v in row[2:5])
+    assert bars > 0 and theirs > 0 and abs(ratio - bars / theirs) < 0.01
+    assert row[6] == "/" and float(row[5].replace(",", "")) >= 0 and float(row[7].replace(",", "")) >= 0
+
+
+def test_a_separate_child_reports_one_side():
+    """The child of ``--processes separate`` prints one JSON figure for its side, null where the config does not
+    run at the shape (a sequence model at the frappe shape)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    cmd = [sys.executable, str(here / "bench_reference.py"), "--side", "fuxictr", "--shapes", "frappe", "--steps", "1"]
+    out = subprocess.run([*cmd, "--models", "dcn"], check=True, capture_output=True, text=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert set(got) == {"rate", "faults"} and got["rate"] > 0
+    out = subprocess.run([*cmd, "--models", "din"], check=True, capture_output=True, text=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) is None
