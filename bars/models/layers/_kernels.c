@@ -577,6 +577,55 @@ void bars_gated_cross_bwd(const float *restrict go, const float *restrict z, con
     }
 }
 
+/* bars_self_mask_cross_{fwd,bwd}: the element-wise part of one self-mask cross layer (FCN and ECN;
+ * bars.models.layers.SelfMaskCrossNet) on float32 rows of width d = 2 k, in the order of its torch fallback
+ * (bars.models.layers.exponential_cross.SelfMaskMix), so the same bits: h and ln [rows, k] (the layer's projection and
+ * its LayerNorm, or h again without one), bias [d], base and x [rows, d] (base: x0 in the linear network, x in the
+ * exponential one; m = relu(ln), NaN kept as torch's relu keeps it).
+ *   forward:  c = [h, h * m] + bias;  out = (base * c) + x
+ *   backward: gc = go * base;  gbase = go * c;  gh = gc[:, :k] + gc[:, k:] * m;  gln = 0 where m <= 0, else
+ *             gc[:, k:] * h (torch's threshold_backward of the relu, through which a NaN m passes the gradient).
+ * One pass over the rows each way where torch's ops take six forward and nine backward (and a cat). */
+static inline float relu_t(float v) { return v < 0.0f ? 0.0f : v; } /* torch.relu: -0 and NaN kept */
+
+CLONES
+void bars_self_mask_cross_fwd(const float *restrict h, const float *restrict ln, const float *restrict bias,
+                              const float *restrict base, const float *restrict x, float *restrict out, int64_t rows,
+                              int64_t k) {
+    const int64_t d = 2 * k;
+#pragma omp parallel for schedule(static) if (rows * d >= PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *hr = h + r * k, *lr = ln + r * k, *br = base + r * d, *xr = x + r * d;
+        float *o = out + r * d;
+        for (int64_t j = 0; j < k; j++) o[j] = (br[j] * (hr[j] + bias[j])) + xr[j];
+        for (int64_t j = 0; j < k; j++)
+            o[k + j] = (br[k + j] * ((hr[j] * relu_t(lr[j])) + bias[k + j])) + xr[k + j];
+    }
+}
+
+CLONES
+void bars_self_mask_cross_bwd(const float *restrict go, const float *restrict h, const float *restrict ln,
+                              const float *restrict bias, const float *restrict base, float *restrict gc,
+                              float *restrict gbase, float *restrict gh, float *restrict gln, int64_t rows, int64_t k) {
+    const int64_t d = 2 * k;
+#pragma omp parallel for schedule(static) if (rows * d >= PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *gr = go + r * d, *hr = h + r * k, *lr = ln + r * k, *br = base + r * d;
+        float *gcr = gc + r * d, *gbr = gbase + r * d, *ghr = gh + r * k, *glr = gln + r * k;
+        for (int64_t j = 0; j < k; j++) {
+            gcr[j] = gr[j] * br[j];
+            gbr[j] = gr[j] * (hr[j] + bias[j]);
+        }
+        for (int64_t j = 0; j < k; j++) {
+            float m = relu_t(lr[j]), g2 = gr[k + j] * br[k + j];
+            gcr[k + j] = g2;
+            gbr[k + j] = gr[k + j] * ((hr[j] * m) + bias[k + j]);
+            ghr[j] = gcr[j] + (g2 * m);
+            glr[j] = m <= 0.0f ? 0.0f : g2 * hr[j]; /* torch's threshold_backward: NaN passes */
+        }
+    }
+}
+
 /* bars_euler_*: the element-wise parts of EulerNet's interaction layer (bars.models.layers.EulerInteractionLayer,
  * transposed layout; euler.EulerPolar / EulerCombine), computed as their torch fallbacks in euler.py do, in the
  * same order and operations. r, p [rows, n]; polar and its gradient [2, rows, n] (the log-moduli, then the phases).

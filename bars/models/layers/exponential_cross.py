@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bars.models.layers.core import Dropout, LayerNorm
+from bars.models.layers.kernels import _kernel_ok, _load, autocast_on, traced
 
 
 def multihead_split(emb: Tensor, num_heads: int) -> Tensor:
@@ -26,6 +27,45 @@ def multihead_split(emb: Tensor, num_heads: int) -> Tensor:
     half = (d + 1) // 2
     first, second = heads[..., :half], heads[..., half:]
     return torch.cat([first.reshape(b, num_heads, f * half), second.reshape(b, num_heads, f * (d - half))], dim=-1)
+
+
+class SelfMaskMix(torch.autograd.Function):
+    """The element-wise part of one self-mask cross layer in one autograd node: ``(base * (cat([h, h * relu(ln)],
+    -1) + bias)) + x`` for ``h``, ``ln [..., k]`` (the projection and its LayerNorm, or ``h`` itself), ``bias [2k]``,
+    ``base``, ``x [..., 2k]`` (``base``: ``x0`` in the linear network, ``x`` in the exponential one). Float32 CPU
+    rows go through the compiled kernel (``bars_self_mask_cross_*``), others through torch ops: the same values as
+    autograd's graph of those ops, bit for bit (the output, and each gradient, whose terms are the same and summed
+    in the same order), with one pass over the rows each way instead of six forward and nine backward."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, ln: Tensor, bias: Tensor, base: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        h, ln, bias, base, x = h.detach(), ln.detach(), bias.detach(), base.detach(), x.detach()
+        ctx.save_for_backward(h, ln, bias, base)
+        if _kernel_ok(h, ln, bias, base, x):
+            out = torch.empty_like(x)
+            _load().bars_self_mask_cross_fwd(h.data_ptr(), ln.data_ptr(), bias.data_ptr(), base.data_ptr(),
+                                             x.data_ptr(), out.data_ptr(), h.numel() // h.shape[-1], h.shape[-1])
+            return out
+        return base * (torch.cat([h, h * F.relu(ln)], dim=-1) + bias) + x
+
+    @staticmethod
+    def backward(ctx, go: Tensor):  # type: ignore[override]
+        h, ln, bias, base = ctx.saved_tensors
+        go = go.contiguous()
+        k = h.shape[-1]
+        if _kernel_ok(go, h, ln, bias, base):
+            gc, gbase, gh, gln = torch.empty_like(go), torch.empty_like(go), torch.empty_like(h), torch.empty_like(h)
+            _load().bars_self_mask_cross_bwd(go.data_ptr(), h.data_ptr(), ln.data_ptr(), bias.data_ptr(),
+                                             base.data_ptr(), gc.data_ptr(), gbase.data_ptr(), gh.data_ptr(),
+                                             gln.data_ptr(), h.numel() // k, k)
+        else:
+            m = F.relu(ln)
+            gc = go * base
+            gbase = go * (torch.cat([h, h * m], dim=-1) + bias)
+            g2 = gc[..., k:]
+            gh = gc[..., :k] + g2 * m
+            gln = torch.ops.aten.threshold_backward(g2 * h, m, 0)  # relu's backward, as autograd takes it
+        return gh, gln, gc.sum_to_size(bias.shape), gbase, go
 
 
 class SelfMaskCrossNet(nn.Module):
@@ -79,13 +119,20 @@ class SelfMaskCrossNet(nn.Module):
 
     def forward(self, x0: Tensor) -> Tensor:
         x = x0
+        # the element-wise part in one autograd node (SelfMaskMix, the same values) on float32 CPU tensors; autograd's
+        # ops where the exporters or autocast need them
+        fused = (x0.device.type == "cpu" and x0.dtype == torch.float32 and self.bias.dtype == torch.float32
+                 and not traced() and not autocast_on())
         for i, lin in enumerate(self.w):
             h = lin(x)
             if self.batch_norm is not None:
                 h = self.batch_norm[i](h)
-            mask = F.relu(self.layer_norm[i](h) if self.layer_norm is not None else h)
-            c = torch.cat([h, h * mask], dim=-1) + self.bias[i]
-            x = (x0 if self.kind == "linear" else x) * c + x
+            ln = self.layer_norm[i](h) if self.layer_norm is not None else h
+            base = x0 if self.kind == "linear" else x
+            if fused:
+                x = SelfMaskMix.apply(h, ln, self.bias[i], base, x)
+            else:
+                x = base * (torch.cat([h, h * F.relu(ln)], dim=-1) + self.bias[i]) + x
             if self.dropout is not None:
                 x = self.dropout(x)
         return self.fc(x)

@@ -36,7 +36,8 @@ of a layer whose matrix product ``z = [z_w | z_g]`` is done, in one pass forward
 backward of those ops (torch's ``sigmoid_backward`` included), so the same values.
 
 EulerNet's element-wise work around its matrix products: three autograd nodes whose passes are kernels of this
-library (``bars_euler_*``), kept beside the layer in :mod:`bars.models.layers.euler`.
+library (``bars_euler_*``), kept beside the layer in :mod:`bars.models.layers.euler`; FCN's and ECN's self-mask
+cross layer likewise (``bars_self_mask_cross_*``, :class:`bars.models.layers.exponential_cross.SelfMaskMix`).
 
 CCPM's k-max pooling index (:func:`kmax_index`): the positions of the ``k`` largest values along the last axis,
 ascending, as ``topk(k).indices.sort()``: the kernel ranks each row's values (``#{j : x_j > x_i}``, no branches on
@@ -120,6 +121,9 @@ def _load() -> ctypes.CDLL | None:
             lib.bars_euler_embed_bwd.argtypes = [p, p, p, p, p, p, p, i64, i64, i64]
             for f in ("polar_fwd", "polar_bwd", "combine_pre", "combine_fwd", "combine_bwd", "embed_fwd", "embed_bwd"):
                 getattr(lib, f"bars_euler_{f}").restype = None
+            lib.bars_self_mask_cross_fwd.argtypes = [p] * 6 + [i64] * 2
+            lib.bars_self_mask_cross_bwd.argtypes = [p] * 9 + [i64] * 2
+            lib.bars_self_mask_cross_fwd.restype = lib.bars_self_mask_cross_bwd.restype = None
             lib.bars_lookup_grad_f32.argtypes = [p, i64, p, p, ctypes.c_float, p, p, i64]
             lib.bars_lookup_grad_f32.restype = None
             _lib = lib
