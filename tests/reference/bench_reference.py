@@ -155,8 +155,9 @@ def pair(name: str, spec: FeatureSpec, dim: int, params: dict, reg_e: float):
 
 
 def setup(cid: str, shape: str, precision: str = "fp32"):
-    """(bars's step, FuxiCTR's step) for config ``cid`` at ``shape``: each a function of a batch index that runs one
-    training step of its side on the bench's seeded batches; None where the config does not run at the shape."""
+    """``(make_ours, make_theirs)`` for config ``cid`` at ``shape``: each makes its side's step, a function of a batch
+    index that runs one training step on the bench's seeded batches (FuxiCTR's batch dicts built beforehand); None
+    where the config does not run at the shape."""
     spec, dim = spec_of(shape)
     name, params = yaml_params(cid, dim)
     seq_model = REFERENCES[name].data in ("frappe_seq", "frappe_seq_neg")
