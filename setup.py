@@ -30,4 +30,4 @@ setup(cmdclass={"build_ext": BuildExt},
       ext_modules=[Extension("bars.data._fastcsv", sources=["bars/data/_fastcsv.c"], optional=True,
                              extra_compile_args=["-O3"]),
                    Extension("bars.models.layers._kernels", sources=["bars/models/layers/_kernels.c"], optional=True,
-                             extra_compile_args=["-O3", "-ffp-contract=off", *OPENMP], extra_link_args=OPENMP)])
+                             extra_compile_args=["-O3", "-ffp-contract=off", "-fno-math-errno", *OPENMP], extra_link_args=OPENMP)])

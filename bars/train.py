@@ -63,10 +63,7 @@ from bars.objective import (
     regularization,
     regularization_value,
 )
-from bars.optim import (
-    FusedAdam,  # noqa: F401 (re-exported)
-    clip_grad_norm_,
-)
+from bars.optim import FusedAdam, SparseTables  # noqa: F401 (FusedAdam re-exported)
 from bars.optim import make_adam as _make_adam
 from bars.optim import set_lr as _set_lr
 from bars.precision import PRECISIONS, autocast, set_tf32, warn_if_slow  # noqa: F401 (re-exported)
@@ -240,6 +237,7 @@ class TrainStep:
         self.graph_captures = 0
         self.graph_replays = 0
         self.steps = 0
+        self.sparse_tables: SparseTables | None = None  # SparseTables([]) keeps every table's gradient dense
 
     def regularization(self) -> Tensor:
         """``(lam_e / 2) ||E||^2 + (lam_n / 2) ||W||^2`` (differentiable; a zero tensor when both lambdas are 0)."""
@@ -270,8 +268,9 @@ class TrainStep:
         gradients, clipping and the update are those of :meth:`objective`'s graph; the returned objective is
         its value (:func:`bars.objective.regularization_value`: bit for bit up to tables of 2**18 entries). On the
         CPU (one process) an embedding table of width 16 or more that the step looks up once gets ``lam * W`` from
-        that lookup's backward instead, added in the same order, so the same bits without a zero-filled gradient
-        and two more passes over the table (:func:`bars.models.layers.embedding.regularizer_in_lookup_grad`).
+        that lookup's backward instead, in the same order. With the compiled kernels that gradient is held as the
+        looked-up rows alone, then clipped and applied without a dense one (:class:`bars.optim.SparseTables`;
+        ``sparse_tables = SparseTables([])`` keeps it dense): the same bits with fewer passes over a big table.
 
         ``train.cuda_graph`` (CUDA, one process): the first full batches run eagerly (warm-up), the next one
         captures the step as a CUDA graph, and every later batch of that layout copies its tensors into the
@@ -351,7 +350,8 @@ class TrainStep:
                 data = data * self.distributed.world_size  # DistributedDataParallel averages: the sum of the parts
             else:
                 loss = data.detach()
-            for reg in (regularization_value(self.emb_params, self.lam_e), regularization_value(self.net_params, self.lam_n)):
+            reg_e = regularization_value(self.emb_params, self.lam_e)
+            for reg in (reg_e, regularization_value(self.net_params, self.lam_n)):
                 if reg is not None:
                     loss = loss + reg
             if self.check_finite and not torch.isfinite(loss):
@@ -362,9 +362,9 @@ class TrainStep:
         emb = self.emb_params if not tables else [p for p in self.emb_params if not tables[id(p)].done]
         add_regularization_grad(emb, self.lam_e)
         add_regularization_grad(self.net_params, self.lam_n)
-        if not math.isinf(self.clip):
-            clip_grad_norm_(self.params, self.clip)
-        self.optimizer.step()
+        if self.sparse_tables is None:  # no table in the lookups (GPU, several processes, no embedding regularizer)
+            self.sparse_tables = SparseTables([])
+        self.sparse_tables.step(self.optimizer, self.params, self.clip, tables, reg_e, self.lam_e)
         return loss
 
     def _regularizer_in_lookups(self) -> contextlib.AbstractContextManager[dict]:
@@ -375,7 +375,9 @@ class TrainStep:
             return contextlib.nullcontext({})
         from bars.models.layers.embedding import regularizer_in_lookup_grad
 
-        return regularizer_in_lookup_grad(self.emb_params, self.lam_e)
+        if self.sparse_tables is None:  # the tables whose gradient the lookup may hold sparse
+            self.sparse_tables = SparseTables(self.emb_params)
+        return regularizer_in_lookup_grad(self.emb_params, self.lam_e, self.sparse_tables.for_step())
 
 
 @torch.no_grad()

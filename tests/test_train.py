@@ -16,6 +16,7 @@ from conftest import SHARED_DATASETS
 from torch import nn
 
 from bars import metrics
+from bars import optim as O
 from bars import train as T
 from bars.models import build
 from bars.train import EpochLog, NonFiniteLossError, TrainConfig, TrainConfigError, fit
@@ -368,7 +369,7 @@ def test_regularizer_gradient_reaches_unused_embedding_rows():
 
 def test_gradient_norm_is_clipped(monkeypatch):
     seen = []
-    real = T.clip_grad_norm_
+    real = O.clip_grad_norm_
 
     def norm(params):
         return float(torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None)))
@@ -378,7 +379,7 @@ def test_gradient_norm_is_clipped(monkeypatch):
         real(params, max_norm)
         seen.append((total, norm(params), max_norm))
 
-    monkeypatch.setattr(T, "clip_grad_norm_", spy)
+    monkeypatch.setattr(O, "clip_grad_norm_", spy)
 
     class Loud(TinyModel):  # huge logits -> huge gradients
         def forward(self, batch):
@@ -408,7 +409,7 @@ def test_clipping_is_torchs_clip_grad_norm_bit_for_bit(scale):
     ours, theirs = ([nn.Parameter(torch.zeros_like(x)) for x in grads] for _ in range(2))
     for a, b, x in zip(ours, theirs, grads, strict=True):
         a.grad, b.grad = x.clone(), x.clone()
-    T.clip_grad_norm_(ours, 10.0)
+    O.clip_grad_norm_(ours, 10.0)
     torch.nn.utils.clip_grad_norm_(theirs, 10.0)
     for a, b in zip(ours, theirs, strict=True):
         assert torch.equal(a.grad.view(torch.int32), b.grad.view(torch.int32))
@@ -846,8 +847,8 @@ def test_regularizer_written_by_the_lookup_changes_no_bit_of_training(monkeypatc
     real = E.regularizer_in_lookup_grad
 
     @contextlib.contextmanager
-    def watched(tables, lam):
-        with real(tables, lam) as entries:
+    def watched(tables, lam, slots=None):
+        with real(tables, lam, slots) as entries:
             yield entries
         done.append(sum(e.done for e in entries.values()))
 

@@ -805,6 +805,137 @@ void bars_lookup_grad_f32(const int64_t *restrict idx, int64_t n, const float *r
     for (int64_t j = 0; j < d; j++) out[j] = 0.0f + out[j];
 }
 
+/* A table's step without its dense gradient (bars.models.layers.table_step): the gradient the unfused step gives a
+ * float32 table [rows, d] looked up n times with the regularizer lam * W (bars_lookup_grad_f32's) is, per element,
+ *     looked-up row r >= 1:  S[r] + W * lam      S[r] = ((0 + g_i1) + g_i2) + ... over r's lookups in order
+ *     row 0 (padding):       0 + W * lam
+ *     any other row:         W * lam
+ * bars_table_sparse_f32 keeps only the S rows (compact, in order of first lookup: rows_out[k] is the row of S's
+ * k-th, slot[r] = k + 1; slot all zero on entry, the caller clears it after the step), and returns their count.
+ * bars_table_gsq_f32 gives what the looked-up rows add to the squared norm (the clipping test's estimate, see
+ * the Python side). bars_table_adam_f32 is torch's fused Adam on it (aten's FusedAdamKernel, float32: the same
+ * operations, fused multiply-adds where its vector path has them), bit for bit (tests/test_table_step.py). */
+CLONES
+int64_t bars_table_sparse_f32(const int64_t *restrict idx, int64_t n, const float *restrict g, int64_t d,
+                              int32_t *restrict slot, float *restrict s, int64_t *restrict rows_out) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t r = idx[i];
+        if (i + LOOKAHEAD < n) __builtin_prefetch(slot + idx[i + LOOKAHEAD], 1);
+        if (r == 0) continue;
+        const float *gi = g + i * d;
+        int32_t q = slot[r];
+        if (q == 0) {
+            float *o = s + k * d;
+            slot[r] = (int32_t)(k + 1);
+            rows_out[k++] = r;
+            for (int64_t j = 0; j < d; j++) o[j] = 0.0f + gi[j];
+        } else {
+            float *o = s + (int64_t)(q - 1) * d;
+            for (int64_t j = 0; j < d; j++) o[j] += gi[j];
+        }
+    }
+    return k;
+}
+
+#define TABLE_CHUNK 4096 /* rows per piece of bars_table_adam_f32's pass (split between the threads) */
+
+/* sum over the k looked-up rows of ||S + W * lam||^2 - ||W * lam||^2 (the products rounded to float32 as in the
+ * gradient), in double: what the looked-up rows add to the squared norm of lam * W. */
+CLONES
+double bars_table_gsq_f32(const float *restrict w, int64_t d, float lam, const float *restrict s,
+                          const int64_t *restrict rows_in, int64_t k) {
+    double lane[16] = {0.0};
+    for (int64_t i = 0; i < k; i++) {
+        if (i + LOOKAHEAD < k) __builtin_prefetch(w + rows_in[i + LOOKAHEAD] * d, 0);
+        const float *wr = w + rows_in[i] * d, *sr = s + i * d;
+        int64_t j = 0;
+        for (; j + 16 <= d; j += 16)
+            for (int l = 0; l < 16; l++) {
+                float base = wr[j + l] * lam, gv = sr[j + l] + base;
+                lane[l] += (double)gv * (double)gv - (double)base * (double)base;
+            }
+        for (; j < d; j++) {
+            float base = wr[j] * lam, gv = sr[j] + base;
+            lane[0] += (double)gv * (double)gv - (double)base * (double)base;
+        }
+    }
+    double acc = 0.0;
+    for (int l = 0; l < 16; l++) acc += lane[l];
+    return acc;
+}
+
+/* torch's fused Adam (float32, no weight decay, no amsgrad) on that gradient, over elements [0, ne) of w, m, v:
+ * exp_avg.lerp_(g, 1 - beta1) as fma(w1, g - m, m), exp_avg_sq as fma(c2 * g, g, v * beta2) (aten's vector loop)
+ * or, from element tail_at on, fma(v, beta2, (c2 * g) * g) (its scalar loop over the tensor's last numel % width
+ * elements, compiled with another contraction), then p + (-step_size * m) / (sqrt(v) / bc2s + eps). The gradient
+ * is sr[i] + w[i] * lam (a looked-up row), else 0 + w[i] * lam (pad: the padding row), else w[i] * lam. */
+static inline void table_adam_run(float *restrict w, float *restrict m, float *restrict v, int64_t ne, int64_t tail_at,
+                                  float lam, const float *restrict sr, int pad, float w1, float b2, float c2,
+                                  float bc2s, float eps, float nss) {
+#define ADAM_ELEM(G, V)                                                                                           \
+    {                                                                                                             \
+        float gv = (G), mv = fmaf(w1, gv - m[i], m[i]), vv = (V);                                                 \
+        m[i] = mv;                                                                                                \
+        v[i] = vv;                                                                                                \
+        w[i] = w[i] + (nss * mv) / (sqrtf(vv) / bc2s + eps);                                                      \
+    }
+#define ADAM_LOOPS(G)                                                                                             \
+    {                                                                                                             \
+        int64_t i = 0;                                                                                            \
+        for (; i < tail_at; i++) ADAM_ELEM(G, fmaf(c2 * gv, gv, v[i] * b2))                                       \
+        for (; i < ne; i++) ADAM_ELEM(G, fmaf(v[i], b2, (c2 * gv) * gv))                                         \
+    }
+    if (tail_at > ne) tail_at = ne;
+    if (tail_at < 0) tail_at = 0;
+    if (sr)
+        ADAM_LOOPS(sr[i] + w[i] * lam)
+    else if (pad)
+        ADAM_LOOPS(0.0f + w[i] * lam)
+    else
+        ADAM_LOOPS(w[i] * lam)
+#undef ADAM_LOOPS
+#undef ADAM_ELEM
+}
+
+CLONES
+void bars_table_adam_f32(float *restrict w, float *restrict m, float *restrict v, int64_t rows, int64_t d, float lam,
+                         const int32_t *restrict slot, const float *restrict s, float w1, float b2, float c2,
+                         float bc2s, float eps, float nss, int64_t tail) {
+    const int64_t per = TABLE_CHUNK, pieces = (rows + per - 1) / per; /* rows per piece */
+#pragma omp parallel for schedule(static) if (rows * d >= PARALLEL_MIN)
+    for (int64_t c = 0; c < pieces; c++) {
+        int64_t r = c * per, r1 = rows - r < per ? rows : r + per;
+        while (r < r1) {
+            if (slot[r] || r == 0) { /* one row: looked up, or the padding row */
+                const float *sr = slot[r] ? s + (int64_t)(slot[r] - 1) * d : NULL;
+                table_adam_run(w + r * d, m + r * d, v + r * d, d, tail - r * d, lam, sr, r == 0, w1, b2, c2, bc2s,
+                               eps, nss);
+                r++;
+            } else { /* a run of rows not looked up: one flat loop */
+                int64_t e = r + 1;
+                while (e < r1 && !slot[e]) e++;
+                table_adam_run(w + r * d, m + r * d, v + r * d, (e - r) * d, tail - r * d, lam, NULL, 0, w1, b2, c2,
+                               bc2s, eps, nss);
+                r = e;
+            }
+        }
+    }
+}
+
+/* The dense gradient (when the clipping test cannot decide, or a second path adds to the table's gradient):
+ * out holds W * lam on entry (torch's mul); the looked-up rows and row 0 get the values above. */
+CLONES
+void bars_table_dense_f32(const float *restrict w, int64_t d, float lam, const float *restrict s,
+                          const int64_t *restrict rows_in, int64_t k, float *restrict out) {
+    for (int64_t i = 0; i < k; i++) {
+        const float *wr = w + rows_in[i] * d, *sr = s + i * d;
+        float *o = out + rows_in[i] * d;
+        for (int64_t j = 0; j < d; j++) o[j] = sr[j] + wr[j] * lam;
+    }
+    for (int64_t j = 0; j < d; j++) out[j] = 0.0f + out[j];
+}
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "optional CPU kernels of bars.models", -1,
                                     NULL};
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from bars.data.spec import Feature, FeatureSpec
 from bars.models.layers.kernels import lookup_grad, traced
+from bars.models.layers.table_grad import SparseTableGrad, usable
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -23,10 +24,12 @@ class RegularizedTable:
     gradient (:func:`regularizer_in_lookup_grad`); ``lookups`` counts this step's differentiable lookups and
     ``done`` says whether the gradient holds ``lam * W``."""
 
-    __slots__ = ("done", "lam", "lookups")
+    __slots__ = ("done", "lam", "lookups", "slots", "sparse")
 
-    def __init__(self, lam: float) -> None:
+    def __init__(self, lam: float, slots: Tensor | None = None) -> None:
         self.lam, self.lookups, self.done = float(lam), 0, False
+        self.slots = slots  # a row -> slot map (table_grad.new_slots): the gradient may be held sparse
+        self.sparse: SparseTableGrad | None = None  # the gradient, held sparse (weight.grad left None)
 
 
 class _Active(threading.local):
@@ -37,17 +40,22 @@ _ACTIVE = _Active()  # per thread: a CPU backward runs in the thread that called
 
 
 @contextlib.contextmanager
-def regularizer_in_lookup_grad(tables: Sequence[Tensor], lam: float) -> Iterator[dict[int, RegularizedTable]]:
+def regularizer_in_lookup_grad(tables: Sequence[Tensor], lam: float,
+                               slots: dict[int, Tensor] | None = None) -> Iterator[dict[int, RegularizedTable]]:
     """For one training step (its forward and backward inside the block): a CPU float32 table of ``tables``
     (width 16 or more) looked up exactly once by :func:`padded_lookup` gets its regularizer's gradient ``lam * W``
     from that lookup's backward, in the unfused step's order of additions (:func:`bars.models.layers.kernels.
     lookup_grad`), instead of a zero-filled gradient to which the trainer then adds ``lam * W`` in two more passes
     over the table (issue 16: ~3 ms of a Criteo-shape step's ~16 ms for the table). Yields ``{id(table): entry}``; after the backward the
     caller adds ``lam * W`` itself to every table whose entry is not ``done`` (looked up twice or more, width
-    below 16, not looked up, or another dtype or device), so the gradient always holds it exactly once."""
+    below 16, not looked up, or another dtype or device), so the gradient always holds it exactly once. ``slots``
+    (``{id(table): row -> slot map}``, kept by the caller from step to step): a table that has one and whose
+    lookup's backward qualifies gets its gradient as ``entry.sparse`` instead (``weight.grad`` stays None), which
+    the caller must use or materialise (:mod:`bars.models.layers.table_grad`)."""
     if _ACTIVE.tables is not None:
         raise RuntimeError("regularizer_in_lookup_grad: already active in this thread (one training step at a time)")
-    entries = {id(t): RegularizedTable(lam) for t in tables}
+    slots = slots or {}
+    entries = {id(t): RegularizedTable(lam, slots.get(id(t))) for t in tables}
     _ACTIVE.tables = entries
     try:
         yield entries
@@ -81,6 +89,9 @@ class _PaddedLookup(torch.autograd.Function):
         table = ctx.table
         if table is not None and table.lookups == 1 and not table.done and grad.dtype == torch.float32:
             table.done = True
+            if table.slots is not None and usable(ctx.weight):
+                table.sparse = SparseTableGrad(ctx.weight, flat, g, table.lam, table.slots)
+                return None, None, None
             return None, lookup_grad(flat, g, ctx.weight, table.lam), None
         if dim < 16:
             keys = (flat.unsqueeze(1) * dim + torch.arange(dim, device=flat.device)).reshape(-1)

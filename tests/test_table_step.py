@@ -1,0 +1,191 @@
+"""A big embedding table's step without its dense gradient (bars.models.layers.table_grad, bars.optim.
+step_with_sparse_tables): the same gradient, clipping and Adam update, bit for bit, as the dense step."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bars import optim as O
+from bars import train as T
+from bars.data.spec import Feature, FeatureSpec
+from bars.models import build
+from bars.models.layers import kernels as K
+from bars.models.layers import table_grad as TG
+from bars.models.layers.kernels import lookup_grad
+
+pytestmark = pytest.mark.skipif(not K.available(), reason="the compiled kernels are not built")
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:  # bit patterns: NaN == NaN, -0 != +0
+    return t.view(torch.int32)
+
+
+def _table(rows: int, d: int, n: int, seed: int, specials: bool = False):
+    """A table, ``n`` skewed lookups into it (repeats, the padding row among them) and their gradients."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, d, generator=g) * 0.01
+    w[0] = 0.0
+    w[3::11] = 0.0  # zero rows: signed-zero products
+    w[4::13, 0] = -0.0
+    flat = (torch.rand(n, generator=g) ** 3 * rows).long().clamp(max=rows - 1)
+    flat[::17] = 0
+    grads = torch.randn(n, d, generator=g) * 1e-3
+    grads[::5] = -0.0
+    if specials:
+        grads[7, 0] = float("nan")
+        grads[9, d - 1] = float("inf")
+    return w, flat, grads
+
+
+@pytest.mark.parametrize(("rows", "d", "n"), [(50, 1, 30), (9000, 16, 4000), (300, 7, 900), (5000, 33, 2000),
+                                               (4097, 16, 100)])
+@pytest.mark.parametrize("lam", [0.05, 1e-5])
+def test_adam_on_the_sparse_gradient_is_torchs_fused_adam_bit_for_bit(rows, d, n, lam):
+    """Three steps: the table and both moments after each are ``torch._fused_adam_``'s with the dense gradient
+    (``lookup_grad``, the unfused step's), and the slot map is all zero again."""
+    w, _, _ = _table(rows, d, n, seed=0)
+    mine, theirs = w.clone(), w.clone()
+    m1, v1, m2, v2 = (torch.zeros_like(w) for _ in range(4))
+    step = torch.zeros(())
+    slots = TG.new_slots(w)
+    for k in range(3):
+        _, flat, grads = _table(rows, d, n, seed=k + 1, specials=k == 2)
+        dense = lookup_grad(flat, grads, theirs, lam)
+        step += 1
+        torch._fused_adam_([theirs], [dense], [m2], [v2], [], [step], amsgrad=False, lr=1e-3 * (k + 1),
+                           beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False, grad_scale=None,
+                           found_inf=None)
+        TG.SparseTableGrad(mine, flat, grads, lam, slots).adam(m1, v1, float(step), 1e-3 * (k + 1))
+        for a, b in ((mine, theirs), (m1, m2), (v1, v2)):
+            assert torch.equal(bits(a), bits(b))
+        assert not slots.any()
+    assert torch.isnan(mine).any()  # the NaN lookup gradient went through as torch's does
+
+
+@pytest.mark.parametrize("prior", [False, True])
+def test_materialise_writes_the_dense_gradient(prior):
+    """``materialise`` writes ``lookup_grad``'s gradient bit for bit (added to a gradient another path wrote)."""
+    w, flat, grads = _table(700, 16, 3000, seed=3, specials=True)
+    p = nn.Parameter(w.clone())
+    other = torch.randn(700, 16) * 1e-2
+    if prior:
+        p.grad = other.clone()
+    slots = TG.new_slots(p)
+    TG.SparseTableGrad(p, flat, grads, 0.05, slots).materialise()
+    want = lookup_grad(flat, grads, w, 0.05)
+    assert torch.equal(bits(p.grad), bits(other + want if prior else want))
+    assert not slots.any()
+
+
+def test_the_norm_estimate_is_the_dense_gradients_norm():
+    """``lam^2 ||W||^2 + grad_sq_over()`` is the dense gradient's squared norm (to rounding)."""
+    w, flat, grads = _table(20000, 16, 8000, seed=4)
+    grads *= 30.0  # the looked-up rows dominate
+    sparse = TG.SparseTableGrad(w, flat, grads, 0.05, TG.new_slots(w))
+    est = 0.05**2 * float(w.double().square().sum()) + sparse.grad_sq_over()
+    dense = lookup_grad(flat, grads, w, 0.05).double()
+    assert est == pytest.approx(float(dense.square().sum()), rel=1e-9)
+    sparse.release()
+    assert not sparse.slots.any()
+
+
+def test_usable_needs_the_kernels_and_a_plain_float32_table(monkeypatch):
+    assert TG.usable(torch.zeros(10, 16))
+    assert not TG.usable(torch.zeros(10, 16, dtype=torch.float64))
+    assert not TG.usable(torch.zeros(16, 10).t())
+    assert not TG.usable(torch.zeros(10, TG.MAX_WIDTH + 1))
+    monkeypatch.setenv("BARS_KERNELS", "torch")
+    assert not TG.usable(torch.zeros(10, 16))
+
+
+def _spec() -> FeatureSpec:
+    feats = tuple(Feature(f"f{i}", "categorical", vocab_size=v) for i, v in enumerate((3000, 2000, 700, 40)))
+    return FeatureSpec(dataset="tiny", label="y", features=feats)
+
+
+def _batches(spec: FeatureSpec, n: int = 5):
+    g = torch.Generator().manual_seed(9)
+    out = []
+    for _ in range(n):
+        x = {f.name: (torch.rand(256, generator=g) ** 2 * f.vocab_size).long().clamp(max=f.vocab_size - 1).int()
+             for f in spec.features}
+        out.append((x, (torch.rand(256, generator=g) < 0.3).float()))
+    return out
+
+
+class Tied(nn.Module):
+    """DCN plus a second path into the table's gradient (a term that reads the table's rows directly)."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        super().__init__()
+        self.dcn = build("dcn", spec, {"embedding_dim": 16, "dnn_hidden_units": (32,), "num_cross_layers": 2})
+        self.embedding = self.dcn.embedding
+
+    def forward(self, batch):
+        return self.dcn(batch) + 1e-3 * self.embedding.weight[1:50].sum()
+
+
+@pytest.mark.parametrize(("clip", "tied", "path"), [(10.0, False, "sparse"), (math.inf, False, "sparse"),
+                                                    (1e-3, False, "dense"), (10.0, True, "dense")])
+def test_training_steps_change_no_bit(monkeypatch, clip, tied, path):
+    """Five steps of a model whose table qualifies: every loss, weight and Adam state bit for bit the dense
+    step's (``SparseTables([])``). Clipping far off or no clipping: the table's Adam runs on the sparse gradient;
+    a clipping norm the step reaches, or a second path into the table's gradient: the dense gradient is written
+    and the unfused clipping and step run, and the next ``RETRY - 1`` steps (here 1) take the dense gradient from
+    the lookup (steps 1, 3 and 5 try the sparse one)."""
+    spec = _spec()
+    taken = {"sparse": 0, "dense": 0}
+    real_adam, real_dense = TG.SparseTableGrad.adam, TG.SparseTableGrad.materialise
+
+    def adam(self, *a):
+        taken["sparse"] += 1
+        return real_adam(self, *a)
+
+    def materialise(self):
+        taken["dense"] += 1
+        return real_dense(self)
+
+    monkeypatch.setattr(TG.SparseTableGrad, "adam", adam)
+    monkeypatch.setattr(TG.SparseTableGrad, "materialise", materialise)
+    monkeypatch.setattr(O.SparseTables, "RETRY", 2)
+    c = T.TrainConfig(batch_size=256, learning_rate=1e-2, device="cpu", num_threads=1, embedding_regularizer=0.05,
+                      net_regularizer=0.01, clip_grad_norm=clip)
+    runs = []
+    for sparse in (True, False):
+        torch.manual_seed(1)
+        model = Tied(spec) if tied else build("dcn", spec, {"embedding_dim": 16, "dnn_hidden_units": (32,),
+                                                            "num_cross_layers": 2})
+        step = T.TrainStep(model, c)
+        if not sparse:
+            step.sparse_tables = O.SparseTables([])
+        losses = []
+        for xb, yb in _batches(spec):
+            torch.manual_seed(7)
+            losses.append(step(xb, yb))
+        state = [t for p in step.params for t in step.optimizer.state[p]]
+        runs.append((losses, [p.detach().clone() for p in model.parameters()], state))
+    assert taken == ({"sparse": 5, "dense": 0} if path == "sparse" else {"sparse": 0, "dense": 3}), taken
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        assert torch.equal(a, b)
+    for xs, ys in zip(runs[0][1:], runs[1][1:], strict=True):
+        assert all(torch.equal(bits(a), bits(b)) for a, b in zip(xs, ys, strict=True))
+
+
+def test_without_a_norm_bound_the_step_writes_the_dense_gradient():
+    """``step_with_sparse_tables`` with a clipping norm and no bound on ``||W||^2`` cannot estimate the norm: it
+    writes the gradient out and clips as torch does."""
+    w, flat, grads = _table(500, 16, 900, seed=6)
+    p = nn.Parameter(w.clone())
+    opt = O.FusedAdam([p], 1e-3)
+    O.step_with_sparse_tables(opt, [p], 10.0, [TG.SparseTableGrad(p, flat, grads, 0.05, TG.new_slots(p))])
+    assert p.grad is not None and torch.equal(bits(p.grad), bits(lookup_grad(flat, grads, w, 0.05)))
+
+
+def test_the_probe_tells_the_widths_apart():
+    """Exactly one of the vector widths reproduces torch's Adam here (the probe can tell a wrong tail)."""
+    assert [TG._agrees(w) for w in (8, 16)].count(True) == 1
+    assert TG.adam_width() in (8, 16)
