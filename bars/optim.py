@@ -77,10 +77,10 @@ class FusedAdam:
 
 
     @torch.no_grad()
-    def step_sparse(self, table: SparseTableGrad) -> None:
-        """:meth:`step` for one parameter whose gradient is held sparse (``table.weight``, its ``.grad`` None):
-        the same state (created as :meth:`step` creates it, the step counted as there) and the same update, bit
-        for bit (:meth:`bars.models.layers.table_grad.SparseTableGrad.adam`)."""
+    def step_sparse(self, table: SparseTableGrad, scale: float = 1.0) -> None:
+        """:meth:`step` for one parameter whose gradient is held sparse (``table.weight``, its ``.grad`` None), times
+        ``scale`` (a clipping coefficient): the same state (created as :meth:`step` creates it, the step counted as
+        there) and the same update, bit for bit (:meth:`bars.models.layers.table_grad.SparseTableGrad.adam`)."""
         p = table.weight
         st = self.state.get(p)
         if st is None:
@@ -88,66 +88,78 @@ class FusedAdam:
                                   torch.zeros_like(p, memory_format=torch.preserve_format),
                                   torch.zeros_like(p, memory_format=torch.preserve_format))
         st[0].add_(1)
-        table.adam(st[1], st[2], float(st[0]), self.param_groups[0]["lr"])
+        table.adam(st[1], st[2], float(st[0]), self.param_groups[0]["lr"], scale=scale)
 
 
 def step_with_sparse_tables(optimizer: Any, params: list[nn.Parameter], max_norm: float,
                             tables: list[SparseTableGrad], tables_sq: float | None = None) -> bool:
     """Clip at ``max_norm`` (inf: no clipping) and take the Adam step, for a step where ``tables`` hold their
     parameters' gradients sparse (:mod:`bars.models.layers.table_grad`; their ``.grad`` None). Bit for bit
-    :func:`clip_grad_norm_` then ``optimizer.step()`` on the dense gradients. ``tables_sq``: at least the sum of
-    the tables' ``||W||^2`` (the embedding regularizer's value gives it: ``2 * value / lam``; None: unknown).
-    The total norm is estimated in double from it, the other gradients' norm and what the tables' looked-up rows
-    add (:meth:`~bars.models.layers.table_grad.SparseTableGrad.grad_sq_over`), with no pass over a table. When
-    clipping is off, or the estimate is clearly below ``max_norm`` (torch's coefficient is then 1, and
-    :func:`clip_grad_norm_` changes nothing), Adam runs on the other parameters and on each table in one pass over
-    it. Otherwise (or when another path also wrote a table's gradient) the tables' gradients are written out
-    dense first, and exactly the unfused clipping and step run. Returns whether a table's gradient was written
-    dense."""
-    dense = any(t.weight.grad is not None for t in tables) or not isinstance(optimizer, FusedAdam)
-    if tables and not dense and not math.isinf(max_norm):
-        grads = [p.grad for p in params if p.grad is not None]
-        sq = float(nn.utils.get_total_norm(grads, 2.0)) ** 2 if grads else 0.0
-        if tables_sq is None:
-            est = math.inf
-        else:  # lam * W over every row, then the looked-up rows' share
-            lam = tables[0].lam  # one embedding regularizer for every table
-            est = math.sqrt(max(0.0, sq + lam * lam * tables_sq + sum(t.grad_sq_over() for t in tables)))
-        # torch's float32 norm is within ~1e-6 (relative) of the estimate: a margin of 1e-3 decides for it
-        dense = not (math.isfinite(est) and est <= (max_norm - 1e-6) * (1 - 1e-3))
-    if dense or not tables:
+    :func:`clip_grad_norm_` then ``optimizer.step()`` on the dense gradients.
+
+    ``tables_sq``: at least the sum of the tables' ``||W||^2`` (the embedding regularizer's value gives it:
+    ``2 * value / lam``; None: unknown). The total norm is estimated in double from it, the other gradients'
+    norm and what the tables' looked-up rows add (:meth:`~bars.models.layers.table_grad.SparseTableGrad.
+    grad_sq_over`), with no pass over a table. When clipping is off, or the estimate is clearly below
+    ``max_norm`` (torch's coefficient is then 1, and :func:`clip_grad_norm_` changes nothing), Adam runs on the
+    other parameters and on each table in one pass over it. Otherwise the tables' dense gradients are written
+    for torch's exact norm, the other gradients clipped as :func:`clip_grad_norm_` clips them, and each table's
+    Adam pass multiplies its gradient by the same coefficient (as torch's in-place product would). When another
+    path also wrote a table's gradient, the dense gradients and the unfused clipping and step run. Returns
+    whether the exact norm was taken."""
+    if any(t.weight.grad is not None for t in tables) or not isinstance(optimizer, FusedAdam):
         for t in tables:
             t.materialise()
+        tables = []
+    if not tables:
         if not math.isinf(max_norm):
             clip_grad_norm_(params, max_norm)
         optimizer.step()
-        return bool(tables)
+        return False
+    scale, exact = 1.0, False
+    if not math.isinf(max_norm):
+        grads = [p.grad for p in params if p.grad is not None]
+        sq = float(nn.utils.get_total_norm(grads, 2.0)) ** 2 if grads else 0.0
+        est = math.inf
+        if tables_sq is not None:  # lam * W over every row, then the looked-up rows' share
+            lam = tables[0].lam  # one embedding regularizer for every table
+            est = math.sqrt(max(0.0, sq + lam * lam * tables_sq + sum(t.grad_sq_over() for t in tables)))
+        # torch's float32 norm is within ~1e-6 (relative) of the estimate: a margin of 1e-3 decides for it
+        if not (math.isfinite(est) and est <= (max_norm - 1e-6) * (1 - 1e-3)):
+            scale, exact = _clip_with_tables(params, max_norm, tables), True
     optimizer.step()
     for t in tables:
-        optimizer.step_sparse(t)
-    return False
+        optimizer.step_sparse(t, scale)
+    return exact
+
+
+def _clip_with_tables(params: list[nn.Parameter], max_norm: float, tables: list[SparseTableGrad]) -> float:
+    """:func:`clip_grad_norm_`'s total norm with the tables' dense gradients in it (written for it, then dropped);
+    the other gradients clipped as it clips them; returns the coefficient (1.0 where it does not multiply)."""
+    for t in tables:
+        t.weight.grad = t.dense()
+    grads = [p.grad for p in params if p.grad is not None]
+    total = nn.utils.get_total_norm(grads, 2.0)
+    for t in tables:
+        t.weight.grad = None
+    if bool(max_norm / (total + 1e-6) >= 1.0):
+        return 1.0
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # as nn.utils.clip_grads_with_norm_
+    nn.utils.clip_grads_with_norm_([p for p in params if p.grad is not None], max_norm, total)
+    return float(coef)
 
 
 class SparseTables:
     """A trainer's tables whose gradient may be held sparse (:mod:`bars.models.layers.table_grad`): each one's row
-    -> slot map, kept from step to step, and the step (:func:`step_with_sparse_tables`). A step whose gradients
-    had to be written dense (its clipping norm reached: then the dense gradient's exact norm is needed) makes the
-    next ``RETRY - 1`` steps take the dense gradient from the lookups directly, which costs nothing extra; the
-    sparse way is tried again after them. Either way every bit is the dense step's."""
-
-    RETRY = 16
+    -> slot map, kept from step to step, and the step (:func:`step_with_sparse_tables`). ``exact_norms`` counts
+    the steps whose clipping test needed the dense gradients' exact norm."""
 
     def __init__(self, tables: list[nn.Parameter]) -> None:
         self.slots = {id(p): new_slots(p) for p in tables if usable(p)}
-        self.wait = 0  # steps left that take the dense gradient
-        self.dense_steps = 0  # steps that wrote a sparse gradient out dense (the clipping test could not decide)
+        self.exact_norms = 0
 
     def for_step(self) -> dict[int, Tensor]:
-        """The slot maps for this step's lookups (:func:`bars.models.layers.embedding.regularizer_in_lookup_grad`;
-        empty: every gradient dense)."""
-        if self.wait:
-            self.wait -= 1
-            return {}
+        """The slot maps for this step's lookups (:func:`bars.models.layers.embedding.regularizer_in_lookup_grad`)."""
         return self.slots
 
     def step(self, optimizer: Any, params: list[nn.Parameter], max_norm: float, entries: dict, reg_value: Any,
@@ -157,9 +169,7 @@ class SparseTables:
         tables = [e.sparse for e in entries.values() if e.sparse is not None]
         # the value is read only with a sparse table (a CPU tensor): never a device sync in a GPU or captured step
         tables_sq = None if not tables or reg_value is None or not lam else 2 * float(reg_value) / lam
-        if step_with_sparse_tables(optimizer, params, max_norm, tables, tables_sq):
-            self.dense_steps += 1
-            self.wait = self.RETRY - 1
+        self.exact_norms += step_with_sparse_tables(optimizer, params, max_norm, tables, tables_sq)
 
 
 def make_adam(params: list[nn.Parameter], lr: float, device: torch.device) -> Any:

@@ -130,59 +130,72 @@ class Tied(nn.Module):
 
 
 @pytest.mark.parametrize(("clip", "tied", "path"), [(10.0, False, "sparse"), (math.inf, False, "sparse"),
-                                                    (1e-3, False, "dense"), (10.0, True, "dense")])
-def test_training_steps_change_no_bit(monkeypatch, clip, tied, path):
+                                                    (1e-3, False, "clipped"), (10.0, True, "dense")])
+def test_training_steps_change_no_bit(clip, tied, path):
     """Five steps of a model whose table qualifies: every loss, weight and Adam state bit for bit the dense
-    step's (``SparseTables([])``). Clipping far off or no clipping: the table's Adam runs on the sparse gradient;
-    a clipping norm the step reaches, or a second path into the table's gradient: the dense gradient is written
-    and the unfused clipping and step run, and the next ``RETRY - 1`` steps (here 1) take the dense gradient from
-    the lookup (steps 1, 3 and 5 try the sparse one)."""
+    step's (``SparseTables([])``). Clipping far off or no clipping: the table's Adam runs on the sparse gradient.
+    A clipping norm every step reaches: the dense gradient is written for the exact norm, and the table's Adam
+    still runs on the sparse one, times the coefficient. A second path into the table's gradient: the dense
+    gradient goes into ``.grad`` and the unfused clipping and step run."""
     spec = _spec()
-    taken = {"sparse": 0, "dense": 0}
-    real_adam, real_dense = TG.SparseTableGrad.adam, TG.SparseTableGrad.materialise
-
-    def adam(self, *a):
-        taken["sparse"] += 1
-        return real_adam(self, *a)
-
-    def materialise(self):
-        taken["dense"] += 1
-        return real_dense(self)
-
-    monkeypatch.setattr(TG.SparseTableGrad, "adam", adam)
-    monkeypatch.setattr(TG.SparseTableGrad, "materialise", materialise)
-    monkeypatch.setattr(O.SparseTables, "RETRY", 2)
     c = T.TrainConfig(batch_size=256, learning_rate=1e-2, device="cpu", num_threads=1, embedding_regularizer=0.05,
                       net_regularizer=0.01, clip_grad_norm=clip)
-    runs = []
-    for sparse in (True, False):
-        torch.manual_seed(1)
-        model = Tied(spec) if tied else build("dcn", spec, {"embedding_dim": 16, "dnn_hidden_units": (32,),
-                                                            "num_cross_layers": 2})
-        step = T.TrainStep(model, c)
-        if not sparse:
-            step.sparse_tables = O.SparseTables([])
-        losses = []
-        for xb, yb in _batches(spec):
-            torch.manual_seed(7)
-            losses.append(step(xb, yb))
-        state = [t for p in step.params for t in step.optimizer.state[p]]
-        runs.append((losses, [p.detach().clone() for p in model.parameters()], state))
-    assert taken == ({"sparse": 5, "dense": 0} if path == "sparse" else {"sparse": 0, "dense": 3}), taken
+    runs, scales, dense = [], [], [0]
+    real_adam, real_dense = TG.SparseTableGrad.adam, TG.SparseTableGrad.materialise
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(TG.SparseTableGrad, "adam", lambda self, *a, **k: (scales.append(k.get("scale", 1.0)),
+                                                                       real_adam(self, *a, **k))[1])
+        mp.setattr(TG.SparseTableGrad, "materialise", lambda self: (dense.__setitem__(0, dense[0] + 1),
+                                                                    real_dense(self))[1])
+        for sparse in (True, False):
+            torch.manual_seed(1)
+            model = Tied(spec) if tied else build("dcn", spec, {"embedding_dim": 16, "dnn_hidden_units": (32,),
+                                                                "num_cross_layers": 2})
+            step = T.TrainStep(model, c)
+            if not sparse:
+                step.sparse_tables = O.SparseTables([])
+            losses = []
+            for xb, yb in _batches(spec):
+                torch.manual_seed(7)
+                losses.append(step(xb, yb))
+            state = [t for p in step.params for t in step.optimizer.state[p]]
+            runs.append((losses, [p.detach().clone() for p in model.parameters()], state))
+            if sparse:
+                exact = step.sparse_tables.exact_norms
+    if path == "dense":
+        assert dense[0] == 5 and not scales
+    else:
+        assert dense[0] == 0 and len(scales) == 5
+        assert exact == (5 if path == "clipped" else 0)
+        assert all(0 < x < 1 for x in scales) if path == "clipped" else all(x == 1.0 for x in scales)
     for a, b in zip(runs[0][0], runs[1][0], strict=True):
         assert torch.equal(a, b)
     for xs, ys in zip(runs[0][1:], runs[1][1:], strict=True):
         assert all(torch.equal(bits(a), bits(b)) for a, b in zip(xs, ys, strict=True))
 
 
-def test_without_a_norm_bound_the_step_writes_the_dense_gradient():
-    """``step_with_sparse_tables`` with a clipping norm and no bound on ``||W||^2`` cannot estimate the norm: it
-    writes the gradient out and clips as torch does."""
+@pytest.mark.parametrize("max_norm", [1e-4, 1e3, float("nan")])
+def test_without_a_norm_bound_the_exact_norm_clips_the_sparse_step(max_norm):
+    """``step_with_sparse_tables`` with no bound on ``||W||^2`` takes torch's exact norm (the dense gradient written
+    for it, then dropped): the table, a second parameter and every Adam state bit for bit ``clip_grad_norm_`` and
+    ``torch._fused_adam_`` on the dense gradients, clipped (1e-4), not clipped (1e3) or with a NaN coefficient."""
     w, flat, grads = _table(500, 16, 900, seed=6)
-    p = nn.Parameter(w.clone())
-    opt = O.FusedAdam([p], 1e-3)
-    O.step_with_sparse_tables(opt, [p], 10.0, [TG.SparseTableGrad(p, flat, grads, 0.05, TG.new_slots(p))])
-    assert p.grad is not None and torch.equal(bits(p.grad), bits(lookup_grad(flat, grads, w, 0.05)))
+    other = torch.randn(30, 4)
+    ours, theirs = [nn.Parameter(w.clone()), nn.Parameter(other.clone())], [nn.Parameter(w.clone()),
+                                                                           nn.Parameter(other.clone())]
+    opt_o, opt_t = O.FusedAdam(ours, 1e-3), O.FusedAdam(theirs, 1e-3)
+    for k in range(2):
+        g = torch.randn(30, 4, generator=torch.Generator().manual_seed(k))
+        ours[1].grad, theirs[1].grad = g.clone(), g.clone()  # clipping scales a gradient in place
+        theirs[0].grad = lookup_grad(flat, grads, theirs[0].detach(), 0.05)
+        O.clip_grad_norm_(theirs, max_norm)
+        opt_t.step()
+        table = TG.SparseTableGrad(ours[0], flat, grads, 0.05, TG.new_slots(ours[0]))
+        assert O.step_with_sparse_tables(opt_o, ours, max_norm, [table]) is True
+        assert ours[0].grad is None
+        for a, b in zip(ours, theirs, strict=True):
+            assert torch.equal(bits(a.detach()), bits(b.detach()))
+            assert all(torch.equal(bits(x), bits(y)) for x, y in zip(opt_o.state[a], opt_t.state[b], strict=True))
 
 
 def test_the_probe_tells_the_widths_apart():

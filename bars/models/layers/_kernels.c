@@ -869,13 +869,14 @@ double bars_table_gsq_f32(const float *restrict w, int64_t d, float lam, const f
  * exp_avg.lerp_(g, 1 - beta1) as fma(w1, g - m, m), exp_avg_sq as fma(c2 * g, g, v * beta2) (aten's vector loop)
  * or, from element tail_at on, fma(v, beta2, (c2 * g) * g) (its scalar loop over the tensor's last numel % width
  * elements, compiled with another contraction), then p + (-step_size * m) / (sqrt(v) / bc2s + eps). The gradient
- * is sr[i] + w[i] * lam (a looked-up row), else 0 + w[i] * lam (pad: the padding row), else w[i] * lam. */
+ * is sr[i] + w[i] * lam (a looked-up row), else 0 + w[i] * lam (pad: the padding row), else w[i] * lam, times
+ * scale (the clipping coefficient, 1 when the norm is not reached: a product by 1 changes no bit). */
 static inline void table_adam_run(float *restrict w, float *restrict m, float *restrict v, int64_t ne, int64_t tail_at,
-                                  float lam, const float *restrict sr, int pad, float w1, float b2, float c2,
-                                  float bc2s, float eps, float nss) {
+                                  float lam, const float *restrict sr, int pad, float scale, float w1, float b2,
+                                  float c2, float bc2s, float eps, float nss) {
 #define ADAM_ELEM(G, V)                                                                                           \
     {                                                                                                             \
-        float gv = (G), mv = fmaf(w1, gv - m[i], m[i]), vv = (V);                                                 \
+        float gv = (G) * scale, mv = fmaf(w1, gv - m[i], m[i]), vv = (V);                                         \
         m[i] = mv;                                                                                                \
         v[i] = vv;                                                                                                \
         w[i] = w[i] + (nss * mv) / (sqrtf(vv) / bc2s + eps);                                                      \
@@ -901,7 +902,7 @@ static inline void table_adam_run(float *restrict w, float *restrict m, float *r
 CLONES
 void bars_table_adam_f32(float *restrict w, float *restrict m, float *restrict v, int64_t rows, int64_t d, float lam,
                          const int32_t *restrict slot, const float *restrict s, float w1, float b2, float c2,
-                         float bc2s, float eps, float nss, int64_t tail) {
+                         float bc2s, float eps, float nss, int64_t tail, float scale) {
     const int64_t per = TABLE_CHUNK, pieces = (rows + per - 1) / per; /* rows per piece */
 #pragma omp parallel for schedule(static) if (rows * d >= PARALLEL_MIN)
     for (int64_t c = 0; c < pieces; c++) {
@@ -909,14 +910,14 @@ void bars_table_adam_f32(float *restrict w, float *restrict m, float *restrict v
         while (r < r1) {
             if (slot[r] || r == 0) { /* one row: looked up, or the padding row */
                 const float *sr = slot[r] ? s + (int64_t)(slot[r] - 1) * d : NULL;
-                table_adam_run(w + r * d, m + r * d, v + r * d, d, tail - r * d, lam, sr, r == 0, w1, b2, c2, bc2s,
-                               eps, nss);
+                table_adam_run(w + r * d, m + r * d, v + r * d, d, tail - r * d, lam, sr, r == 0, scale, w1, b2, c2,
+                               bc2s, eps, nss);
                 r++;
             } else { /* a run of rows not looked up: one flat loop */
                 int64_t e = r + 1;
                 while (e < r1 && !slot[e]) e++;
-                table_adam_run(w + r * d, m + r * d, v + r * d, (e - r) * d, tail - r * d, lam, NULL, 0, w1, b2, c2,
-                               bc2s, eps, nss);
+                table_adam_run(w + r * d, m + r * d, v + r * d, (e - r) * d, tail - r * d, lam, NULL, 0, scale, w1,
+                               b2, c2, bc2s, eps, nss);
                 r = e;
             }
         }

@@ -13,8 +13,10 @@ which is, bit for bit, the gradient :func:`~bars.models.layers.kernels.lookup_gr
 The trainer (:func:`bars.optim.step_with_sparse_tables`) asks :meth:`SparseTableGrad.grad_sq_over` for the
 clipping test and :meth:`SparseTableGrad.adam` for the update: torch's fused Adam computed on those values in one pass over
 the table, the parameter and both moments bit for bit what ``torch._fused_adam_`` gives with the dense gradient
-(tests/test_table_step.py). :meth:`SparseTableGrad.materialise` writes the dense gradient instead, where the
-step needs it (a clipping test too close to call, a second gradient path into the table).
+(tests/test_table_step.py). Where the clipping norm may be reached, the step needs torch's exact norm: then
+:meth:`SparseTableGrad.dense` writes the dense gradient for it, and Adam still runs on the sparse one, times the
+coefficient. :meth:`SparseTableGrad.materialise` puts the dense gradient in ``weight.grad`` instead (a second
+gradient path into the table).
 
 Only with the compiled kernels (``bars.models.layers._kernels``); without them the lookup writes the dense
 gradient as before (:func:`usable`).
@@ -45,7 +47,7 @@ def _lib() -> ctypes.CDLL:
         lib.bars_table_sparse_f32.restype = i64
         lib.bars_table_gsq_f32.argtypes = [p, i64, f, p, p, i64]
         lib.bars_table_gsq_f32.restype = ctypes.c_double
-        lib.bars_table_adam_f32.argtypes = [p, p, p, i64, i64, f, p, p, f, f, f, f, f, f, i64]
+        lib.bars_table_adam_f32.argtypes = [p, p, p, i64, i64, f, p, p, f, f, f, f, f, f, i64, f]
         lib.bars_table_adam_f32.restype = None
         lib.bars_table_dense_f32.argtypes = [p, i64, f, p, p, i64, p]
         lib.bars_table_dense_f32.restype = None
@@ -129,24 +131,30 @@ class SparseTableGrad:
         return _lib().bars_table_gsq_f32(w.data_ptr(), w.shape[1], self.lam, self.sums.data_ptr(),
                                          self.rows.data_ptr(), self.rows.numel())
 
+    def dense(self) -> Tensor:
+        """The dense gradient, bit for bit :func:`~bars.models.layers.kernels.lookup_grad`'s (the slots kept)."""
+        w = self.weight.detach()
+        out = torch.mul(w, self.lam)
+        _lib().bars_table_dense_f32(w.data_ptr(), w.shape[1], self.lam, self.sums.data_ptr(), self.rows.data_ptr(),
+                                    self.rows.numel(), out.data_ptr())
+        return out
+
     def materialise(self) -> None:
         """Write the dense gradient into ``weight.grad`` (added to it when another path already wrote one: a sum
         of two, in either order the same bits), then :meth:`release`."""
-        w = self.weight.detach()
-        dense = torch.mul(w, self.lam)
-        _lib().bars_table_dense_f32(w.data_ptr(), w.shape[1], self.lam, self.sums.data_ptr(), self.rows.data_ptr(),
-                                    self.rows.numel(), dense.data_ptr())
+        dense = self.dense()
         if self.weight.grad is None:
             self.weight.grad = dense
         else:
             self.weight.grad.add_(dense)
         self.release()
 
-    def adam(self, exp_avg: Tensor, exp_avg_sq: Tensor, step: float, lr: float, width: int | None = None) -> None:
+    def adam(self, exp_avg: Tensor, exp_avg_sq: Tensor, step: float, lr: float, width: int | None = None,
+             scale: float = 1.0) -> None:
         """torch's fused Adam step ``step`` (already counted) at learning rate ``lr`` on ``weight`` and its two
-        moments with this gradient (:func:`torch._fused_adam_` with torch's defaults; aten computes the
-        coefficients in double from the step, as here; ``width``: its vector width, default :func:`adam_width`),
-        then :meth:`release`."""
+        moments with this gradient times ``scale`` (the clipping coefficient: torch multiplies the gradient by it
+        in place first; :func:`torch._fused_adam_` with torch's defaults; aten computes the coefficients in double
+        from the step, as here; ``width``: its vector width, default :func:`adam_width`), then :meth:`release`."""
         w = self.weight.detach()
         width = width or adam_width()
         if width is None:
@@ -158,7 +166,8 @@ class SparseTableGrad:
         bc2 = 1 - math.pow(_BETA2, step)
         _lib().bars_table_adam_f32(w.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), w.shape[0], w.shape[1],
                                    self.lam, self.slots.data_ptr(), self.sums.data_ptr(), 1 - _BETA1, _BETA2,
-                                   1 - _BETA2, math.sqrt(bc2), _EPS, -(lr / bc1), w.numel() - w.numel() % width)
+                                   1 - _BETA2, math.sqrt(bc2), _EPS, -(lr / bc1), w.numel() - w.numel() % width,
+                                   scale)
         self.release()
 
     def release(self) -> None:
