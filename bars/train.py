@@ -267,10 +267,10 @@ class TrainStep:
         (``(2 W) * (lam / 2)`` and ``W * lam`` round alike; a sum of two gradients is commutative), so the
         gradients, clipping and the update are those of :meth:`objective`'s graph; the returned objective is
         its value (:func:`bars.objective.regularization_value`: bit for bit up to tables of 2**18 entries). On the
-        CPU (one process) an embedding table of width 16 or more that the step looks up once gets ``lam * W`` from
-        that lookup's backward instead, in the same order. With the compiled kernels that gradient is held as the
-        looked-up rows alone, then clipped and applied without a dense one (:class:`bars.optim.SparseTables`;
-        ``sparse_tables = SparseTables([])`` keeps it dense): the same bits with fewer passes over a big table.
+        CPU (one process) an embedding table that the step looks up once gets ``lam * W`` from that lookup's
+        backward instead, in the same order: with the compiled kernels its gradient is held as the looked-up rows
+        alone, then clipped and applied without a dense one (:class:`bars.optim.SparseTables`; ``sparse_tables =
+        SparseTables([])`` keeps it dense; without the kernels, tables of width 16 or more get a dense one).
 
         ``train.cuda_graph`` (CUDA, one process): the first full batches run eagerly (warm-up), the next one
         captures the step as a CUDA graph, and every later batch of that layout copies its tensors into the

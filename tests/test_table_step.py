@@ -120,23 +120,26 @@ def _batches(spec: FeatureSpec, n: int = 5):
 class Tied(nn.Module):
     """DCN plus a second path into the table's gradient (a term that reads the table's rows directly)."""
 
-    def __init__(self, spec: FeatureSpec) -> None:
+    def __init__(self, spec: FeatureSpec, dim: int) -> None:
         super().__init__()
-        self.dcn = build("dcn", spec, {"embedding_dim": 16, "dnn_hidden_units": (32,), "num_cross_layers": 2})
+        self.dcn = build("dcn", spec, {"embedding_dim": dim, "dnn_hidden_units": (32,), "num_cross_layers": 2})
         self.embedding = self.dcn.embedding
 
     def forward(self, batch):
         return self.dcn(batch) + 1e-3 * self.embedding.weight[1:50].sum()
 
 
-@pytest.mark.parametrize(("clip", "tied", "path"), [(10.0, False, "sparse"), (math.inf, False, "sparse"),
-                                                    (1e-3, False, "clipped"), (10.0, True, "dense")])
-def test_training_steps_change_no_bit(clip, tied, path):
+@pytest.mark.parametrize(("clip", "tied", "path", "dim"), [(10.0, False, "sparse", 16), (math.inf, False, "sparse", 16),
+                                                           (1e-3, False, "clipped", 16), (10.0, True, "dense", 16),
+                                                           (10.0, False, "sparse", 10), (1e-3, False, "clipped", 10),
+                                                           (10.0, True, "dense", 10)])
+def test_training_steps_change_no_bit(clip, tied, path, dim):
     """Five steps of a model whose table qualifies: every loss, weight and Adam state bit for bit the dense
     step's (``SparseTables([])``). Clipping far off or no clipping: the table's Adam runs on the sparse gradient.
     A clipping norm every step reaches: the dense gradient is written for the exact norm, and the table's Adam
     still runs on the sparse one, times the coefficient. A second path into the table's gradient: the dense
-    gradient goes into ``.grad`` and the unfused clipping and step run."""
+    gradient goes into ``.grad`` and the unfused clipping and step run. At width 10 the dense step takes its
+    gradient from ``bincount`` and adds ``lam * W`` after the backward (a zero's sign may differ, no weight)."""
     spec = _spec()
     c = T.TrainConfig(batch_size=256, learning_rate=1e-2, device="cpu", num_threads=1, embedding_regularizer=0.05,
                       net_regularizer=0.01, clip_grad_norm=clip)
@@ -149,8 +152,8 @@ def test_training_steps_change_no_bit(clip, tied, path):
                                                                     real_dense(self))[1])
         for sparse in (True, False):
             torch.manual_seed(1)
-            model = Tied(spec) if tied else build("dcn", spec, {"embedding_dim": 16, "dnn_hidden_units": (32,),
-                                                                "num_cross_layers": 2})
+            model = Tied(spec, dim) if tied else build("dcn", spec, {"embedding_dim": dim, "dnn_hidden_units": (32,),
+                                                                     "num_cross_layers": 2})
             step = T.TrainStep(model, c)
             if not sparse:
                 step.sparse_tables = O.SparseTables([])

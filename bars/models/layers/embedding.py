@@ -49,8 +49,8 @@ def regularizer_in_lookup_grad(tables: Sequence[Tensor], lam: float,
     over the table (issue 16: ~3 ms of a Criteo-shape step's ~16 ms for the table). Yields ``{id(table): entry}``; after the backward the
     caller adds ``lam * W`` itself to every table whose entry is not ``done`` (looked up twice or more, width
     below 16, not looked up, or another dtype or device), so the gradient always holds it exactly once. ``slots``
-    (``{id(table): row -> slot map}``, kept by the caller from step to step): a table that has one and whose
-    lookup's backward qualifies gets its gradient as ``entry.sparse`` instead (``weight.grad`` stays None), which
+    (``{id(table): row -> slot map}``, kept by the caller from step to step): a table that has one (of any width)
+    and is looked up exactly once gets its gradient as ``entry.sparse`` instead (``weight.grad`` stays None), which
     the caller must use or materialise (:mod:`bars.models.layers.table_grad`)."""
     if _ACTIVE.tables is not None:
         raise RuntimeError("regularizer_in_lookup_grad: already active in this thread (one training step at a time)")
@@ -69,8 +69,10 @@ class _PaddedLookup(torch.autograd.Function):
     4096 x 10 lookups into a 5,390 x 10 table, 1.8 ms even at width 1). Here one ``bincount`` over (row, column)
     keys (width < 16) or one ``index_add_`` (wider) does the same additions in the same order (each row's
     gradients in the order of their lookups), so the gradient is bit for bit torch's (tests/test_layers.py);
-    the padding row's gradient is zero. ``table`` (width 16 or more, :func:`regularizer_in_lookup_grad`): the
-    gradient with the regularizer's ``lam * W`` in it."""
+    the padding row's gradient is zero. ``table`` (:func:`regularizer_in_lookup_grad`): the gradient with the
+    regularizer's ``lam * W`` in it, held sparse where the table has a slot map (any width; the rows not looked up
+    then hold ``W * lam`` where the unfused step has ``0 + W * lam``: a difference in a zero's sign, which changes no
+    clipping norm and no Adam update), else written dense (width 16 or more)."""
 
     @staticmethod
     def forward(ctx, idx: Tensor, weight: Tensor, table: RegularizedTable | None) -> Tensor:  # type: ignore[override]
@@ -88,11 +90,13 @@ class _PaddedLookup(torch.autograd.Function):
         g = grad.reshape(-1, dim)
         table = ctx.table
         if table is not None and table.lookups == 1 and not table.done and grad.dtype == torch.float32:
-            table.done = True
-            if table.slots is not None and usable(ctx.weight):
-                table.sparse = SparseTableGrad(ctx.weight, flat, g, table.lam, table.slots)
+            if table.slots is not None and usable(ctx.weight):  # any width
+                table.done = True
+                table.sparse = SparseTableGrad(ctx.weight, flat, g, table.lam, table.slots, lam_last=dim < 16)
                 return None, None, None
-            return None, lookup_grad(flat, g, ctx.weight, table.lam), None
+            if dim >= 16:
+                table.done = True
+                return None, lookup_grad(flat, g, ctx.weight, table.lam), None
         if dim < 16:
             keys = (flat.unsqueeze(1) * dim + torch.arange(dim, device=flat.device)).reshape(-1)
             out = torch.bincount(keys, weights=g.reshape(-1), minlength=rows * dim).view(rows, dim)
@@ -111,7 +115,7 @@ def padded_lookup(idx: Tensor, weight: Tensor) -> Tensor:
         table = active.get(id(weight)) if active else None
         if table is not None:
             table.lookups += 1
-            if weight.shape[1] < 16:
+            if weight.shape[1] < 16 and table.slots is None:
                 table = None
         return _PaddedLookup.apply(idx, weight, table)  # (an exported graph keeps torch's own op)
     return F.embedding(idx, weight, padding_idx=0)

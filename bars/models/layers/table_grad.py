@@ -103,20 +103,22 @@ def new_slots(weight: Tensor) -> Tensor:
 
 class SparseTableGrad:
     """The gradient of ``weight`` from one lookup ``flat [n]`` (int64, 0 the padding row) with the lookups'
-    gradients ``g [n, d]`` and the regularizer ``lam``: ``rows [k]`` the looked-up rows (in order of first lookup)
-    and ``sums [k, d]`` their sums. ``slots`` (:func:`new_slots`, all zero) maps a row to its place in ``sums``
-    until :meth:`release` (called by :meth:`adam` and :meth:`materialise`) clears it again."""
+    gradients ``g [n, d]`` and the regularizer ``lam`` (``lam_last``: see :meth:`materialise`): ``rows [k]`` the
+    looked-up rows (in order of first lookup) and ``sums [k, d]`` their sums. ``slots`` (:func:`new_slots`, all
+    zero) maps a row to its place in ``sums`` until :meth:`release` (called by :meth:`adam` and
+    :meth:`materialise`) clears it again."""
 
-    __slots__ = ("lam", "rows", "slots", "sums", "weight")
+    __slots__ = ("lam", "lam_last", "rows", "slots", "sums", "weight")
 
-    def __init__(self, weight: Tensor, flat: Tensor, g: Tensor, lam: float, slots: Tensor) -> None:
+    def __init__(self, weight: Tensor, flat: Tensor, g: Tensor, lam: float, slots: Tensor,
+                 lam_last: bool = False) -> None:
         n, d = g.shape
         if flat.dtype != torch.int64 or not flat.is_contiguous() or flat.numel() != n:
             raise ValueError("SparseTableGrad: flat must be a contiguous int64 vector, one index per row of g")
         if n >= 2**31 - 1:
             raise ValueError(f"SparseTableGrad: {n} lookups in one step, at most 2**31 - 2")
         g = g.contiguous()
-        self.weight, self.lam, self.slots = weight, float(lam), slots
+        self.weight, self.lam, self.slots, self.lam_last = weight, float(lam), slots, lam_last
         sums = torch.empty((n, d), dtype=torch.float32)
         rows = torch.empty(n, dtype=torch.int64)
         k = _lib().bars_table_sparse_f32(flat.data_ptr(), n, g.data_ptr(), d, slots.data_ptr(), sums.data_ptr(),
@@ -141,12 +143,16 @@ class SparseTableGrad:
 
     def materialise(self) -> None:
         """Write the dense gradient into ``weight.grad`` (added to it when another path already wrote one: a sum
-        of two, in either order the same bits), then :meth:`release`."""
-        dense = self.dense()
+        of two, in either order the same bits; ``lam_last``, the unfused step of a table below width 16: the
+        lookups' sums added first, ``W * lam`` last, as that step adds them), then :meth:`release`."""
         if self.weight.grad is None:
-            self.weight.grad = dense
+            self.weight.grad = self.dense()
+        elif self.lam_last:  # the unfused step: the lookups' sums and the other path's, then + W * lam
+            w = self.weight.detach()
+            sums = torch.zeros_like(w).index_copy_(0, self.rows, self.sums)
+            self.weight.grad.add_(sums).add_(torch.mul(w, self.lam))
         else:
-            self.weight.grad.add_(dense)
+            self.weight.grad.add_(self.dense())
         self.release()
 
     def adam(self, exp_avg: Tensor, exp_avg_sq: Tensor, step: float, lr: float, width: int | None = None,
