@@ -75,7 +75,6 @@ class FusedAdam:
                                beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False, grad_scale=None,
                                found_inf=None)
 
-
     @torch.no_grad()
     def step_sparse(self, table: SparseTableGrad, scale: float = 1.0) -> None:
         """:meth:`step` for one parameter whose gradient is held sparse (``table.weight``, its ``.grad`` None), times
@@ -157,9 +156,16 @@ class SparseTables:
     def __init__(self, tables: list[nn.Parameter]) -> None:
         self.slots = {id(p): new_slots(p) for p in tables if usable(p)}
         self.exact_norms = 0
+        self.pending = False  # slot maps handed to a step that has not reached its update yet
 
     def for_step(self) -> dict[int, Tensor]:
-        """The slot maps for this step's lookups (:func:`bars.models.layers.embedding.regularizer_in_lookup_grad`)."""
+        """The slot maps for this step's lookups (:func:`bars.models.layers.embedding.regularizer_in_lookup_grad`),
+        all zero: a step that stopped between its lookups and its update (an exception) left rows in them, which
+        are cleared here."""
+        if self.pending:
+            for s in self.slots.values():
+                s.zero_()
+        self.pending = True
         return self.slots
 
     def step(self, optimizer: Any, params: list[nn.Parameter], max_norm: float, entries: dict, reg_value: Any,
@@ -170,6 +176,7 @@ class SparseTables:
         # the value is read only with a sparse table (a CPU tensor): never a device sync in a GPU or captured step
         tables_sq = None if not tables or reg_value is None or not lam else 2 * float(reg_value) / lam
         self.exact_norms += step_with_sparse_tables(optimizer, params, max_norm, tables, tables_sq)
+        self.pending = False
 
 
 def make_adam(params: list[nn.Parameter], lr: float, device: torch.device) -> Any:

@@ -205,3 +205,55 @@ def test_the_probe_tells_the_widths_apart():
     """Exactly one of the vector widths reproduces torch's Adam here (the probe can tell a wrong tail)."""
     assert [TG._agrees(w) for w in (8, 16)].count(True) == 1
     assert TG.adam_width() in (8, 16)
+
+
+def test_a_step_that_stopped_before_its_update_leaves_no_row_behind():
+    """A step whose backward filled a slot map and then stopped (an exception before the update) does not corrupt
+    the next one: its slot maps are cleared before they are handed out again, and the next step is the dense
+    step's, bit for bit."""
+    spec = _spec()
+    c = T.TrainConfig(batch_size=256, learning_rate=1e-2, device="cpu", num_threads=1, embedding_regularizer=0.05)
+    batches = _batches(spec, 2)
+    runs = []
+    for sparse in (True, False):
+        torch.manual_seed(1)
+        model = build("dcn", spec, {"embedding_dim": 16, "dnn_hidden_units": (32,), "num_cross_layers": 2})
+        step = T.TrainStep(model, c)
+        if not sparse:
+            step.sparse_tables = O.SparseTables([])
+        else:  # a step that stops after its backward: the lookup's rows stay in the slot map
+            real = O.step_with_sparse_tables
+
+            def boom(*a, **k):
+                raise RuntimeError("stopped")
+
+            O.step_with_sparse_tables = boom
+            try:
+                with pytest.raises(RuntimeError, match="stopped"):
+                    step(*batches[0])
+            finally:
+                O.step_with_sparse_tables = real
+            assert any(s.any() for s in step.sparse_tables.slots.values())
+        torch.manual_seed(7)
+        loss = step(*batches[1])
+        assert not any(s.any() for s in step.sparse_tables.slots.values())
+        runs.append((loss, [p.detach().clone() for p in model.parameters()]))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert all(torch.equal(bits(a), bits(b)) for a, b in zip(runs[0][1], runs[1][1], strict=True))
+
+
+def test_stale_slots_change_nothing():
+    """A slot map with rows left in it (slots that do not point back at their row) gives the same gradient and the
+    same Adam step as a clean one, and nothing is read or written outside this step's sums."""
+    w, flat, grads = _table(3000, 16, 500, seed=8)
+    dirty = torch.randint(1, 2**31 - 1, (3000,), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+    mine, theirs = w.clone(), w.clone()
+    m1, v1, m2, v2 = (torch.zeros_like(w) for _ in range(4))
+    table = TG.SparseTableGrad(mine, flat, grads, 0.05, dirty)
+    assert torch.equal(bits(table.dense()), bits(lookup_grad(flat, grads, w, 0.05)))
+    table.adam(m1, v1, 1.0, 1e-3)
+    torch._fused_adam_([theirs], [lookup_grad(flat, grads, w, 0.05)], [m2], [v2], [], [torch.ones(())],
+                       amsgrad=False, lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False,
+                       grad_scale=None, found_inf=None)
+    for a, b in ((mine, theirs), (m1, m2), (v1, v2)):
+        assert torch.equal(bits(a), bits(b))

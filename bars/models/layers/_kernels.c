@@ -811,7 +811,8 @@ void bars_lookup_grad_f32(const int64_t *restrict idx, int64_t n, const float *r
  *     row 0 (padding):       0 + W * lam
  *     any other row:         W * lam
  * bars_table_sparse_f32 keeps only the S rows (compact, in order of first lookup: rows_out[k] is the row of S's
- * k-th, slot[r] = k + 1; slot all zero on entry, the caller clears it after the step), and returns their count.
+ * k-th, slot[r] = k + 1; slot all zero on entry, the caller clears it after the step; a slot that does not point
+ * back at its row counts as zero), and returns their count.
  * bars_table_gsq_f32 gives what the looked-up rows add to the squared norm (the clipping test's estimate, see
  * the Python side). bars_table_adam_f32 is torch's fused Adam on it (aten's FusedAdamKernel, float32: the same
  * operations, fused multiply-adds where its vector path has them), bit for bit (tests/test_table_step.py). */
@@ -825,7 +826,7 @@ int64_t bars_table_sparse_f32(const int64_t *restrict idx, int64_t n, const floa
         if (r == 0) continue;
         const float *gi = g + i * d;
         int32_t q = slot[r];
-        if (q == 0) {
+        if (q == 0 || q > k || rows_out[q - 1] != r) { /* first lookup of r (a stale slot never writes outside s) */
             float *o = s + k * d;
             slot[r] = (int32_t)(k + 1);
             rows_out[k++] = r;
@@ -902,20 +903,23 @@ static inline void table_adam_run(float *restrict w, float *restrict m, float *r
 CLONES
 void bars_table_adam_f32(float *restrict w, float *restrict m, float *restrict v, int64_t rows, int64_t d, float lam,
                          const int32_t *restrict slot, const float *restrict s, float w1, float b2, float c2,
-                         float bc2s, float eps, float nss, int64_t tail, float scale) {
+                         float bc2s, float eps, float nss, int64_t tail, float scale,
+                         const int64_t *restrict rows_in, int64_t k) {
     const int64_t per = TABLE_CHUNK, pieces = (rows + per - 1) / per; /* rows per piece */
 #pragma omp parallel for schedule(static) if (rows * d >= PARALLEL_MIN)
     for (int64_t c = 0; c < pieces; c++) {
         int64_t r = c * per, r1 = rows - r < per ? rows : r + per;
         while (r < r1) {
-            if (slot[r] || r == 0) { /* one row: looked up, or the padding row */
-                const float *sr = slot[r] ? s + (int64_t)(slot[r] - 1) * d : NULL;
+            int32_t q = slot[r];
+            if (q && (q > k || rows_in[q - 1] != r)) q = 0; /* a stale slot: not looked up in this step */
+            if (q || r == 0) { /* one row: looked up, or the padding row */
+                const float *sr = q ? s + (int64_t)(q - 1) * d : NULL;
                 table_adam_run(w + r * d, m + r * d, v + r * d, d, tail - r * d, lam, sr, r == 0, scale, w1, b2, c2,
                                bc2s, eps, nss);
                 r++;
             } else { /* a run of rows not looked up: one flat loop */
                 int64_t e = r + 1;
-                while (e < r1 && !slot[e]) e++;
+                while (e < r1 && !slot[e]) e++; /* (a stale slot ends the run early: its row is taken alone) */
                 table_adam_run(w + r * d, m + r * d, v + r * d, (e - r) * d, tail - r * d, lam, NULL, 0, scale, w1,
                                b2, c2, bc2s, eps, nss);
                 r = e;

@@ -47,7 +47,7 @@ def _lib() -> ctypes.CDLL:
         lib.bars_table_sparse_f32.restype = i64
         lib.bars_table_gsq_f32.argtypes = [p, i64, f, p, p, i64]
         lib.bars_table_gsq_f32.restype = ctypes.c_double
-        lib.bars_table_adam_f32.argtypes = [p, p, p, i64, i64, f, p, p, f, f, f, f, f, f, i64, f]
+        lib.bars_table_adam_f32.argtypes = [p, p, p, i64, i64, f, p, p, f, f, f, f, f, f, i64, f, p, i64]
         lib.bars_table_adam_f32.restype = None
         lib.bars_table_dense_f32.argtypes = [p, i64, f, p, p, i64, p]
         lib.bars_table_dense_f32.restype = None
@@ -173,7 +173,7 @@ class SparseTableGrad:
         _lib().bars_table_adam_f32(w.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), w.shape[0], w.shape[1],
                                    self.lam, self.slots.data_ptr(), self.sums.data_ptr(), 1 - _BETA1, _BETA2,
                                    1 - _BETA2, math.sqrt(bc2), _EPS, -(lr / bc1), w.numel() - w.numel() % width,
-                                   scale)
+                                   scale, self.rows.data_ptr(), self.rows.numel())
         self.release()
 
     def release(self) -> None:
