@@ -941,6 +941,93 @@ void bars_table_dense_f32(const float *restrict w, int64_t d, float lam, const f
     for (int64_t j = 0; j < d; j++) out[j] = 0.0f + out[j];
 }
 
+/* FGCNN's max pooling over rows (convolution.RowMaxPool; torch's MaxPool2d((p, 1), padding=(pad, 0)) on NCHW):
+ * x [n, h, w] (n = batch * channels), window j of rows j p - pad .. j p - pad + p - 1, the padding rows skipped.
+ * As ATen's CPU max pooling: the first real row of the window starts as the max (ATen starts from -inf with the
+ * first real row's index: the same outcome), and a later row takes over when it is greater or NaN. The backward
+ * finds that row again from x (saved by the layer; torch keeps an int64 index per output instead), and writes
+ * gi = 0 + g there (a -0 gradient gives +0, as ATen's 0 += g), 0 in the window's other rows and in rows of no
+ * window. Windows hold at least one real row (the caller checks). The two-row window (p = 2) has a loop of its
+ * own: one vector per 16 columns, where the general one keeps a row index per column. */
+#define POOL_COLS 64 /* columns per chunk of the general window */
+static inline void pool_window(const float *restrict xr, int64_t rows, int64_t w, int64_t d0, int64_t nd,
+                               float *restrict m, int32_t *restrict at) {
+    for (int64_t d = 0; d < nd; d++) {
+        m[d] = xr[d0 + d];
+        at[d] = 0;
+    }
+    for (int64_t r = 1; r < rows; r++)
+        for (int64_t d = 0; d < nd; d++) {
+            float v = xr[r * w + d0 + d];
+            int take = (v > m[d]) | (v != v);
+            m[d] = take ? v : m[d];
+            at[d] = take ? (int32_t)r : at[d];
+        }
+}
+
+CLONES
+void bars_row_maxpool_fwd(const float *restrict x, float *restrict out, int64_t n, int64_t h, int64_t w, int64_t p,
+                          int64_t pad, int64_t ho) {
+#pragma omp parallel for schedule(static) if (n * h * w >= PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < ho; j++) {
+            int64_t r0 = j * p - pad, r1 = r0 + p < h ? r0 + p : h;
+            if (r0 < 0) r0 = 0;
+            const float *xr = x + (i * h + r0) * w;
+            float *o = out + (i * ho + j) * w;
+            if (r1 - r0 == 2) {
+                for (int64_t d = 0; d < w; d++) {
+                    float v0 = xr[d], v1 = xr[w + d];
+                    o[d] = (v1 > v0) | (v1 != v1) ? v1 : v0;
+                }
+                continue;
+            }
+            float m[POOL_COLS];
+            int32_t at[POOL_COLS];
+            for (int64_t d0 = 0; d0 < w; d0 += POOL_COLS) {
+                int64_t nd = w - d0 < POOL_COLS ? w - d0 : POOL_COLS;
+                pool_window(xr, r1 - r0, w, d0, nd, m, at);
+                for (int64_t d = 0; d < nd; d++) o[d0 + d] = m[d];
+            }
+        }
+}
+
+CLONES
+void bars_row_maxpool_bwd(const float *restrict g, const float *restrict x, float *restrict gi, int64_t n, int64_t h,
+                          int64_t w, int64_t p, int64_t pad, int64_t ho) {
+#pragma omp parallel for schedule(static) if (n * h * w >= PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float *gr = gi + i * h * w;
+        int64_t done = 0; /* rows written so far */
+        for (int64_t j = 0; j < ho; j++) {
+            int64_t r0 = j * p - pad, r1 = r0 + p < h ? r0 + p : h;
+            if (r0 < 0) r0 = 0;
+            for (; done < r0; done++) memset(gr + done * w, 0, (size_t)w * sizeof(float));
+            const float *gs = g + (i * ho + j) * w, *xr = x + (i * h + r0) * w;
+            float *o = gr + r0 * w;
+            if (r1 - r0 == 2) {
+                for (int64_t d = 0; d < w; d++) {
+                    float v0 = xr[d], v1 = xr[w + d], v = 0.0f + gs[d];
+                    int take = (v1 > v0) | (v1 != v1);
+                    o[d] = take ? 0.0f : v;
+                    o[w + d] = take ? v : 0.0f;
+                }
+            } else {
+                float m[POOL_COLS];
+                int32_t at[POOL_COLS];
+                for (int64_t d0 = 0; d0 < w; d0 += POOL_COLS) {
+                    int64_t nd = w - d0 < POOL_COLS ? w - d0 : POOL_COLS;
+                    pool_window(xr, r1 - r0, w, d0, nd, m, at);
+                    for (int64_t r = 0; r < r1 - r0; r++)
+                        for (int64_t d = 0; d < nd; d++) o[r * w + d0 + d] = at[d] == r ? 0.0f + gs[d0 + d] : 0.0f;
+                }
+            }
+            done = r1;
+        }
+        for (; done < h; done++) memset(gr + done * w, 0, (size_t)w * sizeof(float));
+    }
+}
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "optional CPU kernels of bars.models", -1,
                                     NULL};
 
