@@ -56,3 +56,36 @@ def test_dropout_draws_on_the_projection_in_training_only():
 def test_heads_must_divide_the_embedding_width():
     with pytest.raises(ValueError, match="embedding_dim 5 is not divisible by num_heads 2"):
         QuadraticLayer(3, 5, num_heads=2)
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_relu_and_dropout_in_one_module_are_relu_then_dropout(bn):
+    """The layer's ReLU + dropout run as one ReLUDropout: the same output and gradients, bit for bit, as torch's ReLU
+    followed by the same dropout (the same mask: one key drawn per call from the same seed)."""
+    from bars.models.layers import Dropout, ReLUDropout
+
+    torch.manual_seed(0)
+    q = QuadraticLayer(5, 4, num_row=3, num_heads=2, batch_norm=bn, dropout=0.3).train()
+    assert isinstance(q.dropout, ReLUDropout)
+    x = torch.randn(64, 20)
+    x[0, :5] = 0.0
+    g = torch.randn(64, 20)
+
+    def run(split: bool):
+        q.zero_grad()
+        xr = x.clone().requires_grad_()
+        torch.manual_seed(7)
+        if split:  # the layer's forward with torch.relu and a plain Dropout
+            b = xr.shape[0]
+            heads = xr.reshape(b, q.num_fields, q.num_heads, -1).transpose(1, 2).reshape(b, q.num_heads, q.head_dim)
+            p = q.linear(xr)
+            p = torch.relu(q.bn(p) if q.bn is not None else p).view(b, q.num_heads, q.num_row, q.head_dim)
+            drop = Dropout(q.dropout.p)
+            y = (heads * drop(p).sum(dim=2)).reshape(b, q.input_dim) + xr
+        else:
+            y = q(xr)
+        y.backward(g)
+        return [y.detach(), xr.grad, *(p.grad.clone() for p in q.parameters())]
+
+    for a, b in zip(run(False), run(True), strict=True):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bars.models.layers.core import Dropout
+from bars.models.layers.core import Dropout, ReLUDropout
 
 
 class QuadraticLayer(nn.Module):
@@ -41,7 +41,8 @@ class QuadraticLayer(nn.Module):
         self.head_dim = self.input_dim // num_heads
         self.linear = nn.Linear(self.input_dim, self.input_dim * num_row)
         self.bn = nn.BatchNorm1d(self.input_dim * num_row) if batch_norm else None
-        self.dropout = Dropout(dropout) if dropout > 0 else None
+        # ReLU then dropout: one module, one pass each way (bars.models.layers.core.ReLUDropout, the same values)
+        self.dropout = (ReLUDropout if relu else Dropout)(dropout) if dropout > 0 else None
         self.relu, self.residual = relu, residual
 
     def forward(self, x: Tensor) -> Tensor:
@@ -52,7 +53,7 @@ class QuadraticLayer(nn.Module):
         p = self.linear(x)
         if self.bn is not None:
             p = self.bn(p)
-        if self.relu:
+        if self.relu and self.dropout is None:
             p = torch.relu(p)
         p = p.view(b, h, self.num_row, self.head_dim)
         if self.dropout is not None:
