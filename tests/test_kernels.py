@@ -202,6 +202,21 @@ def test_gradient_is_grad_times_mask() -> None:
     assert torch.equal(y, torch.where(kept, x.detach() * scale, torch.zeros(())))
 
 
+
+@pytest.mark.parametrize("mode", ["auto", "torch"])
+def test_an_expanded_gradient_gives_the_products_bits(monkeypatch, mode) -> None:
+    """A sum's backward hands the dropout an expanded gradient (stride 0 along the summed axis): the kernel takes
+    a contiguous copy of it, the fallback the strided product; both are ``grad * mask`` bit for bit."""
+    monkeypatch.setenv("BARS_KERNELS", mode)
+    x = torch.randn(16, 3, 40, requires_grad=True)
+    torch.manual_seed(4)
+    y = ReLUDropout(0.3)(x)
+    g = torch.randn(16, 1, 40)
+    g[0, 0, :3] = -0.0
+    y.sum(dim=1).backward(g.squeeze(1))  # x.grad from an expanded [16, 3, 40] gradient
+    mask = torch.where(y != 0, 65536.0 / (65536 - round(0.3 * 65536)), 0.0)
+    assert torch.equal(bits(x.grad), bits(g.expand(16, 3, 40) * mask))
+
 def test_unknown_kernels_mode_is_an_error(monkeypatch) -> None:
     monkeypatch.setenv("BARS_KERNELS", "fast")
     with pytest.raises(ValueError, match="BARS_KERNELS='fast'"):

@@ -228,8 +228,9 @@ def dropout_keep(x: Tensor, threshold: int, scale: float, relu: bool, key: int |
 
 
 def dropout_grad(grad: Tensor, keep: Tensor, scale: float) -> Tensor:
-    """``grad * (keep ? scale : 0)``: the same bits as the product with the float mask."""
-    grad = grad.detach()
+    """``grad * (keep ? scale : 0)``: the same bits as the product with the float mask. An expanded gradient (a
+    sum's backward: QNN-alpha's rows) is copied once for the kernel, where the fallback took three passes."""
+    grad = grad.detach() if grad.is_contiguous() or grad.shape != keep.shape else grad.detach().contiguous()
     if (_kernel_ok(grad) or _bf16_kernel_ok(grad)) and grad.shape == keep.shape and keep.is_contiguous():
         dx = torch.empty_like(grad)
         lib = _load()
