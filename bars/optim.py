@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bars.models.layers.table_grad import SparseTableGrad, new_slots, usable
+from bars.models.layers.table_grad import SparseTableGrad, new_slots, norm_order, usable
 
 
 def set_lr(opt: Any, lr: float) -> None:
@@ -135,12 +135,13 @@ def step_with_sparse_tables(optimizer: Any, params: list[nn.Parameter], max_norm
 def _clip_with_tables(params: list[nn.Parameter], max_norm: float, tables: list[SparseTableGrad]) -> float:
     """:func:`clip_grad_norm_`'s total norm with the tables' dense gradients in it (written for it, then dropped);
     the other gradients clipped as it clips them; returns the coefficient (1.0 where it does not multiply)."""
-    for t in tables:
-        t.weight.grad = t.dense()
-    grads = [p.grad for p in params if p.grad is not None]
-    total = nn.utils.get_total_norm(grads, 2.0)
-    for t in tables:
-        t.weight.grad = None
+    total = _total_norm_with_tables(params, tables)
+    if total is None:  # (torch's norm not reproduced here, or gradients of other dtypes or devices)
+        for t in tables:
+            t.weight.grad = t.dense()
+        total = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], 2.0)
+        for t in tables:
+            t.weight.grad = None
     if bool(max_norm / (total + 1e-6) >= 1.0):
         return 1.0
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # as nn.utils.clip_grads_with_norm_
@@ -199,3 +200,18 @@ def clip_grad_norm_(params: list[nn.Parameter], max_norm: float) -> None:
     if total.device.type == "cpu" and bool(max_norm / (total + 1e-6) >= 1.0):
         return
     nn.utils.clip_grads_with_norm_(params, max_norm, total)
+
+
+def _total_norm_with_tables(params: list[nn.Parameter], tables: list[SparseTableGrad]) -> Tensor | None:
+    """``nn.utils.get_total_norm`` of every gradient with the tables' dense ones in it, bit for bit, without writing
+    those (:meth:`SparseTableGrad.norm`): each gradient's norm in the parameters' order (the other gradients' as
+    torch takes them, ``_foreach_norm``), then the norm of those. None where that order is not torch's: a gradient
+    not float32 on the CPU, or :func:`~bars.models.layers.table_grad.norm_order` unknown here."""
+    by_table = {id(t.weight): t for t in tables}
+    others = [p.grad for p in params if p.grad is not None and id(p) not in by_table]
+    if norm_order() is None or any(g.dtype != torch.float32 or g.device.type != "cpu" for g in others):
+        return None
+    other_norms = iter(torch._foreach_norm(others, 2.0) if others else ())
+    norms = [by_table[id(p)].norm() if id(p) in by_table else next(other_norms)
+             for p in params if p.grad is not None or id(p) in by_table]
+    return torch.linalg.vector_norm(torch.stack(norms), 2.0)

@@ -257,3 +257,50 @@ def test_stale_slots_change_nothing():
                        grad_scale=None, found_inf=None)
     for a, b in ((mine, theirs), (m1, m2), (v1, v2)):
         assert torch.equal(bits(a), bits(b))
+
+
+@pytest.mark.parametrize(("rows", "d", "n"), [(50, 1, 30), (9000, 16, 4000), (300, 7, 900), (5000, 33, 2000),
+                                               (4097, 16, 100), (2001, 10, 3000)])
+@pytest.mark.parametrize("specials", [False, True])
+def test_the_norm_is_torchs_norm_of_the_dense_gradient(rows, d, n, specials):
+    """``SparseTableGrad.norm`` (one pass over the table, the dense gradient not written) is
+    ``torch.linalg.vector_norm(dense())`` and ``torch._foreach_norm``'s bit for bit: tails, zero rows, signed zeros,
+    NaN and inf in the lookups."""
+    w, flat, grads = _table(rows, d, n, seed=rows + d, specials=specials)
+    w.mul_(torch.pow(10.0, torch.rand(rows, d, generator=torch.Generator().manual_seed(1)) * 4 - 2))
+    t = TG.SparseTableGrad(w, flat, grads, 0.05, TG.new_slots(w))
+    dense = t.dense()
+    assert torch.equal(bits(t.norm()), bits(torch.linalg.vector_norm(dense)))
+    assert torch.equal(bits(t.norm()), bits(torch._foreach_norm([dense], 2.0)[0]))
+    t.release()
+
+
+def test_the_norm_probe_finds_one_order():
+    """Exactly one summation order (lane width, fused multiply-adds in the lanes and in the tail) reproduces torch's
+    norm here: the probe tells them apart."""
+    orders = [(w, lf, tf) for w in (8, 16) for lf in (False, True) for tf in (False, True)]
+    assert [TG._norm_agrees(o) for o in orders].count(True) == 1
+    assert TG.norm_order() in orders
+
+
+@pytest.mark.parametrize("order", ["probed", "unknown"])
+def test_the_exact_norm_without_the_dense_gradient_changes_no_bit(monkeypatch, order):
+    """Clipping every step (max_norm 1e-4): with the probed order the table's norm comes from its sparse gradient,
+    with none (another host) the dense gradient is written for it; both give the dense step's bits, and the dense
+    gradient is not written in the first case."""
+    if order == "unknown":
+        monkeypatch.setattr(TG, "_ORDER", [None])
+    written = []
+    dense = TG.SparseTableGrad.dense
+    monkeypatch.setattr(TG.SparseTableGrad, "dense", lambda self: written.append(1) or dense(self))
+    w, flat, grads = _table(500, 16, 900, seed=8)
+    ours, theirs = nn.Parameter(w.clone()), nn.Parameter(w.clone())
+    opt_o, opt_t = O.FusedAdam([ours], 1e-3), O.FusedAdam([theirs], 1e-3)
+    for _ in range(2):
+        theirs.grad = lookup_grad(flat, grads, theirs.detach(), 0.05)
+        O.clip_grad_norm_([theirs], 1e-4)
+        opt_t.step()
+        assert O.step_with_sparse_tables(opt_o, [ours], 1e-4, [TG.SparseTableGrad(ours, flat, grads, 0.05,
+                                                                                   TG.new_slots(ours))])
+    assert torch.equal(bits(ours.detach()), bits(theirs.detach()))
+    assert bool(written) == (order == "unknown")

@@ -1028,6 +1028,96 @@ void bars_row_maxpool_bwd(const float *restrict g, const float *restrict x, floa
     }
 }
 
+/* The dense gradient's 2-norm (table_grad.SparseTableGrad.norm), as torch's linalg.vector_norm of dense() computes
+ * it in float, without writing it: the elements in flat order squared into `width` lanes (element i into lane
+ * i % width, for i below n - n % width; with or without a fused multiply-add: lane_fma), the lanes folded into
+ * lane 0 in order, then the last n % width elements added to it one by one (tail_fma), and its square root.
+ * Element values as dense(): W * lam, s + W * lam on a looked-up row, 0 + that on row 0. One thread (the order
+ * is one sequence per lane). table_grad.norm_order probes width and the two fma flags against torch. */
+#define NORM_ADD(a, v, f) ((f) ? fmaf((v), (v), (a)) : (a) + (v) * (v))
+typedef float norm_v8 __attribute__((vector_size(32)));
+typedef float norm_v16 __attribute__((vector_size(64)));
+/* The lanes as vectors, without a fused multiply-add, where the width divides d (no tail; every row starts at
+ * lane 0): a run of rows not looked up in one flat loop, a looked-up row (or row 0) with its own values. */
+#define NORM_ROWS(V, W)                                                                                           \
+    do {                                                                                                          \
+        V a = {0}, sc;                                                                                            \
+        for (int l = 0; l < (W); l++) sc[l] = lam;                                                                \
+        for (int64_t r = 0; r < rows; r++) {                                                                      \
+            const float *wr = w + r * d;                                                                          \
+            int32_t q = slot[r];                                                                                  \
+            const float *sr = q && q <= k && rows_in[q - 1] == r ? s + (int64_t)(q - 1) * d : NULL;               \
+            if (!sr && r) {                                                                                       \
+                int64_t e = r + 1;                                                                                \
+                while (e < rows && !slot[e]) e++; /* (a stale slot ends the run: its row is taken alone) */       \
+                for (int64_t c = 0, m = (e - r) * d; c < m; c += (W)) {                                           \
+                    V x;                                                                                          \
+                    memcpy(&x, wr + c, sizeof x);                                                                 \
+                    x = x * sc;                                                                                   \
+                    a = a + x * x;                                                                                \
+                }                                                                                                 \
+                r = e - 1;                                                                                        \
+                continue;                                                                                         \
+            }                                                                                                     \
+            for (int64_t c = 0; c < d; c += (W)) {                                                                \
+                V x, y = {0};                                                                                     \
+                memcpy(&x, wr + c, sizeof x);                                                                     \
+                x = x * sc;                                                                                       \
+                if (sr) {                                                                                         \
+                    memcpy(&y, sr + c, sizeof y);                                                                 \
+                    x = y + x;                                                                                    \
+                }                                                                                                 \
+                if (!r) {                                                                                         \
+                    V z = {0};                                                                                    \
+                    x = z + x;                                                                                    \
+                }                                                                                                 \
+                a = a + x * x;                                                                                    \
+            }                                                                                                     \
+        }                                                                                                         \
+        float buf = a[0];                                                                                         \
+        for (int l = 1; l < (W); l++) buf = buf + a[l];                                                           \
+        return sqrtf(buf);                                                                                        \
+    } while (0)
+
+CLONES
+float bars_table_norm_f32(const float *restrict w, int64_t rows, int64_t d, float lam, const int32_t *restrict slot,
+                          const float *restrict s, const int64_t *restrict rows_in, int64_t k, int64_t width,
+                          int32_t lane_fma, int32_t tail_fma) {
+    if (!lane_fma && width == 8 && d % 8 == 0) NORM_ROWS(norm_v8, 8);
+    if (!lane_fma && width == 16 && d % 16 == 0) NORM_ROWS(norm_v16, 16);
+    float acc[16] = {0};
+    const int64_t n = rows * d, vec_end = n - n % width;
+    float buf = 0.0f;
+    int folded = 0;
+    int64_t i = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *wr = w + r * d;
+        int32_t q = slot[r];
+        const float *sr = q && q <= k && rows_in[q - 1] == r ? s + (int64_t)(q - 1) * d : NULL;
+        for (int64_t j = 0; j < d; j++, i++) {
+            float v = sr ? sr[j] + wr[j] * lam : wr[j] * lam;
+            if (!r) v = 0.0f + v;
+            if (i < vec_end) {
+                acc[i % width] = NORM_ADD(acc[i % width], v, lane_fma);
+                continue;
+            }
+            if (!folded) {
+                buf = acc[0];
+                for (int l = 1; l < width; l++) buf = buf + acc[l];
+                folded = 1;
+            }
+            buf = NORM_ADD(buf, v, tail_fma);
+        }
+    }
+    if (!folded) {
+        buf = acc[0];
+        for (int l = 1; l < width; l++) buf = buf + acc[l];
+    }
+    return sqrtf(buf);
+}
+#undef NORM_ROWS
+#undef NORM_ADD
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "optional CPU kernels of bars.models", -1,
                                     NULL};
 

@@ -51,6 +51,9 @@ def _lib() -> ctypes.CDLL:
         lib.bars_table_adam_f32.restype = None
         lib.bars_table_dense_f32.argtypes = [p, i64, f, p, p, i64, p]
         lib.bars_table_dense_f32.restype = None
+        i32 = ctypes.c_int32
+        lib.bars_table_norm_f32.argtypes = [p, i64, i64, f, p, p, p, i64, i64, i32, i32]
+        lib.bars_table_norm_f32.restype = f
         _argtypes_set = True
     return lib
 
@@ -96,6 +99,35 @@ def _agrees(width: int) -> bool:
     return True
 
 
+
+_ORDER: list[tuple[int, bool, bool] | None] = []
+
+
+def norm_order() -> tuple[int, bool, bool] | None:
+    """How torch's ``linalg.vector_norm`` sums a float32 tensor's squares on this host, found once per process:
+    ``(width, lane_fma, tail_fma)`` (lanes of 8 or 16 elements, each with or without a fused multiply-add, and
+    the same for the last ``numel % width`` elements; aten's ``norm_two_reduce_step`` and its scalar tail), so
+    that :meth:`SparseTableGrad.norm` gives its bits without the dense gradient; None (the clipping test then
+    writes the dense gradient) when no such order reproduces torch here."""
+    if not _ORDER:
+        _ORDER.append(next((o for o in ((w, lf, tf) for w in (16, 8) for lf in (True, False) for tf in (True, False))
+                            if _norm_agrees(o)), None) if kernels.available() else None)
+    return _ORDER[0]
+
+
+def _norm_agrees(order: tuple[int, bool, bool]) -> bool:
+    g = torch.Generator().manual_seed(17)
+    shapes = ((7, 9), (40, 16), (33, 10), (300, 16), (5, 3), (1000, 13)) + ((3, 5),) * 12  # (tails of 8, 16 differ)
+    for rows, d in shapes:
+        w = torch.randn(rows, d, generator=g) * torch.pow(10.0, torch.rand(rows, d, generator=g) * 6 - 3)
+        flat = torch.randint(0, rows, (2 * rows,), generator=g)
+        t = SparseTableGrad(w, flat, torch.randn(2 * rows, d, generator=g), 0.7, new_slots(w))
+        ok = torch.equal(t.norm(order).view(torch.int32), torch.linalg.vector_norm(t.dense()).view(torch.int32))
+        t.release()
+        if not ok:
+            return False
+    return True
+
 def new_slots(weight: Tensor) -> Tensor:
     """The row -> slot map a table's :class:`SparseTableGrad` fills and clears: int32 zeros, one per row."""
     return torch.zeros(weight.shape[0], dtype=torch.int32)
@@ -140,6 +172,18 @@ class SparseTableGrad:
         _lib().bars_table_dense_f32(w.data_ptr(), w.shape[1], self.lam, self.sums.data_ptr(), self.rows.data_ptr(),
                                     self.rows.numel(), out.data_ptr())
         return out
+
+    def norm(self, order: tuple[int, bool, bool] | None = None) -> Tensor:
+        """``torch.linalg.vector_norm(self.dense())`` bit for bit (a float32 scalar), in one pass over the table
+        without writing the dense gradient (``bars_table_norm_f32``; ``order``: default :func:`norm_order`)."""
+        order = order or norm_order()
+        if order is None:
+            raise RuntimeError("SparseTableGrad.norm: the kernel does not reproduce torch's norm on this host")
+        w = self.weight.detach()
+        v = _lib().bars_table_norm_f32(w.data_ptr(), w.shape[0], w.shape[1], self.lam, self.slots.data_ptr(),
+                                       self.sums.data_ptr(), self.rows.data_ptr(), self.rows.numel(), order[0],
+                                       int(order[1]), int(order[2]))
+        return torch.tensor(v, dtype=torch.float32)
 
     def materialise(self) -> None:
         """Write the dense gradient into ``weight.grad`` (added to it when another path already wrote one: a sum
