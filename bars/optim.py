@@ -133,8 +133,9 @@ def step_with_sparse_tables(optimizer: Any, params: list[nn.Parameter], max_norm
 
 
 def _clip_with_tables(params: list[nn.Parameter], max_norm: float, tables: list[SparseTableGrad]) -> float:
-    """:func:`clip_grad_norm_`'s total norm with the tables' dense gradients in it (written for it, then dropped);
-    the other gradients clipped as it clips them; returns the coefficient (1.0 where it does not multiply)."""
+    """:func:`clip_grad_norm_`'s total norm with the tables' dense gradients in it (:func:`_total_norm_with_tables`;
+    where that cannot give torch's bits, the dense gradients written for it, then dropped); the other gradients
+    clipped as it clips them; returns the coefficient (1.0 where it does not multiply)."""
     total = _total_norm_with_tables(params, tables)
     if total is None:  # (torch's norm not reproduced here, or gradients of other dtypes or devices)
         for t in tables:
