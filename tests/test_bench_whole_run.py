@@ -86,3 +86,42 @@ def test_a_bars_override_without_a_value_is_an_error(capsys):
     with pytest.raises(SystemExit):
         b.main(["--whole-run", "--bars-override", "train.precision"])
     assert "--bars-override: expected KEY=VALUE, got ['train.precision']" in capsys.readouterr().err
+
+
+def test_products_bound_times_every_linear_call_of_one_validation_batch(tmp_path):
+    import torch
+
+    from bars.config import compose, to_container
+    from bars.models import build
+
+    b = _bench()
+    data = b.write_data("criteo", tmp_path / "raw", 400)
+    a = {"shape": "criteo", "model": "dcn", "params": b.shape_params("dcn", "criteo"), "epochs": 4, "threads": 1,
+         "root": str(tmp_path), "data_dir": str(data)}
+    out = b.products_worker(a)
+    cfg = compose(b.bars_overrides(a))
+    from bars.data.spec import FeatureSpec  # the spec the worker's prepare wrote
+
+    spec = FeatureSpec.load(next((tmp_path / "bars" / "data").rglob("feature_spec.json")))
+    model = build(cfg.model.name, spec, to_container(cfg.model.params))
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    # DCN: three cross layers (390 -> 1, no bias), the [400, 400, 400] MLP and the output layer, each called once
+    assert out["linear_calls"] == len(linears) == 7
+    assert out["rows"] == 50  # the valid split (400 / 8 rows) in one batch of eval_batch_size
+    assert out["products_s"] > 0 and out["forward_s"] > 0 and out["gflops"] > 0
+
+
+def test_the_table_prints_the_products_bound(capsys):
+    b = _bench()
+
+    def run(valid_s: float) -> dict:
+        return {"split": {k: 1.0 for k in b.PHASES} | {"valid": valid_s}, "valid_passes": 4, "valid_rows": 1000,
+                "epochs": 4, "test_auc": 0.8, "load": 1.0}
+
+    runs = {"bars": [run(0.01)], "fuxictr": [run(0.04)]}  # 400,000 and 100,000 rows/s
+    b.print_table("frappe", "dcn", runs, 4, {"rows": 8000, "products_s": 0.016, "forward_s": 0.02,
+                                             "linear_calls": 4, "gflops": 300.0})
+    out = capsys.readouterr().out
+    assert "bars 400,000 rows/s = 4.00x FuxiCTR" in out
+    assert "allow at most 500,000 rows/s (5.00x FuxiCTR; the pass is at 80% of it" in out
+    assert "the forward alone 400,000 rows/s" in out

@@ -37,6 +37,10 @@ store's housekeeping, bookkeeping), ``run`` (all of it) and ``process`` (the pro
 and imports included), ``cpu`` (the process's CPU seconds, user + system, its loader processes included: on a
 loaded machine the figure that moves least with the load).
 
+After each model's table (unless ``--no-products-bound``): the validation rows/s of both sides, and the most that
+bars's float32 matrix products alone allow: every ``nn.Linear`` call of one validation batch timed by itself on the
+same threads (``products_worker``), so a validation goal can be read against what the host's products can do.
+
     PYTHONPATH=. .venv-ref/bin/python tests/reference/bench_reference.py --whole-run [--models dcn,deepfm,finalmlp]
         [--shapes frappe,criteo] [--epochs 4] [--repeats 3] [--threads 2] [--bars-python .venv/bin/python]
         [--fuxictr-loader npz|parquet]
@@ -45,6 +49,7 @@ loaded machine the figure that moves least with the load).
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import os
@@ -184,6 +189,68 @@ def bars_worker(a: dict[str, Any]) -> dict[str, Any]:
             "valid_rows": res.samples.get("compute_valid_samples", 0) // max(res.epochs, 1),
             "test_auc": res.metrics.get("test_auc"), "val_auc": res.metrics.get("val_auc"),
             "phases": ph, "housekeeping": t2 - t1}
+
+
+def products_worker(a: dict[str, Any]) -> dict[str, Any]:
+    """The float32 ceiling of bars's validation pass set by its matrix products alone: one validation batch
+    (``train.eval_batch_size`` rows of the valid split) through the model in eval mode records every ``nn.Linear``
+    call's shape; each product is then timed by itself (``torch.addmm``, or ``mm`` without a bias: the median of 30
+    after 3 warm-ups, on the run's threads). ``rows/s <= batch / their sum`` with nothing else done; products
+    outside ``nn.Linear`` (attention, a cross layer's vector product) are not counted, so the bound is generous.
+    Also the model's whole forward on the same batch, timed the same way. The process's allocator is set as a bars
+    run's (``train.reuse_freed_memory``)."""
+    import torch
+
+    from bars.config import compose, to_container
+    from bars.data.loader import load_dataset
+    from bars.data.prepare import prepare
+    from bars.models import build
+
+    torch.set_num_threads(a["threads"])
+    cfg = compose(bars_overrides(a))
+    if cfg.train.reuse_freed_memory:  # as a bars run's setup (bars.run._setup): the allocator's setting
+        from bars.heap import reuse_freed_memory
+
+        reuse_freed_memory()
+    ds = load_dataset(prepare(cfg, quiet=True), splits=("valid",))
+    model = build(cfg.model.name, ds.spec, to_container(cfg.model.params)).eval()
+    rows = int(cfg.train.eval_batch_size)
+    xb, _ = next(iter(ds.splits["valid"].batches(rows, shuffle=False, seed=0, device="cpu")))
+    rows = int(next(iter(xb.values())).shape[0])
+    shapes: list[tuple[int, int, int, bool]] = []
+
+    def record(mod, inputs, _out):
+        x = inputs[0]
+        shapes.append((x.numel() // mod.in_features, mod.in_features, mod.out_features, mod.bias is not None))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.inference_mode():
+        model(xb)
+    for h in hooks:
+        h.remove()
+
+    def median_s(fn) -> float:
+        for _ in range(3):
+            fn()
+        ts = []
+        for _ in range(30):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts)
+
+    g = torch.Generator().manual_seed(SEED)
+    products, flops = 0.0, 0
+    with torch.inference_mode():
+        for n, k, m, bias in shapes:
+            x, w = torch.randn(n, k, generator=g), torch.randn(m, k, generator=g)
+            b = torch.randn(m, generator=g)
+            wt = w.t()
+            products += median_s(functools.partial(torch.addmm, b, x, wt) if bias else functools.partial(torch.mm, x, wt))
+            flops += 2 * n * k * m
+        forward = median_s(lambda: model(xb))
+    return {"rows": rows, "linear_calls": len(shapes), "products_s": products, "forward_s": forward,
+            "gflops": flops / products / 1e9 if products else 0.0}
 
 
 # ------------------------------------------------------------------------------------------------ FuxiCTR worker
@@ -367,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bars-override", action="append", default=[], metavar="KEY=VALUE",
                     help="one more Hydra override for bars's runs, after the bench's own (repeatable), e.g. "
                          "train.precision=bf16; FuxiCTR's side is unchanged")
+    ap.add_argument("--no-products-bound", dest="products_bound", action="store_false",
+                    help="skip the bound that bars's matrix products alone set on its validation rows/s (printed "
+                         "after each model's table by default)")
     ap.add_argument("--keep", help="use (and keep) this folder instead of a temporary one")
     ap.add_argument("--json", help="also write every run's figures to this JSON file")
     args = ap.parse_args(argv)
@@ -425,7 +495,10 @@ def main(argv: list[str] | None = None) -> int:
                         r["load"] = os.getloadavg()[0]
                         runs[side].append(r)
                         records.append({"shape": shape, "model": m, "side": side, **r})
-                print_table(shape, m, runs, args.epochs)
+                bound = launch(args.bars_python, "products", a, args.threads) if args.products_bound else None
+                if bound is not None:
+                    records.append({"shape": shape, "model": m, "side": "products", **bound})
+                print_table(shape, m, runs, args.epochs, bound)
     finally:
         if args.json:
             Path(args.json).write_text(json.dumps(records, indent=1, default=str))
@@ -435,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_table(shape: str, model: str, runs: dict[str, list[dict[str, Any]]], epochs: int) -> None:
+def print_table(shape: str, model: str, runs: dict[str, list[dict[str, Any]]], epochs: int,
+                bound: dict[str, Any] | None = None) -> None:
     med = {s: {k: statistics.median(r["split"][k] for r in rs) for k in PHASES} for s, rs in runs.items()}
     loads = [r["load"] for rs in runs.values() for r in rs]
     print(f"\n{model} @ {shape}: seconds, median of {len(runs['bars'])} (load {min(loads):.1f}-{max(loads):.1f}); "
@@ -451,11 +525,20 @@ def print_table(shape: str, model: str, runs: dict[str, list[dict[str, Any]]], e
     print(f"whole run ({epochs} epochs) {model} @ {shape}: bars {med['bars']['run']:.2f} s, FuxiCTR "
           f"{med['fuxictr']['run']:.2f} s: bars is {ratio['run']:.2f}x as fast (process: {ratio['process']:.2f}x)",
           flush=True)
+    if bound is not None and bound["products_s"] > 0:
+        rate = {s: statistics.median(r["valid_passes"] * r["valid_rows"] / r["split"]["valid"] for r in runs[s])
+                for s in runs}
+        ceiling = bound["rows"] / bound["products_s"]
+        print(f"validation {model} @ {shape}: bars {rate['bars']:,.0f} rows/s = {rate['bars'] / rate['fuxictr']:.2f}x "
+              f"FuxiCTR; its {bound['linear_calls']} Linear products timed alone at {bound['rows']:,} rows "
+              f"({bound['gflops']:.0f} GFLOP/s) allow at most {ceiling:,.0f} rows/s "
+              f"({ceiling / rate['fuxictr']:.2f}x FuxiCTR; the pass is at {rate['bars'] / ceiling:.0%} of it, the "
+              f"forward alone {bound['rows'] / bound['forward_s']:,.0f} rows/s)", flush=True)
 
 
 def worker_main(side: str, payload: str) -> int:
     a = json.loads(payload)
-    out = bars_worker(a) if side == "bars" else fuxictr_worker(a)
+    out = bars_worker(a) if side == "bars" else products_worker(a) if side == "products" else fuxictr_worker(a)
     print(json.dumps(out, default=float))
     if side == "bars" and a.get("tracking_helper", "auto") == "auto":  # as `bars train` ends (bars.cli)
         from bars.cli import _exit_now
