@@ -30,7 +30,11 @@ process waits for a core then counts for neither side, so the figure is what a q
 library's users run it: bars's process under its run settings (``train.reuse_freed_memory``: freed buffers kept
 for the next step), FuxiCTR's with the C library's allocator defaults (each step's large buffers fresh pages, one
 page fault per 4 KiB; the figure printed beside). By default both sides share one process, so FuxiCTR's steps get
-bars's allocator setting too: the conservative figure. Both modes keep MKL in the strict mode bars sets.
+bars's allocator setting too: the conservative figure. That process is a child for each config and shape
+(:func:`measure_forked`, forked by multiprocessing's fork server), so one config's memory is gone before the next. A config that exhausts the host's memory
+(FuxiCTR's AOANet at the criteo shape needs more than 23 GiB) is killed by the kernel and printed as not measured,
+naming the side that was running; the bench goes on (in both modes). Both modes keep MKL in the strict mode bars
+sets.
 
 ``--precision bf16`` runs bars's steps under ``train.precision=bf16`` (FuxiCTR's stay in float32): what the switch
 buys on a CPU with bfloat16 instructions, not a like-for-like figure.
@@ -45,6 +49,7 @@ import dataclasses
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -204,19 +209,102 @@ def rate(step, n: int, clock=time.perf_counter) -> float:
 
 
 def measure(cid: str, shape: str, repeats: int, steps: int, clock=time.perf_counter,
-            precision: str = "fp32") -> tuple[float, float] | None:
-    """(bars, FuxiCTR) samples/s, medians of ``repeats`` alternating runs of ``steps`` steps, both in this process."""
+            precision: str = "fp32", phase=lambda name: None) -> tuple[float, float] | None:
+    """(bars, FuxiCTR) samples/s, medians of ``repeats`` alternating runs of ``steps`` steps, both in this process.
+    ``phase(name)`` is told what runs next: ``build``, then ``bars`` and ``FuxiCTR`` by turns."""
+    phase("build")
     made = setup(cid, shape, precision)
     if made is None:
         return None
     ours, theirs = made[0](), made[1]()
+    phase("bars")
     rate(ours, 1)
+    phase("FuxiCTR")
     rate(theirs, 1)  # warm-up (allocator, Adam state)
     a, b = [], []
     for _ in range(repeats):
+        phase("bars")
         a.append(rate(ours, steps, clock))
+        phase("FuxiCTR")
         b.append(rate(theirs, steps, clock))
     return statistics.median(a), statistics.median(b)
+
+
+class Killed(Exception):
+    """A measurement's process ended by a signal (the kernel's OOM killer sends SIGKILL)."""
+
+
+def _memory_gib() -> str:
+    try:
+        kib = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+                   if ln.startswith("MemTotal:"))
+        return f"{kib / 2**20:.0f} GiB"
+    except (OSError, StopIteration, ValueError):  # pragma: no cover - not Linux
+        return "its memory"
+
+
+def killed_message(sig: int, what: str) -> str:
+    hint = f": out of memory? (this host has {_memory_gib()})" if sig == signal.SIGKILL else ""
+    return f"{what} was killed by signal {sig} ({signal.Signals(sig).name}){hint}"
+
+
+def _measure_child(conn, cid: str, shape: str, repeats: int, steps: int, clock, precision: str, threads: int) -> None:
+    """In a child of the fork server: progress messages (``{"phase": ...}``), then one result message."""
+    torch.set_num_threads(threads)
+    try:
+        conn.send({"result": measure(cid, shape, repeats, steps, clock, precision,
+                                     phase=lambda name: conn.send({"phase": name}))})
+    except NotImplementedError as exc:
+        conn.send({"not_implemented": str(exc)})
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
+        import traceback
+
+        conn.send({"error": traceback.format_exc()})
+    finally:
+        conn.close()
+
+
+_SERVER = None
+
+
+def measure_forked(cid: str, shape: str, repeats: int, steps: int, clock=time.perf_counter,
+                   precision: str = "fp32", threads: int | None = None) -> tuple[float, float] | None:
+    """:func:`measure` in a child process (both sides still share one process: the child), so that one config's
+    memory is returned before the next and a config that exhausts the host's memory (the kernel kills the child)
+    is reported as :class:`Killed` instead of ending the bench. The children are forked by multiprocessing's fork
+    server, which imports this module once and never computes, so a child starts with the imports done and with no
+    thread pool to inherit (forking a process whose OpenMP pool ran hangs the child's first parallel region)."""
+    global _SERVER
+    import multiprocessing
+
+    if _SERVER is None:
+        _SERVER = multiprocessing.get_context("forkserver")
+        _SERVER.set_forkserver_preload(["bench_reference"])
+    threads = torch.get_num_threads() if threads is None else threads
+    here, there = _SERVER.Pipe(duplex=False)
+    proc = _SERVER.Process(target=_measure_child, args=(there, cid, shape, repeats, steps, clock, precision, threads))
+    proc.start()
+    there.close()
+    msgs = []
+    while True:
+        try:
+            msgs.append(here.recv())
+        except EOFError:
+            break
+    here.close()
+    proc.join()
+    if proc.exitcode is not None and proc.exitcode < 0:
+        phases = [m["phase"] for m in msgs if "phase" in m]
+        where = {"build": "building the two models", "bars": "bars's step", "FuxiCTR": "FuxiCTR's step"}
+        during = where.get(phases[-1], "its start") if phases else "its start"
+        raise Killed(killed_message(-proc.exitcode, f"the process, during {during},"))
+    last = next((m for m in reversed(msgs) if "phase" not in m),
+                {"error": f"the measuring process exited with status {proc.exitcode} and no result"})
+    if "not_implemented" in last:
+        raise NotImplementedError(last["not_implemented"])
+    if "error" in last:
+        raise RuntimeError(f"bench reference: measuring {cid} at the {shape} shape failed:\n{last['error']}")
+    return None if last["result"] is None else tuple(last["result"])
 
 
 WARMUP_STEPS = 3  # per fresh process of --processes separate
@@ -251,6 +339,9 @@ def measure_separate(cid: str, shape: str, repeats: int, steps: int, threads: in
                                    "--shapes", shape, "--steps", str(steps), "--threads", str(threads),
                                    "--clock", clock, "--precision", precision],
                                   check=False, capture_output=True, text=True, env=env)
+            if proc.returncode < 0:
+                raise Killed(killed_message(-proc.returncode, f"the {'bars' if side == 'bars' else 'FuxiCTR'} "
+                                            "process"))
             if proc.returncode != 0:
                 raise SystemExit(f"bench reference: the {side} process for {cid} at the {shape} shape failed "
                                  f"(exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
@@ -316,14 +407,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'config':<12} {'shape':<7} {'bars samples/s':>15} {'FuxiCTR samples/s':>18} {'ratio':>7}"
           + (f" {'faults/step bars / FuxiCTR':>27}" if separate else ""))
     ratios: dict[str, list[float]] = {}
+    killed: list[str] = []
     for shape in [s for s in args.shapes.split(",") if s]:
         steps = args.steps or ((2 if shape == "criteo" else 10) if separate else (1 if shape == "criteo" else 3))
         for m in models:
             try:
                 got = (measure_separate(m, shape, args.repeats, steps, args.threads, args.clock, args.precision)
-                       if separate else measure(m, shape, args.repeats, steps, clock, args.precision))
+                       if separate else measure_forked(m, shape, args.repeats, steps, clock, args.precision, args.threads))
             except NotImplementedError as exc:  # a composition FuxiCTR cannot build at this shape (e.g. DLRM)
                 print(f"{m:<12} {shape:<7} (not measured: {exc})", flush=True)
+                continue
+            except Killed as exc:  # e.g. FuxiCTR's AOANet at the criteo shape needs more than 23 GiB
+                print(f"{m:<12} {shape:<7} (not measured: {exc})", flush=True)
+                killed.append(f"{m}@{shape}")
                 continue
             if got is None:
                 continue  # only the sequence models run at the seq shape, and they only there
@@ -337,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for shape, rs in ratios.items():
         print(f"median ratio bars/FuxiCTR at {shape} shape: {statistics.median(rs):.2f} ({len(rs)} models)")
-    print(f"median ratio bars/FuxiCTR overall: {statistics.median(allr):.2f} ({len(allr)} measurements)")
+    print(f"median ratio bars/FuxiCTR overall: {statistics.median(allr):.2f} ({len(allr)} measurements)"
+          + (f"; not measured, killed: {', '.join(killed)}" if killed else ""))
     return 0
 
 

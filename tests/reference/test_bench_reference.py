@@ -113,3 +113,57 @@ def test_a_separate_child_reports_one_side():
     assert set(got) == {"rate", "faults"} and got["rate"] > 0
     out = subprocess.run([*cmd, "--models", "din"], check=True, capture_output=True, text=True).stdout
     assert json.loads(out.strip().splitlines()[-1]) is None
+
+
+def test_the_shared_mode_measures_each_config_in_a_forked_child():
+    """Both sides still share one process (the child): the figures are samples/s of each side."""
+    from bench_reference import measure_forked
+
+    a, b = measure_forked("dcn", "frappe", 1, 1)
+    assert a > 0 and b > 0
+    assert measure_forked("din", "frappe", 1, 1) is None  # a sequence model runs at the seq shape only
+
+
+_CLOCK_CALLS = [0]
+
+
+def _clock_that_dies_on_its_third_call() -> float:
+    """A clock for measure's timed steps that sends SIGKILL to its own process on its third call: bars's timed
+    steps read it twice, so the third call is the start of FuxiCTR's."""
+    import os
+    import signal
+    import time
+
+    _CLOCK_CALLS[0] += 1
+    if _CLOCK_CALLS[0] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return time.perf_counter()
+
+
+def test_a_measurement_killed_by_the_kernel_is_reported_not_fatal():
+    """The kernel's OOM killer ends the measuring child with SIGKILL. Here the child's clock sends it when FuxiCTR's
+    timed step begins (a real child and a real SIGKILL); the parent names the side that was running."""
+    import bench_reference
+
+    with pytest.raises(bench_reference.Killed, match=r"during FuxiCTR's step, was killed by signal 9 \(SIGKILL\): "
+                                                        r"out of memory\?"):
+        bench_reference.measure_forked("dcn", "frappe", 1, 1, clock=_clock_that_dies_on_its_third_call)
+    assert bench_reference.measure_forked("dcn", "frappe", 1, 1)[0] > 0  # the next config runs as usual
+
+
+def test_main_goes_on_after_a_killed_config(monkeypatch, capsys):
+    import bench_reference
+
+    real = bench_reference.measure_forked
+
+    def killed_for_deepfm(cid, *args, **kw):
+        if cid == "deepfm":
+            raise bench_reference.Killed(bench_reference.killed_message(9, "the process, during bars's step,"))
+        return real(cid, *args, **kw)
+
+    monkeypatch.setattr(bench_reference, "measure_forked", killed_for_deepfm)
+    assert bench_reference.main(["--models", "deepfm,dcn", "--shapes", "frappe", "--repeats", "1", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "deepfm       frappe  (not measured: the process, during bars's step, was killed by signal 9" in out
+    assert any(ln.startswith("dcn ") for ln in out.splitlines())
+    assert "(1 measurements); not measured, killed: deepfm@frappe" in out
