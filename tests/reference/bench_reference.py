@@ -378,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="bars side's train.precision (bf16: its forward under autocast to bfloat16); FuxiCTR's side "
                          "stays float32, as FuxiCTR trains")
     ap.add_argument("--processes", choices=("shared", "separate"), default="shared",
-                    help="shared: both sides in this process, under bars's run settings (the conservative figure); "
+                    help="shared: both sides in one process (a child per config), under bars's run settings "
+                         "(the conservative figure); "
                          "separate: each repeat of each side in a fresh process of its own, as each library's users "
                          "run it (FuxiCTR's with the C library's allocator defaults)")
     ap.add_argument("--side", choices=("bars", "fuxictr"), help=argparse.SUPPRESS)  # a --processes separate child
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bars vs FuxiCTR 2.3.10 training step, batch {BATCH}, {args.threads} threads, torch {torch.__version__}, "
           f"median of {args.repeats} interleaved repeats, {args.clock} clock, bars precision {args.precision}, "
           + ("each side in fresh processes of its own (FuxiCTR's with the C library's allocator defaults)" if separate
-             else "both sides in this process (under bars's run settings)"))
+             else "both sides in one process, a child per config (under bars's run settings)"))
     print(f"{'config':<12} {'shape':<7} {'bars samples/s':>15} {'FuxiCTR samples/s':>18} {'ratio':>7}"
           + (f" {'faults/step bars / FuxiCTR':>27}" if separate else ""))
     ratios: dict[str, list[float]] = {}
