@@ -6,6 +6,13 @@
 Every run is untracked (tracking.enabled=false), on the CPU with one thread; the method runs' folders go under
 ``--root``. Prints one line per run and a summary per model: mean test AUC of each side, the mean difference, the
 mean fraction kept.
+
+A control instead of a method: ``--fixed-dims '[5, 5, ...]'`` (one dimension per categorical field, or with
+``--frequency-blocks '[10]'`` one per field and block, rarest block first) retrains the backbone from scratch under
+that allocation, every row kept (bars.methods.optembed.FixedDimsStage): what an allocation costs without a search.
+
+    python scripts/measure_methods.py --data movielens_small --models deepfm --seeds 2021 2022 \
+        --fixed-dims '[5, 5, 5, 5, 5]'
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import time
 from pathlib import Path
 
 from bars.config import compose
+from bars.methods.optembed import FixedDimsStage
 from bars.run import train_one
 
 
@@ -30,8 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default="/tmp/bars_measure_methods")
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-plain", action="store_true", help="the method's runs only (plain figures known already)")
+    ap.add_argument("--fixed-dims", default=None, metavar="JSON",
+                    help="instead of --method: retrain under this dimension allocation (a JSON list, one per "
+                         "categorical field, or per field and block with --frequency-blocks)")
+    ap.add_argument("--frequency-blocks", default="[]", metavar="JSON",
+                    help="with --fixed-dims: training-count cutoffs, e.g. [10] (rarest block first)")
     ap.add_argument("overrides", nargs="*", help="overrides for every run (after --); method.* ones for the method's")
     args = ap.parse_args(argv)
+    fixed = None
+    if args.fixed_dims is not None:
+        try:
+            fixed = ([int(d) for d in json.loads(args.fixed_dims)], [int(c) for c in json.loads(args.frequency_blocks)])
+        except (ValueError, TypeError) as e:
+            ap.error(f"--fixed-dims / --frequency-blocks must be JSON lists of ints: {e}")
+        args.method = "fixed"
     root = Path(args.root)
     base = [f"data={args.data}", "train.num_threads=1", "train.device=cpu", "tracking.enabled=false",
             f"paths.checkpoints={root / 'ckpt'}", f"paths.results={root / 'results'}"]
@@ -43,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                 # method.* overrides go to the method's runs only
                 ov = [o for o in args.overrides if method != "none" or not o.lstrip("+").startswith("method.")]
                 cfg = compose([f"model={model}", f"seed={seed}", *base,
-                               *([f"method={method}"] if method != "none" else []), *ov])
-                r = train_one(cfg, quiet=True)
+                               *([f"method={method}"] if method not in ("none", "fixed") else []), *ov])
+                r = train_one(cfg, quiet=True,
+                              stage=FixedDimsStage(*fixed) if method == "fixed" and fixed is not None else None)
                 m = r.metrics
                 row = {"model": model, "seed": seed, "method": method, "val_auc": m.get("val_auc"),
                        "test_auc": m["test_auc"],

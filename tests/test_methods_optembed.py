@@ -514,3 +514,53 @@ def test_frequency_blocks_give_rare_and_frequent_values_their_own_dimension_and_
     assert torch.equal(loaded.bake().model(batch), baked(batch))
     with pytest.raises(ConfigError, match=r"method.frequency_blocks must be a list of increasing ints >= 1"):
         validate(compose(["model=deepfm", "method=optembed", "method.frequency_blocks=[5,3]"]), "train")
+
+
+def test_a_fixed_allocation_is_the_retrain_under_given_dims_and_the_measure_script_runs_it(tmp_path):
+    """``FixedDimsStage`` (a control for the method tables, not a method): every dimension given is plain training
+    to the digit; half of every field's dimensions keeps half the embedding parameters and changes the run; a block
+    allocation counts each block's rows (the training split's counts, counted here) times its dimension; a wrong
+    number of dimensions is an error naming the units. ``scripts/measure_methods.py --fixed-dims`` runs it."""
+    import importlib.util
+    from collections import Counter
+
+    from bars.data.loader import load_dataset
+    from bars.methods.optembed import FixedDimsStage
+    from bars.run import train_one
+
+    plain = compose(cfg_overrides(tmp_path))
+    r_plain = train_one(plain, quiet=True)
+    full = train_one(plain, quiet=True, stage=FixedDimsStage([10] * 5))
+    assert full.metrics["test_auc"] == r_plain.metrics["test_auc"]
+    assert full.metrics["test_logloss"] == r_plain.metrics["test_logloss"]
+    assert full.metrics["embedding_params_kept"] == 1.0
+    half = train_one(plain, quiet=True, stage=FixedDimsStage([5] * 5)).metrics
+    assert half["embedding_params_kept"] == 0.5 and half["embedding_rows_kept"] == 1.0
+    assert [half[f"dims_{f}"] for f in ("user", "movie", "year", "hour", "weekday")] == [5.0] * 5
+    assert half["test_auc"] != r_plain.metrics["test_auc"]
+
+    ds = load_dataset(next((tmp_path / "data" / "movielens_small").iterdir()))
+    fields, vocab_rows = _vocab_rows(tmp_path)
+    dims = [2, 9, 3, 8, 4, 7, 5, 6, 1, 10]  # (rare, frequent) per field
+    blocks = train_one(plain, quiet=True, stage=FixedDimsStage(dims, [3])).metrics
+    kept = 0
+    for i, (f, n) in enumerate(zip(fields, vocab_rows.tolist(), strict=True)):
+        counts = Counter(ds.splits["train"].column(f).tolist())
+        kept += sum(dims[2 * i + (1 if counts.get(v, 0) >= 3 else 0)] for v in range(1, n + 1))
+    assert blocks["embedding_params_kept_count"] == kept
+    assert [blocks[f"dims_{f}_b{k}"] for f in fields for k in (0, 1)] == [float(d) for d in dims]
+    with pytest.raises(ValueError, match=r"fixed dims: 3 given, the mask has 5 units \(\['user', 'movie'"):
+        train_one(plain, quiet=True, stage=FixedDimsStage([5, 5, 5]))
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "measure_methods.py"
+    spec = importlib.util.spec_from_file_location("measure_methods", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "fixed.json"
+    assert mod.main(["--data", "movielens_small", "--models", "deepfm", "--seeds", "2021", "--fixed-dims",
+                     "[5, 5, 5, 5, 5]", "--root", str(tmp_path / "measure"), "--out", str(out), "--",
+                     *[o for o in cfg_overrides(tmp_path) if not o.startswith(("model=", "data=", "paths.check",
+                                                                                "paths.results"))]]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["method"], r["kept"]) for r in rows] == [("none", None), ("fixed", 0.5)]
+    assert rows[0]["test_auc"] == r_plain.metrics["test_auc"] and rows[1]["test_auc"] == half["test_auc"]

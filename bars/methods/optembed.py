@@ -45,7 +45,7 @@ from bars.methods.wrapper import BackboneWrapper, BakeError, scale_field_rows, t
 from bars.models.layers import EmbeddingMask, FeatureEmbedding, prefix_mask
 from bars.train import EpochLog, TrainConfig, save_checkpoint
 
-__all__ = ["STAGES", "EvolutionStage", "MaskedModel", "RetrainStage", "SupernetStage", "evolve", "final_model",
+__all__ = ["STAGES", "EvolutionStage", "FixedDimsStage", "MaskedModel", "RetrainStage", "SupernetStage", "evolve", "final_model",
            "frequency_rows", "make_stage", "mask_metrics"]
 
 STAGES = ("supernet", "evolution", "retrain")
@@ -439,6 +439,49 @@ class RetrainStage:
         model.mask.set_fixed(arch["row_keep"], arch["dims"])
         self.model = model
         return model
+
+    def on_epoch(self, log: EpochLog) -> None:
+        pass
+
+    def finish(self, model: nn.Module) -> Mapping[str, float]:
+        assert self.model is not None
+        return {**mask_metrics(self.model.mask), **self.model.bake().metrics()}
+
+
+@dataclasses.dataclass
+class FixedDimsStage:
+    """A control, not a method: the backbone trained from scratch (BARS initialisation, the run's seed, BARS
+    protocol) under a dimension allocation given by hand instead of searched: every row kept, the first ``dims[u]``
+    embedding dimensions of unit ``u`` (a field, or with ``frequency_blocks`` a field's block of values by training
+    count, rarest first: OptEmbed's retrain under ``arch.pt`` with the allocation written in). Pass it as
+    ``bars.run.train_one(cfg, stage=...)`` on a config without a method; ``scripts/measure_methods.py
+    --fixed-dims`` does, to measure what an allocation costs apart from any search (docs/methods.md)."""
+
+    dims: list[int]
+    frequency_blocks: list[int] = dataclasses.field(default_factory=list)
+    name: str = "retrain"
+    init: bool = True  # fit initialises the backbone with the run's seed, as plain training
+    model: MaskedModel | None = None
+
+    def train_config(self, train_cfg: TrainConfig) -> TrainConfig:
+        return train_cfg
+
+    def wrap(self, backbone: nn.Module, spec: Any, train_cfg: TrainConfig, seed: int) -> MaskedModel:
+        cfg = OptEmbedConfig(frequency_blocks=list(self.frequency_blocks))
+        self.model = _build(backbone, spec, cfg, train_thresholds=False)
+        units = len(self.model.mask.unit_names)
+        if len(self.dims) != units:
+            raise ValueError(f"fixed dims: {len(self.dims)} given, the mask has {units} units "
+                             f"({list(self.model.mask.unit_names)})")
+        return self.model
+
+    def bind_data(self, splits: Mapping[str, Any]) -> None:
+        """The blocks need the training split's counts: the allocation is set here, after :meth:`wrap`."""
+        assert self.model is not None
+        mask = self.model.mask
+        if mask.blocks > 1:
+            mask.set_units(frequency_units(mask, splits["train"], self.frequency_blocks))
+        mask.set_fixed(torch.ones_like(mask.row_keep), torch.as_tensor(self.dims))
 
     def on_epoch(self, log: EpochLog) -> None:
         pass
