@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="movielens_small")
     ap.add_argument("--models", nargs="+", default=["deepfm", "dcn"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[2021, 2022, 2023])
-    ap.add_argument("--method", default="optfs")
+    ap.add_argument("--method", default=None, help="the method (default optfs); not with --fixed-dims")
     ap.add_argument("--root", default="/tmp/bars_measure_methods")
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-plain", action="store_true", help="the method's runs only (plain figures known already)")
@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
             fixed = ([int(d) for d in json.loads(args.fixed_dims)], [int(c) for c in json.loads(args.frequency_blocks)])
         except (ValueError, TypeError) as e:
             ap.error(f"--fixed-dims / --frequency-blocks must be JSON lists of ints: {e}")
+        if args.method is not None:
+            ap.error(f"--fixed-dims replaces --method: give one of them, not both (got --method {args.method})")
         args.method = "fixed"
+    elif args.method is None:
+        args.method = "optfs"
     root = Path(args.root)
     base = [f"data={args.data}", "train.num_threads=1", "train.device=cpu", "tracking.enabled=false",
             f"paths.checkpoints={root / 'ckpt'}", f"paths.results={root / 'results'}"]

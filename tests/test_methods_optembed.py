@@ -564,3 +564,7 @@ def test_a_fixed_allocation_is_the_retrain_under_given_dims_and_the_measure_scri
     rows = json.loads(out.read_text())
     assert [(r["method"], r["kept"]) for r in rows] == [("none", None), ("fixed", 0.5)]
     assert rows[0]["test_auc"] == r_plain.metrics["test_auc"] and rows[1]["test_auc"] == half["test_auc"]
+    for bad in (["--fixed-dims", "[5, 5, 5, 5, 5]", "--method", "dnis"], ["--fixed-dims", "5"]):
+        with pytest.raises(SystemExit) as e:
+            mod.main(bad)
+        assert e.value.code == 2  # argparse's usage error, before any run

@@ -45,8 +45,8 @@ from bars.methods.wrapper import BackboneWrapper, BakeError, scale_field_rows, t
 from bars.models.layers import EmbeddingMask, FeatureEmbedding, prefix_mask
 from bars.train import EpochLog, TrainConfig, save_checkpoint
 
-__all__ = ["STAGES", "EvolutionStage", "FixedDimsStage", "MaskedModel", "RetrainStage", "SupernetStage", "evolve", "final_model",
-           "frequency_rows", "make_stage", "mask_metrics"]
+__all__ = ["STAGES", "EvolutionStage", "FixedDimsStage", "MaskedModel", "RetrainStage", "SupernetStage", "evolve",
+           "final_model", "frequency_rows", "make_stage", "mask_metrics"]
 
 STAGES = ("supernet", "evolution", "retrain")
 
